@@ -1,0 +1,346 @@
+"""Clients: the scripted stand-in, and the one function that decides which client to build.
+
+Every client has the same surface, the part of ``openai.OpenAI`` that Nora uses:
+
+    client.chat.completions.create(model=..., messages=[...], temperature=..., stream=False)
+        -> openai.types.chat.ChatCompletion            (stream=False)
+        -> iterator of ChatCompletionChunk             (stream=True)
+
+plus two small extras Nora's views read if present: ``default_model`` (the
+name to send when the caller gives none) and ``wire`` (a WireLog holding the
+last request exactly as it was sent, key masked).
+
+    ScriptedClient   canned replies, records every call: lessons and tests
+    openai.OpenAI    OpenAI, or any OpenAI-compatible server via base_url
+    LocalClient      the embedded SmolLM2 model, in-process (nora_widgets.local)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import uuid
+from typing import Any, Iterator
+
+from .errors import NoraError, redact
+
+__all__ = [
+    "ScriptedClient",
+    "WireLog",
+    "make_client",
+    "describe_client",
+    "ModelUnavailableError",
+    "BACKENDS",
+]
+
+BACKENDS = ("auto", "local", "openai", "scripted")
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 2
+OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
+
+
+class ModelUnavailableError(NoraError):
+    """No model can answer with the current settings (says how to get one)."""
+
+
+# --------------------------------------------------------------------------- #
+# the wire: what actually went out
+
+
+class WireLog:
+    """Keeps the last request a client sent, with any secret masked.
+
+    ``last`` is a dict: {"transport": "http" | "in-process", "method", "url",
+    "headers", "body"} where body is the JSON the server received.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict | None = None
+        self.count = 0
+
+    def record_http(self, request: Any) -> None:
+        """httpx2 request event hook: keep method, url, masked headers and the JSON body."""
+        try:
+            body: Any = json.loads(request.content) if request.content else None
+        except (ValueError, UnicodeDecodeError):
+            body = "<non-JSON body>"
+        headers = {}
+        for name, value in request.headers.items():
+            lname = name.lower()
+            if lname in ("authorization", "api-key", "x-api-key", "openai-organization", "openai-project"):
+                value = "Bearer ***" if lname == "authorization" else "***"
+            headers[lname] = redact(value)
+        self.last = {
+            "transport": "http",
+            "method": request.method,
+            "url": redact(str(request.url)),
+            "headers": headers,
+            "body": body,
+        }
+        self.count += 1
+
+    def record_call(self, kwargs: dict, **extra: Any) -> None:
+        """For in-process clients: the keyword arguments of the create() call."""
+        self.last = {"transport": "in-process", "body": copy.deepcopy(kwargs), **extra}
+        self.count += 1
+
+
+# --------------------------------------------------------------------------- #
+# building real response objects
+
+
+def _rough_tokens(text: str) -> int:
+    """~4 characters per token, the usual rule of thumb (the stand-in has no tokenizer)."""
+    return max(1, round(len(text) / 4)) if text else 0
+
+
+def make_completion(text: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str = "stop"):
+    """A real openai ChatCompletion holding one assistant message."""
+    from openai.types.chat import ChatCompletion
+
+    return ChatCompletion.model_validate(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
+
+
+def make_chunk(cid: str, created: int, model: str, content: str | None = None, finish_reason: str | None = None,
+               role: str | None = None, usage: dict | None = None):
+    """A real openai ChatCompletionChunk (a usage-only chunk has no choices)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    data: dict = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    if usage is not None:
+        data["choices"] = []
+        data["usage"] = usage
+    else:
+        delta: dict = {}
+        if role:
+            delta["role"] = role
+        if content is not None:
+            delta["content"] = content
+        data["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+    return ChatCompletionChunk.model_validate(data)
+
+
+# --------------------------------------------------------------------------- #
+# the scripted stand-in
+
+
+class _Namespace:
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+class ScriptedClient:
+    """A stand-in for openai.OpenAI with canned replies and a call log.
+
+    replies: strings returned in order; an Exception instance in the list is
+    raised instead (to demo failures).  With no replies at all, every call gets
+    an echo that shows what the model was sent, e.g.
+    "[scripted reply 2] I was sent 4 messages; the last one says: 'How much is it?'".
+
+    Every call's keyword arguments are kept in ``.calls`` (a deep copy, as sent),
+    so ``client.calls[-1]["messages"]`` is exactly the list the "model" received.
+
+    Example:
+        client = ScriptedClient(["Hello!", TimeoutError("timed out")])
+        client.chat.completions.create(model="m", messages=[...]).choices[0].message.content -> 'Hello!'
+        the second call raises TimeoutError
+    """
+
+    default_model = "scripted"
+
+    def __init__(self, replies: list | None = None, model: str = "scripted", chunk_size: int = 1) -> None:
+        self._replies = list(replies) if replies is not None else None
+        self._given = len(self._replies) if self._replies is not None else 0
+        self.default_model = model
+        self.calls: list[dict] = []
+        self.chunk_size = max(1, chunk_size)  # words per streamed chunk
+        self.wire = WireLog()
+        self.chat = _Namespace(completions=_Namespace(create=self._create))
+
+    def enqueue(self, *replies: Any) -> None:
+        """Add more replies (strings or exceptions) to the end of the queue."""
+        if self._replies is None:
+            self._replies = []
+        self._replies.extend(replies)
+        self._given += len(replies)
+
+    @property
+    def remaining(self) -> int:
+        return len(self._replies) if self._replies is not None else -1
+
+    def _next_reply(self, messages: list[dict]) -> str:
+        n = len(self.calls)
+        if self._replies is None:
+            last = messages[-1]["content"] if messages else ""
+            if len(last) > 60:
+                last = last[:57] + "..."
+            return f"[scripted reply {n}] I was sent {len(messages)} messages; the last one says: {last!r}"
+        if not self._replies:
+            raise RuntimeError(f"ScriptedClient has no replies left (it was given {self._given})")
+        reply = self._replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return str(reply)
+
+    def _create(self, **kwargs: Any):
+        messages = kwargs.get("messages")
+        if not isinstance(messages, list):
+            raise TypeError("create() needs messages=[...], a list of {'role', 'content'} dicts")
+        self.calls.append(copy.deepcopy(kwargs))
+        self.wire.record_call(kwargs)
+        text = self._next_reply(messages)
+        model = kwargs.get("model") or self.default_model
+        prompt_tokens = sum(_rough_tokens(m.get("content") or "") + 4 for m in messages)
+        completion_tokens = _rough_tokens(text)
+        if kwargs.get("stream"):
+            include_usage = bool((kwargs.get("stream_options") or {}).get("include_usage"))
+            return self._stream(text, model, prompt_tokens, completion_tokens, include_usage)
+        return make_completion(text, model, prompt_tokens, completion_tokens)
+
+    def _stream(self, text: str, model: str, prompt_tokens: int, completion_tokens: int,
+                include_usage: bool) -> Iterator:
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
+        yield make_chunk(cid, created, model, content="", role="assistant")
+        words = text.split(" ")
+        for i in range(0, len(words), self.chunk_size):
+            piece = " ".join(words[i:i + self.chunk_size])
+            yield make_chunk(cid, created, model, content=piece if i == 0 else " " + piece)
+        yield make_chunk(cid, created, model, finish_reason="stop")
+        if include_usage:
+            yield make_chunk(cid, created, model, usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            })
+
+
+# --------------------------------------------------------------------------- #
+# the one place that builds a client
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise NoraError(f"{name} must be a number of seconds (got {raw!r})") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise NoraError(f"{name} must be a whole number (got {raw!r})") from None
+
+
+def choose_backend(backend: str = "auto", api_key: str | None = None, base_url: str | None = None) -> str:
+    """auto -> 'openai' when a key or base URL is configured, else 'local' (the embedded model)."""
+    if backend not in BACKENDS:
+        raise NoraError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if api_key or base_url or os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        return "openai"
+    return "local"
+
+
+def make_client(
+    backend: str = "auto",
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    replies: list | None = None,
+) -> Any:
+    """Build the client for these settings (arguments win over the environment).
+
+    backend: 'auto' (default: OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL
+    is set, otherwise the embedded model), 'openai', 'local' or 'scripted'.
+    Environment: OPENAI_API_KEY, OPENAI_BASE_URL, NORA_MODEL, NORA_TIMEOUT (seconds,
+    default 60), NORA_MAX_RETRIES (default 2), NORA_MODEL_PATH (a GGUF for 'local').
+    The key is read here and handed to the client; it is never stored anywhere else.
+    Example: make_client("scripted").chat.completions.create(model="m", messages=[...])
+    """
+    chosen = choose_backend(backend, api_key, base_url)
+    model = model or os.environ.get("NORA_MODEL") or None
+    if chosen == "scripted":
+        return ScriptedClient(replies, model=model or "scripted")
+    if chosen == "local":
+        try:
+            from .local import LocalClient
+        except ImportError as exc:  # llama-cpp-python missing
+            raise ModelUnavailableError(
+                "the embedded model needs llama-cpp-python: pip install 'nora-widgets[local]' "
+                "(or set OPENAI_API_KEY / OPENAI_BASE_URL to use a server)"
+            ) from exc
+        return LocalClient()
+    # openai: the official client, OpenAI itself or any compatible server
+    timeout = timeout if timeout is not None else _env_float("NORA_TIMEOUT", DEFAULT_TIMEOUT)
+    max_retries = max_retries if max_retries is not None else _env_int("NORA_MAX_RETRIES", DEFAULT_MAX_RETRIES)
+    if timeout <= 0:
+        raise NoraError(f"timeout must be more than 0 seconds (got {timeout})")
+    if max_retries < 0:
+        raise NoraError(f"max retries must be 0 or more (got {max_retries})")
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        if not base_url:
+            raise ModelUnavailableError("OPENAI_API_KEY is not set: export it, or set OPENAI_BASE_URL for a local server")
+        key = "no-key"  # local servers (Ollama, llama.cpp, vLLM) accept any key
+    import openai
+
+    wire = WireLog()
+    client = openai.OpenAI(
+        api_key=key,
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+        http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http]}),
+    )
+    client.wire = wire
+    client.default_model = model or OPENAI_DEFAULT_MODEL
+    return client
+
+
+def describe_client(client: Any) -> str:
+    """One line naming the backend and model that answer, e.g.
+    'local model SmolLM2-135M-Instruct (embedded, in-process)'."""
+    describe = getattr(client, "describe", None)
+    if callable(describe):
+        return describe()
+    if isinstance(client, ScriptedClient):
+        return "scripted stand-in (canned replies, no model)"
+    base = getattr(client, "base_url", None)
+    model = getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
+    if base is not None:
+        return f"OpenAI-compatible server {redact(str(base)).rstrip('/')}, model {model}"
+    return f"{type(client).__name__}, model {model}"

@@ -1,0 +1,331 @@
+"""The conversation core: a chat is a list, a turn is one function.
+
+A chat-completion API is stateless.  The model remembers nothing between
+calls; *this* list is the memory, and every call resends all of it:
+
+    history = [
+        {"role": "system",    "content": SYSTEM_PROMPT},   # persona, always first
+        {"role": "user",      "content": "Do you have Le Guin?"},
+        {"role": "assistant", "content": "Yes, two novels."},
+        ...                                                 # (user, assistant) pairs
+    ]
+
+Everything here is pure: no widgets, no terminal, no network code of its own.
+A *client* is any object with ``.chat.completions.create(**kwargs)`` that
+returns an object shaped like ``openai.types.chat.ChatCompletion`` (or, with
+``stream=True``, an iterator of ``ChatCompletionChunk``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from .errors import EmptyMessageError, Failure, HistoryError, describe_failure
+
+__all__ = [
+    "SYSTEM_PROMPT",
+    "DEFAULT_MODEL",
+    "DEFAULT_TEMPERATURE",
+    "ROLES",
+    "new_history",
+    "validate_history",
+    "validate_user_text",
+    "messages_to_send",
+    "run_turn",
+    "stream_turn",
+    "safe_run_turn",
+    "TurnResult",
+    "trim_history",
+    "trim_to_budget",
+    "dropped_by_trim",
+]
+
+SYSTEM_PROMPT = (
+    "You are Nora, a terse, helpful assistant for a small bookshop's website. "
+    "Keep answers under three sentences."
+)
+DEFAULT_MODEL = "gpt-4o-mini"  # used only when the client names no model of its own
+DEFAULT_TEMPERATURE = 0.7
+ROLES = ("system", "user", "assistant")
+
+Message = dict  # {"role": str, "content": str}
+
+
+# --------------------------------------------------------------------------- #
+# building and checking the list
+
+
+def new_history(system_prompt: str | None = SYSTEM_PROMPT) -> list[Message]:
+    """A fresh conversation: just the persona.
+
+    Example: new_history("Be brief.") -> [{'role': 'system', 'content': 'Be brief.'}]
+    """
+    return [{"role": "system", "content": system_prompt}] if system_prompt else []
+
+
+def validate_history(history: Any) -> None:
+    """Refuse anything that is not a list of {"role", "content"} dicts.
+
+    Raises HistoryError with a one-line message naming the first bad item.
+    Example: validate_history([{"role": "bot", "content": "hi"}]) raises
+        HistoryError("message 0: role must be one of system, user, assistant (got 'bot')")
+    """
+    if not isinstance(history, list):
+        raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
+    for i, message in enumerate(history):
+        if not isinstance(message, dict):
+            raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
+        role = message.get("role")
+        if role not in ROLES:
+            raise HistoryError(f"message {i}: role must be one of {', '.join(ROLES)} (got {role!r})")
+        if not isinstance(message.get("content"), str):
+            got = type(message.get("content")).__name__
+            raise HistoryError(f"message {i}: content must be a string (got {got})")
+
+
+def validate_user_text(user_text: Any) -> str:
+    """Refuse empty or non-string input before anything is sent.
+
+    Example: validate_user_text("   ") raises EmptyMessageError('nothing to send: the message is empty')
+    """
+    if not isinstance(user_text, str):
+        raise EmptyMessageError(f"the message must be text, not {type(user_text).__name__}")
+    if not user_text.strip():
+        raise EmptyMessageError("nothing to send: the message is empty")
+    return user_text
+
+
+def _default_model(client: Any) -> str:
+    return getattr(client, "default_model", None) or DEFAULT_MODEL
+
+
+# --------------------------------------------------------------------------- #
+# trimming: what a long conversation forgets
+
+
+def _turn_groups(messages: list[Message]) -> list[list[Message]]:
+    """Split non-system messages into turns, each starting at a user message.
+
+    Example: [u1, a1, u2, a2, u3] -> [[u1, a1], [u2, a2], [u3]]
+    """
+    groups: list[list[Message]] = []
+    for message in messages:
+        if message["role"] == "user" or not groups:
+            groups.append([message])
+        else:
+            groups[-1].append(message)
+    return groups
+
+
+def trim_history(history: list[Message], keep_last_n_turns: int = 3) -> list[Message]:
+    """Keep the system message(s) plus the last N user/assistant turns.
+
+    Returns a new list; the input is never changed.  A turn is a user message
+    and the reply that follows it, so a pair is never split.
+    Example: 1 system + 6 turns (13 messages), keep_last_n_turns=3 -> 7 messages.
+    """
+    if not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
+        raise ValueError(f"keep_last_n_turns must be a whole number >= 0 (got {keep_last_n_turns!r})")
+    system = [m for m in history if m["role"] == "system"]
+    groups = _turn_groups([m for m in history if m["role"] != "system"])
+    kept = groups[len(groups) - keep_last_n_turns:] if keep_last_n_turns else []
+    return system + [m for group in kept for m in group]
+
+
+def trim_to_budget(
+    history: list[Message],
+    max_tokens: int,
+    count: Callable[[Message], int],
+) -> list[Message]:
+    """Keep the system message(s) plus as many recent whole turns as fit in max_tokens.
+
+    ``count(message) -> int`` gives one message's token cost (see nora_widgets.tokens).
+    Returns a new list.  The newest turn is always kept, even if it alone is over budget
+    (the caller decides whether that is an error).
+    Example: budget 100, system 20, turns costing [50, 40, 30] -> system + last two turns.
+    """
+    system = [m for m in history if m["role"] == "system"]
+    used = sum(count(m) for m in system)
+    kept: list[list[Message]] = []
+    for group in reversed(_turn_groups([m for m in history if m["role"] != "system"])):
+        cost = sum(count(m) for m in group)
+        if kept and used + cost > max_tokens:
+            break
+        kept.append(group)
+        used += cost
+    return system + [m for group in reversed(kept) for m in group]
+
+
+def dropped_by_trim(history: list[Message], kept: list[Message]) -> list[Message]:
+    """The messages of history that a trim left out (by identity, in order)."""
+    kept_ids = {id(m) for m in kept}
+    return [m for m in history if id(m) not in kept_ids]
+
+
+def messages_to_send(
+    history: list[Message],
+    user_text: str | None = None,
+    keep_last_n_turns: int | None = None,
+) -> list[Message]:
+    """Exactly the list the next call sends: the (trimmed) history plus the new user turn.
+
+    keep_last_n_turns=None sends everything; 0 sends only the persona and the new
+    message (the model forgets everything: "amnesia").
+    Example: messages_to_send([sys, u1, a1], "hi", keep_last_n_turns=0) -> [sys, {"role": "user", "content": "hi"}]
+    """
+    sent = list(history) if keep_last_n_turns is None else trim_history(history, keep_last_n_turns)
+    if user_text is not None:
+        sent.append({"role": "user", "content": user_text})
+    return sent
+
+
+# --------------------------------------------------------------------------- #
+# one turn
+
+
+def _reply_text(response: Any) -> str:
+    """The reply lives at response.choices[0].message.content (choices is a list: n candidates)."""
+    content = response.choices[0].message.content
+    return content if content is not None else ""
+
+
+def run_turn(
+    client: Any,
+    history: list[Message],
+    user_text: str,
+    model: str | None = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+    keep_last_n_turns: int | None = None,
+    **kwargs: Any,
+) -> str:
+    """Append the user turn, send the whole list, append the reply, return its text.
+
+    The history grows by exactly two messages.  If the call fails (any exception,
+    Ctrl-C included) the history is put back exactly as it was and the error is
+    re-raised: the list is never left half-updated.
+    Example: history of 1 (system) -> after run_turn: 3 messages, client saw 2.
+    """
+    validate_history(history)
+    validate_user_text(user_text)
+    before = len(history)
+    sent = messages_to_send(history, user_text, keep_last_n_turns)
+    history.append(sent[-1])
+    try:
+        response = client.chat.completions.create(
+            model=model or _default_model(client),
+            messages=sent if keep_last_n_turns is not None else history,
+            temperature=temperature,
+            **kwargs,
+        )
+        reply_text = _reply_text(response)
+    except BaseException:
+        del history[before:]
+        raise
+    history.append({"role": "assistant", "content": reply_text})
+    return reply_text
+
+
+def stream_turn(
+    client: Any,
+    history: list[Message],
+    user_text: str,
+    model: str | None = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+    keep_last_n_turns: int | None = None,
+    **kwargs: Any,
+) -> Iterator[str]:
+    """Like run_turn, but yield the reply's text pieces as they arrive.
+
+    The full reply is appended to history only when the stream has ended.  If the
+    stream fails, or the caller stops early (Ctrl-C, break, .close()), the history
+    is rolled back to what it was: no half reply is ever kept.
+    Example: "".join(stream_turn(client, history, "hi")) == history[-1]["content"]
+    """
+    validate_history(history)
+    validate_user_text(user_text)
+    before = len(history)
+    sent = messages_to_send(history, user_text, keep_last_n_turns)
+    history.append(sent[-1])
+    pieces: list[str] = []
+    completed = False
+    try:
+        stream = client.chat.completions.create(
+            model=model or _default_model(client),
+            messages=sent if keep_last_n_turns is not None else history,
+            temperature=temperature,
+            stream=True,
+            **kwargs,
+        )
+        for chunk in stream:
+            if not chunk.choices:  # e.g. the final usage-only chunk
+                continue
+            piece = chunk.choices[0].delta.content
+            if piece:
+                pieces.append(piece)
+                yield piece
+        completed = True
+    finally:
+        if completed:
+            history.append({"role": "assistant", "content": "".join(pieces)})
+        else:
+            del history[before:]
+
+
+class TurnResult(str):
+    """The text safe_run_turn returns: the reply, or a one-line error message.
+
+    It is a plain str (print it, compare it), plus ``.ok`` and ``.failure``
+    (a nora_widgets.errors.Failure, or None) for UIs that need to know what failed.
+    """
+
+    failure: Failure | None
+
+    def __new__(cls, text: str, failure: Failure | None = None) -> "TurnResult":
+        obj = super().__new__(cls, text)
+        obj.failure = failure
+        return obj
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def safe_run_turn(
+    client: Any,
+    history: list[Message],
+    user_text: str,
+    model: str | None = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+    keep_last_n_turns: int | None = None,
+    on_text: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> TurnResult:
+    """run_turn that never raises: on failure the history is unchanged and the
+    result is '(error talking to the model: ...)'.
+
+    With on_text, the reply is streamed and on_text(piece) is called per piece.
+    Ctrl-C while the reply arrives counts as a failure ("cancelled") and rolls back.
+    Example: a client that raises TimeoutError -> history still 1 message,
+        result '(error talking to the model: the request timed out - try again, ...)'
+    """
+    before = list(history)
+    try:
+        if on_text is None:
+            reply = run_turn(client, history, user_text, model, temperature, keep_last_n_turns, **kwargs)
+        else:
+            pieces = stream_turn(client, history, user_text, model, temperature, keep_last_n_turns, **kwargs)
+            try:
+                for piece in pieces:
+                    on_text(piece)
+            finally:
+                pieces.close()
+            reply = history[-1]["content"]
+    except (Exception, KeyboardInterrupt) as exc:
+        if history != before:  # validation errors never touched it; make sure of the rest
+            history[:] = before
+        if isinstance(exc, (EmptyMessageError, HistoryError)):
+            failure = Failure(kind="bad_input", status=None, message=str(exc), hint="")
+        else:
+            failure = describe_failure(exc)
+        return TurnResult(failure.line(), failure)
+    return TurnResult(reply)

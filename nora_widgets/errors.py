@@ -1,0 +1,158 @@
+"""Turn any failure of a model call into something a person can act on.
+
+Every face of Nora (terminal, panel, magics) shows failures the same way: one
+line saying what went wrong and what to do next.  This module is the single
+place that knows how exceptions map to that line.  It imports nothing from
+the rest of the package and does not import ``openai``: errors are recognised
+by their class name and attributes (duck typing), so the core stays light.
+
+    >>> describe_failure(TimeoutError("read timed out")).kind
+    'timeout'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+__all__ = ["Failure", "describe_failure", "redact", "NoraError", "EmptyMessageError", "HistoryError"]
+
+
+class NoraError(ValueError):
+    """Base class for Nora's own refusals (bad input, bad files)."""
+
+
+class EmptyMessageError(NoraError):
+    """The user text was empty or only whitespace: nothing is sent."""
+
+
+class HistoryError(NoraError):
+    """The conversation is not a list of {"role", "content"} dicts."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What failed, as data a UI can use.
+
+    kind:    short machine name ("rate_limit", "auth", "timeout", ...)
+    status:  the HTTP status code when there was one, else None
+    message: one line, key-free, saying what happened
+    hint:    one short sentence saying what to do
+    """
+
+    kind: str
+    status: int | None
+    message: str
+    hint: str
+
+    def line(self) -> str:
+        """The one-line form shown to people: '(error talking to the model: ...)'."""
+        text = self.message
+        if self.hint:
+            text = f"{text} - {self.hint}"
+        return f"(error talking to the model: {text})"
+
+
+# (class name) -> (kind, message, hint); checked along the exception's MRO so
+# subclasses we do not know about still land in the right row.
+_BY_CLASS = {
+    "AuthenticationError": ("auth", "the server refused the API key", "check OPENAI_API_KEY"),
+    "PermissionDeniedError": ("permission", "the key may not use this model", "check the model name and the key's access"),
+    "RateLimitError": ("rate_limit", "rate limit reached", "wait a moment, then send again"),
+    "NotFoundError": ("not_found", "the server does not know this model or URL", "check --model and OPENAI_BASE_URL"),
+    "BadRequestError": ("bad_request", "the server rejected the request", "check the model name and settings"),
+    "UnprocessableEntityError": ("bad_request", "the server could not process the request", "check the model name and settings"),
+    "InternalServerError": ("server", "the server had an internal error", "try again in a moment"),
+    "APITimeoutError": ("timeout", "the request timed out", "try again, or raise --timeout / NORA_TIMEOUT"),
+    "APIConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
+    "APIResponseValidationError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
+    "JSONDecodeError": ("bad_response", "the server sent a reply that is not JSON", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
+    "KeyboardInterrupt": ("cancelled", "cancelled", "the turn was rolled back; send it again when ready"),
+    "ContextWindowError": ("context_length", "the conversation is longer than the model's context window", "trim it (/trim N or keep fewer turns)"),
+    "ModelUnavailableError": ("no_model", "no model is available", ""),
+    "TimeoutError": ("timeout", "the request timed out", "try again, or raise --timeout / NORA_TIMEOUT"),
+    "ConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
+}
+
+_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
+
+
+def redact(text: str) -> str:
+    """Remove anything that looks like an API key from text.
+
+    Example: redact("bad key sk-abc123456789") -> 'bad key sk-***'
+    """
+    key = os.environ.get("OPENAI_API_KEY", "")
+    if key and len(key) >= 4:
+        text = text.replace(key, "***")
+    return _KEY_PATTERN.sub("sk-***", text)
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _server_detail(exc: BaseException) -> str:
+    """The server's own error message, if it sent one (short, key-free)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            detail = inner.get("message")
+        else:
+            detail = inner if isinstance(inner, str) else None
+        if isinstance(detail, str) and detail.strip():
+            detail = " ".join(detail.split())
+            return redact(detail[:160])
+    return ""
+
+
+def _is_context_overflow(exc: BaseException) -> bool:
+    body = getattr(exc, "body", None)
+    code = getattr(exc, "code", None)
+    if code == "context_length_exceeded":
+        return True
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("code") == "context_length_exceeded":
+            return True
+    text = str(exc).lower()
+    return "context_length_exceeded" in text or "exceed context window" in text or "maximum context length" in text
+
+
+def describe_failure(exc: BaseException) -> Failure:
+    """Map any exception to a Failure with a one-line, key-free message.
+
+    Example: a 429 from the server ->
+        Failure(kind='rate_limit', status=429, message='rate limit reached (HTTP 429)', hint='wait a moment, then send again')
+    """
+    status = _status(exc)
+    if _is_context_overflow(exc):
+        kind, message, hint = _BY_CLASS["ContextWindowError"]
+    else:
+        for cls in type(exc).__mro__:
+            if cls.__name__ in _BY_CLASS:
+                kind, message, hint = _BY_CLASS[cls.__name__]
+                break
+        else:
+            if isinstance(exc, json.JSONDecodeError):  # pragma: no cover - caught by name above
+                kind, message, hint = _BY_CLASS["JSONDecodeError"]
+            elif status is not None and status >= 500:
+                kind, message, hint = _BY_CLASS["InternalServerError"]
+            else:
+                detail = " ".join(str(exc).split()) or type(exc).__name__
+                kind, message, hint = "error", f"{type(exc).__name__}: {detail}", ""
+    if kind in ("no_model", "error", "cancelled") and str(exc).strip() and kind != "cancelled":
+        message = " ".join(str(exc).split())
+    detail = _server_detail(exc)
+    if detail and kind in ("bad_request", "not_found", "permission", "server", "context_length"):
+        message = f"{message}: {detail}"
+    if status is not None:
+        message = f"{message} (HTTP {status})"
+    return Failure(kind=kind, status=status, message=redact(message)[:300], hint=hint)

@@ -1,0 +1,119 @@
+"""Save and load a conversation as JSON: the literal messages list, plus metadata.
+
+The file is what went on the wire, so a learner can open it and read it:
+
+    {
+      "format": "nora-transcript",
+      "version": 1,
+      "model": "SmolLM2-135M-Instruct",
+      "temperature": 0.7,
+      "messages": [{"role": "system", "content": "..."}, {"role": "user", ...}, ...]
+    }
+
+A bare JSON list of messages is accepted on load too.  Saving is atomic (a temp
+file in the same folder, then rename), so a crash never leaves half a file.
+Loading checks everything first and raises TranscriptError with one clear line;
+it changes nothing on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .conversation import validate_history
+from .errors import HistoryError, NoraError
+
+__all__ = ["save_transcript", "load_transcript", "TranscriptError", "MAX_TRANSCRIPT_BYTES"]
+
+FORMAT = "nora-transcript"
+VERSION = 1
+MAX_TRANSCRIPT_BYTES = 20 * 1024 * 1024  # 20 MB: far beyond any real chat, small enough to read safely
+
+
+class TranscriptError(NoraError):
+    """A transcript file could not be read or written."""
+
+
+def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: Any) -> Path:
+    """Write history (and metadata such as model=, temperature=) to path atomically.
+
+    Example: save_transcript("chat.json", history, model="SmolLM2") -> Path('chat.json')
+    """
+    try:
+        validate_history(history)
+    except HistoryError as exc:
+        raise TranscriptError(f"not saved: {exc}") from None
+    path = Path(path)
+    # Only plain JSON values go in; never anything that could carry a secret.
+    meta = {k: v for k, v in metadata.items() if k not in ("api_key", "messages") and v is not None}
+    document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}
+    text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise TranscriptError(f"not saved: folder {str(folder)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
+    """Read and check a transcript; return (messages, metadata).
+
+    Raises TranscriptError with a one-line reason for a missing, huge, non-UTF-8,
+    non-JSON or wrongly shaped file.
+    Example: load_transcript("chat.json") -> ([{'role': 'system', ...}, ...], {'model': 'SmolLM2'})
+    """
+    path = Path(path)
+    name = str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise TranscriptError(f"cannot load {name}: no such file") from None
+    except OSError as exc:
+        raise TranscriptError(f"cannot load {name}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise TranscriptError(f"cannot load {name}: it is a folder")
+    if size > MAX_TRANSCRIPT_BYTES:
+        raise TranscriptError(f"cannot load {name}: {size:,} bytes is over the {MAX_TRANSCRIPT_BYTES:,}-byte limit")
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TranscriptError(f"cannot load {name}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise TranscriptError(f"cannot load {name}: {exc.strerror or exc}") from None
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise TranscriptError(f"cannot load {name}: not valid JSON{where}") from None
+    if isinstance(document, list):
+        messages, metadata = document, {}
+    elif isinstance(document, dict) and "messages" in document:
+        if document.get("format", FORMAT) != FORMAT:
+            raise TranscriptError(f"cannot load {name}: unknown format {document.get('format')!r}")
+        messages = document["messages"]
+        metadata = {k: v for k, v in document.items() if k not in ("messages", "format", "version")}
+    else:
+        raise TranscriptError(f"cannot load {name}: expected a list of messages or an object with 'messages'")
+    try:
+        validate_history(messages)
+    except HistoryError as exc:
+        raise TranscriptError(f"cannot load {name}: {exc}") from None
+    # Keep only the wire fields; a copy, so the caller owns it.
+    return [{"role": m["role"], "content": m["content"]} for m in messages], metadata
