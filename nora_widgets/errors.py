@@ -17,7 +17,15 @@ import os
 import re
 from dataclasses import dataclass
 
-__all__ = ["Failure", "describe_failure", "redact", "NoraError", "EmptyMessageError", "HistoryError"]
+__all__ = [
+    "Failure",
+    "describe_failure",
+    "redact",
+    "NoraError",
+    "EmptyMessageError",
+    "HistoryError",
+    "ContextWindowError",
+]
 
 
 class NoraError(ValueError):
@@ -30,6 +38,21 @@ class EmptyMessageError(NoraError):
 
 class HistoryError(NoraError):
     """The conversation is not a list of {"role", "content"} dicts."""
+
+
+class ContextWindowError(NoraError):
+    """The messages (plus room for the reply) do not fit the model's context window.
+
+    Carries the same code an OpenAI server uses, so callers can treat both alike.
+    Example: ContextWindowError("2,300 tokens > 2,048", prompt_tokens=2300, limit=2048)
+    """
+
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, *, prompt_tokens: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -151,6 +174,8 @@ def describe_failure(exc: BaseException) -> Failure:
     if kind in ("no_model", "error", "cancelled") and str(exc).strip() and kind != "cancelled":
         message = " ".join(str(exc).split())
     detail = _server_detail(exc)
+    if not detail and kind == "context_length" and isinstance(exc, NoraError) and str(exc).strip():
+        detail = " ".join(str(exc).split())
     if detail and kind in ("bad_request", "not_found", "permission", "server", "context_length"):
         message = f"{message}: {detail}"
     if status is not None:
