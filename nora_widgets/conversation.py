@@ -308,7 +308,7 @@ def safe_run_turn(
     Example: a client that raises TimeoutError -> history still 1 message,
         result '(error talking to the model: the request timed out - try again, ...)'
     """
-    before = list(history)
+    before = list(history) if isinstance(history, list) else None
     try:
         if on_text is None:
             reply = run_turn(client, history, user_text, model, temperature, keep_last_n_turns, **kwargs)
@@ -321,7 +321,7 @@ def safe_run_turn(
                 pieces.close()
             reply = history[-1]["content"]
     except (Exception, KeyboardInterrupt) as exc:
-        if history != before:  # validation errors never touched it; make sure of the rest
+        if before is not None and history != before:  # validation errors never touch it; the rest: make sure
             history[:] = before
         if isinstance(exc, (EmptyMessageError, HistoryError)):
             failure = Failure(kind="bad_input", status=None, message=str(exc), hint="")

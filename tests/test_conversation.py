@@ -1,0 +1,260 @@
+"""The conversation core, through the public API: the reference article's numbers and the invariants."""
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nora_widgets
+from nora_widgets import SYSTEM_PROMPT, ScriptedClient, run_turn, safe_run_turn, stream_turn, trim_history
+from nora_widgets.conversation import (
+    messages_to_send,
+    new_history,
+    trim_to_budget,
+    validate_history,
+)
+from nora_widgets.errors import EmptyMessageError, HistoryError
+
+TURNS = ["Do you have any Ursula K. Le Guin novels?", "How much is it?", "Can you hold a copy for me?"]
+
+
+def test_public_exports():
+    for name in ("SYSTEM_PROMPT", "run_turn", "safe_run_turn", "trim_history", "ScriptedClient", "make_client"):
+        assert name in nora_widgets.__all__
+        assert getattr(nora_widgets, name) is not None
+    assert "Nora" in SYSTEM_PROMPT and "bookshop" in SYSTEM_PROMPT
+
+
+def test_three_turns_give_seven_messages_and_the_whole_list_is_resent():
+    client = ScriptedClient(["Yes, The Left Hand of Darkness.", "14.50 euros.", "Held until Friday."])
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    replies = [run_turn(client, history, turn) for turn in TURNS]
+
+    assert replies == ["Yes, The Left Hand of Darkness.", "14.50 euros.", "Held until Friday."]
+    assert len(history) == 7
+    assert [m["role"] for m in history] == ["system"] + ["user", "assistant"] * 3
+    # The stand-in received 2, 4 and 6 messages: the whole transcript every time.
+    assert [len(call["messages"]) for call in client.calls] == [2, 4, 6]
+    # ... and the third call carried the first exchange verbatim ("it" only makes sense with it).
+    assert client.calls[2]["messages"][:4] == history[:4]
+    assert client.calls[0]["temperature"] == 0.7
+
+
+def test_run_turn_passes_model_temperature_and_extra_kwargs():
+    client = ScriptedClient(["ok"])
+    history = new_history()
+    run_turn(client, history, "hi", model="my-model", temperature=0.0, max_tokens=5)
+    call = client.calls[0]
+    assert call["model"] == "my-model" and call["temperature"] == 0.0 and call["max_tokens"] == 5
+
+
+def test_run_turn_uses_the_clients_default_model():
+    client = ScriptedClient(["ok"], model="tiny")
+    run_turn(client, new_history(), "hi")
+    assert client.calls[0]["model"] == "tiny"
+
+
+def test_a_client_that_raises_leaves_one_message_and_names_the_error():
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    result = safe_run_turn(ScriptedClient([TimeoutError("mock: request timed out")]), history, "Are you open on Sundays?")
+    assert len(history) == 1
+    assert result.startswith("(error talking to the model: ")
+    assert "timed out" in result
+    assert not result.ok and result.failure.kind == "timeout"
+
+
+def test_run_turn_rolls_back_and_reraises():
+    history = new_history()
+    snapshot = copy.deepcopy(history)
+    with pytest.raises(ConnectionError):
+        run_turn(ScriptedClient([ConnectionError("refused")]), history, "hello")
+    assert history == snapshot
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+def test_empty_input_is_refused_before_anything_is_sent(text):
+    client = ScriptedClient(["never"])
+    history = new_history()
+    with pytest.raises(EmptyMessageError):
+        run_turn(client, history, text)
+    assert client.calls == [] and len(history) == 1
+    result = safe_run_turn(client, history, text)
+    assert not result.ok and result.failure.kind == "bad_input" and "empty" in result
+    assert client.calls == [] and len(history) == 1
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ("not a list", "must be a list"),
+        ([{"role": "system"}], "content must be a string"),
+        ([{"role": "robot", "content": "x"}], "role must be one of"),
+        (["hello"], "must be a dict"),
+        ([{"role": "user", "content": 3}], "content must be a string"),
+    ],
+)
+def test_bad_history_is_refused_with_a_clear_message(bad, fragment):
+    with pytest.raises(HistoryError, match=fragment):
+        validate_history(bad)
+    client = ScriptedClient(["never"])
+    result = safe_run_turn(client, bad, "hi")
+    assert fragment in result and client.calls == []
+
+
+def test_stream_turn_yields_pieces_and_appends_the_reply_at_the_end():
+    client = ScriptedClient(["Yes, we have two of her novels."])
+    history = new_history()
+    pieces = []
+    for piece in stream_turn(client, history, "Le Guin?"):
+        pieces.append(piece)
+        assert len(history) == 2  # user turn in, reply not yet
+    assert "".join(pieces) == "Yes, we have two of her novels."
+    assert history[-1] == {"role": "assistant", "content": "Yes, we have two of her novels."}
+    assert client.calls[0]["stream"] is True
+
+
+def test_stream_turn_closed_early_rolls_back():
+    history = new_history()
+    stream = stream_turn(ScriptedClient(["one two three four"]), history, "count")
+    next(stream)
+    stream.close()  # what Ctrl-C or a Stop button does
+    assert history == new_history()
+
+
+class _InterruptingStream:
+    """A client whose stream raises KeyboardInterrupt after two pieces (Ctrl-C mid-reply)."""
+
+    def __init__(self):
+        self.inner = ScriptedClient(["one two three four five"])
+        self.chat = self
+        self.completions = self
+
+    def create(self, **kwargs):
+        for i, chunk in enumerate(self.inner.chat.completions.create(**kwargs)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield chunk
+
+
+def test_ctrl_c_mid_stream_rolls_back_in_safe_run_turn():
+    history = new_history()
+    seen = []
+    result = safe_run_turn(_InterruptingStream(), history, "count", on_text=seen.append)
+    assert seen == ["one", " two"]
+    assert history == new_history()
+    assert result.failure.kind == "cancelled"
+
+
+def test_safe_run_turn_streams_through_on_text():
+    history = new_history()
+    seen = []
+    result = safe_run_turn(ScriptedClient(["a b c"]), history, "go", on_text=seen.append)
+    assert result == "a b c" and result.ok and "".join(seen) == "a b c" and len(history) == 3
+
+
+def _long_history(turns):
+    history = new_history()
+    for i in range(turns):
+        history += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    return history
+
+
+def test_trim_13_messages_to_7_and_input_unchanged():
+    history = _long_history(6)
+    assert len(history) == 13
+    snapshot = copy.deepcopy(history)
+    trimmed = trim_history(history, keep_last_n_turns=3)
+    assert len(trimmed) == 7
+    assert trimmed[0]["role"] == "system"
+    assert [m["content"] for m in trimmed[1:]] == ["q3", "a3", "q4", "a4", "q5", "a5"]
+    assert history == snapshot and trimmed is not history
+
+
+def test_keep_turns_sends_a_trimmed_list_but_keeps_the_transcript():
+    client = ScriptedClient()
+    history = _long_history(4)
+    run_turn(client, history, "latest", keep_last_n_turns=1)
+    sent = client.calls[0]["messages"]
+    assert [m["content"] for m in sent[1:]] == ["q3", "a3", "latest"]
+    assert len(history) == 11  # nothing forgotten locally
+
+
+def test_amnesia_is_keep_zero_turns():
+    client = ScriptedClient()
+    history = _long_history(3)
+    run_turn(client, history, "What's my name?", keep_last_n_turns=0)
+    assert client.calls[0]["messages"] == [history[0], {"role": "user", "content": "What's my name?"}]
+
+
+def test_messages_to_send_matches_what_the_client_gets():
+    client = ScriptedClient()
+    history = _long_history(2)
+    preview = messages_to_send(history, "next", keep_last_n_turns=1)
+    run_turn(client, history, "next", keep_last_n_turns=1)
+    assert client.calls[0]["messages"] == preview
+
+
+def test_trim_to_budget_keeps_whole_recent_turns():
+    history = _long_history(5)
+
+    def count(message):
+        return 10 if message["role"] == "system" else 5  # each turn costs 10
+
+    trimmed = trim_to_budget(history, max_tokens=35, count=count)
+    assert [m["content"] for m in trimmed[1:]] == ["q3", "a3", "q4", "a4"]
+    assert trimmed[0]["role"] == "system"
+    # the newest turn is kept even when it alone is over budget
+    assert len(trim_to_budget(history, max_tokens=1, count=count)) == 3
+
+
+# --------------------------------------------------------------------------- #
+# properties
+
+_text = st.text(min_size=0, max_size=20)
+_message = st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(["user", "assistant"]), _text)
+_histories = st.builds(
+    lambda system, rest: ([{"role": "system", "content": system}] if system is not None else []) + rest,
+    st.one_of(st.none(), _text),
+    st.lists(_message, max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_histories, st.integers(min_value=0, max_value=12))
+def test_trim_invariants(history, n):
+    snapshot = copy.deepcopy(history)
+    trimmed = trim_history(history, n)
+    assert history == snapshot  # never mutates its input
+    systems = [m for m in history if m["role"] == "system"]
+    assert trimmed[: len(systems)] == systems  # system kept, first
+    rest = trimmed[len(systems):]
+    # what is kept is a suffix of the non-system messages (order kept, nothing invented)
+    others = [m for m in history if m["role"] != "system"]
+    assert rest == others[len(others) - len(rest):] if rest else True
+    # never starts mid-turn (a kept block starts with a user message unless nothing was dropped)
+    if rest and len(rest) < len(others):
+        assert rest[0]["role"] == "user"
+    assert sum(1 for m in rest if m["role"] == "user") <= n
+    # trimming is idempotent
+    assert trim_history(trimmed, n) == trimmed
+
+
+@settings(max_examples=200, deadline=None)
+@given(_histories, st.lists(st.one_of(st.just("ok"), st.just("fail"), st.just("interrupt")), max_size=8))
+def test_rollback_invariant(history, outcomes):
+    """Whatever fails, the history is exactly what it was; whatever succeeds adds exactly two messages."""
+    replies = []
+    for outcome in outcomes:
+        replies.append({"ok": "fine", "fail": RuntimeError("boom"), "interrupt": KeyboardInterrupt()}[outcome])
+    client = ScriptedClient(replies)
+    for outcome in outcomes:
+        before = copy.deepcopy(history)
+        result = safe_run_turn(client, history, "question")
+        if outcome == "ok":
+            assert result.ok and history == before + [
+                {"role": "user", "content": "question"},
+                {"role": "assistant", "content": "fine"},
+            ]
+        else:
+            assert not result.ok and history == before
