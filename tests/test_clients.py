@@ -1,0 +1,136 @@
+"""The scripted stand-in returns real openai types; make_client decides the backend from settings."""
+
+import json
+
+import httpx2
+import openai
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from nora_widgets import ScriptedClient, make_client
+from nora_widgets.clients import ModelUnavailableError, choose_backend, describe_client
+from nora_widgets.errors import NoraError, describe_failure, redact
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+
+
+def test_scripted_returns_a_real_chat_completion_and_logs_a_copy():
+    client = ScriptedClient(["Hello there."])
+    messages = [dict(m) for m in MESSAGES]
+    response = client.chat.completions.create(model="m", messages=messages, temperature=0.2)
+    assert isinstance(response, ChatCompletion)
+    assert response.choices[0].message.content == "Hello there."
+    assert response.choices[0].message.role == "assistant"
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens > 0
+    messages.append({"role": "user", "content": "later change"})
+    assert client.calls[0]["messages"] == MESSAGES  # a copy, as sent
+    assert client.wire.last["transport"] == "in-process" and client.wire.last["body"]["temperature"] == 0.2
+
+
+def test_scripted_stream_yields_real_chunks_with_optional_usage():
+    client = ScriptedClient(["one two three"])
+    chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_scripted_raises_exception_replies_and_runs_out_clearly():
+    client = ScriptedClient([ValueError("scripted failure")])
+    with pytest.raises(ValueError, match="scripted failure"):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    with pytest.raises(RuntimeError, match="no replies left"):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    client.enqueue("more")
+    assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content == "more"
+
+
+def test_scripted_echo_shows_what_the_model_was_sent():
+    reply = ScriptedClient().chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
+    assert reply == "[scripted reply 1] I was sent 2 messages; the last one says: 'Hi'"
+
+
+def test_choose_backend(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert choose_backend() == "local"
+    assert choose_backend(base_url="http://127.0.0.1:1/v1") == "openai"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-abcdefgh")
+    assert choose_backend() == "openai"
+    assert choose_backend("scripted") == "scripted"
+    with pytest.raises(NoraError, match="unknown backend"):
+        choose_backend("gpt")
+
+
+def test_make_client_openai_reads_env_and_never_stores_the_key_elsewhere(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET123456")
+    monkeypatch.setenv("NORA_TIMEOUT", "7")
+    monkeypatch.setenv("NORA_MAX_RETRIES", "0")
+    client = make_client(base_url="http://127.0.0.1:9/v1", model="llama3")
+    assert isinstance(client, openai.OpenAI)
+    assert client.max_retries == 0 and client.timeout == 7
+    assert client.default_model == "llama3"
+    assert "SECRET" not in describe_client(client)
+
+
+def test_make_client_bad_settings_are_one_line(monkeypatch):
+    monkeypatch.setenv("NORA_TIMEOUT", "soon")
+    with pytest.raises(NoraError, match="NORA_TIMEOUT must be a number"):
+        make_client("openai", api_key="sk-test-x")
+    monkeypatch.delenv("NORA_TIMEOUT")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ModelUnavailableError, match="OPENAI_API_KEY is not set"):
+        make_client("openai")
+    with pytest.raises(NoraError, match="timeout must be more than 0"):
+        make_client("openai", api_key="sk-test-x", timeout=-1)
+
+
+def test_wire_log_masks_the_key():
+    from nora_widgets.clients import WireLog
+
+    wire = WireLog()
+    request = httpx2.Request(
+        "POST", "http://127.0.0.1:1/v1/chat/completions",
+        headers={"Authorization": "Bearer sk-test-SECRET123456"},
+        content=json.dumps({"model": "m", "messages": MESSAGES}).encode(),
+    )
+    wire.record_http(request)
+    assert wire.last["body"]["messages"] == MESSAGES
+    assert wire.last["headers"]["authorization"] == "Bearer ***"
+    assert "SECRET" not in json.dumps(wire.last)
+
+
+def _status_error(cls, status, body=None, headers=None):
+    request = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+    response = httpx2.Response(status, request=request, headers=headers or {}, json=body or {})
+    return cls("error", response=response, body=body)
+
+
+@pytest.mark.parametrize(
+    "exc, kind, status, words",
+    [
+        (lambda: _status_error(openai.RateLimitError, 429), "rate_limit", 429, "rate limit"),
+        (lambda: _status_error(openai.AuthenticationError, 401), "auth", 401, "OPENAI_API_KEY"),
+        (lambda: _status_error(openai.InternalServerError, 503), "server", 503, "try again"),
+        (lambda: _status_error(openai.BadRequestError, 400, {"error": {"message": "too long", "code": "context_length_exceeded"}}),
+         "context_length", 400, "trim"),
+        (lambda: openai.APITimeoutError(request=httpx2.Request("POST", "http://x")), "timeout", None, "timed out"),
+        (lambda: openai.APIConnectionError(request=httpx2.Request("POST", "http://x")), "connection", None, "OPENAI_BASE_URL"),
+        (lambda: json.JSONDecodeError("Expecting value", "<html>", 0), "bad_response", None, "not JSON"),
+        (lambda: KeyboardInterrupt(), "cancelled", None, "rolled back"),
+    ],
+)
+def test_describe_failure_of_real_openai_errors(exc, kind, status, words):
+    failure = describe_failure(exc())
+    assert failure.kind == kind and failure.status == status
+    line = failure.line()
+    assert words in line and "\n" not in line and line.startswith("(error talking to the model: ")
+
+
+def test_redact_removes_keys(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "custom-key-value-xyz")
+    assert redact("bad key custom-key-value-xyz and sk-abcdefghijk") == "bad key *** and sk-***"

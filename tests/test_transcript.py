@@ -1,0 +1,118 @@
+"""Transcripts: atomic save, validated load that changes nothing on failure (fuzzed with hypothesis)."""
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nora_widgets import SYSTEM_PROMPT, ScriptedClient, load_transcript, run_turn, save_transcript
+from nora_widgets.transcript import MAX_TRANSCRIPT_BYTES, TranscriptError
+
+
+def _history():
+    client = ScriptedClient(["Yes.", "14.50 euros."])
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    run_turn(client, history, "Le Guin? ünïcödé ✓")
+    run_turn(client, history, "How much is it?")
+    return history
+
+
+def test_round_trip_keeps_the_literal_list_and_metadata(tmp_path):
+    history = _history()
+    path = save_transcript(tmp_path / "chat.json", history, model="SmolLM2", temperature=0.7, api_key="sk-secret")
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["messages"] == history
+    assert document["format"] == "nora-transcript" and document["version"] == 1
+    assert "api_key" not in document and "sk-secret" not in path.read_text()
+    messages, meta = load_transcript(path)
+    assert messages == history
+    assert meta == {"model": "SmolLM2", "temperature": 0.7}
+
+
+def test_a_bare_list_loads_too(tmp_path):
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps(_history()))
+    assert load_transcript(path)[0] == _history()
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "chat.json"
+    save_transcript(path, _history())
+    first = path.read_bytes()
+    with pytest.raises(TranscriptError):
+        save_transcript(path, [{"role": "wizard", "content": "x"}])
+    assert path.read_bytes() == first  # a refused save changes nothing
+    save_transcript(path, _history()[:1])
+    assert os.listdir(tmp_path) == ["chat.json"]
+
+
+def test_save_into_a_missing_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(TranscriptError, match="does not exist"):
+        save_transcript(tmp_path / "nope" / "chat.json", _history())
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b'{"messages": [{"role": "hacker", "content": "x"}]}', "role must be one of"),
+        (b'[{"role": "user", "content": 42}]', "content must be a string"),
+        (b'{"hello": 1}', "expected a list of messages"),
+        (b'{"format": "other", "messages": []}', "unknown format"),
+        (b'"just a string"', "expected a list of messages"),
+        (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
+    ],
+)
+def test_bad_files_are_refused_and_untouched(tmp_path, content, fragment):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(TranscriptError, match=fragment) as info:
+        load_transcript(path)
+    assert "\n" not in str(info.value)
+    assert path.read_bytes() == content
+
+
+def test_missing_and_huge_files(tmp_path):
+    with pytest.raises(TranscriptError, match="no such file"):
+        load_transcript(tmp_path / "missing.json")
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_TRANSCRIPT_BYTES + 1)
+    with pytest.raises(TranscriptError, match="limit"):
+        load_transcript(huge)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda s: s.encode("utf-8")))
+def test_fuzzed_bytes_either_load_valid_messages_or_raise_transcript_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("fuzz") / "t.json"
+    path.write_bytes(data)
+    try:
+        messages, meta = load_transcript(path)
+    except TranscriptError as exc:
+        assert str(exc).startswith("cannot load")
+    else:
+        assert all(m["role"] in ("system", "user", "assistant") and isinstance(m["content"], str) for m in messages)
+    assert path.read_bytes() == data
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["role", "content", "name"]), _json_values | st.sampled_from(["user", "assistant", "system"]), max_size=3), max_size=5))
+def test_fuzzed_json_shapes(tmp_path_factory, messages):
+    path = tmp_path_factory.mktemp("fuzz") / "t.json"
+    path.write_text(json.dumps({"messages": messages}))
+    try:
+        loaded, _ = load_transcript(path)
+    except TranscriptError:
+        return
+    assert [(m["role"], m["content"]) for m in loaded] == [(m["role"], m["content"]) for m in messages]
