@@ -189,6 +189,27 @@ def _reply_text(response: Any) -> str:
     return content if content is not None else ""
 
 
+def _send(client: Any, history: list[Message], keep_last_n_turns: int | None, params: dict) -> Any:
+    """One call to the API with history (already ending in the new user turn).
+
+    With trimming on, only the last keep_last_n_turns turns go out.  If the server
+    still says the context window is exceeded, trim to half as many turns and retry
+    once; without trimming, the error goes up so the user can decide (/trim N).
+    """
+    if keep_last_n_turns is None:
+        return client.chat.completions.create(messages=history, **params)
+    sent = trim_history(history[:-1], keep_last_n_turns) + [history[-1]]
+    try:
+        return client.chat.completions.create(messages=sent, **params)
+    except Exception as exc:
+        turns_sent = sum(1 for m in sent if m["role"] == "user") - 1  # earlier turns only
+        if turns_sent <= 0 or describe_failure(exc).kind != "context_length":
+            raise
+        fewer = min(keep_last_n_turns, turns_sent) // 2
+        sent = trim_history(history[:-1], fewer) + [history[-1]]
+        return client.chat.completions.create(messages=sent, **params)
+
+
 def run_turn(
     client: Any,
     history: list[Message],
@@ -202,21 +223,17 @@ def run_turn(
 
     The history grows by exactly two messages.  If the call fails (any exception,
     Ctrl-C included) the history is put back exactly as it was and the error is
-    re-raised: the list is never left half-updated.
+    re-raised: the list is never left half-updated.  keep_last_n_turns sends only
+    the persona and that many recent turns (the list itself keeps everything).
     Example: history of 1 (system) -> after run_turn: 3 messages, client saw 2.
     """
     validate_history(history)
     validate_user_text(user_text)
     before = len(history)
-    sent = messages_to_send(history, user_text, keep_last_n_turns)
-    history.append(sent[-1])
+    history.append({"role": "user", "content": user_text})
+    params = {"model": model or _default_model(client), "temperature": temperature, **kwargs}
     try:
-        response = client.chat.completions.create(
-            model=model or _default_model(client),
-            messages=sent if keep_last_n_turns is not None else history,
-            temperature=temperature,
-            **kwargs,
-        )
+        response = _send(client, history, keep_last_n_turns, params)
         reply_text = _reply_text(response)
     except BaseException:
         del history[before:]
@@ -244,18 +261,12 @@ def stream_turn(
     validate_history(history)
     validate_user_text(user_text)
     before = len(history)
-    sent = messages_to_send(history, user_text, keep_last_n_turns)
-    history.append(sent[-1])
+    history.append({"role": "user", "content": user_text})
+    params = {"model": model or _default_model(client), "temperature": temperature, "stream": True, **kwargs}
     pieces: list[str] = []
     completed = False
     try:
-        stream = client.chat.completions.create(
-            model=model or _default_model(client),
-            messages=sent if keep_last_n_turns is not None else history,
-            temperature=temperature,
-            stream=True,
-            **kwargs,
-        )
+        stream = _send(client, history, keep_last_n_turns, params)
         for chunk in stream:
             if not chunk.choices:  # e.g. the final usage-only chunk
                 continue

@@ -258,3 +258,31 @@ def test_rollback_invariant(history, outcomes):
             ]
         else:
             assert not result.ok and history == before
+
+
+def _overflow():
+    from nora_widgets.errors import ContextWindowError
+
+    return ContextWindowError("3,000 tokens > 2,048", prompt_tokens=3000, limit=2048)
+
+
+def test_overflow_with_trimming_on_trims_harder_and_retries_once():
+    client = ScriptedClient([_overflow(), "fits now"])
+    history = _long_history(6)
+    assert run_turn(client, history, "latest", keep_last_n_turns=4) == "fits now"
+    first, second = (c["messages"] for c in client.calls)
+    assert sum(m["role"] == "user" for m in first) == 5  # 4 earlier turns + the new one
+    assert sum(m["role"] == "user" for m in second) == 3  # half as many, + the new one
+    assert second[0]["role"] == "system" and second[-1]["content"] == "latest"
+    assert len(history) == 15
+
+
+def test_overflow_twice_or_without_trimming_rolls_back_and_says_how():
+    history = _long_history(3)
+    before = copy.deepcopy(history)
+    result = safe_run_turn(ScriptedClient([_overflow(), _overflow()]), history, "x", keep_last_n_turns=2)
+    assert history == before and result.failure.kind == "context_length"
+    client = ScriptedClient([_overflow(), "never sent"])
+    result = safe_run_turn(client, history, "x")
+    assert len(client.calls) == 1 and history == before
+    assert "trim" in result and "2,048" in result
