@@ -1,0 +1,499 @@
+"""The notebook extension: talk to the model from cells, and see the list behind it.
+
+    %load_ext nora_widgets
+    %%chat
+    Do you have anything by Ursula K. Le Guin?
+
+The cell body is the next user message of *one* conversation per notebook:
+a plain list of {"role", "content"} dicts, persona first, the very list
+``run_turn`` appends to.  Reach it from code with ``conversation()`` (or the
+``nora_history`` name the extension puts in the notebook).  Every turn goes
+through ``conversation.safe_run_turn``: this module only parses options and
+shows things; it holds no turn logic of its own.
+
+    %chat --temperature 0 --keep-turns 2     settings for the following turns
+    %chat history | wire | reset | trim N | save FILE | load FILE | help
+
+Failures (the server, the network, Ctrl-C) show one line and roll the turn
+back; a mistyped option is one ``UsageError`` line.  No tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.display import display
+
+from .clients import BACKENDS, describe_client, make_client
+from .conversation import DEFAULT_TEMPERATURE, new_history, safe_run_turn, trim_history, messages_to_send
+from .errors import NoraError, describe_failure, redact
+from .transcript import load_transcript, save_transcript
+
+__all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
+           "load_ipython_extension", "unload_ipython_extension", "USER_NAME"]
+
+USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
+COMMANDS = ("history", "wire", "reset", "trim", "save", "load", "help")
+
+
+# --------------------------------------------------------------------------- #
+# the state: one conversation and its settings
+
+
+@dataclass
+class ChatSession:
+    """The notebook's conversation plus the settings the next turn uses.
+
+    history is edited in place (reset/load use ``history[:] = ...``) so any
+    reference a learner holds stays the live list.
+    Example: ChatSession().history -> [{'role': 'system', 'content': SYSTEM_PROMPT}]
+    """
+
+    history: list = field(default_factory=new_history)  # [{"role", "content"}, ...], system first
+    backend: str = "auto"            # what make_client builds: auto | local | openai | scripted
+    client: Any = None               # built on first use, or given with use_client()
+    model: str | None = None         # None: the client's own default model
+    temperature: float = DEFAULT_TEMPERATURE
+    keep_turns: int | None = None    # None: send the whole history
+    stream: bool = True
+    display: str = "auto"            # auto | rich (display handle) | text (print pieces)
+    base_url: str | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+    update_every: float = 0.1        # seconds between refreshes of a streaming reply
+
+    def build_client(self, backend: str | None = None) -> Any:
+        """A fresh client for these settings (raises NoraError with one line)."""
+        return make_client(backend or self.backend, base_url=self.base_url, model=self.model,
+                           timeout=self.timeout, max_retries=self.max_retries)
+
+    def get_client(self) -> Any:
+        """The client, built lazily: the embedded model loads only when a turn needs it."""
+        if self.client is None:
+            self.client = self.build_client()
+        return self.client
+
+    def describe(self) -> str:
+        """One line: backend, model, temperature, trimming, streaming."""
+        who = describe_client(self.client) if self.client is not None else \
+            f"{self.backend} (connects on the first %%chat)"
+        keep = "all" if self.keep_turns is None else str(self.keep_turns)
+        model = f" | model: {self.model}" if self.model else ""  # else the client's own default
+        return (f"backend: {who}{model} | temperature: {self.temperature:g} | keep-turns: {keep} | "
+                f"stream: {'on' if self.stream else 'off'}")
+
+
+_SESSION = ChatSession()
+
+
+def session() -> ChatSession:
+    """The notebook's ChatSession (settings + conversation)."""
+    return _SESSION
+
+
+def conversation() -> list:
+    """The live messages list the magics send and extend.
+
+    Example: %%chat Hello  ->  conversation()[-2:] == [{'role': 'user', ...}, {'role': 'assistant', ...}]
+    """
+    return _SESSION.history
+
+
+def use_client(client: Any) -> Any:
+    """Make every following %%chat use this client (e.g. a ScriptedClient for a lesson).
+
+    Example: use_client(ScriptedClient(["Yes, two novels."]))
+    """
+    if not hasattr(getattr(client, "chat", None), "completions"):
+        raise TypeError("use_client() needs an object with .chat.completions.create(...), like openai.OpenAI")
+    _SESSION.client = client
+    return client
+
+
+# --------------------------------------------------------------------------- #
+# options: parsed with argparse, every mistake becomes one UsageError line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print usage and exit the kernel
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _temperature(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 2.0:
+        raise UsageError(f"--temperature must be a number from 0 to 2 (got {raw!r})")
+    return value
+
+
+def _keep_turns(raw: str) -> int | None:
+    if raw.lower() in ("all", "none"):
+        return None
+    if not raw.isdigit():
+        raise UsageError(f"--keep-turns must be a whole number >= 0, or 'all' (got {raw!r})")
+    return int(raw)
+
+
+def _positive(name: str, kind: type):
+    def parse(raw: str):
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = -1
+        if value < 0 or (kind is float and value == 0):
+            what = "a number of seconds > 0" if kind is float else "a whole number >= 0"
+            raise UsageError(f"--{name} must be {what} (got {raw!r})")
+        return value
+    return parse
+
+
+def _turn_options(parser: argparse.ArgumentParser) -> None:
+    """Options that make sense for one turn (on a %%chat line) and as settings (on %chat)."""
+    parser.add_argument("--temperature", type=_temperature)
+    parser.add_argument("--model")
+    parser.add_argument("--keep-turns", type=_keep_turns, default=argparse.SUPPRESS)
+    parser.add_argument("--stream", dest="stream", action="store_true", default=None)
+    parser.add_argument("--no-stream", dest="stream", action="store_false")
+
+
+def _cell_parser() -> _Parser:
+    parser = _Parser(prog="%%chat", add_help=False, allow_abbrev=False)
+    parser.add_argument("--amnesia", action="store_true")
+    _turn_options(parser)
+    return parser
+
+
+def _line_parser() -> _Parser:
+    parser = _Parser(prog="%chat", add_help=False, allow_abbrev=False)
+    parser.add_argument("command", nargs="?")
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--system")
+    parser.add_argument("--backend", choices=BACKENDS)
+    parser.add_argument("--base-url")
+    parser.add_argument("--timeout", type=_positive("timeout", float))
+    parser.add_argument("--max-retries", type=_positive("max-retries", int))
+    parser.add_argument("--display", choices=("auto", "rich", "text"))
+    parser.add_argument("--amnesia", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true")
+    _turn_options(parser)
+    return parser
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:  # e.g. "No closing quotation"
+        raise UsageError(f"%chat: {exc} (quote text with spaces: --system \"Be brief.\")") from None
+
+
+# --------------------------------------------------------------------------- #
+# showing things: every output has a deterministic text/plain (nbval compares it)
+
+
+def _show(plain: str, html_body: str | None = None) -> None:
+    """Display text/plain (and text/html when given); a terminal prints the text/plain."""
+    data = {"text/plain": plain}
+    if html_body is not None:
+        data["text/html"] = html_body
+    display(data, raw=True)
+
+
+def _show_failure(line: str) -> None:
+    _show(line, f'<div class="nora-error" style="color:#b00020;font-family:monospace">{html.escape(line)}</div>')
+
+
+def _reply_html(text: str) -> str:
+    from .render import markdown_to_html, role_chip_html
+
+    return f'<div class="nora-reply">{role_chip_html("assistant")}{markdown_to_html(text)}</div>'
+
+
+class _ReplyView:
+    """Where a reply appears as it arrives.
+
+    rich (a notebook): a display handle refreshed with rendered markdown; when the
+    reply is complete it is emptied and the final reply is displayed once, so a
+    re-run (nbval) sees the same outputs as the saved notebook.
+    text (terminal IPython): pieces are printed as they come.
+    """
+
+    def __init__(self, rich: bool, update_every: float) -> None:
+        self.rich, self.update_every = rich, update_every
+        self.pieces: list[str] = []
+        self.handle = None
+        self.last_update = 0.0
+
+    def add(self, piece: str) -> None:
+        self.pieces.append(piece)
+        if not self.rich:
+            print(piece, end="", flush=True)
+            return
+        if self.handle is None:
+            self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+        now = time.monotonic()
+        if now - self.last_update >= self.update_every:
+            so_far = "".join(self.pieces)
+            self.handle.update({"text/plain": so_far, "text/html": _reply_html(so_far + " \u258d")}, raw=True)
+            self.last_update = now
+
+    def finish(self, result: str, ok: bool) -> None:
+        if self.handle is not None:
+            self.handle.update({"text/plain": ""}, raw=True)  # back to the placeholder it started as
+        if not self.rich and self.pieces:
+            print()  # end the streamed line
+            if ok:
+                return
+        if ok:
+            _show(str(result), _reply_html(result))
+        else:
+            _show_failure(str(result))
+
+
+def _token_counts(messages: list, client: Any, model: str | None):
+    """nora_widgets.tokens.count_tokens, or None when it is missing or fails (counts are a bonus)."""
+    try:
+        from .tokens import count_tokens
+
+        return count_tokens(messages, client=client, model=model)
+    except Exception:  # noqa: BLE001 - no counts is better than no history
+        return None
+
+
+def _clip(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
+
+
+def history_view(s: ChatSession) -> tuple[str, str]:
+    """(text/plain, text/html) of the history, marking what the next call will not send.
+
+    Example text: '3 messages, 3 sent on the next call (keep-turns: all), 61 tokens (estimate)'
+    """
+    history = s.history
+    sent = messages_to_send(history, None, s.keep_turns)
+    sent_ids = {id(m) for m in sent}
+    dropped = [i for i, m in enumerate(history) if id(m) not in sent_ids]
+    counts = _token_counts(history, s.client, s.model)
+    per = list(counts.per_message) if counts is not None else None
+    keep = "all" if s.keep_turns is None else str(s.keep_turns)
+    head = f"{len(history)} messages, {len(sent)} sent on the next call (keep-turns: {keep})"
+    if per is not None:
+        total = sum(n for i, n in enumerate(per) if i not in dropped and n is not None)
+        head += f", {total:,} tokens" + ("" if counts.exact else f" ({counts.method})")
+    lines = [head, f"{'#':>3}  {'role':<9}  {'tokens':>6}  content"]
+    for i, m in enumerate(history):
+        n = "" if per is None or i >= len(per) or per[i] is None else f"{per[i]:,}"
+        mark = "  (not sent)" if i in dropped else ""
+        lines.append(f"{i:>3}  {m['role']:<9}  {n:>6}  {_clip(m['content'])}{mark}")
+    from .render import messages_table_html
+
+    table = messages_table_html(history, token_counts=per, dimmed=dropped, caption=head, max_chars=2000)
+    return "\n".join(lines), table
+
+
+def wire_view(client: Any) -> str:
+    """The last request as sent (HTTP line, masked key, JSON body), or why there is none."""
+    wire = getattr(client, "wire", None)
+    last = getattr(wire, "last", None)
+    if client is None or last is None:
+        return "no request sent yet: run a %%chat cell first" if wire is not None or client is None \
+            else "this client does not record its requests"
+    if last.get("transport") == "http":
+        auth = last.get("headers", {}).get("authorization", "(none)")
+        head = f"{last.get('method')} {last.get('url')}\nauthorization: {auth}"
+    else:
+        head = "in-process call: client.chat.completions.create(**body) (no HTTP)"
+    body = json.dumps(last.get("body"), indent=2, ensure_ascii=False, default=str)
+    return redact(f"{head}\n\n{body}")  # headers are masked already; belt and braces
+
+
+# --------------------------------------------------------------------------- #
+# the magics
+
+
+USAGE = """\
+%%chat [--amnesia] [--temperature T] [--model NAME] [--keep-turns N] [--no-stream]
+    the cell is your next message; these options apply to this turn only
+    (--amnesia: send only the persona and this message, no history)
+%chat [options]    settings for the following turns:
+    --system TEXT  persona (replaces the system message)   --temperature T (0-2)
+    --model NAME   --backend {auto,local,openai,scripted}   --base-url URL
+    --keep-turns N|all  send only the last N turns         --timeout S  --max-retries N
+    --stream / --no-stream   --display {auto,rich,text}
+%chat history      the messages list as it will be sent next (with token counts)
+%chat wire         the last request exactly as sent (key masked)
+%chat reset        forget the turns, keep the persona      %chat trim N   keep the last N turns
+%chat save FILE    %chat load FILE   (the same JSON as `nora chat --save` and the panel)
+From code: nora_widgets.magics.conversation() is the list; use_client(client) picks the client."""
+
+
+@magics_class
+class ChatMagics(Magics):
+    """%chat (settings and views) and %%chat (one turn); state lives in ChatSession."""
+
+    @no_var_expand  # the text is sent as typed: "$5" and "{x}" stay literal
+    @line_cell_magic
+    def chat(self, line: str, cell: str | None = None) -> None:
+        if cell is None:
+            self._line(line)
+        else:
+            self._turn(line, cell)
+
+    # -- %%chat: one turn ------------------------------------------------- #
+
+    def _turn(self, line: str, cell: str) -> None:
+        s = _SESSION
+        opts = _cell_parser().parse_args(_split(line))
+        text = cell.strip()
+        if not text:
+            raise UsageError("%%chat: nothing to send: write your message in the cell under %%chat")
+        keep = 0 if opts.amnesia else getattr(opts, "keep_turns", s.keep_turns)
+        stream = s.stream if opts.stream is None else opts.stream
+        try:
+            client = s.get_client()
+        except NoraError as exc:  # e.g. no key and no embedded model: say how to get one
+            _show_failure(describe_failure(exc).line())
+            return
+        view = _ReplyView(self._rich(), s.update_every)
+        result = safe_run_turn(
+            client, s.history, text,
+            model=opts.model or s.model,
+            temperature=s.temperature if opts.temperature is None else opts.temperature,
+            keep_last_n_turns=keep,
+            on_text=view.add if stream else None,
+        )
+        if result.failure is not None and result.failure.kind == "bad_input":
+            raise UsageError(f"%%chat: {result.failure.message}")  # e.g. a hand-edited list that broke
+        view.finish(result, result.ok)
+
+    def _rich(self) -> bool:
+        if _SESSION.display != "auto":
+            return _SESSION.display == "rich"
+        return getattr(self.shell, "kernel", None) is not None  # a Jupyter kernel, not a terminal
+
+    # -- %chat: settings and views ---------------------------------------- #
+
+    def _line(self, line: str) -> None:
+        s = _SESSION
+        opts = _line_parser().parse_args(_split(line))
+        if opts.amnesia:
+            raise UsageError("%chat: --amnesia is for one turn: put it on the %%chat line of that cell")
+        changed = self._apply_settings(opts)
+        command = opts.command or ("help" if opts.help or not changed else None)
+        if command is None:
+            _show("settings: " + s.describe())
+            return
+        if command not in COMMANDS:
+            raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
+                             f"commands: {', '.join(COMMANDS)})")
+        wants_arg = command in ("trim", "save", "load")
+        if len(opts.args) != (1 if wants_arg else 0):
+            need = "N" if command == "trim" else "FILE" if wants_arg else "nothing"
+            raise UsageError(f"%chat {command}: takes {need} (quote file names with spaces)")
+        getattr(self, f"_cmd_{command}")(*opts.args)
+
+    def _apply_settings(self, opts: argparse.Namespace) -> bool:
+        """Apply the options given; True if any was.  A new client is built right away when
+        its settings change, so a bad --backend/--base-url shows its error on this line."""
+        s = _SESSION
+        given = {k: v for k, v in vars(opts).items()
+                 if k not in ("command", "args", "help", "amnesia") and (v is not None or k == "keep_turns")}
+        changed = bool(given)
+        if "system" in given and not given["system"].strip():
+            raise UsageError("%chat: --system needs some text (the persona)")
+        rebuild = {k: given[k] for k in ("backend", "base_url", "timeout", "max_retries") if k in given}
+        if rebuild:
+            trial = ChatSession(**{**vars(s), **rebuild, "model": given.get("model", s.model)})
+            try:  # build first: a bad setting leaves the working client in place
+                s.client = trial.build_client()
+            except NoraError as exc:
+                raise UsageError(f"%chat: {describe_failure(exc).message}") from None
+        if "system" in given:
+            persona = {"role": "system", "content": given.pop("system")}
+            if s.history and s.history[0]["role"] == "system":
+                s.history[0] = persona  # a new dict: copies saved earlier keep the old persona
+            else:
+                s.history.insert(0, persona)
+        for key, value in given.items():
+            setattr(s, key, value)
+        return changed
+
+    def _cmd_help(self) -> None:
+        s = _SESSION
+        turns = sum(1 for m in s.history if m["role"] == "user")
+        _show(f"{USAGE}\n\nnow: {s.describe()}\nconversation: {len(s.history)} messages, {turns} turns "
+              f"(nora_widgets.magics.conversation(), or {USER_NAME} in this notebook)")
+
+    def _cmd_history(self) -> None:
+        _show(*history_view(_SESSION))
+
+    def _cmd_wire(self) -> None:
+        text = wire_view(_SESSION.client)
+        _show(text, f'<pre class="nora-wire">{html.escape(text)}</pre>')
+
+    def _cmd_reset(self) -> None:
+        history = _SESSION.history
+        history[:] = [m for m in history if m["role"] == "system"]
+        _show(f"conversation reset: kept the persona ({len(history)} message{'s' * (len(history) != 1)})")
+
+    def _cmd_trim(self, raw: str) -> None:
+        n = _keep_turns(raw)
+        if n is None:
+            raise UsageError("%chat trim: takes a number of turns to keep")
+        history = _SESSION.history
+        before = len(history)
+        history[:] = trim_history(history, n)
+        _show(f"trimmed: kept the persona and the last {n} turns ({before} -> {len(history)} messages)")
+
+    def _cmd_save(self, path: str) -> None:
+        from .transcript import TranscriptError
+
+        s = _SESSION
+        model = s.model or getattr(s.client, "default_model", None)
+        try:
+            saved = save_transcript(Path(path).expanduser(), s.history, model=model, temperature=s.temperature)
+        except (TranscriptError, OSError) as exc:
+            raise UsageError(f"%chat save: {getattr(exc, 'strerror', None) or exc}") from None
+        _show(f"saved {len(s.history)} messages to {saved}")
+
+    def _cmd_load(self, path: str) -> None:
+        from .transcript import TranscriptError
+
+        try:
+            messages, meta = load_transcript(Path(path).expanduser())
+        except TranscriptError as exc:
+            raise UsageError(f"%chat load: {exc}") from None
+        _SESSION.history[:] = messages  # same list object: references stay live
+        turns = sum(1 for m in messages if m["role"] == "user")
+        _show(f"loaded {len(messages)} messages ({turns} turns) from {path}")
+
+
+# --------------------------------------------------------------------------- #
+# the extension hooks (%load_ext nora_widgets / %unload_ext nora_widgets)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register %chat / %%chat and put the conversation list in the namespace as nora_history."""
+    ipython.register_magics(ChatMagics)
+    ipython.push({USER_NAME: _SESSION.history})
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the magics (the conversation itself stays in conversation())."""
+    magics = ipython.magics_manager.magics
+    magics["line"].pop("chat", None)
+    magics["cell"].pop("chat", None)
+    ipython.magics_manager.registry.pop("ChatMagics", None)
+    ipython.drop_by_id({USER_NAME: _SESSION.history})

@@ -1,0 +1,459 @@
+"""%load_ext nora_widgets: the chat magics, run in a real IPython shell.
+
+Each test gets a fresh ChatSession and loads the extension the way a notebook
+does (%load_ext), then runs cells with shell.run_cell and reads what a
+notebook would show: display outputs (text/plain, text/html), stdout, stderr.
+The scripted client covers the logic; the real openai client talks HTTP to the
+loopback stub server for the remote path (whole transcript sent, key masked,
+a 500 rolled back).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from nora_widgets import ScriptedClient, run_turn
+from nora_widgets import magics
+from nora_widgets.conversation import SYSTEM_PROMPT
+from nora_widgets.transcript import load_transcript, save_transcript
+from tests.servers.openai_stub import StubServer, cut_stream, server_error
+
+KEY = "sk-test-magics-0123456789"
+
+
+@dataclass
+class Ran:
+    """What one cell produced, as a notebook would show it."""
+
+    result: object          # IPython's ExecutionResult
+    stdout: str
+    stderr: str
+    outputs: list           # display data dicts, in order (updates included)
+    updates: list           # True for each output that was an update of a display handle
+
+    @property
+    def shown(self) -> list[str]:
+        """text/plain of every display that was not an update (the cell's final outputs)."""
+        return [d.get("text/plain", "") for d, u in zip(self.outputs, self.updates) if not u]
+
+    @property
+    def text(self) -> str:
+        return self.stdout + "\n".join(self.shown)
+
+    @property
+    def usage_error(self) -> bool:
+        return isinstance(self.result.error_in_exec, UsageError)
+
+
+@pytest.fixture
+def shell(monkeypatch):
+    """A real IPython shell with the extension loaded and a fresh conversation."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "NORA_MODEL", "NORA_TIMEOUT", "NORA_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(magics, "_SESSION", magics.ChatSession())
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nora_widgets")
+    yield ip
+    if "nora_widgets" in ip.extension_manager.loaded:
+        ip.run_line_magic("unload_ext", "nora_widgets")
+
+
+def run(ip: InteractiveShell, source: str) -> Ran:
+    with capture_output() as cap:
+        result = ip.run_cell(source, store_history=False)
+    return Ran(result, cap.stdout, cap.stderr, [o.data for o in cap.outputs], [o.update for o in cap.outputs])
+
+
+def sent(client: ScriptedClient, n: int = -1) -> list[dict]:
+    return client.calls[n]["messages"]
+
+
+# --------------------------------------------------------------------------- #
+# loading
+
+
+def test_load_registers_magics_and_shares_the_one_list(shell):
+    assert "chat" in shell.magics_manager.magics["line"] and "chat" in shell.magics_manager.magics["cell"]
+    history = magics.conversation()
+    assert shell.user_ns["nora_history"] is history
+    assert history == [{"role": "system", "content": SYSTEM_PROMPT}]
+    assert magics.session().client is None  # nothing built until a turn needs it
+
+
+def test_unload_removes_the_magics_but_keeps_the_conversation(shell):
+    client = magics.use_client(ScriptedClient(["Hi."]))
+    run(shell, "%%chat\nHello")
+    shell.run_line_magic("unload_ext", "nora_widgets")
+    assert "chat" not in shell.magics_manager.magics["cell"]
+    assert "nora_history" not in shell.user_ns
+    ran = run(shell, "%%chat\nAgain")
+    assert ran.result.error_in_exec is not None and len(client.calls) == 1
+    assert len(magics.conversation()) == 3  # nothing lost
+    shell.run_line_magic("load_ext", "nora_widgets")
+    assert shell.user_ns["nora_history"] is magics.conversation()
+
+
+# --------------------------------------------------------------------------- #
+# turns with the scripted client
+
+
+def test_three_turns_resend_the_whole_list(shell):
+    client = magics.use_client(ScriptedClient(["Yes, two.", "**The Dispossessed** and *Earthsea*.", "12 EUR."]))
+    replies = [run(shell, f"%%chat\n{text}\n") for text in ("Le Guin?", "Which ones?", "How much?")]
+    history = magics.conversation()
+    assert [m["role"] for m in history] == ["system"] + ["user", "assistant"] * 3
+    assert [len(c["messages"]) for c in client.calls] == [2, 4, 6]
+    assert sent(client) == history[:-1]  # the last call carried everything before the reply
+    assert history[3] == {"role": "user", "content": "Which ones?"}
+    # a terminal-style shell streams the reply as plain text
+    assert [r.stdout for r in replies] == ["Yes, two.\n", "**The Dispossessed** and *Earthsea*.\n", "12 EUR.\n"]
+    assert all(c["stream"] is True for c in client.calls)
+
+
+def test_the_list_is_the_one_run_turn_uses(shell):
+    client = magics.use_client(ScriptedClient(["from code", "from a cell"]))
+    run_turn(client, magics.conversation(), "typed in code")
+    run(shell, "%%chat\ntyped in a cell")
+    assert len(sent(client)) == 4 and sent(client)[1]["content"] == "typed in code"
+    assert shell.user_ns["nora_history"][-1]["content"] == "from a cell"
+
+
+def test_cell_text_is_sent_literally(shell):
+    client = magics.use_client(ScriptedClient(["ok"]))
+    run(shell, "%%chat\nIt costs $5 {not_a_variable}, see $HOME\n")
+    assert sent(client)[-1]["content"] == "It costs $5 {not_a_variable}, see $HOME"
+
+
+def test_amnesia_sends_only_the_persona_and_the_new_message(shell):
+    client = magics.use_client(ScriptedClient(["A", "B", "C"]))
+    run(shell, "%%chat\nMy name is Ada.")
+    run(shell, "%%chat --amnesia\nWhat is my name?")
+    assert sent(client) == [{"role": "system", "content": SYSTEM_PROMPT},
+                            {"role": "user", "content": "What is my name?"}]
+    assert len(magics.conversation()) == 5  # the notebook still keeps the whole chat
+    run(shell, "%%chat\nAnd now?")
+    assert len(sent(client)) == 6  # amnesia was for one turn only
+
+
+def test_keep_turns_trims_what_is_sent_and_history_shows_it(shell):
+    client = magics.use_client(ScriptedClient(["a1", "a2", "a3"]))
+    run(shell, "%%chat\nu1")
+    run(shell, "%%chat\nu2")
+    ran = run(shell, "%chat --keep-turns 1")
+    assert "keep-turns: 1" in ran.text and magics.session().keep_turns == 1
+    view = run(shell, "%chat history")
+    lines = view.shown[0].splitlines()
+    assert lines[0].startswith("5 messages, 3 sent on the next call (keep-turns: 1)")
+    assert [line.endswith("(not sent)") for line in lines[2:]] == [False, True, True, False, False]
+    assert 'class="nora-row nora-row-dropped"' in view.outputs[0]["text/html"]
+    run(shell, "%%chat\nu3")
+    assert [m["content"] for m in sent(client)] == [SYSTEM_PROMPT, "u2", "a2", "u3"]
+    run(shell, "%chat --keep-turns all")
+    assert magics.session().keep_turns is None
+
+
+def test_cell_options_apply_to_one_turn(shell):
+    client = magics.use_client(ScriptedClient(["x", "y"]))
+    run(shell, "%%chat --temperature 0 --model tiny --no-stream\nhi")
+    assert (client.calls[0]["temperature"], client.calls[0]["model"]) == (0.0, "tiny")
+    assert "stream" not in client.calls[0]
+    run(shell, "%%chat\nagain")
+    assert (client.calls[1]["temperature"], client.calls[1]["model"]) == (0.7, "scripted")
+
+
+def test_settings_persist_and_persona_replaces_the_system_message(shell):
+    client = magics.use_client(ScriptedClient(["Arr.", "Aye."]))
+    run(shell, "%%chat\nhello")
+    ran = run(shell, "%chat --system \"You are a pirate. Don't be long.\" --temperature 0.2 --model m1")
+    assert ran.result.success and "temperature: 0.2" in ran.text
+    history = magics.conversation()
+    assert history[0] == {"role": "system", "content": "You are a pirate. Don't be long."}
+    assert len(history) == 3  # the turns stay
+    run(shell, "%%chat\nwho are you?")
+    assert sent(client)[0]["content"] == "You are a pirate. Don't be long."
+    assert (client.calls[-1]["temperature"], client.calls[-1]["model"]) == (0.2, "m1")
+
+
+def test_reset_keeps_the_persona_and_the_list_object(shell):
+    magics.use_client(ScriptedClient(["a"]))
+    history = magics.conversation()
+    run(shell, "%chat --system 'Be brief.'")
+    run(shell, "%%chat\nhi")
+    ran = run(shell, "%chat reset")
+    assert magics.conversation() is history
+    assert history == [{"role": "system", "content": "Be brief."}]
+    assert ran.shown == ["conversation reset: kept the persona (1 message)"]
+
+
+def test_trim_command_drops_old_turns_from_the_list(shell):
+    magics.use_client(ScriptedClient())
+    for i in range(4):
+        run(shell, f"%%chat\nq{i}")
+    ran = run(shell, "%chat trim 1")
+    assert [m["content"] for m in magics.conversation()][:2] == [SYSTEM_PROMPT, "q3"]
+    assert len(magics.conversation()) == 3 and "9 -> 3 messages" in ran.text
+
+
+# --------------------------------------------------------------------------- #
+# what a notebook shows
+
+
+def test_rich_display_streams_into_a_handle_then_shows_the_reply_once(shell):
+    magics.use_client(ScriptedClient(["**Two** novels: <img src=x onerror=alert(1)>"]))
+    run(shell, "%chat --display rich")
+    magics.session().update_every = 0  # refresh on every piece
+    ran = run(shell, "%%chat\nhi")
+    first, *middle, last_update, final = list(zip(ran.outputs, ran.updates))
+    assert first == ({"text/plain": ""}, False)  # the placeholder the stream fills
+    assert middle and all(update for _, update in middle)
+    assert [d["text/plain"] for d, _ in middle][-1] == "**Two** novels: <img src=x onerror=alert(1)>"
+    assert last_update == ({"text/plain": ""}, True)  # emptied again: a re-run (nbval) sees the same
+    data, update = final
+    assert not update and data["text/plain"] == "**Two** novels: <img src=x onerror=alert(1)>"
+    assert "<strong>Two</strong>" in data["text/html"] and "&lt;img src=x" in data["text/html"]
+    assert "<img" not in data["text/html"]
+    assert ran.shown == ["", "**Two** novels: <img src=x onerror=alert(1)>"]
+
+
+def test_rich_display_without_streaming_is_one_output(shell):
+    magics.use_client(ScriptedClient(["Hello *there*."]))
+    run(shell, "%chat --display rich --no-stream")
+    ran = run(shell, "%%chat\nhi")
+    assert ran.updates == [False] and ran.outputs[0]["text/plain"] == "Hello *there*."
+    assert "<em>there</em>" in ran.outputs[0]["text/html"] and ran.stdout == ""
+
+
+def test_history_is_a_plain_text_table_and_an_html_table(shell):
+    magics.use_client(ScriptedClient(["Yes.\nTwo lines."]))
+    run(shell, "%%chat\nDo you have <b>Le Guin</b>?")
+    ran = run(shell, "%chat history")
+    plain = ran.shown[0].splitlines()
+    assert plain[0].startswith("3 messages, 3 sent on the next call (keep-turns: all)")
+    assert plain[1].split() == ["#", "role", "tokens", "content"]
+    assert plain[3].split()[:2] == ["1", "user"] and plain[4].endswith("Yes. Two lines.")
+    page = ran.outputs[0]["text/html"]
+    assert page.count("nora-chip-user") == 1 and "&lt;b&gt;Le Guin&lt;/b&gt;" in page
+
+
+def test_wire_shows_the_last_request_body(shell):
+    ran = run(shell, "%chat wire")
+    assert ran.shown == ["no request sent yet: run a %%chat cell first"]
+    magics.use_client(ScriptedClient(["ok"]))
+    run(shell, "%%chat --temperature 0\nhi")
+    text = run(shell, "%chat wire").shown[0]
+    head, body = text.split("\n\n", 1)
+    assert head.startswith("in-process call")
+    assert json.loads(body)["messages"] == magics.conversation()[:2]
+    assert json.loads(body)["temperature"] == 0.0
+
+
+def test_help_shows_usage_and_settings_without_building_a_client(shell):
+    for source in ("%chat", "%chat help", "%chat -h"):
+        ran = run(shell, source)
+        assert ran.result.success
+        assert "%chat history" in ran.text and "--amnesia" in ran.text
+        assert "backend: auto (connects on the first %%chat)" in ran.text
+        assert "conversation: 1 messages, 0 turns" in ran.text
+    assert magics.session().client is None
+
+
+# --------------------------------------------------------------------------- #
+# transcripts
+
+
+def test_save_and_load_round_trip(shell, tmp_path):
+    magics.use_client(ScriptedClient(["a1", "a2"]))
+    run(shell, "%%chat\nu1")
+    run(shell, "%%chat\nu2")
+    before = [dict(m) for m in magics.conversation()]
+    path = tmp_path / "my chat.json"
+    ran = run(shell, f"%chat save '{path}'")
+    assert ran.shown == [f"saved 5 messages to {path}"]
+    messages, meta = load_transcript(path)
+    assert messages == before and meta["model"] == "scripted" and meta["temperature"] == 0.7
+    history = magics.conversation()
+    run(shell, "%chat reset")
+    ran = run(shell, f"%chat load '{path}'")
+    assert ran.shown == [f"loaded 5 messages (2 turns) from {path}"]
+    assert magics.conversation() is history and history == before
+
+
+def test_load_reads_a_file_written_by_the_library(shell, tmp_path):
+    path = tmp_path / "t.json"
+    save_transcript(path, [{"role": "system", "content": "S"}, {"role": "user", "content": "u"},
+                           {"role": "assistant", "content": "a"}])
+    client = magics.use_client(ScriptedClient(["next"]))
+    run(shell, f"%chat load {path}")
+    run(shell, "%%chat\nmore")
+    assert [m["content"] for m in sent(client)] == ["S", "u", "a", "more"]
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "not valid JSON"),
+    ('[{"role": "bot", "content": "x"}]', "role must be one of"),
+])
+def test_bad_transcript_is_one_line_and_changes_nothing(shell, tmp_path, content, words):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    before = list(magics.conversation())
+    ran = run(shell, f"%chat load {path}")
+    assert ran.usage_error and words in ran.stderr
+    assert ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr + ran.stdout
+    assert magics.conversation() == before
+
+
+# --------------------------------------------------------------------------- #
+# failures: one line, history rolled back, the cell itself does not fail
+
+
+@pytest.mark.parametrize("failure, words", [
+    (TimeoutError("read timed out"), "(error talking to the model: the request timed out"),
+    (KeyboardInterrupt(), "(error talking to the model: cancelled"),
+    (RuntimeError("boom"), "(error talking to the model: boom)"),
+])
+@pytest.mark.parametrize("display", ["text", "rich"])
+def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
+    client = magics.use_client(ScriptedClient(["first", failure, "third"]))
+    run(shell, f"%chat --display {display}")
+    run(shell, "%%chat\none")
+    before = [dict(m) for m in magics.conversation()]
+    ran = run(shell, "%%chat\ntwo")
+    assert ran.result.success  # a failed call is news, not a crash: Run All goes on
+    assert ran.shown == [ran.shown[0]] and ran.shown[0].startswith(words)
+    assert "Traceback" not in ran.stdout + ran.stderr and ran.stdout == ""
+    assert magics.conversation() == before
+    run(shell, "%%chat\nthree")
+    assert [m["content"] for m in sent(client)] == [SYSTEM_PROMPT, "one", "first", "three"]
+
+
+@pytest.mark.parametrize("source, words", [
+    ("%chat --temperature hot", "--temperature must be a number from 0 to 2 (got 'hot')"),
+    ("%chat --temperature 3", "--temperature must be a number from 0 to 2"),
+    ("%chat --keep-turns -1", "--keep-turns must be a whole number >= 0"),
+    ("%chat --keep-turns two", "--keep-turns must be a whole number >= 0"),
+    ("%chat --backend nope", "invalid choice: 'nope'"),
+    ("%chat --timeout 0", "--timeout must be a number of seconds > 0"),
+    ("%chat --system ''", "--system needs some text"),
+    ("%chat --system \"unclosed", "No closing quotation"),
+    ("%chat --amnesia", "--amnesia is for one turn"),
+    ("%chat --api-key sk-x", "unrecognized arguments: --api-key"),
+    ("%chat hello there", "unknown command 'hello'"),
+    ("%chat save", "%chat save: takes FILE"),
+    ("%chat trim x", "--keep-turns must be a whole number"),
+    ("%chat history now", "%chat history: takes nothing"),
+    ("%%chat --system x\nhi", "unrecognized arguments: --system"),
+    ("%%chat --temperature -1\nhi", "--temperature must be a number from 0 to 2"),
+    ("%%chat\n   \n", "nothing to send"),
+])
+def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, words):
+    client = magics.use_client(ScriptedClient(["a"]))
+    run(shell, "%%chat\nhi")
+    before = ([dict(m) for m in magics.conversation()], magics.session().describe())
+    ran = run(shell, source)
+    assert ran.usage_error, ran.stderr
+    assert ran.stderr.startswith("UsageError: ") and ran.stderr.count("\n") == 1, ran.stderr
+    assert words in ran.stderr and "Traceback" not in ran.stderr + ran.stdout
+    assert ([dict(m) for m in magics.conversation()], magics.session().describe()) == before
+    assert len(client.calls) == 1
+
+
+def test_a_broken_list_is_refused_in_one_line(shell):
+    client = magics.use_client(ScriptedClient(["a"]))
+    magics.conversation().append({"role": "bot", "content": "edited by hand"})
+    ran = run(shell, "%%chat\nhi")
+    assert ran.usage_error and "role must be one of" in ran.stderr and ran.stderr.count("\n") == 1
+    assert client.calls == [] and len(magics.conversation()) == 2
+
+
+def test_backend_that_cannot_be_built_keeps_the_working_client(shell):
+    client = magics.use_client(ScriptedClient(["still here"]))
+    ran = run(shell, "%chat --backend openai")  # no key, no base URL in the environment
+    assert ran.usage_error and "OPENAI_API_KEY is not set" in ran.stderr and ran.stderr.count("\n") == 1
+    assert magics.session().client is client and magics.session().backend == "auto"
+    run(shell, "%%chat\nhi")
+    assert magics.conversation()[-1]["content"] == "still here"
+
+
+def test_scripted_backend_echoes_what_it_was_sent(shell):
+    run(shell, "%chat --backend scripted")
+    ran = run(shell, "%%chat --no-stream\nWhat do you see?")
+    assert ran.shown == ["[scripted reply 1] I was sent 2 messages; the last one says: 'What do you see?'"]
+
+
+def test_use_client_refuses_what_is_not_a_client():
+    with pytest.raises(TypeError, match="chat.completions.create"):
+        magics.use_client(object())
+
+
+# --------------------------------------------------------------------------- #
+# the real openai client over HTTP (loopback stub server)
+
+
+@pytest.fixture
+def keyed_stub(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with StubServer(api_key=KEY) as stub:
+        yield stub
+
+
+@pytest.mark.timeout(30)
+def test_openai_backend_sends_the_whole_transcript_and_wire_masks_the_key(shell, keyed_stub):
+    stub = keyed_stub
+    stub.enqueue("Yes, two novels.", "The Dispossessed.")
+    ran = run(shell, f"%chat --backend openai --base-url {stub.base_url} --max-retries 0 --model stub-1")
+    assert ran.result.success and "OpenAI-compatible server http://127.0.0.1" in ran.text
+    outputs = [run(shell, "%%chat\nDo you have Le Guin?"), run(shell, "%%chat\nWhich one?")]
+    assert [o.stdout for o in outputs] == ["Yes, two novels.\n", "The Dispossessed.\n"]
+    requests = stub.chat_requests
+    assert [len(r.messages) for r in requests] == [2, 4]
+    assert requests[1].messages == magics.conversation()[:4]
+    assert requests[1].body["model"] == "stub-1" and requests[1].headers["authorization"] == f"Bearer {KEY}"
+    wire = run(shell, "%chat wire")
+    head, body = wire.shown[0].split("\n\n", 1)
+    assert head == f"POST {stub.base_url}/chat/completions\nauthorization: Bearer ***"
+    assert json.loads(body) == requests[1].body
+    everything = "".join(o.text + o.stderr + json.dumps(o.outputs) for o in outputs + [ran, wire])
+    assert KEY not in everything and KEY[8:] not in everything
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("display", ["text", "rich"])
+def test_openai_server_error_is_one_line_and_rolled_back(shell, keyed_stub, display):
+    stub = keyed_stub
+    run(shell, f"%chat --backend openai --base-url {stub.base_url} --max-retries 0 --display {display}")
+    stub.enqueue("first reply", server_error(), cut_stream("half a reply here", after_pieces=2), "fine")
+    run(shell, "%%chat\none")
+    before = [dict(m) for m in magics.conversation()]
+    lines = []
+    for question in ("two", "three"):  # a 500, then a stream cut in the middle
+        ran = run(shell, f"%%chat\n{question}")
+        assert ran.result.success and "Traceback" not in ran.stdout + ran.stderr
+        lines.append(ran.shown[-1])
+        assert magics.conversation() == before
+    assert all(line.startswith("(error talking to the model: ") and "\n" not in line for line in lines)
+    assert "(HTTP 500)" in lines[0], lines
+    run(shell, "%%chat\nfour")
+    assert [m["content"] for m in stub.chat_requests[-1].messages] == [SYSTEM_PROMPT, "one", "first reply", "four"]
+
+
+# --------------------------------------------------------------------------- #
+# the default: the embedded model, built on first use
+
+
+def test_default_backend_without_the_model_is_one_line(shell):
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("llama-cpp-python is installed: the model-marked test covers the default")
+    ran = run(shell, "%%chat\nhi")
+    assert ran.result.success and ran.shown == [ran.shown[0]]
+    assert ran.shown[0].startswith("(error talking to the model: ") and "llama-cpp-python" in ran.shown[0]
+    assert len(magics.conversation()) == 1 and magics.session().client is None
