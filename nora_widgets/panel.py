@@ -1,0 +1,550 @@
+"""ChatPanel: a JupyterLab chat that shows the model remembers nothing.
+
+    from nora_widgets import ChatPanel, ScriptedClient
+    panel = ChatPanel(ScriptedClient())       # or ChatPanel() for the embedded model
+    panel                                     # last expression of a cell: shows it
+
+A thin shell over ``conversation.py``: the Send button calls ``safe_run_turn``,
+the same function the terminal client uses, then renders.  The conversation is
+``panel.history``, a plain list of {"role", "content"} dicts, system first.
+
+Driving it from code (lessons, tests) is the same as clicking:
+
+    panel.prompt.value = "My name is Ada."
+    panel.send.click()
+    panel.wait()                              # the reply runs on a worker thread
+    len(panel.history)                        # -> 3
+
+How a turn runs: the worker streams the reply into a *copy* of the history and,
+only when the reply is complete, appends the user message and the reply to
+``panel.history``.  Stop, an error, or a dropped connection therefore leave the
+history exactly as it was, and code reading ``panel.history`` meanwhile never
+sees half a turn.  Keyboard: Enter in the one-line input sends (with
+``multiline=True`` the input is a text area: Enter is a new line, click Send).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Sequence
+
+import ipywidgets as widgets
+
+from . import views as v
+from .clients import describe_client, make_client
+from .conversation import (
+    DEFAULT_TEMPERATURE,
+    SYSTEM_PROMPT,
+    TurnResult,
+    dropped_by_trim,
+    messages_to_send,
+    new_history,
+    safe_run_turn,
+    trim_history,
+    validate_history,
+    validate_user_text,
+)
+from .errors import NoraError, describe_failure
+from .render import escape
+from .transcript import load_transcript, save_transcript
+
+__all__ = ["ChatPanel", "VIEWS"]
+
+# view name -> toggle button label
+VIEWS = {"inspector": "Inspector", "wire": "Wire", "gauge": "Context", "cost": "Cost", "compare": "Side by side"}
+
+
+class _Stopped(KeyboardInterrupt):
+    """Raised inside the stream when Stop is clicked; the core treats it like Ctrl-C (rollback)."""
+
+
+def _token_counts(messages: Sequence[dict], client: Any, model: str | None):
+    """(total, per_message, exact, method) from nora_widgets.tokens."""
+    try:
+        from .tokens import count_tokens
+    except ImportError:  # TEMPORARY until tokens.py lands: ~4 characters per token
+        per = [max(1, round(len(m.get("content") or "") / 4)) + 4 for m in messages]
+        return sum(per), per, False, "estimate"
+
+    counted = count_tokens(list(messages), client=client, model=model)
+    return counted.total, list(counted.per_message), counted.exact, counted.method
+
+
+def _new_rows(sent: Sequence[dict], before: Sequence[dict]) -> list[int]:
+    """Indexes of the messages in sent that the previous call did not send (compared by value).
+
+    Example: before [s, u1], sent [s, u1, a1, u2] -> [2, 3]: the list grew by two.
+    """
+    seen: dict[tuple, int] = {}
+    for m in before:
+        key = (m["role"], m["content"])
+        seen[key] = seen.get(key, 0) + 1
+    new = []
+    for i, m in enumerate(sent):
+        key = (m["role"], m["content"])
+        if seen.get(key):
+            seen[key] -= 1
+        else:
+            new.append(i)
+    return new
+
+
+def _what_went_out(wire: Any, count_before: int | None) -> list[dict] | None:
+    """The messages of the newest request a client's WireLog recorded since count_before, if any."""
+    if wire is None or count_before is None or getattr(wire, "count", 0) <= count_before:
+        return None
+    body = (getattr(wire, "last", None) or {}).get("body")
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if isinstance(messages, list) and all(isinstance(m, dict) and "role" in m for m in messages):
+        return [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    return None
+
+
+def _context_window(client: Any) -> int | None:
+    try:
+        from .tokens import context_window
+    except ImportError:  # TEMPORARY until tokens.py lands
+        return None
+
+    return context_window(client) if client is not None else None
+
+
+class ChatPanel(widgets.VBox):
+    """A chat panel of stock ipywidgets, with the teaching views beside it.
+
+    client: anything with .chat.completions.create (None: make_client() on the first send,
+        i.e. the embedded model unless OPENAI_API_KEY / OPENAI_BASE_URL are set).
+    keep_last_n_turns: None sends the whole history; N trims to the last N turns.
+    views: which views start open, from VIEWS ("inspector", "wire", "gauge", "cost", "compare").
+    Example: ChatPanel(ScriptedClient(["Hi Ada!"]), views=("inspector", "cost"))
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        system_prompt: str | None = SYSTEM_PROMPT,
+        model: str | None = None,
+        temperature: float = DEFAULT_TEMPERATURE,
+        keep_last_n_turns: int | None = None,
+        *,
+        history: list[dict] | None = None,
+        multiline: bool = False,
+        views: Sequence[str] = ("inspector",),
+        flush_interval: float = 0.05,
+        title: str = "Nora",
+    ) -> None:
+        unknown = set(views) - set(VIEWS)
+        if unknown:
+            raise ValueError(f"unknown view(s) {sorted(unknown)}: choose from {', '.join(VIEWS)}")
+        if keep_last_n_turns is not None and (not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0):
+            raise ValueError(f"keep_last_n_turns must be None or a whole number >= 0 (got {keep_last_n_turns!r})")
+        if history is not None:
+            validate_history(history)
+        # the conversation: [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
+        self.history: list[dict] = history if history is not None else new_history(system_prompt)
+        self.twin_history: list[dict] = new_history(self._system_text())  # side-by-side, no memory
+        self.flush_interval = flush_interval
+        self.title = title
+        self.last_result: TurnResult | None = None
+        self.last_sent: list[dict] | None = None  # exactly what the last successful call sent
+        self._prev_sent: list[dict] | None = None
+        self._client = client
+        self._worker: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._lock = threading.RLock()
+        self._busy = False
+        self._loading = False
+
+        # --- the chat column
+        self.header = widgets.HTML()
+        self.transcript = widgets.HTML()
+        self.live = widgets.HTML()  # the turn in progress: pending user message + streamed reply
+        self.error = widgets.HTML()
+        self.status = widgets.HTML()
+        if multiline:
+            self.prompt = widgets.Textarea(placeholder="Type a message, then click Send", rows=3,
+                                           layout=widgets.Layout(flex="1 1 auto", width="auto"))
+        else:
+            self.prompt = widgets.Text(placeholder="Type a message and press Enter",
+                                       layout=widgets.Layout(flex="1 1 auto", width="auto"))
+            # The browser sends {"event": "submit"} when Enter is pressed in a Text (the
+            # message behind the deprecated on_submit); listening for it is Enter-to-send.
+            self.prompt.on_msg(self._on_prompt_msg)
+        self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
+                                   layout=widgets.Layout(width="90px"))
+        self.stop = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True,
+                                   layout=widgets.Layout(width="80px"))
+        self.send.on_click(lambda _b: self.submit())
+        self.stop.on_click(lambda _b: self.cancel())
+
+        # --- controls
+        self.amnesia = widgets.ToggleButton(value=keep_last_n_turns == 0, description="Amnesia",
+                                            icon="eraser", tooltip="send only the persona and the latest message",
+                                            layout=widgets.Layout(width="110px"))
+        self.trim = widgets.Checkbox(value=bool(keep_last_n_turns), description="keep last",
+                                     indent=False, layout=widgets.Layout(width="80px"))
+        self.keep_n = widgets.BoundedIntText(value=keep_last_n_turns or 3, min=1, max=1000,
+                                             description="turns", layout=widgets.Layout(width="130px"),
+                                             style={"description_width": "40px"})
+        self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
+                                               description="temperature", readout_format=".1f",
+                                               style={"description_width": "80px"},
+                                               layout=widgets.Layout(width="260px"))
+        self.model = widgets.Text(value=model or "", description="model", placeholder="(client default)",
+                                  style={"description_width": "45px"}, layout=widgets.Layout(width="230px"))
+        self.persona = widgets.Textarea(value=self._system_text(), description="persona", rows=2,
+                                        continuous_update=False, style={"description_width": "60px"},
+                                        layout=widgets.Layout(width="98%"))
+        self.clear = widgets.Button(description="Clear", icon="trash", tooltip="start a new conversation",
+                                    layout=widgets.Layout(width="80px"))
+        self.path = widgets.Text(value="nora-transcript.json", description="file",
+                                 style={"description_width": "30px"}, layout=widgets.Layout(width="260px"))
+        self.save = widgets.Button(description="Save", icon="save", layout=widgets.Layout(width="80px"))
+        self.load = widgets.Button(description="Load", icon="folder-open", layout=widgets.Layout(width="80px"))
+        self.clear.on_click(lambda _b: self.clear_history())
+        self.save.on_click(lambda _b: self.save_to())
+        self.load.on_click(lambda _b: self.load_from())
+        for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
+            control.observe(lambda _change: self.refresh(), names="value")
+        self.persona.observe(self._on_persona, names="value")
+
+        # --- the views, each behind a toggle button
+        self.inspector = v.InspectorView()
+        self.wire_view = v.WireView()
+        self.gauge = v.GaugeView()
+        self.cost = v.CostView()
+        self.compare = v.CompareView()
+        self.views = {"inspector": self.inspector, "wire": self.wire_view, "gauge": self.gauge,
+                      "cost": self.cost, "compare": self.compare}
+        self.toggles: dict[str, widgets.ToggleButton] = {}
+        for name, label in VIEWS.items():
+            toggle = widgets.ToggleButton(value=name in views, description=label,
+                                          layout=widgets.Layout(width="auto"))
+            toggle.observe(lambda change, n=name: self._show_view(n, change["new"]), names="value")
+            self.toggles[name] = toggle
+            self._show_view(name, name in views)
+        self.side_by_side = self.toggles["compare"]  # on: every question also goes to a memory-less twin
+
+        chat = widgets.VBox(
+            [self.transcript, self.live, self.error,
+             widgets.HBox([self.prompt, self.send, self.stop]), self.status],
+            layout=widgets.Layout(flex="1 1 55%", min_width="320px", padding="0 8px 0 0"),
+        )
+        side = widgets.VBox([widgets.HBox(list(self.toggles.values()), layout=widgets.Layout(flex_flow="row wrap")),
+                             *self.views.values()],
+                            layout=widgets.Layout(flex="1 1 45%", min_width="300px"))
+        controls = widgets.VBox([
+            widgets.HBox([self.amnesia, self.trim, self.keep_n, self.temperature, self.model],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            self.persona,
+            widgets.HBox([self.clear, self.path, self.save, self.load],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+        ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
+        super().__init__(
+            [self.header, widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap")), controls],
+            layout=widgets.Layout(border="1px solid #ccc", padding="6px", width="100%"),
+        )
+        self.add_class("nora-panel")
+        self.refresh()
+
+    # ------------------------------------------------------------------ #
+    # settings as the core wants them
+
+    @property
+    def keep_last_n_turns(self) -> int | None:
+        """0 with amnesia on, N with "keep last N turns" ticked, else None (send everything)."""
+        if self.amnesia.value:
+            return 0
+        return int(self.keep_n.value) if self.trim.value else None
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model.value.strip() or None
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def client(self) -> Any:
+        """The client; built by make_client() the first time it is needed."""
+        if self._client is None:
+            self._client = make_client()
+        return self._client
+
+    def _system_text(self) -> str:
+        return self.history[0]["content"] if self.history and self.history[0]["role"] == "system" else ""
+
+    # ------------------------------------------------------------------ #
+    # sending
+
+    def _on_prompt_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "submit":
+            self.submit()
+
+    def submit(self) -> bool:
+        """Send what is in the input (what Send and Enter do). Returns False if nothing started."""
+        if self._busy:
+            return False
+        text = self.prompt.value
+        try:
+            validate_user_text(text)
+        except NoraError as exc:
+            self._show_error(str(exc))
+            return False
+        try:
+            client = self.client
+        except Exception as exc:  # no model installed, no key...: one line, nothing lost
+            self._show_error(describe_failure(exc).line())
+            return False
+        keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
+        sent = messages_to_send(self.history, text, keep)  # the exact list the core will send
+        self._set_busy(True)
+        self._show_error("")
+        self.live.value = v.transcript_html([], pending=text, max_height="")
+        self._cancel.clear()
+        self._worker = threading.Thread(
+            target=self._run, args=(client, text, sent, keep, model, temperature, self.side_by_side.value),
+            name="nora-panel-turn", daemon=True,
+        )
+        self._worker.start()
+        return True
+
+    def _streamer(self, show):
+        """An on_text callback: collect pieces, redraw at most every flush_interval seconds."""
+        pieces: list[str] = []
+        last = [0.0]
+
+        def on_text(piece: str) -> None:
+            if self._cancel.is_set():
+                raise _Stopped()
+            pieces.append(piece)
+            now = time.monotonic()
+            if now - last[0] >= self.flush_interval:
+                last[0] = now
+                show("".join(pieces))
+
+        return on_text
+
+    def _run(self, client, text, sent, keep, model, temperature, twin) -> None:
+        """The worker thread: one turn on a copy of the history, committed only if complete."""
+        result: TurnResult | None = None
+        try:
+            work = list(self.history)
+            before = len(work)
+            wire = getattr(client, "wire", None)
+            wire_count = getattr(wire, "count", None)
+            on_text = self._streamer(
+                lambda so_far: setattr(self.live, "value",
+                                       v.transcript_html([], pending=text, streaming=so_far, max_height="")))
+            result = safe_run_turn(client, work, text, model=model, temperature=temperature,
+                                   keep_last_n_turns=keep, on_text=on_text)
+            if result.ok:
+                sent = _what_went_out(wire, wire_count) or sent  # the core may have trimmed further
+                with self._lock:
+                    self.history.extend(work[before:])  # the user message and the reply, together
+                    self._prev_sent, self.last_sent = self.last_sent, sent
+                self._record_cost(sent, client, model)
+                if twin:
+                    self._run_twin(client, text, model, temperature)
+        except Exception as exc:  # a bug in a view must not leave the panel stuck "busy"
+            result = TurnResult(describe_failure(exc).line(), describe_failure(exc))
+        finally:
+            self._finish(result)
+
+    def _run_twin(self, client, text, model, temperature) -> None:
+        """Side by side: the same question to a conversation sent without memory."""
+        work = list(self.twin_history)
+        before = len(work)
+        on_text = self._streamer(lambda so_far: self.compare.update(self.twin_history, text, so_far))
+        result = safe_run_turn(client, work, text, model=model, temperature=temperature,
+                               keep_last_n_turns=0, on_text=on_text)
+        if result.ok:
+            self.twin_history.extend(work[before:])
+        self.compare.update(self.twin_history, error="" if result.ok else str(result))
+
+    def _finish(self, result: TurnResult | None) -> None:
+        self.last_result = result
+        self.live.value = ""
+        if result is not None and result.ok:
+            self.prompt.value = ""  # sent: clear the input
+            self._show_error("")
+        elif result is not None:  # failed or stopped: the text stays in the input
+            if result.failure is not None and result.failure.kind == "cancelled":
+                self._show_error("Stopped: the turn was rolled back; your message is still in the input.")
+            else:
+                self._show_error(str(result))
+        self._set_busy(False)
+        self.refresh()
+
+    def cancel(self) -> None:
+        """Stop the reply in progress; the turn is rolled back (what the Stop button does)."""
+        if self._busy:
+            self._cancel.set()
+            self.stop.disabled = True
+            self.status.value = '<span style="color:#888">stopping\u2026</span>'
+
+    def wait(self, timeout: float | None = 60.0) -> TurnResult | None:
+        """Block until the reply in progress is complete; return its result (None if no turn ran).
+
+        Raises TimeoutError if it is still running after timeout seconds.
+        """
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+            if worker.is_alive():
+                raise TimeoutError(f"the reply is still running after {timeout} s (Stop cancels it)")
+        return self.last_result
+
+    def ask(self, text: str, timeout: float | None = 60.0) -> TurnResult | None:
+        """Type text, click Send, wait: one call for lesson cells. Example: panel.ask("Hi") -> 'Hello!'"""
+        self.prompt.value = text
+        if not self.submit():
+            return TurnResult(self._error_text, None) if self._error_text else None
+        return self.wait(timeout)
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        for control in (self.prompt, self.send, self.clear, self.load):
+            control.disabled = busy
+        self.stop.disabled = not busy
+        self.status.value = '<span style="color:#888">replying\u2026</span>' if busy else ""
+
+    # ------------------------------------------------------------------ #
+    # persona, clear, save, load
+
+    def _on_persona(self, change: dict) -> None:
+        """A new persona applies from the next call: it replaces the system message."""
+        if self._loading:
+            return
+        text = change["new"]
+        with self._lock:
+            has_system = bool(self.history) and self.history[0]["role"] == "system"
+            if text.strip():
+                if has_system:
+                    self.history[0] = {"role": "system", "content": text}  # a new dict: last_sent keeps the old one
+                else:
+                    self.history.insert(0, {"role": "system", "content": text})
+            elif has_system:
+                del self.history[0]
+            if self.twin_history and self.twin_history[0]["role"] == "system":
+                del self.twin_history[0]
+            if text.strip():
+                self.twin_history.insert(0, {"role": "system", "content": text})
+        self.refresh()
+
+    def clear_history(self) -> None:
+        """Start a new conversation with the current persona (what Clear does)."""
+        if self._busy:
+            return
+        with self._lock:
+            self.history[:] = new_history(self.persona.value or None)
+            self.twin_history[:] = new_history(self.persona.value or None)
+            self.last_sent = self._prev_sent = None
+        self.cost.reset()
+        self._show_error("")
+        self.refresh()
+
+    def save_to(self, path: str | None = None) -> None:
+        """Save the conversation as a transcript (the CLI's JSON format)."""
+        path = path or self.path.value.strip()
+        try:
+            saved = save_transcript(path, self.history, model=self.model_name or getattr(self._client, "default_model", None),
+                                    temperature=float(self.temperature.value))
+        except (NoraError, OSError) as exc:
+            self._show_error(f"not saved: {exc}" if isinstance(exc, OSError) else str(exc))
+            return
+        self._show_error("")
+        self.status.value = f'<span style="color:#2e8b57">saved {len(self.history)} messages to {escape(saved)}</span>'
+
+    def load_from(self, path: str | None = None) -> None:
+        """Replace the conversation with a transcript file; on any problem, change nothing."""
+        if self._busy:
+            return
+        path = path or self.path.value.strip()
+        try:
+            messages, _meta = load_transcript(path)
+        except NoraError as exc:
+            self._show_error(str(exc))
+            return
+        with self._lock:
+            self.history[:] = messages
+            self.twin_history[:] = new_history(self._system_text() or None)
+            self.last_sent = self._prev_sent = None
+        self._loading = True
+        try:
+            self.persona.value = self._system_text()
+        finally:
+            self._loading = False
+        self._show_error("")
+        self.status.value = f'<span style="color:#2e8b57">loaded {len(messages)} messages from {escape(path)}</span>'
+        self.refresh()
+
+    # ------------------------------------------------------------------ #
+    # drawing
+
+    @property
+    def _error_text(self) -> str:
+        return getattr(self, "_error_plain", "")
+
+    def _show_error(self, text: str) -> None:
+        self._error_plain = text
+        self.error.value = (f'<div class="nora-error" style="color:#c0392b;font-weight:600">{escape(text)}</div>'
+                            if text else "")
+
+    def _show_view(self, name: str, visible: bool) -> None:
+        self.views[name].layout.display = "" if visible else "none"
+
+    def _record_cost(self, sent: list[dict], client: Any, model: str | None) -> None:
+        total, per_message, _exact, _method = _token_counts(sent, client, model)
+        self.cost.add_call(total, per_message[-1] if per_message else 0)
+
+    def refresh(self) -> None:
+        """Redraw the transcript, the header and every view from the history."""
+        with self._lock:
+            history = list(self.history)
+            last_sent, prev_sent = self.last_sent, self._prev_sent
+        client = self._client
+        model = self.model_name or getattr(client, "default_model", None)
+        keep = self.keep_last_n_turns
+
+        who = describe_client(client) if client is not None else "default model (loads on the first message)"
+        memory = ("amnesia: only the persona and the latest message are sent" if keep == 0 else
+                  f"sends the persona + the last {keep} turns" if keep else "sends the whole conversation every call")
+        self.header.value = (f'<div style="font-family:sans-serif"><b>{escape(self.title)}</b> '
+                             f'<span style="color:#555">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
+                             f"{len(history)} messages in the list</span></div>")
+        self.transcript.value = v.transcript_html(history)
+        self.compare.update(self.twin_history)
+
+        # what the next call sends, and what trimming leaves out
+        kept = trim_history(history, keep) if keep is not None else history
+        dropped = dropped_by_trim(history, kept)
+        dropped_idx = [i for i, m in enumerate(history) if any(m is d for d in dropped)]
+        total, per_message, exact, method = _token_counts(history, client, model)
+        dropped_tokens = sum(per_message[i] for i in dropped_idx)
+        # the last turn added the last two messages (if the history ends with a reply we just got)
+        next_new = [len(history) - 2, len(history) - 1] if last_sent is not None and len(history) >= 2 else []
+        note = ("amnesia on" if keep == 0 else f"keep last {keep} turns" if keep else "nothing trimmed")
+        if last_sent is not None:
+            _t, last_counts, _e, _m = _token_counts(last_sent, client, model)
+            last_new = _new_rows(last_sent, prev_sent or [])
+        else:
+            last_counts, last_new = None, []
+        self.inspector.update(last_sent, last_counts, last_new, history, per_message, next_new,
+                              dropped_idx, note=note)
+
+        window = _context_window(client)
+        used = total - dropped_tokens
+        trim_label = ("amnesia" if keep == 0 else f"keep last {keep} turns" if keep else "trim off")
+        self.gauge.update(used, window, total, len(dropped_idx), dropped_tokens, exact, trim_label, method)
+
+        wire = getattr(getattr(client, "wire", None), "last", None)
+        if wire is None and last_sent is not None:
+            wire = {"transport": "in-process", "body": {"model": model, "messages": last_sent,
+                                                        "temperature": float(self.temperature.value),
+                                                        "stream": True}}
+            self.wire_view.update(wire, note="this client does not record requests: the arguments Nora passed")
+        else:
+            self.wire_view.update(wire)

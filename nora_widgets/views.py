@@ -1,0 +1,325 @@
+"""The views that teach: each one shows a different face of "the API is stateless".
+
+    InspectorView  the exact list the last call sent, and the list the next call will send
+    WireView       the last request as it went out (HTTP body, key masked; or the in-process call)
+    GaugeView      tokens the next call uses against the model's window, and what trimming drops
+    CostView       tokens sent per call and in total: resending everything grows quadratically
+    CompareView    a second conversation fed the same questions, sent without memory
+
+Each view is a small VBox of stock widgets with one ``update(...)`` method that
+takes plain data (lists of messages, numbers) and keeps what it showed in plain
+attributes, so tests and lessons can read the numbers without parsing HTML.
+Every string that reaches an HTML widget goes through ``render`` (escaped or
+safe markdown): ``ipywidgets.HTML`` does not sanitize.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Sequence
+
+import ipywidgets as widgets
+
+from .errors import redact
+from .render import escape, markdown_to_html, messages_table_html, role_chip_html, ROLE_COLOURS
+
+__all__ = [
+    "transcript_html",
+    "InspectorView",
+    "WireView",
+    "GaugeView",
+    "CostView",
+    "CompareView",
+]
+
+def _box() -> widgets.Layout:
+    # one Layout per view: a shared Layout would show/hide every view at once
+    return widgets.Layout(border="1px solid #ddd", padding="4px 8px", margin="4px 0", width="100%")
+
+
+_TITLE = "font-weight:600;font-family:sans-serif;margin:2px 0 4px 0"
+
+
+def _title(text: str) -> widgets.HTML:
+    return widgets.HTML(f'<div style="{_TITLE}">{escape(text)}</div>')
+
+
+# --------------------------------------------------------------------------- #
+# the transcript
+
+
+@lru_cache(maxsize=512)
+def _message_html(role: str, content: str) -> str:
+    """One message as a coloured block; assistant text as safe markdown, the rest as plain text."""
+    colour = ROLE_COLOURS.get(role, ("#777777", ""))[0]
+    if role == "assistant":
+        body = markdown_to_html(content)
+    elif role == "system":
+        body = f'<div style="white-space:pre-wrap;font-style:italic;color:#555">{escape(content)}</div>'
+    else:
+        body = f'<div style="white-space:pre-wrap">{escape(content)}</div>'
+    return (
+        f'<div class="nora-msg nora-msg-{escape(role)}" style="border-left:4px solid {colour};'
+        'padding:2px 8px;margin:4px 0">'
+        f'{role_chip_html(role)}<div class="nora-content" style="margin-top:2px">{body}</div></div>'
+    )
+
+
+def transcript_html(messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
+                    max_height: str = "420px") -> str:
+    """The chat as HTML: one block per message, newest at the bottom.
+
+    pending: a user message on its way (shown, not yet in the history);
+    streaming: the reply so far (shown with a cursor).
+    The outer div uses column-reverse, a CSS trick that keeps the scroll at the bottom.
+    Example: transcript_html([{"role": "user", "content": "hi"}]).count('class="nora-msg ') -> 1
+    """
+    parts = [_message_html(m.get("role", "?"), m.get("content") or "") for m in messages]
+    if pending is not None:
+        parts.append(_message_html("user", pending))
+    if streaming is not None:
+        parts.append(_message_html("assistant", streaming + " \u258d"))
+    if not parts:
+        parts.append('<div style="color:#888">(empty conversation)</div>')
+    inner = "".join(parts)
+    style = f"display:flex;flex-direction:column-reverse;overflow-y:auto;max-height:{max_height}" if max_height else ""
+    return f'<div class="nora-transcript" style="{style}"><div>{inner}</div></div>'
+
+
+# --------------------------------------------------------------------------- #
+# 1. the messages inspector
+
+
+class InspectorView(widgets.VBox):
+    """Two tables: the list the last call sent and the list the next call will send.
+
+    After update(), ``last_rows`` and ``next_rows`` hold one dict per row:
+    {"role", "content", "tokens", "new", "dropped"}.
+    """
+
+    def __init__(self) -> None:
+        self.last_html = widgets.HTML()
+        self.next_html = widgets.HTML()
+        self.last_rows: list[dict] = []
+        self.next_rows: list[dict] = []
+        super().__init__([_title("Messages inspector"), self.last_html, self.next_html], layout=_box())
+        self.update(None, None, (), [], None, ())
+
+    @staticmethod
+    def _rows(messages, counts, new, dropped=()) -> list[dict]:
+        new, dropped = set(new), set(dropped)
+        return [
+            {"role": m["role"], "content": m["content"],
+             "tokens": counts[i] if counts is not None else None,
+             "new": i in new, "dropped": i in dropped}
+            for i, m in enumerate(messages)
+        ]
+
+    def update(self, last_sent: Sequence[dict] | None, last_counts: Sequence[int] | None, last_new,
+               next_list: Sequence[dict], next_counts: Sequence[int] | None, next_new,
+               next_dropped=(), note: str = "") -> None:
+        """last_new / next_new: row indexes to highlight; next_dropped: rows trimming leaves out."""
+        if last_sent is None:
+            self.last_rows = []
+            self.last_html.value = '<div style="color:#888">No call yet: send a message.</div>'
+        else:
+            self.last_rows = self._rows(last_sent, last_counts, last_new)
+            total = sum(last_counts) if last_counts else None
+            cap = f"Last call sent {len(last_sent)} messages" + (f" ({total:,} tokens)" if total is not None else "")
+            self.last_html.value = messages_table_html(last_sent, last_counts, last_new, caption=cap, max_chars=600)
+        self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
+        cap = f"Next call will send these {len(next_list) - len(set(next_dropped))} messages + your new one"
+        if note:
+            cap += f" ({note})"
+        self.next_html.value = messages_table_html(next_list, next_counts, next_new, next_dropped,
+                                                   caption=cap, max_chars=600)
+
+
+# --------------------------------------------------------------------------- #
+# 2. the wire
+
+
+class WireView(widgets.VBox):
+    """The last request exactly as it left: method, URL, headers (key masked), JSON body.
+
+    For an in-process model there is no HTTP: it shows the create() arguments and,
+    when the client records it, the prompt text the model really read.
+    ``data`` holds the dict shown (already masked).
+    """
+
+    def __init__(self) -> None:
+        self.body = widgets.HTML()
+        self.data: dict | None = None
+        super().__init__([_title("Wire: the last request"), self.body], layout=_box())
+        self.update(None)
+
+    def update(self, last: dict | None, note: str = "") -> None:
+        self.data = last
+        if not last:
+            self.body.value = '<div style="color:#888">No request yet.</div>'
+            return
+        pre = ('<pre style="white-space:pre-wrap;word-break:break-word;font-size:0.85em;'
+               'max-height:360px;overflow:auto;background:#f7f7f7;padding:4px;margin:2px 0">')
+        parts = []
+        if note:
+            parts.append(f'<div style="color:#666">{escape(note)}</div>')
+        if last.get("transport") == "http":
+            parts.append(f"<div><b>{escape(last.get('method', ''))}</b> <code>{escape(last.get('url', ''))}</code></div>")
+            headers = "\n".join(f"{k}: {v}" for k, v in (last.get("headers") or {}).items()
+                                if k in ("authorization", "content-type", "user-agent", "accept", "api-key", "x-api-key"))
+            parts.append(f"{pre}{escape(redact(headers))}</pre>")
+        else:
+            parts.append("<div>in-process call: <code>client.chat.completions.create(**body)</code> (no HTTP)</div>")
+        body = json.dumps(last.get("body"), indent=2, ensure_ascii=False, default=str)
+        parts.append(f"<div>body (JSON):</div>{pre}{escape(redact(body))}</pre>")
+        for key, value in last.items():  # extras an in-process client records, e.g. the prompt text
+            if key in ("transport", "method", "url", "headers", "body"):
+                continue
+            shown = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+            parts.append(f"<div>{escape(key)}:</div>{pre}{escape(redact(shown))}</pre>")
+        self.body.value = "".join(parts)
+
+
+# --------------------------------------------------------------------------- #
+# 3. the context gauge
+
+
+class GaugeView(widgets.VBox):
+    """A bar: tokens the next call will send against the model's context window.
+
+    After update(): ``used``, ``window`` (None if unknown), ``fraction``,
+    ``total`` (the whole conversation), ``dropped_messages``, ``dropped_tokens``, ``exact``.
+    """
+
+    def __init__(self) -> None:
+        self.body = widgets.HTML()
+        self.used = self.total = self.dropped_messages = self.dropped_tokens = 0
+        self.window: int | None = None
+        self.fraction: float | None = None
+        self.exact = False
+        super().__init__([_title("Context window"), self.body], layout=_box())
+        self.update(0, None, 0, 0, 0, False, "")
+
+    def update(self, used: int, window: int | None, total: int, dropped_messages: int, dropped_tokens: int,
+               exact: bool, trim_label: str, method: str = "") -> None:
+        self.used, self.window, self.total = used, window, total
+        self.dropped_messages, self.dropped_tokens, self.exact = dropped_messages, dropped_tokens, exact
+        how = "exact" if exact else "estimate"
+        if method:
+            how += f", {method}"
+        if window:
+            self.fraction = used / window
+            pct = min(100.0, 100.0 * self.fraction)
+            colour = "#2e8b57" if pct < 70 else ("#e69500" if pct < 90 else "#c0392b")
+            bar = (f'<div style="background:#eee;border-radius:4px;height:14px;width:100%">'
+                   f'<div class="nora-gauge-fill" style="background:{colour};height:14px;border-radius:4px;'
+                   f'width:{pct:.1f}%"></div></div>')
+            line = f"next call: <b>{used:,}</b> of {window:,} tokens ({pct:.0f}%; {escape(how)})"
+        else:
+            self.fraction = None
+            bar = ""
+            line = f"next call: <b>{used:,}</b> tokens ({escape(how)}); this model's window is unknown"
+        if dropped_messages:
+            trim = (f"{escape(trim_label)}: leaves out {dropped_messages} older message"
+                    f"{'s' if dropped_messages != 1 else ''} ({dropped_tokens:,} tokens) of {total:,}")
+        else:
+            trim = f"{escape(trim_label)}: nothing left out; the whole conversation ({total:,} tokens) is resent"
+        self.body.value = f"{bar}<div>{line}</div><div style='color:#555'>{trim}</div>"
+
+
+# --------------------------------------------------------------------------- #
+# 4. the cost of statelessness
+
+
+def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, height: int = 110) -> str:
+    """A tiny bar chart as inline SVG (no plotting library, nothing to load)."""
+    top = max(values) if values else 1
+    n = max(len(values), 1)
+    gap = 2
+    bar_w = max(2.0, (width - gap * (n + 1)) / n)
+    bars = []
+    for i, v in enumerate(values):
+        h = (height - 18) * v / top if top else 0
+        x = gap + i * (bar_w + gap)
+        bars.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}">'
+                    f"<title>call {i + 1}: {v:,}</title></rect>")
+    return (f'<svg width="{width}" height="{height}" role="img" style="background:#fafafa">'
+            f'<text x="4" y="12" font-size="11" font-family="sans-serif">{escape(title)} (max {top:,})</text>'
+            f'{"".join(bars)}</svg>')
+
+
+class CostView(widgets.VBox):
+    """Tokens sent per call and in total, next to what a server with memory would need.
+
+    ``per_call``: tokens sent by each call; ``new_per_call``: tokens that were new in it
+    (the user's message); ``cumulative``: running total of per_call.
+    """
+
+    def __init__(self) -> None:
+        self.body = widgets.HTML()
+        self.per_call: list[int] = []
+        self.new_per_call: list[int] = []
+        super().__init__([_title("Cost of statelessness"), self.body], layout=_box())
+        self.update()
+
+    @property
+    def cumulative(self) -> list[int]:
+        out, running = [], 0
+        for v in self.per_call:
+            running += v
+            out.append(running)
+        return out
+
+    def add_call(self, sent_tokens: int, new_tokens: int) -> None:
+        self.per_call.append(int(sent_tokens))
+        self.new_per_call.append(int(new_tokens))
+        self.update()
+
+    def reset(self) -> None:
+        self.per_call, self.new_per_call = [], []
+        self.update()
+
+    def update(self) -> None:
+        if not self.per_call:
+            self.body.value = '<div style="color:#888">No call yet.</div>'
+            return
+        total, new_total = sum(self.per_call), sum(self.new_per_call)
+        charts = (_bars_svg(self.per_call, "#1f5fae", "tokens sent per call") + " "
+                  + _bars_svg(self.cumulative, "#c0392b", "total tokens sent"))
+        self.body.value = (
+            f"<div>{charts}</div>"
+            f"<div>call {len(self.per_call)} sent <b>{self.per_call[-1]:,}</b> tokens; "
+            f"{len(self.per_call)} calls sent <b>{total:,}</b> in all.</div>"
+            f"<div style='color:#555'>Only {new_total:,} of those were new text: the rest is the same "
+            "conversation sent again, because the model remembers nothing.</div>"
+        )
+
+
+# --------------------------------------------------------------------------- #
+# 5. side by side: with memory and without
+
+
+class CompareView(widgets.VBox):
+    """The second conversation: same questions, sent with keep_last_n_turns=0 (no memory)."""
+
+    def __init__(self) -> None:
+        self.body = widgets.HTML()
+        self.error = widgets.HTML()
+        super().__init__([_title("Without memory (same questions, only the latest one sent)"),
+                          self.body, self.error], layout=_box())
+
+    def update(self, messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
+               error: str = "") -> None:
+        self.body.value = transcript_html(messages, pending, streaming, max_height="300px")
+        self.error.value = f'<div style="color:#c0392b">{escape(error)}</div>' if error else ""
+
+
+def view_state(view: Any) -> dict:
+    """The numbers a view shows, as a dict (handy in a lesson cell).
+
+    Example: view_state(panel.cost) -> {'per_call': [40, 95], 'cumulative': [40, 135], ...}
+    """
+    keys = ("used", "window", "fraction", "total", "dropped_messages", "dropped_tokens", "exact",
+            "per_call", "new_per_call", "cumulative", "last_rows", "next_rows", "data")
+    return {k: getattr(view, k) for k in keys if hasattr(view, k)}

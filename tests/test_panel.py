@@ -1,0 +1,398 @@
+"""ChatPanel driven from Python the way a user drives it: type, click, wait, read.
+
+No browser and no kernel here: ipywidgets runs its click and observe handlers in
+plain Python.  The stand-ins are small real classes (ScriptedClient, SlowClient
+below); the wire test uses the real openai client over HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+
+import pytest
+
+from nora_widgets.clients import ScriptedClient, make_chunk, make_client
+from nora_widgets.conversation import SYSTEM_PROMPT
+from nora_widgets.panel import ChatPanel, _token_counts
+from nora_widgets.transcript import load_transcript
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class SlowClient:
+    """Streams a reply word by word with a pause between words (a slow model).
+
+    Records every call's kwargs in .calls, how many pieces it produced in .yielded,
+    and whether the consumer closed the stream before the end in .closed_early.
+    """
+
+    default_model = "slow"
+
+    def __init__(self, text: str = "one two three four five six seven eight nine ten", delay: float = 0.05):
+        self.words = text.split(" ")
+        self.delay = delay
+        self.calls: list[dict] = []
+        self.yielded = 0
+        self.closed_early = False
+        self.first_piece = threading.Event()
+        completions = type("Completions", (), {"create": staticmethod(self._create)})()
+        self.chat = type("Chat", (), {"completions": completions})()
+
+    def _create(self, **kwargs):
+        self.calls.append(copy.deepcopy(kwargs))
+        return self._stream(kwargs.get("model") or self.default_model)
+
+    def _stream(self, model):
+        finished = False
+        try:
+            for i, word in enumerate(self.words):
+                yield make_chunk("c1", 0, model, content=word if i == 0 else " " + word)
+                self.yielded += 1
+                self.first_piece.set()
+                time.sleep(self.delay)
+            yield make_chunk("c1", 0, model, finish_reason="stop")
+            finished = True
+        finally:
+            self.closed_early = not finished
+
+
+def send(panel: ChatPanel, text: str, timeout: float = 10):
+    """Type text into the input, click Send, wait for the reply."""
+    panel.prompt.value = text
+    panel.send.click()
+    return panel.wait(timeout)
+
+
+def test_a_turn_adds_two_messages_clears_the_input_and_shows_the_reply():
+    client = ScriptedClient(["Hello **Ada**!"])
+    panel = ChatPanel(client)
+    result = send(panel, "My name is Ada.")
+    assert result == "Hello **Ada**!" and result.ok
+    assert panel.history == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello **Ada**!"},
+    ]
+    sent = client.calls[-1]
+    assert sent["messages"] == panel.history[:2] and sent["stream"] is True and sent["temperature"] == 0.7
+    assert panel.prompt.value == "" and not panel.prompt.disabled and panel.stop.disabled
+    assert "Hello <strong>Ada</strong>!" in panel.transcript.value  # markdown rendered
+    assert panel.error.value == ""
+
+
+def test_enter_in_the_input_sends():
+    # what the browser sends when Enter is pressed in a Text widget
+    client = ScriptedClient(["Hi"])
+    panel = ChatPanel(client)
+    panel.prompt.value = "Hello"
+    panel.prompt._handle_custom_msg({"event": "submit"}, [])
+    panel.wait(5)
+    assert [m["role"] for m in panel.history] == ["system", "user", "assistant"]
+
+
+def test_the_list_grows_by_two_each_turn_and_the_inspector_shows_it():
+    client = ScriptedClient()  # echoes how many messages it was sent
+    panel = ChatPanel(client)
+    for i, question in enumerate(["Do you have Le Guin?", "How much is it?", "Hold a copy?"]):
+        send(panel, question)
+        assert len(client.calls[-1]["messages"]) == 2 + 2 * i
+        assert len(panel.history) == 3 + 2 * i
+    assert [len(c["messages"]) for c in client.calls] == [2, 4, 6]
+    # last call: 6 messages, the previous reply and the new question are new
+    last = panel.inspector.last_rows
+    assert [r["content"] for r in last] == [m["content"] for m in client.calls[-1]["messages"]]
+    assert [r["new"] for r in last] == [False, False, False, False, True, True]
+    # next call: the whole list (7), the last turn's two rows highlighted
+    nxt = panel.inspector.next_rows
+    assert [r["role"] for r in nxt] == ["system"] + ["user", "assistant"] * 3
+    assert [r["new"] for r in nxt] == [False] * 5 + [True, True]
+    assert all(isinstance(r["tokens"], int) and r["tokens"] > 0 for r in nxt)
+    assert panel.inspector.next_html.value.count("nora-row-new") == 2
+    assert "Last call sent 6 messages" in panel.inspector.last_html.value
+
+
+def test_amnesia_sends_only_the_persona_and_the_latest_message():
+    client = ScriptedClient()
+    panel = ChatPanel(client, views=("inspector", "gauge"))
+    send(panel, "My name is Ada.")
+    panel.amnesia.value = True
+    assert panel.keep_last_n_turns == 0
+    send(panel, "What's my name?")
+    assert client.calls[-1]["messages"] == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "What's my name?"},
+    ]
+    assert len(panel.history) == 5  # the list keeps everything; only the call forgets
+    assert [r["dropped"] for r in panel.inspector.next_rows] == [False, True, True, True, True]
+    assert panel.gauge.dropped_messages == 4
+    total, per, _exact, _method = _token_counts(panel.history, client, None)
+    assert panel.gauge.total == total and panel.gauge.used == per[0]
+    assert panel.gauge.dropped_tokens == total - per[0]
+    assert "amnesia" in panel.header.value
+    panel.amnesia.value = False
+    send(panel, "And now?")
+    assert len(client.calls[-1]["messages"]) == 6
+
+
+def test_keep_last_n_turns_trims_what_is_sent():
+    client = ScriptedClient()
+    panel = ChatPanel(client, keep_last_n_turns=1)
+    assert panel.trim.value is True and panel.keep_n.value == 1
+    for q in ["one", "two", "three"]:
+        send(panel, q)
+    assert len(panel.history) == 7  # 0 system, then (user, reply) for one, two, three
+    h = panel.history
+    assert client.calls[-1]["messages"] == [h[0], h[3], h[4], h[5]]  # persona + last turn + new question
+    panel.trim.value = False
+    send(panel, "four")
+    assert len(client.calls[-1]["messages"]) == 8
+
+
+def test_a_failure_shows_one_line_and_changes_nothing():
+    client = ScriptedClient(["First reply.", TimeoutError("read timed out")])
+    panel = ChatPanel(client)
+    send(panel, "hello")
+    before = copy.deepcopy(panel.history)
+    result = send(panel, "this one fails")
+    assert not result.ok and result.failure.kind == "timeout"
+    assert panel.history == before
+    assert panel.prompt.value == "this one fails"  # nothing typed is lost
+    assert not panel.prompt.disabled and not panel.send.disabled
+    assert "the request timed out" in panel.error.value and panel.error.value.count("<div") == 1
+    client.enqueue("Works again.")
+    assert send(panel, panel.prompt.value) == "Works again."
+    assert panel.error.value == "" and panel.prompt.value == ""
+
+
+def test_an_empty_message_is_refused_without_a_call():
+    client = ScriptedClient(["unused"])
+    panel = ChatPanel(client)
+    panel.prompt.value = "   "
+    panel.send.click()
+    assert panel.wait(1) is None
+    assert client.calls == [] and len(panel.history) == 1
+    assert "nothing to send" in panel.error.value
+
+
+def test_the_reply_runs_on_a_worker_thread_and_stop_rolls_back():
+    client = SlowClient(delay=0.1)  # 10 words, ~1 s
+    panel = ChatPanel(client, flush_interval=0.0)
+    before = copy.deepcopy(panel.history)
+    panel.prompt.value = "Tell me a long story"
+    t0 = time.monotonic()
+    panel.send.click()
+    assert time.monotonic() - t0 < 0.5  # the click returns at once: the kernel stays free
+    assert client.first_piece.wait(5)
+    # while it streams: input locked, Stop live, history untouched, partial text shown
+    assert panel.busy and panel.prompt.disabled and panel.send.disabled and not panel.stop.disabled
+    assert panel.history == before
+    assert "one" in panel.live.value and "Tell me a long story" in panel.live.value
+    panel.send.click()  # a second click while busy is ignored
+    panel.stop.click()
+    result = panel.wait(5)
+    assert result.failure.kind == "cancelled"
+    assert panel.history == before  # no half reply kept
+    assert client.closed_early and client.yielded < len(client.words)
+    assert panel.prompt.value == "Tell me a long story" and not panel.prompt.disabled
+    assert "Stopped" in panel.error.value and panel.live.value == ""
+    assert len(client.calls) == 1
+
+
+def test_streamed_text_is_batched_into_few_widget_updates():
+    client = SlowClient(" ".join(f"w{i}" for i in range(30)), delay=0.01)  # ~0.3 s of pieces
+    panel = ChatPanel(client, flush_interval=0.05)
+    updates = []
+    panel.live.observe(lambda change: updates.append(change["new"]), names="value")
+    send(panel, "go")
+    streamed = [u for u in updates if "w0" in u]
+    assert 2 <= len(streamed) < 30  # batched: far fewer redraws than pieces
+    assert panel.history[-1]["content"] == " ".join(f"w{i}" for i in range(30))
+
+
+def test_a_new_persona_applies_from_the_next_call():
+    client = ScriptedClient(["Ahoy?", "Arr."])
+    panel = ChatPanel(client)
+    send(panel, "hi")
+    panel.persona.value = "You are a pirate."
+    assert panel.history[0] == {"role": "system", "content": "You are a pirate."}
+    assert panel.inspector.next_rows[0]["content"] == "You are a pirate."
+    assert client.calls[0]["messages"][0]["content"] == SYSTEM_PROMPT  # the past call is the past
+    send(panel, "again")
+    assert client.calls[1]["messages"][0] == {"role": "system", "content": "You are a pirate."}
+    # an empty persona removes the system message
+    panel.persona.value = ""
+    assert panel.history[0]["role"] == "user"
+
+
+def test_temperature_and_model_reach_the_call():
+    client = ScriptedClient(["ok"])
+    panel = ChatPanel(client, temperature=0.3, model="tiny")
+    panel.temperature.value = 0.0
+    send(panel, "x")
+    assert client.calls[-1]["temperature"] == 0.0 and client.calls[-1]["model"] == "tiny"
+    panel.model.value = ""
+    client.enqueue("ok")
+    send(panel, "y")
+    assert client.calls[-1]["model"] == "scripted"  # the client's own default
+
+
+def test_save_clear_and_load_use_the_cli_transcript_format(tmp_path):
+    client = ScriptedClient(["Yes, two novels.", "14.50 euros."])
+    panel = ChatPanel(client, views=("cost",))
+    send(panel, "Do you have Le Guin?")
+    send(panel, "How much is it?")
+    path = tmp_path / "chat.json"
+    panel.path.value = str(path)
+    panel.save.click()
+    messages, meta = load_transcript(path)
+    assert messages == panel.history and meta["temperature"] == 0.7
+    assert "saved 5 messages" in panel.status.value
+    saved = list(panel.history)
+    panel.clear.click()
+    assert panel.history == [{"role": "system", "content": SYSTEM_PROMPT}]
+    assert panel.cost.per_call == [] and panel.inspector.last_rows == []
+    panel.load.click()
+    assert panel.history == saved and panel.persona.value == SYSTEM_PROMPT
+    # a bad file: one line, nothing changed
+    (tmp_path / "bad.json").write_text('[{"role": "wizard", "content": "x"}]')
+    panel.path.value = str(tmp_path / "bad.json")
+    panel.load.click()
+    assert panel.history == saved
+    assert "cannot load" in panel.error.value and "role must be one of" in panel.error.value
+    panel.path.value = str(tmp_path / "no-such-folder" / "x.json")
+    panel.save.click()
+    assert "not saved" in panel.error.value
+
+
+def test_a_loaded_transcript_keeps_the_history_object():
+    history = [{"role": "system", "content": "Be brief."}]
+    panel = ChatPanel(ScriptedClient(["ok"]), history=history)
+    assert panel.history is history and panel.persona.value == "Be brief."
+    send(panel, "hi")
+    assert len(history) == 3  # the lesson's own list is the panel's conversation
+
+
+def test_the_cost_view_counts_tokens_sent_per_call_and_in_total():
+    client = ScriptedClient()
+    panel = ChatPanel(client, views=("cost",))
+    for q in ["a question", "another question", "a third question"]:
+        send(panel, q)
+    expected = [_token_counts(call["messages"], client, None)[0] for call in client.calls]
+    assert panel.cost.per_call == expected
+    assert panel.cost.per_call[0] < panel.cost.per_call[1] < panel.cost.per_call[2]
+    assert panel.cost.cumulative == [expected[0], expected[0] + expected[1], sum(expected)]
+    assert sum(panel.cost.new_per_call) < sum(panel.cost.per_call)
+    assert panel.cost.body.value.count("<rect") == 6  # 3 bars per chart, 2 charts
+    assert f"sent <b>{sum(expected):,}</b> in all" in panel.cost.body.value
+
+
+def test_the_gauge_tracks_the_next_call():
+    client = ScriptedClient()
+    panel = ChatPanel(client, views=("gauge",))
+    send(panel, "hello")
+    total, _per, exact, _method = _token_counts(panel.history, client, None)
+    assert panel.gauge.used == total == panel.gauge.total
+    assert panel.gauge.dropped_messages == 0 and panel.gauge.exact == exact
+    assert "nothing left out" in panel.gauge.body.value
+
+
+def test_side_by_side_feeds_the_same_questions_to_a_conversation_without_memory():
+    client = ScriptedClient()
+    panel = ChatPanel(client)
+    panel.side_by_side.value = True
+    for q in ["My name is Ada.", "What's my name?"]:
+        send(panel, q)
+    # each question: one call with memory, then one without
+    assert [len(c["messages"]) for c in client.calls] == [2, 2, 4, 2]
+    assert [m["content"] for m in panel.twin_history if m["role"] == "user"] == ["My name is Ada.", "What's my name?"]
+    assert len(panel.twin_history) == len(panel.history) == 5
+    assert "I was sent 2 messages" in panel.compare.body.value
+    assert panel.compare.layout.display == ""
+
+
+def test_views_toggle():
+    panel = ChatPanel(ScriptedClient(), views=("inspector",))
+    assert panel.inspector.layout.display == "" and panel.wire_view.layout.display == "none"
+    panel.toggles["wire"].value = True
+    panel.toggles["inspector"].value = False
+    assert panel.inspector.layout.display == "none" and panel.wire_view.layout.display == ""
+    with pytest.raises(ValueError, match="unknown view"):
+        ChatPanel(ScriptedClient(), views=("nonsense",))
+
+
+def test_model_output_is_rendered_inert():
+    payload = '<img src=x onerror="alert(1)"> <script>alert(2)</script> [x](javascript:alert(3))'
+    panel = ChatPanel(ScriptedClient([payload]), views=("inspector", "wire", "compare"))
+    send(panel, "<b>user html</b>")
+    shown = panel.transcript.value + panel.inspector.last_html.value + panel.inspector.next_html.value
+    shown += panel.wire_view.body.value
+    for bad in ("<img", "<script", 'href="javascript', "<b>user"):
+        assert bad not in shown
+    assert "&lt;img src=x" in panel.transcript.value and "&lt;b&gt;user html" in panel.transcript.value
+
+
+def test_the_scripted_wire_view_shows_the_in_process_call():
+    client = ScriptedClient(["ok"])
+    panel = ChatPanel(client, views=("wire",))
+    send(panel, "hi")
+    assert panel.wire_view.data["transport"] == "in-process"
+    assert panel.wire_view.data["body"]["messages"] == client.calls[-1]["messages"]
+    assert "client.chat.completions.create(**body)" in panel.wire_view.body.value
+
+
+def test_constructing_without_a_client_is_cheap_and_a_missing_model_is_one_line(monkeypatch):
+    try:
+        import llama_cpp  # noqa: F401
+        pytest.skip("llama-cpp-python is installed here, so the embedded model would load")
+    except ImportError:
+        pass
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "NORA_MODEL_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    panel = ChatPanel()
+    assert panel._client is None  # nothing built yet
+    assert "loads on the first message" in panel.header.value
+    panel.prompt.value = "hello"
+    panel.send.click()
+    assert panel.wait(1) is None
+    assert "llama-cpp-python" in panel.error.value and panel.error.value.count("<div") == 1
+    assert panel.prompt.value == "hello" and len(panel.history) == 1 and not panel.busy
+
+
+def _all_widget_state() -> str:
+    from ipywidgets.widgets.widget import _instances
+
+    return json.dumps([w.get_state() for w in list(_instances.values())], default=str)
+
+
+def test_wire_view_with_the_real_openai_client_over_http(stub_server):
+    secret = "sk-test-panel-0123456789abcdef"
+    stub_server.enqueue("Yes, two novels.")
+    client = make_client("openai", api_key=secret, base_url=stub_server.base_url, max_retries=0, timeout=5)
+    panel = ChatPanel(client, views=("wire", "inspector"))
+    assert send(panel, "Do you have Le Guin?") == "Yes, two novels."
+    received = stub_server.requests[-1]
+    assert received.headers["authorization"] == f"Bearer {secret}"  # the server got the real key...
+    data = panel.wire_view.data
+    assert data["transport"] == "http" and data["method"] == "POST"
+    assert data["body"] == received.body  # ...and the view shows exactly what it received
+    assert data["headers"]["authorization"] == "Bearer ***"  # ...with the key masked
+    assert received.body["messages"] == panel.history[:2] and received.body["stream"] is True
+    assert "Bearer ***" in panel.wire_view.body.value
+    assert "127.0.0.1" in panel.wire_view.body.value
+    assert secret not in _all_widget_state()  # not in any widget on the page
+    assert secret[3:12] not in panel.header.value
+
+
+def test_real_http_failure_is_one_line_and_rolls_back(stub_server):
+    from tests.servers.openai_stub import rate_limit
+
+    stub_server.enqueue(rate_limit(retry_after=0))
+    client = make_client("openai", api_key="sk-test-x0123456789", base_url=stub_server.base_url,
+                         max_retries=0, timeout=5)
+    panel = ChatPanel(client)
+    result = send(panel, "hello")
+    assert result.failure.kind == "rate_limit" and len(panel.history) == 1
+    assert "rate limit" in panel.error.value and panel.prompt.value == "hello"
