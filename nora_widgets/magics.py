@@ -108,15 +108,16 @@ def conversation() -> list:
     return _SESSION.history
 
 
-def use_client(client: Any) -> Any:
+def use_client(client: Any) -> None:
     """Make every following %%chat use this client (e.g. a ScriptedClient for a lesson).
 
+    Returns None, so a cell ending in use_client(...) shows nothing (a repr with a
+    memory address would differ on every run and break nbval).
     Example: use_client(ScriptedClient(["Yes, two novels."]))
     """
     if not hasattr(getattr(client, "chat", None), "completions"):
         raise TypeError("use_client() needs an object with .chat.completions.create(...), like openai.OpenAI")
     _SESSION.client = client
-    return client
 
 
 # --------------------------------------------------------------------------- #

@@ -70,6 +70,12 @@ def run(ip: InteractiveShell, source: str) -> Ran:
     return Ran(result, cap.stdout, cap.stderr, [o.data for o in cap.outputs], [o.update for o in cap.outputs])
 
 
+def use(client):
+    """Hand the magics a client (use_client returns None: nothing to display in a lesson cell)."""
+    assert magics.use_client(client) is None
+    return client
+
+
 def sent(client: ScriptedClient, n: int = -1) -> list[dict]:
     return client.calls[n]["messages"]
 
@@ -87,7 +93,7 @@ def test_load_registers_magics_and_shares_the_one_list(shell):
 
 
 def test_unload_removes_the_magics_but_keeps_the_conversation(shell):
-    client = magics.use_client(ScriptedClient(["Hi."]))
+    client = use(ScriptedClient(["Hi."]))
     run(shell, "%%chat\nHello")
     shell.run_line_magic("unload_ext", "nora_widgets")
     assert "chat" not in shell.magics_manager.magics["cell"]
@@ -104,7 +110,7 @@ def test_unload_removes_the_magics_but_keeps_the_conversation(shell):
 
 
 def test_three_turns_resend_the_whole_list(shell):
-    client = magics.use_client(ScriptedClient(["Yes, two.", "**The Dispossessed** and *Earthsea*.", "12 EUR."]))
+    client = use(ScriptedClient(["Yes, two.", "**The Dispossessed** and *Earthsea*.", "12 EUR."]))
     replies = [run(shell, f"%%chat\n{text}\n") for text in ("Le Guin?", "Which ones?", "How much?")]
     history = magics.conversation()
     assert [m["role"] for m in history] == ["system"] + ["user", "assistant"] * 3
@@ -117,7 +123,7 @@ def test_three_turns_resend_the_whole_list(shell):
 
 
 def test_the_list_is_the_one_run_turn_uses(shell):
-    client = magics.use_client(ScriptedClient(["from code", "from a cell"]))
+    client = use(ScriptedClient(["from code", "from a cell"]))
     run_turn(client, magics.conversation(), "typed in code")
     run(shell, "%%chat\ntyped in a cell")
     assert len(sent(client)) == 4 and sent(client)[1]["content"] == "typed in code"
@@ -125,13 +131,13 @@ def test_the_list_is_the_one_run_turn_uses(shell):
 
 
 def test_cell_text_is_sent_literally(shell):
-    client = magics.use_client(ScriptedClient(["ok"]))
+    client = use(ScriptedClient(["ok"]))
     run(shell, "%%chat\nIt costs $5 {not_a_variable}, see $HOME\n")
     assert sent(client)[-1]["content"] == "It costs $5 {not_a_variable}, see $HOME"
 
 
 def test_amnesia_sends_only_the_persona_and_the_new_message(shell):
-    client = magics.use_client(ScriptedClient(["A", "B", "C"]))
+    client = use(ScriptedClient(["A", "B", "C"]))
     run(shell, "%%chat\nMy name is Ada.")
     run(shell, "%%chat --amnesia\nWhat is my name?")
     assert sent(client) == [{"role": "system", "content": SYSTEM_PROMPT},
@@ -142,7 +148,7 @@ def test_amnesia_sends_only_the_persona_and_the_new_message(shell):
 
 
 def test_keep_turns_trims_what_is_sent_and_history_shows_it(shell):
-    client = magics.use_client(ScriptedClient(["a1", "a2", "a3"]))
+    client = use(ScriptedClient(["a1", "a2", "a3"]))
     run(shell, "%%chat\nu1")
     run(shell, "%%chat\nu2")
     ran = run(shell, "%chat --keep-turns 1")
@@ -159,7 +165,7 @@ def test_keep_turns_trims_what_is_sent_and_history_shows_it(shell):
 
 
 def test_cell_options_apply_to_one_turn(shell):
-    client = magics.use_client(ScriptedClient(["x", "y"]))
+    client = use(ScriptedClient(["x", "y"]))
     run(shell, "%%chat --temperature 0 --model tiny --no-stream\nhi")
     assert (client.calls[0]["temperature"], client.calls[0]["model"]) == (0.0, "tiny")
     assert "stream" not in client.calls[0]
@@ -168,7 +174,7 @@ def test_cell_options_apply_to_one_turn(shell):
 
 
 def test_settings_persist_and_persona_replaces_the_system_message(shell):
-    client = magics.use_client(ScriptedClient(["Arr.", "Aye."]))
+    client = use(ScriptedClient(["Arr.", "Aye."]))
     run(shell, "%%chat\nhello")
     ran = run(shell, "%chat --system \"You are a pirate. Don't be long.\" --temperature 0.2 --model m1")
     assert ran.result.success and "temperature: 0.2" in ran.text
@@ -181,7 +187,7 @@ def test_settings_persist_and_persona_replaces_the_system_message(shell):
 
 
 def test_reset_keeps_the_persona_and_the_list_object(shell):
-    magics.use_client(ScriptedClient(["a"]))
+    use(ScriptedClient(["a"]))
     history = magics.conversation()
     run(shell, "%chat --system 'Be brief.'")
     run(shell, "%%chat\nhi")
@@ -192,7 +198,7 @@ def test_reset_keeps_the_persona_and_the_list_object(shell):
 
 
 def test_trim_command_drops_old_turns_from_the_list(shell):
-    magics.use_client(ScriptedClient())
+    use(ScriptedClient())
     for i in range(4):
         run(shell, f"%%chat\nq{i}")
     ran = run(shell, "%chat trim 1")
@@ -205,7 +211,7 @@ def test_trim_command_drops_old_turns_from_the_list(shell):
 
 
 def test_rich_display_streams_into_a_handle_then_shows_the_reply_once(shell):
-    magics.use_client(ScriptedClient(["**Two** novels: <img src=x onerror=alert(1)>"]))
+    use(ScriptedClient(["**Two** novels: <img src=x onerror=alert(1)>"]))
     run(shell, "%chat --display rich")
     magics.session().update_every = 0  # refresh on every piece
     ran = run(shell, "%%chat\nhi")
@@ -222,7 +228,7 @@ def test_rich_display_streams_into_a_handle_then_shows_the_reply_once(shell):
 
 
 def test_rich_display_without_streaming_is_one_output(shell):
-    magics.use_client(ScriptedClient(["Hello *there*."]))
+    use(ScriptedClient(["Hello *there*."]))
     run(shell, "%chat --display rich --no-stream")
     ran = run(shell, "%%chat\nhi")
     assert ran.updates == [False] and ran.outputs[0]["text/plain"] == "Hello *there*."
@@ -230,7 +236,7 @@ def test_rich_display_without_streaming_is_one_output(shell):
 
 
 def test_history_is_a_plain_text_table_and_an_html_table(shell):
-    magics.use_client(ScriptedClient(["Yes.\nTwo lines."]))
+    use(ScriptedClient(["Yes.\nTwo lines."]))
     run(shell, "%%chat\nDo you have <b>Le Guin</b>?")
     ran = run(shell, "%chat history")
     plain = ran.shown[0].splitlines()
@@ -244,7 +250,7 @@ def test_history_is_a_plain_text_table_and_an_html_table(shell):
 def test_wire_shows_the_last_request_body(shell):
     ran = run(shell, "%chat wire")
     assert ran.shown == ["no request sent yet: run a %%chat cell first"]
-    magics.use_client(ScriptedClient(["ok"]))
+    use(ScriptedClient(["ok"]))
     run(shell, "%%chat --temperature 0\nhi")
     text = run(shell, "%chat wire").shown[0]
     head, body = text.split("\n\n", 1)
@@ -268,7 +274,7 @@ def test_help_shows_usage_and_settings_without_building_a_client(shell):
 
 
 def test_save_and_load_round_trip(shell, tmp_path):
-    magics.use_client(ScriptedClient(["a1", "a2"]))
+    use(ScriptedClient(["a1", "a2"]))
     run(shell, "%%chat\nu1")
     run(shell, "%%chat\nu2")
     before = [dict(m) for m in magics.conversation()]
@@ -288,7 +294,7 @@ def test_load_reads_a_file_written_by_the_library(shell, tmp_path):
     path = tmp_path / "t.json"
     save_transcript(path, [{"role": "system", "content": "S"}, {"role": "user", "content": "u"},
                            {"role": "assistant", "content": "a"}])
-    client = magics.use_client(ScriptedClient(["next"]))
+    client = use(ScriptedClient(["next"]))
     run(shell, f"%chat load {path}")
     run(shell, "%%chat\nmore")
     assert [m["content"] for m in sent(client)] == ["S", "u", "a", "more"]
@@ -319,7 +325,7 @@ def test_bad_transcript_is_one_line_and_changes_nothing(shell, tmp_path, content
 ])
 @pytest.mark.parametrize("display", ["text", "rich"])
 def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
-    client = magics.use_client(ScriptedClient(["first", failure, "third"]))
+    client = use(ScriptedClient(["first", failure, "third"]))
     run(shell, f"%chat --display {display}")
     run(shell, "%%chat\none")
     before = [dict(m) for m in magics.conversation()]
@@ -352,7 +358,7 @@ def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
     ("%%chat\n   \n", "nothing to send"),
 ])
 def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, words):
-    client = magics.use_client(ScriptedClient(["a"]))
+    client = use(ScriptedClient(["a"]))
     run(shell, "%%chat\nhi")
     before = ([dict(m) for m in magics.conversation()], magics.session().describe())
     ran = run(shell, source)
@@ -364,7 +370,7 @@ def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, wo
 
 
 def test_a_broken_list_is_refused_in_one_line(shell):
-    client = magics.use_client(ScriptedClient(["a"]))
+    client = use(ScriptedClient(["a"]))
     magics.conversation().append({"role": "bot", "content": "edited by hand"})
     ran = run(shell, "%%chat\nhi")
     assert ran.usage_error and "role must be one of" in ran.stderr and ran.stderr.count("\n") == 1
@@ -372,7 +378,7 @@ def test_a_broken_list_is_refused_in_one_line(shell):
 
 
 def test_backend_that_cannot_be_built_keeps_the_working_client(shell):
-    client = magics.use_client(ScriptedClient(["still here"]))
+    client = use(ScriptedClient(["still here"]))
     ran = run(shell, "%chat --backend openai")  # no key, no base URL in the environment
     assert ran.usage_error and "OPENAI_API_KEY is not set" in ran.stderr and ran.stderr.count("\n") == 1
     assert magics.session().client is client and magics.session().backend == "auto"
@@ -424,8 +430,9 @@ def test_openai_backend_sends_the_whole_transcript_and_wire_masks_the_key(shell,
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("display", ["text", "rich"])
-def test_openai_server_error_is_one_line_and_rolled_back(shell, keyed_stub, display):
-    stub = keyed_stub
+def test_openai_server_error_is_one_line_and_rolled_back(shell, stub_server, display, monkeypatch):
+    stub = stub_server
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
     run(shell, f"%chat --backend openai --base-url {stub.base_url} --max-retries 0 --display {display}")
     stub.enqueue("first reply", server_error(), cut_stream("half a reply here", after_pieces=2), "fine")
     run(shell, "%%chat\none")
@@ -457,3 +464,50 @@ def test_default_backend_without_the_model_is_one_line(shell):
     assert ran.result.success and ran.shown == [ran.shown[0]]
     assert ran.shown[0].startswith("(error talking to the model: ") and "llama-cpp-python" in ran.shown[0]
     assert len(magics.conversation()) == 1 and magics.session().client is None
+
+
+# --------------------------------------------------------------------------- #
+# a real Jupyter kernel: the streamed reply is a display handle, and nbval agrees
+
+
+NOTEBOOK_CELLS = [
+    "%load_ext nora_widgets\n"
+    "from nora_widgets import ScriptedClient\n"
+    "from nora_widgets.magics import use_client, conversation\n"
+    "use_client(ScriptedClient(['Yes: **two** novels by Le Guin.', 'The *Dispossessed* is 12 EUR.']))",
+    "%%chat\nDo you have anything by Ursula K. Le Guin?",
+    "%%chat\nHow much is the first one?",
+    "%chat history",
+    "%chat wire",
+    "len(conversation())",
+]
+
+
+@pytest.mark.timeout(180)
+def test_in_a_kernel_replies_stream_and_nbval_sees_the_saved_outputs(tmp_path):
+    import subprocess
+    import sys
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in NOTEBOOK_CELLS]
+    NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    reply = nb.cells[1].outputs
+    # the stream's placeholder (emptied when done), then the reply once, rendered
+    assert [o.output_type for o in reply] == ["display_data", "display_data"]
+    assert reply[0].data == {"text/plain": ""}
+    assert reply[1].data["text/plain"] == "Yes: **two** novels by Le Guin."
+    assert "<strong>two</strong>" in reply[1].data["text/html"]
+    assert nb.cells[3].outputs[0].data["text/plain"].startswith("5 messages, 5 sent on the next call")
+    assert nb.cells[5].outputs[0].data["text/plain"] == "5"
+    path = tmp_path / "magics.ipynb"
+    nbformat.write(nb, path)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-q",
+                           "-p", "no:cacheprovider", str(path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert f"{len(NOTEBOOK_CELLS)} passed" in done.stdout
