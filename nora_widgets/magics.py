@@ -316,8 +316,10 @@ def wire_view(client: Any) -> str:
         head = f"{last.get('method')} {last.get('url')}\nauthorization: {auth}"
     else:
         head = "in-process call: client.chat.completions.create(**body) (no HTTP)"
-    body = json.dumps(last.get("body"), indent=2, ensure_ascii=False, default=str)
-    return redact(f"{head}\n\n{body}")  # headers are masked already; belt and braces
+    text = f"{head}\n\n{json.dumps(last.get('body'), indent=2, ensure_ascii=False, default=str)}"
+    if isinstance(last.get("prompt"), str):  # the embedded model: what it really reads, template applied
+        text += f"\n\nthe prompt the model reads ({last.get('prompt_tokens', '?')} tokens):\n{last['prompt']}"
+    return redact(text)  # headers are masked already; belt and braces
 
 
 # --------------------------------------------------------------------------- #

@@ -462,7 +462,7 @@ def test_default_backend_without_the_model_is_one_line(shell):
         pytest.skip("llama-cpp-python is installed: the model-marked test covers the default")
     ran = run(shell, "%%chat\nhi")
     assert ran.result.success and ran.shown == [ran.shown[0]]
-    assert ran.shown[0].startswith("(error talking to the model: ") and "llama-cpp-python" in ran.shown[0]
+    assert ran.shown[0].startswith("(error talking to the model: ") and "pip install" in ran.shown[0]
     assert len(magics.conversation()) == 1 and magics.session().client is None
 
 
@@ -511,3 +511,20 @@ def test_in_a_kernel_replies_stream_and_nbval_sees_the_saved_outputs(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stdout[-3000:]
     assert f"{len(NOTEBOOK_CELLS)} passed" in done.stdout
+
+
+@pytest.mark.model
+@pytest.mark.timeout(180)
+def test_default_backend_is_the_embedded_model_built_on_first_turn(shell):
+    pytest.importorskip("llama_cpp")
+    from nora_widgets.local import LocalClient
+
+    assert magics.session().client is None
+    ran = run(shell, "%%chat --temperature 0\nSay hello in three words.")
+    assert ran.result.success and isinstance(magics.session().client, LocalClient)
+    history = magics.conversation()
+    assert [m["role"] for m in history] == ["system", "user", "assistant"]
+    assert history[-1]["content"].strip() and ran.stdout == history[-1]["content"] + "\n"
+    wire = run(shell, "%chat wire").shown[0]
+    assert wire.startswith("in-process call") and "<|im_start|>user\nSay hello in three words.<|im_end|>" in wire
+    assert "SmolLM2" in run(shell, "%chat help").text
