@@ -16,6 +16,9 @@ the markdown, for code that is only shown):
     ~~~python wrong                   -> a wrong answer; never written to a notebook,
                                          tests/test_lessons.py proves the check rejects it
 
+    <!-- needs: model -->              -> the lesson runs the embedded model (llama-cpp-python);
+                                         stored as notebook metadata nora.needs_model
+
 Usage (from the repository root):
 
     python notebooks/_build/build.py            # write + execute every lesson and solution
@@ -61,6 +64,7 @@ class Cell:
 class Lesson:
     stem: str  # "03-persona"
     cells: list[Cell] = field(default_factory=list)
+    needs_model: bool = False  # runs the embedded model: skipped where llama-cpp-python is missing
 
     def find(self, kind: str) -> Cell:
         """The one cell of this kind (exercise, solution, check, wrong)."""
@@ -77,6 +81,9 @@ def parse_lesson(path: Path) -> Lesson:
     """
     lesson = Lesson(path.stem)
     text = path.read_text(encoding="utf-8")
+    if "<!-- needs: model -->" in text:
+        lesson.needs_model = True
+        text = text.replace("<!-- needs: model -->", "")
     prose: list[str] = []
     lines = iter(text.splitlines())
 
@@ -143,6 +150,7 @@ def to_notebook(lesson: Lesson, variant: str = "lesson"):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    nb.metadata["nora"] = {"lesson": lesson.stem, "variant": variant, "needs_model": lesson.needs_model}
     for i, cell in enumerate(lesson_cells(lesson, variant)):
         if cell.kind == "markdown":
             nb_cell = nbformat.v4.new_markdown_cell(cell.source)
