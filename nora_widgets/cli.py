@@ -1,0 +1,477 @@
+"""`nora`: the reference article's command-line loop, grown up.
+
+    nora chat                      talk to Nora (streamed replies, slash commands)
+    nora ask "Do you have Dune?"   one question, one answer on stdout
+    nora serve                     the embedded model as an OpenAI-compatible server
+
+This file is a thin shell: reading lines, printing, flags.  Every turn goes
+through ``conversation.safe_run_turn`` (the one implementation of a turn), every
+client comes from ``clients.make_client``.  The conversation is the plain list
+``history`` (system first, then user/assistant pairs), resent on every call.
+
+What the terminal shows is the same whether stdin is a keyboard or a pipe: with a
+pipe, each line read is echoed as ``you: ...``, so a piped session's stdout reads
+like the screen would.  Status lines are in (parentheses); failures go to stderr.
+
+Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings,
+130 cancelled with Ctrl-C (``nora ask``).
+
+Import cost matters (``nora --help`` must be instant): nothing here imports
+``openai`` or ``llama_cpp``; ``make_client`` does, when a client is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable, TextIO
+
+from . import __version__
+from .clients import BACKENDS, describe_client, make_client
+from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, messages_to_send, new_history, safe_run_turn
+from .errors import NoraError, redact
+from .transcript import TranscriptError, load_transcript, save_transcript
+
+__all__ = ["main", "build_parser", "ChatSession"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
+
+HELP_TEXT = """\
+commands:
+  /history        show the messages exactly as the next call sends them (trimmed per /trim)
+  /system TEXT    set the persona (system prompt); /system alone shows it
+  /trim N         send only the last N turns (the transcript keeps everything); /trim off
+  /save [FILE]    save the whole conversation as JSON (default: the --save file)
+  /load FILE      replace the conversation with a saved one
+  /clear          forget the conversation, keep the persona
+  /help           this list
+  quit, exit, Ctrl-D   leave; Ctrl-C cancels a reply in progress
+  //text          send a message that starts with '/'"""
+
+
+class UsageError(NoraError):
+    """A bad flag or setting: one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- #
+# output helpers
+
+
+def _printable(text: str) -> str:
+    """Show control characters (escape sequences included) instead of obeying them.
+
+    Model replies and pasted input are text, not terminal commands.
+    Example: _printable("red \\x1b[31m!") -> 'red ^[[31m!'
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in "\n\t" or ch.isprintable() or code > 0x9F and code != 0x7F:
+            out.append(ch)
+        elif code < 0x20:
+            out.append("^" + chr(code + 64))  # caret notation, as `cat -v` shows it
+        else:
+            out.append(f"\\x{code:02x}")
+    return "".join(out)
+
+
+def _count(n: int, word: str) -> str:
+    """Example: _count(1, "turn") -> '1 turn', _count(3, "turn") -> '3 turns'"""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _write(stream: TextIO, text: str) -> None:
+    stream.write(_printable(text))
+    stream.flush()
+
+
+# --------------------------------------------------------------------------- #
+# one chat session: the list, the settings, the slash commands
+
+
+class ChatSession:
+    """The state of one `nora chat`: a client, the history list, and the settings.
+
+    Example:
+        s = ChatSession(ScriptedClient(["Hi!"]), new_history())
+        s.send("hello")        # prints 'nora: Hi!'; s.history has 3 messages
+        s.command("/history")  # prints the list the next call sends
+    """
+
+    def __init__(self, client: Any, history: list[dict], *, model: str | None = None,
+                 temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
+                 stream: bool = True, save_path: str | None = None, prefix: str = "nora: ",
+                 out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.client = client
+        self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
+        self.model = model
+        self.temperature = temperature
+        self.keep_turns = keep_turns  # None: send everything
+        self.stream = stream
+        self.save_path = save_path
+        self.prefix = prefix  # printed before each reply
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.last_failure: str | None = None  # kind of the last failed turn ("timeout", "cancelled", ...)
+
+    def say(self, text: str) -> None:
+        """A line on stdout."""
+        _write(self.out, text + "\n")
+
+    def warn(self, text: str) -> None:
+        """A line on stderr (failures, refusals)."""
+        _write(self.err, redact(text) + "\n")
+
+    # -- a turn ---------------------------------------------------------------
+
+    def send(self, user_text: str) -> bool:
+        """One turn: print the reply as it arrives; on failure one line on stderr.
+
+        The history grows by a (user, assistant) pair, or stays exactly as it was.
+        """
+        before = list(self.history)
+        started = []  # pieces printed so far (for the "nora: " prefix and a cut-off reply)
+
+        def on_text(piece: str) -> None:
+            if not started:
+                _write(self.out, self.prefix)
+            started.append(piece)
+            _write(self.out, piece)
+
+        try:
+            result = safe_run_turn(
+                self.client, self.history, user_text, model=self.model, temperature=self.temperature,
+                keep_last_n_turns=self.keep_turns, on_text=on_text if self.stream else None,
+            )
+        except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
+            self.history[:] = before
+            result = None
+        if result is not None and result.ok:
+            if self.stream:
+                _write(self.out, "\n" if started else f"{self.prefix}\n")
+            else:
+                self.say(f"{self.prefix}{result}")
+            self._autosave()
+            return True
+        if started:  # part of a reply is on screen but not in the history: say so
+            _write(self.out, " [reply dropped]\n")
+        self.last_failure = result.failure.kind if result is not None and result.failure else "cancelled"
+        self.warn(str(result) if result is not None else "(cancelled: the turn was rolled back)")
+        return False
+
+    def _autosave(self) -> None:
+        if self.save_path:
+            self.save(self.save_path, quiet=True)
+
+    def save(self, path: str, quiet: bool = False) -> bool:
+        model = self.model or getattr(self.client, "default_model", None)
+        try:
+            save_transcript(path, self.history, model=model, temperature=self.temperature)
+        except (TranscriptError, OSError) as exc:
+            message = str(exc) if isinstance(exc, TranscriptError) else f"not saved: {exc.strerror or exc}"
+            self.warn(f"nora: {message} ({path})")
+            return False
+        if not quiet:
+            self.say(f"(saved {len(self.history)} messages to {path})")
+        return True
+
+    # -- slash commands -------------------------------------------------------
+
+    def command(self, line: str) -> None:
+        """Run one slash command, e.g. '/trim 2'.  Unknown commands get one line."""
+        name, _, arg = line.strip().partition(" ")
+        arg = arg.strip()
+        handler: Callable[[str], None] | None = {
+            "/history": self._history,
+            "/system": self._system,
+            "/trim": self._trim,
+            "/save": self._save,
+            "/load": self._load,
+            "/clear": self._clear,
+            "/help": lambda _arg: self.say(HELP_TEXT),
+        }.get(name.lower())
+        if handler is None:
+            self.warn(f"(unknown command {name}: type /help for the list)")
+        else:
+            handler(arg)
+
+    def _history(self, _arg: str) -> None:
+        sent = messages_to_send(self.history, None, self.keep_turns)
+        self.say(json.dumps(sent, indent=2, ensure_ascii=False))
+        if len(sent) < len(self.history):
+            self.say(f"(next call sends {len(sent)} of {len(self.history)} messages plus your new one: "
+                     f"/trim {self.keep_turns} keeps the last {_count(self.keep_turns, 'turn')})")
+        else:
+            self.say(f"(next call sends {'this' if len(sent) == 1 else 'these'} {_count(len(sent), 'message')} "
+                     "plus your new one)")
+
+    def _system(self, text: str) -> None:
+        if not text:
+            current = [m["content"] for m in self.history if m["role"] == "system"]
+            self.say(f"(system prompt: {current[0]!r})" if current else "(no system prompt)")
+            return
+        self.history[:] = new_history(text) + [m for m in self.history if m["role"] != "system"]
+        self.say("(system prompt set: it goes first in every call from now on)")
+
+    def _trim(self, arg: str) -> None:
+        if not arg:
+            self.say("(trimming off: every call sends the whole conversation)" if self.keep_turns is None
+                     else f"(sending the last {_count(self.keep_turns, 'turn')})")
+        elif arg.lower() == "off":
+            self.keep_turns = None
+            self.say("(trimming off: every call sends the whole conversation)")
+        elif arg == "0":
+            self.keep_turns = 0
+            self.say("(from now on each call sends only the persona and your new message: "
+                     "the model forgets everything; the transcript keeps it)")
+        elif arg.isdigit():
+            self.keep_turns = int(arg)
+            self.say(f"(from now on each call sends the persona and the last {_count(self.keep_turns, 'turn')}; "
+                     "the transcript keeps everything)")
+        else:
+            self.warn(f"(/trim needs a whole number of turns or 'off', not {arg!r})")
+
+    def _save(self, path: str) -> None:
+        path = path or self.save_path or ""
+        if not path:
+            self.warn("(/save needs a file name, e.g. /save chat.json)")
+        else:
+            self.save(path)
+
+    def _load(self, path: str) -> None:
+        if not path:
+            self.warn("(/load needs a file name, e.g. /load chat.json)")
+            return
+        try:
+            messages, _meta = load_transcript(path)
+        except TranscriptError as exc:
+            self.warn(f"nora: {exc} (the conversation is unchanged)")
+            return
+        self.history[:] = messages
+        self.say(f"(loaded {len(messages)} messages from {path})")
+
+    def _clear(self, _arg: str) -> None:
+        dropped = sum(1 for m in self.history if m["role"] != "system")
+        self.history[:] = [m for m in self.history if m["role"] == "system"]
+        self.say(f"(cleared {dropped} messages; the persona is kept)")
+
+
+# --------------------------------------------------------------------------- #
+# the loop
+
+
+def _read_line(interactive: bool) -> str | None:
+    """The next line of input, or None at end of input (Ctrl-D)."""
+    if interactive:
+        try:
+            return input("you: ")
+        except EOFError:
+            print()
+            return None
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    line = line.rstrip("\r\n")
+    if line.strip():
+        _write(sys.stdout, f"you: {line}\n")  # echo: stdout reads like the screen would
+    return line
+
+
+def chat_loop(session: ChatSession, interactive: bool) -> int:
+    """Read, send, print until quit / exit / end of input.  Returns the exit status (0)."""
+    while True:
+        try:
+            line = _read_line(interactive)
+            if line is None:
+                return EXIT_OK
+            text = line.strip()
+            if not text:
+                continue
+            if text.lower() in QUIT_WORDS:
+                return EXIT_OK
+            if text.startswith("/") and not text.startswith("//"):
+                session.command(text)
+            else:
+                session.send(line[line.index("/") + 1:] if text.startswith("//") else line)
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: not a way out, say what is
+            session.warn(("\n" if interactive else "") + "(Ctrl-C: type quit or press Ctrl-D to leave)")
+
+
+# --------------------------------------------------------------------------- #
+# settings -> client
+
+
+def _settings(args: argparse.Namespace) -> None:
+    """Check the flags that argparse cannot; raise UsageError with one line."""
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be more than 0 seconds (got {args.timeout:g})")
+    if args.max_retries is not None and args.max_retries < 0:
+        raise UsageError(f"--max-retries must be 0 or more (got {args.max_retries})")
+    if not 0 <= args.temperature <= 2:
+        raise UsageError(f"--temperature must be between 0 and 2 (got {args.temperature:g})")
+    if getattr(args, "keep_turns", None) is not None and args.keep_turns < 0:
+        raise UsageError(f"--keep-turns must be 0 or more (got {args.keep_turns})")
+    save = getattr(args, "save", None)
+    if save:
+        folder = os.path.dirname(save) or "."
+        if not os.path.isdir(folder):
+            raise UsageError(f"--save: folder {folder!r} does not exist")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    try:
+        return make_client(args.backend, base_url=args.base_url, model=args.model,
+                           timeout=args.timeout, max_retries=args.max_retries)
+    except NoraError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    _settings(args)
+    history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
+    loaded = None
+    if args.load:
+        try:
+            history, _meta = load_transcript(args.load)
+        except TranscriptError as exc:
+            print(f"nora: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        loaded = len(history)
+        if args.system is not None:  # an explicit --system replaces the file's persona
+            history = new_history(args.system) + [m for m in history if m["role"] != "system"]
+    client = _client(args)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+    session = ChatSession(client, history, model=args.model, temperature=args.temperature,
+                          keep_turns=args.keep_turns, stream=not args.no_stream, save_path=args.save)
+    session.say(f"Nora chat: {describe_client(client)}")
+    session.say("(type /help for commands; quit or Ctrl-D to leave)")
+    if loaded is not None:
+        session.say(f"(loaded {loaded} messages from {args.load})")
+    return chat_loop(session, interactive)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    _settings(args)
+    if args.question == ["-"]:
+        question = sys.stdin.read()
+    else:
+        question = " ".join(args.question)
+    if not question.strip():
+        raise UsageError("nothing to ask: give a question, or - to read it from stdin")
+    client = _client(args)
+    history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
+    session = ChatSession(client, history, model=args.model, temperature=args.temperature,
+                          stream=not args.no_stream, prefix="")
+    if session.send(question.strip()):
+        return EXIT_OK
+    return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- #
+# the command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (and exit 2), not a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default): a server when OPENAI_API_KEY or OPENAI_BASE_URL is set, "
+                        "else the embedded model")
+    p.add_argument("--model", help="model name to ask for (env NORA_MODEL)")
+    p.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 "
+                                      "(env OPENAI_BASE_URL)")
+    p.add_argument("--system", help="the persona (system prompt); default: Nora the bookshop assistant")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help=f"0 = repeatable, higher = more varied (default {DEFAULT_TEMPERATURE})")
+    p.add_argument("--no-stream", action="store_true", help="print each reply whole instead of as it arrives")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the server (env NORA_TIMEOUT, default 60)")
+    p.add_argument("--max-retries", type=int, help="retries on 429/5xx/connection errors "
+                                                   "(env NORA_MAX_RETRIES, default 2)")
+
+
+def _subcommand(argv: list[str]) -> str | None:
+    """The first word that is not an option, e.g. ['--version'] -> None, ['serve', '-h'] -> 'serve'."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
+    """The `nora` parser.  `nora serve`'s own options are added only when asked for
+    (with_serve), so `nora --help` never imports the server code."""
+    parser = _Parser(prog="nora", description="Nora: a chat client that shows the whole conversation "
+                                              "is resent on every call.")
+    parser.add_argument("--version", action="version", version=f"nora {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{chat,ask,serve}", parser_class=_Parser)
+
+    chat = sub.add_parser("chat", help="talk to Nora in the terminal", description=HELP_TEXT,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_options(chat)
+    chat.add_argument("--keep-turns", type=int, metavar="N",
+                      help="send only the last N turns (the saved transcript keeps everything)")
+    chat.add_argument("--load", metavar="FILE", help="start from a saved conversation")
+    chat.add_argument("--save", metavar="FILE", help="save the conversation after every successful turn")
+    chat.set_defaults(func=cmd_chat)
+
+    ask = sub.add_parser("ask", help="one question, one answer on stdout")
+    ask.add_argument("question", nargs="*", help="the question (or - to read it from stdin)")
+    _add_model_options(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    serve = sub.add_parser("serve", help="serve the embedded model as an OpenAI-compatible API")
+    if with_serve:
+        import importlib
+
+        serve_module = importlib.import_module("nora_widgets.serve")  # ImportError: main() reports it
+
+        serve_module.add_arguments(serve)
+        serve.set_defaults(func=serve_module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `nora` console script.  Example: main(["ask", "Hi"]) -> 0"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(with_serve=_subcommand(argv) == "serve")
+    except ImportError as exc:
+        if exc.name == "nora_widgets.serve":
+            why = "this install has no nora_widgets/serve.py"
+        else:
+            why = f"it needs {exc.name or exc}: pip install 'nora-widgets[local]'"
+        print(f"nora: error: nora serve is not available: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if hasattr(sys.stdin, "reconfigure"):  # odd bytes on stdin become U+FFFD, never a crash
+        sys.stdin.reconfigure(errors="replace")
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"nora: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\n(cancelled)", file=sys.stderr)
+        return EXIT_CANCELLED
+    except BrokenPipeError:  # e.g. `nora ask ... | head -c 10`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

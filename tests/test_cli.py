@@ -1,0 +1,517 @@
+"""`nora` as a person (or a script) uses it.
+
+Most tests run `python -m nora_widgets.cli` as a subprocess with stdin piped, against
+the loopback stub server (tests/servers/openai_stub.py): the real openai client inside
+nora, real HTTP on 127.0.0.1, a fake key in the environment.  Whole sessions are
+compared line by line, stderr merged in order, not one substring.  Quick checks of
+flags and slash commands call main() in-process with the scripted backend.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nora_widgets import cli
+from nora_widgets.clients import ScriptedClient
+from nora_widgets.conversation import SYSTEM_PROMPT
+from tests.servers.openai_stub import (
+    StubServer,
+    context_length_exceeded,
+    cut_stream,
+    default_reply,
+    drop,
+    error,
+    malformed_json,
+    ok,
+    rate_limit,
+    server_error,
+    stall,
+    unauthorized,
+    unavailable,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-test-" + "N0raK3y" * 4  # fake; it must never show up in anything nora writes
+SYSTEM = {"role": "system", "content": SYSTEM_PROMPT}
+FAST = ["--max-retries", "0", "--timeout", "1"]
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def nora_env(stub: StubServer | None = None, **extra: str) -> dict:
+    """A clean environment: no real OPENAI_/NORA_ settings leak in from the machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    if stub is not None:
+        env["OPENAI_BASE_URL"] = stub.base_url
+        env["OPENAI_API_KEY"] = KEY
+    env.update(extra)
+    return env
+
+
+def nora(*args: str, stdin: str = "", stub: StubServer | None = None, cwd: Path | None = None,
+         merge: bool = False, **env: str) -> subprocess.CompletedProcess:
+    """Run `nora ARGS` with stdin piped; merge=True puts stderr into stdout, in order."""
+    return subprocess.run(
+        [sys.executable, "-m", "nora_widgets.cli", *args],
+        input=stdin, text=True, cwd=cwd, env=nora_env(stub, **env), timeout=45,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+    )
+
+
+def header(stub: StubServer, model: str = "gpt-4o-mini") -> list[str]:
+    return [f"Nora chat: OpenAI-compatible server {stub.base_url}, model {model}",
+            "(type /help for commands; quit or Ctrl-D to leave)"]
+
+
+def assert_no_key(*texts: str) -> None:
+    for text in texts:
+        assert KEY not in text
+        assert KEY[8:20] not in text  # not even a piece of it
+
+
+@pytest.fixture
+def keyed_stub():
+    """A stub that, like OpenAI, refuses requests without the (fake) key."""
+    with StubServer(api_key=KEY) as server:
+        yield server
+
+
+# --------------------------------------------------------------------------- #
+# whole sessions against the stub server
+
+
+def test_session_resends_the_whole_transcript(keyed_stub):
+    questions = ["Do you have any Ursula K. Le Guin novels?", "How much is it?", "Can you hold a copy for me?"]
+    result = nora("chat", "--model", "test-model", *FAST, stdin="\n".join(questions) + "\nquit\n",
+                  stub=keyed_stub)
+
+    history = [SYSTEM]
+    expected = header(keyed_stub, "test-model")
+    for q in questions:
+        reply = default_reply(history + [user(q)])
+        expected += [f"you: {q}", f"nora: {reply}"]
+        history += [user(q), assistant(reply)]
+    expected.append("you: quit")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == expected
+    # the API is stateless: call k carried the whole list so far (2, 4, 6 messages)
+    sent = [r.body for r in keyed_stub.chat_requests]
+    assert [len(b["messages"]) for b in sent] == [2, 4, 6]
+    assert [b["messages"] for b in sent] == [history[:2], history[:4], history[:6]]
+    assert all(b["model"] == "test-model" and b["stream"] is True and b["temperature"] == 0.7 for b in sent)
+    assert keyed_stub.chat_requests[0].headers["authorization"] == f"Bearer {KEY}"  # it went to the server...
+    assert_no_key(result.stdout, result.stderr)  # ...and nowhere else
+
+
+FAULTS = [  # (behaviour, words the one stderr line must contain)
+    (unauthorized(), ["HTTP 401", "OPENAI_API_KEY"]),
+    (rate_limit(retry_after=1), ["rate limit", "HTTP 429"]),
+    (server_error(), ["HTTP 500", "try again"]),
+    (unavailable(), ["HTTP 503"]),
+    (context_length_exceeded(), ["context window", "/trim N"]),
+    (malformed_json(), ["not JSON"]),
+    (drop(), ["could not reach the server"]),
+    (stall(3.0), ["timed out", "--timeout"]),
+    (cut_stream("one two three four", after_pieces=2), ["could not reach the server"]),
+    (stall(3.0, after_pieces=2, text="one two three four"), ["timed out"]),
+    (error(401, f"Incorrect API key provided: {KEY}", "invalid_request_error", "invalid_api_key"), ["HTTP 401"]),
+]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_every_fault_is_one_line_and_rolled_back(keyed_stub, tmp_path, stream):
+    """good, then for each fault: a failing turn and a good one.  The failed user turns
+    never reach a later request, the saved transcript, or /history."""
+    for behaviour, _words in FAULTS:
+        keyed_stub.enqueue(ok(), behaviour)
+    keyed_stub.enqueue(ok())
+    lines = ["q0"] + [x for i in range(len(FAULTS)) for x in (f"bad{i}", f"good{i}")] + ["/history", "quit"]
+    saved = tmp_path / "chat.json"
+    args = ["chat", *FAST, "--save", str(saved)] + ([] if stream else ["--no-stream"])
+    result = nora(*args, stdin="\n".join(lines) + "\n", stub=keyed_stub, merge=True)
+
+    error_lines = iter([x for x in result.stdout.splitlines() if x.startswith("(error talking to the model: ")])
+    history = [SYSTEM]
+    expected = header(keyed_stub)
+    for q in lines[:-2]:
+        expected.append(f"you: {q}")
+        if q.startswith("bad"):
+            behaviour, words = FAULTS[int(q[3:])]
+            if stream and behaviour.after_pieces:  # the start of the reply was already on screen
+                expected.append("nora: one two [reply dropped]")
+            line = next(error_lines)
+            assert all(w in line for w in words), (q, line)
+            expected.append(line)
+            continue
+        reply = default_reply(history + [user(q)])
+        expected.append(f"nora: {reply}")
+        history += [user(q), assistant(reply)]
+    expected += ["you: /history", *json.dumps(history, indent=2).splitlines(),
+                 f"(next call sends these {len(history)} messages plus your new one)", "you: quit"]
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == expected
+    assert sum(x.startswith("(error talking to the model:") for x in expected) == len(FAULTS)
+
+    good = [r.messages for r in keyed_stub.chat_requests if r.messages[-1]["content"].startswith(("good", "q"))]
+    assert good == [history[:k] for k in range(2, len(history) + 1, 2)]  # no dangling user turn, ever
+    assert json.loads(saved.read_text())["messages"] == history
+    assert_no_key(result.stdout, saved.read_text())
+
+
+def test_retries_follow_the_setting(keyed_stub):
+    keyed_stub.enqueue(unavailable(), "Back again.")
+    result = nora("chat", "--max-retries", "1", "--timeout", "2", stdin="hello\n", stub=keyed_stub)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-1] == "nora: Back again."
+    assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("hello")]] * 2
+
+
+def test_keep_turns_sends_only_recent_turns_but_saves_everything(keyed_stub, tmp_path):
+    saved = tmp_path / "all.json"
+    result = nora("chat", *FAST, "--keep-turns", "1", "--save", str(saved), stdin="a\nb\nc\n/history\n",
+                  stub=keyed_stub)
+    assert (result.returncode, result.stderr) == (0, "")
+    r1 = default_reply([SYSTEM, user("a")])
+    r2 = default_reply([SYSTEM, user("a"), assistant(r1), user("b")])
+    assert [r.messages for r in keyed_stub.chat_requests] == [  # the persona plus at most 1 earlier turn
+        [SYSTEM, user("a")],
+        [SYSTEM, user("a"), assistant(r1), user("b")],
+        [SYSTEM, user("b"), assistant(r2), user("c")],
+    ]
+    history = json.loads(saved.read_text())["messages"]
+    assert [m["content"] for m in history if m["role"] == "user"] == ["a", "b", "c"]
+    assert len(history) == 7
+    # /history shows what the next call sends: the persona and the last turn only
+    tail = result.stdout.split("you: /history\n", 1)[1]
+    shown = json.loads(tail[: tail.rindex("]") + 1])
+    assert shown == [history[0]] + history[-2:]
+    assert "(next call sends 3 of 7 messages plus your new one: /trim 1 keeps the last 1 turn)" in tail
+
+
+def test_save_then_load_continues_the_conversation(keyed_stub, tmp_path):
+    saved = tmp_path / "chat.json"
+    first = nora("chat", *FAST, "--save", str(saved), stdin="one\ntwo\n", stub=keyed_stub)
+    assert first.returncode == 0
+    document = json.loads(saved.read_text())
+    assert document["format"] == "nora-transcript" and document["model"] == "gpt-4o-mini"
+    assert len(document["messages"]) == 5
+
+    second = nora("chat", *FAST, "--load", str(saved), stdin="three\n", stub=keyed_stub)
+    assert second.returncode == 0
+    assert second.stdout.splitlines()[2:] == [f"(loaded 5 messages from {saved})", "you: three",
+                                              "nora: I got 6 messages; the last one says 'three'."]
+    assert keyed_stub.chat_requests[-1].messages == document["messages"] + [user("three")]
+    assert json.loads(saved.read_text()) == document  # --load alone never writes the file
+    assert_no_key(first.stdout, second.stdout, saved.read_text())
+
+
+BROKEN = {
+    "not-json.json": b'{"messages": [',
+    "wrong-role.json": json.dumps([{"role": "wizard", "content": "hi"}]).encode(),
+    "not-a-string.json": json.dumps({"messages": [{"role": "user", "content": 42}]}).encode(),
+    "latin1.json": '[{"role": "user", "content": "caf\xe9"}]'.encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_load_file_is_refused_and_untouched(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(BROKEN[name])
+    result = nora("chat", "--backend", "scripted", "--load", str(path), "--save", str(path), stdin="hi\n")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"nora: cannot load {path}:")
+    assert path.read_bytes() == BROKEN[name]
+
+
+def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
+    """SIGINT at the prompt keeps the session; SIGINT while a stream stalls drops the half
+    reply, rolls the turn back, and the next turn goes out without it."""
+    keyed_stub.enqueue(stall(20.0, after_pieces=2, text="one two three four"))
+    proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=nora_env(keyed_stub))
+    seen = bytearray()
+    reader = threading.Thread(target=lambda: [seen.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
+                              daemon=True)
+    reader.start()
+
+    def wait_for(text: bytes) -> None:
+        deadline = time.monotonic() + 15
+        while text not in seen:
+            assert time.monotonic() < deadline, f"never saw {text!r} in {bytes(seen)!r}"
+            time.sleep(0.01)
+
+    try:
+        wait_for(b"Ctrl-D to leave)\n")
+        proc.send_signal(signal.SIGINT)  # at the prompt
+        wait_for(b"(Ctrl-C: type quit or press Ctrl-D to leave)\n")
+        proc.stdin.write(b"first\n")
+        proc.stdin.flush()
+        wait_for(b"nora: one two")
+        proc.send_signal(signal.SIGINT)  # mid-stream
+        wait_for(b"rolled back")
+        proc.stdin.write(b"second\nquit\n")
+        proc.stdin.close()
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    assert bytes(seen).decode().splitlines() == header(keyed_stub) + [
+        "(Ctrl-C: type quit or press Ctrl-D to leave)",
+        "you: first",
+        "nora: one two [reply dropped]",
+        "(error talking to the model: cancelled - the turn was rolled back; send it again when ready)",
+        "you: second",
+        "nora: I got 2 messages; the last one says 'second'.",
+        "you: quit",
+    ]
+    assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("first")], [SYSTEM, user("second")]]
+
+
+def test_real_terminal_prompt_ctrl_c_and_ctrl_d():
+    """On a TTY: a 'you: ' prompt, the reply, Ctrl-C at the prompt keeps the session, Ctrl-D leaves with 0."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import select
+    import termios
+
+    try:
+        master, slave = pty.openpty()
+    except OSError as exc:
+        pytest.skip(f"no pseudo-terminal here: {exc}")
+    proc = subprocess.Popen(  # the pty becomes the child's controlling terminal, so ^C is a real SIGINT
+        [sys.executable, "-m", "nora_widgets.cli", "chat", "--backend", "scripted"],
+        stdin=slave, stdout=slave, stderr=slave, env=nora_env(TERM="dumb"), close_fds=True,
+        preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
+    )
+    os.close(slave)
+    screen = b""
+
+    def wait_for(text: bytes, start: int) -> int:
+        nonlocal screen
+        deadline = time.monotonic() + 15
+        while text not in screen[start:]:
+            assert time.monotonic() < deadline, f"never saw {text!r} in {screen!r}"
+            if select.select([master], [], [], 0.05)[0]:
+                screen += os.read(master, 4096)
+        return len(screen)
+
+    try:
+        at = wait_for(b"you: ", 0)
+        os.write(master, b"Do you have Dune?\r")
+        at = wait_for(b"the last one says: 'Do you have Dune?'\r\nyou: ", at)
+        os.write(master, b"\x03")  # Ctrl-C at the prompt
+        at = wait_for(b"(Ctrl-C: type quit or press Ctrl-D to leave)\r\nyou: ", at)
+        os.write(master, b"\x04")  # Ctrl-D
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert screen.startswith(b"Nora chat: scripted stand-in")
+
+
+# --------------------------------------------------------------------------- #
+# nora ask
+
+
+def test_ask_prints_only_the_answer(keyed_stub):
+    keyed_stub.enqueue("We open at nine.")
+    result = nora("ask", *FAST, "When", "do", "you", "open?", stub=keyed_stub)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "We open at nine.\n", "")
+    assert keyed_stub.chat_requests[0].messages == [SYSTEM, user("When do you open?")]
+
+
+def test_ask_reads_the_question_from_stdin(keyed_stub):
+    result = nora("ask", *FAST, "--no-stream", "--system", "Be brief.", "-", stdin="Is it in stock?\n",
+                  stub=keyed_stub)
+    assert (result.returncode, result.stdout) == (0, "I got 2 messages; the last one says 'Is it in stock?'.\n")
+    body = keyed_stub.chat_requests[0].body
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."} and "stream" not in body
+
+
+@pytest.mark.parametrize("behaviour,words", [
+    (server_error(), "the server had an internal error"),
+    (error(400, f"Bad request from key {KEY}", "invalid_request_error"), "Bad request from key *** (HTTP 400)"),
+], ids=["500", "400-echoing-the-key"])
+def test_ask_failure_is_one_line_and_exit_1(keyed_stub, behaviour, words):
+    keyed_stub.enqueue(behaviour)
+    result = nora("ask", *FAST, "hello", stub=keyed_stub)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("(error talking to the model: ") and words in result.stderr
+    assert_no_key(result.stderr)
+
+
+# --------------------------------------------------------------------------- #
+# the command line itself (in-process: fast)
+
+
+def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    """main(argv) with stdin from a string; returns (status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    for name in [k for k in os.environ if k.startswith(("OPENAI_", "NORA_"))]:
+        monkeypatch.delenv(name)
+    try:
+        status = cli.main(argv)
+    except SystemExit as exc:  # argparse: --help, --version, bad flags
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["chat", "--timeout", "-1"], "nora: error: --timeout must be more than 0 seconds (got -1)"),
+    (["chat", "--max-retries", "-2"], "nora: error: --max-retries must be 0 or more (got -2)"),
+    (["chat", "--temperature", "3"], "nora: error: --temperature must be between 0 and 2 (got 3)"),
+    (["chat", "--keep-turns", "-1"], "nora: error: --keep-turns must be 0 or more (got -1)"),
+    (["chat", "--save", "/no/such/folder/x.json"], "nora: error: --save: folder '/no/such/folder' does not exist"),
+    (["chat", "--backend", "openai"], "nora: error: OPENAI_API_KEY is not set: export it, "
+                                      "or set OPENAI_BASE_URL for a local server"),
+    (["chat", "--backend", "nope"], "nora chat: error: argument --backend: invalid choice: 'nope' "),
+    (["chat", "--timeout", "soon"], "nora chat: error: argument --timeout: invalid float value: 'soon' "
+                                    "(see nora chat --help)"),
+    (["ask", "--backend", "scripted"], "nora: error: nothing to ask: give a question, or - to read it from stdin"),
+    (["bogus"], "nora: error: argument "),
+])
+def test_bad_settings_are_one_line_and_exit_2(monkeypatch, capsys, argv, message):
+    """One line on stderr, exit 2 (argparse's own wording varies by Python version: prefix only)."""
+    status, out, err = run_main(monkeypatch, capsys, argv, stdin="hi\n")
+    assert (status, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert err == message + "\n" if not message.endswith(" ") else err.startswith(message)
+
+
+def test_bad_environment_setting_is_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setenv("NORA_TIMEOUT", "abc")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert cli.main(["chat"]) == 2
+    assert capsys.readouterr().err == "nora: error: NORA_TIMEOUT must be a number of seconds (got 'abc')\n"
+
+
+def test_version_and_help(monkeypatch, capsys):
+    assert run_main(monkeypatch, capsys, ["--version"]) == (0, "nora 0.1.0\n", "")
+    status, out, _ = run_main(monkeypatch, capsys, ["chat", "--help"])
+    assert status == 0 and "--keep-turns N" in out and "/history" in out
+    status, out, _ = run_main(monkeypatch, capsys, [])
+    assert status == 2 and out.startswith("usage: nora")
+
+
+def test_slash_commands_whole_session(monkeypatch, capsys, tmp_path):
+    saved = tmp_path / "s.json"
+    script = ["Hello", "/system You are terse.", "/system", "/trim 0", "/trim", "Again?", "/history",
+              "/trim off", "/trim many", "/save " + str(saved), "/clear", "/history", "/load " + str(saved),
+              "/load " + str(tmp_path / "missing.json"), "/nope", "//etc/hosts?", "", "   ", "/help", "exit",
+              "never read"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"], "\n".join(script) + "\n")
+    terse = {"role": "system", "content": "You are terse."}
+    r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'Hello'"
+    r2 = "[scripted reply 2] I was sent 2 messages; the last one says: 'Again?'"
+    r3 = "[scripted reply 3] I was sent 6 messages; the last one says: '/etc/hosts?'"
+    after_two = [terse, user("Hello"), assistant(r1), user("Again?"), assistant(r2)]
+    assert status == 0
+    assert out.splitlines() == [
+        "Nora chat: scripted stand-in (canned replies, no model)",
+        "(type /help for commands; quit or Ctrl-D to leave)",
+        "you: Hello", f"nora: {r1}",
+        "you: /system You are terse.", "(system prompt set: it goes first in every call from now on)",
+        "you: /system", "(system prompt: 'You are terse.')",
+        "you: /trim 0", "(from now on each call sends only the persona and your new message: "
+                        "the model forgets everything; the transcript keeps it)",
+        "you: /trim", "(sending the last 0 turns)",
+        "you: Again?", f"nora: {r2}",
+        "you: /history", *json.dumps([terse], indent=2).splitlines(),
+        "(next call sends 1 of 5 messages plus your new one: /trim 0 keeps the last 0 turns)",
+        "you: /trim off", "(trimming off: every call sends the whole conversation)",
+        "you: /trim many",
+        f"you: /save {saved}", f"(saved 5 messages to {saved})",
+        "you: /clear", "(cleared 4 messages; the persona is kept)",
+        "you: /history", *json.dumps([terse], indent=2).splitlines(),
+        "(next call sends this 1 message plus your new one)",
+        f"you: /load {saved}", f"(loaded 5 messages from {saved})",
+        f"you: /load {tmp_path / 'missing.json'}",
+        "you: /nope",
+        "you: //etc/hosts?", f"nora: {r3}",
+        "you: /help", *cli.HELP_TEXT.splitlines(),
+        "you: exit",
+    ]
+    assert err.splitlines() == [
+        "(/trim needs a whole number of turns or 'off', not 'many')",
+        f"nora: cannot load {tmp_path / 'missing.json'}: no such file (the conversation is unchanged)",
+        "(unknown command /nope: type /help for the list)",
+    ]
+    assert json.loads(saved.read_text())["messages"] == after_two
+
+
+def test_load_with_system_replaces_the_files_persona(monkeypatch, capsys, tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps([SYSTEM, user("hi"), assistant("hello")]))
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--load", str(path),
+                                                      "--system", "Be brief."], "/history\n")
+    assert (status, err) == (0, "")
+    shown = out.split("you: /history\n", 1)[1]
+    assert json.loads(shown[: shown.rindex("]") + 1]) == [
+        {"role": "system", "content": "Be brief."}, user("hi"), assistant("hello")]
+    assert json.loads(path.read_text())[0] == SYSTEM  # the file itself is not rewritten
+
+
+def test_control_characters_in_a_reply_are_shown_not_obeyed():
+    out, err = io.StringIO(), io.StringIO()
+    session = cli.ChatSession(ScriptedClient(["red \x1b[31mALERT\x07 done"]), [SYSTEM], out=out, err=err)
+    assert session.send("hi")
+    assert out.getvalue() == "nora: red ^[[31mALERT^G done\n"
+    assert session.history[-1]["content"] == "red \x1b[31mALERT\x07 done"  # the list keeps the real text
+
+
+def test_save_failure_mid_session_is_one_line_and_keeps_going(tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    target = tmp_path / "gone" / "chat.json"
+    session = cli.ChatSession(ScriptedClient(["A", "B"]), [SYSTEM], save_path=str(target), out=out, err=err)
+    assert session.send("one") and session.send("two")
+    assert out.getvalue() == "nora: A\nnora: B\n"
+    assert err.getvalue().splitlines() == [f"nora: not saved: folder {str(target.parent)!r} does not exist "
+                                           f"({target})"] * 2
+    assert len(session.history) == 5
+
+
+def test_help_does_not_import_openai_or_llama_cpp():
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "nora_widgets.cli", "--help"],
+                            capture_output=True, text=True, env=nora_env(), timeout=30)
+    assert result.returncode == 0 and "chat" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    heavy = {m for m in imported if m.split(".")[0] in ("openai", "llama_cpp", "httpx2", "nora_widgets.serve")}
+    assert "nora_widgets.cli" in imported or "argparse" in imported
+    assert heavy == set()
+
+
+def test_serve_is_delegated_or_explained(monkeypatch, capsys):
+    import importlib.util
+
+    status, out, err = run_main(monkeypatch, capsys, ["serve", "--help"])
+    if importlib.util.find_spec("nora_widgets.serve") is None:
+        assert (status, out) == (2, "")
+        assert err == "nora: error: nora serve is not available: this install has no nora_widgets/serve.py\n"
+    else:
+        assert status == 0 and out.startswith("usage: nora serve")
