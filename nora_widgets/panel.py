@@ -47,6 +47,7 @@ from .conversation import (
 )
 from .errors import NoraError, describe_failure
 from .render import escape
+from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
 
 __all__ = ["ChatPanel", "VIEWS"]
@@ -55,20 +56,16 @@ __all__ = ["ChatPanel", "VIEWS"]
 VIEWS = {"inspector": "Inspector", "wire": "Wire", "gauge": "Context", "cost": "Cost", "compare": "Side by side"}
 
 
+ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
+
+
 class _Stopped(KeyboardInterrupt):
     """Raised inside the stream when Stop is clicked; the core treats it like Ctrl-C (rollback)."""
 
 
-def _token_counts(messages: Sequence[dict], client: Any, model: str | None):
-    """(total, per_message, exact, method) from nora_widgets.tokens."""
-    try:
-        from .tokens import count_tokens
-    except ImportError:  # TEMPORARY until tokens.py lands: ~4 characters per token
-        per = [max(1, round(len(m.get("content") or "") / 4)) + 4 for m in messages]
-        return sum(per), per, False, "estimate"
-
-    counted = count_tokens(list(messages), client=client, model=model)
-    return counted.total, list(counted.per_message), counted.exact, counted.method
+def _count(messages: Sequence[dict], client: Any, model: str | None) -> TokenCount:
+    """Tokens of a messages list as a prompt: .total, .per_message, .exact, .method (see tokens.py)."""
+    return count_tokens(list(messages), client=client, model=model)
 
 
 def _new_rows(sent: Sequence[dict], before: Sequence[dict]) -> list[int]:
@@ -101,21 +98,13 @@ def _what_went_out(wire: Any, count_before: int | None) -> list[dict] | None:
     return None
 
 
-def _context_window(client: Any) -> int | None:
-    try:
-        from .tokens import context_window
-    except ImportError:  # TEMPORARY until tokens.py lands
-        return None
-
-    return context_window(client) if client is not None else None
-
-
 class ChatPanel(widgets.VBox):
     """A chat panel of stock ipywidgets, with the teaching views beside it.
 
     client: anything with .chat.completions.create (None: make_client() on the first send,
         i.e. the embedded model unless OPENAI_API_KEY / OPENAI_BASE_URL are set).
     keep_last_n_turns: None sends the whole history; N trims to the last N turns.
+    max_tokens: cap on each reply's length (None: the client's default).
     views: which views start open, from VIEWS ("inspector", "wire", "gauge", "cost", "compare").
     Example: ChatPanel(ScriptedClient(["Hi Ada!"]), views=("inspector", "cost"))
     """
@@ -128,6 +117,7 @@ class ChatPanel(widgets.VBox):
         temperature: float = DEFAULT_TEMPERATURE,
         keep_last_n_turns: int | None = None,
         *,
+        max_tokens: int | None = None,
         history: list[dict] | None = None,
         multiline: bool = False,
         views: Sequence[str] = ("inspector",),
@@ -145,6 +135,7 @@ class ChatPanel(widgets.VBox):
         self.history: list[dict] = history if history is not None else new_history(system_prompt)
         self.twin_history: list[dict] = new_history(self._system_text())  # side-by-side, no memory
         self.flush_interval = flush_interval
+        self.max_tokens = max_tokens
         self.title = title
         self.last_result: TurnResult | None = None
         self.last_sent: list[dict] | None = None  # exactly what the last successful call sent
@@ -162,19 +153,28 @@ class ChatPanel(widgets.VBox):
         self.live = widgets.HTML()  # the turn in progress: pending user message + streamed reply
         self.error = widgets.HTML()
         self.status = widgets.HTML()
+        # continuous_update=False: the browser sends the text once, on Enter, on leaving the
+        # box, or just before a click on Send; never a stream of half-typed values.
         if multiline:
             self.prompt = widgets.Textarea(placeholder="Type a message, then click Send", rows=3,
+                                           continuous_update=False,
                                            layout=widgets.Layout(flex="1 1 auto", width="auto"))
         else:
-            self.prompt = widgets.Text(placeholder="Type a message and press Enter",
+            self.prompt = widgets.Text(placeholder="Type a message and press Enter", continuous_update=False,
                                        layout=widgets.Layout(flex="1 1 auto", width="auto"))
-            # The browser sends {"event": "submit"} when Enter is pressed in a Text (the
-            # message behind the deprecated on_submit); listening for it is Enter-to-send.
             self.prompt.on_msg(self._on_prompt_msg)
+            self.prompt.observe(self._on_prompt_value, names="value")
+        self._enter_pressed = False
+        self._enter_timer: threading.Timer | None = None
+        self._submit_lock = threading.Lock()
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
                                    layout=widgets.Layout(width="90px"))
         self.stop = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True,
                                    layout=widgets.Layout(width="80px"))
+        # CSS classes: stable handles for styling and for the browser test
+        self.prompt.add_class("nora-prompt")
+        self.send.add_class("nora-send")
+        self.stop.add_class("nora-stop")
         self.send.on_click(lambda _b: self.submit())
         self.stop.on_click(lambda _b: self.cancel())
 
@@ -189,7 +189,7 @@ class ChatPanel(widgets.VBox):
                                              style={"description_width": "40px"})
         self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
                                                description="temperature", readout_format=".1f",
-                                               style={"description_width": "80px"},
+                                               style={"description_width": "initial"},
                                                layout=widgets.Layout(width="260px"))
         self.model = widgets.Text(value=model or "", description="model", placeholder="(client default)",
                                   style={"description_width": "45px"}, layout=widgets.Layout(width="230px"))
@@ -279,14 +279,41 @@ class ChatPanel(widgets.VBox):
     # ------------------------------------------------------------------ #
     # sending
 
+    # Enter to send.  On Enter the browser sends {"event": "submit"} (the message behind
+    # the deprecated Text.on_submit) and *then* the new text as a value change.  So Enter
+    # only arms a send; the value change that follows fires it.  If the text did not change
+    # (sending again after an error), no value change comes, and a short timer fires it.
+
     def _on_prompt_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("event") == "submit":
-            self.submit()
+            with self._submit_lock:
+                self._enter_pressed = True
+                self._enter_timer = threading.Timer(ENTER_GRACE, self._submit_after_enter)
+                self._enter_timer.daemon = True
+                self._enter_timer.start()
+
+    def _on_prompt_value(self, _change: dict) -> None:
+        if self._enter_pressed:
+            self._submit_after_enter()
+
+    def _submit_after_enter(self) -> None:
+        with self._submit_lock:
+            if not self._enter_pressed:
+                return
+            self._enter_pressed = False
+            if self._enter_timer is not None:
+                self._enter_timer.cancel()
+        self.submit()
 
     def submit(self) -> bool:
         """Send what is in the input (what Send and Enter do). Returns False if nothing started."""
-        if self._busy:
-            return False
+        with self._submit_lock:  # Enter's timer thread and a click must not both start a turn
+            if self._busy:
+                return False
+            started = self._start_turn()
+        return started
+
+    def _start_turn(self) -> bool:
         text = self.prompt.value
         try:
             validate_user_text(text)
@@ -310,6 +337,10 @@ class ChatPanel(widgets.VBox):
         )
         self._worker.start()
         return True
+
+    def _extra(self) -> dict:
+        """Optional create() arguments: only what was asked for goes on the wire."""
+        return {"max_tokens": self.max_tokens} if self.max_tokens is not None else {}
 
     def _streamer(self, show):
         """An on_text callback: collect pieces, redraw at most every flush_interval seconds."""
@@ -339,7 +370,7 @@ class ChatPanel(widgets.VBox):
                 lambda so_far: setattr(self.live, "value",
                                        v.transcript_html([], pending=text, streaming=so_far, max_height="")))
             result = safe_run_turn(client, work, text, model=model, temperature=temperature,
-                                   keep_last_n_turns=keep, on_text=on_text)
+                                   keep_last_n_turns=keep, on_text=on_text, **self._extra())
             if result.ok:
                 sent = _what_went_out(wire, wire_count) or sent  # the core may have trimmed further
                 with self._lock:
@@ -359,7 +390,7 @@ class ChatPanel(widgets.VBox):
         before = len(work)
         on_text = self._streamer(lambda so_far: self.compare.update(self.twin_history, text, so_far))
         result = safe_run_turn(client, work, text, model=model, temperature=temperature,
-                               keep_last_n_turns=0, on_text=on_text)
+                               keep_last_n_turns=0, on_text=on_text, **self._extra())
         if result.ok:
             self.twin_history.extend(work[before:])
         self.compare.update(self.twin_history, error="" if result.ok else str(result))
@@ -390,6 +421,9 @@ class ChatPanel(widgets.VBox):
 
         Raises TimeoutError if it is still running after timeout seconds.
         """
+        timer = self._enter_timer  # Enter pressed a moment ago: its send may not have started yet
+        if timer is not None and timer.is_alive():
+            timer.join(timeout)
         worker = self._worker
         if worker is not None:
             worker.join(timeout)
@@ -497,8 +531,8 @@ class ChatPanel(widgets.VBox):
         self.views[name].layout.display = "" if visible else "none"
 
     def _record_cost(self, sent: list[dict], client: Any, model: str | None) -> None:
-        total, per_message, _exact, _method = _token_counts(sent, client, model)
-        self.cost.add_call(total, per_message[-1] if per_message else 0)
+        counted = _count(sent, client, model)
+        self.cost.add_call(counted.total, counted.per_message[-1] if counted.per_message else 0)
 
     def refresh(self) -> None:
         """Redraw the transcript, the header and every view from the history."""
@@ -522,23 +556,24 @@ class ChatPanel(widgets.VBox):
         kept = trim_history(history, keep) if keep is not None else history
         dropped = dropped_by_trim(history, kept)
         dropped_idx = [i for i, m in enumerate(history) if any(m is d for d in dropped)]
-        total, per_message, exact, method = _token_counts(history, client, model)
-        dropped_tokens = sum(per_message[i] for i in dropped_idx)
+        whole = _count(history, client, model)  # the whole list, as if nothing were trimmed
+        next_call = _count(kept, client, model) if keep is not None else whole
+        dropped_tokens = sum(whole.per_message[i] for i in dropped_idx)
         # the last turn added the last two messages (if the history ends with a reply we just got)
         next_new = [len(history) - 2, len(history) - 1] if last_sent is not None and len(history) >= 2 else []
         note = ("amnesia on" if keep == 0 else f"keep last {keep} turns" if keep else "nothing trimmed")
         if last_sent is not None:
-            _t, last_counts, _e, _m = _token_counts(last_sent, client, model)
+            last = _count(last_sent, client, model)
+            last_counts, last_total = last.per_message, last.total
             last_new = _new_rows(last_sent, prev_sent or [])
         else:
-            last_counts, last_new = None, []
-        self.inspector.update(last_sent, last_counts, last_new, history, per_message, next_new,
-                              dropped_idx, note=note)
+            last_counts, last_total, last_new = None, None, []
+        self.inspector.update(last_sent, last_counts, last_new, history, whole.per_message, next_new,
+                              dropped_idx, note=note, last_total=last_total)
 
-        window = _context_window(client)
-        used = total - dropped_tokens
         trim_label = ("amnesia" if keep == 0 else f"keep last {keep} turns" if keep else "trim off")
-        self.gauge.update(used, window, total, len(dropped_idx), dropped_tokens, exact, trim_label, method)
+        self.gauge.update(next_call.total, context_window(client) if client is not None else None, whole.total,
+                          len(dropped_idx), dropped_tokens, whole.exact, trim_label, whole.method)
 
         wire = getattr(getattr(client, "wire", None), "last", None)
         if wire is None and last_sent is not None:

@@ -164,6 +164,6 @@ def messages_table_html(
     )
     cap = f'<caption style="text-align:left;font-weight:600;padding:2px 0">{escape(caption)}</caption>' if caption else ""
     return (
-        '<table class="nora-messages" style="border-collapse:collapse;width:100%;font-size:0.9em">'
+        '<table class="nora-messages" style="border-collapse:collapse;width:100%;font-size:0.9em;line-height:1.35">'
         f"{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     )

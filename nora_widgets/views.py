@@ -38,7 +38,8 @@ def _box() -> widgets.Layout:
     return widgets.Layout(border="1px solid #ddd", padding="4px 8px", margin="4px 0", width="100%")
 
 
-_TITLE = "font-weight:600;font-family:sans-serif;margin:2px 0 4px 0"
+_TITLE = "font-weight:600;font-family:sans-serif;margin:2px 0 4px 0;line-height:1.4"
+_BODY = '<div style="line-height:1.4">{}</div>'  # ipywidgets' HTML widget line-height is for one-liners
 
 
 def _title(text: str) -> widgets.HTML:
@@ -83,7 +84,9 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
     if not parts:
         parts.append('<div style="color:#888">(empty conversation)</div>')
     inner = "".join(parts)
-    style = f"display:flex;flex-direction:column-reverse;overflow-y:auto;max-height:{max_height}" if max_height else ""
+    style = "line-height:1.4;"  # ipywidgets' HTML widget uses a tall line-height for one-line labels
+    if max_height:
+        style += f"display:flex;flex-direction:column-reverse;overflow-y:auto;max-height:{max_height}"
     return f'<div class="nora-transcript" style="{style}"><div>{inner}</div></div>'
 
 
@@ -101,6 +104,8 @@ class InspectorView(widgets.VBox):
     def __init__(self) -> None:
         self.last_html = widgets.HTML()
         self.next_html = widgets.HTML()
+        self.last_html.add_class("nora-last-sent")
+        self.next_html.add_class("nora-next-send")
         self.last_rows: list[dict] = []
         self.next_rows: list[dict] = []
         super().__init__([_title("Messages inspector"), self.last_html, self.next_html], layout=_box())
@@ -118,14 +123,15 @@ class InspectorView(widgets.VBox):
 
     def update(self, last_sent: Sequence[dict] | None, last_counts: Sequence[int] | None, last_new,
                next_list: Sequence[dict], next_counts: Sequence[int] | None, next_new,
-               next_dropped=(), note: str = "") -> None:
-        """last_new / next_new: row indexes to highlight; next_dropped: rows trimming leaves out."""
+               next_dropped=(), note: str = "", last_total: int | None = None) -> None:
+        """last_new / next_new: row indexes to highlight; next_dropped: rows trimming leaves out;
+        last_total: the prompt's token total (the rows plus the template's framing), if known."""
         if last_sent is None:
             self.last_rows = []
             self.last_html.value = '<div style="color:#888">No call yet: send a message.</div>'
         else:
             self.last_rows = self._rows(last_sent, last_counts, last_new)
-            total = sum(last_counts) if last_counts else None
+            total = last_total if last_total is not None else (sum(last_counts) if last_counts else None)
             cap = f"Last call sent {len(last_sent)} messages" + (f" ({total:,} tokens)" if total is not None else "")
             self.last_html.value = messages_table_html(last_sent, last_counts, last_new, caption=cap, max_chars=600)
         self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
@@ -176,9 +182,15 @@ class WireView(widgets.VBox):
         for key, value in last.items():  # extras an in-process client records, e.g. the prompt text
             if key in ("transport", "method", "url", "headers", "body"):
                 continue
-            shown = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
-            parts.append(f"<div>{escape(key)}:</div>{pre}{escape(redact(shown))}</pre>")
-        self.body.value = "".join(parts)
+            label = key
+            if isinstance(value, str):
+                shown = value
+            elif isinstance(value, list) and all(isinstance(x, int) for x in value):
+                shown, label = json.dumps(value), f"{key} ({len(value):,})"  # token ids: one line, not one per row
+            else:
+                shown = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+            parts.append(f"<div>{escape(label)}:</div>{pre}{escape(redact(shown))}</pre>")
+        self.body.value = _BODY.format("".join(parts))
 
 
 # --------------------------------------------------------------------------- #
@@ -225,7 +237,7 @@ class GaugeView(widgets.VBox):
                     f"{'s' if dropped_messages != 1 else ''} ({dropped_tokens:,} tokens) of {total:,}")
         else:
             trim = f"{escape(trim_label)}: nothing left out; the whole conversation ({total:,} tokens) is resent"
-        self.body.value = f"{bar}<div>{line}</div><div style='color:#555'>{trim}</div>"
+        self.body.value = _BODY.format(f"{bar}<div>{line}</div><div style='color:#555'>{trim}</div>")
 
 
 # --------------------------------------------------------------------------- #
@@ -237,7 +249,7 @@ def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, 
     top = max(values) if values else 1
     n = max(len(values), 1)
     gap = 2
-    bar_w = max(2.0, (width - gap * (n + 1)) / n)
+    bar_w = min(24.0, max(2.0, (width - gap * (n + 1)) / n))
     bars = []
     for i, v in enumerate(values):
         h = (height - 18) * v / top if top else 0
@@ -287,7 +299,7 @@ class CostView(widgets.VBox):
         total, new_total = sum(self.per_call), sum(self.new_per_call)
         charts = (_bars_svg(self.per_call, "#1f5fae", "tokens sent per call") + " "
                   + _bars_svg(self.cumulative, "#c0392b", "total tokens sent"))
-        self.body.value = (
+        self.body.value = _BODY.format(
             f"<div>{charts}</div>"
             f"<div>call {len(self.per_call)} sent <b>{self.per_call[-1]:,}</b> tokens; "
             f"{len(self.per_call)} calls sent <b>{total:,}</b> in all.</div>"

@@ -16,7 +16,8 @@ import pytest
 
 from nora_widgets.clients import ScriptedClient, make_chunk, make_client
 from nora_widgets.conversation import SYSTEM_PROMPT
-from nora_widgets.panel import ChatPanel, _token_counts
+from nora_widgets.panel import ChatPanel
+from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,14 +84,30 @@ def test_a_turn_adds_two_messages_clears_the_input_and_shows_the_reply():
     assert panel.error.value == ""
 
 
-def test_enter_in_the_input_sends():
-    # what the browser sends when Enter is pressed in a Text widget
-    client = ScriptedClient(["Hi"])
-    panel = ChatPanel(client)
-    panel.prompt.value = "Hello"
+def press_enter(panel: ChatPanel, typed: str | None) -> None:
+    """What the browser sends when Enter is pressed in the input: "submit", then the text if it changed."""
     panel.prompt._handle_custom_msg({"event": "submit"}, [])
+    if typed is not None:
+        panel.prompt.value = typed
+
+
+def test_enter_in_the_input_sends_the_text_that_follows_it():
+    client = ScriptedClient(["Hi", "Hi again"])
+    panel = ChatPanel(client)
+    press_enter(panel, "Hello")
+    assert panel.busy or panel.history[-1]["content"] == "Hi"  # started at once, not after the grace
     panel.wait(5)
-    assert [m["role"] for m in panel.history] == ["system", "user", "assistant"]
+    assert client.calls[0]["messages"][-1] == {"role": "user", "content": "Hello"}
+    # unchanged text (say, sending again what a failure left in the box): no value change
+    # arrives after Enter, so the panel sends what it has after a short grace period
+    panel.prompt.value = "Hello again"
+    t0 = time.monotonic()
+    press_enter(panel, None)
+    assert panel.wait(5) == "Hi again"
+    assert 0.3 < time.monotonic() - t0 < 3
+    # leaving the box (a value change with no Enter) sends nothing
+    panel.prompt.value = "just typing"
+    assert panel.wait(1) == "Hi again" and len(client.calls) == 2
 
 
 def test_the_list_grows_by_two_each_turn_and_the_inspector_shows_it():
@@ -128,9 +145,10 @@ def test_amnesia_sends_only_the_persona_and_the_latest_message():
     assert len(panel.history) == 5  # the list keeps everything; only the call forgets
     assert [r["dropped"] for r in panel.inspector.next_rows] == [False, True, True, True, True]
     assert panel.gauge.dropped_messages == 4
-    total, per, _exact, _method = _token_counts(panel.history, client, None)
-    assert panel.gauge.total == total and panel.gauge.used == per[0]
-    assert panel.gauge.dropped_tokens == total - per[0]
+    whole = count_tokens(panel.history, client)
+    assert panel.gauge.total == whole.total
+    assert panel.gauge.used == count_tokens(panel.history[:1], client).total  # just the persona
+    assert panel.gauge.dropped_tokens == sum(whole.per_message[1:])
     assert "amnesia" in panel.header.value
     panel.amnesia.value = False
     send(panel, "And now?")
@@ -280,7 +298,7 @@ def test_the_cost_view_counts_tokens_sent_per_call_and_in_total():
     panel = ChatPanel(client, views=("cost",))
     for q in ["a question", "another question", "a third question"]:
         send(panel, q)
-    expected = [_token_counts(call["messages"], client, None)[0] for call in client.calls]
+    expected = [count_tokens(call["messages"], client).total for call in client.calls]
     assert panel.cost.per_call == expected
     assert panel.cost.per_call[0] < panel.cost.per_call[1] < panel.cost.per_call[2]
     assert panel.cost.cumulative == [expected[0], expected[0] + expected[1], sum(expected)]
@@ -293,9 +311,10 @@ def test_the_gauge_tracks_the_next_call():
     client = ScriptedClient()
     panel = ChatPanel(client, views=("gauge",))
     send(panel, "hello")
-    total, _per, exact, _method = _token_counts(panel.history, client, None)
-    assert panel.gauge.used == total == panel.gauge.total
-    assert panel.gauge.dropped_messages == 0 and panel.gauge.exact == exact
+    counted = count_tokens(panel.history, client)
+    assert panel.gauge.used == counted.total == panel.gauge.total
+    assert panel.gauge.dropped_messages == 0 and panel.gauge.exact == counted.exact
+    assert panel.gauge.window is None  # the scripted stand-in has no window
     assert "nothing left out" in panel.gauge.body.value
 
 
@@ -357,7 +376,7 @@ def test_constructing_without_a_client_is_cheap_and_a_missing_model_is_one_line(
     panel.prompt.value = "hello"
     panel.send.click()
     assert panel.wait(1) is None
-    assert "llama-cpp-python" in panel.error.value and panel.error.value.count("<div") == 1
+    assert "nora-widgets[local]" in panel.error.value and panel.error.value.count("<div") == 1
     assert panel.prompt.value == "hello" and len(panel.history) == 1 and not panel.busy
 
 
@@ -396,3 +415,31 @@ def test_real_http_failure_is_one_line_and_rolls_back(stub_server):
     result = send(panel, "hello")
     assert result.failure.kind == "rate_limit" and len(panel.history) == 1
     assert "rate limit" in panel.error.value and panel.prompt.value == "hello"
+
+
+def test_the_gauge_knows_the_window_of_a_known_model_and_max_tokens_reaches_the_call():
+    client = ScriptedClient(["ok"], model="gpt-4o-mini")
+    panel = ChatPanel(client, views=("gauge",), max_tokens=64)
+    send(panel, "hello")
+    assert client.calls[-1]["max_tokens"] == 64
+    assert panel.gauge.window == 128_000
+    assert panel.gauge.fraction == pytest.approx(panel.gauge.used / 128_000)
+    assert "nora-gauge-fill" in panel.gauge.body.value and "of 128,000 tokens" in panel.gauge.body.value
+
+
+@pytest.mark.model
+@pytest.mark.timeout(120)
+def test_the_embedded_model_in_the_panel():
+    pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ('.[local]')")
+    from nora_widgets.local import LocalClient
+
+    client = LocalClient(seed=0)
+    panel = ChatPanel(client, temperature=0.0, max_tokens=24, views=("wire", "gauge"))
+    result = send(panel, "My name is Ada.", timeout=90)
+    assert result.ok and panel.history[-1] == {"role": "assistant", "content": str(result)}
+    wire = panel.wire_view.data
+    assert wire["transport"] == "in-process"
+    assert wire["body"]["messages"] == panel.history[:2]
+    assert "<|im_start|>user\nMy name is Ada.<|im_end|>" in wire["prompt"]  # what the model really read
+    assert panel.gauge.window == 2048 and panel.gauge.exact
+    assert panel.gauge.used == count_tokens(panel.history, client).total

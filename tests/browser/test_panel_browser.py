@@ -1,0 +1,110 @@
+"""The chat panel in a real JupyterLab, in a real Chromium: type, click, read.
+
+One notebook, generated here, shows a ChatPanel over the scripted client.  The
+test runs it, sends one message with the Send button and one with Enter, and
+checks what a person would see: the reply in the transcript, the inspector's
+list growing by two, and a reply full of HTML/script/javascript: shown as text
+that runs nothing (a window flag the payload would set stays unset).
+"""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from .conftest import SCREENSHOTS
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+# Every trick a reply could use to run script in the page; each would set window.__nora_pwned.
+XSS_REPLY = (
+    'Here you go: <img src=x onerror="window.__nora_pwned=1"> '
+    "<script>window.__nora_pwned=2</script> "
+    "[a link](javascript:window.__nora_pwned=3) "
+    '<a href="javascript:window.__nora_pwned=4">raw link</a> '
+    '<svg onload="window.__nora_pwned=5"></svg>'
+)
+FIRST_REPLY = "Hello **Ada**, welcome to the bookshop!"
+
+SETUP_CELL = f"""\
+from nora_widgets import ChatPanel, ScriptedClient
+client = ScriptedClient([{FIRST_REPLY!r}, {XSS_REPLY!r}])
+panel = ChatPanel(client, views=("inspector", "cost"))
+panel"""
+
+
+def write_notebook(path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(SETUP_CELL)]
+    # without a kernelspec JupyterLab opens a "Select Kernel" dialog that blocks the page
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(nb, str(path))
+
+
+def rows_in_next_list(page) -> int:
+    # the inspector's table of "what the next call will send"
+    return page.locator(".nora-panel .nora-next-send tr.nora-row").count()
+
+
+def test_panel_in_jupyterlab(lab, browser_page):
+    page = browser_page
+    write_notebook(lab.root / "panel.ipynb")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(lab.url("panel.ipynb"))
+
+    # wait for the app, the notebook and an idle kernel, then run the cell
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=45_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    prompt = page.locator(".nora-panel .nora-prompt input")
+    prompt.wait_for(state="visible", timeout=45_000)
+    assert rows_in_next_list(page) == 1  # just the persona
+
+    # 1. type and click Send
+    prompt.click()
+    prompt.type("My name is Ada.")
+    page.locator(".nora-panel .nora-send button, .nora-panel button.nora-send").first.click()
+    transcript = page.locator(".nora-panel .nora-transcript").first
+    transcript.locator("strong", has_text="Ada").wait_for(timeout=20_000)  # markdown rendered
+    assert "welcome to the bookshop" in transcript.inner_text()
+    page.wait_for_function("() => document.querySelector('.nora-panel .nora-prompt input').value === ''")
+    assert rows_in_next_list(page) == 3  # the list grew by two
+    assert page.locator(".nora-panel tr.nora-row-new").count() >= 2
+
+    # 2. type and press Enter: the reply is an attack, shown as text
+    prompt.click()
+    prompt.type("Show me some HTML")
+    prompt.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('.nora-panel .nora-transcript').innerText.includes('onerror=')",
+        timeout=20_000)
+    page.wait_for_timeout(500)  # give any injected handler time to fire
+    assert rows_in_next_list(page) == 5
+    text = transcript.inner_text()
+    assert '<img src=x onerror="window.__nora_pwned=1">' in text
+    assert "<script>window.__nora_pwned=2</script>" in text
+    assert "[a link](javascript:window.__nora_pwned=3)" in text
+    found = page.evaluate("""() => {
+        const panel = document.querySelector('.nora-panel');
+        return {
+            pwned: window.__nora_pwned === undefined ? null : window.__nora_pwned,
+            img: panel.querySelectorAll('img').length,
+            script: panel.querySelectorAll('script').length,
+            svg_onload: panel.querySelectorAll('svg[onload]').length,
+            js_links: [...panel.querySelectorAll('a')].filter(a => /^\\s*javascript:/i.test(a.getAttribute('href') || '')).length,
+        };
+    }""")
+    assert found == {"pwned": None, "img": 0, "script": 0, "svg_onload": 0, "js_links": 0}, found
+
+    # typed fast and sent with Enter: the whole text arrived, not a half-synced prefix
+    assert "Show me some HTML" in text
+    assert errors == [], errors  # no script error in the page either
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel.png"))
