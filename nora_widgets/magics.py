@@ -36,7 +36,7 @@ from IPython.display import display
 from .clients import BACKENDS, describe_client, make_client
 from .conversation import DEFAULT_TEMPERATURE, new_history, safe_run_turn, trim_history, messages_to_send
 from .errors import NoraError, describe_failure, redact
-from .transcript import load_transcript, save_transcript
+from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
            "load_ipython_extension", "unload_ipython_extension", "USER_NAME"]
@@ -71,9 +71,9 @@ class ChatSession:
     max_retries: int | None = None
     update_every: float = 0.1        # seconds between refreshes of a streaming reply
 
-    def build_client(self, backend: str | None = None) -> Any:
+    def build_client(self) -> Any:
         """A fresh client for these settings (raises NoraError with one line)."""
-        return make_client(backend or self.backend, base_url=self.base_url, model=self.model,
+        return make_client(self.backend, base_url=self.base_url, model=self.model,
                            timeout=self.timeout, max_retries=self.max_retries)
 
     def get_client(self) -> Any:
@@ -457,30 +457,28 @@ class ChatMagics(Magics):
         _show(f"conversation reset: kept the persona ({len(history)} message{'s' * (len(history) != 1)})")
 
     def _cmd_trim(self, raw: str) -> None:
-        n = _keep_turns(raw)
-        if n is None:
-            raise UsageError("%chat trim: takes a number of turns to keep")
+        if not raw.isdigit():
+            raise UsageError(f"%chat trim: N is the number of turns to keep, a whole number >= 0 (got {raw!r})")
+        n = int(raw)
         history = _SESSION.history
         before = len(history)
         history[:] = trim_history(history, n)
         _show(f"trimmed: kept the persona and the last {n} turns ({before} -> {len(history)} messages)")
 
     def _cmd_save(self, path: str) -> None:
-        from .transcript import TranscriptError
-
         s = _SESSION
         model = s.model or getattr(s.client, "default_model", None)
         try:
             saved = save_transcript(Path(path).expanduser(), s.history, model=model, temperature=s.temperature)
-        except (TranscriptError, OSError) as exc:
-            raise UsageError(f"%chat save: {getattr(exc, 'strerror', None) or exc}") from None
+        except TranscriptError as exc:
+            raise UsageError(f"%chat save: {exc}") from None
+        except OSError as exc:  # e.g. a read-only folder: the old file (if any) is untouched
+            raise UsageError(f"%chat save: cannot write {path}: {exc.strerror or exc}") from None
         _show(f"saved {len(s.history)} messages to {saved}")
 
     def _cmd_load(self, path: str) -> None:
-        from .transcript import TranscriptError
-
         try:
-            messages, meta = load_transcript(Path(path).expanduser())
+            messages, _meta = load_transcript(Path(path).expanduser())
         except TranscriptError as exc:
             raise UsageError(f"%chat load: {exc}") from None
         _SESSION.history[:] = messages  # same list object: references stay live
