@@ -443,3 +443,38 @@ def test_the_embedded_model_in_the_panel():
     assert "<|im_start|>user\nMy name is Ada.<|im_end|>" in wire["prompt"]  # what the model really read
     assert panel.gauge.window == 2048 and panel.gauge.exact
     assert panel.gauge.used == count_tokens(panel.history, client).total
+
+
+@pytest.mark.timeout(90)
+def test_the_key_never_lands_in_a_saved_notebook(stub_server, tmp_path, monkeypatch):
+    """Execute a notebook that shows the panel over the real openai client (key from the
+    environment, as a learner would set it), store the widget state, save it, grep it."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    secret = "sk-test-notebook-5f3a9c0d1e2b4a68"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)  # the kernel inherits the environment
+    monkeypatch.setenv("OPENAI_BASE_URL", stub_server.base_url)
+    monkeypatch.setenv("NORA_MAX_RETRIES", "0")
+    stub_server.enqueue("Yes, two novels.", "14.50 euros.")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from nora_widgets import ChatPanel\n"
+            "panel = ChatPanel(views=('inspector', 'wire', 'gauge', 'cost'))\n"
+            "print(panel.ask('Do you have Le Guin?'))\n"
+            "panel.toggles['compare'].value = True\n"
+            "print(panel.ask('How much?'))\n"
+            "panel"),
+        nbformat.v4.new_code_cell("panel.wire_view.data['headers']['authorization']"),
+    ]
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    path = tmp_path / "panel.ipynb"
+    nbformat.write(nb, str(path))
+    saved = path.read_text()
+    assert "Yes, two novels." in saved  # the reply is there...
+    assert "application/vnd.jupyter.widget-state+json" in saved  # ...and so is the widget state
+    assert "'Bearer ***'" in saved
+    assert stub_server.requests[0].headers["authorization"] == f"Bearer {secret}"
+    assert secret not in saved and secret[8:] not in saved  # ...but never the key, whole or in part
