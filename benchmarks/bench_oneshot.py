@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
             "nora ask": [nora, "ask", QUESTION],
             "llm -m SmolLM2": [llm, "-m", "SmolLM2", "-s", SYSTEM_PROMPT, QUESTION],
         }
-        for cmd in commands.values():  # warm-up: file cache, .pyc files, llm's first-run database
+        for cmd in commands.values() if not args.quick else ():  # warm-up: file cache, .pyc, llm's database
             run_streamed(cmd, env)
         runs: dict[str, list[tuple[float, float, int]]] = {k: [] for k in commands}
         for r in range(rounds):

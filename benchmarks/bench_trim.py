@@ -1,0 +1,143 @@
+"""Trimming and token counting on long histories (1k, 10k, 100k messages).
+
+    by turns          trim_history(history, keep_last_n_turns=3)
+    by token budget   trim_to_budget(history, budget, lambda m: message_tokens(m, client))
+                      with budget 1,500 (what fits SmolLM2's 2,048-token window with room to reply),
+                      128,000 (gpt-4o's window) and no limit (every message counted: the worst case)
+    whole count       count_tokens(history, client)
+
+The counts are exact (the local model's tokenizer and chat template) when
+llama-cpp-python is installed, else tokens.py's estimate.  Target: < 5 ms at 10,000
+messages with the per-message count cache warm; the cost per message should stay
+flat from 1k to 100k (linear growth).  The cold count (cache empty) is shown too.
+
+Histories draw their contents from a pool of at most 10,000 different texts (a cold
+count with the exact tokenizer costs about half a millisecond per new text, so
+100,000 distinct ones would take a minute just to fill the cache).
+
+    python benchmarks/bench_trim.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import finish, fmt_seconds, interleaved, median, parser, table  # noqa: E402
+
+from nora_widgets.conversation import SYSTEM_PROMPT, trim_history, trim_to_budget  # noqa: E402
+
+TARGET_S = 0.005
+BUDGET = 1500          # fits SmolLM2's 2,048-token window with room for a reply
+BIG_BUDGET = 128_000   # gpt-4o's window: about half of a 10,000-message history
+POOL = 10_000
+
+
+def make_history(n_messages: int, pool: int = POOL) -> list[dict]:
+    """system + alternating user/assistant messages; contents cycle through `pool` distinct texts.
+
+    Example: make_history(3) -> [system, {"role": "user", "content": "Turn 0: ..."}, {"role": "assistant", ...}]
+    """
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for i in range(n_messages - 1):
+        k = i % pool
+        if i % 2 == 0:
+            text = f"Turn {k}: do you have the second Earthsea book in paperback, and how much is it?"
+            history.append({"role": "user", "content": text})
+        else:
+            text = f"Reply {k}: yes, 'The Tombs of Atuan' is in stock in paperback for $12."
+            history.append({"role": "assistant", "content": text})
+    return history
+
+
+def pick_client():
+    """The local model (exact counts) when it can run here, else None (tokens.py's estimate)."""
+    try:
+        import llama_cpp  # noqa: F401
+
+        from nora_widgets.local import LocalClient
+
+        return LocalClient()
+    except Exception:
+        return None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    from nora_widgets.tokens import count_tokens, message_tokens
+
+    client = pick_client()
+    model = None if client is not None else "gpt-4o-mini"
+
+    def count(m):
+        return message_tokens(m, client, model)
+
+    sizes = [100, 1000] if args.quick else [1_000, 10_000, 100_000]
+    histories = {n: make_history(n) for n in sizes}
+    biggest = histories[sizes[-1]]
+    # cold: the first count of every distinct text fills the cache
+    start = time.perf_counter()
+    count_tokens(biggest[: min(len(biggest), POOL + 1)], client, model)
+    cold_s = time.perf_counter() - start
+    cold_n = min(len(biggest), POOL + 1)
+    method = count_tokens(biggest[:2], client, model).method
+
+    cases = {
+        "trim_history (3 turns)": lambda h: trim_history(h, 3),
+        f"trim_to_budget ({BUDGET:,})": lambda h: trim_to_budget(h, BUDGET, count),
+        f"trim_to_budget ({BIG_BUDGET:,})": lambda h: trim_to_budget(h, BIG_BUDGET, count),
+        "trim_to_budget (no limit)": lambda h: trim_to_budget(h, 10**12, count),
+        "count_tokens (whole list)": lambda h: count_tokens(h, client, model),
+    }
+    rounds = 3 if args.quick else 9
+    results: dict = {"target_s": TARGET_S, "method": method, "cold_s": cold_s, "cold_messages": cold_n,
+                     "sizes": {}}
+    per_size = {}
+    for n, history in histories.items():
+        samples = interleaved({name: (lambda f=f: f(history)) for name, f in cases.items()},
+                              rounds=rounds if n < 100_000 else max(3, rounds // 3))
+        per_size[n] = {name: median(xs) for name, xs in samples.items()}
+        results["sizes"][n] = per_size[n]
+    ref = 10_000 if 10_000 in per_size else sizes[-1]
+    rows = []
+    for name in cases:
+        row = [name] + [fmt_seconds(per_size[n][name]) for n in sizes]
+        row.append(" / ".join(f"{per_size[n][name] / n * 1e9:.0f}" for n in sizes))
+        at_ref = per_size[ref][name]
+        row.append(f"{'meets' if at_ref < TARGET_S else 'MISSES'} (< 5 ms at {ref:,})")
+        rows.append(row)
+    print(f"Trimming and counting, median of {rounds} interleaved rounds; counts: {method}")
+    print(table(["", *[f"{n:,} msgs" for n in sizes], "ns per message", "verdict"], rows))
+    print(f"cold count (cache empty) of {cold_n:,} distinct messages: {fmt_seconds(cold_s)} "
+          f"({fmt_seconds(cold_s / cold_n)} per message)")
+
+    # the ways of calling the counter, per message (cache warm), on the largest history
+    h = histories[ref]
+    forms = {"message_tokens(m, client)": count}
+    try:
+        from nora_widgets.tokens import token_counter
+
+        forms["token_counter(client)(m)"] = token_counter(client, model)
+    except ImportError:
+        pass
+    forms["message_tokens(m)  (no client: resolved per call)"] = message_tokens
+    form_cost = {}
+    for name, f in forms.items():
+        sample = h[: 2000]
+        f(sample[-1])  # make sure this form's counter exists and the cache is warm
+        for m in sample:
+            f(m)
+        t = interleaved({name: lambda: [f(m) for m in sample]}, rounds=3)[name]
+        form_cost[name] = median(t) / len(sample)
+    results["counter_forms_s_per_message"] = form_cost
+    print("the counter, per message, cache warm: " +
+          "; ".join(f"{k}: {fmt_seconds(v)}" for k, v in form_cost.items()))
+    return finish(args, "trim", results)
+
+
+if __name__ == "__main__":
+    main()

