@@ -402,7 +402,7 @@ class ChatPanel(widgets.VBox):
             self.prompt.value = ""  # sent: clear the input
             self._show_error("")
         elif result is not None:  # failed or stopped: the text stays in the input
-            if result.failure is not None and result.failure.kind == "cancelled":
+            if self._cancel.is_set() or (result.failure is not None and result.failure.kind == "cancelled"):
                 self._show_error("Stopped: the turn was rolled back; your message is still in the input.")
             else:
                 self._show_error(str(result))

@@ -218,8 +218,7 @@ class GaugeView(widgets.VBox):
         self.used, self.window, self.total = used, window, total
         self.dropped_messages, self.dropped_tokens, self.exact = dropped_messages, dropped_tokens, exact
         how = "exact" if exact else "estimate"
-        if method:
-            how += f", {method}"
+        counted = f'<div style="color:#777;font-size:0.85em">counted: {escape(method or how)}</div>'
         if window:
             self.fraction = used / window
             pct = min(100.0, 100.0 * self.fraction)
@@ -227,17 +226,17 @@ class GaugeView(widgets.VBox):
             bar = (f'<div style="background:#eee;border-radius:4px;height:14px;width:100%">'
                    f'<div class="nora-gauge-fill" style="background:{colour};height:14px;border-radius:4px;'
                    f'width:{pct:.1f}%"></div></div>')
-            line = f"next call: <b>{used:,}</b> of {window:,} tokens ({pct:.0f}%; {escape(how)})"
+            line = f"next call: <b>{used:,}</b> of {window:,} tokens + your message ({pct:.0f}%, {escape(how)})"
         else:
             self.fraction = None
             bar = ""
-            line = f"next call: <b>{used:,}</b> tokens ({escape(how)}); this model's window is unknown"
+            line = f"next call: <b>{used:,}</b> tokens + your message ({escape(how)}); this model's window is unknown"
         if dropped_messages:
             trim = (f"{escape(trim_label)}: leaves out {dropped_messages} older message"
                     f"{'s' if dropped_messages != 1 else ''} ({dropped_tokens:,} tokens) of {total:,}")
         else:
             trim = f"{escape(trim_label)}: nothing left out; the whole conversation ({total:,} tokens) is resent"
-        self.body.value = _BODY.format(f"{bar}<div>{line}</div><div style='color:#555'>{trim}</div>")
+        self.body.value = _BODY.format(f"{bar}<div>{line}</div><div style='color:#555'>{trim}</div>{counted}")
 
 
 # --------------------------------------------------------------------------- #
@@ -252,10 +251,13 @@ def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, 
     bar_w = min(24.0, max(2.0, (width - gap * (n + 1)) / n))
     bars = []
     for i, v in enumerate(values):
-        h = (height - 18) * v / top if top else 0
+        h = (height - 28) * v / top if top else 0
         x = gap + i * (bar_w + gap)
         bars.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}">'
                     f"<title>call {i + 1}: {v:,}</title></rect>")
+        if n <= 10:  # few bars: print each value above its bar
+            bars.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - h - 2:.1f}" font-size="9" '
+                        f'text-anchor="middle" font-family="sans-serif">{v:,}</text>')
     return (f'<svg width="{width}" height="{height}" role="img" style="background:#fafafa">'
             f'<text x="4" y="12" font-size="11" font-family="sans-serif">{escape(title)} (max {top:,})</text>'
             f'{"".join(bars)}</svg>')

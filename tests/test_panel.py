@@ -478,3 +478,25 @@ def test_the_key_never_lands_in_a_saved_notebook(stub_server, tmp_path, monkeypa
     assert "'Bearer ***'" in saved
     assert stub_server.requests[0].headers["authorization"] == f"Bearer {secret}"
     assert secret not in saved and secret[8:] not in saved  # ...but never the key, whole or in part
+
+
+def test_stop_during_a_stalled_stream_over_http_rolls_back(stub_server):
+    from tests.servers.openai_stub import stall
+
+    stub_server.enqueue(stall(2.0, after_pieces=2, text="one two three four"))
+    client = make_client("openai", api_key="sk-test-x0123456789", base_url=stub_server.base_url,
+                         max_retries=0, timeout=1.0)
+    panel = ChatPanel(client, flush_interval=0.0)
+    panel.prompt.value = "Tell me everything"
+    panel.send.click()
+    deadline = time.monotonic() + 5
+    while "one" not in panel.live.value and time.monotonic() < deadline:  # the first pieces arrived
+        time.sleep(0.02)
+    assert "one" in panel.live.value
+    panel.stop.click()  # the server says nothing more: Stop lands when the read times out
+    assert "stopping" in panel.status.value
+    result = panel.wait(10)
+    assert not result.ok and len(panel.history) == 1
+    assert "Stopped" in panel.error.value and panel.prompt.value == "Tell me everything"
+    stub_server.enqueue("Back again.")
+    assert send(panel, "hello") == "Back again."
