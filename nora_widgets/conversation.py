@@ -20,7 +20,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from .errors import EmptyMessageError, Failure, HistoryError, describe_failure
+from .errors import (
+    BadResponseError,
+    EmptyMessageError,
+    Failure,
+    HistoryError,
+    StreamCutError,
+    describe_failure,
+)
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -267,13 +274,26 @@ def stream_turn(
     completed = False
     try:
         stream = _send(client, history, keep_last_n_turns, params)
-        for chunk in stream:
-            if not chunk.choices:  # e.g. the final usage-only chunk
-                continue
-            piece = chunk.choices[0].delta.content
-            if piece:
-                pieces.append(piece)
-                yield piece
+        chunks = 0
+        try:
+            for chunk in stream:
+                chunks += 1
+                if not chunk.choices:  # e.g. the final usage-only chunk
+                    continue
+                piece = chunk.choices[0].delta.content
+                if piece:
+                    pieces.append(piece)
+                    yield piece
+        except Exception as exc:
+            if not pieces:
+                raise
+            # Part of the reply arrived, then the stream broke: say so, rather than "could not connect".
+            received = sum(len(p) for p in pieces)
+            raise StreamCutError(
+                f"the reply was cut off after {received} characters ({describe_failure(exc).message})"
+            ) from exc
+        if chunks == 0:
+            raise BadResponseError("the server sent an empty stream (no chunks): is it an OpenAI-compatible API?")
         completed = True
     finally:
         if completed:

@@ -25,6 +25,8 @@ __all__ = [
     "EmptyMessageError",
     "HistoryError",
     "ContextWindowError",
+    "BadResponseError",
+    "StreamCutError",
 ]
 
 
@@ -53,6 +55,14 @@ class ContextWindowError(NoraError):
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.limit = limit
+
+
+class BadResponseError(NoraError):
+    """The server answered, but not with a chat completion (e.g. an empty stream)."""
+
+
+class StreamCutError(NoraError):
+    """A streamed reply stopped part-way: what arrived is not kept."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,8 @@ _BY_CLASS = {
     "KeyboardInterrupt": ("cancelled", "cancelled", "the turn was rolled back; send it again when ready"),
     "ContextWindowError": ("context_length", "the conversation is longer than the model's context window", "trim it (/trim N or keep fewer turns)"),
     "ModelUnavailableError": ("no_model", "no model is available", ""),
+    "BadResponseError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
+    "StreamCutError": ("stream_cut", "the reply was cut off part-way", "the turn was rolled back; send it again"),
     "TimeoutError": ("timeout", "the request timed out", "try again, or raise --timeout / NORA_TIMEOUT"),
     "ConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
 }
@@ -136,6 +148,19 @@ def _server_detail(exc: BaseException) -> str:
     return ""
 
 
+def _retry_after(exc: BaseException) -> str:
+    """The server's Retry-After header, as '20 s', if it sent one."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+    except Exception:
+        return ""
+    if not value:
+        return ""
+    value = str(value).strip()
+    return f"{value} s" if value.replace(".", "", 1).isdigit() else value[:40]
+
+
 def _is_context_overflow(exc: BaseException) -> bool:
     body = getattr(exc, "body", None)
     code = getattr(exc, "code", None)
@@ -171,7 +196,8 @@ def describe_failure(exc: BaseException) -> Failure:
             else:
                 detail = " ".join(str(exc).split()) or type(exc).__name__
                 kind, message, hint = "error", f"{type(exc).__name__}: {detail}", ""
-    if kind in ("no_model", "error", "cancelled") and str(exc).strip() and kind != "cancelled":
+    own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut") and isinstance(exc, NoraError))
+    if own_words and str(exc).strip():
         message = " ".join(str(exc).split())
     detail = _server_detail(exc)
     if not detail and kind == "context_length" and isinstance(exc, NoraError) and str(exc).strip():
@@ -179,5 +205,6 @@ def describe_failure(exc: BaseException) -> Failure:
     if detail and kind in ("bad_request", "not_found", "permission", "server", "context_length"):
         message = f"{message}: {detail}"
     if status is not None:
-        message = f"{message} (HTTP {status})"
+        wait = _retry_after(exc)
+        message = f"{message} (HTTP {status}, retry after {wait})" if wait else f"{message} (HTTP {status})"
     return Failure(kind=kind, status=status, message=redact(message)[:300], hint=hint)

@@ -134,3 +134,8 @@ def test_describe_failure_of_real_openai_errors(exc, kind, status, words):
 def test_redact_removes_keys(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "custom-key-value-xyz")
     assert redact("bad key custom-key-value-xyz and sk-abcdefghijk") == "bad key *** and sk-***"
+
+
+def test_rate_limit_line_carries_retry_after():
+    failure = describe_failure(_status_error(openai.RateLimitError, 429, headers={"retry-after": "20"}))
+    assert failure.message == "rate limit reached (HTTP 429, retry after 20 s)"

@@ -286,3 +286,43 @@ def test_overflow_twice_or_without_trimming_rolls_back_and_says_how():
     result = safe_run_turn(client, history, "x")
     assert len(client.calls) == 1 and history == before
     assert "trim" in result and "2,048" in result
+
+
+class _CutStream:
+    """A client whose stream delivers two pieces, then the connection drops."""
+
+    def __init__(self, error, pieces=2):
+        self.error, self.pieces = error, pieces
+        self.inner = ScriptedClient(["one two three four"])
+        self.chat = self
+        self.completions = self
+
+    def create(self, **kwargs):
+        for i, chunk in enumerate(self.inner.chat.completions.create(**kwargs)):
+            if i > self.pieces:
+                raise self.error
+            yield chunk
+
+
+def test_a_stream_cut_mid_reply_says_so_and_rolls_back():
+    history = new_history()
+    seen = []
+    result = safe_run_turn(_CutStream(ConnectionError("peer closed")), history, "count", on_text=seen.append)
+    assert seen == ["one", " two"] and history == new_history()
+    assert result.failure.kind == "stream_cut"
+    assert "cut off after 7 characters" in result and "send it again" in result
+
+
+def test_an_empty_stream_is_a_bad_response_not_an_empty_reply():
+    class Empty:
+        def __init__(self):
+            self.chat = self
+            self.completions = self
+
+        def create(self, **kwargs):
+            return iter(())
+
+    history = new_history()
+    result = safe_run_turn(Empty(), history, "hi", on_text=lambda piece: None)
+    assert result.failure.kind == "bad_response" and "empty stream" in result
+    assert history == new_history()
