@@ -54,8 +54,6 @@ __all__ = ["ChatPanel", "VIEWS"]
 
 # view name -> toggle button label
 VIEWS = {"inspector": "Inspector", "wire": "Wire", "gauge": "Context", "cost": "Cost", "compare": "Side by side"}
-
-
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
 
 
@@ -361,6 +359,7 @@ class ChatPanel(widgets.VBox):
     def _run(self, client, text, sent, keep, model, temperature, twin) -> None:
         """The worker thread: one turn on a copy of the history, committed only if complete."""
         result: TurnResult | None = None
+        committed = False
         try:
             work = list(self.history)
             before = len(work)
@@ -376,13 +375,19 @@ class ChatPanel(widgets.VBox):
                 with self._lock:
                     self.history.extend(work[before:])  # the user message and the reply, together
                     self._prev_sent, self.last_sent = self.last_sent, sent
+                    committed = True
                 self._record_cost(sent, client, model)
                 if twin:
                     self._run_twin(client, text, model, temperature)
         except Exception as exc:  # a bug in a view must not leave the panel stuck "busy"
-            result = TurnResult(describe_failure(exc).line(), describe_failure(exc))
-        finally:
-            self._finish(result)
+            failure = describe_failure(exc)
+            if not committed:
+                result = TurnResult(failure.line(), failure)
+            else:  # the turn itself is done and kept; say what went wrong after it
+                self._finish(result)
+                self._show_error(f"(the reply was kept, but a view failed: {failure.message})")
+                return
+        self._finish(result)
 
     def _run_twin(self, client, text, model, temperature) -> None:
         """Side by side: the same question to a conversation sent without memory."""

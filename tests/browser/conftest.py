@@ -39,12 +39,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(os.environ.get("NORA_SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "build" / "browser"))
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/browser/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.browser)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
