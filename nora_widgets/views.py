@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Sequence
 
 import ipywidgets as widgets
 
@@ -328,12 +328,3 @@ class CompareView(widgets.VBox):
         self.body.value = transcript_html(messages, pending, streaming, max_height="300px")
         self.error.value = f'<div style="color:#c0392b">{escape(error)}</div>' if error else ""
 
-
-def view_state(view: Any) -> dict:
-    """The numbers a view shows, as a dict (handy in a lesson cell).
-
-    Example: view_state(panel.cost) -> {'per_call': [40, 95], 'cumulative': [40, 135], ...}
-    """
-    keys = ("used", "window", "fraction", "total", "dropped_messages", "dropped_tokens", "exact",
-            "per_call", "new_per_call", "cumulative", "last_rows", "next_rows", "data")
-    return {k: getattr(view, k) for k in keys if hasattr(view, k)}
