@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -22,6 +23,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 _spec = importlib.util.spec_from_file_location("nora_lesson_build", NOTEBOOKS / "_build" / "build.py")
 build = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = build  # dataclasses look their module up while the file runs
 _spec.loader.exec_module(build)
 
 LESSONS = build.load_lessons()
