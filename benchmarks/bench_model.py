@@ -9,6 +9,7 @@ one process, alternating:
   first token       streaming, time from the call to the first text piece
   whole call        not streaming, completion tokens / wall time
   load              a fresh process: import + load, Nora vs direct (once per process)
+  conversation      six turns of one chat: first-token time as the resent history grows
 
 llama-cpp-python keeps the previous prompt in its KV cache and skips re-reading a
 repeated prefix; LocalClient resets the model before every call (same input, same
@@ -91,6 +92,48 @@ def load_times(path: str, threads: int, rounds: int) -> dict[str, list[tuple[flo
             imp, load = (float(x) for x in proc.stdout.split()[-2:])
             out[name].append((imp, load))
     return out
+
+
+FOLLOW_UPS = [
+    "Do you have any Ursula K. Le Guin novels?",
+    "How much is the first one?",
+    "Is it in paperback?",
+    "Can you hold it for me until Saturday?",
+    "What else would you recommend by her?",
+    "Thanks. What are your opening hours?",
+]
+
+
+def conversation(client, llama, params: dict, turns: int, max_tokens: int) -> list[dict]:
+    """A real multi-turn chat on both sides: each turn resends the whole history plus a new question.
+
+    llama-cpp-python compares the new prompt with what its KV cache already holds and
+    reads only the new tail; LocalClient resets and reads the whole prompt every call.
+    Returns one row per turn: prompt tokens and time to first token on each side.
+    """
+    from nora_widgets.conversation import SYSTEM_PROMPT
+
+    sides = {"nora": [{"role": "system", "content": SYSTEM_PROMPT}],
+             "direct": [{"role": "system", "content": SYSTEM_PROMPT}]}
+    llama.reset()
+    rows = []
+    for turn, question in enumerate(FOLLOW_UPS[:turns], start=1):
+        got = {}
+        for name in (("nora", "direct") if turn % 2 else ("direct", "nora")):
+            messages = sides[name] + [{"role": "user", "content": question}]
+            if name == "nora":
+                chunks = client.chat.completions.create(model=client.default_model, messages=messages,
+                                                        temperature=0, max_tokens=max_tokens, seed=SEED, stream=True)
+                got[name] = stream_timing(c.choices[0].delta.content for c in chunks if c.choices)
+            else:
+                chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, seed=SEED,
+                                                      stream=True, **params)
+                got[name] = stream_timing(c["choices"][0]["delta"].get("content") for c in chunks if c["choices"])
+            sides[name] = messages + [{"role": "assistant", "content": got[name][2]}]
+        rows.append({"turn": turn, "prompt_tokens": len(client.prompt_tokens(sides["nora"][:-1])),
+                     "ttft_nora_s": got["nora"][0], "ttft_direct_s": got["direct"][0],
+                     "same_text": got["nora"][2] == got["direct"][2]})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -181,6 +224,15 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nWhole call (not streaming): completion tokens / wall time")
     print(table(["", "wall", "completion tokens", "tokens/s"], rows))
     print(f"same reply text from both: {same}")
+
+    conv = conversation(client, llama, params, turns=2 if args.quick else 6, max_tokens=4 if args.quick else 32)
+    results["conversation"] = conv
+    print("\nA conversation, turn by turn (streaming, max_tokens=%d): the prompt grows, first token follows it"
+          % (4 if args.quick else 32))
+    print(table(["turn", "prompt tokens", "first token, nora", "first token, direct"],
+                [[c["turn"], c["prompt_tokens"], fmt_seconds(c["ttft_nora_s"]), fmt_seconds(c["ttft_direct_s"])]
+                 for c in conv]))
+    print(f"same replies on every turn: {all(c['same_text'] for c in conv)}")
 
     loads = load_times(path, threads, load_rounds)
     rows = []
