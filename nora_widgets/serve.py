@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 
 __all__ = ["add_arguments", "run", "base_url", "is_loopback"]
 
@@ -97,8 +98,12 @@ def run(args: argparse.Namespace) -> int:
     if n_ctx < 64:
         _say(f"nora serve: --n-ctx must be at least 64 tokens (got {n_ctx})", sys.stderr)
         return 1
+    given = getattr(args, "model_path", None)
+    if given and not Path(given).expanduser().is_file():
+        _say(f"nora serve: model file not found: {Path(given).expanduser()} (check --model-path)", sys.stderr)
+        return 1
     try:
-        path = find_model_path(getattr(args, "model_path", None))
+        path = find_model_path(given)
         import uvicorn
         from llama_cpp.server.app import create_app
         from llama_cpp.server.settings import ModelSettings, ServerSettings

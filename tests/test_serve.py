@@ -1,0 +1,226 @@
+"""`nora serve`: llama-cpp-python's OpenAI-compatible server with the embedded model,
+driven by the real openai client over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nora_widgets import serve
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "serve-test-" + "K3y" * 6  # fake; must never show in anything the server prints
+
+
+# --------------------------------------------------------------------------- #
+# the small parts (no server)
+
+
+def test_options_and_their_defaults():
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.host, args.port, args.model_path, args.n_ctx) == ("127.0.0.1", 8000, None, 2048)
+    args = parser.parse_args(["--host", "0.0.0.0", "--port", "9001", "--model-path", "m.gguf", "--n-ctx", "512"])
+    assert (args.host, args.port, args.model_path, args.n_ctx) == ("0.0.0.0", 9001, "m.gguf", 512)
+    assert "NORA_SERVE_API_KEY" in parser.format_help()
+    assert "--api-key" not in parser.format_help()  # a key on the command line would show in `ps`
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.5.0.1", True), ("localhost", True), ("::1", True),
+    ("0.0.0.0", False), ("::", False), ("192.168.1.20", False), ("example.org", False),
+])
+def test_loopback_hosts(host, loopback):
+    assert serve.is_loopback(host) is loopback
+
+
+def test_base_urls():
+    assert serve.base_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/v1"
+    assert serve.base_url("::1", 8000) == "http://[::1]:8000/v1"
+
+
+def test_importing_serve_is_light():
+    code = ("import sys, nora_widgets.serve\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'llama_cpp', 'uvicorn', 'fastapi', 'openai'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- #
+# a real server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "NORA_")) and k not in ("HOST", "PORT", "API_KEY", "CONFIG_FILE")}
+    env.update(extra)
+    return env
+
+
+class Served:
+    """`python -m nora_widgets.cli serve ...` in a subprocess; the first stdout line is read."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(self.port), *args],
+            cwd=ROOT, env=env or clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.first_line = self._readline(timeout=60)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def _readline(self, timeout: float) -> str:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box:
+            self.proc.kill()
+            raise AssertionError(f"nora serve printed nothing in {timeout} s")
+        return box[0]
+
+    def client(self, key: str = "any"):
+        import openai
+
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=60)
+
+    def stop(self) -> tuple[int, str, str]:
+        """Ctrl-C, as a person would; returns (exit code, rest of stdout, stderr)."""
+        self.proc.send_signal(signal.SIGINT)
+        out, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def server():
+    pytest.importorskip("llama_cpp.server.app", reason="nora serve needs llama-cpp-python[server] ([local] extra)")
+    served = Served("--n-ctx", "512")
+    yield served
+    if served.proc.poll() is None:
+        served.proc.kill()
+        served.proc.wait()
+
+
+@pytest.mark.model
+def test_it_says_where_it_serves_in_one_line(server):
+    assert server.first_line == (
+        f"Serving SmolLM2-135M-Instruct (n_ctx=512) at {server.url} - use OPENAI_BASE_URL={server.url} "
+        "(Ctrl-C stops)\n")
+
+
+@pytest.mark.model
+def test_models_list_names_the_model(server):
+    assert [m.id for m in server.client().models.list().data] == ["SmolLM2-135M-Instruct"]
+
+
+@pytest.mark.model
+def test_the_openai_client_gets_a_reply(server):
+    from openai.types.chat import ChatCompletion
+
+    reply = server.client().chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Do you sell maps?"}],
+        max_tokens=16, temperature=0)
+    assert isinstance(reply, ChatCompletion)
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage.completion_tokens <= 16
+
+
+@pytest.mark.model
+def test_the_openai_client_gets_a_streamed_reply(server):
+    stream = server.client().chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Name a famous novel."}],
+        max_tokens=16, temperature=0, stream=True)
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 3 and text.strip()
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.model
+def test_the_same_prompt_tokens_as_in_process(server):
+    """The server and LocalClient read the same template and tokenizer: equal prompt counts."""
+    from nora_widgets.local import LocalClient
+    from nora_widgets.tokens import count_tokens
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there!"}]
+    reply = server.client().chat.completions.create(model="m", messages=messages, max_tokens=1)
+    assert reply.usage.prompt_tokens == count_tokens(messages, LocalClient()).total
+
+
+@pytest.mark.model
+def test_an_overflow_is_a_400_with_openais_code(server):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "books " * 600}], max_tokens=16)
+    from nora_widgets.errors import describe_failure
+
+    assert describe_failure(err.value).kind == "context_length"
+
+
+@pytest.mark.model
+def test_ctrl_c_stops_it_cleanly(server):
+    code, out, err = server.stop()
+    assert code == 0
+    assert out.splitlines()[-1] == "nora serve: stopped"
+    # one access-log line per request, nothing else; llama.cpp's C-level log stays quiet
+    assert all('"GET /v1/models' in line or '"POST /v1/chat/completions' in line for line in out.splitlines()[:-1])
+    assert err == ""
+
+
+@pytest.mark.model
+def test_a_key_from_the_environment_is_required_and_never_printed():
+    pytest.importorskip("llama_cpp.server.app")
+    import openai
+
+    served = Served("--host", "0.0.0.0", env=clean_env(NORA_SERVE_API_KEY=KEY))
+    try:
+        assert served.first_line.startswith("Serving SmolLM2-135M-Instruct (n_ctx=2048) at http://0.0.0.0:")
+        assert "key required (from NORA_SERVE_API_KEY)" in served.first_line
+        assert f"use OPENAI_BASE_URL=http://127.0.0.1:{served.port}/v1" in served.first_line
+        with pytest.raises(openai.AuthenticationError):
+            served.client("wrong").models.list()
+        assert [m.id for m in served.client(KEY).models.list().data] == ["SmolLM2-135M-Instruct"]
+    finally:
+        code, out, err = served.stop()
+    assert code == 0
+    assert err == ("warning: listening on 0.0.0.0: anyone who can reach this machine can use the model\n")
+    assert KEY not in served.first_line + out + err
+
+
+def test_a_busy_port_is_one_line_and_exit_1():
+    pytest.importorskip("llama_cpp.server.app")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(port)],
+                             cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == (f"nora serve: cannot listen on 127.0.0.1:{port}: Address already in use "
+                          "(try another --port)\n")
+
+
+def test_a_missing_model_file_is_one_line_and_exit_1(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(free_port()),
+                          "--model-path", str(tmp_path / "none.gguf")],
+                         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == f"nora serve: model file not found: {tmp_path / 'none.gguf'} (check --model-path)\n"
