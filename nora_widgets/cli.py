@@ -60,18 +60,25 @@ class UsageError(NoraError):
 # output helpers
 
 
+# Characters that are not terminal commands but still mislead: bidi overrides and isolates reorder
+# what is shown ("Trojan Source"), and lone surrogates cannot be written as UTF-8 at all.
+_SHOW_AS_CODE = frozenset([*range(0x202A, 0x202F), *range(0x2066, 0x206A), *range(0xD800, 0xE000)])
+
+
 def _printable(text: str) -> str:
     """Show control characters (escape sequences included) instead of obeying them.
 
     Model replies and pasted input are text, not terminal commands.
-    Example: _printable("red \\x1b[31m!") -> 'red ^[[31m!'
+    Example: _printable("red \\x1b[31m!") -> 'red ^[[31m!'; _printable("a\\u202eb") -> 'a<U+202E>b'
     """
     if text.isprintable():
         return text
     out = []
     for ch in text:
         code = ord(ch)
-        if ch in "\n\t" or ch.isprintable() or code > 0x9F and code != 0x7F:
+        if code in _SHOW_AS_CODE:
+            out.append(f"<U+{code:04X}>")
+        elif ch in "\n\t" or ch.isprintable() or code > 0x9F:
             out.append(ch)
         elif code < 0x20:
             out.append("^" + chr(code + 64))  # caret notation, as `cat -v` shows it
@@ -325,10 +332,12 @@ def _settings(args: argparse.Namespace) -> None:
 
 def _client(args: argparse.Namespace) -> Any:
     try:
-        return make_client(args.backend, base_url=args.base_url, model=args.model,
-                           timeout=args.timeout, max_retries=args.max_retries)
+        client = make_client(args.backend, base_url=args.base_url, model=args.model,
+                             timeout=args.timeout, max_retries=args.max_retries)
     except NoraError as exc:
         raise UsageError(str(exc)) from None
+    wrap = getattr(args, "wrap", None)  # e.g. a GuardedClient around every call (see main)
+    return wrap(client) if wrap is not None else client
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -442,8 +451,14 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `nora` console script.  Example: main(["ask", "Hi"]) -> 0"""
+def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None) -> int:
+    """Entry point of the `nora` console script.  Example: main(["ask", "Hi"]) -> 0
+
+    wrap: a function applied to the client nora builds, for your own checks around every
+    call, e.g. a script holding
+        sys.exit(main(wrap=lambda c: GuardedClient(c, after=never_reveal("LEGUIN-42"))))
+    (see nora_widgets.guard and docs/reliability.md).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser(with_serve=_subcommand(argv) == "serve")
@@ -455,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nora: error: nora serve is not available: {why}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
+    args.wrap = wrap
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_USAGE

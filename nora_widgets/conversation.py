@@ -25,6 +25,7 @@ from .errors import (
     EmptyMessageError,
     Failure,
     HistoryError,
+    MessageTooLongError,
     StreamCutError,
     describe_failure,
 )
@@ -204,17 +205,38 @@ def _send(client: Any, history: list[Message], keep_last_n_turns: int | None, pa
     once; without trimming, the error goes up so the user can decide (/trim N).
     """
     if keep_last_n_turns is None:
-        return client.chat.completions.create(messages=history, **params)
+        return _call(client, history, params)
     sent = trim_history(history[:-1], keep_last_n_turns) + [history[-1]]
+    try:
+        return _call(client, sent, params)
+    except Exception as exc:
+        if describe_failure(exc).kind != "context_length":
+            raise
+        fewer = min(keep_last_n_turns, _earlier_turns(sent)) // 2
+        sent = trim_history(history[:-1], fewer) + [history[-1]]
+        return _call(client, sent, params)
+
+
+def _earlier_turns(sent: list[Message]) -> int:
+    """User turns in sent before the new one.  Example: [sys, u1, a1, u2] -> 1"""
+    return sum(1 for m in sent if m["role"] == "user") - 1
+
+
+def _call(client: Any, sent: list[Message], params: dict) -> Any:
+    """client.chat.completions.create, with one better message: when the window overflows and
+    no earlier turn was sent, trimming cannot help, so say the message itself is too long."""
     try:
         return client.chat.completions.create(messages=sent, **params)
     except Exception as exc:
-        turns_sent = sum(1 for m in sent if m["role"] == "user") - 1  # earlier turns only
-        if turns_sent <= 0 or describe_failure(exc).kind != "context_length":
+        if _earlier_turns(sent) > 0 or describe_failure(exc).kind != "context_length":
             raise
-        fewer = min(keep_last_n_turns, turns_sent) // 2
-        sent = trim_history(history[:-1], fewer) + [history[-1]]
-        return client.chat.completions.create(messages=sent, **params)
+        limit = getattr(exc, "limit", None)
+        window = f" of {limit:,} tokens" if isinstance(limit, int) else ""
+        persona = sum(len(m["content"]) for m in sent if m["role"] == "system")
+        raise MessageTooLongError(
+            f"your message does not fit the model's context window{window} even with no earlier turns sent "
+            f"({len(sent[-1]['content']):,} characters, persona {persona:,})"
+        ) from exc
 
 
 def run_turn(
@@ -289,9 +311,9 @@ def stream_turn(
                 raise
             # Part of the reply arrived, then the stream broke: say so, rather than "could not connect".
             received = sum(len(p) for p in pieces)
-            raise StreamCutError(
-                f"the reply was cut off after {received} characters ({describe_failure(exc).message})"
-            ) from exc
+            why = describe_failure(exc)
+            reason = "the server closed the connection" if why.kind == "stream_cut" else why.message
+            raise StreamCutError(f"the reply was cut off after {received} characters ({reason})") from exc
         if chunks == 0:
             raise BadResponseError("the server sent an empty stream (no chunks): is it an OpenAI-compatible API?")
         completed = True

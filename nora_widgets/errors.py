@@ -27,6 +27,8 @@ __all__ = [
     "ContextWindowError",
     "BadResponseError",
     "StreamCutError",
+    "MessageTooLongError",
+    "RefusedError",
 ]
 
 
@@ -63,6 +65,36 @@ class BadResponseError(NoraError):
 
 class StreamCutError(NoraError):
     """A streamed reply stopped part-way: what arrived is not kept."""
+
+
+class MessageTooLongError(NoraError):
+    """The new message does not fit the context window even with no earlier turns sent.
+
+    Trimming cannot help here: the message itself has to get shorter.
+    Example: MessageTooLongError("your message does not fit ... (1,048,576 characters, persona 120)")
+    """
+
+
+class RefusedError(NoraError):
+    """A check in your own code refused a message before it was sent, or a reply after it came.
+
+    Raised by the checks of nora_widgets.guard.GuardedClient (or by any client);
+    ``describe_failure`` maps it to kind "refused" and shows the reason as given,
+    so a reason must be one short line and must not repeat what it protects.
+    stage: "before" (nothing was sent) or "after" (the reply was withheld).
+    Example: RefusedError("the message looks like a prompt injection ('ignore previous instructions')")
+    """
+
+    def __init__(self, reason: str, *, stage: str = "before", check: str | None = None) -> None:
+        super().__init__(" ".join(str(reason).split()) or "refused by a check")
+        self.stage = stage
+        self.check = check
+
+    @property
+    def hint(self) -> str:
+        if self.stage == "after":
+            return "the reply was withheld and the turn rolled back"
+        return "nothing was sent; rephrase your message"
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,8 @@ _BY_CLASS = {
     "ModelUnavailableError": ("no_model", "no model is available", ""),
     "BadResponseError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "StreamCutError": ("stream_cut", "the reply was cut off part-way", "the turn was rolled back; send it again"),
+    "MessageTooLongError": ("too_long", "your message is too long for the model's context window", "shorten it (or the persona), or send it in parts"),
+    "RefusedError": ("refused", "refused by a check", ""),
     "TimeoutError": ("timeout", "the request timed out", "try again, or raise --timeout / NORA_TIMEOUT"),
     "ConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
 }
@@ -161,6 +195,33 @@ def _retry_after(exc: BaseException) -> str:
     return f"{value} s" if value.replace(".", "", 1).isdigit() else value[:40]
 
 
+# The connection was open and then closed by the server.  "Could not reach the server" would
+# send people to check a URL that works; say what happened instead.  (httpx2's
+# RemoteProtocolError text, found anywhere in the exception's cause chain.)
+_CLOSED = {
+    "answer": ("connection", "the server closed the connection without answering",
+               "try again; if it keeps happening, check OPENAI_BASE_URL"),
+    "body": ("stream_cut", "the reply was cut off: the server closed the connection mid-reply",
+             "the turn was rolled back; send it again"),
+}
+
+
+def _closed_by_server(exc: BaseException) -> str | None:
+    """'answer' (hung up before replying), 'body' (hung up mid-reply) or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "RemoteProtocolError":
+            text = str(current).lower()
+            if "complete message body" in text or "incomplete chunked read" in text:
+                return "body"
+            if "without sending a response" in text:
+                return "answer"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _is_context_overflow(exc: BaseException) -> bool:
     body = getattr(exc, "body", None)
     code = getattr(exc, "code", None)
@@ -181,8 +242,11 @@ def describe_failure(exc: BaseException) -> Failure:
         Failure(kind='rate_limit', status=429, message='rate limit reached (HTTP 429)', hint='wait a moment, then send again')
     """
     status = _status(exc)
-    if _is_context_overflow(exc):
+    closed = _closed_by_server(exc) if not isinstance(exc, NoraError) else None
+    if _is_context_overflow(exc) and not isinstance(exc, MessageTooLongError):
         kind, message, hint = _BY_CLASS["ContextWindowError"]
+    elif closed:
+        kind, message, hint = _CLOSED[closed]
     else:
         for cls in type(exc).__mro__:
             if cls.__name__ in _BY_CLASS:
@@ -196,9 +260,13 @@ def describe_failure(exc: BaseException) -> Failure:
             else:
                 detail = " ".join(str(exc).split()) or type(exc).__name__
                 kind, message, hint = "error", f"{type(exc).__name__}: {detail}", ""
-    own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut") and isinstance(exc, NoraError))
+    own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut", "too_long", "refused")
+                                    and isinstance(exc, NoraError))
     if own_words and str(exc).strip():
         message = " ".join(str(exc).split())
+    if kind == "refused":
+        message = f"refused: {message}"
+        hint = getattr(exc, "hint", "") or ""
     detail = _server_detail(exc)
     if not detail and kind == "context_length" and isinstance(exc, NoraError) and str(exc).strip():
         detail = " ".join(str(exc).split())

@@ -52,6 +52,10 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     meta = {k: v for k, v in metadata.items() if k not in ("api_key", "messages") and v is not None}
     document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}
     text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. half an emoji from a server): write it as \ud83d,
+        text = json.dumps(document, ensure_ascii=True, indent=2) + "\n"  # which loads back exactly
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise TranscriptError(f"not saved: folder {str(folder)!r} does not exist")

@@ -129,9 +129,9 @@ FAULTS = [  # (behaviour, words the one stderr line must contain)
     (unavailable(), ["HTTP 503"]),
     (context_length_exceeded(), ["context window", "/trim N"]),
     (malformed_json(), ["not JSON"]),
-    (drop(), ["could not reach the server"]),
+    (drop(), ["the server closed the connection without answering"]),
     (stall(3.0), ["timed out", "--timeout"]),
-    (cut_stream("one two three four", after_pieces=2), ["could not reach the server"]),
+    (cut_stream("one two three four", after_pieces=2), ["cut off", "the server closed the connection"]),
     (stall(3.0, after_pieces=2, text="one two three four"), ["timed out"]),
     (error(401, f"Incorrect API key provided: {KEY}", "invalid_request_error", "invalid_api_key"), ["HTTP 401"]),
 ]
