@@ -112,7 +112,7 @@ def role_chip_html(role: str) -> str:
 
 
 def _cell(text: str, style: str = "") -> str:
-    return f'<td style="padding:3px 6px;vertical-align:top;border-bottom:1px solid #ddd;{style}">{text}</td>'
+    return f'<td style="text-align:left;padding:3px 6px;vertical-align:top;border-bottom:1px solid #ddd;{style}">{text}</td>'
 
 
 def messages_table_html(
