@@ -437,6 +437,12 @@ def _default_threads() -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    try:  # a container's CPU quota (cgroup v2, e.g. Binder's "100000 100000" = 1 CPU) may be smaller
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
     return max(1, min(4, cpus // 2))
 
 
