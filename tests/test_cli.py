@@ -124,7 +124,7 @@ def test_session_resends_the_whole_transcript(keyed_stub):
 
 FAULTS = [  # (behaviour, words the one stderr line must contain)
     (unauthorized(), ["HTTP 401", "OPENAI_API_KEY"]),
-    (rate_limit(retry_after=1), ["rate limit", "HTTP 429"]),
+    (rate_limit(retry_after=1), ["rate limit", "HTTP 429, retry after 1 s"]),
     (server_error(), ["HTTP 500", "try again"]),
     (unavailable(), ["HTTP 503"]),
     (context_length_exceeded(), ["context window", "/trim N"]),
@@ -339,6 +339,59 @@ def test_real_terminal_prompt_ctrl_c_and_ctrl_d():
             proc.kill()
         os.close(master)
     assert screen.startswith(b"Nora chat: scripted stand-in")
+
+
+def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(keyed_stub):
+    """On a TTY, ^C while a reply streams in: the half reply is dropped, the turn rolled back, the
+    prompt comes back with echo on, and when nora leaves the terminal settings are as they were."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import select
+    import termios
+
+    keyed_stub.enqueue(stall(20.0, after_pieces=2, text="one two three four"), ok("Welcome back."))
+    try:
+        master, slave = pty.openpty()
+    except OSError as exc:
+        pytest.skip(f"no pseudo-terminal here: {exc}")
+    settings_before = termios.tcgetattr(slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0"],
+        stdin=slave, stdout=slave, stderr=slave, env=nora_env(keyed_stub, TERM="dumb"), close_fds=True,
+        preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
+    )
+    screen = b""
+
+    def wait_for(text: bytes, start: int) -> int:
+        nonlocal screen
+        deadline = time.monotonic() + 15
+        while text not in screen[start:]:
+            assert time.monotonic() < deadline, f"never saw {text!r} in {screen!r}"
+            if select.select([master], [], [], 0.05)[0]:
+                screen += os.read(master, 4096)
+        return screen.index(text, start) + len(text)
+
+    try:
+        at = wait_for(b"you: ", 0)
+        os.write(master, b"Tell me a story\r")
+        at = wait_for(b"nora: one two", at)
+        time.sleep(SETTLE)
+        os.write(master, b"\x03")  # Ctrl-C mid-reply: the terminal turns it into SIGINT
+        at = wait_for(b" [reply dropped]\r\n(error talking to the model: cancelled - the turn was rolled back; "
+                      b"send it again when ready)\r\nyou: ", at)
+        os.write(master, b"hello\r")
+        at = wait_for(b"hello", at)  # what is typed shows: echo is on
+        at = wait_for(b"nora: Welcome back.\r\nyou: ", at)
+        os.write(master, b"\x04")  # Ctrl-D
+        assert proc.wait(15) == 0
+        assert termios.tcgetattr(slave) == settings_before  # the terminal is left as nora found it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(slave)
+        os.close(master)
+    assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("Tell me a story")],
+                                                              [SYSTEM, user("hello")]]
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,379 @@
+"""The fault matrix: every fault of the stub server, in the core, the CLI and the panel.
+
+Each cell drives the real ``openai`` client over HTTP on 127.0.0.1 against
+tests/servers/openai_stub.py and checks the four promises:
+
+    1. the history is exactly what it was before the turn;
+    2. the person sees one line saying what happened and what to do;
+    3. retries follow the settings (the stub counts the requests it received);
+    4. the next turn works, and carries no trace of the failed one.
+
+The CLI's one-line-and-rollback cells for every fault, streamed and not, live in
+tests/test_cli.py (test_every_fault_is_one_line_and_rolled_back); this file adds
+the CLI cells it lacks (retry counts, trimming on overflow).  docs/reliability.md
+maps each cell to its test.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nora_widgets.clients import make_client
+from nora_widgets.conversation import SYSTEM_PROMPT, safe_run_turn
+from tests.servers.openai_stub import (
+    FAULTS,
+    Behaviour,
+    StubServer,
+    context_length_exceeded,
+    default_reply,
+    ok,
+    rate_limit,
+    stall,
+    unavailable,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-test-faults-4e9b1c7a2d"
+TIMEOUT = 0.5  # the client's timeout: a stall of 1.5 s always loses
+SYSTEM = {"role": "system", "content": SYSTEM_PROMPT}
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def earlier(turns: int = 2) -> list[dict]:
+    """A conversation with some turns in it, so a failure has something to damage."""
+    history = [SYSTEM]
+    for i in range(turns):
+        history += [user(f"question {i}"), assistant(f"answer {i}")]
+    return history
+
+
+def client_for(stub: StubServer, retries: int = 0, timeout: float = TIMEOUT):
+    return make_client("openai", api_key=KEY, base_url=stub.base_url, max_retries=retries, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- #
+# the matrix: what each fault must look like
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What a fault must produce.  stream_* override for streamed replies (None: the same)."""
+
+    behaviour: Behaviour
+    kind: str
+    words: tuple[str, ...]
+    retried: bool  # the openai client retries it (429, 5xx, connection errors, timeouts)
+    stream_kind: str | None = None
+    stream_words: tuple[str, ...] | None = None
+    stream_retried: bool | None = None
+
+    def expect(self, stream: bool) -> tuple[str, tuple[str, ...], bool]:
+        if not stream:
+            return self.kind, self.words, self.retried
+        return (self.stream_kind or self.kind, self.stream_words or self.words,
+                self.retried if self.stream_retried is None else self.stream_retried)
+
+
+MATRIX = {
+    "rate_limit_429": Cell(FAULTS["rate_limit_429"], "rate_limit", ("rate limit", "HTTP 429", "retry after 1 s"), True),
+    "server_error_500": Cell(FAULTS["server_error_500"], "server", ("internal error", "HTTP 500", "try again"), True),
+    "unavailable_503": Cell(FAULTS["unavailable_503"], "server", ("overloaded", "HTTP 503", "try again"), True),
+    "unauthorized_401": Cell(FAULTS["unauthorized_401"], "auth",
+                             ("refused the API key", "HTTP 401", "check OPENAI_API_KEY"), False),
+    "context_length_400": Cell(FAULTS["context_length_400"], "context_length",
+                               ("longer than the model's context window", "HTTP 400", "/trim N"), False),
+    "malformed_json": Cell(FAULTS["malformed_json"], "bad_response", ("not JSON", "OPENAI_BASE_URL"), False),
+    "dropped_connection": Cell(FAULTS["dropped_connection"], "connection",
+                               ("the server closed the connection without answering",), True),
+    "stall": Cell(stall(1.5), "timeout", ("timed out", "--timeout"), True),
+    # Not streamed: half the JSON body, then the socket closes.  Streamed: two pieces, then it closes;
+    # the openai client never retries a stream that has started.
+    "stream_cut": Cell(FAULTS["stream_cut"], "stream_cut", ("cut off", "closed the connection", "send it again"), True,
+                       stream_words=("cut off after 5 characters", "closed the connection", "send it again"),
+                       stream_retried=False),
+    # Streamed: two pieces, then silence until the client's timeout.
+    "stall_mid_stream": Cell(stall(1.5, after_pieces=2, text="one two three four"), "timeout", ("timed out",), True,
+                             stream_kind="stream_cut",
+                             stream_words=("cut off after 7 characters", "timed out", "send it again"),
+                             stream_retried=False),
+}
+STREAMS = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+
+
+def test_every_fault_of_the_stub_is_in_the_matrix():
+    assert set(FAULTS) <= set(MATRIX)
+
+
+def check_line(line: str, words: tuple[str, ...]) -> None:
+    assert line.startswith("(error talking to the model: ") and line.endswith(")"), line
+    assert "\n" not in line and "Traceback" not in line
+    assert all(w in line for w in words), (words, line)
+    assert KEY not in line
+
+
+# --------------------------------------------------------------------------- #
+# the core: safe_run_turn
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+@STREAMS
+def test_core_fault_rolls_back_says_one_line_and_the_next_turn_works(stub_server, name, stream):
+    kind, words, _ = MATRIX[name].expect(stream)
+    client = client_for(stub_server)
+    history = earlier()
+    before = copy.deepcopy(history)
+    stub_server.enqueue(MATRIX[name].behaviour)
+    shown: list[str] = []
+    on_text = shown.append if stream else None
+
+    result = safe_run_turn(client, history, "the failing turn", on_text=on_text)
+    assert history == before
+    assert not result.ok and result.failure.kind == kind, str(result)
+    check_line(str(result), words)
+    assert len(stub_server.chat_requests) == 1  # max_retries=0: one request, no retry
+
+    result = safe_run_turn(client, history, "next", on_text=on_text)
+    reply = default_reply(before + [user("next")])
+    assert result == reply and history == before + [user("next"), assistant(reply)]
+    assert stub_server.chat_requests[-1].messages == before + [user("next")]  # no dangling user turn
+
+
+RETRY_FAST = {  # the same faults with a Retry-After short enough to wait for
+    **{name: cell.behaviour for name, cell in MATRIX.items()},
+    "rate_limit_429": rate_limit(retry_after=0.1),
+}
+# Not streamed, stall_mid_stream is a plain stall: left out.  Streamed, the cells that differ or matter.
+RETRY_CELLS = [(name, False) for name in sorted(MATRIX) if name != "stall_mid_stream"] + [
+    (name, True) for name in ("rate_limit_429", "unauthorized_401", "stream_cut", "stall_mid_stream")]
+
+
+@pytest.mark.parametrize("name, stream", RETRY_CELLS, ids=[f"{n}-{'stream' if s else 'whole'}" for n, s in RETRY_CELLS])
+def test_core_retries_follow_max_retries(stub_server, name, stream):
+    """max_retries=2: a retried fault reaches the server 3 times, the others once; still rolled back."""
+    kind, words, retried = MATRIX[name].expect(stream)
+    stub_server.enqueue(*[RETRY_FAST[name]] * 3)
+    history = earlier()
+    before = copy.deepcopy(history)
+    result = safe_run_turn(client_for(stub_server, retries=2), history, "again and again",
+                           on_text=(lambda piece: None) if stream else None)
+    assert result.failure.kind == kind and history == before
+    assert len(stub_server.chat_requests) == (3 if retried else 1)
+    assert stub_server.pending == (0 if retried else 2)
+    assert all(r.messages == before + [user("again and again")] for r in stub_server.chat_requests)
+
+
+@pytest.mark.parametrize("name", ["rate_limit_429", "unavailable_503", "dropped_connection", "stall"])
+def test_core_a_passing_fault_is_invisible_with_retries(stub_server, name):
+    stub_server.enqueue(RETRY_FAST[name], ok("Back again."))
+    history = earlier()
+    result = safe_run_turn(client_for(stub_server, retries=2), history, "hello", on_text=lambda piece: None)
+    assert result == "Back again." and history[-2:] == [user("hello"), assistant("Back again.")]
+    assert len(stub_server.chat_requests) == 2
+
+
+@STREAMS
+def test_core_context_overflow_with_trimming_trims_and_retries_once(stub_server, stream):
+    history = earlier(6)
+    stub_server.enqueue(context_length_exceeded(), ok("Fits now."))
+    on_text = (lambda piece: None) if stream else None
+    result = safe_run_turn(client_for(stub_server), history, "latest", keep_last_n_turns=4, on_text=on_text)
+    assert result == "Fits now." and len(history) == 15  # the list itself keeps everything
+    first, second = (r.messages for r in stub_server.chat_requests)
+    assert sum(m["role"] == "user" for m in first) == 5  # 4 earlier turns + the new one
+    assert sum(m["role"] == "user" for m in second) == 3  # half as many: 2 + the new one
+    assert second == [SYSTEM] + history[-6:-2] + [user("latest")]
+
+
+def test_core_context_overflow_twice_with_trimming_says_how_and_rolls_back(stub_server):
+    history = earlier(6)
+    before = copy.deepcopy(history)
+    stub_server.enqueue(context_length_exceeded(), context_length_exceeded(), ok("never"))
+    result = safe_run_turn(client_for(stub_server), history, "latest", keep_last_n_turns=4)
+    assert history == before and result.failure.kind == "context_length"
+    check_line(str(result), ("context window", "/trim N"))
+    assert len(stub_server.chat_requests) == 2  # retried once, not forever
+
+
+def test_core_overflow_with_nothing_to_trim_says_the_message_is_too_long(stub_server):
+    """Trimming cannot help when no earlier turn was sent: the line says so instead of '/trim N'."""
+    history = [SYSTEM]
+    stub_server.enqueue(context_length_exceeded())
+    result = safe_run_turn(client_for(stub_server), history, "x" * 5000)
+    assert history == [SYSTEM] and result.failure.kind == "too_long"
+    check_line(str(result), ("does not fit the model's context window", "5,000 characters", "shorten it"))
+    assert "/trim" not in str(result)
+
+
+def test_core_ctrl_c_mid_stream_over_http_rolls_back(stub_server):
+    """KeyboardInterrupt raised while pieces arrive: cancelled, nothing kept, the connection is let go."""
+    stub_server.enqueue(ok("one two three four five six seven eight nine ten", delay=0.05))
+    history = earlier()
+    before = copy.deepcopy(history)
+    seen: list[str] = []
+
+    def on_text(piece: str) -> None:
+        seen.append(piece)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    t0 = time.monotonic()
+    result = safe_run_turn(client_for(stub_server, timeout=5), history, "long story", on_text=on_text)
+    assert time.monotonic() - t0 < 1.0  # it stopped at once, it did not read to the end
+    assert result.failure.kind == "cancelled" and history == before and seen == ["one", " two"]
+    assert safe_run_turn(client_for(stub_server), history, "next").ok and len(history) == len(before) + 2
+
+
+# --------------------------------------------------------------------------- #
+# the CLI: the cells tests/test_cli.py does not have
+
+
+def nora_env(stub: StubServer) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(OPENAI_BASE_URL=stub.base_url, OPENAI_API_KEY=KEY)
+    return env
+
+
+def nora(stub: StubServer, *args: str, stdin: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nora_widgets.cli", *args], input=stdin, text=True,
+                          capture_output=True, env=nora_env(stub), timeout=45)
+
+
+CLI_RETRY = ("rate_limit_429", "unauthorized_401", "unavailable_503", "malformed_json", "stream_cut")
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_cli_retries_follow_max_retries(stub_server, retries):
+    """One `nora chat` session, one failing turn per fault: the stub counts the requests of each.
+    (Every fault with max_retries 0 and 2 is in the core cells above: the client does the retrying.)"""
+    names = sorted(MATRIX) if retries == 0 else CLI_RETRY
+    stub_server.enqueue("Fine.")
+    for name in names:
+        _, _, retried = MATRIX[name].expect(stream=True)
+        stub_server.enqueue(*[RETRY_FAST[name]] * (retries + 1 if retried else 1))
+    stdin = "first\n" + "".join(f"bad {name}\n" for name in names) + "good\n"
+    result = nora(stub_server, "chat", "--max-retries", str(retries), "--timeout", str(TIMEOUT), stdin=stdin)
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(names)  # one line per failed turn, nothing else
+    for name, line in zip(names, lines):
+        kind_words = MATRIX[name].expect(stream=True)[1]
+        check_line(line, tuple(w for w in kind_words if w != "retry after 1 s"))
+    counts = {}
+    for r in stub_server.chat_requests:
+        counts[r.messages[-1]["content"]] = counts.get(r.messages[-1]["content"], 0) + 1
+    assert counts == {"first": 1, **{f"bad {n}": (retries + 1 if MATRIX[n].expect(True)[2] else 1) for n in names},
+                      "good": 1}
+    last = [SYSTEM, user("first"), assistant("Fine."), user("good")]
+    assert stub_server.chat_requests[-1].messages == last  # every failed turn was rolled back
+    assert result.stdout.splitlines()[-1] == f"nora: {default_reply(last)}"
+
+
+def test_cli_context_overflow_with_keep_turns_trims_and_retries_once(stub_server):
+    stub_server.enqueue(*["fine"] * 4, context_length_exceeded(), ok("Fits now."))
+    result = nora(stub_server, "chat", "--keep-turns", "4", "--max-retries", "0", stdin="a\nb\nc\nd\ne\n/history\n")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "nora: Fits now." in result.stdout.splitlines()
+    first, second = (r.messages for r in stub_server.chat_requests[-2:])
+    assert [m["content"] for m in first if m["role"] == "user"] == ["a", "b", "c", "d", "e"]
+    assert [m["content"] for m in second if m["role"] == "user"] == ["c", "d", "e"]
+    assert "(next call sends 9 of 11 messages plus your new one: /trim 4 keeps the last 4 turns)" in result.stdout
+
+
+# --------------------------------------------------------------------------- #
+# the panel: the same faults, clicked
+
+
+def panel_send(panel, text: str, timeout: float = 15):
+    panel.prompt.value = text
+    panel.send.click()
+    return panel.wait(timeout)
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_server, name):
+    from nora_widgets.panel import ChatPanel
+
+    kind, words, _ = MATRIX[name].expect(stream=True)  # the panel always streams
+    panel = ChatPanel(client_for(stub_server), history=earlier(), flush_interval=0.0)
+    before = copy.deepcopy(panel.history)
+    shown_before = panel.transcript.value
+    stub_server.enqueue(MATRIX[name].behaviour)
+
+    result = panel_send(panel, "the failing turn")
+    assert panel.history == before and result.failure.kind == kind
+    check_line(panel._error_text, words)
+    assert panel._error_text == str(result) and "nora-error" in panel.error.value
+    assert panel.prompt.value == "the failing turn" and not panel.busy  # the text waits to be sent again
+    assert panel.live.value == "" and panel.transcript.value == shown_before  # no half reply on screen
+    assert len(stub_server.chat_requests) == 1
+
+    reply = default_reply(before + [user("next")])
+    assert panel_send(panel, "next") == reply
+    assert panel.history == before + [user("next"), assistant(reply)] and panel.error.value == ""
+    assert stub_server.chat_requests[-1].messages == before + [user("next")]
+
+
+def test_panel_retries_follow_max_retries(stub_server):
+    from nora_widgets.panel import ChatPanel
+
+    panel = ChatPanel(client_for(stub_server, retries=2), flush_interval=0.0)
+    stub_server.enqueue(unavailable(), unavailable(), unavailable())
+    assert panel_send(panel, "hello").failure.kind == "server"
+    assert len(stub_server.chat_requests) == 3 and len(panel.history) == 1
+    stub_server.enqueue(unavailable(), ok("Back again."))
+    assert panel_send(panel, "hello") == "Back again." and panel.error.value == ""
+    assert len(stub_server.chat_requests) == 5 and len(panel.history) == 3
+
+    lone = ChatPanel(client_for(stub_server, retries=0), flush_interval=0.0)
+    stub_server.enqueue(unavailable(), ok("unused"))
+    assert panel_send(lone, "hello").failure.kind == "server"
+    assert len(stub_server.chat_requests) == 6 and stub_server.pending == 1
+
+
+def test_panel_context_overflow_with_trimming_trims_and_retries_once(stub_server):
+    from nora_widgets.panel import ChatPanel
+
+    panel = ChatPanel(client_for(stub_server), history=earlier(6), keep_last_n_turns=4, flush_interval=0.0)
+    stub_server.enqueue(context_length_exceeded(), ok("Fits now."))
+    assert panel_send(panel, "latest") == "Fits now." and len(panel.history) == 15
+    second = stub_server.chat_requests[-1].messages
+    assert sum(m["role"] == "user" for m in second) == 3
+    assert panel.last_sent == second  # the inspector shows what really went out, after the retry
+
+
+def test_panel_stop_mid_stream_over_http_rolls_back_at_once(stub_server):
+    from nora_widgets.panel import ChatPanel
+
+    stub_server.enqueue(ok("one two three four five six seven eight nine ten eleven twelve", delay=0.1))
+    panel = ChatPanel(client_for(stub_server, timeout=5), history=earlier(), flush_interval=0.0)
+    before = copy.deepcopy(panel.history)
+    panel.prompt.value = "Tell me everything"
+    panel.send.click()
+    deadline = time.monotonic() + 5
+    while "one" not in panel.live.value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    panel.stop.click()
+    result = panel.wait(5)
+    assert time.monotonic() - t0 < 0.5  # the next piece sees the Stop
+    assert result.failure.kind == "cancelled" and panel.history == before
+    assert "Stopped" in panel.error.value and panel.live.value == ""
+    assert panel_send(panel, "next").ok and len(panel.history) == len(before) + 2
