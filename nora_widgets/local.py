@@ -22,6 +22,7 @@ re-read the whole conversation on every call.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import contextlib
 import copy
@@ -189,6 +190,20 @@ class _Engine:
         self._formatter = self._make_formatter(llama, llama_chat_format)
         self.bos_text = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
         self._llama = llama
+        atexit.register(self.close)  # free it while llama_cpp still exists (not during interpreter teardown)
+
+    def close(self) -> None:
+        """Free the model's memory; the next call loads it again.  Skipped while a reply
+        is still being generated (at exit the operating system frees it anyway)."""
+        if not self.lock.acquire(timeout=2):
+            return
+        try:
+            with self._load_lock:
+                llama, self._llama = self._llama, None
+            if llama is not None:
+                llama.close()
+        finally:
+            self.lock.release()
 
     @staticmethod
     def _make_formatter(llama: Any, llama_chat_format: Any) -> Any:

@@ -252,12 +252,20 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     history = [SYSTEM]
     result = safe_run_turn(small, history, long_text, max_tokens=16)
     assert history == [SYSTEM]
+    # alone, the message cannot fit: the core says so, with the window the client reported
+    assert not result.ok and result.failure.kind == "too_long"
+    assert "context window of 128 tokens" in str(result)
+    # a long conversation that no longer fits: the context-window failure, nothing lost
+    history = [SYSTEM] + [{"role": role, "content": f"Turn {i}: the shop sells books, maps and globes."}
+                          for i in range(4) for role in ("user", "assistant")]
+    before = list(history)
+    result = safe_run_turn(small, history, "And postcards?", max_tokens=16)
+    assert history == before
     assert not result.ok and result.failure.kind == "context_length"
-    assert "context window" in str(result)
-    history_before = list(history)
+    assert "context window of 128 tokens" in str(result)
     with pytest.raises(ContextWindowError):
-        list(stream_turn(small, history, long_text, max_tokens=16))
-    assert history == history_before
+        list(stream_turn(small, history, "And postcards?", max_tokens=16))
+    assert history == before
 
 
 @pytest.mark.model
