@@ -148,15 +148,28 @@ _BY_CLASS = {
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
 
 
-def redact(text: str) -> str:
-    """Remove anything that looks like an API key from text.
+def redact(text: str, *secrets: str) -> str:
+    """Remove anything that looks like an API key from text: OPENAI_API_KEY's value,
+    any other secrets given, and anything shaped like 'sk-...'.
 
     Example: redact("bad key sk-abc123456789") -> 'bad key sk-***'
     """
-    key = os.environ.get("OPENAI_API_KEY", "")
-    if key and len(key) >= 4:
-        text = text.replace(key, "***")
+    for key in (os.environ.get("OPENAI_API_KEY", ""), *secrets):
+        if key and len(key) >= 4:
+            text = text.replace(key, "***")
     return _KEY_PATTERN.sub("sk-***", text)
+
+
+def _sent_key(exc: BaseException) -> str:
+    """The key the failed request carried (its Authorization header), so an echo of it can be
+    masked even when it came from code rather than the environment, or has no 'sk-' prefix."""
+    request = getattr(exc, "request", None) or getattr(getattr(exc, "response", None), "request", None)
+    try:
+        auth = request.headers.get("authorization") or "" if request is not None else ""
+    except Exception:
+        return ""
+    key = auth[7:].strip() if isinstance(auth, str) and auth.lower().startswith("bearer ") else ""
+    return key if len(key) >= 8 else ""  # short placeholders ("no-key", "test") are not secrets: leave text alone
 
 
 def _status(exc: BaseException) -> int | None:
@@ -275,4 +288,4 @@ def describe_failure(exc: BaseException) -> Failure:
     if status is not None:
         wait = _retry_after(exc)
         message = f"{message} (HTTP {status}, retry after {wait})" if wait else f"{message} (HTTP {status})"
-    return Failure(kind=kind, status=status, message=redact(message)[:300], hint=hint)
+    return Failure(kind=kind, status=status, message=redact(message, _sent_key(exc))[:300], hint=hint)

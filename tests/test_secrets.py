@@ -1,0 +1,204 @@
+"""The API key goes to the server and nowhere else.
+
+One test runs a real CLI session, a panel session and a magics session against a
+stub server that requires a fresh random key (from OPENAI_API_KEY, the only
+place Nora reads it) and that echoes the key back in its error messages, as real
+servers do for a wrong key.  Everything a person or a file could see afterwards
+is collected and scanned: stdout, stderr, debug logs, saved transcripts, the
+state of every widget in the panel, what the magics displayed, the wire views,
+the failure lines, every file under the test's tmp dir, and every lesson notebook
+in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nora_widgets.clients import make_client
+from nora_widgets.conversation import new_history, safe_run_turn
+from tests.servers.openai_stub import StubServer, error, ok
+
+pytestmark = pytest.mark.timeout(90)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def key() -> str:
+    return "sk-test-" + secrets.token_hex(20)
+
+
+def echo_400(key: str):
+    return error(400, f"Incorrect API key provided: {key}. You can find your API key at the dashboard.",
+                 "invalid_request_error", "invalid_api_key")
+
+
+def echo_401(key: str):
+    return error(401, f"Incorrect API key provided: {key}.", "invalid_request_error", "invalid_api_key")
+
+
+def fragments(key: str) -> list[str]:
+    """The key and long pieces of it: a truncated key is still a leak."""
+    secret = key[len("sk-test-"):]
+    return [key, secret[:16], secret[-16:]]
+
+
+def assert_clean(key: str, where: str, text: str | bytes) -> None:
+    data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    for piece in fragments(key):
+        assert piece not in data, f"the key (or part of it) is in {where}"
+
+
+def widget_tree_states(root) -> list[dict]:
+    """get_state() of root and of every widget reachable from it (children, layouts, styles...)."""
+    from ipywidgets import Widget
+
+    states, seen, todo = [], set(), [root]
+    while todo:
+        widget = todo.pop()
+        if id(widget) in seen:
+            continue
+        seen.add(id(widget))
+        states.append(widget.get_state())
+        for name in widget.keys:
+            value = getattr(widget, name, None)
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, Widget):
+                    todo.append(item)
+    return states
+
+
+def run_cli_session(stub: StubServer, key: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
+    env.update(PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
+               OPENAI_API_KEY=key, OPENAI_BASE_URL=stub.base_url,
+               OPENAI_LOG="debug")  # the openai library's own debug log, on stderr
+    stub.enqueue(ok("Yes, two novels."), echo_400(key), ok("14.50 euros."), echo_401(key))
+    lines = ["Do you have Le Guin?", "bad one", "How much is it?", "bad two", "/history", "/save cli-copy.json"]
+    chat = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0", "--timeout", "5",
+                           "--save", "cli.json"], input="\n".join(lines) + "\n", text=True, capture_output=True,
+                          env=env, cwd=tmp_path, timeout=45)
+    assert chat.returncode == 0, chat.stderr
+    assert "Incorrect API key provided: ***" in chat.stderr  # the echo came through, masked
+    stub.enqueue(echo_400(key))
+    ask = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "ask", "--max-retries", "0", "hello"],
+                         text=True, capture_output=True, env=env, cwd=tmp_path, timeout=45)
+    assert ask.returncode == 1 and "Incorrect API key provided: ***" in ask.stderr
+    return {"cli stdout": chat.stdout, "cli stderr": chat.stderr, "ask stdout": ask.stdout, "ask stderr": ask.stderr}
+
+
+def run_panel_session(stub: StubServer, key: str, tmp_path: Path) -> dict[str, str]:
+    from nora_widgets.panel import VIEWS, ChatPanel
+
+    stub.enqueue(ok("Yes, two novels."), echo_400(key))
+    views = tuple(v for v in VIEWS if v != "compare")  # side by side (a second call per question) comes later
+    panel = ChatPanel(views=views, flush_interval=0.0)  # the client is built from the environment
+    seen = {}
+    assert panel.ask("Do you have Le Guin?", timeout=20).ok
+    failed = panel.ask("bad one", timeout=20)
+    assert not failed.ok and "Incorrect API key provided: ***" in panel.error.value
+    seen["panel failure"] = f"{failed} {failed.failure!r} {panel.error.value}"
+    panel.toggles["compare"].value = True
+    assert panel.ask("How much is it?", timeout=20).ok
+    panel.save_to(str(tmp_path / "panel.json"))
+    assert panel.wire_view.data["headers"]["authorization"] == "Bearer ***"
+    seen["panel wire"] = json.dumps(panel.wire_view.data) + panel.wire_view.body.value
+    seen["panel widget state"] = json.dumps(widget_tree_states(panel), default=repr)
+    seen["panel header"] = panel.header.value + panel.status.value
+    assert stub.chat_requests[-1].headers["authorization"] == f"Bearer {key}"  # it did go to the server
+    return seen
+
+
+def run_magics_session(stub: StubServer, key: str, tmp_path: Path) -> dict[str, str]:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from nora_widgets import magics
+
+    stub.enqueue(ok("Yes, two novels."), echo_400(key))
+    saved, magics._SESSION = magics._SESSION, magics.ChatSession()
+    ip = InteractiveShell.instance()
+    shown = []
+    try:
+        ip.run_line_magic("load_ext", "nora_widgets")
+        cells = ["%chat --backend openai --max-retries 0 --timeout 5", "%%chat\nDo you have Le Guin?",
+                 "%%chat\nbad one", "%chat wire", "%chat history", f"%chat save {tmp_path / 'magics.json'}",
+                 "%chat", "nora_history"]
+        for cell in cells:
+            with capture_output() as cap:
+                result = ip.run_cell(cell, store_history=False)
+            assert result.success, (cell, result.error_in_exec)
+            shown.append(cap.stdout + cap.stderr + json.dumps([o.data for o in cap.outputs], default=repr))
+        shown.append(repr(magics.session()))
+    finally:
+        ip.run_line_magic("unload_ext", "nora_widgets")
+        magics._SESSION = saved
+    text = "\n".join(shown)
+    assert "Incorrect API key provided: ***" in text and "authorization: Bearer ***" in text
+    return {"magics outputs": text}
+
+
+def test_the_key_is_in_no_output_log_file_widget_or_lesson(key, tmp_path, monkeypatch, caplog, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", key)  # from the environment only, as a learner would set it
+    for name in ("OPENAI_BASE_URL", "NORA_MODEL", "NORA_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NORA_MAX_RETRIES", "0")
+    caplog.set_level(logging.DEBUG)  # every library's log records, in this process
+    with StubServer(api_key=key) as stub:
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+        seen = run_cli_session(stub, key, tmp_path)
+        seen.update(run_panel_session(stub, key, tmp_path))
+        seen.update(run_magics_session(stub, key, tmp_path))
+        assert all(r.headers.get("authorization") == f"Bearer {key}" for r in stub.requests)
+    out, err = capsys.readouterr()
+    seen["this process's stdout"], seen["stderr"] = out, err
+    seen["log records"] = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records)
+    assert len(caplog.records) > 10  # the logs were really captured
+
+    for where, text in seen.items():
+        assert_clean(key, where, text)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"cli.json", "cli-copy.json", "panel.json", "magics.json"} <= {p.name for p in files}
+    for path in files:
+        assert_clean(key, str(path), path.read_bytes())
+
+
+# A real key in a lesson would be one of these; fakes for demos start with sk-test-.
+REAL_LOOKING = re.compile(r"\bsk-(?!test-)[A-Za-z0-9_\-]{16,}")
+UNMASKED_BEARER = re.compile(r"Bearer (?!\*\*\*)[A-Za-z0-9_\-]{8,}")
+KEY_IN_SOURCE = re.compile(r"""(%env\s+OPENAI_API_KEY\s*=\s*\S|environ\[["']OPENAI_API_KEY["']\]\s*=)""")
+
+
+def test_no_lesson_notebook_holds_a_key(key):
+    notebooks = sorted(ROOT.glob("notebooks/**/*.ipynb"))
+    assert notebooks, "no lesson notebooks found"
+    for path in notebooks:
+        text = path.read_text(encoding="utf-8")
+        assert_clean(key, str(path), text)
+        for pattern in (REAL_LOOKING, UNMASKED_BEARER, KEY_IN_SOURCE):
+            found = pattern.search(text)
+            assert found is None, f"{path.relative_to(ROOT)}: {found.group(0)[:24]}..."
+
+
+def test_an_echoed_key_is_masked_even_from_code_and_without_the_sk_prefix(stub_server, monkeypatch):
+    """A key handed to make_client in code (not the environment), of another provider's shape."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    other = "gsk_" + secrets.token_hex(16)
+    stub_server.enqueue(echo_400(other), error(500, f"upstream rejected {other}"))
+    client = make_client("openai", api_key=other, base_url=stub_server.base_url, max_retries=0, timeout=5)
+    for _ in range(2):
+        result = safe_run_turn(client, new_history(), "hi")
+        assert not result.ok and "***" in result
+        assert other not in result and other[4:20] not in result
+        assert other not in repr(result.failure)
+    assert stub_server.requests[0].headers["authorization"] == f"Bearer {other}"
