@@ -273,6 +273,8 @@ def describe_failure(exc: BaseException) -> Failure:
             else:
                 detail = " ".join(str(exc).split()) or type(exc).__name__
                 kind, message, hint = "error", f"{type(exc).__name__}: {detail}", ""
+    if kind == "server" and status == 503:  # not a bug on the server: it is busy or starting up
+        message = "the server is unavailable"
     own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut", "too_long", "refused")
                                     and isinstance(exc, NoraError))
     if own_words and str(exc).strip():
