@@ -202,7 +202,10 @@ class GuardedClient:
 
 
 def _words(text: str) -> str:
-    """Lower case, punctuation to spaces, runs of spaces to one.  Example: "Ignore  ALL-previous!" -> 'ignore all previous'"""
+    """Lower case, punctuation to spaces, runs of spaces to one.
+
+    Example: "Ignore  ALL-previous!" -> 'ignore all previous'
+    """
     return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
 
 

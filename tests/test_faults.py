@@ -94,7 +94,8 @@ class Cell:
 MATRIX = {
     "rate_limit_429": Cell(FAULTS["rate_limit_429"], "rate_limit", ("rate limit", "HTTP 429", "retry after 1 s"), True),
     "server_error_500": Cell(FAULTS["server_error_500"], "server", ("internal error", "HTTP 500", "try again"), True),
-    "unavailable_503": Cell(FAULTS["unavailable_503"], "server", ("the server is unavailable", "HTTP 503", "try again"), True),
+    "unavailable_503": Cell(FAULTS["unavailable_503"], "server",
+                            ("the server is unavailable", "HTTP 503", "try again"), True),
     "unauthorized_401": Cell(FAULTS["unauthorized_401"], "auth",
                              ("refused the API key", "HTTP 401", "check OPENAI_API_KEY"), False),
     "context_length_400": Cell(FAULTS["context_length_400"], "context_length",
