@@ -41,7 +41,7 @@ import re
 from typing import Any, Callable, Iterable, Iterator
 
 from .conversation import validate_history
-from .errors import RefusedError
+from .errors import HistoryError, RefusedError
 
 __all__ = [
     "GuardedClient",
@@ -137,7 +137,10 @@ class GuardedClient:
                 if not isinstance(changed, list):
                     raise TypeError(f"check {_name(check)} returned {type(changed).__name__}: "
                                     "return None, a list of messages, or raise RefusedError")
-                validate_history(changed)
+                try:
+                    validate_history(changed)
+                except HistoryError as exc:  # the check's mistake, not the user's input
+                    raise TypeError(f"check {_name(check)} returned messages that are not valid: {exc}") from None
                 messages = changed
         return messages
 

@@ -27,7 +27,7 @@ from nora_widgets.guard import (
     never_reveal,
     redact_pattern,
 )
-from tests.servers.openai_stub import context_length_exceeded, ok
+from tests.servers.openai_stub import context_length_exceeded, cut_stream, ok
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -92,6 +92,8 @@ def test_a_check_that_returns_nonsense_is_one_clear_line():
     history = new_history()
     result = safe_run_turn(GuardedClient(ScriptedClient(["x"]), before=lambda m: "oops"), history, "hi")
     assert result.failure.kind == "error" and "return None, a list of messages, or raise RefusedError" in result
+    result = safe_run_turn(GuardedClient(ScriptedClient(["x"]), before=lambda m: [{"role": "bot"}]), history, "hi")
+    assert result.failure.kind == "error" and "returned messages that are not valid: message 0: role" in result
     assert history == new_history()
 
 
@@ -136,6 +138,16 @@ def test_the_replaced_stream_keeps_the_usage_chunk(stub_server):
                                                  stream_options={"include_usage": True}))
     assert [c.choices[0].delta.content for c in chunks if c.choices] == ["No.", None]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+
+
+def test_a_stream_cut_while_held_back_is_still_one_line_and_rolled_back(stub_server):
+    stub_server.enqueue(cut_stream("one two three four", after_pieces=2))
+    history = new_history()
+    shown: list[str] = []
+    result = safe_run_turn(remote(stub_server, after=never_reveal(SECRET)), history, "hi", on_text=shown.append)
+    assert str(result) == ("(error talking to the model: the reply was cut off: the server closed the connection "
+                           "mid-reply - the turn was rolled back; send it again)")
+    assert shown == [] and history == new_history()
 
 
 def test_without_after_checks_the_stream_passes_through_live():
