@@ -140,7 +140,7 @@ class ChatPanel(widgets.VBox):
         self._prev_sent: list[dict] | None = None
         self._client = client
         self._worker: threading.Thread | None = None
-        self._cancel = threading.Event()
+        self._turn: dict | None = None  # the turn in progress: {"cancel": Event, "committed", "abandoned"}
         self._lock = threading.RLock()
         self._busy = False
         self._loading = False
@@ -328,9 +328,11 @@ class ChatPanel(widgets.VBox):
         self._set_busy(True)
         self._show_error("")
         self.live.value = v.transcript_html([], pending=text, max_height="")
-        self._cancel.clear()
+        # Each turn has its own cancel flag: a stopped turn still waiting on a stalled server
+        # must never be confused with the next one.
+        turn = self._turn = {"cancel": threading.Event(), "committed": False, "abandoned": False}
         self._worker = threading.Thread(
-            target=self._run, args=(client, text, sent, keep, model, temperature, self.side_by_side.value),
+            target=self._run, args=(turn, client, text, sent, keep, model, temperature, self.side_by_side.value),
             name="nora-panel-turn", daemon=True,
         )
         self._worker.start()
@@ -340,13 +342,13 @@ class ChatPanel(widgets.VBox):
         """Optional create() arguments: only what was asked for goes on the wire."""
         return {"max_tokens": self.max_tokens} if self.max_tokens is not None else {}
 
-    def _streamer(self, show):
+    def _streamer(self, show, cancel: threading.Event):
         """An on_text callback: collect pieces, redraw at most every flush_interval seconds."""
         pieces: list[str] = []
         last = [0.0]
 
         def on_text(piece: str) -> None:
-            if self._cancel.is_set():
+            if cancel.is_set():
                 raise _Stopped()
             pieces.append(piece)
             now = time.monotonic()
@@ -356,8 +358,11 @@ class ChatPanel(widgets.VBox):
 
         return on_text
 
-    def _run(self, client, text, sent, keep, model, temperature, twin) -> None:
-        """The worker thread: one turn on a copy of the history, committed only if complete."""
+    def _run(self, turn, client, text, sent, keep, model, temperature, twin) -> None:
+        """The worker thread: one turn on a copy of the history, committed only if complete.
+
+        If Stop abandoned the turn (the panel is already free again), the result is dropped.
+        """
         result: TurnResult | None = None
         committed = False
         try:
@@ -365,20 +370,24 @@ class ChatPanel(widgets.VBox):
             before = len(work)
             wire = getattr(client, "wire", None)
             wire_count = getattr(wire, "count", None)
-            on_text = self._streamer(
-                lambda so_far: setattr(self.live, "value",
-                                       v.transcript_html([], pending=text, streaming=so_far, max_height="")))
+            def show(so_far: str) -> None:
+                if not turn["abandoned"]:
+                    self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height="")
+
+            on_text = self._streamer(show, turn["cancel"])
             result = safe_run_turn(client, work, text, model=model, temperature=temperature,
                                    keep_last_n_turns=keep, on_text=on_text, **self._extra())
             if result.ok:
                 sent = _what_went_out(wire, wire_count) or sent  # the core may have trimmed further
                 with self._lock:
+                    if turn["cancel"].is_set():  # Stop came first: the turn is rolled back
+                        return
                     self.history.extend(work[before:])  # the user message and the reply, together
                     self._prev_sent, self.last_sent = self.last_sent, sent
-                    committed = True
+                    committed = turn["committed"] = True
                 self._record_cost(sent, client, model)
                 if twin:
-                    self._run_twin(client, text, model, temperature)
+                    self._run_twin(client, text, model, temperature, turn["cancel"])
         except Exception as exc:  # a bug in a view must not leave the panel stuck "busy"
             failure = describe_failure(exc)
             if not committed:
@@ -387,13 +396,16 @@ class ChatPanel(widgets.VBox):
                 self._finish(result)
                 self._show_error(f"(the reply was kept, but a view failed: {failure.message})")
                 return
+        with self._lock:
+            if turn["abandoned"]:  # Stop already freed the panel and said so
+                return
         self._finish(result)
 
-    def _run_twin(self, client, text, model, temperature) -> None:
+    def _run_twin(self, client, text, model, temperature, cancel) -> None:
         """Side by side: the same question to a conversation sent without memory."""
         work = list(self.twin_history)
         before = len(work)
-        on_text = self._streamer(lambda so_far: self.compare.update(self.twin_history, text, so_far))
+        on_text = self._streamer(lambda so_far: self.compare.update(self.twin_history, text, so_far), cancel)
         result = safe_run_turn(client, work, text, model=model, temperature=temperature,
                                keep_last_n_turns=0, on_text=on_text, **self._extra())
         if result.ok:
@@ -407,7 +419,7 @@ class ChatPanel(widgets.VBox):
             self.prompt.value = ""  # sent: clear the input
             self._show_error("")
         elif result is not None:  # failed or stopped: the text stays in the input
-            if self._cancel.is_set() or (result.failure is not None and result.failure.kind == "cancelled"):
+            if result.failure is not None and result.failure.kind == "cancelled":
                 self._show_error("Stopped: the turn was rolled back; your message is still in the input.")
             else:
                 self._show_error(str(result))
@@ -416,10 +428,20 @@ class ChatPanel(widgets.VBox):
 
     def cancel(self) -> None:
         """Stop the reply in progress; the turn is rolled back (what the Stop button does)."""
-        if self._busy:
-            self._cancel.set()
-            self.stop.disabled = True
-            self.status.value = '<span style="color:#888">stopping\u2026</span>'
+        with self._lock:
+            turn = self._turn
+            if not self._busy or turn is None or turn["cancel"].is_set():
+                return
+            turn["cancel"].set()
+            if turn["committed"]:  # the reply is kept; only the side-by-side call is left to stop
+                self.stop.disabled = True
+                self.status.value = '<span style="color:#888">stopping\u2026</span>'
+                return
+            # Free the panel now, even if the server has gone silent: the worker drops
+            # whatever it gets later, and the history was never touched.
+            turn["abandoned"] = True
+        failure = describe_failure(KeyboardInterrupt())
+        self._finish(TurnResult(failure.line(), failure))
 
     def wait(self, timeout: float | None = 60.0) -> TurnResult | None:
         """Block until the reply in progress is complete; return its result (None if no turn ran).
@@ -430,6 +452,12 @@ class ChatPanel(widgets.VBox):
         if timer is not None and timer.is_alive():
             timer.join(timeout)
         worker = self._worker
+        if self._turn is not None and self._turn["abandoned"]:
+            # Stopped: the panel is already free.  Give the old call a moment to wind down
+            # (it closes its stream at the next piece); a stalled server is not waited for.
+            if worker is not None:
+                worker.join(min(timeout if timeout is not None else 1.0, 1.0))
+            return self.last_result
         if worker is not None:
             worker.join(timeout)
             if worker.is_alive():

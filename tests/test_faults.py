@@ -380,8 +380,6 @@ def test_panel_stop_mid_stream_over_http_rolls_back_at_once(stub_server):
     assert panel_send(panel, "next").ok and len(panel.history) == len(before) + 2
 
 
-@pytest.mark.xfail(strict=True, reason="panel.py: Stop is only seen when the next piece arrives, so during a "
-                                       "stall it waits for the client's timeout (NORA_TIMEOUT, 60 s by default)")
 def test_panel_stop_during_a_stall_answers_at_once(stub_server):
     from nora_widgets.panel import ChatPanel
 
