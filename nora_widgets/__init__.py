@@ -26,6 +26,7 @@ __all__ = [
     "make_client",
     "LocalClient",
     "ChatPanel",
+    "GuardedClient",
     "count_tokens",
     "save_transcript",
     "load_transcript",
@@ -37,6 +38,7 @@ __all__ = [
 _LAZY = {
     "LocalClient": "local",
     "ChatPanel": "panel",
+    "GuardedClient": "guard",
     "count_tokens": "tokens",
     "load_ipython_extension": "magics",
     "unload_ipython_extension": "magics",

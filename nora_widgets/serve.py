@@ -144,8 +144,12 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
 
     if not is_loopback(host):
-        why = "" if api_key else f"; set {API_KEY_ENV} to require a key"
-        _say(f"warning: listening on {host}: anyone who can reach this machine can use the model{why}", sys.stderr)
+        if api_key:
+            _say(f"warning: listening on {host}: anyone who can reach this machine and has the key can use "
+                 "the model; the key and the chats travel as plain HTTP", sys.stderr)
+        else:
+            _say(f"warning: listening on {host}: anyone who can reach this machine can use the model; "
+                 f"set {API_KEY_ENV} to require a key", sys.stderr)
     keyed = f", key required (from {API_KEY_ENV})" if api_key else ""
     url = base_url(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
     _say(f"Serving {alias} (n_ctx={n_ctx}) at {base_url(host, port)}{keyed} - "

@@ -201,7 +201,8 @@ def test_a_key_from_the_environment_is_required_and_never_printed():
     finally:
         code, out, err = served.stop()
     assert code == 0
-    assert err == ("warning: listening on 0.0.0.0: anyone who can reach this machine can use the model\n")
+    assert err == ("warning: listening on 0.0.0.0: anyone who can reach this machine and has the key can use "
+                   "the model; the key and the chats travel as plain HTTP\n")
     assert KEY not in served.first_line + out + err
 
 
