@@ -12,8 +12,8 @@ messages with the per-message count cache warm; the cost per message should stay
 flat from 1k to 100k (linear growth).  The cold count (cache empty) is shown too.
 
 Histories draw their contents from a pool of at most 10,000 different texts (a cold
-count with the exact tokenizer costs about half a millisecond per new text, so
-100,000 distinct ones would take a minute just to fill the cache).
+count with the exact tokenizer costs 0.25-0.5 ms per new text here, so 100,000
+distinct ones would take up to a minute just to fill the cache).
 
     python benchmarks/bench_trim.py [--quick] [--json out.json]
 """
