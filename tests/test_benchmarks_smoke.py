@@ -98,6 +98,16 @@ def test_oneshot_runs_nora_ask_and_llm(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_proposals_match_the_current_results_and_get_timed(tmp_path):
+    # the script asserts the proposed functions return what the current ones do before timing them
+    r = run_quick("proposals", tmp_path)
+    assert set(r["run_turn_own_cost_s"]) == {"10", "1000"}
+    if HAVE_MODEL:
+        assert set(r["trim_to_budget_s"]) == {"lambda m: message_tokens(m, client)", "token_counter(client)",
+                                              "closure reading the cache"}
+
+
+@pytest.mark.timeout(120)
 def test_run_all_summarises_what_it_ran(tmp_path):
     out = tmp_path / "all.json"
     proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--only", "core", "install",
