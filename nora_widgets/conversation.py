@@ -55,6 +55,7 @@ SYSTEM_PROMPT = (
 DEFAULT_MODEL = "gpt-4o-mini"  # used only when the client names no model of its own
 DEFAULT_TEMPERATURE = 0.7
 ROLES = ("system", "user", "assistant")
+_ROLE_SET = frozenset(ROLES)
 
 Message = dict  # {"role": str, "content": str}
 
@@ -80,7 +81,10 @@ def validate_history(history: Any) -> None:
     """
     if not isinstance(history, list):
         raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
-    for i, message in enumerate(history):
+    # Fast path: one pass that only answers "all fine?" (this runs on every turn).
+    if all(type(m) is dict and m.get("role") in _ROLE_SET and type(m.get("content")) is str for m in history):
+        return
+    for i, message in enumerate(history):  # something is wrong: find it and name it
         if not isinstance(message, dict):
             raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
         role = message.get("role")
@@ -111,33 +115,45 @@ def _default_model(client: Any) -> str:
 # trimming: what a long conversation forgets
 
 
-def _turn_groups(messages: list[Message]) -> list[list[Message]]:
-    """Split non-system messages into turns, each starting at a user message.
+def _turns_from_end(history: list[Message]) -> Iterator[list[Message]]:
+    """The non-system turns of history, newest first, found by walking back from the end.
 
-    Example: [u1, a1, u2, a2, u3] -> [[u1, a1], [u2, a2], [u3]]
+    A turn starts at a user message and holds the replies after it; a trim that keeps
+    the last few never has to look at the start of a 10,000-message list.
+    Example: [s, u1, a1, u2, a2] -> [u2, a2], then [u1, a1]
     """
-    groups: list[list[Message]] = []
-    for message in messages:
-        if message["role"] == "user" or not groups:
-            groups.append([message])
-        else:
-            groups[-1].append(message)
-    return groups
+    turn: list[Message] = []
+    for message in reversed(history):
+        if message["role"] == "system":
+            continue
+        turn.append(message)
+        if message["role"] == "user":
+            turn.reverse()
+            yield turn
+            turn = []
+    if turn:  # messages before the first user message (e.g. a greeting) form a turn of their own
+        turn.reverse()
+        yield turn
 
 
 def trim_history(history: list[Message], keep_last_n_turns: int = 3) -> list[Message]:
     """Keep the system message(s) plus the last N user/assistant turns.
 
     Returns a new list; the input is never changed.  A turn is a user message
-    and the reply that follows it, so a pair is never split.
+    and the reply that follows it, so a pair is never split.  Asking for more
+    turns than there are keeps them all.
     Example: 1 system + 6 turns (13 messages), keep_last_n_turns=3 -> 7 messages.
     """
-    if not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
+    if isinstance(keep_last_n_turns, bool) or not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
         raise ValueError(f"keep_last_n_turns must be a whole number >= 0 (got {keep_last_n_turns!r})")
     system = [m for m in history if m["role"] == "system"]
-    groups = _turn_groups([m for m in history if m["role"] != "system"])
-    kept = groups[len(groups) - keep_last_n_turns:] if keep_last_n_turns else []
-    return system + [m for group in kept for m in group]
+    kept: list[list[Message]] = []
+    if keep_last_n_turns:
+        for turn in _turns_from_end(history):
+            kept.append(turn)
+            if len(kept) == keep_last_n_turns:
+                break
+    return system + [m for turn in reversed(kept) for m in turn]
 
 
 def trim_to_budget(
@@ -147,21 +163,22 @@ def trim_to_budget(
 ) -> list[Message]:
     """Keep the system message(s) plus as many recent whole turns as fit in max_tokens.
 
-    ``count(message) -> int`` gives one message's token cost (see nora_widgets.tokens).
-    Returns a new list.  The newest turn is always kept, even if it alone is over budget
-    (the caller decides whether that is an error).
+    ``count(message) -> int`` gives one message's token cost (for example
+    ``nora_widgets.tokens.token_counter(client)``).  Returns a new list.  The newest
+    turn is always kept, even if it alone is over budget (the caller decides whether
+    that is an error).
     Example: budget 100, system 20, turns costing [50, 40, 30] -> system + last two turns.
     """
     system = [m for m in history if m["role"] == "system"]
     used = sum(count(m) for m in system)
     kept: list[list[Message]] = []
-    for group in reversed(_turn_groups([m for m in history if m["role"] != "system"])):
-        cost = sum(count(m) for m in group)
+    for turn in _turns_from_end(history):
+        cost = sum(count(m) for m in turn)
         if kept and used + cost > max_tokens:
             break
-        kept.append(group)
+        kept.append(turn)
         used += cost
-    return system + [m for group in reversed(kept) for m in group]
+    return system + [m for turn in reversed(kept) for m in turn]
 
 
 def dropped_by_trim(history: list[Message], kept: list[Message]) -> list[Message]:

@@ -133,16 +133,26 @@ def _is_local(client: Any) -> bool:
 
 
 def _local_default(note: list[str]) -> Any:
-    """The default LocalClient, or None (with the reason in note) when it cannot run here."""
-    try:
-        import llama_cpp  # noqa: F401  (only to know whether the local model can run)
+    """The default LocalClient, or None (with the reason in note) when it cannot run here.
 
-        from .local import LocalClient
+    Built once and remembered, and so is the reason when it cannot be built: counting
+    must not rescan the model files (or retry a failed import) for every message.
+    """
+    cached = _COUNTERS.get("local-default-client")
+    if cached is None:
+        try:
+            import llama_cpp  # noqa: F401  (only to know whether the local model can run)
 
-        return _COUNTERS.setdefault("local-default-client", LocalClient())
-    except Exception as exc:  # ModelUnavailableError, ImportError
-        note.append(" ".join(str(exc).split())[:80] or type(exc).__name__)
+            from .local import LocalClient
+
+            cached = LocalClient()
+        except Exception as exc:  # ModelUnavailableError, ImportError
+            cached = " ".join(str(exc).split())[:80] or type(exc).__name__
+        _COUNTERS["local-default-client"] = cached
+    if isinstance(cached, str):
+        note.append(cached)
         return None
+    return cached
 
 
 def _counter(client: Any = None, model: str | None = None) -> Any:
@@ -221,7 +231,7 @@ def count_tokens(messages: list[dict], client: Any = None, model: str | None = N
     client: a LocalClient -> exact.  Any other client (or model= a name) -> an estimate for
     that model, unless the name is the local model's (SmolLM2...), which is counted exactly.
     Neither -> the model make_client() would pick: the local one when no key or base URL is set.
-    Example: count_tokens([{"role": "user", "content": "Hello"}], LocalClient()).total -> 22
+    Example: count_tokens([{"role": "user", "content": "Hello"}], LocalClient()).total -> 31 (the template adds its default system message)
     """
     counter = _counter(client, model)
     per = _per_message(counter, messages)
@@ -233,7 +243,8 @@ def count_tokens(messages: list[dict], client: Any = None, model: str | None = N
 def message_tokens(message: dict, client: Any = None, model: str | None = None) -> int:
     """Tokens one message adds to a prompt (cached): the `count` argument of trim_to_budget.
 
-    Example: trim_to_budget(history, 1500, lambda m: message_tokens(m, client))
+    To count many messages for one client, token_counter(client) is faster.
+    Example: message_tokens({"role": "user", "content": "Hello"}, LocalClient()) -> 6
     """
     return _per_message(_counter(client, model), [message])[0]
 
@@ -241,7 +252,15 @@ def message_tokens(message: dict, client: Any = None, model: str | None = None) 
 def token_counter(client: Any = None, model: str | None = None) -> Callable[[dict], int]:
     """message_tokens with the client bound: trim_to_budget(history, 1500, token_counter(client))."""
     counter = _counter(client, model)
-    return lambda message: _per_message(counter, [message])[0]
+    cache = counter.cache  # {role: {content: count}}
+
+    def count(message: dict) -> int:
+        try:
+            return cache[message["role"]][message["content"]]  # the common case: seen before
+        except (KeyError, TypeError):
+            return _per_message(counter, [message])[0]
+
+    return count
 
 
 def context_window(client: Any) -> int | None:

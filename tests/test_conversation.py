@@ -220,6 +220,36 @@ _histories = st.builds(
 )
 
 
+def _oracle_trim(history, n):
+    """The plain definition: split the non-system messages into turns (each starting at a
+    user message; anything before the first one is a turn of its own), keep the last n."""
+    turns = []
+    for m in (m for m in history if m["role"] != "system"):
+        if m["role"] == "user" or not turns:
+            turns.append([m])
+        else:
+            turns[-1].append(m)
+    kept = turns[max(0, len(turns) - n):] if n else []
+    return [m for m in history if m["role"] == "system"] + [m for t in kept for m in t]
+
+
+def test_asking_for_more_turns_than_there_are_keeps_them_all():
+    history = _long_history(2)
+    for n in (2, 3, 4, 50):
+        assert trim_history(history, n) == history
+    client = ScriptedClient()
+    history = new_history()
+    for text in ("one", "two", "three"):
+        run_turn(client, history, text, keep_last_n_turns=3)
+    assert [m["content"] for m in client.calls[2]["messages"] if m["role"] == "user"] == ["one", "two", "three"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_histories, st.integers(min_value=0, max_value=12))
+def test_trim_matches_the_plain_definition(history, n):
+    assert trim_history(history, n) == _oracle_trim(history, n)
+
+
 @settings(max_examples=300, deadline=None)
 @given(_histories, st.integers(min_value=0, max_value=12))
 def test_trim_invariants(history, n):
