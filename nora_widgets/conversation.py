@@ -82,8 +82,11 @@ def validate_history(history: Any) -> None:
     if not isinstance(history, list):
         raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
     # Fast path: one pass that only answers "all fine?" (this runs on every turn).
-    if all(type(m) is dict and m.get("role") in _ROLE_SET and type(m.get("content")) is str for m in history):
-        return
+    try:
+        if all(type(m) is dict and m.get("role") in _ROLE_SET and type(m.get("content")) is str for m in history):
+            return
+    except TypeError:  # an unhashable role (e.g. a list) cannot be looked up in the set: the loop names it
+        pass
     for i, message in enumerate(history):  # something is wrong: find it and name it
         if not isinstance(message, dict):
             raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
