@@ -14,10 +14,18 @@ GGUF's chat template turns the list into text with special tokens, e.g.
 
     <|im_start|>system\\nYou are Nora...<|im_end|>\\n<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n
 
-``prompt_text(messages)`` shows that string; the model continues it.  Every
-call starts from an empty model state (the KV cache is reset), so the same
-messages at temperature 0 always give the same reply: the model really does
-re-read the whole conversation on every call.
+``prompt_text(messages)`` shows that string; the model continues it.
+
+The whole list is sent on every call, but the model need not re-read all of it.
+Reading a token leaves its keys and values in llama.cpp's KV cache; the next
+prompt of a chat starts with the same tokens (persona, earlier turns), so only
+the new tail has to be read: hosted APIs do the same ("prompt caching", counted
+in ``usage.prompt_tokens_details.cached_tokens``).  The catch: the cached part
+was computed in other batch shapes, so its numbers differ in the last bits and
+a greedy reply can change.  So LocalClient reuses the cache only when the reply
+is random anyway (temperature > 0 and no seed); at temperature 0 or with a seed
+it starts from an empty cache and the same messages always give the same reply.
+``LocalClient(reuse_prefix=True/False)`` forces either way.
 """
 
 from __future__ import annotations
@@ -158,6 +166,7 @@ class _Engine:
         self._overheads: dict[str, int] = {}
         self._split_exact: bool | None = None
         self.load_seconds: float | None = None
+        self.prompt_tokens_read = 0             # prompt tokens the model really evaluated (cached ones excluded)
 
     # -- loading ---------------------------------------------------------------
     @property
@@ -330,44 +339,62 @@ class _Engine:
             self.lock.release()
 
     def generate(self, prompt_tokens: list[int], max_tokens: int, params: dict, stop: list[str],
-                 seed: int, result: dict) -> Iterator[str]:
-        """Yield the reply's text pieces; fill result['finish_reason'] and result['completion_tokens'].
+                 seed: int, result: dict, reuse: bool = False) -> Iterator[str]:
+        """Yield the reply's text pieces; fill result['finish_reason'], result['completion_tokens']
+        and result['cached_tokens'] (prompt tokens taken from the KV cache instead of read).
 
-        The caller holds the lock.  Stops at an end-of-generation token, at a stop
-        string (never shown), or after max_tokens tokens (finish_reason 'length').
+        The caller holds the lock.  reuse=False: start from an empty cache (same input ->
+        same output).  reuse=True: keep the longest start of the prompt that is already
+        in the cache and read only the rest.  Stops at an end-of-generation token, at a
+        stop string (never shown), or after max_tokens tokens (finish_reason 'length').
         """
         import llama_cpp
 
         llama = self.llama
-        llama.reset()            # start from an empty state: same input -> same output
+        cached = _reusable_prefix(llama, prompt_tokens) if reuse else 0
+        if cached:
+            llama.n_tokens = cached      # the cache now holds exactly prompt_tokens[:cached]
+        else:
+            llama.reset()                # an empty cache: the whole prompt is read
+        self.prompt_tokens_read += len(prompt_tokens) - cached
         llama.set_seed(seed)
         vocab = llama._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         held = ""                # decoded text not yet given out (it may be the start of a stop string)
-        result.update(finish_reason="length", completion_tokens=0)
+        result.update(finish_reason="length", completion_tokens=0, cached_tokens=cached)
         if max_tokens <= 0:
             return
-        for token in llama.generate(prompt_tokens, temp=params["temperature"], top_p=params["top_p"],
-                                    top_k=params["top_k"], min_p=params["min_p"],
-                                    repeat_penalty=params["repeat_penalty"],
-                                    presence_penalty=params.get("presence_penalty", 0.0),
-                                    frequency_penalty=params.get("frequency_penalty", 0.0)):
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                result["finish_reason"] = "stop"
-                break
-            result["completion_tokens"] += 1
-            held += decoder.decode(llama.detokenize([token]))
-            cut = min((held.find(s) for s in stop if s and s in held), default=-1)
-            if cut >= 0:
-                held = held[:cut]
-                result["finish_reason"] = "stop"
-                break
-            keep = max((_partial_suffix(held, s) for s in stop if s), default=0)
-            if len(held) > keep:
-                yield held[: len(held) - keep]
-                held = held[len(held) - keep:]
-            if result["completion_tokens"] >= max_tokens:
-                break
+        # reset=False: the cache was prepared above; llama only reads the tail and samples
+        tokens = llama.generate(prompt_tokens[cached:], reset=False, temp=params["temperature"],
+                                top_p=params["top_p"], top_k=params["top_k"], min_p=params["min_p"],
+                                repeat_penalty=params["repeat_penalty"],
+                                presence_penalty=params.get("presence_penalty", 0.0),
+                                frequency_penalty=params.get("frequency_penalty", 0.0))
+        try:
+            for token in tokens:
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    result["finish_reason"] = "stop"
+                    break
+                result["completion_tokens"] += 1
+                held += decoder.decode(llama.detokenize([token]))
+                cut = min((held.find(s) for s in stop if s and s in held), default=-1)
+                if cut >= 0:
+                    held = held[:cut]
+                    result["finish_reason"] = "stop"
+                    break
+                keep = max((_partial_suffix(held, s) for s in stop if s), default=0)
+                if len(held) > keep:
+                    yield held[: len(held) - keep]
+                    held = held[len(held) - keep:]
+                if result["completion_tokens"] >= max_tokens:
+                    break
+        except GeneratorExit:
+            raise                # closed early: llama's cache still matches llama.input_ids[:n_tokens]
+        except BaseException:
+            llama.reset()        # failed half-way (e.g. Ctrl-C): the next call starts from an empty cache
+            raise
+        finally:
+            tokens.close()       # finish llama's generator now, while the caller still holds the lock
         held += decoder.decode(b"", final=True)
         if held:
             yield held
@@ -375,6 +402,27 @@ class _Engine:
 
 _PROBE_SYSTEM = {"role": "system", "content": "."}
 _PROBE_USER = {"role": "user", "content": "."}
+
+
+def _reusable_prefix(llama: Any, prompt_tokens: list[int]) -> int:
+    """How many leading prompt tokens can be taken from llama's KV cache (0: read them all).
+
+    The cache holds the keys and values of llama.input_ids[:llama.n_tokens] (the last
+    prompt and the reply tokens that were read).  The new prompt may reuse them up to
+    the first token that differs, minus one: the last prompt token is always read,
+    because its output picks the first reply token.  Everything after the kept part is
+    dropped from the cache here.
+    Example: cache [1, 5, 9, 4], prompt [1, 5, 9, 7, 8] -> 3; prompt [1, 5] -> 1
+    """
+    same = 0
+    for cached, new in zip(llama.input_ids[: llama.n_tokens].tolist(), prompt_tokens):
+        if cached != new:
+            break
+        same += 1
+    same = min(same, len(prompt_tokens) - 1)
+    if same > 0 and not llama._ctx.kv_cache_seq_rm(-1, same, -1):
+        return 0  # this model's cache cannot drop just its tail (recurrent models): read it all
+    return same
 
 
 def _partial_suffix(text: str, stop: str) -> int:
@@ -469,6 +517,9 @@ class LocalClient:
     n_threads:  CPU threads (default: $NORA_N_THREADS, else half the CPUs this process may use, 1 to 4).
     seed:       None -> a fresh random seed per call; a number -> the same seed every
                 call, so even temperature > 0 repeats.  (Temperature 0 always repeats.)
+    reuse_prefix: None -> reuse the KV cache's matching start of the prompt only when the
+                reply is random anyway (temperature > 0 and no seed), else read the whole
+                prompt so the same call gives the same reply; True / False -> always / never.
 
     The model loads on the first call (about 0.2 s), once per process: every
     LocalClient with the same file and n_ctx shares it, and calls take turns.
@@ -478,13 +529,17 @@ class LocalClient:
     backend = "local"
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = DEFAULT_N_CTX,
-                 n_threads: int | None = None, seed: int | None = None, timeout: float = 300.0) -> None:
+                 n_threads: int | None = None, seed: int | None = None, timeout: float = 300.0,
+                 reuse_prefix: bool | None = None) -> None:
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 64:
             raise NoraError(f"n_ctx must be a whole number of tokens, at least 64 (got {n_ctx!r})")
+        if reuse_prefix is not None and not isinstance(reuse_prefix, bool):
+            raise NoraError(f"reuse_prefix must be None, True or False (got {reuse_prefix!r})")
         self.model_path = find_model_path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or _default_threads()
         self.seed = seed
+        self.reuse_prefix = reuse_prefix
         self.timeout = timeout
         self.default_model = model_name_for(self.model_path)
         self.wire = WireLog()
@@ -582,18 +637,22 @@ class LocalClient:
         self.wire.record_call(kwargs, prompt=engine.prompt_text(clean), prompt_tokens=len(prompt_tokens))
         seed = seed if seed is not None else self.seed
         seeds = [(seed + i) if seed is not None else random.randrange(2**31) for i in range(n)]
+        # repeatable output wanted (temperature 0, or a seed) -> read the whole prompt from an empty cache
+        reuse = self.reuse_prefix if self.reuse_prefix is not None else (params["temperature"] > 0 and seed is None)
         all_stops = stops + [s for s in template_stops if s]
         if stream:
             include_usage = bool((stream_options or {}).get("include_usage"))
-            return self._stream(prompt_tokens, room, params, all_stops, seeds[0], include_usage)
-        texts, finishes, completion = [], [], 0
+            return self._stream(prompt_tokens, room, params, all_stops, seeds[0], include_usage, reuse)
+        texts, finishes, completion, cached = [], [], 0, None
         with engine.hold(self.timeout):
             for s in seeds:
                 result: dict = {}
-                texts.append("".join(engine.generate(prompt_tokens, room, params, all_stops, s, result)))
+                texts.append("".join(engine.generate(prompt_tokens, room, params, all_stops, s, result, reuse)))
                 finishes.append(result["finish_reason"])
                 completion += result["completion_tokens"]
+                cached = result["cached_tokens"] if cached is None else cached  # the prompt counts once
         response = make_completion(texts[0], self.default_model, len(prompt_tokens), completion, finishes[0])
+        response.usage.prompt_tokens_details = _cached_details(cached or 0)
         for i in range(1, n):  # n > 1: more candidates for the same prompt
             extra = response.choices[0].model_copy(deep=True)
             extra.index, extra.message.content, extra.finish_reason = i, texts[i], finishes[i]
@@ -601,7 +660,7 @@ class LocalClient:
         return response
 
     def _stream(self, prompt_tokens: list[int], room: int, params: dict, stops: list[str], seed: int,
-                include_usage: bool) -> Iterator:
+                include_usage: bool, reuse: bool) -> Iterator:
         """Chunks as openai sends them: role, text pieces, finish, then (optionally) usage.
 
         The model is held from the first chunk to the last; stopping early (break,
@@ -611,14 +670,22 @@ class LocalClient:
         with self._engine.hold(self.timeout):
             yield make_chunk(cid, created, name, content="", role="assistant")
             result: dict = {}
-            for piece in self._engine.generate(prompt_tokens, room, params, stops, seed, result):
+            for piece in self._engine.generate(prompt_tokens, room, params, stops, seed, result, reuse):
                 yield make_chunk(cid, created, name, content=piece)
         yield make_chunk(cid, created, name, finish_reason=result["finish_reason"])
         if include_usage:
             prompt_len, completion = len(prompt_tokens), result["completion_tokens"]
             yield make_chunk(cid, created, name, usage={
                 "prompt_tokens": prompt_len, "completion_tokens": completion,
-                "total_tokens": prompt_len + completion})
+                "total_tokens": prompt_len + completion,
+                "prompt_tokens_details": {"cached_tokens": result["cached_tokens"]}})
+
+
+def _cached_details(cached: int) -> Any:
+    """usage.prompt_tokens_details as OpenAI gives it: how many prompt tokens came from the cache."""
+    from openai.types.completion_usage import PromptTokensDetails
+
+    return PromptTokensDetails(cached_tokens=cached)
 
 
 def prompt_text(messages: list[dict], client: LocalClient | None = None) -> str:

