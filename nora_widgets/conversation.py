@@ -83,7 +83,8 @@ def validate_history(history: Any) -> None:
         raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
     # Fast path: one pass that only answers "all fine?" (this runs on every turn).
     try:
-        if all(type(m) is dict and m.get("role") in _ROLE_SET and type(m.get("content")) is str for m in history):
+        if all(type(m) is dict and type(m.get("role")) is str and m["role"] in _ROLE_SET
+           and type(m.get("content")) is str for m in history):
             return
     except TypeError:  # an unhashable role (e.g. a list) cannot be looked up in the set: the loop names it
         pass

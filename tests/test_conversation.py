@@ -356,3 +356,9 @@ def test_an_empty_stream_is_a_bad_response_not_an_empty_reply():
     result = safe_run_turn(Empty(), history, "hi", on_text=lambda piece: None)
     assert result.failure.kind == "bad_response" and "empty stream" in result
     assert history == new_history()
+
+
+@pytest.mark.parametrize("role", [["user"], {"r": 1}, None, 3])
+def test_unhashable_or_odd_roles_are_named_not_crashed_on(role):
+    with pytest.raises(HistoryError, match="role must be one of"):
+        validate_history([{"role": role, "content": "x"}])
