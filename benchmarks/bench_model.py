@@ -9,12 +9,14 @@ one process, alternating:
   first token       streaming, time from the call to the first text piece
   whole call        not streaming, completion tokens / wall time
   load              a fresh process: import + load, Nora vs direct (once per process)
-  conversation      six turns of one chat: first-token time as the resent history grows
+  conversation      six turns of a chat at temperature 0.7: first-token time as the resent
+                    history grows (LocalClient reusing its cache, LocalClient reading it all, direct)
 
 llama-cpp-python keeps the previous prompt in its KV cache and skips re-reading a
-repeated prefix; LocalClient resets the model before every call (same input, same
-output), so "direct, reset" (llama.reset() before each call) is also timed: it is
-the like-for-like first-token baseline.
+repeated prefix.  LocalClient does the same only when the reply is random anyway
+(temperature > 0, no seed); the temperature-0 runs here use a seed and read the whole
+prompt every call (same input, same output), so "direct, reset" (llama.reset() before
+each call) is also timed: it is the like-for-like first-token baseline for them.
 
     python benchmarks/bench_model.py [--quick] [--json out.json]
 """
@@ -104,35 +106,68 @@ FOLLOW_UPS = [
 ]
 
 
-def conversation(client, llama, params: dict, turns: int, max_tokens: int) -> list[dict]:
-    """A real multi-turn chat on both sides: each turn resends the whole history plus a new question.
+def conversation(path: str, threads: int, llama, params: dict, turns: int, max_tokens: int,
+                 chats: int) -> list[dict]:
+    """A real multi-turn chat at temperature 0.7 on three sides, each resending its whole history.
 
-    llama-cpp-python compares the new prompt with what its KV cache already holds and
-    reads only the new tail; LocalClient resets and reads the whole prompt every call.
-    Returns one row per turn: prompt tokens and time to first token on each side.
+    "nora":        LocalClient() with its automatic rule (temperature > 0, no seed: reuse the cache);
+    "nora, reset": LocalClient(reuse_prefix=False) on its own engine (n_ctx + 256, so it has its
+                   own model and KV cache): reads the whole prompt every call, what it did before;
+    "direct":      Llama.create_chat_completion, which matches its cache's prefix too.
+    Each side keeps its own history (the replies are random), every chat starts from an empty
+    cache on all three sides, the order of the sides rotates every turn.  Returns one row per
+    turn: medians over the chats of the prompt tokens and the time to the first text piece.
     """
     from nora_widgets.conversation import SYSTEM_PROMPT
+    from nora_widgets.local import LocalClient
 
-    sides = {"nora": [{"role": "system", "content": SYSTEM_PROMPT}],
-             "direct": [{"role": "system", "content": SYSTEM_PROMPT}]}
-    llama.reset()
+    clients = {"nora": LocalClient(n_ctx=N_CTX, n_threads=threads),
+               "nora, reset": LocalClient(n_ctx=N_CTX + 256, n_threads=threads, reuse_prefix=False).load()}
+    names = ["nora", "nora, reset", "direct"]
+    per_turn: list[dict[str, list]] = [{} for _ in range(turns)]
+    for _chat in range(chats):
+        sides = {name: [{"role": "system", "content": SYSTEM_PROMPT}] for name in names}
+        llama.reset()
+        for client in clients.values():  # start every chat from an empty cache
+            with client._engine.hold(10):
+                client._engine.llama.reset()
+        for turn, question in enumerate(FOLLOW_UPS[:turns]):
+            order = names[turn % 3:] + names[:turn % 3]
+            for name in order:
+                messages = sides[name] + [{"role": "user", "content": question}]
+                prompt_tokens = len(clients["nora"].prompt_tokens(messages))
+                cached = 0
+                if name == "direct":
+                    chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, stream=True,
+                                                          **{**params, "temperature": 0.7})
+                    ttft, _after, text = stream_timing(c["choices"][0]["delta"].get("content")
+                                                       for c in chunks if c["choices"])
+                else:
+                    usage = []
+                    chunks = clients[name].chat.completions.create(
+                        model="m", messages=messages, temperature=0.7, max_tokens=max_tokens, stream=True,
+                        stream_options={"include_usage": True})
+
+                    def pieces():
+                        for c in chunks:
+                            if c.usage is not None:
+                                usage.append(c.usage)
+                            if c.choices:
+                                yield c.choices[0].delta.content
+                    ttft, _after, text = stream_timing(pieces())
+                    cached = usage[-1].prompt_tokens_details.cached_tokens
+                sides[name] = messages + [{"role": "assistant", "content": text}]
+                row = per_turn[turn]
+                row.setdefault(name, []).append((prompt_tokens, cached, ttft))
     rows = []
-    for turn, question in enumerate(FOLLOW_UPS[:turns], start=1):
-        got = {}
-        for name in (("nora", "direct") if turn % 2 else ("direct", "nora")):
-            messages = sides[name] + [{"role": "user", "content": question}]
-            if name == "nora":
-                chunks = client.chat.completions.create(model=client.default_model, messages=messages,
-                                                        temperature=0, max_tokens=max_tokens, seed=SEED, stream=True)
-                got[name] = stream_timing(c.choices[0].delta.content for c in chunks if c.choices)
-            else:
-                chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, seed=SEED,
-                                                      stream=True, **params)
-                got[name] = stream_timing(c["choices"][0]["delta"].get("content") for c in chunks if c["choices"])
-            sides[name] = messages + [{"role": "assistant", "content": got[name][2]}]
-        rows.append({"turn": turn, "prompt_tokens": len(client.prompt_tokens(sides["nora"][:-1])),
-                     "ttft_nora_s": got["nora"][0], "ttft_direct_s": got["direct"][0],
-                     "same_text": got["nora"][2] == got["direct"][2]})
+    for turn, row in enumerate(per_turn, start=1):
+        entry: dict = {"turn": turn}
+        for name, xs in row.items():
+            key = name.replace(", ", "_")
+            entry[f"prompt_tokens_{key}"] = median([p for p, _, _ in xs])
+            entry[f"cached_tokens_{key}"] = median([c for _, c, _ in xs])
+            entry[f"ttft_{key}_s"] = median([t for _, _, t in xs])
+        rows.append(entry)
     return rows
 
 
@@ -225,14 +260,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(["", "wall", "completion tokens", "tokens/s"], rows))
     print(f"same reply text from both: {same}")
 
-    conv = conversation(client, llama, params, turns=2 if args.quick else 6, max_tokens=4 if args.quick else 32)
-    results["conversation"] = conv
-    print("\nA conversation, turn by turn (streaming, max_tokens=%d): the prompt grows, first token follows it"
-          % (4 if args.quick else 32))
-    print(table(["turn", "prompt tokens", "first token, nora", "first token, direct"],
-                [[c["turn"], c["prompt_tokens"], fmt_seconds(c["ttft_nora_s"]), fmt_seconds(c["ttft_direct_s"])]
-                 for c in conv]))
-    print(f"same replies on every turn: {all(c['same_text'] for c in conv)}")
+    turns, reply, chats = (2, 4, 1) if args.quick else (6, 32, 3)
+    conv = conversation(path, threads, llama, params, turns=turns, max_tokens=reply, chats=chats)
+    results["conversation"] = {"temperature": 0.7, "max_tokens": reply, "chats": chats, "turns": conv}
+    print(f"\nA conversation at temperature 0.7, turn by turn (streaming, max_tokens={reply}, median of {chats} "
+          f"chats): time to the first text piece as the resent history grows")
+    print(table(["turn", "prompt tokens", "cached (nora)", "first token, nora", "nora, reset", "direct"],
+                [[c["turn"], c["prompt_tokens_nora"], c["cached_tokens_nora"], fmt_seconds(c["ttft_nora_s"]),
+                  fmt_seconds(c["ttft_nora_reset_s"]), fmt_seconds(c["ttft_direct_s"])] for c in conv]))
 
     loads = load_times(path, threads, load_rounds)
     rows = []

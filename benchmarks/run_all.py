@@ -52,6 +52,10 @@ def headline(name: str, r: dict) -> list[list[str]]:
     elif name == "model":
         rows.append([name, "decode tokens/s, nora / direct", f"{r['decode_ratio']:.3f}", ">= 0.95"])
         rows.append([name, "first token (stream), nora", fmt_seconds(r["stream"]["nora"]["ttft_s"]), ""])
+        last = r["conversation"]["turns"][-1]
+        rows.append([name, f"first token, turn {last['turn']} of a chat at 0.7: nora / nora, reset / direct",
+                     " / ".join(fmt_seconds(last[k]) for k in ("ttft_nora_s", "ttft_nora_reset_s", "ttft_direct_s")),
+                     ""])
         rows.append([name, "load (fresh process), nora", fmt_seconds(r["load"]["nora"]["total_s"]), ""])
     elif name == "oneshot":
         rows.append([name, "nora ask / llm, equal answer length", f"{r['equal_length_ratio']:.2f}", "<= 0.8"])

@@ -84,6 +84,11 @@ def test_model_compares_localclient_with_llama_cpp_directly(tmp_path):
     assert set(r["stream"]) == {"nora", "direct", "direct, reset"}
     assert r["same_text"] is True  # temperature 0, same settings: the same reply
     assert r["load"]["nora"]["total_s"] > 0
+    # the chat at temperature 0.7: LocalClient took turn 2's start from its cache, the reset side did not
+    turns = r["conversation"]["turns"]
+    assert [t["turn"] for t in turns] == [1, 2]
+    assert turns[0]["cached_tokens_nora"] == 0 and turns[1]["cached_tokens_nora"] >= turns[0]["prompt_tokens_nora"]
+    assert turns[1]["cached_tokens_nora_reset"] == 0
 
 
 @pytest.mark.model
