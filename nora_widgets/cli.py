@@ -112,12 +112,13 @@ class ChatSession:
 
     def __init__(self, client: Any, history: list[dict], *, model: str | None = None,
                  temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
-                 stream: bool = True, save_path: str | None = None, prefix: str = "nora: ",
-                 out: TextIO | None = None, err: TextIO | None = None) -> None:
+                 max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
+                 prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.client = client
         self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.model = model
         self.temperature = temperature
+        self.max_tokens = max_tokens  # None: not sent, the server decides how long a reply may be
         self.keep_turns = keep_turns  # None: send everything
         self.stream = stream
         self.save_path = save_path
@@ -150,10 +151,11 @@ class ChatSession:
             started.append(piece)
             _write(self.out, piece)
 
+        extra = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}  # passed on to create()
         try:
             result = safe_run_turn(
                 self.client, self.history, user_text, model=self.model, temperature=self.temperature,
-                keep_last_n_turns=self.keep_turns, on_text=on_text if self.stream else None,
+                keep_last_n_turns=self.keep_turns, on_text=on_text if self.stream else None, **extra,
             )
         except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
             self.history[:] = before
@@ -321,6 +323,8 @@ def _settings(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-retries must be 0 or more (got {args.max_retries})")
     if not 0 <= args.temperature <= 2:
         raise UsageError(f"--temperature must be between 0 and 2 (got {args.temperature:g})")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UsageError(f"--max-tokens must be a whole number of at least 1 (got {args.max_tokens})")
     if getattr(args, "keep_turns", None) is not None and args.keep_turns < 0:
         raise UsageError(f"--keep-turns must be 0 or more (got {args.keep_turns})")
     save = getattr(args, "save", None)
@@ -361,7 +365,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         except ImportError:
             pass
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
-                          keep_turns=args.keep_turns, stream=not args.no_stream, save_path=args.save)
+                          keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
+                          save_path=args.save)
     session.say(f"Nora chat: {describe_client(client)}")
     session.say("(type /help for commands; quit or Ctrl-D to leave)")
     if loaded is not None:
@@ -380,7 +385,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     client = _client(args)
     history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
-                          stream=not args.no_stream, prefix="")
+                          max_tokens=args.max_tokens, stream=not args.no_stream, prefix="")
     if session.send(question.strip()):
         return EXIT_OK
     return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
@@ -407,6 +412,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", help="the persona (system prompt); default: Nora the bookshop assistant")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                    help=f"0 = repeatable, higher = more varied (default {DEFAULT_TEMPERATURE})")
+    p.add_argument("--max-tokens", type=int, metavar="N",
+                   help="stop each reply after N tokens (sent as max_tokens; default: the server decides)")
     p.add_argument("--no-stream", action="store_true", help="print each reply whole instead of as it arrives")
     p.add_argument("--timeout", type=float, help="seconds to wait for the server (env NORA_TIMEOUT, default 60)")
     p.add_argument("--max-retries", type=int, help="retries on 429/5xx/connection errors "

@@ -100,6 +100,8 @@ def test_oneshot_runs_nora_ask_and_llm(tmp_path):
         pytest.skip(r["skipped"])
     for name in ("nora ask", "llm -m SmolLM2"):
         assert r["runs"][name]["tokens"] > 0
+    # nora ask ran with --max-tokens set to llm's warm-up answer length (it writes ~100 tokens unbounded)
+    assert r["max_tokens"] >= 1 and r["runs"]["nora ask"]["tokens"] <= r["max_tokens"] + 2
 
 
 @pytest.mark.timeout(120)

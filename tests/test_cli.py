@@ -9,6 +9,7 @@ flags and slash commands call main() in-process with the scripted backend.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -426,6 +427,30 @@ def test_ask_failure_is_one_line_and_exit_1(keyed_stub, behaviour, words):
     assert_no_key(result.stderr)
 
 
+def test_max_tokens_goes_into_every_call_of_chat_and_ask(keyed_stub):
+    result = nora("chat", *FAST, "--max-tokens", "7", stdin="a\nb\n", stub=keyed_stub)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert [r.body["max_tokens"] for r in keyed_stub.chat_requests] == [7, 7]
+    result = nora("ask", *FAST, "--no-stream", "--max-tokens", "12", "hi", stub=keyed_stub)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert keyed_stub.chat_requests[-1].body["max_tokens"] == 12
+    nora("ask", *FAST, "hi", stub=keyed_stub)  # not given: not sent, the server decides
+    assert "max_tokens" not in keyed_stub.chat_requests[-1].body
+
+
+@pytest.mark.model
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+def test_max_tokens_cuts_the_embedded_models_answer():
+    result = nora("ask", "--backend", "local", "--temperature", "0", "--max-tokens", "5",
+                  "Tell me a long story about a dragon who guards a library.")
+    assert (result.returncode, result.stderr) == (0, "")
+    from nora_widgets.local import LocalClient
+
+    answer = result.stdout.rstrip("\n")
+    tokens = LocalClient().load()._engine.llama.tokenize(answer.encode(), add_bos=False, special=False)
+    assert answer.strip() and len(tokens) <= 5
+
+
 # --------------------------------------------------------------------------- #
 # the command line itself (in-process: fast)
 
@@ -448,6 +473,11 @@ def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int
     (["chat", "--max-retries", "-2"], "nora: error: --max-retries must be 0 or more (got -2)"),
     (["chat", "--temperature", "3"], "nora: error: --temperature must be between 0 and 2 (got 3)"),
     (["chat", "--keep-turns", "-1"], "nora: error: --keep-turns must be 0 or more (got -1)"),
+    (["chat", "--max-tokens", "0"], "nora: error: --max-tokens must be a whole number of at least 1 (got 0)"),
+    (["ask", "--backend", "scripted", "--max-tokens", "-3", "hi"],
+     "nora: error: --max-tokens must be a whole number of at least 1 (got -3)"),
+    (["ask", "--max-tokens", "1.5", "hi"], "nora ask: error: argument --max-tokens: invalid int value: '1.5' "
+                                           "(see nora ask --help)"),
     (["chat", "--save", "/no/such/folder/x.json"], "nora: error: --save: folder '/no/such/folder' does not exist"),
     (["chat", "--backend", "openai"], "nora: error: OPENAI_API_KEY is not set: export it, "
                                       "or set OPENAI_BASE_URL for a local server"),
