@@ -11,6 +11,9 @@ one process, alternating:
   load              a fresh process: import + load, Nora vs direct (once per process)
   conversation      six turns of a chat at temperature 0.7: first-token time as the resent
                     history grows (LocalClient reusing its cache, LocalClient reading it all, direct)
+  prompt threads    first token when the prompt is read with LocalClient's thread count vs all
+                    the cores (n_threads_batch; generation keeps LocalClient's count): an open
+                    proposal (docs/benchmarks.md, finding 6)
 
 llama-cpp-python keeps the previous prompt in its KV cache and skips re-reading a
 repeated prefix.  LocalClient does the same only when the reply is random anyway
@@ -171,6 +174,36 @@ def conversation(path: str, threads: int, llama, params: dict, turns: int, max_t
     return rows
 
 
+def prompt_threads(path: str, threads: int, messages: list[dict], rounds: int) -> dict[int, float]:
+    """Median first-token time (cache emptied first) by the number of threads reading the prompt.
+
+    Two Llama objects that differ only in n_threads_batch (os.cpu_count() is llama-cpp-python's
+    own default, and what llm uses); both generate with `threads`.
+    """
+    import os
+
+    from llama_cpp import Llama
+
+    models = {tb: Llama(model_path=path, n_ctx=N_CTX, n_threads=threads, n_threads_batch=tb, verbose=False)
+              for tb in sorted({threads, os.cpu_count() or 1})}
+
+    def first_token(llama) -> float:
+        llama.reset()
+        start = time.perf_counter()
+        for chunk in llama.create_chat_completion(messages=messages, max_tokens=2, temperature=0, stream=True):
+            if chunk["choices"][0]["delta"].get("content"):
+                break
+        return time.perf_counter() - start
+
+    firsts: dict[int, list[float]] = {tb: [] for tb in models}
+    for r in range(rounds):
+        for tb in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            firsts[tb].append(first_token(models[tb]))
+    for llama in models.values():
+        llama.close()
+    return {tb: median(xs) for tb, xs in firsts.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     try:
@@ -268,6 +301,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(["turn", "prompt tokens", "cached (nora)", "first token, nora", "nora, reset", "direct"],
                 [[c["turn"], c["prompt_tokens_nora"], c["cached_tokens_nora"], fmt_seconds(c["ttft_nora_s"]),
                   fmt_seconds(c["ttft_nora_reset_s"]), fmt_seconds(c["ttft_direct_s"])] for c in conv]))
+
+    by_threads = prompt_threads(path, threads, messages, rounds=2 if args.quick else 7)
+    results["first_token_by_prompt_threads_s"] = by_threads
+    print(f"\nFirst token of the same prompt (cache emptied), generating with {threads} thread(s), "
+          f"reading the prompt with: " + ", ".join(f"{tb} thread(s) {fmt_seconds(t)}" for tb, t in by_threads.items()))
 
     loads = load_times(path, threads, load_rounds)
     rows = []

@@ -1,9 +1,11 @@
 """Trimming and token counting on long histories (1k, 10k, 100k messages).
 
     by turns          trim_history(history, keep_last_n_turns=3)
-    by token budget   trim_to_budget(history, budget, lambda m: message_tokens(m, client))
-                      with budget 1,500 (what fits SmolLM2's 2,048-token window with room to reply),
-                      128,000 (gpt-4o's window) and no limit (every message counted: the worst case)
+    by token budget   trim_to_budget(history, budget, count) with budget 1,500 (what fits SmolLM2's
+                      2,048-token window with room to reply), 128,000 (gpt-4o's window) and no
+                      limit (every message counted: the worst case); count is token_counter(client)
+                      (what tokens.py recommends) and, for comparison with earlier runs,
+                      lambda m: message_tokens(m, client)
     whole count       count_tokens(history, client)
 
 The counts are exact (the local model's tokenizer and chat template) when
@@ -68,13 +70,15 @@ def pick_client():
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    from nora_widgets.tokens import count_tokens, message_tokens
+    from nora_widgets.tokens import count_tokens, message_tokens, token_counter
 
     client = pick_client()
     model = None if client is not None else "gpt-4o-mini"
 
     def count(m):
         return message_tokens(m, client, model)
+
+    bound = token_counter(client, model)
 
     sizes = [100, 1000] if args.quick else [1_000, 10_000, 100_000]
     histories = {n: make_history(n) for n in sizes}
@@ -86,13 +90,11 @@ def main(argv: list[str] | None = None) -> dict:
     cold_n = min(len(biggest), POOL + 1)
     method = count_tokens(biggest[:2], client, model).method
 
-    cases = {
-        "trim_history (3 turns)": lambda h: trim_history(h, 3),
-        f"trim_to_budget ({BUDGET:,})": lambda h: trim_to_budget(h, BUDGET, count),
-        f"trim_to_budget ({BIG_BUDGET:,})": lambda h: trim_to_budget(h, BIG_BUDGET, count),
-        "trim_to_budget (no limit)": lambda h: trim_to_budget(h, 10**12, count),
-        "count_tokens (whole list)": lambda h: count_tokens(h, client, model),
-    }
+    cases = {"trim_history (3 turns)": lambda h: trim_history(h, 3)}
+    for label, budget in ((f"{BUDGET:,}", BUDGET), (f"{BIG_BUDGET:,}", BIG_BUDGET), ("no limit", 10**12)):
+        cases[f"trim_to_budget ({label}), token_counter"] = lambda h, b=budget: trim_to_budget(h, b, bound)
+        cases[f"trim_to_budget ({label}), message_tokens"] = lambda h, b=budget: trim_to_budget(h, b, count)
+    cases["count_tokens (whole list)"] = lambda h: count_tokens(h, client, model)
     rounds = 3 if args.quick else 9
     results: dict = {"target_s": TARGET_S, "method": method, "cold_s": cold_s, "cold_messages": cold_n,
                      "sizes": {}}
@@ -117,14 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # the ways of calling the counter, per message (cache warm), on the largest history
     h = histories[ref]
-    forms = {"message_tokens(m, client)": count}
-    try:
-        from nora_widgets.tokens import token_counter
-
-        forms["token_counter(client)(m)"] = token_counter(client, model)
-    except ImportError:
-        pass
-    forms["message_tokens(m)  (no client: resolved per call)"] = message_tokens
+    forms = {"message_tokens(m, client)": count, "token_counter(client)(m)": bound,
+             "message_tokens(m)  (no client: resolved per call)": message_tokens}
     form_cost = {}
     for name, f in forms.items():
         sample = h[: 2000]

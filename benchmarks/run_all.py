@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import fmt_seconds, machine, table  # noqa: E402
 
-ORDER = ["startup", "core", "trim", "model", "oneshot", "lessons", "proposals", "install"]
+ORDER = ["startup", "core", "trim", "model", "oneshot", "lessons", "install"]
 
 
 def headline(name: str, r: dict) -> list[list[str]]:
@@ -63,16 +63,6 @@ def headline(name: str, r: dict) -> list[list[str]]:
         rows.append([name, "nora ask / llm, extrapolated to equal length", f"{r['equal_length_ratio']:.2f}", ""])
     elif name == "lessons":
         rows.append([name, "nbval wall time", fmt_seconds(r["wall_s"]), ""])
-    elif name == "proposals":
-        if "run_turn_own_cost_s" in r:
-            c = r["run_turn_own_cost_s"].get("1000") or {}
-            if c:
-                rows.append([name, "run_turn own cost, 1,000 msgs: now / fast validation",
-                             f"{fmt_seconds(c['now'])} / {fmt_seconds(c['proposed'])}", ""])
-        t = r.get("trim_to_budget_s", {}).get("closure reading the cache", {}).get("128,000")
-        if t:
-            rows.append([name, "trim_to_budget 128,000: now / walking back + closure",
-                         f"{fmt_seconds(t['now'])} / {fmt_seconds(t['proposed'])}", "< 5 ms"])
     elif name == "install" and "install_cached" in r:
         rows.append([name, "pip install -e .[local], cached wheel", fmt_seconds(r["install_cached"]["pip_s"]), ""])
     return rows
