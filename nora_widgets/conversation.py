@@ -81,13 +81,15 @@ def validate_history(history: Any) -> None:
     """
     if not isinstance(history, list):
         raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
-    # Fast path: one pass that only answers "all fine?" (this runs on every turn).
-    try:
-        if all(type(m) is dict and type(m.get("role")) is str and m["role"] in _ROLE_SET
-           and type(m.get("content")) is str for m in history):
-            return
-    except TypeError:  # an unhashable role (e.g. a list) cannot be looked up in the set: the loop names it
-        pass
+    # Fast path: one plain loop that only answers "all fine?" (this runs on every turn).
+    for message in history:
+        if type(message) is not dict:
+            break
+        role = message.get("role")
+        if type(role) is not str or role not in _ROLE_SET or type(message.get("content")) is not str:
+            break
+    else:
+        return
     for i, message in enumerate(history):  # something is wrong: find it and name it
         if not isinstance(message, dict):
             raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
@@ -175,14 +177,23 @@ def trim_to_budget(
     """
     system = [m for m in history if m["role"] == "system"]
     used = sum(count(m) for m in system)
-    kept: list[list[Message]] = []
-    for turn in _turns_from_end(history):
-        cost = sum(count(m) for m in turn)
-        if kept and used + cost > max_tokens:
-            break
-        kept.append(turn)
-        used += cost
-    return system + [m for turn in reversed(kept) for m in turn]
+    start = len(history)  # the kept part is history[start:] without its system messages
+    turn_cost, kept_any = 0, False
+    # Walk back from the newest message; a turn is complete when we reach its user message.
+    for i in range(len(history) - 1, -1, -1):
+        message = history[i]
+        role = message["role"]
+        if role == "system":
+            continue
+        turn_cost += count(message)
+        if role == "user":
+            if kept_any and used + turn_cost > max_tokens:
+                break
+            used, turn_cost, start, kept_any = used + turn_cost, 0, i, True
+    else:  # reached the start: messages before the first user message are a turn of their own
+        if turn_cost and (not kept_any or used + turn_cost <= max_tokens):
+            start = 0
+    return system + [m for m in history[start:] if m["role"] != "system"]
 
 
 def dropped_by_trim(history: list[Message], kept: list[Message]) -> list[Message]:

@@ -362,3 +362,31 @@ def test_an_empty_stream_is_a_bad_response_not_an_empty_reply():
 def test_unhashable_or_odd_roles_are_named_not_crashed_on(role):
     with pytest.raises(HistoryError, match="role must be one of"):
         validate_history([{"role": role, "content": "x"}])
+
+
+def _oracle_budget(history, max_tokens, count):
+    """The plain definition: whole turns from the newest back, while they fit (newest always kept)."""
+    turns = []
+    for m in (m for m in history if m["role"] != "system"):
+        if m["role"] == "user" or not turns:
+            turns.append([m])
+        else:
+            turns[-1].append(m)
+    system = [m for m in history if m["role"] == "system"]
+    used, kept = sum(count(m) for m in system), []
+    for turn in reversed(turns):
+        cost = sum(count(m) for m in turn)
+        if kept and used + cost > max_tokens:
+            break
+        kept.insert(0, turn)
+        used += cost
+    return system + [m for t in kept for m in t]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_histories, st.integers(min_value=0, max_value=200))
+def test_trim_to_budget_matches_the_plain_definition(history, budget):
+    def count(message):
+        return 1 + len(message["content"])
+
+    assert trim_to_budget(history, budget, count) == _oracle_budget(history, budget, count)
