@@ -168,8 +168,6 @@ class ScriptedClient:
         the second call raises TimeoutError
     """
 
-    default_model = "scripted"
-
     def __init__(self, replies: list | None = None, model: str = "scripted", chunk_size: int = 1) -> None:
         self._replies = list(replies) if replies is not None else None
         self._given = len(self._replies) if self._replies is not None else 0

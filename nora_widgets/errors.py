@@ -12,7 +12,6 @@ by their class name and attributes (duck typing), so the core stays light.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -266,9 +265,7 @@ def describe_failure(exc: BaseException) -> Failure:
                 kind, message, hint = _BY_CLASS[cls.__name__]
                 break
         else:
-            if isinstance(exc, json.JSONDecodeError):  # pragma: no cover - caught by name above
-                kind, message, hint = _BY_CLASS["JSONDecodeError"]
-            elif status is not None and status >= 500:
+            if status is not None and status >= 500:
                 kind, message, hint = _BY_CLASS["InternalServerError"]
             else:
                 detail = " ".join(str(exc).split()) or type(exc).__name__

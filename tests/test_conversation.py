@@ -220,15 +220,21 @@ _histories = st.builds(
 )
 
 
-def _oracle_trim(history, n):
-    """The plain definition: split the non-system messages into turns (each starting at a
-    user message; anything before the first one is a turn of its own), keep the last n."""
+def _oracle_turns(history):
+    """The plain definition of turns: the non-system messages split at each user message
+    (anything before the first one is a turn of its own)."""
     turns = []
     for m in (m for m in history if m["role"] != "system"):
         if m["role"] == "user" or not turns:
             turns.append([m])
         else:
             turns[-1].append(m)
+    return turns
+
+
+def _oracle_trim(history, n):
+    """Keep the last n turns, by the plain definition."""
+    turns = _oracle_turns(history)
     kept = turns[max(0, len(turns) - n):] if n else []
     return [m for m in history if m["role"] == "system"] + [m for t in kept for m in t]
 
@@ -366,12 +372,7 @@ def test_unhashable_or_odd_roles_are_named_not_crashed_on(role):
 
 def _oracle_budget(history, max_tokens, count):
     """The plain definition: whole turns from the newest back, while they fit (newest always kept)."""
-    turns = []
-    for m in (m for m in history if m["role"] != "system"):
-        if m["role"] == "user" or not turns:
-            turns.append([m])
-        else:
-            turns[-1].append(m)
+    turns = _oracle_turns(history)
     system = [m for m in history if m["role"] == "system"]
     used, kept = sum(count(m) for m in system), []
     for turn in reversed(turns):
