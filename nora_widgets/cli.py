@@ -17,7 +17,10 @@ Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings,
 130 cancelled with Ctrl-C (``nora ask``).
 
 Import cost matters (``nora --help`` must be instant): nothing here imports
-``openai`` or ``llama_cpp``; ``make_client`` does, when a client is built.
+``openai`` or ``llama_cpp``; ``make_client`` does, when a client is built.  On the
+embedded model the replies are the plain look-alikes of ``nora_widgets.shapes``
+(``local_responses="plain"``), so ``nora ask`` never imports openai at all: the
+terminal prints the text, it has no use for openai's pydantic types.
 """
 
 from __future__ import annotations
@@ -337,7 +340,8 @@ def _settings(args: argparse.Namespace) -> None:
 def _client(args: argparse.Namespace) -> Any:
     try:
         client = make_client(args.backend, base_url=args.base_url, model=args.model,
-                             timeout=args.timeout, max_retries=args.max_retries)
+                             timeout=args.timeout, max_retries=args.max_retries,
+                             local_responses="plain")  # the embedded model: no openai import (start-up)
     except NoraError as exc:
         raise UsageError(str(exc)) from None
     wrap = getattr(args, "wrap", None)  # e.g. a GuardedClient around every call (see main)

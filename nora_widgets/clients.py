@@ -278,6 +278,7 @@ def make_client(
     timeout: float | None = None,
     max_retries: int | None = None,
     replies: list | None = None,
+    local_responses: str = "openai",
 ) -> Any:
     """Build the client for these settings (arguments win over the environment).
 
@@ -286,6 +287,9 @@ def make_client(
     Environment: OPENAI_API_KEY, OPENAI_BASE_URL, NORA_MODEL, NORA_TIMEOUT (seconds,
     default 60), NORA_MAX_RETRIES (default 2), NORA_MODEL_PATH (a GGUF for 'local').
     The key is read here and handed to the client; it is never stored anywhere else.
+    local_responses: what the embedded model returns, "openai" (openai's types, the
+    default) or "plain" (nora_widgets.shapes: no openai import, a faster start); the
+    other backends always return openai's types.
     Example: make_client("scripted").chat.completions.create(model="m", messages=[...])
     """
     chosen = choose_backend(backend, api_key, base_url)
@@ -300,7 +304,7 @@ def make_client(
                 "the embedded model needs llama-cpp-python: pip install 'nora-widgets[local]' "
                 "(or set OPENAI_API_KEY / OPENAI_BASE_URL to use a server)"
             ) from exc
-        return LocalClient()
+        return LocalClient(responses=local_responses)
     # openai: the official client, OpenAI itself or any compatible server
     timeout = timeout if timeout is not None else _env_float("NORA_TIMEOUT", DEFAULT_TIMEOUT)
     max_retries = max_retries if max_retries is not None else _env_int("NORA_MAX_RETRIES", DEFAULT_MAX_RETRIES)

@@ -26,6 +26,11 @@ a greedy reply can change.  So LocalClient reuses the cache only when the reply
 is random anyway (temperature > 0 and no seed); at temperature 0 or with a seed
 it starts from an empty cache and the same messages always give the same reply.
 ``LocalClient(reuse_prefix=True/False)`` forces either way.
+
+The responses are openai's own types (``ChatCompletion``, ``ChatCompletionChunk``),
+whose import costs more than half a second.  ``LocalClient(responses="plain")``
+returns look-alikes from ``nora_widgets.shapes`` instead (same attributes, same
+``model_dump()``, no openai import): ``nora ask`` and ``nora chat`` use them.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import shapes
 from .clients import ModelUnavailableError, WireLog, make_chunk, make_completion
 from .errors import ContextWindowError, HistoryError, NoraError
 
@@ -64,6 +70,7 @@ DEFAULT_N_CTX = 2048          # tokens; the GGUF was trained for 8,192, 2,048 ke
 DEFAULT_MAX_REPLY = 512       # max_tokens=None: the reply may use the room left, up to this many tokens
 MIN_REPLY_ROOM = 16           # max_tokens=None: refuse when fewer tokens than this are left for the reply
 GET_IT = "pip install 'nora-widgets[local]' (or set NORA_MODEL_PATH to a chat GGUF file)"
+RESPONSES = ("openai", "plain")  # LocalClient(responses=...): openai's pydantic types, or nora_widgets.shapes
 
 # llama-cpp-python's own chat defaults (the same as `nora serve`), so both answer alike.
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
@@ -520,6 +527,9 @@ class LocalClient:
     reuse_prefix: None -> reuse the KV cache's matching start of the prompt only when the
                 reply is random anyway (temperature > 0 and no seed), else read the whole
                 prompt so the same call gives the same reply; True / False -> always / never.
+    responses:  "openai" -> openai's own response types (imports openai on the first call);
+                "plain" -> the look-alikes of nora_widgets.shapes (same attributes and
+                model_dump(), no openai import: a faster start for one-shot commands).
 
     The model loads on the first call (about 0.2 s), once per process: every
     LocalClient with the same file and n_ctx shares it, and calls take turns.
@@ -530,16 +540,23 @@ class LocalClient:
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = DEFAULT_N_CTX,
                  n_threads: int | None = None, seed: int | None = None, timeout: float = 300.0,
-                 reuse_prefix: bool | None = None) -> None:
+                 reuse_prefix: bool | None = None, responses: str = "openai") -> None:
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 64:
             raise NoraError(f"n_ctx must be a whole number of tokens, at least 64 (got {n_ctx!r})")
         if reuse_prefix is not None and not isinstance(reuse_prefix, bool):
             raise NoraError(f"reuse_prefix must be None, True or False (got {reuse_prefix!r})")
+        if not isinstance(responses, str) or responses not in RESPONSES:
+            raise NoraError(f"responses must be 'openai' (openai's types) or 'plain' (nora_widgets.shapes), "
+                            f"not {responses!r}")
         self.model_path = find_model_path(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or _default_threads()
         self.seed = seed
         self.reuse_prefix = reuse_prefix
+        self.responses = responses
+        # the two builders of response objects: same arguments, openai's types or the plain look-alikes
+        self._make_completion, self._make_chunk = (
+            (shapes.make_completion, shapes.make_chunk) if responses == "plain" else (make_completion, make_chunk))
         self.timeout = timeout
         self.default_model = model_name_for(self.model_path)
         self.wire = WireLog()
@@ -651,10 +668,10 @@ class LocalClient:
                 finishes.append(result["finish_reason"])
                 completion += result["completion_tokens"]
                 cached = result["cached_tokens"] if cached is None else cached  # the prompt counts once
-        response = make_completion(texts[0], self.default_model, len(prompt_tokens), completion, finishes[0])
-        response.usage.prompt_tokens_details = _cached_details(cached or 0)
+        response = self._make_completion(texts[0], self.default_model, len(prompt_tokens), completion, finishes[0])
+        response.usage.prompt_tokens_details = _cached_details(cached or 0, self.responses)
         for i in range(1, n):  # n > 1: more candidates for the same prompt
-            extra = response.choices[0].model_copy(deep=True)
+            extra = copy.deepcopy(response.choices[0])
             extra.index, extra.message.content, extra.finish_reason = i, texts[i], finishes[i]
             response.choices.append(extra)
         return response
@@ -667,6 +684,7 @@ class LocalClient:
         .close(), Ctrl-C) releases it.
         """
         cid, created, name = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time()), self.default_model
+        make_chunk = self._make_chunk
         with self._engine.hold(self.timeout):
             yield make_chunk(cid, created, name, content="", role="assistant")
             result: dict = {}
@@ -681,8 +699,10 @@ class LocalClient:
                 "prompt_tokens_details": {"cached_tokens": result["cached_tokens"]}})
 
 
-def _cached_details(cached: int) -> Any:
+def _cached_details(cached: int, responses: str = "openai") -> Any:
     """usage.prompt_tokens_details as OpenAI gives it: how many prompt tokens came from the cache."""
+    if responses == "plain":
+        return shapes.PromptTokensDetails(cached_tokens=cached)
     from openai.types.completion_usage import PromptTokensDetails
 
     return PromptTokensDetails(cached_tokens=cached)

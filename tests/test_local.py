@@ -531,3 +531,61 @@ def test_two_threads_two_clients_one_cache_every_count_exact(client):
     # after all that, temperature 0 repeats as from a cold start
     assert ask(client, max_tokens=16).choices[0].message.content == ask(LocalClient(reuse_prefix=False),
                                                                           max_tokens=16).choices[0].message.content
+
+
+# --------------------------------------------------------------------------- #
+# responses="plain": the look-alikes of nora_widgets.shapes (what `nora ask` uses)
+
+
+def dumps_with_ids_of(plain_items, real_items) -> tuple[list, list]:
+    """model_dump() of both sides, the made-up id and created time taken from the plain side."""
+    plain_dumps, real_dumps = [p.model_dump() for p in plain_items], [r.model_dump() for r in real_items]
+    for p, r in zip(plain_dumps, real_dumps):
+        r["id"], r["created"] = p["id"], p["created"]
+    return plain_dumps, real_dumps
+
+
+@pytest.mark.model
+def test_plain_responses_hold_the_same_data_as_openais_types(client):
+    from nora_widgets import shapes
+
+    plain = LocalClient(responses="plain")
+    assert plain._engine is client._engine  # the same loaded model, only the response objects differ
+    # a whole reply at temperature 0, and n = 2 with a seed: both sides give the same replies
+    for kw in ({"max_tokens": 16}, {"temperature": 1.0, "seed": 3, "n": 2, "max_tokens": 8}):
+        mine, theirs = ask(plain, **kw), ask(client, **kw)
+        assert type(mine) is shapes.ChatCompletion and isinstance(theirs, ChatCompletion)
+        assert len(mine.choices) == kw.get("n", 1)
+        assert mine.usage.prompt_tokens_details.cached_tokens == 0
+        a, b = dumps_with_ids_of([mine], [theirs])
+        assert a == b
+    # streamed, with the usage chunk at the end
+    mine = list(ask(plain, max_tokens=12, stream=True, stream_options={"include_usage": True}))
+    theirs = list(ask(client, max_tokens=12, stream=True, stream_options={"include_usage": True}))
+    assert all(type(c) is shapes.ChatCompletionChunk for c in mine)
+    assert mine[-1].choices == [] and mine[-1].usage.total_tokens > mine[-1].usage.prompt_tokens
+    a, b = dumps_with_ids_of(mine, theirs)
+    assert a == b
+
+
+@pytest.mark.model
+def test_plain_responses_work_through_every_kind_of_turn(client):
+    from nora_widgets import shapes
+
+    plain = LocalClient(responses="plain")
+    histories, replies = {}, {}
+    for c in (plain, client):
+        history = histories[c.responses] = new_history(SYSTEM["content"])
+        first = run_turn(c, history, "Do you sell maps?", temperature=0, max_tokens=12)
+        pieces = list(stream_turn(c, history, "And globes?", temperature=0, max_tokens=12))
+        seen: list[str] = []
+        third = safe_run_turn(c, history, "Thanks!", temperature=0, max_tokens=12, on_text=seen.append)
+        assert third.ok and "".join(seen) == third
+        fourth = safe_run_turn(c, history, "Bye.", temperature=0, max_tokens=12)
+        assert fourth.ok
+        replies[c.responses] = [first, "".join(pieces), str(third), str(fourth)]
+    # the same four replies, the same history: only the type of the response objects differs
+    assert replies["plain"] == replies["openai"] and all(r.strip() for r in replies["plain"])
+    assert histories["plain"] == histories["openai"] and len(histories["plain"]) == 9
+    assert type(plain.chat.completions.create(model="m", messages=histories["plain"][:2], max_tokens=2,
+                                              temperature=0)) is shapes.ChatCompletion
