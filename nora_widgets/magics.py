@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from IPython.display import display
 
 from .clients import BACKENDS, describe_client, make_client
 from .conversation import DEFAULT_TEMPERATURE, new_history, safe_run_turn, trim_history, messages_to_send
-from .errors import NoraError, describe_failure, redact
+from .errors import NoraError, describe_failure
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
@@ -310,21 +309,21 @@ def history_view(s: ChatSession) -> tuple[str, str]:
 
 
 def wire_view(client: Any) -> str:
-    """The last request as sent (HTTP line, masked key, JSON body), or why there is none."""
+    """The last request as sent (HTTP line, masked key, JSON body), or why there is none.
+
+    Only the authorization header: text/plain must not change between openai versions
+    (nbval compares it), and the user-agent names the version.
+    Example first line: 'in-process call: client.chat.completions.create(**body) (no HTTP)'
+    """
     wire = getattr(client, "wire", None)
     last = getattr(wire, "last", None)
     if client is None or last is None:
         return "no request sent yet: run a %%chat cell first" if wire is not None or client is None \
             else "this client does not record its requests"
-    if last.get("transport") == "http":
-        auth = last.get("headers", {}).get("authorization", "(none)")
-        head = f"{last.get('method')} {last.get('url')}\nauthorization: {auth}"
-    else:
-        head = "in-process call: client.chat.completions.create(**body) (no HTTP)"
-    text = f"{head}\n\n{json.dumps(last.get('body'), indent=2, ensure_ascii=False, default=str)}"
-    if isinstance(last.get("prompt"), str):  # the embedded model: what it really reads, template applied
-        text += f"\n\nthe prompt the model reads ({last.get('prompt_tokens', '?')} tokens):\n{last['prompt']}"
-    return redact(text)  # headers are masked already; belt and braces
+    from .render import wire_sections
+
+    sections = wire_sections(last, headers=("authorization",))  # the same sections the wire view draws
+    return "\n\n".join("\n".join(part for part in section if part) for section in sections)
 
 
 # --------------------------------------------------------------------------- #

@@ -13,16 +13,22 @@ http(s)/mailto (no ``javascript:``/``data:``), no images (a markdown image is a
 request the reader never agreed to: the classic way to leak a chat to a
 server), and every other string passed through ``escape``.
 
+``wire_sections`` is the one reading of a WireLog record (the last request):
+the magics print its sections as plain text, the wire view draws them as HTML.
+
 Pure functions, no widget import: the panel and the magics both use them.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import Iterable, Sequence
 
 from markdown_it import MarkdownIt
+
+from .errors import redact
 
 __all__ = [
     "escape",
@@ -30,7 +36,9 @@ __all__ = [
     "is_safe_link",
     "role_chip_html",
     "messages_table_html",
+    "wire_sections",
     "ROLE_COLOURS",
+    "WIRE_HEADERS",
     "SAFE_SCHEMES",
 ]
 
@@ -167,3 +175,54 @@ def messages_table_html(
         '<table class="nora-messages" style="border-collapse:collapse;width:100%;font-size:0.9em;line-height:1.35">'
         f"{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+# --------------------------------------------------------------------------- #
+# the wire: one WireLog record (clients.WireLog.last) -> sections to show
+
+# the headers worth a learner's look; the rest (x-stainless-*, ...) is client bookkeeping
+WIRE_HEADERS = ("authorization", "api-key", "x-api-key", "content-type", "accept", "user-agent")
+_RECORD_KEYS = ("transport", "method", "url", "headers", "body")  # anything else is an extra
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _extra(key: str, value: object) -> tuple[str, str]:
+    """An extra an in-process client records, as (title, text)."""
+    if isinstance(value, str):
+        return f"{key}:", value
+    if isinstance(value, list) and all(isinstance(x, int) for x in value):
+        return f"{key} ({len(value):,}):", json.dumps(value)  # token ids: one line, not one per row
+    return f"{key}:", _json(value)
+
+
+def wire_sections(last: dict, headers: Sequence[str] = WIRE_HEADERS) -> list[tuple[str, str]]:
+    """The last request as ordered (title, text) sections, any key masked.
+
+    title is one line ("" when the text speaks for itself); text is shown as-is
+    ("" when the title says it all).  HTTP: the request line with the chosen headers,
+    then the JSON body, as in an HTTP request.  In-process: what was called, the body,
+    then what the client recorded beside it (the embedded model: the prompt it read).
+    headers: which to show: authorization first ("(none)" when no key was sent), the rest in
+    the order they were sent.
+    Example: wire_sections({"transport": "in-process", "body": {"model": "m"}})
+        -> [('in-process call: client.chat.completions.create(**body) (no HTTP)', ''), ('', '{\\n  "model": "m"\\n}')]
+    """
+    if last.get("transport") == "http":
+        sent = {k: v for k, v in (last.get("headers") or {}).items() if k in headers}
+        if "authorization" in headers:
+            sent = {"authorization": "(none)", **sent}  # no key sent at all is worth saying
+        lines = "\n".join(f"{k}: {v}" for k, v in sent.items())
+        sections = [(f"{last.get('method', '')} {last.get('url', '')}", lines)]
+    else:
+        sections = [("in-process call: client.chat.completions.create(**body) (no HTTP)", "")]
+    sections.append(("", _json(last.get("body"))))
+    extras = {k: v for k, v in last.items() if k not in _RECORD_KEYS}
+    if isinstance(extras.get("prompt"), str):  # the embedded model: what it really reads, template applied
+        tokens = extras.pop("prompt_tokens", "?")
+        sections.append((f"the prompt the model reads ({tokens} tokens):", extras.pop("prompt")))
+    sections += [_extra(key, value) for key, value in extras.items()]
+    # headers are masked when recorded; this is belt and braces for everything else
+    return [(redact(title), redact(text)) for title, text in sections]

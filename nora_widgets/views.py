@@ -15,14 +15,12 @@ safe markdown): ``ipywidgets.HTML`` does not sanitize.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Sequence
 
 import ipywidgets as widgets
 
-from .errors import redact
-from .render import escape, markdown_to_html, messages_table_html, role_chip_html, ROLE_COLOURS
+from .render import ROLE_COLOURS, escape, markdown_to_html, messages_table_html, role_chip_html, wire_sections
 
 __all__ = [
     "transcript_html",
@@ -167,29 +165,12 @@ class WireView(widgets.VBox):
             return
         pre = ('<pre style="white-space:pre-wrap;word-break:break-word;font-size:0.85em;'
                'max-height:360px;overflow:auto;background:#f7f7f7;padding:4px;margin:2px 0">')
-        parts = []
-        if note:
-            parts.append(f'<div style="color:#666">{escape(note)}</div>')
-        if last.get("transport") == "http":
-            parts.append(f"<div><b>{escape(last.get('method', ''))}</b> <code>{escape(last.get('url', ''))}</code></div>")
-            headers = "\n".join(f"{k}: {v}" for k, v in (last.get("headers") or {}).items()
-                                if k in ("authorization", "content-type", "user-agent", "accept", "api-key", "x-api-key"))
-            parts.append(f"{pre}{escape(redact(headers))}</pre>")
-        else:
-            parts.append("<div>in-process call: <code>client.chat.completions.create(**body)</code> (no HTTP)</div>")
-        body = json.dumps(last.get("body"), indent=2, ensure_ascii=False, default=str)
-        parts.append(f"<div>body (JSON):</div>{pre}{escape(redact(body))}</pre>")
-        for key, value in last.items():  # extras an in-process client records, e.g. the prompt text
-            if key in ("transport", "method", "url", "headers", "body"):
-                continue
-            label = key
-            if isinstance(value, str):
-                shown = value
-            elif isinstance(value, list) and all(isinstance(x, int) for x in value):
-                shown, label = json.dumps(value), f"{key} ({len(value):,})"  # token ids: one line, not one per row
-            else:
-                shown = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-            parts.append(f"<div>{escape(label)}:</div>{pre}{escape(redact(shown))}</pre>")
+        parts = [f'<div style="color:#666">{escape(note)}</div>'] if note else []
+        for title, text in wire_sections(last):  # the same sections `%chat wire` prints
+            if title:
+                parts.append(f"<div>{escape(title)}</div>")
+            if text:
+                parts.append(f"{pre}{escape(text)}</pre>")
         self.body.value = _BODY.format("".join(parts))
 
 

@@ -6,18 +6,22 @@ that every tag and attribute is on a short allow-list and every href is http(s)/
 
 from __future__ import annotations
 
+import json
 from html.parser import HTMLParser
 
+import httpx2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nora_widgets.clients import WireLog
 from nora_widgets.render import (
     escape,
     is_safe_link,
     markdown_to_html,
     messages_table_html,
     role_chip_html,
+    wire_sections,
 )
 
 # what markdown-it (commonmark + tables + strikethrough) may emit
@@ -190,3 +194,66 @@ def test_any_messages_table_is_inert(messages):
     found = audit(out)
     assert set(found.tags) <= {"table", "caption", "thead", "tbody", "tr", "th", "td", "span"}
     assert found.tags.count("tr") == len(messages) + 1
+
+
+# --------------------------------------------------------------------------- #
+# wire_sections: one WireLog record -> (title, text) sections, for `%chat wire` and the wire view
+
+KEY = "sk-test-wire-0123456789"
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"my key is {KEY}"}]
+
+
+def recorded_http(headers: dict) -> dict:
+    """What the openai client's event hook records for one real httpx2 request."""
+    wire = WireLog()
+    body = json.dumps({"model": "m", "messages": MESSAGES, "stream": True}).encode()
+    wire.record_http(httpx2.Request("POST", "http://127.0.0.1:8000/v1/chat/completions",
+                                    headers=headers, content=body))
+    return wire.last
+
+
+def test_wire_sections_of_an_http_request_read_like_the_request():
+    last = recorded_http({"Content-Type": "application/json", "Authorization": f"Bearer {KEY}",
+                          "User-Agent": "OpenAI/Python 9.9", "X-Stainless-Os": "Linux"})
+    sections = wire_sections(last)
+    assert sections[0] == ("POST http://127.0.0.1:8000/v1/chat/completions",
+                           "authorization: Bearer ***\ncontent-type: application/json\nuser-agent: OpenAI/Python 9.9")
+    title, body = sections[1]
+    assert title == "" and len(sections) == 2  # the body follows the headers, as in HTTP
+    assert json.loads(body)["messages"] == [MESSAGES[0], {"role": "user", "content": "my key is sk-***"}]
+    assert KEY not in repr(sections)
+    # the magics ask for the authorization header only; no key at all is said, not hidden
+    assert wire_sections(last, headers=("authorization",))[0][1] == "authorization: Bearer ***"
+    assert wire_sections(recorded_http({}), headers=("authorization",))[0][1] == "authorization: (none)"
+
+
+def test_wire_sections_of_an_in_process_call_add_what_the_client_recorded():
+    wire = WireLog()
+    wire.record_call({"model": "smol", "messages": MESSAGES[:1]}, prompt="<|im_start|>system\nBe brief.<|im_end|>\n",
+                     prompt_tokens=9, token_ids=[1, 2, 3], settings={"seed": 0})
+    assert wire_sections(wire.last) == [
+        ("in-process call: client.chat.completions.create(**body) (no HTTP)", ""),
+        ("", json.dumps({"model": "smol", "messages": MESSAGES[:1]}, indent=2)),
+        ("the prompt the model reads (9 tokens):", "<|im_start|>system\nBe brief.<|im_end|>\n"),
+        ("token_ids (3):", "[1, 2, 3]"),  # token ids on one line
+        ("settings:", '{\n  "seed": 0\n}'),
+    ]
+
+
+def test_magics_and_the_wire_view_show_the_same_sections():
+    from types import SimpleNamespace
+
+    from nora_widgets.magics import wire_view
+    from nora_widgets.views import WireView
+
+    last = recorded_http({"Authorization": f"Bearer {KEY}", "Accept": "application/json"})
+    text = wire_view(SimpleNamespace(wire=SimpleNamespace(last=last)))
+    assert text == "POST http://127.0.0.1:8000/v1/chat/completions\nauthorization: Bearer ***\n\n" + \
+        wire_sections(last)[1][1]
+    view = WireView()
+    view.update(last)
+    html_text = view.body.value
+    places = [html_text.index(escape(part)) for section in wire_sections(last) for part in section if part]
+    assert places == sorted(places)  # every section, escaped, in order
+    assert "accept: application/json" in html_text and "accept" not in text  # the view shows more headers
+    assert KEY not in text + html_text
