@@ -32,6 +32,18 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def median_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """A ~95% confidence interval for the median, from order statistics: the values at ranks
+    n/2 -+ z*sqrt(n)/2 (no assumption about the shape of the noise).
+    Example: median_ci(range(101)) -> (40, 60)
+    """
+    xs = sorted(values)
+    half = z * len(xs) ** 0.5 / 2
+    lo = max(0, int(len(xs) / 2 - half))
+    hi = min(len(xs) - 1, int(len(xs) / 2 + half + 0.5))
+    return xs[lo], xs[hi]
+
+
 def interleaved(cases: dict[str, Callable[[], object]], rounds: int, batch: int = 1,
                 setup: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Run every case `batch` times per round, alternating cases each round; seconds per call.

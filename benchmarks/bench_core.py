@@ -1,15 +1,21 @@
-"""Core overhead: `run_turn` vs calling `.chat.completions.create` yourself.
+"""Core overhead: `run_turn` vs the hand-written turn of the reference article.
 
 Both sides do the same job on the same list and the same ScriptedClient:
 
-    nora    run_turn(client, history, "How much is it?")
-    direct  history.append(user); r = client.chat.completions.create(messages=history, ...);
-            history.append({"role": "assistant", "content": r.choices[0].message.content})
+    nora     run_turn(client, history, "How much is it?", model="m", temperature=0.7)
+    article  article_run_turn(client, history, "How much is it?", model="m"): the article's own
+             function (append the user turn, client.chat.completions.create(...), read
+             .choices[0].message.content, append the reply), with no checks and no rollback
 
-(the hand-written turn from the reference article), then both remove the two new
-messages so the next call sees the same list.  Histories of 10, 100 and 1,000
-messages; target: nora / direct <= 1.02.  A "null" client (returns one prebuilt
-response, records nothing) shows what run_turn itself costs in microseconds.
+then both remove the two new messages so the next call sees the same list.
+Histories of 10, 100 and 1,000 messages; target: nora / article <= 1.02.
+
+Two estimates of the ratio, from the same run:
+  measured  the median of the per-round ratios on the ScriptedClient, with a ~95% confidence
+            interval for that median (single rounds are noisy here: one can be off by 10%)
+  derived   1 + run_turn's own cost / the article turn on the ScriptedClient; the own cost is
+            timed on a "null" client that returns one prebuilt response, so that nothing but
+            run_turn's extra work is measured (microseconds, with little noise)
 
     python benchmarks/bench_core.py [--quick] [--json out.json]
 """
@@ -22,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import finish, fmt_seconds, interleaved, median, parser, table, verdict  # noqa: E402
+from _common import finish, fmt_seconds, interleaved, median, median_ci, parser, table, verdict  # noqa: E402
 
 from nora_widgets.clients import ScriptedClient, make_completion  # noqa: E402
 from nora_widgets.conversation import SYSTEM_PROMPT, run_turn, validate_history  # noqa: E402
@@ -57,60 +63,76 @@ class NullClient:
         self.chat.completions.create = lambda **kwargs: self._response
 
 
+def article_run_turn(client, history: list[dict], user_text: str, model: str) -> str:
+    """The reference article's run_turn as printed there: the baseline."""
+    history.append({"role": "user", "content": user_text})
+    response = client.chat.completions.create(
+        model=model,
+        messages=history,
+        temperature=0.7,
+    )
+    reply = response.choices[0].message.content
+    history.append({"role": "assistant", "content": reply})
+    return reply
+
+
 def cases_for(client, history: list[dict]) -> dict:
     """The two ways to run one turn on `history`, each leaving it as it found it."""
     n = len(history)
-    create = client.chat.completions.create
 
     def nora():
         run_turn(client, history, QUESTION, model="m", temperature=0.7)
         del history[n:]
 
-    def direct():
-        history.append({"role": "user", "content": QUESTION})
-        response = create(model="m", messages=history, temperature=0.7)
-        history.append({"role": "assistant", "content": response.choices[0].message.content})
+    def article():
+        article_run_turn(client, history, QUESTION, model="m")
         del history[n:]
 
-    return {"nora": nora, "direct": direct}
+    return {"nora": nora, "article": article}
 
 
-def paired_ratio(samples: dict) -> float:
-    """Median of the per-round ratios nora/direct (each round timed both sides back to back)."""
-    return median([a / b for a, b in zip(samples["nora"], samples["direct"])])
+def paired(samples: dict, how) -> list[float]:
+    """One number per round from the two sides timed back to back, e.g. how=lambda a, b: a / b."""
+    return [how(a, b) for a, b in zip(samples["nora"], samples["article"])]
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    sizes = {10: 50, 100: 20, 1000: 3}  # history length -> calls per timed batch
-    rounds = 41
+    sizes = {10: 20, 100: 6, 1000: 1}  # history length -> calls per side per round (ScriptedClient)
+    rounds = 201
     if args.quick:
         sizes, rounds = {10: 2, 100: 2, 1000: 1}, 3
-    rows, results = [], {"target": TARGET, "sizes": {}}
+    rows, results = [], {"target": TARGET, "rounds": rounds, "sizes": {}}
     for size, batch in sizes.items():
         entry = {}
         for label, client in (("scripted", ScriptedClient(model="m")), ("null", NullClient())):
             history = make_history(size)
             # the ScriptedClient keeps a deep copy of every call: empty that log between batches
             setup = (lambda c=client: c.calls.clear()) if label == "scripted" else None
-            samples = interleaved(cases_for(client, history), rounds=rounds, batch=batch, setup=setup)
-            nora, direct = median(samples["nora"]), median(samples["direct"])
-            entry[label] = {"nora_s": nora, "direct_s": direct, "ratio": paired_ratio(samples),
-                            "overhead_s": nora - direct, "samples": samples}
+            samples = interleaved(cases_for(client, history), rounds=rounds,
+                                  batch=batch if label == "scripted" else batch * 20, setup=setup)
+            ratios = paired(samples, lambda a, b: a / b)
+            entry[label] = {"nora_s": median(samples["nora"]), "article_s": median(samples["article"]),
+                            "ratio": median(ratios), "ratio_ci95": median_ci(ratios),
+                            "extra_s": median(paired(samples, lambda a, b: a - b)), "samples": samples}
+        s, z = entry["scripted"], entry["null"]
+        entry["derived_ratio"] = 1 + z["extra_s"] / s["article_s"]
         # where run_turn's own time goes: checking every message of the list (the bad-input guard)
         history = make_history(size)
-        check = interleaved({"validate_history": lambda: validate_history(history)}, rounds=rounds,
-                            batch=batch * 10)
+        check = interleaved({"validate_history": lambda: validate_history(history)}, rounds=min(rounds, 41),
+                            batch=batch * 20)
         entry["validate_history_s"] = median(check["validate_history"])
-        s, z = entry["scripted"], entry["null"]
-        rows.append([size, fmt_seconds(s["direct_s"]), fmt_seconds(s["nora_s"]), f"{s['ratio']:.3f}",
-                     verdict(s["ratio"], TARGET), fmt_seconds(z["overhead_s"]),
+        lo, hi = s["ratio_ci95"]
+        rows.append([size, fmt_seconds(s["article_s"]), fmt_seconds(s["nora_s"]),
+                     f"{s['ratio']:.3f} ({lo:.3f}-{hi:.3f})", f"{entry['derived_ratio']:.3f}",
+                     verdict(max(s["ratio"], entry["derived_ratio"]), TARGET), fmt_seconds(z["extra_s"]),
                      fmt_seconds(entry["validate_history_s"])])
         results["sizes"][size] = entry
-    print(f"Core overhead: run_turn vs a hand-written turn on the ScriptedClient "
-          f"({rounds} interleaved rounds; ratio = median of per-round ratios)")
-    print(table(["messages", "direct", "run_turn", "ratio", "verdict", "run_turn's own cost (null client)",
-                 "of which validate_history"], rows))
+    print(f"Core overhead: run_turn vs the article's run_turn on the ScriptedClient, {rounds} interleaved rounds "
+          f"(measured: median of per-round ratios, ~95% interval in brackets; derived: 1 + run_turn's own cost "
+          f"on a null client / article turn; the verdict takes the worse of the two)")
+    print(table(["messages", "article turn", "run_turn", "measured ratio", "derived ratio", "verdict",
+                 "run_turn's own cost", "of which validate_history"], rows))
     return finish(args, "core", results)
 
 

@@ -81,15 +81,18 @@ def validate_history(history: Any) -> None:
     """
     if not isinstance(history, list):
         raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
-    # Fast path: one plain loop that only answers "all fine?" (this runs on every turn).
-    for message in history:
-        if type(message) is not dict:
-            break
-        role = message.get("role")
-        if type(role) is not str or role not in _ROLE_SET or type(message.get("content")) is not str:
-            break
-    else:
-        return
+    # Fast path, run on every turn: one plain loop that only answers "all fine?".  The names
+    # are made local first (a local is the cheapest name to look up in a loop); a missing key
+    # or an unhashable role raises, which also means "not fine".
+    dict_, str_, roles = dict, str, _ROLE_SET
+    try:
+        for message in history:
+            if type(message) is not dict_ or message["role"] not in roles or type(message["content"]) is not str_:
+                break
+        else:
+            return
+    except (KeyError, TypeError):
+        pass
     for i, message in enumerate(history):  # something is wrong: find it and name it
         if not isinstance(message, dict):
             raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")

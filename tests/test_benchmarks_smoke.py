@@ -38,7 +38,10 @@ def test_core_compares_run_turn_with_a_hand_written_turn(tmp_path):
     for entry in r["sizes"].values():
         for client in ("scripted", "null"):
             assert entry[client]["ratio"] > 0
-            assert len(entry[client]["samples"]["nora"]) == len(entry[client]["samples"]["direct"]) == 3
+            assert len(entry[client]["samples"]["nora"]) == len(entry[client]["samples"]["article"]) == 3
+        lo, hi = entry["scripted"]["ratio_ci95"]
+        assert lo <= entry["scripted"]["ratio"] <= hi
+        assert entry["derived_ratio"] > 0
 
 
 @pytest.mark.timeout(120)

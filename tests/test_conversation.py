@@ -391,3 +391,32 @@ def test_trim_to_budget_matches_the_plain_definition(history, budget):
         return 1 + len(message["content"])
 
     assert trim_to_budget(history, budget, count) == _oracle_budget(history, budget, count)
+
+
+def _oracle_valid(history) -> bool:
+    """The rules of validate_history, spelled out one message at a time (no fast path)."""
+    return isinstance(history, list) and all(
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+        for m in history)
+
+
+_good_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=5)})
+_odd_values = st.one_of(st.none(), st.integers(), st.text(max_size=3), st.lists(st.just("user"), max_size=1),
+                        st.sampled_from(["system", "user", "assistant", "tool", "User"]))
+_odd_message = st.one_of(
+    st.dictionaries(st.sampled_from(["role", "content", "name"]), _odd_values, max_size=3),
+    st.builds(lambda role, content: {"role": role, "content": content}, _odd_values, _odd_values),
+    st.text(max_size=3), st.none(), st.lists(st.just("user"), max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_good_message, max_size=6), st.one_of(st.none(), _odd_message), st.integers(min_value=0))
+def test_validate_history_accepts_exactly_what_the_rules_accept(history, odd, where):
+    if odd is not None:  # one odd item somewhere among good messages
+        history.insert(where % (len(history) + 1), odd)
+    if _oracle_valid(history):
+        validate_history(history)
+    else:
+        with pytest.raises(HistoryError, match=r"^message \d+: "):
+            validate_history(history)
