@@ -244,10 +244,24 @@ def test_broken_load_file_is_refused_and_untouched(tmp_path, name):
     assert path.read_bytes() == BROKEN[name]
 
 
-# CPython checks for a pending signal just before it blocks in read()/select(); a SIGINT landing in
-# the microseconds between that check and the block waits until the call returns.  A person never
-# hits that window; a test that signals the instant the prompt appears can, so let the child settle.
-SETTLE = 0.3
+def until_waiting(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Return once the child is asleep in a system call (waiting for a key or for the server).
+
+    CPython checks for a pending signal just before it blocks in read()/select(); a SIGINT landing in
+    the microseconds between that check and the block waits until the call returns.  A person never
+    hits that window; a test that signals the instant the prompt appears can, so it waits until
+    /proc shows the child asleep ("S") a few polls in a row.  Without /proc: a pause instead.
+    """
+    stat = Path(f"/proc/{proc.pid}/stat")
+    if not stat.exists():
+        time.sleep(0.3)
+        return
+    deadline, asleep = time.monotonic() + timeout, 0
+    while asleep < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "nora never sat waiting"
+        state = stat.read_text().rsplit(")", 1)[1].split()[0]  # "pid (name) STATE ..."
+        asleep = asleep + 1 if state == "S" else 0
+        time.sleep(0.01)
 
 
 def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
@@ -270,13 +284,13 @@ def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
 
     try:
         wait_for(b"Ctrl-D to leave)\n")
-        time.sleep(SETTLE)
+        until_waiting(proc)
         proc.send_signal(signal.SIGINT)  # at the prompt
         wait_for(b"(Ctrl-C: type quit or press Ctrl-D to leave)\n")
         proc.stdin.write(b"first\n")
         proc.stdin.flush()
         wait_for(b"nora: one two")
-        time.sleep(SETTLE)
+        until_waiting(proc)
         proc.send_signal(signal.SIGINT)  # mid-stream
         wait_for(b"rolled back")
         proc.stdin.write(b"second\nquit\n")
@@ -298,99 +312,94 @@ def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
     assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("first")], [SYSTEM, user("second")]]
 
 
+class PtySession:
+    """`nora ARGS` on a pseudo-terminal, read the way a person reads the screen.
+
+    wait_for(text) waits until text shows up after what the previous wait_for matched,
+    so each step needs new output; type(keys) presses keys; leaving the with-block kills
+    nora if it is still running and closes the terminal.
+    Example: with PtySession(["chat", "--backend", "scripted"], nora_env()) as term: term.wait_for(b"you: ")
+    """
+
+    def __init__(self, args: list[str], env: dict) -> None:
+        pty = pytest.importorskip("pty")
+        import fcntl
+        import termios
+
+        try:
+            self.master, self.slave = pty.openpty()
+        except OSError as exc:
+            pytest.skip(f"no pseudo-terminal here: {exc}")
+        self.settings_before = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen(  # the pty becomes the child's controlling terminal, so ^C is a real SIGINT
+            [sys.executable, "-m", "nora_widgets.cli", *args],
+            stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, close_fds=True,
+            preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
+        )
+        self.screen = b""  # everything nora has written so far
+        self.at = 0  # where the next wait_for starts looking
+
+    def wait_for(self, text: bytes, timeout: float = 15) -> None:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while text not in self.screen[self.at:]:
+            assert time.monotonic() < deadline, f"never saw {text!r} in {self.screen!r}"
+            if select.select([self.master], [], [], 0.05)[0]:
+                self.screen += os.read(self.master, 4096)
+        self.at = self.screen.index(text, self.at) + len(text)
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def terminal_settings(self) -> list:
+        import termios
+
+        return termios.tcgetattr(self.slave)
+
+    def __enter__(self) -> "PtySession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        os.close(self.slave)
+        os.close(self.master)
+
+
 def test_real_terminal_prompt_ctrl_c_and_ctrl_d():
     """On a TTY: a 'you: ' prompt, the reply, Ctrl-C at the prompt keeps the session, Ctrl-D leaves with 0."""
-    pty = pytest.importorskip("pty")
-    import fcntl
-    import select
-    import termios
-
-    try:
-        master, slave = pty.openpty()
-    except OSError as exc:
-        pytest.skip(f"no pseudo-terminal here: {exc}")
-    proc = subprocess.Popen(  # the pty becomes the child's controlling terminal, so ^C is a real SIGINT
-        [sys.executable, "-m", "nora_widgets.cli", "chat", "--backend", "scripted"],
-        stdin=slave, stdout=slave, stderr=slave, env=nora_env(TERM="dumb"), close_fds=True,
-        preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
-    )
-    os.close(slave)
-    screen = b""
-
-    def wait_for(text: bytes, start: int) -> int:
-        nonlocal screen
-        deadline = time.monotonic() + 15
-        while text not in screen[start:]:
-            assert time.monotonic() < deadline, f"never saw {text!r} in {screen!r}"
-            if select.select([master], [], [], 0.05)[0]:
-                screen += os.read(master, 4096)
-        return len(screen)
-
-    try:
-        at = wait_for(b"you: ", 0)
-        os.write(master, b"Do you have Dune?\r")
-        at = wait_for(b"the last one says: 'Do you have Dune?'\r\nyou: ", at)
-        time.sleep(SETTLE)
-        os.write(master, b"\x03")  # Ctrl-C at the prompt
-        at = wait_for(b"(Ctrl-C: type quit or press Ctrl-D to leave)\r\nyou: ", at)
-        os.write(master, b"\x04")  # Ctrl-D
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    assert screen.startswith(b"Nora chat: scripted stand-in")
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb")) as term:
+        term.wait_for(b"you: ")
+        term.type(b"Do you have Dune?\r")
+        term.wait_for(b"the last one says: 'Do you have Dune?'\r\nyou: ")
+        until_waiting(term.proc)
+        term.type(b"\x03")  # Ctrl-C at the prompt
+        term.wait_for(b"(Ctrl-C: type quit or press Ctrl-D to leave)\r\nyou: ")
+        term.type(b"\x04")  # Ctrl-D
+        assert term.proc.wait(15) == 0
+    assert term.screen.startswith(b"Nora chat: scripted stand-in")
 
 
 def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(keyed_stub):
     """On a TTY, ^C while a reply streams in: the half reply is dropped, the turn rolled back, the
     prompt comes back with echo on, and when nora leaves the terminal settings are as they were."""
-    pty = pytest.importorskip("pty")
-    import fcntl
-    import select
-    import termios
-
     keyed_stub.enqueue(stall(20.0, after_pieces=2, text="one two three four"), ok("Welcome back."))
-    try:
-        master, slave = pty.openpty()
-    except OSError as exc:
-        pytest.skip(f"no pseudo-terminal here: {exc}")
-    settings_before = termios.tcgetattr(slave)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0"],
-        stdin=slave, stdout=slave, stderr=slave, env=nora_env(keyed_stub, TERM="dumb"), close_fds=True,
-        preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
-    )
-    screen = b""
-
-    def wait_for(text: bytes, start: int) -> int:
-        nonlocal screen
-        deadline = time.monotonic() + 15
-        while text not in screen[start:]:
-            assert time.monotonic() < deadline, f"never saw {text!r} in {screen!r}"
-            if select.select([master], [], [], 0.05)[0]:
-                screen += os.read(master, 4096)
-        return screen.index(text, start) + len(text)
-
-    try:
-        at = wait_for(b"you: ", 0)
-        os.write(master, b"Tell me a story\r")
-        at = wait_for(b"nora: one two", at)
-        time.sleep(SETTLE)
-        os.write(master, b"\x03")  # Ctrl-C mid-reply: the terminal turns it into SIGINT
-        at = wait_for(b" [reply dropped]\r\n(error talking to the model: cancelled - the turn was rolled back; "
-                      b"send it again when ready)\r\nyou: ", at)
-        os.write(master, b"hello\r")
-        at = wait_for(b"hello", at)  # what is typed shows: echo is on
-        at = wait_for(b"nora: Welcome back.\r\nyou: ", at)
-        os.write(master, b"\x04")  # Ctrl-D
-        assert proc.wait(15) == 0
-        assert termios.tcgetattr(slave) == settings_before  # the terminal is left as nora found it
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(slave)
-        os.close(master)
+    with PtySession(["chat", "--max-retries", "0"], nora_env(keyed_stub, TERM="dumb")) as term:
+        term.wait_for(b"you: ")
+        term.type(b"Tell me a story\r")
+        term.wait_for(b"nora: one two")
+        until_waiting(term.proc)
+        term.type(b"\x03")  # Ctrl-C mid-reply: the terminal turns it into SIGINT
+        term.wait_for(b" [reply dropped]\r\n(error talking to the model: cancelled - the turn was rolled back; "
+                      b"send it again when ready)\r\nyou: ")
+        term.type(b"hello\r")
+        term.wait_for(b"hello")  # what is typed shows: echo is on
+        term.wait_for(b"nora: Welcome back.\r\nyou: ")
+        term.type(b"\x04")  # Ctrl-D
+        assert term.proc.wait(15) == 0
+        assert term.terminal_settings() == term.settings_before  # the terminal is left as nora found it
     assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("Tell me a story")],
                                                               [SYSTEM, user("hello")]]
 
