@@ -179,14 +179,15 @@ def trim_to_budget(
     Example: budget 100, system 20, turns costing [50, 40, 30] -> system + last two turns.
     """
     system = [m for m in history if m["role"] == "system"]
-    used = sum(count(m) for m in system)
+    used = sum(map(count, system))
     start = len(history)  # the kept part is history[start:] without its system messages
-    turn_cost, kept_any = 0, False
+    turn_cost, kept_any, newest_system = 0, False, -1
     # Walk back from the newest message; a turn is complete when we reach its user message.
     for i in range(len(history) - 1, -1, -1):
         message = history[i]
         role = message["role"]
         if role == "system":
+            newest_system = max(newest_system, i)
             continue
         turn_cost += count(message)
         if role == "user":
@@ -196,6 +197,8 @@ def trim_to_budget(
     else:  # reached the start: messages before the first user message are a turn of their own
         if turn_cost and (not kept_any or used + turn_cost <= max_tokens):
             start = 0
+    if newest_system < start:  # no system message inside the kept part: one slice does it
+        return system + history[start:]
     return system + [m for m in history[start:] if m["role"] != "system"]
 
 
