@@ -112,7 +112,10 @@ def find_executable(name: str) -> str | None:
 
 
 def fmt_seconds(s: float) -> str:
-    """Example: fmt_seconds(0.0000123) -> '12.3 µs'"""
+    """Example: fmt_seconds(0.0000123) -> '12.3 µs'; fmt_seconds(426) -> '7 min 06 s'"""
+    if s >= 60:
+        minutes, seconds = divmod(round(s), 60)
+        return f"{minutes} min {seconds:02d} s"
     if s >= 1:
         return f"{s:.2f} s"
     if s >= 1e-3:

@@ -1,19 +1,22 @@
 """Fresh install time: the llama-cpp-python compile, with and without the build settings.
 
-Compiling llama-cpp-python takes 7-14 minutes of both cores, so this script does
-not compile it: it prints the recorded build times (a pip log passed with
---build-log, e.g. the one .ci/run's settings produced on this machine, plus the
-reference figure for the default build), and with --run it times
-`pip install -e ".[local]"` into a throwaway venv, which uses the wheel pip
-cached after the first compile (the later-installs case).
+Compiling llama-cpp-python takes 7-14 minutes of both cores, so by default this
+script only prints the recorded build times (and a pip log passed with --build-log).
+--compile builds the installed version's sdist twice, one after the other: with
+Nora's settings (CMAKE_ARGS="-DLLAVA_BUILD=OFF", as .ci/run and the README use) and
+with none, each with `pip wheel --no-cache-dir` in its own build environment, and
+prints wall and CPU time (about 20 minutes; nothing else should run meanwhile).
+--run times `pip install -e ".[local]"` into a throwaway venv, which uses the wheel
+pip cached after the first compile (the later-installs case).
 
-    python benchmarks/bench_install.py [--run] [--build-log /tmp/llbuild.log] [--json out.json]
+    python benchmarks/bench_install.py [--compile] [--run] [--build-log F] [--json out.json]
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -70,8 +73,44 @@ def timed_install(extra: str, cmake_args: str | None) -> dict:
         }
 
 
+def timed_compile(sdist: Path, cmake_args: str | None, out: Path) -> dict:
+    """`pip wheel` the sdist with CMAKE_ARGS set or unset; wall and CPU seconds of the whole build."""
+    env = dict(os.environ)
+    env.pop("CMAKE_ARGS", None)
+    if cmake_args:
+        env["CMAKE_ARGS"] = cmake_args
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(out),
+                           str(sdist)], env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip wheel failed: {proc.stderr.strip()[-800:]}")
+    return {"cmake_args": cmake_args, "wall_s": wall,
+            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+
+
+def compile_both() -> list[dict]:
+    """Download the installed llama-cpp-python's sdist once (untimed), then build it both ways."""
+    from importlib.metadata import version
+
+    wanted = f"llama-cpp-python=={version('llama-cpp-python')}"
+    with tempfile.TemporaryDirectory(prefix="nora-compile-") as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", tmp,
+                        wanted], check=True, capture_output=True, text=True, timeout=600)
+        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        runs = []
+        for cmake_args in ("-DLLAVA_BUILD=OFF", None):
+            out = Path(tmp) / ("wheel-" + ("settings" if cmake_args else "default"))
+            runs.append({"version": wanted, **timed_compile(sdist, cmake_args, out)})
+        return runs
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--compile", action="store_true",
+                   help="compile llama-cpp-python with and without the build settings (~20 min, both cores)")
     p.add_argument("--run", action="store_true", help="time pip install -e .[local] into a throwaway venv")
     p.add_argument("--build-log", default="/tmp/llbuild.log", help="a pip log ending with `time` output")
     args = p.parse_args(argv)
@@ -82,6 +121,14 @@ def main(argv: list[str] | None = None) -> dict:
     print("Compiling llama-cpp-python 0.3.36 from the sdist (2 cores)")
     print(table(["build settings", "wall", "user CPU", "source"], rows))
     results: dict = {"recorded": RECORDED}
+    if args.compile and not args.quick:
+        runs = compile_both()
+        results["compile"] = runs
+        print("\nCompiled now, one after the other (pip wheel --no-cache-dir, the same downloaded sdist):")
+        print(table(["build settings", "wall", "CPU (user + system)"],
+                    [[f'CMAKE_ARGS="{r["cmake_args"]}"' if r["cmake_args"] else "default (no CMAKE_ARGS)",
+                      fmt_seconds(r["wall_s"]), fmt_seconds(r["cpu_s"])] for r in runs]))
+        print(f"ratio with / without the settings: {runs[0]['wall_s'] / runs[1]['wall_s']:.2f} (wall)")
     if args.run and not args.quick:
         cmake = os.environ.get("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")
         run = timed_install("local", cmake)
