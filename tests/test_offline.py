@@ -74,11 +74,11 @@ def test_nora_chat_answers_with_no_key_and_no_network():
     assert len(reply.removeprefix("nora: ").split()) >= 3  # a real sentence from the model, not an echo
 
 
-# The runner: `nora ask` in this process, then the names of the heavy modules it loaded (on stderr).
-ASK_AND_LIST_MODULES = """
+# The runner: `nora ...` in this process, then the names of the heavy modules it loaded (on stderr).
+RUN_AND_LIST_MODULES = """
 import sys
 from nora_widgets.cli import main
-status = main(["ask", "--max-tokens", "4", "--temperature", "0", "Do you sell maps?"])
+status = main(sys.argv[1:])
 sys.stdout.flush()
 loaded = sorted({m.split(".")[0] for m in sys.modules} & {"openai", "pydantic", "httpx", "httpx2", "llama_cpp"})
 print("loaded:", " ".join(loaded), file=sys.stderr)
@@ -86,11 +86,21 @@ sys.exit(status)
 """
 
 
-def test_nora_ask_on_the_embedded_model_imports_neither_openai_nor_pydantic():
-    """openai's types cost 0.6-0.9 s to import; on the embedded model `nora ask` returns plain look-alikes."""
+@pytest.mark.parametrize("argv, stdin", [
+    (["ask", "--max-tokens", "4", "--temperature", "0", "Do you sell maps?"], ""),
+    (["chat", "--max-tokens", "4", "--temperature", "0"], "Do you sell maps?\n"),
+])
+def test_nora_on_the_embedded_model_imports_neither_openai_nor_pydantic(argv, stdin):
+    """openai's types cost 0.6-0.9 s to import; on the embedded model nora gets plain look-alikes."""
     pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
-    run = subprocess.run([sys.executable, "-c", ASK_AND_LIST_MODULES], cwd=ROOT, env=offline_env(),
-                         capture_output=True, text=True, timeout=100)
+    run = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, *argv], input=stdin, cwd=ROOT,
+                         env=offline_env(), capture_output=True, text=True, timeout=100)
     assert run.returncode == 0, run.stderr
     assert run.stderr == "loaded: llama_cpp\n"  # the model really answered; nothing of openai came along
-    assert len(run.stdout.splitlines()) == 1 and run.stdout.strip()
+    answer = run.stdout.splitlines()[-1]
+    if argv[0] == "chat":
+        assert answer.startswith("nora: ")
+        answer = answer.removeprefix("nora: ")
+    else:
+        assert len(run.stdout.splitlines()) == 1
+    assert answer.strip()
