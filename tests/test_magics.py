@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -65,8 +66,27 @@ def shell(monkeypatch):
         ip.run_line_magic("unload_ext", "nora_widgets")
 
 
+class _CellThreadOnly:
+    """stderr as the cell's own thread writes it.
+
+    The stub server runs in this process: when the openai client drops a kept-alive connection,
+    socketserver prints a ConnectionResetError traceback from the server's thread, into whatever
+    cell is being captured at that moment.  That is the test server's noise, not nora's output.
+    """
+
+    def __init__(self, stream) -> None:
+        self.stream, self.thread = stream, threading.get_ident()
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text) if threading.get_ident() == self.thread else len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def run(ip: InteractiveShell, source: str) -> Ran:
-    with capture_output() as cap:
+    with capture_output() as cap:  # restores the real sys.stderr on the way out
+        sys.stderr = _CellThreadOnly(sys.stderr)
         result = ip.run_cell(source, store_history=False)
     return Ran(result, cap.stdout, cap.stderr, [o.data for o in cap.outputs], [o.update for o in cap.outputs])
 
