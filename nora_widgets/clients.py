@@ -25,6 +25,7 @@ import uuid
 from typing import Any, Iterator
 
 from .errors import NoraError, redact
+from .tokens import rough_tokens
 
 __all__ = [
     "ScriptedClient",
@@ -89,11 +90,6 @@ class WireLog:
 
 # --------------------------------------------------------------------------- #
 # building real response objects
-
-
-def _rough_tokens(text: str) -> int:
-    """~4 characters per token, the usual rule of thumb (the stand-in has no tokenizer)."""
-    return max(1, round(len(text) / 4)) if text else 0
 
 
 def make_completion(text: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str = "stop"):
@@ -210,8 +206,8 @@ class ScriptedClient:
         self.wire.record_call(kwargs)
         text = self._next_reply(messages)
         model = kwargs.get("model") or self.default_model
-        prompt_tokens = sum(_rough_tokens(m.get("content") or "") + 4 for m in messages)
-        completion_tokens = _rough_tokens(text)
+        prompt_tokens = sum(rough_tokens(m.get("content") or "") + 4 for m in messages)
+        completion_tokens = rough_tokens(text)
         if kwargs.get("stream"):
             include_usage = bool((kwargs.get("stream_options") or {}).get("include_usage"))
             return self._stream(text, model, prompt_tokens, completion_tokens, include_usage)

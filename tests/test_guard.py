@@ -140,6 +140,34 @@ def test_the_replaced_stream_keeps_the_usage_chunk(stub_server):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
 
 
+class PlainStreamClient:
+    """Streams its reply as nora_widgets.shapes chunks, as LocalClient(responses="plain") does."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.chat = self
+        self.completions = self
+
+    def create(self, **kwargs):
+        from nora_widgets import shapes
+
+        yield shapes.make_chunk("c1", 0, "m", content="", role="assistant")
+        for word in self.text.split(" "):
+            yield shapes.make_chunk("c1", 0, "m", content=word + " ")
+        yield shapes.make_chunk("c1", 0, "m", finish_reason="stop")
+
+
+def test_a_replaced_plain_stream_stays_plain():
+    from nora_widgets import shapes
+
+    client = GuardedClient(PlainStreamClient("The code is LEGUIN-42."), after=never_reveal(SECRET, replacement="No."))
+    chunks = list(client.chat.completions.create(model="m", messages=[user("code?")], stream=True))
+    assert [c.choices[0].delta.content for c in chunks] == ["No.", None]
+    assert {type(c) for c in chunks} == {shapes.ChatCompletionChunk}
+    history = new_history()
+    assert safe_run_turn(client, history, "code?", on_text=lambda piece: None) == "No."
+
+
 def test_a_stream_cut_while_held_back_is_still_one_line_and_rolled_back(stub_server):
     stub_server.enqueue(cut_stream("one two three four", after_pieces=2))
     history = new_history()
