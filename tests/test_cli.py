@@ -244,6 +244,13 @@ def test_broken_load_file_is_refused_and_untouched(tmp_path, name):
     assert path.read_bytes() == BROKEN[name]
 
 
+def sigint_as_in_a_terminal() -> None:
+    """Run in the child before it starts: SIGINT's default action, so Python turns it into
+    KeyboardInterrupt.  A shell's `&` starts background jobs with SIGINT ignored, and an
+    ignored signal stays ignored in children: these tests could not press Ctrl-C at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def until_waiting(proc: subprocess.Popen, timeout: float = 15) -> None:
     """Return once the child is asleep in a system call (waiting for a key or for the server).
 
@@ -270,7 +277,7 @@ def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
     keyed_stub.enqueue(stall(20.0, after_pieces=2, text="one two three four"))
     proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=nora_env(keyed_stub))
+                            env=nora_env(keyed_stub), preexec_fn=sigint_as_in_a_terminal)
     seen = bytearray()
     reader = threading.Thread(target=lambda: [seen.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
                               daemon=True)
@@ -334,7 +341,7 @@ class PtySession:
         self.proc = subprocess.Popen(  # the pty becomes the child's controlling terminal, so ^C is a real SIGINT
             [sys.executable, "-m", "nora_widgets.cli", *args],
             stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, close_fds=True,
-            preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
+            preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0), sigint_as_in_a_terminal()),
         )
         self.screen = b""  # everything nora has written so far
         self.at = 0  # where the next wait_for starts looking
