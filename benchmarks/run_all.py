@@ -39,10 +39,14 @@ def headline(name: str, r: dict) -> list[list[str]]:
     rows = []
     if name == "core":
         for size, e in r["sizes"].items():
-            rows.append([name, f"run_turn / direct, {size} messages", f"{e['scripted']['ratio']:.3f}", "<= 1.02"])
+            lo, hi = e["scripted"]["ratio_ci95"]
+            rows.append([name, f"run_turn / article's run_turn, {size} messages: measured (interval), derived",
+                         f"{e['scripted']['ratio']:.3f} ({lo:.3f}-{hi:.3f}), {e['derived_ratio']:.3f}", "<= 1.02"])
     elif name == "trim":
+        best = r.get("best_sizes", {}).get("10000", {})
         for case, t in r["sizes"].get("10000", {}).items():
-            rows.append([name, f"{case}, 10,000 messages", fmt_seconds(t), "< 5 ms"])
+            fastest = f" (fastest {fmt_seconds(best[case])})" if case in best else ""
+            rows.append([name, f"{case}, 10,000 messages", fmt_seconds(t) + fastest, "< 5 ms"])
     elif name == "startup":
         m = r["medians_s"]
         for cmd in ("import nora_widgets", "nora --help"):
@@ -58,13 +62,18 @@ def headline(name: str, r: dict) -> list[list[str]]:
                      ""])
         rows.append([name, "load (fresh process), nora", fmt_seconds(r["load"]["nora"]["total_s"]), ""])
     elif name == "oneshot":
-        rows.append([name, f"nora ask --max-tokens {r.get('max_tokens')} / llm, wall", f"{r['raw_ratio']:.2f}",
+        busy = " (busy machine: see the warning)" if r.get("busy") else ""
+        rows.append([name, f"nora ask --max-tokens {r.get('max_tokens')} / llm, wall", f"{r['raw_ratio']:.2f}{busy}",
                      "<= 0.8"])
         rows.append([name, "nora ask / llm, extrapolated to equal length", f"{r['equal_length_ratio']:.2f}", ""])
     elif name == "lessons":
         rows.append([name, "nbval wall time", fmt_seconds(r["wall_s"]), ""])
-    elif name == "install" and "install_cached" in r:
-        rows.append([name, "pip install -e .[local], cached wheel", fmt_seconds(r["install_cached"]["pip_s"]), ""])
+    elif name == "install":
+        if "install_cached" in r:
+            rows.append([name, "pip install -e .[local], cached wheel", fmt_seconds(r["install_cached"]["pip_s"]), ""])
+        for run in r.get("compile", []):
+            label = f'CMAKE_ARGS="{run["cmake_args"]}"' if run["cmake_args"] else "default settings"
+            rows.append([name, f"compile llama-cpp-python, {label}", fmt_seconds(run["wall_s"]), ""])
     return rows
 
 
@@ -73,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny runs that only prove each script works")
     p.add_argument("--only", nargs="+", choices=ORDER, help="run only these")
     p.add_argument("--install", action="store_true", help="also time a fresh pip install (network, ~1 min)")
+    p.add_argument("--compile", action="store_true",
+                   help="also compile llama-cpp-python with and without the build settings (~20 min, both cores)")
     p.add_argument("--json", metavar="PATH", help="write all results as one JSON file")
     args = p.parse_args(argv)
     names = args.only or ORDER
@@ -87,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 cmd.append("--quick")
             if name == "install" and args.install:
                 cmd.append("--run")
+            if name == "install" and args.compile:
+                cmd.append("--compile")
             print(f"\n=== {name} ({' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))})", flush=True)
             proc = subprocess.run(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"))
             if proc.returncode != 0 or not out.exists():
