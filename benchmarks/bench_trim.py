@@ -42,18 +42,31 @@ POOL = 10_000
 def make_history(n_messages: int, pool: int = POOL) -> list[dict]:
     """system + alternating user/assistant messages; contents cycle through `pool` distinct texts.
 
+    The texts are made once and shared by every history, as in a real chat, where each
+    message's content is the very string the counter saw (and cached) when it was counted.
     Example: make_history(3) -> [system, {"role": "user", "content": "Turn 0: ..."}, {"role": "assistant", ...}]
     """
+    users, replies = _texts(pool)
     history = [{"role": "system", "content": SYSTEM_PROMPT}]
     for i in range(n_messages - 1):
         k = i % pool
         if i % 2 == 0:
-            text = f"Turn {k}: do you have the second Earthsea book in paperback, and how much is it?"
-            history.append({"role": "user", "content": text})
+            history.append({"role": "user", "content": users[k]})
         else:
-            text = f"Reply {k}: yes, 'The Tombs of Atuan' is in stock in paperback for $12."
-            history.append({"role": "assistant", "content": text})
+            history.append({"role": "assistant", "content": replies[k]})
     return history
+
+
+_TEXTS: dict[int, tuple[list[str], list[str]]] = {}
+
+
+def _texts(pool: int) -> tuple[list[str], list[str]]:
+    """The pool of user and assistant texts, made once per pool size."""
+    if pool not in _TEXTS:
+        _TEXTS[pool] = ([f"Turn {k}: do you have the second Earthsea book in paperback, and how much is it?"
+                         for k in range(pool)],
+                        [f"Reply {k}: yes, 'The Tombs of Atuan' is in stock in paperback for $12." for k in range(pool)])
+    return _TEXTS[pool]
 
 
 def pick_client():
@@ -81,14 +94,13 @@ def main(argv: list[str] | None = None) -> dict:
     bound = token_counter(client, model)
 
     sizes = [100, 1000] if args.quick else [1_000, 10_000, 100_000]
-    histories = {n: make_history(n) for n in sizes}
-    biggest = histories[sizes[-1]]
     # cold: the first count of every distinct text fills the cache
+    cold_n = min(sizes[-1], POOL + 1)
+    filler = make_history(cold_n)
     start = time.perf_counter()
-    count_tokens(biggest[: min(len(biggest), POOL + 1)], client, model)
+    count_tokens(filler, client, model)
     cold_s = time.perf_counter() - start
-    cold_n = min(len(biggest), POOL + 1)
-    method = count_tokens(biggest[:2], client, model).method
+    method = count_tokens(filler[:2], client, model).method
 
     cases = {"trim_history (3 turns)": lambda h: trim_history(h, 3)}
     for label, budget in ((f"{BUDGET:,}", BUDGET), (f"{BIG_BUDGET:,}", BIG_BUDGET), ("no limit", 10**12)):
@@ -99,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"target_s": TARGET_S, "method": method, "cold_s": cold_s, "cold_messages": cold_n,
                      "sizes": {}}
     per_size, best = {}, {}  # median and fastest round: a busy neighbour only ever adds time
-    for n, history in histories.items():
+    for n in sizes:
+        history = make_history(n)  # one history alive at a time, as in a process holding one chat
         samples = interleaved({name: (lambda f=f: f(history)) for name, f in cases.items()},
                               rounds=rounds if n < 100_000 else max(3, rounds // 3))
         per_size[n] = {name: median(xs) for name, xs in samples.items()}
@@ -121,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"({fmt_seconds(cold_s / cold_n)} per message)")
 
     # the ways of calling the counter, per message (cache warm), on the largest history
-    h = histories[ref]
+    h = make_history(ref)
     forms = {"message_tokens(m, client)": count, "token_counter(client)(m)": bound,
              "message_tokens(m)  (no client: resolved per call)": message_tokens}
     form_cost = {}
