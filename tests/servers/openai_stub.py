@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -421,6 +422,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     stub: "StubServer"
+
+    def handle_error(self, request, client_address) -> None:
+        """A client hanging up (the faults here make clients do that on purpose) is not an error
+        of the server's: stay quiet.  Anything else is printed, as socketserver does."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class StubServer:
