@@ -92,7 +92,8 @@ def _say(text: str, stream=None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start."""
     from .clients import ModelUnavailableError
-    from .local import _default_threads, _quiet_native, find_model_path, model_name_for
+    from ._engine import _quiet_native
+    from .local import _default_threads, find_model_path, model_name_for
 
     host, port, n_ctx = args.host, args.port, args.n_ctx
     if n_ctx < 64:

@@ -1,0 +1,360 @@
+"""The engine behind LocalClient: one loaded llama.cpp model, shared by every client that asks for it.
+
+It turns messages into the model's prompt (the GGUF's chat template), reads the
+prompt, generates, and keeps llama.cpp's C-level log output out of the notebook.
+What reading and generating cost, and why the KV cache is reused only for random
+replies, is explained in local.py.  Private: LocalClient is the public face.
+"""
+
+from __future__ import annotations
+
+import atexit
+import codecs
+import contextlib
+import copy
+import io
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .clients import ModelUnavailableError
+from .errors import NoraError
+
+GET_IT = "pip install 'nora-widgets[local]' (or set NORA_MODEL_PATH to a chat GGUF file)"
+
+
+# --------------------------------------------------------------------------- #
+# keeping llama.cpp quiet
+
+
+@contextlib.contextmanager
+def _quiet_native() -> Iterator[io.StringIO]:
+    """Send what C code writes to file descriptor 2 (and Python's sys.stderr) to a buffer.
+
+    llama.cpp logs from C, below Python: contextlib.redirect_stderr alone would not
+    catch it, and Jupyter kernels forward fd 2 into the notebook.  What was caught
+    is kept in the yielded buffer, to quote in an error message if loading fails.
+    """
+    caught = io.StringIO()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (some embedded interpreters)
+        with contextlib.redirect_stderr(caught):
+            yield caught
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(caught):
+                yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            caught.write(sink.read().decode("utf-8", "replace"))
+
+
+# --------------------------------------------------------------------------- #
+# the engine: one loaded model, shared by every LocalClient that asks for it
+
+
+class _Engine:
+    """One llama.cpp model in memory, its chat template, and the lock that serializes it.
+
+    Created once per (model file, n_ctx) and shared: loading is lazy (first use),
+    generation holds ``lock`` so two threads never drive the model at once.
+    """
+
+    def __init__(self, path: Path, n_ctx: int, n_threads: int) -> None:
+        self.path, self.n_ctx, self.n_threads = path, n_ctx, n_threads
+        self.lock = threading.Lock()
+        self.owner: int | None = None          # thread id holding lock (to catch same-thread re-entry)
+        self._load_lock = threading.Lock()
+        self._llama: Any = None
+        self._probe: int | None = None          # tokens of [_PROBE_SYSTEM] alone (see message_tokens)
+        self._overheads: dict[str, int] = {}
+        self._split_exact: bool | None = None
+        self.load_seconds: float | None = None
+        self.prompt_tokens_read = 0             # prompt tokens the model really evaluated (cached ones excluded)
+
+    # -- loading ---------------------------------------------------------------
+    @property
+    def llama(self) -> Any:
+        if self._llama is None:
+            with self._load_lock:
+                if self._llama is None:
+                    self._load()
+        return self._llama
+
+    def _load(self) -> None:
+        try:
+            import llama_cpp
+            from llama_cpp import llama_chat_format
+        except ImportError as exc:
+            raise ModelUnavailableError(f"the embedded model needs llama-cpp-python: {GET_IT}") from exc
+        start = time.perf_counter()
+        with _quiet_native() as caught:
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads, verbose=False,
+                )
+            except Exception as exc:  # llama.cpp says ValueError("Failed to load model from file")
+                lines = [ln for ln in caught.getvalue().splitlines() if ln.strip()]
+                detail = f" ({lines[-1].strip()[:120]})" if lines else ""
+                raise ModelUnavailableError(
+                    f"could not load {self.path.name}: {exc}{detail}; is it a chat GGUF file?") from exc
+        self.load_seconds = time.perf_counter() - start
+        self._formatter = self._make_formatter(llama, llama_chat_format)
+        self.bos_text = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
+        self._llama = llama
+        atexit.register(self.close)  # free it while llama_cpp still exists (not during interpreter teardown)
+
+    def close(self) -> None:
+        """Free the model's memory; the next call loads it again.  Skipped while a reply
+        is still being generated (at exit the operating system frees it anyway)."""
+        if not self.lock.acquire(timeout=2):
+            return
+        try:
+            with self._load_lock:
+                llama, self._llama = self._llama, None
+            if llama is not None:
+                llama.close()
+        finally:
+            self.lock.release()
+
+    @staticmethod
+    def _make_formatter(llama: Any, llama_chat_format: Any) -> Any:
+        """The same chat formatter llama-cpp-python picks in Llama.__init__ for this file.
+
+        A GGUF with a `tokenizer.chat_template` gets it rendered by Jinja2
+        (Jinja2ChatFormatter); a few well-known templates are mapped to built-in
+        formatters instead; files with no template fall back to 'llama-2'.
+        """
+        builtin = {
+            "chatml": llama_chat_format.format_chatml,
+            "llama-2": llama_chat_format.format_llama2,
+            "llama-3": llama_chat_format.format_llama3,
+            "mistral-instruct": llama_chat_format.format_mistral_instruct,
+        }
+        if llama.chat_format in builtin:
+            return builtin[llama.chat_format]
+        template = llama.metadata.get("tokenizer.chat_template")
+        if llama.chat_format == "chat_template.default" and template:
+            eos, bos = llama.token_eos(), llama.token_bos()
+            return llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+        raise ModelUnavailableError(f"{Path(llama.model_path).name}: chat format {llama.chat_format!r} is not supported by Nora")
+
+    # -- the prompt ------------------------------------------------------------
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> tuple[str, bool, list[str]]:
+        """messages -> (prompt text, whether tokenizing adds BOS, stop strings), as llama-cpp-python does."""
+        llama = self.llama
+        formatter = self._formatter
+        if add_generation_prompt:
+            result = formatter(messages=messages)
+        elif hasattr(formatter, "add_generation_prompt"):  # Jinja2ChatFormatter: the list alone, no reply primer
+            clone = copy.copy(formatter)
+            clone.add_generation_prompt = False
+            result = clone(messages=messages)
+        else:
+            result = formatter(messages=messages)
+        stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        add_bos = (not result.added_special) and llama._model.add_bos_token() and llama.token_bos() != -1
+        return result.prompt, add_bos, stop
+
+    def tokens(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """The token ids the model reads for these messages (exactly what generation uses)."""
+        text, add_bos, _ = self.render(messages, add_generation_prompt)
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def prompt_text(self, messages: list[dict]) -> str:
+        """The prompt as text, special tokens visible (with the BOS token if the tokenizer adds one)."""
+        text, add_bos, _ = self.render(messages)
+        return (self.bos_text + text) if add_bos and not text.startswith(self.bos_text) else text
+
+    # -- exact per-message counts (see nora_widgets.tokens) --------------------
+    def message_tokens(self, message: dict) -> int:
+        """Tokens one message adds to the prompt, wherever it stands in the list.
+
+        Measured as a difference: render [probe, message] and [probe]; the probe is a
+        fixed system message.  Chat templates that frame each message the same way
+        (ChatML, Llama 3) make this exact; probe_ok() checks it for this model.
+        """
+        base = self._probe_base()
+        return len(self.tokens([_PROBE_SYSTEM, message], add_generation_prompt=False)) - base
+
+    def _probe_base(self) -> int:
+        if self._probe is None:
+            self._probe = len(self.tokens([_PROBE_SYSTEM], add_generation_prompt=False))
+        return self._probe
+
+    def overhead(self, first_role: str | None) -> int:
+        """Tokens the prompt has beyond its messages: the reply primer ("<|im_start|>assistant\\n"),
+        a BOS token if any, and the default system prompt some templates add when the
+        list does not start with one (SmolLM2's does)."""
+        key = "system" if first_role == "system" else ("none" if first_role is None else "other")
+        cache = self._overheads
+        if key not in cache:
+            if key == "none":
+                cache[key] = len(self.tokens([]))
+            else:
+                probe = _PROBE_SYSTEM if key == "system" else _PROBE_USER
+                cache[key] = len(self.tokens([probe])) - self.message_tokens(probe)
+        return cache[key]
+
+    def split_is_exact(self) -> bool:
+        """Does sum(message_tokens) + overhead equal the real prompt length for this template?
+
+        Checked once on a small conversation in both shapes (with and without a system
+        message).  True for ChatML templates like SmolLM2's; templates that fold the system
+        prompt into the first user turn (Mistral, Gemma) fail it, and callers then count
+        the whole prompt instead.
+        """
+        if self._split_exact is None:
+            convos = [
+                [_PROBE_SYSTEM, {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"},
+                 {"role": "user", "content": " two\n\nlines "}],
+                [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes."},
+                 {"role": "user", "content": "ok"}],
+            ]
+            try:
+                self._split_exact = all(
+                    sum(self.message_tokens(m) for m in c) + self.overhead(c[0]["role"]) == len(self.tokens(c))
+                    for c in convos)
+            except Exception:  # a template that refuses some shapes (raise_exception in Jinja)
+                self._split_exact = False
+        return self._split_exact
+
+    # -- generation --------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold(self, timeout: float) -> Iterator[None]:
+        """Hold the model for one generation; refuse re-entry from the same thread."""
+        me = threading.get_ident()
+        if self.owner == me:
+            raise NoraError("a streamed reply from the local model is still open in this thread: "
+                            "read it to the end or call .close() on it first")
+        if not self.lock.acquire(timeout=timeout):
+            raise TimeoutError(f"the local model stayed busy for {timeout:g} s (another reply is being generated)")
+        self.owner = me
+        try:
+            yield
+        finally:
+            self.owner = None
+            self.lock.release()
+
+    def generate(self, prompt_tokens: list[int], max_tokens: int, params: dict, stop: list[str],
+                 seed: int, result: dict, reuse: bool = False) -> Iterator[str]:
+        """Yield the reply's text pieces; fill result['finish_reason'], result['completion_tokens']
+        and result['cached_tokens'] (prompt tokens taken from the KV cache instead of read).
+
+        The caller holds the lock.  reuse=False: start from an empty cache (same input ->
+        same output).  reuse=True: keep the longest start of the prompt that is already
+        in the cache and read only the rest.  Stops at an end-of-generation token, at a
+        stop string (never shown), or after max_tokens tokens (finish_reason 'length').
+        """
+        import llama_cpp
+
+        llama = self.llama
+        cached = _reusable_prefix(llama, prompt_tokens) if reuse else 0
+        if cached:
+            llama.n_tokens = cached      # the cache now holds exactly prompt_tokens[:cached]
+        else:
+            llama.reset()                # an empty cache: the whole prompt is read
+        self.prompt_tokens_read += len(prompt_tokens) - cached
+        llama.set_seed(seed)
+        vocab = llama._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        held = ""                # decoded text not yet given out (it may be the start of a stop string)
+        result.update(finish_reason="length", completion_tokens=0, cached_tokens=cached)
+        if max_tokens <= 0:
+            return
+        # reset=False: the cache was prepared above; llama only reads the tail and samples
+        tokens = llama.generate(prompt_tokens[cached:], reset=False, temp=params["temperature"],
+                                top_p=params["top_p"], top_k=params["top_k"], min_p=params["min_p"],
+                                repeat_penalty=params["repeat_penalty"],
+                                presence_penalty=params.get("presence_penalty", 0.0),
+                                frequency_penalty=params.get("frequency_penalty", 0.0))
+        try:
+            for token in tokens:
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    result["finish_reason"] = "stop"
+                    break
+                result["completion_tokens"] += 1
+                held += decoder.decode(llama.detokenize([token]))
+                cut = min((held.find(s) for s in stop if s and s in held), default=-1)
+                if cut >= 0:
+                    held = held[:cut]
+                    result["finish_reason"] = "stop"
+                    break
+                keep = max((_partial_suffix(held, s) for s in stop if s), default=0)
+                if len(held) > keep:
+                    yield held[: len(held) - keep]
+                    held = held[len(held) - keep:]
+                if result["completion_tokens"] >= max_tokens:
+                    break
+        except GeneratorExit:
+            raise                # closed early: llama's cache still matches llama.input_ids[:n_tokens]
+        except BaseException:
+            llama.reset()        # failed half-way (e.g. Ctrl-C): the next call starts from an empty cache
+            raise
+        finally:
+            tokens.close()       # finish llama's generator now, while the caller still holds the lock
+        held += decoder.decode(b"", final=True)
+        if held:
+            yield held
+
+
+_PROBE_SYSTEM = {"role": "system", "content": "."}
+_PROBE_USER = {"role": "user", "content": "."}
+
+
+def _reusable_prefix(llama: Any, prompt_tokens: list[int]) -> int:
+    """How many leading prompt tokens can be taken from llama's KV cache (0: read them all).
+
+    The cache holds the keys and values of llama.input_ids[:llama.n_tokens] (the last
+    prompt and the reply tokens that were read).  The new prompt may reuse them up to
+    the first token that differs, minus one: the last prompt token is always read,
+    because its output picks the first reply token.  Everything after the kept part is
+    dropped from the cache here.
+    Example: cache [1, 5, 9, 4], prompt [1, 5, 9, 7, 8] -> 3; prompt [1, 5] -> 1
+    """
+    same = 0
+    for cached, new in zip(llama.input_ids[: llama.n_tokens].tolist(), prompt_tokens):
+        if cached != new:
+            break
+        same += 1
+    same = min(same, len(prompt_tokens) - 1)
+    if same > 0 and not llama._ctx.kv_cache_seq_rm(-1, same, -1):
+        return 0  # this model's cache cannot drop just its tail (recurrent models): read it all
+    return same
+
+
+def _partial_suffix(text: str, stop: str) -> int:
+    """Length of the longest end of text that is a beginning of stop (held back until we know)."""
+    for n in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+_ENGINES: dict[tuple[str, int], _Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine_for(path: Path, n_ctx: int, n_threads: int) -> _Engine:
+    """The shared engine for (file, n_ctx); the first caller's n_threads wins."""
+    key = (str(path.resolve()), n_ctx)
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = _Engine(path, n_ctx, n_threads)
+        return _ENGINES[key]
