@@ -126,17 +126,22 @@ class GuardedClient:
         self.refusals.append(exc)
         return exc
 
+    def _apply(self, check: Any, stage: str, args: tuple, kind: type, returns: str) -> Any:
+        """One check: its answer (None or a `kind`), a RefusedError recorded and raised, a wrong type refused."""
+        try:
+            changed = check(*args)
+        except RefusedError as exc:
+            raise self._refused(exc, stage, check) from None
+        if changed is not None and not isinstance(changed, kind):
+            raise TypeError(f"check {_name(check)} returned {type(changed).__name__}: "
+                            f"return None, {returns}, or raise RefusedError")
+        return changed
+
     def _check_before(self, messages: list) -> list:
         for check in self.before:
-            given = copy.deepcopy(messages)  # a check can never edit the caller's history by accident
-            try:
-                changed = check(given)
-            except RefusedError as exc:
-                raise self._refused(exc, "before", check) from None
+            # a copy: a check can never edit the caller's history by accident
+            changed = self._apply(check, "before", (copy.deepcopy(messages),), list, "a list of messages")
             if changed is not None:
-                if not isinstance(changed, list):
-                    raise TypeError(f"check {_name(check)} returned {type(changed).__name__}: "
-                                    "return None, a list of messages, or raise RefusedError")
                 try:
                     validate_history(changed)
                 except HistoryError as exc:  # the check's mistake, not the user's input
@@ -146,14 +151,8 @@ class GuardedClient:
 
     def _check_after(self, reply: str, messages: list) -> str:
         for check in self.after:
-            try:
-                changed = check(reply, copy.deepcopy(messages))
-            except RefusedError as exc:
-                raise self._refused(exc, "after", check) from None
+            changed = self._apply(check, "after", (reply, copy.deepcopy(messages)), str, "a string")
             if changed is not None:
-                if not isinstance(changed, str):
-                    raise TypeError(f"check {_name(check)} returned {type(changed).__name__}: "
-                                    "return None, a string, or raise RefusedError")
                 reply = changed
         return reply
 
