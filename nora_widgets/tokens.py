@@ -151,9 +151,9 @@ def _local_default(note: list[str]) -> Any:
         try:
             import llama_cpp  # noqa: F401  (only to know whether the local model can run)
 
-            from .local import LocalClient
+            from .local import default_client
 
-            cached = LocalClient()
+            cached = default_client()
         except Exception as exc:  # ModelUnavailableError, ImportError
             cached = " ".join(str(exc).split())[:80] or type(exc).__name__
         _COUNTERS["local-default-client"] = cached

@@ -225,3 +225,11 @@ def test_a_missing_model_file_is_one_line_and_exit_1(tmp_path):
                          cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr == f"nora serve: model file not found: {tmp_path / 'none.gguf'} (check --model-path)\n"
+
+
+def test_a_bad_thread_count_is_one_line_and_exit_1():
+    env = {**clean_env(), "NORA_N_THREADS": "lots"}
+    out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(free_port())],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == "nora serve: NORA_N_THREADS must be a whole number of at least 1 (got 'lots')\n"
