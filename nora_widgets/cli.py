@@ -33,7 +33,14 @@ from typing import Any, Callable, TextIO
 
 from . import __version__
 from .clients import BACKENDS, describe_client, make_client
-from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, messages_to_send, new_history, safe_run_turn
+from .conversation import (
+    DEFAULT_TEMPERATURE,
+    SYSTEM_PROMPT,
+    messages_to_send,
+    new_history,
+    safe_run_turn,
+    trim_history,
+)
 from .errors import NoraError, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
@@ -269,7 +276,7 @@ class ChatSession:
 
     def _clear(self, _arg: str) -> None:
         dropped = sum(1 for m in self.history if m["role"] != "system")
-        self.history[:] = [m for m in self.history if m["role"] == "system"]
+        self.history[:] = trim_history(self.history, 0)  # the persona only
         self.say(f"(cleared {dropped} messages; the persona is kept)")
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "trim_history",
     "trim_to_budget",
     "dropped_by_trim",
+    "dropped_indexes",
 ]
 
 SYSTEM_PROMPT = (
@@ -204,8 +205,13 @@ def trim_to_budget(
 
 def dropped_by_trim(history: list[Message], kept: list[Message]) -> list[Message]:
     """The messages of history that a trim left out (by identity, in order)."""
+    return [history[i] for i in dropped_indexes(history, kept)]
+
+
+def dropped_indexes(history: list[Message], kept: list[Message]) -> list[int]:
+    """Where in history the messages a trim left out stand.  Example: [s, u1, a1, u2], kept [s, u2] -> [1, 2]"""
     kept_ids = {id(m) for m in kept}
-    return [m for m in history if id(m) not in kept_ids]
+    return [i for i, m in enumerate(history) if id(m) not in kept_ids]
 
 
 def messages_to_send(

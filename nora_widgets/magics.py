@@ -33,7 +33,14 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.display import display
 
 from .clients import BACKENDS, describe_client, make_client
-from .conversation import DEFAULT_TEMPERATURE, new_history, safe_run_turn, trim_history, messages_to_send
+from .conversation import (
+    DEFAULT_TEMPERATURE,
+    dropped_indexes,
+    messages_to_send,
+    new_history,
+    safe_run_turn,
+    trim_history,
+)
 from .errors import NoraError, describe_failure
 from .transcript import TranscriptError, load_transcript, save_transcript
 
@@ -283,8 +290,7 @@ def history_view(s: ChatSession) -> tuple[str, str]:
     """
     history = s.history
     sent = messages_to_send(history, None, s.keep_turns)
-    sent_ids = {id(m) for m in sent}
-    dropped = [i for i, m in enumerate(history) if id(m) not in sent_ids]
+    dropped = set(dropped_indexes(history, sent))
     counts = _token_counts(history, s.client, s.model)
     sent_count = _token_counts(sent, s.client, s.model)  # its total adds the reply primer
     per = list(counts.per_message) if counts is not None else None
@@ -452,7 +458,7 @@ class ChatMagics(Magics):
 
     def _cmd_reset(self) -> None:
         history = _SESSION.history
-        history[:] = [m for m in history if m["role"] == "system"]
+        history[:] = trim_history(history, 0)  # the persona only
         _show(f"conversation reset: kept the persona ({len(history)} message{'s' * (len(history) != 1)})")
 
     def _cmd_trim(self, raw: str) -> None:

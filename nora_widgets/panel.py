@@ -37,7 +37,7 @@ from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
     TurnResult,
-    dropped_by_trim,
+    dropped_indexes,
     messages_to_send,
     new_history,
     safe_run_turn,
@@ -185,11 +185,14 @@ class ChatPanel(widgets.VBox):
         self.keep_n = widgets.BoundedIntText(value=keep_last_n_turns or 3, min=1, max=1000,
                                              description="turns", layout=widgets.Layout(width="130px"),
                                              style={"description_width": "40px"})
+        # continuous_update=False: the views refresh (and recount) once a value is set, not per tick or key
         self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
                                                description="temperature", readout_format=".1f",
+                                               continuous_update=False,
                                                style={"description_width": "initial"},
                                                layout=widgets.Layout(width="260px"))
         self.model = widgets.Text(value=model or "", description="model", placeholder="(client default)",
+                                  continuous_update=False,
                                   style={"description_width": "45px"}, layout=widgets.Layout(width="230px"))
         self.persona = widgets.Textarea(value=self._system_text(), description="persona", rows=2,
                                         continuous_update=False, style={"description_width": "60px"},
@@ -587,8 +590,7 @@ class ChatPanel(widgets.VBox):
 
         # what the next call sends, and what trimming leaves out
         kept = trim_history(history, keep) if keep is not None else history
-        dropped = dropped_by_trim(history, kept)
-        dropped_idx = [i for i, m in enumerate(history) if any(m is d for d in dropped)]
+        dropped_idx = dropped_indexes(history, kept)
         whole = _count(history, client, model)  # the whole list, as if nothing were trimmed
         next_call = _count(kept, client, model) if keep is not None else whole
         dropped_tokens = sum(whole.per_message[i] for i in dropped_idx)

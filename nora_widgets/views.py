@@ -48,7 +48,7 @@ def _title(text: str) -> widgets.HTML:
 # the transcript
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=4096)  # a long chat redraws every message on every refresh
 def _message_html(role: str, content: str) -> str:
     """One message as a coloured block; assistant text as safe markdown, the rest as plain text."""
     colour = ROLE_COLOURS.get(role, ("#777777", ""))[0]
@@ -75,10 +75,11 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
     Example: transcript_html([{"role": "user", "content": "hi"}]).count('class="nora-msg ') -> 1
     """
     parts = [_message_html(m.get("role", "?"), m.get("content") or "") for m in messages]
+    # the message on its way and the reply so far change on every redraw: not worth caching
     if pending is not None:
-        parts.append(_message_html("user", pending))
+        parts.append(_message_html.__wrapped__("user", pending))
     if streaming is not None:
-        parts.append(_message_html("assistant", streaming + " \u258d"))
+        parts.append(_message_html.__wrapped__("assistant", streaming + " \u258d"))
     if not parts:
         parts.append('<div style="color:#888">(empty conversation)</div>')
     inner = "".join(parts)

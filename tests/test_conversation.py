@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 import nora_widgets
 from nora_widgets import SYSTEM_PROMPT, ScriptedClient, run_turn, safe_run_turn, stream_turn, trim_history
 from nora_widgets.conversation import (
+    dropped_by_trim,
+    dropped_indexes,
     messages_to_send,
     new_history,
     trim_to_budget,
@@ -424,3 +426,10 @@ def test_validate_history_accepts_exactly_what_the_rules_accept(history, odd, wh
     else:
         with pytest.raises(HistoryError, match=r"^message \d+: "):
             validate_history(history)
+
+
+def test_dropped_indexes_names_where_the_trim_cut():
+    history = _long_history(3)  # system + 3 turns
+    kept = trim_history(history, 1)
+    assert dropped_indexes(history, kept) == [1, 2, 3, 4]
+    assert dropped_by_trim(history, kept) == history[1:5]
