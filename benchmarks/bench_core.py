@@ -104,7 +104,7 @@ def cases_for(client, history: list[dict], null: "NullClient", repeat_null: int)
 
 def paired(samples: dict, how, a: str = "nora", b: str = "article") -> list[float]:
     """One number per round from two cases timed in the same round, e.g. how=lambda x, y: x / y."""
-    return [how(x, y) for x, y in zip(samples[a], samples[b])]
+    return [how(x, y) for x, y in zip(samples[a], samples[b])]  # a, b: which two cases
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         samples = interleaved(cases_for(client, history, NullClient(), repeat_null), rounds=rounds, batch=batch,
                               setup=client.calls.clear)
         ratios = paired(samples, lambda x, y: x / y)
-        own = [(x - y) / repeat_null for x, y in zip(samples["nora_null"], samples["article_null"])]
+        own = paired(samples, lambda x, y: (x - y) / repeat_null, "nora_null", "article_null")
         derived = [1 + o / a for o, a in zip(own, samples["article"])]
         entry = {"nora_s": median(samples["nora"]), "article_s": median(samples["article"]),
                  "ratio": median(ratios), "ratio_ci95": median_ci(ratios),

@@ -42,7 +42,7 @@ SEED = 42
 PROMPT = "Tell me a long story about a cat who lives in a bookshop and reads at night."
 
 LOAD_NORA = """
-import time, sys
+import time
 t0 = time.perf_counter()
 from nora_widgets.local import LocalClient
 client = LocalClient(n_ctx={n_ctx}, n_threads={threads})
@@ -52,7 +52,7 @@ t2 = time.perf_counter()
 print(t1 - t0, t2 - t1)
 """
 LOAD_DIRECT = """
-import time, sys
+import time
 t0 = time.perf_counter()
 from llama_cpp import Llama
 t1 = time.perf_counter()
@@ -62,18 +62,20 @@ print(t1 - t0, t2 - t1)
 """
 
 
-def sampling(client) -> dict:
+def sampling() -> dict:
     """The sampling settings LocalClient uses, at temperature 0, to hand to llama-cpp-python too."""
     from nora_widgets.local import SAMPLING_DEFAULTS
 
     return {**SAMPLING_DEFAULTS, "temperature": 0.0}
 
 
-def stream_timing(pieces) -> tuple[float, float, str]:
-    """Consume an iterator of text pieces: (seconds to first piece, seconds after it, whole text)."""
+def stream_timing(request) -> tuple[float, float, str]:
+    """Make the request, then consume the text pieces it returns: (seconds to first piece,
+    seconds after it, whole text).  The clock starts before the request: whatever a client
+    does before handing back its stream (rendering the prompt, tokenizing) counts too."""
     start = time.perf_counter()
     first, text = None, []
-    for piece in pieces:
+    for piece in request():
         if piece:
             if first is None:
                 first = time.perf_counter()
@@ -109,7 +111,7 @@ FOLLOW_UPS = [
 ]
 
 
-def conversation(path: str, threads: int, llama, params: dict, turns: int, max_tokens: int,
+def conversation(threads: int, llama, params: dict, turns: int, max_tokens: int,
                  chats: int) -> list[dict]:
     """A real multi-turn chat at temperature 0.7 on three sides, each resending its whole history.
 
@@ -141,23 +143,24 @@ def conversation(path: str, threads: int, llama, params: dict, turns: int, max_t
                 prompt_tokens = len(clients["nora"].prompt_tokens(messages))
                 cached = 0
                 if name == "direct":
-                    chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, stream=True,
-                                                          **{**params, "temperature": 0.7})
-                    ttft, _after, text = stream_timing(c["choices"][0]["delta"].get("content")
-                                                       for c in chunks if c["choices"])
+                    def direct_pieces(messages=messages):
+                        chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens,
+                                                              stream=True, **{**params, "temperature": 0.7})
+                        return (c["choices"][0]["delta"].get("content") for c in chunks if c["choices"])
+                    ttft, _after, text = stream_timing(direct_pieces)
                 else:
                     usage = []
-                    chunks = clients[name].chat.completions.create(
-                        model="m", messages=messages, temperature=0.7, max_tokens=max_tokens, stream=True,
-                        stream_options={"include_usage": True})
 
-                    def pieces():
+                    def pieces(client=clients[name], messages=messages):
+                        chunks = client.chat.completions.create(
+                            model="m", messages=messages, temperature=0.7, max_tokens=max_tokens, stream=True,
+                            stream_options={"include_usage": True})
                         for c in chunks:
                             if c.usage is not None:
                                 usage.append(c.usage)
                             if c.choices:
                                 yield c.choices[0].delta.content
-                    ttft, _after, text = stream_timing(pieces())
+                    ttft, _after, text = stream_timing(pieces)
                     cached = usage[-1].prompt_tokens_details.cached_tokens
                 sides[name] = messages + [{"role": "assistant", "content": text}]
                 row = per_turn[turn]
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     max_tokens, rounds, load_rounds = (8, 1, 1) if args.quick else (128, 5, 3)
     client = LocalClient(n_ctx=N_CTX, seed=SEED).load()
     path, threads = str(client.model_path), client.n_threads
-    params = sampling(client)
+    params = sampling()
     llama = Llama(model_path=path, n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads, seed=SEED,
                   verbose=False)
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": PROMPT}]
@@ -228,16 +231,21 @@ def main(argv: list[str] | None = None) -> dict:
         return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def nora_stream():
-        chunks = create(model=client.default_model, messages=messages, temperature=0, max_tokens=max_tokens,
-                        seed=SEED, stream=True)
-        return stream_timing(c.choices[0].delta.content for c in chunks if c.choices)
+        def request():
+            chunks = create(model=client.default_model, messages=messages, temperature=0, max_tokens=max_tokens,
+                            seed=SEED, stream=True)
+            return (c.choices[0].delta.content for c in chunks if c.choices)
+        return stream_timing(request)
 
     def direct_stream(reset: bool = False):
         if reset:
             llama.reset()
-        chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, seed=SEED, stream=True,
-                                              **params)
-        return stream_timing(c["choices"][0]["delta"].get("content") for c in chunks if c["choices"])
+
+        def request():
+            chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens, seed=SEED, stream=True,
+                                                  **params)
+            return (c["choices"][0]["delta"].get("content") for c in chunks if c["choices"])
+        return stream_timing(request)
 
     def nora_whole():
         r = create(model=client.default_model, messages=messages, temperature=0, max_tokens=max_tokens, seed=SEED)
@@ -271,9 +279,9 @@ def main(argv: list[str] | None = None) -> dict:
         rates = [(count(text) - 1) / after for _ttft, after, text in samples if after > 0]
         decode[name] = median(rates)
         ttft = median([s[0] for s in samples])
-        rows.append([name, f"{decode[name]:.1f}", fmt_seconds(ttft), count(samples[-1][2])])
-        results.setdefault("stream", {})[name] = {"decode_tok_s": decode[name], "ttft_s": ttft,
-                                                  "tokens": count(samples[-1][2])}
+        tokens = count(samples[-1][2])
+        rows.append([name, f"{decode[name]:.1f}", fmt_seconds(ttft), tokens])
+        results.setdefault("stream", {})[name] = {"decode_tok_s": decode[name], "ttft_s": ttft, "tokens": tokens}
     ratio = decode["nora"] / decode["direct"]
     results["decode_ratio"] = ratio
     print(f"Embedded model, streaming, temperature 0, max_tokens={max_tokens}, n_ctx={N_CTX}, "
@@ -294,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"same reply text from both: {same}")
 
     turns, reply, chats = (2, 4, 1) if args.quick else (6, 32, 3)
-    conv = conversation(path, threads, llama, params, turns=turns, max_tokens=reply, chats=chats)
+    conv = conversation(threads, llama, params, turns=turns, max_tokens=reply, chats=chats)
     results["conversation"] = {"temperature": 0.7, "max_tokens": reply, "chats": chats, "turns": conv}
     print(f"\nA conversation at temperature 0.7, turn by turn (streaming, max_tokens={reply}, median of {chats} "
           f"chats): time to the first text piece as the resent history grows")

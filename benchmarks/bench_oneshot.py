@@ -18,7 +18,6 @@ byte) plus its generation time scaled to llm's median answer length.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -33,20 +32,6 @@ from _common import ROOT, finish, find_executable, fmt_seconds, median, parser, 
 
 TARGET = 0.8
 QUESTION = "Do you have any Ursula K. Le Guin novels?"
-
-
-@contextlib.contextmanager
-def quiet_fd2():
-    """Point file descriptor 2 at /dev/null for the duration (C code writes there directly)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def run_streamed(cmd: list[str], env: dict) -> tuple[float, float, str]:
@@ -71,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         from llama_cpp import Llama
 
+        from nora_widgets._engine import _quiet_native
         from nora_widgets.local import find_model_path
         path = str(find_model_path())
     except Exception as exc:  # no [local] extra here
@@ -79,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         return skipped(args, "oneshot", "needs the `nora` and `llm` commands")
     from nora_widgets.conversation import SYSTEM_PROMPT
 
-    with quiet_fd2():  # llama.cpp logs from C to file descriptor 2 even with verbose=False
+    with _quiet_native():  # llama.cpp logs from C to file descriptor 2 even with verbose=False
         vocab = Llama(model_path=path, vocab_only=True, verbose=False)
 
     def tokens(text: str) -> int:
