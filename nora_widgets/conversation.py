@@ -47,6 +47,7 @@ __all__ = [
     "trim_to_budget",
     "dropped_by_trim",
     "dropped_indexes",
+    "set_persona",
 ]
 
 SYSTEM_PROMPT = (
@@ -71,6 +72,23 @@ def new_history(system_prompt: str | None = SYSTEM_PROMPT) -> list[Message]:
     Example: new_history("Be brief.") -> [{'role': 'system', 'content': 'Be brief.'}]
     """
     return [{"role": "system", "content": system_prompt}] if system_prompt else []
+
+
+def set_persona(history: list[Message], text: str) -> None:
+    """Make text the persona, in place: the leading system message is replaced by a new dict
+    (copies taken earlier keep the old one), or one is inserted; blank text removes it.
+
+    Example: set_persona(h, "Be brief.") -> h[0] == {"role": "system", "content": "Be brief."}
+    """
+    has_persona = bool(history) and history[0]["role"] == "system"
+    if text.strip():
+        persona = {"role": "system", "content": text}
+        if has_persona:
+            history[0] = persona
+        else:
+            history.insert(0, persona)
+    elif has_persona:
+        del history[0]
 
 
 def validate_history(history: Any) -> None:

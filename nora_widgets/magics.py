@@ -39,6 +39,7 @@ from .conversation import (
     messages_to_send,
     new_history,
     safe_run_turn,
+    set_persona,
     trim_history,
 )
 from .errors import NoraError, describe_failure
@@ -434,11 +435,7 @@ class ChatMagics(Magics):
             except NoraError as exc:
                 raise UsageError(f"%chat: {describe_failure(exc).message}") from None
         if "system" in given:
-            persona = {"role": "system", "content": given.pop("system")}
-            if s.history and s.history[0]["role"] == "system":
-                s.history[0] = persona  # a new dict: copies saved earlier keep the old persona
-            else:
-                s.history.insert(0, persona)
+            set_persona(s.history, given.pop("system"))  # a new dict: copies saved earlier keep the old persona
         for key, value in given.items():
             setattr(s, key, value)
         return changed

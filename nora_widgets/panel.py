@@ -41,6 +41,7 @@ from .conversation import (
     messages_to_send,
     new_history,
     safe_run_turn,
+    set_persona,
     trim_history,
     validate_history,
     validate_user_text,
@@ -490,18 +491,8 @@ class ChatPanel(widgets.VBox):
             return
         text = change["new"]
         with self._lock:
-            has_system = bool(self.history) and self.history[0]["role"] == "system"
-            if text.strip():
-                if has_system:
-                    self.history[0] = {"role": "system", "content": text}  # a new dict: last_sent keeps the old one
-                else:
-                    self.history.insert(0, {"role": "system", "content": text})
-            elif has_system:
-                del self.history[0]
-            if self.twin_history and self.twin_history[0]["role"] == "system":
-                del self.twin_history[0]
-            if text.strip():
-                self.twin_history.insert(0, {"role": "system", "content": text})
+            set_persona(self.history, text)  # a new dict: last_sent keeps the old one
+            set_persona(self.twin_history, text)
         self.refresh()
 
     def clear_history(self) -> None:

@@ -13,6 +13,7 @@ from nora_widgets.conversation import (
     dropped_indexes,
     messages_to_send,
     new_history,
+    set_persona,
     trim_to_budget,
     validate_history,
 )
@@ -433,3 +434,14 @@ def test_dropped_indexes_names_where_the_trim_cut():
     kept = trim_history(history, 1)
     assert dropped_indexes(history, kept) == [1, 2, 3, 4]
     assert dropped_by_trim(history, kept) == history[1:5]
+
+
+def test_set_persona_replaces_inserts_and_removes_the_leading_system_message():
+    history = new_history("old") + [{"role": "user", "content": "hi"}]
+    kept_copy = list(history)
+    set_persona(history, "new")
+    assert history[0] == {"role": "system", "content": "new"} and kept_copy[0]["content"] == "old"
+    set_persona(history, "  ")
+    assert history == [{"role": "user", "content": "hi"}]
+    set_persona(history, "again")
+    assert [m["role"] for m in history] == ["system", "user"]
