@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,11 +18,11 @@ from nora_widgets import cli
 from nora_widgets.clients import make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, new_history, safe_run_turn
 from nora_widgets.transcript import load_transcript, save_transcript
+from tests.helpers import nora_env, run_nora
 from tests.servers.openai_stub import StubServer, context_length_exceeded, default_reply, ok
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-badinput-3f8a1b2c9d"
 SYSTEM = {"role": "system", "content": SYSTEM_PROMPT}
 MEGABYTE = "0123456789abcdef" * 65536  # 1,048,576 characters, one line
@@ -47,11 +44,7 @@ def client_for(stub: StubServer, **kw):
 
 
 def nora(stub: StubServer, *args: str, stdin: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
-    env.update(PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
-               OPENAI_BASE_URL=stub.base_url, OPENAI_API_KEY=KEY)
-    return subprocess.run([sys.executable, "-m", "nora_widgets.cli", *args], input=stdin, text=True,
-                          encoding="utf-8", capture_output=True, env=env, timeout=45)
+    return run_nora(*args, env=nora_env(stub.base_url, KEY), stdin=stdin)
 
 
 def panel_for(client, **kw):

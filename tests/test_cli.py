@@ -25,6 +25,7 @@ import pytest
 from nora_widgets import cli
 from nora_widgets.clients import ScriptedClient
 from nora_widgets.conversation import SYSTEM_PROMPT
+from tests import helpers
 from tests.servers.openai_stub import (
     StubServer,
     context_length_exceeded,
@@ -58,24 +59,16 @@ def assistant(text: str) -> dict:
 
 
 def nora_env(stub: StubServer | None = None, **extra: str) -> dict:
-    """A clean environment: no real OPENAI_/NORA_ settings leak in from the machine."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    if stub is not None:
-        env["OPENAI_BASE_URL"] = stub.base_url
-        env["OPENAI_API_KEY"] = KEY
-    env.update(extra)
-    return env
+    """A clean environment (tests/helpers.py), pointed at the stub with this module's key."""
+    if stub is None:
+        return helpers.nora_env(**extra)
+    return helpers.nora_env(stub.base_url, KEY, **extra)
 
 
 def nora(*args: str, stdin: str = "", stub: StubServer | None = None, cwd: Path | None = None,
          merge: bool = False, **env: str) -> subprocess.CompletedProcess:
     """Run `nora ARGS` with stdin piped; merge=True puts stderr into stdout, in order."""
-    return subprocess.run(
-        [sys.executable, "-m", "nora_widgets.cli", *args],
-        input=stdin, text=True, cwd=cwd, env=nora_env(stub, **env), timeout=45,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-    )
+    return helpers.run_nora(*args, env=nora_env(stub, **env), stdin=stdin, cwd=cwd, merge=merge)
 
 
 def header(stub: StubServer, model: str = "gpt-4o-mini") -> list[str]:

@@ -17,17 +17,15 @@ maps each cell to its test.
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from nora_widgets.clients import make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, safe_run_turn
+from tests.helpers import nora_env, run_nora
 from tests.servers.openai_stub import (
     FAULTS,
     Behaviour,
@@ -42,7 +40,6 @@ from tests.servers.openai_stub import (
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-faults-4e9b1c7a2d"
 TIMEOUT = 0.5  # the client's timeout: a stall of 1.5 s always loses
 LONG_REPLY = "one two three " + "and more " * 98  # 199 pieces: 20 s to read to the end at 0.1 s apart
@@ -246,16 +243,8 @@ def test_core_ctrl_c_mid_stream_over_http_rolls_back(stub_server):
 # the CLI: the cells tests/test_cli.py does not have
 
 
-def nora_env(stub: StubServer) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    env.update(OPENAI_BASE_URL=stub.base_url, OPENAI_API_KEY=KEY)
-    return env
-
-
 def nora(stub: StubServer, *args: str, stdin: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nora_widgets.cli", *args], input=stdin, text=True,
-                          capture_output=True, env=nora_env(stub), timeout=45)
+    return run_nora(*args, env=nora_env(stub.base_url, KEY), stdin=stdin)
 
 
 CLI_RETRY = ("rate_limit_429", "unauthorized_401", "unavailable_503", "malformed_json", "stream_cut")

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nora_widgets.clients import make_client
 from nora_widgets.conversation import new_history, safe_run_turn
+from tests.helpers import nora_env, run_nora
 from tests.servers.openai_stub import StubServer, error, ok
 
 pytestmark = pytest.mark.timeout(90)
@@ -78,20 +76,15 @@ def widget_tree_states(root) -> list[dict]:
 
 
 def run_cli_session(stub: StubServer, key: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
-    env.update(PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
-               OPENAI_API_KEY=key, OPENAI_BASE_URL=stub.base_url,
-               OPENAI_LOG="debug")  # the openai library's own debug log, on stderr
+    env = nora_env(stub.base_url, key, OPENAI_LOG="debug")  # OPENAI_LOG: openai's own debug log, on stderr
     stub.enqueue(ok("Yes, two novels."), echo_400(key), ok("14.50 euros."), echo_401(key))
     lines = ["Do you have Le Guin?", "bad one", "How much is it?", "bad two", "/history", "/save cli-copy.json"]
-    chat = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0", "--timeout", "5",
-                           "--save", "cli.json"], input="\n".join(lines) + "\n", text=True, capture_output=True,
-                          env=env, cwd=tmp_path, timeout=45)
+    chat = run_nora("chat", "--max-retries", "0", "--timeout", "5", "--save", "cli.json",
+                    stdin="\n".join(lines) + "\n", env=env, cwd=tmp_path)
     assert chat.returncode == 0, chat.stderr
     assert "Incorrect API key provided: ***" in chat.stderr  # the echo came through, masked
     stub.enqueue(echo_400(key))
-    ask = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "ask", "--max-retries", "0", "hello"],
-                         text=True, capture_output=True, env=env, cwd=tmp_path, timeout=45)
+    ask = run_nora("ask", "--max-retries", "0", "hello", stdin=None, env=env, cwd=tmp_path)
     assert ask.returncode == 1 and "Incorrect API key provided: ***" in ask.stderr
     return {"cli stdout": chat.stdout, "cli stderr": chat.stderr, "ask stdout": ask.stdout, "ask stderr": ask.stderr}
 

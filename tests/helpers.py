@@ -1,0 +1,37 @@
+"""Helpers shared by the test modules that run `nora` as a real subprocess.
+
+    run_nora("ask", "hi", env=nora_env(stub.base_url, KEY)) -> CompletedProcess (stdout, stderr as text)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository root
+
+
+def nora_env(base_url: str | None = None, key: str | None = None, **extra: str) -> dict:
+    """The machine's environment with no OPENAI_ / NORA_ setting leaking in, the checkout on
+    PYTHONPATH, then the server and key given (if any) and any extra variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    if base_url is not None:
+        env["OPENAI_BASE_URL"] = base_url
+    if key is not None:
+        env["OPENAI_API_KEY"] = key
+    env.update(extra)
+    return env
+
+
+def run_nora(*args: str, env: dict, stdin: str | None = "", cwd: Path | str | None = None, merge: bool = False,
+             timeout: float = 45) -> subprocess.CompletedProcess:
+    """Run `python -m nora_widgets.cli ARGS` with stdin piped (UTF-8 both ways); merge=True puts
+    stderr into stdout, in order."""
+    return subprocess.run(
+        [sys.executable, "-m", "nora_widgets.cli", *args],
+        input=stdin, text=True, encoding="utf-8", cwd=cwd, env=env, timeout=timeout,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+    )
