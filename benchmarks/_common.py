@@ -74,6 +74,28 @@ def interleaved(cases: dict[str, Callable[[], object]], rounds: int, batch: int 
     return samples
 
 
+def make_history(n_messages: int, texts: tuple[Sequence[str], Sequence[str]] | None = None) -> list[dict]:
+    """The persona, then alternating user/assistant messages: n_messages in all (wire-format dicts).
+
+    texts=None: fresh ~60-character contents, "Message {i}: ...", made for this history.
+    texts=(user_texts, reply_texts): message i takes pool[i % len(pool)] from the user pool (even i)
+    or the reply pool (odd i), the very string objects of the pools, so histories made from the
+    same pools share their contents (what a per-content cache sees in a real chat).
+    Example: make_history(3) -> [system, {"role": "user", "content": "Message 0: ..."}, {"role": "assistant", ...}]
+    """
+    from nora_widgets.conversation import SYSTEM_PROMPT  # here: the other benchmarks never need the package
+
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for i in range(n_messages - 1):  # i counts the messages after the persona; user first
+        if texts is None:
+            content = f"Message {i}: do you have the second Earthsea book in paperback?"
+        else:
+            pool = texts[i % 2]
+            content = pool[i % len(pool)]
+        history.append({"role": "user" if i % 2 == 0 else "assistant", "content": content})
+    return history
+
+
 def run_timed(cmd: Sequence[str], env: dict | None = None, cwd: str | Path | None = None,
               timeout: float = 300) -> tuple[float, subprocess.CompletedProcess]:
     """Run a command to completion; (wall seconds, the completed process)."""

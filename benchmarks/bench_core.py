@@ -28,27 +28,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import finish, fmt_seconds, interleaved, median, median_ci, parser, table, verdict  # noqa: E402
+from _common import (finish, fmt_seconds, interleaved, make_history, median, median_ci, parser, table,  # noqa: E402
+                     verdict)
 
 from nora_widgets.clients import ScriptedClient, make_completion  # noqa: E402
-from nora_widgets.conversation import SYSTEM_PROMPT, run_turn, validate_history  # noqa: E402
+from nora_widgets.conversation import run_turn, validate_history  # noqa: E402
 
 TARGET = 1.02
 QUESTION = "How much is it?"
-
-
-def make_history(n_messages: int) -> list[dict]:
-    """system + alternating user/assistant turns, n_messages in all, ~80-character contents.
-
-    Example: make_history(5) -> [system, user, assistant, user, assistant]
-    """
-    history = [{"role": "system", "content": SYSTEM_PROMPT}]
-    i = 0
-    while len(history) < n_messages:
-        role = "user" if len(history) % 2 == 1 else "assistant"
-        history.append({"role": role, "content": f"Message {i}: do you have the second Earthsea book in paperback?"})
-        i += 1
-    return history
 
 
 class NullClient:
@@ -116,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows, results = [], {"target": TARGET, "rounds": rounds, "sizes": {}}
     repeat_null = 20
     for size, batch in sizes.items():
-        client, history = ScriptedClient(model="m"), make_history(size)
+        client, history = ScriptedClient(model="m"), make_history(size)  # fresh "Message {i}: ..." contents
         # All four cases run in every round, so a machine that speeds up or slows down between
         # rounds (this one does, by up to 1.7x within a minute) moves them together.
         # The ScriptedClient keeps a deep copy of every call: its log is emptied between batches.

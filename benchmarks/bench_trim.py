@@ -29,9 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import finish, fmt_seconds, interleaved, median, parser, table  # noqa: E402
+from _common import finish, fmt_seconds, interleaved, make_history, median, parser, table  # noqa: E402
 
-from nora_widgets.conversation import SYSTEM_PROMPT, trim_history, trim_to_budget  # noqa: E402
+from nora_widgets.conversation import trim_history, trim_to_budget  # noqa: E402
 
 TARGET_S = 0.005
 BUDGET = 1500          # fits SmolLM2's 2,048-token window with room for a reply
@@ -39,34 +39,18 @@ BIG_BUDGET = 128_000   # gpt-4o's window: about half of a 10,000-message history
 POOL = 10_000
 
 
-def make_history(n_messages: int, pool: int = POOL) -> list[dict]:
-    """system + alternating user/assistant messages; contents cycle through `pool` distinct texts.
+def pool_texts(pool: int = POOL) -> tuple[list[str], list[str]]:
+    """`pool` distinct user texts and `pool` distinct replies, for make_history(n, texts=...).
 
-    The texts are made once and shared by every history, as in a real chat, where each
-    message's content is the very string the counter saw (and cached) when it was counted.
-    Example: make_history(3) -> [system, {"role": "user", "content": "Turn 0: ..."}, {"role": "assistant", ...}]
+    Example: pool_texts(2)[0] -> ["Turn 0: do you have ...", "Turn 1: do you have ..."]
     """
-    users, replies = _texts(pool)
-    history = [{"role": "system", "content": SYSTEM_PROMPT}]
-    for i in range(n_messages - 1):
-        k = i % pool
-        if i % 2 == 0:
-            history.append({"role": "user", "content": users[k]})
-        else:
-            history.append({"role": "assistant", "content": replies[k]})
-    return history
+    return ([f"Turn {k}: do you have the second Earthsea book in paperback, and how much is it?" for k in range(pool)],
+            [f"Reply {k}: yes, 'The Tombs of Atuan' is in stock in paperback for $12." for k in range(pool)])
 
 
-_TEXTS: dict[int, tuple[list[str], list[str]]] = {}
-
-
-def _texts(pool: int) -> tuple[list[str], list[str]]:
-    """The pool of user and assistant texts, made once per pool size."""
-    if pool not in _TEXTS:
-        _TEXTS[pool] = ([f"Turn {k}: do you have the second Earthsea book in paperback, and how much is it?"
-                         for k in range(pool)],
-                        [f"Reply {k}: yes, 'The Tombs of Atuan' is in stock in paperback for $12." for k in range(pool)])
-    return _TEXTS[pool]
+# Made once and shared by every history below, as in a real chat, where each message's content
+# is the very string the counter saw (and cached: the cache is keyed by the content) when it was counted.
+TEXTS = pool_texts()
 
 
 def pick_client():
@@ -96,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [100, 1000] if args.quick else [1_000, 10_000, 100_000]
     # cold: the first count of every distinct text fills the cache
     cold_n = min(sizes[-1], POOL + 1)
-    filler = make_history(cold_n)
+    filler = make_history(cold_n, TEXTS)
     start = time.perf_counter()
     count_tokens(filler, client, model)
     cold_s = time.perf_counter() - start
@@ -112,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "sizes": {}}
     per_size, best = {}, {}  # median and fastest round: a busy neighbour only ever adds time
     for n in sizes:
-        history = make_history(n)  # one history alive at a time, as in a process holding one chat
+        history = make_history(n, TEXTS)  # one history alive at a time, as in a process holding one chat
         samples = interleaved({name: (lambda f=f: f(history)) for name, f in cases.items()},
                               rounds=rounds if n < 100_000 else max(3, rounds // 3))
         per_size[n] = {name: median(xs) for name, xs in samples.items()}
@@ -134,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"({fmt_seconds(cold_s / cold_n)} per message)")
 
     # the ways of calling the counter, per message (cache warm), on the largest history
-    sample = make_history(2000)
+    sample = make_history(2000, TEXTS)
     forms = {"message_tokens(m, client)": count, "token_counter(client)(m)": bound,
              "message_tokens(m)  (no client: resolved per call)": message_tokens}
     for f in forms.values():  # each form's counter exists and its cache is warm
