@@ -20,12 +20,11 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, finish, fmt_seconds, parser, table  # noqa: E402
+from _common import ROOT, finish, fmt_seconds, parser, run_timed, table  # noqa: E402
 
 # Measured compile times on 2 cores (Python 3.11), pip install from the PyPI sdist:
 RECORDED = [
@@ -48,21 +47,27 @@ def parse_time_log(path: Path) -> tuple[float, float] | None:
     return (found["real"], found["user"]) if {"real", "user"} <= found.keys() else None
 
 
+def build_env(cmake_args: str | None) -> dict:
+    """This process's environment with CMAKE_ARGS set to cmake_args, or removed when it is None.
+
+    Example: build_env("-DLLAVA_BUILD=OFF")["CMAKE_ARGS"] -> "-DLLAVA_BUILD=OFF"
+    """
+    env = dict(os.environ)
+    env.pop("CMAKE_ARGS", None)  # an inherited value would silently change the "default" build
+    if cmake_args:
+        env["CMAKE_ARGS"] = cmake_args
+    return env
+
+
 def timed_install(extra: str, cmake_args: str | None) -> dict:
     """Make a venv in a temp dir and time `pip install -e .[extra]` into it (pip's wheel cache on)."""
     with tempfile.TemporaryDirectory(prefix="nora-install-") as tmp:
         venv = Path(tmp) / "venv"
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        made = time.perf_counter() - start
-        env = dict(os.environ)
-        env.pop("CMAKE_ARGS", None)
-        if cmake_args:
-            env["CMAKE_ARGS"] = cmake_args
-        start = time.perf_counter()
-        proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-e", f".[{extra}]"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-        installed = time.perf_counter() - start
+        made, proc = run_timed([sys.executable, "-m", "venv", str(venv)])
+        if proc.returncode != 0:
+            raise RuntimeError(f"python -m venv failed: {proc.stderr.strip()[-800:]}")
+        installed, proc = run_timed([str(venv / "bin" / "python"), "-m", "pip", "install", "-e", f".[{extra}]"],
+                                    env=build_env(cmake_args), cwd=ROOT, timeout=1800)
         if proc.returncode != 0:
             raise RuntimeError(f"pip install failed: {proc.stderr.strip()[-800:]}")
         log = proc.stdout
@@ -77,15 +82,9 @@ def timed_install(extra: str, cmake_args: str | None) -> dict:
 
 def timed_compile(sdist: Path, cmake_args: str | None, out: Path) -> dict:
     """`pip wheel` the sdist with CMAKE_ARGS set or unset; wall and CPU seconds of the whole build."""
-    env = dict(os.environ)
-    env.pop("CMAKE_ARGS", None)
-    if cmake_args:
-        env["CMAKE_ARGS"] = cmake_args
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(out),
-                           str(sdist)], env=env, capture_output=True, text=True, timeout=3600)
-    wall = time.perf_counter() - start
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU of finished children: the build's, by difference
+    wall, proc = run_timed([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(out),
+                            str(sdist)], env=build_env(cmake_args), timeout=3600)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"pip wheel failed: {proc.stderr.strip()[-800:]}")
