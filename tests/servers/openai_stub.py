@@ -289,14 +289,19 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send_json(self, status: int, payload: Any, headers: dict | None = None) -> None:
-        body = json.dumps(payload).encode()
+    def _json_headers(self, status: int, length: int, headers: dict | None = None) -> None:
+        """The status line and headers of a JSON reply of `length` bytes; the body is the caller's
+        (whole, half of it, or not JSON at all). Example: self._json_headers(200, len(body))"""
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+
+    def _send_json(self, status: int, payload: Any, headers: dict | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self._json_headers(status, len(body), headers)
         self.wfile.write(body)
         self.wfile.flush()
 
@@ -385,10 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_chunk(b"")
         elif b.kind == "malformed":
             bad = b"{'this is': not JSON"
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(bad)))
-            self.end_headers()
+            self._json_headers(200, len(bad))
             self.wfile.write(bad)
         elif b.kind == "drop":
             self._abort()
@@ -399,10 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_chunk(event)
             elif b.kind == "cut":  # not streaming: promise the whole body, send half of it
                 payload = json.dumps(_completion(text, model, messages, n)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
+                self._json_headers(200, len(payload))
                 self.wfile.write(payload[: len(payload) // 2])
                 self.wfile.flush()
             if b.kind == "stall":
