@@ -25,7 +25,7 @@ import pytest
 
 from nora_widgets.clients import make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, safe_run_turn
-from tests.helpers import nora_env, run_nora
+from tests.helpers import nora_env, panel_for, panel_send, run_nora
 from tests.servers.openai_stub import (
     FAULTS,
     Behaviour,
@@ -292,18 +292,10 @@ def test_cli_context_overflow_with_keep_turns_trims_and_retries_once(stub_server
 # the panel: the same faults, clicked
 
 
-def panel_send(panel, text: str, timeout: float = 15):
-    panel.prompt.value = text
-    panel.send.click()
-    return panel.wait(timeout)
-
-
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_server, name):
-    from nora_widgets.panel import ChatPanel
-
     kind, words, _ = MATRIX[name].expect(stream=True)  # the panel always streams
-    panel = ChatPanel(client_for(stub_server), history=earlier(), flush_interval=0.0)
+    panel = panel_for(client_for(stub_server), history=earlier())
     before = copy.deepcopy(panel.history)
     shown_before = panel.transcript.value
     stub_server.enqueue(MATRIX[name].behaviour)
@@ -323,9 +315,7 @@ def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_serv
 
 
 def test_panel_retries_follow_max_retries(stub_server):
-    from nora_widgets.panel import ChatPanel
-
-    panel = ChatPanel(client_for(stub_server, retries=2), flush_interval=0.0)
+    panel = panel_for(client_for(stub_server, retries=2))
     stub_server.enqueue(unavailable(), unavailable(), unavailable())
     assert panel_send(panel, "hello").failure.kind == "server"
     assert len(stub_server.chat_requests) == 3 and len(panel.history) == 1
@@ -333,16 +323,14 @@ def test_panel_retries_follow_max_retries(stub_server):
     assert panel_send(panel, "hello") == "Back again." and panel.error.value == ""
     assert len(stub_server.chat_requests) == 5 and len(panel.history) == 3
 
-    lone = ChatPanel(client_for(stub_server, retries=0), flush_interval=0.0)
+    lone = panel_for(client_for(stub_server, retries=0))
     stub_server.enqueue(unavailable(), ok("unused"))
     assert panel_send(lone, "hello").failure.kind == "server"
     assert len(stub_server.chat_requests) == 6 and stub_server.pending == 1
 
 
 def test_panel_context_overflow_with_trimming_trims_and_retries_once(stub_server):
-    from nora_widgets.panel import ChatPanel
-
-    panel = ChatPanel(client_for(stub_server), history=earlier(6), keep_last_n_turns=4, flush_interval=0.0)
+    panel = panel_for(client_for(stub_server), history=earlier(6), keep_last_n_turns=4)
     stub_server.enqueue(context_length_exceeded(), ok("Fits now."))
     assert panel_send(panel, "latest") == "Fits now." and len(panel.history) == 15
     second = stub_server.chat_requests[-1].messages
@@ -363,10 +351,8 @@ def panel_mid_reply(stub: StubServer, behaviour: Behaviour, timeout: float):
 
     Returns (panel, the history before the turn).
     """
-    from nora_widgets.panel import ChatPanel
-
     stub.enqueue(behaviour)
-    panel = ChatPanel(client_for(stub, timeout=timeout), history=earlier(), flush_interval=0.0)
+    panel = panel_for(client_for(stub, timeout=timeout), history=earlier())
     before = copy.deepcopy(panel.history)
     panel.prompt.value = "Tell me everything"
     panel.send.click()
@@ -388,12 +374,15 @@ def test_panel_stop_mid_stream_over_http_rolls_back_at_once(stub_server):
 
 
 def test_panel_stop_during_a_stall_answers_at_once(stub_server):
-    # the server goes quiet for 30 s; the client would give up after 20 s without Stop
+    # the server goes quiet for 30 s; the client would give up after 20 s: only Stop can end it sooner
     panel, before = panel_mid_reply(stub_server, stall(30.0, after_pieces=2, text="one two three four"), timeout=20)
-    panel.stop.click()
-    try:
-        # what a person expects right after clicking Stop: the turn rolled back, the panel free again
-        until(lambda: not panel.busy, what="the panel free again")
-        assert not panel.busy and panel.history == before and "Stopped" in panel.error.value
-    finally:
-        panel.wait(10)  # the stalled call is let go when the stub server stops
+    panel.stop.click()  # the server says nothing more: Stop frees the panel at once anyway
+    # what a person expects right after clicking Stop, with no waiting: the turn rolled back, the panel free again
+    assert not panel.busy and not panel.prompt.disabled and panel.history == before
+    result = panel.wait(10)  # a stopped turn is not waited for: the stalled call winds down on its own
+    assert result.failure.kind == "cancelled" and panel.history == before
+    assert "Stopped" in panel.error.value and panel.prompt.value == "Tell me everything"  # the text waits
+    stub_server.enqueue("Back again.")  # the stalled request still holds its connection; a new one is answered
+    assert panel_send(panel, "hello") == "Back again."
+    assert panel.history == before + [user("hello"), assistant("Back again.")]
+    assert stub_server.chat_requests[-1].messages == before + [user("hello")]  # no trace of the stopped turn
