@@ -1,6 +1,7 @@
-"""Helpers shared by the test modules that run `nora` as a real subprocess.
+"""Helpers shared by the test modules: `nora` as a real subprocess, and the chat panel clicked.
 
     run_nora("ask", "hi", env=nora_env(stub.base_url, KEY)) -> CompletedProcess (stdout, stderr as text)
+    panel_send(panel_for(client), "hi") -> the TurnResult, once the reply is in
 """
 
 from __future__ import annotations
@@ -35,3 +36,22 @@ def run_nora(*args: str, env: dict, stdin: str | None = "", cwd: Path | str | No
         input=stdin, text=True, encoding="utf-8", cwd=cwd, env=env, timeout=timeout,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
     )
+
+
+def panel_for(client, **kw):
+    """A ChatPanel over client that redraws on every piece (no flush pause), so a test sees each
+    piece as it arrives. Example: panel_for(client, history=earlier()).history[0]["role"] -> "system"
+    """
+    from nora_widgets.panel import ChatPanel  # here, not at the top: the CLI tests need no widgets
+
+    return ChatPanel(client, flush_interval=0.0, **kw)
+
+
+def panel_send(panel, text: str, timeout: float = 15):
+    """Type text into the input, click Send, wait for the reply (or the failure): what a person does.
+
+    Example: panel_send(panel, "hi") -> 'Hello!' (a TurnResult); None if nothing was sent.
+    """
+    panel.prompt.value = text
+    panel.send.click()
+    return panel.wait(timeout)

@@ -18,7 +18,7 @@ from nora_widgets import cli
 from nora_widgets.clients import make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, new_history, safe_run_turn
 from nora_widgets.transcript import load_transcript, save_transcript
-from tests.helpers import nora_env, run_nora
+from tests.helpers import nora_env, panel_for, panel_send, run_nora
 from tests.servers.openai_stub import StubServer, context_length_exceeded, default_reply, ok
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,18 +45,6 @@ def client_for(stub: StubServer, **kw):
 
 def nora(stub: StubServer, *args: str, stdin: str) -> subprocess.CompletedProcess:
     return run_nora(*args, env=nora_env(stub.base_url, KEY), stdin=stdin)
-
-
-def panel_for(client, **kw):
-    from nora_widgets.panel import ChatPanel
-
-    return ChatPanel(client, flush_interval=0.0, **kw)
-
-
-def panel_send(panel, text: str):
-    panel.prompt.value = text
-    panel.send.click()
-    return panel.wait(15)
 
 
 # --------------------------------------------------------------------------- #

@@ -82,13 +82,6 @@ def assert_no_key(*texts: str) -> None:
         assert KEY[8:20] not in text  # not even a piece of it
 
 
-@pytest.fixture
-def keyed_stub():
-    """A stub that, like OpenAI, refuses requests without the (fake) key."""
-    with StubServer(api_key=KEY) as server:
-        yield server
-
-
 # --------------------------------------------------------------------------- #
 # whole sessions against the stub server
 

@@ -24,7 +24,7 @@ from nora_widgets import ScriptedClient, run_turn
 from nora_widgets import magics
 from nora_widgets.conversation import SYSTEM_PROMPT
 from nora_widgets.transcript import load_transcript, save_transcript
-from tests.servers.openai_stub import StubServer, cut_stream, server_error
+from tests.servers.openai_stub import cut_stream, server_error
 
 KEY = "sk-test-magics-0123456789"
 
@@ -455,16 +455,10 @@ def test_use_client_refuses_what_is_not_a_client():
 # the real openai client over HTTP (loopback stub server)
 
 
-@pytest.fixture
-def keyed_stub(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    with StubServer(api_key=KEY) as stub:
-        yield stub
-
-
 @pytest.mark.timeout(30)
-def test_openai_backend_sends_the_whole_transcript_and_wire_masks_the_key(shell, keyed_stub):
-    stub = keyed_stub
+def test_openai_backend_sends_the_whole_transcript_and_wire_masks_the_key(shell, keyed_stub, monkeypatch):
+    stub = keyed_stub  # refuses requests without KEY (tests/conftest.py)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
     stub.enqueue("Yes, two novels.", "The Dispossessed.")
     ran = run(shell, f"%chat --backend openai --base-url {stub.base_url} --max-retries 0 --model stub-1")
     assert ran.result.success and "OpenAI-compatible server http://127.0.0.1" in ran.text
