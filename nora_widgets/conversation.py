@@ -18,6 +18,7 @@ returns an object shaped like ``openai.types.chat.ChatCompletion`` (or, with
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, Callable, Iterator
 
 from .errors import (
@@ -58,6 +59,7 @@ DEFAULT_MODEL = "gpt-4o-mini"  # used only when the client names no model of its
 DEFAULT_TEMPERATURE = 0.7
 ROLES = ("system", "user", "assistant")
 _ROLE_SET = frozenset(ROLES)
+_role_of = itemgetter("role")
 
 Message = dict  # {"role": str, "content": str}
 
@@ -192,29 +194,53 @@ def trim_to_budget(
     """Keep the system message(s) plus as many recent whole turns as fit in max_tokens.
 
     ``count(message) -> int`` gives one message's token cost (for example
-    ``nora_widgets.tokens.token_counter(client)``).  Returns a new list.  The newest
-    turn is always kept, even if it alone is over budget (the caller decides whether
-    that is an error).
+    ``nora_widgets.tokens.token_counter(client)``, whose ``count.many(messages)``
+    counts a block of messages in one call; any callable works).  Returns a new list.
+    The newest turn is always kept, even if it alone is over budget (the caller
+    decides whether that is an error).
     Example: budget 100, system 20, turns costing [50, 40, 30] -> system + last two turns.
     """
     system = [m for m in history if m["role"] == "system"]
     used = sum(map(count, system))
-    start = len(history)  # the kept part is history[start:] without its system messages
-    turn_cost, kept_any, newest_system = 0, False, -1
-    # Walk back from the newest message; a turn is complete when we reach its user message.
-    for i in range(len(history) - 1, -1, -1):
-        message = history[i]
-        role = message["role"]
-        if role == "system":
-            newest_system = max(newest_system, i)
+    many = getattr(count, "many", None) or (lambda block: list(map(count, block)))
+    # Walk back from the newest message in blocks of 16, 32, 64, ... messages.  A turn is
+    # complete when we reach its user message.  A block with no system message, whose turns
+    # all fit, is taken whole (its costs summed in one go); otherwise it is walked message by
+    # message.  Doubling blocks keep a small budget cheap (few messages counted) and a large
+    # one fast (few Python steps per message).
+    start = end = len(history)  # history[start:] (without system messages) is kept; history[end:] is seen
+    turn_cost, pending, kept_any, size = 0, False, False, 16  # pending: unkept messages in front of start
+    newest_system = -1
+    while end:
+        lo, size = max(0, end - size), size * 2
+        chunk = history[lo:end]
+        block, costs = list(map(_role_of, chunk)), many(chunk)  # roles and costs of the block, in order
+        if kept_any and "system" not in block:
+            if "user" not in block:  # all of it belongs to the turn in front of the kept part
+                turn_cost, pending, end = turn_cost + sum(costs), True, lo
+                continue
+            first = block.index("user")  # the oldest turn that starts in this block
+            head = sum(costs[:first])
+            total = used + turn_cost + sum(costs) - head
+            if total <= max_tokens:  # it fits, so every newer turn in the block fits too
+                used, start, turn_cost, pending, end = total, lo + first, head, first > 0, lo
+                continue
+        for j in range(end - lo - 1, -1, -1):  # message by message
+            role = block[j]
+            if role == "system":
+                newest_system = max(newest_system, lo + j)
+                continue
+            turn_cost, pending = turn_cost + costs[j], True
+            if role == "user":
+                if kept_any and used + turn_cost > max_tokens:
+                    break
+                used, turn_cost, pending, start, kept_any = used + turn_cost, 0, False, lo + j, True
+        else:
+            end = lo
             continue
-        turn_cost += count(message)
-        if role == "user":
-            if kept_any and used + turn_cost > max_tokens:
-                break
-            used, turn_cost, start, kept_any = used + turn_cost, 0, i, True
+        break
     else:  # reached the start: messages before the first user message are a turn of their own
-        if turn_cost and (not kept_any or used + turn_cost <= max_tokens):
+        if pending and (not kept_any or used + turn_cost <= max_tokens):
             start = 0
     if newest_system < start:  # no system message inside the kept part: one slice does it
         return system + history[start:]

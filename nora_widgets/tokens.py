@@ -258,7 +258,11 @@ def message_tokens(message: dict, client: Any = None, model: str | None = None) 
 
 
 def token_counter(client: Any = None, model: str | None = None) -> Callable[[dict], int]:
-    """message_tokens with the client bound: trim_to_budget(history, 1500, token_counter(client))."""
+    """message_tokens with the client bound: trim_to_budget(history, 1500, token_counter(client)).
+
+    The returned count also has ``count.many(messages) -> list[int]``, the counts of a block
+    of messages in one call (one list comprehension over the cache when all were seen before).
+    """
     counter = _counter(client, model)
     cache = counter.cache  # {role: {content: count}}
 
@@ -268,6 +272,7 @@ def token_counter(client: Any = None, model: str | None = None) -> Callable[[dic
         except (KeyError, TypeError):
             return _per_message(counter, [message])[0]
 
+    count.many = lambda messages: _per_message(counter, messages)  # a block in one call: trim_to_budget uses it
     return count
 
 

@@ -400,6 +400,44 @@ def test_trim_to_budget_matches_the_plain_definition(history, budget):
     assert trim_to_budget(history, budget, count) == _oracle_budget(history, budget, count)
 
 
+_long_any_system = st.lists(
+    st.builds(lambda r, c: {"role": r, "content": c},
+              st.sampled_from(["user", "assistant", "user", "assistant", "system"]), st.text("ab", max_size=3)),
+    min_size=20, max_size=200)  # long enough to cross the blocks of 16, 32, 64 ... that trim_to_budget walks back in
+
+
+@settings(max_examples=300, deadline=None)
+@given(_long_any_system, st.floats(min_value=0, max_value=1.05), st.booleans())
+def test_trim_to_budget_in_blocks_matches_the_plain_definition(history, share, with_many):
+    # zero-cost messages happen here (empty content); a count may carry .many (token_counter's does)
+    def count(message):
+        return len(message["content"])
+
+    budget = int(share * sum(map(count, history)))  # the cut falls anywhere, not only "all fits"
+    if with_many:
+        count.many = lambda messages: [len(m["content"]) for m in messages]
+    kept = trim_to_budget(history, budget, count)
+    assert kept == _oracle_budget(history, budget, count)
+    assert all(any(k is m for m in history) for k in kept)  # the very message objects, not copies
+
+
+@pytest.mark.parametrize("replies", [[1, 130, 2, 0, 35, 1, 3, 1, 20, 1, 1], [1, 20, 2, 0, 35, 1, 3, 130, 1, 1]])
+def test_trim_to_budget_at_every_budget_on_a_long_uneven_history(replies):
+    # turns of 0 to 130 replies (so some blocks of the walk hold no user message), every budget
+    # from 0 to everything: each exact fit, one token short and one token over is met somewhere
+    history = [{"role": "system", "content": "ab"}, {"role": "assistant", "content": ""}]  # costs 0: still a turn
+    for i, n in enumerate(replies):
+        history.append({"role": "user", "content": "u" * (i % 4)})
+        history += [{"role": "assistant", "content": "r" * (j % 3)} for j in range(n)]
+
+    def count(message):
+        return len(message["content"])
+
+    total = sum(map(count, history))
+    for budget in range(total + 2):
+        assert trim_to_budget(history, budget, count) == _oracle_budget(history, budget, count), budget
+
+
 def _oracle_valid(history) -> bool:
     """The rules of validate_history, spelled out one message at a time (no fast path)."""
     return isinstance(history, list) and all(
