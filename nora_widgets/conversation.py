@@ -285,24 +285,35 @@ def _reply_text(response: Any) -> str:
     return content if content is not None else ""
 
 
-def _send(client: Any, history: list[Message], keep_last_n_turns: int | None, params: dict) -> Any:
+def _send(client: Any, history: list[Message], keep_last_n_turns: int | None,
+          params: dict) -> tuple[Any, list[Message]]:
     """One call to the API with history (already ending in the new user turn).
 
-    With trimming on, only the last keep_last_n_turns turns go out.  If the server
-    still says the context window is exceeded, trim to half as many turns and retry
-    once; without trimming, the error goes up so the user can decide (/trim N).
+    Returns (response, the list that call sent).  With trimming on, only the last
+    keep_last_n_turns turns go out.  If the server still says the context window is
+    exceeded, trim to half as many turns and retry once; without trimming, the error
+    goes up so the user can decide (/trim N).
+    Example: keep_last_n_turns=4, the server overflows once -> (response, persona + 2 turns + new one)
     """
     if keep_last_n_turns is None:
-        return _call(client, history, params)
+        return _call(client, history, params), history  # the whole list itself: no copy on the hot path
     sent = trim_history(history[:-1], keep_last_n_turns) + [history[-1]]
     try:
-        return _call(client, sent, params)
+        return _call(client, sent, params), sent
     except Exception as exc:
         if describe_failure(exc).kind != "context_length":
             raise
         fewer = min(keep_last_n_turns, _earlier_turns(sent)) // 2
         sent = trim_history(history[:-1], fewer) + [history[-1]]
-        return _call(client, sent, params)
+        return _call(client, sent, params), sent
+
+
+def _report_sent(on_sent: Callable[[list[Message]], None], sent: list[Message],
+                 history: list[Message], before: int) -> None:
+    """Tell on_sent what the call sent, once the turn is in history.  Untrimmed, the call sent
+    history itself, which has since grown by the reply: hand over a copy as it was sent.
+    Example: history [s, u1, a1] (before=1), sent is history -> on_sent([s, u1])"""
+    on_sent(history[:before + 1] if sent is history else sent)
 
 
 def _earlier_turns(sent: list[Message]) -> int:
@@ -334,6 +345,8 @@ def run_turn(
     model: str | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     keep_last_n_turns: int | None = None,
+    *,
+    on_sent: Callable[[list[Message]], None] | None = None,
     **kwargs: Any,
 ) -> str:
     """Append the user turn, send the whole list, append the reply, return its text.
@@ -342,7 +355,11 @@ def run_turn(
     Ctrl-C included) the history is put back exactly as it was and the error is
     re-raised: the list is never left half-updated.  keep_last_n_turns sends only
     the persona and that many recent turns (the list itself keeps everything).
+    on_sent(messages), if given, is called once the turn has succeeded, with the
+    exact list the successful call sent (after any retry with fewer turns); never
+    on failure.
     Example: history of 1 (system) -> after run_turn: 3 messages, client saw 2.
+    Example: run_turn(client, history, "hi", keep_last_n_turns=2, on_sent=print) prints what went out.
     """
     validate_history(history)
     validate_user_text(user_text)
@@ -350,12 +367,14 @@ def run_turn(
     history.append({"role": "user", "content": user_text})
     params = {"model": model or _default_model(client), "temperature": temperature, **kwargs}
     try:
-        response = _send(client, history, keep_last_n_turns, params)
+        response, sent = _send(client, history, keep_last_n_turns, params)
         reply_text = _reply_text(response)
     except BaseException:
         del history[before:]
         raise
     history.append({"role": "assistant", "content": reply_text})
+    if on_sent is not None:
+        _report_sent(on_sent, sent, history, before)
     return reply_text
 
 
@@ -366,13 +385,16 @@ def stream_turn(
     model: str | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
     keep_last_n_turns: int | None = None,
+    *,
+    on_sent: Callable[[list[Message]], None] | None = None,
     **kwargs: Any,
 ) -> Iterator[str]:
     """Like run_turn, but yield the reply's text pieces as they arrive.
 
     The full reply is appended to history only when the stream has ended.  If the
     stream fails, or the caller stops early (Ctrl-C, break, .close()), the history
-    is rolled back to what it was: no half reply is ever kept.
+    is rolled back to what it was: no half reply is ever kept.  on_sent as in
+    run_turn: called after the last piece, once the reply is in history.
     Example: "".join(stream_turn(client, history, "hi")) == history[-1]["content"]
     """
     validate_history(history)
@@ -383,7 +405,7 @@ def stream_turn(
     pieces: list[str] = []
     completed = False
     try:
-        stream = _send(client, history, keep_last_n_turns, params)
+        stream, sent = _send(client, history, keep_last_n_turns, params)
         chunks = 0
         try:
             for chunk in stream:
@@ -410,20 +432,28 @@ def stream_turn(
             history.append({"role": "assistant", "content": "".join(pieces)})
         else:
             del history[before:]
+    if on_sent is not None:  # reached only when the stream completed
+        _report_sent(on_sent, sent, history, before)
 
 
 class TurnResult(str):
     """The text safe_run_turn returns: the reply, or a one-line error message.
 
     It is a plain str (print it, compare it), plus ``.ok`` and ``.failure``
-    (a nora_widgets.errors.Failure, or None) for UIs that need to know what failed.
+    (a nora_widgets.errors.Failure, or None) for UIs that need to know what failed,
+    and ``.sent``: the list of messages the successful call sent (trimming and an
+    overflow retry included), or None when nothing was sent successfully.
+    Example: safe_run_turn(client, history, "hi", keep_last_n_turns=0).sent -> [persona, {"role": "user", ...}]
     """
 
     failure: Failure | None
+    sent: list[Message] | None
 
-    def __new__(cls, text: str, failure: Failure | None = None) -> "TurnResult":
+    def __new__(cls, text: str, failure: Failure | None = None,
+                sent: list[Message] | None = None) -> "TurnResult":
         obj = super().__new__(cls, text)
         obj.failure = failure
+        obj.sent = sent
         return obj
 
     @property
@@ -446,15 +476,19 @@ def safe_run_turn(
 
     With on_text, the reply is streamed and on_text(piece) is called per piece.
     Ctrl-C while the reply arrives counts as a failure ("cancelled") and rolls back.
+    The result's .sent is the list the successful call sent (None on failure).
     Example: a client that raises TimeoutError -> history still 1 message,
         result '(error talking to the model: the request timed out - try again, ...)'
     """
     before = list(history) if isinstance(history, list) else None
+    went_out: list[list[Message]] = []  # filled by the core once the turn has succeeded
     try:
         if on_text is None:
-            reply = run_turn(client, history, user_text, model, temperature, keep_last_n_turns, **kwargs)
+            reply = run_turn(client, history, user_text, model, temperature, keep_last_n_turns,
+                             on_sent=went_out.append, **kwargs)
         else:
-            pieces = stream_turn(client, history, user_text, model, temperature, keep_last_n_turns, **kwargs)
+            pieces = stream_turn(client, history, user_text, model, temperature, keep_last_n_turns,
+                                 on_sent=went_out.append, **kwargs)
             try:
                 for piece in pieces:
                     on_text(piece)
@@ -469,4 +503,4 @@ def safe_run_turn(
         else:
             failure = describe_failure(exc)
         return TurnResult(failure.line(), failure)
-    return TurnResult(reply)
+    return TurnResult(reply, sent=went_out[-1] if went_out else None)

@@ -17,7 +17,7 @@ from nora_widgets.conversation import (
     trim_to_budget,
     validate_history,
 )
-from nora_widgets.errors import EmptyMessageError, HistoryError
+from nora_widgets.errors import ContextWindowError, EmptyMessageError, HistoryError, StreamCutError
 
 TURNS = ["Do you have any Ursula K. Le Guin novels?", "How much is it?", "Can you hold a copy for me?"]
 
@@ -329,6 +329,63 @@ def test_overflow_twice_or_without_trimming_rolls_back_and_says_how():
     result = safe_run_turn(client, history, "x")
     assert len(client.calls) == 1 and history == before
     assert "trim" in result and "2,048" in result
+
+
+def _turn(stream, client, history, text, **kw):
+    """One turn through run_turn or stream_turn (drained), collecting what on_sent reports."""
+    reported = []
+    if stream:
+        reply = "".join(stream_turn(client, history, text, on_sent=reported.append, **kw))
+    else:
+        reply = run_turn(client, history, text, on_sent=reported.append, **kw)
+    return reply, reported
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_after_an_overflow_retry_the_core_reports_the_halved_list_it_sent(stream):
+    client = ScriptedClient([_overflow(), "fits now"])
+    history = _long_history(6)
+    reply, reported = _turn(stream, client, history, "latest", keep_last_n_turns=4)
+    assert reply == "fits now" and len(history) == 15
+    first, second = (c["messages"] for c in client.calls)
+    assert len(reported) == 1 and reported[0] == second != first  # the retry's list, not the first try's
+    assert [m["content"] for m in reported[0]] == [SYSTEM_PROMPT, "q4", "a4", "q5", "a5", "latest"]
+    assert reported[0][-1] is history[-2]  # the very user message now in the history
+    # safe_run_turn carries the same list on its result, streamed or not
+    client = ScriptedClient([_overflow(), "fits now"])
+    history = _long_history(6)
+    result = safe_run_turn(client, history, "latest", keep_last_n_turns=4,
+                           on_text=(lambda piece: None) if stream else None)
+    assert result.ok and result.sent == client.calls[-1]["messages"] == second
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_without_trimming_the_core_reports_the_list_as_it_was_sent(stream):
+    client = ScriptedClient(["ok"])
+    history = _long_history(2)
+    _reply, reported = _turn(stream, client, history, "next")
+    assert reported == [client.calls[0]["messages"]] and reported[0] == history[:-1]
+    assert reported[0] is not history  # the history grew by the reply since; the report did not
+
+
+def test_nothing_is_reported_when_the_turn_fails():
+    reported = []
+    history = _long_history(3)
+    before = copy.deepcopy(history)
+    with pytest.raises(ContextWindowError):  # two overflows: the retry fails too
+        run_turn(ScriptedClient([_overflow(), _overflow()]), history, "x", keep_last_n_turns=2,
+                 on_sent=reported.append)
+    with pytest.raises(StreamCutError):  # the call is accepted, then the stream breaks
+        "".join(stream_turn(_CutStream(ConnectionError("peer closed")), history, "x", on_sent=reported.append))
+    stream = stream_turn(ScriptedClient(["one two three"]), history, "x", on_sent=reported.append)
+    next(stream)
+    stream.close()  # stopped early
+    assert reported == [] and history == before
+    for client, on_text in [(ScriptedClient([_overflow(), _overflow()]), None),
+                            (_CutStream(ConnectionError("peer closed")), lambda piece: None),
+                            (ScriptedClient([TimeoutError("timed out")]), None)]:
+        result = safe_run_turn(client, history, "x", keep_last_n_turns=2, on_text=on_text)
+        assert not result.ok and result.sent is None and history == before
 
 
 class _CutStream:
