@@ -38,7 +38,6 @@ from .conversation import (
     SYSTEM_PROMPT,
     TurnResult,
     dropped_indexes,
-    messages_to_send,
     new_history,
     safe_run_turn,
     set_persona,
@@ -84,17 +83,6 @@ def _new_rows(sent: Sequence[dict], before: Sequence[dict]) -> list[int]:
         else:
             new.append(i)
     return new
-
-
-def _what_went_out(wire: Any, count_before: int | None) -> list[dict] | None:
-    """The messages of the newest request a client's WireLog recorded since count_before, if any."""
-    if wire is None or count_before is None or getattr(wire, "count", 0) <= count_before:
-        return None
-    body = (getattr(wire, "last", None) or {}).get("body")
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if isinstance(messages, list) and all(isinstance(m, dict) and "role" in m for m in messages):
-        return [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-    return None
 
 
 class ChatPanel(widgets.VBox):
@@ -328,7 +316,6 @@ class ChatPanel(widgets.VBox):
             self._show_error(describe_failure(exc).line())
             return False
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
-        sent = messages_to_send(self.history, text, keep)  # the exact list the core will send
         self._set_busy(True)
         self._show_error("")
         self.live.value = v.transcript_html([], pending=text, max_height="")
@@ -336,7 +323,7 @@ class ChatPanel(widgets.VBox):
         # must never be confused with the next one.
         turn = self._turn = {"cancel": threading.Event(), "committed": False, "abandoned": False}
         self._worker = threading.Thread(
-            target=self._run, args=(turn, client, text, sent, keep, model, temperature, self.side_by_side.value),
+            target=self._run, args=(turn, client, text, keep, model, temperature, self.side_by_side.value),
             name="nora-panel-turn", daemon=True,
         )
         self._worker.start()
@@ -362,7 +349,7 @@ class ChatPanel(widgets.VBox):
 
         return on_text
 
-    def _run(self, turn, client, text, sent, keep, model, temperature, twin) -> None:
+    def _run(self, turn, client, text, keep, model, temperature, twin) -> None:
         """The worker thread: one turn on a copy of the history, committed only if complete.
 
         If Stop abandoned the turn (the panel is already free again), the result is dropped.
@@ -372,8 +359,7 @@ class ChatPanel(widgets.VBox):
         try:
             work = list(self.history)
             before = len(work)
-            wire = getattr(client, "wire", None)
-            wire_count = getattr(wire, "count", None)
+
             def show(so_far: str) -> None:
                 if not turn["abandoned"]:
                     self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height="")
@@ -382,7 +368,9 @@ class ChatPanel(widgets.VBox):
             result = safe_run_turn(client, work, text, model=model, temperature=temperature,
                                    keep_last_n_turns=keep, on_text=on_text, **self._extra())
             if result.ok:
-                sent = _what_went_out(wire, wire_count) or sent  # the core may have trimmed further
+                # what went out, as the core reports it: after trimming, and after the retry with
+                # fewer turns if the server said the context window overflowed
+                sent = result.sent
                 with self._lock:
                     if turn["cancel"].is_set():  # Stop came first: the turn is rolled back
                         return

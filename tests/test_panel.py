@@ -163,6 +163,41 @@ def test_keep_last_n_turns_trims_what_is_sent():
     assert len(client.calls[-1]["messages"]) == 8
 
 
+class NoWireClient:
+    """A client that keeps no WireLog (as a third-party client would): ScriptedClient's replies
+    and call log behind a bare .chat.completions.create."""
+
+    default_model = "no-wire"
+
+    def __init__(self, replies: list):
+        self.inner = ScriptedClient(replies)
+        self.calls = self.inner.calls
+        self.chat = self
+        self.completions = self
+
+    def create(self, **kwargs):
+        return self.inner.chat.completions.create(**kwargs)
+
+
+def test_after_an_overflow_retry_the_panel_shows_the_shorter_list_it_really_sent():
+    from nora_widgets.errors import ContextWindowError
+
+    client = NoWireClient([ContextWindowError("3,000 tokens > 2,048", prompt_tokens=3000, limit=2048), "Fits now."])
+    assert not hasattr(client, "wire")
+    earlier = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for i in range(6):
+        earlier += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    panel = ChatPanel(client, history=earlier, keep_last_n_turns=4, views=("inspector", "wire", "cost"))
+    assert panel_send(panel, "latest") == "Fits now." and len(panel.history) == 15
+    first, second = (c["messages"] for c in client.calls)
+    assert len(first) == 10 and len(second) == 6  # 4 earlier turns tried, then 2
+    assert panel.last_sent == second  # what really went out, after the retry
+    assert [r["content"] for r in panel.inspector.last_rows] == [m["content"] for m in second]
+    assert "Last call sent 6 messages" in panel.inspector.last_html.value
+    assert panel.cost.per_call == [count_tokens(second, client).total]
+    assert panel.wire_view.data["body"]["messages"] == second  # the in-process view: no WireLog to read
+
+
 def test_a_failure_shows_one_line_and_changes_nothing():
     client = ScriptedClient(["First reply.", TimeoutError("read timed out")])
     panel = ChatPanel(client)
