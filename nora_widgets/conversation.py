@@ -482,13 +482,20 @@ def safe_run_turn(
     """
     before = list(history) if isinstance(history, list) else None
     went_out: list[list[Message]] = []  # filled by the core once the turn has succeeded
+    on_sent = kwargs.pop("on_sent", None)  # a caller's own on_sent is told too
+
+    def report(sent: list[Message]) -> None:
+        went_out.append(sent)
+        if on_sent is not None:
+            on_sent(sent)
+
     try:
         if on_text is None:
             reply = run_turn(client, history, user_text, model, temperature, keep_last_n_turns,
-                             on_sent=went_out.append, **kwargs)
+                             on_sent=report, **kwargs)
         else:
             pieces = stream_turn(client, history, user_text, model, temperature, keep_last_n_turns,
-                                 on_sent=went_out.append, **kwargs)
+                                 on_sent=report, **kwargs)
             try:
                 for piece in pieces:
                     on_text(piece)

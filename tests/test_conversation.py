@@ -354,9 +354,11 @@ def test_after_an_overflow_retry_the_core_reports_the_halved_list_it_sent(stream
     # safe_run_turn carries the same list on its result, streamed or not
     client = ScriptedClient([_overflow(), "fits now"])
     history = _long_history(6)
+    told = []  # a caller's own on_sent is told as well
     result = safe_run_turn(client, history, "latest", keep_last_n_turns=4,
-                           on_text=(lambda piece: None) if stream else None)
+                           on_text=(lambda piece: None) if stream else None, on_sent=told.append)
     assert result.ok and result.sent == client.calls[-1]["messages"] == second
+    assert told == [result.sent] and told[0] is result.sent
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
