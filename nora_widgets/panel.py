@@ -4,7 +4,7 @@
     panel = ChatPanel(ScriptedClient())       # or ChatPanel() for the embedded model
     panel                                     # last expression of a cell: shows it
 
-A thin shell over ``conversation.py``: the Send button calls ``safe_run_turn``,
+A thin shell over ``conversation.py``: the Send button runs ``safe_run_turn``,
 the same function the terminal client uses, then renders.  The conversation is
 ``panel.history``, a plain list of {"role", "content"} dicts, system first.
 
@@ -15,23 +15,25 @@ Driving it from code (lessons, tests) is the same as clicking:
     panel.wait()                              # the reply runs on a worker thread
     len(panel.history)                        # -> 3
 
-How a turn runs: the worker streams the reply into a *copy* of the history and,
-only when the reply is complete, appends the user message and the reply to
-``panel.history``.  Stop, an error, or a dropped connection therefore leave the
-history exactly as it was, and code reading ``panel.history`` meanwhile never
-sees half a turn.  Keyboard: Enter in the one-line input sends (with
-``multiline=True`` the input is a text area: Enter is a new line, click Send).
+How a turn runs (``_background.py``, which imports no widgets): a worker thread
+streams the reply into a *copy* of the history and, only when the reply is
+complete, appends the user message and the reply to ``panel.history``.  Stop,
+an error, or a dropped connection therefore leave the history exactly as it was,
+and code reading ``panel.history`` meanwhile never sees half a turn.  This
+module only reads the widgets, starts the turn, and draws what its callbacks
+report.  Keyboard: Enter in the one-line input sends (with ``multiline=True``
+the input is a text area: Enter is a new line, click Send).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Sequence
 
 import ipywidgets as widgets
 
 from . import views as v
+from ._background import BackgroundTurn
 from .clients import describe_client, make_client
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -39,13 +41,12 @@ from .conversation import (
     TurnResult,
     dropped_indexes,
     new_history,
-    safe_run_turn,
     set_persona,
     trim_history,
     validate_history,
     validate_user_text,
 )
-from .errors import NoraError, describe_failure
+from .errors import Failure, NoraError, describe_failure
 from .render import escape
 from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
@@ -55,10 +56,6 @@ __all__ = ["ChatPanel", "VIEWS"]
 # view name -> toggle button label
 VIEWS = {"inspector": "Inspector", "wire": "Wire", "gauge": "Context", "cost": "Cost", "compare": "Side by side"}
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
-
-
-class _Stopped(KeyboardInterrupt):
-    """Raised inside the stream when Stop is clicked; the core treats it like Ctrl-C (rollback)."""
 
 
 def _count(messages: Sequence[dict], client: Any, model: str | None) -> TokenCount:
@@ -121,16 +118,16 @@ class ChatPanel(widgets.VBox):
         # the conversation: [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.history: list[dict] = history if history is not None else new_history(system_prompt)
         self.twin_history: list[dict] = new_history(self._system_text())  # side-by-side, no memory
-        self.flush_interval = flush_interval
         self.max_tokens = max_tokens
         self.title = title
         self.last_result: TurnResult | None = None
         self.last_sent: list[dict] | None = None  # exactly what the last successful call sent
         self._prev_sent: list[dict] | None = None
         self._client = client
-        self._worker: threading.Thread | None = None
-        self._turn: dict | None = None  # the turn in progress: {"cancel": Event, "committed", "abandoned"}
+        # The turn runner commits under this lock, and refresh() reads under it: a redraw
+        # sees the history and last_sent change together, never one without the other.
         self._lock = threading.RLock()
+        self._runner = BackgroundTurn(self._lock, flush_interval)
         self._busy = False
         self._loading = False
 
@@ -257,6 +254,20 @@ class ChatPanel(widgets.VBox):
         return self._busy
 
     @property
+    def flush_interval(self) -> float:
+        """Seconds between two redraws of the streamed reply (0: every piece)."""
+        return self._runner.flush_interval
+
+    @flush_interval.setter
+    def flush_interval(self, seconds: float) -> None:
+        self._runner.flush_interval = seconds
+
+    @property
+    def _worker(self) -> threading.Thread | None:
+        """The latest turn's thread (tests join it to see a stopped call wind down)."""
+        return self._runner.worker
+
+    @property
     def client(self) -> Any:
         """The client; built by make_client() the first time it is needed."""
         if self._client is None:
@@ -319,90 +330,38 @@ class ChatPanel(widgets.VBox):
         self._set_busy(True)
         self._show_error("")
         self.live.value = v.transcript_html([], pending=text, max_height="")
-        # Each turn has its own cancel flag: a stopped turn still waiting on a stalled server
-        # must never be confused with the next one.
-        turn = self._turn = {"cancel": threading.Event(), "committed": False, "abandoned": False}
-        self._worker = threading.Thread(
-            target=self._run, args=(turn, client, text, keep, model, temperature, self.side_by_side.value),
-            name="nora-panel-turn", daemon=True,
+        twin = self.twin_history if self.side_by_side.value else None
+
+        # What the turn reports, drawn here; each runs on the worker thread.
+        def show_reply(so_far: str) -> None:
+            self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height="")
+
+        def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
+            self._prev_sent, self.last_sent = self.last_sent, sent
+
+        def show_twin_done(result: TurnResult) -> None:
+            self.compare.update(self.twin_history, error="" if result.ok else str(result))
+
+        self._runner.start(
+            client, self.history, text, keep, model, temperature, self._extra(), twin,
+            on_text=show_reply,
+            on_commit=remember_sent,
+            after_commit=lambda sent: self._record_cost(sent, client, model),
+            on_twin_text=lambda so_far: self.compare.update(self.twin_history, text, so_far),
+            on_twin_done=show_twin_done,
+            on_finish=self._on_finish,
         )
-        self._worker.start()
         return True
 
     def _extra(self) -> dict:
         """Optional create() arguments: only what was asked for goes on the wire."""
         return {"max_tokens": self.max_tokens} if self.max_tokens is not None else {}
 
-    def _streamer(self, show, cancel: threading.Event):
-        """An on_text callback: collect pieces, redraw at most every flush_interval seconds."""
-        pieces: list[str] = []
-        last = [0.0]
-
-        def on_text(piece: str) -> None:
-            if cancel.is_set():
-                raise _Stopped()
-            pieces.append(piece)
-            now = time.monotonic()
-            if now - last[0] >= self.flush_interval:
-                last[0] = now
-                show("".join(pieces))
-
-        return on_text
-
-    def _run(self, turn, client, text, keep, model, temperature, twin) -> None:
-        """The worker thread: one turn on a copy of the history, committed only if complete.
-
-        If Stop abandoned the turn (the panel is already free again), the result is dropped.
-        """
-        result: TurnResult | None = None
-        committed = False
-        try:
-            work = list(self.history)
-            before = len(work)
-
-            def show(so_far: str) -> None:
-                if not turn["abandoned"]:
-                    self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height="")
-
-            on_text = self._streamer(show, turn["cancel"])
-            result = safe_run_turn(client, work, text, model=model, temperature=temperature,
-                                   keep_last_n_turns=keep, on_text=on_text, **self._extra())
-            if result.ok:
-                # what went out, as the core reports it: after trimming, and after the retry with
-                # fewer turns if the server said the context window overflowed
-                sent = result.sent
-                with self._lock:
-                    if turn["cancel"].is_set():  # Stop came first: the turn is rolled back
-                        return
-                    self.history.extend(work[before:])  # the user message and the reply, together
-                    self._prev_sent, self.last_sent = self.last_sent, sent
-                    committed = turn["committed"] = True
-                self._record_cost(sent, client, model)
-                if twin:
-                    self._run_twin(client, text, model, temperature, turn["cancel"])
-        except Exception as exc:  # a bug in a view must not leave the panel stuck "busy"
-            failure = describe_failure(exc)
-            if not committed:
-                result = TurnResult(failure.line(), failure)
-            else:  # the turn itself is done and kept; say what went wrong after it
-                self._finish(result)
-                self._show_error(f"(the reply was kept, but a view failed: {failure.message})")
-                return
-        with self._lock:
-            if turn["abandoned"]:  # Stop already freed the panel and said so
-                return
+    def _on_finish(self, result: TurnResult | None, late: Failure | None) -> None:
+        """The turn is over (or was stopped): draw the end state, free the input."""
         self._finish(result)
-
-    def _run_twin(self, client, text, model, temperature, cancel) -> None:
-        """Side by side: the same question to a conversation sent without memory."""
-        work = list(self.twin_history)
-        before = len(work)
-        on_text = self._streamer(lambda so_far: self.compare.update(self.twin_history, text, so_far), cancel)
-        result = safe_run_turn(client, work, text, model=model, temperature=temperature,
-                               keep_last_n_turns=0, on_text=on_text, **self._extra())
-        if result.ok:
-            self.twin_history.extend(work[before:])
-        self.compare.update(self.twin_history, error="" if result.ok else str(result))
+        if late is not None:  # the turn itself is done and kept; say what went wrong after it
+            self._show_error(f"(the reply was kept, but a view failed: {late.message})")
 
     def _finish(self, result: TurnResult | None) -> None:
         self.last_result = result
@@ -419,41 +378,28 @@ class ChatPanel(widgets.VBox):
         self.refresh()
 
     def cancel(self) -> None:
-        """Stop the reply in progress; the turn is rolled back (what the Stop button does)."""
-        with self._lock:
-            turn = self._turn
-            if not self._busy or turn is None or turn["cancel"].is_set():
-                return
-            turn["cancel"].set()
-            if turn["committed"]:  # the reply is kept; only the side-by-side call is left to stop
-                self.stop.disabled = True
-                self.status.value = '<span style="color:#888">stopping\u2026</span>'
-                return
-            # Free the panel now, even if the server has gone silent: the worker drops
-            # whatever it gets later, and the history was never touched.
-            turn["abandoned"] = True
-        failure = describe_failure(KeyboardInterrupt())
-        self._finish(TurnResult(failure.line(), failure))
+        """Stop the reply in progress; the turn is rolled back (what the Stop button does).
+
+        Stop frees the panel at once, even if the server has gone silent: waiting for
+        the stalled call to give up could take as long as the client's timeout.
+        """
+        if self._runner.cancel() == "stopping":  # the reply is kept; only the side-by-side call is left
+            with self._lock:  # the worker reports the end under this lock: "stopping" can't outlive it
+                if self._runner.running:
+                    self.stop.disabled = True
+                    self.status.value = '<span style="color:#888">stopping\u2026</span>'
+        # "stopped": the runner has already called _on_finish with the "cancelled" result
 
     def wait(self, timeout: float | None = 60.0) -> TurnResult | None:
         """Block until the reply in progress is complete; return its result (None if no turn ran).
 
-        Raises TimeoutError if it is still running after timeout seconds.
+        Raises TimeoutError if it is still running after timeout seconds.  A stopped turn is
+        not waited for (it was finished when Stop was clicked).
         """
         timer = self._enter_timer  # Enter pressed a moment ago: its send may not have started yet
         if timer is not None and timer.is_alive():
             timer.join(timeout)
-        worker = self._worker
-        if self._turn is not None and self._turn["abandoned"]:
-            # Stopped: the panel is already free.  Give the old call a moment to wind down
-            # (it closes its stream at the next piece); a stalled server is not waited for.
-            if worker is not None:
-                worker.join(min(timeout if timeout is not None else 1.0, 1.0))
-            return self.last_result
-        if worker is not None:
-            worker.join(timeout)
-            if worker.is_alive():
-                raise TimeoutError(f"the reply is still running after {timeout} s (Stop cancels it)")
+        self._runner.wait(timeout)
         return self.last_result
 
     def ask(self, text: str, timeout: float | None = 60.0) -> TurnResult | None:
