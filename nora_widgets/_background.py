@@ -123,7 +123,7 @@ class BackgroundTurn:
             self.worker = threading.Thread(
                 target=self._work, args=(turn, client, history, text, keep, model, temperature,
                                          dict(extra or {}), twin_history),
-                name="nora-panel-turn", daemon=True,
+                name="nora-turn", daemon=True,
             )
             worker = self.worker
         worker.start()
@@ -169,7 +169,7 @@ class BackgroundTurn:
             return self.result
         worker.join(timeout)
         if worker.is_alive():
-            raise TimeoutError(f"the reply is still running after {timeout} s (Stop cancels it)")
+            raise TimeoutError(f"the reply is still running after {timeout} s (cancel() stops it)")
         return self.result
 
     # ------------------------------------------------------------------ #
