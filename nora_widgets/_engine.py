@@ -76,8 +76,9 @@ class _Engine:
     generation holds ``lock`` so two threads never drive the model at once.
     """
 
-    def __init__(self, path: Path, n_ctx: int, n_threads: int) -> None:
+    def __init__(self, path: Path, n_ctx: int, n_threads: int, vocab_only: bool = False) -> None:
         self.path, self.n_ctx, self.n_threads = path, n_ctx, n_threads
+        self.vocab_only = vocab_only            # template and tokenizer only, no weights: counting, not generating
         self.lock = threading.Lock()
         self.owner: int | None = None          # thread id holding lock (to catch same-thread re-entry)
         self._load_lock = threading.Lock()
@@ -108,7 +109,7 @@ class _Engine:
             try:
                 llama = llama_cpp.Llama(
                     model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                    n_threads_batch=self.n_threads, verbose=False,
+                    n_threads_batch=self.n_threads, vocab_only=self.vocab_only, verbose=False,
                 )
             except Exception as exc:  # llama.cpp says ValueError("Failed to load model from file")
                 raise ModelUnavailableError(

@@ -93,6 +93,7 @@ def _say(text: str, stream=None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start."""
     from ._engine import _quiet_native, native_detail
+    from ._overflow_check import OverflowCheck, vocab_counter
     from .errors import NoraError
     from .local import MIN_N_CTX, _default_threads, find_model_path, model_name_for
 
@@ -129,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     with _quiet_native() as caught:  # loading prints llama.cpp's C-level log lines otherwise
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])
+            # a streamed request too long for the window gets the same 400 as a non-streamed one
+            app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key)
         except Exception as exc:
             _say(f"nora serve: could not load {path.name}: {exc}{native_detail(caught)}", sys.stderr)
             return 1

@@ -176,6 +176,44 @@ def test_an_overflow_is_a_400_with_openais_code(server):
 
 
 @pytest.mark.model
+def test_a_streamed_overflow_is_the_same_400_not_an_empty_stream(server):
+    # llama-cpp-python's server starts the event stream before it reads the prompt; nora serve
+    # checks the prompt first, so a streamed request gets the error a non-streamed one gets
+    import openai
+
+    messages = [{"role": "user", "content": "books " * 600}]
+    errors = []
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            reply = server.client().chat.completions.create(model="m", messages=messages, max_tokens=16,
+                                                             stream=stream)
+            list(reply)
+        errors.append(err.value)
+    assert [e.status_code for e in errors] == [400, 400]
+    assert errors[1].body == errors[0].body  # word for word, code context_length_exceeded
+    assert errors[1].body["code"] == "context_length_exceeded" and "512 tokens" in errors[1].body["message"]
+    # and a streamed request that fits still streams
+    pieces = server.client().chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, stream=True, temperature=0)
+    assert sum(1 for _ in pieces) >= 2
+
+
+@pytest.mark.model
+def test_nora_chat_retries_a_streamed_overflow_with_fewer_turns(server, tmp_path):
+    # the core's retry with half the turns works because the overflow is a 400 before the stream
+    script = tmp_path / "two.txt"
+    script.write_text("a " + "word " * 300 + "\n" + "b " + "word " * 250 + "\n")  # 2nd turn: ~600 tokens with the 1st
+    env = clean_env(OPENAI_BASE_URL=server.url, OPENAI_API_KEY="any")
+    with script.open() as stdin:
+        result = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "chat", "--keep-turns", "1",
+                                 "--max-tokens", "5", "--temperature", "0"],
+                                cwd=ROOT, env=env, stdin=stdin, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "error" not in (result.stdout + result.stderr).lower()
+    assert "empty stream" not in result.stdout + result.stderr
+
+
+@pytest.mark.model
 def test_ctrl_c_stops_it_cleanly(server):
     code, out, err = server.stop()
     assert code == 0
@@ -197,6 +235,9 @@ def test_a_key_from_the_environment_is_required_and_never_printed():
         assert f"use OPENAI_BASE_URL=http://127.0.0.1:{served.port}/v1" in served.first_line
         with pytest.raises(openai.AuthenticationError):
             served.client("wrong").models.list()
+        with pytest.raises(openai.AuthenticationError):  # the key first: no word about the window without it
+            list(served.client("wrong").chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "books " * 3000}], stream=True))
         assert [m.id for m in served.client(KEY).models.list().data] == ["SmolLM2-135M-Instruct"]
     finally:
         code, out, err = served.stop()
