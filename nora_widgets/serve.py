@@ -6,14 +6,15 @@ the model listed under its name, loopback only unless you say otherwise.  Any
 OpenAI client can then talk to it:
 
     $ nora serve --port 8000
-    Serving SmolLM2-135M-Instruct at http://127.0.0.1:8000/v1 - use OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (Ctrl-C stops)
+    Serving SmolLM2-135M-Instruct (n_ctx=2048) at http://127.0.0.1:8000/v1 - use OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (Ctrl-C stops)
 
     >>> openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="any").models.list()
 
 Each request is printed as one access-log line, so you can watch every call
 arrive with the whole conversation in it.  Set NORA_SERVE_API_KEY to make the
 server require that key (it is read from the environment only: a key on the
-command line would show in `ps`).
+command line would show in `ps`).  A streamed request too long for the window gets the
+same 400 as a non-streamed one (see _overflow_check.py).
 
 This module imports nothing heavy at the top: `nora --help` stays fast.
 """
