@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 __all__ = ["OverflowCheck", "overflow_body", "vocab_counter"]
 
 _PLAIN_ROLES = ("system", "user", "assistant")
+_PROMPT_CHANGERS = {"tools", "tool_choice", "functions", "function_call", "response_format"}  # other prompts
 
 
 def overflow_body(prompt_tokens: int, n_ctx: int, max_tokens: int | None) -> dict:
@@ -63,7 +64,7 @@ def _messages_to_check(body: bytes) -> tuple[list[dict], int | None] | None:
         request = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(request, dict) or request.get("stream") is not True:
+    if not isinstance(request, dict) or request.get("stream") is not True or _PROMPT_CHANGERS & set(request):
         return None
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:

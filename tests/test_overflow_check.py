@@ -98,8 +98,9 @@ def test_a_streamed_request_too_long_is_refused_before_the_app_sees_it():
     {"model": "m", "stream": True, "messages": [{"role": "tool", "content": "w " * 500}]},
     {"model": "m", "stream": True, "messages": [{"role": "user", "content": "w " * 500, "tool_calls": []}]},
     {"model": "m", "stream": True, "messages": []},
+    chat(500, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
     b"{not json",
-], ids=["not-streamed", "content-parts", "tool-role", "extra-fields", "no-messages", "not-json"])
+], ids=["not-streamed", "content-parts", "tool-role", "extra-fields", "no-messages", "tools", "not-json"])
 def test_what_it_cannot_count_exactly_goes_to_the_server_untouched(body):
     status, _payload, app, counter = request(body)
     assert status == 200 and counter.seen == []
