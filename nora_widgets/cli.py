@@ -248,7 +248,7 @@ class ChatSession:
             self.keep_turns = 0
             self.say("(from now on each call sends only the persona and your new message: "
                      "the model forgets everything; the transcript keeps it)")
-        elif arg.isdigit():
+        elif arg.isascii() and arg.isdigit():  # isdigit() alone lets '²' through, and int('²') fails
             self.keep_turns = int(arg)
             self.say(f"(from now on each call sends the persona and the last {_count(self.keep_turns, 'turn')}; "
                      "the transcript keeps everything)")

@@ -609,3 +609,13 @@ def test_serve_is_delegated_or_explained(monkeypatch, capsys):
         assert err == "nora: error: nora serve is not available: this install has no nora_widgets/serve.py\n"
     else:
         assert status == 0 and out.startswith("usage: nora serve")
+
+
+@pytest.mark.parametrize("arg", ["\u00b2", "\u0661", "-1", "1.5", "abc"],
+                         ids=["superscript-2", "arabic-1", "minus", "dot", "word"])
+def test_trim_with_a_number_that_is_not_ascii_digits_is_one_line(monkeypatch, capsys, arg):
+    """'²' passes str.isdigit() but not int(): it must be refused like any other bad N, not crash."""
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"], f"/trim {arg}\n/trim\n")
+    assert status == 0
+    assert out.splitlines()[-1] == "(trimming off: every call sends the whole conversation)"
+    assert err == f"(/trim needs a whole number of turns or 'off', not {arg!r})\n"
