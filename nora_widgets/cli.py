@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any, Callable, TextIO
@@ -327,8 +328,10 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
 
 def _settings(args: argparse.Namespace) -> None:
     """Check the flags that argparse cannot; raise UsageError with one line."""
-    if args.timeout is not None and args.timeout <= 0:
+    if args.timeout is not None and not args.timeout > 0:  # written so that nan is refused too
         raise UsageError(f"--timeout must be more than 0 seconds (got {args.timeout:g})")
+    if args.timeout is not None and math.isinf(args.timeout):  # httpx cannot wait forever: every call fails
+        raise UsageError(f"--timeout must be a finite number of seconds (got {args.timeout:g})")
     if args.max_retries is not None and args.max_retries < 0:
         raise UsageError(f"--max-retries must be 0 or more (got {args.max_retries})")
     if not 0 <= args.temperature <= 2:

@@ -481,6 +481,8 @@ def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int
     (["ask", "--max-tokens", "1.5", "hi"], "nora ask: error: argument --max-tokens: invalid int value: '1.5' "
                                            "(see nora ask --help)"),
     (["chat", "--save", "/no/such/folder/x.json"], "nora: error: --save: folder '/no/such/folder' does not exist"),
+    (["chat", "--timeout", "nan"], "nora: error: --timeout must be more than 0 seconds (got nan)"),
+    (["ask", "--timeout", "inf", "hi"], "nora: error: --timeout must be a finite number of seconds (got inf)"),
     (["chat", "--backend", "openai"], "nora: error: OPENAI_API_KEY is not set: export it, "
                                       "or set OPENAI_BASE_URL for a local server"),
     (["chat", "--backend", "nope"], "nora chat: error: argument --backend: invalid choice: 'nope' "),
