@@ -345,6 +345,8 @@ def _settings(args: argparse.Namespace) -> None:
         folder = os.path.dirname(save) or "."
         if not os.path.isdir(folder):
             raise UsageError(f"--save: folder {folder!r} does not exist")
+        if os.path.isdir(save):  # else every turn would fail to save, one warning each
+            raise UsageError(f"--save: {save!r} is a folder: give a file name, e.g. --save chat.json")
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -481,6 +481,7 @@ def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int
     (["ask", "--max-tokens", "1.5", "hi"], "nora ask: error: argument --max-tokens: invalid int value: '1.5' "
                                            "(see nora ask --help)"),
     (["chat", "--save", "/no/such/folder/x.json"], "nora: error: --save: folder '/no/such/folder' does not exist"),
+    (["chat", "--save", "/"], "nora: error: --save: '/' is a folder: give a file name, e.g. --save chat.json"),
     (["chat", "--timeout", "nan"], "nora: error: --timeout must be more than 0 seconds (got nan)"),
     (["ask", "--timeout", "inf", "hi"], "nora: error: --timeout must be a finite number of seconds (got inf)"),
     (["chat", "--backend", "openai"], "nora: error: OPENAI_API_KEY is not set: export it, "
