@@ -103,6 +103,16 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _unquote(arg: str) -> str:
+    """A file name as a shell would read it: one pair of surrounding quotes is not part of it.
+
+    Example: _unquote('"my chat.json"') -> 'my chat.json'; _unquote('notes.json') -> 'notes.json'
+    """
+    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
+        return arg[1:-1].strip()
+    return arg
+
+
 def _write(stream: TextIO, text: str) -> None:
     stream.write(_printable(text))
     stream.flush()
@@ -191,7 +201,7 @@ class ChatSession:
     def save(self, path: str, quiet: bool = False) -> bool:
         model = self.model or getattr(self.client, "default_model", None)
         try:
-            save_transcript(path, self.history, model=model, temperature=self.temperature)
+            save_transcript(os.path.expanduser(path), self.history, model=model, temperature=self.temperature)
         except (TranscriptError, OSError) as exc:
             message = str(exc) if isinstance(exc, TranscriptError) else f"not saved: {exc.strerror or exc}"
             self.warn(f"nora: {message} ({path})")
@@ -257,18 +267,19 @@ class ChatSession:
             self.warn(f"(/trim needs a whole number of turns or 'off', not {arg!r})")
 
     def _save(self, path: str) -> None:
-        path = path or self.save_path or ""
+        path = _unquote(path) or self.save_path or ""
         if not path:
             self.warn("(/save needs a file name, e.g. /save chat.json)")
         else:
             self.save(path)
 
     def _load(self, path: str) -> None:
+        path = _unquote(path)
         if not path:
             self.warn("(/load needs a file name, e.g. /load chat.json)")
             return
         try:
-            messages, _meta = load_transcript(path)
+            messages, _meta = load_transcript(os.path.expanduser(path))
         except TranscriptError as exc:
             self.warn(f"nora: {exc} (the conversation is unchanged)")
             return

@@ -622,3 +622,21 @@ def test_trim_with_a_number_that_is_not_ascii_digits_is_one_line(monkeypatch, ca
     assert status == 0
     assert out.splitlines()[-1] == "(trimming off: every call sends the whole conversation)"
     assert err == f"(/trim needs a whole number of turns or 'off', not {arg!r})\n"
+
+
+def test_save_and_load_paths_typed_as_in_a_shell(monkeypatch, capsys, tmp_path):
+    """'~/x.json' is the home folder and quotes are not part of the name, as in %chat save/load."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    script = ["Hello", "/save ~/chat.json", '/save "my chat.json"', "/clear", "/load '~/chat.json'",
+              '/load "my chat.json"']
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"], "\n".join(script) + "\n")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[4:] == [
+        "you: /save ~/chat.json", "(saved 3 messages to ~/chat.json)",
+        'you: /save "my chat.json"', "(saved 3 messages to my chat.json)",
+        "you: /clear", "(cleared 2 messages; the persona is kept)",
+        "you: /load '~/chat.json'", "(loaded 3 messages from ~/chat.json)",
+        'you: /load "my chat.json"', "(loaded 3 messages from my chat.json)",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "my chat.json"]
