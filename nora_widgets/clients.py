@@ -195,7 +195,8 @@ class ScriptedClient:
             last = messages[-1]["content"] if messages else ""
             if len(last) > 60:
                 last = last[:57] + "..."
-            return f"[scripted reply {n}] I was sent {len(messages)} messages; the last one says: {last!r}"
+            count = f"{len(messages)} message" + ("" if len(messages) == 1 else "s")
+            return f"[scripted reply {n}] I was sent {count}; the last one says: {last!r}"
         if not self._replies:
             raise RuntimeError(f"ScriptedClient has no replies left (it was given {self._given})")
         reply = self._replies.pop(0)
