@@ -95,7 +95,10 @@ def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
     if size > MAX_TRANSCRIPT_BYTES:
         raise TranscriptError(f"cannot load {name}: {size:,} bytes is over the {MAX_TRANSCRIPT_BYTES:,}-byte limit")
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:  # read at most one byte past the limit: /dev/zero says its size is 0
+            raw = f.read(MAX_TRANSCRIPT_BYTES + 1)
+        if len(raw) > MAX_TRANSCRIPT_BYTES:
+            raise TranscriptError(f"cannot load {name}: over the {MAX_TRANSCRIPT_BYTES:,}-byte limit")
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TranscriptError(f"cannot load {name}: not UTF-8 text (byte {exc.start})") from None

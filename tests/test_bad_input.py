@@ -9,13 +9,16 @@ Remote paths use the real openai client against the loopback stub server.
 from __future__ import annotations
 
 import copy
+import io
 import json
+import os
 import subprocess
+import threading
 
 import pytest
 
 from nora_widgets import cli
-from nora_widgets.clients import make_client
+from nora_widgets.clients import ScriptedClient, make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, new_history, safe_run_turn
 from nora_widgets.transcript import load_transcript, save_transcript
 from tests.helpers import nora_env, panel_for, panel_send, run_nora
@@ -209,3 +212,34 @@ def test_panel_keeps_control_characters_exactly(stub_server, tmp_path):
     panel.load_from(str(tmp_path / "p.json"))
     assert panel.history == before
     assert json.loads((tmp_path / "p.json").read_text())["messages"] == before
+
+
+# --------------------------------------------------------------------------- #
+# files that are not regular files: a device with no end, a pipe
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_cli_load_of_an_endless_file_is_one_line_and_changes_nothing():
+    """/dev/zero reports a size of 0, so a size check alone lets it through: reading stops at the limit."""
+    out, err = io.StringIO(), io.StringIO()
+    history = [SYSTEM, user("hi"), assistant("hello")]
+    session = cli.ChatSession(ScriptedClient(), history, out=out, err=err)
+    session.command("/load /dev/zero")
+    assert out.getvalue() == ""
+    assert err.getvalue() == ("nora: cannot load /dev/zero: over the 20,971,520-byte limit "
+                              "(the conversation is unchanged)\n")
+    assert session.history == [SYSTEM, user("hi"), assistant("hello")]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_transcript_loads_from_a_pipe(tmp_path):
+    """`nora chat --load <(cat chat.json)`: a pipe has no size, and is still read to the end."""
+    fifo = tmp_path / "chat.fifo"
+    os.mkfifo(fifo)
+    document = json.dumps([SYSTEM, user("hi"), assistant("hello")])
+    writer = threading.Thread(target=fifo.write_text, args=(document,))
+    writer.start()
+    try:
+        assert load_transcript(fifo)[0] == [SYSTEM, user("hi"), assistant("hello")]
+    finally:
+        writer.join(5)
