@@ -146,10 +146,15 @@ def _temperature(raw: str) -> float:
     return value
 
 
+def _is_whole(raw: str) -> bool:
+    """Example: _is_whole("12") -> True; _is_whole("\u00b2") -> False ('²' is a digit to isdigit(), not to int())"""
+    return raw.isascii() and raw.isdigit()
+
+
 def _keep_turns(raw: str) -> int | None:
     if raw.lower() in ("all", "none"):
         return None
-    if not raw.isdigit():
+    if not _is_whole(raw):
         raise UsageError(f"--keep-turns must be a whole number >= 0, or 'all' (got {raw!r})")
     return int(raw)
 
@@ -459,7 +464,7 @@ class ChatMagics(Magics):
         _show(f"conversation reset: kept the persona ({len(history)} message{'s' * (len(history) != 1)})")
 
     def _cmd_trim(self, raw: str) -> None:
-        if not raw.isdigit():
+        if not _is_whole(raw):
             raise UsageError(f"%chat trim: N is the number of turns to keep, a whole number >= 0 (got {raw!r})")
         n = int(raw)
         history = _SESSION.history
