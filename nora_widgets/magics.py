@@ -165,7 +165,7 @@ def _positive(name: str, kind: type):
             value = kind(raw)
         except ValueError:
             value = -1
-        if value < 0 or (kind is float and value == 0):
+        if not value >= 0 or (kind is float and not 0 < value < float("inf")):  # nan and inf too
             what = "a number of seconds > 0" if kind is float else "a whole number >= 0"
             raise UsageError(f"--{name} must be {what} (got {raw!r})")
         return value

@@ -398,6 +398,8 @@ def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
     ("%chat --keep-turns two", "--keep-turns must be a whole number >= 0"),
     ("%chat --backend nope", "invalid choice: 'nope'"),
     ("%chat --timeout 0", "--timeout must be a number of seconds > 0"),
+    ("%chat --timeout nan", "--timeout must be a number of seconds > 0 (got 'nan')"),
+    ("%chat --timeout inf", "--timeout must be a number of seconds > 0 (got 'inf')"),
     ("%chat --keep-turns \u00b2", "--keep-turns must be a whole number >= 0, or 'all' (got '\u00b2')"),
     ("%%chat --keep-turns \u00b2\nhi", "--keep-turns must be a whole number >= 0, or 'all' (got '\u00b2')"),
     ("%chat trim \u00b2", "%chat trim: N is the number of turns to keep, a whole number >= 0 (got '\u00b2')"),
