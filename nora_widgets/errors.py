@@ -145,17 +145,19 @@ _BY_CLASS = {
 }
 
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")  # http://user:PASSWORD@host/ (basic auth in a URL)
 
 
 def redact(text: str, *secrets: str) -> str:
     """Remove anything that looks like an API key from text: OPENAI_API_KEY's value,
-    any other secrets given, and anything shaped like 'sk-...'.
+    any other secrets given, anything shaped like 'sk-...', and the password in a URL.
 
-    Example: redact("bad key sk-abc123456789") -> 'bad key sk-***'
+    Example: redact("bad key sk-abc123456789") -> 'bad key sk-***'; redact("http://u:pw@h/v1") -> 'http://u:***@h/v1'
     """
     for key in (os.environ.get("OPENAI_API_KEY", ""), *secrets):
         if key and len(key) >= 8:  # short placeholders ("test", "no-key") are not secrets
             text = text.replace(key, "***")
+    text = _URL_PASSWORD.sub(r"\1***@", text)
     return _KEY_PATTERN.sub("sk-***", text)
 
 

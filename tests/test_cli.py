@@ -640,3 +640,13 @@ def test_save_and_load_paths_typed_as_in_a_shell(monkeypatch, capsys, tmp_path):
         'you: /load "my chat.json"', "(loaded 3 messages from my chat.json)",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "my chat.json"]
+
+
+def test_a_password_in_the_server_url_is_not_shown(stub_server):
+    """http://user:password@host/v1 (a proxy with basic auth): the banner names the server, not the password."""
+    url = stub_server.base_url.replace("http://", "http://bob:hunter2pass@")
+    result = helpers.run_nora("chat", "--base-url", url, "--max-retries", "0", env=helpers.nora_env(), stdin="hi\n")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == (f"Nora chat: OpenAI-compatible server "
+                                             f"{url.replace('hunter2pass', '***')}, model gpt-4o-mini")
+    assert "hunter2pass" not in result.stdout + result.stderr
