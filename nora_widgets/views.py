@@ -84,6 +84,9 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
         parts.append('<div style="color:#888">(empty conversation)</div>')
     inner = "".join(parts)
     style = "line-height:1.4;"  # ipywidgets' HTML widget uses a tall line-height for one-line labels
+    # a word longer than the column (a pasted URL, "zzzz...") breaks anywhere; without this it
+    # widens the whole transcript under the views beside it and hides the end of every line
+    style += "overflow-wrap:anywhere;"
     if max_height:
         style += f"display:flex;flex-direction:column-reverse;overflow-y:auto;max-height:{max_height}"
     return f'<div class="nora-transcript" style="{style}"><div>{inner}</div></div>'

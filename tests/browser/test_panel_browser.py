@@ -25,10 +25,11 @@ XSS_REPLY = (
     '<svg onload="window.__nora_pwned=5"></svg>'
 )
 FIRST_REPLY = "Hello **Ada**, welcome to the bookshop!"
+LONG_WORD_REPLY = "A word with no space to break at: " + "z" * 3000
 
 SETUP_CELL = f"""\
 from nora_widgets import ChatPanel, ScriptedClient
-client = ScriptedClient([{FIRST_REPLY!r}, {XSS_REPLY!r}])
+client = ScriptedClient([{FIRST_REPLY!r}, {XSS_REPLY!r}, {LONG_WORD_REPLY!r}])
 panel = ChatPanel(client, views=("inspector", "cost"))
 panel"""
 
@@ -105,6 +106,20 @@ def test_panel_in_jupyterlab(lab, browser_page):
     # typed fast and sent with Enter: the whole text arrived, not a half-synced prefix
     assert "Show me some HTML" in text
     assert errors == [], errors  # no script error in the page either
+
+    # 3. a reply with a 3,000-character word wraps inside the chat column: it does not
+    # widen the transcript under the views beside it (which hid the end of every message)
+    prompt.click()
+    prompt.type("One long word")
+    prompt.press("Enter")
+    page.wait_for_function("() => document.querySelector('.nora-panel .nora-transcript').innerText.includes('zzzz')",
+                           timeout=20_000)
+    widths = page.evaluate("""() => {
+        const t = document.querySelector('.nora-panel .nora-transcript');
+        return {transcript: t.getBoundingClientRect().width,
+                column: t.closest('.widget-vbox').getBoundingClientRect().width};
+    }""")
+    assert widths["transcript"] <= widths["column"] + 1, widths
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel.png"))
