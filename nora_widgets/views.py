@@ -289,7 +289,7 @@ class CostView(widgets.VBox):
         self.body.value = _BODY.format(
             f"<div>{charts}</div>"
             f"<div>call {len(self.per_call)} sent <b>{self.per_call[-1]:,}</b> tokens; "
-            f"{len(self.per_call)} calls sent <b>{total:,}</b> in all.</div>"
+            f"{len(self.per_call)} call{'s' if len(self.per_call) != 1 else ''} sent <b>{total:,}</b> in all.</div>"
             f"<div style='color:#555'>Only {new_total:,} of those were new text: the rest is the same "
             "conversation sent again, because the model remembers nothing.</div>"
         )

@@ -337,6 +337,12 @@ def test_the_cost_view_counts_tokens_sent_per_call_and_in_total():
     assert f"sent <b>{sum(expected):,}</b> in all" in panel.cost.body.value
 
 
+def test_the_cost_line_after_one_call_says_call_not_calls():
+    panel = ChatPanel(ScriptedClient(), views=("cost",))
+    panel_send(panel, "a question")
+    assert "1 call sent <b>" in panel.cost.body.value and "1 calls" not in panel.cost.body.value
+
+
 def test_the_gauge_tracks_the_next_call():
     client = ScriptedClient()
     panel = ChatPanel(client, views=("gauge",))
