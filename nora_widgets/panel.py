@@ -509,7 +509,7 @@ class ChatPanel(widgets.VBox):
                   f"sends the persona + the last {keep} turns" if keep else "sends the whole conversation every call")
         self.header.value = (f'<div style="font-family:sans-serif"><b>{escape(self.title)}</b> '
                              f'<span style="color:#555">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
-                             f"{len(history)} messages in the list</span></div>")
+                             f"{v._messages(len(history))} in the list</span></div>")
         self.transcript.value = v.transcript_html(history)
         self.compare.update(self.twin_history)
 

@@ -40,6 +40,11 @@ _TITLE = "font-weight:600;font-family:sans-serif;margin:2px 0 4px 0;line-height:
 _BODY = '<div style="line-height:1.4">{}</div>'  # ipywidgets' HTML widget line-height is for one-liners
 
 
+def _messages(n: int) -> str:
+    """Example: _messages(1) -> '1 message'; _messages(3) -> '3 messages'"""
+    return f"{n:,} message" + ("" if n == 1 else "s")
+
+
 def _title(text: str) -> widgets.HTML:
     return widgets.HTML(f'<div style="{_TITLE}">{escape(text)}</div>')
 
@@ -134,10 +139,11 @@ class InspectorView(widgets.VBox):
         else:
             self.last_rows = self._rows(last_sent, last_counts, last_new)
             total = last_total if last_total is not None else (sum(last_counts) if last_counts else None)
-            cap = f"Last call sent {len(last_sent)} messages" + (f" ({total:,} tokens)" if total is not None else "")
+            cap = f"Last call sent {_messages(len(last_sent))}" + (f" ({total:,} tokens)" if total is not None else "")
             self.last_html.value = messages_table_html(last_sent, last_counts, last_new, caption=cap, max_chars=600)
         self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
-        cap = f"Next call will send these {len(next_list) - len(set(next_dropped))} messages + your new one"
+        count = len(next_list) - len(set(next_dropped))
+        cap = f"Next call will send {'this' if count == 1 else 'these'} {_messages(count)} + your new one"
         if note:
             cap += f" ({note})"
         self.next_html.value = messages_table_html(next_list, next_counts, next_new, next_dropped,

@@ -343,6 +343,18 @@ def test_the_cost_line_after_one_call_says_call_not_calls():
     assert "1 call sent <b>" in panel.cost.body.value and "1 calls" not in panel.cost.body.value
 
 
+def test_one_message_is_counted_in_the_singular():
+    panel = ChatPanel(ScriptedClient(), system_prompt=None, keep_last_n_turns=0)
+    panel_send(panel, "hi")  # amnesia, no persona: the call sent 1 message
+    assert "2 messages in the list" in panel.header.value
+    assert "Last call sent 1 message (" in panel.inspector.last_html.value
+    panel.clear.click()
+    panel.persona.value = "Be brief."
+    assert "1 message in the list" in panel.header.value
+    assert "send this 1 message + your new one" in panel.inspector.next_html.value
+    assert "1 messages" not in panel.header.value + panel.inspector.last_html.value + panel.inspector.next_html.value
+
+
 def test_the_gauge_tracks_the_next_call():
     client = ScriptedClient()
     panel = ChatPanel(client, views=("gauge",))
