@@ -355,6 +355,15 @@ def test_one_message_is_counted_in_the_singular():
     assert "1 messages" not in panel.header.value + panel.inspector.last_html.value + panel.inspector.next_html.value
 
 
+def test_keep_last_1_turn_is_said_in_the_singular():
+    panel = ChatPanel(ScriptedClient(), keep_last_n_turns=1, views=("inspector", "gauge"))
+    panel_send(panel, "one")
+    panel_send(panel, "two")
+    shown = panel.header.value + panel.inspector.next_html.value + panel.gauge.body.value
+    assert "the last 1 turn " in panel.header.value and "keep last 1 turn:" in panel.gauge.body.value
+    assert "1 turns" not in shown
+
+
 def test_the_gauge_tracks_the_next_call():
     client = ScriptedClient()
     panel = ChatPanel(client, views=("gauge",))
