@@ -14,6 +14,7 @@ import contextlib
 import copy
 import io
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -57,6 +58,30 @@ def _quiet_native() -> Iterator[io.StringIO]:
             os.close(saved)
             sink.seek(0)
             caught.write(sink.read().decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives during a C call and raise it when the call is over.
+
+    llama.cpp logs through a ctypes callback into Python while it loads a model, and an
+    exception raised inside a ctypes callback is printed and dropped: a Ctrl-C that
+    lands there would be lost, and the turn would go on.  So while loading, Ctrl-C only
+    notes that it was pressed.  Only in the main thread with Python's own handler in
+    place (signals reach no other thread; a custom handler is left alone).
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def native_detail(caught: io.StringIO) -> str:
@@ -105,7 +130,7 @@ class _Engine:
         except ImportError as exc:
             raise ModelUnavailableError(f"the embedded model needs llama-cpp-python: {GET_IT}") from exc
         start = time.perf_counter()
-        with _quiet_native() as caught:
+        with _ctrl_c_held(), _quiet_native() as caught:
             try:
                 llama = llama_cpp.Llama(
                     model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
