@@ -310,7 +310,7 @@ def make_client(
     # openai: the official client, OpenAI itself or any compatible server
     timeout = timeout if timeout is not None else _env_float("NORA_TIMEOUT", DEFAULT_TIMEOUT)
     max_retries = max_retries if max_retries is not None else _env_int("NORA_MAX_RETRIES", DEFAULT_MAX_RETRIES)
-    if timeout <= 0:
+    if not 0 < timeout < float("inf"):  # written so that nan is refused too
         raise NoraError(f"timeout must be more than 0 seconds (got {timeout})")
     if max_retries < 0:
         raise NoraError(f"max retries must be 0 or more (got {max_retries})")

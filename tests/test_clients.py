@@ -87,6 +87,10 @@ def test_make_client_bad_settings_are_one_line(monkeypatch):
         make_client("openai")
     with pytest.raises(NoraError, match="timeout must be more than 0"):
         make_client("openai", api_key="sk-test-x", timeout=-1)
+    for bad in ("nan", "inf", "-inf"):  # float() takes them; every call would then fail
+        monkeypatch.setenv("NORA_TIMEOUT", bad)
+        with pytest.raises(NoraError, match=f"timeout must be more than 0 seconds \\(got {bad}\\)"):
+            make_client("openai", api_key="sk-test-x")
 
 
 def test_wire_log_masks_the_key():
