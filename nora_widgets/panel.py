@@ -27,6 +27,7 @@ the input is a text area: Enter is a new line, click Send).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Sequence
 
@@ -449,11 +450,18 @@ class ChatPanel(widgets.VBox):
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""
         path = path or self.path.value.strip()
+        if not path:  # an empty box would mean "save as '.'": say what is missing instead
+            self._show_error("not saved: type a file name in the file box")
+            return
+        if os.path.isdir(os.path.expanduser(path)):
+            self._show_error(f"not saved: {path} is a folder")
+            return
         try:
-            saved = save_transcript(path, self.history, model=self.model_name or getattr(self._client, "default_model", None),
+            saved = save_transcript(os.path.expanduser(path), self.history,
+                                    model=self.model_name or getattr(self._client, "default_model", None),
                                     temperature=float(self.temperature.value))
-        except (NoraError, OSError) as exc:
-            self._show_error(f"not saved: {exc}" if isinstance(exc, OSError) else str(exc))
+        except (NoraError, OSError) as exc:  # OSError: e.g. a read-only folder; the old file is untouched
+            self._show_error(f"not saved: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
             return
         self._show_error("")
         self.status.value = f'<span style="color:#2e8b57">saved {len(self.history)} messages to {escape(saved)}</span>'
@@ -463,8 +471,11 @@ class ChatPanel(widgets.VBox):
         if self._busy:
             return
         path = path or self.path.value.strip()
+        if not path:
+            self._show_error("cannot load: type a file name in the file box")
+            return
         try:
-            messages, _meta = load_transcript(path)
+            messages, _meta = load_transcript(os.path.expanduser(path))  # "~/chat.json" as in %chat load
         except NoraError as exc:
             self._show_error(str(exc))
             return
@@ -490,6 +501,8 @@ class ChatPanel(widgets.VBox):
 
     def _show_error(self, text: str) -> None:
         self._error_plain = text
+        if text:
+            self.status.value = ""  # an old "saved ..." must not stand beside a new error
         self.error.value = (f'<div class="nora-error" style="color:#c0392b;font-weight:600">{escape(text)}</div>'
                             if text else "")
 

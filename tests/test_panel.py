@@ -315,6 +315,39 @@ def test_save_clear_and_load_use_the_cli_transcript_format(tmp_path):
     assert "not saved" in panel.error.value
 
 
+@pytest.mark.parametrize("name, says", [
+    ("", "not saved: type a file name in the file box"),
+    ("   ", "not saved: type a file name in the file box"),
+    ("{folder}", "not saved: {folder} is a folder"),
+])
+def test_saving_to_no_name_or_a_folder_is_one_plain_line(tmp_path, monkeypatch, name, says):
+    monkeypatch.chdir(tmp_path)
+    panel = ChatPanel(ScriptedClient(["ok"]))
+    panel_send(panel, "hi")
+    panel.path.value = str(tmp_path / "first.json")
+    panel.save.click()
+    assert "saved 3 messages" in panel.status.value
+    panel.path.value = name.format(folder=tmp_path)
+    panel.save.click()
+    assert panel._error_text == says.format(folder=tmp_path)
+    assert panel.status.value == ""  # the earlier "saved ..." does not stay beside the error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.json"]  # no temp file left behind
+    panel.load.click()
+    assert panel._error_text.startswith("cannot load") and len(panel.history) == 3
+
+
+def test_save_and_load_read_a_tilde_as_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    panel = ChatPanel(ScriptedClient(["ok"]))
+    panel_send(panel, "hi")
+    panel.path.value = "~/chat.json"
+    panel.save.click()
+    assert panel._error_text == "" and load_transcript(tmp_path / "chat.json")[0] == panel.history
+    panel.clear.click()
+    panel.load.click()
+    assert panel._error_text == "" and len(panel.history) == 3
+
+
 def test_a_loaded_transcript_keeps_the_history_object():
     history = [{"role": "system", "content": "Be brief."}]
     panel = ChatPanel(ScriptedClient(["ok"]), history=history)
