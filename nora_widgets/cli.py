@@ -43,6 +43,7 @@ from .conversation import (
     trim_history,
 )
 from .errors import NoraError, redact
+from .errors import count_of as _count
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
@@ -96,11 +97,6 @@ def _printable(text: str) -> str:
         else:
             out.append(f"\\x{code:02x}")
     return "".join(out)
-
-
-def _count(n: int, word: str) -> str:
-    """Example: _count(1, "turn") -> '1 turn', _count(3, "turn") -> '3 turns'"""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _unquote(arg: str) -> str:
@@ -207,7 +203,7 @@ class ChatSession:
             self.warn(f"nora: {message} ({path})")
             return False
         if not quiet:
-            self.say(f"(saved {len(self.history)} messages to {path})")
+            self.say(f"(saved {_count(len(self.history), 'message')} to {path})")
         return True
 
     # -- slash commands -------------------------------------------------------
@@ -284,12 +280,12 @@ class ChatSession:
             self.warn(f"nora: {exc} (the conversation is unchanged)")
             return
         self.history[:] = messages
-        self.say(f"(loaded {len(messages)} messages from {path})")
+        self.say(f"(loaded {_count(len(messages), 'message')} from {path})")
 
     def _clear(self, _arg: str) -> None:
         dropped = sum(1 for m in self.history if m["role"] != "system")
         self.history[:] = trim_history(self.history, 0)  # the persona only
-        self.say(f"(cleared {dropped} messages; the persona is kept)")
+        self.say(f"(cleared {_count(dropped, 'message')}; the persona is kept)")
 
 
 # --------------------------------------------------------------------------- #
@@ -397,7 +393,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session.say(f"Nora chat: {describe_client(client)}")
     session.say("(type /help for commands; quit or Ctrl-D to leave)")
     if loaded is not None:
-        session.say(f"(loaded {loaded} messages from {args.load})")
+        session.say(f"(loaded {_count(loaded, 'message')} from {args.load})")
     return chat_loop(session, interactive)
 
 

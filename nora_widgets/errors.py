@@ -20,6 +20,7 @@ __all__ = [
     "Failure",
     "describe_failure",
     "redact",
+    "count_of",
     "NoraError",
     "EmptyMessageError",
     "HistoryError",
@@ -146,6 +147,11 @@ _BY_CLASS = {
 
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")  # http://user:PASSWORD@host/ (basic auth in a URL)
+
+
+def count_of(n: int, word: str) -> str:
+    """A number and a noun that agree, for one-line messages.  Example: count_of(1, "message") -> '1 message'"""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -42,7 +42,7 @@ from .conversation import (
     set_persona,
     trim_history,
 )
-from .errors import NoraError, describe_failure
+from .errors import NoraError, count_of, describe_failure
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
@@ -301,7 +301,7 @@ def history_view(s: ChatSession) -> tuple[str, str]:
     sent_count = _token_counts(sent, s.client, s.model)  # its total adds the reply primer
     per = list(counts.per_message) if counts is not None else None
     keep = "all" if s.keep_turns is None else str(s.keep_turns)
-    head = f"{len(history)} messages, {len(sent)} sent on the next call (keep-turns: {keep})"
+    head = f"{count_of(len(history), 'message')}, {len(sent)} sent on the next call (keep-turns: {keep})"
     notes = []
     if per is not None and sent_count is not None:
         head += f", {sent_count.total:,} tokens before your next message"
@@ -448,7 +448,8 @@ class ChatMagics(Magics):
     def _cmd_help(self) -> None:
         s = _SESSION
         turns = sum(1 for m in s.history if m["role"] == "user")
-        _show(f"{USAGE}\n\nnow: {s.describe()}\nconversation: {len(s.history)} messages, {turns} turns "
+        size = f"{count_of(len(s.history), 'message')}, {count_of(turns, 'turn')}"
+        _show(f"{USAGE}\n\nnow: {s.describe()}\nconversation: {size} "
               f"(nora_widgets.magics.conversation(), or {USER_NAME} in this notebook)")
 
     def _cmd_history(self) -> None:
@@ -470,7 +471,7 @@ class ChatMagics(Magics):
         history = _SESSION.history
         before = len(history)
         history[:] = trim_history(history, n)
-        _show(f"trimmed: kept the persona and the last {n} turns ({before} -> {len(history)} messages)")
+        _show(f"trimmed: kept the persona and the last {count_of(n, 'turn')} ({before} -> {count_of(len(history), 'message')})")
 
     def _cmd_save(self, path: str) -> None:
         s = _SESSION
@@ -481,7 +482,7 @@ class ChatMagics(Magics):
             raise UsageError(f"%chat save: {exc}") from None
         except OSError as exc:  # e.g. a read-only folder: the old file (if any) is untouched
             raise UsageError(f"%chat save: cannot write {path}: {exc.strerror or exc}") from None
-        _show(f"saved {len(s.history)} messages to {saved}")
+        _show(f"saved {count_of(len(s.history), 'message')} to {saved}")
 
     def _cmd_load(self, path: str) -> None:
         try:
@@ -490,7 +491,7 @@ class ChatMagics(Magics):
             raise UsageError(f"%chat load: {exc}") from None
         _SESSION.history[:] = messages  # same list object: references stay live
         turns = sum(1 for m in messages if m["role"] == "user")
-        _show(f"loaded {len(messages)} messages ({turns} turns) from {path}")
+        _show(f"loaded {count_of(len(messages), 'message')} ({count_of(turns, 'turn')}) from {path}")
 
 
 # --------------------------------------------------------------------------- #

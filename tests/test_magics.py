@@ -318,7 +318,7 @@ def test_help_shows_usage_and_settings_without_building_a_client(shell):
         assert ran.result.success
         assert "%chat history" in ran.text and "--amnesia" in ran.text
         assert "backend: auto (connects on the first %%chat)" in ran.text
-        assert "conversation: 1 messages, 0 turns" in ran.text
+        assert "conversation: 1 message, 0 turns" in ran.text
     assert magics.session().client is None
 
 
