@@ -48,7 +48,7 @@ from .conversation import (
     validate_user_text,
 )
 from .errors import Failure, NoraError, describe_failure
-from .render import escape
+from .render import MUTED, escape
 from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
 
@@ -239,6 +239,8 @@ class ChatPanel(widgets.VBox):
             layout=widgets.Layout(border="1px solid #ccc", padding="6px", width="100%"),
         )
         self.add_class("nora-panel")
+        self.header.add_class("nora-header")
+        self.wire_view.add_class("nora-wire")
         self.refresh()
 
     # ------------------------------------------------------------------ #
@@ -526,7 +528,7 @@ class ChatPanel(widgets.VBox):
         memory = ("amnesia: only the persona and the latest message are sent" if keep == 0 else
                   f"sends the persona + the last {_turns(keep)}" if keep else "sends the whole conversation every call")
         self.header.value = (f'<div style="font-family:sans-serif"><b>{escape(self.title)}</b> '
-                             f'<span style="color:#555">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
+                             f'<span style="color:{MUTED}">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
                              f"{v._messages(len(history))} in the list</span></div>")
         self.transcript.value = v.transcript_html(history)
         self.compare.update(self.twin_history)

@@ -38,6 +38,7 @@ __all__ = [
     "messages_table_html",
     "wire_sections",
     "ROLE_COLOURS",
+    "MUTED",
     "WIRE_HEADERS",
     "SAFE_SCHEMES",
 ]
@@ -51,6 +52,10 @@ ROLE_COLOURS = {
     "assistant": ("#1d7a46", "#ffffff"),
 }
 _UNKNOWN_ROLE = ("#777777", "#ffffff")
+
+# Secondary text in JupyterLab's own grey, so it stays readable in the dark theme too
+# (a fixed #555 is dark grey on near-black there); the fallback is for other frontends.
+MUTED = "var(--jp-content-font-color2, #555)"
 
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):", re.IGNORECASE)
 
@@ -154,7 +159,7 @@ def messages_table_html(
         style = ""
         if i in highlight:
             classes.append("nora-row-new")
-            style += "background:#fff3b0;"
+            style += "background:#fff3b0;color:#1a1a1a;"  # its own text colour: the theme's is white in dark mode
         if i in dimmed:
             classes.append("nora-row-dropped")
             style += "opacity:0.45;text-decoration:line-through;"
@@ -167,7 +172,7 @@ def messages_table_html(
             + "</tr>"
         )
     head = (
-        '<tr style="text-align:left;color:#555;font-size:0.85em">'
+        f'<tr style="text-align:left;color:{MUTED};font-size:0.85em">'
         "<th>#</th><th>role</th><th style=\"text-align:right\">tokens</th><th>content</th></tr>"
     )
     cap = f'<caption style="text-align:left;font-weight:600;padding:2px 0">{escape(caption)}</caption>' if caption else ""

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import ipywidgets as widgets
 
-from .render import ROLE_COLOURS, escape, markdown_to_html, messages_table_html, role_chip_html, wire_sections
+from .render import MUTED, ROLE_COLOURS, escape, markdown_to_html, messages_table_html, role_chip_html, wire_sections
 
 __all__ = [
     "transcript_html",
@@ -60,7 +60,7 @@ def _message_html(role: str, content: str) -> str:
     if role == "assistant":
         body = markdown_to_html(content)
     elif role == "system":
-        body = f'<div style="white-space:pre-wrap;font-style:italic;color:#555">{escape(content)}</div>'
+        body = f'<div style="white-space:pre-wrap;font-style:italic;color:{MUTED}">{escape(content)}</div>'
     else:
         body = f'<div style="white-space:pre-wrap">{escape(content)}</div>'
     return (
@@ -174,8 +174,9 @@ class WireView(widgets.VBox):
             self.body.value = '<div style="color:#888">No request yet.</div>'
             return
         pre = ('<pre style="white-space:pre-wrap;word-break:break-word;font-size:0.85em;'
-               'max-height:360px;overflow:auto;background:#f7f7f7;padding:4px;margin:2px 0">')
-        parts = [f'<div style="color:#666">{escape(note)}</div>'] if note else []
+               'max-height:360px;overflow:auto;background:var(--jp-layout-color2, #f7f7f7);'
+               'color:var(--jp-content-font-color1, #111);padding:4px;margin:2px 0">')
+        parts = [f'<div style="color:{MUTED}">{escape(note)}</div>'] if note else []
         for title, text in wire_sections(last):  # the same sections `%chat wire` prints
             if title:
                 parts.append(f"<div>{escape(title)}</div>")
@@ -227,7 +228,7 @@ class GaugeView(widgets.VBox):
                     f"{'s' if dropped_messages != 1 else ''} ({dropped_tokens:,} tokens) of {total:,}")
         else:
             trim = f"{escape(trim_label)}: nothing left out; the whole conversation ({total:,} tokens) is resent"
-        self.body.value = _BODY.format(f"{bar}<div>{line}</div><div style='color:#555'>{trim}</div>{counted}")
+        self.body.value = _BODY.format(f"{bar}<div>{line}</div><div style='color:{MUTED}'>{trim}</div>{counted}")
 
 
 # --------------------------------------------------------------------------- #
@@ -296,7 +297,7 @@ class CostView(widgets.VBox):
             f"<div>{charts}</div>"
             f"<div>call {len(self.per_call)} sent <b>{self.per_call[-1]:,}</b> tokens; "
             f"{len(self.per_call)} call{'s' if len(self.per_call) != 1 else ''} sent <b>{total:,}</b> in all.</div>"
-            f"<div style='color:#555'>Only {new_total:,} of those were new text: the rest is the same "
+            f"<div style='color:{MUTED}'>Only {new_total:,} of those were new text: the rest is the same "
             "conversation sent again, because the model remembers nothing.</div>"
         )
 

@@ -34,6 +34,29 @@ panel = ChatPanel(client, views=("inspector", "cost"))
 panel"""
 
 
+# WCAG contrast ratio of each element's text against the first opaque background behind it
+CONTRAST_JS = """(selectors) => {
+    const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+        const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const out = {};
+    for (const [name, sel] of Object.entries(selectors)) {
+        const el = document.querySelector(sel);
+        if (!el) { out[name] = null; continue; }
+        let bg = null;
+        for (let e = el; e && !bg; e = e.parentElement) {
+            const c = rgb(getComputedStyle(e).backgroundColor);
+            if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) bg = c;
+        }
+        const fg = lum(rgb(getComputedStyle(el).color)), back = lum(bg || [255, 255, 255]);
+        out[name] = Math.round(100 * (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05)) / 100;
+    }
+    return out;
+}"""
+
+
 def write_notebook(path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(SETUP_CELL)]
@@ -123,3 +146,19 @@ def test_panel_in_jupyterlab(lab, browser_page):
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel.png"))
+
+    # 4. in JupyterLab's dark theme every text stays readable: the yellow "new" rows, the
+    # persona, the header and the wire view (light text on a light box was unreadable)
+    page.locator(".nora-panel button", has_text="Wire").first.click()
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeName === 'JupyterLab Dark'", timeout=20_000)
+    page.wait_for_timeout(1000)  # the theme's stylesheet applies
+    contrast = page.evaluate(CONTRAST_JS, {
+        "new row": ".nora-panel tr.nora-row-new td:last-child",
+        "persona": ".nora-panel .nora-transcript .nora-msg-system .nora-content > div",
+        "header": ".nora-panel .nora-header span",
+        "wire": ".nora-panel .nora-wire pre",
+    })
+    page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel-dark.png"))
+    low = {name: ratio for name, ratio in contrast.items() if ratio is None or ratio < 4.5}
+    assert low == {}, contrast
