@@ -337,12 +337,14 @@ class ChatPanel(widgets.VBox):
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
         self._set_busy(True)
         self._show_error("")
-        self.live.value = v.transcript_html([], pending=text, max_height="")
+        # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
+        # reply cannot push the input row and Stop off the screen while it streams
+        self.live.value = v.transcript_html([], pending=text)
         twin = self.twin_history if self.side_by_side.value else None
 
         # What the turn reports, drawn here; each runs on the worker thread.
         def show_reply(so_far: str) -> None:
-            self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height="")
+            self.live.value = v.transcript_html([], pending=text, streaming=so_far)
 
         def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
             self._prev_sent, self.last_sent = self.last_sent, sent

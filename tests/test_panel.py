@@ -249,6 +249,18 @@ def test_the_reply_runs_on_a_worker_thread_and_stop_rolls_back():
     assert len(client.calls) == 1
 
 
+def test_a_long_streaming_reply_scrolls_in_a_box_and_does_not_push_stop_off_screen():
+    # 500 words, a paragraph every 12: drawn unbounded, the reply grew the panel by thousands of
+    # pixels while it streamed, carrying the input row and Stop below the bottom of the screen
+    client = SlowClient(" ".join(f"w{i}" + ("\n\n" if i % 12 == 11 else "") for i in range(500)), delay=0.002)
+    panel = ChatPanel(client, flush_interval=0.0)
+    seen = []
+    panel.live.observe(lambda change: seen.append(change["new"]), names="value")
+    panel_send(panel, "a long story")
+    streamed = [html for html in seen if "w0" in html]
+    assert streamed and all("max-height:420px" in html and "overflow-y:auto" in html for html in streamed)
+
+
 def test_streamed_text_is_batched_into_few_widget_updates():
     client = SlowClient(" ".join(f"w{i}" for i in range(30)), delay=0.01)  # ~0.3 s of pieces
     panel = ChatPanel(client, flush_interval=0.05)
