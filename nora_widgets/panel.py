@@ -507,7 +507,7 @@ class ChatPanel(widgets.VBox):
         self._error_plain = text
         if text:
             self.status.value = ""  # an old "saved ..." must not stand beside a new error
-        self.error.value = (f'<div class="nora-error" style="color:#c0392b;font-weight:600">{escape(text)}</div>'
+        self.error.value = (f'<div class="nora-error" style="color:#c0392b;font-weight:600;line-height:1.4">{escape(text)}</div>'
                             if text else "")
 
     def _show_view(self, name: str, visible: bool) -> None:
@@ -529,7 +529,7 @@ class ChatPanel(widgets.VBox):
         who = describe_client(client) if client is not None else "default model (loads on the first message)"
         memory = ("amnesia: only the persona and the latest message are sent" if keep == 0 else
                   f"sends the persona + the last {_turns(keep)}" if keep else "sends the whole conversation every call")
-        self.header.value = (f'<div style="font-family:sans-serif"><b>{escape(self.title)}</b> '
+        self.header.value = (f'<div style="font-family:sans-serif;line-height:1.4"><b>{escape(self.title)}</b> '
                              f'<span style="color:{MUTED}">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
                              f"{v._messages(len(history))} in the list</span></div>")
         self.transcript.value = v.transcript_html(history)

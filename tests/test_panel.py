@@ -409,6 +409,14 @@ def test_keep_last_1_turn_is_said_in_the_singular():
     assert "1 turns" not in shown
 
 
+def test_the_header_and_the_error_line_wrap_with_normal_line_spacing():
+    # ipywidgets' HTML widget sets a one-line label's line-height (28 px): on a narrow screen
+    # or a zoomed projector a wrapped header or error line got a blank-looking gap between lines
+    panel = ChatPanel(ScriptedClient())
+    panel.ask("   ")
+    assert "line-height:1.4" in panel.header.value and "line-height:1.4" in panel.error.value
+
+
 def test_the_gauge_tracks_the_next_call():
     client = ScriptedClient()
     panel = ChatPanel(client, views=("gauge",))
