@@ -90,6 +90,8 @@ def _build_markdown() -> MarkdownIt:
         # links open in a new tab and tell the target nothing about the notebook
         tokens[idx].attrSet("target", "_blank")
         tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
+        # JupyterLab draws <a> like plain text; a fixed style makes a link look like one
+        tokens[idx].attrSet("style", "color:var(--jp-content-link-color, #1a5fb4);text-decoration:underline")
         return renderer.renderToken(tokens, idx, options, env)
 
     md.add_render_rule("link_open", link_open)

@@ -463,6 +463,14 @@ def test_model_output_is_rendered_inert():
     assert "&lt;img src=x" in panel.transcript.value and "&lt;b&gt;user html" in panel.transcript.value
 
 
+def test_a_link_in_a_reply_looks_like_a_link():
+    # JupyterLab resets <a> to the text colour with no underline: a link looked like plain text
+    panel = ChatPanel(ScriptedClient(["See [the shop](https://example.org)."]))
+    panel_send(panel, "where?")
+    link = panel.transcript.value.split("<a ", 1)[1].split(">", 1)[0]
+    assert "text-decoration:underline" in link and "color:" in link
+
+
 def test_the_scripted_wire_view_shows_the_in_process_call():
     client = ScriptedClient(["ok"])
     panel = ChatPanel(client, views=("wire",))

@@ -115,7 +115,8 @@ def test_markdown_still_works():
     out = markdown_to_html("**bold** and *it*\n\n- one\n- two\n\n`code` [site](https://example.org)")
     assert "<strong>bold</strong>" in out and "<em>it</em>" in out
     assert out.count("<li>") == 2 and "<code>code</code>" in out
-    assert '<a href="https://example.org" target="_blank" rel="noopener noreferrer nofollow">site</a>' in out
+    assert '<a href="https://example.org" target="_blank" rel="noopener noreferrer nofollow" style="' in out
+    assert "text-decoration:underline\">site</a>" in out
 
 
 def test_tables_render():
