@@ -129,6 +129,7 @@ class ChatPanel(widgets.VBox):
         self.last_result: TurnResult | None = None
         self.last_sent: list[dict] | None = None  # exactly what the last successful call sent
         self._prev_sent: list[dict] | None = None
+        self._last_wire: dict | None = None  # the request of the call last_sent came from
         self._client = client
         # The turn runner commits under this lock, and refresh() reads under it: a redraw
         # sees the history and last_sent change together, never one without the other.
@@ -348,6 +349,8 @@ class ChatPanel(widgets.VBox):
 
         def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
             self._prev_sent, self.last_sent = self.last_sent, sent
+            # this call's request, kept before the side-by-side call replaces the client's record
+            self._last_wire = getattr(getattr(client, "wire", None), "last", None)
 
         def show_twin_done(result: TurnResult) -> None:
             self.compare.update(self.twin_history, error="" if result.ok else str(result))
@@ -446,7 +449,7 @@ class ChatPanel(widgets.VBox):
         with self._lock:
             self.history[:] = new_history(self.persona.value or None)
             self.twin_history[:] = new_history(self.persona.value or None)
-            self.last_sent = self._prev_sent = None
+            self.last_sent = self._prev_sent = self._last_wire = None
         self.cost.reset()
         self._show_error("")
         self.refresh()
@@ -486,7 +489,7 @@ class ChatPanel(widgets.VBox):
         with self._lock:
             self.history[:] = messages
             self.twin_history[:] = new_history(self._system_text() or None)
-            self.last_sent = self._prev_sent = None
+            self.last_sent = self._prev_sent = self._last_wire = None
         self._loading = True
         try:
             self.persona.value = self._system_text()
@@ -521,7 +524,7 @@ class ChatPanel(widgets.VBox):
         """Redraw the transcript, the header and every view from the history."""
         with self._lock:
             history = list(self.history)
-            last_sent, prev_sent = self.last_sent, self._prev_sent
+            last_sent, prev_sent, last_wire = self.last_sent, self._prev_sent, self._last_wire
         client = self._client
         model = self.model_name or getattr(client, "default_model", None)
         keep = self.keep_last_n_turns
@@ -557,7 +560,7 @@ class ChatPanel(widgets.VBox):
         self.gauge.update(next_call.total, context_window(client) if client is not None else None, whole.total,
                           len(dropped_idx), dropped_tokens, whole.exact, trim_label, whole.method)
 
-        wire = getattr(getattr(client, "wire", None), "last", None)
+        wire = last_wire or getattr(getattr(client, "wire", None), "last", None)
         if wire is None and last_sent is not None:
             wire = {"transport": "in-process", "body": {"model": model, "messages": last_sent,
                                                         "temperature": float(self.temperature.value),

@@ -442,6 +442,19 @@ def test_side_by_side_feeds_the_same_questions_to_a_conversation_without_memory(
     assert panel.compare.layout.display == ""
 
 
+def test_with_side_by_side_on_the_wire_view_still_shows_the_call_with_memory():
+    # the twin's call (without memory) comes last; the wire view showed it, so the inspector
+    # said "last call sent 4 messages" while the wire beside it showed a request with 2
+    client = ScriptedClient()
+    panel = ChatPanel(client, views=("inspector", "wire", "compare"))
+    panel.side_by_side.value = True
+    for q in ["My name is Ada.", "What's my name?"]:
+        panel_send(panel, q)
+    assert client.wire.last["body"]["messages"] == client.calls[-1]["messages"]  # the twin's, 2 messages
+    assert panel.wire_view.data["body"]["messages"] == panel.last_sent == client.calls[-2]["messages"]
+    assert len(panel.last_sent) == 4
+
+
 def test_views_toggle():
     panel = ChatPanel(ScriptedClient(), views=("inspector",))
     assert panel.inspector.layout.display == "" and panel.wire_view.layout.display == "none"
