@@ -378,6 +378,11 @@ class ChatPanel(widgets.VBox):
 
     def _finish(self, result: TurnResult | None) -> None:
         self.last_result = result
+        with self._lock:
+            history = list(self.history)
+        # the reply goes into the transcript first, then leaves the live area: cleared
+        # first, it would vanish from the screen while refresh() below recounts tokens
+        self.transcript.value = v.transcript_html(history)
         self.live.value = ""
         if result is not None and result.ok:
             self.prompt.value = ""  # sent: clear the input

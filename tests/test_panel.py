@@ -261,6 +261,18 @@ def test_a_long_streaming_reply_scrolls_in_a_box_and_does_not_push_stop_off_scre
     assert streamed and all("max-height:420px" in html and "overflow-y:auto" in html for html in streamed)
 
 
+def test_the_reply_moves_into_the_transcript_before_the_live_area_is_cleared():
+    # cleared first, the reply vanished from the screen while the views recounted tokens,
+    # then came back: a visible blink (and a jump of the input row) at the end of every turn
+    panel = ChatPanel(ScriptedClient(["Hello Ada!"]))
+    events = []
+    panel.live.observe(lambda change: events.append(("live", change["new"])), names="value")
+    panel.transcript.observe(lambda change: events.append(("transcript", change["new"])), names="value")
+    panel_send(panel, "hi")
+    cleared = events.index(("live", ""))
+    assert any(name == "transcript" and "Hello Ada!" in html for name, html in events[:cleared]), events
+
+
 def test_streamed_text_is_batched_into_few_widget_updates():
     client = SlowClient(" ".join(f"w{i}" for i in range(30)), delay=0.01)  # ~0.3 s of pieces
     panel = ChatPanel(client, flush_interval=0.05)
