@@ -478,6 +478,7 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
 
         serve_module.add_arguments(serve)
         serve.set_defaults(func=serve_module.run)
+    parser.subcommands = {"chat": chat, "ask": ask, "serve": serve}  # type: ignore[attr-defined]
     return parser
 
 
@@ -499,7 +500,11 @@ def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None
             why = f"it needs {exc.name or exc}: pip install 'nora-widgets[local]'"
         print(f"nora: error: nora serve is not available: {why}", file=sys.stderr)
         return EXIT_USAGE
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # say which command's --help lists what it takes
+        command = _subcommand(argv)
+        where = parser.subcommands.get(command, parser)  # type: ignore[attr-defined]
+        where.error(f"unrecognized arguments: {' '.join(extra)}")
     args.wrap = wrap
     if getattr(args, "func", None) is None:
         parser.print_help()

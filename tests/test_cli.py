@@ -491,6 +491,9 @@ def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int
                                     "(see nora chat --help)"),
     (["ask", "--backend", "scripted"], "nora: error: nothing to ask: give a question, or - to read it from stdin"),
     (["bogus"], "nora: error: argument "),
+    (["ask", "--keep-turns", "2", "hi"], "nora ask: error: unrecognized arguments: --keep-turns "
+                                         "(see nora ask --help)"),  # the command whose --help lists its flags
+    (["--bogus"], "nora: error: unrecognized arguments: --bogus (see nora --help)"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(monkeypatch, capsys, argv, message):
     """One line on stderr, exit 2 (argparse's own wording varies by Python version: prefix only)."""
