@@ -315,6 +315,10 @@ def make_client(
     if max_retries < 0:
         raise NoraError(f"max retries must be 0 or more (got {max_retries})")
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    if base_url and not _looks_like_url(base_url):
+        given = "OPENAI_BASE_URL" if base_url == os.environ.get("OPENAI_BASE_URL") else "the base URL"
+        raise NoraError(f"{given} must start with http:// or https:// and name a host, "
+                        f"e.g. http://127.0.0.1:8000/v1 (got {redact(base_url)!r})")
     key = api_key or os.environ.get("OPENAI_API_KEY")
     if not key:
         if not base_url:
@@ -333,6 +337,14 @@ def make_client(
     client.wire = wire
     client.default_model = model or OPENAI_DEFAULT_MODEL
     return client
+
+
+def _looks_like_url(url: str) -> bool:
+    """Example: _looks_like_url("http://127.0.0.1:8000/v1") -> True, ("localhost:8000") -> False"""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def describe_client(client: Any) -> str:

@@ -87,6 +87,15 @@ def test_make_client_bad_settings_are_one_line(monkeypatch):
         make_client("openai")
     with pytest.raises(NoraError, match="timeout must be more than 0"):
         make_client("openai", api_key="sk-test-x", timeout=-1)
+    monkeypatch.delenv("NORA_TIMEOUT", raising=False)
+    for url in ("not-a-url", "localhost:8000/v1", "ftp://host/v1", "http://bob:pw-123@/v1"):  # no scheme / no host
+        with pytest.raises(NoraError, match="the base URL must start with http:// or https://") as err:
+            make_client("openai", base_url=url)
+        assert "pw-123" not in str(err.value)
+    monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8000/v1")  # the setting it came from is named
+    with pytest.raises(NoraError, match="^OPENAI_BASE_URL must start with http://"):
+        make_client("openai")
+    monkeypatch.delenv("OPENAI_BASE_URL")
     for bad in ("nan", "inf", "-inf"):  # float() takes them; every call would then fail
         monkeypatch.setenv("NORA_TIMEOUT", bad)
         with pytest.raises(NoraError, match=f"timeout must be more than 0 seconds \\(got {bad}\\)"):
