@@ -130,6 +130,7 @@ class ChatPanel(widgets.VBox):
         self.last_sent: list[dict] | None = None  # exactly what the last successful call sent
         self._prev_sent: list[dict] | None = None
         self._last_wire: dict | None = None  # the request of the call last_sent came from
+        self._twin_error = ""  # why the last side-by-side call failed ("" if it did not)
         self._client = client
         # The turn runner commits under this lock, and refresh() reads under it: a redraw
         # sees the history and last_sent change together, never one without the other.
@@ -337,6 +338,7 @@ class ChatPanel(widgets.VBox):
             return False
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
         self._set_busy(True)
+        self._twin_error = ""
         self._show_error("")
         # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
         # reply cannot push the input row and Stop off the screen while it streams
@@ -353,7 +355,8 @@ class ChatPanel(widgets.VBox):
             self._last_wire = getattr(getattr(client, "wire", None), "last", None)
 
         def show_twin_done(result: TurnResult) -> None:
-            self.compare.update(self.twin_history, error="" if result.ok else str(result))
+            self._twin_error = "" if result.ok else str(result)  # kept: refresh() redraws the view
+            self.compare.update(self.twin_history, error=self._twin_error)
 
         self._runner.start(
             client, self.history, text, keep, model, temperature, self._extra(), twin,
@@ -455,6 +458,7 @@ class ChatPanel(widgets.VBox):
             self.history[:] = new_history(self.persona.value or None)
             self.twin_history[:] = new_history(self.persona.value or None)
             self.last_sent = self._prev_sent = self._last_wire = None
+            self._twin_error = ""
         self.cost.reset()
         self._show_error("")
         self.refresh()
@@ -541,7 +545,7 @@ class ChatPanel(widgets.VBox):
                              f'<span style="color:{MUTED}">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
                              f"{v._messages(len(history))} in the list</span></div>")
         self.transcript.value = v.transcript_html(history)
-        self.compare.update(self.twin_history)
+        self.compare.update(self.twin_history, error=self._twin_error)
 
         # what the next call sends, and what trimming leaves out
         kept = trim_history(history, keep) if keep is not None else history

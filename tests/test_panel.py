@@ -467,6 +467,19 @@ def test_with_side_by_side_on_the_wire_view_still_shows_the_call_with_memory():
     assert len(panel.last_sent) == 4
 
 
+def test_when_the_side_by_side_call_fails_the_compare_view_says_why():
+    # the error line was drawn, then wiped by the redraw at the end of the turn: the question
+    # was missing on the right with no word of explanation
+    client = ScriptedClient(["Hello Ada!", TimeoutError("no answer in time"), "Ada.", "I do not know."])
+    panel = ChatPanel(client, views=("compare",))
+    panel.side_by_side.value = True
+    assert panel.ask("My name is Ada.").ok
+    assert len(panel.history) == 3 and len(panel.twin_history) == 1  # the twin's turn rolled back
+    assert "the request timed out" in panel.compare.error.value
+    panel.ask("What's my name?")  # the next question: both answer, the old error is gone
+    assert len(panel.twin_history) == 3 and panel.compare.error.value == ""
+
+
 def test_views_toggle():
     panel = ChatPanel(ScriptedClient(), views=("inspector",))
     assert panel.inspector.layout.display == "" and panel.wire_view.layout.display == "none"
