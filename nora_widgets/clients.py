@@ -170,8 +170,9 @@ class ScriptedClient:
     """
 
     def __init__(self, replies: list | None = None, model: str = "scripted", chunk_size: int = 1) -> None:
-        self._replies = list(replies) if replies is not None else None
-        self._given = len(self._replies) if self._replies is not None else 0
+        self._echo = replies is None  # no replies given: echo, also after any enqueued ones are used up
+        self._replies = list(replies) if replies is not None else []
+        self._given = len(self._replies)
         self.default_model = model
         self.calls: list[dict] = []
         self.chunk_size = max(1, chunk_size)  # words per streamed chunk
@@ -179,19 +180,19 @@ class ScriptedClient:
         self.chat = _Namespace(completions=_Namespace(create=self._create))
 
     def enqueue(self, *replies: Any) -> None:
-        """Add more replies (strings or exceptions) to the end of the queue."""
-        if self._replies is None:
-            self._replies = []
+        """Add more replies (strings or exceptions) to the end of the queue.  An echoing client
+        (made with no replies) answers with these first, then echoes again."""
         self._replies.extend(replies)
         self._given += len(replies)
 
     @property
     def remaining(self) -> int:
-        return len(self._replies) if self._replies is not None else -1
+        """Canned replies left; -1 for an echoing client, which never runs out."""
+        return -1 if self._echo else len(self._replies)
 
     def _next_reply(self, messages: list[dict]) -> str:
         n = len(self.calls)
-        if self._replies is None:
+        if self._echo and not self._replies:
             last = messages[-1]["content"] if messages else ""
             if len(last) > 60:
                 last = last[:57] + "..."

@@ -48,6 +48,20 @@ def test_scripted_raises_exception_replies_and_runs_out_clearly():
     assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content == "more"
 
 
+def test_an_echoing_client_answers_enqueued_replies_first_then_echoes_again():
+    client = ScriptedClient()
+    client.enqueue("queued", TimeoutError("timed out"))
+
+    def ask():
+        return client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
+
+    assert ask() == "queued"
+    with pytest.raises(TimeoutError):
+        ask()
+    assert ask().startswith("[scripted reply 3] I was sent 2 messages")  # the third call; not "no replies left"
+    assert client.remaining == -1
+
+
 def test_scripted_echo_shows_what_the_model_was_sent():
     reply = ScriptedClient().chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
     assert reply == "[scripted reply 1] I was sent 2 messages; the last one says: 'Hi'"
