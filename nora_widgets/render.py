@@ -79,6 +79,10 @@ def is_safe_link(url: str) -> bool:
     return bool(match) and match.group(1).lower() in SAFE_SCHEMES
 
 
+CODE_STYLE = "background:var(--jp-layout-color2, #eeeeee);border-radius:3px;padding:0 3px"
+PRE_STYLE = "background:var(--jp-layout-color2, #eeeeee);border-radius:4px;padding:6px 8px;overflow-x:auto"
+
+
 def _build_markdown() -> MarkdownIt:
     # "commonmark" with html=False: <tags> in the text are rendered as text, not HTML.
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True})
@@ -95,6 +99,23 @@ def _build_markdown() -> MarkdownIt:
         return renderer.renderToken(tokens, idx, options, env)
 
     md.add_render_rule("link_open", link_open)
+
+    # Code stands out on its own background (JupyterLab's, so dark themes work), and a long
+    # line in a code block scrolls sideways instead of widening the transcript.
+    inline_default = md.renderer.rules["code_inline"]
+    block_defaults = {name: md.renderer.rules[name] for name in ("fence", "code_block")}
+
+    def code_inline(renderer, tokens, idx, options, env):
+        tokens[idx].attrSet("style", CODE_STYLE)
+        return inline_default(tokens, idx, options, env)
+
+    def code_block(renderer, tokens, idx, options, env):
+        html_ = block_defaults[tokens[idx].type](tokens, idx, options, env)
+        return html_.replace("<pre>", f'<pre style="{PRE_STYLE}">', 1)
+
+    md.add_render_rule("code_inline", code_inline)
+    md.add_render_rule("fence", code_block)
+    md.add_render_rule("code_block", code_block)
     return md
 
 

@@ -114,9 +114,16 @@ def test_images_become_links_not_requests():
 def test_markdown_still_works():
     out = markdown_to_html("**bold** and *it*\n\n- one\n- two\n\n`code` [site](https://example.org)")
     assert "<strong>bold</strong>" in out and "<em>it</em>" in out
-    assert out.count("<li>") == 2 and "<code>code</code>" in out
+    assert out.count("<li>") == 2 and '<code style="background:var(--jp-layout-color2' in out and ">code</code>" in out
     assert '<a href="https://example.org" target="_blank" rel="noopener noreferrer nofollow" style="' in out
     assert "text-decoration:underline\">site</a>" in out
+
+
+def test_code_stands_out_and_a_long_line_scrolls_inside_its_block():
+    out = markdown_to_html("run `x = <b>1</b>` then\n\n```python\nprint('<script>' * 40)\n```\n\n    indented")
+    assert out.count('background:var(--jp-layout-color2') == 3  # inline code, the fence, the indented block
+    assert out.count('<pre style="') == 2 and out.count("overflow-x:auto") == 2
+    assert "&lt;b&gt;1&lt;/b&gt;" in out and "&lt;script&gt;" in out and "<script" not in out  # still escaped
 
 
 def test_tables_render():
