@@ -5,12 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 
 from nora_widgets._overflow_check import OverflowCheck
 
 N_CTX = 100
+
+
+def run(coroutine) -> None:
+    """asyncio.run in a thread of its own: an earlier test in the same process may have left an
+    event loop running in the main thread (Playwright's sync API does), and asyncio.run refuses that."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(coroutine)
+        except BaseException as exc:  # pragma: no cover - handed back to the test
+            failure.append(exc)
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join(30)
+    if failure:
+        raise failure[0]
 
 
 class RecordingApp:
@@ -62,7 +81,7 @@ def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None 
         sent.append(message)
 
     check = OverflowCheck(app, counter, N_CTX, api_key="k3y" if key is not None else None)
-    asyncio.run(check(scope, receive, send))
+    run(check(scope, receive, send))
     status = sent[0]["status"]
     payload = b"".join(m.get("body", b"") for m in sent[1:])
     return status, payload, app, counter
@@ -128,5 +147,5 @@ def test_a_counter_that_fails_lets_the_server_decide():
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-    asyncio.run(OverflowCheck(app, counter, N_CTX)(scope, receive, send))
+    run(OverflowCheck(app, counter, N_CTX)(scope, receive, send))
     assert sent[0]["status"] == 200 and len(counter.seen) == 1 and len(app.bodies) == 1
