@@ -296,6 +296,9 @@ def make_client(
     Example: make_client("scripted").chat.completions.create(model="m", messages=[...])
     """
     chosen = choose_backend(backend, api_key, base_url)
+    if base_url and chosen in ("local", "scripted"):  # it would be ignored without a word
+        raise NoraError(f"a base URL names a server, and the {chosen!r} backend has none: "
+                        "give one or the other (a server is the 'openai' backend)")
     model = model or os.environ.get("NORA_MODEL") or None
     if chosen == "scripted":
         return ScriptedClient(replies, model=model or "scripted")

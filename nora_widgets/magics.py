@@ -432,6 +432,8 @@ class ChatMagics(Magics):
         changed = bool(given)
         if "system" in given and not given["system"].strip():
             raise UsageError("%chat: --system needs some text (the persona)")
+        if given.get("backend") in ("local", "scripted") and "base_url" not in given:
+            given["base_url"] = None  # an earlier --base-url was for a server: not for this backend
         rebuild = {k: given[k] for k in ("backend", "base_url", "timeout", "max_retries") if k in given}
         if rebuild:
             trial = ChatSession(**{**vars(s), **rebuild, "model": given.get("model", s.model)})
@@ -456,7 +458,11 @@ class ChatMagics(Magics):
         _show(*history_view(_SESSION))
 
     def _cmd_wire(self) -> None:
-        text = wire_view(_SESSION.client)
+        s = _SESSION
+        text = wire_view(s.client)
+        if text.startswith("no request sent yet") and any(m["role"] == "assistant" for m in s.history):
+            text = ("no request sent yet by this client (a new one is built when --backend, --base-url, "
+                    "--timeout or --max-retries change): run a %%chat cell")
         _show(text, f'<pre class="nora-wire">{html.escape(text)}</pre>')
 
     def _cmd_reset(self) -> None:

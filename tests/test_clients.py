@@ -106,6 +106,9 @@ def test_make_client_bad_settings_are_one_line(monkeypatch):
         with pytest.raises(NoraError, match="the base URL must start with http:// or https://") as err:
             make_client("openai", base_url=url)
         assert "pw-123" not in str(err.value)
+    for backend in ("local", "scripted"):  # a URL these backends would ignore without a word
+        with pytest.raises(NoraError, match=f"a base URL names a server, and the '{backend}' backend has none"):
+            make_client(backend, base_url="http://127.0.0.1:8000/v1")
     monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8000/v1")  # the setting it came from is named
     with pytest.raises(NoraError, match="^OPENAI_BASE_URL must start with http://"):
         make_client("openai")

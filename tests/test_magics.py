@@ -415,6 +415,7 @@ def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
     ("%%chat --system x\nhi", "unrecognized arguments: --system"),
     ("%%chat --temperature -1\nhi", "--temperature must be a number from 0 to 2"),
     ("%%chat\n   \n", "nothing to send"),
+    ("%chat --backend scripted --base-url http://127.0.0.1:9/v1", "a base URL names a server"),
 ])
 def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, words):
     client = use(ScriptedClient(["a"]))
@@ -426,6 +427,23 @@ def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, wo
     assert words in ran.stderr and "Traceback" not in ran.stderr + ran.stdout
     assert ([dict(m) for m in magics.conversation()], magics.session().describe()) == before
     assert len(client.calls) == 1
+
+
+def test_switching_to_the_embedded_or_scripted_backend_drops_an_earlier_base_url(shell):
+    run(shell, "%chat --base-url http://127.0.0.1:9/v1")
+    ran = run(shell, "%chat --backend scripted")  # the URL was for a server: not an error here
+    assert not ran.usage_error, ran.stderr
+    assert magics.session().base_url is None
+    assert run(shell, "%%chat --no-stream\nhi").shown[0].startswith("[scripted reply 1]")
+
+
+def test_wire_after_a_new_client_says_why_it_is_empty(shell):
+    use(ScriptedClient(["ok"]))
+    run(shell, "%%chat\nhi")
+    run(shell, "%chat --backend scripted")  # a new client: it has sent nothing yet
+    assert run(shell, "%chat wire").shown == [
+        "no request sent yet by this client (a new one is built when --backend, --base-url, --timeout or "
+        "--max-retries change): run a %%chat cell"]
 
 
 def test_a_broken_list_is_refused_in_one_line(shell):
