@@ -42,8 +42,7 @@ from .conversation import (
     safe_run_turn,
     trim_history,
 )
-from .errors import NoraError, redact
-from .errors import count_of as _count
+from .errors import NoraError, count_of, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
@@ -203,7 +202,7 @@ class ChatSession:
             self.warn(f"nora: {message} ({path})")
             return False
         if not quiet:
-            self.say(f"(saved {_count(len(self.history), 'message')} to {path})")
+            self.say(f"(saved {count_of(len(self.history), 'message')} to {path})")
         return True
 
     # -- slash commands -------------------------------------------------------
@@ -231,9 +230,9 @@ class ChatSession:
         self.say(json.dumps(sent, indent=2, ensure_ascii=False))
         if len(sent) < len(self.history):
             self.say(f"(next call sends {len(sent)} of {len(self.history)} messages plus your new one: "
-                     f"/trim {self.keep_turns} keeps the last {_count(self.keep_turns, 'turn')})")
+                     f"/trim {self.keep_turns} keeps the last {count_of(self.keep_turns, 'turn')})")
         else:
-            self.say(f"(next call sends {'this' if len(sent) == 1 else 'these'} {_count(len(sent), 'message')} "
+            self.say(f"(next call sends {'this' if len(sent) == 1 else 'these'} {count_of(len(sent), 'message')} "
                      "plus your new one)")
 
     def _system(self, text: str) -> None:
@@ -247,7 +246,7 @@ class ChatSession:
     def _trim(self, arg: str) -> None:
         if not arg:
             self.say("(trimming off: every call sends the whole conversation)" if self.keep_turns is None
-                     else f"(sending the last {_count(self.keep_turns, 'turn')})")
+                     else f"(sending the last {count_of(self.keep_turns, 'turn')})")
         elif arg.lower() == "off":
             self.keep_turns = None
             self.say("(trimming off: every call sends the whole conversation)")
@@ -257,7 +256,7 @@ class ChatSession:
                      "the model forgets everything; the transcript keeps it)")
         elif arg.isascii() and arg.isdigit():  # isdigit() alone lets '²' through, and int('²') fails
             self.keep_turns = int(arg)
-            self.say(f"(from now on each call sends the persona and the last {_count(self.keep_turns, 'turn')}; "
+            self.say(f"(from now on each call sends the persona and the last {count_of(self.keep_turns, 'turn')}; "
                      "the transcript keeps everything)")
         else:
             self.warn(f"(/trim needs a whole number of turns or 'off', not {arg!r})")
@@ -280,12 +279,12 @@ class ChatSession:
             self.warn(f"nora: {exc} (the conversation is unchanged)")
             return
         self.history[:] = messages
-        self.say(f"(loaded {_count(len(messages), 'message')} from {path})")
+        self.say(f"(loaded {count_of(len(messages), 'message')} from {path})")
 
     def _clear(self, _arg: str) -> None:
         dropped = sum(1 for m in self.history if m["role"] != "system")
         self.history[:] = trim_history(self.history, 0)  # the persona only
-        self.say(f"(cleared {_count(dropped, 'message')}; the persona is kept)")
+        self.say(f"(cleared {count_of(dropped, 'message')}; the persona is kept)")
 
 
 # --------------------------------------------------------------------------- #
@@ -393,7 +392,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session.say(f"Nora chat: {describe_client(client)}")
     session.say("(type /help for commands; quit or Ctrl-D to leave)")
     if loaded is not None:
-        session.say(f"(loaded {_count(loaded, 'message')} from {args.load})")
+        session.say(f"(loaded {count_of(loaded, 'message')} from {args.load})")
     return chat_loop(session, interactive)
 
 

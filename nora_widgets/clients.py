@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from .errors import NoraError, redact
+from .errors import NoraError, count_of, redact
 from .tokens import rough_tokens
 
 __all__ = [
@@ -196,8 +196,7 @@ class ScriptedClient:
             last = messages[-1]["content"] if messages else ""
             if len(last) > 60:
                 last = last[:57] + "..."
-            count = f"{len(messages)} message" + ("" if len(messages) == 1 else "s")
-            return f"[scripted reply {n}] I was sent {count}; the last one says: {last!r}"
+            return f"[scripted reply {n}] I was sent {count_of(len(messages), 'message')}; the last one says: {last!r}"
         if not self._replies:
             raise RuntimeError(f"ScriptedClient has no replies left (it was given {self._given})")
         reply = self._replies.pop(0)

@@ -150,8 +150,8 @@ _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")  # http://user:PASSWORD@
 
 
 def count_of(n: int, word: str) -> str:
-    """A number and a noun that agree, for one-line messages.  Example: count_of(1, "message") -> '1 message'"""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    """A number and a noun that agree.  Example: count_of(1, "message") -> '1 message'; (1200, "turn") -> '1,200 turns'"""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -468,7 +468,7 @@ class ChatMagics(Magics):
     def _cmd_reset(self) -> None:
         history = _SESSION.history
         history[:] = trim_history(history, 0)  # the persona only
-        _show(f"conversation reset: kept the persona ({len(history)} message{'s' * (len(history) != 1)})")
+        _show(f"conversation reset: kept the persona ({count_of(len(history), 'message')})")
 
     def _cmd_trim(self, raw: str) -> None:
         if not _is_whole(raw):

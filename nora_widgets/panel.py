@@ -47,7 +47,7 @@ from .conversation import (
     validate_history,
     validate_user_text,
 )
-from .errors import Failure, NoraError, describe_failure
+from .errors import Failure, NoraError, count_of, describe_failure
 from .render import MUTED, escape
 from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
@@ -57,11 +57,6 @@ __all__ = ["ChatPanel", "VIEWS"]
 # view name -> toggle button label
 VIEWS = {"inspector": "Inspector", "wire": "Wire", "gauge": "Context", "cost": "Cost", "compare": "Side by side"}
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
-
-
-def _turns(n: int) -> str:
-    """Example: _turns(1) -> '1 turn'; _turns(3) -> '3 turns'"""
-    return f"{n} turn" + ("" if n == 1 else "s")
 
 
 def _count(messages: Sequence[dict], client: Any, model: str | None) -> TokenCount:
@@ -540,10 +535,10 @@ class ChatPanel(widgets.VBox):
 
         who = describe_client(client) if client is not None else "default model (loads on the first message)"
         memory = ("amnesia: only the persona and the latest message are sent" if keep == 0 else
-                  f"sends the persona + the last {_turns(keep)}" if keep else "sends the whole conversation every call")
+                  f"sends the persona + the last {count_of(keep, 'turn')}" if keep else "sends the whole conversation every call")
         self.header.value = (f'<div style="font-family:sans-serif;line-height:1.4"><b>{escape(self.title)}</b> '
                              f'<span style="color:{MUTED}">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
-                             f"{v._messages(len(history))} in the list</span></div>")
+                             f"{count_of(len(history), 'message')} in the list</span></div>")
         self.transcript.value = v.transcript_html(history)
         self.compare.update(self.twin_history, error=self._twin_error)
 
@@ -555,7 +550,7 @@ class ChatPanel(widgets.VBox):
         dropped_tokens = sum(whole.per_message[i] for i in dropped_idx)
         # the last turn added the last two messages (if the history ends with a reply we just got)
         next_new = [len(history) - 2, len(history) - 1] if last_sent is not None and len(history) >= 2 else []
-        note = ("amnesia on" if keep == 0 else f"keep last {_turns(keep)}" if keep else "nothing trimmed")
+        note = ("amnesia on" if keep == 0 else f"keep last {count_of(keep, 'turn')}" if keep else "nothing trimmed")
         if last_sent is not None:
             last = _count(last_sent, client, model)
             last_counts, last_total = last.per_message, last.total
@@ -565,7 +560,7 @@ class ChatPanel(widgets.VBox):
         self.inspector.update(last_sent, last_counts, last_new, history, whole.per_message, next_new,
                               dropped_idx, note=note, last_total=last_total)
 
-        trim_label = ("amnesia" if keep == 0 else f"keep last {_turns(keep)}" if keep else "trim off")
+        trim_label = ("amnesia" if keep == 0 else f"keep last {count_of(keep, 'turn')}" if keep else "trim off")
         self.gauge.update(next_call.total, context_window(client) if client is not None else None, whole.total,
                           len(dropped_idx), dropped_tokens, whole.exact, trim_label, whole.method)
 

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import ipywidgets as widgets
 
+from .errors import count_of
 from .render import MUTED, ROLE_COLOURS, escape, markdown_to_html, messages_table_html, role_chip_html, wire_sections
 
 __all__ = [
@@ -38,11 +39,6 @@ def _box() -> widgets.Layout:
 
 _TITLE = "font-weight:600;font-family:sans-serif;margin:2px 0 4px 0;line-height:1.4"
 _BODY = '<div style="line-height:1.4">{}</div>'  # ipywidgets' HTML widget line-height is for one-liners
-
-
-def _messages(n: int) -> str:
-    """Example: _messages(1) -> '1 message'; _messages(3) -> '3 messages'"""
-    return f"{n:,} message" + ("" if n == 1 else "s")
 
 
 def _title(text: str) -> widgets.HTML:
@@ -139,11 +135,11 @@ class InspectorView(widgets.VBox):
         else:
             self.last_rows = self._rows(last_sent, last_counts, last_new)
             total = last_total if last_total is not None else (sum(last_counts) if last_counts else None)
-            cap = f"Last call sent {_messages(len(last_sent))}" + (f" ({total:,} tokens)" if total is not None else "")
+            cap = f"Last call sent {count_of(len(last_sent), 'message')}" + (f" ({total:,} tokens)" if total is not None else "")
             self.last_html.value = messages_table_html(last_sent, last_counts, last_new, caption=cap, max_chars=600)
         self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
         count = len(next_list) - len(set(next_dropped))
-        cap = f"Next call will send {'this' if count == 1 else 'these'} {_messages(count)} + your new one"
+        cap = f"Next call will send {'this' if count == 1 else 'these'} {count_of(count, 'message')} + your new one"
         if note:
             cap += f" ({note})"
         self.next_html.value = messages_table_html(next_list, next_counts, next_new, next_dropped,
@@ -224,8 +220,8 @@ class GaugeView(widgets.VBox):
             bar = ""
             line = f"next call: <b>{used:,}</b> tokens + your message ({escape(how)}); this model's window is unknown"
         if dropped_messages:
-            trim = (f"{escape(trim_label)}: leaves out {dropped_messages} older message"
-                    f"{'s' if dropped_messages != 1 else ''} ({dropped_tokens:,} tokens) of {total:,}")
+            trim = (f"{escape(trim_label)}: leaves out {count_of(dropped_messages, 'older message')} "
+                    f"({dropped_tokens:,} tokens) of {total:,}")
         else:
             trim = f"{escape(trim_label)}: nothing left out; the whole conversation ({total:,} tokens) is resent"
         self.body.value = _BODY.format(f"{bar}<div>{line}</div><div style='color:{MUTED}'>{trim}</div>{counted}")
@@ -296,7 +292,7 @@ class CostView(widgets.VBox):
         self.body.value = _BODY.format(
             f"<div>{charts}</div>"
             f"<div>call {len(self.per_call)} sent <b>{self.per_call[-1]:,}</b> tokens; "
-            f"{len(self.per_call)} call{'s' if len(self.per_call) != 1 else ''} sent <b>{total:,}</b> in all.</div>"
+            f"{count_of(len(self.per_call), 'call')} sent <b>{total:,}</b> in all.</div>"
             f"<div style='color:{MUTED}'>Only {new_total:,} of those were new text: the rest is the same "
             "conversation sent again, because the model remembers nothing.</div>"
         )
