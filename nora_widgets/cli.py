@@ -196,7 +196,7 @@ class ChatSession:
     def save(self, path: str, quiet: bool = False) -> bool:
         model = self.model or getattr(self.client, "default_model", None)
         try:
-            save_transcript(os.path.expanduser(path), self.history, model=model, temperature=self.temperature)
+            save_transcript(path, self.history, model=model, temperature=self.temperature)
         except (TranscriptError, OSError) as exc:
             message = str(exc) if isinstance(exc, TranscriptError) else f"not saved: {exc.strerror or exc}"
             self.warn(f"nora: {message} ({path})")
@@ -274,7 +274,7 @@ class ChatSession:
             self.warn("(/load needs a file name, e.g. /load chat.json)")
             return
         try:
-            messages, _meta = load_transcript(os.path.expanduser(path))
+            messages, _meta = load_transcript(path)
         except TranscriptError as exc:
             self.warn(f"nora: {exc} (the conversation is unchanged)")
             return

@@ -25,7 +25,6 @@ import html
 import shlex
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -483,7 +482,7 @@ class ChatMagics(Magics):
         s = _SESSION
         model = s.model or getattr(s.client, "default_model", None)
         try:
-            saved = save_transcript(Path(path).expanduser(), s.history, model=model, temperature=s.temperature)
+            saved = save_transcript(path, s.history, model=model, temperature=s.temperature)
         except TranscriptError as exc:
             raise UsageError(f"%chat save: {exc}") from None
         except OSError as exc:  # e.g. a read-only folder: the old file (if any) is untouched
@@ -492,7 +491,7 @@ class ChatMagics(Magics):
 
     def _cmd_load(self, path: str) -> None:
         try:
-            messages, _meta = load_transcript(Path(path).expanduser())
+            messages, _meta = load_transcript(path)
         except TranscriptError as exc:
             raise UsageError(f"%chat load: {exc}") from None
         _SESSION.history[:] = messages  # same list object: references stay live

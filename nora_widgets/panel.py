@@ -27,7 +27,6 @@ the input is a text area: Enter is a new line, click Send).
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any, Sequence
 
@@ -464,18 +463,16 @@ class ChatPanel(widgets.VBox):
         if not path:  # an empty box would mean "save as '.'": say what is missing instead
             self._show_error("not saved: type a file name in the file box")
             return
-        if os.path.isdir(os.path.expanduser(path)):
-            self._show_error(f"not saved: {path} is a folder")
-            return
         try:
-            saved = save_transcript(os.path.expanduser(path), self.history,
+            saved = save_transcript(path, self.history,
                                     model=self.model_name or getattr(self._client, "default_model", None),
                                     temperature=float(self.temperature.value))
         except (NoraError, OSError) as exc:  # OSError: e.g. a read-only folder; the old file is untouched
             self._show_error(f"not saved: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
             return
         self._show_error("")
-        self.status.value = f'<span style="color:#2e8b57">saved {len(self.history)} messages to {escape(saved)}</span>'
+        saved_what = count_of(len(self.history), "message")
+        self.status.value = f'<span style="color:#2e8b57">saved {saved_what} to {escape(saved)}</span>'
 
     def load_from(self, path: str | None = None) -> None:
         """Replace the conversation with a transcript file; on any problem, change nothing."""
@@ -486,7 +483,7 @@ class ChatPanel(widgets.VBox):
             self._show_error("cannot load: type a file name in the file box")
             return
         try:
-            messages, _meta = load_transcript(os.path.expanduser(path))  # "~/chat.json" as in %chat load
+            messages, _meta = load_transcript(path)  # "~/chat.json" works: transcript.py reads ~ as home
         except NoraError as exc:
             self._show_error(str(exc))
             return

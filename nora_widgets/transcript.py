@@ -40,6 +40,7 @@ class TranscriptError(NoraError):
 
 def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: Any) -> Path:
     """Write history (and metadata such as model=, temperature=) to path atomically.
+    A leading ~ is the home folder, as in a shell.
 
     Example: save_transcript("chat.json", history, model="SmolLM2") -> Path('chat.json')
     """
@@ -47,7 +48,9 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
         validate_history(history)
     except HistoryError as exc:
         raise TranscriptError(f"not saved: {exc}") from None
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir():  # else the rename below fails with an error that names the temp file
+        raise TranscriptError(f"not saved: {path} is a folder")
     # Only plain JSON values go in; never anything that could carry a secret.
     meta = {k: v for k, v in metadata.items() if k not in ("api_key", "messages") and v is not None}
     document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}
@@ -82,7 +85,7 @@ def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
     non-JSON or wrongly shaped file.
     Example: load_transcript("chat.json") -> ([{'role': 'system', ...}, ...], {'model': 'SmolLM2'})
     """
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/chat.json", as in a shell
     name = str(path)
     try:
         size = path.stat().st_size

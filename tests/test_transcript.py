@@ -116,3 +116,14 @@ def test_fuzzed_json_shapes(tmp_path_factory, messages):
     except TranscriptError:
         return
     assert [(m["role"], m["content"]) for m in loaded] == [(m["role"], m["content"]) for m in messages]
+
+
+def test_a_tilde_is_the_home_folder_and_a_folder_is_refused_in_one_line(tmp_path, monkeypatch):
+    # every face (nora chat, %chat, the panel) passes what was typed; the ~ and the folder are handled here
+    monkeypatch.setenv("HOME", str(tmp_path))
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert save_transcript("~/chat.json", history) == tmp_path / "chat.json"
+    assert load_transcript("~/chat.json")[0] == history
+    with pytest.raises(TranscriptError, match=f"^not saved: {tmp_path} is a folder$"):
+        save_transcript(tmp_path, history)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]  # no temp file left behind
