@@ -12,7 +12,10 @@ Histories of 10, 100 and 1,000 messages; target: nora / article <= 1.02.
 
 Two estimates of the ratio, from the same run:
   measured  the median of the per-round ratios on the ScriptedClient, with a ~95% confidence
-            interval for that median (single rounds are noisy here: one can be off by 10%)
+            interval for that median (single rounds are noisy here: one can be off by 10%);
+            every case runs once untimed after each round's collection, and each case takes
+            every place in the round's order equally often (timed cold, or always first, one
+            side ran up to 1.6x slower: an identical pair of functions then read 1.05-1.10)
   derived   1 + run_turn's own cost / the article turn on the ScriptedClient; the own cost is
             timed on a "null" client that returns one prebuilt response, so that nothing but
             run_turn's extra work is measured (microseconds, with little noise)
@@ -97,7 +100,7 @@ def paired(samples: dict, how, a: str = "nora", b: str = "article") -> list[floa
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     sizes = {10: 20, 100: 6, 1000: 1}  # history length -> calls per side per round (ScriptedClient)
-    rounds = 201
+    rounds = 200  # a multiple of 8: each of the four cases runs in each position equally often
     if args.quick:
         sizes, rounds = {10: 2, 100: 2, 1000: 1}, 3
     rows, results = [], {"target": TARGET, "rounds": rounds, "sizes": {}}
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         # rounds (this one does, by up to 1.7x within a minute) moves them together.
         # The ScriptedClient keeps a deep copy of every call: its log is emptied between batches.
         samples = interleaved(cases_for(client, history, NullClient(), repeat_null), rounds=rounds, batch=batch,
-                              setup=client.calls.clear)
+                              setup=client.calls.clear, warm_up=True)
         ratios = paired(samples, lambda x, y: x / y)
         own = paired(samples, lambda x, y: (x - y) / repeat_null, "nora_null", "article_null")
         derived = [1 + o / a for o, a in zip(own, samples["article"])]

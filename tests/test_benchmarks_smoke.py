@@ -116,3 +116,30 @@ def test_run_all_summarises_what_it_ran(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "=== summary" in proc.stdout
     assert set(json.loads(out.read_text())["results"]) == {"core", "install"}
+
+
+def _common():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_each_case_takes_each_place_in_the_order_equally_often(k):
+    names = [chr(ord("a") + i) for i in range(k)]
+    orders = [_common()._order(names, r) for r in range(2 * k)]
+    assert all(sorted(order) == names for order in orders)
+    for place in range(k):
+        assert sorted(order[place] for order in orders) == sorted(names * 2)
+
+
+def test_interleaved_warm_up_runs_each_case_once_more_per_round_untimed():
+    common = _common()
+    calls = {"a": 0, "b": 0}
+    cases = {name: (lambda name=name: calls.__setitem__(name, calls[name] + 1)) for name in calls}
+    samples = common.interleaved(cases, rounds=4, batch=3)
+    assert calls == {"a": 12, "b": 12} and [len(xs) for xs in samples.values()] == [4, 4]
+    calls.update(a=0, b=0)
+    samples = common.interleaved(cases, rounds=4, batch=3, warm_up=True)
+    assert calls == {"a": 16, "b": 16} and [len(xs) for xs in samples.values()] == [4, 4]
