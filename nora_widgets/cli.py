@@ -40,6 +40,7 @@ from .conversation import (
     messages_to_send,
     new_history,
     safe_run_turn,
+    set_persona,
     trim_history,
 )
 from .errors import NoraError, count_of, redact
@@ -237,10 +238,11 @@ class ChatSession:
 
     def _system(self, text: str) -> None:
         if not text:
-            current = [m["content"] for m in self.history if m["role"] == "system"]
-            self.say(f"(system prompt: {current[0]!r})" if current else "(no system prompt)")
+            first = self.history[0] if self.history else None
+            self.say(f"(system prompt: {first['content']!r})" if first and first["role"] == "system"
+                     else "(no system prompt)")
             return
-        self.history[:] = new_history(text) + [m for m in self.history if m["role"] != "system"]
+        set_persona(self.history, text)  # the leading one only: system messages further down stay
         self.say("(system prompt set: it goes first in every call from now on)")
 
     def _trim(self, arg: str) -> None:
@@ -378,7 +380,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         loaded = len(history)
         if args.system is not None:  # an explicit --system replaces the file's persona
-            history = new_history(args.system) + [m for m in history if m["role"] != "system"]
+            set_persona(history, args.system)
     client = _client(args)
     interactive = sys.stdin.isatty()
     if interactive:

@@ -653,3 +653,19 @@ def test_a_password_in_the_server_url_is_not_shown(stub_server):
     assert result.stdout.splitlines()[0] == (f"Nora chat: OpenAI-compatible server "
                                              f"{url.replace('hunter2pass', '***')}, model gpt-4o-mini")
     assert "hunter2pass" not in result.stdout + result.stderr
+
+
+def test_system_replaces_only_the_leading_persona_and_keeps_later_system_messages(monkeypatch, capsys, tmp_path):
+    # a transcript can hold a system message further down (e.g. "from now on answer in French"):
+    # /system and --system change the persona, as the panel and %chat --system do, and keep that one
+    note = {"role": "system", "content": "From now on, answer in French."}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps([SYSTEM, user("hi"), assistant("hello"), note, user("ok"), assistant("d'accord")]))
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--load", str(path),
+                                                      "--system", "Be brief."], "/system\n/system Be kind.\n/history\n")
+    assert (status, err) == (0, "")
+    assert "(system prompt: 'Be brief.')" in out
+    shown = out.split("you: /history\n", 1)[1]
+    assert json.loads(shown[: shown.rindex("]") + 1]) == [
+        {"role": "system", "content": "Be kind."}, user("hi"), assistant("hello"), note, user("ok"),
+        assistant("d'accord")]
