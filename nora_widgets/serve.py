@@ -93,7 +93,7 @@ def _say(text: str, stream=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start."""
-    from ._engine import _quiet_native, native_detail
+    from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
     from .errors import NoraError
     from .local import MIN_N_CTX, _default_threads, find_model_path, model_name_for
@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
     )
     model_settings = ModelSettings(model=str(path), model_alias=alias, n_ctx=n_ctx, verbose=False,
                                    n_threads=threads, n_threads_batch=threads)
-    with _quiet_native() as caught:  # loading prints llama.cpp's C-level log lines otherwise
+    # loading prints llama.cpp's C-level log lines otherwise; and a Ctrl-C that lands in its log
+    # callback would be dropped (the server would start anyway): hold it, raise it after the load
+    with _ctrl_c_held(), _quiet_native() as caught:
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])
             # a streamed request too long for the window gets the same 400 as a non-streamed one
