@@ -33,7 +33,7 @@ import sys
 from typing import Any, Callable, TextIO
 
 from . import __version__
-from .clients import BACKENDS, describe_client, make_client
+from .clients import BACKENDS, describe_client, make_client, unused_model_note
 from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
@@ -392,6 +392,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
                           save_path=args.save)
     session.say(f"Nora chat: {describe_client(client)}")
+    unused = unused_model_note(client, args.model)
+    if unused:
+        session.say(f"({unused})")
     session.say("(type /help for commands; quit or Ctrl-D to leave)")
     if loaded is not None:
         session.say(f"(loaded {count_of(loaded, 'message')} from {args.load})")

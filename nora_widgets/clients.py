@@ -350,6 +350,16 @@ def _looks_like_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def unused_model_note(client: Any, name: str | None) -> str:
+    """'' or one line saying that a model name asked for is not used: the embedded model
+    answers as itself whatever it is called (as llama.cpp's server does).
+    Example: unused_model_note(LocalClient(), "gpt-4o") -> "model 'gpt-4o' is not used: the embedded model answers as itself"
+    """
+    if name and getattr(client, "backend", None) == "local" and name != getattr(client, "default_model", None):
+        return f"model {name!r} is not used: the embedded model answers as itself"
+    return ""
+
+
 def describe_client(client: Any) -> str:
     """One line naming the backend and model that answer, e.g.
     'local model SmolLM2-135M-Instruct (embedded, in-process)'."""

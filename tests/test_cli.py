@@ -669,3 +669,13 @@ def test_system_replaces_only_the_leading_persona_and_keeps_later_system_message
     assert json.loads(shown[: shown.rindex("]") + 1]) == [
         {"role": "system", "content": "Be kind."}, user("hi"), assistant("hello"), note, user("ok"),
         assistant("d'accord")]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+def test_a_model_name_the_embedded_model_ignores_gets_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("NORA_MODEL", raising=False)
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "local", "--model", "gpt-4o"], "quit\n")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[1] == "(model 'gpt-4o' is not used: the embedded model answers as itself)"
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--model", "gpt-4o"], "quit\n")
+    assert status == 0 and "is not used" not in out

@@ -634,3 +634,19 @@ def test_the_key_never_lands_in_a_saved_notebook(stub_server, tmp_path, monkeypa
     assert "'Bearer ***'" in saved
     assert stub_server.requests[0].headers["authorization"] == f"Bearer {secret}"
     assert secret not in saved and secret[8:] not in saved  # ...but never the key, whole or in part
+
+
+@pytest.mark.model
+def test_a_model_name_the_embedded_model_would_ignore_is_said_in_the_header():
+    pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ('.[local]')")
+    from nora_widgets.local import LocalClient
+
+    client = LocalClient()
+    panel = ChatPanel(client, views=())
+    assert "is not used" not in panel.header.value
+    panel.model.value = "gpt-4o"  # SmolLM2 would answer all the same: say so
+    assert "model &#x27;gpt-4o&#x27; is not used: the embedded model answers as itself" in panel.header.value
+    panel.model.value = client.default_model
+    assert "is not used" not in panel.header.value
+    scripted = ChatPanel(ScriptedClient(), model="gpt-4o", views=())  # not the embedded model: nothing to say
+    assert "is not used" not in scripted.header.value
