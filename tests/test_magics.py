@@ -10,6 +10,7 @@ a 500 rolled back).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import threading
@@ -600,3 +601,15 @@ def test_default_backend_is_the_embedded_model_built_on_first_turn(shell):
     assert wire.startswith("in-process call") and "<|im_start|>user\nSay hello in three words.<|im_end|>" in wire
     assert "SmolLM2" in run(shell, "%chat help").text
     assert "token counts are exact (SmolLM2" in run(shell, "%chat history").shown[0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+def test_settings_say_when_the_embedded_model_will_not_use_the_model_name(shell):
+    from nora_widgets.local import LocalClient
+
+    use(LocalClient())  # not loaded: nothing here needs the model itself
+    ran = run(shell, "%chat --model gpt-4o")
+    assert ran.result.success
+    assert "model: gpt-4o (model 'gpt-4o' is not used: the embedded model answers as itself)" in ran.text
+    use(ScriptedClient())
+    assert "is not used" not in run(shell, "%chat --model gpt-4o").text
