@@ -413,6 +413,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           max_tokens=args.max_tokens, stream=not args.no_stream, prefix="")
+    unused = unused_model_note(client, args.model)
+    if unused:  # on stderr: the answer alone goes to stdout
+        session.warn(f"({unused})")
     if session.send(question.strip()):
         return EXIT_OK
     return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED

@@ -679,3 +679,11 @@ def test_a_model_name_the_embedded_model_ignores_gets_one_line(monkeypatch, caps
     assert out.splitlines()[1] == "(model 'gpt-4o' is not used: the embedded model answers as itself)"
     status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--model", "gpt-4o"], "quit\n")
     assert status == 0 and "is not used" not in out
+
+
+@pytest.mark.model
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+def test_nora_ask_says_on_stderr_when_the_embedded_model_ignores_the_model_name():
+    result = nora("ask", "--backend", "local", "--model", "gpt-4o", "--max-tokens", "3", "Hello")
+    assert result.returncode == 0 and result.stdout.strip()
+    assert result.stderr == "(model 'gpt-4o' is not used: the embedded model answers as itself)\n"
