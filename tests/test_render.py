@@ -265,3 +265,17 @@ def test_magics_and_the_wire_view_show_the_same_sections():
     assert places == sorted(places)  # every section, escaped, in order
     assert "accept: application/json" in html_text and "accept" not in text  # the view shows more headers
     assert KEY not in text + html_text
+
+
+def test_a_long_transcript_is_redrawn_from_the_cache():
+    # refresh() redraws the whole list in order: a cache smaller than the list would miss on
+    # every message of every redraw (markdown is the expensive part of a redraw)
+    from nora_widgets.views import _message_html, transcript_html
+
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"cache test message {i}: *hi*"}
+                for i in range(6000)]
+    first = transcript_html(messages)
+    before = _message_html.cache_info()
+    assert transcript_html(messages) == first
+    after = _message_html.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (6000, 0)
