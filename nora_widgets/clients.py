@@ -61,6 +61,10 @@ class WireLog:
         self.last: dict | None = None
         self.count = 0
 
+    def clear(self) -> None:
+        """Forget what was recorded (e.g. the model-list request make_client sends first)."""
+        self.last, self.count = None, 0
+
     def record_http(self, request: Any) -> None:
         """httpx2 request event hook: keep method, url, masked headers and the JSON body."""
         try:
@@ -338,8 +342,28 @@ def make_client(
         http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http]}),
     )
     client.wire = wire
-    client.default_model = model or OPENAI_DEFAULT_MODEL
+    client.default_model = model or (_served_model(client, base_url) if base_url else None) or OPENAI_DEFAULT_MODEL
     return client
+
+
+def _served_model(client: Any, base_url: str) -> str | None:
+    """The model a server lists when it lists exactly one (`nora serve`, llama.cpp's server, vLLM
+    serving one model), so that no name is sent that the server would not know, and Nora names
+    the model that really answers.  None when it lists several (Ollama, OpenAI itself) or does
+    not answer in 5 s: then the caller's default.  One GET /models; the wire log forgets it.
+    Example: with `nora serve` at base_url -> 'SmolLM2-135M-Instruct'
+    """
+    from urllib.parse import urlsplit
+
+    if urlsplit(base_url).hostname == "api.openai.com":  # dozens of models: nothing to learn
+        return None
+    try:
+        names = [m.id for m in client.with_options(timeout=5.0, max_retries=0).models.list().data]
+    except Exception:  # down, no /models, a wrong key...: the first real call says what is wrong
+        return None
+    finally:
+        client.wire.clear()
+    return names[0] if len(names) == 1 and isinstance(names[0], str) and names[0] else None
 
 
 def _looks_like_url(url: str) -> bool:

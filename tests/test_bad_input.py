@@ -63,7 +63,7 @@ def test_core_refuses_empty_or_non_text_without_a_request(stub_server, text, str
     assert result.failure.kind == "bad_input" and history == new_history()
     assert str(result) in ("(error talking to the model: nothing to send: the message is empty)",
                            f"(error talking to the model: the message must be text, not {type(text).__name__})")
-    assert stub_server.requests == []
+    assert stub_server.chat_requests == []  # (make_client asked for the model list: not a turn)
 
 
 def test_cli_skips_blank_lines_and_refuses_an_empty_question(stub_server):
@@ -81,7 +81,7 @@ def test_panel_refuses_whitespace_without_a_request(stub_server):
     panel = panel_for(client_for(stub_server))
     assert panel_send(panel, "\n\t ") is None
     assert "nothing to send: the message is empty" in panel.error.value and len(panel.history) == 1
-    assert stub_server.requests == []
+    assert stub_server.chat_requests == []
 
 
 # --------------------------------------------------------------------------- #

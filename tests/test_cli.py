@@ -71,8 +71,9 @@ def nora(*args: str, stdin: str = "", stub: StubServer | None = None, cwd: Path 
     return helpers.run_nora(*args, env=nora_env(stub, **env), stdin=stdin, cwd=cwd, merge=merge)
 
 
-def header(stub: StubServer, model: str = "gpt-4o-mini") -> list[str]:
-    return [f"Nora chat: OpenAI-compatible server {stub.base_url}, model {model}",
+def header(stub: StubServer, model: str | None = None) -> list[str]:
+    """nora chat's opening lines; with no --model, the model is the one the stub lists."""
+    return [f"Nora chat: OpenAI-compatible server {stub.base_url}, model {model or stub.model}",
             "(type /help for commands; quit or Ctrl-D to leave)"]
 
 
@@ -199,7 +200,7 @@ def test_save_then_load_continues_the_conversation(keyed_stub, tmp_path):
     first = nora("chat", *FAST, "--save", str(saved), stdin="one\ntwo\n", stub=keyed_stub)
     assert first.returncode == 0
     document = json.loads(saved.read_text())
-    assert document["format"] == "nora-transcript" and document["model"] == "gpt-4o-mini"
+    assert document["format"] == "nora-transcript" and document["model"] == keyed_stub.model
     assert len(document["messages"]) == 5
 
     second = nora("chat", *FAST, "--load", str(saved), stdin="three\n", stub=keyed_stub)
@@ -651,7 +652,7 @@ def test_a_password_in_the_server_url_is_not_shown(stub_server):
     result = helpers.run_nora("chat", "--base-url", url, "--max-retries", "0", env=helpers.nora_env(), stdin="hi\n")
     assert result.returncode == 0
     assert result.stdout.splitlines()[0] == (f"Nora chat: OpenAI-compatible server "
-                                             f"{url.replace('hunter2pass', '***')}, model gpt-4o-mini")
+                                             f"{url.replace('hunter2pass', '***')}, model {stub_server.model}")
     assert "hunter2pass" not in result.stdout + result.stderr
 
 

@@ -169,3 +169,29 @@ def test_redact_removes_keys(monkeypatch):
 def test_rate_limit_line_carries_retry_after():
     failure = describe_failure(_status_error(openai.RateLimitError, 429, headers={"retry-after": "20"}))
     assert failure.message == "rate limit reached (HTTP 429, retry after 20 s)"
+
+
+def test_a_server_with_one_model_names_the_model_sent_and_shown(monkeypatch):
+    # `nora serve`, llama.cpp's server, vLLM with one model: no name given -> the one it lists,
+    # so Nora never claims "gpt-4o-mini" for a model that is really something else
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer(model="SmolLM2-135M-Instruct") as stub:
+        client = make_client(base_url=stub.base_url)
+        assert client.default_model == "SmolLM2-135M-Instruct"
+        assert describe_client(client).endswith(", model SmolLM2-135M-Instruct")
+        assert [(r.method, r.path) for r in stub.requests] == [("GET", "/v1/models")]
+        assert client.wire.last is None and client.wire.count == 0  # the wire view shows turns only
+        assert make_client(base_url=stub.base_url, model="mine").default_model == "mine"
+        monkeypatch.setenv("NORA_MODEL", "from-env")
+        assert make_client(base_url=stub.base_url).default_model == "from-env"
+        assert len(stub.requests) == 1  # a name given: nothing asked
+    with StubServer(listed=["llama3.2", "qwen2.5"]) as several:  # e.g. Ollama: the user must choose
+        monkeypatch.delenv("NORA_MODEL")
+        assert make_client(base_url=several.base_url).default_model == "gpt-4o-mini"
+    with StubServer(api_key="sk-right") as keyed:  # a wrong key: the first real call says so
+        assert make_client(base_url=keyed.base_url, api_key="sk-wrong").default_model == "gpt-4o-mini"
+    down = make_client(base_url="http://127.0.0.1:9/v1")  # nothing listening: no error here either
+    assert down.default_model == "gpt-4o-mini"

@@ -192,9 +192,9 @@ def test_without_after_checks_the_stream_passes_through_live():
 
 def test_default_model_wire_and_other_attributes_pass_through(stub_server):
     client = remote(stub_server, before=injection_detector(), after=[never_reveal(SECRET)])
-    assert client.default_model == "gpt-4o-mini"
+    assert client.default_model == stub_server.model  # the one model the server lists
     assert client.base_url == client.client.base_url  # any attribute of the wrapped client
-    assert describe_client(client) == (f"OpenAI-compatible server {stub_server.base_url}, model gpt-4o-mini, "
+    assert describe_client(client) == (f"OpenAI-compatible server {stub_server.base_url}, model {stub_server.model}, "
                                        "guarded: 1 before, 1 after")
     safe_run_turn(client, new_history(), "hi")
     assert client.wire.last["headers"]["authorization"] == "Bearer ***"
@@ -281,7 +281,7 @@ def test_the_cli_runs_the_guard_around_every_call(stub_server, monkeypatch, caps
                       wrap=lambda c: GuardedClient(c, before=injection_detector()))
     out, err = capsys.readouterr()
     assert status == 0
-    assert out.splitlines()[0] == (f"Nora chat: OpenAI-compatible server {stub_server.base_url}, model gpt-4o-mini, "
+    assert out.splitlines()[0] == (f"Nora chat: OpenAI-compatible server {stub_server.base_url}, model {stub_server.model}, "
                                    "guarded: 1 before, 0 after")
     assert err.splitlines() == ["(error talking to the model: refused: the message looks like a prompt injection "
                                 "('ignore all previous instructions') - nothing was sent; rephrase your message)"]

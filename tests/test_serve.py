@@ -199,6 +199,16 @@ def test_a_streamed_overflow_is_the_same_400_not_an_empty_stream(server):
 
 
 @pytest.mark.model
+def test_nora_chat_names_the_model_the_server_serves(server):
+    # no --model: not "gpt-4o-mini" (which llama.cpp's server would quietly answer as SmolLM2)
+    env = clean_env(OPENAI_BASE_URL=server.url)
+    result = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-tokens", "3", "--no-stream"],
+                            cwd=ROOT, env=env, input="hi\n/history\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"Nora chat: OpenAI-compatible server {server.url}, model SmolLM2-135M-Instruct"
+
+
+@pytest.mark.model
 def test_nora_chat_retries_a_streamed_overflow_with_fewer_turns(server, tmp_path):
     # the core's retry with half the turns works because the overflow is a 400 before the stream
     script = tmp_path / "two.txt"

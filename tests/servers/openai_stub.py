@@ -12,7 +12,7 @@ whole path is real: HTTP, JSON, server-sent events, retries, timeouts.
 Routes:
     POST /v1/chat/completions   JSON, or SSE with "stream": true
                                 (a usage chunk at the end with stream_options.include_usage)
-    GET  /v1/models             one model, named by ``model=``
+    GET  /v1/models             one model, named by ``model=`` (or the names in ``listed=``)
 
 Every request is recorded (method, path, lower-cased headers, parsed JSON body).
 Each chat request takes the next behaviour from the queue; an empty queue means
@@ -348,9 +348,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         if self.path.rstrip("/") in ("/v1/models", "/models"):
-            model = self.server.stub.model
+            listed = self.server.stub.listed if self.server.stub.listed is not None else [self.server.stub.model]
             self._send_json(200, {"object": "list", "data": [
-                {"id": model, "object": "model", "created": CREATED, "owned_by": "stub"}]})
+                {"id": name, "object": "model", "created": CREATED, "owned_by": "stub"} for name in listed]})
         else:
             self._send_error(404, f"Unknown path {self.path}", code="not_found")
 
@@ -435,12 +435,14 @@ class StubServer:
 
     api_key: when set, every request must carry "Authorization: Bearer <api_key>" (401 otherwise).
     model:   the name /v1/models lists and replies use when the request names none.
+    listed:  what /v1/models lists instead, e.g. several names (default: [model]).
     Example: with StubServer(api_key="sk-test-123") as stub: print(stub.base_url)
     """
 
-    def __init__(self, api_key: str | None = None, model: str = "stub-model") -> None:
+    def __init__(self, api_key: str | None = None, model: str = "stub-model", listed: list[str] | None = None) -> None:
         self.api_key = api_key
         self.model = model
+        self.listed = listed
         self.requests: list[Recorded] = []
         self._queue: list[Behaviour] = []
         self._lock = threading.Lock()
