@@ -143,7 +143,18 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)  # one line per request: see each call arrive
-    server = uvicorn.Server(config)
+    keyed = f", key required (from {API_KEY_ENV})" if api_key else ""
+    url = base_url(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
+    serving = (f"Serving {alias} (n_ctx={n_ctx}) at {base_url(host, port)}{keyed} - "
+               f"use OPENAI_BASE_URL={url} (Ctrl-C stops)")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # said once the socket listens: whoever waits for this line can connect
+                _say(serving)
+
+    server = Server(config)
 
     if not is_loopback(host):
         if api_key:
@@ -152,10 +163,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             _say(f"warning: listening on {host}: anyone who can reach this machine can use the model; "
                  f"set {API_KEY_ENV} to require a key", sys.stderr)
-    keyed = f", key required (from {API_KEY_ENV})" if api_key else ""
-    url = base_url(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
-    _say(f"Serving {alias} (n_ctx={n_ctx}) at {base_url(host, port)}{keyed} - "
-         f"use OPENAI_BASE_URL={url} (Ctrl-C stops)")
 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again;
     # turn that into a normal return so Ctrl-C means "stop", not "crash" (exit 0).

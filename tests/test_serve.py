@@ -125,6 +125,20 @@ def test_it_says_where_it_serves_in_one_line(server):
 
 
 @pytest.mark.model
+def test_the_serving_line_comes_once_the_port_listens():
+    # the line used to come before uvicorn bound the socket: a script (or a test) that connected
+    # on seeing it was refused (5 of 5 here)
+    pytest.importorskip("llama_cpp.server.app")
+    served = Served("--n-ctx", "512")
+    try:
+        assert served.first_line.startswith("Serving ")
+        socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
+    finally:
+        served.proc.kill()
+        served.proc.wait()
+
+
+@pytest.mark.model
 def test_models_list_names_the_model(server):
     assert [m.id for m in server.client().models.list().data] == ["SmolLM2-135M-Instruct"]
 
