@@ -33,7 +33,7 @@ import sys
 from typing import Any, Callable, TextIO
 
 from . import __version__
-from .clients import BACKENDS, describe_client, make_client, unused_model_note
+from .clients import BACKENDS, describe_client, make_client, model_note
 from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
@@ -392,9 +392,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
                           save_path=args.save)
     session.say(f"Nora chat: {describe_client(client)}")
-    unused = unused_model_note(client, args.model)
-    if unused:
-        session.say(f"({unused})")
+    note = model_note(client, args.model)
+    if note:
+        session.say(f"({note})")
     session.say("(type /help for commands; quit or Ctrl-D to leave)")
     if loaded is not None:
         session.say(f"(loaded {count_of(loaded, 'message')} from {args.load})")
@@ -413,9 +413,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           max_tokens=args.max_tokens, stream=not args.no_stream, prefix="")
-    unused = unused_model_note(client, args.model)
-    if unused:  # on stderr: the answer alone goes to stdout
-        session.warn(f"({unused})")
+    note = model_note(client, args.model)
+    if note:  # on stderr: the answer alone goes to stdout
+        session.warn(f"({note})")
     if session.send(question.strip()):
         return EXIT_OK
     return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED

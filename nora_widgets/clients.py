@@ -342,28 +342,31 @@ def make_client(
         http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http]}),
     )
     client.wire = wire
-    client.default_model = model or (_served_model(client, base_url) if base_url else None) or OPENAI_DEFAULT_MODEL
+    client.listed_models = _listed_models(client, base_url) if base_url and not model else []
+    one = client.listed_models[0] if len(client.listed_models) == 1 else None
+    client.default_model = model or one or OPENAI_DEFAULT_MODEL
     return client
 
 
-def _served_model(client: Any, base_url: str) -> str | None:
-    """The model a server lists when it lists exactly one (`nora serve`, llama.cpp's server, vLLM
-    serving one model), so that no name is sent that the server would not know, and Nora names
-    the model that really answers.  None when it lists several (Ollama, OpenAI itself) or does
-    not answer in 5 s: then the caller's default.  One GET /models; the wire log forgets it.
-    Example: with `nora serve` at base_url -> 'SmolLM2-135M-Instruct'
+def _listed_models(client: Any, base_url: str) -> list[str]:
+    """The model names a server lists: asked when no name was given, so that a server with one
+    model (`nora serve`, llama.cpp's server, vLLM serving one) gets that name, and Nora names
+    the model that really answers; with several (Ollama), Nora can say which there are.
+    [] when it does not answer in 5 s, or for api.openai.com (dozens: nothing to learn).
+    One GET /models; the wire log forgets it.
+    Example: with `nora serve` at base_url -> ['SmolLM2-135M-Instruct']
     """
     from urllib.parse import urlsplit
 
-    if urlsplit(base_url).hostname == "api.openai.com":  # dozens of models: nothing to learn
-        return None
+    if urlsplit(base_url).hostname == "api.openai.com":
+        return []
     try:
         names = [m.id for m in client.with_options(timeout=5.0, max_retries=0).models.list().data]
     except Exception:  # down, no /models, a wrong key...: the first real call says what is wrong
-        return None
+        return []
     finally:
         client.wire.clear()
-    return names[0] if len(names) == 1 and isinstance(names[0], str) and names[0] else None
+    return [name for name in names if isinstance(name, str) and name]
 
 
 def _looks_like_url(url: str) -> bool:
@@ -374,13 +377,24 @@ def _looks_like_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-def unused_model_note(client: Any, name: str | None) -> str:
-    """'' or one line saying that a model name asked for is not used: the embedded model
-    answers as itself whatever it is called (as llama.cpp's server does).
-    Example: unused_model_note(LocalClient(), "gpt-4o") -> "model 'gpt-4o' is not used: the embedded model answers as itself"
+def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MODEL") -> str:
+    """'' or one line about the model name a turn will send (name, else the client's default):
+    the embedded model does not use a name it is given (it answers as itself, as llama.cpp's
+    server does); a server that listed several models, none of them this one, will refuse it
+    (choose: how to pick one in the face that shows the note).
+    Example: model_note(LocalClient(), "gpt-4o") -> "model 'gpt-4o' is not used: the embedded model answers as itself"
+    Example: against Ollama with llama3.2 and qwen2.5, no name ->
+        "the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': choose one with --model or NORA_MODEL"
     """
-    if name and getattr(client, "backend", None) == "local" and name != getattr(client, "default_model", None):
+    default = getattr(client, "default_model", None)
+    if name and getattr(client, "backend", None) == "local" and name != default:
         return f"model {name!r} is not used: the embedded model answers as itself"
+    listed = getattr(client, "listed_models", None) or []
+    sent = name or default
+    if len(listed) > 1 and sent not in listed:
+        shown = ", ".join(listed[:5]) + (", ..." if len(listed) > 5 else "")
+        return (f"the server lists {count_of(len(listed), 'model')} ({shown}), not {sent!r}: "
+                f"choose one with {choose}")
     return ""
 
 

@@ -31,7 +31,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
 
-from .clients import BACKENDS, describe_client, make_client, unused_model_note
+from .clients import BACKENDS, describe_client, make_client, model_note
 from .conversation import (
     DEFAULT_TEMPERATURE,
     dropped_indexes,
@@ -94,9 +94,9 @@ class ChatSession:
             f"{self.backend} (connects on the first %%chat)"
         keep = "all" if self.keep_turns is None else str(self.keep_turns)
         model = f" | model: {self.model}" if self.model else ""  # else the client's own default
-        unused = unused_model_note(self.client, self.model)
-        if unused:
-            model += f" ({unused})"
+        note = model_note(self.client, self.model, choose="%chat --model")
+        if note:
+            model += f" ({note})"
         return (f"backend: {who}{model} | temperature: {self.temperature:g} | keep-turns: {keep} | "
                 f"stream: {'on' if self.stream else 'off'}")
 

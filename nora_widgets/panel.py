@@ -34,7 +34,7 @@ import ipywidgets as widgets
 
 from . import views as v
 from ._background import BackgroundTurn
-from .clients import describe_client, make_client, unused_model_note
+from .clients import describe_client, make_client, model_note
 from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
@@ -531,9 +531,9 @@ class ChatPanel(widgets.VBox):
         keep = self.keep_last_n_turns
 
         who = describe_client(client) if client is not None else "default model (loads on the first message)"
-        unused = unused_model_note(client, self.model_name)
-        if unused:
-            who += f" ({unused})"
+        note = model_note(client, self.model_name, choose="the model box")
+        if note:
+            who += f" ({note})"
         memory = ("amnesia: only the persona and the latest message are sent" if keep == 0 else
                   f"sends the persona + the last {count_of(keep, 'turn')}" if keep else "sends the whole conversation every call")
         self.header.value = (f'<div style="font-family:sans-serif;line-height:1.4"><b>{escape(self.title)}</b> '

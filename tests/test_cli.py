@@ -688,3 +688,18 @@ def test_nora_ask_says_on_stderr_when_the_embedded_model_ignores_the_model_name(
     result = nora("ask", "--backend", "local", "--model", "gpt-4o", "--max-tokens", "3", "Hello")
     assert result.returncode == 0 and result.stdout.strip()
     assert result.stderr == "(model 'gpt-4o' is not used: the embedded model answers as itself)\n"
+
+
+def test_a_server_with_several_models_and_no_name_given_gets_one_line():
+    # e.g. Ollama: gpt-4o-mini would be refused on the first turn; say so at the start, with the names
+    from tests.servers.openai_stub import StubServer
+
+    with StubServer(listed=["llama3.2", "qwen2.5"]) as stub:
+        result = helpers.run_nora("chat", "--base-url", stub.base_url, env=helpers.nora_env(), stdin="quit\n")
+        assert result.returncode == 0
+        assert result.stdout.splitlines()[:2] == [
+            f"Nora chat: OpenAI-compatible server {stub.base_url}, model gpt-4o-mini",
+            "(the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': choose one with --model or NORA_MODEL)"]
+        result = helpers.run_nora("chat", "--base-url", stub.base_url, "--model", "qwen2.5", env=helpers.nora_env(),
+                                  stdin="quit\n")
+        assert "the server lists" not in result.stdout

@@ -8,7 +8,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from nora_widgets import ScriptedClient, make_client
-from nora_widgets.clients import ModelUnavailableError, choose_backend, describe_client
+from nora_widgets.clients import ModelUnavailableError, choose_backend, describe_client, model_note
 from nora_widgets.errors import NoraError, describe_failure, redact
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
@@ -190,7 +190,15 @@ def test_a_server_with_one_model_names_the_model_sent_and_shown(monkeypatch):
         assert len(stub.requests) == 1  # a name given: nothing asked
     with StubServer(listed=["llama3.2", "qwen2.5"]) as several:  # e.g. Ollama: the user must choose
         monkeypatch.delenv("NORA_MODEL")
-        assert make_client(base_url=several.base_url).default_model == "gpt-4o-mini"
+        client = make_client(base_url=several.base_url)
+        assert client.default_model == "gpt-4o-mini" and client.listed_models == ["llama3.2", "qwen2.5"]
+        assert model_note(client, None) == ("the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': "
+                                            "choose one with --model or NORA_MODEL")
+        assert model_note(client, "qwen2.5") == ""  # a listed one: nothing to say
+        assert model_note(client, "llama3.3", choose="the model box").endswith("not 'llama3.3': choose one with "
+                                                                               "the model box")
+    with StubServer(listed=[f"m{i}" for i in range(8)]) as many:
+        assert "(m0, m1, m2, m3, m4, ...)" in model_note(make_client(base_url=many.base_url), None)
     with StubServer(api_key="sk-right") as keyed:  # a wrong key: the first real call says so
         assert make_client(base_url=keyed.base_url, api_key="sk-wrong").default_model == "gpt-4o-mini"
     down = make_client(base_url="http://127.0.0.1:9/v1")  # nothing listening: no error here either

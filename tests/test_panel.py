@@ -650,3 +650,16 @@ def test_a_model_name_the_embedded_model_would_ignore_is_said_in_the_header():
     assert "is not used" not in panel.header.value
     scripted = ChatPanel(ScriptedClient(), model="gpt-4o", views=())  # not the embedded model: nothing to say
     assert "is not used" not in scripted.header.value
+
+
+def test_the_header_names_the_models_a_server_lists_when_the_one_asked_for_is_not_among_them(monkeypatch):
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer(listed=["llama3.2", "qwen2.5"]) as stub:
+        panel = ChatPanel(make_client(base_url=stub.base_url), views=())
+        assert ("the server lists 2 models (llama3.2, qwen2.5), not &#x27;gpt-4o-mini&#x27;: choose one with the "
+                "model box") in panel.header.value
+        panel.model.value = "qwen2.5"
+        assert "the server lists" not in panel.header.value
