@@ -391,7 +391,8 @@ def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MOD
         return f"model {name!r} is not used: the embedded model answers as itself"
     listed = getattr(client, "listed_models", None) or []
     sent = name or default
-    if len(listed) > 1 and sent not in listed:
+    # (Ollama lists tags: "llama3.2" is "llama3.2:latest")
+    if len(listed) > 1 and sent not in listed and f"{sent}:latest" not in listed:
         shown = ", ".join(listed[:5]) + (", ..." if len(listed) > 5 else "")
         return (f"the server lists {count_of(len(listed), 'model')} ({shown}), not {sent!r}: "
                 f"choose one with {choose}")

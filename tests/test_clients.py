@@ -197,6 +197,10 @@ def test_a_server_with_one_model_names_the_model_sent_and_shown(monkeypatch):
         assert model_note(client, "qwen2.5") == ""  # a listed one: nothing to say
         assert model_note(client, "llama3.3", choose="the model box").endswith("not 'llama3.3': choose one with "
                                                                                "the model box")
+    with StubServer(listed=["llama3.2:latest", "qwen2.5:7b"]) as ollama:  # Ollama lists tags; "llama3.2" is ":latest"
+        client = make_client(base_url=ollama.base_url)
+        assert model_note(client, "llama3.2") == "" and model_note(client, "qwen2.5:7b") == ""
+        assert "not 'qwen2.5'" in model_note(client, "qwen2.5")
     with StubServer(listed=[f"m{i}" for i in range(8)]) as many:
         assert "(m0, m1, m2, m3, m4, ...)" in model_note(make_client(base_url=many.base_url), None)
     with StubServer(api_key="sk-right") as keyed:  # a wrong key: the first real call says so
