@@ -47,8 +47,8 @@ def median_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
 def _order(names: list[str], r: int) -> list[str]:
     """The order of the cases in round r: rotated by one every two rounds, and every other
     round reversed, so over 2 x len(names) rounds each case runs in every position equally
-    often (the first case after the round's collection and the last one run measurably
-    slower here: up to 15% on a 100 us call).
+    often (the case right after the round's collection runs with cold caches: up to 1.6x
+    slower on a 100 us call).
     Example: names a b c -> rounds 0-5: abc, cba, bca, acb, cab, bac
     """
     rot = (r // 2) % len(names)

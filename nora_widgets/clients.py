@@ -23,6 +23,7 @@ import os
 import time
 import uuid
 from typing import Any, Iterator
+from urllib.parse import urlsplit  # no cost: the package's other imports load it anyway
 
 from .errors import NoraError, count_of, redact
 from .tokens import rough_tokens
@@ -356,8 +357,6 @@ def _listed_models(client: Any, base_url: str) -> list[str]:
     One GET /models; the wire log forgets it.
     Example: with `nora serve` at base_url -> ['SmolLM2-135M-Instruct']
     """
-    from urllib.parse import urlsplit
-
     if urlsplit(base_url).hostname == "api.openai.com":
         return []
     try:
@@ -371,8 +370,6 @@ def _listed_models(client: Any, base_url: str) -> list[str]:
 
 def _looks_like_url(url: str) -> bool:
     """Example: _looks_like_url("http://127.0.0.1:8000/v1") -> True, ("localhost:8000") -> False"""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url.strip())
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
