@@ -318,20 +318,27 @@ def _earlier_turns(sent: list[Message]) -> int:
 
 
 def _call(client: Any, sent: list[Message], model: str, temperature: float, kwargs: dict) -> Any:
-    """client.chat.completions.create, with one better message: when the window overflows and
-    no earlier turn was sent, trimming cannot help, so say the message itself is too long."""
+    """client.chat.completions.create, with one better message when the window overflows and
+    no earlier turn was sent (see _raise_if_too_long)."""
     try:
         return client.chat.completions.create(messages=sent, model=model, temperature=temperature, **kwargs)
     except Exception as exc:
-        if _earlier_turns(sent) > 0 or describe_failure(exc).kind != "context_length":
-            raise
-        limit = getattr(exc, "limit", None)
-        window = f" of {limit:,} tokens" if isinstance(limit, int) else ""
-        persona = sum(len(m["content"]) for m in sent if m["role"] == "system")
-        raise MessageTooLongError(
-            f"your message does not fit the model's context window{window} even with no earlier turns sent "
-            f"({len(sent[-1]['content']):,} characters, persona {persona:,})"
-        ) from exc
+        _raise_if_too_long(exc, sent)
+        raise
+
+
+def _raise_if_too_long(exc: Exception, sent: list[Message]) -> None:
+    """If exc says the context window overflowed and sent held no earlier turn, trimming cannot
+    help: raise MessageTooLongError, which says the message itself is too long.  Otherwise return."""
+    if _earlier_turns(sent) > 0 or describe_failure(exc).kind != "context_length":
+        return
+    limit = getattr(exc, "limit", None)
+    window = f" of {limit:,} tokens" if isinstance(limit, int) else ""
+    persona = sum(len(m["content"]) for m in sent if m["role"] == "system")
+    raise MessageTooLongError(
+        f"your message does not fit the model's context window{window} even with no earlier turns sent "
+        f"({len(sent[-1]['content']):,} characters, persona {persona:,})"
+    ) from exc
 
 
 def run_turn(
@@ -363,8 +370,17 @@ def run_turn(
     before = len(history)
     history.append({"role": "user", "content": user_text})
     try:
-        response, sent = _send(client, history, keep_last_n_turns, model or _default_model(client), temperature,
-                               kwargs)
+        if keep_last_n_turns is None:  # the usual case: the whole list itself, called here (no helper frames)
+            sent = history
+            try:
+                response = client.chat.completions.create(messages=history, model=model or _default_model(client),
+                                                          temperature=temperature, **kwargs)
+            except Exception as exc:
+                _raise_if_too_long(exc, history)
+                raise
+        else:
+            response, sent = _send(client, history, keep_last_n_turns, model or _default_model(client), temperature,
+                                   kwargs)
         reply_text = response.choices[0].message.content  # choices is a list: n candidates
     except BaseException:
         del history[before:]
