@@ -444,6 +444,12 @@ class ChatPanel(widgets.VBox):
             set_persona(self.twin_history, text)
         self.refresh()
 
+    def _forget_calls(self) -> None:
+        """A new conversation (cleared or loaded): no last call to show, no side-by-side error.
+        Called with the lock held."""
+        self.last_sent = self._prev_sent = self._last_wire = None
+        self._twin_error = ""
+
     def clear_history(self) -> None:
         """Start a new conversation with the current persona (what Clear does)."""
         if self._busy:
@@ -451,8 +457,7 @@ class ChatPanel(widgets.VBox):
         with self._lock:
             self.history[:] = new_history(self.persona.value or None)
             self.twin_history[:] = new_history(self.persona.value or None)
-            self.last_sent = self._prev_sent = self._last_wire = None
-            self._twin_error = ""
+            self._forget_calls()
         self.cost.reset()
         self._show_error("")
         self.refresh()
@@ -490,14 +495,15 @@ class ChatPanel(widgets.VBox):
         with self._lock:
             self.history[:] = messages
             self.twin_history[:] = new_history(self._system_text() or None)
-            self.last_sent = self._prev_sent = self._last_wire = None
+            self._forget_calls()
         self._loading = True
         try:
             self.persona.value = self._system_text()
         finally:
             self._loading = False
         self._show_error("")
-        self.status.value = f'<span style="color:#2e8b57">loaded {len(messages)} messages from {escape(path)}</span>'
+        loaded = count_of(len(messages), "message")
+        self.status.value = f'<span style="color:#2e8b57">loaded {loaded} from {escape(path)}</span>'
         self.refresh()
 
     # ------------------------------------------------------------------ #

@@ -18,7 +18,7 @@ from nora_widgets.clients import ScriptedClient, make_chunk, make_client
 from nora_widgets.conversation import SYSTEM_PROMPT
 from nora_widgets.panel import ChatPanel
 from nora_widgets.tokens import count_tokens
-from nora_widgets.transcript import load_transcript
+from nora_widgets.transcript import load_transcript, save_transcript
 from tests.helpers import panel_send
 
 pytestmark = pytest.mark.timeout(30)
@@ -478,6 +478,24 @@ def test_when_the_side_by_side_call_fails_the_compare_view_says_why():
     assert "the request timed out" in panel.compare.error.value
     panel.ask("What's my name?")  # the next question: both answer, the old error is gone
     assert len(panel.twin_history) == 3 and panel.compare.error.value == ""
+
+
+def test_loading_a_transcript_forgets_the_side_by_side_error(tmp_path):
+    # the twin's conversation was reset on load, but its old error stayed under the fresh one
+    client = ScriptedClient(["Hello Ada!", TimeoutError("no answer in time")])
+    panel = ChatPanel(client, views=("compare",))
+    panel.side_by_side.value = True
+    assert panel.ask("My name is Ada.").ok and "timed out" in panel.compare.error.value
+    saved = tmp_path / "one.json"
+    save_transcript(saved, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                            {"role": "assistant", "content": "Hello."}])
+    panel.path.value = str(saved)
+    panel.load.click()
+    assert panel.status.value.endswith(f"loaded 3 messages from {saved}</span>")
+    assert len(panel.twin_history) == 1 and panel.compare.error.value == ""
+    save_transcript(saved, [{"role": "user", "content": "hi"}])
+    panel.load.click()
+    assert "loaded 1 message from" in panel.status.value
 
 
 def test_views_toggle():
