@@ -155,7 +155,7 @@ class ChatPanel(widgets.VBox):
         self._submit_lock = threading.Lock()
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
                                    layout=widgets.Layout(width="90px"))
-        self.stop = widgets.Button(description="Stop", button_style="warning", icon="stop", disabled=True,
+        self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,  # orange while a reply runs
                                    layout=widgets.Layout(width="80px"))
         # CSS classes: stable handles for styling and for the browser test
         self.prompt.add_class("nora-prompt")
@@ -401,7 +401,7 @@ class ChatPanel(widgets.VBox):
         if self._runner.cancel() == "stopping":  # the reply is kept; only the side-by-side call is left
             with self._lock:  # the worker reports the end under this lock: "stopping" can't outlive it
                 if self._runner.running:
-                    self.stop.disabled = True
+                    self._live_stop(False)
                     self.status.value = '<span style="color:#888">stopping\u2026</span>'
         # "stopped": the runner has already called _on_finish with the "cancelled" result
 
@@ -424,11 +424,17 @@ class ChatPanel(widgets.VBox):
             return TurnResult(self._error_text, None) if self._error_text else None
         return self.wait(timeout)
 
+    def _live_stop(self, live: bool) -> None:
+        """Stop is orange and clickable while a reply runs, plain and disabled otherwise (a disabled
+        orange button looks clickable in JupyterLab's dark theme)."""
+        self.stop.disabled = not live
+        self.stop.button_style = "warning" if live else ""
+
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
         for control in (self.prompt, self.send, self.clear, self.load):
             control.disabled = busy
-        self.stop.disabled = not busy
+        self._live_stop(busy)
         self.status.value = '<span style="color:#888">replying\u2026</span>' if busy else ""
 
     # ------------------------------------------------------------------ #

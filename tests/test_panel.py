@@ -74,6 +74,7 @@ def test_a_turn_adds_two_messages_clears_the_input_and_shows_the_reply():
     sent = client.calls[-1]
     assert sent["messages"] == panel.history[:2] and sent["stream"] is True and sent["temperature"] == 0.7
     assert panel.prompt.value == "" and not panel.prompt.disabled and panel.stop.disabled
+    assert panel.stop.button_style == ""  # idle Stop is plain grey: disabled orange looked live in the dark theme
     assert "Hello <strong>Ada</strong>!" in panel.transcript.value  # markdown rendered
     assert panel.error.value == ""
 
@@ -235,6 +236,7 @@ def test_the_reply_runs_on_a_worker_thread_and_stop_rolls_back():
     assert client.first_piece.wait(5)
     # while it streams: input locked, Stop live, history untouched, partial text shown
     assert panel.busy and panel.prompt.disabled and panel.send.disabled and not panel.stop.disabled
+    assert panel.stop.button_style == "warning"
     assert panel.history == before
     assert "one" in panel.live.value and "Tell me a long story" in panel.live.value
     panel.send.click()  # a second click while busy is ignored
