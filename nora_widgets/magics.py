@@ -40,8 +40,9 @@ from .conversation import (
     safe_run_turn,
     set_persona,
     trim_history,
+    validate_history,
 )
-from .errors import NoraError, count_of, describe_failure
+from .errors import HistoryError, NoraError, count_of, describe_failure
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
@@ -419,6 +420,8 @@ class ChatMagics(Magics):
         if command not in COMMANDS:
             raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
                              f"commands: {', '.join(COMMANDS)})")
+        if command in ("history", "trim", "help", "save"):
+            _check_history(command)
         wants_arg = command in ("trim", "save", "load")
         if len(opts.args) != (1 if wants_arg else 0):
             need = "N" if command == "trim" else "FILE" if wants_arg else "nothing"
@@ -434,6 +437,8 @@ class ChatMagics(Magics):
         changed = bool(given)
         if "system" in given and not given["system"].strip():
             raise UsageError("%chat: --system needs some text (the persona)")
+        if "system" in given:
+            _check_history("--system")
         if given.get("backend") in ("local", "scripted") and "base_url" not in given:
             given["base_url"] = None  # an earlier --base-url was for a server: not for this backend
         rebuild = {k: given[k] for k in ("backend", "base_url", "timeout", "max_retries") if k in given}
@@ -462,15 +467,20 @@ class ChatMagics(Magics):
     def _cmd_wire(self) -> None:
         s = _SESSION
         text = wire_view(s.client)
-        if text.startswith("no request sent yet") and any(m["role"] == "assistant" for m in s.history):
+        if text.startswith("no request sent yet") and any(isinstance(m, dict) and m.get("role") == "assistant"
+                                                          for m in s.history):
             text = ("no request sent yet by this client (a new one is built when --backend, --base-url, "
                     "--timeout or --max-retries change): run a %%chat cell")
         _show(text, f'<pre class="nora-wire">{html.escape(text)}</pre>')
 
     def _cmd_reset(self) -> None:
         history = _SESSION.history
-        history[:] = trim_history(history, 0)  # the persona only
-        _show(f"conversation reset: kept the persona ({count_of(len(history), 'message')})")
+        usable = [m for m in history if _is_message(m)]  # reset is how a broken list is mended
+        dropped = len(history) - len(usable)
+        history[:] = trim_history(usable, 0)  # the persona only
+        note = f"; dropped {count_of(dropped, 'item')} that {'was' if dropped == 1 else 'were'} not messages" \
+            if dropped else ""
+        _show(f"conversation reset: kept the persona ({count_of(len(history), 'message')}){note}")
 
     def _cmd_trim(self, raw: str) -> None:
         if not _is_whole(raw):
@@ -500,6 +510,23 @@ class ChatMagics(Magics):
         _SESSION.history[:] = messages  # same list object: references stay live
         turns = sum(1 for m in messages if m["role"] == "user")
         _show(f"loaded {count_of(len(messages), 'message')} ({count_of(turns, 'turn')}) from {path}")
+
+
+def _check_history(what: str) -> None:
+    """A UsageError line naming the first bad item of the notebook's list (edited by hand)."""
+    try:
+        validate_history(_SESSION.history)
+    except HistoryError as exc:
+        raise UsageError(f"%chat {what}: {exc} (fix or remove it in {USER_NAME}, or start over with "
+                         f"%chat reset)") from None
+
+
+def _is_message(item: Any) -> bool:
+    try:
+        validate_history([item])
+    except HistoryError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- #

@@ -430,6 +430,43 @@ def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, wo
     assert len(client.calls) == 1
 
 
+@pytest.mark.parametrize("bad", ["reply object", "no content"])
+@pytest.mark.parametrize("source", ["%chat history", "%chat trim 1", "%chat help", "%chat save x.json",
+                                    "%chat --system 'Be brief.'"])
+def test_a_hand_edited_list_is_named_in_one_line_by_every_command(shell, tmp_path, monkeypatch, bad, source):
+    # history, trim, help and wire indexed the list and ended in a TypeError / KeyError traceback
+    monkeypatch.chdir(tmp_path)
+    client = use(ScriptedClient(["a", "b", "c"]))
+    run(shell, "%%chat\nhi")
+    history = magics.conversation()
+    if bad == "reply object":  # the usual mistake: the reply object instead of a dict
+        history.append(client.chat.completions.create(model="m", messages=history).choices[0].message)
+        words = "message 3: must be a dict with 'role' and 'content', not ChatCompletionMessage"
+    else:
+        history.append({"role": "assistant"})
+        words = "message 3: content must be a string (got NoneType)"
+    before = list(history)
+    ran = run(shell, source)
+    assert ran.usage_error and ran.stderr.count("\n") == 1, ran.stderr
+    assert words in ran.stderr and "%chat reset" in ran.stderr and "Traceback" not in ran.stderr + ran.stdout
+    assert history == before and not (tmp_path / "x.json").exists()
+
+
+def test_reset_starts_over_from_a_broken_list(shell):
+    client = use(ScriptedClient(["a", "b", "c"]))
+    run(shell, "%%chat\nhi")
+    history = magics.conversation()
+    history.append(client.chat.completions.create(model="m", messages=history).choices[0].message)
+    history.append("note to self")
+    ran = run(shell, "%chat wire")  # the last request is still there to see
+    assert not ran.usage_error and '"content": "hi"' in ran.text, ran.stderr
+    ran = run(shell, "%chat reset")
+    assert not ran.usage_error, ran.stderr
+    assert history == [{"role": "system", "content": SYSTEM_PROMPT}]
+    assert "kept the persona (1 message); dropped 2 items that were not messages" in ran.text
+    assert run(shell, "%%chat --no-stream\nagain").result.error_in_exec is None and len(history) == 3
+
+
 def test_switching_to_the_embedded_or_scripted_backend_drops_an_earlier_base_url(shell):
     run(shell, "%chat --base-url http://127.0.0.1:9/v1")
     ran = run(shell, "%chat --backend scripted")  # the URL was for a server: not an error here
