@@ -491,6 +491,8 @@ def safe_run_turn(
 
     With on_text, the reply is streamed and on_text(piece) is called per piece.
     Ctrl-C while the reply arrives counts as a failure ("cancelled") and rolls back.
+    An exception raised by on_text itself is the caller's, not the model's (e.g. a closed
+    pipe): the turn is rolled back and the exception propagates.
     The result's .sent is the list the successful call sent (None on failure).
     Example: a client that raises TimeoutError -> history still 1 message,
         result '(error talking to the model: the request timed out - try again, ...)'
@@ -498,6 +500,7 @@ def safe_run_turn(
     before = list(history) if isinstance(history, list) else None
     went_out: list[list[Message]] = []  # filled by the core once the turn has succeeded
     on_sent = kwargs.pop("on_sent", None)  # a caller's own on_sent is told too
+    callers: BaseException | None = None  # what on_text raised, if it did
 
     def report(sent: list[Message]) -> None:
         went_out.append(sent)
@@ -513,13 +516,19 @@ def safe_run_turn(
                                  on_sent=report, **kwargs)
             try:
                 for piece in pieces:
-                    on_text(piece)
+                    try:
+                        on_text(piece)
+                    except Exception as exc:
+                        callers = exc
+                        raise
             finally:
                 pieces.close()
             reply = history[-1]["content"]
     except (Exception, KeyboardInterrupt) as exc:
         if before is not None and history != before:  # validation errors never touch it; the rest: make sure
             history[:] = before
+        if exc is callers:
+            raise
         if isinstance(exc, (EmptyMessageError, HistoryError)):
             failure = Failure(kind="bad_input", status=None, message=str(exc), hint="")
         else:

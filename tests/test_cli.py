@@ -14,6 +14,7 @@ import io
 import json
 import os
 import signal
+import shlex
 import subprocess
 import sys
 import threading
@@ -236,6 +237,18 @@ def sigint_as_in_a_terminal() -> None:
     KeyboardInterrupt.  A shell's `&` starts background jobs with SIGINT ignored, and an
     ignored signal stays ignored in children: these tests could not press Ctrl-C at all."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_a_reader_that_leaves_is_not_a_server_error(tmp_path):
+    # `... | nora chat | head -3`: the closed pipe was reported as "could not reach the server"
+    err = tmp_path / "err.txt"
+    script = (f"yes hello | head -2000 | {shlex.quote(sys.executable)} -m nora_widgets.cli chat --backend scripted "
+              f"2>{shlex.quote(str(err))} | head -3")
+    done = subprocess.run(["bash", "-c", script + "; echo ${PIPESTATUS[2]} >&2"], env=nora_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert len(done.stdout.splitlines()) == 3
+    assert err.read_text() == ""
+    assert done.stderr == "0\n"  # nora's own exit status
 
 
 def until_waiting(proc: subprocess.Popen, timeout: float = 15) -> None:

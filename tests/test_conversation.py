@@ -156,6 +156,22 @@ def test_safe_run_turn_streams_through_on_text():
     assert result == "a b c" and result.ok and "".join(seen) == "a b c" and len(history) == 3
 
 
+def test_an_error_in_the_callers_on_text_is_not_filed_as_a_model_failure():
+    # `nora chat | head -3`: writing a piece raised BrokenPipeError, which safe_run_turn
+    # reported as "could not reach the server" (a ConnectionError) with a scripted client
+    history = new_history()
+    client = ScriptedClient(["a b c"])
+
+    def closed_pipe(piece):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        safe_run_turn(client, history, "go", on_text=closed_pipe)
+    assert history == new_history() and len(client.calls) == 1  # rolled back, raised as it was
+    result = safe_run_turn(ScriptedClient([ConnectionError("refused")]), history, "go", on_text=lambda p: None)
+    assert result.failure.kind == "connection"  # the client's own error is still a failure line
+
+
 def _long_history(turns):
     history = new_history()
     for i in range(turns):
