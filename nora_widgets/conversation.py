@@ -341,6 +341,21 @@ def _raise_if_too_long(exc: Exception, sent: list[Message]) -> None:
     ) from exc
 
 
+def _not_a_completion(response: Any) -> BadResponseError:
+    """The error for an answer with no choices[0].message.content: a web page at the base URL,
+    another JSON API, an empty choices list.
+    Example: "<!DOCTYPE html>..." -> "the server's answer is not a chat completion (a text/HTML page)"
+    """
+    if isinstance(response, (str, bytes)):
+        text = response.decode(errors="replace") if isinstance(response, bytes) else response
+        what = "a text/HTML page" if text.lstrip().startswith("<") else "plain text"
+    elif not getattr(response, "choices", None):
+        what = "no choices"
+    else:
+        what = "no message in choices[0]"
+    return BadResponseError(f"the server's answer is not a chat completion ({what})")
+
+
 def run_turn(
     client: Any,
     history: list[Message],
@@ -381,7 +396,10 @@ def run_turn(
         else:
             response, sent = _send(client, history, keep_last_n_turns, model or _default_model(client), temperature,
                                    kwargs)
-        reply_text = response.choices[0].message.content  # choices is a list: n candidates
+        try:
+            reply_text = response.choices[0].message.content  # choices is a list: n candidates
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise _not_a_completion(response) from exc
     except BaseException:
         del history[before:]
         raise
@@ -440,7 +458,7 @@ def stream_turn(
             reason = "the server closed the connection" if why.kind == "stream_cut" else why.message
             raise StreamCutError(f"the reply was cut off after {received} characters ({reason})") from exc
         if chunks == 0:
-            raise BadResponseError("the server sent an empty stream (no chunks): is it an OpenAI-compatible API?")
+            raise BadResponseError("the server sent an empty stream (no chunks)")
         completed = True
     finally:
         if completed:

@@ -280,6 +280,8 @@ def describe_failure(exc: BaseException) -> Failure:
                 kind, message, hint = "error", f"{type(exc).__name__}: {detail}", ""
     if kind == "server" and status == 503:  # not a bug on the server: it is busy or starting up
         message = "the server is unavailable"
+    elif kind == "server" and status == 501:  # a web server that is not the API (python -m http.server)
+        message, hint = "the server does not support this request", _BY_CLASS["BadResponseError"][2]
     own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut", "too_long", "refused")
                                     and isinstance(exc, NoraError))
     if own_words and str(exc).strip():

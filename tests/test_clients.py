@@ -146,6 +146,9 @@ def _status_error(cls, status, body=None, headers=None):
         (lambda: _status_error(openai.RateLimitError, 429), "rate_limit", 429, "rate limit"),
         (lambda: _status_error(openai.AuthenticationError, 401), "auth", 401, "OPENAI_API_KEY"),
         (lambda: _status_error(openai.InternalServerError, 503), "server", 503, "try again"),
+        # e.g. `python -m http.server` at the base URL: not "an internal error - try again"
+        (lambda: _status_error(openai.InternalServerError, 501), "server", 501,
+         "the server does not support this request (HTTP 501) - check that OPENAI_BASE_URL is an OpenAI-compatible"),
         (lambda: _status_error(openai.BadRequestError, 400, {"error": {"message": "too long", "code": "context_length_exceeded"}}),
          "context_length", 400, "trim"),
         (lambda: openai.APITimeoutError(request=httpx2.Request("POST", "http://x")), "timeout", None, "timed out"),

@@ -99,6 +99,14 @@ MATRIX = {
     "context_length_400": Cell(FAULTS["context_length_400"], "context_length",
                                ("longer than the model's context window", "HTTP 400", "/trim N"), False),
     "malformed_json": Cell(FAULTS["malformed_json"], "bad_response", ("not JSON", "OPENAI_BASE_URL"), False),
+    # a web site or another JSON API at the base URL: the line said "AttributeError: 'str' object has no
+    # attribute 'choices'" / "TypeError: 'NoneType' object is not subscriptable"
+    "web_page": Cell(FAULTS["web_page"], "bad_response",
+                     ("not a chat completion (a text/HTML page)", "OpenAI-compatible API"), False,
+                     stream_words=("empty stream", "OpenAI-compatible API")),
+    "not_a_completion": Cell(FAULTS["not_a_completion"], "bad_response",
+                             ("not a chat completion (no choices)", "OpenAI-compatible API"), False,
+                             stream_words=("empty stream", "OpenAI-compatible API")),
     "dropped_connection": Cell(FAULTS["dropped_connection"], "connection",
                                ("the server closed the connection without answering",), True),
     "stall": Cell(stall(1.5), "timeout", ("timed out", "--timeout"), True),
@@ -124,6 +132,7 @@ def check_line(line: str, words: tuple[str, ...]) -> None:
     assert line.startswith("(error talking to the model: ") and line.endswith(")"), line
     assert "\n" not in line and "Traceback" not in line
     assert all(w in line for w in words), (words, line)
+    assert line.count("OpenAI-compatible") <= 1, line  # a hint said once
     assert KEY not in line
 
 

@@ -130,12 +130,29 @@ EXPECTED = {
 }
 
 
+# faults that openai does not raise on: what it returns instead (whole, streamed)
+RETURNS = {
+    "web_page": ("<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>", []),
+    "not_a_completion": (None, []),  # a ChatCompletion whose choices is None; a stream of no chunks
+}
+
+
 def test_every_fault_has_an_expectation():
-    assert set(EXPECTED) == set(FAULTS)
+    assert set(EXPECTED) | set(RETURNS) == set(FAULTS) and not set(EXPECTED) & set(RETURNS)
+
+
+@pytest.mark.parametrize("name", sorted(RETURNS))
+def test_faults_openai_returns_without_raising(stub_server, name):
+    whole, chunks = RETURNS[name]
+    client = client_for(stub_server)
+    stub_server.enqueue(FAULTS[name], FAULTS[name])
+    got = client.chat.completions.create(model="m", messages=MESSAGES)
+    assert (got if isinstance(got, str) else got.choices) == whole
+    assert list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True)) == chunks
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-@pytest.mark.parametrize("name", sorted(FAULTS))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fault_raises_what_openai_raises(stub_server, name, stream):
     expected, status = EXPECTED[name]
     stub_server.enqueue(FAULTS[name])

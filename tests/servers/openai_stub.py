@@ -27,6 +27,8 @@ Behaviours (module-level functions; ``FAULTS`` maps a short name to each fault):
     unauthorized()              401 invalid_api_key
     context_length_exceeded()   400 with code "context_length_exceeded"
     malformed_json()            200 whose body is not JSON (a stream: an event that is not JSON)
+    web_page()                  200 text/html: a web page, as a wrong base URL answers
+    not_a_completion()          200 JSON that is not a chat completion ({"status": "ok"})
     drop()                      close the socket without any reply
     stall(seconds, after_pieces=None)   say nothing for a while (a stream may send
                                 some pieces first), then close; bounded to 30 s
@@ -56,6 +58,8 @@ __all__ = [
     "unauthorized",
     "context_length_exceeded",
     "malformed_json",
+    "web_page",
+    "not_a_completion",
     "drop",
     "stall",
     "cut_stream",
@@ -75,7 +79,7 @@ CREATED = 1_700_000_000  # fixed timestamp: responses are byte-for-byte repeatab
 class Behaviour:
     """One scripted answer to one chat request.
 
-    kind: "ok" | "error" | "malformed" | "drop" | "stall" | "cut"
+    kind: "ok" | "error" | "malformed" | "page" | "other_json" | "drop" | "stall" | "cut"
     Example: Behaviour("error", status=503, message="overloaded")
     """
 
@@ -142,6 +146,16 @@ def malformed_json() -> Behaviour:
     return Behaviour("malformed")
 
 
+def web_page() -> Behaviour:
+    """200 text/html with a web page, streamed or not (a base URL that is a web site, not the API)."""
+    return Behaviour("page")
+
+
+def not_a_completion() -> Behaviour:
+    """200 application/json that is not a chat completion, streamed or not (another JSON API)."""
+    return Behaviour("other_json")
+
+
 def drop() -> Behaviour:
     """Read the request, then close the connection without a byte of reply."""
     return Behaviour("drop")
@@ -170,6 +184,8 @@ FAULTS = {
     "unauthorized_401": unauthorized(),
     "context_length_400": context_length_exceeded(),
     "malformed_json": malformed_json(),
+    "web_page": web_page(),
+    "not_a_completion": not_a_completion(),
     "dropped_connection": drop(),
     "stall": stall(3.0),
     "stream_cut": cut_stream(),
@@ -392,6 +408,15 @@ class _Handler(BaseHTTPRequestHandler):
             bad = b"{'this is': not JSON"
             self._json_headers(200, len(bad))
             self.wfile.write(bad)
+        elif b.kind == "page":
+            page = b"<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+        elif b.kind == "other_json":
+            self._send_json(200, {"status": "ok"})
         elif b.kind == "drop":
             self._abort()
         elif b.kind in ("stall", "cut"):
