@@ -329,8 +329,10 @@ def _call(client: Any, sent: list[Message], model: str, temperature: float, kwar
 
 def _raise_if_too_long(exc: Exception, sent: list[Message]) -> None:
     """If exc says the context window overflowed and sent held no earlier turn, trimming cannot
-    help: raise MessageTooLongError, which says the message itself is too long.  Otherwise return."""
-    if _earlier_turns(sent) > 0 or describe_failure(exc).kind != "context_length":
+    help: raise MessageTooLongError, which says the message itself is too long.  Otherwise return
+    (also when the messages fit and only the reply's max_tokens does not)."""
+    if _earlier_turns(sent) > 0 or describe_failure(exc).kind != "context_length" \
+            or getattr(exc, "reply_too_long", False) is True:  # a smaller max_tokens would fit
         return
     limit = getattr(exc, "limit", None)
     window = f" of {limit:,} tokens" if isinstance(limit, int) else ""

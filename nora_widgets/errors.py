@@ -53,10 +53,17 @@ class ContextWindowError(NoraError):
 
     code = "context_length_exceeded"
 
-    def __init__(self, message: str, *, prompt_tokens: int | None = None, limit: int | None = None) -> None:
+    def __init__(self, message: str, *, prompt_tokens: int | None = None, limit: int | None = None,
+                 max_tokens: int | None = None) -> None:
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.limit = limit
+        self.max_tokens = max_tokens  # the reply length asked for, if one was
+
+    @property
+    def reply_too_long(self) -> bool:
+        """The messages fit; the max_tokens asked for is what does not (a smaller one would)."""
+        return None not in (self.max_tokens, self.prompt_tokens, self.limit) and self.prompt_tokens < self.limit
 
 
 class BadResponseError(NoraError):
@@ -286,6 +293,8 @@ def describe_failure(exc: BaseException) -> Failure:
                                     and isinstance(exc, NoraError))
     if own_words and str(exc).strip():
         message = " ".join(str(exc).split())
+    if kind == "context_length" and getattr(exc, "reply_too_long", False) is True:
+        hint = "ask for a shorter reply (a smaller max_tokens)"
     if kind == "refused":
         message = f"refused: {message}"
         hint = getattr(exc, "hint", "") or ""

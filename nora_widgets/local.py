@@ -274,7 +274,7 @@ class LocalClient:
             raise ContextWindowError(
                 f"the prompt is {prompt_len:,} tokens and the reply needs room ({what}): "
                 f"{prompt_len + need:,} > the context window of {self.n_ctx:,} tokens",
-                prompt_tokens=prompt_len, limit=self.n_ctx)
+                prompt_tokens=prompt_len, limit=self.n_ctx, max_tokens=max_tokens)
         return max_tokens if max_tokens is not None else min(room, DEFAULT_MAX_REPLY)
 
     def _create(self, *, messages: Any, model: str | None = None, stream: bool = False,

@@ -255,6 +255,13 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     # alone, the message cannot fit: the core says so, with the window the client reported
     assert not result.ok and result.failure.kind == "too_long"
     assert "context window of 128 tokens" in str(result)
+    # the message fits, the reply asked for does not: that is what the line says (it said "your
+    # message does not fit ... shorten it")
+    result = safe_run_turn(small, history, QUESTION["content"], max_tokens=100)
+    assert history == [SYSTEM] and result.failure.kind == "context_length"
+    assert str(result) == ("(error talking to the model: the conversation is longer than the model's context window: "
+                           "the prompt is 34 tokens and the reply needs room (max_tokens=100): 134 > the context "
+                           "window of 128 tokens - ask for a shorter reply (a smaller max_tokens))")
     # a long conversation that no longer fits: the context-window failure, nothing lost
     history = [SYSTEM] + [{"role": role, "content": f"Turn {i}: the shop sells books, maps and globes."}
                           for i in range(4) for role in ("user", "assistant")]
