@@ -3,7 +3,8 @@
 nbval (configured in pyproject.toml) re-runs every notebook and compares outputs; these tests cover what
 nbval does not: the committed files are well formed (kernelspec, execution counts 1, 2, 3..., no errors, no
 key), every lesson ends with an exercise and a check, the solutions pass their checks, and a wrong answer
-makes the check fail loudly (an AssertionError, run in a fresh kernel).
+makes the check fail loudly (an AssertionError, run in a fresh kernel): every wrong answer a lesson lists,
+each on its own.
 """
 
 from __future__ import annotations
@@ -107,11 +108,11 @@ def test_the_lesson_check_waits_and_the_solution_check_passes(lesson):
     assert solved.startswith("✓ Correct"), f"the solution of {lesson.stem} does not pass its check: {solved!r}"
 
 
-def _run_wrong(lesson):
-    """Execute the lesson with its wrong answer in a fresh kernel; return the check cell's error."""
+def _run_wrong(lesson, index):
+    """Execute the lesson with its wrong answer number `index` in a fresh kernel; return the check cell's error."""
     from nbclient.exceptions import CellExecutionError
 
-    nb = build.to_notebook(lesson, "wrong")
+    nb = build.to_notebook(lesson, "wrong", index)
     try:
         build.execute(nb, NOTEBOOKS, timeout=120)
     except CellExecutionError as exc:
@@ -120,16 +121,21 @@ def _run_wrong(lesson):
     return None, None
 
 
+def wrong_answers():
+    for lesson in LESSONS:
+        for index in range(len(lesson.wrongs)):
+            marks = [pytest.mark.model] if lesson.needs_model else []
+            yield pytest.param(lesson, index, marks=marks, id=f"{lesson.stem}-wrong{index}")
+
+
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize(
-    "lesson",
-    [pytest.param(l, marks=[pytest.mark.model] if l.needs_model else [], id=l.stem) for l in LESSONS],
-)
-def test_a_wrong_answer_makes_the_check_fail_loudly(lesson):
+@pytest.mark.parametrize("lesson,index", list(wrong_answers()))
+def test_a_wrong_answer_makes_the_check_fail_loudly(lesson, index):
     if lesson.needs_model and not HAVE_MODEL:
         pytest.skip("needs the embedded model (llama-cpp-python)")
-    exc, cell = _run_wrong(lesson)
-    assert exc is not None, f"the check of {lesson.stem} accepted a wrong answer:\n{lesson.find('wrong').source}"
-    assert cell.metadata.get("tags") == ["check"], f"the wrong answer broke another cell:\n{exc}"
+    exc, cell = _run_wrong(lesson, index)
+    wrong = lesson.wrongs[index].source
+    assert exc is not None, f"the check of {lesson.stem} accepted a wrong answer:\n{wrong}"
+    assert cell.metadata.get("tags") == ["check"], f"the wrong answer broke another cell:\n{wrong}\n{exc}"
     assert exc.ename == "AssertionError", f"the check should fail with an AssertionError, got {exc.ename}"
     assert exc.evalue.strip(), "the AssertionError should say what is wrong"

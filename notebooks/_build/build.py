@@ -15,6 +15,7 @@ the markdown, for code that is only shown):
     ~~~python check                   -> the check cell that ends every lesson
     ~~~python wrong                   -> a wrong answer; never written to a notebook,
                                          tests/test_lessons.py proves the check rejects it
+                                         (one or more per lesson: each is tried on its own)
 
     <!-- needs: model -->              -> the lesson runs the embedded model (llama-cpp-python);
                                          stored as notebook metadata nora.needs_model
@@ -67,11 +68,19 @@ class Lesson:
     needs_model: bool = False  # runs the embedded model: skipped where llama-cpp-python is missing
 
     def find(self, kind: str) -> Cell:
-        """The one cell of this kind (exercise, solution, check, wrong)."""
+        """The one cell of this kind (exercise, solution, check)."""
         found = [c for c in self.cells if c.kind == kind]
         if len(found) != 1:
             raise ValueError(f"{self.stem}: expected exactly one '{kind}' cell, found {len(found)}")
         return found[0]
+
+    @property
+    def wrongs(self) -> list[Cell]:
+        """The wrong answers, in source order (at least one): each must make the check fail."""
+        found = [c for c in self.cells if c.kind == "wrong"]
+        if not found:
+            raise ValueError(f"{self.stem}: expected at least one 'wrong' cell, found none")
+        return found
 
 
 def parse_lesson(path: Path) -> Lesson:
@@ -112,8 +121,9 @@ def parse_lesson(path: Path) -> Lesson:
             raise ValueError(f"{path.name}: a ~~~python fence is never closed")
         lesson.cells.append(Cell(kind, "\n".join(body).strip("\n")))
     flush_prose()
-    for kind in ("exercise", "solution", "check", "wrong"):
+    for kind in ("exercise", "solution", "check"):
         lesson.find(kind)
+    lesson.wrongs  # raises if there is none
     return lesson
 
 
@@ -125,14 +135,16 @@ def load_lessons(only: list[str] | None = None) -> list[Lesson]:
     return [parse_lesson(p) for p in paths]
 
 
-def lesson_cells(lesson: Lesson, variant: str = "lesson") -> list[Cell]:
-    """The cells of one notebook: variant 'lesson', 'solution', or 'wrong' (for tests)."""
+def lesson_cells(lesson: Lesson, variant: str = "lesson", wrong: int = 0) -> list[Cell]:
+    """The cells of one notebook: variant 'lesson', 'solution', or 'wrong' (for tests: the wrong
+    answer number `wrong`, counted from 0, in place of the exercise)."""
+    answer = {"lesson": None, "solution": lesson.find("solution"), "wrong": lesson.wrongs[wrong]}[variant]
     cells = []
     for cell in lesson.cells:
         if cell.kind in ("solution", "wrong"):
             continue
-        if cell.kind == "exercise" and variant != "lesson":
-            cell = Cell("exercise", lesson.find(variant).source)
+        if cell.kind == "exercise" and answer is not None:
+            cell = Cell("exercise", answer.source)
         cells.append(cell)
     if variant == "solution":
         banner = (
@@ -143,15 +155,15 @@ def lesson_cells(lesson: Lesson, variant: str = "lesson") -> list[Cell]:
     return cells
 
 
-def to_notebook(lesson: Lesson, variant: str = "lesson"):
-    """An nbformat notebook (v4.5, python3 kernelspec, stable cell ids)."""
+def to_notebook(lesson: Lesson, variant: str = "lesson", wrong: int = 0):
+    """An nbformat notebook (v4.5, python3 kernelspec, stable cell ids); wrong: see lesson_cells."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     nb.metadata["nora"] = {"lesson": lesson.stem, "variant": variant, "needs_model": lesson.needs_model}
-    for i, cell in enumerate(lesson_cells(lesson, variant)):
+    for i, cell in enumerate(lesson_cells(lesson, variant, wrong)):
         if cell.kind == "markdown":
             nb_cell = nbformat.v4.new_markdown_cell(cell.source)
         else:
