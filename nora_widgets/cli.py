@@ -33,7 +33,7 @@ import sys
 from typing import Any, Callable, TextIO
 
 from . import __version__
-from .clients import BACKENDS, describe_client, make_client, model_note
+from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
@@ -195,7 +195,7 @@ class ChatSession:
             self.save(self.save_path, quiet=True)
 
     def save(self, path: str, quiet: bool = False) -> bool:
-        model = self.model or getattr(self.client, "default_model", None)
+        model = model_used(self.client, self.model)
         try:
             save_transcript(path, self.history, model=model, temperature=self.temperature)
         except (TranscriptError, OSError) as exc:

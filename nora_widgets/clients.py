@@ -384,8 +384,12 @@ def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MOD
         "the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': choose one with --model or NORA_MODEL"
     """
     default = getattr(client, "default_model", None)
-    if name and getattr(client, "backend", None) == "local" and name != default:
-        return f"model {name!r} is not used: the embedded model answers as itself"
+    if getattr(client, "backend", None) == "local":
+        asked = name or os.environ.get("NORA_MODEL") or None
+        if asked and asked != default:
+            origin = "" if name else " (NORA_MODEL)"
+            return f"model {asked!r}{origin} is not used: the embedded model answers as itself"
+        return ""
     listed = getattr(client, "listed_models", None) or []
     sent = name or default
     # (Ollama lists tags: "llama3.2" is "llama3.2:latest")
@@ -394,6 +398,14 @@ def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MOD
         return (f"the server lists {count_of(len(listed), 'model')} ({shown}), not {sent!r}: "
                 f"choose one with {choose}")
     return ""
+
+
+def model_used(client: Any, name: str | None) -> str | None:
+    """The model name a turn asked for name (None: the client's default) is answered by, as a
+    transcript records it: the embedded model answers as itself whatever the name.
+    Example: model_used(LocalClient(), "gpt-4o") -> 'SmolLM2-135M-Instruct'"""
+    default = getattr(client, "default_model", None)
+    return default if getattr(client, "backend", None) == "local" else name or default
 
 
 def describe_client(client: Any) -> str:

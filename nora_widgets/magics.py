@@ -31,7 +31,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
 
-from .clients import BACKENDS, describe_client, make_client, model_note
+from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
     dropped_indexes,
@@ -493,7 +493,7 @@ class ChatMagics(Magics):
 
     def _cmd_save(self, path: str) -> None:
         s = _SESSION
-        model = s.model or getattr(s.client, "default_model", None)
+        model = model_used(s.client, s.model)
         try:
             saved = save_transcript(path, s.history, model=model, temperature=s.temperature)
         except TranscriptError as exc:

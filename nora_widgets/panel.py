@@ -34,7 +34,7 @@ import ipywidgets as widgets
 
 from . import views as v
 from ._background import BackgroundTurn
-from .clients import describe_client, make_client, model_note
+from .clients import describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
@@ -476,7 +476,7 @@ class ChatPanel(widgets.VBox):
             return
         try:
             saved = save_transcript(path, self.history,
-                                    model=self.model_name or getattr(self._client, "default_model", None),
+                                    model=model_used(self._client, self.model_name),
                                     temperature=float(self.temperature.value))
         except (NoraError, OSError) as exc:  # OSError: e.g. a read-only folder; the old file is untouched
             self._show_error(f"not saved: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))

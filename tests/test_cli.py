@@ -693,6 +693,9 @@ def test_a_model_name_the_embedded_model_ignores_gets_one_line(monkeypatch, caps
     assert out.splitlines()[1] == "(model 'gpt-4o' is not used: the embedded model answers as itself)"
     status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--model", "gpt-4o"], "quit\n")
     assert status == 0 and "is not used" not in out
+    result = nora("chat", "--backend", "local", stdin="quit\n", NORA_MODEL="gpt-4o")  # it said nothing
+    assert result.stdout.splitlines()[1] == \
+        "(model 'gpt-4o' (NORA_MODEL) is not used: the embedded model answers as itself)"
 
 
 @pytest.mark.model

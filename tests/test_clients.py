@@ -1,5 +1,6 @@
 """The scripted stand-in returns real openai types; make_client decides the backend from settings."""
 
+import importlib.util
 import json
 
 import httpx2
@@ -8,7 +9,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from nora_widgets import ScriptedClient, make_client
-from nora_widgets.clients import ModelUnavailableError, choose_backend, describe_client, model_note
+from nora_widgets.clients import ModelUnavailableError, choose_backend, describe_client, model_note, model_used
 from nora_widgets.errors import NoraError, describe_failure, redact
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
@@ -210,3 +211,14 @@ def test_a_server_with_one_model_names_the_model_sent_and_shown(monkeypatch):
         assert make_client(base_url=keyed.base_url, api_key="sk-wrong").default_model == "gpt-4o-mini"
     down = make_client(base_url="http://127.0.0.1:9/v1")  # nothing listening: no error here either
     assert down.default_model == "gpt-4o-mini"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+def test_a_transcript_records_the_model_that_answered(tmp_path):
+    # `nora chat --backend local --model gpt-4o --save f`: the file said "gpt-4o", SmolLM2 had answered
+    from nora_widgets.local import LocalClient
+
+    local = LocalClient()
+    assert model_used(local, "gpt-4o") == model_used(local, None) == local.default_model
+    assert model_used(ScriptedClient(model="s"), "gpt-4o") == "gpt-4o"
+    assert model_used(ScriptedClient(model="s"), None) == "s"
