@@ -316,15 +316,20 @@ def make_client(
             ) from exc
         return LocalClient(responses=local_responses)
     # openai: the official client, OpenAI itself or any compatible server
+    timeout_name = "timeout" if timeout is not None else "NORA_TIMEOUT"  # a bad value names where it came from
+    retries_name = "max retries" if max_retries is not None else "NORA_MAX_RETRIES"
     timeout = timeout if timeout is not None else _env_float("NORA_TIMEOUT", DEFAULT_TIMEOUT)
     max_retries = max_retries if max_retries is not None else _env_int("NORA_MAX_RETRIES", DEFAULT_MAX_RETRIES)
-    if not 0 < timeout < float("inf"):  # written so that nan is refused too
-        raise NoraError(f"timeout must be more than 0 seconds (got {timeout})")
+    if not 0 < timeout:  # written so that nan is refused too
+        raise NoraError(f"{timeout_name} must be more than 0 seconds (got {timeout})")
+    if timeout == float("inf"):
+        raise NoraError(f"{timeout_name} must be a finite number of seconds (got {timeout})")
     if max_retries < 0:
-        raise NoraError(f"max retries must be 0 or more (got {max_retries})")
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        raise NoraError(f"{retries_name} must be 0 or more (got {max_retries})")
+    from_env = (os.environ.get("OPENAI_BASE_URL") or "").strip()
+    base_url = (base_url or "").strip() or from_env or None  # " http://..." pasted with a space still works
     if base_url and not _looks_like_url(base_url):
-        given = "OPENAI_BASE_URL" if base_url == os.environ.get("OPENAI_BASE_URL") else "the base URL"
+        given = "OPENAI_BASE_URL" if base_url == from_env else "the base URL"
         raise NoraError(f"{given} must start with http:// or https:// and name a host, "
                         f"e.g. http://127.0.0.1:8000/v1 (got {redact(base_url)!r})")
     key = api_key or os.environ.get("OPENAI_API_KEY")

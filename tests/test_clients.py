@@ -114,10 +114,19 @@ def test_make_client_bad_settings_are_one_line(monkeypatch):
     with pytest.raises(NoraError, match="^OPENAI_BASE_URL must start with http://"):
         make_client("openai")
     monkeypatch.delenv("OPENAI_BASE_URL")
-    for bad in ("nan", "inf", "-inf"):  # float() takes them; every call would then fail
-        monkeypatch.setenv("NORA_TIMEOUT", bad)
-        with pytest.raises(NoraError, match=f"timeout must be more than 0 seconds \\(got {bad}\\)"):
+    for bad, says in (("nan", "more than 0 seconds"), ("inf", "a finite number of seconds"),
+                      ("-inf", "more than 0 seconds"), ("-5", "more than 0 seconds")):
+        monkeypatch.setenv("NORA_TIMEOUT", bad)  # float() takes them; every call would then fail
+        with pytest.raises(NoraError) as err:
             make_client("openai", api_key="sk-test-x")
+        assert str(err.value) == f"NORA_TIMEOUT must be {says} (got {float(bad)})"  # it named no variable
+    monkeypatch.delenv("NORA_TIMEOUT")
+    monkeypatch.setenv("NORA_MAX_RETRIES", "-1")
+    with pytest.raises(NoraError, match=r"^NORA_MAX_RETRIES must be 0 or more \(got -1\)$"):
+        make_client("openai", api_key="sk-test-x")
+    monkeypatch.delenv("NORA_MAX_RETRIES")
+    monkeypatch.setenv("OPENAI_BASE_URL", " http://127.0.0.1:9/v1 \n")  # pasted with spaces: every call failed
+    assert str(make_client("openai", api_key="sk-test-x").base_url) == "http://127.0.0.1:9/v1/"
 
 
 def test_wire_log_masks_the_key():
