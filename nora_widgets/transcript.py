@@ -11,7 +11,9 @@ The file is what went on the wire, so a learner can open it and read it:
     }
 
 A bare JSON list of messages is accepted on load too.  Saving is atomic (a temp
-file in the same folder, then rename), so a crash never leaves half a file.
+file in the same folder, then rename), so a crash never leaves half a file; a file
+saved over keeps its permissions (a new one is 0600: private), a symlink is written
+through.
 Loading checks everything first and raises TranscriptError with one clear line;
 it changes nothing on failure.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,9 +51,11 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
         validate_history(history)
     except HistoryError as exc:
         raise TranscriptError(f"not saved: {exc}") from None
-    path = Path(path).expanduser()
+    given = path = Path(path).expanduser()
     if path.is_dir():  # else the rename below fails with an error that names the temp file
         raise TranscriptError(f"not saved: {path} is a folder")
+    if path.is_symlink():  # write where the link points: renaming over it would replace the link
+        path = Path(os.path.realpath(path))
     # Only plain JSON values go in; never anything that could carry a secret.
     meta = {k: v for k, v in metadata.items() if k not in ("api_key", "messages") and v is not None}
     document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}
@@ -62,8 +67,14 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise TranscriptError(f"not saved: folder {str(folder)!r} does not exist")
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)  # a file saved over keeps its permissions
+    except OSError:
+        mode = None  # a new file: mkstemp's 0600, a conversation is private to its owner
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        if mode is not None:
+            os.chmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -75,7 +86,7 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
         except OSError:
             pass
         raise
-    return path
+    return given
 
 
 def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
@@ -102,7 +113,7 @@ def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
             raw = f.read(MAX_TRANSCRIPT_BYTES + 1)
         if len(raw) > MAX_TRANSCRIPT_BYTES:
             raise TranscriptError(f"cannot load {name}: over the {MAX_TRANSCRIPT_BYTES:,}-byte limit")
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Notepad) is not part of the JSON
     except UnicodeDecodeError as exc:
         raise TranscriptError(f"cannot load {name}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
@@ -117,6 +128,12 @@ def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
     elif isinstance(document, dict) and "messages" in document:
         if document.get("format", FORMAT) != FORMAT:
             raise TranscriptError(f"cannot load {name}: unknown format {document.get('format')!r}")
+        version = document.get("version", VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise TranscriptError(f"cannot load {name}: unknown transcript version {version!r}")
+        if version > VERSION:
+            raise TranscriptError(f"cannot load {name}: written by a newer Nora: transcript version {version}, "
+                                  f"this one reads version {VERSION} (pip install -U nora-widgets)")
         messages = document["messages"]
         metadata = {k: v for k, v in document.items() if k not in ("messages", "format", "version")}
     else:

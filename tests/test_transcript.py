@@ -62,6 +62,9 @@ def test_save_into_a_missing_folder_is_one_clear_error(tmp_path):
         (b'[{"role": "user", "content": 42}]', "content must be a string"),
         (b'{"hello": 1}', "expected a list of messages"),
         (b'{"format": "other", "messages": []}', "unknown format"),
+        (b'{"format": "nora-transcript", "version": 99, "messages": []}',  # it loaded without a word
+         "written by a newer Nora: transcript version 99, this one reads version 1"),
+        (b'{"version": "one", "messages": []}', "unknown transcript version 'one'"),
         (b'"just a string"', "expected a list of messages"),
         (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
     ],
@@ -127,3 +130,25 @@ def test_a_tilde_is_the_home_folder_and_a_folder_is_refused_in_one_line(tmp_path
     with pytest.raises(TranscriptError, match=f"^not saved: {tmp_path} is a folder$"):
         save_transcript(tmp_path, history)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json"]  # no temp file left behind
+
+
+def test_a_file_with_a_byte_order_mark_loads(tmp_path):
+    # Notepad and some editors start UTF-8 with EF BB BF: it was "not valid JSON (line 1, column 1)"
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_history(), ensure_ascii=False).encode("utf-8"))
+    assert load_transcript(path)[0] == _history()
+
+
+def test_saving_over_a_file_keeps_its_mode_and_writes_through_a_link(tmp_path):
+    # the temp-file-then-rename save made a 0644 file 0600, and replaced a symlink by a file
+    shared = tmp_path / "shared.json"
+    save_transcript(shared, _history()[:1])
+    assert shared.stat().st_mode & 0o777 == 0o600  # new transcripts are private to their owner
+    shared.chmod(0o644)
+    save_transcript(shared, _history())
+    assert shared.stat().st_mode & 0o777 == 0o644 and load_transcript(shared)[0] == _history()
+    link = tmp_path / "latest.json"
+    link.symlink_to(shared)
+    assert save_transcript(link, _history()[:3]) == link
+    assert link.is_symlink() and load_transcript(shared)[0] == _history()[:3]
+    assert sorted(os.listdir(tmp_path)) == ["latest.json", "shared.json"]
