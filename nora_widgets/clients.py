@@ -160,8 +160,8 @@ class _Namespace:
 class ScriptedClient:
     """A stand-in for openai.OpenAI with canned replies and a call log.
 
-    replies: strings returned in order; an Exception instance in the list is
-    raised instead (to demo failures).  With no replies at all, every call gets
+    replies: strings returned in order (one string alone is one reply); an Exception
+    instance in the list is raised instead (to demo failures).  With no replies at all, every call gets
     an echo that shows what the model was sent, e.g.
     "[scripted reply 2] I was sent 4 messages; the last one says: 'How much is it?'".
 
@@ -176,6 +176,8 @@ class ScriptedClient:
 
     def __init__(self, replies: list | None = None, model: str = "scripted", chunk_size: int = 1) -> None:
         self._echo = replies is None  # no replies given: echo, also after any enqueued ones are used up
+        if isinstance(replies, (str, BaseException)):  # ScriptedClient("Hi") meant one reply, not "H", "i"
+            replies = [replies]
         self._replies = list(replies) if replies is not None else []
         self._given = len(self._replies)
         self.default_model = model

@@ -8,7 +8,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from nora_widgets import ScriptedClient, make_client
+from nora_widgets import ScriptedClient, make_client, run_turn
 from nora_widgets.clients import ModelUnavailableError, choose_backend, describe_client, model_note, model_used
 from nora_widgets.errors import NoraError, describe_failure, redact
 
@@ -231,3 +231,14 @@ def test_a_transcript_records_the_model_that_answered(tmp_path):
     assert model_used(local, "gpt-4o") == model_used(local, None) == local.default_model
     assert model_used(ScriptedClient(model="s"), "gpt-4o") == "gpt-4o"
     assert model_used(ScriptedClient(model="s"), None) == "s"
+
+
+def test_one_reply_given_alone_is_one_reply():
+    # ScriptedClient("Hello there") answered "H", then "e", ... (a string is a list of characters)
+    history = [{"role": "system", "content": "Be brief."}]
+    client = ScriptedClient("Hello there")
+    assert run_turn(client, history, "hi") == "Hello there" and client.remaining == 0
+    failing = ScriptedClient(TimeoutError("no answer"))
+    with pytest.raises(TimeoutError):
+        run_turn(failing, history, "hi")
+    assert len(history) == 3
