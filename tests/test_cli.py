@@ -706,6 +706,15 @@ def test_nora_ask_says_on_stderr_when_the_embedded_model_ignores_the_model_name(
     assert result.stderr == "(model 'gpt-4o' is not used: the embedded model answers as itself)\n"
 
 
+def test_a_model_path_that_is_not_a_model_is_refused_at_start(tmp_path):
+    # nora chat started ("local model notes") and then failed every turn, exit 0
+    fake = tmp_path / "notes.gguf"
+    fake.write_text("shopping list")
+    result = nora("chat", stdin="hi\nquit\n", NORA_MODEL_PATH=str(fake))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "nora: error: could not load notes.gguf: not a GGUF model file (check NORA_MODEL_PATH)\n"
+
+
 def test_a_server_with_several_models_and_no_name_given_gets_one_line():
     # e.g. Ollama: gpt-4o-mini would be refused on the first turn; say so at the start, with the names
     from tests.servers.openai_stub import StubServer

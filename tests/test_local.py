@@ -75,12 +75,21 @@ def test_nora_model_path_wins_and_a_missing_file_says_where_it_looked(monkeypatc
     assert describe_failure(err.value).kind == "no_model"
 
 
-def test_a_file_that_is_not_a_model_is_one_clear_error(tmp_path):
+def test_a_file_that_is_not_a_model_is_one_clear_error(tmp_path, monkeypatch):
     bad = tmp_path / "notes.gguf"
     bad.write_text("not a model")
-    client = LocalClient(model_path=bad)
-    with pytest.raises(ModelUnavailableError, match=r"^could not load notes.gguf: .*is it a chat GGUF file\?$"):
-        ask(client)
+    # refused when the client is made: `nora chat` started as if all was well, then every turn failed
+    with pytest.raises(ModelUnavailableError, match=r"^could not load notes.gguf: not a GGUF model file "
+                                                    r"\(check model_path\)$"):
+        LocalClient(model_path=bad)
+    monkeypatch.setenv("NORA_MODEL_PATH", str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match=rf"^a folder, not a model file: {tmp_path} \(check NORA_MODEL_PATH\)$"):
+        find_model_path()
+    # a GGUF header and nothing after it: refused when the model loads, in one line
+    torn = tmp_path / "torn.gguf"
+    torn.write_bytes(b"GGUF" + bytes(60))
+    with pytest.raises(ModelUnavailableError, match=r"^could not load torn.gguf: .*is it a chat GGUF file\?$"):
+        ask(LocalClient(model_path=torn))
 
 
 @pytest.mark.parametrize("name, expected", [
