@@ -54,13 +54,13 @@ QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 HELP_TEXT = """\
 commands:
   /history        show the messages exactly as the next call sends them (trimmed per /trim)
-  /system TEXT    set the persona (system prompt); /system alone shows it
+  /system TEXT    set the persona (system prompt); /system alone shows it, /system off removes it
   /trim N         send only the last N turns (the transcript keeps everything); /trim off
   /save [FILE]    save the whole conversation as JSON (default: the --save file)
   /load FILE      replace the conversation with a saved one
   /clear          forget the conversation, keep the persona
   /help           this list
-  quit, exit, Ctrl-D   leave; Ctrl-C cancels a reply in progress
+  quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
   //text          send a message that starts with '/'"""
 
 
@@ -232,11 +232,18 @@ class ChatSession:
         if len(sent) < len(self.history):
             self.say(f"(next call sends {len(sent)} of {len(self.history)} messages plus your new one: "
                      f"/trim {self.keep_turns} keeps the last {count_of(self.keep_turns, 'turn')})")
+        elif not sent:
+            self.say("(next call sends only your new message)")
         else:
             self.say(f"(next call sends {'this' if len(sent) == 1 else 'these'} {count_of(len(sent), 'message')} "
                      "plus your new one)")
 
     def _system(self, text: str) -> None:
+        if text and (text.lower() == "off" or not _unquote(text)):  # /system off, /system ""
+            set_persona(self.history, "")
+            self.say("(system prompt removed: calls go without one)")
+            return
+        text = _unquote(text)
         if not text:
             first = self.history[0] if self.history else None
             self.say(f"(system prompt: {first['content']!r})" if first and first["role"] == "system"
@@ -441,12 +448,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                                       "(env OPENAI_BASE_URL)")
     p.add_argument("--system", help="the persona (system prompt); default: Nora the bookshop assistant")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                   help=f"0 = repeatable, higher = more varied (default {DEFAULT_TEMPERATURE})")
+                   help=f"0 to 2: 0 = repeatable, higher = more varied (default {DEFAULT_TEMPERATURE})")
     p.add_argument("--max-tokens", type=int, metavar="N",
                    help="stop each reply after N tokens (sent as max_tokens; default: the server decides)")
     p.add_argument("--no-stream", action="store_true", help="print each reply whole instead of as it arrives")
     p.add_argument("--timeout", type=float, help="seconds to wait for the server (env NORA_TIMEOUT, default 60)")
-    p.add_argument("--max-retries", type=int, help="retries on 429/5xx/connection errors "
+    p.add_argument("--max-retries", type=int, help="retries on 408/409/429/5xx, timeouts and connection errors "
                                                    "(env NORA_MAX_RETRIES, default 2)")
 
 
@@ -467,7 +474,8 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_options(chat)
     chat.add_argument("--keep-turns", type=int, metavar="N",
-                      help="send only the last N turns (the saved transcript keeps everything)")
+                      help="send only the last N turns, 0 = only the persona and the new message "
+                           "(the saved transcript keeps everything)")
     chat.add_argument("--load", metavar="FILE", help="start from a saved conversation")
     chat.add_argument("--save", metavar="FILE", help="save the conversation after every successful turn")
     chat.set_defaults(func=cmd_chat)

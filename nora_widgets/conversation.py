@@ -69,11 +69,11 @@ Message = dict  # {"role": str, "content": str}
 
 
 def new_history(system_prompt: str | None = SYSTEM_PROMPT) -> list[Message]:
-    """A fresh conversation: just the persona.
+    """A fresh conversation: just the persona (none for None or blank text, as set_persona).
 
-    Example: new_history("Be brief.") -> [{'role': 'system', 'content': 'Be brief.'}]
+    Example: new_history("Be brief.") -> [{'role': 'system', 'content': 'Be brief.'}]; new_history("  ") -> []
     """
-    return [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
 
 
 def set_persona(history: list[Message], text: str) -> None:

@@ -579,6 +579,36 @@ def test_slash_commands_whole_session(monkeypatch, capsys, tmp_path):
     assert json.loads(saved.read_text())["messages"] == after_two
 
 
+def test_system_takes_quotes_like_save_and_off_removes_the_persona(monkeypatch, capsys):
+    # `/system ""` made the persona two quote characters, and nothing removed it
+    script = ['/system "Be brief."', "/system", '/system ""', "/system", "/history", "/system Be kind.", "/system off",
+              "/system", "/history", "hi", "/history"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"], "\n".join(script) + "\n")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()[2:]
+    reply = "[scripted reply 1] I was sent 1 message; the last one says: 'hi'"
+    assert lines == [
+        "you: /system \"Be brief.\"", "(system prompt set: it goes first in every call from now on)",
+        "you: /system", "(system prompt: 'Be brief.')",
+        "you: /system \"\"", "(system prompt removed: calls go without one)",
+        "you: /system", "(no system prompt)",
+        "you: /history", "[]", "(next call sends only your new message)",  # was "these 0 messages"
+        "you: /system Be kind.", "(system prompt set: it goes first in every call from now on)",
+        "you: /system off", "(system prompt removed: calls go without one)",
+        "you: /system", "(no system prompt)",
+        "you: /history", "[]", "(next call sends only your new message)",
+        "you: hi", f"nora: {reply}",
+        "you: /history", *json.dumps([user("hi"), assistant(reply)], indent=2).splitlines(),
+        "(next call sends these 2 messages plus your new one)",
+    ]
+
+
+def test_a_blank_system_flag_means_no_persona_with_or_without_load(monkeypatch, capsys, tmp_path):
+    # --system "   " sent a persona of three spaces, while --load f --system "   " removed the file's
+    status, out, _ = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--system", "   "], "/system\n")
+    assert status == 0 and "(no system prompt)" in out.splitlines()
+
+
 def test_load_with_system_replaces_the_files_persona(monkeypatch, capsys, tmp_path):
     path = tmp_path / "old.json"
     path.write_text(json.dumps([SYSTEM, user("hi"), assistant("hello")]))
