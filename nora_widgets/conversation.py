@@ -178,13 +178,17 @@ def trim_history(history: list[Message], keep_last_n_turns: int = 3) -> list[Mes
     """
     if isinstance(keep_last_n_turns, bool) or not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
         raise ValueError(f"keep_last_n_turns must be a whole number >= 0 (got {keep_last_n_turns!r})")
-    system = [m for m in history if m["role"] == "system"]
-    kept: list[list[Message]] = []
-    if keep_last_n_turns:
-        for turn in _turns_from_end(history):
-            kept.append(turn)
-            if len(kept) == keep_last_n_turns:
-                break
+    try:
+        system = [m for m in history if m["role"] == "system"]
+        kept: list[list[Message]] = []
+        if keep_last_n_turns:
+            for turn in _turns_from_end(history):
+                kept.append(turn)
+                if len(kept) == keep_last_n_turns:
+                    break
+    except (TypeError, KeyError, AttributeError):
+        validate_history(history)  # a HistoryError naming the bad item, rather than KeyError: 'role'
+        raise
     return system + [m for turn in reversed(kept) for m in turn]
 
 

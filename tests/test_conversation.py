@@ -558,3 +558,14 @@ def test_set_persona_replaces_inserts_and_removes_the_leading_system_message():
     assert history == [{"role": "user", "content": "hi"}]
     set_persona(history, "again")
     assert [m["role"] for m in history] == ["system", "user"]
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("hello", "the conversation must be a list of messages, not str"),
+    ([{"role": "system", "content": "x"}, {"content": "no role"}], "message 1: role must be one of"),
+    ([{"role": "system", "content": "x"}, "note"], "message 1: must be a dict with 'role' and 'content', not str"),
+])
+def test_trim_history_names_a_bad_item_in_one_line(bad, says):
+    # it raised TypeError: string indices must be integers / KeyError: 'role'
+    with pytest.raises(HistoryError, match=f"^{says}"):
+        trim_history(bad, 1)
