@@ -199,8 +199,8 @@ class ChatSession:
         try:
             save_transcript(path, self.history, model=model, temperature=self.temperature)
         except (TranscriptError, OSError) as exc:
-            message = str(exc) if isinstance(exc, TranscriptError) else f"not saved: {exc.strerror or exc}"
-            self.warn(f"nora: {message} ({path})")
+            why = str(exc).removeprefix("not saved: ") if isinstance(exc, TranscriptError) else exc.strerror or exc
+            self.warn(f"(not saved to {path}: {why})")  # in brackets: "nora: ..." is how replies start
             return False
         if not quiet:
             self.say(f"(saved {count_of(len(self.history), 'message')} to {path})")
@@ -285,7 +285,7 @@ class ChatSession:
         try:
             messages, _meta = load_transcript(path)
         except TranscriptError as exc:
-            self.warn(f"nora: {exc} (the conversation is unchanged)")
+            self.warn(f"({exc}; the conversation is unchanged)")
             return
         self.history[:] = messages
         self.say(f"(loaded {count_of(len(messages), 'message')} from {path})")

@@ -226,8 +226,8 @@ def test_cli_load_of_an_endless_file_is_one_line_and_changes_nothing():
     session = cli.ChatSession(ScriptedClient(), history, out=out, err=err)
     session.command("/load /dev/zero")
     assert out.getvalue() == ""
-    assert err.getvalue() == ("nora: cannot load /dev/zero: over the 20,971,520-byte limit "
-                              "(the conversation is unchanged)\n")
+    assert err.getvalue() == ("(cannot load /dev/zero: over the 20,971,520-byte limit; "
+                              "the conversation is unchanged)\n")
     assert session.history == [SYSTEM, user("hi"), assistant("hello")]
 
 

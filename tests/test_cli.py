@@ -573,7 +573,7 @@ def test_slash_commands_whole_session(monkeypatch, capsys, tmp_path):
     ]
     assert err.splitlines() == [
         "(/trim needs a whole number of turns or 'off', not 'many')",
-        f"nora: cannot load {tmp_path / 'missing.json'}: no such file (the conversation is unchanged)",
+        f"(cannot load {tmp_path / 'missing.json'}: no such file; the conversation is unchanged)",
         "(unknown command /nope: type /help for the list)",
     ]
     assert json.loads(saved.read_text())["messages"] == after_two
@@ -635,8 +635,9 @@ def test_save_failure_mid_session_is_one_line_and_keeps_going(tmp_path):
     session = cli.ChatSession(ScriptedClient(["A", "B"]), [SYSTEM], save_path=str(target), out=out, err=err)
     assert session.send("one") and session.send("two")
     assert out.getvalue() == "nora: A\nnora: B\n"
-    assert err.getvalue().splitlines() == [f"nora: not saved: folder {str(target.parent)!r} does not exist "
-                                           f"({target})"] * 2
+    # in brackets, not "nora: ...", which is how the replies above start
+    assert err.getvalue().splitlines() == [f"(not saved to {target}: folder {str(target.parent)!r} "
+                                           f"does not exist)"] * 2
     assert len(session.history) == 5
 
 
