@@ -13,7 +13,16 @@ vocabulary only: no second copy of the weights), and answers the 400 itself when
 ``prompt tokens >= n_ctx`` (llama.cpp's own rule).  Everything else passes through
 untouched, with the body replayed as it came.
 
-    app = OverflowCheck(create_app(...), vocab_counter(path), n_ctx=2048, api_key=None)
+Since it reads every POST body anyway, it mends two more rough edges of that server:
+
+- a body that is not a JSON object (``{bad``) got a plain-text 500 and a page of
+  traceback in the server's log; it gets a 400 in OpenAI's shape
+  (``invalid_request_error``), which the openai client raises as ``BadRequestError``;
+- a completion request that names no ``model`` got the GGUF file's path as the reply's
+  ``model``; it is sent on with the name ``/v1/models`` lists (``model=``).
+
+    app = OverflowCheck(create_app(...), vocab_counter(path), n_ctx=2048, api_key=None,
+                        model="SmolLM2-135M-Instruct")
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
-__all__ = ["OverflowCheck", "overflow_body", "vocab_counter"]
+__all__ = ["OverflowCheck", "overflow_body", "json_object", "vocab_counter"]
 
 _PLAIN_ROLES = ("system", "user", "assistant")
 _PROMPT_CHANGERS = {"tools", "tool_choice", "functions", "function_call", "response_format"}  # other prompts
@@ -43,6 +52,30 @@ def overflow_body(prompt_tokens: int, n_ctx: int, max_tokens: int | None) -> dic
     return {"error": dict(error)}
 
 
+_A_REQUEST = '{"model": ..., "messages": [...]}'
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def json_object(body: bytes) -> tuple[dict | None, dict | None]:
+    """(the request, None) when the body is a JSON object (what every POST of this server
+    takes), else (None, the 400 body that says what is wrong, in OpenAI's shape).
+
+    Example: json_object(b"{bad")[1]["error"]["message"]
+        -> 'We could not parse the JSON body of your request: Expecting property name ... (char 1). ...'
+    """
+    try:
+        request = json.loads(body)
+    except ValueError as exc:  # json's own errors, and bytes that are not UTF-8
+        why = str(exc) if body.strip() else "the body is empty"
+        message = f"We could not parse the JSON body of your request: {why}. The API expects a JSON object, e.g. {_A_REQUEST}."
+    else:
+        if isinstance(request, dict):
+            return request, None
+        message = f"The request body must be a JSON object, e.g. {_A_REQUEST}, not {_JSON_KINDS[type(request)]}."
+    return None, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+
+
 def vocab_counter(path: Any) -> Callable[[list[dict]], int]:
     """messages -> prompt tokens, counted as the served model counts them: its chat template
     and tokenizer, from a vocabulary-only load of the same file (loaded here: 0.2-0.5 s, ~17 MB).
@@ -56,15 +89,11 @@ def vocab_counter(path: Any) -> Callable[[list[dict]], int]:
     return lambda messages: len(engine.tokens(messages))
 
 
-def _messages_to_check(body: bytes) -> tuple[list[dict], int | None] | None:
+def _messages_to_check(request: dict) -> tuple[list[dict], int | None] | None:
     """The messages of a streamed chat request in plain form, and its max_tokens; None when
-    there is nothing this check can count exactly (not streamed, not JSON, content parts,
-    tools...): the server then decides, as before."""
-    try:
-        request = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(request, dict) or request.get("stream") is not True or _PROMPT_CHANGERS & set(request):
+    there is nothing this check can count exactly (not streamed, content parts, tools...):
+    the server then decides, as before."""
+    if request.get("stream") is not True or _PROMPT_CHANGERS & set(request):
         return None
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -83,18 +112,19 @@ class OverflowCheck:
     """ASGI middleware in front of llama-cpp-python's app (see the module docstring).
 
     count_prompt(messages) -> int: prompt tokens (e.g. vocab_counter(path)).
-    api_key: the server's key, if any: a request without it is passed through untouched,
-        so it gets the server's own 401, never a hint about the window.
-    Example: OverflowCheck(app, vocab_counter(path), n_ctx=2048)
+    api_key: the server's key, if any: a request without it is passed through untouched
+        (unless its body is not JSON), so it gets the server's own 401, never a hint about the window.
+    model: the name /v1/models lists, given to a completion request that names none.
+    Example: OverflowCheck(app, vocab_counter(path), n_ctx=2048, model="SmolLM2-135M-Instruct")
     """
 
     def __init__(self, app: Any, count_prompt: Callable[[list[dict]], int], n_ctx: int,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, model: str | None = None) -> None:
         self.app, self.count_prompt, self.n_ctx, self.api_key = app, count_prompt, n_ctx, api_key
+        self.model = model
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
-        if (scope.get("type") != "http" or scope.get("method") != "POST"
-                or not scope.get("path", "").rstrip("/").endswith("/chat/completions") or not self._authorized(scope)):
+        if scope.get("type") != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
         received: list[dict] = []  # the request as it came, replayed to the app below
@@ -107,10 +137,22 @@ class OverflowCheck:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        too_long = await self._too_long(body)
-        if too_long is not None:
-            await self._refuse(send, too_long)
-            return
+        if received[-1]["type"] == "http.request":  # the client did not leave half-way
+            request, refusal = json_object(body)
+            if request is None:  # the server would answer a plain-text 500 and log a page of traceback
+                await self._refuse(send, refusal)
+                return
+            path = scope.get("path", "").rstrip("/")
+            if path.endswith("/completions") and self._authorized(scope):
+                too_long = await self._too_long(request) if path.endswith("/chat/completions") else None
+                if too_long is not None:
+                    await self._refuse(send, too_long)
+                    return
+                if request.get("model") is None and self.model:  # else the reply's "model" is the file's path
+                    body = json.dumps({**request, "model": self.model}).encode()
+                    received = [{"type": "http.request", "body": body, "more_body": False}]
+                    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+                    scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
 
         async def replay() -> dict:
             return received.pop(0) if received else await receive()
@@ -123,9 +165,9 @@ class OverflowCheck:
         expected = f"Bearer {self.api_key}".encode()
         return any(name.lower() == b"authorization" and value == expected for name, value in scope.get("headers", []))
 
-    async def _too_long(self, body: bytes) -> dict | None:
+    async def _too_long(self, request: dict) -> dict | None:
         """The 400 body when the streamed request's prompt does not fit, else None."""
-        found = _messages_to_check(body)
+        found = _messages_to_check(request)
         if found is None:
             return None
         messages, max_tokens = found

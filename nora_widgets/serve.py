@@ -14,7 +14,9 @@ Each request is printed as one access-log line, so you can watch every call
 arrive with the whole conversation in it.  Set NORA_SERVE_API_KEY to make the
 server require that key (it is read from the environment only: a key on the
 command line would show in `ps`).  A streamed request too long for the window gets the
-same 400 as a non-streamed one (see _overflow_check.py).
+same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too (not a
+500 and a traceback), and a request naming no model is answered under the listed name
+(see _overflow_check.py).
 
 This module imports nothing heavy at the top: `nora --help` stays fast.
 """
@@ -71,8 +73,6 @@ def base_url(host: str, port: int) -> str:
 
 def _port_problem(host: str, port: int) -> str | None:
     """None when host:port can be bound now, else one line saying why not."""
-    if not 0 < port < 65536:
-        return f"port must be from 1 to 65535 (got {port})"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -91,20 +91,39 @@ def _say(text: str, stream=None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
 
 
+def _usage_problem(port: int, n_ctx: int) -> str | None:
+    """None when the command line and settings are usable, else one line saying what is wrong.
+    Example: _usage_problem(70000, 2048) -> '--port must be from 1 to 65535 (got 70000)'"""
+    from .errors import NoraError
+    from .local import MIN_N_CTX, _default_threads
+
+    if not 0 < port < 65536:
+        return f"--port must be from 1 to 65535 (got {port})"
+    if n_ctx < MIN_N_CTX:
+        return f"--n-ctx must be at least {MIN_N_CTX} tokens (got {n_ctx})"
+    try:
+        _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
+    except NoraError as exc:
+        return str(exc)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start."""
+    """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start,
+    2 for a bad command line or setting (as `nora chat` and `nora ask`)."""
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
     from .errors import NoraError
-    from .local import MIN_N_CTX, _default_threads, find_model_path, model_name_for
+    from .local import _default_threads, find_model_path, model_name_for
 
     host, port, n_ctx = args.host, args.port, args.n_ctx
-    if n_ctx < MIN_N_CTX:
-        _say(f"nora serve: --n-ctx must be at least {MIN_N_CTX} tokens (got {n_ctx})", sys.stderr)
-        return 1
+    problem = _usage_problem(port, n_ctx)
+    if problem:
+        _say(f"nora: error: {problem}", sys.stderr)  # the line and status `nora ask` gives for a bad flag
+        return 2
     try:
         path = find_model_path(getattr(args, "model_path", None), given_as="--model-path")
-        threads = _default_threads()  # a bad NORA_N_THREADS is one line too
+        threads = _default_threads()
         import uvicorn
         from llama_cpp.server.app import create_app
         from llama_cpp.server.settings import ModelSettings, ServerSettings
@@ -130,14 +149,20 @@ def run(args: argparse.Namespace) -> int:
                                    n_threads=threads, n_threads_batch=threads)
     # loading prints llama.cpp's C-level log lines otherwise; and a Ctrl-C that lands in its log
     # callback would be dropped (the server would start anyway): hold it, raise it after the load
+    failure = None
     with _ctrl_c_held(), _quiet_native() as caught:
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])
-            # a streamed request too long for the window gets the same 400 as a non-streamed one
-            app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key)
+            # a streamed request too long for the window gets the same 400 as a non-streamed one;
+            # a body that is not JSON gets a 400, and a request naming no model gets the alias
+            app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias)
         except Exception as exc:
-            _say(f"nora serve: could not load {path.name}: {exc}{native_detail(caught)}", sys.stderr)
-            return 1
+            failure = exc
+    if failure is not None:  # said here: inside the block, stderr goes to the `caught` buffer
+        why = str(failure) if isinstance(failure, NoraError) else (  # vocab_counter's says it all already
+            f"could not load {path.name}: {failure}{native_detail(caught)}; is it a chat GGUF file?")
+        _say(f"nora serve: {why}", sys.stderr)
+        return 1
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     import logging

