@@ -79,9 +79,11 @@ class ChatSession:
     update_every: float = 0.1        # seconds between refreshes of a streaming reply
 
     def build_client(self) -> Any:
-        """A fresh client for these settings (raises NoraError with one line)."""
-        return make_client(self.backend, base_url=self.base_url, model=self.model,
-                           timeout=self.timeout, max_retries=self.max_retries)
+        """A fresh client for these settings (raises NoraError with one line).  The model name is
+        not built in: each turn sends self.model, else the client's own default (NORA_MODEL, the
+        one model a server lists...), so `%chat --model ''` goes back to that default."""
+        return make_client(self.backend, base_url=self.base_url, timeout=self.timeout,
+                           max_retries=self.max_retries)
 
     def get_client(self) -> Any:
         """The client, built lazily: the embedded model loads only when a turn needs it."""
@@ -439,11 +441,13 @@ class ChatMagics(Magics):
             raise UsageError("%chat: --system needs some text (the persona)")
         if "system" in given:
             _check_history("--system")
+        if "model" in given and not given["model"].strip():
+            given["model"] = None  # back to the client's own default
         if given.get("backend") in ("local", "scripted") and "base_url" not in given:
             given["base_url"] = None  # an earlier --base-url was for a server: not for this backend
         rebuild = {k: given[k] for k in ("backend", "base_url", "timeout", "max_retries") if k in given}
         if rebuild:
-            trial = ChatSession(**{**vars(s), **rebuild, "model": given.get("model", s.model)})
+            trial = ChatSession(**{**vars(s), **rebuild})
             try:  # build first: a bad setting leaves the working client in place
                 s.client = trial.build_client()
             except NoraError as exc:

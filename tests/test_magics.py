@@ -537,6 +537,19 @@ def test_openai_backend_sends_the_whole_transcript_and_wire_masks_the_key(shell,
     assert KEY not in everything and KEY[8:] not in everything
 
 
+def test_an_empty_model_goes_back_to_the_servers_own(shell, stub_server, monkeypatch):
+    # the name was built into the client, so `%chat --model ''` kept sending gpt-4o
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    run(shell, "%chat --model gpt-4o")
+    run(shell, f"%chat --backend openai --base-url {stub_server.base_url} --max-retries 0")
+    run(shell, "%%chat --no-stream\none")
+    assert stub_server.chat_requests[-1].body["model"] == "gpt-4o"
+    ran = run(shell, "%chat --model ''")
+    assert not ran.usage_error and "gpt-4o" not in ran.text, ran.text
+    run(shell, "%%chat --no-stream\ntwo")
+    assert stub_server.chat_requests[-1].body["model"] == stub_server.model  # the one /v1/models lists
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("display", ["text", "rich"])
 def test_openai_server_error_is_one_line_and_rolled_back(shell, stub_server, display, monkeypatch):
