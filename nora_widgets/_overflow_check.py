@@ -19,7 +19,11 @@ Since it reads every POST body anyway, it mends two more rough edges of that ser
   traceback in the server's log; it gets a 400 in OpenAI's shape
   (``invalid_request_error``), which the openai client raises as ``BadRequestError``;
 - a completion request that names no ``model`` got the GGUF file's path as the reply's
-  ``model``; it is sent on with the name ``/v1/models`` lists (``model=``).
+  ``model``; it is sent on with the name ``/v1/models`` lists (``model=``);
+- a chat request whose ``messages`` is not a non-empty list of objects with a ``role``
+  got a 500 carrying the validation error and source paths; it gets a 400 too;
+- a JSON body sent without ``Content-Type: application/json`` (``curl -d``) got a 500;
+  it is passed on with that header.
 
     app = OverflowCheck(create_app(...), vocab_counter(path), n_ctx=2048, api_key=None,
                         model="SmolLM2-135M-Instruct")
@@ -31,7 +35,7 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
-__all__ = ["OverflowCheck", "overflow_body", "json_object", "vocab_counter"]
+__all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter"]
 
 _PLAIN_ROLES = ("system", "user", "assistant")
 _PROMPT_CHANGERS = {"tools", "tool_choice", "functions", "function_call", "response_format"}  # other prompts
@@ -74,6 +78,34 @@ def json_object(body: bytes) -> tuple[dict | None, dict | None]:
             return request, None
         message = f"The request body must be a JSON object, e.g. {_A_REQUEST}, not {_JSON_KINDS[type(request)]}."
     return None, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+
+
+def bad_messages(request: dict) -> dict | None:
+    """The 400 body when a chat request's "messages" is not a non-empty list of objects with a
+    "role" (the server answered a 500 with its validation error and source paths), else None.
+    Example: bad_messages({"messages": 5})["error"]["param"] -> 'messages'
+    """
+    messages = request.get("messages")
+    if isinstance(messages, list) and messages and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                       for m in messages):
+        return None
+    if not isinstance(messages, list):
+        got = "missing" if messages is None else f"{_JSON_KINDS.get(type(messages), 'an object')}"
+    elif not messages:
+        got = "an empty list"
+    else:
+        i = next(i for i, m in enumerate(messages) if not (isinstance(m, dict) and isinstance(m.get("role"), str)))
+        got = f"item {i} has no \"role\"" if isinstance(messages[i], dict) else \
+            f"item {i} is {_JSON_KINDS.get(type(messages[i]), 'not an object')}"
+    message = (f"'messages' must be a non-empty list of objects like {{\"role\": \"user\", \"content\": \"Hi\"}} "
+               f"(got: {got}).")
+    return {"error": {"message": message, "type": "invalid_request_error", "param": "messages", "code": None}}
+
+
+def _says_json(scope: dict) -> bool:
+    """True if the request's Content-Type is JSON (application/json, maybe with a charset)."""
+    return any(k.lower() == b"content-type" and v.split(b";")[0].strip().lower() == b"application/json"
+               for k, v in scope.get("headers", []))
 
 
 def vocab_counter(path: Any) -> Callable[[list[dict]], int]:
@@ -143,16 +175,23 @@ class OverflowCheck:
                 await self._refuse(send, refusal)
                 return
             path = scope.get("path", "").rstrip("/")
+            rewrite = not _says_json(scope)  # curl -d sends form-encoded: the server then answered a 500
             if path.endswith("/completions") and self._authorized(scope):
-                too_long = await self._too_long(request) if path.endswith("/chat/completions") else None
-                if too_long is not None:
-                    await self._refuse(send, too_long)
+                chat = path.endswith("/chat/completions")
+                refusal = bad_messages(request) if chat else None
+                if refusal is None and chat:
+                    refusal = await self._too_long(request)
+                if refusal is not None:
+                    await self._refuse(send, refusal)
                     return
                 if request.get("model") is None and self.model:  # else the reply's "model" is the file's path
-                    body = json.dumps({**request, "model": self.model}).encode()
-                    received = [{"type": "http.request", "body": body, "more_body": False}]
-                    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
-                    scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+                    body, rewrite = json.dumps({**request, "model": self.model}).encode(), True
+            if rewrite:
+                received = [{"type": "http.request", "body": body, "more_body": False}]
+                headers = [(k, v) for k, v in scope.get("headers", [])
+                           if k.lower() not in (b"content-length", b"content-type")]
+                scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode()),
+                                              (b"content-type", b"application/json")]}
 
         async def replay() -> dict:
             return received.pop(0) if received else await receive()

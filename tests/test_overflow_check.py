@@ -68,7 +68,7 @@ class Counter:
 
 
 def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None = None, chunks: int = 1,
-            model: str | None = None):
+            model: str | None = None, content_type: bytes | None = None):
     """Run one POST through OverflowCheck(RecordingApp); returns (status, response body, app, counter)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     size = max(1, -(-len(raw) // chunks))
@@ -76,6 +76,7 @@ def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None 
     incoming = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
     headers = [(b"content-length", str(len(raw)).encode())]
     headers += [(b"authorization", f"Bearer {key}".encode())] if key else []
+    headers += [(b"content-type", content_type)] if content_type else []
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     app, counter = RecordingApp(), Counter()
     sent: list[dict] = []
@@ -122,9 +123,8 @@ def test_a_streamed_request_too_long_is_refused_before_the_app_sees_it():
     {"model": "m", "stream": True, "messages": [{"role": "user", "content": [{"type": "text", "text": "w " * 500}]}]},
     {"model": "m", "stream": True, "messages": [{"role": "tool", "content": "w " * 500}]},
     {"model": "m", "stream": True, "messages": [{"role": "user", "content": "w " * 500, "tool_calls": []}]},
-    {"model": "m", "stream": True, "messages": []},
     chat(500, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-], ids=["not-streamed", "content-parts", "tool-role", "extra-fields", "no-messages", "tools"])
+], ids=["not-streamed", "content-parts", "tool-role", "extra-fields", "tools"])  # no messages: a 400, below
 def test_what_it_cannot_count_exactly_goes_to_the_server_untouched(body):
     status, _payload, app, counter = request(body)
     assert status == 200 and counter.seen == []
@@ -211,3 +211,32 @@ def test_a_client_that_leaves_mid_body_is_passed_on_as_it_left():
                                                        "path": "/v1/chat/completions", "headers": []},
                                                       receive, None))
     assert [m["type"] for m in seen] == ["http.request", "http.disconnect"] and counter.seen == []
+
+
+@pytest.mark.parametrize("messages, got", [
+    (5, "a number"),
+    (None, "missing"),
+    ([], "an empty list"),
+    (["hi"], "item 0 is a string"),
+    ([{"role": "user", "content": "hi"}, {"content": "no role"}], 'item 1 has no "role"'),
+], ids=["number", "missing", "empty", "string-item", "no-role"])
+def test_chat_messages_that_are_not_a_list_of_messages_are_a_400(messages, got):
+    # the server answered a 500 carrying pydantic's validation error and its own source paths
+    body = {"model": "m"} if messages is None else {"model": "m", "messages": messages}
+    status, payload, app, counter = request(body)
+    assert status == 400 and app.bodies == [] and counter.seen == []
+    error = json.loads(payload)["error"]
+    assert error["message"] == ("'messages' must be a non-empty list of objects like "
+                                f'{{"role": "user", "content": "Hi"}} (got: {got}).')
+    assert (error["type"], error["param"]) == ("invalid_request_error", "messages")
+
+
+def test_a_json_body_sent_without_its_content_type_reaches_the_app_as_json():
+    # `curl -d '{...}'` says application/x-www-form-urlencoded: the server answered a 500
+    body = chat(3, stream=False)
+    status, _payload, app, _counter = request(body, content_type=b"application/x-www-form-urlencoded")
+    assert status == 200 and app.bodies == [json.dumps(body).encode()]
+    headers = app.scopes[0]["headers"]
+    assert [v for k, v in headers if k == b"content-type"] == [b"application/json"]
+    status, _payload, app, _counter = request(body, content_type=b"application/json; charset=utf-8")
+    assert [v for k, v in app.scopes[0]["headers"] if k == b"content-type"] == [b"application/json; charset=utf-8"]
