@@ -322,6 +322,10 @@ def make_client(
     retries_name = "max retries" if max_retries is not None else "NORA_MAX_RETRIES"
     timeout = timeout if timeout is not None else _env_float("NORA_TIMEOUT", DEFAULT_TIMEOUT)
     max_retries = max_retries if max_retries is not None else _env_int("NORA_MAX_RETRIES", DEFAULT_MAX_RETRIES)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):  # "5" failed at the comparison
+        raise NoraError(f"{timeout_name} must be a number of seconds (got {timeout!r})")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+        raise NoraError(f"{retries_name} must be a whole number (got {max_retries!r})")
     if not 0 < timeout:  # written so that nan is refused too
         raise NoraError(f"{timeout_name} must be more than 0 seconds (got {timeout})")
     if timeout == float("inf"):

@@ -125,6 +125,10 @@ def test_make_client_bad_settings_are_one_line(monkeypatch):
     with pytest.raises(NoraError, match=r"^NORA_MAX_RETRIES must be 0 or more \(got -1\)$"):
         make_client("openai", api_key="sk-test-x")
     monkeypatch.delenv("NORA_MAX_RETRIES")
+    with pytest.raises(NoraError, match=r"^timeout must be a number of seconds \(got '5'\)$"):
+        make_client("openai", api_key="sk-test-x", timeout="5")  # was TypeError: '<' not supported
+    with pytest.raises(NoraError, match=r"^max retries must be a whole number \(got 1.5\)$"):
+        make_client("openai", api_key="sk-test-x", max_retries=1.5)
     monkeypatch.setenv("OPENAI_BASE_URL", " http://127.0.0.1:9/v1 \n")  # pasted with spaces: every call failed
     assert str(make_client("openai", api_key="sk-test-x").base_url) == "http://127.0.0.1:9/v1/"
 
