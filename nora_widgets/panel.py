@@ -349,14 +349,22 @@ class ChatPanel(widgets.VBox):
             self._last_wire = getattr(getattr(client, "wire", None), "last", None)
 
         def show_twin_done(result: TurnResult) -> None:
-            self._twin_error = "" if result.ok else str(result)  # kept: refresh() redraws the view
+            stopped = result.failure is not None and result.failure.kind == "cancelled"
+            self._twin_error = ("" if result.ok else  # kept: refresh() redraws the view
+                                "(stopped: this side's reply was dropped; your turn on the left was kept)"
+                                if stopped else str(result))
             self.compare.update(self.twin_history, error=self._twin_error)
+
+        def committed(sent: list[dict]) -> None:
+            self._record_cost(sent, client, model)
+            if twin is not None:  # the kept turn is done: draw it so, while the second call runs
+                self._show_kept()
 
         self._runner.start(
             client, self.history, text, keep, model, temperature, self._extra(), twin,
             on_text=show_reply,
             on_commit=remember_sent,
-            after_commit=lambda sent: self._record_cost(sent, client, model),
+            after_commit=committed,
             on_twin_text=lambda so_far: self.compare.update(self.twin_history, text, so_far),
             on_twin_done=show_twin_done,
             on_finish=self._on_finish,
@@ -366,6 +374,18 @@ class ChatPanel(widgets.VBox):
     def _extra(self) -> dict:
         """Optional create() arguments: only what was asked for goes on the wire."""
         return {"max_tokens": self.max_tokens} if self.max_tokens is not None else {}
+
+    def _show_kept(self) -> None:
+        """Side by side: the turn with memory is in the history; draw it as done (transcript,
+        header, views) and say what the panel is still waiting for."""
+        with self._lock:
+            history = list(self.history)
+        self.transcript.value = v.transcript_html(history)
+        self.live.value = ""
+        self.prompt.value = ""
+        self.refresh()
+        self.status.value = ('<span style="color:#888">reply kept; now the same question without memory '
+                             '(side by side)\u2026</span>')
 
     def _on_finish(self, result: TurnResult | None, late: Failure | None) -> None:
         """The turn is over (or was stopped): draw the end state, free the input."""

@@ -500,6 +500,68 @@ def test_loading_a_transcript_forgets_the_side_by_side_error(tmp_path):
     assert "loaded 1 message from" in panel.status.value
 
 
+class GatedTwin:
+    """Streams the first call's reply at once; every later call (the side-by-side one) waits for
+    .gate before it streams, so a test can look at the panel in between."""
+
+    default_model = "gated"
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.gate = threading.Event()
+        self.twin_started = threading.Event()
+        completions = type("Completions", (), {"create": staticmethod(self._create)})()
+        self.chat = type("Chat", (), {"completions": completions})()
+
+    def _create(self, **kwargs):
+        self.calls.append(copy.deepcopy(kwargs))
+        return self._stream(len(self.calls))
+
+    def _stream(self, n):
+        if n > 1:
+            self.twin_started.set()
+            self.gate.wait(10)
+        for word in (["Hello", " Ada!"] if n == 1 else ["I", " do", " not", " know."]):
+            yield make_chunk("c", 0, "gated", content=word)
+        yield make_chunk("c", 0, "gated", finish_reason="stop")
+
+
+def test_with_side_by_side_the_kept_reply_is_drawn_done_before_the_second_call_ends():
+    # the main reply kept its streaming cursor, the header said "1 message" and the inspector
+    # "no call yet" until the side-by-side reply had finished too
+    client = GatedTwin()
+    panel = ChatPanel(client, views=("inspector", "compare"), flush_interval=0.0)
+    panel.side_by_side.value = True
+    panel.prompt.value = "My name is Ada."
+    panel.send.click()
+    assert client.twin_started.wait(10)
+    deadline = time.monotonic() + 5
+    while "3 messages in the list" not in panel.header.value and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "3 messages in the list" in panel.header.value
+    assert "Hello Ada!" in panel.transcript.value and panel.live.value == "" and panel.prompt.value == ""
+    assert "Last call sent 2 messages" in panel.inspector.last_html.value
+    assert panel.busy and "side by side" in panel.status.value
+    client.gate.set()
+    assert panel.wait(10).ok and not panel.busy and len(panel.twin_history) == 3
+
+
+def test_stopping_only_the_side_by_side_call_is_not_an_error():
+    client = GatedTwin()
+    panel = ChatPanel(client, views=("compare",), flush_interval=0.0)
+    panel.side_by_side.value = True
+    panel.prompt.value = "My name is Ada."
+    panel.send.click()
+    assert client.twin_started.wait(10)
+    time.sleep(0.2)
+    panel.stop.click()
+    client.gate.set()
+    panel._worker.join(10)
+    assert len(panel.history) == 3 and len(panel.twin_history) == 1  # the kept turn stays, the twin's is dropped
+    shown = panel.compare.error.value
+    assert "error talking to the model" not in shown and "stopped" in shown, shown
+
+
 def test_views_toggle():
     panel = ChatPanel(ScriptedClient(), views=("inspector",))
     assert panel.inspector.layout.display == "" and panel.wire_view.layout.display == "none"
