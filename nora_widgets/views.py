@@ -107,8 +107,10 @@ class InspectorView(widgets.VBox):
     """
 
     def __init__(self) -> None:
-        self.last_html = widgets.HTML()
-        self.next_html = widgets.HTML()
+        # each table scrolls in a box of its own: a long conversation pushed every control below it
+        # thousands of pixels down the page
+        self.last_html = widgets.HTML(layout=widgets.Layout(max_height="360px", overflow="auto"))
+        self.next_html = widgets.HTML(layout=widgets.Layout(max_height="360px", overflow="auto"))
         self.last_html.add_class("nora-last-sent")
         self.next_html.add_class("nora-next-send")
         self.last_rows: list[dict] = []
@@ -141,7 +143,8 @@ class InspectorView(widgets.VBox):
             self.last_html.value = messages_table_html(last_sent, last_counts, last_new, caption=cap, max_chars=600)
         self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
         count = len(next_list) - len(set(next_dropped))
-        cap = f"Next call will send {'this' if count == 1 else 'these'} {count_of(count, 'message')} + your new one"
+        cap = (f"Next call will send {'this' if count == 1 else 'these'} {count_of(count, 'message')} + your new one"
+               if count else "Next call will send only your new message (the list is empty)")
         if note:
             cap += f" ({note})"
         self.next_html.value = messages_table_html(next_list, next_counts, next_new, next_dropped,
@@ -246,11 +249,14 @@ def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, 
         bars.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}">'
                     f"<title>call {i + 1}: {v:,}</title></rect>")
         if n <= 10:  # few bars: print each value above its bar
-            bars.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - h - 2:.1f}" font-size="9" '
-                        f'text-anchor="middle" font-family="sans-serif">{v:,}</text>')
-    return (f'<svg width="{width}" height="{height}" role="img" style="background:#fafafa">'
-            f'<text x="4" y="12" font-size="11" font-family="sans-serif">{escape(title)} (max {top:,})</text>'
-            f'{"".join(bars)}</svg>')
+            bars.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - h - 2:.1f}" font-size="10" '
+                        f'text-anchor="middle" font-family="sans-serif" fill="currentColor">{v:,}</text>')
+    # the theme's colours (JupyterLab's variables; light fallbacks elsewhere): a fixed light grey
+    # box stayed light in the dark theme
+    return (f'<svg width="{width}" height="{height}" role="img" '
+            f'style="background:var(--jp-layout-color2, #fafafa);color:var(--jp-ui-font-color1, #222)">'
+            f'<text x="4" y="12" font-size="11" font-family="sans-serif" fill="currentColor">{escape(title)} '
+            f'(max {top:,})</text>{"".join(bars)}</svg>')
 
 
 class CostView(widgets.VBox):
@@ -295,8 +301,11 @@ class CostView(widgets.VBox):
             f"<div>{charts}</div>"
             f"<div>call {len(self.per_call)} sent <b>{self.per_call[-1]:,}</b> tokens; "
             f"{count_of(len(self.per_call), 'call')} sent <b>{total:,}</b> in all.</div>"
-            f"<div style='color:{MUTED}'>Only {new_total:,} of those were new text: the rest is the same "
-            "conversation sent again, because the model remembers nothing.</div>"
+            + (f"<div style='color:{MUTED}'>The first call sends the persona and your first message; from the "
+               "next one on, everything before is sent again with each new message.</div>"
+               if len(self.per_call) == 1 else
+               f"<div style='color:{MUTED}'>Only {new_total:,} of those were new text (your messages): the rest is "
+               "the same conversation sent again, because the model remembers nothing.</div>")
         )
 
 

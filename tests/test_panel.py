@@ -562,6 +562,29 @@ def test_stopping_only_the_side_by_side_call_is_not_an_error():
     assert "error talking to the model" not in shown and "stopped" in shown, shown
 
 
+def test_views_read_right_on_a_first_call_an_empty_list_and_a_dark_theme(tmp_path):
+    client = ScriptedClient()
+    panel = ChatPanel(client, views=("inspector", "cost"))
+    panel_send(panel, "hi")
+    # call 1: the persona was new too; "only 6 of those were new: the rest is the same conversation
+    # sent again" was wrong before anything had been sent
+    assert "The first call sends the persona and your first message" in panel.cost.body.value
+    assert "were new" not in panel.cost.body.value
+    panel_send(panel, "again")
+    assert "of those were new text (your messages)" in panel.cost.body.value
+    # the charts take the theme's colours (a fixed #fafafa box stayed light in JupyterLab Dark)
+    assert "background:var(--jp-layout-color2" in panel.cost.body.value and 'fill="currentColor"' in panel.cost.body.value
+    # both inspector tables scroll in boxes of their own: 35 turns made the panel ~6,000 px tall
+    for table in (panel.inspector.last_html, panel.inspector.next_html):
+        assert (table.layout.max_height, table.layout.overflow) == ("360px", "auto")
+    saved = tmp_path / "no-persona.json"
+    save_transcript(saved, [{"role": "user", "content": "hi"}])
+    panel.path.value = str(saved)
+    panel.load.click()
+    panel.clear.click()  # no persona, no turns: "these 0 messages + your new one"
+    assert "Next call will send only your new message (the list is empty)" in panel.inspector.next_html.value
+
+
 def test_views_toggle():
     panel = ChatPanel(ScriptedClient(), views=("inspector",))
     assert panel.inspector.layout.display == "" and panel.wire_view.layout.display == "none"
