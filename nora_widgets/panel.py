@@ -55,6 +55,13 @@ __all__ = ["ChatPanel", "VIEWS"]
 
 # view name -> toggle button label
 VIEWS = {"inspector": "Inspector", "wire": "Wire", "gauge": "Context", "cost": "Cost", "compare": "Side by side"}
+VIEW_TIPS = {  # shown on hover (a toggle without one showed "null")
+    "inspector": "show the list the last call sent and the one the next call will send",
+    "wire": "show the last request exactly as it went out (key masked)",
+    "gauge": "show how much of the model's context window the next call uses",
+    "cost": "show the tokens sent per call and in total",
+    "compare": "also send every question to a conversation without memory, side by side",
+}
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
 
 
@@ -208,7 +215,7 @@ class ChatPanel(widgets.VBox):
                       "cost": self.cost, "compare": self.compare}
         self.toggles: dict[str, widgets.ToggleButton] = {}
         for name, label in VIEWS.items():
-            toggle = widgets.ToggleButton(value=name in views, description=label,
+            toggle = widgets.ToggleButton(value=name in views, description=label, tooltip=VIEW_TIPS[name],
                                           layout=widgets.Layout(width="auto"))
             toggle.observe(lambda change, n=name: self._show_view(n, change["new"]), names="value")
             self.toggles[name] = toggle

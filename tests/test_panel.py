@@ -587,6 +587,7 @@ def test_views_read_right_on_a_first_call_an_empty_list_and_a_dark_theme(tmp_pat
 
 def test_views_toggle():
     panel = ChatPanel(ScriptedClient(), views=("inspector",))
+    assert all(toggle.tooltip for toggle in panel.toggles.values())  # hovering showed "null"
     assert panel.inspector.layout.display == "" and panel.wire_view.layout.display == "none"
     panel.toggles["wire"].value = True
     panel.toggles["inspector"].value = False
