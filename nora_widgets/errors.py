@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "Failure",
@@ -119,6 +119,12 @@ class Failure:
     message: str
     hint: str
 
+    def in_words_of(self, trim: str) -> "Failure":
+        """This failure with the trimming advice in a face's own words (`/trim N` is nora chat's).
+        Example: f.in_words_of("tick 'keep last N turns'").hint -> "tick 'keep last N turns'"
+        (only for the context-window failure whose hint is TRIM_HINT; any other comes back as it is)"""
+        return replace(self, hint=trim) if self.hint == TRIM_HINT else self
+
     def line(self) -> str:
         """The one-line form shown to people: '(error talking to the model: ...)'."""
         text = self.message
@@ -126,6 +132,8 @@ class Failure:
             text = f"{text} - {self.hint}"
         return f"(error talking to the model: {text})"
 
+
+TRIM_HINT = "trim it (/trim N or keep fewer turns)"  # nora chat's words; other faces use Failure.in_words_of
 
 # (class name) -> (kind, message, hint); checked along the exception's MRO so
 # subclasses we do not know about still land in the right row.
@@ -142,7 +150,7 @@ _BY_CLASS = {
     "APIResponseValidationError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "JSONDecodeError": ("bad_response", "the server sent a reply that is not JSON", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "KeyboardInterrupt": ("cancelled", "cancelled", "the turn was rolled back; send it again when ready"),
-    "ContextWindowError": ("context_length", "the conversation is longer than the model's context window", "trim it (/trim N or keep fewer turns)"),
+    "ContextWindowError": ("context_length", "the conversation is longer than the model's context window", TRIM_HINT),
     "ModelUnavailableError": ("no_model", "no model is available", ""),
     "BadResponseError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "StreamCutError": ("stream_cut", "the reply was cut off part-way", "the turn was rolled back; send it again"),

@@ -48,6 +48,7 @@ from .transcript import TranscriptError, load_transcript, save_transcript
 __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
            "load_ipython_extension", "unload_ipython_extension", "USER_NAME"]
 
+MAGIC_TRIM = "send fewer turns: %%chat --keep-turns N (this cell) or %chat --keep-turns N (from now on)"
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
 COMMANDS = ("history", "wire", "reset", "trim", "save", "load", "help")
 
@@ -275,6 +276,8 @@ class _ReplyView:
                 return
         if ok:
             _show(str(result), _reply_html(result))
+        elif getattr(result, "failure", None) is not None:
+            _show_failure(result.failure.in_words_of(MAGIC_TRIM).line())
         else:
             _show_failure(str(result))
 

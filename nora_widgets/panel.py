@@ -62,6 +62,7 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null")
     "cost": "show the tokens sent per call and in total",
     "compare": "also send every question to a conversation without memory, side by side",
 }
+PANEL_TRIM = "send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear"  # not nora chat's /trim N
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
 
 
@@ -414,6 +415,8 @@ class ChatPanel(widgets.VBox):
         elif result is not None:  # failed or stopped: the text stays in the input
             if result.failure is not None and result.failure.kind == "cancelled":
                 self._show_error("Stopped: the turn was rolled back; your message is still in the input.")
+            elif result.failure is not None:
+                self._show_error(result.failure.in_words_of(PANEL_TRIM).line())
             else:
                 self._show_error(str(result))
         self._set_busy(False)

@@ -303,6 +303,8 @@ def test_cli_context_overflow_with_keep_turns_trims_and_retries_once(stub_server
 
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_server, name):
+    from nora_widgets.panel import PANEL_TRIM  # the panel says how to trim in its own words
+
     kind, words, _ = MATRIX[name].expect(stream=True)  # the panel always streams
     panel = panel_for(client_for(stub_server), history=earlier())
     before = copy.deepcopy(panel.history)
@@ -311,8 +313,8 @@ def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_serv
 
     result = panel_send(panel, "the failing turn")
     assert panel.history == before and result.failure.kind == kind
-    check_line(panel._error_text, words)
-    assert panel._error_text == str(result) and "nora-error" in panel.error.value
+    check_line(panel._error_text, tuple("'keep last' N turns" if w == "/trim N" else w for w in words))
+    assert panel._error_text == result.failure.in_words_of(PANEL_TRIM).line() and "nora-error" in panel.error.value
     assert panel.prompt.value == "the failing turn" and not panel.busy  # the text waits to be sent again
     assert panel.live.value == "" and panel.transcript.value == shown_before  # no half reply on screen
     assert len(stub_server.chat_requests) == 1

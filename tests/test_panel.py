@@ -769,3 +769,17 @@ def test_the_header_names_the_models_a_server_lists_when_the_one_asked_for_is_no
                 "model box") in panel.header.value
         panel.model.value = "qwen2.5"
         assert "the server lists" not in panel.header.value
+
+
+def test_an_overflow_says_what_to_do_in_the_panels_own_words():
+    # the line said "trim it (/trim N or keep fewer turns)": /trim N is nora chat's command
+    from nora_widgets.errors import ContextWindowError
+
+    overflow = ContextWindowError("the prompt is 300 tokens: 316 > the context window of 256 tokens",
+                                  prompt_tokens=300, limit=256)
+    panel = ChatPanel(ScriptedClient(["ok", overflow]))
+    panel_send(panel, "first")
+    result = panel_send(panel, "second")
+    assert result.failure.kind == "context_length"
+    assert panel._error_text.endswith("- send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear)")
+    assert "/trim" not in panel._error_text and panel.prompt.value == "second"
