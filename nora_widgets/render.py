@@ -80,7 +80,12 @@ def is_safe_link(url: str) -> bool:
 
 
 CODE_STYLE = "background:var(--jp-layout-color2, #eeeeee);border-radius:3px;padding:0 3px"
-PRE_STYLE = "background:var(--jp-layout-color2, #eeeeee);border-radius:4px;padding:6px 8px;overflow-x:auto"
+# white-space/overflow-wrap: a code line keeps its shape and scrolls sideways (the transcript lets
+# long words break anywhere, and JupyterLab wraps <pre>: "argume" / "nt_one" split an identifier).
+# width:0 + min-width:100%: the block fills the column but adds nothing to its minimum width, so a
+# long line cannot widen the transcript under the views beside it.
+PRE_STYLE = ("background:var(--jp-layout-color2, #eeeeee);border-radius:4px;padding:6px 8px;overflow-x:auto;"
+             "white-space:pre;overflow-wrap:normal;word-break:normal;box-sizing:border-box;width:0;min-width:100%")
 
 
 def _build_markdown() -> MarkdownIt:

@@ -25,7 +25,8 @@ XSS_REPLY = (
     '<svg onload="window.__nora_pwned=5"></svg>'
 )
 FIRST_REPLY = "Hello **Ada**, welcome to the bookshop!"
-LONG_WORD_REPLY = "A word with no space to break at: " + "z" * 3000
+LONG_WORD_REPLY = ("A word with no space to break at: " + "z" * 3000 + "\n\nAnd code:\n\n```\n"
+                   + "def f(" + ", ".join(f"argument_{i}" for i in range(30)) + "):\n    pass\n```")
 
 SETUP_CELL = f"""\
 from nora_widgets import ChatPanel, ScriptedClient
@@ -143,6 +144,15 @@ def test_panel_in_jupyterlab(lab, browser_page):
                 column: t.closest('.widget-vbox').getBoundingClientRect().width};
     }""")
     assert widths["transcript"] <= widths["column"] + 1, widths
+    # a long code line keeps its shape and scrolls sideways (it wrapped mid-identifier), and the
+    # inspector's tables scroll in boxes of their own (the panel grew by every message)
+    shape = page.evaluate("""() => {
+        const pre = [...document.querySelectorAll('.nora-panel .nora-transcript pre')].pop();
+        const lines = parseFloat(getComputedStyle(pre).lineHeight) || 16;
+        return {scrolls: pre.scrollWidth > pre.clientWidth + 1, lines: (pre.clientHeight - 12) / lines,
+                next_list: document.querySelector('.nora-panel .nora-next-send').getBoundingClientRect().height};
+    }""")
+    assert shape["scrolls"] and shape["lines"] < 2.6 and shape["next_list"] <= 361, shape
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel.png"))
@@ -158,6 +168,7 @@ def test_panel_in_jupyterlab(lab, browser_page):
         "persona": ".nora-panel .nora-transcript .nora-msg-system .nora-content > div",
         "header": ".nora-panel .nora-header span",
         "wire": ".nora-panel .nora-wire pre",
+        "cost chart": ".nora-panel svg text",  # a fixed light box stayed light in the dark theme
     })
     page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel-dark.png"))
     low = {name: ratio for name, ratio in contrast.items() if ratio is None or ratio < 4.5}
