@@ -159,6 +159,7 @@ class ChatPanel(widgets.VBox):
             self.prompt.on_msg(self._on_prompt_msg)
             self.prompt.observe(self._on_prompt_value, names="value")
         self._enter_pressed = False
+        self._refocus = False  # the turn came from Send / Enter: give the input its focus back after
         self._enter_timer: threading.Timer | None = None
         self._submit_lock = threading.Lock()
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
@@ -169,7 +170,7 @@ class ChatPanel(widgets.VBox):
         self.prompt.add_class("nora-prompt")
         self.send.add_class("nora-send")
         self.stop.add_class("nora-stop")
-        self.send.on_click(lambda _b: self.submit())
+        self.send.on_click(lambda _b: self._submit_typed())
         self.stop.on_click(lambda _b: self.cancel())
 
         # --- controls
@@ -316,7 +317,14 @@ class ChatPanel(widgets.VBox):
             self._enter_pressed = False
             if self._enter_timer is not None:
                 self._enter_timer.cancel()
-        self.submit()
+        self._submit_typed()
+
+    def _submit_typed(self) -> None:
+        """Send and Enter: after the turn the cursor goes back to the input (disabled while the
+        reply ran, it had lost the focus), so the next message can be typed at once."""
+        was, self._refocus = self._refocus, True  # set first: a fast reply may end before submit() returns
+        if not self.submit():  # nothing started (empty, or busy: the turn running keeps its own)
+            self._refocus = was
 
     def submit(self) -> bool:
         """Send what is in the input (what Send and Enter do). Returns False if nothing started."""
@@ -421,6 +429,9 @@ class ChatPanel(widgets.VBox):
                 self._show_error(str(result))
         self._set_busy(False)
         self.refresh()
+        if self._refocus:  # not after panel.ask() from a cell: that would pull the cursor out of it
+            self._refocus = False
+            self.prompt.focus()
 
     def cancel(self) -> None:
         """Stop the reply in progress; the turn is rolled back (what the Stop button does).

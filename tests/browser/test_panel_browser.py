@@ -100,6 +100,10 @@ def test_panel_in_jupyterlab(lab, browser_page):
     assert "welcome to the bookshop" in transcript.inner_text()
     page.wait_for_function("() => document.querySelector('.nora-panel .nora-prompt input').value === ''")
     assert rows_in_next_list(page) == 3  # the list grew by two
+    # the input was disabled while the reply ran and lost the focus: it gets it back, so the next
+    # message can be typed at once (typed keys went nowhere)
+    page.wait_for_function("() => document.activeElement === document.querySelector('.nora-panel .nora-prompt input')",
+                           timeout=5_000)
     assert page.locator(".nora-panel tr.nora-row-new").count() >= 2
 
     # 2. type and press Enter: the reply is an attack, shown as text
