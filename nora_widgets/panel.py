@@ -615,7 +615,7 @@ class ChatPanel(widgets.VBox):
 
         trim_label = ("amnesia" if keep == 0 else f"keep last {count_of(keep, 'turn')}" if keep else "trim off")
         self.gauge.update(next_call.total, context_window(client) if client is not None else None, whole.total,
-                          len(dropped_idx), dropped_tokens, whole.exact, trim_label, whole.method)
+                          len(dropped_idx), dropped_tokens, whole.exact, trim_label, whole.method, len(history))
 
         wire = last_wire or getattr(getattr(client, "wire", None), "last", None)
         if wire is None and last_sent is not None:

@@ -207,7 +207,8 @@ class GaugeView(widgets.VBox):
         self.update(0, None, 0, 0, 0, False, "")
 
     def update(self, used: int, window: int | None, total: int, dropped_messages: int, dropped_tokens: int,
-               exact: bool, trim_label: str, method: str = "") -> None:
+               exact: bool, trim_label: str, method: str = "", messages: int | None = None) -> None:
+        """messages: how many the list holds (0: there is no conversation yet to resend)."""
         self.used, self.window, self.total = used, window, total
         self.dropped_messages, self.dropped_tokens, self.exact = dropped_messages, dropped_tokens, exact
         how = "exact" if exact else "estimate"
@@ -227,6 +228,8 @@ class GaugeView(widgets.VBox):
         if dropped_messages:
             trim = (f"{escape(trim_label)}: leaves out {count_of(dropped_messages, 'older message')} "
                     f"({dropped_tokens:,} tokens) of {total:,}")
+        elif messages == 0:  # the tokens counted are the chat template's framing, not a conversation
+            trim = "the list is empty: only your new message is sent"
         else:
             trim = f"{escape(trim_label)}: nothing left out; the whole conversation ({total:,} tokens) is resent"
         self.body.value = _BODY.format(f"{bar}<div>{line}</div><div style='color:{MUTED}'>{trim}</div>{counted}")

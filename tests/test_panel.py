@@ -564,7 +564,7 @@ def test_stopping_only_the_side_by_side_call_is_not_an_error():
 
 def test_views_read_right_on_a_first_call_an_empty_list_and_a_dark_theme(tmp_path):
     client = ScriptedClient()
-    panel = ChatPanel(client, views=("inspector", "cost"))
+    panel = ChatPanel(client, views=("inspector", "cost", "gauge"))
     panel_send(panel, "hi")
     # call 1: the persona was new too; "only 6 of those were new: the rest is the same conversation
     # sent again" was wrong before anything had been sent
@@ -583,6 +583,9 @@ def test_views_read_right_on_a_first_call_an_empty_list_and_a_dark_theme(tmp_pat
     panel.load.click()
     panel.clear.click()  # no persona, no turns: "these 0 messages + your new one"
     assert "Next call will send only your new message (the list is empty)" in panel.inspector.next_html.value
+    # "the whole conversation (3 tokens) is resent", with no conversation at all
+    assert "the list is empty: only your new message is sent" in panel.gauge.body.value
+    assert "is resent" not in panel.gauge.body.value
 
 
 def test_views_toggle():
