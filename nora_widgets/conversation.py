@@ -327,8 +327,18 @@ def _call(client: Any, sent: list[Message], model: str, temperature: float, kwar
     try:
         return client.chat.completions.create(messages=sent, model=model, temperature=temperature, **kwargs)
     except Exception as exc:
+        _raise_if_not_a_client(exc, client)
         _raise_if_too_long(exc, sent)
         raise
+
+
+def _raise_if_not_a_client(exc: Exception, client: Any) -> None:
+    """An AttributeError because client has no .chat.completions.create (None, a list, the
+    response of an earlier call...) becomes one TypeError line that says what a client is."""
+    if isinstance(exc, AttributeError) and not callable(
+            getattr(getattr(getattr(client, "chat", None), "completions", None), "create", None)):
+        raise TypeError(f"the client must be an OpenAI-style client with .chat.completions.create(), not "
+                        f"{type(client).__name__} (make one with make_client())") from exc
 
 
 def _raise_if_too_long(exc: Exception, sent: list[Message]) -> None:
@@ -397,6 +407,7 @@ def run_turn(
                 response = client.chat.completions.create(messages=history, model=model or _default_model(client),
                                                           temperature=temperature, **kwargs)
             except Exception as exc:
+                _raise_if_not_a_client(exc, client)
                 _raise_if_too_long(exc, history)
                 raise
         else:
@@ -434,10 +445,18 @@ def stream_turn(
     stream fails, or the caller stops early (Ctrl-C, break, .close()), the history
     is rolled back to what it was: no half reply is ever kept.  on_sent as in
     run_turn: called after the last piece, once the reply is in history.
+    Bad input is refused when stream_turn is called, before any piece is asked for.
     Example: "".join(stream_turn(client, history, "hi")) == history[-1]["content"]
     """
     validate_history(history)
     validate_user_text(user_text)
+    return _stream_turn(client, history, user_text, model, temperature, keep_last_n_turns, on_sent, kwargs)
+
+
+def _stream_turn(client: Any, history: list[Message], user_text: str, model: str | None, temperature: float,
+                 keep_last_n_turns: int | None, on_sent: Callable[[list[Message]], None] | None,
+                 kwargs: dict) -> Iterator[str]:
+    """stream_turn's generator, once its input has been checked."""
     before = len(history)
     history.append({"role": "user", "content": user_text})
     pieces: list[str] = []

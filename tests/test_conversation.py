@@ -569,3 +569,30 @@ def test_trim_history_names_a_bad_item_in_one_line(bad, says):
     # it raised TypeError: string indices must be integers / KeyError: 'role'
     with pytest.raises(HistoryError, match=f"^{says}"):
         trim_history(bad, 1)
+
+
+def test_stream_turn_refuses_bad_input_when_called_not_when_first_read():
+    # a generator checked nothing until the caller started reading it
+    client = ScriptedClient(["a b"])
+    with pytest.raises(HistoryError, match="^the conversation must be a list of messages, not str"):
+        stream_turn(client, "not a list", "hi")
+    with pytest.raises(EmptyMessageError):
+        stream_turn(client, new_history(), "   ")
+    assert client.calls == []
+    history = new_history()
+    pieces = stream_turn(client, history, "go")
+    assert history == new_history() and client.calls == []  # nothing sent before the first piece is asked for
+    assert "".join(pieces) == "a b" and len(history) == 3
+
+
+@pytest.mark.parametrize("not_a_client", [None, [], "sk-not-a-client"])
+def test_something_that_is_not_a_client_is_named_in_one_line(not_a_client):
+    # run_turn(None, ...) said "'NoneType' object has no attribute 'chat'"
+    history = new_history()
+    with pytest.raises(TypeError, match=r"^the client must be an OpenAI-style client with "
+                                        r"\.chat\.completions\.create\(\), not \w+ \(make one with make_client\(\)\)$"):
+        run_turn(not_a_client, history, "hi")
+    assert history == new_history()
+    result = safe_run_turn(not_a_client, history, "hi", keep_last_n_turns=2)
+    assert str(result).startswith("(error talking to the model: the client must be an OpenAI-style client")
+    assert history == new_history()
