@@ -86,15 +86,15 @@ def bad_messages(request: dict) -> dict | None:
     Example: bad_messages({"messages": 5})["error"]["param"] -> 'messages'
     """
     messages = request.get("messages")
-    if isinstance(messages, list) and messages and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                                                       for m in messages):
-        return None
     if not isinstance(messages, list):
-        got = "missing" if messages is None else f"{_JSON_KINDS.get(type(messages), 'an object')}"
+        got = "missing" if messages is None else _JSON_KINDS.get(type(messages), "an object")
     elif not messages:
         got = "an empty list"
     else:
-        i = next(i for i, m in enumerate(messages) if not (isinstance(m, dict) and isinstance(m.get("role"), str)))
+        i = next((i for i, m in enumerate(messages) if not (isinstance(m, dict) and isinstance(m.get("role"), str))),
+                 None)
+        if i is None:
+            return None
         got = f"item {i} has no \"role\"" if isinstance(messages[i], dict) else \
             f"item {i} is {_JSON_KINDS.get(type(messages[i]), 'not an object')}"
     message = (f"'messages' must be a non-empty list of objects like {{\"role\": \"user\", \"content\": \"Hi\"}} "
@@ -127,11 +127,8 @@ def _messages_to_check(request: dict) -> tuple[list[dict], int | None] | None:
     the server then decides, as before."""
     if request.get("stream") is not True or _PROMPT_CHANGERS & set(request):
         return None
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return None
     plain = []
-    for message in messages:
+    for message in request["messages"]:  # a non-empty list: bad_messages() has checked it
         if (not isinstance(message, dict) or message.get("role") not in _PLAIN_ROLES
                 or not isinstance(message.get("content"), str) or set(message) - {"role", "content", "name"}):
             return None

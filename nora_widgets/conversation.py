@@ -322,14 +322,19 @@ def _earlier_turns(sent: list[Message]) -> int:
 
 
 def _call(client: Any, sent: list[Message], model: str, temperature: float, kwargs: dict) -> Any:
-    """client.chat.completions.create, with one better message when the window overflows and
-    no earlier turn was sent (see _raise_if_too_long)."""
+    """client.chat.completions.create, with clearer errors where there are some (_raise_clearer)."""
     try:
         return client.chat.completions.create(messages=sent, model=model, temperature=temperature, **kwargs)
     except Exception as exc:
-        _raise_if_not_a_client(exc, client)
-        _raise_if_too_long(exc, sent)
+        _raise_clearer(exc, client, sent)
         raise
+
+
+def _raise_clearer(exc: Exception, client: Any, sent: list[Message]) -> None:
+    """The cold path of a failed create(): raise a clearer error when there is one to say
+    (not a client, the message alone too long); otherwise return, and the caller re-raises."""
+    _raise_if_not_a_client(exc, client)
+    _raise_if_too_long(exc, sent)
 
 
 def _raise_if_not_a_client(exc: Exception, client: Any) -> None:
@@ -407,8 +412,7 @@ def run_turn(
                 response = client.chat.completions.create(messages=history, model=model or _default_model(client),
                                                           temperature=temperature, **kwargs)
             except Exception as exc:
-                _raise_if_not_a_client(exc, client)
-                _raise_if_too_long(exc, history)
+                _raise_clearer(exc, client, history)
                 raise
         else:
             response, sent = _send(client, history, keep_last_n_turns, model or _default_model(client), temperature,

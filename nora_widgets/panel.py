@@ -394,10 +394,7 @@ class ChatPanel(widgets.VBox):
     def _show_kept(self) -> None:
         """Side by side: the turn with memory is in the history; draw it as done (transcript,
         header, views) and say what the panel is still waiting for."""
-        with self._lock:
-            history = list(self.history)
-        self.transcript.value = v.transcript_html(history)
-        self.live.value = ""
+        self._draw_history()
         self.prompt.value = ""
         self.refresh()
         self.status.value = ('<span style="color:#888">reply kept; now the same question without memory '
@@ -409,14 +406,18 @@ class ChatPanel(widgets.VBox):
         if late is not None:  # the turn itself is done and kept; say what went wrong after it
             self._show_error(f"(the reply was kept, but a view failed: {late.message})")
 
-    def _finish(self, result: TurnResult | None) -> None:
-        self.last_result = result
+    def _draw_history(self) -> None:
+        """The transcript from the history, and the live area emptied.  The reply goes into the
+        transcript first, then leaves the live area: cleared first, it would vanish from the
+        screen while refresh() recounts tokens."""
         with self._lock:
             history = list(self.history)
-        # the reply goes into the transcript first, then leaves the live area: cleared
-        # first, it would vanish from the screen while refresh() below recounts tokens
         self.transcript.value = v.transcript_html(history)
         self.live.value = ""
+
+    def _finish(self, result: TurnResult | None) -> None:
+        self.last_result = result
+        self._draw_history()
         if result is not None and result.ok:
             self.prompt.value = ""  # sent: clear the input
             self._show_error("")

@@ -92,19 +92,14 @@ def _say(text: str, stream=None) -> None:
 
 
 def _usage_problem(port: int, n_ctx: int) -> str | None:
-    """None when the command line and settings are usable, else one line saying what is wrong.
+    """None when the command line is usable, else one line saying what is wrong.
     Example: _usage_problem(70000, 2048) -> '--port must be from 1 to 65535 (got 70000)'"""
-    from .errors import NoraError
-    from .local import MIN_N_CTX, _default_threads
+    from .local import MIN_N_CTX
 
     if not 0 < port < 65536:
         return f"--port must be from 1 to 65535 (got {port})"
     if n_ctx < MIN_N_CTX:
         return f"--n-ctx must be at least {MIN_N_CTX} tokens (got {n_ctx})"
-    try:
-        _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
-    except NoraError as exc:
-        return str(exc)
     return None
 
 
@@ -118,12 +113,16 @@ def run(args: argparse.Namespace) -> int:
 
     host, port, n_ctx = args.host, args.port, args.n_ctx
     problem = _usage_problem(port, n_ctx)
+    if problem is None:
+        try:
+            threads = _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
+        except NoraError as exc:
+            problem = str(exc)
     if problem:
         _say(f"nora: error: {problem}", sys.stderr)  # the line and status `nora ask` gives for a bad flag
         return 2
     try:
         path = find_model_path(getattr(args, "model_path", None), given_as="--model-path")
-        threads = _default_threads()
         import uvicorn
         from llama_cpp.server.app import create_app
         from llama_cpp.server.settings import ModelSettings, ServerSettings
