@@ -50,6 +50,7 @@ __all__ = ["main", "build_parser", "ChatSession"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
+NOTHING_TO_ASK = "nothing to ask: give a question, or pipe one in (- stands for stdin)"
 
 HELP_TEXT = """\
 commands:
@@ -408,14 +409,25 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return chat_loop(session, interactive)
 
 
+def _question(words: list[str]) -> str:
+    """The question from the command line: its words joined by spaces, each - replaced by stdin.
+
+    With no words at all, a piped stdin is the question (`git log -1 | nora ask`); a keyboard is
+    not read (that would wait silently).
+    Example: ["Summarise:", "-"] with "a diff" piped in -> "Summarise: a diff"
+    """
+    if not words and not sys.stdin.isatty():
+        words = ["-"]
+    piped = sys.stdin.read().strip() if "-" in words else ""
+    question = " ".join(piped if word == "-" else word for word in words).strip()
+    if not question:
+        raise UsageError(NOTHING_TO_ASK)
+    return question
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     _settings(args)
-    if args.question == ["-"]:
-        question = sys.stdin.read()
-    else:
-        question = " ".join(args.question)
-    if not question.strip():
-        raise UsageError("nothing to ask: give a question, or - to read it from stdin")
+    question = _question(args.question)
     client = _client(args)
     history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
@@ -423,7 +435,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     note = model_note(client, args.model)
     if note:  # on stderr: the answer alone goes to stdout
         session.warn(f"({note})")
-    if session.send(question.strip()):
+    if session.send(question):
         return EXIT_OK
     return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
 
@@ -481,7 +493,7 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
     chat.set_defaults(func=cmd_chat)
 
     ask = sub.add_parser("ask", help="one question, one answer on stdout")
-    ask.add_argument("question", nargs="*", help="the question (or - to read it from stdin)")
+    ask.add_argument("question", nargs="*", help="the question; - stands for stdin (read too when no question is given and stdin is a pipe)")
     _add_model_options(ask)
     ask.set_defaults(func=cmd_ask)
 

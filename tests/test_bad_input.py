@@ -70,10 +70,10 @@ def test_cli_skips_blank_lines_and_refuses_an_empty_question(stub_server):
     result = nora(stub_server, "chat", stdin="\n   \n\t\nhi\n")
     assert (result.returncode, result.stderr) == (0, "")
     assert [r.messages for r in stub_server.chat_requests] == [[SYSTEM, user("hi")]]
-    for args, stdin in ((["ask", "-"], "  \n\t\n"), (["ask", "", " "], "")):
+    for args, stdin in ((["ask", "-"], "  \n\t\n"), (["ask", "", " "], ""), (["ask"], "\n")):
         result = nora(stub_server, *args, stdin=stdin)
         assert (result.returncode, result.stdout) == (2, "")
-        assert result.stderr == "nora: error: nothing to ask: give a question, or - to read it from stdin\n"
+        assert result.stderr == "nora: error: nothing to ask: give a question, or pipe one in (- stands for stdin)\n"
     assert len(stub_server.chat_requests) == 1
 
 

@@ -430,6 +430,29 @@ def test_ask_reads_the_question_from_stdin(keyed_stub):
     assert body["messages"][0] == {"role": "system", "content": "Be brief."} and "stream" not in body
 
 
+def test_ask_reads_a_piped_question_when_given_none_and_puts_stdin_where_the_dash_is(keyed_stub):
+    piped = nora("ask", *FAST, "--no-stream", stdin="Is it in stock?\n", stub=keyed_stub)
+    around = nora("ask", *FAST, "--no-stream", "Summarise:", "-", "(briefly)", stdin="  a long note\n\n",
+                  stub=keyed_stub)
+    assert (piped.returncode, around.returncode, piped.stderr + around.stderr) == (0, 0, "")
+    assert [r.messages[-1] for r in keyed_stub.chat_requests] == [user("Is it in stock?"),
+                                                                  user("Summarise: a long note (briefly)")]
+
+
+def test_ask_with_no_question_at_a_keyboard_says_so_instead_of_waiting(tmp_path):
+    pty = pytest.importorskip("pty")
+    master, slave = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "ask", "--backend", "scripted"],
+                                stdin=slave, capture_output=True, text=True, timeout=30, env=nora_env(None),
+                                cwd=tmp_path)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "nora: error: nothing to ask: give a question, or pipe one in (- stands for stdin)\n"
+
+
 @pytest.mark.parametrize("behaviour,words", [
     (server_error(), "the server had an internal error"),
     (error(400, f"Bad request from key {KEY}", "invalid_request_error"), "Bad request from key *** (HTTP 400)"),
@@ -503,7 +526,8 @@ def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int
     (["chat", "--backend", "nope"], "nora chat: error: argument --backend: invalid choice: 'nope' "),
     (["chat", "--timeout", "soon"], "nora chat: error: argument --timeout: invalid float value: 'soon' "
                                     "(see nora chat --help)"),
-    (["ask", "--backend", "scripted"], "nora: error: nothing to ask: give a question, or - to read it from stdin"),
+    (["ask", "--backend", "scripted", " ", ""], "nora: error: nothing to ask: give a question, or pipe one in "
+                                                "(- stands for stdin)"),  # blank words: stdin is not read
     (["bogus"], "nora: error: argument "),
     (["ask", "--keep-turns", "2", "hi"], "nora ask: error: unrecognized arguments: --keep-turns "
                                          "(see nora ask --help)"),  # the command whose --help lists its flags
