@@ -73,17 +73,29 @@ def new_history(system_prompt: str | None = SYSTEM_PROMPT) -> list[Message]:
 
     Example: new_history("Be brief.") -> [{'role': 'system', 'content': 'Be brief.'}]; new_history("  ") -> []
     """
-    return [{"role": "system", "content": system_prompt}] if system_prompt and system_prompt.strip() else []
+    return [{"role": "system", "content": system_prompt}] if _persona_text(system_prompt) else []
 
 
-def set_persona(history: list[Message], text: str) -> None:
+def _persona_text(text: Any) -> str | None:
+    """text if it is a persona, None for None or blank text; anything else is refused in one line."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise HistoryError(f"the persona must be text (or None for none), not {type(text).__name__}")
+    return text if text.strip() else None
+
+
+def set_persona(history: list[Message], text: str | None) -> None:
     """Make text the persona, in place: the leading system message is replaced by a new dict
-    (copies taken earlier keep the old one), or one is inserted; blank text removes it.
+    (copies taken earlier keep the old one), or one is inserted; blank text or None removes it.
 
     Example: set_persona(h, "Be brief.") -> h[0] == {"role": "system", "content": "Be brief."}
     """
-    has_persona = bool(history) and history[0]["role"] == "system"
-    if text.strip():
+    if not isinstance(history, list):
+        raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
+    text = _persona_text(text)
+    has_persona = bool(history) and isinstance(history[0], dict) and history[0].get("role") == "system"
+    if text is not None:
         persona = {"role": "system", "content": text}
         if has_persona:
             history[0] = persona

@@ -220,6 +220,12 @@ class LocalClient:
                  reuse_prefix: bool | None = None, responses: str = "openai") -> None:
         if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < MIN_N_CTX:
             raise NoraError(f"n_ctx must be a whole number of tokens, at least {MIN_N_CTX} (got {n_ctx!r})")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise NoraError(f"seed must be a whole number, or None for a random one (got {seed!r})")
+        if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1):
+            raise NoraError(f"n_threads must be a whole number, at least 1, or None for the default (got {n_threads!r})")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+            raise NoraError(f"timeout must be a finite number of seconds, more than 0 (got {timeout!r})")
         if reuse_prefix is not None and not isinstance(reuse_prefix, bool):
             raise NoraError(f"reuse_prefix must be None, True or False (got {reuse_prefix!r})")
         if not isinstance(responses, str) or responses not in RESPONSES:

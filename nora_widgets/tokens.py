@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .errors import HistoryError
+
 __all__ = ["TokenCount", "count_tokens", "message_tokens", "token_counter", "context_window", "rough_tokens"]
 
 REMOTE_FRAMING_PER_MESSAGE = 3   # <|start|>{role}<|message|>...<|end|>: OpenAI cookbook's count
@@ -214,7 +216,9 @@ def _per_message(counter: Any, messages: list[dict]) -> list[int]:
     except (KeyError, TypeError):  # some message is new (or has unhashable content parts)
         pass
     counts = []
-    for message in messages:
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
         role, content = message.get("role"), message.get("content")
         known = by_role.setdefault(role, {})
         try:
@@ -241,6 +245,8 @@ def count_tokens(messages: list[dict], client: Any = None, model: str | None = N
     Neither -> the model make_client() would pick: the local one when no key or base URL is set.
     Example: count_tokens([{"role": "user", "content": "Hello"}], LocalClient()).total -> 31 (the template adds its default system message)
     """
+    if not isinstance(messages, (list, tuple)):
+        raise HistoryError(f"count_tokens needs a list of messages, not {type(messages).__name__}")
     counter = _counter(client, model)
     per = _per_message(counter, messages)
     total = counter.total(messages, per)
@@ -254,6 +260,8 @@ def message_tokens(message: dict, client: Any = None, model: str | None = None) 
     To count many messages for one client, token_counter(client) is faster.
     Example: message_tokens({"role": "user", "content": "Hello"}, LocalClient()) -> 6
     """
+    if not isinstance(message, dict):
+        raise HistoryError(f"message_tokens needs one message dict, not {type(message).__name__}")
     return _per_message(_counter(client, model), [message])[0]
 
 

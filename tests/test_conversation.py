@@ -558,6 +558,19 @@ def test_set_persona_replaces_inserts_and_removes_the_leading_system_message():
     assert history == [{"role": "user", "content": "hi"}]
     set_persona(history, "again")
     assert [m["role"] for m in history] == ["system", "user"]
+    set_persona(history, None)  # as new_history(None): no persona
+    assert history == [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: set_persona([], 5), "the persona must be text (or None for none), not int"),
+    (lambda: set_persona("a list?", "Be brief."), "the conversation must be a list of messages, not str"),
+    (lambda: new_history(["Be brief."]), "the persona must be text (or None for none), not list"),
+])
+def test_a_persona_that_is_not_text_is_one_line(call, says):
+    # were AttributeError: 'int' object has no attribute 'strip' / TypeError: string indices must be integers
+    with pytest.raises(HistoryError, match=f"^{says}$".replace("(", r"\(").replace(")", r"\)")):
+        call()
 
 
 @pytest.mark.parametrize("bad, says", [

@@ -6,6 +6,7 @@ are kept short (max_tokens 8-32) so the whole file takes seconds, not minutes.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -106,6 +107,12 @@ def test_model_name_drops_the_quantization_suffix(name, expected):
 def test_settings_are_checked_before_anything_loads():
     with pytest.raises(NoraError, match="n_ctx must be a whole number of tokens, at least 64"):
         LocalClient(n_ctx=10)
+    # these three failed only at the first call, in Python's words ("can only concatenate str", ...)
+    for settings, says in (({"seed": "x"}, "seed must be a whole number, or None for a random one (got 'x')"),
+                           ({"n_threads": 0}, "n_threads must be a whole number, at least 1, or None"),
+                           ({"timeout": None}, "timeout must be a finite number of seconds, more than 0 (got None)")):
+        with pytest.raises(NoraError, match=f"^{re.escape(says)}"):
+            LocalClient(**settings)
 
 
 # --------------------------------------------------------------------------- #

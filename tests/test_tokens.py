@@ -3,6 +3,7 @@ estimates for remote models (checked against tiktoken itself, offline), cached p
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -213,3 +214,18 @@ def test_per_message_counts_plus_overhead_always_equal_the_whole_prompt(messages
     client = local_client()
     count = count_tokens(messages, client)
     assert count.total == sum(count.per_message) + count.overhead == len(client.prompt_tokens(messages))
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: count_tokens("hi"), "count_tokens needs a list of messages, not str"),
+    (lambda: count_tokens(None), "count_tokens needs a list of messages, not NoneType"),
+    (lambda: count_tokens([{"role": "user", "content": "hi"}, "hi"]),
+     "message 1: must be a dict with 'role' and 'content', not str"),
+    (lambda: message_tokens("hi"), "message_tokens needs one message dict, not str"),
+])
+def test_counting_something_that_is_not_messages_is_one_line(call, says):
+    # were AttributeError: 'str' object has no attribute 'get' / TypeError: 'NoneType' object is not iterable
+    from nora_widgets.errors import HistoryError
+
+    with pytest.raises(HistoryError, match=f"^{re.escape(says)}$"):
+        call()
