@@ -131,7 +131,8 @@ class ChatSession:
     def __init__(self, client: Any, history: list[dict], *, model: str | None = None,
                  temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
                  max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
-                 prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None) -> None:
+                 prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
+                 url_named: str = "OPENAI_BASE_URL") -> None:
         self.client = client
         self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.model = model
@@ -144,6 +145,7 @@ class ChatSession:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.last_failure: str | None = None  # kind of the last failed turn ("timeout", "cancelled", ...)
+        self.url_named = url_named  # where the server's URL came from, as failures' advice names it
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -188,7 +190,10 @@ class ChatSession:
         if started:  # part of a reply is on screen but not in the history: say so
             _write(self.out, " [reply dropped]\n")
         self.last_failure = result.failure.kind if result is not None and result.failure else "cancelled"
-        self.warn(str(result) if result is not None else "(cancelled: the turn was rolled back)")
+        if result is None:
+            self.warn("(cancelled: the turn was rolled back)")
+        else:
+            self.warn(result.failure.with_url_named(self.url_named).line() if result.failure else str(result))
         return False
 
     def _autosave(self) -> None:
@@ -376,6 +381,11 @@ def _client(args: argparse.Namespace) -> Any:
     return wrap(client) if wrap is not None else client
 
 
+def _url_named(args: argparse.Namespace) -> str:
+    """How failures' advice names the server's URL: the flag when it was given, else the variable."""
+    return "--base-url" if args.base_url else "OPENAI_BASE_URL"
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     _settings(args)
     history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
@@ -398,7 +408,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             pass
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
-                          save_path=args.save)
+                          save_path=args.save, url_named=_url_named(args))
     session.say(f"Nora chat: {describe_client(client)}")
     note = model_note(client, args.model)
     if note:
@@ -431,7 +441,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     client = _client(args)
     history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
-                          max_tokens=args.max_tokens, stream=not args.no_stream, prefix="")
+                          max_tokens=args.max_tokens, stream=not args.no_stream, prefix="",
+                          url_named=_url_named(args))
     note = model_note(client, args.model)
     if note:  # on stderr: the answer alone goes to stdout
         session.warn(f"({note})")

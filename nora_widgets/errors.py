@@ -125,6 +125,13 @@ class Failure:
         (only for the context-window failure whose hint is TRIM_HINT; any other comes back as it is)"""
         return replace(self, hint=trim) if self.hint == TRIM_HINT else self
 
+    def with_url_named(self, name: str) -> "Failure":
+        """This failure with "OPENAI_BASE_URL" in its advice replaced by where the URL really came from.
+        Example: f.with_url_named("--base-url").hint -> "check --base-url and your network"
+        """
+        return replace(self, message=self.message.replace("OPENAI_BASE_URL", name),
+                       hint=self.hint.replace("OPENAI_BASE_URL", name) if self.hint else self.hint)
+
     def line(self) -> str:
         """The one-line form shown to people: '(error talking to the model: ...)'."""
         text = self.message

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import signal
+import socket
 import shlex
 import subprocess
 import sys
@@ -164,6 +165,18 @@ def test_every_fault_is_one_line_and_rolled_back(keyed_stub, tmp_path, stream):
     assert good == [history[:k] for k in range(2, len(history) + 1, 2)]  # no dangling user turn, ever
     assert json.loads(saved.read_text())["messages"] == history
     assert_no_key(result.stdout, saved.read_text())
+
+
+def test_the_advice_names_where_the_url_came_from(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    args = ("ask", "--model", "m", "--max-retries", "0", "hi")
+    flag = helpers.run_nora(*args[:-1], "--base-url", url, "hi", env=nora_env(), cwd=tmp_path)
+    variable = helpers.run_nora(*args, env=nora_env(OPENAI_BASE_URL=url), cwd=tmp_path)
+    assert (flag.returncode, variable.returncode) == (1, 1)
+    assert flag.stderr == "(error talking to the model: could not reach the server - check --base-url and your network)\n"
+    assert variable.stderr == flag.stderr.replace("--base-url", "OPENAI_BASE_URL")
 
 
 def test_retries_follow_the_setting(keyed_stub):
