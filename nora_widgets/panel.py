@@ -200,12 +200,16 @@ class ChatPanel(widgets.VBox):
                                  style={"description_width": "30px"}, layout=widgets.Layout(width="260px"))
         self.save = widgets.Button(description="Save", icon="save", layout=widgets.Layout(width="80px"))
         self.load = widgets.Button(description="Load", icon="folder-open", layout=widgets.Layout(width="80px"))
+        self.file_note = widgets.HTML()  # what Save / Load did, beside them (the chat's status is far up)
+        self.file_note.add_class("nora-file-note")
         self.clear.on_click(lambda _b: self.clear_history())
         self.save.on_click(lambda _b: self.save_to())
         self.load.on_click(lambda _b: self.load_from())
         for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
             control.observe(lambda _change: self.refresh(), names="value")
         self.persona.observe(self._on_persona, names="value")
+        self.amnesia.observe(lambda change: self._mark_amnesia(change["new"]), names="value")
+        self._mark_amnesia(self.amnesia.value)
 
         # --- the views, each behind a toggle button
         self.inspector = v.InspectorView()
@@ -236,7 +240,7 @@ class ChatPanel(widgets.VBox):
             widgets.HBox([self.amnesia, self.trim, self.keep_n, self.temperature, self.model],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.persona,
-            widgets.HBox([self.clear, self.path, self.save, self.load],
+            widgets.HBox([self.clear, self.path, self.save, self.load, self.file_note],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
         ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
         super().__init__(
@@ -472,12 +476,18 @@ class ChatPanel(widgets.VBox):
         self.stop.disabled = not live
         self.stop.button_style = "warning" if live else ""
 
+    def _mark_amnesia(self, on: bool) -> None:
+        """Amnesia on is a mode that changes every call: it shows as plainly as Stop does."""
+        self.amnesia.button_style = "danger" if on else ""
+
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
         for control in (self.prompt, self.send, self.clear, self.load):
             control.disabled = busy
         self._live_stop(busy)
         self.status.value = '<span style="color:#888">replying\u2026</span>' if busy else ""
+        if busy:
+            self._note_file("")  # "saved 5 messages" no longer describes the conversation
 
     # ------------------------------------------------------------------ #
     # persona, clear, save, load
@@ -508,24 +518,23 @@ class ChatPanel(widgets.VBox):
             self._forget_calls()
         self.cost.reset()
         self._show_error("")
+        self._note_file("")
         self.refresh()
 
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""
         path = path or self.path.value.strip()
         if not path:  # an empty box would mean "save as '.'": say what is missing instead
-            self._show_error("not saved: type a file name in the file box")
+            self._note_file("not saved: type a file name in the file box", ok=False)
             return
         try:
             saved = save_transcript(path, self.history,
                                     model=model_used(self._client, self.model_name),
                                     temperature=float(self.temperature.value))
         except (NoraError, OSError) as exc:  # OSError: e.g. a read-only folder; the old file is untouched
-            self._show_error(f"not saved: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc))
+            self._note_file(f"not saved: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc), ok=False)
             return
-        self._show_error("")
-        saved_what = count_of(len(self.history), "message")
-        self.status.value = f'<span style="color:#2e8b57">saved {saved_what} to {escape(saved)}</span>'
+        self._note_file(f"saved {count_of(len(self.history), 'message')} to {saved}")
 
     def load_from(self, path: str | None = None) -> None:
         """Replace the conversation with a transcript file; on any problem, change nothing."""
@@ -533,12 +542,12 @@ class ChatPanel(widgets.VBox):
             return
         path = path or self.path.value.strip()
         if not path:
-            self._show_error("cannot load: type a file name in the file box")
+            self._note_file("cannot load: type a file name in the file box", ok=False)
             return
         try:
             messages, _meta = load_transcript(path)  # "~/chat.json" works: transcript.py reads ~ as home
         except NoraError as exc:
-            self._show_error(str(exc))
+            self._note_file(str(exc), ok=False)
             return
         with self._lock:
             self.history[:] = messages
@@ -549,9 +558,8 @@ class ChatPanel(widgets.VBox):
             self.persona.value = self._system_text()
         finally:
             self._loading = False
-        self._show_error("")
-        loaded = count_of(len(messages), "message")
-        self.status.value = f'<span style="color:#2e8b57">loaded {loaded} from {escape(path)}</span>'
+        self._show_error("")  # the old conversation's failure is gone with it
+        self._note_file(f"loaded {count_of(len(messages), 'message')} from {path}")
         self.refresh()
 
     # ------------------------------------------------------------------ #
@@ -568,8 +576,19 @@ class ChatPanel(widgets.VBox):
         self.error.value = (f'<div class="nora-error" style="color:#c0392b;font-weight:600;line-height:1.4">{escape(text)}</div>'
                             if text else "")
 
+    def _note_file(self, text: str, ok: bool = True) -> None:
+        """A line beside Save / Load: green for done, red for refused (the conversation is untouched)."""
+        self._file_plain = text
+        colour = "#2e8b57" if ok else "#c0392b"
+        self.file_note.value = f'<span style="color:{colour};line-height:1.4">{escape(text)}</span>' if text else ""
+
+    @property
+    def _file_text(self) -> str:
+        return getattr(self, "_file_plain", "")
+
     def _show_view(self, name: str, visible: bool) -> None:
         self.views[name].layout.display = "" if visible else "none"
+        self.toggles[name].icon = "check" if visible else ""  # the pressed shade alone is faint in both themes
 
     def _record_cost(self, sent: list[dict], client: Any, model: str | None) -> None:
         counted = _count(sent, client, model)

@@ -323,7 +323,7 @@ def test_save_clear_and_load_use_the_cli_transcript_format(tmp_path):
     panel.save.click()
     messages, meta = load_transcript(path)
     assert messages == panel.history and meta["temperature"] == 0.7
-    assert "saved 5 messages" in panel.status.value
+    assert panel._file_text == f"saved 5 messages to {path}" and panel.status.value == ""
     saved = list(panel.history)
     panel.clear.click()
     assert panel.history == [{"role": "system", "content": SYSTEM_PROMPT}]
@@ -335,10 +335,13 @@ def test_save_clear_and_load_use_the_cli_transcript_format(tmp_path):
     panel.path.value = str(tmp_path / "bad.json")
     panel.load.click()
     assert panel.history == saved
-    assert "cannot load" in panel.error.value and "role must be one of" in panel.error.value
+    assert "cannot load" in panel.file_note.value and "role must be one of" in panel.file_note.value
+    assert panel.error.value == ""  # the note is beside Load; the chat's error line is for turns
     panel.path.value = str(tmp_path / "no-such-folder" / "x.json")
     panel.save.click()
-    assert "not saved" in panel.error.value
+    assert panel._file_text.startswith("not saved") and "#c0392b" in panel.file_note.value
+    panel_send(panel, "And in paperback?")  # a new turn: the old note no longer describes the conversation
+    assert panel.file_note.value == ""
 
 
 @pytest.mark.parametrize("name, says", [
@@ -352,14 +355,13 @@ def test_saving_to_no_name_or_a_folder_is_one_plain_line(tmp_path, monkeypatch, 
     panel_send(panel, "hi")
     panel.path.value = str(tmp_path / "first.json")
     panel.save.click()
-    assert "saved 3 messages" in panel.status.value
+    assert panel._file_text.startswith("saved 3 messages")
     panel.path.value = name.format(folder=tmp_path)
     panel.save.click()
-    assert panel._error_text == says.format(folder=tmp_path)
-    assert panel.status.value == ""  # the earlier "saved ..." does not stay beside the error
+    assert panel._file_text == says.format(folder=tmp_path)  # and the earlier "saved ..." is gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["first.json"]  # no temp file left behind
     panel.load.click()
-    assert panel._error_text.startswith("cannot load") and len(panel.history) == 3
+    assert panel._file_text.startswith("cannot load") and len(panel.history) == 3
 
 
 def test_save_and_load_read_a_tilde_as_the_home_folder(tmp_path, monkeypatch):
@@ -368,10 +370,10 @@ def test_save_and_load_read_a_tilde_as_the_home_folder(tmp_path, monkeypatch):
     panel_send(panel, "hi")
     panel.path.value = "~/chat.json"
     panel.save.click()
-    assert panel._error_text == "" and load_transcript(tmp_path / "chat.json")[0] == panel.history
+    assert panel._file_text.startswith("saved 3 messages to ") and load_transcript(tmp_path / "chat.json")[0] == panel.history
     panel.clear.click()
     panel.load.click()
-    assert panel._error_text == "" and len(panel.history) == 3
+    assert panel._file_text == "loaded 3 messages from ~/chat.json" and len(panel.history) == 3
 
 
 def test_a_loaded_transcript_keeps_the_history_object():
@@ -493,11 +495,11 @@ def test_loading_a_transcript_forgets_the_side_by_side_error(tmp_path):
                             {"role": "assistant", "content": "Hello."}])
     panel.path.value = str(saved)
     panel.load.click()
-    assert panel.status.value.endswith(f"loaded 3 messages from {saved}</span>")
+    assert panel._file_text == f"loaded 3 messages from {saved}"
     assert len(panel.twin_history) == 1 and panel.compare.error.value == ""
     save_transcript(saved, [{"role": "user", "content": "hi"}])
     panel.load.click()
-    assert "loaded 1 message from" in panel.status.value
+    assert panel._file_text.startswith("loaded 1 message from")
 
 
 class GatedTwin:
@@ -595,6 +597,12 @@ def test_views_toggle():
     panel.toggles["wire"].value = True
     panel.toggles["inspector"].value = False
     assert panel.inspector.layout.display == "none" and panel.wire_view.layout.display == ""
+    # which views are on shows as a check mark, not only as the toggle's faint pressed shade
+    assert {name for name, toggle in panel.toggles.items() if toggle.icon == "check"} == {"wire"}
+    assert panel.amnesia.button_style == ""
+    panel.amnesia.value = True
+    assert panel.amnesia.button_style == "danger"
+    assert ChatPanel(ScriptedClient(), keep_last_n_turns=0).amnesia.button_style == "danger"
     with pytest.raises(ValueError, match="unknown view"):
         ChatPanel(ScriptedClient(), views=("nonsense",))
 

@@ -106,7 +106,7 @@ def run_panel_session(stub: StubServer, key: str, tmp_path: Path) -> dict[str, s
     assert panel.wire_view.data["headers"]["authorization"] == "Bearer ***"
     seen["panel wire"] = json.dumps(panel.wire_view.data) + panel.wire_view.body.value
     seen["panel widget state"] = json.dumps(widget_tree_states(panel), default=repr)
-    seen["panel header"] = panel.header.value + panel.status.value
+    seen["panel header"] = panel.header.value + panel.status.value + panel.file_note.value
     assert stub.chat_requests[-1].headers["authorization"] == f"Bearer {key}"  # it did go to the server
     return seen
 
