@@ -18,6 +18,7 @@ returns an object shaped like ``openai.types.chat.ChatCompletion`` (or, with
 
 from __future__ import annotations
 
+import re
 from operator import itemgetter
 from typing import Any, Callable, Iterator
 
@@ -346,7 +347,7 @@ def _raise_clearer(exc: Exception, client: Any, sent: list[Message]) -> None:
     """The cold path of a failed create(): raise a clearer error when there is one to say
     (not a client, the message alone too long); otherwise return, and the caller re-raises."""
     _raise_if_not_a_client(exc, client)
-    _raise_if_too_long(exc, sent)
+    _raise_if_too_long(exc, sent, client)
 
 
 def _raise_if_not_a_client(exc: Exception, client: Any) -> None:
@@ -358,20 +359,50 @@ def _raise_if_not_a_client(exc: Exception, client: Any) -> None:
                         f"{type(client).__name__} (make one with make_client())") from exc
 
 
-def _raise_if_too_long(exc: Exception, sent: list[Message]) -> None:
-    """If exc says the context window overflowed and sent held no earlier turn, trimming cannot
-    help: raise MessageTooLongError, which says the message itself is too long.  Otherwise return
-    (also when the messages fit and only the reply's max_tokens does not)."""
-    if _earlier_turns(sent) > 0 or describe_failure(exc).kind != "context_length" \
+def _raise_if_too_long(exc: Exception, sent: list[Message], client: Any = None) -> None:
+    """If exc says the context window overflowed and trimming cannot help (sent held no earlier
+    turn, or the persona and the new message alone are over the window), raise MessageTooLongError,
+    which says the message itself is too long.  Otherwise return (also when the messages fit and
+    only the reply's max_tokens does not)."""
+    if describe_failure(exc).kind != "context_length" \
             or getattr(exc, "reply_too_long", False) is True:  # a smaller max_tokens would fit
         return
-    limit = getattr(exc, "limit", None)
+    limit = _window_in(exc)
+    if _earlier_turns(sent) > 0 and not _alone_over(sent, limit, client):
+        return
     window = f" of {limit:,} tokens" if isinstance(limit, int) else ""
     persona = sum(len(m["content"]) for m in sent if m["role"] == "system")
     raise MessageTooLongError(
         f"your message does not fit the model's context window{window} even with no earlier turns sent "
         f"({len(sent[-1]['content']):,} characters, persona {persona:,})"
     ) from exc
+
+
+_WINDOW_SAID = re.compile(r"maximum context length is ([\d,]+) tokens")  # OpenAI's and vLLM's wording
+
+
+def _window_in(exc: Exception) -> int | None:
+    """The context window an overflow error names: ContextWindowError.limit, or the number in
+    the server's "maximum context length is 8192 tokens".  Example: that text -> 8192"""
+    limit = getattr(exc, "limit", None)
+    if isinstance(limit, int):
+        return limit
+    said = _WINDOW_SAID.search(str(exc))
+    return int(said.group(1).replace(",", "")) if said else None
+
+
+def _alone_over(sent: list[Message], limit: int | None, client: Any) -> bool:
+    """Whether the persona and the new message alone are over the window: trimming earlier turns
+    cannot help then.  Counted exactly for the embedded model; for a server the count is an
+    estimate, so it has to be over by a quarter before Nora says so (else the trim advice stays).
+    Example: a 1 MB paste into a 2,048-token window after ten turns -> True"""
+    if limit is None:
+        return False
+    from .tokens import count_tokens  # only on this cold path: a failed call
+
+    alone = [m for m in sent[:-1] if m["role"] == "system"] + [sent[-1]]
+    counted = count_tokens(alone, client)
+    return counted.total > (limit if counted.exact else limit * 1.25)
 
 
 def _not_a_completion(response: Any) -> BadResponseError:

@@ -96,8 +96,8 @@ def test_core_sends_a_megabyte_exactly_or_says_it_is_too_long(stub_server, strea
     stub_server.enqueue(context_length_exceeded())
     result = safe_run_turn(client, history, MEGABYTE, on_text=on_text)
     assert result.failure.kind == "too_long" and history == new_history()
-    assert str(result) == ("(error talking to the model: your message does not fit the model's context window even "
-                           "with no earlier turns sent (1,048,576 characters, persona 108) - shorten it (or the "
+    assert str(result) == ("(error talking to the model: your message does not fit the model's context window of "
+                           "2,048 tokens even with no earlier turns sent (1,048,576 characters, persona 108) - shorten it (or the "
                            "persona), or send it in parts)")
     result = safe_run_turn(client, history, MEGABYTE, on_text=on_text)  # a server with room takes it whole
     assert result.ok and history[1] == user(MEGABYTE)
@@ -107,14 +107,31 @@ def test_core_sends_a_megabyte_exactly_or_says_it_is_too_long(stub_server, strea
     assert result.failure.kind == "too_long" and len(history) == 3
 
 
+def test_a_paste_over_the_window_after_earlier_turns_says_the_message_is_too_long(stub_server):
+    # OpenAI's 400 names the window ("maximum context length is 2048 tokens"); the persona and the
+    # paste alone are counted (an estimate for a server: it must be over by a quarter): the line said
+    # "trim it", and after a trim the same paste failed again
+    client = client_for(stub_server)
+    history = new_history()
+    assert safe_run_turn(client, history, "hello").ok
+    before = list(history)
+    stub_server.enqueue(context_length_exceeded())
+    result = safe_run_turn(client, history, "Le Guin's novels, one by one. " * 400)  # ~2,800 tokens
+    assert history == before and result.failure.kind == "too_long"
+    assert "context window of 2,048 tokens even with no earlier turns sent" in str(result)
+    stub_server.enqueue(context_length_exceeded())  # alone it fits: trimming the earlier turns would help
+    result = safe_run_turn(client, history, "Le Guin's novels, one by one. " * 200)  # ~1,400 tokens
+    assert history == before and result.failure.kind == "context_length" and "trim it" in str(result)
+
+
 def test_cli_megabyte_paste_over_a_pipe(stub_server, tmp_path):
     saved = tmp_path / "big.json"
     stub_server.enqueue(context_length_exceeded())
     result = nora(stub_server, "chat", "--save", str(saved), stdin=f"{MEGABYTE}\nhello\n{MEGABYTE}\n")
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
-        "(error talking to the model: your message does not fit the model's context window even with no earlier "
-        "turns sent (1,048,576 characters, persona 108) - shorten it (or the persona), or send it in parts)"]
+        "(error talking to the model: your message does not fit the model's context window of 2,048 tokens even with "
+        "no earlier turns sent (1,048,576 characters, persona 108) - shorten it (or the persona), or send it in parts)"]
     out = result.stdout.splitlines()
     assert out[2:5] == [f"you: {MEGABYTE}", "you: hello", f"nora: {default_reply([SYSTEM, user('hello')])}"]
     assert stub_server.chat_requests[1].messages == [SYSTEM, user("hello")]  # the refused paste left no trace

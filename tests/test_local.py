@@ -289,6 +289,11 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     with pytest.raises(ContextWindowError):
         list(stream_turn(small, history, "And postcards?", max_tokens=16))
     assert history == before
+    # after earlier turns, a message that alone is over the window: trimming cannot help, so the line
+    # says so at once (it said "trim it", and after a trim the same message failed again)
+    result = safe_run_turn(small, history, long_text, max_tokens=16)
+    assert history == before and result.failure.kind == "too_long"
+    assert "does not fit the model's context window of 128 tokens even with no earlier turns sent" in str(result)
 
 
 @pytest.mark.model
