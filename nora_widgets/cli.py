@@ -42,6 +42,7 @@ from .conversation import (
     safe_run_turn,
     set_persona,
     trim_history,
+    undo_turn,
 )
 from .errors import NoraError, count_of, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
@@ -60,6 +61,8 @@ commands:
   /save [FILE]    save the whole conversation as JSON (default: the --save file)
   /load FILE      replace the conversation with a saved one
   /clear          forget the conversation, keep the persona
+  /undo           take back your last message and its reply (the next call will not send them)
+  /retry          ask for your last message's reply again (the same list goes out again)
   /help           this list
   quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
   //text          send a message that starts with '/'"""
@@ -225,6 +228,8 @@ class ChatSession:
             "/save": self._save,
             "/load": self._load,
             "/clear": self._clear,
+            "/undo": self._undo,
+            "/retry": self._retry,
             "/help": lambda _arg: self.say(HELP_TEXT),
         }.get(name.lower())
         if handler is None:
@@ -295,6 +300,28 @@ class ChatSession:
             return
         self.history[:] = messages
         self.say(f"(loaded {count_of(len(messages), 'message')} from {path})")
+
+    def _undo(self, _arg: str) -> None:
+        removed = undo_turn(self.history)
+        if not removed:
+            self.say("(nothing to undo: no message of yours in the conversation)")
+            return
+        self._autosave()
+        what = "your last message and its reply" if len(removed) == 2 else \
+            f"your last message and the {count_of(len(removed) - 1, 'message')} after it"
+        sends = len(messages_to_send(self.history, None, self.keep_turns))
+        self.say(f"(took back {what}: the next call sends {count_of(sends, 'message')} plus your new one)")
+
+    def _retry(self, _arg: str) -> None:
+        removed = undo_turn(self.history)
+        if not removed:
+            self.say("(nothing to retry: send a message first)")
+            return
+        again = len(messages_to_send(self.history, None, self.keep_turns)) + 1
+        self.say(f"(sending the same {count_of(again, 'message')} again: the model has no memory of its last answer)")
+        if not self.send(removed[0]["content"]):
+            self.history.extend(removed)  # the retry was rolled back: the earlier reply stays
+            self.say("(the earlier reply is kept)")
 
     def _clear(self, _arg: str) -> None:
         dropped = sum(1 for m in self.history if m["role"] != "system")

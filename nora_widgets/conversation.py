@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "ROLES",
     "new_history",
+    "undo_turn",
     "validate_history",
     "validate_user_text",
     "messages_to_send",
@@ -104,6 +105,21 @@ def set_persona(history: list[Message], text: str | None) -> None:
             history.insert(0, persona)
     elif has_persona:
         del history[0]
+
+
+def undo_turn(history: list[Message]) -> list[Message]:
+    """Take the last turn out of history, in place, and return it: the last user message and
+    everything after it.  The model will never know it happened: the next call does not send it.
+    Nothing to undo (no user message) returns [] and changes nothing.
+    Example: [s, u1, a1, u2, a2] -> returns [u2, a2]; history is now [s, u1, a1]
+    """
+    validate_history(history)
+    for i in range(len(history) - 1, -1, -1):
+        if history[i]["role"] == "user":
+            removed = history[i:]
+            del history[i:]
+            return removed
+    return []
 
 
 def validate_history(history: Any) -> None:

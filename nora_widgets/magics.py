@@ -40,6 +40,7 @@ from .conversation import (
     safe_run_turn,
     set_persona,
     trim_history,
+    undo_turn,
     validate_history,
 )
 from .errors import HistoryError, NoraError, count_of, describe_failure
@@ -50,7 +51,7 @@ __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
 
 MAGIC_TRIM = "send fewer turns: %%chat --keep-turns N (this cell) or %chat --keep-turns N (from now on)"
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
-COMMANDS = ("history", "wire", "reset", "trim", "save", "load", "help")
+COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "help")
 
 
 # --------------------------------------------------------------------------- #
@@ -362,6 +363,7 @@ USAGE = """\
 %chat history      the messages list as it will be sent next (with token counts)
 %chat wire         the last request exactly as sent (key masked)
 %chat reset        forget the turns, keep the persona      %chat trim N   keep the last N turns
+%chat undo         take back the last turn (then run a %%chat cell again to ask it again)
 %chat save FILE    %chat load FILE   (the same JSON as `nora chat --save` and the panel)
 From code: nora_widgets.magics.conversation() is the list; use_client(client) picks the client."""
 
@@ -425,7 +427,7 @@ class ChatMagics(Magics):
         if command not in COMMANDS:
             raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
                              f"commands: {', '.join(COMMANDS)})")
-        if command in ("history", "trim", "help", "save"):
+        if command in ("history", "trim", "help", "save", "undo"):
             _check_history(command)
         wants_arg = command in ("trim", "save", "load")
         if len(opts.args) != (1 if wants_arg else 0):
@@ -488,6 +490,16 @@ class ChatMagics(Magics):
         note = f"; dropped {count_of(dropped, 'item')} that {'was' if dropped == 1 else 'were'} not messages" \
             if dropped else ""
         _show(f"conversation reset: kept the persona ({count_of(len(history), 'message')}){note}")
+
+    def _cmd_undo(self) -> None:
+        history = _SESSION.history
+        removed = undo_turn(history)
+        if not removed:
+            _show("nothing to undo: no message of yours in the conversation")
+            return
+        _show(f"took back your last message ({_clip(removed[0]['content'], 40)!r}) and "
+              f"{'its reply' if len(removed) == 2 else count_of(len(removed) - 1, 'message') + ' after it'}: "
+              f"{count_of(len(history), 'message')} left; the model never kept it")
 
     def _cmd_trim(self, raw: str) -> None:
         if not _is_whole(raw):

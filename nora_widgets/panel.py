@@ -43,6 +43,7 @@ from .conversation import (
     new_history,
     set_persona,
     trim_history,
+    undo_turn,
     validate_history,
     validate_user_text,
 )
@@ -196,6 +197,9 @@ class ChatPanel(widgets.VBox):
                                         layout=widgets.Layout(width="98%"))
         self.clear = widgets.Button(description="Clear", icon="trash", tooltip="start a new conversation",
                                     layout=widgets.Layout(width="80px"))
+        self.undo = widgets.Button(description="Undo", icon="undo", layout=widgets.Layout(width="80px"),
+                                   tooltip="take back your last message and its reply (the message goes back "
+                                           "into the input, to edit and send again)")
         self.path = widgets.Text(value="nora-transcript.json", description="file",
                                  style={"description_width": "30px"}, layout=widgets.Layout(width="260px"))
         self.save = widgets.Button(description="Save", icon="save", layout=widgets.Layout(width="80px"))
@@ -203,6 +207,7 @@ class ChatPanel(widgets.VBox):
         self.file_note = widgets.HTML()  # what Save / Load did, beside them (the chat's status is far up)
         self.file_note.add_class("nora-file-note")
         self.clear.on_click(lambda _b: self.clear_history())
+        self.undo.on_click(lambda _b: self.undo_last())
         self.save.on_click(lambda _b: self.save_to())
         self.load.on_click(lambda _b: self.load_from())
         for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
@@ -240,7 +245,7 @@ class ChatPanel(widgets.VBox):
             widgets.HBox([self.amnesia, self.trim, self.keep_n, self.temperature, self.model],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.persona,
-            widgets.HBox([self.clear, self.path, self.save, self.load, self.file_note],
+            widgets.HBox([self.clear, self.undo, self.path, self.save, self.load, self.file_note],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
         ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
         super().__init__(
@@ -482,7 +487,7 @@ class ChatPanel(widgets.VBox):
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
-        for control in (self.prompt, self.send, self.clear, self.load):
+        for control in (self.prompt, self.send, self.clear, self.undo, self.load):
             control.disabled = busy
         self._live_stop(busy)
         self.status.value = '<span style="color:#888">replying\u2026</span>' if busy else ""
@@ -520,6 +525,27 @@ class ChatPanel(widgets.VBox):
         self._show_error("")
         self._note_file("")
         self.refresh()
+
+    def undo_last(self) -> None:
+        """Take back the last turn (what Undo does): the model never kept it, so the next call
+        simply does not send it.  The message goes back into the input if the input is empty."""
+        if self._busy:
+            return
+        with self._lock:
+            removed = undo_turn(self.history)
+            twin_users = [m for m in self.twin_history if m["role"] == "user"]
+            if removed and twin_users and twin_users[-1]["content"] == removed[0]["content"]:
+                undo_turn(self.twin_history)  # the side-by-side twin was asked the same: keep them in step
+        if not removed:
+            self.status.value = '<span style="color:#888">nothing to undo</span>'
+            return
+        if not self.prompt.value.strip():
+            self.prompt.value = removed[0]["content"]
+        self._show_error("")
+        self._note_file("")
+        self.refresh()
+        self.status.value = ('<span style="color:#888">took back your last message and its reply: the next call '
+                             'will not send them</span>')
 
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""

@@ -616,6 +616,48 @@ def test_slash_commands_whole_session(monkeypatch, capsys, tmp_path):
     assert json.loads(saved.read_text())["messages"] == after_two
 
 
+def test_undo_and_retry_whole_session(monkeypatch, capsys, tmp_path):
+    saved = tmp_path / "s.json"
+    script = ["/undo", "/retry", "Hello", "How much?", "/undo", "/retry", "/trim 0", "/retry", "/undo", "/undo"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save", str(saved)],
+                                "\n".join(script) + "\n")
+    r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'Hello'"
+    r3 = "[scripted reply 3] I was sent 2 messages; the last one says: 'Hello'"  # the same list, a new call
+    r4 = "[scripted reply 4] I was sent 2 messages; the last one says: 'Hello'"
+    assert (status, err) == (0, "")
+    assert out.splitlines()[2:] == [
+        "you: /undo", "(nothing to undo: no message of yours in the conversation)",
+        "you: /retry", "(nothing to retry: send a message first)",
+        "you: Hello", f"nora: {r1}",
+        "you: How much?", "nora: [scripted reply 2] I was sent 4 messages; the last one says: 'How much?'",
+        "you: /undo", "(took back your last message and its reply: the next call sends 3 messages plus your new one)",
+        "you: /retry", "(sending the same 2 messages again: the model has no memory of its last answer)",
+        f"nora: {r3}",
+        "you: /trim 0", "(from now on each call sends only the persona and your new message: "
+                        "the model forgets everything; the transcript keeps it)",
+        "you: /retry", "(sending the same 2 messages again: the model has no memory of its last answer)",
+        f"nora: {r4}",
+        "you: /undo", "(took back your last message and its reply: the next call sends 1 message plus your new one)",
+        "you: /undo", "(nothing to undo: no message of yours in the conversation)",
+    ]
+    assert json.loads(saved.read_text())["messages"] == [SYSTEM]  # the --save file follows /undo too
+
+
+def test_a_failed_retry_keeps_the_earlier_reply(keyed_stub):
+    keyed_stub.enqueue("First answer.", server_error())
+    result = nora("chat", *FAST, stdin="hello\n/retry\n/history\n", stub=keyed_stub)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [*header(keyed_stub),
+        "you: hello", "nora: First answer.",
+        "you: /retry", "(sending the same 2 messages again: the model has no memory of its last answer)",
+        "(the earlier reply is kept)",
+        "you: /history", *json.dumps([SYSTEM, user("hello"), assistant("First answer.")], indent=2).splitlines(),
+        "(next call sends these 3 messages plus your new one)",
+    ]
+    assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("hello")]] * 2
+    assert result.stderr.startswith("(error talking to the model: the server had an internal error")
+
+
 def test_system_takes_quotes_like_save_and_off_removes_the_persona(monkeypatch, capsys):
     # `/system ""` made the persona two quote characters, and nothing removed it
     script = ['/system "Be brief."', "/system", '/system ""', "/system", "/history", "/system Be kind.", "/system off",

@@ -15,6 +15,7 @@ from nora_widgets.conversation import (
     new_history,
     set_persona,
     trim_to_budget,
+    undo_turn,
     validate_history,
 )
 from nora_widgets.errors import ContextWindowError, EmptyMessageError, HistoryError, StreamCutError
@@ -609,3 +610,21 @@ def test_something_that_is_not_a_client_is_named_in_one_line(not_a_client):
     result = safe_run_turn(not_a_client, history, "hi", keep_last_n_turns=2)
     assert str(result).startswith("(error talking to the model: the client must be an OpenAI-style client")
     assert history == new_history()
+
+
+def test_undo_turn_takes_back_the_last_turn_exactly():
+    client = ScriptedClient(["Yes, two.", "14.50 euros."])
+    history = new_history()
+    run_turn(client, history, "Do you have Le Guin?")
+    after_one = [dict(m) for m in history]
+    run_turn(client, history, "How much is it?")
+    assert undo_turn(history) == [{"role": "user", "content": "How much is it?"},
+                                  {"role": "assistant", "content": "14.50 euros."}]
+    assert history == after_one  # as if the second turn never happened
+    # a user message with no reply yet (a transcript that ends on one) and a greeting before any question
+    history += [{"role": "user", "content": "hello?"}]
+    assert undo_turn(history) == [{"role": "user", "content": "hello?"}] and history == after_one
+    greeting = [{"role": "system", "content": "x"}, {"role": "assistant", "content": "Welcome!"}]
+    assert undo_turn(greeting) == [] and len(greeting) == 2  # nothing of the user's to take back
+    with pytest.raises(HistoryError, match="^message 1: must be a dict"):
+        undo_turn([{"role": "user", "content": "a"}, "b"])

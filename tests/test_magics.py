@@ -226,6 +226,23 @@ def test_reset_keeps_the_persona_and_the_list_object(shell):
     assert ran.shown == ["conversation reset: kept the persona (1 message)"]
 
 
+def test_undo_takes_back_the_last_turn_and_a_rerun_asks_again(shell):
+    client = use(ScriptedClient(["Two novels.", "14.50 euros.", "Fifteen euros."]))
+    run(shell, "%chat --system 'Be brief.'")
+    run(shell, "%%chat\nDo you have Le Guin?")
+    run(shell, "%%chat\nHow much is it?")
+    ran = run(shell, "%chat undo")
+    assert ran.shown == ["took back your last message ('How much is it?') and its reply: 3 messages left; "
+                         "the model never kept it"]
+    assert [m["content"] for m in magics.conversation()] == ["Be brief.", "Do you have Le Guin?", "Two novels."]
+    run(shell, "%%chat\nHow much is it?")  # the same list as the call before the undo
+    assert client.calls[2]["messages"] == client.calls[1]["messages"]
+    run(shell, "%chat undo")
+    run(shell, "%chat undo")
+    assert run(shell, "%chat undo").shown == ["nothing to undo: no message of yours in the conversation"]
+    assert magics.conversation() == [{"role": "system", "content": "Be brief."}]
+
+
 def test_trim_command_drops_old_turns_from_the_list(shell):
     use(ScriptedClient())
     for i in range(4):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from nora_widgets.clients import ScriptedClient, make_chunk, make_client
-from nora_widgets.conversation import SYSTEM_PROMPT
+from nora_widgets.conversation import SYSTEM_PROMPT, new_history
 from nora_widgets.panel import ChatPanel
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
@@ -588,6 +588,31 @@ def test_views_read_right_on_a_first_call_an_empty_list_and_a_dark_theme(tmp_pat
     # "the whole conversation (3 tokens) is resent", with no conversation at all
     assert "the list is empty: only your new message is sent" in panel.gauge.body.value
     assert "is resent" not in panel.gauge.body.value
+
+
+def test_undo_takes_back_the_last_turn_and_puts_the_message_back_in_the_input():
+    client = ScriptedClient(["Two novels.", "14.50 euros.", "What is 'it'?", "Fifteen euros."])
+    panel = ChatPanel(client, views=("inspector",))
+    panel_send(panel, "Do you have Le Guin?")
+    after_one = list(panel.history)
+    panel.side_by_side.value = True
+    panel_send(panel, "How much is it?")
+    assert [m["content"] for m in panel.twin_history[1:]] == ["How much is it?", "What is 'it'?"]
+    panel.undo.click()
+    assert panel.history == after_one and panel.prompt.value == "How much is it?"
+    assert panel.twin_history == new_history()  # the twin was asked the same: it takes it back too
+    assert "took back your last message" in panel.status.value
+    assert [r["content"] for r in panel.inspector.next_rows] == [m["content"] for m in after_one]
+    panel.side_by_side.value = False
+    panel.send.click()  # the message is still there: Send asks again, with the same list as before
+    panel.wait(15)
+    assert client.calls[-1]["messages"] == client.calls[1]["messages"]
+    panel.undo.click()
+    panel.prompt.value = "something else"
+    panel.undo.click()  # a message being typed is not replaced
+    assert panel.prompt.value == "something else" and panel.history == new_history()
+    panel.undo.click()
+    assert "nothing to undo" in panel.status.value and panel.history == new_history()
 
 
 def test_views_toggle():
