@@ -112,7 +112,8 @@ def vocab_counter(path: Any) -> Callable[[list[dict]], int]:
     """messages -> prompt tokens, counted as the served model counts them: its chat template
     and tokenizer, from a vocabulary-only load of the same file (loaded here: 0.2-0.5 s, ~17 MB).
 
-    Example: vocab_counter(find_model_path())([{"role": "user", "content": "Hi"}]) -> 20
+    Example: vocab_counter(find_model_path())([{"role": "user", "content": "Hi"}]) -> 31
+        (SmolLM2's template adds its default persona when there is no system message)
     """
     from ._engine import _Engine
 
