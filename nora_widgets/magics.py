@@ -431,8 +431,9 @@ class ChatMagics(Magics):
             _check_history(command)
         wants_arg = command in ("trim", "save", "load")
         if len(opts.args) != (1 if wants_arg else 0):
-            need = "N" if command == "trim" else "FILE" if wants_arg else "nothing"
-            raise UsageError(f"%chat {command}: takes {need} (quote file names with spaces)")
+            need = ("N, the number of turns to keep (e.g. %chat trim 2)" if command == "trim"
+                    else "FILE (quote file names with spaces)" if wants_arg else "nothing")
+            raise UsageError(f"%chat {command}: takes {need}")
         getattr(self, f"_cmd_{command}")(*opts.args)
 
     def _apply_settings(self, opts: argparse.Namespace) -> bool:

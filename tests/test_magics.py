@@ -447,6 +447,21 @@ def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, wo
     assert len(client.calls) == 1
 
 
+@pytest.mark.parametrize("source, line", [
+    ("%chat trim", "%chat trim: takes N, the number of turns to keep (e.g. %chat trim 2)"),
+    ("%chat trim 1 2", "%chat trim: takes N, the number of turns to keep (e.g. %chat trim 2)"),
+    ("%chat history now", "%chat history: takes nothing"),
+    ("%chat reset all", "%chat reset: takes nothing"),
+    ("%chat save", "%chat save: takes FILE (quote file names with spaces)"),
+    ("%chat load my chat.json", "%chat load: takes FILE (quote file names with spaces)"),
+])
+def test_a_command_with_the_wrong_arguments_says_what_it_takes(shell, source, line):
+    # trim and history said "(quote file names with spaces)" too, though neither takes a file
+    use(ScriptedClient(["a"]))
+    ran = run(shell, source)
+    assert ran.usage_error and ran.stderr == f"UsageError: {line}\n"
+
+
 @pytest.mark.parametrize("bad", ["reply object", "no content"])
 @pytest.mark.parametrize("source", ["%chat history", "%chat trim 1", "%chat help", "%chat save x.json",
                                     "%chat --system 'Be brief.'"])
