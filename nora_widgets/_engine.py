@@ -324,7 +324,8 @@ class _Engine:
                                 top_p=params["top_p"], top_k=params["top_k"], min_p=params["min_p"],
                                 repeat_penalty=params["repeat_penalty"],
                                 presence_penalty=params.get("presence_penalty", 0.0),
-                                frequency_penalty=params.get("frequency_penalty", 0.0))
+                                frequency_penalty=params.get("frequency_penalty", 0.0),
+                                grammar=params.get("grammar"))
         try:
             for token in tokens:
                 if llama_cpp.llama_vocab_is_eog(vocab, token):

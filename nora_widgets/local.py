@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import random
 import re
@@ -70,8 +71,9 @@ RESPONSES = ("openai", "plain")  # LocalClient(responses=...): openai's pydantic
 SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 # create() arguments of openai's API that make no difference in-process (accepted, ignored)
-_IGNORED = {"user", "timeout", "extra_headers", "extra_query", "extra_body", "metadata", "store",
-            "service_tier", "parallel_tool_calls", "logprobs", "top_logprobs", "response_format"}
+_IGNORED = {"user", "timeout", "extra_headers", "extra_query", "metadata", "store",
+            "service_tier", "parallel_tool_calls"}
+_RESPONSE_FORMATS = "{'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {'schema': ...}}"
 
 
 # --------------------------------------------------------------------------- #
@@ -170,6 +172,29 @@ def _check_range(name: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise NoraError(f"{name} must be a number from {low:g} to {high:g} (got {value!r})")
     return float(value)
+
+
+def _grammar(response_format: Any) -> Any:
+    """response_format -> a llama.cpp grammar that lets only JSON out, or None for free text.
+
+    The same grammars llama-cpp-python's server (`nora serve`) builds for the same request.
+    Example: _grammar({"type": "json_object"}) -> LlamaGrammar (any JSON object); _grammar({"type": "text"}) -> None
+    """
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if response_format is None or kind == "text":
+        return None
+    if kind not in ("json_object", "json_schema"):
+        raise NoraError(f"response_format must be {_RESPONSE_FORMATS} (got {response_format!r})")
+    from llama_cpp.llama_chat_format import _grammar_for_json, _grammar_for_json_schema
+
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if kind == "json_object" or schema is None:
+        return _grammar_for_json()
+    try:
+        return _grammar_for_json_schema(json.dumps(schema), fallback_to_json=False)
+    except Exception as exc:  # a schema llama.cpp's converter does not handle
+        raise NoraError(f"response_format: the local model cannot follow this JSON schema ({exc})") from None
 
 
 def _default_threads() -> int:
@@ -291,25 +316,42 @@ class LocalClient:
                 prompt_tokens=prompt_len, limit=self.n_ctx, max_tokens=max_tokens)
         return max_tokens if max_tokens is not None else min(room, DEFAULT_MAX_REPLY)
 
-    def _create(self, *, messages: Any, model: str | None = None, stream: bool = False,
-                stream_options: dict | None = None, max_tokens: int | None = None,
-                max_completion_tokens: int | None = None, temperature: float | None = None,
-                top_p: float | None = None, n: int | None = None, seed: int | None = None,
-                stop: str | list[str] | None = None, presence_penalty: float | None = None,
-                frequency_penalty: float | None = None, **other: Any):
+    def _create(self, *, extra_body: dict | None = None, **arguments: Any):
+        """create(): openai's client sends extra_body's keys as part of the request body,
+        so here they are arguments like the others (known ones honoured, others refused)."""
+        if extra_body is not None:
+            if not isinstance(extra_body, dict):
+                raise NoraError(f"extra_body must be a dict of request fields (got {type(extra_body).__name__})")
+            arguments.update(extra_body)
+        return self._call(**arguments)
+
+    def _call(self, *, messages: Any, model: str | None = None, stream: bool = False,
+              stream_options: dict | None = None, max_tokens: int | None = None,
+              max_completion_tokens: int | None = None, temperature: float | None = None,
+              top_p: float | None = None, n: int | None = None, seed: int | None = None,
+              stop: str | list[str] | None = None, presence_penalty: float | None = None,
+              frequency_penalty: float | None = None, response_format: dict | None = None,
+              logprobs: bool | None = None, top_logprobs: int | None = None, **other: Any):
         unknown = sorted(set(other) - _IGNORED)
         if unknown:
             raise TypeError(f"create() got unexpected keyword argument(s): {', '.join(unknown)}")
         kwargs = {k: v for k, v in dict(model=model, messages=messages, stream=stream, stream_options=stream_options,
                                         max_tokens=max_tokens, max_completion_tokens=max_completion_tokens,
                                         temperature=temperature, top_p=top_p, n=n, seed=seed, stop=stop,
-                                        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty).items()
+                                        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+                                        response_format=response_format, logprobs=logprobs,
+                                        top_logprobs=top_logprobs).items()
                   if v is not None and not (k == "stream" and v is False)}
         clean = _normalize(messages)
+        name = "max_tokens" if max_tokens is not None else "max_completion_tokens"
         if max_tokens is None:
             max_tokens = max_completion_tokens
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-            raise NoraError(f"max_tokens must be a whole number of at least 1 (got {max_tokens!r})")
+            raise NoraError(f"{name} must be a whole number of at least 1 (got {max_tokens!r})")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise NoraError(f"seed must be a whole number (got {seed!r})")
+        if logprobs or top_logprobs is not None:  # silently None would break code that reads them
+            raise NoraError("logprobs are not available in-process: use nora serve, which returns them")
         n = 1 if n is None else n
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
             raise NoraError(f"n must be a whole number from 1 to 8 (got {n!r})")
@@ -324,6 +366,7 @@ class LocalClient:
             params["presence_penalty"] = _check_range("presence_penalty", presence_penalty, -2, 2)
         if frequency_penalty is not None:
             params["frequency_penalty"] = _check_range("frequency_penalty", frequency_penalty, -2, 2)
+        params["grammar"] = _grammar(response_format)  # JSON mode: only JSON can come out
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if not all(isinstance(s, str) for s in stops) or len(stops) > 4:
             raise NoraError("stop must be a string or a list of up to 4 strings")

@@ -84,7 +84,9 @@ class _LocalCounter:
 
     def total(self, messages: list[dict], per_message: list[int]) -> int:
         if self.engine.split_is_exact():
-            return sum(per_message) + self.engine.overhead(messages[0]["role"] if messages else None)
+            first = messages[0].get("role") if messages else None
+            # a developer message is read as a system one: no default persona is added for it
+            return sum(per_message) + self.engine.overhead("system" if first == "developer" else first)
         return len(self.client.prompt_tokens(messages))  # template not splittable: count the whole prompt
 
 

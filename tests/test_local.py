@@ -6,6 +6,7 @@ are kept short (max_tokens 8-32) so the whole file takes seconds, not minutes.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -311,6 +312,56 @@ def test_bad_requests_are_refused_in_one_line(client):
     # openai's content parts and ignored transport options are accepted
     parts = [SYSTEM, {"role": "user", "content": [{"type": "text", "text": "Do you sell maps?"}]}]
     assert ask(client, parts, timeout=5, user="x").usage.prompt_tokens == len(client.prompt_tokens(MESSAGES))
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("messages", [
+    [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
+    [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+     {"role": "user", "content": "Say hi.", "name": "ann"}],
+], ids=["developer-first", "text-parts-and-name"])
+def test_usage_and_count_tokens_agree_on_openais_other_message_shapes(client, messages):
+    # a developer message first was counted as if SmolLM2's default persona were added too (41, not 20)
+    from nora_widgets.tokens import count_tokens
+
+    plain = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
+    reply = ask(client, messages, max_tokens=1)
+    assert reply.usage.prompt_tokens == count_tokens(messages, client).total == len(client.prompt_tokens(plain))
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_response_format_asks_for_json_and_gets_it(client, stream):
+    # it was accepted and ignored: free text came back where JSON was asked for
+    schema = {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"]}
+    question = [{"role": "user", "content": "Give me a JSON object with the number of legs of a cat."}]
+    for response_format in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}):
+        reply = ask(client, question, max_tokens=32, response_format=response_format, stream=stream)
+        text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices) if stream else \
+            reply.choices[0].message.content
+        assert isinstance(json.loads(text), dict)
+    assert isinstance(json.loads(text)["legs"], int)
+    with pytest.raises(NoraError, match=r"^response_format must be \{'type': 'text'\}, "):
+        ask(client, response_format={"type": "yaml"})
+
+
+@pytest.mark.model
+def test_openai_arguments_are_honoured_or_refused_by_name(client):
+    # logprobs were accepted and left None; extra_body was dropped whole; seed="x" and
+    # max_completion_tokens=0 came out in Python's words or under another parameter's name
+    with pytest.raises(NoraError, match=r"^logprobs are not available in-process"):
+        ask(client, logprobs=True)
+    with pytest.raises(NoraError, match=r"^logprobs are not available in-process"):
+        ask(client, logprobs=True, top_logprobs=2)
+    assert ask(client, logprobs=False).choices[0].logprobs is None
+    with pytest.raises(NoraError, match=r"^max_completion_tokens must be a whole number of at least 1 \(got 0\)$"):
+        ask(client, max_tokens=None, max_completion_tokens=0)
+    with pytest.raises(NoraError, match=r"^seed must be a whole number \(got 'x'\)$"):
+        ask(client, seed="x")
+    # extra_body's fields are request fields, as openai's client sends them: known ones honoured
+    assert ask(client, max_tokens=None, extra_body={"max_tokens": 2}).usage.completion_tokens == 2
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\): top_k$"):
+        ask(client, extra_body={"top_k": 1})
 
 
 @pytest.mark.model
