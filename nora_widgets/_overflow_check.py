@@ -23,7 +23,10 @@ Since it reads every POST body anyway, it mends two more rough edges of that ser
 - a chat request whose ``messages`` is not a non-empty list of objects with a ``role``
   got a 500 carrying the validation error and source paths; it gets a 400 too;
 - a JSON body sent without ``Content-Type: application/json`` (``curl -d``) got a 500;
-  it is passed on with that header.
+  it is passed on with that header;
+- OpenAI's fields that server ignores or crashes on (``developer`` messages, content
+  parts, ``n``, ``max_completion_tokens``, ...) are mended or refused with a 400 (see
+  _chat_request.py).
 
     app = OverflowCheck(create_app(...), vocab_counter(path), n_ctx=2048, api_key=None,
                         model="SmolLM2-135M-Instruct")
@@ -34,6 +37,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Awaitable, Callable
+
+from ._chat_request import mend_chat_request
 
 __all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter"]
 
@@ -177,14 +182,19 @@ class OverflowCheck:
             if path.endswith("/completions") and self._authorized(scope):
                 chat = path.endswith("/chat/completions")
                 refusal = bad_messages(request) if chat else None
+                if refusal is None and chat:  # OpenAI's fields the server would ignore or crash on
+                    mended, refusal = mend_chat_request(request)
+                    rewrite = rewrite or mended != request
+                    request = mended
                 if refusal is None and chat:
                     refusal = await self._too_long(request)
                 if refusal is not None:
                     await self._refuse(send, refusal)
                     return
                 if request.get("model") is None and self.model:  # else the reply's "model" is the file's path
-                    body, rewrite = json.dumps({**request, "model": self.model}).encode(), True
+                    request, rewrite = {**request, "model": self.model}, True
             if rewrite:
+                body = json.dumps(request).encode()
                 received = [{"type": "http.request", "body": body, "more_body": False}]
                 headers = [(k, v) for k, v in scope.get("headers", [])
                            if k.lower() not in (b"content-length", b"content-type")]

@@ -281,6 +281,81 @@ def test_nora_chat_retries_a_streamed_overflow_with_fewer_turns(server, tmp_path
     assert "empty stream" not in result.stdout + result.stderr
 
 
+# --------------------------------------------------------------------------- #
+# OpenAI's fields that llama-cpp-python's server ignored or crashed on (_chat_request.py)
+
+PLAIN = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("messages", [
+    [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
+    [{"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}]},
+     {"role": "user", "content": [{"type": "text", "text": "Say hi."}], "name": "ann"}],
+], ids=["developer-role", "text-parts"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_developer_messages_and_text_parts_are_read_as_plain_text(server, messages, stream):
+    # both were a 500 quoting a validation error or "can only concatenate str (not "list") to str"
+    from nora_widgets.local import LocalClient
+    from nora_widgets.tokens import count_tokens
+
+    reply = server.client().chat.completions.create(model="m", messages=messages, max_tokens=3, temperature=0,
+                                                     stream=stream)
+    if stream:
+        assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices).strip()
+    else:  # the prompt the model read is the plain one, and Nora counts it the same
+        assert reply.usage.prompt_tokens == count_tokens(messages, LocalClient()).total
+        assert reply.usage.prompt_tokens == count_tokens(PLAIN, LocalClient()).total
+
+
+@pytest.mark.model
+def test_max_completion_tokens_limits_the_reply(server):
+    # it was ignored: the reply ran on to its end (24 tokens for "Say hi.")
+    reply = server.client().chat.completions.create(model="m", messages=PLAIN, max_completion_tokens=3,
+                                                     temperature=0)
+    assert (reply.usage.completion_tokens, reply.choices[0].finish_reason) == (3, "length")
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("fields, param", [
+    ({"n": 2}, "n"),                                     # was ignored: one choice came back
+    ({"max_tokens": 0}, "max_tokens"),                   # was read as "no limit"
+    ({"max_tokens": None, "max_completion_tokens": 0}, "max_completion_tokens"),
+    ({"tools": [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]},
+     "tool_choice"),                                     # was ignored: a plain text reply
+    ({"tools": [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}],
+      "tool_choice": "required"}, "tool_choice"),
+    ({"presence_penalty": 3}, "presence_penalty"),       # these were 500s quoting pydantic
+    ({"stop": 5}, "stop"),
+    ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages[0].content"),
+], ids=["n-2", "max_tokens-0", "max_completion_tokens-0", "tools-no-tool_choice", "tool_choice-required",
+        "presence_penalty-3", "stop-5", "role-bot", "image-part"])
+def test_a_field_it_cannot_honour_is_a_400_naming_it(server, fields, param):
+    import openai
+
+    request = {"model": "m", "messages": PLAIN, "max_tokens": 3, **fields}
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().chat.completions.create(**request)
+    assert err.value.body["param"] == param and err.value.body["type"] == "invalid_request_error"
+    assert err.value.body["message"].startswith(f"Invalid '{param}': ")
+
+
+@pytest.mark.model
+def test_a_json_schema_is_followed_and_logprobs_come_when_asked(server):
+    schema = {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"]}
+    reply = server.client().chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "How many legs has a cat? Answer in JSON."}],
+        max_tokens=24, temperature=0, logprobs=True,
+        response_format={"type": "json_schema", "json_schema": {"name": "count", "schema": schema}})
+    choice = reply.choices[0]
+    assert isinstance(json.loads(choice.message.content)["legs"], int)  # was a 500 (only json_object was known)
+    # logprobs=True alone gave logprobs None; now one entry per token of the reply
+    assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
+    assert len(choice.logprobs.content) == reply.usage.completion_tokens
+
+
 @pytest.mark.model
 def test_ctrl_c_stops_it_cleanly(server):
     code, out, err = server.stop()

@@ -1,0 +1,116 @@
+"""`nora serve`: OpenAI chat requests that llama-cpp-python's server would get wrong, mended or refused.
+
+Code written for OpenAI's API sends fields that llama-cpp-python's server (0.3.x) does
+not know, or reads differently.  Passed on as they are, some were silently ignored
+and some crashed the request with a 500 and a traceback:
+
+    field sent                                    the server did                  now
+    ------------------------------------------    ----------------------------    ---------------------------------
+    {"role": "developer", ...}                    500 (validation error)          read as a system message
+    "content": [{"type": "text", "text": "hi"}]   500 (str + list)                the parts joined: "hi"
+    "max_completion_tokens": 8                    ignored: the reply ran long     sent as max_tokens
+    "max_tokens": 0                               read as "no limit"              400 naming max_tokens
+    "n": 2                                        ignored: one choice came back   400 naming n
+    "response_format": {"type": "json_schema"}    500 (validation error)          JSON that follows the schema
+    "logprobs": true (no top_logprobs)            ignored: logprobs null          the chosen tokens' logprobs
+    "tools" with tool_choice "auto"/"required"    ignored: a plain text reply     400 naming tool_choice
+    a value out of range ("presence_penalty": 3)  500 (validation error)          400 naming the field
+
+A tool is called only when tool_choice names it ({"type": "function", "function":
+{"name": ...}}): the server then makes the model fill that function's arguments.
+
+    mend_chat_request({"messages": [{"role": "developer", "content": "Be brief."}], "n": 1})
+        -> ({"messages": [{"role": "system", "content": "Be brief."}], "n": 1}, None)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["mend_chat_request"]
+
+_ROLES = ("system", "user", "assistant", "tool", "function", "developer")
+
+
+def _refusal(param: str, message: str) -> dict:
+    """A 400 body in OpenAI's shape.  Example: _refusal("n", "...")["error"]["param"] -> 'n'"""
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+
+
+def _mend_messages(messages: list[dict]) -> dict | None:
+    """developer -> system, text parts -> one string, in place; the 400 body for what cannot be read."""
+    for i, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES:
+            return _refusal(f"messages[{i}].role", f"Invalid 'messages[{i}].role': {role!r}; "
+                                                    f"expected one of {', '.join(map(repr, _ROLES))}.")
+        if role == "developer":  # OpenAI's newer name for the system message
+            message["role"] = "system"
+        if isinstance(content, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in content):
+                return _refusal(f"messages[{i}].content", f"Invalid 'messages[{i}].content': this model reads "
+                                                          "text only ({\"type\": \"text\", \"text\": ...} parts).")
+            message["content"] = "".join(p["text"] for p in content)
+    return None
+
+
+def _mend_options(request: dict) -> dict | None:
+    """The fields beside messages, mended in place; the 400 body for one that cannot be honoured."""
+    if request.get("n") not in (None, 1):
+        return _refusal("n", f"Invalid 'n': {request['n']!r}; this server gives one choice per request "
+                             "(n=1): send the request again for another.")
+    given = request.pop("max_completion_tokens", None)
+    name = "max_tokens" if request.get("max_tokens") is not None else "max_completion_tokens"
+    limit = request["max_tokens"] if name == "max_tokens" else given
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            return _refusal(name, f"Invalid '{name}': {limit!r}; expected a whole number of at least 1.")
+        request["max_tokens"] = limit
+    response_format = request.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema")  # llama.cpp's own spelling: json_object with a schema
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        request["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    if request.get("logprobs") is True and request.get("top_logprobs") is None:
+        request["top_logprobs"] = 0  # else the server returns no logprobs at all
+    choice = request.get("tool_choice")
+    if request.get("tools") and choice != "none" and not (
+            isinstance(choice, dict) and isinstance(choice.get("function"), dict)):
+        given = "none given (so \"auto\")" if choice is None else repr(choice)
+        return _refusal("tool_choice", f"Invalid 'tool_choice': {given}; this model calls a tool only when "
+                                       "tool_choice names it: {\"type\": \"function\", \"function\": "
+                                       "{\"name\": ...}} (or \"none\").")
+    return None
+
+
+def _invalid(request: dict) -> dict | None:
+    """The 400 body for a field the server's own request model refuses (it answered a 500)."""
+    from llama_cpp.server.types import CreateChatCompletionRequest
+    from pydantic import ValidationError
+
+    try:
+        CreateChatCompletionRequest.model_validate(request)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = error["loc"]
+        param = str(where[0]) if where else "body"
+        if param == "messages" and len(where) > 1 and isinstance(where[1], int):
+            param = f"messages[{where[1]}]"
+        got = repr(error.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        return _refusal(param, f"Invalid '{param}': {error['msg']} (got {got}).")
+    return None
+
+
+def mend_chat_request(request: dict) -> tuple[dict, dict | None]:
+    """(the request as llama-cpp-python's server should get it, None), or (request, a 400 body).
+
+    The request's messages must already be a list of objects with a role (bad_messages).
+    The given request is not changed.
+    Example: mend_chat_request({"messages": [...], "n": 2})[1]["error"]["param"] -> 'n'
+    """
+    mended = copy.deepcopy(request)
+    refusal = _mend_messages(mended["messages"]) or _mend_options(mended) or _invalid(mended)
+    return (request, refusal) if refusal else (mended, None)
