@@ -85,6 +85,19 @@ def _mend_options(request: dict) -> dict | None:
     return None
 
 
+def _own_error(errors: list[dict], request: dict) -> dict:
+    """The error to report.  pydantic tries a message against every role's shape and reports
+    each failure ("Input should be 'system'" first); the one for the message's own role says
+    what is really wrong (e.g. a tool message's missing tool_call_id)."""
+    for error in errors:
+        where = error["loc"]
+        if len(where) > 2 and where[0] == "messages" and isinstance(where[1], int):
+            role = str(request["messages"][where[1]].get("role", ""))
+            if f"Request{role.capitalize()}Message" in str(where[2]):
+                return error
+    return errors[0]
+
+
 def _invalid(request: dict) -> dict | None:
     """The 400 body for a field the server's own request model refuses (it answered a 500)."""
     from llama_cpp.server.types import CreateChatCompletionRequest
@@ -93,11 +106,11 @@ def _invalid(request: dict) -> dict | None:
     try:
         CreateChatCompletionRequest.model_validate(request)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        error = _own_error(exc.errors(), request)
         where = error["loc"]
         param = str(where[0]) if where else "body"
-        if param == "messages" and len(where) > 1 and isinstance(where[1], int):
-            param = f"messages[{where[1]}]"
+        if param == "messages" and len(where) > 1 and isinstance(where[1], int):  # (messages, 0, class, field)
+            param = f"messages[{where[1]}]" + (f".{where[3]}" if len(where) > 3 else "")
         got = repr(error.get("input"))
         got = got if len(got) <= 60 else got[:57] + "..."
         return _refusal(param, f"Invalid '{param}': {error['msg']} (got {got}).")

@@ -120,15 +120,25 @@ def test_a_streamed_request_too_long_is_refused_before_the_app_sees_it():
 
 @pytest.mark.parametrize("body", [
     chat(500, stream=False),                                                   # the server's own 400 covers it
-    {"model": "m", "stream": True, "messages": [{"role": "user", "content": [{"type": "text", "text": "w " * 500}]}]},
-    {"model": "m", "stream": True, "messages": [{"role": "tool", "content": "w " * 500}]},
+    {"model": "m", "stream": True, "messages": [{"role": "tool", "content": "w " * 500, "tool_call_id": "1"}]},
     {"model": "m", "stream": True, "messages": [{"role": "user", "content": "w " * 500, "tool_calls": []}]},
-    chat(500, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-], ids=["not-streamed", "content-parts", "tool-role", "extra-fields", "tools"])  # no messages: a 400, below
+    chat(500, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+         tool_choice={"type": "function", "function": {"name": "f"}}),
+], ids=["not-streamed", "tool-role", "extra-fields", "tools"])  # no messages: a 400, below
 def test_what_it_cannot_count_exactly_goes_to_the_server_untouched(body):
     status, _payload, app, counter = request(body)
     assert status == 200 and counter.seen == []
     assert app.bodies == [body if isinstance(body, bytes) else json.dumps(body).encode()]
+
+
+def test_text_parts_and_developer_messages_are_counted_as_the_plain_text_they_become():
+    # they went to the server uncounted; _chat_request.py now hands it plain strings, so they are checked too
+    pytest.importorskip("llama_cpp.server.errors")
+    body = {"model": "m", "stream": True, "messages": [{"role": "developer", "content": "w " * 10},
+                                                       {"role": "user", "content": [{"type": "text", "text": "w " * 500}]}]}
+    status, payload, app, counter = request(body)
+    assert status == 400 and app.bodies == [] and json.loads(payload)["error"]["code"] == "context_length_exceeded"
+    assert counter.seen == [[{"role": "system", "content": "w " * 10}, {"role": "user", "content": "w " * 500}]]
 
 
 def test_other_paths_and_a_missing_key_pass_through_uncounted():
