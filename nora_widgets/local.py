@@ -185,14 +185,14 @@ def _grammar(response_format: Any) -> Any:
         return None
     if kind not in ("json_object", "json_schema"):
         raise NoraError(f"response_format must be {_RESPONSE_FORMATS} (got {response_format!r})")
-    from llama_cpp.llama_chat_format import _grammar_for_json, _grammar_for_json_schema
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
     spec = response_format.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
     if kind == "json_object" or schema is None:
-        return _grammar_for_json()
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     try:
-        return _grammar_for_json_schema(json.dumps(schema), fallback_to_json=False)
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     except Exception as exc:  # a schema llama.cpp's converter does not handle
         raise NoraError(f"response_format: the local model cannot follow this JSON schema ({exc})") from None
 
