@@ -164,7 +164,8 @@ def messages_table_html(
     caption: str | None = None,
     max_chars: int | None = None,
 ) -> str:
-    """One table row per message: index, role chip, token count, escaped content.
+    """One table row per message: index, role chip, token count (a column only when counts are given),
+    escaped content.
 
     highlight: row indexes drawn with a yellow background (e.g. what the last turn added);
     dimmed: row indexes drawn faded and struck through (e.g. what trimming will drop);
@@ -195,17 +196,25 @@ def messages_table_html(
             f'<tr class="{" ".join(classes)}" data-role="{escape(role)}" style="{style}">'
             + _cell(str(i), "color:#888;text-align:right")
             + _cell(role_chip_html(role))
-            + _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums")
-            + _cell(escape(shown), "white-space:pre-wrap;word-break:break-word")
+            + ("" if token_counts is None else  # no counts given: no empty tokens column
+               _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums"))
+            + _cell(escape(shown), "white-space:pre-wrap;word-break:break-word;width:100%")
             + "</tr>"
         )
+    # Each <th> and the <table> carry their own alignment and layout: a notebook's output area
+    # (JupyterLab's .jp-RenderedHTMLCommon) right-aligns headers and fixes the layout to equal
+    # columns, which squeezed the content into the last quarter, far from its header.
+    th = "padding:3px 6px;font-weight:600;text-align:"
     head = (
-        f'<tr style="text-align:left;color:{MUTED};font-size:0.85em">'
-        "<th>#</th><th>role</th><th style=\"text-align:right\">tokens</th><th>content</th></tr>"
+        f'<tr style="color:{MUTED};font-size:0.85em">'
+        f'<th style="{th}right">#</th><th style="{th}left">role</th>'
+        + ("" if token_counts is None else f'<th style="{th}right">tokens</th>')
+        + f'<th style="{th}left">content</th></tr>'
     )
     cap = f'<caption style="text-align:left;font-weight:600;padding:2px 0">{escape(caption)}</caption>' if caption else ""
     return (
-        '<table class="nora-messages" style="border-collapse:collapse;width:100%;font-size:0.9em;line-height:1.35">'
+        '<table class="nora-messages" style="border-collapse:collapse;width:100%;table-layout:auto;margin:0;'
+        'font-size:0.9em;line-height:1.35">'
         f"{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     )
 

@@ -177,3 +177,52 @@ def test_panel_in_jupyterlab(lab, browser_page):
     page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel-dark.png"))
     low = {name: ratio for name, ratio in contrast.items() if ratio is None or ratio < 4.5}
     assert low == {}, contrast
+
+
+TABLE_CELLS = [
+    "from IPython.display import HTML\n"
+    "from nora_widgets import SYSTEM_PROMPT\n"
+    "from nora_widgets.render import messages_table_html\n"
+    "msgs = [{'role': 'system', 'content': SYSTEM_PROMPT}, {'role': 'user', 'content': 'Any Le Guin?'},\n"
+    "        {'role': 'assistant', 'content': 'Yes: The Dispossessed and The Left Hand of Darkness.'}]",
+    "HTML(messages_table_html(msgs, caption='no counts'))",
+    "HTML(messages_table_html(msgs, token_counts=[30, 8, 15], caption='with counts'))",
+]
+
+
+def test_messages_table_in_a_notebook_output(lab, browser_page):
+    """The lessons display messages_table_html in ordinary output cells, where JupyterLab's own table
+    styles apply (right-aligned headers, equal fixed columns): the content column must still take most
+    of the width under a left-aligned 'content' header, and a table without counts has no tokens column."""
+    page = browser_page
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in TABLE_CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, str(lab.root / "table.ipynb"))
+    page.goto(lab.url("table.ipynb") + "&reset")  # a fresh workspace: only this notebook is open
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=45_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # this notebook's own tables (the panel test's notebook may still be open in another tab)
+    tables = "window.jupyterapp.shell.currentWidget.node.querySelectorAll('.jp-OutputArea table.nora-messages')"
+    page.wait_for_function(f"() => {tables}.length === 2", timeout=45_000)
+    shapes = page.evaluate("""() => [...""" + tables + """].map(t => {
+        const heads = [...t.querySelectorAll('th')];
+        const content = heads[heads.length - 1];
+        const cell = t.querySelector('tbody tr td:last-child');
+        return {
+            heads: heads.map(h => h.innerText.trim()),
+            share: cell.getBoundingClientRect().width / t.getBoundingClientRect().width,
+            header_align: getComputedStyle(content).textAlign,
+            header_over_text: Math.abs(content.getBoundingClientRect().left - cell.getBoundingClientRect().left),
+        };
+    })""")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".jp-NotebookPanel:visible .jp-OutputArea table.nora-messages").first.screenshot(path=str(SCREENSHOTS / "messages-table.png"))
+    for s in shapes:
+        assert s["share"] > 0.6 and s["header_align"] == "left" and s["header_over_text"] < 2, shapes
+    assert [s["heads"] for s in shapes] == [["#", "role", "content"], ["#", "role", "tokens", "content"]], shapes
