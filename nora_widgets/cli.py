@@ -51,6 +51,8 @@ __all__ = ["main", "build_parser", "ChatSession"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
+CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
+CLI_TIMEOUT = "try again, or raise --timeout / NORA_TIMEOUT"
 NOTHING_TO_ASK = "nothing to ask: give a question, or pipe one in (- stands for stdin)"
 
 HELP_TEXT = """\
@@ -196,7 +198,8 @@ class ChatSession:
         if result is None:
             self.warn("(cancelled: the turn was rolled back)")
         else:
-            self.warn(result.failure.with_url_named(self.url_named).line() if result.failure else str(result))
+            self.warn(result.failure.in_words_of(CLI_TRIM, CLI_TIMEOUT).with_url_named(self.url_named).line()
+                      if result.failure else str(result))
         return False
 
     def _autosave(self) -> None:

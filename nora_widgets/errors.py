@@ -119,11 +119,16 @@ class Failure:
     message: str
     hint: str
 
-    def in_words_of(self, trim: str) -> "Failure":
-        """This failure with the trimming advice in a face's own words (`/trim N` is nora chat's).
+    def in_words_of(self, trim: str, timeout: str | None = None) -> "Failure":
+        """This failure with its advice in a face's own words: how to trim (`/trim N` is nora
+        chat's) and, if given, how to wait longer (`--timeout` is a flag of nora's).
         Example: f.in_words_of("tick 'keep last N turns'").hint -> "tick 'keep last N turns'"
-        (only for the context-window failure whose hint is TRIM_HINT; any other comes back as it is)"""
-        return replace(self, hint=trim) if self.hint == TRIM_HINT else self
+        (only a hint that is TRIM_HINT or TIMEOUT_HINT changes; any other comes back as it is)"""
+        if self.hint == TRIM_HINT:
+            return replace(self, hint=trim)
+        if self.hint == TIMEOUT_HINT and timeout is not None:
+            return replace(self, hint=timeout)
+        return self
 
     def with_url_named(self, name: str) -> "Failure":
         """This failure with "OPENAI_BASE_URL" in its advice replaced by where the URL really came from.
@@ -140,7 +145,10 @@ class Failure:
         return f"(error talking to the model: {text})"
 
 
-TRIM_HINT = "trim it (/trim N or keep fewer turns)"  # nora chat's words; other faces use Failure.in_words_of
+# The advice in code's words (the library, the lessons); each face puts it in its own with
+# Failure.in_words_of: nora chat says /trim N and --timeout, the panel its checkbox, the magics %chat.
+TRIM_HINT = "trim it (keep_last_n_turns=N, or trim_history)"
+TIMEOUT_HINT = "try again, or wait longer (make_client(timeout=...) or NORA_TIMEOUT)"
 
 # (class name) -> (kind, message, hint); checked along the exception's MRO so
 # subclasses we do not know about still land in the right row.
@@ -152,7 +160,7 @@ _BY_CLASS = {
     "BadRequestError": ("bad_request", "the server rejected the request", "check the model name and settings"),
     "UnprocessableEntityError": ("bad_request", "the server could not process the request", "check the model name and settings"),
     "InternalServerError": ("server", "the server had an internal error", "try again in a moment"),
-    "APITimeoutError": ("timeout", "the request timed out", "try again, or raise --timeout / NORA_TIMEOUT"),
+    "APITimeoutError": ("timeout", "the request timed out", TIMEOUT_HINT),
     "APIConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
     "APIResponseValidationError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "JSONDecodeError": ("bad_response", "the server sent a reply that is not JSON", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
@@ -163,7 +171,7 @@ _BY_CLASS = {
     "StreamCutError": ("stream_cut", "the reply was cut off part-way", "the turn was rolled back; send it again"),
     "MessageTooLongError": ("too_long", "your message is too long for the model's context window", "shorten it (or the persona), or send it in parts"),
     "RefusedError": ("refused", "refused by a check", ""),
-    "TimeoutError": ("timeout", "the request timed out", "try again, or raise --timeout / NORA_TIMEOUT"),
+    "TimeoutError": ("timeout", "the request timed out", TIMEOUT_HINT),
     "ConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
 }
 

@@ -50,6 +50,7 @@ __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
            "load_ipython_extension", "unload_ipython_extension", "USER_NAME"]
 
 MAGIC_TRIM = "send fewer turns: %%chat --keep-turns N (this cell) or %chat --keep-turns N (from now on)"
+MAGIC_TIMEOUT = "try again, or wait longer: %chat --timeout S"
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
 COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "help")
 
@@ -278,7 +279,7 @@ class _ReplyView:
         if ok:
             _show(str(result), _reply_html(result))
         elif getattr(result, "failure", None) is not None:
-            _show_failure(result.failure.in_words_of(MAGIC_TRIM).line())
+            _show_failure(result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT).line())
         else:
             _show_failure(str(result))
 

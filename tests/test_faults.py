@@ -128,6 +128,14 @@ def test_every_fault_of_the_stub_is_in_the_matrix():
     assert set(FAULTS) <= set(MATRIX)
 
 
+def in_words_of(face: str, words: tuple[str, ...]) -> tuple[str, ...]:
+    """The matrix's words are nora chat's; the core (code, lessons) and the panel give the same
+    advice in their own: how to trim, how to wait longer."""
+    own = {"core": {"/trim N": "keep_last_n_turns=N", "--timeout": "make_client(timeout=...)"},
+           "panel": {"/trim N": "'keep last' N turns", "--timeout": "make_client(timeout=...)"}}[face]
+    return tuple(own.get(w, w) for w in words)
+
+
 def check_line(line: str, words: tuple[str, ...]) -> None:
     assert line.startswith("(error talking to the model: ") and line.endswith(")"), line
     assert "\n" not in line and "Traceback" not in line
@@ -154,7 +162,8 @@ def test_core_fault_rolls_back_says_one_line_and_the_next_turn_works(stub_server
     result = safe_run_turn(client, history, "the failing turn", on_text=on_text)
     assert history == before
     assert not result.ok and result.failure.kind == kind, str(result)
-    check_line(str(result), words)
+    check_line(str(result), in_words_of("core", words))
+    assert "--timeout" not in str(result) and "/trim" not in str(result)  # nora chat's words, not code's
     assert len(stub_server.chat_requests) == 1  # max_retries=0: one request, no retry
 
     result = safe_run_turn(client, history, "next", on_text=on_text)
@@ -215,7 +224,7 @@ def test_core_context_overflow_twice_with_trimming_says_how_and_rolls_back(stub_
     stub_server.enqueue(context_length_exceeded(), context_length_exceeded(), ok("never"))
     result = safe_run_turn(client_for(stub_server), history, "latest", keep_last_n_turns=4)
     assert history == before and result.failure.kind == "context_length"
-    check_line(str(result), ("context window", "/trim N"))
+    check_line(str(result), ("context window", "keep_last_n_turns=N"))
     assert len(stub_server.chat_requests) == 2  # retried once, not forever
 
 
@@ -313,7 +322,7 @@ def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_serv
 
     result = panel_send(panel, "the failing turn")
     assert panel.history == before and result.failure.kind == kind
-    check_line(panel._error_text, tuple("'keep last' N turns" if w == "/trim N" else w for w in words))
+    check_line(panel._error_text, in_words_of("panel", words))
     assert panel._error_text == result.failure.in_words_of(PANEL_TRIM).line() and "nora-error" in panel.error.value
     assert panel.prompt.value == "the failing turn" and not panel.busy  # the text waits to be sent again
     assert panel.live.value == "" and panel.transcript.value == shown_before  # no half reply on screen

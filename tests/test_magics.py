@@ -390,7 +390,8 @@ def test_bad_transcript_is_one_line_and_changes_nothing(shell, tmp_path, content
 
 
 @pytest.mark.parametrize("failure, words", [
-    (TimeoutError("read timed out"), "(error talking to the model: the request timed out"),
+    (TimeoutError("read timed out"), "(error talking to the model: the request timed out - try again, or wait "
+                                     "longer: %chat --timeout S)"),  # was nora chat's "--timeout / NORA_TIMEOUT"
     (KeyboardInterrupt(), "(error talking to the model: cancelled"),
     (RuntimeError("boom"), "(error talking to the model: boom)"),
 ])
