@@ -15,6 +15,7 @@ and some crashed the request with a 500 and a traceback:
     "logprobs": true (no top_logprobs)            ignored: logprobs null          the chosen tokens' logprobs
     "tools" with tool_choice "auto"/"required"    ignored: a plain text reply     400 naming tool_choice
     a value out of range ("presence_penalty": 3)  500 (validation error)          400 naming the field
+    "temperature": 5                              sampled at 5: gibberish          400 naming temperature
 
 A tool is called only when tool_choice names it ({"type": "function", "function":
 {"name": ...}}): the server then makes the model fill that function's arguments.
@@ -61,6 +62,10 @@ def _mend_options(request: dict) -> dict | None:
     if request.get("n") not in (None, 1):
         return _refusal("n", f"Invalid 'n': {request['n']!r}; this server gives one choice per request "
                              "(n=1): send the request again for another.")
+    temperature = request.get("temperature")  # OpenAI's range; llama.cpp would sample at 5 and babble
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature <= 2):
+        return _refusal("temperature", f"Invalid 'temperature': {temperature!r}; expected a number from 0 to 2.")
     given = request.pop("max_completion_tokens", None)
     name = "max_tokens" if request.get("max_tokens") is not None else "max_completion_tokens"
     limit = request["max_tokens"] if name == "max_tokens" else given

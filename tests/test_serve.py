@@ -327,12 +327,13 @@ def test_max_completion_tokens_limits_the_reply(server):
       "tool_choice": "required"}, "tool_choice"),
     ({"presence_penalty": 3}, "presence_penalty"),       # these were 500s quoting pydantic
     ({"stop": 5}, "stop"),
+    ({"temperature": 5}, "temperature"),                 # was sampled at 5 (OpenAI's range is 0 to 2)
     ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "tool", "content": "12:00"}]}, "messages[0].tool_call_id"),  # was "should be 'system'"
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages[0].content"),
 ], ids=["n-2", "max_tokens-0", "max_completion_tokens-0", "tools-no-tool_choice", "tool_choice-required",
-        "presence_penalty-3", "stop-5", "role-bot", "tool-no-id", "image-part"])
+        "presence_penalty-3", "stop-5", "temperature-5", "role-bot", "tool-no-id", "image-part"])
 def test_a_field_it_cannot_honour_is_a_400_naming_it(server, fields, param):
     import openai
 
