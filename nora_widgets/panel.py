@@ -180,9 +180,9 @@ class ChatPanel(widgets.VBox):
                                             layout=widgets.Layout(width="110px"))
         self.trim = widgets.Checkbox(value=bool(keep_last_n_turns), description="keep last",
                                      indent=False, layout=widgets.Layout(width="80px"))
+        # "keep last [N] turns": the word after the box (a description before it read "keep last turns N")
         self.keep_n = widgets.BoundedIntText(value=keep_last_n_turns or 3, min=1, max=1000,
-                                             description="turns", layout=widgets.Layout(width="130px"),
-                                             style={"description_width": "40px"})
+                                             layout=widgets.Layout(width="70px"))
         # continuous_update=False: the views refresh (and recount) once a value is set, not per tick or key
         self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
                                                description="temperature", readout_format=".1f",
@@ -233,23 +233,26 @@ class ChatPanel(widgets.VBox):
             self._show_view(name, name in views)
         self.side_by_side = self.toggles["compare"]  # on: every question also goes to a memory-less twin
 
-        chat = widgets.VBox(
-            [self.transcript, self.live, self.error,
-             widgets.HBox([self.prompt, self.send, self.stop]), self.status],
-            layout=widgets.Layout(flex="1 1 55%", min_width="320px", padding="0 8px 0 0"),
-        )
-        side = widgets.VBox([widgets.HBox(list(self.toggles.values()), layout=widgets.Layout(flex_flow="row wrap")),
-                             *self.views.values()],
-                            layout=widgets.Layout(flex="1 1 45%", min_width="300px"))
+        # The controls sit right under the input: with the views below the chat (a narrow or zoomed
+        # window, as on a projector) they were under every open view, screens away from the input.
         controls = widgets.VBox([
-            widgets.HBox([self.amnesia, self.trim, self.keep_n, self.temperature, self.model],
+            widgets.HBox([self.amnesia, self.trim, self.keep_n, widgets.Label("turns"), self.temperature,
+                          self.model],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.persona,
             widgets.HBox([self.clear, self.undo, self.path, self.save, self.load, self.file_note],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
         ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
+        chat = widgets.VBox(
+            [self.transcript, self.live, self.error,
+             widgets.HBox([self.prompt, self.send, self.stop]), self.status, controls],
+            layout=widgets.Layout(flex="1 1 55%", min_width="320px", padding="0 8px 0 0"),
+        )
+        side = widgets.VBox([widgets.HBox(list(self.toggles.values()), layout=widgets.Layout(flex_flow="row wrap")),
+                             *self.views.values()],
+                            layout=widgets.Layout(flex="1 1 45%", min_width="300px"))
         super().__init__(
-            [self.header, widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap")), controls],
+            [self.header, widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap"))],
             layout=widgets.Layout(border="1px solid #ccc", padding="6px", width="100%"),
         )
         self.add_class("nora-panel")

@@ -226,3 +226,57 @@ def test_messages_table_in_a_notebook_output(lab, browser_page):
     for s in shapes:
         assert s["share"] > 0.6 and s["header_align"] == "left" and s["header_over_text"] < 2, shapes
     assert [s["heads"] for s in shapes] == [["#", "role", "content"], ["#", "role", "tokens", "content"]], shapes
+
+
+PROJECTOR_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+panel = ChatPanel(ScriptedClient(), views=("inspector", "cost"))
+panel"""
+
+
+def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
+    """A 1280x800 window at 150% zoom (853x533 CSS pixels), as on a classroom projector: the views
+    wrap below the chat.  Amnesia, keep last and the persona were below every open view, three
+    screens from the input the instructor types in; they sit right under it.  The trim control
+    reads in order, 'keep last [2] turns' (it read 'keep last turns [2]'), and nothing is cut off."""
+    context = chromium.new_context(viewport={"width": 853, "height": 533}, device_scale_factor=1.5)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(PROJECTOR_CELL)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        nbformat.write(nb, str(lab.root / "projector.ipynb"))
+        page.goto(lab.url("projector.ipynb") + "&reset")
+        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                               " && window.jupyterapp.shell.currentWidget.sessionContext"
+                               " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                               timeout=45_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        prompt = page.locator(".nora-panel .nora-prompt input")
+        prompt.wait_for(state="visible", timeout=45_000)
+        for text in ("My name is Ada.", "What's my name?"):  # the inspector and the cost chart grow
+            prompt.click()
+            prompt.type(text)
+            prompt.press("Enter")
+            page.wait_for_function("(n) => document.querySelectorAll('.nora-panel .nora-next-send tr.nora-row').length === n",
+                                   arg=5 if "name?" in text else 3, timeout=20_000)
+        found = page.evaluate("""() => {
+            const panel = document.querySelector('.nora-panel');
+            const box = (el) => el.getBoundingClientRect();
+            const amnesia = [...panel.querySelectorAll('button')].find(b => b.innerText.includes('Amnesia'));
+            const number = panel.querySelector('.widget-inline-hbox input[type=number]');
+            const turns = [...panel.querySelectorAll('.widget-label, label')].find(l => l.innerText.trim() === 'turns');
+            return {below_input: box(amnesia).top - box(panel.querySelector('.nora-prompt')).bottom,
+                    turns_after_box: turns ? box(turns).left - box(number).right : null,
+                    overflow: panel.scrollWidth - panel.clientWidth};
+        }""")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "panel-projector.png"))
+        assert 0 < found["below_input"] < 120, found  # the status line and a border between them
+        assert found["turns_after_box"] is not None and found["turns_after_box"] >= 0, found
+        assert found["overflow"] <= 0, found
+    finally:
+        context.close()
