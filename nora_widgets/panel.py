@@ -236,7 +236,8 @@ class ChatPanel(widgets.VBox):
         # The controls sit right under the input: with the views below the chat (a narrow or zoomed
         # window, as on a projector) they were under every open view, screens away from the input.
         controls = widgets.VBox([
-            widgets.HBox([self.amnesia, self.trim, self.keep_n, widgets.Label("turns"), self.temperature,
+            widgets.HBox([self.amnesia, self.trim, self.keep_n, widgets.Label("turns", layout=widgets.Layout(margin="0 16px 0 4px")),  # apart from "temperature"
+                          self.temperature,
                           self.model],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.persona,

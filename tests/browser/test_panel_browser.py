@@ -254,6 +254,7 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
                                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
                                " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
                                timeout=45_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")  # as the demo says
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         prompt = page.locator(".nora-panel .nora-prompt input")
         prompt.wait_for(state="visible", timeout=45_000)
@@ -269,8 +270,12 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
             const amnesia = [...panel.querySelectorAll('button')].find(b => b.innerText.includes('Amnesia'));
             const number = panel.querySelector('.widget-inline-hbox input[type=number]');
             const turns = [...panel.querySelectorAll('.widget-label, label')].find(l => l.innerText.trim() === 'turns');
+            const slider = panel.querySelector('.widget-hslider');
             return {below_input: box(amnesia).top - box(panel.querySelector('.nora-prompt')).bottom,
                     turns_after_box: turns ? box(turns).left - box(number).right : null,
+                    // on one row, 'turns' and 'temperature' read as one label unless a gap parts them
+                    same_row: Math.abs(box(turns).top - box(slider).top) < 10,
+                    gap_to_temperature: box(slider).left - box(turns).right,
                     overflow: panel.scrollWidth - panel.clientWidth};
         }""")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -278,5 +283,6 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
         assert 0 < found["below_input"] < 120, found  # the status line and a border between them
         assert found["turns_after_box"] is not None and found["turns_after_box"] >= 0, found
         assert found["overflow"] <= 0, found
+        assert found["same_row"] and found["gap_to_temperature"] >= 12, found
     finally:
         context.close()
