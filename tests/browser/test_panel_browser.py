@@ -67,6 +67,16 @@ def write_notebook(path) -> None:
     nbformat.write(nb, str(path))
 
 
+def wait_for_idle_kernel(page) -> None:
+    """Wait until JupyterLab is up, the notebook is open and its kernel is idle (then cells can run)."""
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=45_000)
+
+
 def rows_in_next_list(page) -> int:
     # the inspector's table of "what the next call will send"
     return page.locator(".nora-panel .nora-next-send tr.nora-row").count()
@@ -80,12 +90,7 @@ def test_panel_in_jupyterlab(lab, browser_page):
     page.goto(lab.url("panel.ipynb"))
 
     # wait for the app, the notebook and an idle kernel, then run the cell
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                           timeout=45_000)
+    wait_for_idle_kernel(page)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     prompt = page.locator(".nora-panel .nora-prompt input")
     prompt.wait_for(state="visible", timeout=45_000)
@@ -200,12 +205,7 @@ def test_messages_table_in_a_notebook_output(lab, browser_page):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(nb, str(lab.root / "table.ipynb"))
     page.goto(lab.url("table.ipynb") + "&reset")  # a fresh workspace: only this notebook is open
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                           timeout=45_000)
+    wait_for_idle_kernel(page)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     # this notebook's own tables (the panel test's notebook may still be open in another tab)
     tables = "window.jupyterapp.shell.currentWidget.node.querySelectorAll('.jp-OutputArea table.nora-messages')"
@@ -248,12 +248,7 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
         nbformat.write(nb, str(lab.root / "projector.ipynb"))
         page.goto(lab.url("projector.ipynb") + "&reset")
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                               timeout=45_000)
+        wait_for_idle_kernel(page)
         page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")  # as the demo says
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         prompt = page.locator(".nora-panel .nora-prompt input")
