@@ -217,7 +217,8 @@ class GaugeView(widgets.VBox):
             self.fraction = used / window
             pct = min(100.0, 100.0 * self.fraction)
             colour = "#2e8b57" if pct < 70 else ("#e69500" if pct < 90 else "#c0392b")
-            bar = (f'<div style="background:#eee;border-radius:4px;height:14px;width:100%">'
+            bar = (f'<div class="nora-gauge-track" style="background:var(--jp-layout-color3, #eeeeee);'
+                   f'border-radius:4px;height:14px;width:100%">'
                    f'<div class="nora-gauge-fill" style="background:{colour};height:14px;border-radius:4px;'
                    f'width:{pct:.1f}%"></div></div>')
             line = f"next call: <b>{used:,}</b> of {window:,} tokens + your message ({pct:.0f}%, {escape(how)})"

@@ -31,6 +31,7 @@ LONG_WORD_REPLY = ("A word with no space to break at: " + "z" * 3000 + "\n\nAnd 
 SETUP_CELL = f"""\
 from nora_widgets import ChatPanel, ScriptedClient
 client = ScriptedClient([{FIRST_REPLY!r}, {XSS_REPLY!r}, {LONG_WORD_REPLY!r}])
+client.context_window = 2048  # so the Context view draws its bar
 panel = ChatPanel(client, views=("inspector", "cost"))
 panel"""
 
@@ -182,6 +183,15 @@ def test_panel_in_jupyterlab(lab, browser_page):
     page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel-dark.png"))
     low = {name: ratio for name, ratio in contrast.items() if ratio is None or ratio < 4.5}
     assert low == {}, contrast
+    # the Context gauge's empty track follows the theme (it stayed a light grey bar on the dark page)
+    page.locator(".nora-panel button", has_text="Context").first.click()
+    track = page.locator(".nora-panel .nora-gauge-track").first
+    track.wait_for(state="visible", timeout=10_000)
+    level = track.evaluate("""(el) => {
+        const [r, g, b] = getComputedStyle(el).backgroundColor.match(/[\\d.]+/g).map(Number);
+        return (r + g + b) / 3;
+    }""")
+    assert level < 128, level
 
 
 TABLE_CELLS = [
