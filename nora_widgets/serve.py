@@ -16,7 +16,8 @@ server require that key (it is read from the environment only: a key on the
 command line would show in `ps`).  A streamed request too long for the window gets the
 same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too (not a
 500 and a traceback), and a request naming no model is answered under the listed name
-(see _overflow_check.py).
+(see _overflow_check.py).  A reply whose client has left (its timeout passed, its tab
+closed) stops at the next token instead of running on while others wait (_client_gone.py).
 
 This module imports nothing heavy at the top: `nora --help` stays fast.
 """
@@ -106,6 +107,7 @@ def _usage_problem(port: int, n_ctx: int) -> str | None:
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start,
     2 for a bad command line or setting (as `nora chat` and `nora ask`)."""
+    from ._client_gone import StopWhenGone, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
     from .errors import NoraError
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = find_model_path(getattr(args, "model_path", None), given_as="--model-path")
         import uvicorn
+        from llama_cpp.server import app as server_app
         from llama_cpp.server.app import create_app
         from llama_cpp.server.settings import ModelSettings, ServerSettings
     except NoraError as exc:  # ModelUnavailableError included
@@ -155,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
             # a streamed request too long for the window gets the same 400 as a non-streamed one;
             # a body that is not JSON gets a 400, and a request naming no model gets the alias
             app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias)
+            # a reply whose client has left (a timeout, a closed tab) stops at the next token
+            # instead of running to max_tokens while the class waits (see _client_gone.py)
+            stop_when_gone(server_app._llama_proxy())  # the one model the server loaded
+            app = StopWhenGone(app)
         except Exception as exc:
             failure = exc
     if failure is not None:  # said here: inside the block, stderr goes to the `caught` buffer

@@ -359,6 +359,34 @@ def test_a_json_schema_is_followed_and_logprobs_come_when_asked(server):
 
 
 @pytest.mark.model
+def test_a_reply_whose_client_gave_up_stops_instead_of_running_on():
+    # a non-streamed reply ran on to max_tokens after its client's timeout, and the openai
+    # client's retry (max_retries) queued a second full reply: a class waited behind replies
+    # nobody read (here 2 x 400 tokens, ~20 s).  Now each stops at the next token.
+    import openai
+
+    served = Served("--n-ctx", "512")
+    try:
+        impatient = openai.OpenAI(base_url=served.url, api_key="any", timeout=1, max_retries=1)
+        with pytest.raises(openai.APITimeoutError):  # the first try and its retry both time out
+            impatient.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "Write a long story about the sea."}],
+                max_tokens=400, temperature=0, logit_bias={"0": -100, "2": -100})  # no end-of-text: 400 tokens
+        reply = served.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Do you sell maps?"}], max_tokens=4, temperature=0)
+        assert reply.choices[0].message.content.strip()
+        code, out, err = served.stop()
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    assert code == 0 and err == ""
+    stopped = [line for line in out.splitlines() if line.startswith("nora serve: the client left")]
+    assert len(stopped) == 2, out  # the first try and the retry: each stopped, neither ran on
+    assert all(0 < int(line.split()[-2]) < 400 for line in stopped), stopped
+
+
+@pytest.mark.model
 def test_ctrl_c_stops_it_cleanly(server):
     code, out, err = server.stop()
     assert code == 0
