@@ -236,9 +236,9 @@ class ChatPanel(widgets.VBox):
         # The controls sit right under the input: with the views below the chat (a narrow or zoomed
         # window, as on a projector) they were under every open view, screens away from the input.
         controls = widgets.VBox([
-            widgets.HBox([self.amnesia, self.trim, self.keep_n, widgets.Label("turns", layout=widgets.Layout(margin="0 16px 0 4px")),  # apart from "temperature"
-                          self.temperature,
-                          self.model],
+            widgets.HBox([self.amnesia, self.trim, self.keep_n,
+                          widgets.Label("turns", layout=widgets.Layout(margin="0 16px 0 4px")),  # apart from "temperature"
+                          self.temperature, self.model],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.persona,
             widgets.HBox([self.clear, self.undo, self.path, self.save, self.load, self.file_note],
@@ -548,8 +548,8 @@ class ChatPanel(widgets.VBox):
         self._show_error("")
         self._note_file("")
         self.refresh()
-        self.status.value = ('<span style="color:#888">took back your last message and its reply: the next call '
-                             'will not send them</span>')
+        what = "your last message and its reply" if len(removed) > 1 else "your last message"
+        self.status.value = f'<span style="color:#888">took back {what}: the next call will not send it</span>'
 
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""

@@ -601,7 +601,7 @@ def test_undo_takes_back_the_last_turn_and_puts_the_message_back_in_the_input():
     panel.undo.click()
     assert panel.history == after_one and panel.prompt.value == "How much is it?"
     assert panel.twin_history == new_history()  # the twin was asked the same: it takes it back too
-    assert "took back your last message" in panel.status.value
+    assert "took back your last message and its reply: the next call will not send it" in panel.status.value
     assert [r["content"] for r in panel.inspector.next_rows] == [m["content"] for m in after_one]
     panel.side_by_side.value = False
     panel.send.click()  # the message is still there: Send asks again, with the same list as before
@@ -611,6 +611,9 @@ def test_undo_takes_back_the_last_turn_and_puts_the_message_back_in_the_input():
     panel.prompt.value = "something else"
     panel.undo.click()  # a message being typed is not replaced
     assert panel.prompt.value == "something else" and panel.history == new_history()
+    panel.history.append({"role": "user", "content": "hello?"})  # e.g. a loaded transcript that ends so
+    panel.undo.click()
+    assert "took back your last message: the next call" in panel.status.value and panel.history == new_history()
     panel.undo.click()
     assert "nothing to undo" in panel.status.value and panel.history == new_history()
 
