@@ -168,6 +168,11 @@ def _normalize(messages: Any) -> list[dict]:
     return clean
 
 
+def _whole(value: Any) -> bool:
+    """A whole number, and not a bool (True is an int to Python).  Example: _whole(3) -> True; _whole(True) -> False"""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_range(name: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise NoraError(f"{name} must be a number from {low:g} to {high:g} (got {value!r})")
@@ -243,11 +248,11 @@ class LocalClient:
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = DEFAULT_N_CTX,
                  n_threads: int | None = None, seed: int | None = None, timeout: float = 300.0,
                  reuse_prefix: bool | None = None, responses: str = "openai") -> None:
-        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < MIN_N_CTX:
+        if not _whole(n_ctx) or n_ctx < MIN_N_CTX:
             raise NoraError(f"n_ctx must be a whole number of tokens, at least {MIN_N_CTX} (got {n_ctx!r})")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not _whole(seed):
             raise NoraError(f"seed must be a whole number, or None for a random one (got {seed!r})")
-        if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1):
+        if n_threads is not None and (not _whole(n_threads) or n_threads < 1):
             raise NoraError(f"n_threads must be a whole number, at least 1, or None for the default (got {n_threads!r})")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
             raise NoraError(f"timeout must be a finite number of seconds, more than 0 (got {timeout!r})")
@@ -346,14 +351,14 @@ class LocalClient:
         name = "max_tokens" if max_tokens is not None else "max_completion_tokens"
         if max_tokens is None:
             max_tokens = max_completion_tokens
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        if max_tokens is not None and (not _whole(max_tokens) or max_tokens < 1):
             raise NoraError(f"{name} must be a whole number of at least 1 (got {max_tokens!r})")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and not _whole(seed):
             raise NoraError(f"seed must be a whole number (got {seed!r})")
         if logprobs or top_logprobs is not None:  # silently None would break code that reads them
             raise NoraError("logprobs are not available in-process: use nora serve, which returns them")
         n = 1 if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
+        if not _whole(n) or not 1 <= n <= 8:
             raise NoraError(f"n must be a whole number from 1 to 8 (got {n!r})")
         if stream and n > 1:
             raise NoraError("the local model streams one choice at a time: use n=1 with stream=True")
