@@ -317,7 +317,8 @@ def describe_failure(exc: BaseException) -> Failure:
     if own_words and str(exc).strip():
         message = " ".join(str(exc).split())
     if kind == "context_length" and getattr(exc, "reply_too_long", False) is True:
-        hint = "ask for a shorter reply (a smaller max_tokens)"
+        room = exc.limit - exc.prompt_tokens  # what a reply may use with these messages
+        hint = f"ask for a shorter reply (max_tokens of {room:,} or less fits)"
     if kind == "refused":
         message = f"refused: {message}"
         hint = getattr(exc, "hint", "") or ""

@@ -278,7 +278,9 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     assert history == [SYSTEM] and result.failure.kind == "context_length"
     assert str(result) == ("(error talking to the model: the conversation is longer than the model's context window: "
                            "the prompt is 34 tokens and the reply needs room (max_tokens=100): 134 > the context "
-                           "window of 128 tokens - ask for a shorter reply (a smaller max_tokens))")
+                           "window of 128 tokens - ask for a shorter reply (max_tokens of 94 or less fits))")
+    # and it does: 34 + 94 = 128
+    assert safe_run_turn(small, history, QUESTION["content"], max_tokens=94).ok
     # a long conversation that no longer fits: the context-window failure, nothing lost
     history = [SYSTEM] + [{"role": role, "content": f"Turn {i}: the shop sells books, maps and globes."}
                           for i in range(4) for role in ("user", "assistant")]
