@@ -3,6 +3,7 @@
     nora chat                      talk to Nora (streamed replies, slash commands)
     nora ask "Do you have Dune?"   one question, one answer on stdout
     nora serve                     the embedded model as an OpenAI-compatible server
+    nora models                    the model names --model can take on this backend
 
 This file is a thin shell: reading lines, printing, flags.  Every turn goes
 through ``conversation.safe_run_turn`` (the one implementation of a turn), every
@@ -30,6 +31,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import replace
 from typing import Any, Callable, TextIO
 
 from . import __version__
@@ -44,7 +46,7 @@ from .conversation import (
     trim_history,
     undo_turn,
 )
-from .errors import NoraError, count_of, redact
+from .errors import Failure, NoraError, count_of, describe_failure, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
@@ -68,6 +70,15 @@ commands:
   /help           this list
   quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
   //text          send a message that starts with '/'"""
+
+
+def _cli_words(failure: Failure, url_named: str) -> Failure:
+    """A failure's advice in this face's words: /trim N, --timeout, where the URL came from, and
+    `nora models` for a model name the server does not know."""
+    failure = failure.in_words_of(CLI_TRIM, CLI_TIMEOUT).with_url_named(url_named)
+    if failure.kind == "not_found" and failure.hint.startswith("check --model"):
+        failure = replace(failure, hint=failure.hint.replace("check --model", "check --model (nora models lists them)", 1))
+    return failure
 
 
 class UsageError(NoraError):
@@ -198,8 +209,7 @@ class ChatSession:
         if result is None:
             self.warn("(cancelled: the turn was rolled back)")
         else:
-            self.warn(result.failure.in_words_of(CLI_TRIM, CLI_TIMEOUT).with_url_named(self.url_named).line()
-                      if result.failure else str(result))
+            self.warn(_cli_words(result.failure, self.url_named).line() if result.failure else str(result))
         return False
 
     def _autosave(self) -> None:
@@ -481,6 +491,53 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
 
 
+def _server_models(client: Any) -> list[str]:
+    """The names the server's GET /models lists, sorted (make_client may have asked already).
+    A failure (down, a wrong key, no /models) is raised as the client raised it."""
+    names = list(getattr(client, "listed_models", None) or [])
+    if not names:
+        names = [m.id for m in client.models.list().data]
+    return sorted(name for name in names if isinstance(name, str) and name)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """One model name per line on stdout (what --model / NORA_MODEL can take); what they are on stderr.
+    Example: `nora models` against Ollama -> 'llama3.2:latest', 'qwen2.5:latest'"""
+    _settings(args)
+    client = _client(args)
+    if getattr(client, "backend", None) == "local":
+        _write(sys.stdout, f"{client.default_model}\n")
+        size = os.path.getsize(client.model_path) / 1e6
+        print(f"(the embedded model: {client.model_path}, {size:,.0f} MB, context window {client.n_ctx:,} tokens; "
+              f"it answers as itself whatever --model says; NORA_MODEL_PATH picks another GGUF file)",
+              file=sys.stderr)
+        return EXIT_OK
+    if not hasattr(client, "models"):  # the scripted stand-in: one name, no server
+        _write(sys.stdout, f"{client.default_model}\n")
+        print(f"({describe_client(client)})", file=sys.stderr)
+        return EXIT_OK
+    try:
+        names = _server_models(client)
+    except Exception as exc:
+        failure = describe_failure(exc).in_words_of(CLI_TRIM, CLI_TIMEOUT).with_url_named(_url_named(args))
+        if failure.kind == "not_found":  # the server is there, with no list (GET /models is optional)
+            failure = replace(failure, message=f"it has no list of models (HTTP {failure.status})",
+                              hint="ask for one by name with --model or NORA_MODEL")
+        hint = f" - {failure.hint}" if failure.hint else ""
+        print(f"nora: could not list the server's models: {failure.message}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    where = redact(str(client.base_url)).rstrip("/")
+    if not names:
+        print(f"(the server at {where} lists no models: ask for one by name with --model or NORA_MODEL)",
+              file=sys.stderr)
+        return EXIT_OK
+    _write(sys.stdout, "".join(f"{name}\n" for name in names))
+    default = client.default_model if client.default_model in names else None
+    chosen = f"nora uses {default} unless told otherwise; " if default else ""
+    print(f"({count_of(len(names), 'model')} at {where}; {chosen}choose with --model or NORA_MODEL)", file=sys.stderr)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- #
 # the command line
 
@@ -521,7 +578,7 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(prog="nora", description="Nora: a chat client that shows the whole conversation "
                                               "is resent on every call.")
     parser.add_argument("--version", action="version", version=f"nora {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{chat,ask,serve}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{chat,ask,models,serve}", parser_class=_Parser)
 
     chat = sub.add_parser("chat", help="talk to Nora in the terminal", description=HELP_TEXT,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -538,6 +595,17 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
     _add_model_options(ask)
     ask.set_defaults(func=cmd_ask)
 
+    models = sub.add_parser("models", help="list the model names --model can take (the server's, or the embedded one)")
+    models.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default): a server when OPENAI_API_KEY or OPENAI_BASE_URL is set, "
+                             "else the embedded model")
+    models.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 "
+                                           "(env OPENAI_BASE_URL)")
+    models.add_argument("--timeout", type=float, help="seconds to wait for the server (env NORA_TIMEOUT, default 60)")
+    models.add_argument("--max-retries", type=int, help="retries on 408/409/429/5xx, timeouts and connection "
+                                                        "errors (env NORA_MAX_RETRIES, default 2)")
+    models.set_defaults(func=cmd_models, model=None, temperature=DEFAULT_TEMPERATURE, max_tokens=None)
+
     serve = sub.add_parser("serve", help="serve the embedded model as an OpenAI-compatible API")
     if with_serve:
         import importlib
@@ -546,7 +614,7 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
 
         serve_module.add_arguments(serve)
         serve.set_defaults(func=serve_module.run)
-    parser.subcommands = {"chat": chat, "ask": ask, "serve": serve}  # type: ignore[attr-defined]
+    parser.subcommands = {"chat": chat, "ask": ask, "models": models, "serve": serve}  # type: ignore[attr-defined]
     return parser
 
 

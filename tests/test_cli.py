@@ -838,3 +838,72 @@ def test_a_server_with_several_models_and_no_name_given_gets_one_line():
         result = helpers.run_nora("chat", "--base-url", stub.base_url, "--model", "qwen2.5", env=helpers.nora_env(),
                                   stdin="quit\n")
         assert "the server lists" not in result.stdout
+
+
+# --------------------------------------------------------------------------- #
+# nora models
+
+
+def test_models_lists_the_servers_names_on_stdout_and_what_they_are_on_stderr():
+    from tests.servers.openai_stub import StubServer
+
+    with StubServer(listed=["qwen2.5:latest", "llama3.2:latest"]) as stub:  # e.g. Ollama
+        result = helpers.run_nora("models", "--base-url", stub.base_url, env=helpers.nora_env())
+        assert result.returncode == 0
+        assert result.stdout == "llama3.2:latest\nqwen2.5:latest\n"  # sorted, one per line: a script can read it
+        assert result.stderr == f"(2 models at {stub.base_url}; choose with --model or NORA_MODEL)\n"
+        assert [r.path for r in stub.requests] == ["/v1/models"]  # asked once, nothing else sent
+    with StubServer(model="served-one") as stub:  # e.g. nora serve, llama.cpp's server: that one is the default
+        result = helpers.run_nora("models", env=helpers.nora_env(stub.base_url))
+        assert (result.returncode, result.stdout) == (0, "served-one\n")
+        assert "nora uses served-one unless told otherwise" in result.stderr
+
+
+def test_models_failure_is_one_line_exit_1_and_never_shows_the_key(keyed_stub):
+    wrong = "sk-wrong-" + "Zz9" * 8
+    result = helpers.run_nora("models", "--max-retries", "0", env=helpers.nora_env(keyed_stub.base_url, wrong))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("nora: could not list the server's models: ")
+    assert "401" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert wrong not in result.stderr and wrong[9:21] not in result.stderr
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    result = helpers.run_nora("models", "--base-url", url, "--max-retries", "0", env=helpers.nora_env())
+    assert result.returncode == 1
+    assert result.stderr == ("nora: could not list the server's models: could not reach the server"
+                             " - check --base-url and your network\n")
+
+
+def test_models_on_the_embedded_and_scripted_backends(tmp_path):
+    pytest.importorskip("llama_cpp")
+    result = helpers.run_nora("models", env=helpers.nora_env())
+    assert (result.returncode, result.stdout) == (0, "SmolLM2-135M-Instruct\n")
+    assert "context window 2,048 tokens" in result.stderr and ".gguf" in result.stderr
+    result = helpers.run_nora("models", "--backend", "scripted", env=helpers.nora_env())
+    assert (result.returncode, result.stdout) == (0, "scripted\n")
+    result = helpers.run_nora("models", "--timeout", "0", env=helpers.nora_env())  # the flags are checked as chat's
+    assert result.returncode == 2 and result.stderr.startswith("nora: error: --timeout must be more than 0")
+
+
+def test_a_model_the_server_does_not_know_points_to_nora_models(keyed_stub, tmp_path):
+    keyed_stub.enqueue(error(404, "The model 'lama3' does not exist", "invalid_request_error", "model_not_found"))
+    result = nora("ask", "--model", "lama3", "Hi", stub=keyed_stub)
+    assert result.returncode == 1
+    assert result.stderr == ("(error talking to the model: the server does not know this model or URL: The model "
+                             "'lama3' does not exist (HTTP 404) - check --model (nora models lists them) and "
+                             "OPENAI_BASE_URL)\n")
+    # a server with no GET /models at all (a web server that is not the API): nora models says what to do
+    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                               "--directory", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    try:
+        port = int(server.stdout.readline().split("port ")[1].split()[0])
+        result = helpers.run_nora("models", "--base-url", f"http://127.0.0.1:{port}/v1", "--max-retries", "0",
+                                  env=helpers.nora_env())
+    finally:
+        server.terminate()
+        server.wait()
+    assert result.returncode == 1
+    assert result.stderr == ("nora: could not list the server's models: it has no list of models (HTTP 404) - "
+                             "ask for one by name with --model or NORA_MODEL\n")
