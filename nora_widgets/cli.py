@@ -47,6 +47,7 @@ from .conversation import (
     undo_turn,
 )
 from .errors import Failure, NoraError, count_of, describe_failure, redact
+from .tokens import count_tokens
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
@@ -65,6 +66,7 @@ commands:
   /save [FILE]    save the whole conversation as JSON (default: the --save file)
   /load FILE      replace the conversation with a saved one
   /clear          forget the conversation, keep the persona
+  /sent [on|off]  after each reply, one line saying what that call sent (messages, turns, tokens)
   /undo           take back your last message and its reply (the next call will not send them)
   /retry          ask for your last message's reply again (the same list goes out again)
   /help           this list
@@ -148,7 +150,7 @@ class ChatSession:
                  temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
                  max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
                  prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
-                 url_named: str = "OPENAI_BASE_URL") -> None:
+                 url_named: str = "OPENAI_BASE_URL", show_sent: bool = False) -> None:
         self.client = client
         self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.model = model
@@ -162,6 +164,7 @@ class ChatSession:
         self.err = err or sys.stderr
         self.last_failure: str | None = None  # kind of the last failed turn ("timeout", "cancelled", ...)
         self.url_named = url_named  # where the server's URL came from, as failures' advice names it
+        self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -202,6 +205,8 @@ class ChatSession:
             else:
                 self.say(f"{self.prefix}{result}")
             self._autosave()
+            if self.show_sent and result.sent is not None:
+                self.say(self._sent_line(result.sent, len(before)))
             return True
         if started:  # part of a reply is on screen but not in the history: say so
             _write(self.out, " [reply dropped]\n")
@@ -211,6 +216,22 @@ class ChatSession:
         else:
             self.warn(_cli_words(result.failure, self.url_named).line() if result.failure else str(result))
         return False
+
+    def _sent_line(self, sent: list[dict], before: int) -> str:
+        """What one call sent, in one line: the statelessness made visible turn by turn.
+        before: how many messages the history held before this turn (so what trimming left out).
+        Example: '(this call sent 4 messages: the persona, 1 earlier turn and your message; 61 tokens)'"""
+        system = sum(1 for m in sent if m["role"] == "system")
+        earlier = sum(1 for m in sent if m["role"] == "user") - 1
+        parts = (["the persona" if system == 1 else f"{system} system messages"] if system else []) + \
+                ([count_of(earlier, "earlier turn")] if earlier else []) + ["your message"]
+        what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        count = count_tokens(sent, self.client, self.model)
+        tokens = f"{'' if count.exact else '~'}{count.total:,} tokens"
+        left_out = before - (len(sent) - 1)
+        trimmed = (f"; /trim {self.keep_turns} left out {count_of(left_out, 'older message')}"
+                   if left_out > 0 and self.keep_turns is not None else "")
+        return f"(this call sent {count_of(len(sent), 'message')}: {what}; {tokens}{trimmed})"
 
     def _autosave(self) -> None:
         if self.save_path:
@@ -241,6 +262,7 @@ class ChatSession:
             "/save": self._save,
             "/load": self._load,
             "/clear": self._clear,
+            "/sent": self._sent,
             "/undo": self._undo,
             "/retry": self._retry,
             "/help": lambda _arg: self.say(HELP_TEXT),
@@ -313,6 +335,13 @@ class ChatSession:
             return
         self.history[:] = messages
         self.say(f"(loaded {count_of(len(messages), 'message')} from {path})")
+
+    def _sent(self, arg: str) -> None:
+        if arg.lower() not in ("", "on", "off"):
+            self.warn(f"(/sent takes on or off, not {arg!r})")
+            return
+        self.show_sent = arg.lower() == "on" if arg else not self.show_sent
+        self.say("(after each reply: what that call sent)" if self.show_sent else "(/sent is off)")
 
     def _undo(self, _arg: str) -> None:
         removed = undo_turn(self.history)
@@ -448,7 +477,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             pass
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
-                          save_path=args.save, url_named=_url_named(args))
+                          save_path=args.save, url_named=_url_named(args), show_sent=args.show_sent)
     session.say(f"Nora chat: {describe_client(client)}")
     note = model_note(client, args.model)
     if note:
@@ -588,6 +617,9 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
                            "(the saved transcript keeps everything)")
     chat.add_argument("--load", metavar="FILE", help="start from a saved conversation")
     chat.add_argument("--save", metavar="FILE", help="save the conversation after every successful turn")
+    chat.add_argument("--show-sent", action="store_true",
+                      help="after each reply, one line saying what that call sent (messages, turns, tokens; "
+                           "/sent turns it on and off)")
     chat.set_defaults(func=cmd_chat)
 
     ask = sub.add_parser("ask", help="one question, one answer on stdout")

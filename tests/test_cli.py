@@ -907,3 +907,58 @@ def test_a_model_the_server_does_not_know_points_to_nora_models(keyed_stub, tmp_
     assert result.returncode == 1
     assert result.stderr == ("nora: could not list the server's models: it has no list of models (HTTP 404) - "
                              "ask for one by name with --model or NORA_MODEL\n")
+
+
+# --------------------------------------------------------------------------- #
+# --show-sent and /sent: what each call sent, a line per turn
+
+
+def test_show_sent_says_what_each_call_sent_and_sent_turns_it_on_and_off(monkeypatch, capsys):
+    from nora_widgets.tokens import count_tokens
+
+    script = ["Hi", "How much?", "/trim 1", "And now?", "/sent off", "Bye", "/sent", "Again", "/sent maybe"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--show-sent"],
+                                "\n".join(script) + "\n")
+    assert status == 0 and err == "(/sent takes on or off, not 'maybe')\n"
+    lines = out.splitlines()
+    said = [line for line in lines if line.startswith("(this call sent")]
+    # what went out, rebuilt by hand: the persona, the turns kept, the new message
+    scripted = ScriptedClient(model="scripted")
+
+    def tokens(*messages):
+        return f"~{count_tokens([SYSTEM, *messages], scripted).total:,} tokens"  # an estimate: not the local model
+
+    r = [f"[scripted reply {n}] I was sent {k} messages; the last one says: {q!r}"
+         for n, k, q in [(1, 2, "Hi"), (2, 4, "How much?"), (3, 4, "And now?"), (4, 4, "Bye"), (5, 4, "Again")]]
+    assert said == [
+        f"(this call sent 2 messages: the persona and your message; {tokens(user('Hi'))})",
+        f"(this call sent 4 messages: the persona, 1 earlier turn and your message; "
+        f"{tokens(user('Hi'), assistant(r[0]), user('How much?'))})",
+        f"(this call sent 4 messages: the persona, 1 earlier turn and your message; "
+        f"{tokens(user('How much?'), assistant(r[1]), user('And now?'))}; /trim 1 left out 2 older messages)",
+        # /sent off: "Bye" has no line; /sent alone turns it back on for "Again"
+        f"(this call sent 4 messages: the persona, 1 earlier turn and your message; "
+        f"{tokens(user('Bye'), assistant(r[3]), user('Again'))}; /trim 1 left out 6 older messages)",
+    ]
+    assert lines[lines.index("you: /sent off") + 1] == "(/sent is off)"
+    assert lines[lines.index("you: /sent") + 1] == "(after each reply: what that call sent)"
+    # a failed turn has no such line (nothing of it was kept); the next good one has
+    out, err = io.StringIO(), io.StringIO()
+    session = cli.ChatSession(ScriptedClient([TimeoutError("timed out"), "Fine."]), [SYSTEM], show_sent=True,
+                              stream=False, out=out, err=err)
+    assert not session.send("Hi") and "this call sent" not in out.getvalue() + err.getvalue()
+    assert session.send("Hi") and out.getvalue().splitlines()[-1].startswith("(this call sent 2 messages: ")
+
+
+def test_show_sent_counts_exactly_on_the_embedded_model(monkeypatch, capsys):
+    pytest.importorskip("llama_cpp")
+    from nora_widgets.local import LocalClient
+    from nora_widgets.tokens import count_tokens
+
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--show-sent", "--temperature", "0", "--max-tokens",
+                                                      "8", "--system", "Be brief."], "Hi\n")
+    assert status == 0, err
+    reply = out.splitlines()[-2].removeprefix("nora: ")
+    exact = count_tokens([{"role": "system", "content": "Be brief."}, user("Hi")], LocalClient()).total
+    assert out.splitlines()[-1] == f"(this call sent 2 messages: the persona and your message; {exact} tokens)"
+    assert reply and "~" not in out.splitlines()[-1]  # the model's own tokenizer: no "~"
