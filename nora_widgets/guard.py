@@ -40,7 +40,7 @@ import os
 import re
 from typing import Any, Callable, Iterable, Iterator
 
-from .conversation import validate_history
+from .conversation import _not_a_completion, validate_history
 from .errors import HistoryError, RefusedError
 
 __all__ = [
@@ -166,7 +166,10 @@ class GuardedClient:
             return response
         if kwargs.get("stream"):
             return self._release(response, sent)
-        reply = response.choices[0].message.content or ""
+        try:
+            reply = response.choices[0].message.content or ""
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:  # a web page, another JSON API
+            raise _not_a_completion(response) from exc  # no reply to check: the core's own words
         checked = self._check_after(reply, sent)
         if checked == reply:
             return response

@@ -27,7 +27,7 @@ from nora_widgets.guard import (
     never_reveal,
     redact_pattern,
 )
-from tests.servers.openai_stub import context_length_exceeded, cut_stream, ok
+from tests.servers.openai_stub import context_length_exceeded, cut_stream, not_a_completion, ok, web_page
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -176,6 +176,21 @@ def test_a_stream_cut_while_held_back_is_still_one_line_and_rolled_back(stub_ser
     assert str(result) == ("(error talking to the model: the reply was cut off: the server closed the connection "
                            "mid-reply - the turn was rolled back; send it again)")
     assert shown == [] and history == new_history()
+
+
+@pytest.mark.parametrize("fault", [web_page, not_a_completion], ids=["web-page", "other-json"])
+def test_an_answer_that_is_not_a_completion_reads_the_same_with_after_checks(stub_server, fault):
+    """A wrong base URL (a web page, another JSON API): the guard has no reply to check, and says
+    what the unguarded client says, not "'str' object has no attribute 'choices'"."""
+    lines = []
+    for checks in ({}, {"after": never_reveal(SECRET)}):
+        stub_server.enqueue(fault())
+        history = new_history()
+        result = safe_run_turn(remote(stub_server, **checks), history, "hi")
+        assert history == new_history()
+        lines.append((str(result), result.failure.kind))
+    assert lines[0] == lines[1]
+    assert lines[1][0].startswith("(error talking to the model: the server's answer is not a chat completion (")
 
 
 def test_without_after_checks_the_stream_passes_through_live():
