@@ -41,6 +41,18 @@ class TranscriptError(NoraError):
     """A transcript file could not be read or written."""
 
 
+def _unusable(path: Path) -> str | None:
+    """Why no file can have this name (os.stat would raise ValueError), or None.
+    Example: _unusable(Path("a\\x00b.json")) -> 'a NUL character'; _unusable(Path("chat.json")) -> None"""
+    if "\x00" in str(path):
+        return "a NUL character"
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate, e.g. half an emoji
+        return "a character the file system cannot encode"
+    return None
+
+
 def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: Any) -> Path:
     """Write history (and metadata such as model=, temperature=) to path atomically.
     A leading ~ is the home folder, as in a shell.
@@ -52,6 +64,9 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     except HistoryError as exc:
         raise TranscriptError(f"not saved: {exc}") from None
     given = path = Path(path).expanduser()
+    bad = _unusable(path)
+    if bad:
+        raise TranscriptError(f"not saved: the file name contains {bad}")
     if path.is_dir():  # else the rename below fails with an error that names the temp file
         raise TranscriptError(f"not saved: {path} is a folder")
     if path.is_symlink():  # write where the link points: renaming over it would replace the link
@@ -98,6 +113,9 @@ def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
     """
     path = Path(path).expanduser()  # "~/chat.json", as in a shell
     name = str(path)
+    bad = _unusable(path)
+    if bad:
+        raise TranscriptError(f"cannot load {name}: the file name contains {bad}")
     try:
         size = path.stat().st_size
     except FileNotFoundError:

@@ -769,6 +769,19 @@ def test_save_and_load_paths_typed_as_in_a_shell(monkeypatch, capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "my chat.json"]
 
 
+def test_a_file_name_with_a_nul_byte_is_one_line_and_the_session_goes_on(monkeypatch, capsys, tmp_path):
+    """A NUL read from a pipe ended nora chat with ValueError: embedded null byte."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"],
+                                "Hello\n/save a\x00b.json\n/load a\x00b.json\n/history\n")
+    assert status == 0
+    assert err.splitlines() == ["(not saved to a^@b.json: the file name contains a NUL character)",
+                                "(cannot load a^@b.json: the file name contains a NUL character; "
+                                "the conversation is unchanged)"]
+    assert out.splitlines()[-1] == "(next call sends these 3 messages plus your new one)"
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_password_in_the_server_url_is_not_shown(stub_server):
     """http://user:password@host/v1 (a proxy with basic auth): the banner names the server, not the password."""
     url = stub_server.base_url.replace("http://", "http://bob:hunter2pass@")

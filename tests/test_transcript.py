@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -152,3 +153,16 @@ def test_saving_over_a_file_keeps_its_mode_and_writes_through_a_link(tmp_path):
     assert save_transcript(link, _history()[:3]) == link
     assert link.is_symlink() and load_transcript(shared)[0] == _history()[:3]
     assert sorted(os.listdir(tmp_path)) == ["latest.json", "shared.json"]
+
+
+@pytest.mark.parametrize("name, why", [("chat\x00.json", "a NUL character"),
+                                       ("chat\ud800.json", "a character the file system cannot encode")],
+                         ids=["nul", "lone-surrogate"])
+def test_a_name_no_file_can_have_is_one_line_on_save_and_load(tmp_path, name, why):
+    # a NUL read from a pipe (nora chat's /save, the panel's file box) was ValueError: embedded null byte
+    path = str(tmp_path / name)
+    with pytest.raises(TranscriptError, match=f"^not saved: the file name contains {why}$"):
+        save_transcript(path, _history())
+    with pytest.raises(TranscriptError, match=f"^cannot load {re.escape(path)}: the file name contains {why}$"):
+        load_transcript(path)
+    assert os.listdir(tmp_path) == []
