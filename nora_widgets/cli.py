@@ -432,6 +432,7 @@ def _settings(args: argparse.Namespace) -> None:
         raise UsageError(f"--keep-turns must be 0 or more (got {args.keep_turns})")
     save = getattr(args, "save", None)
     if save:
+        save = os.path.expanduser(save)  # --save=~/chat.json: the shell leaves that ~ alone, save_transcript does not
         folder = os.path.dirname(save) or "."
         if not os.path.isdir(folder):
             raise UsageError(f"--save: folder {folder!r} does not exist")

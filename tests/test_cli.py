@@ -769,6 +769,17 @@ def test_save_and_load_paths_typed_as_in_a_shell(monkeypatch, capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.json", "my chat.json"]
 
 
+def test_save_flag_with_a_tilde_left_unexpanded_by_the_shell(monkeypatch, capsys, tmp_path):
+    """--save=~/chat.json (bash leaves that ~ alone) was refused: "folder '~' does not exist",
+    though /save ~/chat.json and --load ~/chat.json read ~ as the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save=~/chat.json"], "Hello\n")
+    assert (status, err) == (0, "")
+    assert [m["content"] for m in json.loads((tmp_path / "chat.json").read_text())["messages"]][1] == "Hello"
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save=~/gone/chat.json"])
+    assert (status, out, err) == (2, "", f"nora: error: --save: folder {str(tmp_path / 'gone')!r} does not exist\n")
+
+
 def test_a_file_name_with_a_nul_byte_is_one_line_and_the_session_goes_on(monkeypatch, capsys, tmp_path):
     """A NUL read from a pipe ended nora chat with ValueError: embedded null byte."""
     monkeypatch.chdir(tmp_path)
