@@ -372,9 +372,14 @@ class LocalClient:
         if frequency_penalty is not None:
             params["frequency_penalty"] = _check_range("frequency_penalty", frequency_penalty, -2, 2)
         params["grammar"] = _grammar(response_format)  # JSON mode: only JSON can come out
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if not all(isinstance(s, str) for s in stops) or len(stops) > 4:
-            raise NoraError("stop must be a string or a list of up to 4 strings")
+        if stop is None or isinstance(stop, str):
+            stops = [stop] if stop else []
+        elif isinstance(stop, (list, tuple)) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
+            stops = list(stop)
+        else:  # a number, a dict (its keys were taken as the stops), a fifth string...
+            raise NoraError(f"stop must be a string or a list of up to 4 strings (got {stop!r})")
+        if stream_options is not None and not isinstance(stream_options, dict):
+            raise NoraError(f"stream_options must be a dict such as {{'include_usage': True}} (got {stream_options!r})")
 
         engine = self._engine
         shown, prompt_tokens, template_stops = engine.prompt(clean)

@@ -367,6 +367,23 @@ def test_openai_arguments_are_honoured_or_refused_by_name(client):
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("arguments, message", [
+    ({"stop": 5}, "stop must be a string or a list of up to 4 strings (got 5)"),  # 'int' object is not iterable
+    ({"stop": {"END": 1}}, "stop must be a string or a list of up to 4 strings (got {'END': 1})"),  # its keys stopped
+    ({"stop": ["a", 1]}, "stop must be a string or a list of up to 4 strings (got ['a', 1])"),
+    ({"stream": True, "stream_options": "usage"},  # 'str' object has no attribute 'get'
+     "stream_options must be a dict such as {'include_usage': True} (got 'usage')"),
+    ({"stream_options": 5}, "stream_options must be a dict such as {'include_usage': True} (got 5)"),
+], ids=["stop-number", "stop-dict", "stop-list-with-number", "stream-options-text", "stream-options-number"])
+def test_a_stop_or_stream_options_of_the_wrong_type_is_refused_by_name(client, arguments, message):
+    with pytest.raises(NoraError, match=f"^{re.escape(message)}$"):
+        ask(client, **arguments)
+    history = [SYSTEM]
+    assert str(safe_run_turn(client, history, "hi", **arguments)) == f"(error talking to the model: {message})"
+    assert history == [SYSTEM]
+
+
+@pytest.mark.model
 def test_an_open_stream_holds_the_model_and_closing_it_lets_go(client):
     stream = ask(client, stream=True, max_tokens=16)
     next(stream)
