@@ -235,6 +235,17 @@ def trim_to_budget(
     decides whether that is an error).
     Example: budget 100, system 20, turns costing [50, 40, 30] -> system + last two turns.
     """
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, float)):
+        raise ValueError(f"max_tokens must be a number of tokens (got {max_tokens!r})")
+    try:
+        return _fit_budget(history, max_tokens, count)
+    except (TypeError, KeyError, AttributeError):
+        validate_history(history)  # a HistoryError naming the bad item, rather than KeyError: 'role'
+        raise
+
+
+def _fit_budget(history: list[Message], max_tokens: float, count: Callable[[Message], int]) -> list[Message]:
+    """trim_to_budget's walk, once max_tokens is known to be a number."""
     system = [m for m in history if m["role"] == "system"]
     used = sum(map(count, system))
     many = getattr(count, "many", None) or (lambda block: list(map(count, block)))

@@ -583,6 +583,15 @@ def test_trim_history_names_a_bad_item_in_one_line(bad, says):
     # it raised TypeError: string indices must be integers / KeyError: 'role'
     with pytest.raises(HistoryError, match=f"^{says}"):
         trim_history(bad, 1)
+    with pytest.raises(HistoryError, match=f"^{says}"):  # trim_to_budget raised them still
+        trim_to_budget(bad, 100, lambda message: 1)
+
+
+@pytest.mark.parametrize("budget", ["100", None, True])
+def test_a_budget_that_is_not_a_number_is_one_line(budget):
+    # '100' raised TypeError: '>' not supported between instances of 'int' and 'str' (or passed unnoticed)
+    with pytest.raises(ValueError, match=f"^max_tokens must be a number of tokens \\(got {budget!r}\\)$"):
+        trim_to_budget(_long_history(3), budget, lambda message: 1)
 
 
 def test_stream_turn_refuses_bad_input_when_called_not_when_first_read():
