@@ -222,21 +222,33 @@ def _per_message(counter: Any, messages: list[dict]) -> list[int]:
         if not isinstance(message, dict):
             raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
         role, content = message.get("role"), message.get("content")
-        known = by_role.setdefault(role, {})
+        try:
+            known = by_role.setdefault(role, {})
+        except TypeError:  # a list or a dict as the role
+            raise HistoryError(f"message {i}: role must be a string (got {type(role).__name__})") from None
         try:
             n = known.get(content)
         except TypeError:  # list content: count it, do not cache it
-            counts.append(counter.count(message))
+            counts.append(_count(counter, message, i))
             continue
         if n is None:
             if counter.cached >= _CACHE_LIMIT:
                 by_role.clear()
                 counter.cached = 0
                 known = by_role.setdefault(role, {})
-            n = known[content] = counter.count(message)
+            n = known[content] = _count(counter, message, i)
             counter.cached += 1
         counts.append(n)
     return counts
+
+
+def _count(counter: Any, message: dict, i: int) -> int:
+    """counter.count(message), a refusal named by the message's place in the list (the counter
+    sees a list of one).  Example: a 'bot' message third in the list -> 'message 2: role must be ...'"""
+    try:
+        return counter.count(message)
+    except HistoryError as exc:
+        raise HistoryError(f"message {i}: {str(exc).removeprefix('message 0: ')}") from None
 
 
 def count_tokens(messages: list[dict], client: Any = None, model: str | None = None) -> TokenCount:

@@ -229,3 +229,29 @@ def test_counting_something_that_is_not_messages_is_one_line(call, says):
 
     with pytest.raises(HistoryError, match=f"^{re.escape(says)}$"):
         call()
+
+
+GOOD = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("bad, says", [
+    ({"role": "bot", "content": "x"}, "message 2: role must be one of system, user, assistant, tool, developer "
+                                      "(got 'bot')"),  # it said 'message 0', whatever the place
+    ({"role": "user", "content": 5}, "message 2: content must be a string (got int)"),
+    ({"role": ["user"], "content": "x"}, "message 2: role must be a string (got list)"),  # unhashable type: 'list'
+], ids=["role", "content", "unhashable-role"])
+def test_a_bad_message_the_local_model_cannot_count_is_named_by_its_place(bad, says):
+    from nora_widgets.errors import HistoryError
+
+    client = local_client()
+    with pytest.raises(HistoryError, match=f"^{re.escape(says)}$"):
+        count_tokens([*GOOD, bad], client)
+    with pytest.raises(HistoryError, match=f"^{re.escape(says.replace('message 2', 'message 0'))}$"):
+        message_tokens(bad, client)
+
+
+def test_an_unhashable_role_in_an_estimate_is_one_line():
+    from nora_widgets.errors import HistoryError
+
+    with pytest.raises(HistoryError, match=r"^message 2: role must be a string \(got dict\)$"):
+        count_tokens([*GOOD, {"role": {}, "content": "x"}], ScriptedClient())
