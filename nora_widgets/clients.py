@@ -421,7 +421,7 @@ def model_used(client: Any, name: str | None) -> str | None:
 
 def describe_client(client: Any) -> str:
     """One line naming the backend and model that answer, e.g.
-    'local model SmolLM2-135M-Instruct (embedded, in-process)'."""
+    'local model SmolLM2-135M-Instruct (llama.cpp, in-process), context window n_ctx=2048 tokens'."""
     describe = getattr(client, "describe", None)
     if callable(describe):
         return describe()

@@ -114,7 +114,7 @@ class GuardedClient:
         return getattr(self.client, name)
 
     def describe(self) -> str:
-        """The wrapped client's line plus the checks, e.g. '..., guarded: 1 check before, 1 after'."""
+        """The wrapped client's line plus the checks, e.g. '..., guarded: 1 before, 1 after'."""
         from .clients import describe_client
 
         return f"{describe_client(self.client)}, guarded: {len(self.before)} before, {len(self.after)} after"

@@ -12,7 +12,7 @@ through ``conversation.safe_run_turn``: this module only parses options and
 shows things; it holds no turn logic of its own.
 
     %chat --temperature 0 --keep-turns 2     settings for the following turns
-    %chat history | wire | reset | trim N | save FILE | load FILE | help
+    %chat history | wire | reset | undo | trim N | save FILE | load FILE | help
 
 Failures (the server, the network, Ctrl-C) show one line and roll the turn
 back; a mistyped option is one ``UsageError`` line.  No tracebacks.

@@ -51,7 +51,7 @@ class TokenCount:
     per_message: one count per message, in order
     overhead:    total - sum(per_message): the reply primer and any text the template adds
     exact:       True when counted with the model's own tokenizer and template
-    method:      how it was counted, for people, e.g. 'estimate: o200k_base + OpenAI chat framing'
+    method:      how it was counted, for people, e.g. 'SmolLM2-135M-Instruct tokenizer + chat template'
     """
 
     total: int
