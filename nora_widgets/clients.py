@@ -299,12 +299,16 @@ def make_client(
     local_responses: what the embedded model returns, "openai" (openai's types, the
     default) or "plain" (nora_widgets.shapes: no openai import, a faster start); the
     other backends always return openai's types.
+    replies: the canned answers of the 'scripted' backend (refused for the others).
     Example: make_client("scripted").chat.completions.create(model="m", messages=[...])
     """
     chosen = choose_backend(backend, api_key, base_url)
     if base_url and chosen in ("local", "scripted"):  # it would be ignored without a word
         raise NoraError(f"a base URL names a server, and the {chosen!r} backend has none: "
                         "give one or the other (a server is the 'openai' backend)")
+    if replies is not None and chosen != "scripted":  # so would these: the model answers instead
+        raise NoraError(f"replies are the 'scripted' backend's canned answers, and the {chosen!r} backend has a "
+                        "model: make_client('scripted', replies=[...])")
     model = model or os.environ.get("NORA_MODEL") or None
     if chosen == "scripted":
         return ScriptedClient(replies, model=model or "scripted")

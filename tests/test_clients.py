@@ -110,6 +110,10 @@ def test_make_client_bad_settings_are_one_line(monkeypatch):
     for backend in ("local", "scripted"):  # a URL these backends would ignore without a word
         with pytest.raises(NoraError, match=f"a base URL names a server, and the '{backend}' backend has none"):
             make_client(backend, base_url="http://127.0.0.1:8000/v1")
+    for backend, chosen in (("auto", "local"), ("local", "local"), ("openai", "openai")):  # replies went unused
+        with pytest.raises(NoraError, match=f"^replies are the 'scripted' backend's canned answers, and the "
+                                            f"'{chosen}' backend has a model: make_client\\('scripted', replies="):
+            make_client(backend, replies=["Hello!"], api_key="sk-test-x" if backend == "openai" else None)
     monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8000/v1")  # the setting it came from is named
     with pytest.raises(NoraError, match="^OPENAI_BASE_URL must start with http://"):
         make_client("openai")
