@@ -53,6 +53,18 @@ def _unusable(path: Path) -> str | None:
     return None
 
 
+def _not_json(history: list[dict], meta: dict, exc: Exception) -> str:
+    """What JSON cannot hold, named by where it is.  Example: a date in message 3 ->
+    'message 3: Object of type date is not JSON serializable'"""
+    places = [(f"message {i}", m) for i, m in enumerate(history)] + list(meta.items())
+    for where, value in places:
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            return f"{where}: {error}"
+    return str(exc)
+
+
 def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: Any) -> Path:
     """Write history (and metadata such as model=, temperature=) to path atomically.
     A leading ~ is the home folder, as in a shell.
@@ -74,7 +86,10 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     # Only plain JSON values go in; never anything that could carry a secret.
     meta = {k: v for k, v in metadata.items() if k not in ("api_key", "messages") and v is not None}
     document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}
-    text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    try:
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    except (TypeError, ValueError) as exc:  # e.g. a date put in a message by hand
+        raise TranscriptError(f"not saved: {_not_json(history, meta, exc)}") from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate (e.g. half an emoji from a server): write it as \ud83d,

@@ -166,3 +166,21 @@ def test_a_name_no_file_can_have_is_one_line_on_save_and_load(tmp_path, name, wh
     with pytest.raises(TranscriptError, match=f"^cannot load {re.escape(path)}: the file name contains {why}$"):
         load_transcript(path)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_value_json_cannot_hold_is_one_line_and_nothing_is_written(tmp_path):
+    # a message edited by hand in a notebook (nora_history[1]["when"] = date(...)) raised TypeError from json
+    import datetime
+
+    path = tmp_path / "chat.json"
+    history = _history()
+    history[1]["when"] = datetime.date(2024, 1, 1)
+    with pytest.raises(TranscriptError, match=r"^not saved: message 1: Object of type date is not JSON serializable$"):
+        save_transcript(path, history)
+    looped = [{"role": "system", "content": "x"}]
+    looped[0]["again"] = looped
+    with pytest.raises(TranscriptError, match=r"^not saved: message 0: Circular reference detected$"):
+        save_transcript(path, looped)
+    with pytest.raises(TranscriptError, match=r"^not saved: model: Object of type object is not JSON serializable$"):
+        save_transcript(path, _history(), model=object())
+    assert os.listdir(tmp_path) == []
