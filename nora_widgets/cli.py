@@ -349,8 +349,9 @@ class ChatSession:
             self.say("(nothing to undo: no message of yours in the conversation)")
             return
         self._autosave()
-        what = "your last message and its reply" if len(removed) == 2 else \
-            f"your last message and the {count_of(len(removed) - 1, 'message')} after it"
+        more = len(removed) - 1  # what came after your message: none (no reply yet), the reply, or more
+        what = "your last message" + ("" if not more else " and its reply" if more == 1 else
+                                      f" and the {count_of(more, 'message')} after it")
         sends = len(messages_to_send(self.history, None, self.keep_turns))
         self.say(f"(took back {what}: the next call sends {count_of(sends, 'message')} plus your new one)")
 

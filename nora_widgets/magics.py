@@ -499,8 +499,9 @@ class ChatMagics(Magics):
         if not removed:
             _show("nothing to undo: no message of yours in the conversation")
             return
-        _show(f"took back your last message ({_clip(removed[0]['content'], 40)!r}) and "
-              f"{'its reply' if len(removed) == 2 else count_of(len(removed) - 1, 'message') + ' after it'}: "
+        more = len(removed) - 1  # what came after your message: none (no reply yet), the reply, or more
+        after = "" if not more else " and its reply" if more == 1 else f" and {count_of(more, 'message')} after it"
+        _show(f"took back your last message ({_clip(removed[0]['content'], 40)!r}){after}: "
               f"{count_of(len(history), 'message')} left; the model never kept it")
 
     def _cmd_trim(self, raw: str) -> None:

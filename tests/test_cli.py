@@ -643,6 +643,23 @@ def test_undo_and_retry_whole_session(monkeypatch, capsys, tmp_path):
     assert json.loads(saved.read_text())["messages"] == [SYSTEM]  # the --save file follows /undo too
 
 
+def test_undo_of_a_message_with_no_reply_says_so(monkeypatch, capsys, tmp_path):
+    """A transcript that ends on your message: /undo said 'your last message and the 0 messages after it'."""
+    path = tmp_path / "asked.json"
+    path.write_text(json.dumps([SYSTEM, user("hello?")]))
+    longer = tmp_path / "longer.json"
+    longer.write_text(json.dumps([SYSTEM, user("hi"), assistant("Hello!"), assistant("Anything else?")]))
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--load", str(path)],
+                                f"/undo\n/load {longer}\n/undo\n")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[3:] == [
+        "you: /undo", "(took back your last message: the next call sends 1 message plus your new one)",
+        f"you: /load {longer}", f"(loaded 4 messages from {longer})",
+        "you: /undo", "(took back your last message and the 2 messages after it: the next call sends 1 message "
+                      "plus your new one)",
+    ]
+
+
 def test_a_failed_retry_keeps_the_earlier_reply(keyed_stub):
     keyed_stub.enqueue("First answer.", server_error())
     result = nora("chat", *FAST, stdin="hello\n/retry\n/history\n", stub=keyed_stub)

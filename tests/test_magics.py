@@ -243,6 +243,17 @@ def test_undo_takes_back_the_last_turn_and_a_rerun_asks_again(shell):
     assert magics.conversation() == [{"role": "system", "content": "Be brief."}]
 
 
+def test_undo_of_a_message_with_no_reply_says_so(shell):
+    # it said "took back your last message ('hello?') and 0 messages after it"
+    magics.conversation().append({"role": "user", "content": "hello?"})
+    assert run(shell, "%chat undo").shown == ["took back your last message ('hello?'): 1 message left; "
+                                              "the model never kept it"]
+    magics.conversation().extend([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"},
+                                  {"role": "assistant", "content": "Anything else?"}])
+    assert run(shell, "%chat undo").shown == ["took back your last message ('hi') and 2 messages after it: "
+                                              "1 message left; the model never kept it"]
+
+
 def test_trim_command_drops_old_turns_from_the_list(shell):
     use(ScriptedClient())
     for i in range(4):
