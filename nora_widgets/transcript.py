@@ -103,9 +103,12 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
         mode = None  # a new file: mkstemp's 0600, a conversation is private to its owner
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        if mode is not None:
-            os.chmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # from here on, closing f closes fd
+            if mode is not None:
+                try:
+                    os.chmod(f.fileno(), mode)
+                except OSError:  # a file system that keeps no modes (FAT, some network shares): save anyway
+                    pass
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -184,3 +184,19 @@ def test_a_value_json_cannot_hold_is_one_line_and_nothing_is_written(tmp_path):
     with pytest.raises(TranscriptError, match=r"^not saved: model: Object of type object is not JSON serializable$"):
         save_transcript(path, _history(), model=object())
     assert os.listdir(tmp_path) == []
+
+
+def test_saving_over_a_file_where_modes_cannot_be_set_still_saves_and_leaks_no_descriptor(tmp_path, monkeypatch):
+    # FAT and some network shares refuse chmod (EPERM): saving over a file failed there, and the
+    # temp file's descriptor was never closed
+    path = tmp_path / "chat.json"
+    save_transcript(path, _history()[:1])
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    open_before = len(os.listdir("/proc/self/fd"))
+    assert save_transcript(path, _history()) == path
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert load_transcript(path)[0] == _history() and os.listdir(tmp_path) == ["chat.json"]
