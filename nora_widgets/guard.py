@@ -40,6 +40,8 @@ import os
 import re
 from typing import Any, Callable, Iterable, Iterator
 
+from . import shapes
+from .clients import _Namespace, describe_client, make_chunk
 from .conversation import _not_a_completion, validate_history
 from .errors import HistoryError, RefusedError
 
@@ -72,11 +74,6 @@ def _as_list(checks: Any) -> list:
 
 def _name(check: Any) -> str:
     return getattr(check, "__name__", type(check).__name__)
-
-
-class _Namespace:
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
 
 
 class GuardedClient:
@@ -115,8 +112,6 @@ class GuardedClient:
 
     def describe(self) -> str:
         """The wrapped client's line plus the checks, e.g. '..., guarded: 1 before, 1 after'."""
-        from .clients import describe_client
-
         return f"{describe_client(self.client)}, guarded: {len(self.before)} before, {len(self.after)} after"
 
     # -- the call --------------------------------------------------------------
@@ -194,16 +189,11 @@ class GuardedClient:
             return
         first = next((c for c in chunks if c.choices), chunks[0] if chunks else None)
         # the replacement comes in the stream's own kind of chunk: openai's, or the plain look-alikes
-        from . import shapes
-
-        if isinstance(first, shapes.ChatCompletionChunk):
-            make_chunk = shapes.make_chunk
-        else:
-            from .clients import make_chunk
+        build = shapes.make_chunk if isinstance(first, shapes.ChatCompletionChunk) else make_chunk
         cid, created, model = (first.id, first.created, first.model) if first else ("guarded", 0, "")
         finish = next((c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason), "stop")
-        yield make_chunk(cid, created, model, content=checked, role="assistant")
-        yield make_chunk(cid, created, model, finish_reason=finish)
+        yield build(cid, created, model, content=checked, role="assistant")
+        yield build(cid, created, model, finish_reason=finish)
         yield from (c for c in chunks if not c.choices)  # the usage chunk, if any: what the model really produced
 
 
