@@ -207,7 +207,7 @@ def _default_threads() -> int:
     shared 2-core machine 2 threads ran 8x slower than 1 when other work competed."""
     raw = os.environ.get("NORA_N_THREADS", "").strip()
     if raw:
-        if not raw.isdigit() or int(raw) < 1:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:  # '²' is a digit to isdigit(), not to int()
             raise NoraError(f"NORA_N_THREADS must be a whole number of at least 1 (got {raw!r})")
         return int(raw)
     try:

@@ -18,6 +18,7 @@ from nora_widgets.clients import ModelUnavailableError, describe_client, make_cl
 from nora_widgets.conversation import new_history, run_turn, safe_run_turn, stream_turn
 from nora_widgets.errors import ContextWindowError, HistoryError, NoraError, describe_failure
 from nora_widgets.local import find_model_path, model_name_for
+from tests import helpers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,6 +115,17 @@ def test_settings_are_checked_before_anything_loads():
                            ({"timeout": None}, "timeout must be a finite number of seconds, more than 0 (got None)")):
         with pytest.raises(NoraError, match=f"^{re.escape(says)}"):
             LocalClient(**settings)
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "0", "two"], ids=["superscript-2", "zero", "word"])
+def test_a_bad_thread_count_in_the_environment_is_one_line(monkeypatch, raw):
+    # '²' passes str.isdigit() but not int(): it was ValueError: invalid literal for int()
+    monkeypatch.setenv("NORA_N_THREADS", raw)
+    with pytest.raises(NoraError, match=f"^NORA_N_THREADS must be a whole number of at least 1 \\(got {raw!r}\\)$"):
+        LocalClient()
+    result = helpers.run_nora("ask", "--backend", "local", "hi", env=helpers.nora_env(NORA_N_THREADS=raw))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"nora: error: NORA_N_THREADS must be a whole number of at least 1 (got {raw!r})\n"
 
 
 # --------------------------------------------------------------------------- #
