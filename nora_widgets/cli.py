@@ -361,15 +361,18 @@ class ChatSession:
             self.say("(nothing to retry: send a message first)")
             return
         again = len(messages_to_send(self.history, None, self.keep_turns)) + 1
-        self.say(f"(sending the same {count_of(again, 'message')} again: the model has no memory of its last answer)")
+        replied = len(removed) > 1  # a loaded transcript may end on a message with no reply yet
+        why = "the model has no memory of its last answer" if replied else "your last message has no reply yet"
+        self.say(f"(sending the same {count_of(again, 'message')} again: {why})")
         if not self.send(removed[0]["content"]):
             self.history.extend(removed)  # the retry was rolled back: the earlier reply stays
-            self.say("(the earlier reply is kept)")
+            self.say("(the earlier reply is kept)" if replied else "(the conversation is as it was)")
 
     def _clear(self, _arg: str) -> None:
         dropped = sum(1 for m in self.history if m["role"] != "system")
         self.history[:] = trim_history(self.history, 0)  # the persona only
-        self.say(f"(cleared {count_of(dropped, 'message')}; the persona is kept)")
+        kept = "the persona is kept" if self.history and self.history[0]["role"] == "system" else "there is no persona"
+        self.say(f"(cleared {count_of(dropped, 'message')}; {kept})")
 
 
 # --------------------------------------------------------------------------- #

@@ -491,7 +491,8 @@ class ChatMagics(Magics):
         history[:] = trim_history(usable, 0)  # the persona only
         note = f"; dropped {count_of(dropped, 'item')} that {'was' if dropped == 1 else 'were'} not messages" \
             if dropped else ""
-        _show(f"conversation reset: kept the persona ({count_of(len(history), 'message')}){note}")
+        kept = "kept the persona" if history else "there is no persona"
+        _show(f"conversation reset: {kept} ({count_of(len(history), 'message')}){note}")
 
     def _cmd_undo(self) -> None:
         history = _SESSION.history
@@ -511,7 +512,8 @@ class ChatMagics(Magics):
         history = _SESSION.history
         before = len(history)
         history[:] = trim_history(history, n)
-        _show(f"trimmed: kept the persona and the last {count_of(n, 'turn')} ({before} -> {count_of(len(history), 'message')})")
+        persona = "the persona and " if any(m["role"] == "system" for m in history) else ""
+        _show(f"trimmed: kept {persona}the last {count_of(n, 'turn')} ({before} -> {count_of(len(history), 'message')})")
 
     def _cmd_save(self, path: str) -> None:
         s = _SESSION

@@ -1003,3 +1003,23 @@ def test_show_sent_counts_exactly_on_the_embedded_model(monkeypatch, capsys):
     exact = count_tokens([{"role": "system", "content": "Be brief."}, user("Hi")], LocalClient()).total
     assert out.splitlines()[-1] == f"(this call sent 2 messages: the persona and your message; {exact} tokens)"
     assert reply and "~" not in out.splitlines()[-1]  # the model's own tokenizer: no "~"
+
+
+def test_retry_of_a_message_with_no_reply_and_clear_with_no_persona_say_what_is_so(monkeypatch, capsys, tmp_path):
+    from nora_widgets.transcript import save_transcript
+
+    path = tmp_path / "t.json"
+    save_transcript(str(path), [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")])  # ends unanswered
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--load", str(path)],
+                                "/retry\n/system off\n/clear\n")
+    lines = out.splitlines()
+    assert lines[lines.index("you: /retry") + 1] == ("(sending the same 4 messages again: "
+                                                     "your last message has no reply yet)")
+    assert lines[lines.index("you: /clear") + 1] == "(cleared 4 messages; there is no persona)"
+    # the same retry failing: the unanswered message stays, and the line says the conversation is as it was
+    out, err = io.StringIO(), io.StringIO()
+    history = [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")]
+    session = cli.ChatSession(ScriptedClient([TimeoutError("timed out")]), history, stream=False, out=out, err=err)
+    session.command("/retry")
+    assert history == [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")]
+    assert out.getvalue().splitlines()[-1] == "(the conversation is as it was)"

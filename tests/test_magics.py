@@ -226,6 +226,16 @@ def test_reset_keeps_the_persona_and_the_list_object(shell):
     assert ran.shown == ["conversation reset: kept the persona (1 message)"]
 
 
+def test_reset_and_trim_with_no_persona_do_not_claim_to_keep_one(shell):
+    use(ScriptedClient(["a", "b", "c"]))
+    for text in ("hi", "and?", "so?"):
+        run(shell, f"%%chat\n{text}")
+    del magics.conversation()[0]  # the list is the learner's own: the persona taken out by hand
+    assert magics.conversation()[0] == {"role": "user", "content": "hi"}
+    assert run(shell, "%chat trim 1").shown == ["trimmed: kept the last 1 turn (6 -> 2 messages)"]
+    assert run(shell, "%chat reset").shown == ["conversation reset: there is no persona (0 messages)"]
+
+
 def test_undo_takes_back_the_last_turn_and_a_rerun_asks_again(shell):
     client = use(ScriptedClient(["Two novels.", "14.50 euros.", "Fifteen euros."]))
     run(shell, "%chat --system 'Be brief.'")
