@@ -42,7 +42,8 @@ _BODY = '<div style="line-height:1.4">{}</div>'  # ipywidgets' HTML widget line-
 
 
 def _title(text: str) -> widgets.HTML:
-    return widgets.HTML(f'<div style="{_TITLE}">{escape(text)}</div>')
+    # a heading for screen readers too: they jump from view to view by heading
+    return widgets.HTML(f'<div role="heading" aria-level="3" style="{_TITLE}">{escape(text)}</div>')
 
 
 # --------------------------------------------------------------------------- #
@@ -68,12 +69,18 @@ def _message_html(role: str, content: str) -> str:
     )
 
 
+# At most 420 px, and at most 45% of the window: on a projector (1280x800 at 150% zoom: 533 CSS px
+# high) a 420 px box with the input row under it was taller than the notebook's visible area.
+TRANSCRIPT_HEIGHT = "min(420px, 45vh)"
+
+
 def transcript_html(messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
-                    max_height: str = "420px") -> str:
+                    max_height: str = TRANSCRIPT_HEIGHT, label: str = "conversation") -> str:
     """The chat as HTML: one block per message, newest at the bottom.
 
     pending: a user message on its way (shown, not yet in the history);
     streaming: the reply so far (shown with a cursor).
+    label: the box's name for screen readers (a named region they can jump to).
     The outer div uses column-reverse, a CSS trick that keeps the scroll at the bottom.
     Example: transcript_html([{"role": "user", "content": "hi"}]).count('class="nora-msg ') -> 1
     """
@@ -92,7 +99,8 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
     style += "overflow-wrap:anywhere;"
     if max_height:
         style += f"display:flex;flex-direction:column-reverse;overflow-y:auto;max-height:{max_height}"
-    return f'<div class="nora-transcript" style="{style}"><div>{inner}</div></div>'
+    return (f'<div class="nora-transcript" role="region" aria-label="{escape(label)}" style="{style}">'
+            f"<div>{inner}</div></div>")
 
 
 # --------------------------------------------------------------------------- #
@@ -257,7 +265,8 @@ def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, 
                         f'text-anchor="middle" font-family="sans-serif" fill="currentColor">{v:,}</text>')
     # the theme's colours (JupyterLab's variables; light fallbacks elsewhere): a fixed light grey
     # box stayed light in the dark theme
-    return (f'<svg width="{width}" height="{height}" role="img" '
+    shown = ", ".join(f"{v:,}" for v in values)  # what a screen reader says for the picture
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}: {shown}" '
             f'style="background:var(--jp-layout-color2, #fafafa);color:var(--jp-ui-font-color1, #222)">'
             f'<text x="4" y="12" font-size="11" font-family="sans-serif" fill="currentColor">{escape(title)} '
             f'(max {top:,})</text>{"".join(bars)}</svg>')
@@ -328,6 +337,8 @@ class CompareView(widgets.VBox):
 
     def update(self, messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
                error: str = "") -> None:
-        self.body.value = transcript_html(messages, pending, streaming, max_height="300px")
-        self.error.value = f'<div style="color:#c0392b">{escape(error)}</div>' if error else ""
+        self.body.value = transcript_html(messages, pending, streaming, max_height="min(300px, 40vh)",
+                                          label="conversation without memory")
+        # the sign says "something went wrong" without the colour
+        self.error.value = f'<div style="color:#c0392b">\u26a0 {escape(error)}</div>' if error else ""
 

@@ -260,7 +260,7 @@ def test_a_long_streaming_reply_scrolls_in_a_box_and_does_not_push_stop_off_scre
     panel.live.observe(lambda change: seen.append(change["new"]), names="value")
     panel_send(panel, "a long story")
     streamed = [html for html in seen if "w0" in html]
-    assert streamed and all("max-height:420px" in html and "overflow-y:auto" in html for html in streamed)
+    assert streamed and all("max-height:min(420px, 45vh)" in html and "overflow-y:auto" in html for html in streamed)
 
 
 def test_the_reply_moves_into_the_transcript_before_the_live_area_is_cleared():
