@@ -48,7 +48,7 @@ from .conversation import (
     validate_user_text,
 )
 from .errors import Failure, NoraError, count_of, describe_failure
-from .render import MUTED, escape
+from .render import MUTED, SR_ONLY, escape, markdown_to_html
 from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
 
@@ -56,7 +56,7 @@ __all__ = ["ChatPanel", "VIEWS"]
 
 # view name -> toggle button label
 VIEWS = {"inspector": "Inspector", "wire": "Wire", "gauge": "Context", "cost": "Cost", "compare": "Side by side"}
-VIEW_TIPS = {  # shown on hover (a toggle without one showed "null")
+VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on - " or "off - "
     "inspector": "show the list the last call sent and the one the next call will send",
     "wire": "show the last request exactly as it went out (key masked)",
     "gauge": "show how much of the model's context window the next call uses",
@@ -65,6 +65,13 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null")
 }
 PANEL_TRIM = "send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear"  # not nora chat's /trim N
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
+AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",
+                False: "off - press to send only the persona and the latest message"}
+# A keyboard focus ring that can be seen: JupyterLab's is 1 px of light blue (about 2:1 against
+# white, next to nothing on the blue Send button, and none at all on text boxes).  Plain CSS, scoped
+# to the panel; three classes' weight, to win over ipywidgets' "outline: none" on its text boxes.
+FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
+             " !important;outline-offset:1px}</style>")
 
 
 def _count(messages: Sequence[dict], client: Any, model: str | None) -> TokenCount:
@@ -148,6 +155,10 @@ class ChatPanel(widgets.VBox):
         self.live = widgets.HTML()  # the turn in progress: pending user message + streamed reply
         self.error = widgets.HTML()
         self.status = widgets.HTML()
+        # what a screen reader says when a reply is complete (drawn nowhere; see _announce)
+        self.announce = widgets.HTML(layout=widgets.Layout(height="0px", min_height="0px", margin="0",
+                                                           overflow="hidden"))  # takes no room
+        self.announce.add_class("nora-announce")
         # continuous_update=False: the browser sends the text once, on Enter, on leaving the
         # box, or just before a click on Send; never a stream of half-typed values.
         if multiline:
@@ -159,13 +170,20 @@ class ChatPanel(widgets.VBox):
                                        layout=widgets.Layout(flex="1 1 auto", width="auto"))
             self.prompt.on_msg(self._on_prompt_msg)
             self.prompt.observe(self._on_prompt_value, names="value")
+        # The box's name for a screen reader: a description of no width (a tooltip or a placeholder
+        # does not name it: ipywidgets' empty hidden label comes first, and the box was nameless)
+        self.prompt.description = "your message"
+        self.prompt.style.description_width = "0px"
+        self.prompt.layout.margin = "2px 2px 2px -6px"  # the label's own 8 px margin: the box stays where it was
         self._enter_pressed = False
         self._refocus = False  # the turn came from Send / Enter: give the input its focus back after
         self._enter_timer: threading.Timer | None = None
+        self._box_known = False  # the input shows exactly the text the panel knows: Enter sends at once
         self._submit_lock = threading.Lock()
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
-                                   layout=widgets.Layout(width="90px"))
+                                   tooltip="send your message", layout=widgets.Layout(width="90px"))
         self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,  # orange while a reply runs
+                                   tooltip="stop the reply; your message goes back into the input",
                                    layout=widgets.Layout(width="80px"))
         # CSS classes: stable handles for styling and for the browser test
         self.prompt.add_class("nora-prompt")
@@ -176,12 +194,13 @@ class ChatPanel(widgets.VBox):
 
         # --- controls
         self.amnesia = widgets.ToggleButton(value=keep_last_n_turns == 0, description="Amnesia",
-                                            icon="eraser", tooltip="send only the persona and the latest message",
+                                            icon="eraser", tooltip=AMNESIA_TIPS[keep_last_n_turns == 0],
                                             layout=widgets.Layout(width="110px"))
         self.trim = widgets.Checkbox(value=bool(keep_last_n_turns), description="keep last",
                                      indent=False, layout=widgets.Layout(width="80px"))
         # "keep last [N] turns": the word after the box (a description before it read "keep last turns N")
         self.keep_n = widgets.BoundedIntText(value=keep_last_n_turns or 3, min=1, max=1000,
+                                             tooltip="how many of the last turns to send",  # its name ("null")
                                              layout=widgets.Layout(width="70px"))
         # continuous_update=False: the views refresh (and recount) once a value is set, not per tick or key
         self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
@@ -202,12 +221,15 @@ class ChatPanel(widgets.VBox):
                                            "into the input, to edit and send again)")
         self.path = widgets.Text(value="nora-transcript.json", description="file",
                                  style={"description_width": "30px"}, layout=widgets.Layout(width="260px"))
-        self.save = widgets.Button(description="Save", icon="save", layout=widgets.Layout(width="80px"))
-        self.load = widgets.Button(description="Load", icon="folder-open", layout=widgets.Layout(width="80px"))
+        self.save = widgets.Button(description="Save", icon="save", tooltip="save the conversation to the file",
+                                   layout=widgets.Layout(width="80px"))
+        self.load = widgets.Button(description="Load", icon="folder-open",
+                                   tooltip="replace the conversation with the one in the file",
+                                   layout=widgets.Layout(width="80px"))
         self.file_note = widgets.HTML()  # what Save / Load did, beside them (the chat's status is far up)
         self.file_note.add_class("nora-file-note")
-        self.clear.on_click(lambda _b: self.clear_history())
-        self.undo.on_click(lambda _b: self.undo_last())
+        self.clear.on_click(lambda _b: self._clicked(self.clear_history))
+        self.undo.on_click(lambda _b: self._clicked(self.undo_last))
         self.save.on_click(lambda _b: self.save_to())
         self.load.on_click(lambda _b: self.load_from())
         for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
@@ -226,7 +248,7 @@ class ChatPanel(widgets.VBox):
                       "cost": self.cost, "compare": self.compare}
         self.toggles: dict[str, widgets.ToggleButton] = {}
         for name, label in VIEWS.items():
-            toggle = widgets.ToggleButton(value=name in views, description=label, tooltip=VIEW_TIPS[name],
+            toggle = widgets.ToggleButton(value=name in views, description=label,
                                           layout=widgets.Layout(width="auto"))
             toggle.observe(lambda change, n=name: self._show_view(n, change["new"]), names="value")
             self.toggles[name] = toggle
@@ -246,14 +268,16 @@ class ChatPanel(widgets.VBox):
         ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
         chat = widgets.VBox(
             [self.transcript, self.live, self.error,
-             widgets.HBox([self.prompt, self.send, self.stop]), self.status, controls],
+             widgets.HBox([self.prompt, self.send, self.stop]), self.status, self.announce, controls],
             layout=widgets.Layout(flex="1 1 55%", min_width="320px", padding="0 8px 0 0"),
         )
         side = widgets.VBox([widgets.HBox(list(self.toggles.values()), layout=widgets.Layout(flex_flow="row wrap")),
                              *self.views.values()],
                             layout=widgets.Layout(flex="1 1 45%", min_width="300px"))
+        self._focus_style = widgets.HTML(FOCUS_CSS, layout=widgets.Layout(display="none"))
         super().__init__(
-            [self.header, widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap"))],
+            [self._focus_style, self.header,
+             widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap"))],
             layout=widgets.Layout(border="1px solid #ccc", padding="6px", width="100%"),
         )
         self.add_class("nora-panel")
@@ -308,20 +332,50 @@ class ChatPanel(widgets.VBox):
 
     # Enter to send.  On Enter the browser sends {"event": "submit"} (the message behind
     # the deprecated Text.on_submit) and *then* the new text as a value change.  So Enter
-    # only arms a send; the value change that follows fires it.  If the text did not change
-    # (sending again after an error), no value change comes, and a short timer fires it.
+    # only arms a send; the value change that follows fires it.  If the text did not change,
+    # no value change comes, and a short timer fires it.
+    #
+    # Except when the panel itself has just put the text there (Undo puts the message back; a
+    # failure or Stop leaves it) and nothing has been typed since: then the box is "known"
+    # (_box_known), and Enter sends at once.  To know that nothing was typed, the input sends
+    # every keystroke while it is known (continuous_update=True): the first key typed reaches
+    # the kernel before any Enter after it, ends the known state, and the input goes back to
+    # one value per Enter.
 
     def _on_prompt_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("event") == "submit":
             with self._submit_lock:
-                self._enter_pressed = True
-                self._enter_timer = threading.Timer(ENTER_GRACE, self._submit_after_enter)
-                self._enter_timer.daemon = True
-                self._enter_timer.start()
+                now = self._box_known
+                if not now:
+                    self._enter_pressed = True
+                    self._enter_timer = threading.Timer(ENTER_GRACE, self._submit_after_enter)
+                    self._enter_timer.daemon = True
+                    self._enter_timer.start()
+            if now:  # the text in the box is the text the panel knows: no value change will follow
+                self._submit_typed()
 
     def _on_prompt_value(self, _change: dict) -> None:
+        if self._box_known:  # something was typed (or set from code) into a text the panel put there
+            self._forget_box()
         if self._enter_pressed:
             self._submit_after_enter()
+
+    def _know_box(self, text: str | None = None) -> None:
+        """The input shows text (None: what it has now), and Enter on it sends at once (see above).
+
+        One message to the browser: a key typed before the input sends keystrokes must be impossible.
+        """
+        self._box_known = False  # setting the value below is not a keystroke
+        with self.prompt.hold_sync():
+            if text is not None:
+                self.prompt.value = text
+            if isinstance(self.prompt, widgets.Text):  # Enter does not send from a text area
+                self.prompt.continuous_update = True
+                self._box_known = True
+
+    def _forget_box(self) -> None:
+        self._box_known = False
+        self.prompt.continuous_update = False
 
     def _submit_after_enter(self) -> None:
         with self._submit_lock:
@@ -361,6 +415,8 @@ class ChatPanel(widgets.VBox):
             return False
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
         self._set_busy(True)
+        if self._refocus:  # the input is disabled now, which drops the focus on the page: Stop takes it,
+            self.stop.focus()  # so a keyboard can stop the reply (it goes back to the input after)
         self._twin_error = ""
         self._show_error("")
         # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
@@ -410,8 +466,7 @@ class ChatPanel(widgets.VBox):
         self._draw_history()
         self.prompt.value = ""
         self.refresh()
-        self.status.value = ('<span style="color:#888">reply kept; now the same question without memory '
-                             '(side by side)\u2026</span>')
+        self._say("reply kept; now the same question without memory (side by side)\u2026")
 
     def _on_finish(self, result: TurnResult | None, late: Failure | None) -> None:
         """The turn is over (or was stopped): draw the end state, free the input."""
@@ -431,7 +486,8 @@ class ChatPanel(widgets.VBox):
     def _finish(self, result: TurnResult | None) -> None:
         self.last_result = result
         self._draw_history()
-        if result is not None and result.ok:
+        ok = result is not None and result.ok
+        if ok:
             self.prompt.value = ""  # sent: clear the input
             self._show_error("")
         elif result is not None:  # failed or stopped: the text stays in the input
@@ -441,11 +497,22 @@ class ChatPanel(widgets.VBox):
                 self._show_error(result.failure.in_words_of(PANEL_TRIM).line())
             else:
                 self._show_error(str(result))
-        self._set_busy(False)
+        with self.prompt.hold_sync():  # enabled and known in one step (see _know_box)
+            self._set_busy(False)
+            if result is not None and not ok:
+                self._know_box()  # the input was disabled all along: it shows what the panel has
         self.refresh()
         if self._refocus:  # not after panel.ask() from a cell: that would pull the cursor out of it
             self._refocus = False
             self.prompt.focus()
+        if ok:  # after the focus has moved: a screen reader announces the move, then this
+            self._announce(f"{self.title} replied:", markdown_to_html(str(result)))
+
+    def _announce(self, words: str, html: str = "") -> None:
+        """Say something to a screen reader user, drawn nowhere: role="alert", the one live region
+        that screen readers read when it is put into the page (the widget redraws its whole content)."""
+        self.announce.value = (f'<div role="alert" style="{SR_ONLY}">{escape(words)} {html}</div>'
+                               if words else "")
 
     def cancel(self) -> None:
         """Stop the reply in progress; the turn is rolled back (what the Stop button does).
@@ -457,7 +524,7 @@ class ChatPanel(widgets.VBox):
             with self._lock:  # the worker reports the end under this lock: "stopping" can't outlive it
                 if self._runner.running:
                     self._live_stop(False)
-                    self.status.value = '<span style="color:#888">stopping\u2026</span>'
+                    self._say("stopping\u2026")
         # "stopped": the runner has already called _on_finish with the "cancelled" result
 
     def wait(self, timeout: float | None = 60.0) -> TurnResult | None:
@@ -486,17 +553,29 @@ class ChatPanel(widgets.VBox):
         self.stop.button_style = "warning" if live else ""
 
     def _mark_amnesia(self, on: bool) -> None:
-        """Amnesia on is a mode that changes every call: it shows as plainly as Stop does."""
+        """Amnesia on is a mode that changes every call: it shows as plainly as Stop does (and the
+        header says it in words; the tooltip says it to a screen reader)."""
         self.amnesia.button_style = "danger" if on else ""
+        self.amnesia.tooltip = AMNESIA_TIPS[bool(on)]
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
         for control in (self.prompt, self.send, self.clear, self.undo, self.load):
             control.disabled = busy
         self._live_stop(busy)
-        self.status.value = '<span style="color:#888">replying\u2026</span>' if busy else ""
+        self._say("replying\u2026" if busy else "")
         if busy:
+            self._forget_box()
+            self._announce("")
             self._note_file("")  # "saved 5 messages" no longer describes the conversation
+
+    def _clicked(self, action) -> None:
+        """Clear and Undo from their buttons: the next thing to do is to type, so the input gets the
+        focus (from code, panel.clear_history() leaves the cursor where it is)."""
+        before = list(self.history)
+        action()
+        if not self._busy and self.history != before:
+            self.prompt.focus()
 
     # ------------------------------------------------------------------ #
     # persona, clear, save, load
@@ -528,6 +607,7 @@ class ChatPanel(widgets.VBox):
         self.cost.reset()
         self._show_error("")
         self._note_file("")
+        self._announce("")  # the reply it announced is gone
         self.refresh()
 
     def undo_last(self) -> None:
@@ -541,15 +621,16 @@ class ChatPanel(widgets.VBox):
             if removed and twin_users and twin_users[-1]["content"] == removed[0]["content"]:
                 undo_turn(self.twin_history)  # the side-by-side twin was asked the same: keep them in step
         if not removed:
-            self.status.value = '<span style="color:#888">nothing to undo</span>'
+            self._say("nothing to undo")
             return
         if not self.prompt.value.strip():
-            self.prompt.value = removed[0]["content"]
+            self._know_box(removed[0]["content"])  # Enter on it sends at once
         self._show_error("")
+        self._announce("")
         self._note_file("")
         self.refresh()
         what = "your last message and its reply" if len(removed) > 1 else "your last message"
-        self.status.value = f'<span style="color:#888">took back {what}: the next call will not send it</span>'
+        self._say(f"took back {what}: the next call will not send it")
 
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""
@@ -589,6 +670,7 @@ class ChatPanel(widgets.VBox):
         finally:
             self._loading = False
         self._show_error("")  # the old conversation's failure is gone with it
+        self._announce("")
         self._note_file(f"loaded {count_of(len(messages), 'message')} from {path}")
         self.refresh()
 
@@ -599,18 +681,25 @@ class ChatPanel(widgets.VBox):
     def _error_text(self) -> str:
         return getattr(self, "_error_plain", "")
 
+    def _say(self, text: str) -> None:
+        """The status line under the input (a status for screen readers; MUTED: #888 was 3.5:1 on white)."""
+        self.status.value = f'<div role="status" style="color:{MUTED};line-height:1.4">{escape(text)}</div>' if text else ""
+
     def _show_error(self, text: str) -> None:
+        """One red line; the sign says it without the colour, role="alert" says it to a screen reader."""
         self._error_plain = text
         if text:
             self.status.value = ""  # an old "saved ..." must not stand beside a new error
-        self.error.value = (f'<div class="nora-error" style="color:#c0392b;font-weight:600;line-height:1.4">{escape(text)}</div>'
-                            if text else "")
+        self.error.value = (f'<div class="nora-error" role="alert" style="color:#c0392b;font-weight:600;line-height:1.4">'
+                            f"\u26a0 {escape(text)}</div>" if text else "")
 
     def _note_file(self, text: str, ok: bool = True) -> None:
-        """A line beside Save / Load: green for done, red for refused (the conversation is untouched)."""
+        """A line beside Save / Load: green for done, red for refused (the conversation is untouched).
+        A sign in front tells them apart without the colour."""
         self._file_plain = text
-        colour = "#2e8b57" if ok else "#c0392b"
-        self.file_note.value = f'<span style="color:{colour};line-height:1.4">{escape(text)}</span>' if text else ""
+        colour, sign, role = ("#2e8b57", "\u2713", "status") if ok else ("#c0392b", "\u26a0", "alert")
+        self.file_note.value = (f'<span role="{role}" style="color:{colour};line-height:1.4">{sign} {escape(text)}</span>'
+                                if text else "")
 
     @property
     def _file_text(self) -> str:
@@ -619,6 +708,8 @@ class ChatPanel(widgets.VBox):
     def _show_view(self, name: str, visible: bool) -> None:
         self.views[name].layout.display = "" if visible else "none"
         self.toggles[name].icon = "check" if visible else ""  # the pressed shade alone is faint in both themes
+        # the check mark is a picture: a screen reader hears "on" or "off" in the button's description
+        self.toggles[name].tooltip = f"{'on' if visible else 'off'} - {VIEW_TIPS[name]}"
 
     def _record_cost(self, sent: list[dict], client: Any, model: str | None) -> None:
         counted = _count(sent, client, model)

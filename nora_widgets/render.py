@@ -39,6 +39,7 @@ __all__ = [
     "wire_sections",
     "ROLE_COLOURS",
     "MUTED",
+    "SR_ONLY",
     "WIRE_HEADERS",
     "SAFE_SCHEMES",
 ]
@@ -56,6 +57,10 @@ _UNKNOWN_ROLE = ("#777777", "#ffffff")
 # Secondary text in JupyterLab's own grey, so it stays readable in the dark theme too
 # (a fixed #555 is dark grey on near-black there); the fallback is for other frontends.
 MUTED = "var(--jp-content-font-color2, #555)"
+
+# Text for screen readers only: in the page (read aloud) but drawn nowhere (the usual "sr-only" rules).
+SR_ONLY = ("position:absolute;width:1px;height:1px;margin:-1px;padding:0;border:0;overflow:hidden;"
+           "clip:rect(0 0 0 0);white-space:nowrap")
 
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):", re.IGNORECASE)
 

@@ -16,6 +16,7 @@ import pytest
 
 from nora_widgets.clients import ScriptedClient, make_chunk, make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, new_history
+from nora_widgets import panel as panel_module
 from nora_widgets.panel import ChatPanel
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
@@ -103,6 +104,33 @@ def test_enter_in_the_input_sends_the_text_that_follows_it():
     # leaving the box (a value change with no Enter) sends nothing
     panel.prompt.value = "just typing"
     assert panel.wait(1) == "Hi again" and len(client.calls) == 2
+
+
+def test_enter_on_a_message_the_panel_put_back_sends_at_once(monkeypatch):
+    """Undo puts the message back, and Stop or a failure leave it: the box shows what the panel
+    knows, so Enter on it sends at once (it waited for the fallback timer: no value change follows
+    an Enter on unchanged text).  The first key typed into it ends that: the text that follows the
+    Enter is sent, as usual."""
+    monkeypatch.setattr(panel_module, "ENTER_GRACE", 30)  # the fallback would take 30 s
+    client = ScriptedClient(["Hi", "Hi again", TimeoutError("read timed out"), "Third", "Fourth"])
+    panel = ChatPanel(client)
+    panel_send(panel, "Hello")
+    assert not panel.prompt.continuous_update  # one value per Enter while typing a new message
+    panel.undo.click()
+    assert panel.prompt.value == "Hello" and panel.prompt.continuous_update  # each key typed now is seen
+    press_enter(panel, None)  # untouched: no value change follows the Enter
+    assert panel.wait(5) == "Hi again" and client.calls[-1]["messages"][-1]["content"] == "Hello"
+    assert not panel.prompt.continuous_update
+    # a failure leaves the text in the box: Enter sends it again at once
+    assert not panel_send(panel, "Will this fail?").ok and panel.prompt.value == "Will this fail?"
+    press_enter(panel, None)
+    assert panel.wait(5) == "Third" and client.calls[-1]["messages"][-1]["content"] == "Will this fail?"
+    # edited after Undo: the first key arrives before the Enter; the rest comes after it
+    panel.undo.click()
+    panel.prompt.value = "Will this fail?!"  # the first key typed, sent as typed
+    assert not panel.prompt.continuous_update  # back to one value per Enter
+    press_enter(panel, "Will this fail?! No.")
+    assert panel.wait(5) == "Fourth" and client.calls[-1]["messages"][-1]["content"] == "Will this fail?! No."
 
 
 def test_the_list_grows_by_two_each_turn_and_the_inspector_shows_it():
@@ -633,6 +661,42 @@ def test_views_toggle():
     assert ChatPanel(ScriptedClient(), keep_last_n_turns=0).amnesia.button_style == "danger"
     with pytest.raises(ValueError, match="unknown view"):
         ChatPanel(ScriptedClient(), views=("nonsense",))
+
+
+def test_states_and_failures_are_told_in_words_not_only_in_colour(tmp_path):
+    """What a screen reader (or a colour-blind reader) gets: toggles say on/off in their description,
+    error lines carry a sign and role="alert", a complete reply is announced, charts have a text."""
+    client = ScriptedClient(["Hello **Ada**!", TimeoutError("read timed out"), "Again."])
+    panel = ChatPanel(client, views=("inspector", "cost"))
+    assert panel.toggles["wire"].tooltip.startswith("off - ") and panel.toggles["cost"].tooltip.startswith("on - ")
+    panel.toggles["wire"].value = True
+    assert panel.toggles["wire"].tooltip == "on - show the last request exactly as it went out (key masked)"
+    assert panel.amnesia.tooltip.startswith("off - ")
+    panel.amnesia.value = True
+    assert panel.amnesia.tooltip.startswith("on - ")
+    panel.amnesia.value = False
+    # every input has a name of its own (the turns box was read as "null", the message box as nothing)
+    assert panel.prompt.description and panel.keep_n.tooltip and panel.stop.tooltip and panel.load.tooltip
+    assert panel.announce.value == ""
+    panel_send(panel, "My name is Ada.")
+    said = panel.announce.value
+    assert 'role="alert"' in said and "Nora replied:" in said and "Hello <strong>Ada</strong>!" in said
+    assert 'aria-label="tokens sent per call: ' in panel.cost.body.value
+    assert 'role="heading"' in panel.cost.children[0].value
+    panel_send(panel, "and now?")
+    assert 'role="alert"' in panel.error.value and "\u26a0 (error talking to the model: the request timed out" in panel.error.value
+    assert panel.announce.value == ""  # no old reply announced beside the failure
+    panel.path.value = ""
+    panel.save.click()
+    assert 'role="alert"' in panel.file_note.value and "\u26a0 not saved" in panel.file_note.value
+    panel.path.value = str(tmp_path / "chat.json")
+    panel.save.click()
+    assert 'role="status"' in panel.file_note.value and "\u2713 saved 3 messages" in panel.file_note.value
+    panel_send(panel, "Once more.")
+    assert "Nora replied:" in panel.announce.value
+    panel.undo.click()
+    assert 'role="status"' in panel.status.value and "took back" in panel.status.value
+    assert panel.announce.value == ""  # the reply it announced was taken back
 
 
 def test_model_output_is_rendered_inert():

@@ -9,6 +9,8 @@ that runs nothing (a window flag the payload would set stays unset).
 
 from __future__ import annotations
 
+import re
+
 import nbformat
 import pytest
 
@@ -289,5 +291,202 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
         assert found["turns_after_box"] is not None and found["turns_after_box"] >= 0, found
         assert found["overflow"] <= 0, found
         assert found["same_row"] and found["gap_to_temperature"] >= 12, found
+    finally:
+        context.close()
+
+
+KEYBOARD_CELL = """\
+import time
+import nora_widgets.panel as panel_module
+from nora_widgets import ChatPanel, ScriptedClient
+panel_module.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
+
+class Slow(ScriptedClient):  # a question with "slowly" in it gets a reply that takes seconds
+    def _create(self, **kwargs):
+        stream = super()._create(**kwargs)
+        if "slowly" not in kwargs["messages"][-1]["content"]:
+            return stream
+        def slowly():
+            for piece in stream:
+                time.sleep(0.15)
+                yield piece
+        return slowly()
+
+panel = ChatPanel(Slow(), views=("inspector",))
+panel"""
+
+# the focused element's focus ring (null when the focus is outside the panel)
+RING_JS = """() => {
+    const el = document.activeElement;
+    if (!el || !el.closest('.nora-panel')) return null;
+    const style = getComputedStyle(el);
+    return {width: parseFloat(style.outlineWidth) || 0, style: style.outlineStyle, colour: style.outlineColor};
+}"""
+
+
+def focused(page) -> dict | None:
+    """What a screen reader says for the focused element (role and name, from the page's
+    accessibility tree) and its focus ring; None when the focus has left the panel."""
+    ring = page.evaluate(RING_JS)
+    if ring is None:
+        return None
+    said = page.locator("*:focus").aria_snapshot().splitlines()[0]  # e.g. '- checkbox "keep last"'
+    match = re.match(r'- (\w+)(?: "(.*?)")?', said)
+    # an icon's glyph (Font Awesome, in Unicode's private use area) is part of a button's name: left out here
+    name = re.sub("[\ue000-\uf8ff]", "", match.group(2) or "").strip()
+    return {"role": match.group(1), "name": name, **ring}
+
+
+IS_FOCUSED = "(sel) => document.activeElement === document.querySelector(sel)"
+PROMPT = ".nora-panel .nora-prompt input"
+
+
+def open_panel(page, lab, name: str, cell: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(cell)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, str(lab.root / name))
+    page.goto(lab.url(name) + "&reset")  # a fresh workspace: only this notebook is open
+    wait_for_idle_kernel(page)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.locator(PROMPT).wait_for(state="visible", timeout=45_000)
+
+
+def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page):
+    """Everything with Tab, Shift+Tab, Enter and Space, in reading order, with a focus ring that can
+    be seen; the focus goes where the next key is needed; names, states, replies and errors are
+    there for a screen reader (checked in the page's accessibility tree)."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    open_panel(page, lab, "keyboard.ipynb", KEYBOARD_CELL)
+    panel = page.locator(".nora-panel")
+    # names: the message box had none (a placeholder only), the turns box was called "null"
+    expect(panel.get_by_role("textbox", name="your message", exact=True)).to_have_count(1)
+    expect(panel.get_by_role("spinbutton", name="how many of the last turns to send", exact=True)).to_have_count(1)
+    expect(panel.get_by_role("spinbutton", name="null")).to_have_count(0)
+    expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
+    expect(panel.get_by_role("heading", name="Messages inspector")).to_have_count(1)
+    wire = panel.get_by_role("button", name="Wire")
+    expect(wire).to_have_accessible_description("off - show the last request exactly as it went out (key masked)")
+
+    # 1. type and press Enter: the reply is announced, and the focus is back in the input
+    page.locator(PROMPT).focus()
+    page.keyboard.type("My name is Ada.")
+    page.keyboard.press("Enter")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 1]", timeout=20_000)
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+
+    # 2. Tab walks the panel in reading order: the input row, the controls under it, the views
+    stops = [focused(page)]
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        stop = focused(page)
+        if stop is None:
+            break
+        stops.append(stop)
+    said = [f"{s['role']} {s['name']}".strip() for s in stops]
+    assert said == ["textbox your message", "button Send", "button Amnesia", "checkbox keep last",
+                    "spinbutton how many of the last turns to send", "slider", "text", "textbox model",
+                    "textbox persona", "button Clear", "button Undo", "textbox file", "button Save", "button Load",
+                    "button Inspector", "button Wire", "button Context", "button Cost", "button Side by side"], said
+    # the focus ring is seen: 2 px (JupyterLab's was 1 px of light blue, about 2:1 on white)
+    thin = [s for s in stops if s["width"] < 2 or s["style"] == "none"]
+    assert thin == [], thin
+    page.keyboard.press("Shift+Tab")
+    assert focused(page)["name"] == "Side by side"
+
+    # 3. Space and Enter press the toggles; a screen reader hears "on" / "off"
+    wire.focus()
+    page.keyboard.press("Space")
+    page.locator(".nora-panel .nora-wire").wait_for(state="visible")
+    expect(wire).to_have_accessible_description("on - show the last request exactly as it went out (key masked)")
+    page.keyboard.press("Enter")
+    page.locator(".nora-panel .nora-wire").wait_for(state="hidden")
+    amnesia = panel.get_by_role("button", name="Amnesia")
+    amnesia.focus()
+    page.keyboard.press("Enter")
+    expect(amnesia).to_have_accessible_description("on - each call sends only the persona and the latest message")
+    expect(page.locator(".nora-panel .nora-header")).to_contain_text("amnesia")
+    page.keyboard.press("Enter")
+    expect(amnesia).to_have_accessible_description(re.compile("^off - "))
+
+    # 4. Undo from the keyboard: the message is back in the input, which has the focus, and Enter
+    # on it sends at once (it waited for the fallback timer, 30 s here)
+    panel.get_by_role("button", name="Undo").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    assert page.locator(PROMPT).input_value() == "My name is Ada."
+    expect(panel.get_by_role("status")).to_contain_text("took back your last message and its reply")
+    page.keyboard.press("Enter")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 2]", timeout=10_000)
+    assert rows_in_next_list(page) == 3
+
+    # 5. a slow reply: while it runs the focus is on Stop, so Space stops it; the message is back
+    # in the input with the focus, the error line says so in words (role alert, a sign, not only red)
+    page.keyboard.type("Tell it slowly")
+    page.keyboard.press("Enter")
+    page.wait_for_function(IS_FOCUSED, arg=".nora-panel .nora-stop", timeout=10_000)
+    page.keyboard.press("Space")
+    expect(panel.get_by_role("alert")).to_contain_text("\u26a0 Stopped: the turn was rolled back", timeout=10_000)
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    assert page.locator(PROMPT).input_value() == "Tell it slowly" and rows_in_next_list(page) == 3
+    page.keyboard.press("Enter")  # sent again at once: Stop has the focus while it runs
+    page.wait_for_function(IS_FOCUSED, arg=".nora-panel .nora-stop", timeout=10_000)
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied:", timeout=20_000)
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    assert rows_in_next_list(page) == 5
+
+    # 6. Save says what it did beside the button (in words and a sign); Clear gives the input the focus
+    panel.get_by_role("button", name="Save").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".nora-panel .nora-file-note").get_by_role("status")).to_contain_text("\u2713 saved 5 messages")
+    panel.get_by_role("button", name="Clear").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    assert rows_in_next_list(page) == 1
+
+
+PROJECTOR_CHAT_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+reply = "Here is a longer answer, so that the chat fills its box. " * 6
+panel = ChatPanel(ScriptedClient([reply] * 4), views=("inspector", "cost"))
+panel"""
+
+
+def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, chromium):
+    """1280x800 at 150% zoom (853x533 CSS pixels): the chat box was 420 px high, taller with the
+    input row than the notebook's visible area, so the instructor scrolled between the start of
+    the last reply and the input.  The box is at most 45% of the window's height now."""
+    context = chromium.new_context(viewport={"width": 853, "height": 533}, device_scale_factor=1.5)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        open_panel(page, lab, "projector-chat.ipynb", PROJECTOR_CHAT_CELL)
+        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+        prompt = page.locator(PROMPT)
+        for n, text in enumerate(("My name is Ada.", "Recommend a book.", "Why that one?"), start=1):
+            prompt.focus()
+            page.keyboard.type(text)
+            page.keyboard.press("Enter")
+            page.wait_for_function("(n) => document.querySelectorAll('.nora-panel .nora-next-send tr.nora-row').length === n",
+                                   arg=1 + 2 * n, timeout=20_000)
+        page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+        # as after typing: the input row at the bottom of the notebook's visible area
+        found = page.evaluate("""() => {
+            const row = document.querySelector('.nora-panel .nora-prompt').parentElement;
+            row.scrollIntoView({block: 'end'});
+            const area = row.closest('.jp-WindowedPanel-outer').getBoundingClientRect();
+            const box = document.querySelector('.nora-panel .nora-transcript').getBoundingClientRect();
+            const last = [...document.querySelectorAll('.nora-panel .nora-transcript .nora-msg-assistant')].pop()
+                .getBoundingClientRect();
+            const input = row.getBoundingClientRect();
+            return {area_top: area.top, area_bottom: area.bottom, box_top: box.top, box_height: box.height,
+                    last_reply_top: last.top, input_bottom: input.bottom};
+        }""")
+        page.screenshot(path=str(SCREENSHOTS / "panel-projector-chat.png"))
+        assert found["input_bottom"] <= found["area_bottom"] + 1, found
+        assert found["last_reply_top"] >= found["area_top"] and found["box_top"] >= found["area_top"], found
+        assert found["box_height"] > 200, found  # the replies filled the box: it did not just stay small
     finally:
         context.close()
