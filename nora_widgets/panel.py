@@ -276,8 +276,8 @@ class ChatPanel(widgets.VBox):
                             layout=widgets.Layout(flex="1 1 45%", min_width="300px"))
         self._focus_style = widgets.HTML(FOCUS_CSS, layout=widgets.Layout(display="none"))
         super().__init__(
-            [self._focus_style, self.header,
-             widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap"))],
+            [self.header, widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap")),
+             self._focus_style],  # last: the panel's text repr still starts with the header
             layout=widgets.Layout(border="1px solid #ccc", padding="6px", width="100%"),
         )
         self.add_class("nora-panel")
