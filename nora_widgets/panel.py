@@ -34,7 +34,7 @@ import ipywidgets as widgets
 
 from . import views as v
 from ._background import BackgroundTurn
-from .clients import describe_client, make_client, model_note, model_used
+from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
@@ -72,6 +72,19 @@ AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest mess
 # to the panel; three classes' weight, to win over ipywidgets' "outline: none" on its text boxes.
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}</style>")
+
+
+def _window_before_client() -> int | None:
+    """The context window of the client the first message will build (make_client()), without
+    building it: the embedded model's n_ctx when no server is configured, else None (a server's
+    model is known only once it is asked).  Example: no OPENAI_* variables -> 2048"""
+    try:
+        if choose_backend("auto") != "local":
+            return None
+        from .local import DEFAULT_N_CTX  # no model is loaded by this
+    except (ImportError, NoraError):
+        return None
+    return DEFAULT_N_CTX
 
 
 def _count(messages: Sequence[dict], client: Any, model: str | None) -> TokenCount:
@@ -755,7 +768,8 @@ class ChatPanel(widgets.VBox):
                               dropped_idx, note=note, last_total=last_total)
 
         trim_label = ("amnesia" if keep == 0 else f"keep last {count_of(keep, 'turn')}" if keep else "trim off")
-        self.gauge.update(next_call.total, context_window(client) if client is not None else None, whole.total,
+        window = context_window(client) if client is not None else _window_before_client()
+        self.gauge.update(next_call.total, window, whole.total,
                           len(dropped_idx), dropped_tokens, whole.exact, trim_label, whole.method, len(history))
 
         wire = last_wire or getattr(getattr(client, "wire", None), "last", None)

@@ -745,6 +745,20 @@ def test_constructing_without_a_client_is_cheap_and_a_missing_model_is_one_line(
     assert panel.prompt.value == "hello" and len(panel.history) == 1 and not panel.busy
 
 
+def test_before_the_first_message_the_gauge_knows_the_window_the_default_client_will_have(monkeypatch):
+    pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ('.[local]')")
+    from nora_widgets.local import LocalClient
+
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "NORA_MODEL_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    panel = ChatPanel(views=("gauge",))
+    assert panel._client is None  # nothing built or loaded yet
+    assert panel.gauge.window == LocalClient().n_ctx == 2048  # the window the first message's client has
+    assert "of 2,048 tokens" in panel.gauge.body.value and "unknown" not in panel.gauge.body.value
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # a server: its model is not known yet
+    assert ChatPanel(views=("gauge",)).gauge.window is None
+
+
 def _all_widget_state() -> str:
     from ipywidgets.widgets.widget import _instances
 
