@@ -168,18 +168,23 @@ def messages_table_html(
     dimmed: Iterable[int] = (),
     caption: str | None = None,
     max_chars: int | None = None,
+    numbers: Sequence[int] | None = None,
 ) -> str:
     """One table row per message: index, role chip, token count (a column only when counts are given),
     escaped content.
 
     highlight: row indexes drawn with a yellow background (e.g. what the last turn added);
     dimmed: row indexes drawn faded and struck through (e.g. what trimming will drop);
-    max_chars: cut long contents for display (the row then says how many characters it has).
+    max_chars: cut long contents for display (the row then says how many characters it has);
+    numbers: what the # column shows per row (default 0, 1, 2, ...), e.g. the messages' places in a
+    longer list when only some are drawn (highlight and dimmed still count rows from 0).
     Example: messages_table_html([{"role": "user", "content": "<b>"}], [3], highlight=[0])
         -> '<table class="nora-messages" ...>...<td ...>&lt;b&gt;</td>...</table>'
     """
     highlight = set(highlight)
     dimmed = set(dimmed)
+    if numbers is not None and len(numbers) != len(messages):
+        raise ValueError(f"numbers: one per message ({len(messages)}), not {len(numbers)}")
     rows = []
     for i, message in enumerate(messages):
         role = message.get("role", "?") if isinstance(message, dict) else "?"
@@ -199,7 +204,7 @@ def messages_table_html(
             style += "opacity:0.45;text-decoration:line-through;"
         rows.append(
             f'<tr class="{" ".join(classes)}" data-role="{escape(role)}" style="{style}">'
-            + _cell(str(i), "color:#888;text-align:right")
+            + _cell(str(i if numbers is None else numbers[i]), "color:#888;text-align:right")
             + _cell(role_chip_html(role))
             + ("" if token_counts is None else  # no counts given: no empty tokens column
                _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums"))

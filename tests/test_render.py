@@ -182,6 +182,20 @@ def test_messages_table_rows_counts_highlight_and_dim():
     assert "sent &lt;now&gt;" in out
 
 
+def test_messages_table_numbers_rows_by_their_place_in_the_whole_list():
+    import re
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Turn 39"},
+                {"role": "assistant", "content": "Reply 39"}]
+    first_cells = lambda out: re.findall(r'<tr class="nora-row[^"]*"[^>]*><td[^>]*>(\d+)</td>', out)  # noqa: E731
+    assert first_cells(messages_table_html(messages)) == ["0", "1", "2"]
+    out = messages_table_html(messages, numbers=[0, 77, 78], dimmed=[1])  # dimmed still counts rows
+    assert first_cells(out) == ["0", "77", "78"]
+    assert '<tr class="nora-row nora-row-dropped" data-role="user"' in out
+    with pytest.raises(ValueError, match="one per message"):
+        messages_table_html(messages, numbers=[0, 1])
+
+
 def test_messages_table_cuts_long_content_and_says_so():
     out = messages_table_html([{"role": "user", "content": "x" * 5000}], max_chars=100)
     assert "x" * 100 + "\u2026 (5,000 characters)" in out
