@@ -165,6 +165,7 @@ class ChatSession:
         self.last_failure: str | None = None  # kind of the last failed turn ("timeout", "cancelled", ...)
         self.url_named = url_named  # where the server's URL came from, as failures' advice names it
         self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
+        self.last_sent: list[dict] | None = None  # what the last successful call sent
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -205,8 +206,9 @@ class ChatSession:
             else:
                 self.say(f"{self.prefix}{result}")
             self._autosave()
+            self.last_sent = result.sent
             if self.show_sent and result.sent is not None:
-                self.say(self._sent_line(result.sent, len(before)))
+                self.say(self.sent_line(result.sent, len(before)))
             return True
         if started:  # part of a reply is on screen but not in the history: say so
             _write(self.out, " [reply dropped]\n")
@@ -217,7 +219,7 @@ class ChatSession:
             self.warn(_cli_words(result.failure, self.url_named).line() if result.failure else str(result))
         return False
 
-    def _sent_line(self, sent: list[dict], before: int) -> str:
+    def sent_line(self, sent: list[dict], before: int) -> str:
         """What one call sent, in one line: the statelessness made visible turn by turn.
         before: how many messages the history held before this turn (so what trimming left out).
         Example: '(this call sent 4 messages: the persona, 1 earlier turn and your message; 61 tokens)'"""
@@ -434,14 +436,14 @@ def _settings(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-tokens must be a whole number of at least 1 (got {args.max_tokens})")
     if getattr(args, "keep_turns", None) is not None and args.keep_turns < 0:
         raise UsageError(f"--keep-turns must be 0 or more (got {args.keep_turns})")
-    save = getattr(args, "save", None)
-    if save:
-        save = os.path.expanduser(save)  # --save=~/chat.json: the shell leaves that ~ alone, save_transcript does not
-        folder = os.path.dirname(save) or "."
-        if not os.path.isdir(folder):
-            raise UsageError(f"--save: folder {folder!r} does not exist")
-        if os.path.isdir(save):  # else every turn would fail to save, one warning each
-            raise UsageError(f"--save: {save!r} is a folder: give a file name, e.g. --save chat.json")
+    for flag, path in (("--save", getattr(args, "save", None)), ("--history", getattr(args, "history", None))):
+        if path:
+            path = os.path.expanduser(path)  # --save=~/chat.json: the shell leaves that ~ alone, save_transcript does not
+            folder = os.path.dirname(path) or "."
+            if not os.path.isdir(folder):
+                raise UsageError(f"{flag}: folder {folder!r} does not exist")
+            if os.path.isdir(path):  # else every turn would fail to save, one warning each
+                raise UsageError(f"{flag}: {path!r} is a folder: give a file name, e.g. {flag} chat.json")
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -509,20 +511,41 @@ def _question(words: list[str]) -> str:
     return question
 
 
+def _ask_history(args: argparse.Namespace) -> list[dict]:
+    """The conversation `nora ask` sends its question after: --history FILE's when the file exists
+    (an explicit --system replaces its persona), else a new one with the persona."""
+    path = os.path.expanduser(args.history) if args.history else None
+    if path is None or not os.path.exists(path):
+        return new_history(SYSTEM_PROMPT if args.system is None else args.system)
+    history, _meta = load_transcript(path)  # TranscriptError: one line, exit 1 (the caller)
+    if args.system is not None:
+        set_persona(history, args.system)
+    return history
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     _settings(args)
     question = _question(args.question)
+    try:
+        history = _ask_history(args)
+    except TranscriptError as exc:
+        print(f"nora: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     client = _client(args)
-    history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
+    before = len(history)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           max_tokens=args.max_tokens, stream=not args.no_stream, prefix="",
                           url_named=_url_named(args))
     note = model_note(client, args.model)
     if note:  # on stderr: the answer alone goes to stdout
         session.warn(f"({note})")
-    if session.send(question):
-        return EXIT_OK
-    return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
+    if not session.send(question):
+        return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
+    if args.show_sent and session.last_sent is not None:  # stderr too: stdout is the answer alone
+        session.warn(session.sent_line(session.last_sent, before))
+    if args.history and not session.save(args.history, quiet=True):
+        return EXIT_FAILED  # the answer is out, the file could not take it: said in one line
+    return EXIT_OK
 
 
 def _server_models(client: Any) -> list[str]:
@@ -630,6 +653,11 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="one question, one answer on stdout")
     ask.add_argument("question", nargs="*", help="the question; - stands for stdin (read too when no question is given and stdin is a pipe)")
     _add_model_options(ask)
+    ask.add_argument("--history", metavar="FILE",
+                     help="the conversation so far: read from FILE when it exists and sent before the question; "
+                          "the new turn is written back (a failed call leaves the file as it was)")
+    ask.add_argument("--show-sent", action="store_true",
+                     help="after the answer, one line on stderr saying what the call sent")
     ask.set_defaults(func=cmd_ask)
 
     models = sub.add_parser("models", help="list the model names --model can take (the server's, or the embedded one)")

@@ -1023,3 +1023,38 @@ def test_retry_of_a_message_with_no_reply_and_clear_with_no_persona_say_what_is_
     session.command("/retry")
     assert history == [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")]
     assert out.getvalue().splitlines()[-1] == "(the conversation is as it was)"
+
+
+# --------------------------------------------------------------------------- #
+# nora ask --history FILE: each ask is a new process; the file is the memory
+
+
+def test_ask_with_a_history_file_remembers_across_processes_and_a_failure_changes_nothing(keyed_stub, tmp_path):
+    path = tmp_path / "ada.json"
+    keyed_stub.enqueue("Nice to meet you, Ada.", "Your name is Ada.", server_error())
+    first = nora("ask", *FAST, "--history", str(path), "My name is Ada.", stub=keyed_stub)
+    assert (first.returncode, first.stdout, first.stderr) == (0, "Nice to meet you, Ada.\n", "")
+    second = nora("ask", *FAST, "--history", str(path), "--show-sent", "What is my name?", stub=keyed_stub)
+    assert (second.returncode, second.stdout) == (0, "Your name is Ada.\n")
+    # the second process knew nothing: the file was resent, whole, before the question
+    turn1 = [SYSTEM, user("My name is Ada."), assistant("Nice to meet you, Ada.")]
+    assert keyed_stub.chat_requests[1].messages == [*turn1, user("What is my name?")]
+    assert second.stderr.startswith("(this call sent 4 messages: the persona, 1 earlier turn and your message; ~")
+    saved = path.read_bytes()
+    assert json.loads(saved)["messages"] == [*turn1, user("What is my name?"), assistant("Your name is Ada.")]
+    failed = nora("ask", *FAST, "--history", str(path), "And my age?", stub=keyed_stub)
+    assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1
+    assert path.read_bytes() == saved  # the failed turn is not in the file
+    assert_no_key(first.stderr, second.stderr, failed.stderr, saved.decode())
+
+
+def test_ask_history_file_refusals_are_one_line(keyed_stub, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"messages": [{"role": "bot", "content": "hi"}]}')
+    result = nora("ask", *FAST, "--history", str(broken), "Hi", stub=keyed_stub)
+    assert result.returncode == 1 and result.stderr.startswith("nora: ") and len(result.stderr.splitlines()) == 1
+    assert keyed_stub.chat_requests == []  # nothing was sent
+    assert broken.read_text() == '{"messages": [{"role": "bot", "content": "hi"}]}'
+    result = nora("ask", *FAST, "--history", str(tmp_path / "no" / "such.json"), "Hi", stub=keyed_stub)
+    assert result.returncode == 2
+    assert result.stderr == f"nora: error: --history: folder {str(tmp_path / 'no')!r} does not exist\n"
