@@ -71,7 +71,8 @@ commands:
   /retry          ask for your last message's reply again (the same list goes out again)
   /help           this list
   quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
-  //text          send a message that starts with '/'"""
+  //text          send a message that starts with '/'
+  \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
 
 
 def _cli_words(failure: Failure, url_named: str) -> Failure:
@@ -381,11 +382,11 @@ class ChatSession:
 # the loop
 
 
-def _read_line(interactive: bool) -> str | None:
+def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
     """The next line of input, or None at end of input (Ctrl-D)."""
     if interactive:
         try:
-            return input("you: ")
+            return input(prompt)
         except EOFError:
             print()
             return None
@@ -394,8 +395,25 @@ def _read_line(interactive: bool) -> str | None:
         return None
     line = line.rstrip("\r\n")
     if line.strip():
-        _write(sys.stdout, f"you: {line}\n")  # echo: stdout reads like the screen would
+        _write(sys.stdout, f"{prompt}{line}\n")  # echo: stdout reads like the screen would
     return line
+
+
+BLOCK = '"""'  # a line of its own starts and ends a message of several lines
+
+
+def _read_block(interactive: bool) -> str | None:
+    """The lines after a line of three double quotes, up to the next such line, as one message
+    (None: the input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
+    """
+    lines = []
+    while True:
+        line = _read_line(interactive, prompt="...: ")
+        if line is None:
+            return None
+        if line.strip() == BLOCK:
+            return "\n".join(lines)
+        lines.append(line)
 
 
 def chat_loop(session: ChatSession, interactive: bool) -> int:
@@ -406,6 +424,20 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
             if line is None:
                 return EXIT_OK
             text = line.strip()
+            if text == BLOCK:
+                try:
+                    block = _read_block(interactive)
+                except KeyboardInterrupt:
+                    session.warn(("\n" if interactive else "") + "(Ctrl-C: the message of several lines was not sent)")
+                    continue
+                if block is None:
+                    session.warn(f"(input ended inside a {BLOCK} block: that message was not sent)")
+                    return EXIT_OK
+                if block.strip():
+                    session.send(block)
+                else:
+                    session.warn(f"(nothing between the {BLOCK} lines: nothing sent)")
+                continue
             if not text:
                 continue
             if text.lower() in QUIT_WORDS:

@@ -1058,3 +1058,37 @@ def test_ask_history_file_refusals_are_one_line(keyed_stub, tmp_path):
     result = nora("ask", *FAST, "--history", str(tmp_path / "no" / "such.json"), "Hi", stub=keyed_stub)
     assert result.returncode == 2
     assert result.stderr == f"nora: error: --history: folder {str(tmp_path / 'no')!r} does not exist\n"
+
+
+# --------------------------------------------------------------------------- #
+# a message of several lines between """ lines
+
+
+def test_a_block_between_triple_quote_lines_is_one_message(keyed_stub):
+    keyed_stub.enqueue("Add the missing operand.")
+    script = ['"""', "Fix this:", "    x = 1 +", '   """  ', '"""', "  ", '"""', '"""', "unfinished"]
+    result = nora("chat", *FAST, stdin="\n".join(script) + "\n", stub=keyed_stub)
+    assert result.returncode == 0
+    assert keyed_stub.chat_requests[0].messages == [SYSTEM, user("Fix this:\n    x = 1 +")]  # indents kept
+    assert len(keyed_stub.chat_requests) == 1  # the blank block and the unfinished one sent nothing
+    assert result.stdout.splitlines()[2:] == ['you: """', "...: Fix this:", "...:     x = 1 +", '...:    """  ',
+                                              "nora: Add the missing operand.", 'you: """', '...: """', 'you: """',
+                                              "...: unfinished"]
+    assert result.stderr == ('(nothing between the """ lines: nothing sent)\n'
+                             '(input ended inside a """ block: that message was not sent)\n')
+
+
+def test_a_block_on_a_real_terminal_and_ctrl_c_inside_it():
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb")) as term:
+        term.wait_for(b"you: ")
+        term.type(b'"""\r')
+        term.wait_for(b"...: ")
+        term.type(b"one\r")
+        term.wait_for(b"...: ")
+        until_waiting(term.proc)
+        term.type(b"\x03")  # Ctrl-C inside the block: the block is dropped, the session goes on
+        term.wait_for(b"(Ctrl-C: the message of several lines was not sent)\r\nyou: ")
+        term.type(b'"""\rtwo\rlines\r"""\r')
+        term.wait_for(b"I was sent 2 messages; the last one says: 'two\\nlines'\r\nyou: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
