@@ -86,6 +86,8 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     # Only plain JSON values go in; never anything that could carry a secret.
     meta = {k: v for k, v in metadata.items() if k not in ("api_key", "messages") and v is not None}
     document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}
+    document["format"], document["version"] = FORMAT, VERSION  # the header is Nora's own: a format= or version=
+    # given as metadata would make a file this Nora refuses to load
     try:
         text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     except (TypeError, ValueError) as exc:  # e.g. a date put in a message by hand

@@ -38,6 +38,15 @@ def test_a_bare_list_loads_too(tmp_path):
     assert load_transcript(path)[0] == _history()
 
 
+def test_metadata_cannot_overwrite_the_files_own_header(tmp_path):
+    path = tmp_path / "t.json"
+    save_transcript(path, [{"role": "user", "content": "hi"}], format="mine", version=99, model="m")
+    document = json.loads(path.read_text())
+    assert list(document)[:2] == ["format", "version"] and document["model"] == "m"
+    messages, meta = load_transcript(path)  # a version 99 file would be refused as written by a newer Nora
+    assert messages == [{"role": "user", "content": "hi"}]
+
+
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     path = tmp_path / "chat.json"
     save_transcript(path, _history())
