@@ -10,6 +10,8 @@ and some crashed the request with a 500 and a traceback:
     "content": [{"type": "text", "text": "hi"}]   500 (str + list)                the parts joined: "hi"
     "max_completion_tokens": 8                    ignored: the reply ran long     sent as max_tokens
     "max_tokens": 0                               read as "no limit"              400 naming max_tokens
+    "max_tokens": 4096 (window 2048)              cut to the room left: the       400 naming max_tokens
+                                                  reply stopped at the window's end
     "n": 2                                        ignored: one choice came back   400 naming n
     "response_format": {"type": "json_schema"}    500 (validation error)          JSON that follows the schema
     "logprobs": true (no top_logprobs)            ignored: logprobs null          the chosen tokens' logprobs
@@ -57,7 +59,7 @@ def _mend_messages(messages: list[dict]) -> dict | None:
     return None
 
 
-def _mend_options(request: dict) -> dict | None:
+def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
     """The fields beside messages, mended in place; the 400 body for one that cannot be honoured."""
     if request.get("n") not in (None, 1):
         return _refusal("n", f"Invalid 'n': {request['n']!r}; this server gives one choice per request "
@@ -72,6 +74,10 @@ def _mend_options(request: dict) -> dict | None:
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             return _refusal(name, f"Invalid '{name}': {limit!r}; expected a whole number of at least 1.")
+        if n_ctx is not None and limit >= n_ctx:  # no prompt leaves room for it: OpenAI's "max_tokens is too large"
+            return _refusal(name, f"Invalid '{name}': {limit} is too large: the context window is {n_ctx} tokens, "
+                                  f"shared by the prompt and the reply, so {name} must be less than {n_ctx} "
+                                  "(and leave room for the prompt).")
         request["max_tokens"] = limit
     response_format = request.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
@@ -122,13 +128,14 @@ def _invalid(request: dict) -> dict | None:
     return None
 
 
-def mend_chat_request(request: dict) -> tuple[dict, dict | None]:
+def mend_chat_request(request: dict, n_ctx: int | None = None) -> tuple[dict, dict | None]:
     """(the request as llama-cpp-python's server should get it, None), or (request, a 400 body).
 
     The request's messages must already be a list of objects with a role (bad_messages).
+    n_ctx: the server's context window; a max_tokens that no prompt leaves room for is refused.
     The given request is not changed.
     Example: mend_chat_request({"messages": [...], "n": 2})[1]["error"]["param"] -> 'n'
     """
     mended = copy.deepcopy(request)
-    refusal = _mend_messages(mended["messages"]) or _mend_options(mended) or _invalid(mended)
+    refusal = _mend_messages(mended["messages"]) or _mend_options(mended, n_ctx) or _invalid(mended)
     return (request, refusal) if refusal else (mended, None)

@@ -13,6 +13,15 @@ vocabulary only: no second copy of the weights), and answers the 400 itself when
 ``prompt tokens >= n_ctx`` (llama.cpp's own rule).  Everything else passes through
 untouched, with the body replayed as it came.
 
+A request that gives ``max_tokens`` (streamed or not) is counted too, and refused with
+the same 400 when ``prompt + max_tokens > n_ctx``: the server cut max_tokens down to
+the room left without a word, so the reply stopped short with finish_reason "length"
+while the client believed it had asked for more.  OpenAI refuses such a request with
+this very message ("However, you requested 600 tokens (88 in the messages, 512 in the
+completion)"), and so does Nora's LocalClient; Nora's core reacts to the code by
+trimming the conversation, which makes room.  (A max_tokens no prompt leaves room for,
+``>= n_ctx``, is refused before counting, naming max_tokens: see _chat_request.py.)
+
 Since it reads every POST body anyway, it mends two more rough edges of that server:
 
 - a body that is not a JSON object (``{bad``) got a plain-text 500 and a page of
@@ -128,10 +137,13 @@ def vocab_counter(path: Any) -> Callable[[list[dict]], int]:
 
 
 def _messages_to_check(request: dict) -> tuple[list[dict], int | None] | None:
-    """The messages of a streamed chat request in plain form, and its max_tokens; None when
-    there is nothing this check can count exactly (not streamed, content parts, tools...):
-    the server then decides, as before."""
-    if request.get("stream") is not True or _PROMPT_CHANGERS & set(request):
+    """The messages of a chat request in plain form, and its max_tokens; None when there is
+    nothing to check (not streamed and no max_tokens: the server's own 400 covers the prompt)
+    or nothing this check can count exactly (tools, other roles...): the server then decides,
+    as before."""
+    max_tokens = request.get("max_tokens")
+    max_tokens = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None
+    if (request.get("stream") is not True and max_tokens is None) or _PROMPT_CHANGERS & set(request):
         return None
     plain = []
     for message in request["messages"]:  # a non-empty list: bad_messages() has checked it
@@ -139,8 +151,7 @@ def _messages_to_check(request: dict) -> tuple[list[dict], int | None] | None:
                 or not isinstance(message.get("content"), str) or set(message) - {"role", "content", "name"}):
             return None
         plain.append({"role": message["role"], "content": message["content"]})
-    max_tokens = request.get("max_tokens")
-    return plain, max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None
+    return plain, max_tokens
 
 
 class OverflowCheck:
@@ -183,7 +194,7 @@ class OverflowCheck:
                 chat = path.endswith("/chat/completions")
                 refusal = bad_messages(request) if chat else None
                 if refusal is None and chat:  # OpenAI's fields the server would ignore or crash on
-                    mended, refusal = mend_chat_request(request)
+                    mended, refusal = mend_chat_request(request, self.n_ctx)
                     rewrite = rewrite or mended != request
                     request = mended
                 if refusal is None and chat:
@@ -213,7 +224,7 @@ class OverflowCheck:
         return any(name.lower() == b"authorization" and value == expected for name, value in scope.get("headers", []))
 
     async def _too_long(self, request: dict) -> dict | None:
-        """The 400 body when the streamed request's prompt does not fit, else None."""
+        """The 400 body when the prompt does not fit, or the prompt and max_tokens do not, else None."""
         found = _messages_to_check(request)
         if found is None:
             return None
@@ -224,7 +235,8 @@ class OverflowCheck:
             tokens = await anyio.to_thread.run_sync(self.count_prompt, messages)
         except Exception:  # cannot count it: let the server decide, as before
             return None
-        return overflow_body(tokens, self.n_ctx, max_tokens) if tokens >= self.n_ctx else None
+        too_long = tokens >= self.n_ctx or (max_tokens is not None and tokens + max_tokens > self.n_ctx)
+        return overflow_body(tokens, self.n_ctx, max_tokens) if too_long else None
 
     @staticmethod
     async def _refuse(send: Any, error: dict) -> None:

@@ -118,6 +118,30 @@ def test_a_streamed_request_too_long_is_refused_before_the_app_sees_it():
     assert status == 200 and len(app.bodies) == 1
 
 
+def test_a_prompt_and_max_tokens_over_the_window_are_refused_streamed_or_not():
+    # the server cut max_tokens to the room left without a word; OpenAI refuses prompt + max_tokens > window
+    pytest.importorskip("llama_cpp.server.errors")
+    for stream in (False, True):
+        status, payload, app, _counter = request(chat(90, stream=stream, max_tokens=11))
+        assert status == 400 and app.bodies == []
+        error = json.loads(payload)["error"]
+        assert error["code"] == "context_length_exceeded"
+        assert "you requested 101 tokens (90 in the messages, 11 in the completion)" in error["message"]
+        status, _payload, app, _counter = request(chat(90, stream=stream, max_tokens=10))  # exactly fits
+        assert status == 200 and len(app.bodies) == 1
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
+def test_a_max_tokens_no_prompt_leaves_room_for_is_refused_by_name_uncounted(name):
+    pytest.importorskip("llama_cpp.server.types")
+    status, payload, app, counter = request(chat(1, stream=False, **{name: N_CTX}))
+    error = json.loads(payload)["error"]
+    assert (status, error["param"], app.bodies, counter.seen) == (400, name, [], [])
+    assert error["message"] == (f"Invalid '{name}': {N_CTX} is too large: the context window is {N_CTX} tokens, "
+                                f"shared by the prompt and the reply, so {name} must be less than {N_CTX} "
+                                "(and leave room for the prompt).")
+
+
 @pytest.mark.parametrize("body", [
     chat(500, stream=False),                                                   # the server's own 400 covers it
     {"model": "m", "stream": True, "messages": [{"role": "tool", "content": "w " * 500, "tool_call_id": "1"}]},

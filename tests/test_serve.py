@@ -328,12 +328,15 @@ def test_max_completion_tokens_limits_the_reply(server):
     ({"presence_penalty": 3}, "presence_penalty"),       # these were 500s quoting pydantic
     ({"stop": 5}, "stop"),
     ({"temperature": 5}, "temperature"),                 # was sampled at 5 (OpenAI's range is 0 to 2)
+    ({"max_tokens": 512}, "max_tokens"),                 # the whole window (512): was cut to the room left
+    ({"max_tokens": None, "max_completion_tokens": 4096}, "max_completion_tokens"),
     ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "tool", "content": "12:00"}]}, "messages[0].tool_call_id"),  # was "should be 'system'"
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages[0].content"),
 ], ids=["n-2", "max_tokens-0", "max_completion_tokens-0", "tools-no-tool_choice", "tool_choice-required",
-        "presence_penalty-3", "stop-5", "temperature-5", "role-bot", "tool-no-id", "image-part"])
+        "presence_penalty-3", "stop-5", "temperature-5", "max_tokens-window", "max_completion_tokens-4096",
+        "role-bot", "tool-no-id", "image-part"])
 def test_a_field_it_cannot_honour_is_a_400_naming_it(server, fields, param):
     import openai
 
@@ -342,6 +345,47 @@ def test_a_field_it_cannot_honour_is_a_400_naming_it(server, fields, param):
         server.client().chat.completions.create(**request)
     assert err.value.body["param"] == param and err.value.body["type"] == "invalid_request_error"
     assert err.value.body["message"].startswith(f"Invalid '{param}': ")
+
+
+@pytest.mark.model
+def test_a_max_tokens_the_window_cannot_hold_says_so(server):
+    # max_tokens=4096 with a 512-token window was accepted, and the reply simply stopped when the
+    # window was full (finish_reason "length", as if it had reached max_tokens)
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as err:
+        list(server.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=4096, stream=True))
+    assert err.value.body == {
+        "message": "Invalid 'max_tokens': 4096 is too large: the context window is 512 tokens, shared by the "
+                   "prompt and the reply, so max_tokens must be less than 512 (and leave room for the prompt).",
+        "type": "invalid_request_error", "param": "max_tokens", "code": None}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_prompt_and_max_tokens_over_the_window_is_openais_context_length_400(server, stream):
+    # prompt + max_tokens > n_ctx: OpenAI and LocalClient refuse it; the server cut max_tokens down
+    # to the room left, so the reply stopped short with no word why
+    import openai
+    from nora_widgets.errors import describe_failure
+    from nora_widgets.local import LocalClient
+    from nora_widgets.tokens import count_tokens
+
+    prompt = count_tokens(PLAIN, LocalClient()).total
+    with pytest.raises(openai.BadRequestError) as err:
+        list(server.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=512 - prompt + 1,
+                                                     stream=stream))
+    assert err.value.body == {
+        "message": f"This model's maximum context length is 512 tokens. However, you requested 513 tokens "
+                   f"({prompt} in the messages, {513 - prompt} in the completion). Please reduce the length of "
+                   "the messages or completion.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}
+    assert describe_failure(err.value).kind == "context_length"  # Nora's core trims and retries on this
+    # exactly the room left is fine (the reply ends on its own long before)
+    reply = server.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=512 - prompt,
+                                                     temperature=0, stream=stream)
+    assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices) if stream \
+        else reply.choices[0].finish_reason == "stop"
 
 
 @pytest.mark.model
