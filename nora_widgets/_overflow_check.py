@@ -35,7 +35,8 @@ Since it reads every POST body anyway, it mends two more rough edges of that ser
   it is passed on with that header;
 - OpenAI's fields that server ignores or crashes on (``developer`` messages, content
   parts, ``n``, ``max_completion_tokens``, ...) are mended or refused with a 400 (see
-  _chat_request.py).
+  _chat_request.py), and the reply is mended where it differs from OpenAI's
+  (``top_logprobs``, a streamed reply's usage: see _reply_mend.py).
 
     app = OverflowCheck(create_app(...), vocab_counter(path), n_ctx=2048, api_key=None,
                         model="SmolLM2-135M-Instruct")
@@ -48,6 +49,7 @@ import re
 from typing import Any, Awaitable, Callable
 
 from ._chat_request import mend_chat_request
+from ._reply_mend import run_with_mended_reply
 
 __all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter"]
 
@@ -174,6 +176,7 @@ class OverflowCheck:
             await self.app(scope, receive, send)
             return
         received: list[dict] = []  # the request as it came, replayed to the app below
+        chat_request = None  # a chat request passed on: its reply may need mending too (_reply_mend.py)
         body = b""
         while True:
             message = await receive()
@@ -204,6 +207,7 @@ class OverflowCheck:
                     return
                 if request.get("model") is None and self.model:  # else the reply's "model" is the file's path
                     request, rewrite = {**request, "model": self.model}, True
+                chat_request = request if chat else None
             if rewrite:
                 body = json.dumps(request).encode()
                 received = [{"type": "http.request", "body": body, "more_body": False}]
@@ -215,7 +219,10 @@ class OverflowCheck:
         async def replay() -> dict:
             return received.pop(0) if received else await receive()
 
-        await self.app(scope, replay, send)
+        if chat_request is not None:
+            await run_with_mended_reply(self.app, scope, replay, send, chat_request)
+        else:
+            await self.app(scope, replay, send)
 
     def _authorized(self, scope: dict) -> bool:
         if self.api_key is None:

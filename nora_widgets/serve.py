@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from ._client_gone import StopWhenGone, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
+    from ._reply_mend import count_usage
     from .errors import NoraError
     from .local import _default_threads, find_model_path, model_name_for
 
@@ -160,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
             app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias)
             # a reply whose client has left (a timeout, a closed tab) stops at the next token
             # instead of running to max_tokens while the class waits (see _client_gone.py)
-            stop_when_gone(server_app._llama_proxy())  # the one model the server loaded
+            llama = server_app._llama_proxy()  # the one model the server loaded
+            stop_when_gone(llama)
+            count_usage(llama)  # a streamed reply's usage chunk, when asked for (see _reply_mend.py)
             app = StopWhenGone(app)
         except Exception as exc:
             failure = exc

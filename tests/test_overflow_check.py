@@ -274,3 +274,38 @@ def test_a_json_body_sent_without_its_content_type_reaches_the_app_as_json():
     assert [v for k, v in headers if k == b"content-type"] == [b"application/json"]
     status, _payload, app, _counter = request(body, content_type=b"application/json; charset=utf-8")
     assert [v for k, v in app.scopes[0]["headers"] if k == b"content-type"] == [b"application/json; charset=utf-8"]
+
+
+def test_a_streamed_reply_split_anywhere_is_mended_event_by_event():
+    # _reply_mend.py reads the event stream as it passes: an event cut across two sends is mended whole
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None,
+                          "logprobs": {"content": [{"token": "Hi", "logprob": -0.1, "bytes": None,
+                                                    "top_logprobs": [{"token": "Hi", "logprob": -0.1}]}]}}]}
+    stream = b"data: " + json.dumps(chunk).encode() + b"\n\n: ping\n\ndata: [DONE]\n\n"
+
+    class StreamingApp(RecordingApp):
+        async def __call__(self, scope, receive, send):
+            await receive()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+            for start in range(0, len(stream), 7):  # seven bytes at a time
+                await send({"type": "http.response.body", "body": stream[start:start + 7], "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    body = json.dumps(chat(3, logprobs=True, top_logprobs=0)).encode()
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    run(OverflowCheck(StreamingApp(), Counter(), N_CTX)(
+        {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}, receive, send))
+    chunk["choices"][0]["logprobs"]["content"][0]["top_logprobs"] = []
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == (
+        b"data: " + json.dumps(chunk).encode() + b"\n\n: ping\n\ndata: [DONE]\n\n")
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}

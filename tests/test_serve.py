@@ -403,6 +403,45 @@ def test_a_json_schema_is_followed_and_logprobs_come_when_asked(server):
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_top_logprobs_lists_at_most_as_many_as_asked(server, stream):
+    # llama.cpp adds the chosen token to the alternatives: top_logprobs=0 (and logprobs=True alone)
+    # listed one per token where OpenAI lists none, and top_logprobs=1 two when a less likely one was drawn
+    def tokens(**asked):
+        reply = server.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=12, logprobs=True,
+                                                         stream=stream, **asked)
+        if not stream:
+            return reply.choices[0].logprobs.content
+        return [t for c in reply if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+
+    for asked in ({"top_logprobs": 0}, {}):
+        listed = tokens(temperature=0, **asked)
+        assert listed and all(t.top_logprobs == [] for t in listed)
+    listed = tokens(temperature=1.5, seed=7, top_logprobs=1)
+    assert all(len(t.top_logprobs) == 1 and t.top_logprobs[0].logprob >= t.logprob for t in listed)
+    assert any(t.top_logprobs[0].token != t.token for t in listed)  # a drawn token that was not the likeliest
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("asked", [{"max_tokens": 6}, {"max_tokens": 60}, {"max_tokens": 60, "stop": ["sea"]}],
+                         ids=["length", "end", "stop-sequence"])
+def test_a_stream_asked_for_its_usage_ends_with_the_usage_of_the_whole_reply(server, asked):
+    # stream_options was not a field llama-cpp-python's server knows: no usage chunk came
+    messages = [{"role": "user", "content": "Write a haiku about the sea."}]
+    whole = server.client().chat.completions.create(model="m", messages=messages, temperature=0, **asked)
+    chunks = list(server.client().chat.completions.create(model="m", messages=messages, temperature=0, stream=True,
+                                                          stream_options={"include_usage": True}, **asked))
+    *pieces, last = chunks
+    assert last.choices == [] and last.usage == whole.usage  # prompt, completion and total tokens
+    assert last.id == pieces[0].id and all(c.usage is None for c in pieces)
+    assert "".join(c.choices[0].delta.content or "" for c in pieces) == whole.choices[0].message.content
+    assert pieces[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    plain = list(server.client().chat.completions.create(model="m", messages=messages, temperature=0, stream=True,
+                                                         **asked))
+    assert plain[-1].choices and all(c.usage is None for c in plain)  # not asked: no usage chunk
+
+
+@pytest.mark.model
 def test_a_reply_whose_client_gave_up_stops_instead_of_running_on():
     # a non-streamed reply ran on to max_tokens after its client's timeout, and the openai
     # client's retry (max_retries) queued a second full reply: a class waited behind replies
