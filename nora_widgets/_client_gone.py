@@ -17,24 +17,66 @@ Two small parts fix that:
   through too) gets one more stopping criterion, "has the flag been set?", checked after
   every token.  The reply then ends early and is thrown away by the server.
 
+The same flag stops every reply when the server stops (Ctrl-C, SIGTERM): ``stop_all_replies()``,
+called as uvicorn begins its shutdown, sets each request's flag.  uvicorn waited for a reply
+being written to finish (8.9 s for a 400-token one), and a stream's response was cut off
+without its end, so uvicorn logged "ERROR: ASGI callable returned without completing
+response." and the server printed "disconnected" and "Disconnected from client (via
+refresh/close) Address(...)".  Now a reply cut short by the stop is never passed off as
+whole: a non-streamed one is answered 503 with OpenAI's error shape, and a stream ends with
+an error event (the openai client raises it as ``APIError``) and a proper end.  The server's
+own disconnect lines are said once, in Nora's words, or not at all when the server is
+stopping (``quiet_disconnect_lines``).
+
     app = StopWhenGone(app)         # around the server's app
     stop_when_gone(llama)           # the one model the server loaded
+    quiet_disconnect_lines(llama_cpp.server.app)
+    stop_all_replies()              # when the server stops
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 from typing import Any, Awaitable, Callable
 
-__all__ = ["StopWhenGone", "stop_when_gone"]
+__all__ = ["StopWhenGone", "stop_when_gone", "stop_all_replies", "quiet_disconnect_lines"]
 
-# the flag of the request being served in this context; None outside a request
-_gone: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("nora_client_gone", default=None)
+STOPPED = "nora serve was stopped before this reply was complete: send the request again when it is back"
+
+
+class _Request:
+    """One request's state: its "client gone" flag, the tokens generated for it, and whether
+    its reply was stopped early (and that said)."""
+
+    def __init__(self) -> None:
+        self.gone = threading.Event()
+        self.tokens = 0
+        self.cut = False
+        self.said = False
+
+
+# the request being served in this context; None outside a request
+_current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("nora_client_gone", default=None)
+_in_flight: set[_Request] = set()  # every request being served (touched on the event loop only)
+_stopping = threading.Event()  # set once the server is stopping
+
+
+def stop_all_replies() -> None:
+    """The server is stopping: every reply stops at its next token (see the module docstring)."""
+    _stopping.set()
+    for request in list(_in_flight):
+        request.gone.set()
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": None}}).encode()
 
 
 class StopWhenGone:
-    """ASGI middleware: sets this request's "client gone" flag when the client disconnects."""
+    """ASGI middleware: sets this request's "client gone" flag when the client disconnects, and
+    ends properly a reply that the server's stop cut short."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -45,7 +87,9 @@ class StopWhenGone:
             return
         import anyio
 
-        gone, body_read = threading.Event(), anyio.Event()
+        request, body_read = _Request(), anyio.Event()
+        gone = request.gone
+        state = {"started": False, "ended": False, "stream": False, "replaced": False}
 
         async def seen(message: dict) -> dict:  # the app's own reads pass through here
             if message["type"] == "http.disconnect":
@@ -62,44 +106,118 @@ class StopWhenGone:
             while not gone.is_set():
                 await seen(await receive())
 
-        token = _gone.set(gone)
+        async def app_send(message: dict) -> None:
+            cut = request.cut and _stopping.is_set()  # the server's stop cut this reply short
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                state["stream"] = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                                      for k, v in message.get("headers", []))
+                if cut and not state["stream"]:  # never passed off as a whole reply
+                    state["replaced"] = True
+                    await _send_stopped(send)
+                    return
+            elif message["type"] == "http.response.body":
+                if state["replaced"] or (state["stream"] and cut):  # a stream's end, below, says why
+                    return
+                state["ended"] = not message.get("more_body", False)
+            await send(message)
+
+        token = _current.set(request)
+        _in_flight.add(request)
         failure = None
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(listen)
                 try:
-                    await self.app(scope, app_receive, send)
+                    await self.app(scope, app_receive, app_send)
                 except Exception as exc:  # raised as it came, not wrapped in the task group's ExceptionGroup
                     failure = exc
+                if failure is None and _stopping.is_set() and not state["replaced"]:
+                    await _end_cut_reply(send, state)
                 tasks.cancel_scope.cancel()  # the reply is sent (or refused): stop listening
         finally:
-            _gone.reset(token)
+            _in_flight.discard(request)
+            _current.reset(token)
         if failure is not None:
             raise failure
 
 
+async def _send_stopped(send: Any) -> None:
+    """A 503 in OpenAI's shape: the reply was cut short by the server's stop."""
+    body = _error_body(STOPPED)
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _end_cut_reply(send: Any, state: dict) -> None:
+    """The server stopped while this reply was being written: end it properly, saying why."""
+    if not state["started"]:
+        await _send_stopped(send)
+    elif state["stream"] and not state["ended"]:  # the openai client raises an event with "error" as APIError
+        await send({"type": "http.response.body", "body": b"data: " + _error_body(STOPPED) + b"\n\n",
+                    "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _after(request: _Request | None) -> str:
+    """' after 3 tokens', ' after 1 token', or '' when not known."""
+    if request is None:
+        return ""
+    return f" after {request.tokens} token{'' if request.tokens == 1 else 's'}"
+
+
+def quiet_disconnect_lines(module: Any, say: Callable[[str], None] | None = None) -> None:
+    """llama-cpp-python's server prints "disconnected" and "Disconnected from client (via
+    refresh/close) Address(...)" when a client leaves (and when the server stops): said once in
+    Nora's words instead, and not at all when the server is stopping.
+    module: llama_cpp.server.app, whose print() calls these are."""
+    say = say or (lambda text: print(text, flush=True))
+
+    def quiet_print(*args: Any, **kwargs: Any) -> None:
+        text = " ".join(map(str, args))
+        if text == "disconnected":
+            return
+        if not text.startswith("Disconnected from client"):
+            print(*args, **kwargs)
+            return
+        request = _current.get()
+        if _stopping.is_set() or (request is not None and request.said):
+            return
+        if request is not None:
+            request.said = True
+        if "before llm invoked" in text:
+            say("nora serve: the client left before its turn; its reply was not started")
+        else:
+            say(f"nora serve: the client left; its reply stopped{_after(request)}")
+
+    module.print = quiet_print
+
+
 def stop_when_gone(llama: Any, say: Callable[[str], None] | None = None) -> None:
-    """Give `llama.create_completion` one more stopping criterion: this request's client has gone.
+    """Give `llama.create_completion` one more stopping criterion: this request's client has gone
+    (or the server is stopping).
     Example: stop_when_gone(llama); a non-streamed request whose client times out stops after
     the token being generated, and the server prints one line saying so."""
     create_completion = llama.create_completion
     say = say or (lambda text: print(text, flush=True))  # stdout, beside the access log
 
     def create_completion_until_gone(*args: Any, stopping_criteria: Any = None, **kwargs: Any) -> Any:
-        gone = _gone.get()
-        if gone is None:  # not inside a request (a test calling the model directly)
+        request = _current.get()
+        if request is None:  # not inside a request (a test calling the model directly)
             return create_completion(*args, stopping_criteria=stopping_criteria, **kwargs)
         from llama_cpp import StoppingCriteriaList
 
-        generated = [0]  # tokens so far; llama.cpp asks once more after the last one: say it once
-
         def client_gone(input_ids: Any, logits: Any) -> bool:  # checked after every token
-            if not gone.is_set():
-                generated[0] += 1
+            if not request.gone.is_set():
+                request.tokens += 1
                 return False
-            if generated[0] >= 0:
-                say(f"nora serve: the client left; its reply stopped after {generated[0]} tokens")
-                generated[0] = -1
+            if not request.cut:  # llama.cpp asks once more after the last one: say it once
+                request.cut = True
+                if not _stopping.is_set() and not request.said:
+                    request.said = True
+                    say(f"nora serve: the client left; its reply stopped{_after(request)}")
             return True
 
         criteria = StoppingCriteriaList([*(stopping_criteria or []), client_gone])

@@ -107,7 +107,7 @@ def _usage_problem(port: int, n_ctx: int) -> str | None:
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start,
     2 for a bad command line or setting (as `nora chat` and `nora ask`)."""
-    from ._client_gone import StopWhenGone, stop_when_gone
+    from ._client_gone import StopWhenGone, quiet_disconnect_lines, stop_all_replies, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
     from ._reply_mend import count_usage
@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             # instead of running to max_tokens while the class waits (see _client_gone.py)
             llama = server_app._llama_proxy()  # the one model the server loaded
             stop_when_gone(llama)
+            quiet_disconnect_lines(server_app)  # its "disconnected" lines: once in Nora's words, or not at all
             count_usage(llama)  # a streamed reply's usage chunk, when asked for (see _reply_mend.py)
             app = StopWhenGone(app)
         except Exception as exc:
@@ -187,6 +188,12 @@ def run(args: argparse.Namespace) -> int:
             await super().startup(sockets=sockets)
             if self.started:  # said once the socket listens: whoever waits for this line can connect
                 _say(serving)
+
+        async def shutdown(self, sockets=None) -> None:
+            # Ctrl-C: every reply stops at its next token and ends saying so, instead of uvicorn
+            # waiting for it to run to its end (see _client_gone.py)
+            stop_all_replies()
+            await super().shutdown(sockets=sockets)
 
     server = Server(config)
 

@@ -470,13 +470,55 @@ def test_a_reply_whose_client_gave_up_stops_instead_of_running_on():
 
 
 @pytest.mark.model
-def test_ctrl_c_stops_it_cleanly(server):
+def test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once(server):
+    # Ctrl-C while a stream was being read: uvicorn logged "ERROR: ASGI callable returned without
+    # completing response.", the server printed "disconnected" and "Disconnected from client (via
+    # refresh/close) Address(...)", and a non-streamed reply queued behind ran to its end first
+    # (~10 s for 400 tokens here) while the client then got it as if whole
+    import openai
+    from nora_widgets._client_gone import STOPPED
+
+    outcome: dict[str, object] = {}
+    chunks: list = []
+    endless = dict(model="m", messages=[{"role": "user", "content": "Write a long story about the sea."}],
+                   max_tokens=400, logit_bias={"0": -100, "2": -100})  # no end-of-text: 400 tokens
+
+    def read_stream() -> None:
+        try:
+            for chunk in server.client().chat.completions.create(stream=True, **endless):
+                chunks.append(chunk)
+            outcome["stream"] = "ended as if whole"
+        except openai.APIError as exc:
+            outcome["stream"] = exc
+
+    def ask_whole() -> None:
+        try:
+            outcome["whole"] = server.client().chat.completions.create(**endless)
+        except openai.APIError as exc:
+            outcome["whole"] = exc
+
+    streaming = threading.Thread(target=read_stream)
+    streaming.start()
+    deadline = time.monotonic() + 30
+    while len(chunks) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queued = threading.Thread(target=ask_whole)  # waits for the stream's reply to finish
+    queued.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
     code, out, err = server.stop()
-    assert code == 0
+    took = time.monotonic() - t0
+    streaming.join(10)
+    queued.join(10)
+    assert code == 0 and took < 5, took
     assert out.splitlines()[-1] == "nora serve: stopped"
     # one access-log line per request, nothing else; llama.cpp's C-level log stays quiet
     assert all('"GET /v1/models' in line or '"POST /v1/chat/completions' in line for line in out.splitlines()[:-1])
     assert err == ""
+    # neither cut reply is passed off as whole: each says the server stopped
+    assert isinstance(outcome["stream"], openai.APIError) and outcome["stream"].message == STOPPED
+    assert isinstance(outcome["whole"], openai.InternalServerError) and outcome["whole"].status_code == 503
+    assert outcome["whole"].body["message"] == STOPPED and outcome["whole"].body["type"] == "server_error"
 
 
 @pytest.mark.model
