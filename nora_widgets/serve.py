@@ -19,7 +19,10 @@ command line would show in `ps`).  A streamed request too long for the window ge
 same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too (not a
 500 and a traceback), and a request naming no model is answered under the listed name
 (see _overflow_check.py).  A reply whose client has left (its timeout passed, its tab
-closed) stops at the next token instead of running on while others wait (_client_gone.py).
+closed) stops at the next token instead of running on while others wait (_client_gone.py),
+and so does every reply when Ctrl-C stops the server.  Replies are mended where they differ
+from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
+OpenAI's shape (_routes.py).
 
 This module imports nothing heavy at the top: `nora --help` stays fast.
 """
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
     from ._reply_mend import count_usage
+    from ._routes import OpenAIPaths
     from .errors import NoraError
     from .local import _default_threads, find_model_path, model_name_for
 
@@ -179,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             # a streamed request too long for the window gets the same 400 as a non-streamed one;
             # a body that is not JSON gets a 400, and a request naming no model gets the alias
             app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias)
+            # models.retrieve(), a base URL without /v1, embeddings: answered in OpenAI's shape (_routes.py)
+            app = OpenAIPaths(app, alias, api_key)
             # a reply whose client has left (a timeout, a closed tab) stops at the next token
             # instead of running to max_tokens while the class waits (see _client_gone.py)
             llama = server_app._llama_proxy()  # the one model the server loaded

@@ -155,6 +155,28 @@ def test_models_list_names_the_model(server):
 
 
 @pytest.mark.model
+def test_paths_a_client_may_get_wrong_are_answered_in_openais_shape(server):
+    # each was a 404 {"detail": "Not Found"}, and embeddings a 500 with a page of traceback (three times,
+    # with the client's retries); test_ctrl_c_mid_reply... checks that stderr stayed empty
+    import openai
+
+    c = server.client()
+    assert c.models.retrieve("SmolLM2-135M-Instruct").id == "SmolLM2-135M-Instruct"  # openai's models.retrieve
+    with pytest.raises(openai.NotFoundError) as err:
+        c.models.retrieve("gpt-4o")
+    assert err.value.body["code"] == "model_not_found" and "serves 'SmolLM2-135M-Instruct'" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        c.embeddings.create(model="m", input="hi")
+    assert err.value.body["message"].startswith("This server makes chat completions, not embeddings")
+    no_v1 = openai.OpenAI(base_url=server.url[:-3], api_key="any", max_retries=0, timeout=60)  # without /v1
+    with pytest.raises(openai.NotFoundError) as err:
+        no_v1.chat.completions.create(model="m", messages=PLAIN, max_tokens=2)
+    assert err.value.body["message"] == (
+        "Nothing at /chat/completions: this server's API is under /v1 (POST /v1/chat/completions); "
+        f"set OPENAI_BASE_URL={server.url}, with /v1 at the end.")
+
+
+@pytest.mark.model
 def test_the_openai_client_gets_a_reply(server):
     from openai.types.chat import ChatCompletion
 

@@ -1,0 +1,70 @@
+"""`nora serve`: the paths an OpenAI client may ask for that llama-cpp-python's server got wrong.
+
+    asked                                     the server (0.3.x) answered                  now
+    ---------------------------------------   ------------------------------------------   ------------------------------
+    GET /v1/models/SmolLM2-135M-Instruct      404 {"detail": "Not Found"}                  the model, as /v1/models lists it
+    (openai's models.retrieve)                                                             (another name: 404 model_not_found)
+    POST /chat/completions, GET /models...    404 {"detail": "Not Found"}                  404 saying the API is under /v1
+    (OPENAI_BASE_URL without /v1)                                                          and the OPENAI_BASE_URL to set
+    POST /v1/embeddings                       500 and a page of traceback, then the        400: this server makes chat
+                                              client's two retries did it again            completions, not embeddings
+
+    app = OpenAIPaths(app, model="SmolLM2-135M-Instruct", api_key=None)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Awaitable, Callable
+
+__all__ = ["OpenAIPaths"]
+
+_API = ("/chat/completions", "/completions", "/models", "/embeddings")  # what a client adds to its base URL
+
+
+def _error(message: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
+class OpenAIPaths:
+    """ASGI middleware: answers the paths in the module docstring; everything else passes through.
+    A request without the server's key (when one is required) passes through too: it gets the
+    server's own 401 or 404, never a word about the model."""
+
+    def __init__(self, app: Any, model: str, api_key: str | None = None) -> None:
+        self.app, self.model, self.api_key = app, model, api_key
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
+        answer = self._answer(scope) if scope.get("type") == "http" and self._authorized(scope) else None
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        status, body = answer
+        payload = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _answer(self, scope: dict) -> tuple[int, dict] | None:
+        path, method = scope.get("path", "").rstrip("/"), scope.get("method")
+        if method == "GET" and path.startswith("/v1/models/"):
+            name = path[len("/v1/models/"):]
+            if name == self.model:
+                return 200, {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
+            return 404, _error(f"The model '{name}' does not exist: this server serves '{self.model}' "
+                               "(GET /v1/models lists it).", "model", "model_not_found")
+        if method == "POST" and path == "/v1/embeddings":
+            return 400, _error(f"This server makes chat completions, not embeddings: '{self.model}' is served "
+                               "for /v1/chat/completions only.", "model", "model_not_supported")
+        if any(path == p or path.startswith(p + "/") for p in _API):
+            host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1") or "HOST:PORT"
+            return 404, _error(f"Nothing at {path}: this server's API is under /v1 ({method} /v1{path}); "
+                               f"set OPENAI_BASE_URL=http://{host}/v1, with /v1 at the end.", None, "unknown_url")
+        return None
+
+    def _authorized(self, scope: dict) -> bool:
+        if self.api_key is None:
+            return True
+        expected = f"Bearer {self.api_key}".encode()
+        return any(name.lower() == b"authorization" and value == expected for name, value in scope.get("headers", []))
