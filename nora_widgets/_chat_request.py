@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["mend_chat_request"]
+__all__ = ["mend_chat_request", "max_tokens_too_large"]
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
@@ -59,6 +59,17 @@ def _mend_messages(messages: list[dict]) -> dict | None:
     return None
 
 
+def max_tokens_too_large(name: str, limit: Any, n_ctx: int | None) -> dict | None:
+    """The 400 body when a whole-number max_tokens leaves no room for any prompt (>= n_ctx), as
+    OpenAI's "max_tokens is too large"; else None.
+    Example: max_tokens_too_large("max_tokens", 4096, 2048)["error"]["param"] -> 'max_tokens'"""
+    if n_ctx is None or not isinstance(limit, int) or isinstance(limit, bool) or limit < n_ctx:
+        return None
+    return _refusal(name, f"Invalid '{name}': {limit} is too large: the context window is {n_ctx} tokens, "
+                          f"shared by the prompt and the reply, so {name} must be less than {n_ctx} "
+                          "(and leave room for the prompt).")
+
+
 def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
     """The fields beside messages, mended in place; the 400 body for one that cannot be honoured."""
     if request.get("n") not in (None, 1):
@@ -74,10 +85,9 @@ def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             return _refusal(name, f"Invalid '{name}': {limit!r}; expected a whole number of at least 1.")
-        if n_ctx is not None and limit >= n_ctx:  # no prompt leaves room for it: OpenAI's "max_tokens is too large"
-            return _refusal(name, f"Invalid '{name}': {limit} is too large: the context window is {n_ctx} tokens, "
-                                  f"shared by the prompt and the reply, so {name} must be less than {n_ctx} "
-                                  "(and leave room for the prompt).")
+        too_large = max_tokens_too_large(name, limit, n_ctx)
+        if too_large:
+            return too_large
         request["max_tokens"] = limit
     response_format = request.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":

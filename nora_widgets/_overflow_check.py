@@ -48,7 +48,7 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
-from ._chat_request import mend_chat_request
+from ._chat_request import max_tokens_too_large, mend_chat_request
 from ._reply_mend import run_with_mended_reply
 
 __all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter"]
@@ -195,7 +195,8 @@ class OverflowCheck:
             rewrite = not _says_json(scope)  # curl -d sends form-encoded: the server then answered a 500
             if path.endswith("/completions") and self._authorized(scope):
                 chat = path.endswith("/chat/completions")
-                refusal = bad_messages(request) if chat else None
+                refusal = bad_messages(request) if chat else max_tokens_too_large(  # the legacy /v1/completions
+                    "max_tokens", request.get("max_tokens"), self.n_ctx)
                 if refusal is None and chat:  # OpenAI's fields the server would ignore or crash on
                     mended, refusal = mend_chat_request(request, self.n_ctx)
                     rewrite = rewrite or mended != request

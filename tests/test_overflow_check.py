@@ -131,10 +131,12 @@ def test_a_prompt_and_max_tokens_over_the_window_are_refused_streamed_or_not():
         assert status == 200 and len(app.bodies) == 1
 
 
-@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
-def test_a_max_tokens_no_prompt_leaves_room_for_is_refused_by_name_uncounted(name):
+@pytest.mark.parametrize("name, path", [("max_tokens", "/v1/chat/completions"),
+                                        ("max_completion_tokens", "/v1/chat/completions"),
+                                        ("max_tokens", "/v1/completions")], ids=["chat", "chat-completion", "legacy"])
+def test_a_max_tokens_no_prompt_leaves_room_for_is_refused_by_name_uncounted(name, path):
     pytest.importorskip("llama_cpp.server.types")
-    status, payload, app, counter = request(chat(1, stream=False, **{name: N_CTX}))
+    status, payload, app, counter = request(chat(1, stream=False, **{name: N_CTX}), path=path)
     error = json.loads(payload)["error"]
     assert (status, error["param"], app.bodies, counter.seen) == (400, name, [], [])
     assert error["message"] == (f"Invalid '{name}': {N_CTX} is too large: the context window is {N_CTX} tokens, "

@@ -474,6 +474,40 @@ def test_a_stream_asked_for_its_usage_ends_with_the_usage_of_the_whole_reply(ser
 
 
 @pytest.mark.model
+def test_four_async_streams_at_once_each_get_their_own_reply_and_usage(server):
+    # the server writes one reply at a time; each stream's usage is counted for its own request
+    import asyncio
+
+    import openai
+    from nora_widgets.local import LocalClient
+    from nora_widgets.tokens import count_tokens
+
+    prompts = [[{"role": "user", "content": "Name a fruit." + " Please." * i}] for i in range(4)]
+
+    async def one(client, messages):
+        stream = await client.chat.completions.create(model="m", messages=messages, max_tokens=8, temperature=0,
+                                                      stream=True, stream_options={"include_usage": True})
+        chunks = [chunk async for chunk in stream]
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks[-1].usage
+
+    async def all_at_once():
+        async with openai.AsyncOpenAI(base_url=server.url, api_key="any", max_retries=0, timeout=60) as client:
+            return await asyncio.gather(*(one(client, m) for m in prompts))
+
+    results: list = []  # asyncio.run in a thread of its own: the main thread may hold another test's loop
+    worker = threading.Thread(target=lambda: results.extend(asyncio.run(all_at_once())))
+    worker.start()
+    worker.join(90)
+    assert len(results) == 4
+    local = LocalClient()
+    for (text, usage), messages in zip(results, prompts):
+        assert text.strip() and 0 < usage.completion_tokens <= 8
+        assert usage.prompt_tokens == count_tokens(messages, local).total  # its own prompt: 4 lengths
+        assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert len({usage.prompt_tokens for _, usage in results}) == 4
+
+
+@pytest.mark.model
 def test_a_reply_whose_client_gave_up_stops_instead_of_running_on():
     # a non-streamed reply ran on to max_tokens after its client's timeout, and the openai
     # client's retry (max_retries) queued a second full reply: a class waited behind replies
