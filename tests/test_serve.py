@@ -157,7 +157,7 @@ def test_models_list_names_the_model(server):
 @pytest.mark.model
 def test_paths_a_client_may_get_wrong_are_answered_in_openais_shape(server):
     # each was a 404 {"detail": "Not Found"}, and embeddings a 500 with a page of traceback (three times,
-    # with the client's retries); test_ctrl_c_mid_reply... checks that stderr stayed empty
+    # with the client's retries); test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once checks that stderr stayed empty
     import openai
 
     c = server.client()
@@ -254,7 +254,7 @@ def test_a_streamed_overflow_is_the_same_400_not_an_empty_stream(server):
 ], ids=["not-json", "empty", "an-array"])
 def test_a_body_that_is_not_a_json_object_is_a_400_in_openais_shape(server, body, says):
     # it was a plain-text 500 "Internal Server Error" and ~60 lines of traceback on the server's
-    # stderr (test_ctrl_c_stops_it_cleanly, further down, checks that stderr stays empty)
+    # stderr (test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once, further down, checks that stderr stays empty)
     import openai
 
     with pytest.raises(openai.BadRequestError) as err:
