@@ -106,7 +106,8 @@ def _port_problem(host: str, port: int) -> str | None:
         except OSError as exc:
             advice = {errno.EADDRNOTAVAIL: "not an address of this machine: check --host",
                       errno.EACCES: "ports below 1024 need root: try another --port"}.get(exc.errno, "try another --port")
-            return f"cannot listen on {base_url(host, port)[7:-3]}: {exc.strerror or exc} ({advice})"
+            where = base_url(host, port).removeprefix("http://").removesuffix("/v1")  # [::1]:8000 too
+            return f"cannot listen on {where}: {exc.strerror or exc} ({advice})"
     return None
 
 
