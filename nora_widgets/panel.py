@@ -22,12 +22,15 @@ an error, or a dropped connection therefore leave the history exactly as it was,
 and code reading ``panel.history`` meanwhile never sees half a turn.  This
 module only reads the widgets, starts the turn, and draws what its callbacks
 report.  Keyboard: Enter in the one-line input sends (with ``multiline=True``
-the input is a text area: Enter is a new line, click Send).
+the input is a text area: Enter is a new line, click Send).  The input stays
+open while a reply runs, so the next message can be typed meanwhile; it is
+sent after the reply (Enter and Send send nothing while one runs).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Sequence
 
 import ipywidgets as widgets
@@ -65,6 +68,11 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on 
 }
 PANEL_TRIM = "send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear"  # not nora chat's /trim N
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
+# After a reply, Enter on text typed during it sends at once if no key has arrived for this long: by
+# then every key has reached the kernel (the browser holds a value back only while the previous one is
+# unanswered, a round trip to the kernel).  Sooner, Enter waits for the text that follows it.
+KEYS_SETTLED = 0.5
+BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
 AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",
                 False: "off - press to send only the persona and the latest message"}
 # A keyboard focus ring that can be seen: JupyterLab's is 1 px of light blue (about 2:1 against
@@ -90,6 +98,12 @@ def _window_before_client() -> int | None:
 def _count(messages: Sequence[dict], client: Any, model: str | None) -> TokenCount:
     """Tokens of a messages list as a prompt: .total, .per_message, .exact, .method (see tokens.py)."""
     return count_tokens(list(messages), client=client, model=model)
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    """A message named in a status line: quoted, on one line, cut short.  Example: 'Hi' -> '“Hi”'"""
+    text = " ".join(text.split())
+    return f"\u201c{text if len(text) <= limit else text[:limit - 1] + chr(0x2026)}\u201d"
 
 
 def _new_rows(sent: Sequence[dict], before: Sequence[dict]) -> list[int]:
@@ -192,11 +206,16 @@ class ChatPanel(widgets.VBox):
         self._refocus = False  # the turn came from Send / Enter: give the input its focus back after
         self._enter_timer: threading.Timer | None = None
         self._box_known = False  # the input shows exactly the text the panel knows: Enter sends at once
+        self._typed_ahead = False  # the input holds text typed while the last reply ran (see _finish)
+        self._typed_at = float("-inf")  # time.monotonic() when the browser last sent the input's text
+        self._writing = False  # the panel itself is setting the input's value (not a key typed)
+        self._sending = ""  # the message of the turn in progress (the input was emptied of it)
+        self._held: str | None = None  # a failed or stopped message kept aside, not put over typed text
         self._submit_lock = threading.Lock()
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
                                    tooltip="send your message", layout=widgets.Layout(width="90px"))
         self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,  # orange while a reply runs
-                                   tooltip="stop the reply; your message goes back into the input",
+                                   tooltip="stop the reply; your message goes back into the input (if it is empty)",
                                    layout=widgets.Layout(width="80px"))
         # CSS classes: stable handles for styling and for the browser test
         self.prompt.add_class("nora-prompt")
@@ -349,45 +368,79 @@ class ChatPanel(widgets.VBox):
     # no value change comes, and a short timer fires it.
     #
     # Except when the panel itself has just put the text there (Undo puts the message back; a
-    # failure or Stop leaves it) and nothing has been typed since: then the box is "known"
+    # failure or Stop puts it back) and nothing has been typed since: then the box is "known"
     # (_box_known), and Enter sends at once.  To know that nothing was typed, the input sends
     # every keystroke while it is known (continuous_update=True): the first key typed reaches
     # the kernel before any Enter after it, ends the known state, and the input goes back to
     # one value per Enter.
+    #
+    # Type-ahead.  The input stays open while a reply runs; the message being sent leaves it
+    # when the turn starts (it shows above, in the live area), so what is typed next is the
+    # next message.  While the reply runs the input sends every keystroke too, for two reasons:
+    # the panel must know whether the input is empty when a turn fails (the failed message goes
+    # back only into an empty input: _finish), and the browser redraws a text box from its model
+    # whenever the panel changes anything of it, which would wipe keys it had not yet sent.
+    # Enter (and Send, disabled) while a reply runs sends nothing; a note says why.  After the
+    # reply, text typed during it is "typed ahead" (_typed_ahead): the input goes on sending every
+    # key, so once no key has arrived for KEYS_SETTLED seconds the panel has the whole text, and
+    # Enter sends at once.  Sooner, a key may still be on its way (the browser holds back a value
+    # while the previous one is unanswered, but not the Enter): Enter waits for the text that
+    # follows, as above.
 
     def _on_prompt_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("event") == "submit":
-            with self._submit_lock:
-                now = self._box_known
-                if not now:
-                    self._enter_pressed = True
-                    self._enter_timer = threading.Timer(ENTER_GRACE, self._submit_after_enter)
-                    self._enter_timer.daemon = True
-                    self._enter_timer.start()
-            if now:  # the text in the box is the text the panel knows: no value change will follow
-                self._submit_typed()
+        if not (isinstance(content, dict) and content.get("event") == "submit"):
+            return
+        if self._busy:  # a reply is running: nothing is sent, and the text stays in the input
+            self._note_busy()
+            return
+        with self._submit_lock:
+            settled = self._typed_ahead and time.monotonic() - self._typed_at >= KEYS_SETTLED
+            now = self._box_known or settled
+            if not now:
+                self._enter_pressed = True
+                self._enter_timer = threading.Timer(ENTER_GRACE, self._submit_after_enter)
+                self._enter_timer.daemon = True
+                self._enter_timer.start()
+        if now:  # the text in the box is the text the panel knows: no value change will follow
+            self._submit_typed()
 
     def _on_prompt_value(self, _change: dict) -> None:
+        with self._lock:  # _finish reads the input and puts a failed message back under it
+            if self._writing:  # the panel's own write, not a key typed
+                return
+            self._typed_at = time.monotonic()
+            if self._busy:  # typed while a reply runs: it stays in the input, and nothing is sent
+                return
         if self._box_known:  # something was typed (or set from code) into a text the panel put there
             self._forget_box()
         if self._enter_pressed:
             self._submit_after_enter()
+
+    def _set_prompt(self, value: str | None = None, continuous: bool | None = None) -> None:
+        """The panel writes the input: one message to the browser, and not taken for a key typed."""
+        with self._lock:
+            self._writing = True
+            try:
+                with self.prompt.hold_sync():
+                    if value is not None:
+                        self.prompt.value = value
+                    if continuous is not None:
+                        self.prompt.continuous_update = continuous
+            finally:
+                self._writing = False
 
     def _know_box(self, text: str | None = None) -> None:
         """The input shows text (None: what it has now), and Enter on it sends at once (see above).
 
         One message to the browser: a key typed before the input sends keystrokes must be impossible.
         """
-        self._box_known = False  # setting the value below is not a keystroke
-        with self.prompt.hold_sync():
-            if text is not None:
-                self.prompt.value = text
-            if isinstance(self.prompt, widgets.Text):  # Enter does not send from a text area
-                self.prompt.continuous_update = True
-                self._box_known = True
+        known = isinstance(self.prompt, widgets.Text)  # Enter does not send from a text area
+        with self._lock:
+            self._set_prompt(text, True if known else None)
+            self._box_known, self._typed_ahead = known, False
 
     def _forget_box(self) -> None:
-        self._box_known = False
+        self._box_known = self._typed_ahead = False
         self.prompt.continuous_update = False
 
     def _submit_after_enter(self) -> None:
@@ -400,19 +453,27 @@ class ChatPanel(widgets.VBox):
         self._submit_typed()
 
     def _submit_typed(self) -> None:
-        """Send and Enter: after the turn the cursor goes back to the input (disabled while the
-        reply ran, it had lost the focus), so the next message can be typed at once."""
+        """Send and Enter: the input keeps (or takes) the focus while the reply runs, and gets it
+        back after it, so the next message can be typed at once."""
         was, self._refocus = self._refocus, True  # set first: a fast reply may end before submit() returns
         if not self.submit():  # nothing started (empty, or busy: the turn running keeps its own)
             self._refocus = was
 
     def submit(self) -> bool:
-        """Send what is in the input (what Send and Enter do). Returns False if nothing started."""
+        """Send what is in the input (what Send and Enter do). Returns False if nothing started;
+        while a reply runs nothing starts, and the text stays in the input."""
         with self._submit_lock:  # Enter's timer thread and a click must not both start a turn
-            if self._busy:
-                return False
-            started = self._start_turn()
+            busy = self._busy
+            started = False if busy else self._start_turn()
+        if busy:
+            self._note_busy()
         return started
+
+    def _note_busy(self) -> None:
+        """Enter or Send while a reply runs: say why nothing happened, on the status line and to a
+        screen reader (the key seemed to do nothing)."""
+        self._say(BUSY_NOTE)
+        self._announce(BUSY_NOTE)
 
     def _start_turn(self) -> bool:
         text = self.prompt.value
@@ -427,9 +488,15 @@ class ChatPanel(widgets.VBox):
             self._show_error(describe_failure(exc).line())
             return False
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
+        # The message leaves the input (it shows in the live area below) and the input stays open:
+        # what is typed from now on is the next message.  Every key typed is sent (see above).
+        self._sending, self._held = text, None
+        with self._lock:
+            self._set_prompt("", continuous=True)
+            self._box_known = self._typed_ahead = False
         self._set_busy(True)
-        if self._refocus:  # the input is disabled now, which drops the focus on the page: Stop takes it,
-            self.stop.focus()  # so a keyboard can stop the reply (it goes back to the input after)
+        if self._refocus:  # Send is disabled now, which drops the focus a click gave it: the input takes it
+            self.prompt.focus()  # (Enter left it there), and Stop is one Tab away (see docs/panel.md)
         self._twin_error = ""
         self._show_error("")
         # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
@@ -477,7 +544,6 @@ class ChatPanel(widgets.VBox):
         """Side by side: the turn with memory is in the history; draw it as done (transcript,
         header, views) and say what the panel is still waiting for."""
         self._draw_history()
-        self.prompt.value = ""
         self.refresh()
         self._say("reply kept; now the same question without memory (side by side)\u2026")
 
@@ -500,20 +566,32 @@ class ChatPanel(widgets.VBox):
         self.last_result = result
         self._draw_history()
         ok = result is not None and result.ok
-        if ok:
-            self.prompt.value = ""  # sent: clear the input
-            self._show_error("")
-        elif result is not None:  # failed or stopped: the text stays in the input
-            if result.failure is not None and result.failure.kind == "cancelled":
-                self._show_error("Stopped: the turn was rolled back; your message is still in the input.")
-            elif result.failure is not None:
-                self._show_error(result.failure.in_words_of(PANEL_TRIM).line())
-            else:
-                self._show_error(str(result))
-        with self.prompt.hold_sync():  # enabled and known in one step (see _know_box)
+        failed = result is not None and not ok
+        # The input may hold the next message, typed while the reply ran: it is never written over.
+        # A failed or stopped message goes back only into an empty input (Enter sends it again at
+        # once); otherwise it is kept aside, and Undo puts it back in front of what was typed.
+        with self._lock:  # read and written in one step: a key arriving meanwhile waits (_on_prompt_value)
+            typed = bool(self.prompt.value.strip())
+            self._held = self._sending if failed and typed else None
             self._set_busy(False)
-            if result is not None and not ok:
-                self._know_box()  # the input was disabled all along: it shows what the panel has
+            if failed and not typed:
+                self._know_box(self._sending)
+            elif typed and isinstance(self.prompt, widgets.Text):
+                self._typed_ahead = True  # every key goes on reaching the kernel (see _on_prompt_msg)
+            else:
+                self._forget_box()  # one value per Enter again
+        if ok:
+            self._show_error("")
+        elif failed:
+            if result.failure is not None and result.failure.kind == "cancelled":
+                line = "Stopped: the turn was rolled back" + ("." if typed else "; your message is back in the input.")
+            elif result.failure is not None:
+                line = result.failure.in_words_of(PANEL_TRIM).line()
+            else:
+                line = str(result)
+            if typed:
+                line += f" Your message {_quote(self._sending)} is kept aside, so what you typed stays: Undo puts it back."
+            self._show_error(line)
         self.refresh()
         if self._refocus:  # not after panel.ask() from a cell: that would pull the cursor out of it
             self._refocus = False
@@ -553,7 +631,12 @@ class ChatPanel(widgets.VBox):
         return self.last_result
 
     def ask(self, text: str, timeout: float | None = 60.0) -> TurnResult | None:
-        """Type text, click Send, wait: one call for lesson cells. Example: panel.ask("Hi") -> 'Hello!'"""
+        """Type text, click Send, wait: one call for lesson cells. Example: panel.ask("Hi") -> 'Hello!'
+
+        Raises RuntimeError while a reply runs (the input may hold a message being typed).
+        """
+        if self._busy:
+            raise RuntimeError("a reply is still running: panel.wait() for it, or panel.cancel() it, first")
         self.prompt.value = text
         if not self.submit():
             return TurnResult(self._error_text, None) if self._error_text else None
@@ -573,21 +656,20 @@ class ChatPanel(widgets.VBox):
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
-        for control in (self.prompt, self.send, self.clear, self.undo, self.load):
+        for control in (self.send, self.clear, self.undo, self.load):  # not the input: type the next message
             control.disabled = busy
         self._live_stop(busy)
         self._say("replying\u2026" if busy else "")
         if busy:
-            self._forget_box()
             self._announce("")
             self._note_file("")  # "saved 5 messages" no longer describes the conversation
 
     def _clicked(self, action) -> None:
         """Clear and Undo from their buttons: the next thing to do is to type, so the input gets the
         focus (from code, panel.clear_history() leaves the cursor where it is)."""
-        before = list(self.history)
+        before = (list(self.history), self.prompt.value)
         action()
-        if not self._busy and self.history != before:
+        if not self._busy and (list(self.history), self.prompt.value) != before:
             self.prompt.focus()
 
     # ------------------------------------------------------------------ #
@@ -617,6 +699,7 @@ class ChatPanel(widgets.VBox):
             self.history[:] = new_history(self.persona.value or None)
             self.twin_history[:] = new_history(self.persona.value or None)
             self._forget_calls()
+        self._held = None  # the error line that named it goes too
         self.cost.reset()
         self._show_error("")
         self._note_file("")
@@ -625,8 +708,15 @@ class ChatPanel(widgets.VBox):
 
     def undo_last(self) -> None:
         """Take back the last turn (what Undo does): the model never kept it, so the next call
-        simply does not send it.  The message goes back into the input if the input is empty."""
+        simply does not send it.  The message goes back into the input if the input is empty.
+
+        Right after a failed or stopped turn whose message was kept aside (the input held what was
+        typed meanwhile), Undo puts that message back instead, in front of the typed text.
+        """
         if self._busy:
+            return
+        if self._held is not None:
+            self._put_back_held()
             return
         with self._lock:
             removed = undo_turn(self.history)
@@ -644,6 +734,16 @@ class ChatPanel(widgets.VBox):
         self.refresh()
         what = "your last message and its reply" if len(removed) > 1 else "your last message"
         self._say(f"took back {what}: the next call will not send it")
+
+    def _put_back_held(self) -> None:
+        """The message of a failed or stopped turn, kept aside, goes back into the input: in front of
+        what is typed there (nothing typed is lost), and Enter on it sends at once."""
+        held, self._held = self._held, None
+        typed = self.prompt.value
+        joint = "\n" if isinstance(self.prompt, widgets.Textarea) else " "
+        self._know_box(held + joint + typed if typed.strip() else held)
+        self._show_error("")
+        self._say("put your message back in the input" + (", in front of what you typed" if typed.strip() else ""))
 
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""
@@ -677,6 +777,7 @@ class ChatPanel(widgets.VBox):
             self.history[:] = messages
             self.twin_history[:] = new_history(self._system_text() or None)
             self._forget_calls()
+        self._held = None  # the error line that named it goes too
         self._loading = True
         try:
             self.persona.value = self._system_text()

@@ -262,8 +262,10 @@ def test_the_reply_runs_on_a_worker_thread_and_stop_rolls_back():
     panel.send.click()
     assert time.monotonic() - t0 < 2.5  # the click returns at once, not after the reply: the kernel stays free
     assert client.first_piece.wait(5)
-    # while it streams: input locked, Stop live, history untouched, partial text shown
-    assert panel.busy and panel.prompt.disabled and panel.send.disabled and not panel.stop.disabled
+    # while it streams: the input open and emptied of the message (it shows in the live area), Send
+    # disabled, Stop live, history untouched, partial text shown
+    assert panel.busy and not panel.prompt.disabled and panel.prompt.value == ""
+    assert panel.send.disabled and not panel.stop.disabled
     assert panel.stop.button_style == "warning"
     assert panel.history == before
     assert "one" in panel.live.value and "Tell me a long story" in panel.live.value
@@ -277,6 +279,230 @@ def test_the_reply_runs_on_a_worker_thread_and_stop_rolls_back():
     assert panel.prompt.value == "Tell me a long story" and not panel.prompt.disabled
     assert "Stopped" in panel.error.value and panel.live.value == ""
     assert len(client.calls) == 1
+
+
+class HeldReply:
+    """Streams the first word of each reply at once, then holds the rest until .release(): a test
+    types into the panel while a reply runs, with no sleeping.  Each call ends as outcomes say: a
+    reply text (sent word by word), or an exception raised mid-stream (a dropped connection)."""
+
+    default_model = "held"
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.calls: list[dict] = []
+        self.streaming = threading.Event()  # the current call's first word is out
+        self._gate = threading.Event()
+        completions = type("Completions", (), {"create": staticmethod(self._create)})()
+        self.chat = type("Chat", (), {"completions": completions})()
+
+    def _create(self, **kwargs):
+        self.calls.append(copy.deepcopy(kwargs))
+        self.streaming.clear()
+        self._gate = threading.Event()
+        return self._stream(self.outcomes.pop(0), self._gate)
+
+    def _stream(self, outcome, gate):
+        words = (outcome if isinstance(outcome, str) else "Well, let me see").split(" ")
+        yield make_chunk("h", 0, "held", content=words[0])
+        self.streaming.set()
+        gate.wait(10)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        for word in words[1:]:
+            yield make_chunk("h", 0, "held", content=" " + word)
+        yield make_chunk("h", 0, "held", finish_reason="stop")
+
+    def release(self) -> None:
+        """Let the current reply go on; .streaming then waits for the next call's first word."""
+        self.streaming.clear()
+        self._gate.set()
+
+
+def held_send(panel: ChatPanel, client: HeldReply, text: str):
+    """Type text, click Send, let the reply come, wait for it."""
+    panel.prompt.value = text
+    panel.send.click()
+    assert client.streaming.wait(5)
+    client.release()
+    return panel.wait(5)
+
+
+def type_keys(panel: ChatPanel, text: str) -> None:
+    """The input's text as the browser sends it (set_state: what a message from the page does)."""
+    panel.prompt.set_state({"value": text})
+
+
+def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(monkeypatch):
+    """The input stays open during a reply (keys typed went nowhere), emptied of the message being
+    sent; Enter and Send meanwhile send nothing and say why; what was typed survives the reply's end
+    and Enter sends it then, at once (it waited for the 30 s fallback) or, right after a key, with the
+    text that follows."""
+    monkeypatch.setattr(panel_module, "ENTER_GRACE", 30)  # Enter must never wait for the fallback here
+    monkeypatch.setattr(panel_module, "KEYS_SETTLED", 0)  # the last key typed has arrived
+    client = HeldReply("The Dispossessed.", "12 euros.", "Yes.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    focused = []
+    monkeypatch.setattr(panel.prompt, "focus", lambda: focused.append("input"))
+    monkeypatch.setattr(panel.stop, "focus", lambda: focused.append("stop"))
+    panel.prompt.value = "Do you have Le Guin?"
+    panel.send.click()
+    assert client.streaming.wait(5) and panel.busy
+    assert not panel.prompt.disabled and panel.prompt.value == ""  # the message left the input...
+    assert "Do you have Le Guin?" in panel.live.value  # ...for the live area
+    assert panel.prompt.continuous_update  # every key typed now reaches the kernel
+    assert focused == ["input"]  # the focus stays in the input (Stop took it, and Space stopped the reply)
+    type_keys(panel, "How much")
+    type_keys(panel, "How much is it?")
+    press_enter(panel, None)  # Enter during the reply
+    assert panel.busy and len(client.calls) == 1 and panel.prompt.value == "How much is it?"
+    assert panel_module.BUSY_NOTE in panel.status.value and panel_module.BUSY_NOTE in panel.announce.value
+    panel.send.click()  # Send (disabled in the page) from code: the same
+    assert len(client.calls) == 1 and panel.prompt.value == "How much is it?"
+    client.release()
+    assert panel.wait(5) == "The Dispossessed." and len(panel.history) == 3
+    assert panel.prompt.value == "How much is it?"  # the reply's end does not clear what was typed
+    assert "Nora replied:" in panel.announce.value and panel.status.value == ""
+    assert focused == ["input", "input"]
+    # the Enter pressed during the reply was not kept for later: a key typed now sends nothing
+    type_keys(panel, "How much is it? ")
+    assert not panel.busy and len(client.calls) == 1
+    # Enter now: the panel has every key, no text follows it, and it sends at once
+    press_enter(panel, None)
+    assert panel.busy and client.calls[-1]["messages"][-1]["content"] == "How much is it? "
+    assert client.streaming.wait(5)
+    type_keys(panel, "And in")  # typed ahead again
+    client.release()
+    assert panel.wait(5) == "12 euros." and panel.prompt.value == "And in"
+    # right after a key, a later key may still be on its way: Enter waits for the text that follows
+    monkeypatch.setattr(panel_module, "KEYS_SETTLED", 30)
+    type_keys(panel, "And in paper")
+    press_enter(panel, "And in paperback?")
+    assert panel.busy and client.calls[-1]["messages"][-1]["content"] == "And in paperback?"
+    client.release()
+    assert panel.wait(5) == "Yes." and panel.prompt.value == ""
+    assert not panel.prompt.continuous_update  # nothing typed ahead: one value per Enter again
+    assert "stop" not in focused
+
+
+def test_a_failed_or_stopped_message_never_overwrites_what_was_typed_meanwhile():
+    """A failed or stopped turn's message went back into the input.  With text typed during the reply
+    it is kept aside instead (the error line says so); Undo puts it back in front of the typed text."""
+    client = HeldReply("The Dispossessed.", ConnectionResetError("connection reset by peer"), "Fine.",
+                       "Once upon a time", "Short one.", "Ok.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    assert held_send(panel, client, "Do you have Le Guin?") == "The Dispossessed."
+    before = copy.deepcopy(panel.history)
+    panel.prompt.value = "Recommend a book."
+    panel.send.click()
+    assert client.streaming.wait(5)
+    type_keys(panel, "What about Tolkien?")
+    client.release()
+    result = panel.wait(5)
+    assert not result.ok and panel.history == before
+    assert panel.prompt.value == "What about Tolkien?"  # what was typed stays
+    error = panel._error_text
+    assert error.startswith(result.failure.in_words_of(panel_module.PANEL_TRIM).line())
+    assert error.endswith(" Your message \u201cRecommend a book.\u201d is kept aside, so what you typed stays: "
+                          "Undo puts it back.")
+    panel.undo.click()  # the kept message back, in front; no turn is taken back
+    assert panel.prompt.value == "Recommend a book. What about Tolkien?" and panel.history == before
+    assert panel.error.value == "" and "in front of what you typed" in panel.status.value
+    assert panel.prompt.continuous_update  # known: Enter on it sends at once
+    press_enter(panel, None)
+    assert client.streaming.wait(5)
+    client.release()
+    assert panel.wait(5) == "Fine." and client.calls[-1]["messages"][-1]["content"] == "Recommend a book. What about Tolkien?"
+    # Stop with text typed: the same
+    panel.prompt.value = "Tell me a story."
+    panel.send.click()
+    assert client.streaming.wait(5)
+    type_keys(panel, "A short one")
+    panel.stop.click()
+    client.release()  # the stopped call's next piece sees the Stop
+    assert panel.prompt.value == "A short one" and len(panel.history) == 5
+    assert panel._error_text == ("Stopped: the turn was rolled back. Your message \u201cTell me a story.\u201d is "
+                                 "kept aside, so what you typed stays: Undo puts it back.")
+    # the next message sent forgets the kept one: Undo then takes back that turn, as always
+    press_enter(panel, "A short one, please.")
+    assert client.streaming.wait(5)
+    client.release()
+    assert panel.wait(5) == "Short one." and len(panel.history) == 7
+    panel.undo.click()
+    assert panel.prompt.value == "A short one, please." and len(panel.history) == 5
+    # Stop with nothing typed: the message goes back into the input, as before
+    panel.prompt.value = "Hello?"
+    panel.send.click()
+    assert client.streaming.wait(5)
+    panel.stop.click()
+    client.release()
+    assert panel.prompt.value == "Hello?" and panel._error_text == (
+        "Stopped: the turn was rolled back; your message is back in the input.")
+
+
+def test_text_typed_during_the_side_by_side_call_survives_it():
+    # the kept reply cleared the input while the side-by-side call ran: typed text went with it
+    client = GatedTwin()
+    panel = ChatPanel(client, views=("compare",), flush_interval=0.0)
+    panel.side_by_side.value = True
+    panel.prompt.value = "My name is Ada."
+    panel.send.click()
+    type_keys(panel, "What's")
+    assert client.twin_started.wait(10)
+    deadline = time.monotonic() + 5
+    while "side by side" not in panel.status.value and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "side by side" in panel.status.value  # the kept reply is drawn done
+    type_keys(panel, "What's my name?")
+    client.gate.set()
+    assert panel.wait(10).ok and len(panel.twin_history) == 3
+    assert panel.prompt.value == "What's my name?"
+
+
+def test_a_text_area_keeps_what_was_typed_during_a_reply_too():
+    client = HeldReply(TimeoutError("read timed out"))
+    panel = ChatPanel(client, multiline=True, flush_interval=0.0)
+    panel.prompt.value = "Line one\nline two"
+    panel.send.click()
+    assert client.streaming.wait(5)
+    assert not panel.prompt.disabled and panel.prompt.value == "" and panel.prompt.continuous_update
+    type_keys(panel, "Next\nmessage")
+    client.release()
+    assert not panel.wait(5).ok and panel.prompt.value == "Next\nmessage"
+    assert not panel.prompt.continuous_update  # one value when Send is clicked, as before
+    panel.undo.click()
+    assert panel.prompt.value == "Line one\nline two\nNext\nmessage"
+
+
+def test_ask_while_a_reply_runs_is_refused_and_leaves_the_input_alone():
+    client = HeldReply("The Dispossessed.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    panel.prompt.value = "Do you have Le Guin?"
+    panel.send.click()
+    assert client.streaming.wait(5)
+    type_keys(panel, "How much")
+    with pytest.raises(RuntimeError, match="a reply is still running: panel.wait"):
+        panel.ask("Something else")
+    assert panel.prompt.value == "How much" and len(client.calls) == 1
+    client.release()
+    assert panel.wait(5).ok and panel.prompt.value == "How much"
+
+
+def test_amnesia_and_keep_last_can_change_while_a_reply_runs():
+    client = HeldReply("Hello Ada!", "Who?")
+    panel = ChatPanel(client, views=("inspector",), flush_interval=0.0)
+    panel.prompt.value = "My name is Ada."
+    panel.send.click()
+    assert client.streaming.wait(5)
+    type_keys(panel, "What's my name?")
+    panel.amnesia.value = True  # applies from the next call; the running one keeps its list
+    assert "amnesia" in panel.header.value and panel.prompt.value == "What's my name?"
+    client.release()
+    assert panel.wait(5).ok and len(client.calls[0]["messages"]) == 2
+    press_enter(panel, None)
+    assert client.streaming.wait(5)
+    client.release()
+    assert panel.wait(5) == "Who?" and [m["role"] for m in client.calls[1]["messages"]] == ["system", "user"]
 
 
 def test_a_long_streaming_reply_scrolls_in_a_box_and_does_not_push_stop_off_screen():
