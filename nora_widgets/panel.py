@@ -385,7 +385,7 @@ class ChatPanel(widgets.VBox):
     # key, so once no key has arrived for KEYS_SETTLED seconds the panel has the whole text, and
     # Enter sends at once.  Sooner, a key may still be on its way (the browser holds back a value
     # while the previous one is unanswered, but not the Enter): Enter waits for the text that
-    # follows, as above.
+    # follows, as above, or until KEYS_SETTLED is over.
 
     def _on_prompt_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
         if not (isinstance(content, dict) and content.get("event") == "submit"):
@@ -394,11 +394,12 @@ class ChatPanel(widgets.VBox):
             self._note_busy()
             return
         with self._submit_lock:
-            settled = self._typed_ahead and time.monotonic() - self._typed_at >= KEYS_SETTLED
-            now = self._box_known or settled
+            unsettled = KEYS_SETTLED - (time.monotonic() - self._typed_at)  # > 0: a key may be on its way
+            now = self._box_known or (self._typed_ahead and unsettled <= 0)
             if not now:
-                self._enter_pressed = True
-                self._enter_timer = threading.Timer(ENTER_GRACE, self._submit_after_enter)
+                self._enter_pressed = True  # typed ahead: no later than when every key has arrived
+                grace = min(ENTER_GRACE, unsettled) if self._typed_ahead else ENTER_GRACE
+                self._enter_timer = threading.Timer(grace, self._submit_after_enter)
                 self._enter_timer.daemon = True
                 self._enter_timer.start()
         if now:  # the text in the box is the text the panel knows: no value change will follow
@@ -434,9 +435,9 @@ class ChatPanel(widgets.VBox):
 
         One message to the browser: a key typed before the input sends keystrokes must be impossible.
         """
-        known = isinstance(self.prompt, widgets.Text)  # Enter does not send from a text area
+        known = isinstance(self.prompt, widgets.Text)  # Enter does not send from a text area (one value per Send)
         with self._lock:
-            self._set_prompt(text, True if known else None)
+            self._set_prompt(text, continuous=known)
             self._box_known, self._typed_ahead = known, False
 
     def _forget_box(self) -> None:
@@ -573,13 +574,13 @@ class ChatPanel(widgets.VBox):
         with self._lock:  # read and written in one step: a key arriving meanwhile waits (_on_prompt_value)
             typed = bool(self.prompt.value.strip())
             self._held = self._sending if failed and typed else None
-            self._set_busy(False)
             if failed and not typed:
                 self._know_box(self._sending)
             elif typed and isinstance(self.prompt, widgets.Text):
                 self._typed_ahead = True  # every key goes on reaching the kernel (see _on_prompt_msg)
             else:
                 self._forget_box()  # one value per Enter again
+            self._set_busy(False)  # last: an Enter from now on finds the input as it is meant to be
         if ok:
             self._show_error("")
         elif failed:
@@ -598,6 +599,8 @@ class ChatPanel(widgets.VBox):
             self.prompt.focus()
         if ok:  # after the focus has moved: a screen reader announces the move, then this
             self._announce(f"{self.title} replied:", markdown_to_html(str(result)))
+        else:  # the error line is the alert; a note said while the reply ran is over
+            self._announce("")
 
     def _announce(self, words: str, html: str = "") -> None:
         """Say something to a screen reader user, drawn nowhere: role="alert", the one live region

@@ -385,6 +385,24 @@ def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(m
     assert "stop" not in focused
 
 
+def test_enter_right_after_a_key_typed_ahead_waits_only_until_every_key_has_arrived(monkeypatch):
+    monkeypatch.setattr(panel_module, "ENTER_GRACE", 30)
+    monkeypatch.setattr(panel_module, "KEYS_SETTLED", 0.3)
+    client = HeldReply("The Dispossessed.", "12 euros.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    panel.prompt.value = "Do you have Le Guin?"
+    panel.send.click()
+    assert client.streaming.wait(5)
+    type_keys(panel, "How much")
+    client.release()
+    assert panel.wait(5).ok
+    type_keys(panel, "How much is it?")
+    press_enter(panel, None)  # no text follows: sent once no key can be on its way, not after 30 s
+    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "How much is it?"
+    client.release()
+    assert panel.wait(5) == "12 euros."
+
+
 def test_a_failed_or_stopped_message_never_overwrites_what_was_typed_meanwhile():
     """A failed or stopped turn's message went back into the input.  With text typed during the reply
     it is kept aside instead (the error line says so); Undo puts it back in front of the typed text."""
@@ -471,7 +489,11 @@ def test_a_text_area_keeps_what_was_typed_during_a_reply_too():
     assert not panel.wait(5).ok and panel.prompt.value == "Next\nmessage"
     assert not panel.prompt.continuous_update  # one value when Send is clicked, as before
     panel.undo.click()
-    assert panel.prompt.value == "Line one\nline two\nNext\nmessage"
+    assert panel.prompt.value == "Line one\nline two\nNext\nmessage" and not panel.prompt.continuous_update
+    panel.prompt.value = ""
+    client.outcomes.append(ConnectionResetError("connection reset by peer"))
+    assert not held_send(panel, client, "Only this").ok  # nothing typed: the message goes back
+    assert panel.prompt.value == "Only this" and not panel.prompt.continuous_update
 
 
 def test_ask_while_a_reply_runs_is_refused_and_leaves_the_input_alone():

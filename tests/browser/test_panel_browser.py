@@ -108,8 +108,8 @@ def test_panel_in_jupyterlab(lab, browser_page):
     assert "welcome to the bookshop" in transcript.inner_text()
     page.wait_for_function("() => document.querySelector('.nora-panel .nora-prompt input').value === ''")
     assert rows_in_next_list(page) == 3  # the list grew by two
-    # the input was disabled while the reply ran and lost the focus: it gets it back, so the next
-    # message can be typed at once (typed keys went nowhere)
+    # Send is disabled while the reply runs, which drops the focus the click gave it: the input has
+    # it, so the next message can be typed at once
     page.wait_for_function("() => document.activeElement === document.querySelector('.nora-panel .nora-prompt input')",
                            timeout=5_000)
     assert page.locator(".nora-panel tr.nora-row-new").count() >= 2
@@ -339,6 +339,7 @@ def focused(page) -> dict | None:
 
 IS_FOCUSED = "(sel) => document.activeElement === document.querySelector(sel)"
 PROMPT = ".nora-panel .nora-prompt input"
+STOP_LIVE = "() => !document.querySelector('.nora-panel .nora-stop').disabled"  # a reply is running
 
 
 def open_panel(page, lab, name: str, cell: str) -> None:
@@ -422,17 +423,22 @@ def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page)
     expect(panel.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 2]", timeout=10_000)
     assert rows_in_next_list(page) == 3
 
-    # 5. a slow reply: while it runs the focus is on Stop, so Space stops it; the message is back
-    # in the input with the focus, the error line says so in words (role alert, a sign, not only red)
+    # 5. a slow reply: the focus stays in the input while it runs (the next message can be typed),
+    # one Tab reaches Stop (Send is disabled), Space stops it; the message is back in the input with
+    # the focus, and the error line says so in words (role alert, a sign, not only red)
     page.keyboard.type("Tell it slowly")
     page.keyboard.press("Enter")
-    page.wait_for_function(IS_FOCUSED, arg=".nora-panel .nora-stop", timeout=10_000)
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    assert page.evaluate(IS_FOCUSED, PROMPT) and page.locator(PROMPT).input_value() == ""
+    page.keyboard.press("Tab")
+    assert focused(page)["name"] == "Stop"
     page.keyboard.press("Space")
     expect(panel.get_by_role("alert")).to_contain_text("\u26a0 Stopped: the turn was rolled back", timeout=10_000)
     page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
     assert page.locator(PROMPT).input_value() == "Tell it slowly" and rows_in_next_list(page) == 3
-    page.keyboard.press("Enter")  # sent again at once: Stop has the focus while it runs
-    page.wait_for_function(IS_FOCUSED, arg=".nora-panel .nora-stop", timeout=10_000)
+    page.keyboard.press("Enter")  # sent again at once; the input keeps the focus while it runs
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    assert page.evaluate(IS_FOCUSED, PROMPT)
     expect(panel.get_by_role("alert")).to_contain_text("Nora replied:", timeout=20_000)
     page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
     assert rows_in_next_list(page) == 5
@@ -490,3 +496,89 @@ def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, 
         assert found["box_height"] > 200, found  # the replies filled the box: it did not just stay small
     finally:
         context.close()
+
+
+TYPEAHEAD_CELL = """\
+import time
+import nora_widgets.panel as panel_module
+from nora_widgets import ChatPanel, ScriptedClient
+panel_module.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
+
+class Slow(ScriptedClient):  # a word every 0.25 s; the second call breaks off after four
+    calls_made = 0
+    def _create(self, **kwargs):
+        stream = super()._create(**kwargs)
+        self.calls_made += 1
+        breaks = self.calls_made == 2
+        def slowly():
+            for n, piece in enumerate(stream):
+                time.sleep(0.25)
+                if breaks and n == 4:
+                    raise ConnectionResetError("connection reset by peer")
+                yield piece
+        return slowly()
+
+panel = ChatPanel(Slow([
+    "One moment: yes, we have The Dispossessed and The Left Hand of Darkness, both in paperback.",
+    "The Dispossessed is twelve euros and the other one is ten euros, both in stock today.",
+    "Once upon a time there was a bookshop with every book in it, and a reader who wanted them all.",
+]), views=("inspector",))
+panel"""
+
+
+def test_typing_the_next_message_while_a_reply_streams(lab, browser_page):
+    """The input stays open while a reply streams (keys typed went nowhere): what is typed then
+    survives the reply's end, a failure and Stop; Enter meanwhile sends nothing and says why; the
+    focus stays in the input, and Stop is one Tab away.  Typed with no delay between keys."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_panel(page, lab, "typeahead.ipynb", TYPEAHEAD_CELL)
+    panel = page.locator(".nora-panel")
+    prompt = page.locator(PROMPT)
+
+    # 1. the message leaves the input for the live area; the input stays open, with the focus
+    prompt.focus()
+    page.keyboard.type("Do you have Le Guin?")
+    page.keyboard.press("Enter")
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    assert prompt.is_enabled() and prompt.input_value() == "" and page.evaluate(IS_FOCUSED, PROMPT)
+    page.keyboard.type("How much is the first one?")
+    # 2. Enter while the reply streams: nothing is sent, the status line says why
+    page.keyboard.press("Enter")
+    expect(page.locator(".nora-panel [role=status]").first).to_contain_text("still replying", timeout=5_000)
+    assert page.evaluate(STOP_LIVE), "the reply was over before Enter: make it slower"
+    # 3. the reply ends: the typed text is still there, the focus too, and only one turn was sent
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: One moment", timeout=20_000)
+    assert prompt.input_value() == "How much is the first one?" and rows_in_next_list(page) == 3
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+
+    # 4. sent; this call breaks off mid-reply while the next message is being typed: the typed
+    # text stays, the failed message is kept aside (the error line says so), Undo puts it back
+    page.keyboard.press("Enter")
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    assert prompt.input_value() == ""
+    page.keyboard.type("Thanks")
+    expect(panel.get_by_role("alert")).to_contain_text("is kept aside, so what you typed stays", timeout=20_000)
+    assert prompt.input_value() == "Thanks" and rows_in_next_list(page) == 3
+    panel.get_by_role("button", name="Undo").click()
+    page.wait_for_function("(v) => document.querySelector('.nora-panel .nora-prompt input').value === v",
+                           arg="How much is the first one? Thanks", timeout=10_000)
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+
+    # 5. a new message; Stop (one Tab from the input) while the next one is being typed
+    prompt.select_text()
+    page.keyboard.type("Tell me a story")
+    page.keyboard.press("Enter")
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    page.keyboard.type("A short one")
+    page.keyboard.press("Tab")
+    assert focused(page)["name"] == "Stop"
+    page.keyboard.press("Space")
+    expect(panel.get_by_role("alert")).to_contain_text(
+        "Stopped: the turn was rolled back. Your message \u201cTell me a story\u201d is kept aside", timeout=10_000)
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    assert prompt.input_value() == "A short one" and rows_in_next_list(page) == 3
+    assert errors == [], errors
