@@ -308,7 +308,7 @@ class Slow(ScriptedClient):  # a question with "slowly" in it gets a reply that 
             return stream
         def slowly():
             for piece in stream:
-                time.sleep(0.15)
+                time.sleep(0.3)
                 yield piece
         return slowly()
 
