@@ -402,32 +402,55 @@ def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
 BLOCK = '"""'  # a line of its own starts and ends a message of several lines
 
 
-def _read_block(interactive: bool) -> str | None:
+def _next_line(interactive: bool, pending: list[str], prompt: str = "you: ") -> str | None:
+    """What was left over from a paste first, else the next line of input (None: the input ended)."""
+    return pending.pop(0) if pending else _read_line(interactive, prompt)
+
+
+def _read_block(interactive: bool, pending: list[str]) -> str | None:
     """The lines after a line of three double quotes, up to the next such line, as one message
     (None: the input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
+
+    A paste on a terminal comes as one piece with its newlines in it (bracketed paste): its lines
+    are looked at one by one, so a pasted closing line ends the block too; what the paste held
+    after it is put back in pending, for the loop to read as the next input.
     """
-    lines = []
+    lines: list[str] = []
     while True:
-        line = _read_line(interactive, prompt="...: ")
-        if line is None:
+        piece = _next_line(interactive, pending, prompt="...: ")
+        if piece is None:
             return None
-        if line.strip() == BLOCK:
-            return "\n".join(lines)
-        lines.append(line)
+        parts = piece.split("\n")
+        if len(parts) > 1 and not parts[-1]:  # a paste that ends with a newline: that ends its last line
+            parts.pop()
+        for i, line in enumerate(parts):
+            if line.strip() == BLOCK:
+                rest = "\n".join(parts[i + 1:])
+                if rest.strip():
+                    pending.insert(0, rest)
+                return "\n".join(lines)
+            lines.append(line)
 
 
 def chat_loop(session: ChatSession, interactive: bool) -> int:
     """Read, send, print until quit / exit / end of input.  Returns the exit status (0)."""
+    pending: list[str] = []  # what a paste held after a block it closed: read before the keyboard
     while True:
         try:
-            line = _read_line(interactive)
+            line = _next_line(interactive, pending)
             if line is None:
                 return EXIT_OK
             text = line.strip()
+            first, newline, rest = line.partition("\n")
+            if newline and first.strip() == BLOCK:  # a pasted block: '"""', its lines, maybe the closing line
+                if rest:
+                    pending.insert(0, rest)
+                text = BLOCK
             if text == BLOCK:
                 try:
-                    block = _read_block(interactive)
+                    block = _read_block(interactive, pending)
                 except KeyboardInterrupt:
+                    pending.clear()
                     session.warn(("\n" if interactive else "") + "(Ctrl-C: the message of several lines was not sent)")
                     continue
                 if block is None:

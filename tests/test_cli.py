@@ -1092,3 +1092,25 @@ def test_a_block_on_a_real_terminal_and_ctrl_c_inside_it():
         term.wait_for(b"I was sent 2 messages; the last one says: 'two\\nlines'\r\nyou: ")
         term.type(b"\x04")
         assert term.proc.wait(15) == 0
+
+
+def test_a_pasted_block_is_one_message_without_its_quote_lines():
+    """A paste reaches readline as one piece with its newlines in it (bracketed paste): a pasted
+    opening line starts the block, a pasted closing line ends it, and the quote lines are not sent."""
+    paste = b"\x1b[200~%s\x1b[201~"  # how a terminal wraps what is pasted
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="xterm")) as term:
+        term.wait_for(b"you: ")
+        term.type(paste % b'"""\rdef f():\r    return 1\r"""\r')  # the whole block, closing line and all
+        term.type(b"\r")
+        term.wait_for(b"I was sent 2 messages; the last one says: 'def f():\\n    return 1'\r\n")
+        term.wait_for(b"you: ")
+        term.type(paste % b'"""\rpasted line\r')  # only the opening line and one more: typing goes on
+        term.type(b"\r")
+        term.wait_for(b"...: ")
+        term.type(b'typed line\r"""\r')
+        term.wait_for(b"I was sent 4 messages; the last one says: 'pasted line\\ntyped line'\r\n")
+        term.wait_for(b"you: ")
+        term.type(paste % b'"""\rone\r"""\rquit')  # what follows the closing line is the next input
+        term.type(b"\r")
+        term.wait_for(b"I was sent 6 messages; the last one says: 'one'\r\n")
+        assert term.proc.wait(15) == 0
