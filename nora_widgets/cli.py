@@ -499,6 +499,15 @@ def _settings(args: argparse.Namespace) -> None:
                 raise UsageError(f"{flag}: folder {folder!r} does not exist")
             if os.path.isdir(path):  # else every turn would fail to save, one warning each
                 raise UsageError(f"{flag}: {path!r} is a folder: give a file name, e.g. {flag} chat.json")
+            # checked now, not after the call: the answer would be lost from the file (ask) or every turn
+            # would fail to save (chat).  The save renames a new file over the old one, which a read-only
+            # file does not stop, so its mode is read too (root passes os.access everywhere).
+            if os.path.exists(path) and not (os.access(path, os.W_OK) and os.stat(path).st_mode & 0o222):
+                raise UsageError(f"{flag}: {path!r} is read-only and each new turn is written to it: "
+                                 "make it writable (chmod u+w) or give another file")
+            target_folder = os.path.dirname(os.path.realpath(path))  # a symlink is written through
+            if not os.access(target_folder, os.W_OK | os.X_OK):
+                raise UsageError(f"{flag}: cannot write in folder {target_folder!r} (permission denied)")
 
 
 def _client(args: argparse.Namespace) -> Any:

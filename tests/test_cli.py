@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -1114,3 +1115,41 @@ def test_a_pasted_block_is_one_message_without_its_quote_lines():
         term.type(b"\r")
         term.wait_for(b"I was sent 6 messages; the last one says: 'one'\r\n")
         assert term.proc.wait(15) == 0
+
+
+def test_a_read_only_history_or_save_file_is_refused_before_anything_is_sent(keyed_stub, tmp_path):
+    """The save renames a new file over the old one, which a file's read-only mode does not stop:
+    without the check the file was silently rewritten (ask, and chat --save after every turn)."""
+    path = tmp_path / "starter.json"
+    path.write_text(json.dumps({"messages": [SYSTEM, user("Hi"), assistant("Hello.")]}))
+    path.chmod(0o444)
+    before = path.read_bytes()
+    asked = nora("ask", *FAST, "--history", str(path), "Next?", stub=keyed_stub)
+    chatted = nora("chat", *FAST, "--load", str(path), "--save", str(path), stdin="Next?\n", stub=keyed_stub)
+    for result, flag in ((asked, "--history"), (chatted, "--save")):
+        assert result.returncode == 2
+        assert result.stderr == (f"nora: error: {flag}: {str(path)!r} is read-only and each new turn is written "
+                                 "to it: make it writable (chmod u+w) or give another file\n")
+    assert keyed_stub.chat_requests == [] and path.read_bytes() == before
+
+
+def test_a_history_file_in_a_folder_nora_cannot_write_in_is_refused_before_the_call(keyed_stub, tmp_path):
+    """Else the call is made, the answer printed, and only then the file cannot take it."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "chat.json").write_text(json.dumps({"messages": [SYSTEM]}))
+    command = [sys.executable, "-m", "nora_widgets.cli", "ask", *FAST, "--history", str(folder / "chat.json"), "Hi"]
+    if os.geteuid() == 0:  # root writes anywhere: drop that power, as an ordinary user has none of it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv to drop the override")
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *command]
+    folder.chmod(0o555)
+    try:
+        result = subprocess.run(command, env=nora_env(keyed_stub), stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=45)
+    finally:
+        folder.chmod(0o755)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"nora: error: --history: cannot write in folder {str(folder)!r} (permission denied)\n"
+    assert keyed_stub.chat_requests == []
