@@ -587,9 +587,20 @@ def _ask_history(args: argparse.Namespace) -> list[dict]:
     return history
 
 
+def _file_state(path: str | None) -> tuple[int, int, int] | None:
+    """What tells one version of a file from the next (each save renames a new file over it), or None
+    when there is no file.  Example: _file_state("chat.json") -> (inode, size, modified in ns)"""
+    try:
+        st = os.stat(os.path.expanduser(path)) if path else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns) if st else None
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     _settings(args)
     question = _question(args.question)
+    read = _file_state(args.history)  # taken before the file is read: a change after it is caught below
     try:
         history = _ask_history(args)
     except TranscriptError as exc:
@@ -607,6 +618,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
     if args.show_sent and session.last_sent is not None:  # stderr too: stdout is the answer alone
         session.warn(session.sent_line(session.last_sent, before))
+    if args.history and _file_state(args.history) != read:  # saving would drop the other process's turn
+        session.warn(f"(not saved to {args.history}: it changed while this question was asked, "
+                     "e.g. by another nora ask on the same file; this turn is not in it)")
+        return EXIT_FAILED
     if args.history and not session.save(args.history, quiet=True):
         return EXIT_FAILED  # the answer is out, the file could not take it: said in one line
     return EXIT_OK

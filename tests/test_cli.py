@@ -1153,3 +1153,24 @@ def test_a_history_file_in_a_folder_nora_cannot_write_in_is_refused_before_the_c
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"nora: error: --history: cannot write in folder {str(folder)!r} (permission denied)\n"
     assert keyed_stub.chat_requests == []
+
+
+def test_two_asks_on_one_history_file_at_once_the_later_save_says_it_is_not_saved(keyed_stub, tmp_path):
+    """Each process sent the file as it read it; writing the slower one's turn would drop the faster
+    one's without a word (it did: both exited 0).  The file keeps what really happened, the slower one says so."""
+    path = tmp_path / "shared.json"
+    keyed_stub.enqueue(ok("one two three four five six seven eight", delay=0.4), ok("Quick answer."))
+    slow = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "ask", *FAST, "--timeout", "30",
+                             "--history", str(path), "Slow question"], env=nora_env(keyed_stub),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not keyed_stub.chat_requests:  # the slow one has read the file (none yet) and is waiting for its answer
+        assert time.monotonic() < deadline and slow.poll() is None
+        time.sleep(0.05)
+    quick = nora("ask", *FAST, "--history", str(path), "Quick question", stub=keyed_stub)
+    assert (quick.returncode, quick.stdout, quick.stderr) == (0, "Quick answer.\n", "")
+    out, err = slow.communicate(timeout=30)
+    assert slow.returncode == 1 and out == "one two three four five six seven eight\n"
+    assert err == (f"(not saved to {path}: it changed while this question was asked, e.g. by another nora ask "
+                   "on the same file; this turn is not in it)\n")
+    assert json.loads(path.read_text())["messages"] == [SYSTEM, user("Quick question"), assistant("Quick answer.")]
