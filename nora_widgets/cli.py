@@ -232,8 +232,14 @@ class ChatSession:
         count = count_tokens(sent, self.client, self.model)
         tokens = f"{'' if count.exact else '~'}{count.total:,} tokens"
         left_out = before - (len(sent) - 1)
-        trimmed = (f"; /trim {self.keep_turns} left out {count_of(left_out, 'older message')}"
-                   if left_out > 0 and self.keep_turns is not None else "")
+        trimmed = ""
+        if left_out > 0 and self.keep_turns is not None:
+            trimmed = f"; /trim {self.keep_turns} left out {count_of(left_out, 'older message')}"
+            turns_before = sum(1 for m in self.history[:before] if m["role"] == "user")
+            if earlier < min(self.keep_turns, turns_before):  # too long for the window: retried with fewer
+                trimmed = (f"; with /trim {self.keep_turns} it did not fit the model's context window, so it went "
+                           f"again with the last {count_of(earlier, 'turn')}: "
+                           f"{count_of(left_out, 'older message')} left out")
         return f"(this call sent {count_of(len(sent), 'message')}: {what}; {tokens}{trimmed})"
 
     def _autosave(self) -> None:

@@ -1174,3 +1174,17 @@ def test_two_asks_on_one_history_file_at_once_the_later_save_says_it_is_not_save
     assert err == (f"(not saved to {path}: it changed while this question was asked, e.g. by another nora ask "
                    "on the same file; this turn is not in it)\n")
     assert json.loads(path.read_text())["messages"] == [SYSTEM, user("Quick question"), assistant("Quick answer.")]
+
+
+def test_show_sent_says_when_trim_was_halved_because_the_list_did_not_fit(keyed_stub):
+    """With /trim on, a list too long for the model is sent again with half the turns: the line
+    said '/trim 2 left out ...' as if /trim 2 had sent 1 turn."""
+    keyed_stub.enqueue("A1", "A2", "A3", context_length_exceeded(), "A4")
+    result = nora("chat", *FAST, "--keep-turns", "2", "--show-sent", stdin="q1\nq2\nq3\nq4\n", stub=keyed_stub)
+    assert result.returncode == 0 and result.stderr == ""
+    assert [len(r.messages) for r in keyed_stub.chat_requests] == [2, 4, 6, 6, 4]  # the retry: 1 turn
+    said = [line for line in result.stdout.splitlines() if line.startswith("(this call sent")]
+    assert said[2].endswith(" tokens)")  # q3: both earlier turns went, nothing left out
+    assert said[3].startswith("(this call sent 4 messages: the persona, 1 earlier turn and your message; ~")
+    assert said[3].split("; ", 2)[-1] == ("with /trim 2 it did not fit the model's context window, so it went again "
+                                          "with the last 1 turn: 4 older messages left out)")
