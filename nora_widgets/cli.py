@@ -674,8 +674,12 @@ def cmd_models(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_OK
     _write(sys.stdout, "".join(f"{name}\n" for name in names))
-    default = client.default_model if client.default_model in names else None
-    chosen = f"nora uses {default} unless told otherwise; " if default else ""
+    default = client.default_model
+    if default in names or f"{default}:latest" in names:  # (Ollama lists tags: llama3.2 is llama3.2:latest)
+        chosen = f"nora uses {default} unless told otherwise; "
+    else:  # e.g. a NORA_MODEL with a typo: the name every call sends, which this server does not list
+        origin = " (NORA_MODEL)" if os.environ.get("NORA_MODEL") else ""
+        chosen = f"nora asks for {default!r}{origin} unless told otherwise, and this server does not list it; "
     print(f"({count_of(len(names), 'model')} at {where}; {chosen}choose with --model or NORA_MODEL)", file=sys.stderr)
     return EXIT_OK
 

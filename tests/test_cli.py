@@ -893,8 +893,15 @@ def test_models_lists_the_servers_names_on_stdout_and_what_they_are_on_stderr():
         result = helpers.run_nora("models", "--base-url", stub.base_url, env=helpers.nora_env())
         assert result.returncode == 0
         assert result.stdout == "llama3.2:latest\nqwen2.5:latest\n"  # sorted, one per line: a script can read it
-        assert result.stderr == f"(2 models at {stub.base_url}; choose with --model or NORA_MODEL)\n"
+        # with no name given, every call would ask for gpt-4o-mini, which is not there: said here too
+        assert result.stderr == (f"(2 models at {stub.base_url}; nora asks for 'gpt-4o-mini' unless told otherwise, "
+                                 "and this server does not list it; choose with --model or NORA_MODEL)\n")
         assert [r.path for r in stub.requests] == ["/v1/models"]  # asked once, nothing else sent
+        typo = helpers.run_nora("models", "--base-url", stub.base_url, env=helpers.nora_env(NORA_MODEL="llama3"))
+        assert (typo.returncode, typo.stdout) == (0, result.stdout)
+        assert "nora asks for 'llama3' (NORA_MODEL) unless told otherwise, and this server does not list it" in typo.stderr
+        ollama = helpers.run_nora("models", "--base-url", stub.base_url, env=helpers.nora_env(NORA_MODEL="qwen2.5"))
+        assert "nora uses qwen2.5 unless told otherwise" in ollama.stderr  # qwen2.5 is qwen2.5:latest
     with StubServer(model="served-one") as stub:  # e.g. nora serve, llama.cpp's server: that one is the default
         result = helpers.run_nora("models", env=helpers.nora_env(stub.base_url))
         assert (result.returncode, result.stdout) == (0, "served-one\n")
