@@ -400,7 +400,7 @@ def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
     if not line:
         return None
     line = line.rstrip("\r\n")
-    if line.strip():
+    if line.strip() or prompt != "you: ":  # a blank line is ignored at the prompt, part of a """ block
         _write(sys.stdout, f"{prompt}{line}\n")  # echo: stdout reads like the screen would
     return line
 

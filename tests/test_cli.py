@@ -1080,7 +1080,8 @@ def test_a_block_between_triple_quote_lines_is_one_message(keyed_stub):
     assert keyed_stub.chat_requests[0].messages == [SYSTEM, user("Fix this:\n    x = 1 +")]  # indents kept
     assert len(keyed_stub.chat_requests) == 1  # the blank block and the unfinished one sent nothing
     assert result.stdout.splitlines()[2:] == ['you: """', "...: Fix this:", "...:     x = 1 +", '...:    """  ',
-                                              "nora: Add the missing operand.", 'you: """', '...: """', 'you: """',
+                                              "nora: Add the missing operand.", 'you: """', "...:   ", '...: """',
+                                              'you: """',
                                               "...: unfinished"]
     assert result.stderr == ('(nothing between the """ lines: nothing sent)\n'
                              '(input ended inside a """ block: that message was not sent)\n')
@@ -1195,3 +1196,15 @@ def test_show_sent_says_when_trim_was_halved_because_the_list_did_not_fit(keyed_
     assert said[3].startswith("(this call sent 4 messages: the persona, 1 earlier turn and your message; ~")
     assert said[3].split("; ", 2)[-1] == ("with /trim 2 it did not fit the model's context window, so it went again "
                                           "with the last 1 turn: 4 older messages left out)")
+
+
+def test_a_blank_line_inside_a_piped_block_is_echoed_as_it_is_sent():
+    """The echo makes a piped session's stdout read like the screen: a blank line inside a block is
+    part of the message, so it shows as '...: ' (it was left out, and the transcript hid it)."""
+    script = ['"""', "Dear shop,", "", "two paragraphs.", '"""', "", "quit"]
+    result = nora("chat", "--backend", "scripted", stdin="\n".join(script) + "\n")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.splitlines()[2:] == [
+        'you: """', "...: Dear shop,", "...: ", "...: two paragraphs.", '...: """',
+        "nora: [scripted reply 1] I was sent 2 messages; the last one says: 'Dear shop,\\n\\ntwo paragraphs.'",
+        "you: quit"]  # the blank line at the prompt is ignored, and not echoed
