@@ -414,8 +414,8 @@ def _next_line(interactive: bool, pending: list[str], prompt: str = "you: ") -> 
 
 
 def _read_block(interactive: bool, pending: list[str]) -> str | None:
-    """The lines after a line of three double quotes, up to the next such line, as one message
-    (None: the input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
+    """The lines after a line of three double quotes, up to the next line that is three double quotes
+    from its first column, as one message (None: the input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
 
     A paste on a terminal comes as one piece with its newlines in it (bracketed paste): its lines
     are looked at one by one, so a pasted closing line ends the block too; what the paste held
@@ -430,7 +430,7 @@ def _read_block(interactive: bool, pending: list[str]) -> str | None:
         if len(parts) > 1 and not parts[-1]:  # a paste that ends with a newline: that ends its last line
             parts.pop()
         for i, line in enumerate(parts):
-            if line.strip() == BLOCK:
+            if line.rstrip() == BLOCK:  # at the start of the line: an indented one (a docstring) is text
                 rest = "\n".join(parts[i + 1:])
                 if rest.strip():
                     pending.insert(0, rest)

@@ -1074,12 +1074,12 @@ def test_ask_history_file_refusals_are_one_line(keyed_stub, tmp_path):
 
 def test_a_block_between_triple_quote_lines_is_one_message(keyed_stub):
     keyed_stub.enqueue("Add the missing operand.")
-    script = ['"""', "Fix this:", "    x = 1 +", '   """  ', '"""', "  ", '"""', '"""', "unfinished"]
+    script = ['"""', "Fix this:", "    x = 1 +", '"""  ', '"""', "  ", '"""', '"""', "unfinished"]
     result = nora("chat", *FAST, stdin="\n".join(script) + "\n", stub=keyed_stub)
     assert result.returncode == 0
     assert keyed_stub.chat_requests[0].messages == [SYSTEM, user("Fix this:\n    x = 1 +")]  # indents kept
     assert len(keyed_stub.chat_requests) == 1  # the blank block and the unfinished one sent nothing
-    assert result.stdout.splitlines()[2:] == ['you: """', "...: Fix this:", "...:     x = 1 +", '...:    """  ',
+    assert result.stdout.splitlines()[2:] == ['you: """', "...: Fix this:", "...:     x = 1 +", '...: """  ',
                                               "nora: Add the missing operand.", 'you: """', "...:   ", '...: """',
                                               'you: """',
                                               "...: unfinished"]
@@ -1208,3 +1208,13 @@ def test_a_blank_line_inside_a_piped_block_is_echoed_as_it_is_sent():
         'you: """', "...: Dear shop,", "...: ", "...: two paragraphs.", '...: """',
         "nora: [scripted reply 1] I was sent 2 messages; the last one says: 'Dear shop,\\n\\ntwo paragraphs.'",
         "you: quit"]  # the blank line at the prompt is ignored, and not echoed
+
+
+def test_pasted_code_with_an_indented_docstring_stays_inside_the_block(keyed_stub):
+    """Only a line that is three double quotes from its first column ends a block: code pasted in one
+    has docstrings whose quote lines are indented (the block ended there, and the rest went as
+    messages of their own)."""
+    code = ["def area(r):", '    """', "    The area of a circle.", '    """', "    return 3.14 * r * r"]
+    result = nora("chat", *FAST, stdin="\n".join(['"""', *code, '"""', "quit"]) + "\n", stub=keyed_stub)
+    assert result.returncode == 0 and result.stderr == ""
+    assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("\n".join(code))]]
