@@ -65,6 +65,16 @@ def _not_json(history: list[dict], meta: dict, exc: Exception) -> str:
     return str(exc)
 
 
+def _read_only(path: Path) -> bool:
+    """An existing file its owner made read-only (chmod a-w), or one this process may not write.
+    The mode is read as well as os.access: root passes os.access everywhere."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False  # not there yet: a new file
+    return not (mode & 0o222 and os.access(path, os.W_OK))
+
+
 def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: Any) -> Path:
     """Write history (and metadata such as model=, temperature=) to path atomically.
     A leading ~ is the home folder, as in a shell.
@@ -83,6 +93,8 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
         raise TranscriptError(f"not saved: {path} is a folder")
     if path.is_symlink():  # write where the link points: renaming over it would replace the link
         path = Path(os.path.realpath(path))
+    if _read_only(path):  # renaming a new file over it would replace it all the same: say no instead
+        raise TranscriptError(f"not saved: {given} is read-only (make it writable, or save to another file)")
     # Only plain JSON values go in; never anything that could carry a secret.
     meta = {k: v for k, v in metadata.items() if k not in ("api_key", "messages") and v is not None}
     document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}

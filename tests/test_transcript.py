@@ -38,6 +38,19 @@ def test_a_bare_list_loads_too(tmp_path):
     assert load_transcript(path)[0] == _history()
 
 
+def test_a_read_only_file_is_not_saved_over(tmp_path):
+    path = tmp_path / "t.json"
+    save_transcript(path, [{"role": "user", "content": "first"}])
+    path.chmod(0o444)
+    with pytest.raises(TranscriptError, match=r"^not saved: .*t\.json is read-only \(make it writable"):
+        save_transcript(path, [{"role": "user", "content": "second"}])
+    assert json.loads(path.read_text())["messages"] == [{"role": "user", "content": "first"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]  # no temp file left
+    path.chmod(0o644)
+    save_transcript(path, [{"role": "user", "content": "second"}])  # writable again: saved
+    assert json.loads(path.read_text())["messages"] == [{"role": "user", "content": "second"}]
+
+
 def test_metadata_cannot_overwrite_the_files_own_header(tmp_path):
     path = tmp_path / "t.json"
     save_transcript(path, [{"role": "user", "content": "hi"}], format="mine", version=99, model="m")
