@@ -25,7 +25,7 @@ import uuid
 from typing import Any, Iterator
 from urllib.parse import urlsplit  # no cost: the package's other imports load it anyway
 
-from .errors import NoraError, count_of, redact
+from .errors import NO_KEY, NoraError, count_of, redact
 from .tokens import rough_tokens
 
 __all__ = [
@@ -346,7 +346,7 @@ def make_client(
     if not key:
         if not base_url:
             raise ModelUnavailableError("OPENAI_API_KEY is not set: export it, or set OPENAI_BASE_URL for a local server")
-        key = "no-key"  # local servers (Ollama, llama.cpp, vLLM) accept any key
+        key = NO_KEY  # local servers (Ollama, llama.cpp, vLLM) accept any key
     import openai
 
     wire = WireLog()

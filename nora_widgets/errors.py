@@ -147,6 +147,7 @@ class Failure:
 
 # The advice in code's words (the library, the lessons); each face puts it in its own with
 # Failure.in_words_of: nora chat says /trim N and --timeout, the panel its checkbox, the magics %chat.
+NO_KEY = "no-key"  # what make_client sends to a server when OPENAI_API_KEY is not set (local servers take any)
 TRIM_HINT = "trim it (keep_last_n_turns=N, or trim_history)"
 TIMEOUT_HINT = "try again, or wait longer (make_client(timeout=...) or NORA_TIMEOUT)"
 
@@ -197,15 +198,20 @@ def redact(text: str, *secrets: str) -> str:
     return _KEY_PATTERN.sub("sk-***", text)
 
 
-def _sent_key(exc: BaseException) -> str:
-    """The key the failed request carried (its Authorization header), so an echo of it can be
-    masked even when it came from code rather than the environment, or has no 'sk-' prefix."""
+def _bearer(exc: BaseException) -> str:
+    """The key the failed request carried in its Authorization header ('' when none)."""
     request = getattr(exc, "request", None) or getattr(getattr(exc, "response", None), "request", None)
     try:
         auth = request.headers.get("authorization") or "" if request is not None else ""
     except Exception:
         return ""
-    key = auth[7:].strip() if isinstance(auth, str) and auth.lower().startswith("bearer ") else ""
+    return auth[7:].strip() if isinstance(auth, str) and auth.lower().startswith("bearer ") else ""
+
+
+def _sent_key(exc: BaseException) -> str:
+    """The key the failed request carried (its Authorization header), so an echo of it can be
+    masked even when it came from code rather than the environment, or has no 'sk-' prefix."""
+    key = _bearer(exc)
     return key if len(key) >= 8 else ""  # short placeholders ("no-key", "test") are not secrets: leave text alone
 
 
@@ -319,6 +325,8 @@ def describe_failure(exc: BaseException) -> Failure:
     if kind == "context_length" and getattr(exc, "reply_too_long", False) is True:
         room = exc.limit - exc.prompt_tokens  # what a reply may use with these messages
         hint = f"ask for a shorter reply (max_tokens of {room:,} or less fits)"
+    if kind == "auth" and _bearer(exc) == NO_KEY:  # no key was set: make_client sent its placeholder
+        message, hint = "the server wants an API key and none is set", "export OPENAI_API_KEY=<the key this server expects>"
     if kind == "refused":
         message = f"refused: {message}"
         hint = getattr(exc, "hint", "") or ""

@@ -1218,3 +1218,14 @@ def test_pasted_code_with_an_indented_docstring_stays_inside_the_block(keyed_stu
     result = nora("chat", *FAST, stdin="\n".join(['"""', *code, '"""', "quit"]) + "\n", stub=keyed_stub)
     assert result.returncode == 0 and result.stderr == ""
     assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("\n".join(code))]]
+
+
+def test_a_server_that_wants_a_key_when_none_is_set_says_so(keyed_stub):
+    # no OPENAI_API_KEY: Nora sends a placeholder (local servers take any); this one wants its key
+    result = helpers.run_nora("ask", *FAST, "Hi", env=helpers.nora_env(keyed_stub.base_url))
+    assert result.returncode == 1
+    assert result.stderr == ("(error talking to the model: the server wants an API key and none is set (HTTP 401)"
+                             " - export OPENAI_API_KEY=<the key this server expects>)\n")
+    wrong = "sk-wrong-" + "Qq7" * 8  # a key that is set but wrong keeps the usual line
+    result = helpers.run_nora("ask", *FAST, "Hi", env=helpers.nora_env(keyed_stub.base_url, wrong))
+    assert "the server refused the API key" in result.stderr and wrong not in result.stderr
