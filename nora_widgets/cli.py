@@ -15,7 +15,7 @@ pipe, each line read is echoed as ``you: ...``, so a piped session's stdout read
 like the screen would.  Status lines are in (parentheses); failures go to stderr.
 
 Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings,
-130 cancelled with Ctrl-C (``nora ask``).
+130 cancelled with Ctrl-C (``nora ask``; ``nora serve`` while the model loads).
 
 Import cost matters (``nora --help`` must be instant): nothing here imports
 ``openai`` or ``llama_cpp``; ``make_client`` does, when a client is built.  On the
