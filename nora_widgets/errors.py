@@ -223,6 +223,15 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def _shorten(text: str, limit: int) -> str:
+    """text cut to at most limit characters at a space, with an ellipsis to say so.
+    Example: _shorten("leave room for the prompt", 12) -> 'leave room…'"""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut).rstrip(" ,;:") + "…"
+
+
 def _server_detail(exc: BaseException) -> str:
     """The server's own error message, if it sent one (short, key-free)."""
     body = getattr(exc, "body", None)
@@ -234,7 +243,7 @@ def _server_detail(exc: BaseException) -> str:
             detail = inner if isinstance(inner, str) else None
         if isinstance(detail, str) and detail.strip():
             detail = " ".join(detail.split())
-            return redact(detail[:160])
+            return redact(_shorten(detail, 200))
     return ""
 
 
@@ -338,4 +347,4 @@ def describe_failure(exc: BaseException) -> Failure:
     if status is not None:
         wait = _retry_after(exc)
         message = f"{message} (HTTP {status}, retry after {wait})" if wait else f"{message} (HTTP {status})"
-    return Failure(kind=kind, status=status, message=redact(message, _sent_key(exc))[:300], hint=hint)
+    return Failure(kind=kind, status=status, message=_shorten(redact(message, _sent_key(exc)), 320), hint=hint)

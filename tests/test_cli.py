@@ -1229,3 +1229,16 @@ def test_a_server_that_wants_a_key_when_none_is_set_says_so(keyed_stub):
     wrong = "sk-wrong-" + "Qq7" * 8  # a key that is set but wrong keeps the usual line
     result = helpers.run_nora("ask", *FAST, "Hi", env=helpers.nora_env(keyed_stub.base_url, wrong))
     assert "the server refused the API key" in result.stderr and wrong not in result.stderr
+
+
+def test_a_long_server_error_is_cut_at_a_word_with_an_ellipsis_and_keeps_its_status(keyed_stub):
+    words = ("Invalid 'max_tokens': 4096 is too large: the context window is 2048 tokens, shared by the prompt "
+             "and the reply, so max_tokens must be less than 2048 (and leave room for the prompt), and this "
+             "sentence goes on for a while longer so that it is well past two hundred characters in all")
+    keyed_stub.enqueue(error(400, words, "invalid_request_error", None))
+    result = nora("ask", *FAST, "Hi", stub=keyed_stub)
+    line = result.stderr.strip()
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    shown = line.split("the server rejected the request: ", 1)[1].split("\u2026 (HTTP 400)")[0]
+    assert words.startswith(shown) and words[len(shown)] == " "  # cut between two words, not inside one
+    assert "\u2026 (HTTP 400) - " in line  # the status and the hint survive the cut
