@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"context window in tokens, prompt and reply together (default {DEFAULT_N_CTX})")
     parser.epilog = (f"Set {API_KEY_ENV} to require that key from clients "
                      "(never pass a key on the command line: it shows in `ps`). "
-                     "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting.")
+                     "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting, "
+                     "130 Ctrl-C while the model loads.")
 
 
 def is_loopback(host: str) -> bool:

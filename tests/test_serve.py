@@ -688,7 +688,8 @@ def test_serve_help_says_what_it_does_and_what_to_set():
     text = " ".join(out.stdout.split())
     assert out.returncode == 0 and text.startswith("usage: nora serve [-h] [--host HOST] [--port PORT]")
     assert "OPENAI_BASE_URL=http://127.0.0.1:8000/v1 and any OPENAI_API_KEY" in text and "Ctrl-C stops it" in text
-    assert "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting." in text
+    assert ("Exit status: 0 stopped, 1 could not start, 2 a bad option or setting, 130 Ctrl-C while the model "
+            "loads." in text)
 
 
 def test_a_file_that_is_not_a_model_is_the_line_nora_ask_gives_and_exit_1(tmp_path):
