@@ -35,6 +35,7 @@ from dataclasses import replace
 from typing import Any, Callable, TextIO
 
 from . import __version__
+from ._sent_line import describe_sent
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -47,7 +48,6 @@ from .conversation import (
     undo_turn,
 )
 from .errors import Failure, NoraError, count_of, describe_failure, redact
-from .tokens import count_tokens
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
@@ -224,23 +224,8 @@ class ChatSession:
         """What one call sent, in one line: the statelessness made visible turn by turn.
         before: how many messages the history held before this turn (so what trimming left out).
         Example: '(this call sent 4 messages: the persona, 1 earlier turn and your message; 61 tokens)'"""
-        system = sum(1 for m in sent if m["role"] == "system")
-        earlier = sum(1 for m in sent if m["role"] == "user") - 1
-        parts = (["the persona" if system == 1 else f"{system} system messages"] if system else []) + \
-                ([count_of(earlier, "earlier turn")] if earlier else []) + ["your message"]
-        what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-        count = count_tokens(sent, self.client, self.model)
-        tokens = f"{'' if count.exact else '~'}{count.total:,} tokens"
-        left_out = before - (len(sent) - 1)
-        trimmed = ""
-        if left_out > 0 and self.keep_turns is not None:
-            trimmed = f"; /trim {self.keep_turns} left out {count_of(left_out, 'older message')}"
-            turns_before = sum(1 for m in self.history[:before] if m["role"] == "user")
-            if earlier < min(self.keep_turns, turns_before):  # too long for the window: retried with fewer
-                trimmed = (f"; with /trim {self.keep_turns} it did not fit the model's context window, so it went "
-                           f"again with the last {count_of(earlier, 'turn')}: "
-                           f"{count_of(left_out, 'older message')} left out")
-        return f"(this call sent {count_of(len(sent), 'message')}: {what}; {tokens}{trimmed})"
+        line = describe_sent(sent, self.history[:before], self.keep_turns, "/trim {n}", self.client, self.model)
+        return f"({line})"
 
     def _autosave(self) -> None:
         if self.save_path:

@@ -1,0 +1,48 @@
+"""What one call sent, in words: the line after a reply with `nora chat --show-sent`
+and `%%chat --show-sent`.
+
+The facts are counted here once (system messages, earlier turns, tokens, what
+trimming left out, a retry with fewer turns); each face only names its trimming
+setting in its own words: `/trim 2` in `nora chat`, `--keep-turns 2` in the magics.
+No terminal, no notebook: both faces import this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import count_of
+from .tokens import count_tokens
+
+__all__ = ["describe_sent"]
+
+
+def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, trim: str,
+                  client: Any = None, model: str | None = None) -> str:
+    """One line (no brackets) on what the call sent.
+
+    sent:       the list the successful call sent (TurnResult.sent)
+    before:     the history as it was before this turn (so what trimming left out)
+    keep_turns: the turns the turn was asked to keep (None: no trimming)
+    trim:       how this face names that setting; {n} becomes keep_turns, e.g. '/trim {n}'
+    Example: describe_sent([persona, q], [persona], None, '/trim {n}')
+             -> 'this call sent 2 messages: the persona and your message; ~35 tokens'
+    """
+    system = sum(1 for m in sent if m["role"] == "system")
+    earlier = sum(1 for m in sent if m["role"] == "user") - 1
+    parts = (["the persona" if system == 1 else f"{system} system messages"] if system else []) + \
+            ([count_of(earlier, "earlier turn")] if earlier else []) + ["your message"]
+    what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    count = count_tokens(sent, client, model)
+    tokens = f"{'' if count.exact else '~'}{count.total:,} tokens"
+    left_out = len(before) - (len(sent) - 1)
+    trimmed = ""
+    if left_out > 0 and keep_turns is not None:
+        name = trim.format(n=keep_turns)
+        trimmed = f"; {name} left out {count_of(left_out, 'older message')}"
+        turns_before = sum(1 for m in before if m["role"] == "user")
+        if earlier < min(keep_turns, turns_before):  # too long for the window: retried with fewer
+            trimmed = (f"; with {name} it did not fit the model's context window, so it went "
+                       f"again with the last {count_of(earlier, 'turn')}: "
+                       f"{count_of(left_out, 'older message')} left out")
+    return f"this call sent {count_of(len(sent), 'message')}: {what}; {tokens}{trimmed}"
