@@ -12,6 +12,7 @@ through ``conversation.safe_run_turn``: this module only parses options and
 shows things; it holds no turn logic of its own.
 
     %chat --temperature 0 --keep-turns 2     settings for the following turns
+    %chat --show-sent                        after each reply, a line on what that call sent
     %chat history | wire | reset | undo | trim N | save FILE | load FILE | help
 
 Failures (the server, the network, Ctrl-C) show one line and roll the turn
@@ -31,6 +32,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
 
+from ._sent_line import describe_sent
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -80,6 +82,7 @@ class ChatSession:
     timeout: float | None = None
     max_retries: int | None = None
     update_every: float = 0.1        # seconds between refreshes of a streaming reply
+    show_sent: bool = False          # after each reply, a line saying what that call sent
 
     def build_client(self) -> Any:
         """A fresh client for these settings (raises NoraError with one line).  The model name is
@@ -95,7 +98,7 @@ class ChatSession:
         return self.client
 
     def describe(self) -> str:
-        """One line: backend, model, temperature, trimming, streaming."""
+        """One line: backend, model, temperature, trimming, streaming, the line on what was sent."""
         who = describe_client(self.client) if self.client is not None else \
             f"{self.backend} (connects on the first %%chat)"
         keep = "all" if self.keep_turns is None else str(self.keep_turns)
@@ -104,7 +107,7 @@ class ChatSession:
         if note:
             model += f" ({note})"
         return (f"backend: {who}{model} | temperature: {self.temperature:g} | keep-turns: {keep} | "
-                f"stream: {'on' if self.stream else 'off'}")
+                f"stream: {'on' if self.stream else 'off'} | show-sent: {'on' if self.show_sent else 'off'}")
 
 
 _SESSION = ChatSession()
@@ -187,6 +190,8 @@ def _turn_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-turns", type=_keep_turns, default=argparse.SUPPRESS)
     parser.add_argument("--stream", dest="stream", action="store_true", default=None)
     parser.add_argument("--no-stream", dest="stream", action="store_false")
+    parser.add_argument("--show-sent", dest="show_sent", action="store_true", default=None)
+    parser.add_argument("--no-show-sent", dest="show_sent", action="store_false")
 
 
 def _cell_parser() -> _Parser:
@@ -233,6 +238,12 @@ def _show(plain: str, html_body: str | None = None) -> None:
 
 def _show_failure(line: str) -> None:
     _show(line, f'<div class="nora-error" style="color:#b00020;font-family:monospace">{html.escape(line)}</div>')
+
+
+def _show_sent(line: str) -> None:
+    from .render import MUTED
+
+    _show(line, f'<div class="nora-sent" style="color:{MUTED};font-size:0.85em">{html.escape(line)}</div>')
 
 
 def _reply_html(text: str) -> str:
@@ -353,7 +364,7 @@ def wire_view(client: Any) -> str:
 
 
 USAGE = """\
-%%chat [--amnesia] [--temperature T] [--model NAME] [--keep-turns N] [--no-stream]
+%%chat [--amnesia] [--temperature T] [--model NAME] [--keep-turns N] [--no-stream] [--show-sent]
     the cell is your next message; these options apply to this turn only
     (--amnesia: send only the persona and this message, no history)
 %chat [options]    settings for the following turns:
@@ -361,6 +372,7 @@ USAGE = """\
     --model NAME   --backend {auto,local,openai,scripted}   --base-url URL
     --keep-turns N|all  send only the last N turns         --timeout S  --max-retries N
     --stream / --no-stream   --display {auto,rich,text}
+    --show-sent / --no-show-sent   after each reply, a line on what that call sent
 %chat history      the messages list as it will be sent next (with token counts)
 %chat wire         the last request exactly as sent (key masked)
 %chat reset        forget the turns, keep the persona      %chat trim N   keep the last N turns
@@ -397,9 +409,11 @@ class ChatMagics(Magics):
             _show_failure(describe_failure(exc).line())
             return
         view = _ReplyView(self._rich(), s.update_every)
+        before = list(s.history)  # what trimming could leave out, for the line on what was sent
+        model = opts.model or s.model
         result = safe_run_turn(
             client, s.history, text,
-            model=opts.model or s.model,
+            model=model,
             temperature=s.temperature if opts.temperature is None else opts.temperature,
             keep_last_n_turns=keep,
             on_text=view.add if stream else None,
@@ -407,6 +421,10 @@ class ChatMagics(Magics):
         if result.failure is not None and result.failure.kind == "bad_input":
             raise UsageError(f"%%chat: {result.failure.message}")  # e.g. a hand-edited list that broke
         view.finish(result, result.ok)
+        show_sent = s.show_sent if opts.show_sent is None else opts.show_sent
+        if show_sent and result.ok and result.sent is not None:
+            trim = "--amnesia" if opts.amnesia else "--keep-turns {n}"
+            _show_sent(describe_sent(result.sent, before, keep, trim, client, model))
 
     def _rich(self) -> bool:
         if _SESSION.display != "auto":

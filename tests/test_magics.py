@@ -24,6 +24,7 @@ from IPython.utils.capture import capture_output
 from nora_widgets import ScriptedClient, run_turn
 from nora_widgets import magics
 from nora_widgets.conversation import SYSTEM_PROMPT
+from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
 from tests.servers.openai_stub import cut_stream, server_error
 
@@ -107,6 +108,14 @@ def rows(history_text: str) -> list[str]:
 
 def sent(client: ScriptedClient, n: int = -1) -> list[dict]:
     return client.calls[n]["messages"]
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
 
 
 # --------------------------------------------------------------------------- #
@@ -696,9 +705,11 @@ def test_default_backend_is_the_embedded_model_built_on_first_turn(shell):
     from nora_widgets.local import LocalClient
 
     assert magics.session().client is None
-    ran = run(shell, "%%chat --temperature 0\nSay hello in three words.")
+    ran = run(shell, "%%chat --temperature 0 --show-sent\nSay hello in three words.")
     assert ran.result.success and isinstance(magics.session().client, LocalClient)
     history = magics.conversation()
+    exact = count_tokens(history[:2], magics.session().client)  # the model's own tokenizer: no "~"
+    assert exact.exact and ran.shown[-1] == f"this call sent 2 messages: the persona and your message; {exact.total} tokens"
     assert [m["role"] for m in history] == ["system", "user", "assistant"]
     assert history[-1]["content"].strip() and ran.stdout == history[-1]["content"] + "\n"
     wire = run(shell, "%chat wire").shown[0]
@@ -730,3 +741,73 @@ def test_an_overflow_says_what_to_do_in_the_magics_own_words(shell):
     assert line.endswith("- send fewer turns: %%chat --keep-turns N (this cell) or %chat --keep-turns N "
                          "(from now on))"), line
     assert "/trim" not in line and len(magics.conversation()) == 3
+
+
+# --------------------------------------------------------------------------- #
+# --show-sent: after each reply, a line on what that call sent (nora chat's /sent)
+
+
+def _said(ran: Ran) -> list[str]:
+    return [text for text in ran.shown if text.startswith("this call sent")]
+
+
+def test_show_sent_says_what_each_call_sent_in_the_magics_own_words(shell):
+    client = use(ScriptedClient(["a1", "a2", "a3", "a4", "a5", "a6", "a7"]))
+    persona = {"role": "system", "content": SYSTEM_PROMPT}
+
+    def tokens(messages):  # rebuilt by hand from what the client got; a ScriptedClient is estimated: "~"
+        assert messages == sent(client)
+        return f"~{count_tokens(messages, client).total:,} tokens"
+
+    ran = run(shell, "%chat --show-sent")
+    assert ran.shown == ["settings: " + magics.session().describe()] and "| show-sent: on" in ran.shown[0]
+    ran = run(shell, "%%chat --no-stream\nu1")
+    assert ran.shown == ["a1", f"this call sent 2 messages: the persona and your message; "
+                               f"{tokens([persona, user('u1')])}"]
+    ran = run(shell, "%%chat\nu2")  # streamed (printed in a terminal): the line follows the reply
+    assert ran.stdout == "a2\n" and _said(ran) == [
+        f"this call sent 4 messages: the persona, 1 earlier turn and your message; "
+        f"{tokens([persona, user('u1'), assistant('a1'), user('u2')])}"]
+    run(shell, "%chat --keep-turns 1")
+    assert _said(run(shell, "%%chat\nu3")) == [
+        f"this call sent 4 messages: the persona, 1 earlier turn and your message; "
+        f"{tokens([persona, user('u2'), assistant('a2'), user('u3')])}; --keep-turns 1 left out 2 older messages"]
+    assert _said(run(shell, "%%chat --amnesia\nu4")) == [
+        f"this call sent 2 messages: the persona and your message; {tokens([persona, user('u4')])}; "
+        "--amnesia left out 6 older messages"]
+    assert _said(run(shell, "%%chat --keep-turns 0\nu5")) == [
+        f"this call sent 2 messages: the persona and your message; {tokens([persona, user('u5')])}; "
+        "--keep-turns 0 left out 8 older messages"]
+    assert _said(run(shell, "%%chat --no-show-sent\nu6")) == []  # off for this cell only
+    ran = run(shell, "%chat --no-show-sent")
+    assert "| show-sent: off" in ran.text and magics.session().show_sent is False
+    assert _said(run(shell, "%%chat\nu7")) == []
+    assert "--show-sent / --no-show-sent" in run(shell, "%chat help").text
+
+
+def test_show_sent_on_one_cell_and_not_after_a_failed_turn(shell):
+    client = use(ScriptedClient(["a1", TimeoutError("timed out"), "a2", "a3"]))
+    assert _said(run(shell, "%%chat\nu1")) == []  # off unless asked for
+    ran = run(shell, "%%chat --show-sent\nu2")  # the call failed: nothing of it was kept, no line
+    assert _said(ran) == [] and ran.shown[-1].startswith("(") and len(magics.conversation()) == 3
+    ran = run(shell, "%%chat --show-sent --no-stream\nu2")
+    assert _said(ran) == [f"this call sent 4 messages: the persona, 1 earlier turn and your message; "
+                          f"~{count_tokens(sent(client), client).total:,} tokens"]
+    assert 'class="nora-sent"' in ran.outputs[-1]["text/html"]
+    assert _said(run(shell, "%%chat\nu3")) == [] and magics.session().show_sent is False  # for that cell only
+
+
+def test_show_sent_says_when_keep_turns_was_halved_because_the_list_did_not_fit(shell):
+    """A list too long for the model goes again with half the turns: the line says so in the
+    magic's words, not '--keep-turns 2 left out ...' as if --keep-turns 2 had sent 1 turn."""
+    from nora_widgets.errors import ContextWindowError
+
+    overflow = ContextWindowError("316 > the context window of 256 tokens", prompt_tokens=300, limit=256)
+    client = use(ScriptedClient(["a1", "a2", "a3", overflow, "a4"]))
+    run(shell, "%chat --keep-turns 2 --show-sent")
+    said = [_said(run(shell, f"%%chat\nq{n}")) for n in range(1, 5)]
+    assert [len(c["messages"]) for c in client.calls] == [2, 4, 6, 6, 4]  # the retry: 1 turn
+    assert said[2][0].endswith(" tokens")  # q3: both earlier turns went, nothing left out
+    assert said[3] == [f"this call sent 4 messages: the persona, 1 earlier turn and your message; "
+                       f"~{count_tokens(sent(client), client).total:,} tokens; with --keep-turns 2 it did not fit "
+                       "the model's context window, so it went again with the last 1 turn: 4 older messages left out"]
