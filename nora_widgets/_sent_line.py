@@ -25,8 +25,9 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
     before:     the history as it was before this turn (so what trimming left out)
     keep_turns: the turns the turn was asked to keep (None: no trimming)
     trim:       how this face names that setting; {n} becomes keep_turns, e.g. '/trim {n}'
-    Example: describe_sent([persona, q], [persona], None, '/trim {n}')
-             -> 'this call sent 2 messages: the persona and your message; ~35 tokens'
+    Example: q = {"role": "user", "content": "Do you have Dune?"}
+             describe_sent([persona, q], [persona], None, '/trim {n}', ScriptedClient())
+             -> 'this call sent 2 messages: the persona and your message; ~40 tokens'
     """
     system = sum(1 for m in sent if m["role"] == "system")
     earlier = sum(1 for m in sent if m["role"] == "user") - 1
