@@ -24,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from markdown_it import MarkdownIt
@@ -147,6 +148,12 @@ def role_chip_html(role: str) -> str:
 
     Example: role_chip_html("user") -> '<span class="nora-chip nora-chip-user" style="...">user</span>'
     """
+    # a handful of roles, drawn in every message and row on every redraw: cached (any str)
+    return _chip(role) if isinstance(role, str) else _chip.__wrapped__(role)
+
+
+@lru_cache(maxsize=256)
+def _chip(role: str) -> str:
     background, colour = ROLE_COLOURS.get(role, _UNKNOWN_ROLE)
     name = escape(role)
     css_name = re.sub(r"[^a-z0-9_-]", "", str(role).lower()) or "unknown"
@@ -159,6 +166,37 @@ def role_chip_html(role: str) -> str:
 
 def _cell(text: str, style: str = "") -> str:
     return f'<td style="text-align:left;padding:3px 6px;vertical-align:top;border-bottom:1px solid #ddd;{style}">{text}</td>'
+
+
+def _draw_row(number: object, role: str, content: str, with_tokens: bool, tokens: int | None,
+              new: bool, dropped: bool, max_chars: int | None) -> str:
+    """One <tr> of messages_table_html."""
+    shown = content
+    if max_chars is not None and len(content) > max_chars:
+        shown = content[:max_chars] + f"\u2026 ({len(content):,} characters)"
+    classes = ["nora-row"]
+    style = ""
+    if new:
+        classes.append("nora-row-new")
+        style += "background:#fff3b0;color:#1a1a1a;"  # its own text colour: the theme's is white in dark mode
+    if dropped:
+        classes.append("nora-row-dropped")
+        style += "opacity:0.45;text-decoration:line-through;"
+    return (
+        f'<tr class="{" ".join(classes)}" data-role="{escape(role)}" style="{style}">'
+        + _cell(str(number), "color:#888;text-align:right")
+        + _cell(role_chip_html(role))
+        + ("" if not with_tokens else  # no counts given: no empty tokens column
+           _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums"))
+        + _cell(escape(shown), "white-space:pre-wrap;word-break:break-word;width:100%")
+        + "</tr>"
+    )
+
+
+# Each redraw draws every row again, and from one turn to the next almost every row is the same: a
+# 1,000-message panel redrew each table in ~15 ms a turn, ~2 from the cache (docs/benchmarks.md, finding 14).
+# typed: 1, 1.0 and True are one key but are drawn "1", "1.0" and "True".
+_row_html = lru_cache(maxsize=16384, typed=True)(_draw_row)
 
 
 def messages_table_html(
@@ -190,27 +228,13 @@ def messages_table_html(
         role = message.get("role", "?") if isinstance(message, dict) else "?"
         content = message.get("content", "") if isinstance(message, dict) else message
         content = "" if content is None else str(content)
-        shown = content
-        if max_chars is not None and len(content) > max_chars:
-            shown = content[:max_chars] + f"\u2026 ({len(content):,} characters)"
         tokens = token_counts[i] if token_counts is not None and i < len(token_counts) else None
-        classes = ["nora-row"]
-        style = ""
-        if i in highlight:
-            classes.append("nora-row-new")
-            style += "background:#fff3b0;color:#1a1a1a;"  # its own text colour: the theme's is white in dark mode
-        if i in dimmed:
-            classes.append("nora-row-dropped")
-            style += "opacity:0.45;text-decoration:line-through;"
-        rows.append(
-            f'<tr class="{" ".join(classes)}" data-role="{escape(role)}" style="{style}">'
-            + _cell(str(i if numbers is None else numbers[i]), "color:#888;text-align:right")
-            + _cell(role_chip_html(role))
-            + ("" if token_counts is None else  # no counts given: no empty tokens column
-               _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums"))
-            + _cell(escape(shown), "white-space:pre-wrap;word-break:break-word;width:100%")
-            + "</tr>"
-        )
+        args = (i if numbers is None else numbers[i], role, content, token_counts is not None, tokens,
+                i in highlight, i in dimmed, max_chars)
+        # a role or count that cannot be a cache key (no validated history has one) is drawn uncached
+        rows.append(_row_html(*args) if isinstance(role, str) and isinstance(args[0], int)
+                    and isinstance(tokens, (int, type(None)))
+                    else _draw_row(*args))
     # Each <th> and the <table> carry their own alignment and layout: a notebook's output area
     # (JupyterLab's .jp-RenderedHTMLCommon) right-aligns headers and fixes the layout to equal
     # columns, which squeezed the content into the last quarter, far from its header.

@@ -202,6 +202,44 @@ def test_messages_table_cuts_long_content_and_says_so():
     assert "x" * 101 not in out
 
 
+def test_messages_table_redrawn_from_its_row_cache_is_the_table_drawn_afresh():
+    """A long chat redraws both inspector tables on every turn; the rows come from a cache. What the
+    cache gives back is exactly what drawing the row again gives, for every kind of value a row holds:
+    1, 1.0 and True are equal as keys but a count of 1.0 is drawn '1.0', a row number True 'True'."""
+    from nora_widgets import render
+
+    def afresh(*args, **kw):  # the same table with no cache in the way
+        cached, render._row_html = render._row_html, render._draw_row
+        try:
+            return messages_table_html(*args, **kw)
+        finally:
+            render._row_html = cached
+
+    messages = [{"role": "user", "content": "<b>&</b>"}, {"role": "assistant", "content": None},
+                {"role": "tool", "content": 5}, "plain text", {"role": "assistant"}]
+    tables = [((messages,), {}),
+              ((messages, [1, 1, 1.0, True, None]), {"highlight": [0], "dimmed": [1], "max_chars": 3}),
+              ((messages, [True, 1.0, 1, None, 1]), {"highlight": [1], "dimmed": [0], "max_chars": 3}),
+              ((messages,), {"numbers": [1, True, 1, 2, 3]}),
+              ((messages,), {"numbers": [True, 1, True, 2, 3]})]
+    for _ in range(2):  # the second time every row is a cache hit
+        for args, kw in tables:
+            assert messages_table_html(*args, **kw) == afresh(*args, **kw)
+    assert ">1.0</td>" in messages_table_html(messages, [1.0, 1, 1, 1, 1])  # drawn after [1, 1, 1.0, ...]
+    assert ">True</td>" in messages_table_html(messages, numbers=[True, 1, 2, 3, 4])  # after [1, True, ...]
+
+
+def test_a_long_table_drawn_again_takes_every_row_from_the_cache():
+    from nora_widgets import render
+
+    messages = [{"role": "user" if i % 2 else "assistant", "content": f"message {i} of a long chat"}
+                for i in range(3000)]
+    first = messages_table_html(messages, list(range(3000)), highlight=[2998, 2999], max_chars=600)
+    hits = render._row_html.cache_info().hits
+    assert messages_table_html(messages, list(range(3000)), highlight=[2998, 2999], max_chars=600) == first
+    assert render._row_html.cache_info().hits - hits == 3000
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("<>\"'=&;:/()[]!`*_ \n#-|ajvscriptonerrorhefimgdt%0123")), max_size=80))
 def test_any_text_renders_inert(text):
