@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import fmt_seconds, machine, table  # noqa: E402
 
-ORDER = ["startup", "core", "trim", "model", "oneshot", "lessons", "install"]
+ORDER = ["startup", "core", "trim", "panel", "model", "oneshot", "lessons", "install"]
 
 
 def headline(name: str, r: dict) -> list[list[str]]:
@@ -48,6 +48,13 @@ def headline(name: str, r: dict) -> list[list[str]]:
         for case, t in r["sizes"].get("10000", {}).items():
             fastest = f" (fastest {fmt_seconds(best[case])})" if case in best else ""
             rows.append([name, f"{case}, 10,000 messages", fmt_seconds(t) + fastest, "< 5 ms"])
+    elif name == "panel":
+        for size in ("1000", "5000"):
+            if size in r["sizes"]:
+                e = r["sizes"][size]
+                rows.append([name, f"chat panel, all views, {int(size):,} messages: turn / refresh() / sent per turn",
+                             f"{fmt_seconds(e['turn_s'])} / {fmt_seconds(e['refresh_s'])} / "
+                             f"{e['sent_per_turn_bytes'] / 1e6:.1f} MB", "linear"])
     elif name == "startup":
         m = r["medians_s"]
         for cmd in ("import nora_widgets", "nora --help"):

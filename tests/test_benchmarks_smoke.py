@@ -55,6 +55,16 @@ def test_trim_times_every_way_of_trimming_at_each_size(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_panel_times_a_turn_and_a_refresh_and_sizes_what_is_sent(tmp_path):
+    r = run_quick("panel", tmp_path)
+    assert set(r["sizes"]) == {"10", "100"}
+    for entry in r["sizes"].values():
+        assert entry["turn_s"] > 0 and entry["refresh_s"] > 0 and entry["sent_per_turn_bytes"] > 0
+        assert set(entry["html_chars"]) == {"transcript", "last_sent_table", "next_send_table", "wire"}
+    assert r["sizes"]["100"]["html_chars"]["transcript"] > r["sizes"]["10"]["html_chars"]["transcript"]
+
+
+@pytest.mark.timeout(120)
 def test_startup_times_nora_and_lists_its_imports(tmp_path):
     r = run_quick("startup", tmp_path)
     assert {"python -c pass", "import nora_widgets"} <= set(r["medians_s"])

@@ -1,0 +1,93 @@
+"""The chat panel in a long session (10 / 100 / 1,000 / 5,000 messages), timed in the kernel.
+
+    turn        Send to the end of the turn's redraw (panel.send.click(), panel.wait()), ScriptedClient
+    refresh     one panel.refresh() (what every control change and every turn's end runs)
+    sent        the widget state one turn sends to the browser (every 'update' message, as JSON)
+    HTML        characters of the transcript, each inspector table and the wire view after the turn
+
+All five views are open, side by side too (each turn also asks the memory-less twin and redraws
+twice).  The history has user questions of ~20 words and markdown replies of ~80, all different.
+Absolute numbers (no baseline); every cost should grow linearly with the messages.  The browser's
+side (the page redrawing that HTML) is in docs/benchmarks.md, finding 14.
+
+    python benchmarks/bench_panel.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import finish, fmt_seconds, median, parser, table  # noqa: E402
+
+WORDS = ("the a model list message token call server reply context window send every turn again python "
+         "code book shop paperback").split()
+VIEWS = ("inspector", "wire", "gauge", "cost", "compare")
+
+
+def long_history(n: int, rng: random.Random) -> list[dict]:
+    """The persona, then n - 1 alternating questions and markdown replies."""
+    def words(k: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(k))
+
+    history = [{"role": "system", "content": "You are a helpful assistant."}]
+    while len(history) < n:
+        history.append({"role": "user", "content": words(20) + "?"})
+        history.append({"role": "assistant", "content": f"**{words(5)}**\n\n{words(60)}\n\n- {words(8)}\n- {words(8)}"})
+    return history[:n]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    import ipywidgets.widgets.widget as widget_module
+
+    from nora_widgets.clients import ScriptedClient
+    from nora_widgets.panel import ChatPanel
+
+    sent: list[int] = []
+    original_send = widget_module.Widget._send
+
+    def counting_send(self, msg, buffers=None):  # no kernel here: count what would go to the browser
+        sent.append(len(json.dumps(msg)))
+        return original_send(self, msg, buffers)
+
+    widget_module.Widget._send = counting_send
+    sizes = [10, 100] if args.quick else [10, 100, 1_000, 5_000]
+    turns = 2 if args.quick else 5
+    rng = random.Random(1)
+    results: dict = {"sizes": {}, "views": list(VIEWS)}
+    rows = []
+    for n in sizes:
+        panel = ChatPanel(ScriptedClient(), history=long_history(n, rng), views=VIEWS)
+        panel.ask("a first question, to fill the caches")
+        turn_s, refresh_s, sent_bytes = [], [], []
+        for i in range(turns):
+            sent.clear()
+            panel.prompt.value = f"question {i}?"
+            t = time.perf_counter()
+            panel.send.click()
+            panel.wait()
+            turn_s.append(time.perf_counter() - t)
+            sent_bytes.append(sum(sent))
+            t = time.perf_counter()
+            panel.refresh()
+            refresh_s.append(time.perf_counter() - t)
+        html = {"transcript": len(panel.transcript.value), "last_sent_table": len(panel.inspector.last_html.value),
+                "next_send_table": len(panel.inspector.next_html.value), "wire": len(panel.wire_view.body.value)}
+        results["sizes"][str(n)] = {"turn_s": median(turn_s), "refresh_s": median(refresh_s),
+                                    "sent_per_turn_bytes": median(sent_bytes), "html_chars": html}
+        rows.append([f"{n:,}", fmt_seconds(median(turn_s)), fmt_seconds(median(refresh_s)),
+                     f"{median(sent_bytes) / 1e6:.2f} MB",
+                     " / ".join(f"{html[k] / 1e3:,.0f}" for k in html)])
+    print(table(["messages", "turn", "refresh()", "sent per turn", "HTML kB: transcript / last / next / wire"], rows))
+    return finish(args, "panel", results)
+
+
+if __name__ == "__main__":
+    main()
