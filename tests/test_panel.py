@@ -975,6 +975,32 @@ def test_the_scripted_wire_view_shows_the_in_process_call():
     assert "client.chat.completions.create(**body)" in panel.wire_view.body.value
 
 
+def test_the_wire_view_draws_each_request_once_and_every_new_one(monkeypatch):
+    """The wire view's JSON is the whole conversation: redraws that bring no new request (the second
+    redraw of a side-by-side turn, a control changed) keep what is drawn; a new request is drawn."""
+    from nora_widgets import views
+
+    drawn = []
+    real = views.wire_sections
+    monkeypatch.setattr(views, "wire_sections", lambda last: drawn.append(last) or real(last))
+    client = ScriptedClient(["Hello Ada!", "(no memory) who?", "Your name is Ada."])
+    panel = ChatPanel(client, views=("wire", "compare"))
+    panel_send(panel, "My name is Ada.")  # side by side: the turn's end redraws twice
+    first = panel.wire_view.body.value
+    assert len(drawn) == 1 and drawn[0]["body"]["messages"] == client.calls[0]["messages"]
+    panel.temperature.value = 0.2  # refresh(): the same request
+    panel.refresh()
+    assert len(drawn) == 1 and panel.wire_view.body.value == first
+    panel.side_by_side.value = False
+    panel_send(panel, "What is my name?")
+    assert len(drawn) == 2 and drawn[1]["body"]["messages"] == client.calls[-1]["messages"]
+    assert "What is my name?" in panel.wire_view.body.value
+    panel.wire_view.update(panel.wire_view.data, note="another note")  # the same record, a new note
+    assert len(drawn) == 3 and "another note" in panel.wire_view.body.value
+    panel.wire_view.update(None)
+    assert "No request yet" in panel.wire_view.body.value
+
+
 def test_constructing_without_a_client_is_cheap_and_a_missing_model_is_one_line(monkeypatch):
     try:
         import llama_cpp  # noqa: F401
