@@ -16,7 +16,7 @@ safe markdown): ``ipywidgets.HTML`` does not sanitize.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import ipywidgets as widgets
 
@@ -107,6 +107,38 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
 # 1. the messages inspector
 
 
+# Rows drawn per inspector table.  A browser lays out a table of 1,000 rows in ~0.7 s, every turn (the
+# widget's HTML is replaced whole), and one of 5,000 in seconds (docs/benchmarks.md, finding 14); a longer
+# list is drawn as its first message (the persona) and its last rows, and the caption says what is between.
+INSPECTOR_ROWS = 200
+
+
+def _table(messages: Sequence[dict], counts: Sequence[int | None] | None, highlight: Iterable[int],
+           dimmed: Iterable[int], caption: str, sent: str) -> str:
+    """messages_table_html of the list, or of its first message and last INSPECTOR_ROWS - 1 when it is longer,
+    numbered by their places in the whole list.  sent: how the caption says the rows not drawn go out
+    ("were sent", "will be sent").
+    Example: 1,000 messages -> rows 0 and 801-999; the caption ends
+        '(messages 1-800 are not drawn here, 9,600 tokens; all of them were sent)'"""
+    n = len(messages)
+    if n <= INSPECTOR_ROWS:
+        return messages_table_html(messages, counts, highlight, dimmed, caption=caption, max_chars=600)
+    tail = n - (INSPECTOR_ROWS - 1)
+    places = [0, *range(tail, n)]
+    row_of = {place: row for row, place in enumerate(places)}
+    dimmed = set(dimmed)
+    between = [c for c in (counts or [])[1:tail] if c is not None]
+    tokens = f", {sum(between):,} tokens" if counts else ""
+    left_out = sum(1 for i in dimmed if 0 < i < tail)
+    fate = (f"all of them {sent}" if not left_out else
+            f"{left_out:,} of them are left out by trimming, the other {tail - 1 - left_out:,} {sent}")
+    caption += f" (messages 1-{tail - 1:,} are not drawn here{tokens}; {fate})"
+    return messages_table_html([messages[i] for i in places], [counts[i] for i in places] if counts else None,
+                               [row_of[i] for i in highlight if i in row_of],
+                               [row_of[i] for i in dimmed if i in row_of],
+                               caption=caption, max_chars=600, numbers=places)
+
+
 class InspectorView(widgets.VBox):
     """Two tables: the list the last call sent and the list the next call will send.
 
@@ -148,15 +180,14 @@ class InspectorView(widgets.VBox):
             self.last_rows = self._rows(last_sent, last_counts, last_new)
             total = last_total if last_total is not None else (sum(last_counts) if last_counts else None)
             cap = f"Last call sent {count_of(len(last_sent), 'message')}" + (f" ({total:,} tokens)" if total is not None else "")
-            self.last_html.value = messages_table_html(last_sent, last_counts, last_new, caption=cap, max_chars=600)
+            self.last_html.value = _table(last_sent, last_counts, last_new, (), cap, "were sent")
         self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
         count = len(next_list) - len(set(next_dropped))
         cap = (f"Next call will send {'this' if count == 1 else 'these'} {count_of(count, 'message')} + your new one"
                if count else "Next call will send only your new message (the list is empty)")
         if note:
             cap += f" ({note})"
-        self.next_html.value = messages_table_html(next_list, next_counts, next_new, next_dropped,
-                                                   caption=cap, max_chars=600)
+        self.next_html.value = _table(next_list, next_counts, next_new, next_dropped, cap, "will be sent")
 
 
 # --------------------------------------------------------------------------- #

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 
@@ -1174,3 +1175,31 @@ def test_an_overflow_says_what_to_do_in_the_panels_own_words():
     assert result.failure.kind == "context_length"
     assert panel._error_text.endswith("- send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear)")
     assert "/trim" not in panel._error_text and panel.prompt.value == "second"
+
+
+def test_a_long_list_draws_its_first_message_and_its_last_rows_and_says_what_is_between():
+    from nora_widgets import views
+
+    history = new_history("Be brief.")
+    for i in range(300):  # 601 messages
+        history += [{"role": "user", "content": f"Question {i}"}, {"role": "assistant", "content": f"Answer {i}"}]
+    client = ScriptedClient(["Answer 300"])
+    panel = ChatPanel(client, history=history, views=("inspector",), keep_last_n_turns=250)
+    assert panel_send(panel, "Question 300") == "Answer 300"
+    assert len(panel.inspector.last_rows) == 502 and len(panel.inspector.next_rows) == 603  # the data: whole
+    for html in (panel.inspector.last_html.value, panel.inspector.next_html.value):
+        assert html.count('<tr class="nora-row') == views.INSPECTOR_ROWS  # drawn: the first and the last 199
+    drawn = panel.inspector.next_html.value
+    numbers = [int(n) for n in re.findall(r'<tr class="nora-row[^"]*"[^>]*><td[^>]*>(\d+)</td>', drawn)]
+    assert numbers == [0, *range(404, 603)]  # places in the whole list, not rows
+    between = sum(count_tokens(panel.history, client).per_message[1:404])
+    assert (f"(messages 1-403 are not drawn here, {between:,} tokens; 102 of them are left out by trimming, "
+            "the other 301 will be sent)") in drawn
+    assert "(messages 1-302 are not drawn here, " in panel.inspector.last_html.value
+    assert "; all of them were sent)" in panel.inspector.last_html.value
+    # what trimming leaves out is still struck through where it is drawn: 603 - 1 - 500 = 102 rows dropped,
+    # none of them among the last 199; the new pair is highlighted
+    assert drawn.count("nora-row-dropped") == 0 and drawn.count("nora-row-new") == 2
+    short = ChatPanel(ScriptedClient(["ok"]), views=("inspector",))
+    panel_send(short, "hi")
+    assert "not drawn here" not in short.inspector.next_html.value  # a short list is drawn whole
