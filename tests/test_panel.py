@@ -461,11 +461,7 @@ def test_a_failed_or_stopped_message_never_overwrites_what_was_typed_meanwhile()
 
 def test_text_typed_during_the_side_by_side_call_survives_it():
     # the kept reply cleared the input while the side-by-side call ran: typed text went with it
-    client = GatedTwin()
-    panel = ChatPanel(client, views=("compare",), flush_interval=0.0)
-    panel.side_by_side.value = True
-    panel.prompt.value = "My name is Ada."
-    panel.send.click()
+    client, panel = side_by_side_started()
     type_keys(panel, "What's")
     assert client.twin_started.wait(10)
     deadline = time.monotonic() + 5
@@ -805,14 +801,21 @@ class GatedTwin:
         yield make_chunk("c", 0, "gated", finish_reason="stop")
 
 
-def test_with_side_by_side_the_kept_reply_is_drawn_done_before_the_second_call_ends():
-    # the main reply kept its streaming cursor, the header said "1 message" and the inspector
-    # "no call yet" until the side-by-side reply had finished too
+def side_by_side_started(views=("compare",)) -> tuple["GatedTwin", ChatPanel]:
+    """A side-by-side panel over a GatedTwin that has sent "My name is Ada.": the kept reply is in,
+    the second (memoryless) call is still to come, waiting for client.gate."""
     client = GatedTwin()
-    panel = ChatPanel(client, views=("inspector", "compare"), flush_interval=0.0)
+    panel = ChatPanel(client, views=views, flush_interval=0.0)
     panel.side_by_side.value = True
     panel.prompt.value = "My name is Ada."
     panel.send.click()
+    return client, panel
+
+
+def test_with_side_by_side_the_kept_reply_is_drawn_done_before_the_second_call_ends():
+    # the main reply kept its streaming cursor, the header said "1 message" and the inspector
+    # "no call yet" until the side-by-side reply had finished too
+    client, panel = side_by_side_started(("inspector", "compare"))
     assert client.twin_started.wait(10)
     deadline = time.monotonic() + 5
     while "3 messages in the list" not in panel.header.value and time.monotonic() < deadline:
@@ -826,11 +829,7 @@ def test_with_side_by_side_the_kept_reply_is_drawn_done_before_the_second_call_e
 
 
 def test_stopping_only_the_side_by_side_call_is_not_an_error():
-    client = GatedTwin()
-    panel = ChatPanel(client, views=("compare",), flush_interval=0.0)
-    panel.side_by_side.value = True
-    panel.prompt.value = "My name is Ada."
-    panel.send.click()
+    client, panel = side_by_side_started()
     assert client.twin_started.wait(10)
     time.sleep(0.2)
     panel.stop.click()
