@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .conversation import _earlier_turns
 from .errors import count_of
 from .tokens import count_tokens
 
@@ -30,7 +31,7 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
              -> 'this call sent 2 messages: the persona and your message; ~40 tokens'
     """
     system = sum(1 for m in sent if m["role"] == "system")
-    earlier = sum(1 for m in sent if m["role"] == "user") - 1
+    earlier = _earlier_turns(sent)
     parts = (["the persona" if system == 1 else f"{system} system messages"] if system else []) + \
             ([count_of(earlier, "earlier turn")] if earlier else []) + ["your message"]
     what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -32,11 +32,12 @@ import math
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from . import __version__
 from ._sent_line import describe_sent
-from .clients import BACKENDS, describe_client, make_client, model_note, model_used
+from .clients import BACKENDS, describe_client, lists_model, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
     SYSTEM_PROMPT,
@@ -48,7 +49,7 @@ from .conversation import (
     undo_turn,
 )
 from .errors import Failure, NoraError, count_of, describe_failure, redact
-from .transcript import TranscriptError, load_transcript, save_transcript
+from .transcript import TranscriptError, _read_only, load_transcript, save_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
 
@@ -56,6 +57,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
 CLI_TIMEOUT = "try again, or raise --timeout / NORA_TIMEOUT"
+CLI_NOT_FOUND = "check --model (nora models lists them) and OPENAI_BASE_URL"
 NOTHING_TO_ASK = "nothing to ask: give a question, or pipe one in (- stands for stdin)"
 
 HELP_TEXT = """\
@@ -76,12 +78,9 @@ commands:
 
 
 def _cli_words(failure: Failure, url_named: str) -> Failure:
-    """A failure's advice in this face's words: /trim N, --timeout, where the URL came from, and
-    `nora models` for a model name the server does not know."""
-    failure = failure.in_words_of(CLI_TRIM, CLI_TIMEOUT).with_url_named(url_named)
-    if failure.kind == "not_found" and failure.hint.startswith("check --model"):
-        failure = replace(failure, hint=failure.hint.replace("check --model", "check --model (nora models lists them)", 1))
-    return failure
+    """A failure's advice in this face's words: /trim N, --timeout, `nora models` for a model name
+    the server does not know, and where the URL came from."""
+    return failure.in_words_of(CLI_TRIM, CLI_TIMEOUT, CLI_NOT_FOUND).with_url_named(url_named)
 
 
 class UsageError(NoraError):
@@ -493,7 +492,7 @@ def _settings(args: argparse.Namespace) -> None:
             # checked now, not after the call: the answer would be lost from the file (ask) or every turn
             # would fail to save (chat).  The save renames a new file over the old one, which a read-only
             # file does not stop, so its mode is read too (root passes os.access everywhere).
-            if os.path.exists(path) and not (os.access(path, os.W_OK) and os.stat(path).st_mode & 0o222):
+            if _read_only(Path(path)):
                 raise UsageError(f"{flag}: {path!r} is read-only and each new turn is written to it: "
                                  "make it writable (chmod u+w) or give another file")
             target_folder = os.path.dirname(os.path.realpath(path))  # a symlink is written through
@@ -660,7 +659,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return EXIT_OK
     _write(sys.stdout, "".join(f"{name}\n" for name in names))
     default = client.default_model
-    if default in names or f"{default}:latest" in names:  # (Ollama lists tags: llama3.2 is llama3.2:latest)
+    if lists_model(names, default):
         chosen = f"nora uses {default} unless told otherwise; "
     else:  # e.g. a NORA_MODEL with a typo: the name every call sends, which this server does not list
         origin = " (NORA_MODEL)" if os.environ.get("NORA_MODEL") else ""

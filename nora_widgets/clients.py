@@ -389,6 +389,12 @@ def _looks_like_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def lists_model(names: list[str], name: str | None) -> bool:
+    """Whether a server's list of names holds name; Ollama lists tags, so "llama3.2" is "llama3.2:latest".
+    Example: lists_model(["llama3.2:latest"], "llama3.2") -> True"""
+    return name in names or f"{name}:latest" in names
+
+
 def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MODEL") -> str:
     """'' or one line about the model name a turn will send (name, else the client's default):
     the embedded model does not use a name it is given (it answers as itself, as llama.cpp's
@@ -407,8 +413,7 @@ def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MOD
         return ""
     listed = getattr(client, "listed_models", None) or []
     sent = name or default
-    # (Ollama lists tags: "llama3.2" is "llama3.2:latest")
-    if len(listed) > 1 and sent not in listed and f"{sent}:latest" not in listed:
+    if len(listed) > 1 and not lists_model(listed, sent):
         shown = ", ".join(listed[:5]) + (", ..." if len(listed) > 5 else "")
         return (f"the server lists {count_of(len(listed), 'model')} ({shown}), not {sent!r}: "
                 f"choose one with {choose}")

@@ -119,15 +119,18 @@ class Failure:
     message: str
     hint: str
 
-    def in_words_of(self, trim: str, timeout: str | None = None) -> "Failure":
+    def in_words_of(self, trim: str, timeout: str | None = None, not_found: str | None = None) -> "Failure":
         """This failure with its advice in a face's own words: how to trim (`/trim N` is nora
-        chat's) and, if given, how to wait longer (`--timeout` is a flag of nora's).
+        chat's) and, if given, how to wait longer (`--timeout` is a flag of nora's) and what to
+        check for a model name the server does not know (`nora models` lists them).
         Example: f.in_words_of("tick 'keep last N turns'").hint -> "tick 'keep last N turns'"
-        (only a hint that is TRIM_HINT or TIMEOUT_HINT changes; any other comes back as it is)"""
+        (only a hint that is TRIM_HINT, TIMEOUT_HINT or NOT_FOUND_HINT changes; any other comes back as it is)"""
         if self.hint == TRIM_HINT:
             return replace(self, hint=trim)
         if self.hint == TIMEOUT_HINT and timeout is not None:
             return replace(self, hint=timeout)
+        if self.hint == NOT_FOUND_HINT and not_found is not None:
+            return replace(self, hint=not_found)
         return self
 
     def with_url_named(self, name: str) -> "Failure":
@@ -148,6 +151,7 @@ class Failure:
 # The advice in code's words (the library, the lessons); each face puts it in its own with
 # Failure.in_words_of: nora chat says /trim N and --timeout, the panel its checkbox, the magics %chat.
 NO_KEY = "no-key"  # what make_client sends to a server when OPENAI_API_KEY is not set (local servers take any)
+NOT_FOUND_HINT = "check --model and OPENAI_BASE_URL"
 TRIM_HINT = "trim it (keep_last_n_turns=N, or trim_history)"
 TIMEOUT_HINT = "try again, or wait longer (make_client(timeout=...) or NORA_TIMEOUT)"
 
@@ -157,7 +161,7 @@ _BY_CLASS = {
     "AuthenticationError": ("auth", "the server refused the API key", "check OPENAI_API_KEY"),
     "PermissionDeniedError": ("permission", "the key may not use this model", "check the model name and the key's access"),
     "RateLimitError": ("rate_limit", "rate limit reached", "wait a moment, then send again"),
-    "NotFoundError": ("not_found", "the server does not know this model or URL", "check --model and OPENAI_BASE_URL"),
+    "NotFoundError": ("not_found", "the server does not know this model or URL", NOT_FOUND_HINT),
     "BadRequestError": ("bad_request", "the server rejected the request", "check the model name and settings"),
     "UnprocessableEntityError": ("bad_request", "the server could not process the request", "check the model name and settings"),
     "InternalServerError": ("server", "the server had an internal error", "try again in a moment"),
