@@ -36,9 +36,16 @@ __all__ = ["mend_chat_request", "max_tokens_too_large"]
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
 
+def error_body(message: str, param: str | None = None, code: str | None = None,
+               kind: str = "invalid_request_error") -> dict:
+    """An error body in OpenAI's shape, for every refusal nora serve writes itself.
+    Example: error_body("...", "n")["error"] -> {"message": "...", "type": "invalid_request_error", "param": "n", "code": None}"""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 def _refusal(param: str, message: str) -> dict:
-    """A 400 body in OpenAI's shape.  Example: _refusal("n", "...")["error"]["param"] -> 'n'"""
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+    """A 400 body naming the field.  Example: _refusal("n", "...")["error"]["param"] -> 'n'"""
+    return error_body(message, param)
 
 
 def _mend_messages(messages: list[dict]) -> dict | None:

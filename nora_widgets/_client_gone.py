@@ -41,6 +41,8 @@ import json
 import threading
 from typing import Any, Awaitable, Callable
 
+from ._chat_request import error_body
+
 __all__ = ["StopWhenGone", "stop_when_gone", "stop_all_replies", "quiet_disconnect_lines"]
 
 STOPPED = "nora serve was stopped before this reply was complete: send the request again when it is back"
@@ -71,7 +73,7 @@ def stop_all_replies() -> None:
 
 
 def _error_body(message: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": None}}).encode()
+    return json.dumps(error_body(message, kind="server_error")).encode()
 
 
 class StopWhenGone:

@@ -48,7 +48,7 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
-from ._chat_request import max_tokens_too_large, mend_chat_request
+from ._chat_request import error_body, max_tokens_too_large, mend_chat_request
 from ._reply_mend import run_with_mended_reply
 
 __all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter"]
@@ -93,7 +93,7 @@ def json_object(body: bytes) -> tuple[dict | None, dict | None]:
         if isinstance(request, dict):
             return request, None
         message = f"The request body must be a JSON object, e.g. {_A_REQUEST}, not {_JSON_KINDS[type(request)]}."
-    return None, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    return None, error_body(message)
 
 
 def bad_messages(request: dict) -> dict | None:
@@ -115,7 +115,7 @@ def bad_messages(request: dict) -> dict | None:
             f"item {i} is {_JSON_KINDS.get(type(messages[i]), 'not an object')}"
     message = (f"'messages' must be a non-empty list of objects like {{\"role\": \"user\", \"content\": \"Hi\"}} "
                f"(got: {got}).")
-    return {"error": {"message": message, "type": "invalid_request_error", "param": "messages", "code": None}}
+    return error_body(message, "messages")
 
 
 def _says_json(scope: dict) -> bool:

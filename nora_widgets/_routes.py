@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
+from ._chat_request import error_body
+
 __all__ = ["OpenAIPaths"]
 
 _API = ("/chat/completions", "/completions", "/models", "/embeddings")  # what a client adds to its base URL
 
 
-def _error(message: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
 
 
 class OpenAIPaths:
@@ -52,14 +52,14 @@ class OpenAIPaths:
             name = path[len("/v1/models/"):]
             if name == self.model:
                 return 200, {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
-            return 404, _error(f"The model '{name}' does not exist: this server serves '{self.model}' "
+            return 404, error_body(f"The model '{name}' does not exist: this server serves '{self.model}' "
                                "(GET /v1/models lists it).", "model", "model_not_found")
         if method == "POST" and path == "/v1/embeddings":
-            return 400, _error(f"This server makes chat completions, not embeddings: '{self.model}' is served "
+            return 400, error_body(f"This server makes chat completions, not embeddings: '{self.model}' is served "
                                "for /v1/chat/completions only.", "model", "model_not_supported")
         if any(path == p or path.startswith(p + "/") for p in _API):
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1") or "HOST:PORT"
-            return 404, _error(f"Nothing at {path}: this server's API is under /v1 ({method} /v1{path}); "
+            return 404, error_body(f"Nothing at {path}: this server's API is under /v1 ({method} /v1{path}); "
                                f"set OPENAI_BASE_URL=http://{host}/v1, with /v1 at the end.", None, "unknown_url")
         return None
 
