@@ -30,13 +30,13 @@ sent after the reply (Enter and Send send nothing while one runs).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Sequence
 
 import ipywidgets as widgets
 
 from . import views as v
 from ._background import BackgroundTurn
+from ._panel_input import PanelInput
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -67,11 +67,6 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on 
     "compare": "also send every question to a conversation without memory, side by side",
 }
 PANEL_TRIM = "send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear"  # not nora chat's /trim N
-ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
-# After a reply, Enter on text typed during it sends at once if no key has arrived for this long: by
-# then every key has reached the kernel (the browser holds a value back only while the previous one is
-# unanswered, a round trip to the kernel).  Sooner, Enter waits for the text that follows it.
-KEYS_SETTLED = 0.5
 BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
 AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",
                 False: "off - press to send only the persona and the latest message"}
@@ -195,23 +190,18 @@ class ChatPanel(widgets.VBox):
         else:
             self.prompt = widgets.Text(placeholder="Type a message and press Enter", continuous_update=False,
                                        layout=widgets.Layout(flex="1 1 auto", width="auto"))
-            self.prompt.on_msg(self._on_prompt_msg)
-            self.prompt.observe(self._on_prompt_value, names="value")
         # The box's name for a screen reader: a description of no width (a tooltip or a placeholder
         # does not name it: ipywidgets' empty hidden label comes first, and the box was nameless)
         self.prompt.description = "your message"
         self.prompt.style.description_width = "0px"
         self.prompt.layout.margin = "2px 2px 2px -6px"  # the label's own 8 px margin: the box stays where it was
-        self._enter_pressed = False
         self._refocus = False  # the turn came from Send / Enter: give the input its focus back after
-        self._enter_timer: threading.Timer | None = None
-        self._box_known = False  # the input shows exactly the text the panel knows: Enter sends at once
-        self._typed_ahead = False  # the input holds text typed while the last reply ran (see _finish)
-        self._typed_at = float("-inf")  # time.monotonic() when the browser last sent the input's text
-        self._writing = False  # the panel itself is setting the input's value (not a key typed)
-        self._sending = ""  # the message of the turn in progress (the input was emptied of it)
-        self._held: str | None = None  # a failed or stopped message kept aside, not put over typed text
-        self._submit_lock = threading.Lock()
+        # Enter, type-ahead and what the box holds around a turn (_panel_input.py)
+        self._input = PanelInput(self.prompt, self._lock, busy=lambda: self._busy, send=self._submit_typed,
+                                 note_busy=self._note_busy)
+        if not multiline:
+            self.prompt.on_msg(self._input.on_msg)
+            self.prompt.observe(self._input.on_value, names="value")
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
                                    tooltip="send your message", layout=widgets.Layout(width="90px"))
         self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,  # orange while a reply runs
@@ -362,96 +352,7 @@ class ChatPanel(widgets.VBox):
     # ------------------------------------------------------------------ #
     # sending
 
-    # Enter to send.  On Enter the browser sends {"event": "submit"} (the message behind
-    # the deprecated Text.on_submit) and *then* the new text as a value change.  So Enter
-    # only arms a send; the value change that follows fires it.  If the text did not change,
-    # no value change comes, and a short timer fires it.
-    #
-    # Except when the panel itself has just put the text there (Undo puts the message back; a
-    # failure or Stop puts it back) and nothing has been typed since: then the box is "known"
-    # (_box_known), and Enter sends at once.  To know that nothing was typed, the input sends
-    # every keystroke while it is known (continuous_update=True): the first key typed reaches
-    # the kernel before any Enter after it, ends the known state, and the input goes back to
-    # one value per Enter.
-    #
-    # Type-ahead.  The input stays open while a reply runs; the message being sent leaves it
-    # when the turn starts (it shows above, in the live area), so what is typed next is the
-    # next message.  While the reply runs the input sends every keystroke too, for two reasons:
-    # the panel must know whether the input is empty when a turn fails (the failed message goes
-    # back only into an empty input: _finish), and the browser redraws a text box from its model
-    # whenever the panel changes anything of it, which would wipe keys it had not yet sent.
-    # Enter (and Send, disabled) while a reply runs sends nothing; a note says why.  After the
-    # reply, text typed during it is "typed ahead" (_typed_ahead): the input goes on sending every
-    # key, so once no key has arrived for KEYS_SETTLED seconds the panel has the whole text, and
-    # Enter sends at once.  Sooner, a key may still be on its way (the browser holds back a value
-    # while the previous one is unanswered, but not the Enter): Enter waits for the text that
-    # follows, as above, or until KEYS_SETTLED is over.
-
-    def _on_prompt_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
-        if not (isinstance(content, dict) and content.get("event") == "submit"):
-            return
-        if self._busy:  # a reply is running: nothing is sent, and the text stays in the input
-            self._note_busy()
-            return
-        with self._submit_lock:
-            unsettled = KEYS_SETTLED - (time.monotonic() - self._typed_at)  # > 0: a key may be on its way
-            now = self._box_known or (self._typed_ahead and unsettled <= 0)
-            if not now:
-                self._enter_pressed = True  # typed ahead: no later than when every key has arrived
-                grace = min(ENTER_GRACE, unsettled) if self._typed_ahead else ENTER_GRACE
-                self._enter_timer = threading.Timer(grace, self._submit_after_enter)
-                self._enter_timer.daemon = True
-                self._enter_timer.start()
-        if now:  # the text in the box is the text the panel knows: no value change will follow
-            self._submit_typed()
-
-    def _on_prompt_value(self, _change: dict) -> None:
-        with self._lock:  # _finish reads the input and puts a failed message back under it
-            if self._writing:  # the panel's own write, not a key typed
-                return
-            self._typed_at = time.monotonic()
-            if self._busy:  # typed while a reply runs: it stays in the input, and nothing is sent
-                return
-        if self._box_known:  # something was typed (or set from code) into a text the panel put there
-            self._forget_box()
-        if self._enter_pressed:
-            self._submit_after_enter()
-
-    def _set_prompt(self, value: str | None = None, continuous: bool | None = None) -> None:
-        """The panel writes the input: one message to the browser, and not taken for a key typed."""
-        with self._lock:
-            self._writing = True
-            try:
-                with self.prompt.hold_sync():
-                    if value is not None:
-                        self.prompt.value = value
-                    if continuous is not None:
-                        self.prompt.continuous_update = continuous
-            finally:
-                self._writing = False
-
-    def _know_box(self, text: str | None = None) -> None:
-        """The input shows text (None: what it has now), and Enter on it sends at once (see above).
-
-        One message to the browser: a key typed before the input sends keystrokes must be impossible.
-        """
-        known = isinstance(self.prompt, widgets.Text)  # Enter does not send from a text area (one value per Send)
-        with self._lock:
-            self._set_prompt(text, continuous=known)
-            self._box_known, self._typed_ahead = known, False
-
-    def _forget_box(self) -> None:
-        self._box_known = self._typed_ahead = False
-        self.prompt.continuous_update = False
-
-    def _submit_after_enter(self) -> None:
-        with self._submit_lock:
-            if not self._enter_pressed:
-                return
-            self._enter_pressed = False
-            if self._enter_timer is not None:
-                self._enter_timer.cancel()
-        self._submit_typed()
+    # Enter, type-ahead and the text put back after a failure: _panel_input.py says how they work.
 
     def _submit_typed(self) -> None:
         """Send and Enter: the input keeps (or takes) the focus while the reply runs, and gets it
@@ -463,7 +364,7 @@ class ChatPanel(widgets.VBox):
     def submit(self) -> bool:
         """Send what is in the input (what Send and Enter do). Returns False if nothing started;
         while a reply runs nothing starts, and the text stays in the input."""
-        with self._submit_lock:  # Enter's timer thread and a click must not both start a turn
+        with self._input.submit_lock:  # Enter's timer thread and a click must not both start a turn
             busy = self._busy
             started = False if busy else self._start_turn()
         if busy:
@@ -491,10 +392,7 @@ class ChatPanel(widgets.VBox):
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
         # The message leaves the input (it shows in the live area below) and the input stays open:
         # what is typed from now on is the next message.  Every key typed is sent (see above).
-        self._sending, self._held = text, None
-        with self._lock:
-            self._set_prompt("", continuous=True)
-            self._box_known = self._typed_ahead = False
+        self._input.turn_starts(text)
         self._set_busy(True)
         if self._refocus:  # Send is disabled now, which drops the focus a click gave it: the input takes it
             self.prompt.focus()  # (Enter left it there), and Stop is one Tab away (see docs/panel.md)
@@ -571,15 +469,8 @@ class ChatPanel(widgets.VBox):
         # The input may hold the next message, typed while the reply ran: it is never written over.
         # A failed or stopped message goes back only into an empty input (Enter sends it again at
         # once); otherwise it is kept aside, and Undo puts it back in front of what was typed.
-        with self._lock:  # read and written in one step: a key arriving meanwhile waits (_on_prompt_value)
-            typed = bool(self.prompt.value.strip())
-            self._held = self._sending if failed and typed else None
-            if failed and not typed:
-                self._know_box(self._sending)
-            elif typed and isinstance(self.prompt, widgets.Text):
-                self._typed_ahead = True  # every key goes on reaching the kernel (see _on_prompt_msg)
-            else:
-                self._forget_box()  # one value per Enter again
+        with self._lock:  # read and written in one step: a key arriving meanwhile waits (PanelInput.on_value)
+            typed = self._input.turn_over(failed)
             self._set_busy(False)  # last: an Enter from now on finds the input as it is meant to be
         if ok:
             self._show_error("")
@@ -591,7 +482,7 @@ class ChatPanel(widgets.VBox):
             else:
                 line = str(result)
             if typed:
-                line += f" Your message {_quote(self._sending)} is kept aside, so what you typed stays: Undo puts it back."
+                line += f" Your message {_quote(self._input.sending)} is kept aside, so what you typed stays: Undo puts it back."
             self._show_error(line)
         self.refresh()
         if self._refocus:  # not after panel.ask() from a cell: that would pull the cursor out of it
@@ -627,9 +518,7 @@ class ChatPanel(widgets.VBox):
         Raises TimeoutError if it is still running after timeout seconds.  A stopped turn is
         not waited for (it was finished when Stop was clicked).
         """
-        timer = self._enter_timer  # Enter pressed a moment ago: its send may not have started yet
-        if timer is not None and timer.is_alive():
-            timer.join(timeout)
+        self._input.wait_for_enter(timeout)  # Enter pressed a moment ago: its send may not have started yet
         self._runner.wait(timeout)
         return self.last_result
 
@@ -702,7 +591,7 @@ class ChatPanel(widgets.VBox):
             self.history[:] = new_history(self.persona.value or None)
             self.twin_history[:] = new_history(self.persona.value or None)
             self._forget_calls()
-        self._held = None  # the error line that named it goes too
+        self._input.held = None  # the error line that named it goes too
         self.cost.reset()
         self._show_error("")
         self._note_file("")
@@ -718,7 +607,7 @@ class ChatPanel(widgets.VBox):
         """
         if self._busy:
             return
-        if self._held is not None:
+        if self._input.held is not None:
             self._put_back_held()
             return
         with self._lock:
@@ -730,7 +619,7 @@ class ChatPanel(widgets.VBox):
             self._say("nothing to undo")
             return
         if not self.prompt.value.strip():
-            self._know_box(removed[0]["content"])  # Enter on it sends at once
+            self._input.know(removed[0]["content"])  # Enter on it sends at once
         self._show_error("")
         self._announce("")
         self._note_file("")
@@ -741,12 +630,9 @@ class ChatPanel(widgets.VBox):
     def _put_back_held(self) -> None:
         """The message of a failed or stopped turn, kept aside, goes back into the input: in front of
         what is typed there (nothing typed is lost), and Enter on it sends at once."""
-        held, self._held = self._held, None
-        typed = self.prompt.value
-        joint = "\n" if isinstance(self.prompt, widgets.Textarea) else " "
-        self._know_box(held + joint + typed if typed.strip() else held)
+        typed = self._input.put_back()
         self._show_error("")
-        self._say("put your message back in the input" + (", in front of what you typed" if typed.strip() else ""))
+        self._say("put your message back in the input" + (", in front of what you typed" if typed else ""))
 
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""
@@ -780,7 +666,7 @@ class ChatPanel(widgets.VBox):
             self.history[:] = messages
             self.twin_history[:] = new_history(self._system_text() or None)
             self._forget_calls()
-        self._held = None  # the error line that named it goes too
+        self._input.held = None  # the error line that named it goes too
         self._loading = True
         try:
             self.persona.value = self._system_text()

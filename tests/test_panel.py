@@ -17,6 +17,7 @@ import pytest
 
 from nora_widgets.clients import ScriptedClient, make_chunk, make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, new_history
+from nora_widgets import _panel_input as panel_input
 from nora_widgets import panel as panel_module
 from nora_widgets.panel import ChatPanel
 from nora_widgets.tokens import count_tokens
@@ -112,7 +113,7 @@ def test_enter_on_a_message_the_panel_put_back_sends_at_once(monkeypatch):
     knows, so Enter on it sends at once (it waited for the fallback timer: no value change follows
     an Enter on unchanged text).  The first key typed into it ends that: the text that follows the
     Enter is sent, as usual."""
-    monkeypatch.setattr(panel_module, "ENTER_GRACE", 30)  # the fallback would take 30 s
+    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)  # the fallback would take 30 s
     client = ScriptedClient(["Hi", "Hi again", TimeoutError("read timed out"), "Third", "Fourth"])
     panel = ChatPanel(client)
     panel_send(panel, "Hello")
@@ -339,8 +340,8 @@ def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(m
     sent; Enter and Send meanwhile send nothing and say why; what was typed survives the reply's end
     and Enter sends it then, at once (it waited for the 30 s fallback) or, right after a key, with the
     text that follows."""
-    monkeypatch.setattr(panel_module, "ENTER_GRACE", 30)  # Enter must never wait for the fallback here
-    monkeypatch.setattr(panel_module, "KEYS_SETTLED", 0)  # the last key typed has arrived
+    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)  # Enter must never wait for the fallback here
+    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 0)  # the last key typed has arrived
     client = HeldReply("The Dispossessed.", "12 euros.", "Yes.")
     panel = ChatPanel(client, flush_interval=0.0)
     focused = []
@@ -376,7 +377,7 @@ def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(m
     client.release()
     assert panel.wait(5) == "12 euros." and panel.prompt.value == "And in"
     # right after a key, a later key may still be on its way: Enter waits for the text that follows
-    monkeypatch.setattr(panel_module, "KEYS_SETTLED", 30)
+    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 30)
     type_keys(panel, "And in paper")
     press_enter(panel, "And in paperback?")
     assert panel.busy and client.calls[-1]["messages"][-1]["content"] == "And in paperback?"
@@ -387,8 +388,8 @@ def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(m
 
 
 def test_enter_right_after_a_key_typed_ahead_waits_only_until_every_key_has_arrived(monkeypatch):
-    monkeypatch.setattr(panel_module, "ENTER_GRACE", 30)
-    monkeypatch.setattr(panel_module, "KEYS_SETTLED", 0.3)
+    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
+    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 0.3)
     client = HeldReply("The Dispossessed.", "12 euros.")
     panel = ChatPanel(client, flush_interval=0.0)
     panel.prompt.value = "Do you have Le Guin?"

@@ -297,9 +297,9 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
 
 KEYBOARD_CELL = """\
 import time
-import nora_widgets.panel as panel_module
+import nora_widgets._panel_input as panel_input
 from nora_widgets import ChatPanel, ScriptedClient
-panel_module.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
+panel_input.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
 
 class Slow(ScriptedClient):  # a question with "slowly" in it gets a reply that takes seconds
     def _create(self, **kwargs):
@@ -500,9 +500,9 @@ def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, 
 
 TYPEAHEAD_CELL = """\
 import time
-import nora_widgets.panel as panel_module
+import nora_widgets._panel_input as panel_input
 from nora_widgets import ChatPanel, ScriptedClient
-panel_module.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
+panel_input.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
 
 class Slow(ScriptedClient):  # a word every 0.25 s; the second call breaks off after four
     calls_made = 0
