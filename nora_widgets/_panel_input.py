@@ -18,7 +18,9 @@ Except when the panel itself has just put the text there (Undo puts the message 
 or Stop puts it back) and nothing has been typed since: then the box is "known" (``known``),
 and Enter sends at once.  To know that nothing was typed, the input sends every keystroke while
 it is known (continuous_update=True): the first key typed reaches the kernel before any Enter
-after it, ends the known state, and the input goes back to one value per Enter.
+after it and ends the known state.  The input goes on sending every key, and what it holds is
+then treated as text typed ahead (below): keys typed before the Enter may reach the kernel after
+it, or all of them before it, and in both cases Enter sends the whole text.
 
 Type-ahead.  The input stays open while a reply runs; the message being sent leaves it when the
 turn starts (it shows above, in the live area), so what is typed next is the next message.  While
@@ -107,8 +109,12 @@ class PanelInput:
             self.typed_at = time.monotonic()
             if self._busy():  # typed while a reply runs: it stays in the input, and nothing is sent
                 return
-        if self.known:  # something was typed (or set from code) into a text the panel put there
-            self.forget()
+        if self.known:  # something was typed (or set from code) into a text the panel put there: the
+            # input goes on sending every key, as after text typed during a reply (see on_msg).  It
+            # went back to one value per Enter here, but keys typed before that reached the page
+            # still came one by one: with all of them in before the Enter, no value followed it,
+            # and Enter waited for ENTER_GRACE.
+            self.known, self.typed_ahead = False, True
         if self._enter_pressed:
             self._send_after_enter()
 

@@ -111,8 +111,8 @@ def test_enter_in_the_input_sends_the_text_that_follows_it():
 def test_enter_on_a_message_the_panel_put_back_sends_at_once(monkeypatch):
     """Undo puts the message back, and Stop or a failure leave it: the box shows what the panel
     knows, so Enter on it sends at once (it waited for the fallback timer: no value change follows
-    an Enter on unchanged text).  The first key typed into it ends that: the text that follows the
-    Enter is sent, as usual."""
+    an Enter on unchanged text).  The first key typed into it ends that: the input goes on sending every
+    key, and the text that follows the Enter is sent."""
     monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)  # the fallback would take 30 s
     client = ScriptedClient(["Hi", "Hi again", TimeoutError("read timed out"), "Third", "Fourth"])
     panel = ChatPanel(client)
@@ -130,9 +130,10 @@ def test_enter_on_a_message_the_panel_put_back_sends_at_once(monkeypatch):
     # edited after Undo: the first key arrives before the Enter; the rest comes after it
     panel.undo.click()
     panel.prompt.value = "Will this fail?!"  # the first key typed, sent as typed
-    assert not panel.prompt.continuous_update  # back to one value per Enter
+    assert panel.prompt.continuous_update  # every key goes on reaching the kernel
     press_enter(panel, "Will this fail?! No.")
     assert panel.wait(5) == "Fourth" and client.calls[-1]["messages"][-1]["content"] == "Will this fail?! No."
+    assert not panel.prompt.continuous_update  # nothing typed during the reply: one value per Enter again
 
 
 def test_the_list_grows_by_two_each_turn_and_the_inspector_shows_it():
@@ -403,6 +404,75 @@ def test_enter_right_after_a_key_typed_ahead_waits_only_until_every_key_has_arri
     assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "How much is it?"
     client.release()
     assert panel.wait(5) == "12 euros."
+
+
+def from_page(panel: ChatPanel, *messages: str) -> None:
+    """Messages from the page to the input, in this order, through ipywidgets' own handler (what the
+    kernel's comm calls): "submit" is Enter, any other string is the input's text (a state update)."""
+    for message in messages:
+        data = ({"method": "custom", "content": {"event": "submit"}} if message == "submit" else
+                {"method": "update", "state": {"value": message}, "buffer_paths": []})
+        panel.prompt._handle_msg({"content": {"data": data}, "buffers": []})
+
+
+def kept_aside_and_put_back(panel: ChatPanel, client: HeldReply) -> None:
+    """A reply breaks off while "Thanks" is typed; Undo puts the kept message back in front of it."""
+    assert held_send(panel, client, "Do you have Le Guin?").ok
+    panel.prompt.value = "How much is the first one?"
+    panel.send.click()
+    assert client.streaming.wait(5)
+    type_keys(panel, "Thanks")
+    client.release()
+    assert not panel.wait(5).ok
+    panel.undo.click()
+    assert panel.prompt.value == "How much is the first one? Thanks" and panel.prompt.continuous_update
+
+
+# The orders in which the kernel can get the keys typed over a message put back and the Enter after
+# them.  The page sends the first key at once; later keys wait until the kernel has answered the one
+# before (ipywidgets sends one update at a time and merges the keys typed meanwhile), while the Enter is
+# never held back: it can arrive before the rest of the text, between two parts of it, or after all of it.
+TYPED_OVER = {
+    "first key, Enter, the rest": ["T", "submit", "Tell me a story"],
+    "first key, more keys, Enter, the rest": ["T", "Tell me a st", "submit", "Tell me a story"],
+    "every key before Enter": ["T", "Tell me a story", "submit"],
+    "every key before Enter, then the same text": ["T", "Tell me a story", "submit", "Tell me a story"],
+}
+
+
+@pytest.mark.parametrize("order", TYPED_OVER.values(), ids=TYPED_OVER.keys())
+def test_typing_over_a_message_put_back_and_enter_at_once_sends_the_whole_text(monkeypatch, order):
+    """Seen once in the browser: Enter right after typing over a message Undo put back started no turn
+    within 10 s.  When every key had reached the kernel before the Enter, no value change followed it,
+    and Enter waited for the fallback timer (30 s in the browser test, ENTER_GRACE here too)."""
+    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
+    client = HeldReply("One moment.", ConnectionResetError("connection reset by peer"), "Once upon a time.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    kept_aside_and_put_back(panel, client)
+    t0 = time.monotonic()
+    from_page(panel, *order)
+    assert client.streaming.wait(5), f"no turn started after {order}"
+    assert time.monotonic() - t0 < 2  # at most KEYS_SETTLED after the last key
+    assert client.calls[-1]["messages"][-1]["content"] == "Tell me a story" and len(client.calls) == 3
+    assert panel.prompt.value == ""  # the message left the input for the live area
+    client.release()
+    assert panel.wait(5) == "Once upon a time." and panel.history[-2]["content"] == "Tell me a story"
+
+
+def test_enter_before_any_key_typed_over_a_message_put_back_sends_that_message_and_keeps_the_keys(monkeypatch):
+    """Enter with no key before it in the kernel: the box shows the message put back, and Enter sends it at
+    once.  (The page sends the first key at once, before the Enter after it, so a browser does not give
+    this order; were it to, the keys that come after the Enter stay in the input as the next message.)"""
+    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
+    client = HeldReply("One moment.", ConnectionResetError("connection reset by peer"), "Twelve euros.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    kept_aside_and_put_back(panel, client)
+    from_page(panel, "submit", "T", "Tell me a story")
+    assert client.streaming.wait(5)
+    assert client.calls[-1]["messages"][-1]["content"] == "How much is the first one? Thanks"
+    assert panel.busy and panel.prompt.value == "Tell me a story"  # typed during the reply: kept
+    client.release()
+    assert panel.wait(5) == "Twelve euros." and panel.prompt.value == "Tell me a story"
 
 
 def test_a_failed_or_stopped_message_never_overwrites_what_was_typed_meanwhile():
