@@ -198,6 +198,7 @@ class BackgroundTurn:
         cb = turn.callbacks
         result: TurnResult | None = None
         late: Failure | None = None
+        escaped: BaseException | None = None
         try:
             work = list(history)  # the copy the reply streams into (see the module docstring)
             before = len(work)
@@ -220,13 +221,19 @@ class BackgroundTurn:
                     cb["after_commit"](result.sent)
                 if twin_history is not None:
                     self._twin(turn, client, twin_history, text, model, temperature, extra)
-        except Exception as exc:  # a callback that raises must not leave the caller busy forever
+        except BaseException as exc:  # a client or callback that raises must not leave the caller busy forever
             failure = describe_failure(exc)
             if turn.committed:
                 late = failure  # the turn itself is kept; say what went wrong after it
             else:
-                result = TurnResult(failure.line(), failure)
+                result = TurnResult(failure.line(), failure)  # the history was never touched
+            if not isinstance(exc, Exception):  # SystemExit (sys.exit() in the client), KeyboardInterrupt
+                escaped = exc
         self._finish(turn, result, late)
+        if escaped is not None:
+            # The turn is over; the exception goes on, as in any thread: SystemExit ends this one
+            # quietly (never the kernel), KeyboardInterrupt is printed by threading.excepthook.
+            raise escaped
 
     def _twin(self, turn: _Turn, client: Any, twin_history: list[dict], text: str, model: str | None,
               temperature: float, extra: dict) -> None:

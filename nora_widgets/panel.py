@@ -450,7 +450,7 @@ class ChatPanel(widgets.VBox):
         """The turn is over (or was stopped): draw the end state, free the input."""
         self._finish(result)
         if late is not None:  # the turn itself is done and kept; say what went wrong after it
-            self._show_error(f"(the reply was kept, but a view failed: {late.message})")
+            self._show_error(f"(the reply was kept, but a view or the side-by-side call failed: {late.message})")
 
     def _draw_history(self) -> None:
         """The transcript from the history, and the live area emptied.  The reply goes into the

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root
@@ -55,3 +57,16 @@ def panel_send(panel, text: str, timeout: float = 15):
     panel.prompt.value = text
     panel.send.click()
     return panel.wait(timeout)
+
+
+@contextlib.contextmanager
+def thread_exceptions():
+    """The exception types that end a thread meanwhile, as threading.excepthook hears of them (its
+    default says nothing of SystemExit).  Example: with thread_exceptions() as ended: ... -> [SystemExit]"""
+    ended: list[type] = []
+    before = threading.excepthook
+    threading.excepthook = lambda args: ended.append(args.exc_type)
+    try:
+        yield ended
+    finally:
+        threading.excepthook = before

@@ -20,6 +20,7 @@ import pytest
 from nora_widgets._background import BackgroundTurn
 from nora_widgets.clients import ScriptedClient, make_chunk
 from nora_widgets.conversation import new_history
+from tests.helpers import thread_exceptions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -293,6 +294,40 @@ def test_a_callback_failing_before_the_commit_fails_the_turn_and_keeps_nothing()
     runner.start(client, history, "hi", **{**seen.callbacks(), "on_text": broken})
     result = runner.wait(10)
     assert not result.ok and "the drawing broke" in result and history == new_history()
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_a_keyboard_interrupt_or_sys_exit_after_the_commit_ends_the_turn_and_then_goes_on(raised):
+    """Neither is an Exception: it went past the worker's except, on_finish never came, and the
+    runner stayed running for good (the panel busy, Send disabled)."""
+    client = ScriptedClient(["kept"])
+    history = new_history()
+    runner, seen = BackgroundTurn(), Recorder()
+
+    def broken(_sent):
+        raise raised()
+
+    with thread_exceptions() as ended:
+        runner.start(client, history, "hi", **{**seen.callbacks(), "after_commit": broken})
+        result = runner.wait(10)
+    assert not runner.running and result == "kept" and history[-1] == assistant("kept")
+    ((finished, late),) = seen.named("on_finish")
+    assert finished is result and late is not None
+    assert ended == [raised]  # then it went on, and ended the worker thread (only that thread)
+
+
+def test_sys_exit_in_the_client_fails_the_turn_and_keeps_nothing():
+    class Exits(ScriptedClient):
+        def _create(self, **kwargs):
+            sys.exit(3)
+
+    history = new_history()
+    runner, seen = BackgroundTurn(), Recorder()
+    with thread_exceptions() as ended:
+        runner.start(Exits(), history, "hi", **seen.callbacks())
+        result = runner.wait(10)
+    assert not runner.running and not result.ok and result.failure.kind == "exit"
+    assert history == new_history() and seen.named("on_finish") == [(result, None)] and ended == [SystemExit]
 
 
 def test_one_turn_at_a_time():

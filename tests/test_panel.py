@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 import threading
 import time
 
@@ -22,7 +23,7 @@ from nora_widgets import panel as panel_module
 from nora_widgets.panel import ChatPanel
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
-from tests.helpers import panel_send
+from tests.helpers import panel_send, thread_exceptions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -334,6 +335,62 @@ def held_send(panel: ChatPanel, client: HeldReply, text: str):
 def type_keys(panel: ChatPanel, text: str) -> None:
     """The input's text as the browser sends it (set_state: what a message from the page does)."""
     panel.prompt.set_state({"value": text})
+
+
+class ExitsOnce(ScriptedClient):
+    """Calls sys.exit(3) on its call number exit_on (1: the first), in create() or after the stream's
+    first piece; every other call is scripted as usual."""
+
+    def __init__(self, replies, exit_on: int = 1, where: str = "create"):
+        super().__init__(replies)
+        self.exit_on, self.where, self.made = exit_on, where, 0
+
+    def _create(self, **kwargs):
+        self.made += 1
+        if self.made != self.exit_on:
+            return super()._create(**kwargs)
+        if self.where == "create":
+            sys.exit(3)
+        stream = super()._create(**kwargs)
+
+        def breaks_off():
+            yield next(stream)
+            sys.exit(3)
+
+        return breaks_off()
+
+
+@pytest.mark.parametrize("where", ["create", "stream"])
+def test_sys_exit_in_the_client_ends_the_turn_like_any_failure(where):
+    """SystemExit is no Exception: it went past the turn's except, the turn never ended, and the panel
+    stayed busy for good (Send, Undo, Clear and Load disabled, Stop live, the message gone from the input)."""
+    broken_off = ["Hello there, Ada."] if where == "stream" else []  # the reply the stream began
+    client = ExitsOnce(broken_off + ["Hello again."], where=where)
+    panel = ChatPanel(client, flush_interval=0.0)
+    with thread_exceptions() as ended:
+        result = panel_send(panel, "My name is Ada.")
+    assert ended == [SystemExit]  # it went on, after the turn ended: only the worker thread ended
+    assert not result.ok and result.failure.kind == "exit"
+    assert not panel.busy and panel.stop.disabled and panel.stop.button_style == ""
+    assert not any(b.disabled for b in (panel.send, panel.clear, panel.undo, panel.load))
+    assert panel.history == new_history(SYSTEM_PROMPT) and panel.live.value == "" and panel.status.value == ""
+    assert panel.prompt.value == "My name is Ada." and panel.prompt.continuous_update  # back: Enter sends it
+    assert panel._error_text == ("(error talking to the model: the client called sys.exit() during the call - "
+                                 "the turn was rolled back; fix the client, then send again)")
+    press_enter(panel, None)
+    assert panel.wait(5) == "Hello again." and len(panel.history) == 3
+
+
+def test_sys_exit_in_the_side_by_side_call_keeps_the_turn_and_frees_the_panel():
+    client = ExitsOnce(["Hello Ada!"], exit_on=2)
+    panel = ChatPanel(client, views=("compare",), flush_interval=0.0)
+    panel.side_by_side.value = True
+    with thread_exceptions() as ended:
+        result = panel_send(panel, "My name is Ada.")
+    assert ended == [SystemExit] and result == "Hello Ada!" and len(panel.history) == 3
+    assert panel.twin_history == new_history(SYSTEM_PROMPT) and not panel.busy and not panel.send.disabled
+    assert panel._error_text == ("(the reply was kept, but a view or the side-by-side call failed: "
+                                 "the client called sys.exit() during the call)")
 
 
 def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(monkeypatch):
