@@ -16,6 +16,8 @@ and some crashed the request with a 500 and a traceback:
     "response_format": {"type": "json_schema"}    500 (validation error)          JSON that follows the schema
     "logprobs": true (no top_logprobs)            ignored: logprobs null          the chosen tokens' logprobs
     "tools" with tool_choice "auto"/"required"    ignored: a plain text reply     400 naming tool_choice
+    "stream_options" without "stream": true       ignored                         400 naming stream_options
+    "top_logprobs" without "logprobs": true       ignored: logprobs null          400 naming top_logprobs
     a value out of range ("presence_penalty": 3)  500 (validation error)          400 naming the field
     "temperature": 5                              sampled at 5: gibberish          400 naming temperature
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["mend_chat_request", "max_tokens_too_large"]
+__all__ = ["mend_chat_request", "max_tokens_too_large", "switch_missing"]
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
@@ -46,6 +48,21 @@ def error_body(message: str, param: str | None = None, code: str | None = None,
 def _refusal(param: str, message: str) -> dict:
     """A 400 body naming the field.  Example: _refusal("n", "...")["error"]["param"] -> 'n'"""
     return error_body(message, param)
+
+
+# fields that only mean something when another is on, and that other: OpenAI refuses the first alone
+_SWITCHED_BY = (("stream_options", "stream"), ("top_logprobs", "logprobs"))
+
+
+def switch_missing(request: dict) -> tuple[str, str] | None:
+    """(field, message) for a field given without the one that turns it on (OpenAI answers a 400
+    naming it, in these words), else None.  One rule for nora serve and LocalClient.
+    Example: switch_missing({"stream_options": {"include_usage": True}})
+        -> ('stream_options', "The 'stream_options' parameter is only allowed when 'stream' is enabled.")"""
+    for field, switch in _SWITCHED_BY:
+        if request.get(field) is not None and not request.get(switch):
+            return field, f"The '{field}' parameter is only allowed when '{switch}' is enabled."
+    return None
 
 
 def _mend_messages(messages: list[dict]) -> dict | None:
@@ -101,6 +118,9 @@ def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
         spec = response_format.get("json_schema")  # llama.cpp's own spelling: json_object with a schema
         schema = spec.get("schema") if isinstance(spec, dict) else None
         request["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    missing = switch_missing(request)  # the server ignored these: no usage chunk, no logprobs
+    if missing:
+        return _refusal(*missing)
     if request.get("logprobs") is True and request.get("top_logprobs") is None:
         request["top_logprobs"] = 0  # else the server returns no logprobs at all
     choice = request.get("tool_choice")

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import shapes
+from ._chat_request import switch_missing
 from ._engine import GET_IT, _engine_for
 from .clients import ModelUnavailableError, WireLog, _Namespace, make_chunk, make_completion
 from .errors import ContextWindowError, HistoryError, NoraError
@@ -355,6 +356,11 @@ class LocalClient:
             raise NoraError(f"{name} must be a whole number of at least 1 (got {max_tokens!r})")
         if seed is not None and not _whole(seed):
             raise NoraError(f"seed must be a whole number (got {seed!r})")
+        if stream_options is not None and not isinstance(stream_options, dict):
+            raise NoraError(f"stream_options must be a dict such as {{'include_usage': True}} (got {stream_options!r})")
+        missing = switch_missing(kwargs)  # stream_options without stream, top_logprobs without logprobs
+        if missing:
+            raise NoraError(missing[1])
         if logprobs or top_logprobs is not None:  # silently None would break code that reads them
             raise NoraError("logprobs are not available in-process: use nora serve, which returns them")
         n = 1 if n is None else n
@@ -378,8 +384,6 @@ class LocalClient:
             stops = list(stop)
         else:  # a number, a dict (its keys were taken as the stops), a fifth string...
             raise NoraError(f"stop must be a string or a list of up to 4 strings (got {stop!r})")
-        if stream_options is not None and not isinstance(stream_options, dict):
-            raise NoraError(f"stream_options must be a dict such as {{'include_usage': True}} (got {stream_options!r})")
 
         engine = self._engine
         shown, prompt_tokens, template_stops = engine.prompt(clean)

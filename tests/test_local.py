@@ -380,6 +380,25 @@ def test_openai_arguments_are_honoured_or_refused_by_name(client):
 
 @pytest.mark.model
 @pytest.mark.parametrize("arguments, message", [
+    ({"stream_options": {"include_usage": True}},  # was accepted: a whole reply, and no usage asked for came
+     "The 'stream_options' parameter is only allowed when 'stream' is enabled."),
+    ({"stream": False, "stream_options": {"include_usage": True}},
+     "The 'stream_options' parameter is only allowed when 'stream' is enabled."),
+    ({"top_logprobs": 2}, "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled."),
+    ({"logprobs": False, "top_logprobs": 0}, "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled."),
+], ids=["stream_options-alone", "stream_options-stream-false", "top_logprobs-alone", "top_logprobs-logprobs-false"])
+def test_a_field_without_the_one_that_turns_it_on_is_refused_as_openai_refuses_it(client, arguments, message):
+    # the same rule and words as nora serve's 400 (nora_widgets._chat_request.switch_missing)
+    with pytest.raises(NoraError, match=f"^{re.escape(message)}$"):
+        ask(client, **arguments)
+    history = [SYSTEM]
+    assert str(safe_run_turn(client, history, "hi", **arguments)) == f"(error talking to the model: {message})"
+    assert history == [SYSTEM]
+    assert ask(client, max_tokens=2, stream_options=None).usage.completion_tokens == 2  # None is not given
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("arguments, message", [
     ({"stop": 5}, "stop must be a string or a list of up to 4 strings (got 5)"),  # 'int' object is not iterable
     ({"stop": {"END": 1}}, "stop must be a string or a list of up to 4 strings (got {'END': 1})"),  # its keys stopped
     ({"stop": ["a", 1]}, "stop must be a string or a list of up to 4 strings (got ['a', 1])"),

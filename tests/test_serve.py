@@ -381,6 +381,22 @@ def test_a_field_it_cannot_honour_is_a_400_naming_it(server, fields, param):
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("fields, param, switch", [
+    ({"stream_options": {"include_usage": True}}, "stream_options", "stream"),  # was a whole reply, no usage
+    ({"stream": False, "stream_options": {"include_usage": True}}, "stream_options", "stream"),
+    ({"top_logprobs": 2}, "top_logprobs", "logprobs"),                          # was logprobs null
+    ({"logprobs": False, "top_logprobs": 2}, "top_logprobs", "logprobs"),
+], ids=["stream_options-alone", "stream_options-stream-false", "top_logprobs-alone", "top_logprobs-logprobs-false"])
+def test_a_field_without_the_one_that_turns_it_on_is_openais_400(server, fields, param, switch):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=3, **fields)
+    assert err.value.body == {"message": f"The '{param}' parameter is only allowed when '{switch}' is enabled.",
+                              "type": "invalid_request_error", "param": param, "code": None}
+
+
+@pytest.mark.model
 def test_a_max_tokens_the_window_cannot_hold_says_so(server):
     # max_tokens=4096 with a 512-token window was accepted, and the reply simply stopped when the
     # window was full (finish_reason "length", as if it had reached max_tokens)
