@@ -186,18 +186,16 @@ class _Engine:
         raise ModelUnavailableError(f"{Path(llama.model_path).name}: chat format {llama.chat_format!r} is not supported by Nora")
 
     # -- the prompt ------------------------------------------------------------
-    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> tuple[str, bool, list[str]]:
-        """messages -> (prompt text, whether tokenizing adds BOS, stop strings), as llama-cpp-python does."""
+    def render(self, messages: list[dict], add_generation_prompt: bool = True,
+               template_args: dict | None = None) -> tuple[str, bool, list[str]]:
+        """messages -> (prompt text, whether tokenizing adds BOS, stop strings), as llama-cpp-python does.
+        template_args: what else its server gives the template (tools, tool_choice, functions, function_call)."""
         llama = self.llama
         formatter = self._formatter
-        if add_generation_prompt:
-            result = formatter(messages=messages)
-        elif hasattr(formatter, "add_generation_prompt"):  # Jinja2ChatFormatter: the list alone, no reply primer
-            clone = copy.copy(formatter)
-            clone.add_generation_prompt = False
-            result = clone(messages=messages)
-        else:
-            result = formatter(messages=messages)
+        if not add_generation_prompt and hasattr(formatter, "add_generation_prompt"):
+            formatter = copy.copy(formatter)  # Jinja2ChatFormatter: the list alone, no reply primer
+            formatter.add_generation_prompt = False
+        result = formatter(messages=messages, **(template_args or {}))
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         add_bos = (not result.added_special) and llama._model.add_bos_token() and llama.token_bos() != -1
         return result.prompt, add_bos, stop
@@ -213,9 +211,10 @@ class _Engine:
         """The prompt text with the BOS token the tokenizer adds, so what is shown is what is read."""
         return (self.bos_text + text) if add_bos and not text.startswith(self.bos_text) else text
 
-    def tokens(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    def tokens(self, messages: list[dict], add_generation_prompt: bool = True,
+               template_args: dict | None = None) -> list[int]:
         """The token ids the model reads for these messages (exactly what generation uses)."""
-        text, add_bos, _ = self.render(messages, add_generation_prompt)
+        text, add_bos, _ = self.render(messages, add_generation_prompt, template_args)
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def prompt_text(self, messages: list[dict]) -> str:

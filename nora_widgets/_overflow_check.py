@@ -22,6 +22,12 @@ completion)"), and so does Nora's LocalClient; Nora's core reacts to the code by
 trimming the conversation, which makes room.  (A max_tokens no prompt leaves room for,
 ``>= n_ctx``, is refused before counting, naming max_tokens: see _chat_request.py.)
 
+Every chat request is counted as the server renders it: the messages its request model
+passes on (tool calls, tool results and all), and the ``tools`` / ``tool_choice`` /
+``functions`` / ``function_call`` its chat template is given too (SmolLM2's shows none of
+them; a template that lists the tools counts them).  ``response_format`` and a tool named by
+``tool_choice`` change no prompt: they only limit what may be sampled.
+
 Since it reads every POST body anyway, it mends two more rough edges of that server:
 
 - a body that is not a JSON object (``{bad``) got a plain-text 500 and a page of
@@ -51,10 +57,9 @@ from typing import Any, Awaitable, Callable
 from ._chat_request import error_body, max_tokens_too_large, mend_chat_request
 from ._reply_mend import run_with_mended_reply
 
-__all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter"]
+__all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter", "template_input"]
 
-_PLAIN_ROLES = ("system", "user", "assistant")
-_PROMPT_CHANGERS = {"tools", "tool_choice", "functions", "function_call", "response_format"}  # other prompts
+_TEMPLATE_ARGS = ("tools", "tool_choice", "functions", "function_call")  # the server's template is given these too
 
 
 def overflow_body(prompt_tokens: int, n_ctx: int, max_tokens: int | None) -> dict:
@@ -124,9 +129,10 @@ def _says_json(scope: dict) -> bool:
                for k, v in scope.get("headers", []))
 
 
-def vocab_counter(path: Any) -> Callable[[list[dict]], int]:
-    """messages -> prompt tokens, counted as the served model counts them: its chat template
-    and tokenizer, from a vocabulary-only load of the same file (loaded here: 0.2-0.5 s, ~17 MB).
+def vocab_counter(path: Any) -> Callable[..., int]:
+    """(messages, **tools and the like) -> prompt tokens, counted as the served model counts them:
+    its chat template (given tools, tool_choice, functions and function_call too, as the server
+    gives them) and tokenizer, from a vocabulary-only load of the same file (loaded here: 0.2-0.5 s, ~17 MB).
 
     Example: vocab_counter(find_model_path())([{"role": "user", "content": "Hi"}]) -> 31
         (SmolLM2's template adds its default persona when there is no system message)
@@ -135,38 +141,52 @@ def vocab_counter(path: Any) -> Callable[[list[dict]], int]:
 
     engine = _Engine(path, n_ctx=64, n_threads=1, vocab_only=True)
     engine.llama  # load now: a file that cannot be read fails at start, not on a request
-    return lambda messages: len(engine.tokens(messages))
+    return lambda messages, **template_args: len(engine.tokens(messages, template_args=template_args))
 
 
-def _messages_to_check(request: dict) -> tuple[list[dict], int | None] | None:
-    """The messages of a chat request in plain form, and its max_tokens; None when there is
-    nothing to check (not streamed and no max_tokens: the server's own 400 covers the prompt)
-    or nothing this check can count exactly (tools, other roles...): the server then decides,
-    as before."""
+def template_input(request: dict) -> dict | None:
+    """What the server's chat template is given for a chat request: {"messages": [...]} and those of
+    tools, tool_choice, functions, function_call that are set, as the server passes them on (its
+    request model's dump: a message's fields it does not know, "name" among them, are dropped).
+    None when that model refuses the request (the server then answers it).  response_format changes
+    no prompt: it only limits what may be sampled, and so does a tool named by tool_choice.
+    Example: template_input({"messages": [{"role": "user", "content": "Hi", "name": "ann"}], "tools": None})
+        -> {'messages': [{'role': 'user', 'content': 'Hi'}]}
+    """
+    from llama_cpp.server.types import CreateChatCompletionRequest
+    from pydantic import ValidationError
+
+    try:
+        given = CreateChatCompletionRequest.model_validate(request).model_dump(include={"messages", *_TEMPLATE_ARGS})
+    except ValidationError:
+        return None
+    return {name: value for name, value in given.items() if name == "messages" or value is not None}
+
+
+def _to_check(request: dict) -> tuple[dict, int | None] | None:
+    """What the template renders for a chat request (template_input), and its max_tokens; None when
+    there is nothing to check (not streamed and no max_tokens: the server's own 400 covers the
+    prompt) or the request's shape is refused (the server then decides, as before)."""
     max_tokens = request.get("max_tokens")
     max_tokens = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None
-    if (request.get("stream") is not True and max_tokens is None) or _PROMPT_CHANGERS & set(request):
+    if request.get("stream") is not True and max_tokens is None:
         return None
-    plain = []
-    for message in request["messages"]:  # a non-empty list: bad_messages() has checked it
-        if (not isinstance(message, dict) or message.get("role") not in _PLAIN_ROLES
-                or not isinstance(message.get("content"), str) or set(message) - {"role", "content", "name"}):
-            return None
-        plain.append({"role": message["role"], "content": message["content"]})
-    return plain, max_tokens
+    given = template_input(request)
+    return (given, max_tokens) if given is not None else None
 
 
 class OverflowCheck:
     """ASGI middleware in front of llama-cpp-python's app (see the module docstring).
 
-    count_prompt(messages) -> int: prompt tokens (e.g. vocab_counter(path)).
+    count_prompt(messages, **template_args) -> int: prompt tokens (e.g. vocab_counter(path));
+        template_args: the request's tools, tool_choice, functions, function_call that are set.
     api_key: the server's key, if any: a request without it is passed through untouched
         (unless its body is not JSON), so it gets the server's own 401, never a hint about the window.
     model: the name /v1/models lists, given to a completion request that names none.
     Example: OverflowCheck(app, vocab_counter(path), n_ctx=2048, model="SmolLM2-135M-Instruct")
     """
 
-    def __init__(self, app: Any, count_prompt: Callable[[list[dict]], int], n_ctx: int,
+    def __init__(self, app: Any, count_prompt: Callable[..., int], n_ctx: int,
                  api_key: str | None = None, model: str | None = None) -> None:
         self.app, self.count_prompt, self.n_ctx, self.api_key = app, count_prompt, n_ctx, api_key
         self.model = model
@@ -233,14 +253,17 @@ class OverflowCheck:
 
     async def _too_long(self, request: dict) -> dict | None:
         """The 400 body when the prompt does not fit, or the prompt and max_tokens do not, else None."""
-        found = _messages_to_check(request)
+        found = _to_check(request)
         if found is None:
             return None
-        messages, max_tokens = found
+        given, max_tokens = found
+        import functools
+
         import anyio
 
+        count = functools.partial(self.count_prompt, given.pop("messages"), **given)
         try:  # tokenizing a long prompt takes milliseconds: not on the event loop
-            tokens = await anyio.to_thread.run_sync(self.count_prompt, messages)
+            tokens = await anyio.to_thread.run_sync(count)
         except Exception:  # cannot count it: let the server decide, as before
             return None
         too_long = tokens >= self.n_ctx or (max_tokens is not None and tokens + max_tokens > self.n_ctx)

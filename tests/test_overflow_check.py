@@ -58,10 +58,12 @@ class Counter:
 
     def __init__(self, fail: bool = False) -> None:
         self.seen: list[list[dict]] = []
+        self.template_args: list[dict] = []  # tools and the like, as given with each
         self.fail = fail
 
-    def __call__(self, messages):
+    def __call__(self, messages, **template_args):
         self.seen.append(messages)
+        self.template_args.append(template_args)
         if self.fail:
             raise RuntimeError("tokenizer unavailable")
         return sum(len(m["content"].split()) for m in messages)
@@ -144,17 +146,40 @@ def test_a_max_tokens_no_prompt_leaves_room_for_is_refused_by_name_uncounted(nam
                                 "(and leave room for the prompt).")
 
 
-@pytest.mark.parametrize("body", [
-    chat(500, stream=False),                                                   # the server's own 400 covers it
-    {"model": "m", "stream": True, "messages": [{"role": "tool", "content": "w " * 500, "tool_call_id": "1"}]},
-    {"model": "m", "stream": True, "messages": [{"role": "user", "content": "w " * 500, "tool_calls": []}]},
-    chat(500, tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
-         tool_choice={"type": "function", "function": {"name": "f"}}),
-], ids=["not-streamed", "tool-role", "extra-fields", "tools"])  # no messages: a 400, below
-def test_what_it_cannot_count_exactly_goes_to_the_server_untouched(body):
+def test_a_request_with_nothing_to_check_goes_to_the_server_uncounted():
+    body = chat(500, stream=False)  # no max_tokens: the server's own 400 covers the prompt
     status, _payload, app, counter = request(body)
-    assert status == 200 and counter.seen == []
-    assert app.bodies == [body if isinstance(body, bytes) else json.dumps(body).encode()]
+    assert status == 200 and counter.seen == [] and app.bodies == [json.dumps(body).encode()]
+
+
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+CALLED = {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+
+
+@pytest.mark.parametrize("extra, messages, template_args", [
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "f"}}}, [],
+     {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+    ({"response_format": {"type": "json_object"}}, [], {}),
+    ({}, [CALLED, {"role": "tool", "content": "w " * 5, "tool_call_id": "c1"}], {}),
+    ({}, [{"role": "user", "content": "w " * 5, "name": "ann", "tool_calls": []}], {}),
+], ids=["tools", "response_format", "tool-call-and-result", "fields-the-server-drops"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_tools_tool_messages_and_response_format_are_counted_as_the_template_is_given_them(
+        extra, messages, template_args, stream):
+    # these went to the server uncounted, so an oversized max_tokens was cut to the room left without a word
+    pytest.importorskip("llama_cpp.server.errors")
+    words = 80 + sum(len(m["content"].split()) for m in messages)  # the Counter's tokens
+    body = chat(80, stream=stream, max_tokens=N_CTX - words + 1, **extra)
+    body["messages"] += messages
+    status, payload, app, counter = request(body)
+    assert status == 400 and app.bodies == [] and json.loads(payload)["error"]["code"] == "context_length_exceeded"
+    assert counter.template_args == [template_args]  # what the server's template is given besides the messages
+    assert counter.seen[0][0] == {"role": "user", "content": "w " * 80}
+    assert all(set(m) <= {"role", "content", "tool_calls", "tool_call_id"} for m in counter.seen[0])  # the dump
+    body["max_tokens"] -= 1  # exactly the room left
+    status, _payload, app, _counter = request(body)
+    assert status == 200 and len(app.bodies) == 1
 
 
 def test_text_parts_and_developer_messages_are_counted_as_the_plain_text_they_become():
@@ -311,3 +336,24 @@ def test_a_streamed_reply_split_anywhere_is_mended_event_by_event():
     assert b"".join(m.get("body", b"") for m in sent[1:]) == (
         b"data: " + json.dumps(chunk).encode() + b"\n\n: ping\n\ndata: [DONE]\n\n")
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+@pytest.mark.model
+def test_a_template_that_lists_the_tools_is_given_them_when_counting():
+    # SmolLM2's template shows no tools, so its counts are the same with or without; a template that
+    # lists them (as the server renders it) makes the prompt longer, and the count follows
+    pytest.importorskip("llama_cpp")
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from nora_widgets._engine import _Engine
+    from nora_widgets.local import find_model_path
+
+    engine = _Engine(find_model_path(), n_ctx=64, n_threads=1, vocab_only=True)
+    engine.llama
+    engine._formatter = Jinja2ChatFormatter(
+        "{% for tool in tools or [] %}{{ tool.function.name }} {% endfor %}"
+        "{% for message in messages %}{{ message.content }}{% endfor %}", eos_token="", bos_token="")
+    messages = [{"role": "user", "content": "Hi"}]
+    assert engine.tokens(messages, template_args={"tools": TOOLS * 3}) == engine.tokens([{"role": "user",
+                                                                                        "content": "f f f Hi"}])
+    assert len(engine.tokens(messages, template_args={"tools": TOOLS})) > len(engine.tokens(messages))

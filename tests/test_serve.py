@@ -437,6 +437,36 @@ def test_a_prompt_and_max_tokens_over_the_window_is_openais_context_length_400(s
         else reply.choices[0].finish_reason == "stop"
 
 
+TOOLS = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object",
+                                                                          "properties": {"city": {"type": "string"}}}}}]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("fields", [
+    {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "now"}}},
+    {"response_format": {"type": "json_object"}},
+    {"messages": PLAIN + [{"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+        {"role": "tool", "content": "12:00", "tool_call_id": "c1"}]},
+], ids=["tools", "response_format", "tool-call-and-result"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_tools_and_response_format_get_the_same_context_length_400(server, fields, stream):
+    # these were not counted beforehand: max_tokens one over the room left was answered 200, and the
+    # server cut it to the room left without a word, as it did for plain requests before
+    import openai
+
+    request = {"model": "m", "messages": PLAIN, "temperature": 0, **fields}
+    prompt = server.client().chat.completions.create(max_tokens=1, **request).usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as err:
+        list(server.client().chat.completions.create(max_tokens=512 - prompt + 1, stream=stream, **request))
+    assert err.value.body["code"] == "context_length_exceeded"
+    assert f"you requested 513 tokens ({prompt} in the messages, {513 - prompt} in the completion)" in \
+        err.value.body["message"]
+    reply = server.client().chat.completions.create(max_tokens=512 - prompt, stream=stream, **request)
+    finish = [c.choices[0].finish_reason for c in reply if c.choices] if stream else [reply.choices[0].finish_reason]
+    assert finish[-1] in ("stop", "tool_calls")  # exactly the room left is fine, and the reply ends on its own
+
+
 @pytest.mark.model
 def test_a_json_schema_is_followed_and_logprobs_come_when_asked(server):
     schema = {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"]}
