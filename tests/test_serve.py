@@ -639,6 +639,43 @@ def test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once(server):
 
 
 @pytest.mark.model
+def test_nora_chat_says_in_the_servers_words_that_ctrl_c_stopped_it_mid_reply():
+    # the server ends the cut stream with an error event; the openai client raises it as APIError with
+    # the server's message, and nora chat shows that message, not "the server closed the connection"
+    from nora_widgets._client_gone import STOPPED
+
+    served = Served("--n-ctx", "512")
+    chat = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-tokens", "400"],
+                            cwd=ROOT, env=clean_env(OPENAI_BASE_URL=served.url, OPENAI_API_KEY="any"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    shown: list[bytes] = []
+    reader = threading.Thread(target=lambda: shown.extend(iter(lambda: os.read(chat.stdout.fileno(), 4096), b"")),
+                              daemon=True)
+    reader.start()
+    try:
+        chat.stdin.write(b"Write a long story about the sea, at least 300 words.\n")
+        chat.stdin.flush()
+        deadline = time.monotonic() + 60
+        while len(b"".join(shown).partition(b"nora: ")[2]) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert b"".join(shown).partition(b"nora: ")[2], b"".join(shown)  # the reply has begun
+        code, _out, _err = served.stop()
+        err = chat.communicate(timeout=30)[1].decode()  # stdin closes: the session ends
+        reader.join(5)
+    finally:
+        for proc in (served.proc, chat):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert code == 0
+    reply = [text for text in b"".join(shown).decode().splitlines() if text.startswith("nora: ")]
+    assert len(reply) == 1 and reply[0].endswith(" [reply dropped]"), reply
+    line = err.splitlines()[0]
+    assert re.fullmatch(r"\(error talking to the model: the reply was cut off after \d+ characters "
+                        rf"\({re.escape(STOPPED)}\) - the turn was rolled back; send it again\)", line), err
+
+
+@pytest.mark.model
 @pytest.mark.parametrize("after", [0.0, 0.05])
 def test_ctrl_c_while_the_model_loads_cancels_instead_of_starting(after):
     # llama.cpp logs through a ctypes callback while it loads, and ctypes drops a
