@@ -98,7 +98,8 @@ class _Engine:
     """One llama.cpp model in memory, its chat template, and the lock that serializes it.
 
     Created once per (model file, n_ctx) and shared: loading is lazy (first use),
-    generation holds ``lock`` so two threads never drive the model at once.
+    generation holds ``lock`` so two threads never drive the model at once.  n_threads is
+    the number it loads with; each generation may ask for its own (generate(n_threads=...)).
     """
 
     def __init__(self, path: Path, n_ctx: int, n_threads: int, vocab_only: bool = False) -> None:
@@ -292,19 +293,28 @@ class _Engine:
             self.owner = None
             self.lock.release()
 
+    def threads(self) -> int:
+        """How many CPU threads the loaded model computes with now (what llama.cpp reports)."""
+        import llama_cpp
+
+        return llama_cpp.llama_n_threads(self.llama._ctx.ctx)
+
     def generate(self, prompt_tokens: list[int], max_tokens: int, params: dict, stop: list[str],
-                 seed: int, result: dict, reuse: bool = False) -> Iterator[str]:
+                 seed: int, result: dict, reuse: bool = False, n_threads: int | None = None) -> Iterator[str]:
         """Yield the reply's text pieces; fill result['finish_reason'], result['completion_tokens']
         and result['cached_tokens'] (prompt tokens taken from the KV cache instead of read).
 
         The caller holds the lock.  reuse=False: start from an empty cache (same input ->
         same output).  reuse=True: keep the longest start of the prompt that is already
-        in the cache and read only the rest.  Stops at an end-of-generation token, at a
+        in the cache and read only the rest.  n_threads: the CPU threads to read and generate
+        with (None: as the last call left them); the model is shared, its threads are set per call.  Stops at an end-of-generation token, at a
         stop string (never shown), or after max_tokens tokens (finish_reason 'length').
         """
         import llama_cpp
 
         llama = self.llama
+        if n_threads is not None and n_threads != self.threads():
+            llama._ctx.set_n_threads(n_threads, n_threads)  # generation and prompt reading alike
         cached = _reusable_prefix(llama, prompt_tokens) if reuse else 0
         if cached:
             llama.n_tokens = cached      # the cache now holds exactly prompt_tokens[:cached]
@@ -393,7 +403,8 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def _engine_for(path: Path, n_ctx: int, n_threads: int) -> _Engine:
-    """The shared engine for (file, n_ctx); the first caller's n_threads wins."""
+    """The shared engine for (file, n_ctx): one copy of the model in memory.  The first caller's
+    n_threads is the one it loads with; each LocalClient's calls then run with its own (generate)."""
     key = (str(path.resolve()), n_ctx)
     with _ENGINES_LOCK:
         if key not in _ENGINES:

@@ -240,7 +240,8 @@ class LocalClient:
                 model_dump(), no openai import: a faster start for one-shot commands).
 
     The model loads on the first call (about 0.2 s), once per process: every
-    LocalClient with the same file and n_ctx shares it, and calls take turns.
+    LocalClient with the same file and n_ctx shares it, and calls take turns, each
+    with its own client's n_threads.
     Example: LocalClient().chat.completions.create(model="x", messages=m, max_tokens=32)
     """
 
@@ -401,7 +402,8 @@ class LocalClient:
         with engine.hold(self.timeout):
             for s in seeds:
                 result: dict = {}
-                texts.append("".join(engine.generate(prompt_tokens, room, params, all_stops, s, result, reuse)))
+                texts.append("".join(engine.generate(prompt_tokens, room, params, all_stops, s, result, reuse,
+                                                     self.n_threads)))
                 finishes.append(result["finish_reason"])
                 completion += result["completion_tokens"]
                 cached = result["cached_tokens"] if cached is None else cached  # the prompt counts once
@@ -425,7 +427,8 @@ class LocalClient:
         with self._engine.hold(self.timeout):
             yield make_chunk(cid, created, name, content="", role="assistant")
             result: dict = {}
-            for piece in self._engine.generate(prompt_tokens, room, params, stops, seed, result, reuse):
+            for piece in self._engine.generate(prompt_tokens, room, params, stops, seed, result, reuse,
+                                               self.n_threads):
                 yield make_chunk(cid, created, name, content=piece)
         yield make_chunk(cid, created, name, finish_reason=result["finish_reason"])
         if include_usage:

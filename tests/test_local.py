@@ -128,6 +128,22 @@ def test_a_bad_thread_count_in_the_environment_is_one_line(monkeypatch, raw):
     assert result.stderr == f"nora: error: NORA_N_THREADS must be a whole number of at least 1 (got {raw!r})\n"
 
 
+@pytest.mark.model
+def test_clients_sharing_one_model_each_compute_with_their_own_n_threads():
+    # the second client's n_threads was ignored: the shared model kept computing with the first
+    # one's (1 thread) while its .n_threads said 2
+    import llama_cpp
+
+    one, two = LocalClient(n_ctx=192, n_threads=1), LocalClient(n_ctx=192, n_threads=2)
+    assert one._engine is two._engine  # one copy of the model in memory, not two
+    for client, stream in ((two, False), (one, False), (two, True), (one, True)):
+        reply = ask(client, max_tokens=2, temperature=0, stream=stream)
+        assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices) if stream \
+            else reply.choices[0].message.content
+        ctx = client._engine.llama._ctx.ctx
+        assert (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) == (client.n_threads,) * 2
+
+
 # --------------------------------------------------------------------------- #
 # the call, with the real model
 
