@@ -258,7 +258,8 @@ class _ReplyView:
     rich (a notebook): a display handle refreshed with rendered markdown; when the
     reply is complete it is emptied and the final reply is displayed once, so a
     re-run (nbval) sees the same outputs as the saved notebook.
-    text (terminal IPython): pieces are printed as they come.
+    text (terminal IPython): pieces are printed as they come; a reply that fails part-way
+    ends with " [reply dropped]", as in nora chat (what is on screen is not in the history).
     """
 
     def __init__(self, rich: bool, update_every: float) -> None:
@@ -284,7 +285,7 @@ class _ReplyView:
         if self.handle is not None:
             self.handle.update({"text/plain": ""}, raw=True)  # back to the placeholder it started as
         if not self.rich and self.pieces:
-            print()  # end the streamed line
+            print("" if ok else " [reply dropped]")  # end the streamed line; a failed one says it was not kept
             if ok:
                 return
         if ok:

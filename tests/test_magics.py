@@ -634,6 +634,22 @@ def test_openai_server_error_is_one_line_and_rolled_back(shell, stub_server, dis
     assert [m["content"] for m in stub.chat_requests[-1].messages] == [SYSTEM_PROMPT, "one", "first reply", "four"]
 
 
+@pytest.mark.timeout(30)
+def test_a_streamed_reply_cut_part_way_in_a_terminal_is_marked_dropped_as_nora_chat_marks_it(shell, stub_server,
+                                                                                           monkeypatch):
+    # terminal IPython printed the half reply and the error line under it, with nothing to say the half
+    # reply on screen was not kept (nora chat ends it with " [reply dropped]")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    run(shell, f"%chat --backend openai --base-url {stub_server.base_url} --max-retries 0 --display text")
+    stub_server.enqueue(cut_stream("half a reply here", after_pieces=2), "a whole reply")
+    ran = run(shell, "%%chat\none")
+    assert ran.stdout.endswith(" [reply dropped]\n") and ran.stdout.count("\n") == 1, ran.stdout
+    assert ran.shown[-1].startswith("(error talking to the model: the reply was cut off after ")
+    assert magics.conversation() == [{"role": "system", "content": SYSTEM_PROMPT}]
+    ran = run(shell, "%%chat\ntwo")
+    assert ran.stdout == "a whole reply\n"  # a reply that came whole is not marked
+
+
 # --------------------------------------------------------------------------- #
 # the default: the embedded model, built on first use
 
