@@ -134,7 +134,7 @@ def test_clients_sharing_one_model_each_compute_with_their_own_n_threads():
     # one's (1 thread) while its .n_threads said 2
     import llama_cpp
 
-    one, two = LocalClient(n_ctx=192, n_threads=1), LocalClient(n_ctx=192, n_threads=2)
+    one, two = LocalClient(n_ctx=176, n_threads=1), LocalClient(n_ctx=176, n_threads=2)  # a window of their own
     assert one._engine is two._engine  # one copy of the model in memory, not two
     for client, stream in ((two, False), (one, False), (two, True), (one, True)):
         reply = ask(client, max_tokens=2, temperature=0, stream=stream)
