@@ -17,6 +17,9 @@ and some crashed the request with a 500 and a traceback:
     "logprobs": true (no top_logprobs)            ignored: logprobs null          the chosen tokens' logprobs
     "tools" with tool_choice "auto"/"required"    ignored: a plain text reply     400 naming tool_choice
     "stream_options" without "stream": true       ignored                         400 naming stream_options
+    an assistant's tool_calls, "content": null    400 (content must be a string)  read with content ""
+    ... or no "content" at all                    500 (the template failed)       the same
+    tool_choice naming a function not in tools    500 and a traceback             400 naming tool_choice
     "top_logprobs" without "logprobs": true       ignored: logprobs null          400 naming top_logprobs
     a value out of range ("presence_penalty": 3)  500 (validation error)          400 naming the field
     "temperature": 5                              sampled at 5: gibberish          400 naming temperature
@@ -74,6 +77,11 @@ def _mend_messages(messages: list[dict]) -> dict | None:
                                                     f"expected one of {', '.join(map(repr, _ROLES))}.")
         if role == "developer":  # OpenAI's newer name for the system message
             message["role"] = "system"
+        if role == "assistant" and content is None:  # OpenAI's own reply to a tool call has content null
+            if not (message.get("tool_calls") or message.get("function_call")):
+                return _refusal(f"messages[{i}].content", f"Invalid 'messages[{i}].content': an assistant message "
+                                                          "needs content unless it has tool_calls.")
+            message["content"] = ""  # the template joins strings: null (or none at all) failed there
         if isinstance(content, list):
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                        for p in content):
@@ -130,7 +138,22 @@ def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
         return _refusal("tool_choice", f"Invalid 'tool_choice': {given}; this model calls a tool only when "
                                        "tool_choice names it: {\"type\": \"function\", \"function\": "
                                        "{\"name\": ...}} (or \"none\").")
-    return None
+    return _unknown_tool(request)
+
+
+def _unknown_tool(request: dict) -> dict | None:
+    """The 400 body when tool_choice names a function that tools does not list (the server raised
+    "Tool choice 'x' not found in tools." and answered a 500 with a traceback), else None."""
+    choice, tools = request.get("tool_choice"), request.get("tools")
+    if not (isinstance(choice, dict) and isinstance(choice.get("function"), dict) and isinstance(tools, list)):
+        return None
+    names = [t["function"].get("name") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    name = choice["function"].get("name")
+    if name in names:
+        return None
+    listed = ", ".join(repr(n) for n in names) or "none"
+    return _refusal("tool_choice", f"Invalid 'tool_choice': the function {name!r} is not among 'tools' "
+                                   f"(they name {listed}).")
 
 
 def _own_error(errors: list[dict], request: dict) -> dict:

@@ -342,6 +342,23 @@ def test_developer_messages_and_text_parts_are_read_as_plain_text(server, messag
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("call", [{"content": None}, {}], ids=["content-null", "no-content"])
+def test_an_assistant_tool_call_sent_back_as_openai_returns_it_is_read(server, call):
+    # OpenAI's reply to a tool call has content null; sent back in the next request it was a 400
+    # ("should be a valid string"), and with no content at all a 500 from the template
+    called = {"role": "assistant", **call, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "now", "arguments": "{}"}}]}
+    as_text = {"role": "assistant", "content": "", "tool_calls": called["tool_calls"]}
+    result = {"role": "tool", "content": "12:00", "tool_call_id": "c1"}
+    reply = server.client().chat.completions.create(model="m", messages=[*PLAIN, called, result], max_tokens=2,
+                                                     temperature=0)
+    same = server.client().chat.completions.create(model="m", messages=[*PLAIN, as_text, result], max_tokens=2,
+                                                    temperature=0)
+    assert reply.usage.prompt_tokens == same.usage.prompt_tokens  # read as an empty assistant turn
+    assert reply.choices[0].message.content == same.choices[0].message.content
+
+
+@pytest.mark.model
 def test_max_completion_tokens_limits_the_reply(server):
     # it was ignored: the reply ran on to its end (24 tokens for "Say hi.")
     reply = server.client().chat.completions.create(model="m", messages=PLAIN, max_completion_tokens=3,
@@ -367,9 +384,12 @@ def test_max_completion_tokens_limits_the_reply(server):
     ({"messages": [{"role": "tool", "content": "12:00"}]}, "messages[0].tool_call_id"),  # was "should be 'system'"
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages[0].content"),
+    ({"tools": [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}],
+      "tool_choice": {"type": "function", "function": {"name": "later"}}}, "tool_choice"),  # was a 500
+    ({"messages": PLAIN + [{"role": "assistant"}]}, "messages[2].content"),               # was a 500
 ], ids=["n-2", "max_tokens-0", "max_completion_tokens-0", "tools-no-tool_choice", "tool_choice-required",
         "presence_penalty-3", "stop-5", "temperature-5", "max_tokens-window", "max_completion_tokens-4096",
-        "role-bot", "tool-no-id", "image-part"])
+        "role-bot", "tool-no-id", "image-part", "tool_choice-not-in-tools", "assistant-no-content"])
 def test_a_field_it_cannot_honour_is_a_400_naming_it(server, fields, param):
     import openai
 
