@@ -5,10 +5,12 @@
     nora serve                     the embedded model as an OpenAI-compatible server
     nora models                    the model names --model can take on this backend
 
-This file is a thin shell: reading lines, printing, flags.  Every turn goes
-through ``conversation.safe_run_turn`` (the one implementation of a turn), every
-client comes from ``clients.make_client``.  The conversation is the plain list
-``history`` (system first, then user/assistant pairs), resent on every call.
+This file is the command line: the flags and one ``cmd_*`` function per command.
+``nora chat``'s session (the slash commands, a turn, reading lines) is
+``_chat_session.py``.  Every turn goes through ``conversation.safe_run_turn`` (the
+one implementation of a turn), every client comes from ``clients.make_client``.
+The conversation is the plain list ``history`` (system first, then user/assistant
+pairs), resent on every call.
 
 What the terminal shows is the same whether stdin is a keyboard or a pipe: with a
 pipe, each line read is echoed as ``you: ...``, so a piped session's stdout reads
@@ -27,440 +29,37 @@ terminal prints the text, it has no use for openai's pydantic types.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from . import __version__
-from ._sent_line import describe_sent
-from .clients import BACKENDS, describe_client, lists_model, make_client, model_note, model_used
-from .conversation import (
-    DEFAULT_TEMPERATURE,
-    SYSTEM_PROMPT,
-    messages_to_send,
-    new_history,
-    safe_run_turn,
-    set_persona,
-    trim_history,
-    undo_turn,
+from ._chat_session import (  # noqa: F401  (tests import these from cli too)
+    _SHOW_AS_CODE,
+    CLI_TIMEOUT,
+    CLI_TRIM,
+    HELP_TEXT,
+    ChatSession,
+    _printable,
+    _write,
+    chat_loop,
 )
-from .errors import Failure, NoraError, count_of, describe_failure, redact
-from .transcript import TranscriptError, _read_only, load_transcript, save_transcript
+from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
+from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, new_history, set_persona
+from .errors import NoraError, count_of, describe_failure, redact
+from .transcript import TranscriptError, _read_only, load_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
-QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
-CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
-CLI_TIMEOUT = "try again, or raise --timeout / NORA_TIMEOUT"
-CLI_NOT_FOUND = "check --model (nora models lists them) and OPENAI_BASE_URL"
 NOTHING_TO_ASK = "nothing to ask: give a question, or pipe one in (- stands for stdin)"
-
-HELP_TEXT = """\
-commands:
-  /history        show the messages exactly as the next call sends them (trimmed per /trim)
-  /system TEXT    set the persona (system prompt); /system alone shows it, /system off removes it
-  /trim N         send only the last N turns (the transcript keeps everything); /trim off
-  /save [FILE]    save the whole conversation as JSON (default: the --save file)
-  /load FILE      replace the conversation with a saved one
-  /clear          forget the conversation, keep the persona
-  /sent [on|off]  after each reply, one line saying what that call sent (messages, turns, tokens)
-  /undo           take back your last message and its reply (the next call will not send them)
-  /retry          ask for your last message's reply again (the same list goes out again)
-  /help           this list
-  quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
-  //text          send a message that starts with '/'
-  \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
-
-
-def _cli_words(failure: Failure, url_named: str) -> Failure:
-    """A failure's advice in this face's words: /trim N, --timeout, `nora models` for a model name
-    the server does not know, and where the URL came from."""
-    return failure.in_words_of(CLI_TRIM, CLI_TIMEOUT, CLI_NOT_FOUND).with_url_named(url_named)
 
 
 class UsageError(NoraError):
     """A bad flag or setting: one line, exit status 2."""
-
-
-# --------------------------------------------------------------------------- #
-# output helpers
-
-
-# Characters that are not terminal commands but still mislead: bidi overrides and isolates reorder
-# what is shown ("Trojan Source"), and lone surrogates cannot be written as UTF-8 at all.
-_SHOW_AS_CODE = frozenset([*range(0x202A, 0x202F), *range(0x2066, 0x206A), *range(0xD800, 0xE000)])
-
-
-def _printable(text: str) -> str:
-    """Show control characters (escape sequences included) instead of obeying them.
-
-    Model replies and pasted input are text, not terminal commands.
-    Example: _printable("red \\x1b[31m!") -> 'red ^[[31m!'; _printable("a\\u202eb") -> 'a<U+202E>b'
-    """
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if code in _SHOW_AS_CODE:
-            out.append(f"<U+{code:04X}>")
-        elif ch in "\n\t" or ch.isprintable() or code > 0x9F:
-            out.append(ch)
-        elif code < 0x20:
-            out.append("^" + chr(code + 64))  # caret notation, as `cat -v` shows it
-        else:
-            out.append(f"\\x{code:02x}")
-    return "".join(out)
-
-
-def _unquote(arg: str) -> str:
-    """A file name as a shell would read it: one pair of surrounding quotes is not part of it.
-
-    Example: _unquote('"my chat.json"') -> 'my chat.json'; _unquote('notes.json') -> 'notes.json'
-    """
-    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
-        return arg[1:-1].strip()
-    return arg
-
-
-def _write(stream: TextIO, text: str) -> None:
-    stream.write(_printable(text))
-    stream.flush()
-
-
-# --------------------------------------------------------------------------- #
-# one chat session: the list, the settings, the slash commands
-
-
-class ChatSession:
-    """The state of one `nora chat`: a client, the history list, and the settings.
-
-    Example:
-        s = ChatSession(ScriptedClient(["Hi!"]), new_history())
-        s.send("hello")        # prints 'nora: Hi!'; s.history has 3 messages
-        s.command("/history")  # prints the list the next call sends
-    """
-
-    def __init__(self, client: Any, history: list[dict], *, model: str | None = None,
-                 temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
-                 max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
-                 prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
-                 url_named: str = "OPENAI_BASE_URL", show_sent: bool = False) -> None:
-        self.client = client
-        self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
-        self.model = model
-        self.temperature = temperature
-        self.max_tokens = max_tokens  # None: not sent, the server decides how long a reply may be
-        self.keep_turns = keep_turns  # None: send everything
-        self.stream = stream
-        self.save_path = save_path
-        self.prefix = prefix  # printed before each reply
-        self.out = out or sys.stdout
-        self.err = err or sys.stderr
-        self.last_failure: str | None = None  # kind of the last failed turn ("timeout", "cancelled", ...)
-        self.url_named = url_named  # where the server's URL came from, as failures' advice names it
-        self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
-        self.last_sent: list[dict] | None = None  # what the last successful call sent
-
-    def say(self, text: str) -> None:
-        """A line on stdout."""
-        _write(self.out, text + "\n")
-
-    def warn(self, text: str) -> None:
-        """A line on stderr (failures, refusals)."""
-        _write(self.err, redact(text) + "\n")
-
-    # -- a turn ---------------------------------------------------------------
-
-    def send(self, user_text: str) -> bool:
-        """One turn: print the reply as it arrives; on failure one line on stderr.
-
-        The history grows by a (user, assistant) pair, or stays exactly as it was.
-        """
-        before = list(self.history)
-        started = []  # pieces printed so far (for the "nora: " prefix and a cut-off reply)
-
-        def on_text(piece: str) -> None:
-            if not started:
-                _write(self.out, self.prefix)
-            started.append(piece)
-            _write(self.out, piece)
-
-        extra = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}  # passed on to create()
-        try:
-            result = safe_run_turn(
-                self.client, self.history, user_text, model=self.model, temperature=self.temperature,
-                keep_last_n_turns=self.keep_turns, on_text=on_text if self.stream else None, **extra,
-            )
-        except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
-            self.history[:] = before
-            result = None
-        if result is not None and result.ok:
-            if self.stream:
-                _write(self.out, "\n" if started else f"{self.prefix}\n")
-            else:
-                self.say(f"{self.prefix}{result}")
-            self._autosave()
-            self.last_sent = result.sent
-            if self.show_sent and result.sent is not None:
-                self.say(self.sent_line(result.sent, len(before)))
-            return True
-        if started:  # part of a reply is on screen but not in the history: say so
-            _write(self.out, " [reply dropped]\n")
-        self.last_failure = result.failure.kind if result is not None and result.failure else "cancelled"
-        if result is None:
-            self.warn("(cancelled: the turn was rolled back)")
-        else:
-            self.warn(_cli_words(result.failure, self.url_named).line() if result.failure else str(result))
-        return False
-
-    def sent_line(self, sent: list[dict], before: int) -> str:
-        """What one call sent, in one line: the statelessness made visible turn by turn.
-        before: how many messages the history held before this turn (so what trimming left out).
-        Example: '(this call sent 4 messages: the persona, 1 earlier turn and your message; 61 tokens)'"""
-        line = describe_sent(sent, self.history[:before], self.keep_turns, "/trim {n}", self.client, self.model)
-        return f"({line})"
-
-    def _autosave(self) -> None:
-        if self.save_path:
-            self.save(self.save_path, quiet=True)
-
-    def save(self, path: str, quiet: bool = False) -> bool:
-        model = model_used(self.client, self.model)
-        try:
-            save_transcript(path, self.history, model=model, temperature=self.temperature)
-        except (TranscriptError, OSError) as exc:
-            why = str(exc).removeprefix("not saved: ") if isinstance(exc, TranscriptError) else exc.strerror or exc
-            self.warn(f"(not saved to {path}: {why})")  # in brackets: "nora: ..." is how replies start
-            return False
-        if not quiet:
-            self.say(f"(saved {count_of(len(self.history), 'message')} to {path})")
-        return True
-
-    # -- slash commands -------------------------------------------------------
-
-    def command(self, line: str) -> None:
-        """Run one slash command, e.g. '/trim 2'.  Unknown commands get one line."""
-        name, _, arg = line.strip().partition(" ")
-        arg = arg.strip()
-        handler: Callable[[str], None] | None = {
-            "/history": self._history,
-            "/system": self._system,
-            "/trim": self._trim,
-            "/save": self._save,
-            "/load": self._load,
-            "/clear": self._clear,
-            "/sent": self._sent,
-            "/undo": self._undo,
-            "/retry": self._retry,
-            "/help": lambda _arg: self.say(HELP_TEXT),
-        }.get(name.lower())
-        if handler is None:
-            self.warn(f"(unknown command {name}: type /help for the list)")
-        else:
-            handler(arg)
-
-    def _history(self, _arg: str) -> None:
-        sent = messages_to_send(self.history, None, self.keep_turns)
-        self.say(json.dumps(sent, indent=2, ensure_ascii=False))
-        if len(sent) < len(self.history):
-            self.say(f"(next call sends {len(sent)} of {len(self.history)} messages plus your new one: "
-                     f"/trim {self.keep_turns} keeps the last {count_of(self.keep_turns, 'turn')})")
-        elif not sent:
-            self.say("(next call sends only your new message)")
-        else:
-            self.say(f"(next call sends {'this' if len(sent) == 1 else 'these'} {count_of(len(sent), 'message')} "
-                     "plus your new one)")
-
-    def _system(self, text: str) -> None:
-        if text and (text.lower() == "off" or not _unquote(text)):  # /system off, /system ""
-            set_persona(self.history, "")
-            self.say("(system prompt removed: calls go without one)")
-            return
-        text = _unquote(text)
-        if not text:
-            first = self.history[0] if self.history else None
-            self.say(f"(system prompt: {first['content']!r})" if first and first["role"] == "system"
-                     else "(no system prompt)")
-            return
-        set_persona(self.history, text)  # the leading one only: system messages further down stay
-        self.say("(system prompt set: it goes first in every call from now on)")
-
-    def _trim(self, arg: str) -> None:
-        if not arg:
-            self.say("(trimming off: every call sends the whole conversation)" if self.keep_turns is None
-                     else f"(sending the last {count_of(self.keep_turns, 'turn')})")
-        elif arg.lower() == "off":
-            self.keep_turns = None
-            self.say("(trimming off: every call sends the whole conversation)")
-        elif arg == "0":
-            self.keep_turns = 0
-            self.say("(from now on each call sends only the persona and your new message: "
-                     "the model forgets everything; the transcript keeps it)")
-        elif arg.isascii() and arg.isdigit():  # isdigit() alone lets '²' through, and int('²') fails
-            self.keep_turns = int(arg)
-            self.say(f"(from now on each call sends the persona and the last {count_of(self.keep_turns, 'turn')}; "
-                     "the transcript keeps everything)")
-        else:
-            self.warn(f"(/trim needs a whole number of turns or 'off', not {arg!r})")
-
-    def _save(self, path: str) -> None:
-        path = _unquote(path) or self.save_path or ""
-        if not path:
-            self.warn("(/save needs a file name, e.g. /save chat.json)")
-        else:
-            self.save(path)
-
-    def _load(self, path: str) -> None:
-        path = _unquote(path)
-        if not path:
-            self.warn("(/load needs a file name, e.g. /load chat.json)")
-            return
-        try:
-            messages, _meta = load_transcript(path)
-        except TranscriptError as exc:
-            self.warn(f"({exc}; the conversation is unchanged)")
-            return
-        self.history[:] = messages
-        self.say(f"(loaded {count_of(len(messages), 'message')} from {path})")
-
-    def _sent(self, arg: str) -> None:
-        if arg.lower() not in ("", "on", "off"):
-            self.warn(f"(/sent takes on or off, not {arg!r})")
-            return
-        self.show_sent = arg.lower() == "on" if arg else not self.show_sent
-        self.say("(after each reply: what that call sent)" if self.show_sent else "(/sent is off)")
-
-    def _undo(self, _arg: str) -> None:
-        removed = undo_turn(self.history)
-        if not removed:
-            self.say("(nothing to undo: no message of yours in the conversation)")
-            return
-        self._autosave()
-        more = len(removed) - 1  # what came after your message: none (no reply yet), the reply, or more
-        what = "your last message" + ("" if not more else " and its reply" if more == 1 else
-                                      f" and the {count_of(more, 'message')} after it")
-        sends = len(messages_to_send(self.history, None, self.keep_turns))
-        self.say(f"(took back {what}: the next call sends {count_of(sends, 'message')} plus your new one)")
-
-    def _retry(self, _arg: str) -> None:
-        removed = undo_turn(self.history)
-        if not removed:
-            self.say("(nothing to retry: send a message first)")
-            return
-        again = len(messages_to_send(self.history, None, self.keep_turns)) + 1
-        replied = len(removed) > 1  # a loaded transcript may end on a message with no reply yet
-        why = "the model has no memory of its last answer" if replied else "your last message has no reply yet"
-        self.say(f"(sending the same {count_of(again, 'message')} again: {why})")
-        if not self.send(removed[0]["content"]):
-            self.history.extend(removed)  # the retry was rolled back: the earlier reply stays
-            self.say("(the earlier reply is kept)" if replied else "(the conversation is as it was)")
-
-    def _clear(self, _arg: str) -> None:
-        dropped = sum(1 for m in self.history if m["role"] != "system")
-        self.history[:] = trim_history(self.history, 0)  # the persona only
-        kept = "the persona is kept" if self.history and self.history[0]["role"] == "system" else "there is no persona"
-        self.say(f"(cleared {count_of(dropped, 'message')}; {kept})")
-
-
-# --------------------------------------------------------------------------- #
-# the loop
-
-
-def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
-    """The next line of input, or None at end of input (Ctrl-D)."""
-    if interactive:
-        try:
-            return input(prompt)
-        except EOFError:
-            print()
-            return None
-    line = sys.stdin.readline()
-    if not line:
-        return None
-    line = line.rstrip("\r\n")
-    if line.strip() or prompt != "you: ":  # a blank line is ignored at the prompt, part of a """ block
-        _write(sys.stdout, f"{prompt}{line}\n")  # echo: stdout reads like the screen would
-    return line
-
-
-BLOCK = '"""'  # a line of its own starts and ends a message of several lines
-
-
-def _next_line(interactive: bool, pending: list[str], prompt: str = "you: ") -> str | None:
-    """What was left over from a paste first, else the next line of input (None: the input ended)."""
-    return pending.pop(0) if pending else _read_line(interactive, prompt)
-
-
-def _read_block(interactive: bool, pending: list[str]) -> str | None:
-    """The lines after a line of three double quotes, up to the next line that is three double quotes
-    from its first column, as one message (None: the input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
-
-    A paste on a terminal comes as one piece with its newlines in it (bracketed paste): its lines
-    are looked at one by one, so a pasted closing line ends the block too; what the paste held
-    after it is put back in pending, for the loop to read as the next input.
-    """
-    lines: list[str] = []
-    while True:
-        piece = _next_line(interactive, pending, prompt="...: ")
-        if piece is None:
-            return None
-        parts = piece.split("\n")
-        if len(parts) > 1 and not parts[-1]:  # a paste that ends with a newline: that ends its last line
-            parts.pop()
-        for i, line in enumerate(parts):
-            if line.rstrip() == BLOCK:  # at the start of the line: an indented one (a docstring) is text
-                rest = "\n".join(parts[i + 1:])
-                if rest.strip():
-                    pending.insert(0, rest)
-                return "\n".join(lines)
-            lines.append(line)
-
-
-def chat_loop(session: ChatSession, interactive: bool) -> int:
-    """Read, send, print until quit / exit / end of input.  Returns the exit status (0)."""
-    pending: list[str] = []  # what a paste held after a block it closed: read before the keyboard
-    while True:
-        try:
-            line = _next_line(interactive, pending)
-            if line is None:
-                return EXIT_OK
-            text = line.strip()
-            first, newline, rest = line.partition("\n")
-            if newline and first.strip() == BLOCK:  # a pasted block: '"""', its lines, maybe the closing line
-                if rest:
-                    pending.insert(0, rest)
-                text = BLOCK
-            if text == BLOCK:
-                try:
-                    block = _read_block(interactive, pending)
-                except KeyboardInterrupt:
-                    pending.clear()
-                    session.warn(("\n" if interactive else "") + "(Ctrl-C: the message of several lines was not sent)")
-                    continue
-                if block is None:
-                    session.warn(f"(input ended inside a {BLOCK} block: that message was not sent)")
-                    return EXIT_OK
-                if block.strip():
-                    session.send(block)
-                else:
-                    session.warn(f"(nothing between the {BLOCK} lines: nothing sent)")
-                continue
-            if not text:
-                continue
-            if text.lower() in QUIT_WORDS:
-                return EXIT_OK
-            if text.startswith("/") and not text.startswith("//"):
-                session.command(text)
-            else:
-                session.send(line[line.index("/") + 1:] if text.startswith("//") else line)
-        except KeyboardInterrupt:  # Ctrl-C at the prompt: not a way out, say what is
-            session.warn(("\n" if interactive else "") + "(Ctrl-C: type quit or press Ctrl-D to leave)")
 
 
 # --------------------------------------------------------------------------- #
