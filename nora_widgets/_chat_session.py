@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable, TextIO
 
 from ._sent_line import describe_sent
-from .clients import model_used
+from .clients import _listed_models, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
     messages_to_send,
@@ -27,7 +27,7 @@ from .conversation import (
 from .errors import Failure, count_of, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
-__all__ = ["ChatSession", "chat_loop", "HELP_TEXT"]
+__all__ = ["ChatSession", "chat_loop", "HELP_TEXT", "temperature_problem"]
 
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
@@ -38,6 +38,8 @@ HELP_TEXT = """\
 commands:
   /history        show the messages exactly as the next call sends them (trimmed per /trim)
   /system TEXT    set the persona (system prompt); /system alone shows it, /system off removes it
+  /model NAME     send the same list to another model from now on; /model alone shows it; /model default
+  /temperature T  0 to 2 from now on (0 = repeatable, higher = more varied); /temperature alone shows it
   /trim N         send only the last N turns (the transcript keeps everything); /trim off
   /save [FILE]    save the whole conversation as JSON (default: the --save file)
   /load FILE      replace the conversation with a saved one
@@ -49,6 +51,21 @@ commands:
   quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
   //text          send a message that starts with '/'
   \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
+
+
+def temperature_problem(value: float | str, name: str = "--temperature") -> str:
+    """'' for a temperature Nora sends (0 to 2), else one line saying why not: the check of
+    --temperature and of /temperature (name: how the face names the setting).
+    Example: temperature_problem(3.0) -> '--temperature must be between 0 and 2 (got 3)';
+             temperature_problem("warm", "/temperature") -> "/temperature must be between 0 and 2 (got 'warm')"
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        return f"{name} must be between 0 and 2 (got {value!r})"
+    if not 0 <= number <= 2:  # written so that nan is refused too
+        return f"{name} must be between 0 and 2 (got {number:g})"
+    return ""
 
 
 def _cli_words(failure: Failure, url_named: str) -> Failure:
@@ -136,6 +153,7 @@ class ChatSession:
         self.url_named = url_named  # where the server's URL came from, as failures' advice names it
         self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
         self.last_sent: list[dict] | None = None  # what the last successful call sent
+        self.listed_models: list[str] | None = None  # the server's names, once /model asked for them
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -221,6 +239,8 @@ class ChatSession:
         handler: Callable[[str], None] | None = {
             "/history": self._history,
             "/system": self._system,
+            "/model": self._model,
+            "/temperature": self._temperature,
             "/trim": self._trim,
             "/save": self._save,
             "/load": self._load,
@@ -260,6 +280,60 @@ class ChatSession:
             return
         set_persona(self.history, text)  # the leading one only: system messages further down stay
         self.say("(system prompt set: it goes first in every call from now on)")
+
+    def _model(self, arg: str) -> None:
+        """/model: which model the next call asks for.  The conversation is the list, so another
+        model gets it all: nothing is sent now, and the history is not touched."""
+        local = getattr(self.client, "backend", None) == "local"
+        default = getattr(self.client, "default_model", None)
+        if not arg:
+            used = model_used(self.client, self.model)
+            if local:
+                self.say(f"(model: {used}, the embedded model: it answers as itself whatever name is sent)")
+            elif self.model is None or self.model == default:
+                self.say(f"(model: {used}, the default; /model NAME asks for another from the next call on)")
+            else:
+                self.say(f"(model: {self.model}; /model default goes back to {default})")
+            return
+        name = None if arg.lower() == "default" else _unquote(arg)  # /model "default": a model of that name
+        if name and any(ch.isspace() for ch in name):  # /model "" is the default, as /system "" is no persona
+            self.warn(f"(/model takes one model name, or default; not {arg!r})")
+            return
+        self.model = name or None
+        sends = count_of(len(messages_to_send(self.history, None, self.keep_turns)), "message")
+        now = f"the default, {default}," if self.model is None else self.model
+        self.say(f"(from the next call on, calls ask for {now} and send it the same list: {sends} plus your new one)")
+        note = model_note(self.client, self.model, choose="/model NAME", listed=self._server_names())
+        if note:
+            self.say(f"({note}; set anyway: a server may take names it does not list)" if not local
+                     else f"({note})")
+
+    def _server_names(self) -> list[str] | None:
+        """The names the server lists, for /model's note: what make_client asked for at the start,
+        else asked now (once; 5 s at most, no retries, [] when the server does not say).
+        None for the embedded model and the scripted stand-in (no server)."""
+        if self.listed_models is None:
+            asked = getattr(self.client, "listed_models", None)
+            base_url = getattr(self.client, "base_url", None)
+            if asked:
+                self.listed_models = list(asked)
+            elif getattr(self.client, "backend", None) == "local" or base_url is None or \
+                    not hasattr(self.client, "models"):
+                return None
+            else:
+                self.listed_models = _listed_models(self.client, str(base_url))
+        return self.listed_models
+
+    def _temperature(self, arg: str) -> None:
+        if not arg:
+            self.say(f"(temperature: {self.temperature:g}; 0 = repeatable, higher = more varied, up to 2)")
+            return
+        problem = temperature_problem(arg, "/temperature")
+        if problem:
+            self.warn(f"({problem})")
+            return
+        self.temperature = float(arg) + 0.0  # + 0.0: '-0' is 0
+        self.say(f"(temperature: {self.temperature:g} from the next call on)")
 
     def _trim(self, arg: str) -> None:
         if not arg:

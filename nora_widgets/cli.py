@@ -46,6 +46,7 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     _printable,
     _write,
     chat_loop,
+    temperature_problem,
 )
 from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
 from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, new_history, set_persona
@@ -74,8 +75,8 @@ def _settings(args: argparse.Namespace) -> None:
         raise UsageError(f"--timeout must be a finite number of seconds (got {args.timeout:g})")
     if args.max_retries is not None and args.max_retries < 0:
         raise UsageError(f"--max-retries must be 0 or more (got {args.max_retries})")
-    if not 0 <= args.temperature <= 2:
-        raise UsageError(f"--temperature must be between 0 and 2 (got {args.temperature:g})")
+    if temperature_problem(args.temperature):
+        raise UsageError(temperature_problem(args.temperature))
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError(f"--max-tokens must be a whole number of at least 1 (got {args.max_tokens})")
     if getattr(args, "keep_turns", None) is not None and args.keep_turns < 0:

@@ -369,17 +369,19 @@ def _listed_models(client: Any, base_url: str) -> list[str]:
     model (`nora serve`, llama.cpp's server, vLLM serving one) gets that name, and Nora names
     the model that really answers; with several (Ollama), Nora can say which there are.
     [] when it does not answer in 5 s, or for api.openai.com (dozens: nothing to learn).
-    One GET /models; the wire log forgets it.
+    One GET /models; the wire log forgets it (it keeps the last chat request, if any, as it was).
+    `nora chat`'s /model NAME asks too, when make_client did not.
     Example: with `nora serve` at base_url -> ['SmolLM2-135M-Instruct']
     """
     if urlsplit(base_url).hostname == "api.openai.com":
         return []
+    kept = (client.wire.last, client.wire.count)
     try:
         names = [m.id for m in client.with_options(timeout=5.0, max_retries=0).models.list().data]
     except Exception:  # down, no /models, a wrong key...: the first real call says what is wrong
         return []
     finally:
-        client.wire.clear()
+        client.wire.last, client.wire.count = kept
     return [name for name in names if isinstance(name, str) and name]
 
 
@@ -395,11 +397,13 @@ def lists_model(names: list[str], name: str | None) -> bool:
     return name in names or f"{name}:latest" in names
 
 
-def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MODEL") -> str:
+def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MODEL",
+               listed: list[str] | None = None) -> str:
     """'' or one line about the model name a turn will send (name, else the client's default):
     the embedded model does not use a name it is given (it answers as itself, as llama.cpp's
     server does); a server that listed several models, none of them this one, will refuse it
-    (choose: how to pick one in the face that shows the note).
+    (choose: how to pick one in the face that shows the note; listed: the server's names when
+    asked after make_client, else the client's listed_models).
     Example: model_note(LocalClient(), "gpt-4o") -> "model 'gpt-4o' is not used: the embedded model answers as itself"
     Example: against Ollama with llama3.2 and qwen2.5, no name ->
         "the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': choose one with --model or NORA_MODEL"
@@ -411,7 +415,8 @@ def model_note(client: Any, name: str | None, choose: str = "--model or NORA_MOD
             origin = "" if name else " (NORA_MODEL)"
             return f"model {asked!r}{origin} is not used: the embedded model answers as itself"
         return ""
-    listed = getattr(client, "listed_models", None) or []
+    if listed is None:
+        listed = getattr(client, "listed_models", None) or []
     sent = name or default
     if len(listed) > 1 and not lists_model(listed, sent):
         shown = ", ".join(listed[:5]) + (", ..." if len(listed) > 5 else "")

@@ -850,6 +850,105 @@ def test_a_model_name_the_embedded_model_ignores_gets_one_line(monkeypatch, caps
         "(model 'gpt-4o' (NORA_MODEL) is not used: the embedded model answers as itself)"
 
 
+def test_model_switched_mid_conversation_is_sent_the_same_list():
+    """The conversation is the list: after /model, the other model gets every earlier message.
+    A name the server does not list gets start-up's note but is still set; /temperature goes
+    into the next call; a bad value is one line on stderr and changes nothing."""
+    with StubServer(listed=["llama3.2:latest", "qwen2.5"]) as stub:  # e.g. Ollama
+        script = ["Do you have Dune?", "/model", "/model llama3", "/model llama3.2", "/model",
+                  "/temperature 3", "/temperature 0", "/temperature", "How much is it?", "/model default",
+                  "Thanks", "quit"]
+        result = helpers.run_nora("chat", "--base-url", stub.base_url, "--model", "qwen2.5", *FAST,
+                                  env=helpers.nora_env(), stdin="\n".join(script) + "\n")
+        first = [SYSTEM, user("Do you have Dune?")]
+        second = first + [assistant(default_reply(first)), user("How much is it?")]
+        third = second + [assistant(default_reply(second)), user("Thanks")]
+        assert result.returncode == 0
+        assert result.stdout.splitlines() == [
+            *header(stub, "qwen2.5"),
+            "you: Do you have Dune?", f"nora: {default_reply(first)}",
+            "you: /model", "(model: qwen2.5, the default; /model NAME asks for another from the next call on)",
+            "you: /model llama3",
+            "(from the next call on, calls ask for llama3 and send it the same list: 3 messages plus your new one)",
+            "(the server lists 2 models (llama3.2:latest, qwen2.5), not 'llama3': choose one with /model NAME; "
+            "set anyway: a server may take names it does not list)",
+            "you: /model llama3.2",  # Ollama's llama3.2:latest: no note
+            "(from the next call on, calls ask for llama3.2 and send it the same list: 3 messages plus your new one)",
+            "you: /model", "(model: llama3.2; /model default goes back to qwen2.5)",
+            "you: /temperature 3",
+            "you: /temperature 0", "(temperature: 0 from the next call on)",
+            "you: /temperature", "(temperature: 0; 0 = repeatable, higher = more varied, up to 2)",
+            "you: How much is it?", f"nora: {default_reply(second)}",
+            "you: /model default",
+            "(from the next call on, calls ask for the default, qwen2.5, and send it the same list: "
+            "5 messages plus your new one)",
+            "you: Thanks", f"nora: {default_reply(third)}",
+            "you: quit",
+        ]
+        assert result.stderr == "(/temperature must be between 0 and 2 (got 3))\n"
+        sent = [(r.body["model"], r.body["temperature"], r.body["messages"]) for r in stub.chat_requests]
+        assert sent == [("qwen2.5", 0.7, first), ("llama3.2", 0, second), ("qwen2.5", 0, third)]
+        # --model was given, so the start asked the server nothing; /model asked for its list once
+        assert [r.path for r in stub.requests] == ["/v1/chat/completions", "/v1/models",
+                                                   "/v1/chat/completions", "/v1/chat/completions"]
+
+
+@pytest.mark.parametrize("command", ["/model gpt-4o", "/model", "/model default", '/model "default"', "/model a b",
+                                     "/model ''", "/temperature 0.2", "/temperature", "/temperature -0.1",
+                                     "/temperature warm", "/temperature nan", "/temperature inf", "/temperature 2"])
+def test_model_and_temperature_send_nothing_and_leave_the_history_alone(command):
+    history = [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")]  # ends unanswered, as a loaded file may
+    client = ScriptedClient()
+    out, err = io.StringIO(), io.StringIO()
+    session = cli.ChatSession(client, history, model="first", temperature=0.7, out=out, err=err)
+    session.command(command)
+    assert client.calls == [] and client.wire.last is None  # nothing sent
+    assert history == [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")]
+    lines = (out.getvalue() + err.getvalue()).splitlines()
+    assert len(lines) == 1, lines
+    bad = {"/model a b": ("first", "(/model takes one model name, or default; not 'a b')"),
+           "/temperature -0.1": (0.7, "(/temperature must be between 0 and 2 (got -0.1))"),
+           "/temperature warm": (0.7, "(/temperature must be between 0 and 2 (got 'warm'))"),
+           "/temperature nan": (0.7, "(/temperature must be between 0 and 2 (got nan))"),
+           "/temperature inf": (0.7, "(/temperature must be between 0 and 2 (got inf))")}
+    if command in bad:  # one line on stderr, the setting unchanged
+        setting, line = bad[command]
+        assert err.getvalue() == line + "\n" and out.getvalue() == ""
+        assert (session.model if command.startswith("/model") else session.temperature) == setting
+        return
+    assert err.getvalue() == ""
+    expected = {"/model gpt-4o": ("gpt-4o", 0.7), "/model default": (None, 0.7), '/model "default"': ("default", 0.7),
+                "/model ''": (None, 0.7), "/temperature 0.2": ("first", 0.2), "/temperature 2": ("first", 2.0)}
+    assert (session.model, session.temperature) == expected.get(command, ("first", 0.7))
+    session.send("Next")  # the next call: the whole list, with the new settings
+    assert client.calls[0]["messages"][:-1] == [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")]
+    assert (client.calls[0]["model"], client.calls[0]["temperature"]) == (session.model or "scripted",
+                                                                          session.temperature)
+
+
+def test_temperature_flag_and_slash_command_share_one_check(monkeypatch, capsys):
+    for value in ["2.5", "-1", "nan"]:
+        status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--temperature", value])
+        session_err = io.StringIO()
+        cli.ChatSession(ScriptedClient(), [SYSTEM], err=session_err, out=io.StringIO()).command(f"/temperature {value}")
+        assert status == 2
+        assert err.removeprefix("nora: error: --") == session_err.getvalue().removeprefix("(/").replace("))", ")")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+def test_model_on_the_embedded_model_says_it_answers_as_itself(monkeypatch, capsys):
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "local"],
+                                "/model\n/model gpt-4o\n/model\n")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[2:] == [
+        "you: /model", "(model: SmolLM2-135M-Instruct, the embedded model: it answers as itself whatever name is sent)",
+        "you: /model gpt-4o",
+        "(from the next call on, calls ask for gpt-4o and send it the same list: 1 message plus your new one)",
+        "(model 'gpt-4o' is not used: the embedded model answers as itself)",  # as at the start
+        "you: /model", "(model: SmolLM2-135M-Instruct, the embedded model: it answers as itself whatever name is sent)",
+    ]
+
+
 @pytest.mark.model
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
 def test_nora_ask_says_on_stderr_when_the_embedded_model_ignores_the_model_name():

@@ -230,6 +230,25 @@ def test_a_server_with_one_model_names_the_model_sent_and_shown(monkeypatch):
     assert down.default_model == "gpt-4o-mini"
 
 
+def test_asking_for_the_list_later_keeps_the_wire_logs_last_request(monkeypatch):
+    # nora chat's /model NAME asks a server for its names mid-conversation: the wire log still shows the
+    # last chat request (it was cleared, as at the start, where there is nothing to keep)
+    from nora_widgets.clients import _listed_models
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer(listed=["llama3.2", "qwen2.5"]) as stub:
+        client = make_client(base_url=stub.base_url, model="qwen2.5")
+        run_turn(client, [dict(m) for m in MESSAGES[:1]], "Hi", model="qwen2.5")
+        last = client.wire.last
+        assert last["body"]["messages"][-1] == {"role": "user", "content": "Hi"} and client.wire.count == 1
+        assert _listed_models(client, stub.base_url) == ["llama3.2", "qwen2.5"]
+        assert (client.wire.last, client.wire.count) == (last, 1)
+        assert model_note(client, "llama3", listed=["llama3.2", "qwen2.5"]).startswith("the server lists 2 models")
+        assert model_note(client, "llama3") == ""  # make_client was given a name: it listed nothing
+
+
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
 def test_a_transcript_records_the_model_that_answered(tmp_path):
     # `nora chat --backend local --model gpt-4o --save f`: the file said "gpt-4o", SmolLM2 had answered
