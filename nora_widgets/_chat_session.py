@@ -11,6 +11,7 @@ Like cli.py, nothing here imports ``openai`` or ``llama_cpp`` (``nora --help`` s
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Callable, TextIO
 
@@ -27,9 +28,12 @@ from .conversation import (
 from .errors import Failure, count_of, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
-__all__ = ["ChatSession", "chat_loop", "HELP_TEXT", "temperature_problem"]
+__all__ = ["ChatSession", "chat_loop", "HELP_TEXT", "temperature_problem", "completions", "use_readline"]
 
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
+COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
+            "/undo", "/retry", "/help", "/quit", "/exit")  # what Tab completes after '/', in /help's order
+FILE_COMMANDS = ("/save", "/load")  # Tab after these completes file names
 CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
 CLI_TIMEOUT = "try again, or raise --timeout / NORA_TIMEOUT"
 CLI_NOT_FOUND = "check --model (nora models lists them) and OPENAI_BASE_URL"
@@ -236,7 +240,15 @@ class ChatSession:
         """Run one slash command, e.g. '/trim 2'.  Unknown commands get one line."""
         name, _, arg = line.strip().partition(" ")
         arg = arg.strip()
-        handler: Callable[[str], None] | None = {
+        handler = self._handlers().get(name.lower())
+        if handler is None:
+            self.warn(f"(unknown command {name}: type /help for the list)")
+        else:
+            handler(arg)
+
+    def _handlers(self) -> dict[str, Callable[[str], None]]:
+        """Each slash command's method (COMMANDS lists these names for Tab, and /quit and /exit)."""
+        return {
             "/history": self._history,
             "/system": self._system,
             "/model": self._model,
@@ -249,11 +261,7 @@ class ChatSession:
             "/undo": self._undo,
             "/retry": self._retry,
             "/help": lambda _arg: self.say(HELP_TEXT),
-        }.get(name.lower())
-        if handler is None:
-            self.warn(f"(unknown command {name}: type /help for the list)")
-        else:
-            handler(arg)
+        }
 
     def _history(self, _arg: str) -> None:
         sent = messages_to_send(self.history, None, self.keep_turns)
@@ -434,6 +442,66 @@ def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
 
 
 BLOCK = '"""'  # a line of its own starts and ends a message of several lines
+
+
+def completions(text: str, line: str) -> list[str]:
+    """What Tab offers for the word being typed: text is that word, line the input up to the cursor
+    (ending with text).  After '/' at the start: the slash commands; after /save or /load: file
+    names, with ~ read as the home folder (and kept as typed), a folder ending in '/'.
+    Example: completions("/hi", "/hi") -> ['/history']; completions("/s", "/s") -> ['/system', '/save', '/sent'];
+             completions("~/ch", "/save ~/ch") -> ['~/chat.json'] when the home folder holds chat.json
+    """
+    before = line[: len(line) - len(text)].split()
+    if not before:
+        if text.startswith("/") and not text.startswith("//"):
+            return [name for name in COMMANDS if name.startswith(text.lower())]
+        return []
+    if len(before) == 1 and before[0].lower() in FILE_COMMANDS:
+        return _file_names(text)
+    return []
+
+
+def _file_names(text: str) -> list[str]:
+    """The files and folders whose names start as text does, written as text writes them (a file
+    after an opening quote gets the closing one).
+    Example: _file_names("notes/ch") -> ['notes/chapters/', 'notes/chat.json']; _file_names('"my') -> ['"my chat.json"']"""
+    quote = text[:1] if text[:1] in ("'", '"') else ""  # /save "my ch... : the quote stays in front
+    typed = text[len(quote):]
+    path = os.path.expanduser(typed)
+    if typed.startswith("~") and "/" not in typed:  # ~ or ~name: the folder itself
+        return [f"{quote}{typed}/"] if path != typed and os.path.isdir(path) else []
+    folder, start = os.path.split(path)
+    try:
+        names = sorted(os.listdir(folder or "."))
+    except OSError:  # no such folder, not a folder, no permission: nothing to offer
+        return []
+    shown = typed[: len(typed) - len(start)]  # the folder as typed: '~/' stays '~/'
+    return [f"{quote}{shown}{name}" + ("/" if os.path.isdir(os.path.join(folder or ".", name)) else quote)
+            for name in names
+            if name.startswith(start) and (start.startswith(".") or not name.startswith("."))]
+
+
+def use_readline() -> bool:
+    """On a terminal: line editing and input history for input(), and Tab completion (completions),
+    when Python has readline.  False when it has not (input() then reads plain lines)."""
+    try:
+        import readline
+    except ImportError:
+        return False
+    matches: list[str] = []
+
+    def complete(text: str, state: int) -> str | None:  # readline asks for match 0, 1, ... until None
+        if state == 0:
+            matches[:] = completions(text, readline.get_line_buffer()[: readline.get_endidx()])
+        return matches[state] if state < len(matches) else None
+
+    readline.set_completer(complete)
+    readline.set_completer_delims(" \t\n")  # a word is up to a space: '/hi' and '~/notes/ch' whole
+    if "libedit" in (readline.__doc__ or ""):  # macOS's Python: libedit's own way of binding Tab
+        readline.parse_and_bind("bind ^I rl_complete")
+    else:
+        readline.parse_and_bind("tab: complete")
+    return True
 
 
 def _next_line(interactive: bool, pending: list[str], prompt: str = "you: ") -> str | None:

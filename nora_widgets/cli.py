@@ -47,6 +47,7 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     _write,
     chat_loop,
     temperature_problem,
+    use_readline,
 )
 from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
 from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, new_history, set_persona
@@ -132,10 +133,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     client = _client(args)
     interactive = sys.stdin.isatty()
     if interactive:
-        try:
-            import readline  # noqa: F401  (line editing and history for input())
-        except ImportError:
-            pass
+        use_readline()  # line editing, input history, Tab completion (when Python has readline)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
                           save_path=args.save, url_named=_url_named(args), show_sent=args.show_sent)

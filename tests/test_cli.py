@@ -425,6 +425,72 @@ def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(key
                                                               [SYSTEM, user("hello")]]
 
 
+@pytest.mark.parametrize("text,line,offered", [
+    ("/hi", "/hi", ["/history"]),
+    ("/s", "/s", ["/system", "/save", "/sent"]),
+    ("/TE", "/TE", ["/temperature"]),  # commands are read in any case
+    ("/mo", "/mo", ["/model"]),
+    ("/x", "/x", []),
+    ("//", "//", []),  # //text is a message
+    ("hi", "hi", []),  # a message: nothing to complete
+    ("/hi", "tell me /hi", []),  # a '/' inside a message is not a command
+    ("/", "/history /", []),  # after a command that takes no file name
+])
+def test_tab_completes_slash_command_names(text, line, offered):
+    from nora_widgets._chat_session import completions
+
+    assert completions(text, line) == offered
+
+
+def test_every_slash_command_is_offered_by_tab():
+    from nora_widgets._chat_session import COMMANDS
+
+    session = cli.ChatSession(ScriptedClient(), [SYSTEM], out=io.StringIO(), err=io.StringIO())
+    assert set(COMMANDS) == set(session._handlers()) | {"/quit", "/exit"}
+    assert all(f"  {name}" in cli.HELP_TEXT or name in ("/quit", "/exit") for name in COMMANDS)
+
+
+def test_tab_after_save_or_load_completes_file_names_with_the_home_folder_as_typed(monkeypatch, tmp_path):
+    from nora_widgets._chat_session import completions
+
+    (tmp_path / "notes" / "chapters").mkdir(parents=True)
+    for name in ("notes/chat.json", "notes/.hidden", "a.json", "my chat.json"):
+        (tmp_path / name).write_text("{}")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert completions("notes/ch", "/save notes/ch") == ["notes/chapters/", "notes/chat.json"]  # a folder ends in /
+    assert completions("", "/load ") == ["a.json", "my chat.json", "notes/"]  # no hidden files...
+    assert completions("notes/.", "/LOAD notes/.") == ["notes/.hidden"]  # ...unless asked for
+    assert completions("~/notes/c", "/save ~/notes/c") == ["~/notes/chapters/", "~/notes/chat.json"]  # ~ kept
+    assert completions("~", "/load ~") == ["~/"]
+    assert completions(f"{tmp_path}/a", f"/load {tmp_path}/a") == [f"{tmp_path}/a.json"]
+    assert completions('"my', '/save "my') == ['"my chat.json"']  # a quote typed first stays, and is closed
+    assert completions("x", "/save a x") == []  # one file name only
+    assert completions("a", "/trim a") == []  # not a command that takes a file
+    assert completions("missing/a", "/load missing/a") == completions("a.json/", "/load a.json/") == []
+
+
+def test_tab_on_a_real_terminal_completes_commands_and_file_names(tmp_path):
+    """On a TTY with readline: Tab after '/' completes a slash command, after /save a file name."""
+    pytest.importorskip("readline")
+    (tmp_path / "notes").mkdir()
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb", INPUTRC="/dev/null",
+                                                                HOME=str(tmp_path))) as term:
+        term.wait_for(b"you: ")
+        term.type(b"/hi\t")
+        term.wait_for(b"/history")  # completed on the line, before Enter
+        term.type(b"\r")
+        term.wait_for(b'"role": "system"')  # and it ran
+        term.wait_for(b"(next call sends this 1 message plus your new one)\r\nyou: ")
+        term.type(b"/save ~/no\t")
+        term.wait_for(b"~/notes/")
+        term.type(b"chat.json\r")
+        term.wait_for(b"(saved 1 message to ~/notes/chat.json)\r\nyou: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    assert json.loads((tmp_path / "notes" / "chat.json").read_text())["messages"] == [SYSTEM]
+
+
 # --------------------------------------------------------------------------- #
 # nora ask
 
