@@ -31,9 +31,11 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
              -> 'this call sent 2 messages: the persona and your message; ~40 tokens'
     """
     system = sum(1 for m in sent if m["role"] == "system")
-    earlier = _earlier_turns(sent)
+    earlier = _earlier_turns(sent)  # as trimming counts turns: an unanswered message is one
+    unanswered = _unanswered(sent[:-1])
     parts = (["the persona" if system == 1 else f"{system} system messages"] if system else []) + \
-            ([count_of(earlier, "earlier turn")] if earlier else []) + ["your message"]
+            ([count_of(earlier - unanswered, "earlier turn")] if earlier > unanswered else []) + \
+            ([f"{count_of(unanswered, 'earlier message')} with no reply"] if unanswered else []) + ["your message"]
     what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     count = count_tokens(sent, client, model)
     tokens = f"{'' if count.exact else '~'}{count.total:,} tokens"
@@ -48,3 +50,16 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
                        f"again with the last {count_of(earlier, 'turn')}: "
                        f"{count_of(left_out, 'older message')} left out")
     return f"this call sent {count_of(len(sent), 'message')}: {what}; {tokens}{trimmed}"
+
+
+def _unanswered(messages: list[dict]) -> int:
+    """User messages with no reply before the next user message (or the end), e.g. the last one of
+    a transcript saved after a failed turn.  Example: [sys, u1, a1, u2] -> 1; [sys, u1, u2, a2] -> 1"""
+    count, waiting = 0, False
+    for m in messages:
+        if m["role"] == "user":
+            count += waiting
+            waiting = True
+        elif m["role"] == "assistant":
+            waiting = False
+    return count + waiting

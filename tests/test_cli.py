@@ -1178,6 +1178,32 @@ def test_show_sent_counts_exactly_on_the_embedded_model(monkeypatch, capsys):
     assert reply and "~" not in out.splitlines()[-1]  # the model's own tokenizer: no "~"
 
 
+def test_show_sent_calls_a_loaded_message_with_no_reply_what_it_is(monkeypatch, capsys, tmp_path):
+    # a transcript saved after a failed turn ends on a message with no reply; it is sent too, and the
+    # line said "1 earlier turn" for it (a turn is a message and its reply)
+    from nora_widgets._sent_line import describe_sent
+    from nora_widgets.transcript import save_transcript
+
+    path = tmp_path / "t.json"
+    save_transcript(str(path), [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")])
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--show-sent", "--load",
+                                                      str(path)], "And now?\nAgain\n")
+    said = [line.split(";")[0] for line in out.splitlines() if line.startswith("(this call sent")]
+    assert (status, err) == (0, "")
+    assert said == ["(this call sent 5 messages: the persona, 1 earlier turn, 1 earlier message with no reply and "
+                    "your message",
+                    "(this call sent 7 messages: the persona, 2 earlier turns, 1 earlier message with no reply and "
+                    "your message"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--show-sent", "--keep-turns",
+                                                      "1", "--load", str(path)], "And now?\n")
+    assert out.splitlines()[-1].startswith("(this call sent 3 messages: the persona, 1 earlier message with no reply "
+                                           "and your message; ~")  # /trim 1 kept that message: it is a turn there
+    assert out.splitlines()[-1].endswith("; /trim 1 left out 2 older messages)")
+    two = [SYSTEM, user("a"), user("b"), assistant("B"), user("c")]  # two in a row: the first has no reply
+    assert describe_sent(two, two[:-1], None, "/trim {n}").startswith(
+        "this call sent 5 messages: the persona, 1 earlier turn, 1 earlier message with no reply and your message;")
+
+
 def test_retry_of_a_message_with_no_reply_and_clear_with_no_persona_say_what_is_so(monkeypatch, capsys, tmp_path):
     from nora_widgets.transcript import save_transcript
 
