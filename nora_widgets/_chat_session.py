@@ -18,6 +18,7 @@ from typing import Any, Callable, TextIO
 from ._sent_line import describe_sent
 from .clients import _listed_models, model_note, model_used
 from .conversation import (
+    temperature_problem,
     DEFAULT_TEMPERATURE,
     messages_to_send,
     safe_run_turn,
@@ -28,7 +29,7 @@ from .conversation import (
 from .errors import Failure, count_of, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
-__all__ = ["ChatSession", "chat_loop", "HELP_TEXT", "temperature_problem", "completions", "use_readline"]
+__all__ = ["ChatSession", "chat_loop", "HELP_TEXT", "completions", "use_readline"]
 
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
@@ -55,21 +56,6 @@ commands:
   quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
   //text          send a message that starts with '/'
   \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
-
-
-def temperature_problem(value: float | str, name: str = "--temperature") -> str:
-    """'' for a temperature Nora sends (0 to 2), else one line saying why not: the check of
-    --temperature and of /temperature (name: how the face names the setting).
-    Example: temperature_problem(3.0) -> '--temperature must be between 0 and 2 (got 3)';
-             temperature_problem("warm", "/temperature") -> "/temperature must be between 0 and 2 (got 'warm')"
-    """
-    try:
-        number = float(value)
-    except ValueError:
-        return f"{name} must be between 0 and 2 (got {value!r})"
-    if not 0 <= number <= 2:  # written so that nan is refused too
-        return f"{name} must be between 0 and 2 (got {number:g})"
-    return ""
 
 
 def _cli_words(failure: Failure, url_named: str) -> Failure:

@@ -46,11 +46,10 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     _printable,
     _write,
     chat_loop,
-    temperature_problem,
     use_readline,
 )
 from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
-from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, new_history, set_persona
+from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, new_history, set_persona, temperature_problem
 from .errors import NoraError, count_of, describe_failure, redact
 from .transcript import TranscriptError, _read_only, load_transcript
 
@@ -76,8 +75,8 @@ def _settings(args: argparse.Namespace) -> None:
         raise UsageError(f"--timeout must be a finite number of seconds (got {args.timeout:g})")
     if args.max_retries is not None and args.max_retries < 0:
         raise UsageError(f"--max-retries must be 0 or more (got {args.max_retries})")
-    if temperature_problem(args.temperature):
-        raise UsageError(temperature_problem(args.temperature))
+    if temperature_problem(args.temperature, "--temperature"):
+        raise UsageError(temperature_problem(args.temperature, "--temperature"))
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError(f"--max-tokens must be a whole number of at least 1 (got {args.max_tokens})")
     if getattr(args, "keep_turns", None) is not None and args.keep_turns < 0:

@@ -41,6 +41,7 @@ __all__ = [
     "undo_turn",
     "validate_history",
     "validate_user_text",
+    "temperature_problem",
     "messages_to_send",
     "run_turn",
     "stream_turn",
@@ -154,6 +155,22 @@ def validate_history(history: Any) -> None:
         if not isinstance(message.get("content"), str):
             got = type(message.get("content")).__name__
             raise HistoryError(f"message {i}: content must be a string (got {got})")
+
+
+def temperature_problem(value: Any, name: str = "temperature") -> str:
+    """'' for a temperature Nora sends (a number from 0 to 2), else one line saying why not.
+
+    One check for every face: name is how the face calls the setting (--temperature, /temperature).
+    Example: temperature_problem(3.0, "--temperature") -> '--temperature must be a number from 0 to 2 (got 3)';
+             temperature_problem("warm", "/temperature") -> "/temperature must be a number from 0 to 2 (got 'warm')"
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"{name} must be a number from 0 to 2 (got {value!r})"
+    if not 0 <= number <= 2:  # written so that nan is refused too
+        return f"{name} must be a number from 0 to 2 (got {number:g})"
+    return ""
 
 
 def validate_user_text(user_text: Any) -> str:

@@ -35,6 +35,7 @@ from IPython.display import display
 from ._sent_line import describe_sent
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
+    temperature_problem,
     DEFAULT_TEMPERATURE,
     dropped_indexes,
     messages_to_send,
@@ -148,13 +149,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _temperature(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 2.0:
-        raise UsageError(f"--temperature must be a number from 0 to 2 (got {raw!r})")
-    return value
+    problem = temperature_problem(raw, "--temperature")
+    if problem:
+        raise UsageError(problem)
+    return float(raw)
 
 
 def _is_whole(raw: str) -> bool:

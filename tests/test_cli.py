@@ -590,7 +590,7 @@ def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int
 @pytest.mark.parametrize("argv,message", [
     (["chat", "--timeout", "-1"], "nora: error: --timeout must be more than 0 seconds (got -1)"),
     (["chat", "--max-retries", "-2"], "nora: error: --max-retries must be 0 or more (got -2)"),
-    (["chat", "--temperature", "3"], "nora: error: --temperature must be between 0 and 2 (got 3)"),
+    (["chat", "--temperature", "3"], "nora: error: --temperature must be a number from 0 to 2 (got 3)"),
     (["chat", "--keep-turns", "-1"], "nora: error: --keep-turns must be 0 or more (got -1)"),
     (["chat", "--max-tokens", "0"], "nora: error: --max-tokens must be a whole number of at least 1 (got 0)"),
     (["ask", "--backend", "scripted", "--max-tokens", "-3", "hi"],
@@ -951,7 +951,7 @@ def test_model_switched_mid_conversation_is_sent_the_same_list():
             "you: Thanks", f"nora: {default_reply(third)}",
             "you: quit",
         ]
-        assert result.stderr == "(/temperature must be between 0 and 2 (got 3))\n"
+        assert result.stderr == "(/temperature must be a number from 0 to 2 (got 3))\n"
         sent = [(r.body["model"], r.body["temperature"], r.body["messages"]) for r in stub.chat_requests]
         assert sent == [("qwen2.5", 0.7, first), ("llama3.2", 0, second), ("qwen2.5", 0, third)]
         # --model was given, so the start asked the server nothing; /model asked for its list once
@@ -973,10 +973,10 @@ def test_model_and_temperature_send_nothing_and_leave_the_history_alone(command)
     lines = (out.getvalue() + err.getvalue()).splitlines()
     assert len(lines) == 1, lines
     bad = {"/model a b": ("first", "(/model takes one model name, or default; not 'a b')"),
-           "/temperature -0.1": (0.7, "(/temperature must be between 0 and 2 (got -0.1))"),
-           "/temperature warm": (0.7, "(/temperature must be between 0 and 2 (got 'warm'))"),
-           "/temperature nan": (0.7, "(/temperature must be between 0 and 2 (got nan))"),
-           "/temperature inf": (0.7, "(/temperature must be between 0 and 2 (got inf))")}
+           "/temperature -0.1": (0.7, "(/temperature must be a number from 0 to 2 (got -0.1))"),
+           "/temperature warm": (0.7, "(/temperature must be a number from 0 to 2 (got 'warm'))"),
+           "/temperature nan": (0.7, "(/temperature must be a number from 0 to 2 (got nan))"),
+           "/temperature inf": (0.7, "(/temperature must be a number from 0 to 2 (got inf))")}
     if command in bad:  # one line on stderr, the setting unchanged
         setting, line = bad[command]
         assert err.getvalue() == line + "\n" and out.getvalue() == ""

@@ -442,7 +442,8 @@ def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
 
 @pytest.mark.parametrize("source, words", [
     ("%chat --temperature hot", "--temperature must be a number from 0 to 2 (got 'hot')"),
-    ("%chat --temperature 3", "--temperature must be a number from 0 to 2"),
+    ("%chat --temperature 3", "--temperature must be a number from 0 to 2 (got 3)"),  # nora chat's words
+    ("%chat --temperature nan", "--temperature must be a number from 0 to 2 (got nan)"),
     ("%chat --keep-turns -1", "--keep-turns must be a whole number >= 0"),
     ("%chat --keep-turns two", "--keep-turns must be a whole number >= 0"),
     ("%chat --backend nope", "invalid choice: 'nope'"),
