@@ -206,7 +206,14 @@ def redact(text: str, *secrets: str) -> str:
 
 def _bearer(exc: BaseException) -> str:
     """The key the failed request carried in its Authorization header ('' when none)."""
-    request = getattr(exc, "request", None) or getattr(getattr(exc, "response", None), "request", None)
+    request = None
+    for owner in (exc, getattr(exc, "response", None)):
+        try:
+            request = getattr(owner, "request", None)
+        except RuntimeError:  # httpx2's errors (and responses) made without a request raise, not give None
+            continue
+        if request is not None:
+            break
     try:
         auth = request.headers.get("authorization") or "" if request is not None else ""
     except Exception:

@@ -432,6 +432,25 @@ def test_a_stream_cut_mid_reply_says_so_and_rolls_back():
     assert "cut off after 7 characters" in result and "send it again" in result
 
 
+def test_httpx2_errors_made_without_a_request_are_described_not_raised_over():
+    # httpx2's errors made by hand (a test, a lesson, a client of one's own) have no request, and their
+    # .request raises RuntimeError rather than giving None: describe_failure raised it, so a stream cut by
+    # one came out as "RuntimeError: The .request property has not been set." and so did a refused call
+    import httpx2
+
+    from nora_widgets.errors import describe_failure
+
+    cut = httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+    history = new_history()
+    with pytest.raises(StreamCutError, match=r"cut off after 7 characters \(the server closed the connection\)"):
+        "".join(stream_turn(_CutStream(cut), history, "count"))
+    assert history == new_history()
+    refused = httpx2.ConnectError("connection refused")
+    assert describe_failure(refused).message == "connection refused"
+    result = safe_run_turn(ScriptedClient([refused]), history, "hi")
+    assert result == "(error talking to the model: connection refused)" and history == new_history()
+
+
 def test_an_empty_stream_is_a_bad_response_not_an_empty_reply():
     class Empty:
         def __init__(self):
