@@ -30,7 +30,7 @@ _spec.loader.exec_module(build)
 LESSONS = build.load_lessons()
 REQUIRED = ["00-start-here", "01-the-mental-model", "02-one-call", "03-persona", "04-the-loop",
             "05-when-calls-fail", "06-long-conversations", "07-temperature", "08-not-a-security-boundary",
-            "09-the-chat-panel", "10-streaming"]
+            "09-the-chat-panel", "10-streaming", "11-memory"]
 KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
 HAVE_MODEL = importlib.util.find_spec("llama_cpp") is not None
 
@@ -46,7 +46,7 @@ def all_notebooks():
             yield pytest.param(lesson.stem, variant, id=f"{variant}:{lesson.stem}")
 
 
-def test_the_course_has_the_eleven_lessons_numbered_in_order():
+def test_the_course_has_the_twelve_lessons_numbered_in_order():
     stems = [lesson.stem for lesson in LESSONS]
     assert stems[: len(REQUIRED)] == REQUIRED
     assert [int(s[:2]) for s in stems] == list(range(len(stems))), "numbers must run 00, 01, 02... without gaps"
