@@ -29,6 +29,7 @@ sent after the reply (Enter and Send send nothing while one runs).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Sequence
 
@@ -88,6 +89,22 @@ def _window_before_client() -> int | None:
     except (ImportError, NoraError):
         return None
     return DEFAULT_N_CTX
+
+
+def _who_before_client() -> str:
+    """The header's name for the client the first message will build (make_client()), without
+    building it.  Examples: no OPENAI_* variables -> 'the embedded model (loads on the first message)';
+    OPENAI_BASE_URL=http://127.0.0.1:8000/v1 -> 'the server at http://127.0.0.1:8000/v1 (connects on
+    the first message)'; only OPENAI_API_KEY -> 'OpenAI (connects on the first message)'"""
+    try:
+        backend = choose_backend("auto")
+    except NoraError:
+        backend = "local"
+    if backend == "local":
+        return "the embedded model (loads on the first message)"
+    base_url = (os.environ.get("OPENAI_BASE_URL") or "").strip()
+    return f"the server at {base_url} (connects on the first message)" if base_url else \
+        "OpenAI (connects on the first message)"
 
 
 def _count(messages: Sequence[dict], client: Any, model: str | None) -> TokenCount:
@@ -727,7 +744,7 @@ class ChatPanel(widgets.VBox):
         model = self.model_name or getattr(client, "default_model", None)
         keep = self.keep_last_n_turns
 
-        who = describe_client(client) if client is not None else "default model (loads on the first message)"
+        who = describe_client(client) if client is not None else _who_before_client()
         note = model_note(client, self.model_name, choose="the model box")
         if note:
             who += f" ({note})"

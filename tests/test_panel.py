@@ -1330,3 +1330,23 @@ def test_a_long_list_draws_its_first_message_and_its_last_rows_and_says_what_is_
     short = ChatPanel(ScriptedClient(["ok"]), views=("inspector",))
     panel_send(short, "hi")
     assert "not drawn here" not in short.inspector.next_html.value  # a short list is drawn whole
+
+
+def test_before_the_first_message_the_header_names_what_the_first_message_will_use(monkeypatch):
+    # The client is built on the first message; until then the header said "default model (loads on
+    # the first message)" even when OPENAI_BASE_URL named a server, where nothing loads.
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    panel = ChatPanel()
+    assert panel._client is None
+    assert "the embedded model (loads on the first message)" in panel.header.value
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    panel = ChatPanel()
+    assert panel._client is None  # nothing connects before the first message
+    assert "the server at http://127.0.0.1:9/v1 (connects on the first message)" in panel.header.value
+    assert "loads" not in panel.header.value
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-header-0123456789")
+    panel = ChatPanel()
+    assert "OpenAI (connects on the first message)" in panel.header.value
+    assert "sk-test-header" not in panel.header.value
