@@ -28,14 +28,17 @@ _API = ("/chat/completions", "/completions", "/models", "/embeddings")  # what a
 
 class OpenAIPaths:
     """ASGI middleware: answers the paths in the module docstring; everything else passes through.
-    A request without the server's key (when one is required) passes through too: it gets the
-    server's own 401 or 404, never a word about the model."""
+    A request to one of those paths without the server's key (when one is required) gets the server's
+    own 401 ({"detail": "Invalid API key"}), as every other path does, and never a word about the model;
+    it passed through before, and the server answered 404 Not Found (a wrong key looked like a wrong URL)."""
 
     def __init__(self, app: Any, model: str, api_key: str | None = None) -> None:
         self.app, self.model, self.api_key = app, model, api_key
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
-        answer = self._answer(scope) if scope.get("type") == "http" and self._authorized(scope) else None
+        answer = self._answer(scope) if scope.get("type") == "http" else None
+        if answer is not None and not self._authorized(scope):
+            answer = 401, {"detail": "Invalid API key"}  # llama-cpp-python's server's own 401
         if answer is None:
             await self.app(scope, receive, send)
             return

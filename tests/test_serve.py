@@ -736,6 +736,16 @@ def test_a_key_from_the_environment_is_required_and_never_printed():
         with pytest.raises(openai.AuthenticationError):  # the key first: no word about the window without it
             list(served.client("wrong").chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "books " * 3000}], stream=True))
+        # the paths nora serve answers itself need the key too: a wrong key is a 401 there as well, where it
+        # was a 404 Not Found (a wrong key looked like a wrong model name or base URL)
+        no_v1 = openai.OpenAI(base_url=served.url[:-3], api_key="wrong", max_retries=0, timeout=60)
+        for call in (lambda: served.client("wrong").models.retrieve("SmolLM2-135M-Instruct"),
+                     lambda: served.client("wrong").embeddings.create(model="m", input="hi"),
+                     lambda: no_v1.chat.completions.create(model="m", messages=PLAIN, max_tokens=2)):
+            with pytest.raises(openai.AuthenticationError) as err:
+                call()
+            assert "SmolLM2" not in str(err.value.body)  # no word about the model without the key
+        assert served.client(KEY).models.retrieve("SmolLM2-135M-Instruct").id == "SmolLM2-135M-Instruct"
         assert [m.id for m in served.client(KEY).models.list().data] == ["SmolLM2-135M-Instruct"]
     finally:
         code, out, err = served.stop()
