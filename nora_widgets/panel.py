@@ -170,6 +170,8 @@ class ChatPanel(widgets.VBox):
             raise ValueError(f"keep_last_n_turns must be None or a whole number >= 0 (got {keep_last_n_turns!r})")
         if history is not None:
             validate_history(history)
+            if system_prompt is not SYSTEM_PROMPT:  # given with a list of one's own: it is that list's persona
+                set_persona(history, system_prompt)  # (as nora chat --load with --system); None removes it
         # the conversation: [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.history: list[dict] = history if history is not None else new_history(system_prompt)
         self.twin_history: list[dict] = new_history(self._system_text())  # side-by-side, no memory

@@ -785,6 +785,21 @@ def test_a_loaded_transcript_keeps_the_history_object():
     assert len(history) == 3  # the lesson's own list is the panel's conversation
 
 
+def test_a_persona_given_with_a_list_of_ones_own_becomes_its_persona():
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "Hello."}]
+    client = ScriptedClient(["ok"])
+    panel = ChatPanel(client, system_prompt="Talk like a pirate.", history=history)
+    assert panel.history is history and panel.persona.value == "Talk like a pirate."
+    panel_send(panel, "again")
+    assert client.calls[-1]["messages"][0] == {"role": "system", "content": "Talk like a pirate."}
+    assert [m["role"] for m in history] == ["system", "user", "assistant", "user", "assistant"]
+    bare = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert ChatPanel(ScriptedClient(), system_prompt=None, history=bare).history == [{"role": "user", "content": "hi"}]
+    kept = [{"role": "system", "content": "Be brief."}]
+    assert ChatPanel(ScriptedClient(), history=kept).history[0]["content"] == "Be brief."  # no persona given
+
+
 def test_the_cost_view_counts_tokens_sent_per_call_and_in_total():
     client = ScriptedClient()
     panel = ChatPanel(client, views=("cost",))
