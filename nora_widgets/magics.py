@@ -440,7 +440,11 @@ class ChatMagics(Magics):
         changed = self._apply_settings(opts)
         command = opts.command or ("help" if opts.help or not changed else None)
         if command is None:
-            _show("settings: " + s.describe())
+            line = "settings: " + s.describe()
+            if opts.system is not None:  # say what became of the persona: the settings line does not show it
+                line = ("persona: none, calls go without a system message" if not s.history or
+                        s.history[0].get("role") != "system" else "persona: set, first in every call") + " | " + line
+            _show(line)
             return
         if command not in COMMANDS:
             raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
@@ -461,8 +465,8 @@ class ChatMagics(Magics):
         given = {k: v for k, v in vars(opts).items()
                  if k not in ("command", "args", "help", "amnesia") and (v is not None or k == "keep_turns")}
         changed = bool(given)
-        if "system" in given and not given["system"].strip():
-            raise UsageError("%chat: --system needs some text (the persona)")
+        if "system" in given and (not given["system"].strip() or given["system"].strip().lower() == "off"):
+            given["system"] = None  # --system off or '': no persona, as /system off in nora chat
         if "system" in given:
             _check_history("--system")
         if "model" in given and not given["model"].strip():

@@ -440,6 +440,21 @@ def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
     assert [m["content"] for m in sent(client)] == [SYSTEM_PROMPT, "one", "first", "three"]
 
 
+@pytest.mark.parametrize("off", ["--system off", "--system ''", "--system OFF"])
+def test_system_off_removes_the_persona_and_calls_go_without_one(shell, off):
+    client = use(ScriptedClient(["a", "b"]))
+    run(shell, "%%chat\nhi")
+    ran = run(shell, f"%chat {off}")
+    assert not ran.usage_error, ran.stderr
+    assert ran.shown[0].startswith("persona: none, calls go without a system message | settings: ")
+    assert [m["role"] for m in magics.conversation()] == ["user", "assistant"]
+    run(shell, "%%chat\nagain")
+    assert [m["role"] for m in client.calls[-1]["messages"]] == ["user", "assistant", "user"]
+    ran = run(shell, "%chat --system 'Be brief.'")
+    assert ran.shown[0].startswith("persona: set, first in every call | settings: ")
+    assert magics.conversation()[0] == {"role": "system", "content": "Be brief."}
+
+
 @pytest.mark.parametrize("source, words", [
     ("%chat --temperature hot", "--temperature must be a number from 0 to 2 (got 'hot')"),
     ("%chat --temperature 3", "--temperature must be a number from 0 to 2 (got 3)"),  # nora chat's words
@@ -453,7 +468,6 @@ def test_api_failure_is_one_line_and_rolls_back(shell, failure, words, display):
     ("%chat --keep-turns \u00b2", "--keep-turns must be a whole number >= 0, or 'all' (got '\u00b2')"),
     ("%%chat --keep-turns \u00b2\nhi", "--keep-turns must be a whole number >= 0, or 'all' (got '\u00b2')"),
     ("%chat trim \u00b2", "%chat trim: N is the number of turns to keep, a whole number >= 0 (got '\u00b2')"),
-    ("%chat --system ''", "--system needs some text"),
     ("%chat --system \"unclosed", "No closing quotation"),
     ("%chat --amnesia", "--amnesia is for one turn"),
     ("%chat --api-key sk-x", "unrecognized arguments: --api-key"),
