@@ -33,6 +33,19 @@ ahead" (``typed_ahead``): the input goes on sending every key, so once no key ha
 KEYS_SETTLED seconds the panel has the whole text, and Enter sends at once.  Sooner, a key may
 still be on its way (the browser holds back a value while the previous one is unanswered, but
 not the Enter): Enter waits for the text that follows, as above, or until KEYS_SETTLED is over.
+
+Keys typed right after Enter.  The turn starts when the kernel has the message, and the input is
+emptied then; the page hears of it a round trip after the Enter.  When the input sends every key (text
+typed ahead, or a message put back), a key typed meanwhile goes out with the whole box, the message
+and the key ("Hello" + "T"), and later keys follow it.  The page shows that text again when its copy
+comes back from the kernel, so the input kept only what follows the message (``emptied_of``): the
+message is not in it twice.  If more keys are typed into the emptied box before the kernel's answer
+to the first one arrives, the page sends them as the box's whole text, and the first keys are lost.
+A new message (one value per Enter) sends nothing for the keys typed after its Enter; whatever the
+kernel writes to the input then redraws the box from the value it has, so those keys are lost when the
+emptying reaches the page after them.  The stock Text gives no way round that: sending every key instead
+would make the text before the Enter indistinguishable from the keys after it (the page merges keys
+held back while a value is unanswered).  docs/panel.md says what this means for someone typing.
 """
 
 from __future__ import annotations
@@ -74,6 +87,9 @@ class PanelInput:
         self.typed_at = float("-inf")  # time.monotonic() when the browser last sent the input's text
         self._writing = False  # the panel itself is setting the input's value (not a key typed)
         self.sending = ""  # the message of the turn in progress (the input was emptied of it)
+        # The text the panel emptied the input of, while the page may not have heard of it yet: a value
+        # from the page that is this text and more was typed before the page did (see _drop_sent_text)
+        self.emptied_of: str | None = None
         self.held: str | None = None  # a failed or stopped message kept aside, not put over typed text
         self._enter_pressed = False
         self.enter_timer: threading.Timer | None = None
@@ -107,6 +123,7 @@ class PanelInput:
             if self._writing:  # the panel's own write, not a key typed
                 return
             self.typed_at = time.monotonic()
+            self._drop_sent_text()
             if self._busy():  # typed while a reply runs: it stays in the input, and nothing is sent
                 return
         if self.known:  # something was typed (or set from code) into a text the panel put there: the
@@ -117,6 +134,21 @@ class PanelInput:
             self.known, self.typed_ahead = False, True
         if self._enter_pressed:
             self._send_after_enter()
+
+    def _drop_sent_text(self) -> None:
+        """A value the page sent before it heard that the input was emptied of the message sent: that
+        message and the keys typed after the Enter ("Hello" sent, "HelloT" arrives).  The page shows it
+        again (its copy of the value comes back), and Enter would send the message twice: the input
+        keeps only what follows the message ("T").  Values keep coming so while the page had keys on
+        their way; the first that is not the message and more is typed over the emptied input.  A value
+        set from code (not from the page) is taken as it is."""
+        emptied, self.emptied_of = self.emptied_of, None
+        value = self.prompt.value
+        from_page = self.prompt._property_lock.get("value") == value  # ipywidgets' own mark: set_state
+        if emptied is None or not from_page or not (value.startswith(emptied) and len(value) > len(emptied)):
+            return
+        self.write(value[len(emptied):])
+        self.emptied_of = emptied
 
     def _send_after_enter(self) -> None:
         with self.submit_lock:
@@ -158,6 +190,7 @@ class PanelInput:
         with self._lock:
             self.write(text, continuous=known)
             self.known, self.typed_ahead = known, False
+            self.emptied_of = None  # what the page sends from now on is typed over this text
 
     def forget(self) -> None:
         """One value per Enter again: the panel no longer knows what the box shows."""
@@ -174,6 +207,7 @@ class PanelInput:
         with self._lock:
             self.write("", continuous=True)
             self.known = self.typed_ahead = False
+            self.emptied_of = text
 
     def turn_over(self, failed: bool) -> bool:
         """The turn is over: returns whether the input holds text typed meanwhile.

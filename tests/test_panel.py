@@ -24,6 +24,7 @@ from nora_widgets.panel import ChatPanel
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
 from tests.helpers import panel_send, thread_exceptions
+from tests.page_input import PageInput
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -530,6 +531,114 @@ def test_enter_before_any_key_typed_over_a_message_put_back_sends_that_message_a
     assert panel.busy and panel.prompt.value == "Tell me a story"  # typed during the reply: kept
     client.release()
     assert panel.wait(5) == "Twelve euros." and panel.prompt.value == "Tell me a story"
+
+
+# Keys typed right after Enter, while the input's emptying (the turn has started) is on its way to the
+# page.  With the input sending every key (text typed during a reply, or over a message put back), the
+# first key goes out at once, with the whole box: the message and the key ("Hello" + "T").  Keys after
+# it wait for the kernel's answer and go out together.  The page shows its own copy again when the
+# kernel's echo of it comes back, so the input showed the sent message again, and Enter sent it twice.
+AFTER_ENTER = {
+    "a key that reaches the kernel before the page hears of the emptying":
+        lambda page: (page.enter(), page.type("T"), page.to_kernel(), page.to_page()),
+    "a key, then keys held back until after the page hears of it":
+        lambda page: (page.enter(), page.to_kernel(), page.type("T"), page.type("ell"), page.to_kernel(),
+                      page.to_page()),
+    "keys typed once the page has heard of it":
+        lambda page: (page.enter(), page.to_kernel(), page.to_page(), page.type("Tell")),
+}
+
+
+def typed_ahead_on_the_page(monkeypatch, how: str) -> tuple[ChatPanel, HeldReply, PageInput]:
+    """The page's input holds "Hello", and Enter on it sends at once: typed while a reply ran and no key
+    for KEYS_SETTLED since, or the message a failed turn put back into the empty input."""
+    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
+    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 0)
+    first = "One." if how == "typed ahead" else ConnectionResetError("connection reset by peer")
+    client = HeldReply(first, "Hi!", "Once upon a time.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    page = PageInput(panel.prompt)
+    page.type("Do you have Le Guin?" if how == "typed ahead" else "Hello")
+    page.enter()
+    page.settle()
+    assert client.streaming.wait(5)
+    if how == "typed ahead":
+        page.type("Hello")
+        page.settle()
+    client.release()
+    assert panel.wait(5).ok == (how == "typed ahead")
+    page.settle()
+    assert page.box == panel.prompt.value == "Hello" and panel.prompt.continuous_update
+    return panel, client, page
+
+
+@pytest.mark.parametrize("how", ["typed ahead", "put back"])
+@pytest.mark.parametrize("order", AFTER_ENTER.values(), ids=AFTER_ENTER.keys())
+def test_keys_typed_right_after_enter_stay_in_the_input_without_the_message_sent(monkeypatch, how, order):
+    panel, client, page = typed_ahead_on_the_page(monkeypatch, how)
+    order(page)
+    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "Hello"
+    page.settle()
+    assert page.box == panel.prompt.value == "Tell"[:len(page.box)] and page.box  # what followed the message
+    page.type("Tell"[len(page.box):] + " me a story")
+    page.settle()  # every key in before the Enter (KEYS_SETTLED is 0 here)
+    client.release()
+    assert panel.wait(5) == "Hi!"
+    page.enter()
+    page.settle()
+    assert client.streaming.wait(5)
+    assert [c["messages"][-1]["content"] for c in client.calls][-2:] == ["Hello", "Tell me a story"]
+    assert page.box == panel.prompt.value == ""
+    client.release()
+    assert panel.wait(5) == "Once upon a time." and [m["content"] for m in panel.history[-4::2]] == [
+        "Hello", "Tell me a story"]
+
+
+def test_keys_typed_after_an_enter_that_waited_for_the_rest_of_the_text_stay_in_the_input(monkeypatch):
+    """Enter right after a key: the last key was held back by the page and comes after the Enter; the
+    turn starts with it, and a key typed before the page hears of the emptying stays alone."""
+    panel, client, page = typed_ahead_on_the_page(monkeypatch, "typed ahead")
+    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 30)
+    page.type("!?")  # "!" goes out, "?" is held back until the kernel has answered it
+    page.enter()
+    page.to_kernel()  # "Hello!", then Enter: a key may be on its way, so Enter waits for it
+    assert not panel.busy
+    page.to_page()  # the kernel's answer: the page sends "Hello!?"
+    page.to_kernel()
+    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "Hello!?"
+    page.type("T")  # held back: the page has not had the answer to "Hello!?" yet
+    page.settle()
+    assert page.box == panel.prompt.value == "T"
+    client.release()
+    assert panel.wait(5) == "Hi!" and page.box == "T"
+
+
+def test_a_message_typed_again_over_the_emptied_input_is_kept_whole(monkeypatch):
+    """Only a value the page sent before it heard of the emptying loses the message in front: a key
+    typed over the emptied input that starts the same way ("a", then "and") is the next message."""
+    panel, client, page = typed_ahead_on_the_page(monkeypatch, "typed ahead")
+    page.type("\b\b\b\b")  # "H": one letter, sent as it is
+    page.settle()
+    page.enter()
+    page.to_kernel()
+    page.to_page()  # the page has heard of the emptying
+    page.type("H")
+    page.to_kernel()
+    page.type("i")
+    page.settle()
+    assert client.calls[-1]["messages"][-1]["content"] == "H" and page.box == panel.prompt.value == "Hi"
+    client.release()
+    assert panel.wait(5) == "Hi!" and panel.prompt.value == "Hi"
+
+
+def test_text_set_from_code_right_after_a_turn_is_taken_as_it_is():
+    client = ScriptedClient(["Hi", "Hi again"])
+    panel = ChatPanel(client)
+    assert panel_send(panel, "Hello") == "Hi"
+    panel.prompt.value = "Hello again"  # not from the page: nothing of it was typed before the Enter
+    assert panel.prompt.value == "Hello again"
+    panel.send.click()
+    assert panel.wait(5) == "Hi again" and client.calls[-1]["messages"][-1]["content"] == "Hello again"
 
 
 def test_a_failed_or_stopped_message_never_overwrites_what_was_typed_meanwhile():
