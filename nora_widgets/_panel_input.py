@@ -141,14 +141,20 @@ class PanelInput:
         again (its copy of the value comes back), and Enter would send the message twice: the input
         keeps only what follows the message ("T").  Values keep coming so while the page had keys on
         their way; the first that is not the message and more is typed over the emptied input.  A value
-        set from code (not from the page) is taken as it is."""
+        set from code (not from the page) is taken as it is.
+
+        What stays is text typed ahead: the input goes on sending every key, and Enter on it works as
+        on text typed during a reply.  (With the reply over already, the input had gone back to one value
+        per Enter; Enter on the text the panel wrote there sent nothing until ENTER_GRACE.)"""
         emptied, self.emptied_of = self.emptied_of, None
         value = self.prompt.value
         from_page = self.prompt._property_lock.get("value") == value  # ipywidgets' own mark: set_state
         if emptied is None or not from_page or not (value.startswith(emptied) and len(value) > len(emptied)):
             return
-        self.write(value[len(emptied):])
+        self.write(value[len(emptied):], continuous=True)
         self.emptied_of = emptied
+        if not self._busy():
+            self.known, self.typed_ahead = False, True
 
     def _send_after_enter(self) -> None:
         with self.submit_lock:

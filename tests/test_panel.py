@@ -613,6 +613,28 @@ def test_keys_typed_after_an_enter_that_waited_for_the_rest_of_the_text_stay_in_
     assert panel.wait(5) == "Hi!" and page.box == "T"
 
 
+@pytest.mark.parametrize("how", ["typed ahead", "put back"])
+def test_a_key_that_reaches_the_kernel_after_a_quick_reply_stays_and_enter_sends_it_at_once(monkeypatch, how):
+    """The reply was over before the key typed right after the Enter reached the kernel: the input went
+    back to one value per Enter, and its text, written by the panel, would send nothing on Enter (no
+    value follows it) until ENTER_GRACE."""
+    panel, client, page = typed_ahead_on_the_page(monkeypatch, how)
+    page.enter()
+    page.type("Thanks")  # "HelloT" goes out, "HelloThanks" is held back
+    page.to_kernel(1)  # Enter: the turn starts
+    assert client.streaming.wait(5)
+    client.release()
+    assert panel.wait(5) == "Hi!"
+    page.settle()  # then "HelloT", "HelloThanks"
+    assert page.box == panel.prompt.value == "Thanks"
+    page.enter()  # the box is what the page last heard from the kernel: no value follows the Enter
+    page.to_kernel()
+    assert client.streaming.wait(5), "Enter on what followed the message sent nothing"
+    assert [c["messages"][-1]["content"] for c in client.calls][-2:] == ["Hello", "Thanks"]
+    client.release()
+    assert panel.wait(5) == "Once upon a time."
+
+
 def test_a_message_typed_again_over_the_emptied_input_is_kept_whole(monkeypatch):
     """Only a value the page sent before it heard of the emptying loses the message in front: a key
     typed over the emptied input that starts the same way ("a", then "and") is the next message."""
