@@ -10,6 +10,7 @@ that runs nothing (a window flag the payload would set stays unset).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from .conftest import SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 # Every trick a reply could use to run script in the page; each would set window.__nora_pwned.
 XSS_REPLY = (
@@ -584,3 +586,55 @@ def test_typing_the_next_message_while_a_reply_streams(lab, browser_page):
     page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
     assert prompt.input_value() == "A short one" and rows_in_next_list(page) == 3
     assert errors == [], errors
+
+
+SLOW_EMPTYING_CELL = """\
+import time
+import nora_widgets
+import nora_widgets._panel_input as panel_input
+from nora_widgets import ChatPanel, ScriptedClient
+panel_input.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
+emptying = panel_input.PanelInput.turn_starts
+
+def slow_emptying(self, text):  # the emptied input reaches the page half a second after the Enter,
+    time.sleep(0.5)             # as over a slow connection: every key typed meanwhile gets there first
+    emptying(self, text)
+
+panel_input.PanelInput.turn_starts = slow_emptying
+panel = ChatPanel(ScriptedClient(["Hi!", "Hi again!", "Once upon a time."]), views=())
+print(nora_widgets.__file__)
+panel"""
+
+
+def test_keys_typed_right_after_enter_on_a_message_put_back(lab, browser_page):
+    """Undo puts the message back and Enter sends it at once; "Tell" typed right after the Enter, before
+    the page hears that the input was emptied, stays there, without the message in front of it (the
+    page's copy of "HelloTell" came back, and the next Enter would have sent "Hello" twice)."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_panel(page, lab, "after_enter.ipynb", SLOW_EMPTYING_CELL)
+    panel = page.locator(".nora-panel")
+    prompt = page.locator(PROMPT)
+    source = page.locator(".jp-OutputArea-output").filter(has_text="nora_widgets").first.inner_text()
+    assert source.strip().startswith(str(CHECKOUT)), source  # the kernel runs this checkout's code
+    prompt.focus()
+    page.keyboard.type("Hello")
+    page.keyboard.press("Enter")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: Hi!", timeout=20_000)
+    panel.get_by_role("button", name="Undo").click()
+    page.wait_for_function("(v) => document.querySelector('.nora-panel .nora-prompt input').value === v",
+                           arg="Hello", timeout=10_000)
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    page.keyboard.press("Enter")
+    page.keyboard.type("Tell")  # no delay: all of it before the input's emptying reaches the page
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: Hi again!", timeout=20_000)
+    expect(prompt).to_have_value("Tell", timeout=10_000)  # it was "HelloTell"
+    page.keyboard.type(" me a story")
+    page.keyboard.press("Enter")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: Once upon a time.", timeout=20_000)
+    said = [m.inner_text() for m in panel.locator(".nora-transcript .nora-msg-user .nora-content").all()]
+    assert said == ["Hello", "Tell me a story"], said
+    assert prompt.input_value() == "" and errors == [], errors
