@@ -56,13 +56,18 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-__all__ = ["PanelInput", "ENTER_GRACE", "KEYS_SETTLED"]
+__all__ = ["PanelInput", "ENTER_GRACE", "KEYS_SETTLED", "EMPTIED_HEARD"]
 
 ENTER_GRACE = 0.5  # seconds to wait for the text that follows an Enter before sending what is there
 # After a reply, Enter on text typed during it sends at once if no key has arrived for this long: by
 # then every key has reached the kernel (the browser holds a value back only while the previous one is
 # unanswered, a round trip to the kernel).  Sooner, Enter waits for the text that follows it.
 KEYS_SETTLED = 0.5
+# A value from the page that is the message just sent and more, arriving this long after the input was
+# emptied of it (or after the last such value), was typed after the page heard of the emptying: a text
+# pasted over the empty input that begins with the message sent is the next message, whole.  Values
+# typed before the page heard of it arrive within a round trip or two.
+EMPTIED_HEARD = 1.0
 
 
 class PanelInput:
@@ -90,6 +95,7 @@ class PanelInput:
         # The text the panel emptied the input of, while the page may not have heard of it yet: a value
         # from the page that is this text and more was typed before the page did (see _drop_sent_text)
         self.emptied_of: str | None = None
+        self.emptied_at = float("-inf")  # time.monotonic() of that emptying, or of the last value cut so
         self.held: str | None = None  # a failed or stopped message kept aside, not put over typed text
         self._enter_pressed = False
         self.enter_timer: threading.Timer | None = None
@@ -141,7 +147,8 @@ class PanelInput:
         again (its copy of the value comes back), and Enter would send the message twice: the input
         keeps only what follows the message ("T").  Values keep coming so while the page had keys on
         their way; the first that is not the message and more is typed over the emptied input.  A value
-        set from code (not from the page) is taken as it is.
+        set from code (not from the page) is taken as it is, and so is one that arrives EMPTIED_HEARD
+        after the emptying (or the last value cut so): a text pasted over the emptied input.
 
         What stays is text typed ahead: the input goes on sending every key, and Enter on it works as
         on text typed during a reply.  (With the reply over already, the input had gone back to one value
@@ -149,10 +156,11 @@ class PanelInput:
         emptied, self.emptied_of = self.emptied_of, None
         value = self.prompt.value
         from_page = self.prompt._property_lock.get("value") == value  # ipywidgets' own mark: set_state
-        if emptied is None or not from_page or not (value.startswith(emptied) and len(value) > len(emptied)):
+        heard = time.monotonic() - self.emptied_at > EMPTIED_HEARD
+        if emptied is None or heard or not from_page or not (value.startswith(emptied) and len(value) > len(emptied)):
             return
         self.write(value[len(emptied):], continuous=True)
-        self.emptied_of = emptied
+        self.emptied_of, self.emptied_at = emptied, time.monotonic()
         if not self._busy():
             self.known, self.typed_ahead = False, True
 
@@ -213,7 +221,7 @@ class PanelInput:
         with self._lock:
             self.write("", continuous=True)
             self.known = self.typed_ahead = False
-            self.emptied_of = text
+            self.emptied_of, self.emptied_at = text, time.monotonic()
 
     def turn_over(self, failed: bool) -> bool:
         """The turn is over: returns whether the input holds text typed meanwhile.

@@ -4,6 +4,7 @@ order the test chooses.
 
     page = PageInput(panel.prompt)
     page.type("Hello"); page.enter()     # keys into the box, Enter (nothing reaches the kernel yet)
+    page.paste("Hello there")            # one "input" event
     page.to_kernel()                     # the page's messages reach the kernel, in order (ipywidgets' handler)
     page.type("T")                       # a key typed before the kernel's answer arrives
     page.to_page()                       # the kernel's messages reach the page, in order
@@ -58,6 +59,12 @@ class PageInput:
             self.box = self.box[:-1] if key == "\b" else self.box + key
             if self.continuous:
                 self._set_from_box()
+
+    def paste(self, text: str) -> None:
+        """Text pasted into the box: one "input" event."""
+        self.box += text
+        if self.continuous:
+            self._set_from_box()
 
     def enter(self) -> None:
         self.outbox.append({"id": next(_ids), "data": {"method": "custom", "content": {"event": "submit"}}})

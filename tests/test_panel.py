@@ -653,6 +653,19 @@ def test_a_message_typed_again_over_the_emptied_input_is_kept_whole(monkeypatch)
     assert panel.wait(5) == "Hi!" and panel.prompt.value == "Hi"
 
 
+def test_a_text_pasted_over_the_emptied_input_that_begins_with_the_message_sent_is_kept_whole(monkeypatch):
+    panel, client, page = typed_ahead_on_the_page(monkeypatch, "typed ahead")
+    page.enter()
+    page.settle()  # the page has heard of the emptying
+    assert client.streaming.wait(5) and page.box == ""
+    monkeypatch.setattr(panel_input, "EMPTIED_HEARD", 0)  # as long after it as a person takes to paste
+    page.paste("Hello there, what about Tolkien?")
+    page.settle()
+    assert page.box == panel.prompt.value == "Hello there, what about Tolkien?"
+    client.release()
+    assert panel.wait(5) == "Hi!" and panel.prompt.value == "Hello there, what about Tolkien?"
+
+
 def test_text_set_from_code_right_after_a_turn_is_taken_as_it_is():
     client = ScriptedClient(["Hi", "Hi again"])
     panel = ChatPanel(client)
