@@ -55,6 +55,7 @@ class PageInput:
     # the learner
 
     def type(self, keys: str) -> None:
+        """Keys typed into the box, one "input" event each ("\\b" is Backspace)."""
         for key in keys:
             self.box = self.box[:-1] if key == "\b" else self.box + key
             if self.continuous:

@@ -637,7 +637,7 @@ def test_a_key_that_reaches_the_kernel_after_a_quick_reply_stays_and_enter_sends
 
 def test_a_message_typed_again_over_the_emptied_input_is_kept_whole(monkeypatch):
     """Only a value the page sent before it heard of the emptying loses the message in front: a key
-    typed over the emptied input that starts the same way ("a", then "and") is the next message."""
+    typed over the emptied input that starts the same way ("H" sent, then "Hi" typed) is the next message."""
     panel, client, page = typed_ahead_on_the_page(monkeypatch, "typed ahead")
     page.type("\b\b\b\b")  # "H": one letter, sent as it is
     page.settle()
