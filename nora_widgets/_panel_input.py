@@ -155,7 +155,8 @@ class PanelInput:
         per Enter; Enter on the text the panel wrote there sent nothing until ENTER_GRACE.)"""
         emptied, self.emptied_of = self.emptied_of, None
         value = self.prompt.value
-        from_page = self.prompt._property_lock.get("value") == value  # ipywidgets' own mark: set_state
+        # ipywidgets' own mark of a value the page sent (set_state); were it gone, nothing is cut
+        from_page = getattr(self.prompt, "_property_lock", {}).get("value") == value
         heard = time.monotonic() - self.emptied_at > EMPTIED_HEARD
         if emptied is None or heard or not from_page or not (value.startswith(emptied) and len(value) > len(emptied)):
             return
