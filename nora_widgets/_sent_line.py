@@ -1,7 +1,7 @@
 """What one call sent, in words: the line after a reply with `nora chat --show-sent`
 and `%%chat --show-sent`.
 
-The facts are counted here once (system messages, earlier turns, tokens, what
+The facts are counted here once (system messages, a greeting, earlier turns, tokens, what
 trimming left out, a retry with fewer turns); each face only names its trimming
 setting in its own words: `/trim 2` in `nora chat`, `--keep-turns 2` in the magics.
 No terminal, no notebook: both faces import this.
@@ -31,9 +31,11 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
              -> 'this call sent 2 messages: the persona and your message; ~40 tokens'
     """
     system = sum(1 for m in sent if m["role"] == "system")
+    opening = _before_first_user(sent)
     earlier = _earlier_turns(sent)  # as trimming counts turns: an unanswered message is one
     unanswered = _unanswered(sent[:-1])
     parts = (["the persona" if system == 1 else f"{system} system messages"] if system else []) + \
+            (["a greeting" if opening == 1 else f"{opening} greetings"] if opening else []) + \
             ([count_of(earlier - unanswered, "earlier turn")] if earlier > unanswered else []) + \
             ([f"{count_of(unanswered, 'earlier message')} with no reply"] if unanswered else []) + ["your message"]
     what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -50,6 +52,18 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
                        f"again with the last {count_of(earlier, 'turn')}: "
                        f"{count_of(left_out, 'older message')} left out")
     return f"this call sent {count_of(len(sent), 'message')}: {what}; {tokens}{trimmed}"
+
+
+def _before_first_user(messages: list[dict]) -> int:
+    """Assistant messages before the first user message: a greeting the program put in the list
+    (a loaded transcript may start with one); it is sent, but answers no message of yours.
+    Example: [sys, greeting, u1, a1, u2] -> 1; [sys, u1, a1, u2] -> 0"""
+    count = 0
+    for m in messages:
+        if m["role"] == "user":
+            break
+        count += m["role"] == "assistant"
+    return count
 
 
 def _unanswered(messages: list[dict]) -> int:

@@ -1204,6 +1204,31 @@ def test_show_sent_calls_a_loaded_message_with_no_reply_what_it_is(monkeypatch, 
         "this call sent 5 messages: the persona, 1 earlier turn, 1 earlier message with no reply and your message;")
 
 
+def test_show_sent_names_a_greeting_before_the_first_message(monkeypatch, capsys, tmp_path):
+    # a transcript may start with the persona and a greeting the program put there; the greeting is
+    # sent with every call, and the line left it out ("3 messages: the persona and your message")
+    from nora_widgets._sent_line import describe_sent
+    from nora_widgets.transcript import save_transcript
+
+    path = tmp_path / "t.json"
+    save_transcript(str(path), [SYSTEM, assistant("Welcome to the shop. What are you looking for?")])
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--show-sent", "--load",
+                                                      str(path)], "Hi\nAgain\n")
+    said = [line.split(";")[0] for line in out.splitlines() if line.startswith("(this call sent")]
+    assert (status, err) == (0, "")
+    assert said == ["(this call sent 3 messages: the persona, a greeting and your message",
+                    "(this call sent 5 messages: the persona, a greeting, 1 earlier turn and your message"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--show-sent", "--keep-turns",
+                                                      "1", "--load", str(path)], "Hi\nAgain\n")
+    said = [line for line in out.splitlines() if line.startswith("(this call sent")]
+    assert said[0].startswith("(this call sent 3 messages: the persona, a greeting and your message; ~")
+    assert said[1].startswith("(this call sent 4 messages: the persona, 1 earlier turn and your message; ~")
+    assert said[1].endswith("; /trim 1 left out 1 older message)")  # /trim 1: the greeting is a turn, left out
+    two = [assistant("Hello."), assistant("Ask me anything."), user("c")]  # no persona, two greetings
+    assert describe_sent(two, two[:-1], None, "/trim {n}").startswith(
+        "this call sent 3 messages: 2 greetings and your message;")
+
+
 def test_retry_of_a_message_with_no_reply_and_clear_with_no_persona_say_what_is_so(monkeypatch, capsys, tmp_path):
     from nora_widgets.transcript import save_transcript
 

@@ -816,6 +816,22 @@ def test_show_sent_says_what_each_call_sent_in_the_magics_own_words(shell):
     assert "--show-sent / --no-show-sent" in run(shell, "%chat help").text
 
 
+def test_show_sent_names_a_greeting_that_a_loaded_transcript_starts_with(shell, tmp_path):
+    # the greeting goes out with every call; the line named only the persona and the turns
+    client = use(ScriptedClient(["a1", "a2"]))
+    persona = {"role": "system", "content": SYSTEM_PROMPT}
+    path = tmp_path / "t.json"
+    save_transcript(str(path), [persona, assistant("Welcome to the shop. What are you looking for?")])
+    run(shell, f"%chat load {path}")
+    assert _said(run(shell, "%%chat --show-sent\nu1")) == [
+        f"this call sent 3 messages: the persona, a greeting and your message; "
+        f"~{count_tokens(sent(client), client).total:,} tokens"]
+    assert _said(run(shell, "%%chat --show-sent\nu2")) == [
+        f"this call sent 5 messages: the persona, a greeting, 1 earlier turn and your message; "
+        f"~{count_tokens(sent(client), client).total:,} tokens"]
+    assert sent(client)[1] == assistant("Welcome to the shop. What are you looking for?")
+
+
 def test_show_sent_on_one_cell_and_not_after_a_failed_turn(shell):
     client = use(ScriptedClient(["a1", TimeoutError("timed out"), "a2", "a3"]))
     assert _said(run(shell, "%%chat\nu1")) == []  # off unless asked for
