@@ -35,6 +35,7 @@ QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
             "/undo", "/retry", "/help", "/quit", "/exit")  # what Tab completes after '/', in /help's order
 FILE_COMMANDS = ("/save", "/load")  # Tab after these completes file names
+MODEL_COMMAND = "/model"  # Tab after it completes the model names the server lists, and default
 CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
 CLI_TIMEOUT = "try again, or raise --timeout / NORA_TIMEOUT"
 CLI_NOT_FOUND = "check --model (nora models lists them) and OPENAI_BASE_URL"
@@ -143,7 +144,7 @@ class ChatSession:
         self.url_named = url_named  # where the server's URL came from, as failures' advice names it
         self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
         self.last_sent: list[dict] | None = None  # what the last successful call sent
-        self.listed_models: list[str] | None = None  # the server's names, once /model asked for them
+        self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) asked
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -303,7 +304,7 @@ class ChatSession:
                      else f"({note})")
 
     def _server_names(self) -> list[str] | None:
-        """The names the server lists, for /model's note: what make_client asked for at the start,
+        """The names the server lists, for /model's note and Tab: what make_client asked for at the start,
         else asked now (once; 5 s at most, no retries, [] when the server does not say).
         None for the embedded model and the scripted stand-in (no server)."""
         if self.listed_models is None:
@@ -317,6 +318,12 @@ class ChatSession:
             else:
                 self.listed_models = _listed_models(self.client, str(base_url))
         return self.listed_models
+
+    def tab(self, text: str, line: str) -> list[str]:
+        """What Tab offers (completions): after /model, the names the server lists, asked on the
+        first Tab there (once a session, as /model asks: 5 s at most) and never for any other Tab.
+        Example: against Ollama with llama3.2 and qwen2.5, tab("q", "/model q") -> ['qwen2.5']"""
+        return completions(text, line, self._server_names() if _after_model(text, line) else None)
 
     def _temperature(self, arg: str) -> None:
         if not arg:
@@ -430,21 +437,37 @@ def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
 BLOCK = '"""'  # a line of its own starts and ends a message of several lines
 
 
-def completions(text: str, line: str) -> list[str]:
+def completions(text: str, line: str, model_names: list[str] | None = None) -> list[str]:
     """What Tab offers for the word being typed: text is that word, line the input up to the cursor
     (ending with text).  After '/' at the start: the slash commands; after /save or /load: file
-    names, with ~ read as the home folder (and kept as typed), a folder ending in '/'.
+    names, with ~ read as the home folder (and kept as typed), a folder ending in '/'; after /model:
+    the model_names given (the server's list; None or [] when there is none) and default.
     Example: completions("/hi", "/hi") -> ['/history']; completions("/s", "/s") -> ['/system', '/save', '/sent'];
              completions("~/ch", "/save ~/ch") -> ['~/chat.json'] when the home folder holds chat.json
+             completions("q", "/model q", ["llama3.2", "qwen2.5"]) -> ['qwen2.5']
     """
-    before = line[: len(line) - len(text)].split()
+    before = _words_before(text, line)
     if not before:
         if text.startswith("/") and not text.startswith("//"):
             return [name for name in COMMANDS if name.startswith(text.lower())]
         return []
     if len(before) == 1 and before[0].lower() in FILE_COMMANDS:
         return _file_names(text)
+    if _after_model(text, line):  # a name with a space in it cannot be set with /model: not offered
+        names = [name for name in model_names or [] if name.startswith(text) and not any(c.isspace() for c in name)]
+        return names + (["default"] if "default".startswith(text.lower()) and "default" not in names else [])
     return []
+
+
+def _words_before(text: str, line: str) -> list[str]:
+    """The words typed before the one being completed.  Example: _words_before("ch", "/save ch") -> ['/save']"""
+    return line[: len(line) - len(text)].split()
+
+
+def _after_model(text: str, line: str) -> bool:
+    """Whether the word being completed is /model's name (so Tab wants the server's list).
+    Example: _after_model("q", "/model q") -> True; _after_model("q", "tell me q") -> False"""
+    return [word.lower() for word in _words_before(text, line)] == [MODEL_COMMAND]
 
 
 def _file_names(text: str) -> list[str]:
@@ -467,9 +490,10 @@ def _file_names(text: str) -> list[str]:
             if name.startswith(start) and (start.startswith(".") or not name.startswith("."))]
 
 
-def use_readline() -> bool:
-    """On a terminal: line editing and input history for input(), and Tab completion (completions),
-    when Python has readline.  False when it has not (input() then reads plain lines)."""
+def use_readline(complete_with: Callable[[str, str], list[str]] = completions) -> bool:
+    """On a terminal: line editing and input history for input(), and Tab completion (complete_with:
+    what Tab offers for (the word, the line up to the cursor), e.g. a ChatSession's tab), when
+    Python has readline.  False when it has not (input() then reads plain lines)."""
     try:
         import readline
     except ImportError:
@@ -478,7 +502,7 @@ def use_readline() -> bool:
 
     def complete(text: str, state: int) -> str | None:  # readline asks for match 0, 1, ... until None
         if state == 0:
-            matches[:] = completions(text, readline.get_line_buffer()[: readline.get_endidx()])
+            matches[:] = complete_with(text, readline.get_line_buffer()[: readline.get_endidx()])
         return matches[state] if state < len(matches) else None
 
     readline.set_completer(complete)

@@ -131,11 +131,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
             set_persona(history, args.system)
     client = _client(args)
     interactive = sys.stdin.isatty()
-    if interactive:
-        use_readline()  # line editing, input history, Tab completion (when Python has readline)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
                           save_path=args.save, url_named=_url_named(args), show_sent=args.show_sent)
+    if interactive:
+        use_readline(session.tab)  # line editing, input history, Tab completion (when Python has readline)
     session.say(f"Nora chat: {describe_client(client)}")
     note = model_note(client, args.model)
     if note:

@@ -470,6 +470,48 @@ def test_tab_after_save_or_load_completes_file_names_with_the_home_folder_as_typ
     assert completions("missing/a", "/load missing/a") == completions("a.json/", "/load a.json/") == []
 
 
+def test_tab_after_model_completes_the_names_given_and_default():
+    from nora_widgets._chat_session import completions
+
+    names = ["llama3.2:latest", "llava", "qwen2.5", "my model"]  # e.g. Ollama's tags
+    assert completions("l", "/model l", names) == ["llama3.2:latest", "llava"]
+    assert completions("", "/model ", names) == ["llama3.2:latest", "llava", "qwen2.5", "default"]  # no space in one
+    assert completions("d", "/MODEL d", names) == completions("D", "/model D", names) == ["default"]
+    assert completions("L", "/model L", names) == []  # a model's name is taken as typed
+    assert completions("", "/model ", None) == completions("", "/model ", []) == ["default"]  # no list: default
+    assert completions("d", "/model d", ["default", "deepseek"]) == ["default", "deepseek"]  # default once
+    assert completions("q", "/model a q", names) == completions("q", "/trim q", names) == []  # one name, after /model
+    assert completions("q", "tell me /model q", names) == []
+
+
+def test_tab_after_model_asks_the_server_for_its_names_once_and_only_after_model():
+    # the list comes from GET /models: asked on the first Tab after /model, not on any other Tab, and
+    # kept for the session (/model NAME's note uses it too); --model given, so the start asked nothing
+    from nora_widgets.clients import make_client
+    from tests.servers.openai_stub import StubServer
+
+    def asked(stub):
+        return sum(1 for r in stub.requests if r.path.rstrip("/").endswith("/models"))
+
+    with StubServer(listed=["llama3.2:latest", "llava", "qwen2.5"]) as stub:
+        client = make_client("openai", base_url=stub.base_url, model="qwen2.5", max_retries=0)
+        session = cli.ChatSession(client, [SYSTEM], model="qwen2.5", out=io.StringIO(), err=io.StringIO())
+        assert session.tab("/mo", "/mo") == ["/model"] and session.tab("q", "Tell me about q") == []
+        assert asked(stub) == 0
+        assert session.tab("l", "/model l") == ["llama3.2:latest", "llava"] and asked(stub) == 1
+        assert session.tab("", "/model ") == ["llama3.2:latest", "llava", "qwen2.5", "default"]
+        session.command("/model llama3")
+        assert "the server lists 3 models (llama3.2:latest, llava, qwen2.5), not 'llama3'" in session.out.getvalue()
+        assert asked(stub) == 1 and stub.chat_requests == []
+    with StubServer(listed=["llama3.2", "qwen2.5"]) as stub:  # no --model: the start asked, Tab reuses that list
+        client = make_client("openai", base_url=stub.base_url, max_retries=0)
+        session = cli.ChatSession(client, [SYSTEM], out=io.StringIO(), err=io.StringIO())
+        assert asked(stub) == 1 and session.tab("", "/model ") == ["llama3.2", "qwen2.5", "default"]
+        assert asked(stub) == 1
+    scripted = cli.ChatSession(ScriptedClient(), [SYSTEM], out=io.StringIO(), err=io.StringIO())
+    assert scripted.tab("", "/model ") == ["default"]  # no server to ask
+
+
 def test_tab_on_a_real_terminal_completes_commands_and_file_names(tmp_path):
     """On a TTY with readline: Tab after '/' completes a slash command, after /save a file name."""
     pytest.importorskip("readline")
@@ -489,6 +531,24 @@ def test_tab_on_a_real_terminal_completes_commands_and_file_names(tmp_path):
         term.type(b"\x04")
         assert term.proc.wait(15) == 0
     assert json.loads((tmp_path / "notes" / "chat.json").read_text())["messages"] == [SYSTEM]
+
+
+def test_tab_after_model_on_a_real_terminal_completes_a_name_the_server_lists(tmp_path):
+    """nora chat hands readline the session's Tab: after '/model ' it offers the server's names."""
+    pytest.importorskip("readline")
+    from tests.servers.openai_stub import StubServer
+
+    with StubServer(api_key=KEY, listed=["llama3.2:latest", "qwen2.5"]) as stub, \
+            PtySession(["chat", "--model", "qwen2.5"], nora_env(stub, TERM="dumb", INPUTRC="/dev/null",
+                                                                HOME=str(tmp_path))) as term:
+        term.wait_for(b"you: ")
+        term.type(b"/model ll\t")
+        term.wait_for(b"/model llama3.2:latest")  # completed on the line, before Enter
+        term.type(b"\r")
+        term.wait_for(b"calls ask for llama3.2:latest and send it the same list")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+        assert [r.path for r in stub.requests] == ["/v1/models"]  # asked once, on the Tab
 
 
 # --------------------------------------------------------------------------- #
