@@ -545,8 +545,8 @@ def test_tab_after_model_on_a_real_terminal_completes_a_name_the_server_lists(tm
         term.type(b"/model ll\t")
         term.wait_for(b"/model llama3.2:latest")  # completed on the line, before Enter
         term.type(b"\r")
-        term.wait_for(b"calls ask for llama3.2:latest and send it the same list")
-        term.type(b"\x04")
+        term.wait_for(b"calls ask for llama3.2:latest and send it the same list: 1 message plus your new one)\r\nyou: ")
+        term.type(b"\x04")  # at the prompt: a Ctrl-D typed before it can be lost
         assert term.proc.wait(15) == 0
         assert [r.path for r in stub.requests] == ["/v1/models"]  # asked once, on the Tab
 
