@@ -51,7 +51,7 @@ from .conversation import (
     validate_history,
     validate_user_text,
 )
-from .errors import Failure, NoraError, count_of, describe_failure
+from .errors import Failure, NoraError, count_of, describe_failure, redact
 from .render import MUTED, SR_ONLY, escape, markdown_to_html
 from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
@@ -95,7 +95,8 @@ def _who_before_client() -> str:
     """The header's name for the client the first message will build (make_client()), without
     building it.  Examples: no OPENAI_* variables -> 'the embedded model (loads on the first message)';
     OPENAI_BASE_URL=http://127.0.0.1:8000/v1 -> 'the server at http://127.0.0.1:8000/v1 (connects on
-    the first message)'; only OPENAI_API_KEY -> 'OpenAI (connects on the first message)'"""
+    the first message)' (a password in the URL shown as ***, as describe_client shows it); only
+    OPENAI_API_KEY -> 'OpenAI (connects on the first message)'"""
     try:
         backend = choose_backend("auto")
     except NoraError:
@@ -103,7 +104,7 @@ def _who_before_client() -> str:
     if backend == "local":
         return "the embedded model (loads on the first message)"
     base_url = (os.environ.get("OPENAI_BASE_URL") or "").strip()
-    return f"the server at {base_url} (connects on the first message)" if base_url else \
+    return f"the server at {redact(base_url)} (connects on the first message)" if base_url else \
         "OpenAI (connects on the first message)"
 
 

@@ -1509,3 +1509,14 @@ def test_before_the_first_message_the_header_names_what_the_first_message_will_u
     panel = ChatPanel()
     assert "OpenAI (connects on the first message)" in panel.header.value
     assert "sk-test-header" not in panel.header.value
+
+
+def test_before_the_first_message_the_header_hides_a_password_in_the_base_url(monkeypatch):
+    # The header named OPENAI_BASE_URL as it was set, password and all, where the header once the
+    # client is built (describe_client) and every error line show it redacted.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://ada:hunter2-secret@127.0.0.1:9/v1")
+    panel = ChatPanel()
+    assert panel._client is None
+    assert "hunter2-secret" not in panel.header.value
+    assert "the server at http://ada:***@127.0.0.1:9/v1 (connects on the first message)" in panel.header.value
