@@ -20,6 +20,7 @@ and some crashed the request with a 500 and a traceback:
     an assistant's tool_calls, "content": null    400 (content must be a string)  read with content ""
     ... or no "content" at all                    500 (the template failed)       the same
     tool_choice naming a function not in tools    500 and a traceback             400 naming tool_choice
+    tool_choice "required"/a function, no tools   ignored: a plain text reply     400 naming tool_choice
     "top_logprobs" without "logprobs": true       ignored: logprobs null          400 naming top_logprobs
     a value out of range ("presence_penalty": 3)  500 (validation error)          400 naming the field
     "temperature": 5                              sampled at 5: gibberish          400 naming temperature
@@ -132,6 +133,9 @@ def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
     if request.get("logprobs") is True and request.get("top_logprobs") is None:
         request["top_logprobs"] = 0  # else the server returns no logprobs at all
     choice = request.get("tool_choice")
+    if not request.get("tools") and (choice == "required" or isinstance(choice, dict)):  # the server ignored it
+        return _refusal("tool_choice", f"Invalid 'tool_choice': {choice!r} asks for a tool call, but the request "
+                                       "lists no 'tools' (tool_choice is only allowed when tools are specified).")
     if request.get("tools") and choice != "none" and not (
             isinstance(choice, dict) and isinstance(choice.get("function"), dict)):
         given = "none given (so \"auto\")" if choice is None else repr(choice)

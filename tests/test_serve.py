@@ -387,9 +387,12 @@ def test_max_completion_tokens_limits_the_reply(server):
     ({"tools": [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}],
       "tool_choice": {"type": "function", "function": {"name": "later"}}}, "tool_choice"),  # was a 500
     ({"messages": PLAIN + [{"role": "assistant"}]}, "messages[2].content"),               # was a 500
+    ({"tool_choice": {"type": "function", "function": {"name": "now"}}}, "tool_choice"),  # no tools: was ignored,
+    ({"tool_choice": "required"}, "tool_choice"),                                         # a plain text reply
 ], ids=["n-2", "max_tokens-0", "max_completion_tokens-0", "tools-no-tool_choice", "tool_choice-required",
         "presence_penalty-3", "stop-5", "temperature-5", "max_tokens-window", "max_completion_tokens-4096",
-        "role-bot", "tool-no-id", "image-part", "tool_choice-not-in-tools", "assistant-no-content"])
+        "role-bot", "tool-no-id", "image-part", "tool_choice-not-in-tools", "assistant-no-content",
+        "tool_choice-function-no-tools", "tool_choice-required-no-tools"])
 def test_a_field_it_cannot_honour_is_a_400_naming_it(server, fields, param):
     import openai
 
