@@ -411,7 +411,7 @@ class ChatPanel(widgets.VBox):
             return False
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
         # The message leaves the input (it shows in the live area below) and the input stays open:
-        # what is typed from now on is the next message.  Every key typed is sent (see above).
+        # what is typed from now on is the next message.  Every key typed is sent (_panel_input.py).
         self._input.turn_starts(text)
         self._set_busy(True)
         if self._refocus:  # Send is disabled now, which drops the focus a click gave it: the input takes it
