@@ -367,7 +367,7 @@ USAGE = """\
     the cell is your next message; these options apply to this turn only
     (--amnesia: send only the persona and this message, no history)
 %chat [options]    settings for the following turns:
-    --system TEXT  persona (replaces the system message)   --temperature T (0-2)
+    --system TEXT  persona (replaces the system message; --system off: none)   --temperature T (0-2)
     --model NAME   --backend {auto,local,openai,scripted}   --base-url URL
     --keep-turns N|all  send only the last N turns         --timeout S  --max-retries N
     --stream / --no-stream   --display {auto,rich,text}
