@@ -148,7 +148,9 @@ class PanelInput:
         keeps only what follows the message ("T").  Values keep coming so while the page had keys on
         their way; the first that is not the message and more is typed over the emptied input.  A value
         set from code (not from the page) is taken as it is, and so is one that arrives EMPTIED_HEARD
-        after the emptying (or the last value cut so): a text pasted over the emptied input.
+        after the emptying (or the last value cut so): a text pasted over the emptied input.  After a
+        new message (the box sent one value per Enter) nothing is cut: keys typed after its Enter were
+        never sent, and "Hello again?" sent soon after "Hello" went out as " again?".
 
         What stays is text typed ahead: the input goes on sending every key, and Enter on it works as
         on text typed during a reply.  (With the reply over already, the input had gone back to one value
@@ -220,9 +222,12 @@ class PanelInput:
         is typed from now on is the next message.  Every key typed is sent (see above)."""
         self.sending, self.held = text, None
         with self._lock:
+            # Only a box that sent every key can send the message and keys typed after the Enter as one
+            # value; a new message (one value per Enter) sends nothing for them (see _drop_sent_text)
+            keyed = self.prompt.continuous_update
             self.write("", continuous=True)
             self.known = self.typed_ahead = False
-            self.emptied_of, self.emptied_at = text, time.monotonic()
+            self.emptied_of, self.emptied_at = (text if keyed else None), time.monotonic()
 
     def turn_over(self, failed: bool) -> bool:
         """The turn is over: returns whether the input holds text typed meanwhile.

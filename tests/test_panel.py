@@ -666,6 +666,27 @@ def test_a_text_pasted_over_the_emptied_input_that_begins_with_the_message_sent_
     assert panel.wait(5) == "Hi!" and panel.prompt.value == "Hello there, what about Tolkien?"
 
 
+def test_a_new_message_that_begins_with_the_one_just_sent_is_sent_whole_right_after_a_quick_reply(monkeypatch):
+    """A new message (one value per Enter) sends nothing for keys typed before the page hears of the
+    emptying, so no value after it is the message sent and more typed too soon; "Hello again?" typed
+    and sent within EMPTIED_HEARD of sending "Hello" went out as " again?"."""
+    monkeypatch.setattr(panel_input, "EMPTIED_HEARD", 30)  # all of it within the window, however slow this runs
+    client = ScriptedClient(["Hi", "Hi again"])
+    panel = ChatPanel(client)
+    page = PageInput(panel.prompt)
+    page.type("Hello")
+    page.enter()
+    page.settle()
+    assert panel.wait(5) == "Hi" and not panel.prompt.continuous_update
+    page.settle()
+    page.type("Hello again?")
+    page.enter()
+    page.settle()
+    assert panel.wait(5) == "Hi again"
+    assert [c["messages"][-1]["content"] for c in client.calls] == ["Hello", "Hello again?"]
+    assert page.box == panel.prompt.value == ""
+
+
 def test_text_set_from_code_right_after_a_turn_is_taken_as_it_is():
     client = ScriptedClient(["Hi", "Hi again"])
     panel = ChatPanel(client)
