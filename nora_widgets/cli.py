@@ -69,6 +69,8 @@ class UsageError(NoraError):
 
 def _settings(args: argparse.Namespace) -> None:
     """Check the flags that argparse cannot; raise UsageError with one line."""
+    if getattr(args, "system", None) is not None and args.system.strip().lower() == "off":
+        args.system = ""  # --system off: no persona, as /system off and %chat --system off
     if args.timeout is not None and not args.timeout > 0:  # written so that nan is refused too
         raise UsageError(f"--timeout must be more than 0 seconds (got {args.timeout:g})")
     if args.timeout is not None and math.isinf(args.timeout):  # httpx cannot wait forever: every call fails
@@ -283,7 +285,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name to ask for (env NORA_MODEL)")
     p.add_argument("--base-url", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 "
                                       "(env OPENAI_BASE_URL)")
-    p.add_argument("--system", help="the persona (system prompt); default: Nora the bookshop assistant")
+    p.add_argument("--system", help="the persona (system prompt); off or \"\" for none; default: Nora the bookshop assistant")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                    help=f"0 to 2: 0 = repeatable, higher = more varied (default {DEFAULT_TEMPERATURE})")
     p.add_argument("--max-tokens", type=int, metavar="N",

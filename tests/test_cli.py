@@ -832,6 +832,19 @@ def test_a_blank_system_flag_means_no_persona_with_or_without_load(monkeypatch, 
     assert status == 0 and "(no system prompt)" in out.splitlines()
 
 
+@pytest.mark.parametrize("off", ["off", "OFF", " off "])
+def test_system_off_flag_means_no_persona_as_the_slash_command_and_the_magic(monkeypatch, capsys, tmp_path, off):
+    status, out, _ = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--system", off], "hi\n/system\n")
+    lines = out.splitlines()
+    assert status == 0 and "(no system prompt)" in lines
+    assert "I was sent 1 message" in out  # the call went without a persona, not with one saying 'off'
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps([SYSTEM, user("hi"), assistant("hello")]))
+    status, out, _ = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--load", str(path),
+                                                    "--system", off], "/system\n")
+    assert status == 0 and "(no system prompt)" in out.splitlines()
+
+
 def test_load_with_system_replaces_the_files_persona(monkeypatch, capsys, tmp_path):
     path = tmp_path / "old.json"
     path.write_text(json.dumps([SYSTEM, user("hi"), assistant("hello")]))
