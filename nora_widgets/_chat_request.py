@@ -42,6 +42,15 @@ __all__ = ["mend_chat_request", "max_tokens_too_large", "switch_missing"]
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
 
+def authorized(scope: dict, api_key: str | None) -> bool:
+    """Whether an ASGI request carries the server's key (always, when the server wants none).
+    Example: authorized({"headers": [(b"authorization", b"Bearer k")]}, "k") -> True"""
+    if api_key is None:
+        return True
+    expected = f"Bearer {api_key}".encode()
+    return any(name.lower() == b"authorization" and value == expected for name, value in scope.get("headers", []))
+
+
 def error_body(message: str, param: str | None = None, code: str | None = None,
                kind: str = "invalid_request_error") -> dict:
     """An error body in OpenAI's shape, for every refusal nora serve writes itself.

@@ -54,7 +54,7 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
-from ._chat_request import error_body, max_tokens_too_large, mend_chat_request
+from ._chat_request import authorized, error_body, max_tokens_too_large, mend_chat_request
 from ._reply_mend import run_with_mended_reply
 
 __all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter", "template_input"]
@@ -213,7 +213,7 @@ class OverflowCheck:
                 return
             path = scope.get("path", "").rstrip("/")
             rewrite = not _says_json(scope)  # curl -d sends form-encoded: the server then answered a 500
-            if path.endswith("/completions") and self._authorized(scope):
+            if path.endswith("/completions") and authorized(scope, self.api_key):
                 chat = path.endswith("/chat/completions")
                 refusal = bad_messages(request) if chat else max_tokens_too_large(  # the legacy /v1/completions
                     "max_tokens", request.get("max_tokens"), self.n_ctx)
@@ -244,12 +244,6 @@ class OverflowCheck:
             await run_with_mended_reply(self.app, scope, replay, send, chat_request)
         else:
             await self.app(scope, replay, send)
-
-    def _authorized(self, scope: dict) -> bool:
-        if self.api_key is None:
-            return True
-        expected = f"Bearer {self.api_key}".encode()
-        return any(name.lower() == b"authorization" and value == expected for name, value in scope.get("headers", []))
 
     async def _too_long(self, request: dict) -> dict | None:
         """The 400 body when the prompt does not fit, or the prompt and max_tokens do not, else None."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-from ._chat_request import error_body
+from ._chat_request import authorized, error_body
 
 __all__ = ["OpenAIPaths"]
 
@@ -37,7 +37,7 @@ class OpenAIPaths:
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         answer = self._answer(scope) if scope.get("type") == "http" else None
-        if answer is not None and not self._authorized(scope):
+        if answer is not None and not authorized(scope, self.api_key):
             answer = 401, {"detail": "Invalid API key"}  # llama-cpp-python's server's own 401
         if answer is None:
             await self.app(scope, receive, send)
@@ -65,9 +65,3 @@ class OpenAIPaths:
             return 404, error_body(f"Nothing at {path}: this server's API is under /v1 ({method} /v1{path}); "
                                f"set OPENAI_BASE_URL=http://{host}/v1, with /v1 at the end.", None, "unknown_url")
         return None
-
-    def _authorized(self, scope: dict) -> bool:
-        if self.api_key is None:
-            return True
-        expected = f"Bearer {self.api_key}".encode()
-        return any(name.lower() == b"authorization" and value == expected for name, value in scope.get("headers", []))
