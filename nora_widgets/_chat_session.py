@@ -39,6 +39,8 @@ MODEL_COMMAND = "/model"  # Tab after it completes the model names the server li
 CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
 CLI_TIMEOUT = "try again, or raise --timeout / NORA_TIMEOUT"
 CLI_NOT_FOUND = "check --model (nora models lists them) and OPENAI_BASE_URL"
+CLI_MODEL_NOT_FOUND = "check /model (nora models lists them) and OPENAI_BASE_URL"  # a name /model NAME chose
+ASK_TRIM = "start a new --history file, or go on in nora chat --load FILE --keep-turns N"  # nora ask has no /trim
 
 HELP_TEXT = """\
 commands:
@@ -59,10 +61,11 @@ commands:
   \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
 
 
-def _cli_words(failure: Failure, url_named: str) -> Failure:
-    """A failure's advice in this face's words: /trim N, --timeout, `nora models` for a model name
-    the server does not know, and where the URL came from."""
-    return failure.in_words_of(CLI_TRIM, CLI_TIMEOUT, CLI_NOT_FOUND).with_url_named(url_named)
+def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND) -> Failure:
+    """A failure's advice in this face's words: /trim N (trim: nora ask's, which has no /trim), --timeout,
+    `nora models` for a model name the server does not know (not_found: /model's words when that
+    command chose the name), and where the URL came from."""
+    return failure.in_words_of(trim, CLI_TIMEOUT, not_found).with_url_named(url_named)
 
 
 # --------------------------------------------------------------------------- #
@@ -128,10 +131,11 @@ class ChatSession:
                  temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
                  max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
                  prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
-                 url_named: str = "OPENAI_BASE_URL", show_sent: bool = False) -> None:
+                 url_named: str = "OPENAI_BASE_URL", show_sent: bool = False, trim_words: str = CLI_TRIM) -> None:
         self.client = client
         self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.model = model
+        self.model_from_command = False  # whether /model NAME chose self.model (a 404's advice names /model)
         self.temperature = temperature
         self.max_tokens = max_tokens  # None: not sent, the server decides how long a reply may be
         self.keep_turns = keep_turns  # None: send everything
@@ -145,6 +149,7 @@ class ChatSession:
         self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
         self.last_sent: list[dict] | None = None  # what the last successful call sent
         self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) asked
+        self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -195,7 +200,9 @@ class ChatSession:
         if result is None:
             self.warn("(cancelled: the turn was rolled back)")
         else:
-            self.warn(_cli_words(result.failure, self.url_named).line() if result.failure else str(result))
+            not_found = CLI_MODEL_NOT_FOUND if self.model_from_command else CLI_NOT_FOUND
+            self.warn(_cli_words(result.failure, self.url_named, self.trim_words, not_found).line()
+                      if result.failure else str(result))
         return False
 
     def sent_line(self, sent: list[dict], before: int) -> str:
@@ -295,6 +302,7 @@ class ChatSession:
             self.warn(f"(/model takes one model name, or default; not {arg!r})")
             return
         self.model = name or None
+        self.model_from_command = self.model is not None
         sends = count_of(len(messages_to_send(self.history, None, self.keep_turns)), "message")
         now = f"the default, {default}," if self.model is None else self.model
         self.say(f"(from the next call on, calls ask for {now} and send it the same list: {sends} plus your new one)")

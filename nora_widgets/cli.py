@@ -39,6 +39,7 @@ from typing import Any, Callable
 from . import __version__
 from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     _SHOW_AS_CODE,
+    ASK_TRIM,
     CLI_TIMEOUT,
     CLI_TRIM,
     HELP_TEXT,
@@ -199,7 +200,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     before = len(history)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           max_tokens=args.max_tokens, stream=not args.no_stream, prefix="",
-                          url_named=_url_named(args))
+                          url_named=_url_named(args), trim_words=ASK_TRIM)
     note = model_note(client, args.model)
     if note:  # on stderr: the answer alone goes to stdout
         session.warn(f"({note})")

@@ -1196,6 +1196,36 @@ def test_a_model_the_server_does_not_know_points_to_nora_models(keyed_stub, tmp_
                              "ask for one by name with --model or NORA_MODEL\n")
 
 
+def test_a_name_set_with_slash_model_that_the_server_does_not_know_points_to_slash_model(keyed_stub):
+    """In nora chat, a name chosen with /model NAME is changed with /model, not with --model (which
+    gave a name the server knows); /model default puts the --model advice back."""
+    not_found = error(404, "The model 'lama3' does not exist", "invalid_request_error", "model_not_found")
+    keyed_stub.enqueue(not_found, not_found)
+    result = nora("chat", "--model", "test-model", *FAST, stub=keyed_stub,
+                  stdin="/model lama3\nHi\n/model default\n/model other\n/model default\nHi\n")
+    assert result.returncode == 0
+    line = "(error talking to the model: the server does not know this model or URL: The model 'lama3' does not exist " \
+           "(HTTP 404) - check {} (nora models lists them) and OPENAI_BASE_URL)"
+    assert result.stderr.splitlines() == [line.format("/model"), line.format("--model")]
+    assert [r.body["model"] for r in keyed_stub.chat_requests] == ["lama3", "test-model"]
+
+
+def test_ask_with_a_history_too_long_for_the_model_says_what_ask_can_do(keyed_stub, tmp_path):
+    """nora ask has no /trim: its advice names a new --history file, or nora chat, which can trim."""
+    history = tmp_path / "long.json"
+    history.write_text(json.dumps([SYSTEM, user("a"), assistant("b")]))
+    before = history.read_bytes()
+    keyed_stub.enqueue(context_length_exceeded())
+    result = nora("ask", "--history", str(history), *FAST, "Hi", stub=keyed_stub)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("(error talking to the model: the conversation is longer than the model's "
+                                    "context window: ")
+    assert result.stderr.endswith(" - start a new --history file, or go on in nora chat --load FILE "
+                                  "--keep-turns N)\n")
+    assert "/trim" not in result.stderr
+    assert history.read_bytes() == before
+
+
 # --------------------------------------------------------------------------- #
 # --show-sent and /sent: what each call sent, a line per turn
 
