@@ -54,6 +54,7 @@ __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
 
 MAGIC_TRIM = "send fewer turns: %%chat --keep-turns N (this cell) or %chat --keep-turns N (from now on)"
 MAGIC_TIMEOUT = "try again, or wait longer: %chat --timeout S"
+MAGIC_NOT_FOUND = "check %chat --model and %chat --base-url (or OPENAI_BASE_URL)"
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
 COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "help")
 
@@ -289,7 +290,7 @@ class _ReplyView:
         if ok:
             _show(str(result), _reply_html(result))
         elif getattr(result, "failure", None) is not None:
-            _show_failure(result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT).line())
+            _show_failure(result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT, MAGIC_NOT_FOUND).line())
         else:
             _show_failure(str(result))
 

@@ -68,6 +68,7 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on 
     "compare": "also send every question to a conversation without memory, side by side",
 }
 PANEL_TRIM = "send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear"  # not nora chat's /trim N
+PANEL_NOT_FOUND = "check the model box (empty: the client's default) and OPENAI_BASE_URL"  # the panel has no --model
 BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
 AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",
                 False: "off - press to send only the persona and the latest message"}
@@ -498,7 +499,7 @@ class ChatPanel(widgets.VBox):
             if result.failure is not None and result.failure.kind == "cancelled":
                 line = "Stopped: the turn was rolled back" + ("." if typed else "; your message is back in the input.")
             elif result.failure is not None:
-                line = result.failure.in_words_of(PANEL_TRIM).line()
+                line = result.failure.in_words_of(PANEL_TRIM, not_found=PANEL_NOT_FOUND).line()
             else:
                 line = str(result)
             if typed:

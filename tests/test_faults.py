@@ -32,6 +32,7 @@ from tests.servers.openai_stub import (
     StubServer,
     context_length_exceeded,
     default_reply,
+    error,
     ok,
     rate_limit,
     stall,
@@ -332,6 +333,19 @@ def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_serv
     assert panel_send(panel, "next") == reply
     assert panel.history == before + [user("next"), assistant(reply)] and panel.error.value == ""
     assert stub_server.chat_requests[-1].messages == before + [user("next")]
+
+
+def test_panel_a_model_the_server_does_not_know_points_to_the_model_box(stub_server):
+    # the advice was nora chat's ("check --model and OPENAI_BASE_URL"): the panel has a model box, no flags
+    panel = panel_for(client_for(stub_server), history=earlier())
+    panel.model.value = "lama3"
+    before = copy.deepcopy(panel.history)
+    stub_server.enqueue(error(404, "The model 'lama3' does not exist", "invalid_request_error", "model_not_found"))
+    result = panel_send(panel, "Hi")
+    assert result.failure.kind == "not_found" and panel.history == before
+    assert panel._error_text.endswith("(HTTP 404) - check the model box (empty: the client's default) and "
+                                      "OPENAI_BASE_URL)"), panel._error_text
+    assert stub_server.chat_requests[-1].body["model"] == "lama3"
 
 
 def test_panel_retries_follow_max_retries(stub_server):

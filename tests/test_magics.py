@@ -26,7 +26,7 @@ from nora_widgets import magics
 from nora_widgets.conversation import SYSTEM_PROMPT
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
-from tests.servers.openai_stub import cut_stream, server_error
+from tests.servers.openai_stub import cut_stream, error, server_error
 
 KEY = "sk-test-magics-0123456789"
 
@@ -626,6 +626,17 @@ def test_an_empty_model_goes_back_to_the_servers_own(shell, stub_server, monkeyp
     assert not ran.usage_error and "gpt-4o" not in ran.text, ran.text
     run(shell, "%%chat --no-stream\ntwo")
     assert stub_server.chat_requests[-1].body["model"] == stub_server.model  # the one /v1/models lists
+
+
+def test_a_model_the_server_does_not_know_points_to_the_magics_own_settings(shell, stub_server, monkeypatch):
+    # the advice was nora chat's ("check --model (...)"): the magics' words are %chat --model and --base-url
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    run(shell, f"%chat --backend openai --base-url {stub_server.base_url} --max-retries 0 --model lama3")
+    stub_server.enqueue(error(404, "The model 'lama3' does not exist", "invalid_request_error", "model_not_found"))
+    before = [dict(m) for m in magics.conversation()]
+    ran = run(shell, "%%chat --no-stream\nHi")
+    assert "(HTTP 404) - check %chat --model and %chat --base-url (or OPENAI_BASE_URL))" in ran.text, ran.text
+    assert "nora models" not in ran.text and magics.conversation() == before
 
 
 @pytest.mark.timeout(30)
