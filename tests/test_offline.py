@@ -59,7 +59,8 @@ def test_inside_unshare_there_is_no_network_at_all():
 @needs_unshare
 def test_nora_chat_answers_with_no_key_and_no_network():
     pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
-    run = subprocess.run(["unshare", "-n", sys.executable, "-m", "nora_widgets.cli", "chat"],
+    # temperature 0: the same reply every run (at the default 0.7 the model once answered "Sold maps.")
+    run = subprocess.run(["unshare", "-n", sys.executable, "-m", "nora_widgets.cli", "chat", "--temperature", "0"],
                          input="Do you sell maps?\n", cwd=ROOT, env=offline_env(),
                          capture_output=True, text=True, timeout=100)
     assert run.returncode == 0, run.stderr
