@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["mend_chat_request", "max_tokens_too_large", "switch_missing"]
+__all__ = ["mend_chat_request", "max_tokens_too_large", "switch_missing", "authorized", "error_body"]
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 

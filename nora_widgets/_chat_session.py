@@ -18,11 +18,12 @@ from typing import Any, Callable, TextIO
 from ._sent_line import describe_sent
 from .clients import _listed_models, model_note, model_used
 from .conversation import (
-    temperature_problem,
     DEFAULT_TEMPERATURE,
+    means_no_persona,
     messages_to_send,
     safe_run_turn,
     set_persona,
+    temperature_problem,
     trim_history,
     undo_turn,
 )
@@ -270,7 +271,7 @@ class ChatSession:
                      "plus your new one)")
 
     def _system(self, text: str) -> None:
-        if text and (text.lower() == "off" or not _unquote(text)):  # /system off, /system ""
+        if text and (means_no_persona(text) or not _unquote(text)):  # /system off, /system ""
             set_persona(self.history, "")
             self.say("(system prompt removed: calls go without one)")
             return

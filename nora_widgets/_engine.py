@@ -307,8 +307,9 @@ class _Engine:
         The caller holds the lock.  reuse=False: start from an empty cache (same input ->
         same output).  reuse=True: keep the longest start of the prompt that is already
         in the cache and read only the rest.  n_threads: the CPU threads to read and generate
-        with (None: as the last call left them); the model is shared, its threads are set per call.  Stops at an end-of-generation token, at a
-        stop string (never shown), or after max_tokens tokens (finish_reason 'length').
+        with (None: as the last call left them); the model is shared, so its threads are set per
+        call.  Stops at an end-of-generation token, at a stop string (never shown), or after
+        max_tokens tokens (finish_reason 'length').
         """
         import llama_cpp
 

@@ -50,6 +50,7 @@ Since it reads every POST body anyway, it mends two more rough edges of that ser
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, Awaitable, Callable
@@ -251,8 +252,6 @@ class OverflowCheck:
         if found is None:
             return None
         given, max_tokens = found
-        import functools
-
         import anyio
 
         count = functools.partial(self.count_prompt, given.pop("messages"), **given)

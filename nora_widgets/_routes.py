@@ -24,8 +24,6 @@ __all__ = ["OpenAIPaths"]
 _API = ("/chat/completions", "/completions", "/models", "/embeddings")  # what a client adds to its base URL
 
 
-
-
 class OpenAIPaths:
     """ASGI middleware: answers the paths in the module docstring; everything else passes through.
     A request to one of those paths without the server's key (when one is required) gets the server's
@@ -56,12 +54,12 @@ class OpenAIPaths:
             if name == self.model:
                 return 200, {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
             return 404, error_body(f"The model '{name}' does not exist: this server serves '{self.model}' "
-                               "(GET /v1/models lists it).", "model", "model_not_found")
+                                   "(GET /v1/models lists it).", "model", "model_not_found")
         if method == "POST" and path == "/v1/embeddings":
             return 400, error_body(f"This server makes chat completions, not embeddings: '{self.model}' is served "
-                               "for /v1/chat/completions only.", "model", "model_not_supported")
+                                   "for /v1/chat/completions only.", "model", "model_not_supported")
         if any(path == p or path.startswith(p + "/") for p in _API):
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1") or "HOST:PORT"
             return 404, error_body(f"Nothing at {path}: this server's API is under /v1 ({method} /v1{path}); "
-                               f"set OPENAI_BASE_URL=http://{host}/v1, with /v1 at the end.", None, "unknown_url")
+                                   f"set OPENAI_BASE_URL=http://{host}/v1, with /v1 at the end.", None, "unknown_url")
         return None

@@ -50,7 +50,8 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     use_readline,
 )
 from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
-from .conversation import DEFAULT_TEMPERATURE, SYSTEM_PROMPT, new_history, set_persona, temperature_problem
+from .conversation import (DEFAULT_TEMPERATURE, SYSTEM_PROMPT, means_no_persona, new_history, set_persona,
+                           temperature_problem)
 from .errors import NoraError, count_of, describe_failure, redact
 from .transcript import TranscriptError, _read_only, load_transcript
 
@@ -70,7 +71,7 @@ class UsageError(NoraError):
 
 def _settings(args: argparse.Namespace) -> None:
     """Check the flags that argparse cannot; raise UsageError with one line."""
-    if getattr(args, "system", None) is not None and args.system.strip().lower() == "off":
+    if getattr(args, "system", None) is not None and means_no_persona(args.system):
         args.system = ""  # --system off: no persona, as /system off and %chat --system off
     if args.timeout is not None and not args.timeout > 0:  # written so that nan is refused too
         raise UsageError(f"--timeout must be more than 0 seconds (got {args.timeout:g})")

@@ -42,6 +42,7 @@ __all__ = [
     "validate_history",
     "validate_user_text",
     "temperature_problem",
+    "means_no_persona",
     "messages_to_send",
     "run_turn",
     "stream_turn",
@@ -155,6 +156,12 @@ def validate_history(history: Any) -> None:
         if not isinstance(message.get("content"), str):
             got = type(message.get("content")).__name__
             raise HistoryError(f"message {i}: content must be a string (got {got})")
+
+
+def means_no_persona(text: str) -> bool:
+    """Whether a persona as a person types it means none: blank, or the word off (any case).
+    One rule for --system, /system and %chat --system.  Example: means_no_persona(" OFF ") -> True"""
+    return text.strip().lower() in ("", "off")
 
 
 def temperature_problem(value: Any, name: str = "temperature") -> str:

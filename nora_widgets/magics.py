@@ -35,13 +35,14 @@ from IPython.display import display
 from ._sent_line import describe_sent
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
-    temperature_problem,
     DEFAULT_TEMPERATURE,
     dropped_indexes,
+    means_no_persona,
     messages_to_send,
     new_history,
     safe_run_turn,
     set_persona,
+    temperature_problem,
     trim_history,
     undo_turn,
     validate_history,
@@ -466,7 +467,7 @@ class ChatMagics(Magics):
         given = {k: v for k, v in vars(opts).items()
                  if k not in ("command", "args", "help", "amnesia") and (v is not None or k == "keep_turns")}
         changed = bool(given)
-        if "system" in given and (not given["system"].strip() or given["system"].strip().lower() == "off"):
+        if "system" in given and means_no_persona(given["system"]):
             given["system"] = None  # --system off or '': no persona, as /system off in nora chat
         if "system" in given:
             _check_history("--system")
