@@ -8,8 +8,13 @@
     (OPENAI_BASE_URL without /v1)                                                          and the OPENAI_BASE_URL to set
     POST /v1/embeddings                       500 and a page of traceback, then the        400: this server makes chat
                                               client's two retries did it again            completions, not embeddings
+    POST /v1/responses, /v1/images/...,       404 {"detail": "Not Found"}: the openai      404 in OpenAI's shape naming what
+    any /v1 path the server does not have     client said only "Error code: 404"           this server has (code unknown_url)
+    GET /v1/chat/completions (openai's        405 {"detail": "Method Not Allowed"}:        405 in OpenAI's shape naming the
+    chat.completions.list()), a wrong method  "Error code: 405"                            method to use; Allow: kept
 
-    app = OpenAIPaths(app, model="SmolLM2-135M-Instruct", api_key=None)
+    app = OpenAIPaths(app, model="SmolLM2-135M-Instruct", api_key=None,
+                      routes={"/v1/chat/completions": {"POST"}, "/v1/models": {"GET"}, ...})
 """
 
 from __future__ import annotations
@@ -22,16 +27,22 @@ from ._chat_request import authorized, error_body
 __all__ = ["OpenAIPaths"]
 
 _API = ("/chat/completions", "/completions", "/models", "/embeddings")  # what a client adds to its base URL
+_SERVED = "POST /v1/chat/completions, POST /v1/completions and GET /v1/models"  # what a client can use here
 
 
 class OpenAIPaths:
     """ASGI middleware: answers the paths in the module docstring; everything else passes through.
     A request to one of those paths without the server's key (when one is required) gets the server's
     own 401 ({"detail": "Invalid API key"}), as every other path does, and never a word about the model;
-    it passed through before, and the server answered 404 Not Found (a wrong key looked like a wrong URL)."""
+    it passed through before, and the server answered 404 Not Found (a wrong key looked like a wrong URL).
 
-    def __init__(self, app: Any, model: str, api_key: str | None = None) -> None:
-        self.app, self.model, self.api_key = app, model, api_key
+    routes: the server's own paths and their methods ({"/v1/models": {"GET"}, ...}); a /v1 path not
+    among them, or a method a path does not take, is answered here (None: left to the server).
+    """
+
+    def __init__(self, app: Any, model: str, api_key: str | None = None,
+                 routes: dict[str, set[str]] | None = None) -> None:
+        self.app, self.model, self.api_key, self.routes = app, model, api_key, routes
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         answer = self._answer(scope) if scope.get("type") == "http" else None
@@ -40,14 +51,15 @@ class OpenAIPaths:
         if answer is None:
             await self.app(scope, receive, send)
             return
-        status, body = answer
+        status, body, *allow = answer
         payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        headers += [(b"allow", methods.encode()) for methods in allow]  # a 405 says what the path takes
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    def _answer(self, scope: dict) -> tuple[int, dict] | None:
+    def _answer(self, scope: dict) -> tuple | None:
+        """(status, body) or, for a 405, (status, body, the Allow header); None: the server answers."""
         path, method = scope.get("path", "").rstrip("/"), scope.get("method")
         if method == "GET" and path.startswith("/v1/models/"):
             name = path[len("/v1/models/"):]
@@ -62,4 +74,15 @@ class OpenAIPaths:
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1") or "HOST:PORT"
             return 404, error_body(f"Nothing at {path}: this server's API is under /v1 ({method} /v1{path}); "
                                    f"set OPENAI_BASE_URL=http://{host}/v1, with /v1 at the end.", None, "unknown_url")
+        if self.routes is None or method == "OPTIONS" or not (path == "/v1" or path.startswith("/v1/")):
+            return None  # OPTIONS: a browser's CORS preflight, the server's to answer
+        stored = (" (it stores no completions: each request sends the whole conversation)"
+                  if path.startswith("/v1/chat/completions") and method != "POST" else "")
+        methods = self.routes.get(path)
+        if methods is None:
+            return 404, error_body(f"Unknown request URL: {method} {path}. This server has {_SERVED}, "
+                                   f"nothing else of OpenAI's API{stored}.", None, "unknown_url")
+        if method not in methods:
+            return 405, error_body(f"Invalid method for URL ({method} {path}): use {' or '.join(sorted(methods))}"
+                                   f"{stored}.", None, "method_not_allowed"), ", ".join(sorted(methods))
         return None

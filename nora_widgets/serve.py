@@ -182,11 +182,16 @@ def run(args: argparse.Namespace) -> int:
     with _ctrl_c_held(), _quiet_native() as caught:
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])
+            # the paths it answers: its own (/docs, ...) and its API's router (FastAPI lists that router as one
+            # item, without its paths)
+            routes = {route.path: set(route.methods) for route in [*app.routes, *server_app.router.routes]
+                      if getattr(route, "methods", None)}
             # a streamed request too long for the window gets the same 400 as a non-streamed one;
             # a body that is not JSON gets a 400, and a request naming no model gets the alias
             app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias)
-            # models.retrieve(), a base URL without /v1, embeddings: answered in OpenAI's shape (_routes.py)
-            app = OpenAIPaths(app, alias, api_key)
+            # models.retrieve(), a base URL without /v1, embeddings, a path or method the server does not
+            # have (responses.create, chat.completions.list): answered in OpenAI's shape (_routes.py)
+            app = OpenAIPaths(app, alias, api_key, routes)
             # a reply whose client has left (a timeout, a closed tab) stops at the next token
             # instead of running to max_tokens while the class waits (see _client_gone.py)
             llama = server_app._llama_proxy()  # the one model the server loaded

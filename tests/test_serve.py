@@ -178,6 +178,34 @@ def test_paths_a_client_may_get_wrong_are_answered_in_openais_shape(server):
 
 
 @pytest.mark.model
+def test_what_the_server_does_not_have_is_a_clear_404_or_405(server):
+    # each was {"detail": "Not Found"} (or "Method Not Allowed"), which the openai client showed as
+    # "Error code: 404" and nothing more: no word that this server has no Responses API
+    import httpx
+    import openai
+
+    c = server.client()
+    has = "This server has POST /v1/chat/completions, POST /v1/completions and GET /v1/models, nothing else"
+    with pytest.raises(openai.NotFoundError) as err:
+        c.responses.create(model="m", input="Say hi.")
+    assert err.value.body == {"message": f"Unknown request URL: POST /v1/responses. {has} of OpenAI's API.",
+                              "type": "invalid_request_error", "param": None, "code": "unknown_url"}
+    with pytest.raises(openai.NotFoundError) as err:
+        c.chat.completions.retrieve("chatcmpl-1")  # OpenAI's stored completions
+    assert err.value.message.endswith(f"{has} of OpenAI's API (it stores no completions: each request sends "
+                                      "the whole conversation).")
+    with pytest.raises(openai.APIStatusError) as err:
+        c.chat.completions.list()
+    assert err.value.status_code == 405 and err.value.body["message"] == (
+        "Invalid method for URL (GET /v1/chat/completions): use POST (it stores no completions: each request "
+        "sends the whole conversation).")
+    assert err.value.response.headers["allow"] == "POST"
+    # what it has still answers: the paths above are told apart from its own
+    assert c.completions.create(model="m", prompt="Once upon", max_tokens=2).choices[0].text
+    assert httpx.get(f"{server.url[:-3]}/docs", timeout=10).status_code == 200  # llama-cpp-python's own page
+
+
+@pytest.mark.model
 def test_the_openai_client_gets_a_reply(server):
     from openai.types.chat import ChatCompletion
 
