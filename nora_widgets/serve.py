@@ -22,7 +22,8 @@ same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too 
 closed) stops at the next token instead of running on while others wait (_client_gone.py),
 and so does every reply when Ctrl-C stops the server.  Replies are mended where they differ
 from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
-OpenAI's shape (_routes.py).
+OpenAI's shape (_routes.py).  A web page may call it from a browser when it comes from this
+machine or an origin --allow-origin names; any other page is refused (_browser.py).
 
 This module imports nothing heavy at the top: `nora --help` stays fast.
 """
@@ -65,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, metavar="TOKENS",
                         help=f"context window in tokens, prompt and reply together (default {DEFAULT_N_CTX})")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let web pages from ORIGIN (e.g. https://example.org) call it from a browser; "
+                             "repeat for more, '*' for any page (default: pages from this machine only)")
     parser.epilog = (f"Set {API_KEY_ENV} to require that key from clients "
                      "(never pass a key on the command line: it shows in `ps`). "
                      "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting, "
@@ -116,16 +120,17 @@ def _say(text: str, stream=None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
 
 
-def _usage_problem(port: int, n_ctx: int) -> str | None:
+def _usage_problem(port: int, n_ctx: int, origins: list[str] = ()) -> str | None:
     """None when the command line is usable, else one line saying what is wrong.
     Example: _usage_problem(70000, 2048) -> '--port must be from 1 to 65535 (got 70000)'"""
+    from ._browser import origin_problem
     from .local import MIN_N_CTX
 
     if not 0 < port < 65536:
         return f"--port must be from 1 to 65535 (got {port})"
     if n_ctx < MIN_N_CTX:
         return f"--n-ctx must be at least {MIN_N_CTX} tokens (got {n_ctx})"
-    return None
+    return next(filter(None, (origin_problem(origin.rstrip("/")) for origin in origins)), None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     llama.cpp cannot load, the server part missing), 2 for a bad command line or setting (as
     `nora chat` and `nora ask`): a bad --port or --n-ctx, a port in use, a --host that is not
     this machine's, a --model-path that is missing or not a GGUF file."""
+    from ._browser import BrowserOrigins, remove_inner_cors
     from ._client_gone import StopWhenGone, quiet_disconnect_lines, stop_all_replies, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._overflow_check import OverflowCheck, vocab_counter
@@ -142,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     from .local import _default_threads, find_model_path, model_name_for
 
     host, port, n_ctx = args.host, args.port, args.n_ctx
-    problem = _usage_problem(port, n_ctx)
+    origins = getattr(args, "allow_origin", None) or []
+    problem = _usage_problem(port, n_ctx, origins)
     if problem is None:
         try:
             threads = _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
@@ -182,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     with _ctrl_c_held(), _quiet_native() as caught:
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])
+            remove_inner_cors(app)  # it let any web page call the server: BrowserOrigins decides, below
             # the paths it answers: its own (/docs, ...) and its API's router (FastAPI lists that router as one
             # item, without its paths)
             routes = {route.path: set(route.methods) for route in [*app.routes, *server_app.router.routes]
@@ -199,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
             quiet_disconnect_lines(server_app)  # its "disconnected" lines: once in Nora's words, or not at all
             count_usage(llama)  # a streamed reply's usage chunk, when asked for (see _reply_mend.py)
             app = StopWhenGone(app)
+            # which web pages may call it from a browser; outermost, so every answer above carries CORS headers
+            app = BrowserOrigins(app, origins)
         except Exception as exc:
             failure = exc
     if failure is not None:  # said here: inside the block, stderr goes to the `caught` buffer

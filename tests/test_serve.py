@@ -38,6 +38,9 @@ def test_options_and_their_defaults():
     assert (args.host, args.port, args.model_path, args.n_ctx) == ("0.0.0.0", 9001, "m.gguf", 512)
     assert "NORA_SERVE_API_KEY" in parser.format_help()
     assert "--api-key" not in parser.format_help()  # a key on the command line would show in `ps`
+    assert parser.parse_args([]).allow_origin == []
+    assert parser.parse_args(["--allow-origin", "https://a.example", "--allow-origin", "*"]).allow_origin == [
+        "https://a.example", "*"]
 
 
 @pytest.mark.parametrize("host, loopback", [
@@ -751,6 +754,58 @@ def test_ctrl_c_while_the_model_loads_cancels_instead_of_starting(after):
 
 
 @pytest.mark.model
+def test_web_pages_from_this_machine_may_call_it_and_others_are_refused_before_the_model():
+    # llama-cpp-python's server echoed any page's Origin back: a page from any site could run the model
+    # and read the reply (a text/plain POST needs no preflight), and the answers nora serve writes itself
+    # (a 400, models.retrieve) had no CORS header, so even a page on localhost could not read them
+    import httpx
+    import openai
+
+    served = Served("--n-ctx", "512", "--allow-origin", "https://class.example/")
+    try:
+        body = json.dumps({"model": "m", "messages": PLAIN, "max_tokens": 2})
+        asked = served.url + "/chat/completions"
+        for origin in ("https://evil.example", "http://localhost.evil.example", "https://evil.example"):
+            refused = httpx.post(asked, content=body, headers={"Origin": origin, "Content-Type": "text/plain"},
+                                 timeout=60)
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed"
+            assert "access-control-allow-origin" not in refused.headers
+        assert refused.json()["error"]["message"] == (
+            "A web page at https://evil.example may not call this server: it answers pages from this machine and "
+            "https://class.example (nora serve --allow-origin ORIGIN adds one).")
+        for origin in ("http://localhost:5500", "http://127.0.0.1:8888", "http://[::1]:3000", "https://class.example"):
+            reply = httpx.post(asked, content=body, headers={"Origin": origin, "Content-Type": "application/json"},
+                               timeout=60)
+            assert reply.status_code == 200 and reply.headers["access-control-allow-origin"] == origin
+        page = {"Origin": "http://localhost:5500"}
+        preflight = httpx.options(asked, headers={**page, "Access-Control-Request-Method": "POST",
+                                                  "Access-Control-Request-Headers": "authorization,content-type"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-headers"] == "authorization,content-type"
+        # nora serve's own answers carry the header too, so the page can read them
+        own = [httpx.post(asked, json={"model": "m", "messages": PLAIN, "n": 2}, headers=page, timeout=60),
+               httpx.get(served.url + "/models/SmolLM2-135M-Instruct", headers=page, timeout=60),
+               httpx.post(served.url + "/responses", json={"input": "hi"}, headers=page, timeout=60)]
+        assert [(r.status_code, r.headers.get("access-control-allow-origin")) for r in own] == [
+            (400, "http://localhost:5500"), (200, "http://localhost:5500"), (404, "http://localhost:5500")]
+        # a client that is not a browser sends no Origin: as before
+        assert served.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=2).choices
+        code, out, err = served.stop()
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+    refusals = [line for line in out.splitlines() if line.startswith("nora serve: refused")]
+    assert refusals == [  # one line per page, however often it calls
+        "nora serve: refused a call from the web page at https://evil.example: only pages from this machine and "
+        "https://class.example may call it (start it with --allow-origin https://evil.example to allow that page)",
+        "nora serve: refused a call from the web page at http://localhost.evil.example: only pages from this "
+        "machine and https://class.example may call it (start it with --allow-origin http://localhost.evil.example "
+        "to allow that page)"]
+    assert (code, err) == (0, "")
+    assert out.count('"POST /v1/chat/completions HTTP/1.1" 403 Forbidden') == 3
+
+
+@pytest.mark.model
 def test_a_key_from_the_environment_is_required_and_never_printed():
     pytest.importorskip("llama_cpp.server.app")
     import openai
@@ -861,7 +916,11 @@ def test_a_file_that_is_not_a_model_is_the_line_nora_ask_gives_and_exit_1(tmp_pa
     (["--port", "0"], {}, "nora: error: --port must be from 1 to 65535 (got 0)"),
     (["--n-ctx", "10"], {}, "nora: error: --n-ctx must be at least 64 tokens (got 10)"),
     ([], {"NORA_N_THREADS": "lots"}, "nora: error: NORA_N_THREADS must be a whole number of at least 1 (got 'lots')"),
-], ids=["port-too-big", "port-0", "n-ctx", "threads"])
+    (["--allow-origin", "http://localhost:5500/app"], {},
+     "nora: error: --allow-origin takes an origin such as http://localhost:5500 or https://example.org "
+     "(scheme://host[:port], no path), '*' for any page or 'null' for a page opened from a file "
+     "(got 'http://localhost:5500/app')"),
+], ids=["port-too-big", "port-0", "n-ctx", "threads", "origin-with-a-path"])
 def test_a_bad_command_line_is_one_line_and_exit_2(args, env, line):
     # these were exit 1 with a "nora serve:" prefix; docs/cli.md's exit status 2 is a bad command line
     # or setting, and `nora ask` says it as "nora: error: ..."
