@@ -10,7 +10,7 @@ Both sides do the same job on the same list and the same ScriptedClient:
 then both remove the two new messages so the next call sees the same list.
 Histories of 10, 100 and 1,000 messages; target: nora / article <= 1.02.
 
-Two estimates of the ratio, from the same run:
+Two estimates of the ratio, from the same run, and the noise of the first:
   measured  the median of the per-round ratios on the ScriptedClient, with a ~95% confidence
             interval for that median (single rounds are noisy here: one can be off by 10%);
             every case runs once untimed after each round's collection, and each case takes
@@ -19,6 +19,9 @@ Two estimates of the ratio, from the same run:
   derived   1 + run_turn's own cost / the article turn on the ScriptedClient; the own cost is
             timed on a "null" client that returns one prebuilt response, so that nothing but
             run_turn's extra work is measured (microseconds, with little noise)
+  A/A       the article's turn against its own twin (the same code, a separate function), read as
+            "measured" is: it should be 1.000, and how far it lands from that, and how wide its
+            interval is, is what the measured reading can resolve on this machine at this time
 
     python benchmarks/bench_core.py [--quick] [--json out.json]
 """
@@ -26,6 +29,7 @@ Two estimates of the ratio, from the same run:
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,6 +43,12 @@ from nora_widgets.conversation import run_turn, validate_history  # noqa: E402
 
 TARGET = 1.02
 QUESTION = "How much is it?"
+
+
+def _twin(fn):
+    """A separate function with the same code (its own code object, so its own specialisation caches)."""
+    return types.FunctionType(fn.__code__.replace(co_name=fn.__name__ + "_twin"), fn.__globals__,
+                              fn.__name__ + "_twin", fn.__defaults__)
 
 
 class NullClient:
@@ -66,6 +76,9 @@ def article_run_turn(client, history: list[dict], user_text: str, model: str) ->
     return reply
 
 
+article_twin = _twin(article_run_turn)
+
+
 def cases_for(client, history: list[dict], null: "NullClient", repeat_null: int) -> dict:
     """The two ways to run one turn on `history`, each leaving it as it found it, on the
     ScriptedClient and (repeat_null times per call, it is that fast) on the null client."""
@@ -79,6 +92,10 @@ def cases_for(client, history: list[dict], null: "NullClient", repeat_null: int)
         article_run_turn(client, history, QUESTION, model="m")
         del history[n:]
 
+    def twin():
+        article_twin(client, history, QUESTION, model="m")
+        del history[n:]
+
     def nora_null():
         for _ in range(repeat_null):
             run_turn(null, history, QUESTION, model="m", temperature=0.7)
@@ -89,7 +106,7 @@ def cases_for(client, history: list[dict], null: "NullClient", repeat_null: int)
             article_run_turn(null, history, QUESTION, model="m")
             del history[n:]
 
-    return {"nora": nora, "article": article, "nora_null": nora_null, "article_null": article_null}
+    return {"nora": nora, "article": article, "twin": twin, "nora_null": nora_null, "article_null": article_null}
 
 
 def paired(samples: dict, how, a: str = "nora", b: str = "article") -> list[float]:
@@ -100,7 +117,7 @@ def paired(samples: dict, how, a: str = "nora", b: str = "article") -> list[floa
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     sizes = {10: 20, 100: 6, 1000: 1}  # history length -> calls per side per round (ScriptedClient)
-    rounds = 200  # a multiple of 8: each of the four cases runs in each position equally often
+    rounds = 200  # a multiple of 10: each of the five cases runs in each position equally often
     if args.quick:
         sizes, rounds = {10: 2, 100: 2, 1000: 1}, 3
     rows, results = [], {"target": TARGET, "rounds": rounds, "sizes": {}}
@@ -115,9 +132,11 @@ def main(argv: list[str] | None = None) -> dict:
         ratios = paired(samples, lambda x, y: x / y)
         own = paired(samples, lambda x, y: (x - y) / repeat_null, "nora_null", "article_null")
         derived = [1 + o / a for o, a in zip(own, samples["article"])]
+        twin_ratios = paired(samples, lambda x, y: x / y, "twin", "article")
         entry = {"nora_s": median(samples["nora"]), "article_s": median(samples["article"]),
                  "ratio": median(ratios), "ratio_ci95": median_ci(ratios),
                  "own_cost_s": median(own), "derived_ratio": median(derived), "derived_ci95": median_ci(derived),
+                 "aa_ratio": median(twin_ratios), "aa_ci95": median_ci(twin_ratios),
                  "samples": samples}
         # where run_turn's own time goes: checking every message of the list (the bad-input guard)
         check = interleaved({"validate_history": lambda: validate_history(history)}, rounds=min(rounds, 41),
@@ -125,15 +144,18 @@ def main(argv: list[str] | None = None) -> dict:
         entry["validate_history_s"] = median(check["validate_history"])
         lo, hi = entry["ratio_ci95"]
         dlo, dhi = entry["derived_ci95"]
+        alo, ahi = entry["aa_ci95"]
         rows.append([size, fmt_seconds(entry["article_s"]), fmt_seconds(entry["nora_s"]),
                      f"{entry['ratio']:.3f} ({lo:.3f}-{hi:.3f})", f"{entry['derived_ratio']:.3f} ({dlo:.3f}-{dhi:.3f})",
+                     f"{entry['aa_ratio']:.3f} ({alo:.3f}-{ahi:.3f})",
                      verdict(max(entry["ratio"], entry["derived_ratio"]), TARGET), fmt_seconds(entry["own_cost_s"]),
                      fmt_seconds(entry["validate_history_s"])])
         results["sizes"][size] = entry
     print(f"Core overhead: run_turn vs the article's run_turn on the ScriptedClient, {rounds} interleaved rounds "
           f"(measured: median of per-round ratios; derived: median of per-round 1 + run_turn's own cost on a null "
-          f"client / article turn; ~95% intervals in brackets; the verdict takes the worse of the two)")
-    print(table(["messages", "article turn", "run_turn", "measured ratio", "derived ratio", "verdict",
+          f"client / article turn; A/A: the article's turn / its twin, read as measured is, the noise of that reading; "
+          f"~95% intervals in brackets; the verdict takes the worse of measured and derived)")
+    print(table(["messages", "article turn", "run_turn", "measured ratio", "derived ratio", "A/A (noise)", "verdict",
                  "run_turn's own cost", "of which validate_history"], rows))
     return finish(args, "core", results)
 

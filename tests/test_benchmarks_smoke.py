@@ -37,8 +37,8 @@ def test_core_compares_run_turn_with_the_articles_turn(tmp_path):
     assert set(r["sizes"]) == {"10", "100", "1000"}
     for entry in r["sizes"].values():
         assert {len(xs) for xs in entry["samples"].values()} == {3}
-        assert set(entry["samples"]) == {"nora", "article", "nora_null", "article_null"}
-        for ratio, interval in (("ratio", "ratio_ci95"), ("derived_ratio", "derived_ci95")):
+        assert set(entry["samples"]) == {"nora", "article", "twin", "nora_null", "article_null"}
+        for ratio, interval in (("ratio", "ratio_ci95"), ("derived_ratio", "derived_ci95"), ("aa_ratio", "aa_ci95")):
             lo, hi = entry[interval]
             assert 0 < lo <= entry[ratio] <= hi
 
