@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None
         return EXIT_USAGE
     if hasattr(sys.stdin, "reconfigure"):  # odd bytes on stdin become U+FFFD, never a crash
         sys.stdin.reconfigure(errors="replace")
+    for stream in (sys.stdout, sys.stderr):  # a terminal that is not UTF-8 (PYTHONIOENCODING=ascii, an
+        if hasattr(stream, "reconfigure"):   # old locale): a character it cannot show is written as \u26a0
+            stream.reconfigure(errors="backslashreplace")
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

@@ -1561,3 +1561,29 @@ def test_a_long_server_error_is_cut_at_a_word_with_an_ellipsis_and_keeps_its_sta
     shown = line.split("the server rejected the request: ", 1)[1].split("\u2026 (HTTP 400)")[0]
     assert words.startswith(shown) and words[len(shown)] == " "  # cut between two words, not inside one
     assert "\u2026 (HTTP 400) - " in line  # the status and the hint survive the cut
+
+
+# --------------------------------------------------------------------------- #
+# odd terminals: an encoding that is not UTF-8, escape sequences from the server
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_is_not_utf8_gets_escapes_not_a_traceback(keyed_stub, encoding):
+    # PYTHONIOENCODING=ascii (or an old locale): a reply or a line of Nora's with a character the
+    # terminal cannot show was a UnicodeEncodeError traceback; it is written as \u26a0 instead
+    reply = "Caf\u00e9 \u26a0 \u2026 \U0001f4da \u05e9\u05dc\u05d5\u05dd done"
+    shown = reply.encode(encoding, "backslashreplace").decode(encoding)
+    keyed_stub.enqueue(reply, reply, reply, error(400, "x " * 150, "invalid_request_error"))
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:  # read back in the terminal's encoding
+        return subprocess.run([sys.executable, "-m", "nora_widgets.cli", *args], input=stdin, capture_output=True,
+                              encoding=encoding, env=nora_env(keyed_stub, PYTHONIOENCODING=encoding), timeout=45)
+
+    streamed, whole = run("ask", *FAST, "hi"), run("ask", *FAST, "--no-stream", "hi")
+    chat = run("chat", *FAST, stdin="hi\n")
+    cut = run("ask", *FAST, "hi")  # Nora's own line: a long error ends with '\u2026'
+    assert [streamed.stdout, whole.stdout] == [shown + "\n"] * 2
+    assert chat.stdout.splitlines()[-1] == f"nora: {shown}"
+    assert [streamed.stderr, whole.stderr, chat.stderr] == [""] * 3
+    assert [streamed.returncode, whole.returncode, chat.returncode, cut.returncode] == [0, 0, 0, 1]
+    assert "x x\\u2026 (HTTP 400)" in cut.stderr and "Traceback" not in cut.stderr
