@@ -16,6 +16,8 @@ import sys
 from typing import Any, Callable, TextIO
 
 from ._sent_line import describe_sent
+from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
+from ._terminal_text import printable as _printable
 from .clients import _listed_models, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -73,33 +75,6 @@ def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found
 # output helpers
 
 
-# Characters that are not terminal commands but still mislead: bidi overrides and isolates reorder
-# what is shown ("Trojan Source"), and lone surrogates cannot be written as UTF-8 at all.
-_SHOW_AS_CODE = frozenset([*range(0x202A, 0x202F), *range(0x2066, 0x206A), *range(0xD800, 0xE000)])
-
-
-def _printable(text: str) -> str:
-    """Show control characters (escape sequences included) instead of obeying them.
-
-    Model replies and pasted input are text, not terminal commands.
-    Example: _printable("red \\x1b[31m!") -> 'red ^[[31m!'; _printable("a\\u202eb") -> 'a<U+202E>b'
-    """
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if code in _SHOW_AS_CODE:
-            out.append(f"<U+{code:04X}>")
-        elif ch in "\n\t" or ch.isprintable() or code > 0x9F:
-            out.append(ch)
-        elif code < 0x20:
-            out.append("^" + chr(code + 64))  # caret notation, as `cat -v` shows it
-        else:
-            out.append(f"\\x{code:02x}")
-    return "".join(out)
-
-
 def _unquote(arg: str) -> str:
     """A file name as a shell would read it: one pair of surrounding quotes is not part of it.
 
@@ -111,8 +86,14 @@ def _unquote(arg: str) -> str:
 
 
 def _write(stream: TextIO, text: str) -> None:
+    """Text on stdout or stderr as a terminal may show it (_terminal_text.printable), flushed."""
     stream.write(_printable(text))
     stream.flush()
+
+
+def warn_line(text: str, stream: TextIO | None = None) -> None:
+    """One line on stderr: any API key redacted, control characters shown (not obeyed)."""
+    _write(stream or sys.stderr, redact(text) + "\n")
 
 
 # --------------------------------------------------------------------------- #
@@ -158,7 +139,7 @@ class ChatSession:
 
     def warn(self, text: str) -> None:
         """A line on stderr (failures, refusals)."""
-        _write(self.err, redact(text) + "\n")
+        warn_line(text, self.err)
 
     # -- a turn ---------------------------------------------------------------
 

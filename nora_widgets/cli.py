@@ -48,6 +48,7 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     _write,
     chat_loop,
     use_readline,
+    warn_line,
 )
 from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
 from .conversation import (DEFAULT_TEMPERATURE, SYSTEM_PROMPT, means_no_persona, new_history, set_persona,
@@ -128,7 +129,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         try:
             history, _meta = load_transcript(args.load)
         except TranscriptError as exc:
-            print(f"nora: {exc}", file=sys.stderr)
+            warn_line(f"nora: {exc}")
             return EXIT_FAILED
         loaded = len(history)
         if args.system is not None:  # an explicit --system replaces the file's persona
@@ -195,7 +196,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     try:
         history = _ask_history(args)
     except TranscriptError as exc:
-        print(f"nora: {exc}", file=sys.stderr)
+        warn_line(f"nora: {exc}")
         return EXIT_FAILED
     client = _client(args)
     before = len(history)
@@ -235,13 +236,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if getattr(client, "backend", None) == "local":
         _write(sys.stdout, f"{client.default_model}\n")
         size = os.path.getsize(client.model_path) / 1e6
-        print(f"(the embedded model: {client.model_path}, {size:,.0f} MB, context window {client.n_ctx:,} tokens; "
-              f"it answers as itself whatever --model says; NORA_MODEL_PATH picks another GGUF file)",
-              file=sys.stderr)
+        warn_line(f"(the embedded model: {client.model_path}, {size:,.0f} MB, context window {client.n_ctx:,} tokens; "
+                  f"it answers as itself whatever --model says; NORA_MODEL_PATH picks another GGUF file)")
         return EXIT_OK
     if not hasattr(client, "models"):  # the scripted stand-in: one name, no server
         _write(sys.stdout, f"{client.default_model}\n")
-        print(f"({describe_client(client)})", file=sys.stderr)
+        warn_line(f"({describe_client(client)})")
         return EXIT_OK
     try:
         names = _server_models(client)
@@ -251,12 +251,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             failure = replace(failure, message=f"it has no list of models (HTTP {failure.status})",
                               hint="ask for one by name with --model or NORA_MODEL")
         hint = f" - {failure.hint}" if failure.hint else ""
-        print(f"nora: could not list the server's models: {failure.message}{hint}", file=sys.stderr)
+        warn_line(f"nora: could not list the server's models: {failure.message}{hint}")
         return EXIT_FAILED
     where = redact(str(client.base_url)).rstrip("/")
     if not names:
-        print(f"(the server at {where} lists no models: ask for one by name with --model or NORA_MODEL)",
-              file=sys.stderr)
+        warn_line(f"(the server at {where} lists no models: ask for one by name with --model or NORA_MODEL)")
         return EXIT_OK
     _write(sys.stdout, "".join(f"{name}\n" for name in names))
     default = client.default_model
@@ -265,7 +264,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:  # e.g. a NORA_MODEL with a typo: the name every call sends, which this server does not list
         origin = " (NORA_MODEL)" if os.environ.get("NORA_MODEL") else ""
         chosen = f"nora asks for {default!r}{origin} unless told otherwise, and this server does not list it; "
-    print(f"({count_of(len(names), 'model')} at {where}; {chosen}choose with --model or NORA_MODEL)", file=sys.stderr)
+    warn_line(f"({count_of(len(names), 'model')} at {where}; {chosen}choose with --model or NORA_MODEL)")
     return EXIT_OK
 
 
@@ -373,7 +372,7 @@ def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None
             why = "this install has no nora_widgets/serve.py"
         else:
             why = f"it needs {exc.name or exc}: pip install 'nora-widgets[local]'"
-        print(f"nora: error: nora serve is not available: {why}", file=sys.stderr)
+        warn_line(f"nora: error: nora serve is not available: {why}")
         return EXIT_USAGE
     args, extra = parser.parse_known_args(argv)
     if extra:  # say which command's --help lists what it takes
@@ -392,10 +391,10 @@ def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
-        print(f"nora: error: {redact(str(exc))}", file=sys.stderr)
+        warn_line(f"nora: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\n(cancelled)", file=sys.stderr)
+        warn_line("\n(cancelled)")
         return EXIT_CANCELLED
     except BrokenPipeError:  # e.g. `nora ask ... | head -c 10`: the reader left, nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -33,6 +33,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.display import display
 
 from ._sent_line import describe_sent
+from ._terminal_text import printable
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -229,8 +230,9 @@ def _split(line: str) -> list[str]:
 
 
 def _show(plain: str, html_body: str | None = None) -> None:
-    """Display text/plain (and text/html when given); a terminal prints the text/plain."""
-    data = {"text/plain": plain}
+    """Display text/plain (and text/html when given); a terminal prints the text/plain, so its control
+    characters are shown, not obeyed (a reply's escape sequences, as in nora chat)."""
+    data = {"text/plain": printable(plain)}
     if html_body is not None:
         data["text/html"] = html_body
     display(data, raw=True)
@@ -271,14 +273,14 @@ class _ReplyView:
     def add(self, piece: str) -> None:
         self.pieces.append(piece)
         if not self.rich:
-            print(piece, end="", flush=True)
+            print(printable(piece), end="", flush=True)
             return
         if self.handle is None:
             self.handle = display({"text/plain": ""}, raw=True, display_id=True)
         now = time.monotonic()
         if now - self.last_update >= self.update_every:
             so_far = "".join(self.pieces)
-            self.handle.update({"text/plain": so_far, "text/html": _reply_html(so_far + " \u258d")}, raw=True)
+            self.handle.update({"text/plain": printable(so_far), "text/html": _reply_html(so_far + " \u258d")}, raw=True)
             self.last_update = now
 
     def finish(self, result: str, ok: bool) -> None:

@@ -1587,3 +1587,35 @@ def test_a_terminal_that_is_not_utf8_gets_escapes_not_a_traceback(keyed_stub, en
     assert [streamed.stderr, whole.stderr, chat.stderr] == [""] * 3
     assert [streamed.returncode, whole.returncode, chat.returncode, cut.returncode] == [0, 0, 0, 1]
     assert "x x\\u2026 (HTTP 400)" in cut.stderr and "Traceback" not in cut.stderr
+
+
+HOSTILE = "ok \x1b]0;pwned\x07 \x1b]52;c;cm0gLXJm\x07 \x1b[2J\rX\b."  # title, clipboard, clear, overwrite
+HOSTILE_SHOWN = "ok ^[]0;pwned^G ^[]52;c;cm0gLXJm^G ^[[2J^MX^H."
+
+
+def test_every_face_shows_a_servers_escape_sequences_instead_of_obeying_them(keyed_stub):
+    # a reply, a server's error message, the model names nora models prints: shown as cat -v shows
+    # them (nora models printed its line about the default model, and a failure's message, raw)
+    from tests.servers.openai_stub import StubServer
+
+    keyed_stub.enqueue(HOSTILE, HOSTILE, error(400, HOSTILE, "invalid_request_error"))
+    streamed, whole = nora("ask", *FAST, "hi", stub=keyed_stub), nora("ask", *FAST, "--no-stream", "hi", stub=keyed_stub)
+    failed = nora("ask", *FAST, "hi", stub=keyed_stub)
+    assert [streamed.stdout, whole.stdout] == [HOSTILE_SHOWN + "\n"] * 2
+    one_line = HOSTILE_SHOWN.replace("^M", " ")  # an error message is one line: its \r became a space
+    assert failed.stderr == (f"(error talking to the model: the server rejected the request: {one_line} (HTTP 400)"
+                             " - check the model name and settings)\n")
+    with StubServer(model=HOSTILE) as stub:  # the one name listed: nora's default
+        listed = helpers.run_nora("models", "--base-url", stub.base_url, env=helpers.nora_env())
+        stub.enqueue_models(error(500, HOSTILE), error(500, HOSTILE))  # asked at the start, then for the list
+        refused = helpers.run_nora("models", "--base-url", stub.base_url, "--max-retries", "0", env=helpers.nora_env())
+    assert (listed.returncode, listed.stdout) == (0, HOSTILE_SHOWN + "\n")
+    assert listed.stderr == (f"(1 model at {stub.base_url}; nora uses {HOSTILE_SHOWN} unless told otherwise; "
+                             "choose with --model or NORA_MODEL)\n")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"nora: could not list the server's models: the server had an internal error: "
+                                     f"{one_line} (HTTP 500)")
+    for text in (streamed.stdout, whole.stdout, failed.stderr, listed.stdout, listed.stderr, refused.stderr):
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    assert keyed_stub.chat_requests[0].messages == [SYSTEM, user("hi")]
+

@@ -869,3 +869,18 @@ def test_show_sent_says_when_keep_turns_was_halved_because_the_list_did_not_fit(
     assert said[3] == [f"this call sent 4 messages: the persona, 1 earlier turn and your message; "
                        f"~{count_tokens(sent(client), client).total:,} tokens; with --keep-turns 2 it did not fit "
                        "the model's context window, so it went again with the last 1 turn: 4 older messages left out"]
+
+
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_escape_sequences_in_a_reply_are_shown_in_a_terminal_not_obeyed(shell, stream):
+    # terminal IPython prints the text/plain: a reply's ESC ] 0;title BEL set the window's title,
+    # ESC [2J cleared the screen; shown as nora chat shows them, kept exactly in the conversation
+    reply = "title \x1b]0;pwned\x07 clear \x1b[2J done"
+    use(ScriptedClient([reply, RuntimeError("bad \x1b]52;c;aGk=\x07 clipboard")]))
+    run(shell, f"%chat --display text {stream}")
+    ran = run(shell, "%%chat\nhi")
+    shown = "title ^[]0;pwned^G clear ^[[2J done"
+    assert ran.text.strip() == shown and "\x1b" not in ran.text + "".join(ran.shown)
+    assert magics.conversation()[-1] == {"role": "assistant", "content": reply}
+    failed = run(shell, "%%chat\nagain")
+    assert failed.shown == ["(error talking to the model: bad ^[]52;c;aGk=^G clipboard)"]

@@ -97,6 +97,18 @@ def test_models_list(stub_server):
     assert stub_server.chat_requests == []
 
 
+def test_models_list_can_fail_on_request_then_lists_again(stub_server):
+    stub_server.enqueue_models(error(500, "down for a moment"), drop())
+    client = client_for(stub_server)
+    with pytest.raises(openai.InternalServerError, match="down for a moment"):
+        client.models.list()
+    with pytest.raises(openai.APIConnectionError):
+        client.models.list()
+    assert [m.id for m in client.models.list().data] == ["stub-model"]
+    with pytest.raises(TypeError):
+        stub_server.enqueue_models(ok("not a fault of GET /models"))
+
+
 def test_required_key_refuses_others_with_401():
     with StubServer(api_key="sk-test-right-1111") as stub:
         assert client_for(stub, key="sk-test-right-1111").models.list().data

@@ -12,7 +12,8 @@ whole path is real: HTTP, JSON, server-sent events, retries, timeouts.
 Routes:
     POST /v1/chat/completions   JSON, or SSE with "stream": true
                                 (a usage chunk at the end with stream_options.include_usage)
-    GET  /v1/models             one model, named by ``model=`` (or the names in ``listed=``)
+    GET  /v1/models             one model, named by ``model=`` (or the names in ``listed=``);
+                                ``enqueue_models(error(...), drop())`` makes the next ones fail
 
 Every request is recorded (method, path, lower-cased headers, parsed JSON body).
 Each chat request takes the next behaviour from the queue; an empty queue means
@@ -364,6 +365,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         if self.path.rstrip("/") in ("/v1/models", "/models"):
+            fault = self.server.stub._next_models_fault()
+            if fault is not None and fault.kind == "error":
+                self._send_error(fault.status, fault.message, fault.type, fault.code, fault.headers)
+                return
+            if fault is not None:  # drop(): as a server that is down at that moment
+                self._abort()
+                return
             listed = self.server.stub.listed if self.server.stub.listed is not None else [self.server.stub.model]
             self._send_json(200, {"object": "list", "data": [
                 {"id": name, "object": "model", "created": CREATED, "owned_by": "stub"} for name in listed]})
@@ -470,6 +478,7 @@ class StubServer:
         self.listed = listed
         self.requests: list[Recorded] = []
         self._queue: list[Behaviour] = []
+        self._models_queue: list[Behaviour] = []
         self._lock = threading.Lock()
         self._chats = 0
         self._stopping = threading.Event()
@@ -530,6 +539,14 @@ class StubServer:
         with self._lock:
             self._queue.extend(items)
 
+    def enqueue_models(self, *behaviours: Behaviour) -> None:
+        """Queue answers for the next GET /models, in order: error(...) or drop(); then the list again."""
+        for item in behaviours:
+            if not isinstance(item, Behaviour) or item.kind not in ("error", "drop"):
+                raise TypeError("enqueue_models() takes error(...) or drop()")
+        with self._lock:
+            self._models_queue.extend(behaviours)
+
     @property
     def pending(self) -> int:
         """How many queued behaviours are still unused."""
@@ -556,6 +573,10 @@ class StubServer:
         with self._lock:
             self._chats += 1
             return self._chats, (self._queue.pop(0) if self._queue else ok())
+
+    def _next_models_fault(self) -> Behaviour | None:
+        with self._lock:
+            return self._models_queue.pop(0) if self._models_queue else None
 
     def _record(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         try:
