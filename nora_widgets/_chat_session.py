@@ -130,7 +130,7 @@ class ChatSession:
         self.url_named = url_named  # where the server's URL came from, as failures' advice names it
         self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
         self.last_sent: list[dict] | None = None  # what the last successful call sent
-        self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) asked
+        self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) got them
         self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
 
     def say(self, text: str) -> None:
@@ -295,9 +295,10 @@ class ChatSession:
 
     def _server_names(self) -> list[str] | None:
         """The names the server lists, for /model's note and Tab: what make_client asked for at the start,
-        else asked now (once; 5 s at most, no retries, [] when the server does not say).
+        else asked now (5 s at most, no retries, [] when the server does not say).  A list is kept for the
+        session; no list (the server down at that moment) is not, so the next /model NAME or Tab asks again.
         None for the embedded model and the scripted stand-in (no server)."""
-        if self.listed_models is None:
+        if not self.listed_models:
             asked = getattr(self.client, "listed_models", None)
             base_url = getattr(self.client, "base_url", None)
             if asked:
@@ -311,7 +312,8 @@ class ChatSession:
 
     def tab(self, text: str, line: str) -> list[str]:
         """What Tab offers (completions): after /model, the names the server lists, asked on the
-        first Tab there (once a session, as /model asks: 5 s at most) and never for any other Tab.
+        first Tab there (as /model asks: 5 s at most; kept once the server gave them, asked again on a
+        later Tab while it has not) and never for any other Tab.
         Example: against Ollama with llama3.2 and qwen2.5, tab("q", "/model q") -> ['qwen2.5']"""
         return completions(text, line, self._server_names() if _after_model(text, line) else None)
 

@@ -1619,3 +1619,26 @@ def test_every_face_shows_a_servers_escape_sequences_instead_of_obeying_them(key
         assert "\x1b" not in text and "\x07" not in text and "\r" not in text
     assert keyed_stub.chat_requests[0].messages == [SYSTEM, user("hi")]
 
+
+
+def test_a_model_list_the_server_could_not_give_is_asked_for_again_by_the_next_model_command():
+    # the server down when /model (or Tab) asked: the empty answer was kept for the session, so a
+    # later /model NAME or Tab never asked again; now each such command asks once until a list comes
+    from nora_widgets.clients import make_client
+    from tests.servers.openai_stub import StubServer, drop
+
+    def asked(stub):
+        return sum(1 for r in stub.requests if r.path.rstrip("/").endswith("/models"))
+
+    with StubServer(listed=["llama3.2", "qwen2.5"]) as stub:
+        stub.enqueue_models(drop(), drop())
+        client = make_client("openai", base_url=stub.base_url, model="qwen2.5", max_retries=0)
+        session = cli.ChatSession(client, [SYSTEM], model="qwen2.5", out=io.StringIO(), err=io.StringIO())
+        assert session.tab("", "/model ") == ["default"] and asked(stub) == 1  # down: no names
+        session.command("/model llama3")
+        assert asked(stub) == 2 and "the server lists" not in session.out.getvalue()  # down again: no note
+        assert session.tab("", "/model ") == ["llama3.2", "qwen2.5", "default"] and asked(stub) == 3  # back
+        session.command("/model llama3")
+        assert "the server lists 2 models (llama3.2, qwen2.5), not 'llama3'" in session.out.getvalue()
+        assert session.tab("q", "/model q") == ["qwen2.5"] and asked(stub) == 3  # the list is kept
+        assert stub.chat_requests == []
