@@ -160,6 +160,8 @@ def _question(words: list[str]) -> str:
     """
     if not words and not sys.stdin.isatty():
         words = ["-"]
+    if "-" in words and sys.stdin.isatty():  # else it waits without a word, and Ctrl-D is not obvious
+        warn_line("(nora ask -: type the question, then press Ctrl-D on a line of its own)")
     piped = sys.stdin.read().strip() if "-" in words else ""
     question = " ".join(piped if word == "-" else word for word in words).strip()
     if not question:

@@ -593,6 +593,17 @@ def test_ask_with_no_question_at_a_keyboard_says_so_instead_of_waiting(tmp_path)
     assert result.stderr == "nora: error: nothing to ask: give a question, or pipe one in (- stands for stdin)\n"
 
 
+def test_ask_dash_at_a_keyboard_says_how_to_end_the_question():
+    # `nora ask -` on a terminal read the keyboard without a word: it looked stuck until Ctrl-D
+    with PtySession(["ask", "--backend", "scripted", "Summarise:", "-"], nora_env(TERM="dumb")) as term:
+        term.wait_for(b"(nora ask -: type the question, then press Ctrl-D on a line of its own)\r\n")
+        term.type(b"Do you have Dune?\r")
+        until_waiting(term.proc)
+        term.type(b"\x04")  # Ctrl-D at the start of a line: the end of the question
+        term.wait_for(b"the last one says: 'Summarise: Do you have Dune?'")
+        assert term.proc.wait(15) == 0
+
+
 @pytest.mark.parametrize("behaviour,words", [
     (server_error(), "the server had an internal error"),
     (error(400, f"Bad request from key {KEY}", "invalid_request_error"), "Bad request from key *** (HTTP 400)"),
