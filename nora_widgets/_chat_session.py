@@ -32,7 +32,7 @@ from .conversation import (
 from .errors import Failure, count_of, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
-__all__ = ["ChatSession", "chat_loop", "HELP_TEXT", "completions", "use_readline"]
+__all__ = ["ChatSession", "Stopped", "chat_loop", "HELP_TEXT", "completions", "use_readline"]
 
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
@@ -69,6 +69,12 @@ def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found
     `nora models` for a model name the server does not know (not_found: /model's words when that
     command chose the name), and where the URL came from."""
     return failure.in_words_of(trim, CLI_TIMEOUT, not_found).with_url_named(url_named)
+
+
+class Stopped(BaseException):
+    """SIGTERM while nora chat runs (cli.cmd_chat raises it from the signal): not a failed call (so not
+    an Exception) and not Ctrl-C, which keeps the session.  Raised inside input(), it lets readline put
+    the terminal back as it found it; the default action of SIGTERM would leave it without echo."""
 
 
 # --------------------------------------------------------------------------- #
@@ -166,6 +172,11 @@ class ChatSession:
         except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
             self.history[:] = before
             result = None
+        except Stopped:  # SIGTERM: nora chat is leaving; a half reply on screen says it was not kept
+            self.history[:] = before
+            if started:
+                _write(self.out, " [reply dropped]\n")
+            raise
         if result is not None and result.ok:
             if self.stream:
                 _write(self.out, "\n" if started else f"{self.prefix}\n")
@@ -417,6 +428,9 @@ def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
         except EOFError:
             print()
             return None
+        except Stopped:
+            print()  # the line after the prompt: the shell's prompt does not start beside 'you: '
+            raise
     line = sys.stdin.readline()
     if not line:
         return None

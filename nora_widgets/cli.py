@@ -16,7 +16,7 @@ What the terminal shows is the same whether stdin is a keyboard or a pipe: with 
 pipe, each line read is echoed as ``you: ...``, so a piped session's stdout reads
 like the screen would.  Status lines are in (parentheses); failures go to stderr.
 
-Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings,
+Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings, 143 nora chat stopped by SIGTERM,
 130 cancelled with Ctrl-C (``nora ask``; ``nora serve`` while the model loads).
 
 Import cost matters (``nora --help`` must be instant): nothing here imports
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +45,7 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     CLI_TRIM,
     HELP_TEXT,
     ChatSession,
+    Stopped,
     _printable,
     _write,
     chat_loop,
@@ -58,7 +60,7 @@ from .transcript import TranscriptError, _read_only, load_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TERMINATED = 0, 1, 2, 130, 128 + signal.SIGTERM
 NOTHING_TO_ASK = "nothing to ask: give a question, or pipe one in (- stands for stdin)"
 
 
@@ -148,7 +150,25 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session.say("(type /help for commands; quit or Ctrl-D to leave)")
     if loaded is not None:
         session.say(f"(loaded {count_of(loaded, 'message')} from {args.load})")
-    return chat_loop(session, interactive)
+    try:
+        before = signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # main() run in a thread of another program: SIGTERM is that program's
+        before = None
+    try:
+        return chat_loop(session, interactive)
+    except Stopped:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM now: leave at once
+        saved = f"; every whole turn is in {args.save}" if args.save else ""
+        session.warn(f"(nora chat stopped by SIGTERM{saved})")
+        return EXIT_TERMINATED
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _stop(_signum: int, _frame: Any) -> None:
+    """SIGTERM in nora chat: leave the way Ctrl-D does, with the terminal as it was (see Stopped)."""
+    raise Stopped
 
 
 def _question(words: list[str]) -> str:

@@ -425,6 +425,33 @@ def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(key
                                                               [SYSTEM, user("hello")]]
 
 
+def test_sigterm_at_the_prompt_and_mid_reply_leaves_the_terminal_as_it_was(keyed_stub, tmp_path):
+    """SIGTERM (kill, a closing IDE, systemd) at the prompt killed nora inside readline, leaving the
+    terminal without echo; now nora leaves as Ctrl-D does: the terminal restored, one line, exit 143.
+    Mid-reply, the half reply is marked dropped and the --save file keeps the whole turns only."""
+    saved = tmp_path / "chat.json"
+    keyed_stub.enqueue("Yes, two.", stall(20.0, after_pieces=2, text="one two three four"))
+    with PtySession(["chat", "--max-retries", "0", "--save", str(saved)], nora_env(keyed_stub, TERM="dumb")) as term:
+        term.wait_for(b"you: ")
+        term.type(b"Any Le Guin?\r")
+        term.wait_for(b"nora: Yes, two.\r\nyou: ")
+        term.type(b"Tell me a story\r")
+        term.wait_for(b"nora: one two")
+        until_waiting(term.proc)
+        term.proc.send_signal(signal.SIGTERM)
+        term.wait_for(b" [reply dropped]\r\n(nora chat stopped by SIGTERM; every whole turn is in ")
+        assert term.proc.wait(15) == 128 + signal.SIGTERM
+        assert term.terminal_settings() == term.settings_before
+    assert json.loads(saved.read_text())["messages"] == [SYSTEM, user("Any Le Guin?"), assistant("Yes, two.")]
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb", INPUTRC="/dev/null")) as term:
+        term.wait_for(b"Ctrl-D to leave)\r\n")
+        until_waiting(term.proc)  # inside readline, which has turned echo off
+        term.proc.send_signal(signal.SIGTERM)
+        term.wait_for(b"you: \r\n(nora chat stopped by SIGTERM)\r\n")  # the shell's prompt starts a new line
+        assert term.proc.wait(15) == 128 + signal.SIGTERM
+        assert term.terminal_settings() == term.settings_before  # echo back on, as nora found it
+
+
 @pytest.mark.parametrize("text,line,offered", [
     ("/hi", "/hi", ["/history"]),
     ("/s", "/s", ["/system", "/save", "/sent"]),
