@@ -387,6 +387,9 @@ def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None
     (see nora_widgets.guard and docs/reliability.md).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:  # started with it closed (`nora ask hi >&-`, some daemons): Python
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # gives None; read as /dev/null is
     try:
         parser = build_parser(with_serve=_subcommand(argv) == "serve")
     except ImportError as exc:

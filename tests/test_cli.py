@@ -1680,3 +1680,18 @@ def test_a_model_list_the_server_could_not_give_is_asked_for_again_by_the_next_m
         assert "the server lists 2 models (llama3.2, qwen2.5), not 'llama3'" in session.out.getvalue()
         assert session.tab("q", "/model q") == ["qwen2.5"] and asked(stub) == 3  # the list is kept
         assert stub.chat_requests == []
+
+
+def test_stdin_stdout_or_stderr_closed_at_the_start_is_read_as_dev_null_not_a_traceback():
+    # `nora ask hi >&-`: Python gives sys.stdout = None, and nora ended in an AttributeError traceback
+    def run(redirect: str, args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess:
+        script = f"exec {shlex.quote(sys.executable)} -m nora_widgets.cli {args} {redirect}"
+        return subprocess.run(["bash", "-c", script], env=nora_env(), capture_output=True, text=True, timeout=45,
+                              stdin=stdin)
+
+    answer = run(">&-", "ask --backend scripted hi")
+    chat = run("<&-", "chat --backend scripted")
+    question = run("<&-", "ask --backend scripted -")
+    assert (answer.returncode, answer.stderr) == (0, "")  # the answer went where > /dev/null sends it
+    assert (chat.returncode, chat.stderr) == (0, "") and chat.stdout.endswith("quit or Ctrl-D to leave)\n")
+    assert (question.returncode, question.stderr) == (2, f"nora: error: {cli.NOTHING_TO_ASK}\n")
