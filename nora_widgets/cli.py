@@ -16,8 +16,8 @@ What the terminal shows is the same whether stdin is a keyboard or a pipe: with 
 pipe, each line read is echoed as ``you: ...``, so a piped session's stdout reads
 like the screen would.  Status lines are in (parentheses); failures go to stderr.
 
-Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings, 143 nora chat stopped by SIGTERM,
-130 cancelled with Ctrl-C (``nora ask``; ``nora serve`` while the model loads).
+Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings,
+130 cancelled with Ctrl-C (``nora ask``; ``nora serve`` while the model loads), 143 ``nora chat`` stopped by SIGTERM.
 
 Import cost matters (``nora --help`` must be instant): nothing here imports
 ``openai`` or ``llama_cpp``; ``make_client`` does, when a client is built.  On the
@@ -388,8 +388,8 @@ def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
-        if getattr(sys, name) is None:  # started with it closed (`nora ask hi >&-`, some daemons): Python
-            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # gives None; read as /dev/null is
+        if getattr(sys, name) is None:  # closed when nora started (`nora ask hi >&-`): Python gives None
+            setattr(sys, name, open(os.devnull, mode, encoding="utf-8"))  # taken as /dev/null
     try:
         parser = build_parser(with_serve=_subcommand(argv) == "serve")
     except ImportError as exc:
