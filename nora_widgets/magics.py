@@ -172,14 +172,20 @@ def _keep_turns(raw: str) -> int | None:
 
 
 def _positive(name: str, kind: type):
+    """--timeout (float) and --max-retries (int), in nora chat's words for the same flags.
+    Example: _positive("timeout", float)("0") raises UsageError("--timeout must be more than 0 seconds (got '0')")"""
     def parse(raw: str):
         try:
             value = kind(raw)
         except ValueError:
-            value = -1
-        if not value >= 0 or (kind is float and not 0 < value < float("inf")):  # nan and inf too
-            what = "a number of seconds > 0" if kind is float else "a whole number >= 0"
-            raise UsageError(f"--{name} must be {what} (got {raw!r})")
+            what = "a number of seconds" if kind is float else "a whole number"
+            raise UsageError(f"--{name} must be {what} (got {raw!r})") from None
+        if kind is int and value < 0:
+            raise UsageError(f"--{name} must be 0 or more (got {raw!r})")
+        if kind is float and not value > 0:  # written so that nan is refused too
+            raise UsageError(f"--{name} must be more than 0 seconds (got {raw!r})")
+        if kind is float and value == float("inf"):  # httpx cannot wait forever: every call would fail
+            raise UsageError(f"--{name} must be a finite number of seconds (got {raw!r})")
         return value
     return parse
 
