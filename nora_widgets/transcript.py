@@ -14,6 +14,11 @@ A bare JSON list of messages is accepted on load too.  Saving is atomic (a temp
 file in the same folder, then rename), so a crash never leaves half a file; a file
 saved over keeps its permissions (a new one is 0600: private), a symlink is written
 through.
+
+A name ending in .md or .markdown is saved as a Markdown document instead, for reading and
+handing out (markdown_text): the same list, numbered from 0 as the panel's inspector numbers it,
+each message verbatim inside a code fence longer than any run of backticks in it, so a reply's
+own headings, fences or <script> stay text.  It never loads back: the JSON is the record.
 Loading checks everything first and raises TranscriptError with one clear line;
 it changes nothing on failure.
 """
@@ -21,20 +26,28 @@ it changes nothing on failure.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .conversation import validate_history
-from .errors import HistoryError, NoraError
+from .errors import HistoryError, NoraError, count_of
 
-__all__ = ["save_transcript", "load_transcript", "TranscriptError", "MAX_TRANSCRIPT_BYTES"]
+__all__ = ["save_transcript", "load_transcript", "markdown_text", "is_markdown", "TranscriptError",
+           "MAX_TRANSCRIPT_BYTES", "NOT_READ_BACK"]
 
 FORMAT = "nora-transcript"
 VERSION = 1
 MAX_TRANSCRIPT_BYTES = 20 * 1024 * 1024  # 20 MB: far beyond any real chat, small enough to read safely
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+MARKDOWN_TITLE = "# A conversation, saved by Nora"  # the export's first line: how a renamed one is still known
+MARKDOWN_EXPORT = "it is a Markdown export, for reading: load the conversation's .json transcript instead"
+NOT_READ_BACK = ("would be saved as Markdown, which nora ask cannot read back next time: give a .json file "
+                 "(a copy to read: /save notes.md in nora chat --load FILE)")  # after --history: 'notes.md'
 
 
 class TranscriptError(NoraError):
@@ -75,9 +88,77 @@ def _read_only(path: Path) -> bool:
     return not (mode & 0o222 and os.access(path, os.W_OK))
 
 
+def is_markdown(path: str | os.PathLike) -> bool:
+    """Whether saving to path writes Markdown (for reading) rather than the JSON transcript.
+    Example: is_markdown("notes.MD") -> True; is_markdown("chat.json") -> False"""
+    return Path(path).suffix.lower() in MARKDOWN_SUFFIXES
+
+
+_BACKTICKS = re.compile(r"`+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _verbatim(text: str) -> str:
+    """text inside a code fence, where nothing is Markdown: the fence is longer than any run of
+    backticks in text, so no line of text can close it.  Example: 'hi' -> '```text\\nhi\\n```'"""
+    fence = "`" * max(3, 1 + max((len(run) for run in _BACKTICKS.findall(text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"  # a renderer shows text + "\n" whatever text ends with
+
+
+def _code_span(text: str) -> str:
+    """One line of text as inline code, whatever backticks it holds.  Example: 'a`b' -> '`` a`b ``'"""
+    text = " ".join(text.split())
+    fence = "`" * (1 + max((len(run) for run in _BACKTICKS.findall(text)), default=0))
+    pad = " " if "`" in (text[:1], text[-1:]) or fence != "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def markdown_text(history: list[dict], model: Any = None, temperature: Any = None) -> str:
+    """The conversation as a Markdown document, for reading: a note on what the list is, then
+    each message under '## N · role', its text verbatim in a code fence.  Only the model's name and
+    the temperature are written besides the messages: nothing else given can land in it.
+
+    Example: markdown_text([{"role": "user", "content": "hi"}], model="m")
+        -> '# A conversation, saved by Nora\\n\\n...## 0 · user (no reply yet)\\n\\n```text\\nhi\\n```\\n'
+    """
+    settings = []
+    if isinstance(model, str) and model.strip():
+        settings.append(f"model {_code_span(model)}")
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and math.isfinite(temperature):
+        settings.append(f"temperature {temperature:g}")
+    settings.append(count_of(len(history), "message"))
+    said = ", ".join(settings)
+    systems = [i for i, m in enumerate(history) if m["role"] == "system"]
+    kept = ("the persona and " if systems == [0] else "the system messages and " if systems else "") + \
+        "only the latest turns that trimming kept"
+    first_user = next((i for i, m in enumerate(history) if m["role"] == "user"), len(history))
+    lines = [
+        MARKDOWN_TITLE, "",
+        "Saved as Markdown, for reading. Only Nora's `.json` transcripts load back: to go on with this "
+        "conversation later, save it to a `.json` file too.", "",
+        said[:1].upper() + said[1:] + ".", "",  # not .capitalize(): that lowers the model's name
+        "The model remembers nothing between calls. Below is the list of messages the program keeps, numbered "
+        "from 0 as the panel's inspector numbers them, "
+        + ("the persona first. " if systems[:1] == [0] else "with no persona (no system message first). ")
+        + "Each reply the model wrote came from one call, which sent the whole list as it stood just before "
+        f"that reply: all of it, unless trimming was on (then {kept}).",
+    ]
+    if not history:
+        lines += ["", "The list is empty: there are no messages yet."]
+    for i, message in enumerate(history):
+        role = message["role"]
+        note = (" (the persona)" if i == 0 and role == "system"
+                else " (a greeting, before any user message)" if role == "assistant" and i < first_user
+                else " (no reply yet)" if role == "user" and i == len(history) - 1 else "")
+        content = _LONE_SURROGATE.sub("\ufffd", message["content"])  # half an emoji: UTF-8 cannot hold it
+        lines += ["", f"## {i} · {role}{note}", "", _verbatim(content)]
+    return "\n".join(lines) + "\n"
+
+
 def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: Any) -> Path:
     """Write history (and metadata such as model=, temperature=) to path atomically.
-    A leading ~ is the home folder, as in a shell.
+    A leading ~ is the home folder, as in a shell.  A name ending in .md or .markdown gets a
+    Markdown document for reading (markdown_text), written the same way; only the JSON loads back.
 
     Example: save_transcript("chat.json", history, model="SmolLM2") -> Path('chat.json')
     """
@@ -100,14 +181,10 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     document = {"format": FORMAT, "version": VERSION, **meta, "messages": history}
     document["format"], document["version"] = FORMAT, VERSION  # the header is Nora's own: a format= or version=
     # given as metadata would make a file this Nora refuses to load
-    try:
-        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-    except (TypeError, ValueError) as exc:  # e.g. a date put in a message by hand
-        raise TranscriptError(f"not saved: {_not_json(history, meta, exc)}") from None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (e.g. half an emoji from a server): write it as \ud83d,
-        text = json.dumps(document, ensure_ascii=True, indent=2) + "\n"  # which loads back exactly
+    if is_markdown(given):  # the name the user gave decides, a symlink's target or not
+        text = markdown_text(history, meta.get("model"), meta.get("temperature"))
+    else:
+        text = _json_text(document, history, meta)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise TranscriptError(f"not saved: folder {str(folder)!r} does not exist")
@@ -134,6 +211,19 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
             pass
         raise
     return given
+
+
+def _json_text(document: dict, history: list[dict], meta: dict) -> str:
+    """The transcript file's text; TranscriptError naming what JSON cannot hold."""
+    try:
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    except (TypeError, ValueError) as exc:  # e.g. a date put in a message by hand
+        raise TranscriptError(f"not saved: {_not_json(history, meta, exc)}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. half an emoji from a server): write it as \ud83d,
+        text = json.dumps(document, ensure_ascii=True, indent=2) + "\n"  # which loads back exactly
+    return text
 
 
 def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
@@ -171,6 +261,8 @@ def load_transcript(path: str | os.PathLike) -> tuple[list[dict], dict]:
     try:
         document = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
+        if is_markdown(path) or text.startswith(MARKDOWN_TITLE):  # .md holding JSON (saved before) still loads
+            raise TranscriptError(f"cannot load {name}: {MARKDOWN_EXPORT}") from None
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise TranscriptError(f"cannot load {name}: not valid JSON{where}") from None
     if isinstance(document, list):

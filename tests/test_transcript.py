@@ -1,14 +1,19 @@
-"""Transcripts: atomic save, validated load that changes nothing on failure (fuzzed with hypothesis)."""
+"""Transcripts: atomic save, validated load that changes nothing on failure (fuzzed with hypothesis);
+a .md name saves a Markdown document to read, checked by rendering it, which never loads back."""
 
 import json
 import os
 import re
+from html import unescape
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from nora_widgets import SYSTEM_PROMPT, ScriptedClient, load_transcript, run_turn, save_transcript
+from nora_widgets.render import markdown_to_html
+from nora_widgets import transcript
 from nora_widgets.transcript import MAX_TRANSCRIPT_BYTES, TranscriptError
 
 
@@ -222,3 +227,157 @@ def test_saving_over_a_file_where_modes_cannot_be_set_still_saves_and_leaks_no_d
     assert save_transcript(path, _history()) == path
     assert len(os.listdir("/proc/self/fd")) == open_before
     assert load_transcript(path)[0] == _history() and os.listdir(tmp_path) == ["chat.json"]
+
+
+# --------------------------------------------------------------------------- #
+# a name ending in .md: a Markdown document to read and hand out, which never loads back
+
+_BLOCK = re.compile(r'<pre[^>]*><code class="language-text">(.*?)</code></pre>', re.DOTALL)
+_HEADING = re.compile(r"<h(\d)>(.*?)</h\1>", re.DOTALL)
+
+TRICKY = [  # what a reply (or a learner) may write that would break a naive document
+    "# A heading of its own\n\nand a paragraph",
+    "Here:\n```python\nprint('hi')\n```\nand ````four```` too, and ~~~ tildes",
+    "<script>alert(1)</script><img src=x onerror=alert(2)> </code></pre> <!-- a comment",
+    "[x]: https://example.com/link-definition\n\nTitle\n=====\n> quoted\n- a list\n\n    indented code",
+    "  leading spaces\tand a tab\n\n\ntrailing blank lines\n\n",
+    "",
+    "```",
+    "`one` ``two`` ```three``` ````````nine`````````",
+]
+
+
+def _blocks(document: str) -> tuple[list[str], list[tuple[int, str]]]:
+    """What the package's renderer makes of a document: the code blocks' texts, and the headings."""
+    html = markdown_to_html(document)
+    return [unescape(b) for b in _BLOCK.findall(html)], [(int(n), unescape(t)) for n, t in _HEADING.findall(html)]
+
+
+def _assert_each_message_is_one_intact_block(document: str, history: list[dict]) -> None:
+    blocks, headings = _blocks(document)
+    assert blocks == [m["content"] + "\n" for m in history]  # one block each, its text exactly
+    assert [h for h in headings if h[0] == 1] == [(1, "A conversation, saved by Nora")]  # no heading of a reply's
+    assert [t.split(" · ")[0] for n, t in headings if n == 2] == [str(i) for i in range(len(history))]
+
+
+def test_a_md_name_saves_a_document_whose_messages_render_as_one_block_each(tmp_path):
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for i, text in enumerate(TRICKY):
+        history.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    path = save_transcript(tmp_path / "notes.md", history, model="SmolLM2-135M-Instruct", temperature=0.7)
+    document = path.read_text(encoding="utf-8")
+    _assert_each_message_is_one_intact_block(document, history)
+    headings = [t for n, t in _blocks(document)[1] if n == 2]
+    assert headings[:3] == ["0 · system (the persona)", "1 · user", "2 · assistant"]
+    assert "Model `SmolLM2-135M-Instruct`, temperature 0.7, 9 messages." in document.splitlines()
+    # a renderer that passes raw HTML through (a Markdown preview) still shows the <script> as text
+    raw = MarkdownIt("commonmark").render(document)
+    assert "<script" not in raw and "<img" not in raw and "&lt;script&gt;" in raw
+    assert "<a " not in raw  # the reply's link definition stayed text: it defines nothing for the page
+
+
+_ALPHABET = "`~#<>[]:=-*_! \t\naé✓"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=_ALPHABET, max_size=40), min_size=1, max_size=4))
+def test_fuzzed_contents_each_come_back_as_one_intact_block(contents):
+    history = [{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(contents)]
+    _assert_each_message_is_one_intact_block(transcript.markdown_text(history), history)
+
+
+def _note(document: str) -> str:
+    """The paragraph that says what the list is and what each call sent."""
+    return next(p for p in document.split("\n\n") if p.startswith("The model remembers nothing"))
+
+
+def test_what_the_document_says_is_true_of_every_kind_of_conversation(tmp_path):
+    persona = transcript.markdown_text(_history(), model="m", temperature=0.7)
+    assert _note(persona) == (
+        "The model remembers nothing between calls. Below is the list of messages the program keeps, numbered "
+        "from 0 as the panel's inspector numbers them, the persona first. Each reply the model wrote came from "
+        "one call, which sent the whole list as it stood just before that reply: all of it, unless trimming was "
+        "on (then the persona and only the latest turns that trimming kept).")
+    # no persona: nothing speaks of one
+    bare = transcript.markdown_text([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}])
+    assert "with no persona (no system message first)" in _note(bare)
+    assert "(then only the latest turns that trimming kept)" in _note(bare) and "the persona" not in bare
+    assert "Model" not in bare and "2 messages." in bare  # no model, no temperature: not guessed
+    # a greeting before the first user message was not a reply to anything: it is named as what it is
+    greeted = transcript.markdown_text([{"role": "system", "content": "S"}, {"role": "assistant", "content": "Hi!"},
+                                        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}])
+    assert [line for line in greeted.splitlines() if line.startswith("## ")] == [
+        "## 0 · system (the persona)", "## 1 · assistant (a greeting, before any user message)",
+        "## 2 · user", "## 3 · assistant"]
+    # a loaded conversation ending on a message with no reply
+    waiting = transcript.markdown_text([{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}])
+    assert [line for line in waiting.splitlines() if line.startswith("## ")][-1] == "## 1 · user (no reply yet)"
+    # system messages further down, and none first
+    later = transcript.markdown_text([{"role": "user", "content": "u"}, {"role": "system", "content": "S"}])
+    assert "with no persona" in _note(later) and "(then the system messages and only the latest" in _note(later)
+    empty = transcript.markdown_text([])
+    assert "0 messages." in empty and "The list is empty: there are no messages yet." in empty
+
+
+def test_the_model_name_is_one_code_span_whatever_it_holds():
+    document = transcript.markdown_text([], model="we`ird ``name`` <b>", temperature=1)
+    line = markdown_to_html(document.split("\n\n")[2])
+    assert re.fullmatch(r"<p>Model <code[^>]*>(.*)</code>, temperature 1, 0 messages\.</p>\n", line)
+    assert unescape(re.search(r"<code[^>]*>(.*)</code>", line).group(1)) == "we`ird ``name`` <b>"
+
+
+def test_a_md_save_keeps_every_guarantee_of_the_json_one(tmp_path):
+    history = _history()
+    notes = tmp_path / "notes.md"
+    save_transcript(notes, history, model="m", api_key="sk-secret-0123456789", base_url="http://u:pw@h/v1",
+                    secret="do-not-write-me")
+    text = notes.read_text(encoding="utf-8")
+    assert notes.stat().st_mode & 0o777 == 0o600  # a new file is private
+    assert "sk-secret" not in text and "pw@" not in text and "do-not-write-me" not in text  # only model, temperature
+    notes.chmod(0o644)
+    save_transcript(notes, history[:3])
+    assert notes.stat().st_mode & 0o777 == 0o644 and "3 messages." in notes.read_text()  # the mode is kept
+    link = tmp_path / "latest.md"
+    link.symlink_to(notes)
+    save_transcript(link, history)
+    assert link.is_symlink() and "5 messages." in notes.read_text()  # written through the link
+    before = notes.read_bytes()
+    notes.chmod(0o444)
+    with pytest.raises(TranscriptError, match=r"^not saved: .*notes\.md is read-only \(make it writable"):
+        save_transcript(notes, history[:1])
+    with pytest.raises(TranscriptError, match=r"^not saved: message 0: role must be one of"):
+        save_transcript(tmp_path / "other.md", [{"role": "wizard", "content": "x"}])
+    with pytest.raises(TranscriptError, match=r"^not saved: folder .* does not exist$"):
+        save_transcript(tmp_path / "nope" / "notes.md", history)
+    assert notes.read_bytes() == before and history == _history()  # refused saves change nothing
+    assert sorted(os.listdir(tmp_path)) == ["latest.md", "notes.md"]  # and leave no temp file
+    # half an emoji from a server: written as U+FFFD, the file is UTF-8
+    save_transcript(tmp_path / "half.markdown", [{"role": "assistant", "content": "ok \ud83d"}])
+    assert "ok \ufffd\n" in (tmp_path / "half.markdown").read_text(encoding="utf-8")
+
+
+MARKDOWN_LINE = "it is a Markdown export, for reading: load the conversation's .json transcript instead"
+
+
+@pytest.mark.parametrize("name", ["notes.md", "NOTES.Markdown", "renamed.txt", "renamed.json"])
+def test_a_markdown_export_does_not_load_and_says_why_in_one_line(tmp_path, name):
+    exported = save_transcript(tmp_path / "notes.md", _history(), model="m")
+    path = tmp_path / name
+    if path != exported:
+        exported.rename(path)
+    before = path.read_bytes()
+    with pytest.raises(TranscriptError) as info:
+        load_transcript(path)
+    assert str(info.value) == f"cannot load {path}: {MARKDOWN_LINE}"
+    assert path.read_bytes() == before
+
+
+def test_a_md_file_holding_a_json_transcript_still_loads(tmp_path):
+    # a transcript saved under a .md name before .md meant Markdown: it is JSON, and loads as ever
+    path = tmp_path / "old.md"
+    path.write_text(json.dumps({"format": "nora-transcript", "version": 1, "messages": _history()}))
+    assert load_transcript(path)[0] == _history()
+    other = tmp_path / "readme.md"
+    other.write_text("# Some notes\n\nnot a transcript\n")
+    with pytest.raises(TranscriptError, match=f"^cannot load {re.escape(str(other))}: {re.escape(MARKDOWN_LINE)}$"):
+        load_transcript(other)
