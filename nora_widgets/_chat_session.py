@@ -52,7 +52,7 @@ commands:
   /model NAME     send the same list to another model from now on; /model alone shows it; /model default
   /temperature T  0 to 2 from now on (0 = repeatable, higher = more varied); /temperature alone shows it
   /trim N         send only the last N turns (the transcript keeps everything); /trim off
-  /save [FILE]    save the whole conversation as JSON (default: the --save file)
+  /save [FILE]    save the whole conversation as JSON (default: the --save file); FILE.md: as Markdown, to read
   /load FILE      replace the conversation with a saved one
   /clear          forget the conversation, keep the persona
   /sent [on|off]  after each reply, one line saying what that call sent (messages, turns, tokens)

@@ -56,7 +56,7 @@ from .clients import BACKENDS, describe_client, lists_model, make_client, model_
 from .conversation import (DEFAULT_TEMPERATURE, SYSTEM_PROMPT, means_no_persona, new_history, set_persona,
                            temperature_problem)
 from .errors import NoraError, count_of, describe_failure, redact
-from .transcript import TranscriptError, _read_only, load_transcript
+from .transcript import NOT_READ_BACK, TranscriptError, _read_only, is_markdown, load_transcript
 
 __all__ = ["main", "build_parser", "ChatSession"]
 
@@ -91,6 +91,8 @@ def _settings(args: argparse.Namespace) -> None:
     for flag, path in (("--save", getattr(args, "save", None)), ("--history", getattr(args, "history", None))):
         if path:
             path = os.path.expanduser(path)  # --save=~/chat.json: the shell leaves that ~ alone, save_transcript does not
+            if flag == "--history" and is_markdown(path):  # read back by the next nora ask: JSON only
+                raise UsageError(f"--history: {path!r} {NOT_READ_BACK}")
             folder = os.path.dirname(path) or "."
             if not os.path.isdir(folder):
                 raise UsageError(f"{flag}: folder {folder!r} does not exist")

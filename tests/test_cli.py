@@ -9,10 +9,12 @@ flags and slash commands call main() in-process with the scripted backend.
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import io
 import json
 import os
+import re
 import signal
 import socket
 import shlex
@@ -28,6 +30,7 @@ import pytest
 from nora_widgets import cli
 from nora_widgets.clients import ScriptedClient
 from nora_widgets.conversation import SYSTEM_PROMPT
+from nora_widgets.render import markdown_to_html
 from tests import helpers
 from tests.servers.openai_stub import (
     StubServer,
@@ -244,6 +247,49 @@ def test_broken_load_file_is_refused_and_untouched(tmp_path, name):
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"nora: cannot load {path}:")
     assert path.read_bytes() == BROKEN[name]
+
+
+MARKDOWN_EXPORT = "it is a Markdown export, for reading: load the conversation's .json transcript instead"
+
+
+def test_a_md_file_gets_markdown_to_read_and_loading_it_is_one_line(tmp_path):
+    """--save and /save to a .md name write a document to read; --load and /load of it are refused in one line
+    (it was JSON under a .md name, and the next nora chat --load read it back)."""
+    notes, copy = tmp_path / "notes.md", tmp_path / "copy.markdown"
+    tricky = "# not a heading ``` <script>x()</script>"
+    result = nora("chat", "--backend", "scripted", "--save", str(notes),
+                  stdin=f"{tricky}\n/save {copy}\n/load {notes}\nagain\n")
+    assert result.returncode == 0
+    assert result.stderr == f"(cannot load {notes}: {MARKDOWN_EXPORT}; the conversation is unchanged)\n"
+    assert result.stdout.splitlines()[4:] == [
+        f"you: /save {copy}", f"(saved 3 messages to {copy})", f"you: /load {notes}",
+        "you: again", "nora: [scripted reply 2] I was sent 4 messages; the last one says: 'again'"]
+    document = notes.read_text(encoding="utf-8")
+    assert document.startswith("# A conversation, saved by Nora\n") and notes.stat().st_mode & 0o777 == 0o600
+    blocks = [html.unescape(b) for b in re.findall(r'<code class="language-text">(.*?)</code>',
+                                                   markdown_to_html(document), re.DOTALL)]
+    assert blocks == [SYSTEM_PROMPT + "\n", tricky + "\n",
+                      f"[scripted reply 1] I was sent 2 messages; the last one says: {tricky!r}\n",
+                      "again\n", "[scripted reply 2] I was sent 4 messages; the last one says: 'again'\n"]
+    assert "## 0 · system (the persona)" in document and "Model `scripted`, temperature 0.7, 5 messages." in document
+    loaded = nora("chat", "--backend", "scripted", "--load", str(copy), stdin="hi\n")
+    assert (loaded.returncode, loaded.stdout) == (1, "")
+    assert loaded.stderr == f"nora: cannot load {copy}: {MARKDOWN_EXPORT}\n"
+
+
+def test_ask_refuses_a_md_history_file_before_anything_is_sent(keyed_stub, tmp_path):
+    """nora ask reads its --history file back next time: a Markdown one could be written, never read."""
+    for path in (tmp_path / "new.md", tmp_path / "old.md"):
+        if path.name == "old.md":
+            path.write_text(json.dumps({"messages": [SYSTEM, user("Hi"), assistant("Hello.")]}))
+        before = path.read_bytes() if path.exists() else None
+        result = nora("ask", *FAST, "--history", str(path), "Next?", stub=keyed_stub)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (f"nora: error: --history: {str(path)!r} would be saved as Markdown, which nora ask "
+                                 "cannot read back next time: give a .json file (a copy to read: /save notes.md in "
+                                 "nora chat --load FILE)\n")
+        assert (path.read_bytes() if path.exists() else None) == before
+    assert keyed_stub.chat_requests == []
 
 
 def sigint_as_in_a_terminal() -> None:
