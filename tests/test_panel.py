@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from html import unescape
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from nora_widgets.conversation import SYSTEM_PROMPT, new_history
 from nora_widgets import _panel_input as panel_input
 from nora_widgets import panel as panel_module
 from nora_widgets.panel import ChatPanel
+from nora_widgets.render import markdown_to_html
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
 from tests.helpers import panel_send, thread_exceptions
@@ -908,6 +910,29 @@ def test_save_clear_and_load_use_the_cli_transcript_format(tmp_path):
     assert panel._file_text.startswith("not saved") and "#c0392b" in panel.file_note.value
     panel_send(panel, "And in paperback?")  # a new turn: the old note no longer describes the conversation
     assert panel.file_note.value == ""
+
+
+def test_save_to_a_md_name_writes_markdown_to_read_and_load_refuses_it(tmp_path):
+    client = ScriptedClient(["Yes:\n```\n# two novels\n```", "<script>alert(1)</script>"])
+    panel = ChatPanel(client)
+    panel_send(panel, "Do you have Le Guin?")
+    panel_send(panel, "How much is it?")
+    path = tmp_path / "handout.md"
+    panel.path.value = str(path)
+    panel.save.click()
+    assert panel._file_text == f"saved 5 messages to {path}"
+    document = path.read_text(encoding="utf-8")
+    html = markdown_to_html(document)
+    blocks = [unescape(b) for b in re.findall(r'<code class="language-text">(.*?)</code>', html, re.DOTALL)]
+    assert blocks == [m["content"] + "\n" for m in panel.history]  # each message one block, intact
+    assert re.findall(r"<h2>(.*?)</h2>", html) == ["0 · system (the persona)", "1 · user", "2 · assistant",
+                                                   "3 · user", "4 · assistant"]  # as the inspector numbers them
+    saved = list(panel.history)
+    panel.load.click()  # the export is for reading: the conversation stays as it is
+    assert panel.history == saved
+    assert panel._file_text == (f"cannot load {path}: it is a Markdown export, for reading: "
+                                "load the conversation's .json transcript instead")
+    assert "#c0392b" in panel.file_note.value and path.read_text(encoding="utf-8") == document
 
 
 @pytest.mark.parametrize("name, says", [
