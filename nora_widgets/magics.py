@@ -387,6 +387,7 @@ USAGE = """\
 %chat reset        forget the turns, keep the persona      %chat trim N   keep the last N turns
 %chat undo         take back the last turn (then run a %%chat cell again to ask it again)
 %chat save FILE    %chat load FILE   (the same JSON as `nora chat --save` and the panel)
+%chat save FILE.md  the conversation as Markdown, to read and hand out (it does not load back)
 From code: nora_widgets.magics.conversation() is the list; use_client(client) picks the client."""
 
 

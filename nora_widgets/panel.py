@@ -264,7 +264,8 @@ class ChatPanel(widgets.VBox):
                                            "into the input, to edit and send again)")
         self.path = widgets.Text(value="nora-transcript.json", description="file",
                                  style={"description_width": "30px"}, layout=widgets.Layout(width="260px"))
-        self.save = widgets.Button(description="Save", icon="save", tooltip="save the conversation to the file (a .md name: Markdown, to read)",
+        self.save = widgets.Button(description="Save", icon="save",
+                                   tooltip="save the conversation to the file (a .md name: Markdown, to read)",
                                    layout=widgets.Layout(width="80px"))
         self.load = widgets.Button(description="Load", icon="folder-open",
                                    tooltip="replace the conversation with the one in the file",
