@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import threading
 from dataclasses import dataclass
+from html import unescape
 
 import pytest
 from IPython.core.error import UsageError
@@ -24,6 +26,7 @@ from IPython.utils.capture import capture_output
 from nora_widgets import ScriptedClient, run_turn
 from nora_widgets import magics
 from nora_widgets.conversation import SYSTEM_PROMPT
+from nora_widgets.render import markdown_to_html
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
 from tests.servers.openai_stub import cut_stream, error, server_error
@@ -399,6 +402,27 @@ def test_load_reads_a_file_written_by_the_library(shell, tmp_path):
     run(shell, f"%chat load {path}")
     run(shell, "%%chat\nmore")
     assert [m["content"] for m in sent(client)] == ["S", "u", "a", "more"]
+
+
+def test_save_to_a_md_name_writes_markdown_to_read_and_load_refuses_it(shell, tmp_path):
+    use(ScriptedClient(["a1", "# a2\n```\nnot the end\n```"]))
+    run(shell, "%%chat\nu1")
+    run(shell, "%%chat\nu2")
+    history = magics.conversation()
+    before = [dict(m) for m in history]
+    path = tmp_path / "class notes.md"
+    ran = run(shell, f"%chat save '{path}'")
+    assert ran.shown == [f"saved 5 messages to {path}"]
+    document = path.read_text(encoding="utf-8")
+    blocks = [unescape(b) for b in re.findall(r'<code class="language-text">(.*?)</code>',
+                                              markdown_to_html(document), re.DOTALL)]
+    assert blocks == [m["content"] + "\n" for m in before]
+    assert "Model `scripted`, temperature 0.7, 5 messages." in document
+    ran = run(shell, f"%chat load '{path}'")
+    assert ran.usage_error and ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr + ran.stdout
+    assert (f"%chat load: cannot load {path}: it is a Markdown export, for reading: "
+            "load the conversation's .json transcript instead") in ran.stderr
+    assert magics.conversation() is history and history == before
 
 
 @pytest.mark.parametrize("content, words", [
