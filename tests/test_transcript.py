@@ -5,6 +5,7 @@ import json
 import os
 import re
 from html import unescape
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -381,3 +382,13 @@ def test_a_md_file_holding_a_json_transcript_still_loads(tmp_path):
     other.write_text("# Some notes\n\nnot a transcript\n")
     with pytest.raises(TranscriptError, match=f"^cannot load {re.escape(str(other))}: {re.escape(MARKDOWN_LINE)}$"):
         load_transcript(other)
+
+
+def test_the_sample_in_docs_panel_md_is_what_nora_writes():
+    page = (Path(__file__).resolve().parent.parent / "docs" / "panel.md").read_text(encoding="utf-8")
+    sample = re.search(r"^````markdown\n(.*?)^````$", page, re.DOTALL | re.MULTILINE).group(1)
+    history = [{"role": "system", "content": SYSTEM_PROMPT},
+               {"role": "user", "content": "My name is Ada. Do you have any Ursula K. Le Guin novels?"},
+               {"role": "assistant", "content": "a"}, {"role": "user", "content": "b"},
+               {"role": "assistant", "content": "c"}]
+    assert transcript.markdown_text(history, model="SmolLM2-135M-Instruct", temperature=0.0).startswith(sample)
