@@ -4,7 +4,8 @@ nbval (configured in pyproject.toml) re-runs every notebook and compares outputs
 nbval does not: the committed files are well formed (kernelspec, execution counts 1, 2, 3..., no errors, no
 key), every lesson ends with an exercise and a check, the solutions pass their checks, and a wrong answer
 makes the check fail loudly (an AssertionError, run in a fresh kernel): every wrong answer a lesson lists,
-each on its own.
+each on its own, and every other right answer a lesson lists passes. A wrong answer with a line `# the check says: TEXT` must also get a message holding TEXT, so
+the check names that mistake and not another one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LESSONS = build.load_lessons()
 REQUIRED = ["00-start-here", "01-the-mental-model", "02-one-call", "03-persona", "04-the-loop",
             "05-when-calls-fail", "06-long-conversations", "07-temperature", "08-not-a-security-boundary",
             "09-the-chat-panel", "10-streaming", "11-memory"]
+SAYS = re.compile(r"^\s*# the check says: (.+?)\s*$", re.MULTILINE)  # in a wrong answer: what the check must say
 KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{8,}")
 HAVE_MODEL = importlib.util.find_spec("llama_cpp") is not None
 
@@ -139,3 +141,30 @@ def test_a_wrong_answer_makes_the_check_fail_loudly(lesson, index):
     assert cell.metadata.get("tags") == ["check"], f"the wrong answer broke another cell:\n{wrong}\n{exc}"
     assert exc.ename == "AssertionError", f"the check should fail with an AssertionError, got {exc.ename}"
     assert exc.evalue.strip(), "the AssertionError should say what is wrong"
+    for expected in SAYS.findall(wrong):
+        assert expected in exc.evalue, f"the check should say {expected!r} for this wrong answer, it said: {exc.evalue}"
+
+
+def right_answers():
+    for lesson in LESSONS:
+        for index in range(len(lesson.rights)):
+            marks = [pytest.mark.model] if lesson.needs_model else []
+            yield pytest.param(lesson, index, marks=marks, id=f"{lesson.stem}-right{index}")
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("lesson,index", list(right_answers()))
+def test_another_right_answer_passes_the_check(lesson, index):
+    """A correct answer written differently from the solution (a harmless variation) must not be rejected."""
+    if lesson.needs_model and not HAVE_MODEL:
+        pytest.skip("needs the embedded model (llama-cpp-python)")
+    from nbclient.exceptions import CellExecutionError
+
+    nb = build.to_notebook(lesson, "right", index)
+    right = lesson.rights[index].source
+    try:
+        build.execute(nb, NOTEBOOKS, timeout=120)
+    except CellExecutionError as exc:
+        pytest.fail(f"the check of {lesson.stem} rejected a right answer:\n{right}\n{exc.ename}: {exc.evalue}")
+    said = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
+    assert said.startswith("✓ Correct"), f"the check of {lesson.stem} did not accept a right answer:\n{right}\n{said!r}"

@@ -16,6 +16,9 @@ the markdown, for code that is only shown):
     ~~~python wrong                   -> a wrong answer; never written to a notebook,
                                          tests/test_lessons.py proves the check rejects it
                                          (one or more per lesson: each is tried on its own)
+    ~~~python right                   -> another correct answer, written differently from the
+                                         solution; never written to a notebook, the tests prove
+                                         the check accepts it (optional, any number)
 
     <!-- needs: model -->              -> the lesson runs the embedded model (llama-cpp-python);
                                          stored as notebook metadata nora.needs_model
@@ -47,7 +50,7 @@ SOURCES = HERE / "lessons"
 SOLUTIONS = NOTEBOOKS / "solutions"
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-CELL_KINDS = ("code", "exercise", "solution", "check", "wrong")
+CELL_KINDS = ("code", "exercise", "solution", "check", "wrong", "right")
 # A code cell: "~~~python" or "~~~python exercise" alone on a line, closed by "~~~".
 _FENCE = re.compile(r"^~~~python(?:[ \t]+(\w+))?[ \t]*$")
 # Variables a lesson must never see while it is executed for the committed outputs.
@@ -81,6 +84,11 @@ class Lesson:
         if not found:
             raise ValueError(f"{self.stem}: expected at least one 'wrong' cell, found none")
         return found
+
+    @property
+    def rights(self) -> list[Cell]:
+        """Other correct answers, in source order (often none): the check must accept each one."""
+        return [c for c in self.cells if c.kind == "right"]
 
 
 def parse_lesson(path: Path) -> Lesson:
@@ -135,13 +143,18 @@ def load_lessons(only: list[str] | None = None) -> list[Lesson]:
     return [parse_lesson(p) for p in paths]
 
 
-def lesson_cells(lesson: Lesson, variant: str = "lesson", wrong: int = 0) -> list[Cell]:
-    """The cells of one notebook: variant 'lesson', 'solution', or 'wrong' (for tests: the wrong
-    answer number `wrong`, counted from 0, in place of the exercise)."""
-    answer = {"lesson": None, "solution": lesson.find("solution"), "wrong": lesson.wrongs[wrong]}[variant]
+def lesson_cells(lesson: Lesson, variant: str = "lesson", index: int = 0) -> list[Cell]:
+    """The cells of one notebook: variant 'lesson', 'solution', 'wrong' or 'right' (for tests: the wrong
+    or other right answer number `index`, counted from 0, in place of the exercise)."""
+    if variant == "wrong":
+        answer = lesson.wrongs[index]
+    elif variant == "right":
+        answer = lesson.rights[index]
+    else:
+        answer = {"lesson": None, "solution": lesson.find("solution")}[variant]
     cells = []
     for cell in lesson.cells:
-        if cell.kind in ("solution", "wrong"):
+        if cell.kind in ("solution", "wrong", "right"):
             continue
         if cell.kind == "exercise" and answer is not None:
             cell = Cell("exercise", answer.source)
@@ -155,15 +168,15 @@ def lesson_cells(lesson: Lesson, variant: str = "lesson", wrong: int = 0) -> lis
     return cells
 
 
-def to_notebook(lesson: Lesson, variant: str = "lesson", wrong: int = 0):
-    """An nbformat notebook (v4.5, python3 kernelspec, stable cell ids); wrong: see lesson_cells."""
+def to_notebook(lesson: Lesson, variant: str = "lesson", index: int = 0):
+    """An nbformat notebook (v4.5, python3 kernelspec, stable cell ids); index: see lesson_cells."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     nb.metadata["nora"] = {"lesson": lesson.stem, "variant": variant, "needs_model": lesson.needs_model}
-    for i, cell in enumerate(lesson_cells(lesson, variant, wrong)):
+    for i, cell in enumerate(lesson_cells(lesson, variant, index)):
         if cell.kind == "markdown":
             nb_cell = nbformat.v4.new_markdown_cell(cell.source)
         else:
