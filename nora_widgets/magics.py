@@ -289,7 +289,7 @@ class _ReplyView:
             self.handle.update({"text/plain": printable(so_far), "text/html": _reply_html(so_far + " \u258d")}, raw=True)
             self.last_update = now
 
-    def finish(self, result: str, ok: bool) -> None:
+    def finish(self, result: str, ok: bool, url_named: str = "OPENAI_BASE_URL") -> None:
         if self.handle is not None:
             self.handle.update({"text/plain": ""}, raw=True)  # back to the placeholder it started as
         if not self.rich and self.pieces:
@@ -299,7 +299,9 @@ class _ReplyView:
         if ok:
             _show(str(result), _reply_html(result))
         elif getattr(result, "failure", None) is not None:
-            _show_failure(result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT, MAGIC_NOT_FOUND).line())
+            not_found = MAGIC_NOT_FOUND if url_named == "OPENAI_BASE_URL" else "check %chat --model and %chat --base-url"
+            failure = result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT, not_found)
+            _show_failure(failure.with_url_named(url_named).line())
         else:
             _show_failure(str(result))
 
@@ -430,7 +432,7 @@ class ChatMagics(Magics):
         )
         if result.failure is not None and result.failure.kind == "bad_input":
             raise UsageError(f"%%chat: {result.failure.message}")  # e.g. a hand-edited list that broke
-        view.finish(result, result.ok)
+        view.finish(result, result.ok, _url_named(s))
         show_sent = s.show_sent if opts.show_sent is None else opts.show_sent
         if show_sent and result.ok and result.sent is not None:
             trim = "--amnesia" if opts.amnesia else "--keep-turns {n}"
@@ -566,6 +568,12 @@ class ChatMagics(Magics):
         _SESSION.history[:] = messages  # same list object: references stay live
         turns = sum(1 for m in messages if m["role"] == "user")
         _show(f"loaded {count_of(len(messages), 'message')} ({count_of(turns, 'turn')}) from {path}")
+
+
+def _url_named(s: ChatSession) -> str:
+    """How a failure's advice names the server's URL: the setting when %chat --base-url gave it, else the
+    variable.  Example: a refused connection ends '- check %chat --base-url and your network'."""
+    return "%chat --base-url" if s.base_url else "OPENAI_BASE_URL"
 
 
 def _check_history(what: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -662,8 +663,27 @@ def test_a_model_the_server_does_not_know_points_to_the_magics_own_settings(shel
     stub_server.enqueue(error(404, "The model 'lama3' does not exist", "invalid_request_error", "model_not_found"))
     before = [dict(m) for m in magics.conversation()]
     ran = run(shell, "%%chat --no-stream\nHi")
-    assert "(HTTP 404) - check %chat --model and %chat --base-url (or OPENAI_BASE_URL))" in ran.text, ran.text
+    assert ran.text.endswith("(HTTP 404) - check %chat --model and %chat --base-url)"), ran.text
     assert "nora models" not in ran.text and magics.conversation() == before
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_is_down_points_to_where_the_url_was_set(shell, monkeypatch):
+    # the advice was "check OPENAI_BASE_URL and your network" after `%chat --base-url` set the URL, and
+    # OPENAI_BASE_URL was not even set: a teacher who switched servers mid-demo was sent to the wrong place
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run(shell, f"%chat --backend openai --base-url http://127.0.0.1:{port}/v1 --max-retries 0 --model m")
+    ran = run(shell, "%%chat --no-stream\nHi")
+    assert ran.shown == ["(error talking to the model: could not reach the server - check %chat --base-url "
+                         "and your network)"], ran.shown
+    assert magics.conversation() == [{"role": "system", "content": SYSTEM_PROMPT}]
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    run(shell, "%chat --backend openai --base-url ''")
+    ran = run(shell, "%%chat --no-stream\nHi")
+    assert ran.shown[-1].endswith("- check OPENAI_BASE_URL and your network)"), ran.shown
 
 
 @pytest.mark.timeout(30)
