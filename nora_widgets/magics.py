@@ -455,6 +455,8 @@ class ChatMagics(Magics):
         opts = _line_parser().parse_args(_split(line))
         if opts.amnesia:
             raise UsageError("%chat: --amnesia is for one turn: put it on the %%chat line of that cell")
+        if opts.command is not None:  # a mistyped command changes no setting given with it on the line
+            _check_command(opts.command, opts.args)
         changed = self._apply_settings(opts)
         command = opts.command or ("help" if opts.help or not changed else None)
         if command is None:
@@ -464,16 +466,8 @@ class ChatMagics(Magics):
                         s.history[0].get("role") != "system" else "persona: set, first in every call") + " | " + line
             _show(line)
             return
-        if command not in COMMANDS:
-            raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
-                             f"commands: {', '.join(COMMANDS)})")
         if command in ("history", "trim", "help", "save", "undo"):
             _check_history(command)
-        wants_arg = command in ("trim", "save", "load")
-        if len(opts.args) != (1 if wants_arg else 0):
-            need = ("N, the number of turns to keep (e.g. %chat trim 2)" if command == "trim"
-                    else "FILE (quote file names with spaces)" if wants_arg else "nothing")
-            raise UsageError(f"%chat {command}: takes {need}")
         getattr(self, f"_cmd_{command}")(*opts.args)
 
     def _apply_settings(self, opts: argparse.Namespace) -> bool:
@@ -545,9 +539,7 @@ class ChatMagics(Magics):
               f"{count_of(len(history), 'message')} left; the model never kept it")
 
     def _cmd_trim(self, raw: str) -> None:
-        if not _is_whole(raw):
-            raise UsageError(f"%chat trim: N is the number of turns to keep, a whole number >= 0 (got {raw!r})")
-        n = int(raw)
+        n = int(raw)  # checked by _check_command
         history = _SESSION.history
         before = len(history)
         history[:] = trim_history(history, n)
@@ -573,6 +565,22 @@ class ChatMagics(Magics):
         _SESSION.history[:] = messages  # same list object: references stay live
         turns = sum(1 for m in messages if m["role"] == "user")
         _show(f"loaded {count_of(len(messages), 'message')} ({count_of(turns, 'turn')}) from {path}")
+
+
+def _check_command(command: str, args: list) -> None:
+    """One UsageError line for an unknown command, the wrong number of arguments or a trim N that is not
+    a whole number, raised before any option on the same line is applied: "Nothing changes".
+    Example: _check_command("#", ["a", "comment"]) raises UsageError("%chat: unknown command '#' ...")"""
+    if command not in COMMANDS:
+        raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
+                         f"commands: {', '.join(COMMANDS)})")
+    wants_arg = command in ("trim", "save", "load")
+    if len(args) != (1 if wants_arg else 0):
+        need = ("N, the number of turns to keep (e.g. %chat trim 2)" if command == "trim"
+                else "FILE (quote file names with spaces)" if wants_arg else "nothing")
+        raise UsageError(f"%chat {command}: takes {need}")
+    if command == "trim" and not _is_whole(args[0]):
+        raise UsageError(f"%chat trim: N is the number of turns to keep, a whole number >= 0 (got {args[0]!r})")
 
 
 def _url_named(s: ChatSession) -> str:

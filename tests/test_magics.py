@@ -521,6 +521,11 @@ def test_system_off_removes_the_persona_and_calls_go_without_one(shell, off):
     ("%%chat --temperature -1\nhi", "--temperature must be a number from 0 to 2"),
     ("%%chat\n   \n", "nothing to send"),
     ("%chat --backend scripted --base-url http://127.0.0.1:9/v1", "a base URL names a server"),
+    # options with a mistyped command: the options were applied before the command was refused
+    ("%chat --temperature 0  # the same reply every run", "unknown command '#'"),
+    ("%chat --system \"You are a pirate.\" --show-sent trim x", "%chat trim: N is the number of turns"),
+    ("%chat --keep-turns 1 --no-stream history now", "%chat history: takes nothing"),
+    ("%chat --model other --backend scripted save", "%chat save: takes FILE"),
 ])
 def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, words):
     client = use(ScriptedClient(["a"]))
