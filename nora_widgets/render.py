@@ -164,8 +164,13 @@ def _chip(role: str) -> str:
     return f'<span class="nora-chip nora-chip-{css_name}" style="{style}">{name}</span>'
 
 
+# JupyterLab's own rule colour between rows: a fixed #ddd drew bright lines across the dark theme
+RULE = "var(--jp-border-color2, #ddd)"
+
+
 def _cell(text: str, style: str = "") -> str:
-    return f'<td style="text-align:left;padding:3px 6px;vertical-align:top;border-bottom:1px solid #ddd;{style}">{text}</td>'
+    return (f'<td style="text-align:left;padding:3px 6px;vertical-align:top;border-bottom:1px solid {RULE};{style}">'
+            f'{text}</td>')
 
 
 def _draw_row(number: object, role: str, content: str, with_tokens: bool, tokens: int | None,

@@ -356,6 +356,15 @@ def test_the_error_line_and_the_counts_note_take_their_colours_from_the_theme(sh
     assert colours == ["var(--jp-error-color1, #b00020)", "var(--jp-content-font-color2, #555)"]
 
 
+def test_the_history_table_rules_take_their_colour_from_the_theme(shell):
+    # a fixed #ddd rule under every row drew bright lines across the table on JupyterLab's dark theme
+    use(ScriptedClient(["a1"]))
+    run(shell, "%%chat\nu1")
+    page = run(shell, "%chat history").outputs[0]["text/html"]
+    rules = re.findall(r"border-bottom:([^;\"]+)", page)
+    assert len(rules) in (9, 12) and set(rules) == {"1px solid var(--jp-border-color2, #ddd)"}, set(rules)
+
+
 def test_history_without_token_counting_still_shows_the_list(shell, monkeypatch):
     monkeypatch.setitem(sys.modules, "nora_widgets.tokens", None)  # as if tokens.py were missing
     use(ScriptedClient(["a1"]))
