@@ -170,6 +170,9 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     bad = _unusable(path)
     if bad:
         raise TranscriptError(f"not saved: the file name contains {bad}")
+    if given.suffix.lower() == ".ipynb":  # `%chat save lesson.ipynb` would replace the notebook itself
+        raise TranscriptError(f"not saved: {given} is a notebook's name: save the conversation to a .json "
+                              "name (or .md, to read)")
     if path.is_dir():  # else the rename below fails with an error that names the temp file
         raise TranscriptError(f"not saved: {path} is a folder")
     if path.is_symlink():  # write where the link points: renaming over it would replace the link

@@ -417,6 +417,20 @@ def test_save_and_load_round_trip(shell, tmp_path):
     assert magics.conversation() is history and history == before
 
 
+def test_save_to_a_notebook_name_is_refused_and_the_notebook_kept(shell, tmp_path, monkeypatch):
+    # `%chat save demo.ipynb` replaced the notebook on disk with a transcript: a slip that loses the lesson
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo.ipynb").write_text('{"cells": [], "nbformat": 4}')
+    use(ScriptedClient(["a"]))
+    run(shell, "%%chat\nhi")
+    for name in ("demo.ipynb", "new.IPYNB"):
+        ran = run(shell, f"%chat save {name}")
+        assert ran.usage_error and ran.stderr.count("\n") == 1, ran.stderr
+        assert f"not saved: {name} is a notebook's name: save the conversation to a .json name" in ran.stderr
+    assert (tmp_path / "demo.ipynb").read_text() == '{"cells": [], "nbformat": 4}'
+    assert not (tmp_path / "new.IPYNB").exists()
+
+
 def test_load_reads_a_file_written_by_the_library(shell, tmp_path):
     path = tmp_path / "t.json"
     save_transcript(path, [{"role": "system", "content": "S"}, {"role": "user", "content": "u"},
