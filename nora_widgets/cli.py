@@ -56,7 +56,7 @@ from .clients import BACKENDS, describe_client, lists_model, make_client, model_
 from .conversation import (DEFAULT_TEMPERATURE, SYSTEM_PROMPT, means_no_persona, new_history, set_persona,
                            temperature_problem)
 from .errors import NoraError, count_of, describe_failure, redact
-from .transcript import NOT_READ_BACK, TranscriptError, _read_only, is_markdown, load_transcript
+from .transcript import NOT_READ_BACK, TranscriptError, _read_only, is_markdown, load_transcript, overwrite_problem
 
 __all__ = ["main", "build_parser", "ChatSession"]
 
@@ -101,6 +101,13 @@ def _settings(args: argparse.Namespace) -> None:
             # checked now, not after the call: the answer would be lost from the file (ask) or every turn
             # would fail to save (chat).  The save renames a new file over the old one, which a read-only
             # file does not stop, so its mode is read too (root passes os.access everywhere).
+            # a file that is not a saved conversation would be replaced whole by the first save; --history, and
+            # --save naming the --load file, are loaded first, which refuses such a file in its own words
+            loaded = getattr(args, "load", None)
+            same = loaded is not None and os.path.realpath(os.path.expanduser(loaded)) == os.path.realpath(path)
+            problem = overwrite_problem(path) if flag == "--save" and not same else None
+            if problem:
+                raise UsageError(f"{flag}: {path!r} {problem}")
             if _read_only(Path(path)):
                 raise UsageError(f"{flag}: {path!r} is read-only and each new turn is written to it: "
                                  "make it writable (chmod u+w) or give another file")

@@ -37,7 +37,8 @@ from typing import Any
 from .conversation import validate_history
 from .errors import HistoryError, NoraError, count_of
 
-__all__ = ["save_transcript", "load_transcript", "markdown_text", "is_markdown", "TranscriptError",
+__all__ = ["save_transcript", "load_transcript", "markdown_text", "is_markdown", "overwrite_problem",
+           "TranscriptError",
            "MAX_TRANSCRIPT_BYTES", "NOT_READ_BACK"]
 
 FORMAT = "nora-transcript"
@@ -86,6 +87,43 @@ def _read_only(path: Path) -> bool:
     except OSError:
         return False  # not there yet: a new file
     return not (mode & 0o222 and os.access(path, os.W_OK))
+
+
+def overwrite_problem(path: str | os.PathLike) -> str | None:
+    """None when a save may write at path, else why not, as words that follow the file's name.
+    A save replaces the file whole (a new file renamed over it), so only what Nora itself would write
+    there may be replaced: nothing, an empty file, a transcript, a Markdown export.
+    Example: overwrite_problem("notes.md") with someone's notes in it ->
+        'already holds something that is not a conversation saved by Nora, ...'"""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO, a socket, /dev/null (as root, the rename replaces it)
+        return "is not a regular file (save to a file name)"
+    if not _saved_over_safely(path):
+        return ("already holds something that is not a conversation saved by Nora, and saving would replace it: "
+                "choose another name (or delete the file first)")
+    return None
+
+
+def _saved_over_safely(path: Path) -> bool:
+    """Whether saving may replace what is at path: nothing there, an empty file, a transcript (one Nora
+    wrote, or any file load_transcript takes) or a Markdown export Nora wrote.  Anything else is someone's
+    file, and a save would replace it whole.  A transcript Nora wrote is known by its first line or two
+    (the usual case: --save writes over its own file after every turn), anything else is loaded to see."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(256)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # unreadable here: the write below says why, in its own words
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if not text or text.startswith(MARKDOWN_TITLE) or text.startswith('{\n  "format": "nora-transcript"'):
+        return True
+    try:
+        load_transcript(path)
+    except TranscriptError:
+        return False
+    return True
 
 
 def is_markdown(path: str | os.PathLike) -> bool:
@@ -177,6 +215,9 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
         raise TranscriptError(f"not saved: {path} is a folder")
     if path.is_symlink():  # write where the link points: renaming over it would replace the link
         path = Path(os.path.realpath(path))
+    problem = overwrite_problem(path)  # `/save notes.md` over one's own notes; /dev/null
+    if problem:
+        raise TranscriptError(f"not saved: {given} {problem}")
     if _read_only(path):  # renaming a new file over it would replace it all the same: say no instead
         raise TranscriptError(f"not saved: {given} is read-only (make it writable, or save to another file)")
     # Only plain JSON values go in; never anything that could carry a secret.

@@ -1544,6 +1544,21 @@ def test_a_read_only_history_or_save_file_is_refused_before_anything_is_sent(key
     assert keyed_stub.chat_requests == [] and path.read_bytes() == before
 
 
+def test_a_save_file_that_is_not_a_saved_conversation_is_refused_before_anything_is_sent(keyed_stub, tmp_path):
+    """--save notes.md over one's own notes wrote the conversation over them after the first turn; /save did too."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("my notes\n")
+    chatted = nora("chat", *FAST, "--save", str(notes), stdin="Hi\n", stub=keyed_stub)
+    assert (chatted.returncode, chatted.stdout) == (2, "")
+    assert chatted.stderr == (f"nora: error: --save: {str(notes)!r} already holds something that is not a "
+                              "conversation saved by Nora, and saving would replace it: choose another name "
+                              "(or delete the file first)\n")
+    assert keyed_stub.chat_requests == []
+    slashed = nora("chat", *FAST, stdin=f"Hi\n/save {notes}\n", stub=keyed_stub)
+    assert slashed.returncode == 0 and "already holds something that is not a conversation saved by Nora" in slashed.stderr
+    assert notes.read_text() == "my notes\n"
+
+
 def test_a_history_file_in_a_folder_nora_cannot_write_in_is_refused_before_the_call(keyed_stub, tmp_path):
     """Else the call is made, the answer printed, and only then the file cannot take it."""
     folder = tmp_path / "shared"

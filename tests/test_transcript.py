@@ -57,6 +57,39 @@ def test_a_read_only_file_is_not_saved_over(tmp_path):
     assert json.loads(path.read_text())["messages"] == [{"role": "user", "content": "second"}]
 
 
+def test_a_file_that_is_not_a_saved_conversation_is_never_saved_over(tmp_path):
+    """A save replaces the file whole: `/save notes.md` over one's own notes, or over a data file, lost
+    it silently (and a FIFO became a regular file; as root, so would /dev/null)."""
+    notes, data, pipe = tmp_path / "notes.md", tmp_path / "data.json", tmp_path / "pipe"
+    notes.write_text("# My notes\n\nDo not lose these.\n")
+    data.write_text('{"scores": [1, 2, 3]}')
+    os.mkfifo(pipe)
+    for path, words in ((notes, "already holds something that is not a conversation saved by Nora"),
+                        (data, "already holds something that is not a conversation saved by Nora"),
+                        (pipe, "is not a regular file")):
+        with pytest.raises(TranscriptError, match=f"^not saved: {re.escape(str(path))} {words}"):
+            save_transcript(path, _history())
+    assert notes.read_text() == "# My notes\n\nDo not lose these.\n" and data.read_text() == '{"scores": [1, 2, 3]}'
+    assert pipe.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "notes.md", "pipe"]  # no temp file left
+
+
+def test_what_nora_wrote_or_can_load_is_saved_over(tmp_path):
+    """Nora's own JSON and Markdown (--save writes over its file after every turn), a transcript written by
+    hand (a bare list, a BOM), and an empty file may be replaced."""
+    history = _history()
+    hand = tmp_path / "hand.json"
+    hand.write_text("\ufeff" + json.dumps([{"role": "user", "content": "hi"}]), encoding="utf-8")
+    empty = tmp_path / "empty.md"
+    empty.write_text("")
+    for name in ("own.json", "own.md"):
+        save_transcript(tmp_path / name, history[:3])
+    for path in (tmp_path / "own.json", tmp_path / "own.md", hand, empty):
+        save_transcript(path, history)
+    assert load_transcript(tmp_path / "own.json")[0] == history and load_transcript(hand)[0] == history
+    assert "## 4 · assistant" in (tmp_path / "own.md").read_text() and "## 4 · assistant" in empty.read_text()
+
+
 def test_metadata_cannot_overwrite_the_files_own_header(tmp_path):
     path = tmp_path / "t.json"
     save_transcript(path, [{"role": "user", "content": "hi"}], format="mine", version=99, model="m")
