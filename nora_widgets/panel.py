@@ -75,6 +75,8 @@ AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest mess
 # A keyboard focus ring that can be seen: JupyterLab's is 1 px of light blue (about 2:1 against
 # white, next to nothing on the blue Send button, and none at all on text boxes).  Plain CSS, scoped
 # to the panel; three classes' weight, to win over ipywidgets' "outline: none" on its text boxes.
+# The columns' least widths, or the whole width when there is less (see ChatPanel.__init__)
+NARROW_CHAT, NARROW_VIEWS = "min(320px, 100%)", "min(300px, 100%)"
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}</style>")
 
@@ -207,10 +209,10 @@ class ChatPanel(widgets.VBox):
         if multiline:
             self.prompt = widgets.Textarea(placeholder="Type a message, then click Send", rows=3,
                                            continuous_update=False,
-                                           layout=widgets.Layout(flex="1 1 auto", width="auto"))
+                                           layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="0"))
         else:
             self.prompt = widgets.Text(placeholder="Type a message and press Enter", continuous_update=False,
-                                       layout=widgets.Layout(flex="1 1 auto", width="auto"))
+                                       layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="0"))
         # The box's name for a screen reader: a description of no width (a tooltip or a placeholder
         # does not name it: ipywidgets' empty hidden label comes first, and the box was nameless)
         self.prompt.description = "your message"
@@ -224,10 +226,10 @@ class ChatPanel(widgets.VBox):
             self.prompt.on_msg(self._input.on_msg)
             self.prompt.observe(self._input.on_value, names="value")
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
-                                   tooltip="send your message", layout=widgets.Layout(width="90px"))
+                                   tooltip="send your message", layout=widgets.Layout(width="90px", flex="0 0 auto"))
         self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,  # orange while a reply runs
                                    tooltip="stop the reply; your message goes back into the input (if it is empty)",
-                                   layout=widgets.Layout(width="80px"))
+                                   layout=widgets.Layout(width="80px", flex="0 0 auto"))  # the input gives way
         # CSS classes: stable handles for styling and for the browser test
         self.prompt.add_class("nora-prompt")
         self.send.add_class("nora-send")
@@ -313,11 +315,13 @@ class ChatPanel(widgets.VBox):
         chat = widgets.VBox(
             [self.transcript, self.live, self.error,
              widgets.HBox([self.prompt, self.send, self.stop]), self.status, self.announce, controls],
-            layout=widgets.Layout(flex="1 1 55%", min_width="320px", padding="0 8px 0 0"),
+            # min(..., 100%): in an area narrower than 320 px (a side panel, a zoomed window) the column
+            # takes the width there is; a fixed 320 px hid Stop and the ends of lines past the edge
+            layout=widgets.Layout(flex="1 1 55%", min_width=NARROW_CHAT, padding="0 8px 0 0"),
         )
         side = widgets.VBox([widgets.HBox(list(self.toggles.values()), layout=widgets.Layout(flex_flow="row wrap")),
                              *self.views.values()],
-                            layout=widgets.Layout(flex="1 1 45%", min_width="300px"))
+                            layout=widgets.Layout(flex="1 1 45%", min_width=NARROW_VIEWS))
         self._focus_style = widgets.HTML(FOCUS_CSS, layout=widgets.Layout(display="none"))
         super().__init__(
             [self.header, widgets.HBox([chat, side], layout=widgets.Layout(flex_flow="row wrap")),

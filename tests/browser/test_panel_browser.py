@@ -638,3 +638,50 @@ def test_keys_typed_right_after_enter_on_a_message_put_back(lab, browser_page):
     said = [m.inner_text() for m in panel.locator(".nora-transcript .nora-msg-user .nora-content").all()]
     assert said == ["Hello", "Tell me a story"], said
     assert prompt.input_value() == "" and errors == [], errors
+
+
+NARROW_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+panel = ChatPanel(ScriptedClient(["Hello Ada! " * 12]), views=("inspector", "cost"))
+panel"""
+
+
+def test_in_a_narrow_area_send_and_stop_stay_on_the_panel(lab, chromium):
+    """An 800 px wide window at 200% zoom (400 CSS pixels; a side area or half a projector screen
+    is as narrow): the panel is under 320 px wide.  The chat column kept its least width of 320 px,
+    so the Send button was cut to its icon and Stop lay past the panel's edge, out of reach of the
+    mouse, with the end of every line of the transcript.  The column takes the width there is, the
+    input gives way and the buttons keep their words."""
+    context = chromium.new_context(viewport={"width": 400, "height": 700}, device_scale_factor=2)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        open_panel(page, lab, "narrow.ipynb", NARROW_CELL)
+        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+        prompt = page.locator(PROMPT)
+        prompt.focus()
+        page.keyboard.type("My name is Ada.")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-next-send tr.nora-row').length === 3",
+                               timeout=20_000)
+        found = page.evaluate("""() => {
+            const panel = document.querySelector('.nora-panel');
+            const right = panel.getBoundingClientRect().right;
+            const out = {panel: panel.getBoundingClientRect().width};
+            for (const [name, sel] of [['input', '.nora-prompt input'], ['send', 'button.nora-send'],
+                                       ['stop', 'button.nora-stop'], ['transcript', '.nora-transcript']]) {
+                const el = panel.querySelector(sel);
+                out[name] = {past_edge: Math.round(el.getBoundingClientRect().right - right),
+                             cut: el.scrollWidth > el.clientWidth + 1, width: el.getBoundingClientRect().width};
+            }
+            return out;
+        }""")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "panel-narrow.png"))
+        assert found["panel"] < 320, found  # the case this test is about
+        for name in ("input", "send", "stop", "transcript"):
+            assert found[name]["past_edge"] <= 0, found
+        assert not found["send"]["cut"] and not found["stop"]["cut"], found  # "Send", "Stop", not an icon and "..."
+        assert found["input"]["width"] >= 60, found  # still a box to type in
+    finally:
+        context.close()
