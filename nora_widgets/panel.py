@@ -52,7 +52,7 @@ from .conversation import (
     validate_user_text,
 )
 from .errors import Failure, NoraError, count_of, describe_failure, redact
-from .render import MUTED, SR_ONLY, escape, markdown_to_html
+from .render import DONE_COLOUR, ERROR_COLOUR, MUTED, SR_ONLY, escape, markdown_to_html
 from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
 
@@ -719,14 +719,14 @@ class ChatPanel(widgets.VBox):
         self._error_plain = text
         if text:
             self.status.value = ""  # an old "saved ..." must not stand beside a new error
-        self.error.value = (f'<div class="nora-error" role="alert" style="color:#c0392b;font-weight:600;line-height:1.4">'
+        self.error.value = (f'<div class="nora-error" role="alert" style="color:{ERROR_COLOUR};font-weight:600;line-height:1.4">'
                             f"\u26a0 {escape(text)}</div>" if text else "")
 
     def _note_file(self, text: str, ok: bool = True) -> None:
         """A line beside Save / Load: green for done, red for refused (the conversation is untouched).
         A sign in front tells them apart without the colour."""
         self._file_plain = text
-        colour, sign, role = ("#2e8b57", "\u2713", "status") if ok else ("#c0392b", "\u26a0", "alert")
+        colour, sign, role = (DONE_COLOUR, "\u2713", "status") if ok else (ERROR_COLOUR, "\u26a0", "alert")
         self.file_note.value = (f'<span role="{role}" style="color:{colour};line-height:1.4">{sign} {escape(text)}</span>'
                                 if text else "")
 

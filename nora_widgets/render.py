@@ -40,6 +40,8 @@ __all__ = [
     "wire_sections",
     "ROLE_COLOURS",
     "MUTED",
+    "ERROR_COLOUR",
+    "DONE_COLOUR",
     "SR_ONLY",
     "WIRE_HEADERS",
     "SAFE_SCHEMES",
@@ -58,6 +60,11 @@ _UNKNOWN_ROLE = ("#777777", "#ffffff")
 # Secondary text in JupyterLab's own grey, so it stays readable in the dark theme too
 # (a fixed #555 is dark grey on near-black there); the fallback is for other frontends.
 MUTED = "var(--jp-content-font-color2, #555)"
+# Red for an error and green for done, in the theme's shade: a fixed red or green dark enough for
+# white was under 4.5:1 on JupyterLab Dark's near-black (#c0392b: 3.5:1), and one light enough for
+# the dark theme is too light on white.  The fallbacks are for other frontends (white pages).
+ERROR_COLOUR = "var(--jp-error-color1, #c0392b)"
+DONE_COLOUR = "var(--jp-success-color0, #1b5e20)"
 
 # Text for screen readers only: in the page (read aloud) but drawn nowhere (the usual "sr-only" rules).
 SR_ONLY = ("position:absolute;width:1px;height:1px;margin:-1px;padding:0;border:0;overflow:hidden;"
@@ -189,7 +196,8 @@ def _draw_row(number: object, role: str, content: str, with_tokens: bool, tokens
         style += "opacity:0.45;text-decoration:line-through;"
     return (
         f'<tr class="{" ".join(classes)}" data-role="{escape(role)}" style="{style}">'
-        + _cell(str(number), "color:#888;text-align:right")
+        # a fixed dark grey on the yellow of a new row (#888 was 3.2:1 there), else the theme's grey
+        + _cell(str(number), f"color:{'#555' if new else MUTED};text-align:right")
         + _cell(role_chip_html(role))
         + ("" if not with_tokens else  # no counts given: no empty tokens column
            _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums"))

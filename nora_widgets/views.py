@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import ipywidgets as widgets
 
 from .errors import count_of
-from .render import MUTED, ROLE_COLOURS, escape, markdown_to_html, messages_table_html, role_chip_html, wire_sections
+from .render import ERROR_COLOUR, MUTED, ROLE_COLOURS, escape, markdown_to_html, messages_table_html, role_chip_html, wire_sections
 
 __all__ = [
     "transcript_html",
@@ -91,7 +91,7 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
     if streaming is not None:
         parts.append(_message_html.__wrapped__("assistant", streaming + " \u258d"))
     if not parts:
-        parts.append('<div style="color:#888">(empty conversation)</div>')
+        parts.append(f'<div style="color:{MUTED}">(empty conversation)</div>')
     inner = "".join(parts)
     style = "line-height:1.4;"  # ipywidgets' HTML widget uses a tall line-height for one-line labels
     # a word longer than the column (a pasted URL, "zzzz...") breaks anywhere; without this it
@@ -175,7 +175,7 @@ class InspectorView(widgets.VBox):
         last_total: the prompt's token total (the rows plus the template's framing), if known."""
         if last_sent is None:
             self.last_rows = []
-            self.last_html.value = '<div style="color:#888">No call yet: send a message.</div>'
+            self.last_html.value = f'<div style="color:{MUTED}">No call yet: send a message.</div>'
         else:
             self.last_rows = self._rows(last_sent, last_counts, last_new)
             total = last_total if last_total is not None else (sum(last_counts) if last_counts else None)
@@ -217,7 +217,7 @@ class WireView(widgets.VBox):
             return
         self.data, self._note = last, note
         if not last:
-            self.body.value = '<div style="color:#888">No request yet.</div>'
+            self.body.value = f'<div style="color:{MUTED}">No request yet.</div>'
             return
         pre = ('<pre style="white-space:pre-wrap;word-break:break-word;font-size:0.85em;'
                'max-height:360px;overflow:auto;background:var(--jp-layout-color2, #f7f7f7);'
@@ -257,7 +257,7 @@ class GaugeView(widgets.VBox):
         self.used, self.window, self.total = used, window, total
         self.dropped_messages, self.dropped_tokens, self.exact = dropped_messages, dropped_tokens, exact
         how = "exact" if exact else "estimate"
-        counted = f'<div style="color:#777;font-size:0.85em">counted: {escape(method or how)}</div>'
+        counted = f'<div class="nora-gauge-counted" style="color:{MUTED};font-size:0.85em">counted: {escape(method or how)}</div>'
         if window:
             self.fraction = used / window
             pct = min(100.0, 100.0 * self.fraction)
@@ -342,7 +342,7 @@ class CostView(widgets.VBox):
 
     def update(self) -> None:
         if not self.per_call:
-            self.body.value = '<div style="color:#888">No call yet.</div>'
+            self.body.value = f'<div style="color:{MUTED}">No call yet.</div>'
             return
         total, new_total = sum(self.per_call), sum(self.new_per_call)
         charts = (_bars_svg(self.per_call, "#1f5fae", "tokens sent per call") + " "
@@ -377,5 +377,5 @@ class CompareView(widgets.VBox):
         self.body.value = transcript_html(messages, pending, streaming, max_height="min(300px, 40vh)",
                                           label="conversation without memory")
         # the sign says "something went wrong" without the colour
-        self.error.value = f'<div style="color:#c0392b">\u26a0 {escape(error)}</div>' if error else ""
+        self.error.value = f'<div style="color:{ERROR_COLOUR}">\u26a0 {escape(error)}</div>' if error else ""
 

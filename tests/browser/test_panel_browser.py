@@ -177,7 +177,25 @@ def test_panel_in_jupyterlab(lab, browser_page):
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_function("() => document.body.dataset.jpThemeName === 'JupyterLab Dark'", timeout=20_000)
     page.wait_for_timeout(1000)  # the theme's stylesheet applies
-    contrast = page.evaluate(CONTRAST_JS, {
+    page.locator(".nora-panel button", has_text="Context").first.click()  # its "counted:" line is small and grey
+    # an error line (Send on an empty input) and a refused Save (an empty file box): a fixed red
+    # was 3.5:1 on the dark page, the line that most needs reading
+    page.locator(".nora-panel button.nora-send").click()
+    page.locator(".nora-panel .nora-error").wait_for(timeout=10_000)
+    file_box = page.locator(".nora-panel input[type=text]").nth(2)  # the input, model, file
+    assert file_box.input_value() == "nora-transcript.json"
+    file_box.fill("")
+    page.locator(".nora-panel button", has_text="Save").click()
+    page.locator(".nora-panel .nora-file-note", has_text="not saved").wait_for(timeout=10_000)
+    refused = page.evaluate(CONTRAST_JS, {"refused save": ".nora-panel .nora-file-note span"})
+    file_box.fill("dark.json")
+    page.locator(".nora-panel button", has_text="Save").click()
+    page.locator(".nora-panel .nora-file-note", has_text="saved 7 messages").wait_for(timeout=10_000)
+    contrast = refused | page.evaluate(CONTRAST_JS, {
+        "error line": ".nora-panel .nora-error",
+        "saved": ".nora-panel .nora-file-note span",
+        "new row's number": ".nora-panel tr.nora-row-new td:first-child",  # #888 on yellow: 3.2:1
+        "counted": ".nora-panel .nora-gauge-counted",
         "new row": ".nora-panel tr.nora-row-new td:last-child",
         "persona": ".nora-panel .nora-transcript .nora-msg-system .nora-content > div",
         "header": ".nora-panel .nora-header span",
@@ -188,7 +206,6 @@ def test_panel_in_jupyterlab(lab, browser_page):
     low = {name: ratio for name, ratio in contrast.items() if ratio is None or ratio < 4.5}
     assert low == {}, contrast
     # the Context gauge's empty track follows the theme (it stayed a light grey bar on the dark page)
-    page.locator(".nora-panel button", has_text="Context").first.click()
     track = page.locator(".nora-panel .nora-gauge-track").first
     track.wait_for(state="visible", timeout=10_000)
     level = track.evaluate("""(el) => {
