@@ -433,16 +433,18 @@ def model_used(client: Any, name: str | None) -> str | None:
     return default if getattr(client, "backend", None) == "local" else name or default
 
 
-def describe_client(client: Any) -> str:
+def describe_client(client: Any, model: str | None = None) -> str:
     """One line naming the backend and model that answer, e.g.
-    'local model SmolLM2-135M-Instruct (llama.cpp, in-process), context window n_ctx=2048 tokens'."""
+    'local model SmolLM2-135M-Instruct (llama.cpp, in-process), context window n_ctx=2048 tokens'.
+    model: the name the calls send instead of the client's default (the panel's model box); a
+    client that describes itself (the embedded model answers as itself) is described as it is."""
     describe = getattr(client, "describe", None)
     if callable(describe):
         return describe()
     if isinstance(client, ScriptedClient):
         return "scripted stand-in (canned replies, no model)"
     base = getattr(client, "base_url", None)
-    model = getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
+    model = model or getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
     if base is not None:
         return f"OpenAI-compatible server {redact(str(base)).rstrip('/')}, model {model}"
     return f"{type(client).__name__}, model {model}"

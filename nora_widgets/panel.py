@@ -753,7 +753,7 @@ class ChatPanel(widgets.VBox):
         model = self.model_name or getattr(client, "default_model", None)
         keep = self.keep_last_n_turns
 
-        who = describe_client(client) if client is not None else _who_before_client()
+        who = describe_client(client, self.model_name) if client is not None else _who_before_client()
         note = model_note(client, self.model_name, choose="the model box")
         if note:
             who += f" ({note})"

@@ -1566,3 +1566,25 @@ def test_before_the_first_message_the_header_hides_a_password_in_the_base_url(mo
     assert panel._client is None
     assert "hunter2-secret" not in panel.header.value
     assert "the server at http://ada:***@127.0.0.1:9/v1 (connects on the first message)" in panel.header.value
+
+
+def test_the_header_names_the_model_the_next_call_sends(monkeypatch):
+    # the header named the client's default ("model gpt-4o-mini") whatever the model box said, while
+    # the calls sent the box's name: a server that knows only "llama3.2" refused a model it never saw
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    import openai
+
+    with StubServer(listed=["llama3.2"]) as stub:  # an openai client of one's own: its default is gpt-4o-mini
+        client = openai.OpenAI(base_url=stub.base_url, api_key="sk-test-x", max_retries=0)
+        panel = ChatPanel(client, views=())
+        assert ", model gpt-4o-mini \u00b7" in unescape(panel.header.value)  # the client's default
+        panel.model.value = "llama3.2"
+        header = unescape(panel.header.value)
+        assert ", model llama3.2 \u00b7" in header and "gpt-4o-mini" not in header
+        assert panel_send(panel, "Hi").ok
+        assert stub.requests[-1].body["model"] == "llama3.2"  # what the header said
+        panel.model.value = "  "  # empty again: the client's default
+        assert ", model gpt-4o-mini \u00b7" in unescape(panel.header.value)
