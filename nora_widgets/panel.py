@@ -644,14 +644,18 @@ class ChatPanel(widgets.VBox):
         if not removed:
             self._say("nothing to undo")
             return
-        if not self.prompt.value.strip():
+        put_back = not self.prompt.value.strip()
+        if put_back:
             self._input.know(removed[0]["content"])  # Enter on it sends at once
         self._show_error("")
         self._announce("")
         self._note_file("")
         self.refresh()
-        what = "your last message and its reply" if len(removed) > 1 else "your last message"
-        self._say(f"took back {what}: the next call will not send it")
+        # not put back (the input holds text, e.g. a stopped message): say which message it was
+        what = "your last message" + ("" if put_back else f" {_quote(removed[0]['content'])}")
+        what += " and its reply" if len(removed) > 1 else ""
+        self._say(f"took back {what}: the next call will not send it"
+                  + ("" if put_back else " (the input keeps what you typed)"))
 
     def _put_back_held(self) -> None:
         """The message of a failed or stopped turn, kept aside, goes back into the input: in front of

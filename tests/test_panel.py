@@ -1222,7 +1222,8 @@ def test_undo_takes_back_the_last_turn_and_puts_the_message_back_in_the_input():
     assert panel.prompt.value == "something else" and panel.history == new_history()
     panel.history.append({"role": "user", "content": "hello?"})  # e.g. a loaded transcript that ends so
     panel.undo.click()
-    assert "took back your last message: the next call" in panel.status.value and panel.history == new_history()
+    assert ("took back your last message \u201chello?\u201d: the next call will not send it (the input keeps what "
+            "you typed)") in unescape(panel.status.value) and panel.history == new_history()
     panel.undo.click()
     assert "nothing to undo" in panel.status.value and panel.history == new_history()
 
@@ -1588,3 +1589,24 @@ def test_the_header_names_the_model_the_next_call_sends(monkeypatch):
         assert stub.requests[-1].body["model"] == "llama3.2"  # what the header said
         panel.model.value = "  "  # empty again: the client's default
         assert ", model gpt-4o-mini \u00b7" in unescape(panel.header.value)
+
+
+def test_undo_right_after_stop_says_which_message_it_took_back():
+    # Stop puts its message back in the input; Undo then takes back the turn before it, and that
+    # message cannot go back into the input: the status line said only "took back your last message
+    # and its reply", and what was asked left the screen without a word of which message it was
+    client = SlowClient(" ".join(["word"] * 200), delay=0.05)
+    panel = ChatPanel(client, views=())
+    client.words = ["Two", "novels."]
+    panel_send(panel, "Do you have Le Guin?")
+    client.words = ["word"] * 200
+    panel.prompt.value = "How much is it?"
+    panel.send.click()
+    assert client.first_piece.wait(5)
+    panel.stop.click()
+    assert panel.prompt.value == "How much is it?" and len(panel.history) == 3
+    panel.undo.click()
+    assert panel.history == new_history() and panel.prompt.value == "How much is it?"  # kept as it was
+    status = unescape(panel.status.value)
+    assert ("took back your last message \u201cDo you have Le Guin?\u201d and its reply: the next call will not "
+            "send it (the input keeps what you typed)") in status, status
