@@ -29,6 +29,7 @@ sent after the reply (Enter and Send send nothing while one runs).
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from typing import Any, Sequence
@@ -79,6 +80,34 @@ AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest mess
 NARROW_CHAT, NARROW_VIEWS = "min(320px, 100%)", "min(300px, 100%)"
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}</style>")
+
+
+# Where the person is.  A reply that ends gives its input the focus back (the next message is typed
+# there), unless the person went on meanwhile: sent from another panel, used its buttons, or ran a
+# cell.  Each of those takes the next number, and a reply refocuses only if its panel's number is still
+# the latest: the focus jumped back into the first panel, and keys meant for the other panel or for a
+# cell went into its input.
+_MOVES = itertools.count(1)
+_LATEST_MOVE = [0]
+_WATCHED_SHELLS: set[int] = set()
+
+
+def _moved(_info: Any = None) -> int:
+    """The person acted somewhere (a panel's Send, Enter or button; a cell run): its number."""
+    _LATEST_MOVE[0] = number = next(_MOVES)
+    return number
+
+
+def _watch_cells() -> None:
+    """Count a cell run as a move (IPython's pre_run_cell), once per shell; nothing outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - ipywidgets depends on IPython
+        return
+    shell = get_ipython()
+    if shell is not None and id(shell) not in _WATCHED_SHELLS:
+        shell.events.register("pre_run_cell", _moved)
+        _WATCHED_SHELLS.add(id(shell))
 
 
 def _window_before_client() -> int | None:
@@ -218,6 +247,8 @@ class ChatPanel(widgets.VBox):
         self.prompt.description = "your message"
         self.prompt.style.description_width = "0px"
         self.prompt.layout.margin = "2px 2px 2px -6px"  # the label's own 8 px margin: the box stays where it was
+        self._focus_move = 0  # this panel's latest move (_moved): only the latest takes the focus back
+        _watch_cells()
         self._refocus = False  # the turn came from Send / Enter: give the input its focus back after
         # Enter, type-ahead and what the box holds around a turn (_panel_input.py)
         self._input = PanelInput(self.prompt, self._lock, busy=lambda: self._busy, send=self._submit_typed,
@@ -235,7 +266,7 @@ class ChatPanel(widgets.VBox):
         self.send.add_class("nora-send")
         self.stop.add_class("nora-stop")
         self.send.on_click(lambda _b: self._submit_typed())
-        self.stop.on_click(lambda _b: self.cancel())
+        self.stop.on_click(lambda _b: (self._here(), self.cancel()))
 
         # --- controls
         self.amnesia = widgets.ToggleButton(value=keep_last_n_turns == 0, description="Amnesia",
@@ -276,8 +307,8 @@ class ChatPanel(widgets.VBox):
         self.file_note.add_class("nora-file-note")
         self.clear.on_click(lambda _b: self._clicked(self.clear_history))
         self.undo.on_click(lambda _b: self._clicked(self.undo_last))
-        self.save.on_click(lambda _b: self.save_to())
-        self.load.on_click(lambda _b: self.load_from())
+        self.save.on_click(lambda _b: (self._here(), self.save_to()))
+        self.load.on_click(lambda _b: (self._here(), self.load_from()))
         for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
             control.observe(lambda _change: self.refresh(), names="value")
         self.persona.observe(self._on_persona, names="value")
@@ -383,6 +414,7 @@ class ChatPanel(widgets.VBox):
     def _submit_typed(self) -> None:
         """Send and Enter: the input keeps (or takes) the focus while the reply runs, and gets it
         back after it, so the next message can be typed at once."""
+        self._focus_move = _moved()  # the person is here now (set first, as _refocus)
         was, self._refocus = self._refocus, True  # set first: a fast reply may end before submit() returns
         if not self.submit():  # nothing started (empty, or busy: the turn running keeps its own)
             self._refocus = was
@@ -511,9 +543,12 @@ class ChatPanel(widgets.VBox):
                 line += f" Your message {_quote(self._input.sending)} is kept aside, so what you typed stays: Undo puts it back."
             self._show_error(line)
         self.refresh()
-        if self._refocus:  # not after panel.ask() from a cell: that would pull the cursor out of it
+        # not after panel.ask() from a cell: that would pull the cursor out of it; not if the person has
+        # gone on to another panel or run a cell meanwhile (_moved)
+        if self._refocus:
             self._refocus = False
-            self.prompt.focus()
+            if self._focus_move == _LATEST_MOVE[0]:
+                self.prompt.focus()
         if ok:  # after the focus has moved: a screen reader announces the move, then this
             self._announce(f"{self.title} replied:", markdown_to_html(str(result)))
         else:  # the error line is the alert; a note said while the reply ran is over
@@ -582,9 +617,14 @@ class ChatPanel(widgets.VBox):
             self._announce("")
             self._note_file("")  # "saved 5 messages" no longer describes the conversation
 
+    def _here(self) -> None:
+        """A button of this panel was used: the person is here (see _moved)."""
+        self._focus_move = _moved()
+
     def _clicked(self, action) -> None:
         """Clear and Undo from their buttons: the next thing to do is to type, so the input gets the
         focus (from code, panel.clear_history() leaves the cursor where it is)."""
+        self._here()
         before = (list(self.history), self.prompt.value)
         action()
         if not self._busy and (list(self.history), self.prompt.value) != before:

@@ -1610,3 +1610,49 @@ def test_undo_right_after_stop_says_which_message_it_took_back():
     status = unescape(panel.status.value)
     assert ("took back your last message \u201cDo you have Le Guin?\u201d and its reply: the next call will not "
             "send it (the input keeps what you typed)") in status, status
+
+
+def test_a_reply_that_ends_leaves_the_focus_where_the_person_went_meanwhile(monkeypatch):
+    # Enter in one panel, then the person went on: sent from a second panel, or ran a cell.  When the
+    # first reply ended, its input took the focus back, and the keys typed in the other panel or the
+    # cell went into it.  The focus goes back only to the panel the person used last.
+    from IPython.core.interactiveshell import InteractiveShell
+
+    first_client, second_client = HeldReply("Two novels.", "Yes."), HeldReply("Hello.")
+    first, second = ChatPanel(first_client, views=()), ChatPanel(second_client, views=())
+    focused = []
+    for name, panel in (("first", first), ("second", second)):
+        monkeypatch.setattr(panel.prompt, "focus", lambda name=name: focused.append(name))
+    first.prompt.value = "Do you have Le Guin?"
+    first.send.click()
+    assert first_client.streaming.wait(5)
+    second.prompt.value = "Hi"
+    second.send.click()
+    assert second_client.streaming.wait(5)
+    second_client.release()
+    assert second.wait(5) == "Hello."
+    focused.clear()
+    first_client.release()
+    assert first.wait(5) == "Two novels." and focused == []  # the focus stays in the second panel
+    # on its own, a panel still gives its input the focus back after a reply
+    first.prompt.value = "In paperback?"
+    first.send.click()
+    assert first_client.streaming.wait(5)
+    first_client.release()
+    assert first.wait(5) == "Yes." and focused == ["first", "first"]  # when Send was disabled, and after
+    # a cell run while the reply streams is a move too (the panel watches the shell it was made in)
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(panel_module, "_WATCHED_SHELLS", set())
+    third_client = HeldReply("Ten euros.")
+    third = ChatPanel(third_client, views=())
+    try:
+        monkeypatch.setattr(third.prompt, "focus", lambda: focused.append("third"))
+        third.prompt.value = "How much?"
+        third.send.click()
+        assert third_client.streaming.wait(5)
+        shell.run_cell("1 + 1", store_history=False)
+        focused.clear()
+        third_client.release()
+        assert third.wait(5) == "Ten euros." and focused == []
+    finally:
+        shell.events.unregister("pre_run_cell", panel_module._moved)
