@@ -175,9 +175,9 @@ def _chip(role: str) -> str:
 RULE = "var(--jp-border-color2, #ddd)"
 
 
-def _cell(text: str, style: str = "") -> str:
-    return (f'<td style="text-align:left;padding:3px 6px;vertical-align:top;border-bottom:1px solid {RULE};{style}">'
-            f'{text}</td>')
+def _cell(text: str, style: str = "", attrs: str = "") -> str:
+    return (f'<td{attrs} style="text-align:left;padding:3px 6px;vertical-align:top;border-bottom:1px solid {RULE};'
+            f'{style}">{text}</td>')
 
 
 def _draw_row(number: object, role: str, content: str, with_tokens: bool, tokens: int | None,
@@ -201,7 +201,8 @@ def _draw_row(number: object, role: str, content: str, with_tokens: bool, tokens
         + _cell(role_chip_html(role))
         + ("" if not with_tokens else  # no counts given: no empty tokens column
            _cell("" if tokens is None else f"{tokens:,}", "text-align:right;font-variant-numeric:tabular-nums"))
-        + _cell(escape(shown), "white-space:pre-wrap;word-break:break-word;width:100%")
+        # dir="auto" and start: a message in Arabic or Hebrew reads right to left, from the right edge
+        + _cell(escape(shown), "white-space:pre-wrap;word-break:break-word;width:100%;text-align:start", ' dir="auto"')
         + "</tr>"
     )
 

@@ -65,7 +65,9 @@ def _message_html(role: str, content: str) -> str:
     return (
         f'<div class="nora-msg nora-msg-{escape(role)}" style="border-left:4px solid {colour};'
         'padding:2px 8px;margin:4px 0">'
-        f'{role_chip_html(role)}<div class="nora-content" style="margin-top:2px">{body}</div></div>'
+        # dir="auto": a message in Arabic or Hebrew reads right to left, from the right edge, with its
+        # punctuation where it belongs (in the page's left-to-right it ended at the wrong side)
+        f'{role_chip_html(role)}<div class="nora-content" dir="auto" style="margin-top:2px">{body}</div></div>'
     )
 
 

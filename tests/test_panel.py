@@ -1656,3 +1656,17 @@ def test_a_reply_that_ends_leaves_the_focus_where_the_person_went_meanwhile(monk
         assert third.wait(5) == "Ten euros." and focused == []
     finally:
         shell.events.unregister("pre_run_cell", panel_module._moved)
+
+
+def test_a_message_in_a_right_to_left_script_is_drawn_right_to_left():
+    # each message's text takes its direction from its first letters: an Arabic or Hebrew reply was
+    # laid out left to right, from the left edge, its final "!" or "?" on the wrong side
+    panel = ChatPanel(ScriptedClient(["\u0645\u0631\u062d\u0628\u0627!", "Hello."]), views=("inspector",))
+    panel_send(panel, "\u05e9\u05dc\u05d5\u05dd?")
+    panel_send(panel, "Hi")
+    contents = re.findall(r'<div class="nora-content"( dir="auto")?', panel.transcript.value)
+    assert len(contents) == 5 and all(contents), contents  # persona, two questions, two replies
+    for table in (panel.inspector.last_html.value, panel.inspector.next_html.value):
+        cells = re.findall(r'<td( dir="auto")? style="[^"]*">([^<]*)</td></tr>', table)  # the content column
+        assert cells and all(d for d, _text in cells), cells
+        assert 'dir="auto" style="text-align:left;' in table and "width:100%;text-align:start" in table
