@@ -73,11 +73,11 @@ PANEL_NOT_FOUND = "check the model box (empty: the client's default) and OPENAI_
 BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
 AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",
                 False: "off - press to send only the persona and the latest message"}
+# The columns' least widths, or the whole width when there is less (see ChatPanel.__init__)
+NARROW_CHAT, NARROW_VIEWS = "min(320px, 100%)", "min(300px, 100%)"
 # A keyboard focus ring that can be seen: JupyterLab's is 1 px of light blue (about 2:1 against
 # white, next to nothing on the blue Send button, and none at all on text boxes).  Plain CSS, scoped
 # to the panel; three classes' weight, to win over ipywidgets' "outline: none" on its text boxes.
-# The columns' least widths, or the whole width when there is less (see ChatPanel.__init__)
-NARROW_CHAT, NARROW_VIEWS = "min(320px, 100%)", "min(300px, 100%)"
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}</style>")
 
