@@ -78,8 +78,15 @@ NARROW_CHAT, NARROW_VIEWS = "min(320px, 100%)", "min(300px, 100%)"
 # A keyboard focus ring that can be seen: JupyterLab's is 1 px of light blue (about 2:1 against
 # white, next to nothing on the blue Send button, and none at all on text boxes).  Plain CSS, scoped
 # to the panel; three classes' weight, to win over ipywidgets' "outline: none" on its text boxes.
+# Stop while a reply runs (orange) and Amnesia on (red) in shades their words can be read on, in either
+# theme: ipywidgets' own were white on #f57c00 in JupyterLab Light (2.7:1) and black on #d32f2f in Dark (4.2:1).
+LIVE_COLOURS = {"warning": ("#b45309", "#92400e"), "danger": ("#c62828", "#a51d1d")}  # background, on hover
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
-             " !important;outline-offset:1px}</style>")
+             " !important;outline-offset:1px}"
+             + "".join(f".nora-panel .jupyter-widgets.jupyter-button.mod-{style}{{background-color:{back};color:#fff}}"
+                       f".nora-panel .jupyter-widgets.jupyter-button.mod-{style}:hover:enabled{{background-color:{hover}}}"
+                       for style, (back, hover) in LIVE_COLOURS.items())
+             + "</style>")
 
 
 # Where the person is.  A reply that ends gives its input the focus back (the next message is typed

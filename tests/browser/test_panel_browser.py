@@ -213,6 +213,11 @@ def test_panel_in_jupyterlab(lab, browser_page):
         return (r + g + b) / 3;
     }""")
     assert level < 128, level
+    # Amnesia on (red) reads in the dark theme too (black on ipywidgets' red: 4.2:1)
+    page.locator(".nora-panel button", has_text="Amnesia").first.click()
+    page.locator(".nora-panel button.mod-danger", has_text="Amnesia").wait_for(timeout=10_000)
+    amnesia = page.evaluate(CONTRAST_JS, {"Amnesia on": ".nora-panel button.mod-danger"})
+    assert amnesia["Amnesia on"] >= 4.5, amnesia
 
 
 TABLE_CELLS = [
@@ -557,6 +562,9 @@ def test_typing_the_next_message_while_a_reply_streams(lab, browser_page):
     open_panel(page, lab, "typeahead.ipynb", TYPEAHEAD_CELL)
     panel = page.locator(".nora-panel")
     prompt = page.locator(PROMPT)
+    # the light theme (the first test leaves the lab's settings in the dark one)
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeName === 'JupyterLab Light'", timeout=20_000)
 
     # 1. the message leaves the input for the live area; the input stays open, with the focus
     prompt.focus()
@@ -564,6 +572,9 @@ def test_typing_the_next_message_while_a_reply_streams(lab, browser_page):
     page.keyboard.press("Enter")
     page.wait_for_function(STOP_LIVE, timeout=10_000)
     assert prompt.is_enabled() and prompt.input_value() == "" and page.evaluate(IS_FOCUSED, PROMPT)
+    # Stop, orange while the reply runs, reads in JupyterLab Light (white on ipywidgets' orange: 2.7:1)
+    stop = page.evaluate(CONTRAST_JS, {"Stop": ".nora-panel button.nora-stop"})
+    assert stop["Stop"] >= 4.5, stop
     page.keyboard.type("How much is the first one?")
     # 2. Enter while the reply streams: nothing is sent, the status line says why
     page.keyboard.press("Enter")
