@@ -63,7 +63,10 @@ def headline(name: str, r: dict) -> list[list[str]]:
                 extra = f" ({m[cmd] / m['llm --help']:.2f} x llm --help)" if "llm --help" in m else ""
                 rows.append([name, cmd, fmt_seconds(m[cmd]) + extra, "fast; no openai/llama_cpp"])
     elif name == "model":
-        rows.append([name, "decode tokens/s, nora / direct", f"{r['decode_ratio']:.3f}", ">= 0.95"])
+        (lo, hi), (alo, ahi) = r["decode_round_ratio_ci95"], r["decode_aa_ratio_ci95"]
+        rows.append([name, "decode tokens/s, nora / direct: of the medians, per round (interval); A/A noise",
+                     f"{r['decode_ratio']:.3f}, {r['decode_round_ratio']:.3f} ({lo:.3f}-{hi:.3f}); "
+                     f"{r['decode_aa_ratio']:.3f} ({alo:.3f}-{ahi:.3f})", ">= 0.95"])
         rows.append([name, "first token (stream), nora", fmt_seconds(r["stream"]["nora"]["ttft_s"]), ""])
         last = r["conversation"]["turns"][-1]
         rows.append([name, f"first token, turn {last['turn']} of a chat at 0.7: nora / nora, reset / direct",

@@ -94,6 +94,9 @@ def test_lessons_command_collects_a_notebook(tmp_path):
 def test_model_compares_localclient_with_llama_cpp_directly(tmp_path):
     r = run_quick("model", tmp_path)
     assert r["decode_ratio"] > 0
+    for key in ("decode_round_ratio", "decode_aa_ratio"):  # per-round ratios, and the A/A noise, with intervals
+        lo, hi = r[key + "_ci95"]
+        assert 0 < lo <= r[key] <= hi
     assert set(r["stream"]) == {"nora", "direct", "direct, reset"}
     assert r["same_text"] is True  # temperature 0, same settings: the same reply
     assert r["load"]["nora"]["total_s"] > 0
