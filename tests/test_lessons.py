@@ -123,15 +123,16 @@ def _run_wrong(lesson, index):
     return None, None
 
 
-def wrong_answers():
+def answers(kind: str):
+    """One test case per answer of that kind in every lesson ("wrong": lesson.wrongs, "right": lesson.rights)."""
     for lesson in LESSONS:
-        for index in range(len(lesson.wrongs)):
+        for index in range(len(getattr(lesson, kind + "s"))):
             marks = [pytest.mark.model] if lesson.needs_model else []
-            yield pytest.param(lesson, index, marks=marks, id=f"{lesson.stem}-wrong{index}")
+            yield pytest.param(lesson, index, marks=marks, id=f"{lesson.stem}-{kind}{index}")
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("lesson,index", list(wrong_answers()))
+@pytest.mark.parametrize("lesson,index", list(answers("wrong")))
 def test_a_wrong_answer_makes_the_check_fail_loudly(lesson, index):
     if lesson.needs_model and not HAVE_MODEL:
         pytest.skip("needs the embedded model (llama-cpp-python)")
@@ -145,15 +146,8 @@ def test_a_wrong_answer_makes_the_check_fail_loudly(lesson, index):
         assert expected in exc.evalue, f"the check should say {expected!r} for this wrong answer, it said: {exc.evalue}"
 
 
-def right_answers():
-    for lesson in LESSONS:
-        for index in range(len(lesson.rights)):
-            marks = [pytest.mark.model] if lesson.needs_model else []
-            yield pytest.param(lesson, index, marks=marks, id=f"{lesson.stem}-right{index}")
-
-
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("lesson,index", list(right_answers()))
+@pytest.mark.parametrize("lesson,index", list(answers("right")))
 def test_another_right_answer_passes_the_check(lesson, index):
     """A correct answer written differently from the solution (a harmless variation) must not be rejected."""
     if lesson.needs_model and not HAVE_MODEL:
