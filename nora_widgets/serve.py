@@ -37,6 +37,7 @@ import signal
 import socket
 import sys
 import threading
+from typing import Sequence
 
 __all__ = ["add_arguments", "run", "base_url", "is_loopback"]
 
@@ -120,7 +121,7 @@ def _say(text: str, stream=None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
 
 
-def _usage_problem(port: int, n_ctx: int, origins: list[str] = ()) -> str | None:
+def _usage_problem(port: int, n_ctx: int, origins: Sequence[str] = ()) -> str | None:
     """None when the command line is usable, else one line saying what is wrong.
     Example: _usage_problem(70000, 2048) -> '--port must be from 1 to 65535 (got 70000)'"""
     from ._browser import origin_problem
