@@ -64,9 +64,13 @@ def headline(name: str, r: dict) -> list[list[str]]:
                 rows.append([name, cmd, fmt_seconds(m[cmd]) + extra, "fast; no openai/llama_cpp"])
     elif name == "model":
         (lo, hi), (alo, ahi) = r["decode_round_ratio_ci95"], r["decode_aa_ratio_ci95"]
-        rows.append([name, "decode tokens/s, nora / direct: of the medians, per round (interval); A/A noise",
+        rows.append([name, "decode tokens/s, nora / direct (same Llama): of the medians, per round (interval); "
+                           "A/A noise",
                      f"{r['decode_ratio']:.3f}, {r['decode_round_ratio']:.3f} ({lo:.3f}-{hi:.3f}); "
                      f"{r['decode_aa_ratio']:.3f} ({alo:.3f}-{ahi:.3f})", ">= 0.95"])
+        slo, shi = r["decode_second_copy_ratio_ci95"]
+        rows.append([name, "decode tokens/s, nora / a second Llama loaded from the same file, per round",
+                     f"{r['decode_second_copy_ratio']:.3f} ({slo:.3f}-{shi:.3f})", ""])
         rows.append([name, "first token (stream), nora", fmt_seconds(r["stream"]["nora"]["ttft_s"]), ""])
         last = r["conversation"]["turns"][-1]
         rows.append([name, f"first token, turn {last['turn']} of a chat at 0.7: nora / nora, reset / direct",
