@@ -56,7 +56,8 @@ from .clients import BACKENDS, describe_client, lists_model, make_client, model_
 from .conversation import (DEFAULT_TEMPERATURE, SYSTEM_PROMPT, means_no_persona, new_history, set_persona,
                            temperature_problem)
 from .errors import NoraError, count_of, describe_failure, redact
-from .transcript import NOT_READ_BACK, TranscriptError, _read_only, is_markdown, load_transcript, overwrite_problem
+from .transcript import (NOT_READ_BACK, NOTEBOOK_NAME, TranscriptError, _read_only, is_markdown, is_notebook,
+                         load_transcript, overwrite_problem)
 
 __all__ = ["main", "build_parser", "ChatSession"]
 
@@ -93,6 +94,9 @@ def _settings(args: argparse.Namespace) -> None:
             path = os.path.expanduser(path)  # --save=~/chat.json: the shell leaves that ~ alone, save_transcript does not
             if flag == "--history" and is_markdown(path):  # read back by the next nora ask: JSON only
                 raise UsageError(f"--history: {path!r} {NOT_READ_BACK}")
+            if is_notebook(path):  # else the call is made and every save after it refused (chat: each turn)
+                words = "is a notebook's name: give a .json file" if flag == "--history" else NOTEBOOK_NAME
+                raise UsageError(f"{flag}: {path!r} {words}")
             folder = os.path.dirname(path) or "."
             if not os.path.isdir(folder):
                 raise UsageError(f"{flag}: folder {folder!r} does not exist")

@@ -37,7 +37,7 @@ from typing import Any
 from .conversation import validate_history
 from .errors import HistoryError, NoraError, count_of
 
-__all__ = ["save_transcript", "load_transcript", "markdown_text", "is_markdown", "overwrite_problem",
+__all__ = ["save_transcript", "load_transcript", "markdown_text", "is_markdown", "is_notebook", "overwrite_problem",
            "TranscriptError",
            "MAX_TRANSCRIPT_BYTES", "NOT_READ_BACK"]
 
@@ -49,6 +49,7 @@ MARKDOWN_TITLE = "# A conversation, saved by Nora"  # the export's first line: h
 MARKDOWN_EXPORT = "it is a Markdown export, for reading: load the conversation's .json transcript instead"
 NOT_READ_BACK = ("would be saved as Markdown, which nora ask cannot read back next time: give a .json file "
                  "(a copy to read: /save notes.md in nora chat --load FILE)")  # after --history: 'notes.md'
+NOTEBOOK_NAME = "is a notebook's name: save the conversation to a .json name (or .md, to read)"  # after the name
 
 
 class TranscriptError(NoraError):
@@ -132,6 +133,12 @@ def is_markdown(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in MARKDOWN_SUFFIXES
 
 
+def is_notebook(path: str | os.PathLike) -> bool:
+    """Whether path names a notebook, which a save must never replace.
+    Example: is_notebook("lesson.IPYNB") -> True; is_notebook("chat.json") -> False"""
+    return Path(path).suffix.lower() == ".ipynb"
+
+
 _BACKTICKS = re.compile(r"`+")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -208,9 +215,8 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     bad = _unusable(path)
     if bad:
         raise TranscriptError(f"not saved: the file name contains {bad}")
-    if given.suffix.lower() == ".ipynb":  # `%chat save lesson.ipynb` would replace the notebook itself
-        raise TranscriptError(f"not saved: {given} is a notebook's name: save the conversation to a .json "
-                              "name (or .md, to read)")
+    if is_notebook(given):  # `%chat save lesson.ipynb` would replace the notebook itself
+        raise TranscriptError(f"not saved: {given} {NOTEBOOK_NAME}")
     if path.is_dir():  # else the rename below fails with an error that names the temp file
         raise TranscriptError(f"not saved: {path} is a folder")
     if path.is_symlink():  # write where the link points: renaming over it would replace the link

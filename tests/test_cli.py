@@ -1559,6 +1559,22 @@ def test_a_save_file_that_is_not_a_saved_conversation_is_refused_before_anything
     assert notes.read_text() == "my notes\n"
 
 
+def test_a_notebook_name_for_save_or_history_is_refused_before_anything_is_sent(keyed_stub, tmp_path):
+    """--save lesson.ipynb started the chat and then failed to save every turn (exit 0, nothing kept);
+    nora ask --history lesson.ipynb made the call, printed the answer and only then refused the file."""
+    for name in ("lesson.ipynb", "Lesson.IPYNB"):
+        path = tmp_path / name
+        chatted = nora("chat", *FAST, "--save", str(path), stdin="Hi\n", stub=keyed_stub)
+        asked = nora("ask", *FAST, "--history", str(path), "Hi", stub=keyed_stub)
+        assert (chatted.returncode, chatted.stdout) == (2, "")
+        assert chatted.stderr == (f"nora: error: --save: {str(path)!r} is a notebook's name: save the conversation "
+                                  "to a .json name (or .md, to read)\n")
+        assert (asked.returncode, asked.stdout) == (2, "")
+        assert asked.stderr == f"nora: error: --history: {str(path)!r} is a notebook's name: give a .json file\n"
+        assert not path.exists()
+    assert keyed_stub.chat_requests == []
+
+
 def test_a_history_file_in_a_folder_nora_cannot_write_in_is_refused_before_the_call(keyed_stub, tmp_path):
     """Else the call is made, the answer printed, and only then the file cannot take it."""
     folder = tmp_path / "shared"
