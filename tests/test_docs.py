@@ -1,0 +1,175 @@
+"""The documentation against the code: links that lead somewhere, and options that exist.
+
+README.md and docs/*.md are read with markdown-it-py (what the panel renders with), so a link or a
+`--flag` inside a code span is told apart from prose.  Four checks:
+
+- every relative link and image reaches a file, and every #anchor a heading of that file (GitHub's
+  anchors: the heading's text, lower case, punctuation dropped, spaces as hyphens);
+- every `--flag` written after `nora chat|ask|models|serve` in code, and every flag in the first column
+  of docs/cli.md's option tables, is an option of that command's parser; the same for `%chat` /
+  `%%chat` and the magics' parsers;
+- every option of those parsers is in its page (docs/cli.md, docs/magics.md), and every slash command
+  of `nora chat` is in docs/cli.md's table, so none goes undocumented.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt
+
+from nora_widgets import cli, magics
+from nora_widgets._chat_session import COMMANDS
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MD = MarkdownIt("commonmark").enable("table")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+SUBCOMMANDS = ("chat", "ask", "models", "serve")
+# `nora chat --model x | ...`: the flags up to where the shell (or the sentence) goes on to something else
+NORA_LINE = re.compile(r"(?<![\w/.-])nora(?: (chat|ask|models|serve))?((?: [^|;&#`)\n]*)?)")
+MAGIC_LINE = re.compile(r"(?<![\w%])(%%?)chat\b([^#`\n]*)")
+NOT_NORA = {"--api-key"}  # named in the docs as the option there deliberately is not
+
+
+def _tokens(page: Path) -> list:
+    return MD.parse(page.read_text(encoding="utf-8"))
+
+
+def _walk(tokens):
+    for token in tokens:
+        yield token
+        if token.children:
+            yield from _walk(token.children)
+
+
+def _slug(text: str) -> str:
+    """GitHub's anchor for a heading.  Example: '`nora serve`: the same model over HTTP' -> 'nora-serve-the-same-model-over-http'"""
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    tokens, seen, found = _tokens(page), {}, set()
+    for i, token in enumerate(tokens):
+        if token.type == "heading_open":
+            slug = _slug("".join(c.content for c in tokens[i + 1].children if c.type in ("text", "code_inline")))
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def links(page: Path) -> list[str]:
+    found = []
+    for token in _walk(_tokens(page)):
+        if token.type == "link_open":
+            found.append(token.attrs["href"])
+        elif token.type == "image":
+            found.append(token.attrs["src"])
+    return found
+
+
+def code_texts(page: Path) -> list[str]:
+    """The text of every code span and code block of page."""
+    return [t.content for t in _walk(_tokens(page)) if t.type in ("code_inline", "fence", "code_block")]
+
+
+def _options(parser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings if s.startswith("--")}
+
+
+@pytest.fixture(scope="module")
+def nora_options() -> dict[str | None, set[str]]:
+    parser = cli.build_parser(with_serve=True)
+    return {None: _options(parser), **{name: _options(p) for name, p in parser.subcommands.items()}}
+
+
+@pytest.fixture(scope="module")
+def magic_options() -> dict[str, set[str]]:
+    return {"%": _options(magics._line_parser()), "%%": _options(magics._cell_parser())}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_link_reaches_a_file_and_every_anchor_a_heading(page):
+    broken = []
+    for href in links(page):
+        if re.match(r"[a-z][a-z+.-]*:", href):  # https:, mailto: ... (not checked: no network)
+            continue
+        path, _, fragment = href.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists():
+            broken.append(f"{href}: no file {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+        elif fragment and target.suffix == ".md" and fragment not in anchors(target):
+            broken.append(f"{href}: no heading #{fragment} in {target.name}")
+    assert not broken, f"{page.name}: " + "; ".join(broken)
+
+
+def test_the_anchor_check_knows_a_broken_anchor_and_a_missing_file(tmp_path):
+    """The check above, shown to fail: a page with a wrong #anchor and a link to a file that is not there."""
+    page = tmp_path / "p.md"
+    page.write_text("# The `nora serve` page: a test\n\n## Keys, again\n\n## Keys, again\n\n"
+                    "[ok](#the-nora-serve-page-a-test) [ok](#keys-again-1) [bad](#keys) [gone](missing.md)\n")
+    assert anchors(page) == {"the-nora-serve-page-a-test", "keys-again", "keys-again-1"}
+    with pytest.raises(AssertionError, match=r"#keys: no heading #keys in p\.md; missing\.md: no file"):
+        test_every_link_reaches_a_file_and_every_anchor_a_heading(page)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_nora_flag_in_the_docs_exists(page, nora_options, magic_options):
+    unknown = []
+    for text in code_texts(page):
+        for command, rest in NORA_LINE.findall(text):
+            for flag in FLAG.findall(rest.split("  ")[0]):  # two spaces: a description column follows
+                if flag not in nora_options[command or None] and flag not in NOT_NORA:
+                    unknown.append(f"nora {command} {flag}".replace("  ", " "))
+        for percent, rest in MAGIC_LINE.findall(text):
+            unknown += [f"{percent}chat {flag}" for flag in FLAG.findall(rest) if flag not in magic_options[percent]]
+    assert not unknown, f"{page.name} names options the parsers do not have: {sorted(set(unknown))}"
+
+
+def table_flags(page: Path) -> list[tuple[str, str, list[str]]]:
+    """(what the table is for, the flag, the commands it is for) for each flag in the first column of a
+    table headed 'option'.  A table is for the commands named in the paragraph just before it when that
+    starts with 'Only' ('Only `nora chat`:'), else in the heading above it ('Options (`nora chat` and `nora ask`)')."""
+    tokens, heading, paragraph, found = _tokens(page), "", "", []
+    for i, token in enumerate(tokens):
+        if token.type == "inline" and tokens[i - 1].type == "heading_open":
+            heading, paragraph = token.content, ""
+        elif token.type == "inline" and tokens[i - 1].type == "paragraph_open":
+            paragraph = token.content
+        elif token.type == "table_open":
+            end = next(j for j in range(i, len(tokens)) if tokens[j].type == "table_close")
+            first_cells = [tokens[j + 2] for j in range(i, end) if tokens[j].type == "tr_open"]
+            if not first_cells or first_cells[0].content != "option":
+                continue
+            where = paragraph if paragraph.startswith("Only") else heading
+            commands = re.findall(r"nora (chat|ask|models|serve)\b", where)
+            commands = list(dict.fromkeys(commands + [p + "chat" for p in re.findall(r"(%%?)chat\b", where)]))
+            for cell in first_cells[1:]:
+                for child in cell.children:
+                    if child.type == "code_inline" and child.content.startswith("--"):
+                        found += [(where, flag, commands) for flag in FLAG.findall(child.content)]
+    return found
+
+
+@pytest.mark.parametrize("page", [ROOT / "docs" / "cli.md", ROOT / "docs" / "magics.md"], ids=lambda p: p.name)
+def test_every_flag_in_an_option_table_is_an_option_of_its_commands(page, nora_options, magic_options):
+    rows = table_flags(page)
+    assert len(rows) > 10 and all(commands for _where, _flag, commands in rows), rows
+    options = {**nora_options, "%chat": magic_options["%"], "%%chat": magic_options["%%"]}
+    wrong = [f"{flag} ({where}): not an option of {command}" for where, flag, commands in rows
+             for command in commands if flag not in options[command]]
+    assert not wrong, wrong
+
+
+def test_every_option_and_slash_command_is_documented(nora_options, magic_options):
+    cli_page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    magics_page = (ROOT / "docs" / "magics.md").read_text(encoding="utf-8")
+    missing = [f"nora {command} {flag}" for command, flags in nora_options.items() for flag in sorted(flags)
+               if flag != "--help" and not re.search(rf"`[^`\n]*{re.escape(flag)}\b", cli_page)]
+    missing += [f"{p}chat {flag}" for p, flags in magic_options.items() for flag in sorted(flags)
+                if flag != "--help" and not re.search(rf"`[^`\n]*{re.escape(flag)}\b", magics_page)]
+    missing += [f"nora chat {name}" for name in COMMANDS if not re.search(rf"`{re.escape(name)}\b", cli_page)]
+    assert not missing, f"options and commands with no word in their docs page: {missing}"
