@@ -9,12 +9,19 @@ README.md and docs/*.md are read with markdown-it-py (what the panel renders wit
   of docs/cli.md's option tables, is an option of that command's parser; the same for `%chat` /
   `%%chat` and the magics' parsers;
 - every option of those parsers is in its page (docs/cli.md, docs/magics.md), and every slash command
-  of `nora chat` is in docs/cli.md's table, so none goes undocumented.
+  of `nora chat` is in docs/cli.md's table, so none goes undocumented;
+- every shown session (a code block of `$ nora ...` lines, each followed by what it prints) whose output is
+  repeatable, that is run with `--backend scripted` or `--temperature 0` (on the embedded model), prints
+  what the page shows: its `you: ` lines are the input.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +180,40 @@ def test_every_option_and_slash_command_is_documented(nora_options, magic_option
                 if flag != "--help" and not re.search(rf"`[^`\n]*{re.escape(flag)}\b", magics_page)]
     missing += [f"nora chat {name}" for name in COMMANDS if not re.search(rf"`{re.escape(name)}\b", cli_page)]
     assert not missing, f"options and commands with no word in their docs page: {missing}"
+
+
+def sessions() -> list:
+    """pytest params (page, the commands, the lines they print) for each repeatable session in the docs."""
+    found = []
+    for page in PAGES:
+        for token in _tokens(page):
+            lines = token.content.splitlines() if token.type == "fence" else []
+            if not lines or not lines[0].startswith("$ ") or not any(
+                    "--backend scripted" in line or "--temperature 0 " in line for line in lines if line.startswith("$ ")):
+                continue
+            model = not any("--backend scripted" in line for line in lines if line.startswith("$ "))
+            found.append(pytest.param(page, lines, id=f"{page.name}:{token.map[0] + 1}",
+                                      marks=[pytest.mark.model] * model + [pytest.mark.skipif(
+                                          model and importlib.util.find_spec("llama_cpp") is None,
+                                          reason="needs the embedded model ([local])")]))
+    return found
+
+
+@pytest.mark.parametrize("page,lines", sessions())
+def test_the_sessions_shown_in_the_docs_print_what_they_show(page, lines, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nora").write_text(f'#!/bin/sh\nexec {sys.executable} -m nora_widgets.cli "$@"\n')
+    (bin_dir / "nora").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(ROOT), NORA_N_THREADS="1")
+    printed, shown = [], []
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")] + [len(lines)]
+    for start, end in zip(starts, starts[1:]):
+        expected = lines[start + 1:end]
+        typed = "".join(line[len("you: "):] + "\n" for line in expected if line.startswith("you: "))
+        result = subprocess.run(["bash", "-c", lines[start][2:] + " 2>&1"], input=typed, env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        printed += result.stdout.splitlines()
+        shown += expected
+    assert printed == shown, f"{page.name}: the session prints otherwise now"
