@@ -1,6 +1,6 @@
 """The documentation against the code: links that lead somewhere, and options that exist.
 
-README.md and docs/*.md are read with markdown-it-py (what the panel renders with), so a link or a
+README.md, docs/*.md and the lessons' sources are read with markdown-it-py (what the panel renders with), so a link or a
 `--flag` inside a code span is told apart from prose.  Four checks:
 
 - every relative link and image reaches a file, and every #anchor a heading of that file (GitHub's
@@ -32,6 +32,8 @@ from nora_widgets._chat_session import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# the lessons' sources: their links are read from notebooks/, where the notebooks made of them live
+LESSONS = sorted((ROOT / "notebooks" / "_build" / "lessons").glob("*.md"))
 MD = MarkdownIt("commonmark").enable("table")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 SUBCOMMANDS = ("chat", "ask", "models", "serve")
@@ -98,14 +100,15 @@ def magic_options() -> dict[str, set[str]]:
     return {"%": _options(magics._line_parser()), "%%": _options(magics._cell_parser())}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES + LESSONS, ids=lambda p: p.name)
 def test_every_link_reaches_a_file_and_every_anchor_a_heading(page):
     broken = []
+    folder = ROOT / "notebooks" if page in LESSONS else page.parent
     for href in links(page):
         if re.match(r"[a-z][a-z+.-]*:", href):  # https:, mailto: ... (not checked: no network)
             continue
         path, _, fragment = href.partition("#")
-        target = (page.parent / path).resolve() if path else page
+        target = (folder / path).resolve() if path else page
         if not target.exists():
             broken.append(f"{href}: no file {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
         elif fragment and target.suffix == ".md" and fragment not in anchors(target):
@@ -123,7 +126,7 @@ def test_the_anchor_check_knows_a_broken_anchor_and_a_missing_file(tmp_path):
         test_every_link_reaches_a_file_and_every_anchor_a_heading(page)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES + LESSONS, ids=lambda p: p.name)
 def test_every_nora_flag_in_the_docs_exists(page, nora_options, magic_options):
     unknown = []
     for text in code_texts(page):
