@@ -220,3 +220,12 @@ def test_the_sessions_shown_in_the_docs_print_what_they_show(page, lines, tmp_pa
         printed += result.stdout.splitlines()
         shown += expected
     assert printed == shown, f"{page.name}: the session prints otherwise now"
+
+
+def test_every_module_is_in_the_readmes_layout():
+    """_browser.py (nora serve's CORS) was missing from the table that says where each part lives."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):readme.index("## Documentation")]
+    missing = [m.name for m in sorted((ROOT / "nora_widgets").glob("*.py"))
+               if m.name != "__init__.py" and f"`{m.name}`" not in layout and f"nora_widgets/{m.name}`" not in layout]
+    assert not missing, f"README.md's Layout names no {missing}"
