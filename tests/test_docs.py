@@ -229,3 +229,12 @@ def test_every_module_is_in_the_readmes_layout():
     missing = [m.name for m in sorted((ROOT / "nora_widgets").glob("*.py"))
                if m.name != "__init__.py" and f"`{m.name}`" not in layout and f"nora_widgets/{m.name}`" not in layout]
     assert not missing, f"README.md's Layout names no {missing}"
+
+
+def test_every_setting_nora_reads_is_in_the_readmes_table():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    read = {name for module in (ROOT / "nora_widgets").glob("*.py")
+            for name in re.findall(r"\b(NORA_[A-Z_]+|OPENAI_API_KEY|OPENAI_BASE_URL)\b", module.read_text(encoding="utf-8"))}
+    assert {"NORA_MODEL", "OPENAI_API_KEY", "NORA_SERVE_API_KEY"} <= read
+    missing = [name for name in sorted(read) if f"| `{name}` |" not in readme]
+    assert not missing, f"settings nora_widgets reads with no row in the README's table: {missing}"
