@@ -1,6 +1,7 @@
 """Helpers shared by the test modules: `nora` as a real subprocess, and the chat panel clicked.
 
     run_nora("ask", "hi", env=nora_env(stub.base_url, KEY)) -> CompletedProcess (stdout, stderr as text)
+    free_port() -> a port nothing listens on yet (a server can be started on it later)
     panel_send(panel_for(client), "hi") -> the TurnResult, once the reply is in
 """
 
@@ -70,3 +71,13 @@ def thread_exceptions():
         yield ended
     finally:
         threading.excepthook = before
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (yet): point a client at it, start a server on it later.
+    Example: StubServer(port=free_port())"""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

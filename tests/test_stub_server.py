@@ -281,3 +281,22 @@ def test_drop_then_recovery_over_raw_socket(stub_server):
     sock.settimeout(3)
     assert sock.recv(100) == b""
     sock.close()
+
+
+def test_strict_refuses_names_it_does_not_list_on_a_port_chosen_in_advance():
+    # vLLM and Ollama answer a name they do not serve with a 404; a client can be pointed at the port first
+    from tests.helpers import free_port
+
+    port = free_port()
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test-stub-0000", max_retries=0)
+    with pytest.raises(openai.APIConnectionError):
+        client.models.list()
+    with StubServer(port=port, model="only", strict=True) as stub:
+        assert stub.port == port and stub.names == ["only"]
+        stub.enqueue("queued")
+        with pytest.raises(openai.NotFoundError) as err:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert err.value.body["code"] == "model_not_found" and "`gpt-4o-mini` does not exist" in err.value.message
+        reply = client.chat.completions.create(model="only", messages=MESSAGES)
+        assert reply.choices[0].message.content == "queued"  # the refused request took nothing from the queue
+        assert [m.id for m in client.models.list().data] == ["only"]

@@ -15,6 +15,11 @@ Routes:
     GET  /v1/models             one model, named by ``model=`` (or the names in ``listed=``);
                                 ``enqueue_models(error(...), drop())`` makes the next ones fail
 
+``StubServer(strict=True)`` refuses a chat request for a model it does not list with a 404
+(code "model_not_found"), as vLLM and Ollama do; by default any name is answered, as
+llama.cpp's server does.  ``StubServer(port=N)`` listens on a port chosen in advance, e.g.
+one a client was pointed at before the server started.
+
 Every request is recorded (method, path, lower-cased headers, parsed JSON body).
 Each chat request takes the next behaviour from the queue; an empty queue means
 the default reply, which names how many messages it got:
@@ -372,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:  # drop(): as a server that is down at that moment
                 self._abort()
                 return
-            listed = self.server.stub.listed if self.server.stub.listed is not None else [self.server.stub.model]
+            listed = self.server.stub.names
             self._send_json(200, {"object": "list", "data": [
                 {"id": name, "object": "model", "created": CREATED, "owned_by": "stub"} for name in listed]})
         else:
@@ -393,7 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError, AssertionError):
             self._send_error(400, "The request body must be JSON with a 'messages' list.")
             return
-        n, behaviour = self.server.stub._next()
+        stub = self.server.stub
+        if stub.strict and body.get("model") not in stub.names:  # vLLM, Ollama: only the models they serve
+            self._send_error(404, f"The model `{body.get('model')}` does not exist.", code="model_not_found")
+            return
+        n, behaviour = stub._next()
         try:
             self._chat(n, behaviour, body, messages)
         except (BrokenPipeError, ConnectionResetError):
@@ -469,13 +478,18 @@ class StubServer:
     api_key: when set, every request must carry "Authorization: Bearer <api_key>" (401 otherwise).
     model:   the name /v1/models lists and replies use when the request names none.
     listed:  what /v1/models lists instead, e.g. several names (default: [model]).
+    port:    the port to listen on (0, the default: a free one the OS picks).
+    strict:  refuse chat requests for a model /v1/models does not list (404 model_not_found).
     Example: with StubServer(api_key="sk-test-123") as stub: print(stub.base_url)
     """
 
-    def __init__(self, api_key: str | None = None, model: str = "stub-model", listed: list[str] | None = None) -> None:
+    def __init__(self, api_key: str | None = None, model: str = "stub-model", listed: list[str] | None = None,
+                 port: int = 0, strict: bool = False) -> None:
         self.api_key = api_key
         self.model = model
         self.listed = listed
+        self.strict = strict
+        self._port = port
         self.requests: list[Recorded] = []
         self._queue: list[Behaviour] = []
         self._models_queue: list[Behaviour] = []
@@ -489,7 +503,7 @@ class StubServer:
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> "StubServer":
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)  # port 0: the OS picks a free one
+        self._httpd = _HTTPServer(("127.0.0.1", self._port), _Handler)  # port 0: the OS picks a free one
         self._httpd.stub = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="openai-stub", daemon=True)
@@ -524,6 +538,11 @@ class StubServer:
     def port(self) -> int:
         assert self._httpd is not None, "start() the server first"
         return self._httpd.server_address[1]
+
+    @property
+    def names(self) -> list[str]:
+        """The model names /v1/models lists: listed=, else [model]."""
+        return self.listed if self.listed is not None else [self.model]
 
     @property
     def base_url(self) -> str:
