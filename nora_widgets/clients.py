@@ -6,9 +6,12 @@ Every client has the same surface, the part of ``openai.OpenAI`` that Nora uses:
         -> openai.types.chat.ChatCompletion            (stream=False)
         -> iterator of ChatCompletionChunk             (stream=True)
 
-plus two small extras Nora's views read if present: ``default_model`` (the
-name to send when the caller gives none) and ``wire`` (a WireLog holding the
-last request exactly as it was sent, key masked).
+plus small extras Nora's views read if present: ``default_model`` (the
+name to send when the caller gives none), ``wire`` (a WireLog holding the
+last request exactly as it was sent, key masked) and ``default_model_pending``
+(None, or while a server has not yet answered make_client's question about its
+models, a hook that asks again: conversation.py calls it before a turn that would
+send the default name; see make_client).
 
     ScriptedClient   canned replies, records every call: lessons and tests
     openai.OpenAI    OpenAI, or any OpenAI-compatible server via base_url
@@ -22,6 +25,7 @@ import json
 import os
 import time
 import uuid
+import weakref
 from typing import Any, Iterator
 from urllib.parse import urlsplit  # no cost: the package's other imports load it anyway
 
@@ -181,6 +185,7 @@ class ScriptedClient:
         self._replies = list(replies) if replies is not None else []
         self._given = len(self._replies)
         self.default_model = model
+        self.default_model_pending = None  # no server to ask: the name is known
         self.calls: list[dict] = []
         self.chunk_size = max(1, chunk_size)  # words per streamed chunk
         self.wire = WireLog()
@@ -358,31 +363,86 @@ def make_client(
         http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http]}),
     )
     client.wire = wire
-    client.listed_models = _listed_models(client, base_url) if base_url and not model else []
-    one = client.listed_models[0] if len(client.listed_models) == 1 else None
-    client.default_model = model or one or OPENAI_DEFAULT_MODEL
+    listed = _asked_models(client, base_url) if base_url and not model else []
+    client.listed_models = listed or []
+    client.default_model = model or _one_model(client.listed_models) or OPENAI_DEFAULT_MODEL
+    # no answer (the server not up yet): the name is not known, and is asked for again before the next turn
+    client.default_model_pending = _AskAgain(client, base_url) if listed is None else None
     return client
 
 
-def _listed_models(client: Any, base_url: str) -> list[str]:
+def _one_model(names: list[str]) -> str | None:
+    """The name a server's list gives the default: its one model, else None (none, or several to choose from)."""
+    return names[0] if len(names) == 1 else None
+
+
+# a server that is starting (llama.cpp's server listens before its model is loaded and answers 503),
+# or a proxy whose server is down: no answer yet, as when nothing listens
+_NOT_UP_YET = (502, 503, 504)
+
+
+def _asked_models(client: Any, base_url: str) -> list[str] | None:
     """The model names a server lists: asked when no name was given, so that a server with one
     model (`nora serve`, llama.cpp's server, vLLM serving one) gets that name, and Nora names
     the model that really answers; with several (Ollama), Nora can say which there are.
-    [] when it does not answer in 5 s, or for api.openai.com (dozens: nothing to learn).
+    None when the server gave no answer: nothing listening, no reply in 5 s, or a 502/503/504 (a
+    server still starting, a proxy whose server is down); asked again later (make_client's
+    default_model_pending).  [] when it answered without a list (no /models, a wrong key...: the first
+    real call says what is wrong), and for api.openai.com (dozens: nothing to learn).
     One GET /models; the wire log forgets it (it keeps the last chat request, if any, as it was).
-    `nora chat`'s /model NAME asks too, when make_client did not.
-    Example: with `nora serve` at base_url -> ['SmolLM2-135M-Instruct']
+    Example: with `nora serve` at base_url -> ['SmolLM2-135M-Instruct']; nothing listening -> None
     """
     if urlsplit(base_url).hostname == "api.openai.com":
         return []
+    import openai
+
     kept = (client.wire.last, client.wire.count)
     try:
         names = [m.id for m in client.with_options(timeout=5.0, max_retries=0).models.list().data]
-    except Exception:  # down, no /models, a wrong key...: the first real call says what is wrong
+    except openai.APIConnectionError:  # refused, timed out (APITimeoutError is one), the host unknown
+        return None
+    except openai.APIStatusError as exc:
+        return None if exc.status_code in _NOT_UP_YET else []
+    except Exception:  # a reply that is not a list of models: an answer all the same
         return []
     finally:
         client.wire.last, client.wire.count = kept
     return [name for name in names if isinstance(name, str) and name]
+
+
+def _listed_models(client: Any, base_url: str) -> list[str]:
+    """What _asked_models gives, [] for no answer too: `nora chat`'s /model NAME and Tab ask this way
+    when make_client did not (a name was given).  Example: nothing listening -> []"""
+    return _asked_models(client, base_url) or []
+
+
+class _AskAgain:
+    """A client's ``default_model_pending`` while the server has not answered GET /models: calling it
+    asks once more (5 s at most, no retries).  An answer settles the client for good: ``listed_models``
+    is the server's list, ``default_model`` its one model (else it stays gpt-4o-mini), and
+    ``default_model_pending`` becomes None, so later turns ask nothing.  No answer leaves all as it was,
+    to be asked again before the next turn.  conversation.py calls it before a turn that would send the
+    default name (the asking is here: the core makes no network call of its own); `nora chat`'s /model
+    and Tab call it too.  A default_model set by hand meanwhile is kept.
+    Example: nora serve started after make_client -> client.default_model_pending(); client.default_model
+        -> 'SmolLM2-135M-Instruct'
+    """
+
+    def __init__(self, client: Any, base_url: str) -> None:
+        self._client = weakref.ref(client)  # the client holds this hook: no cycle to keep it alive
+        self._base_url = base_url
+
+    def __call__(self) -> None:
+        client = self._client()
+        if client is None or client.default_model_pending is not self:
+            return
+        names = _asked_models(client, self._base_url)
+        if names is None:  # still no answer
+            return
+        client.listed_models = names
+        if client.default_model == OPENAI_DEFAULT_MODEL:
+            client.default_model = _one_model(names) or OPENAI_DEFAULT_MODEL
+        client.default_model_pending = None
 
 
 def _looks_like_url(url: str) -> bool:
@@ -437,14 +497,23 @@ def describe_client(client: Any, model: str | None = None) -> str:
     """One line naming the backend and model that answer, e.g.
     'local model SmolLM2-135M-Instruct (llama.cpp, in-process), context window n_ctx=2048 tokens'.
     model: the name the calls send instead of the client's default (the panel's model box); a
-    client that describes itself (the embedded model answers as itself) is described as it is."""
+    client that describes itself (the embedded model answers as itself) is described as it is.
+    A server that did not answer when make_client asked for its models has no known model yet:
+    'OpenAI-compatible server http://127.0.0.1:8000/v1, model not known yet: the server did not answer
+    when asked for its models (the next call asks again and sends its model if it lists one, else
+    gpt-4o-mini)'; once it has answered, the line names the model."""
     describe = getattr(client, "describe", None)
     if callable(describe):
         return describe()
     if isinstance(client, ScriptedClient):
         return "scripted stand-in (canned replies, no model)"
     base = getattr(client, "base_url", None)
-    model = model or getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
+    if not model and getattr(client, "default_model_pending", None) is not None:
+        fallback = getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
+        shown = (f"model not known yet: the server did not answer when asked for its models (the next call "
+                 f"asks again and sends its model if it lists one, else {fallback})")
+    else:
+        shown = f"model {model or getattr(client, 'default_model', None) or OPENAI_DEFAULT_MODEL}"
     if base is not None:
-        return f"OpenAI-compatible server {redact(str(base)).rstrip('/')}, model {model}"
-    return f"{type(client).__name__}, model {model}"
+        return f"OpenAI-compatible server {redact(str(base)).rstrip('/')}, {shown}"
+    return f"{type(client).__name__}, {shown}"

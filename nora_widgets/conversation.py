@@ -193,6 +193,14 @@ def validate_user_text(user_text: Any) -> str:
 
 
 def _default_model(client: Any) -> str:
+    """The name a turn sends when it names none: the client's default_model.  A client whose default
+    is not known yet (make_client's, when the server had not answered its question about models) has a
+    hook, default_model_pending, that asks the server again: called here first, once per turn.  The
+    asking is the client's (clients.py); this module makes no call of its own.  Any other client has
+    None there (or no such attribute), which costs a turn nothing."""
+    pending = getattr(client, "default_model_pending", None)
+    if pending is not None:
+        pending()
     return getattr(client, "default_model", None) or DEFAULT_MODEL
 
 

@@ -246,6 +246,7 @@ class LocalClient:
     """
 
     backend = "local"
+    default_model_pending = None  # its name is known from the start (clients.py: nothing to ask)
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = DEFAULT_N_CTX,
                  n_threads: int | None = None, seed: int | None = None, timeout: float = 300.0,

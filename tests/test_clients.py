@@ -269,3 +269,131 @@ def test_one_reply_given_alone_is_one_reply():
     with pytest.raises(TimeoutError):
         run_turn(failing, history, "hi")
     assert len(history) == 3
+
+
+# --------------------------------------------------------------------------- #
+# a server that was not up yet when the client was made
+
+
+@pytest.fixture
+def no_settings(monkeypatch):
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _asked(stub) -> list[tuple[str, str | None]]:
+    """What reached the server, in order: ('GET', None) for /models, ('POST', model) for a chat."""
+    return [(r.method, (r.body or {}).get("model")) for r in stub.requests]
+
+
+def test_a_server_started_after_the_client_is_asked_again_and_its_model_sent(no_settings):
+    # `nora serve`, vLLM or llama.cpp's server still starting when the notebook cell ran: the model list
+    # got no answer, and every turn asked for gpt-4o-mini for the whole session (vLLM: 404 each time)
+    from nora_widgets.conversation import safe_run_turn, stream_turn
+    from nora_widgets.guard import GuardedClient
+    from tests.helpers import free_port
+    from tests.servers.openai_stub import StubServer
+
+    port = free_port()
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+    assert client.default_model == "gpt-4o-mini" and client.listed_models == []
+    assert client.default_model_pending is not None
+    assert describe_client(client) == (f"OpenAI-compatible server http://127.0.0.1:{port}/v1, model not known yet: "
+                                       "the server did not answer when asked for its models (the next call asks "
+                                       "again and sends its model if it lists one, else gpt-4o-mini)")
+    assert describe_client(client, "llama3") == f"OpenAI-compatible server http://127.0.0.1:{port}/v1, model llama3"
+    assert model_note(client, None) == ""
+    history = [dict(MESSAGES[0])]
+    result = safe_run_turn(client, history, "Hi")  # still down: asked again, no answer, the turn fails as before
+    assert result.failure.kind == "connection" and history == MESSAGES[:1]
+    assert client.default_model_pending is not None  # the next turn asks again
+    guarded = GuardedClient(client)
+    with StubServer(port=port, model="SmolLM2-135M-Instruct", strict=True) as stub:  # refuses gpt-4o-mini
+        assert run_turn(guarded, history, "Hi") == "I got 2 messages; the last one says 'Hi'."
+        assert _asked(stub) == [("GET", None), ("POST", "SmolLM2-135M-Instruct")]
+        assert client.default_model == guarded.default_model == "SmolLM2-135M-Instruct"
+        assert client.listed_models == ["SmolLM2-135M-Instruct"] and client.default_model_pending is None
+        assert describe_client(client) == (f"OpenAI-compatible server http://127.0.0.1:{port}/v1, "
+                                           "model SmolLM2-135M-Instruct")
+        assert client.wire.last["url"].endswith("/chat/completions")  # the wire view shows the turn, not the list
+        assert "".join(stream_turn(client, history, "And now?")) == history[-1]["content"]
+        run_turn(client, history, "Again")
+        assert _asked(stub)[2:] == [("POST", "SmolLM2-135M-Instruct")] * 2  # answered once: never asked again
+
+
+@pytest.mark.parametrize("at_start, pending", [
+    ("down", True),           # nothing listening (the stub is started after make_client)
+    ("drop", True),           # the connection closed without a reply
+    ("503", True),            # llama.cpp's server while it loads its model; a proxy with its server down: 502/504
+    ("404", False),           # a server without GET /models (it is optional): an answer, there is no list
+    ("401", False),           # a wrong key: an answer too; the first real call says what is wrong
+    ("listed", False),        # the usual case
+])
+def test_only_no_answer_is_asked_again_and_an_answer_costs_the_turns_nothing(no_settings, at_start, pending):
+    from tests.helpers import free_port
+    from tests.servers.openai_stub import StubServer, drop, error
+
+    port = free_port()
+    stub = StubServer(port=port, api_key="sk-test-right" if at_start == "401" else None)
+    if at_start != "down":
+        stub.start()
+        stub.enqueue_models(*{"drop": [drop()], "503": [error(503, "Loading model", "unavailable_error")],
+                              "404": [error(404, "Unknown path /v1/models")], "401": [], "listed": []}[at_start])
+    try:
+        client = make_client(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test-right" if at_start != "401"
+                             else "sk-test-wrong", max_retries=0)
+        assert (client.default_model_pending is not None) == pending
+        assert client.default_model == ("stub-model" if at_start == "listed" else "gpt-4o-mini")
+        if at_start == "down":
+            stub.start()
+        before = len(stub.requests)
+        history = [dict(MESSAGES[0])]
+        for text in ("Hi", "Again"):
+            try:
+                run_turn(client, history, text)
+            except openai.AuthenticationError:
+                assert at_start == "401"
+        asked = _asked(stub)[before:]
+        if pending:  # asked once more before the first turn, which then sends the server's model
+            assert asked == [("GET", None), ("POST", "stub-model"), ("POST", "stub-model")]
+        else:  # no call added to any turn
+            name = "stub-model" if at_start == "listed" else "gpt-4o-mini"
+            assert asked == [("POST", name), ("POST", name)]
+    finally:
+        stub.stop()
+
+
+def test_each_turn_asks_once_while_there_is_no_answer_and_several_models_leave_the_default(no_settings):
+    from tests.servers.openai_stub import StubServer, error
+
+    with StubServer(listed=["llama3.2", "qwen2.5"], strict=True) as stub:  # e.g. Ollama, still starting
+        stub.enqueue_models(*[error(503, "starting", "unavailable_error")] * 2)
+        client = make_client(base_url=stub.base_url, max_retries=0)
+        history = [dict(MESSAGES[0])]
+        with pytest.raises(openai.NotFoundError):  # 503 again: gpt-4o-mini, which this server refuses
+            run_turn(client, history, "Hi")
+        assert _asked(stub) == [("GET", None), ("GET", None), ("POST", "gpt-4o-mini")]
+        assert client.default_model_pending is not None and history == MESSAGES[:1]
+        with pytest.raises(openai.NotFoundError):  # listed now, two of them: the user has to choose
+            run_turn(client, history, "Hi")
+        assert _asked(stub)[3:] == [("GET", None), ("POST", "gpt-4o-mini")]
+        assert client.default_model == "gpt-4o-mini" and client.default_model_pending is None
+        assert client.listed_models == ["llama3.2", "qwen2.5"]
+        assert model_note(client, None) == ("the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': "
+                                            "choose one with --model or NORA_MODEL")
+        assert describe_client(client).endswith(", model gpt-4o-mini")
+        assert run_turn(client, history, "Hi", model="qwen2.5").startswith("I got 2 messages")
+        assert _asked(stub)[5:] == [("POST", "qwen2.5")]
+
+
+def test_a_default_model_set_by_hand_meanwhile_is_kept(no_settings):
+    from tests.helpers import free_port
+    from tests.servers.openai_stub import StubServer
+
+    port = free_port()
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+    client.default_model = "mine"
+    with StubServer(port=port, listed=["mine", "other"]) as stub:
+        run_turn(client, [dict(MESSAGES[0])], "Hi")
+        assert _asked(stub) == [("GET", None), ("POST", "mine")]
+        assert client.default_model == "mine" and client.listed_models == ["mine", "other"]
