@@ -64,6 +64,13 @@ commands:
   \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
 
 
+def _not_known_yet(fallback: str | None) -> str:
+    """/model's words while the server has not answered make_client's question about its models (as
+    clients.describe_client says it)."""
+    return ("not known yet: the server did not answer when asked for its models; the next call asks again "
+            f"and sends its model if it lists one, else {fallback}")
+
+
 def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND) -> Failure:
     """A failure's advice in this face's words: /trim N (trim: nora ask's, which has no /trim), --timeout,
     `nora models` for a model name the server does not know (not_found: /model's words when that
@@ -119,7 +126,8 @@ class ChatSession:
                  temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
                  max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
                  prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
-                 url_named: str = "OPENAI_BASE_URL", show_sent: bool = False, trim_words: str = CLI_TRIM) -> None:
+                 url_named: str = "OPENAI_BASE_URL", show_sent: bool = False, trim_words: str = CLI_TRIM,
+                 notes_on_stderr: bool = False) -> None:
         self.client = client
         self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.model = model
@@ -138,6 +146,7 @@ class ChatSession:
         self.last_sent: list[dict] | None = None  # what the last successful call sent
         self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) got them
         self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
+        self.notes_on_stderr = notes_on_stderr  # nora ask: stdout is the answer alone, a note on the model goes to stderr
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -164,6 +173,7 @@ class ChatSession:
             _write(self.out, piece)
 
         extra = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}  # passed on to create()
+        unknown = self._model_unknown()  # the turn asks the server for its models again (conversation.py)
         try:
             result = safe_run_turn(
                 self.client, self.history, user_text, model=self.model, temperature=self.temperature,
@@ -186,6 +196,8 @@ class ChatSession:
             self.last_sent = result.sent
             if self.show_sent and result.sent is not None:
                 self.say(self.sent_line(result.sent, len(before)))
+            if unknown and not self._model_unknown():
+                self._tell_model_known()
             return True
         if started:  # part of a reply is on screen but not in the history: say so
             _write(self.out, " [reply dropped]\n")
@@ -196,7 +208,30 @@ class ChatSession:
             not_found = CLI_MODEL_NOT_FOUND if self.model_from_command else CLI_NOT_FOUND
             self.warn(_cli_words(result.failure, self.url_named, self.trim_words, not_found).line()
                       if result.failure else str(result))
+        if unknown and not self._model_unknown():
+            self._tell_model_known()
         return False
+
+    def _model_unknown(self) -> bool:
+        """Whether the default model is not known yet (the server had not answered when asked for its
+        models) and this session would send it: the next turn asks the server again."""
+        return self.model is None and getattr(self.client, "default_model_pending", None) is not None
+
+    def _tell_model_known(self) -> None:
+        """The server answered at last (before this turn, or /model): the line the start would have shown
+        had it answered then; on a server that lists one model, which one it is.  nora ask (notes on
+        stderr, its stdout the answer alone) says only what needs doing: choosing among several."""
+        note = model_note(self.client, self.model)
+        if note:
+            (self.warn if self.notes_on_stderr else self.say)(f"({note})")
+            return
+        if self.notes_on_stderr:
+            return
+        listed = getattr(self.client, "listed_models", None) or []
+        default = getattr(self.client, "default_model", None)
+        why = "the one the server lists" if len(listed) == 1 else \
+            "the default, which the server lists" if listed else "the default: the server lists no models"
+        self.say(f"(model: {default}, {why})")
 
     def sent_line(self, sent: list[dict], before: int) -> str:
         """What one call sent, in one line: the statelessness made visible turn by turn.
@@ -280,8 +315,15 @@ class ChatSession:
         """/model: which model the next call asks for.  The conversation is the list, so another
         model gets it all: nothing is sent now, and the history is not touched."""
         local = getattr(self.client, "backend", None) == "local"
-        default = getattr(self.client, "default_model", None)
         if not arg:
+            asked = self._model_unknown()
+            if asked:
+                self._server_names()  # the server is asked again: its answer may name the model
+                if self._model_unknown():
+                    fallback = getattr(self.client, "default_model", None)
+                    self.say(f"(model: {_not_known_yet(fallback)}; /model NAME asks for one by name)")
+                    return
+            default = getattr(self.client, "default_model", None)
             used = model_used(self.client, self.model)
             if local:
                 self.say(f"(model: {used}, the embedded model: it answers as itself whatever name is sent)")
@@ -289,6 +331,9 @@ class ChatSession:
                 self.say(f"(model: {used}, the default; /model NAME asks for another from the next call on)")
             else:
                 self.say(f"(model: {self.model}; /model default goes back to {default})")
+            note = model_note(self.client, self.model) if asked else ""  # what the start would have said
+            if note:
+                self.say(f"({note})")
             return
         name = None if arg.lower() == "default" else _unquote(arg)  # /model "default": a model of that name
         if name and any(ch.isspace() for ch in name):  # /model "" is the default, as /system "" is no persona
@@ -296,10 +341,13 @@ class ChatSession:
             return
         self.model = name or None
         self.model_from_command = self.model is not None
+        listed = self._server_names()  # a server that had not answered is asked again: the default may be known now
+        default = getattr(self.client, "default_model", None)
         sends = count_of(len(messages_to_send(self.history, None, self.keep_turns)), "message")
-        now = f"the default, {default}," if self.model is None else self.model
+        now = self.model if self.model is not None else \
+            f"the default ({_not_known_yet(default)})" if self._model_unknown() else f"the default, {default},"
         self.say(f"(from the next call on, calls ask for {now} and send it the same list: {sends} plus your new one)")
-        note = model_note(self.client, self.model, choose="/model NAME", listed=self._server_names())
+        note = model_note(self.client, self.model, choose="/model NAME", listed=listed)
         if note:
             self.say(f"({note}; set anyway: a server may take names it does not list)" if not local
                      else f"({note})")
@@ -308,8 +356,13 @@ class ChatSession:
         """The names the server lists, for /model's note and Tab: what make_client asked for at the start,
         else asked now (5 s at most, no retries, [] when the server does not say).  A list is kept for the
         session; no list (the server down at that moment) is not, so the next /model NAME or Tab asks again.
+        A client whose server had not answered make_client is asked through its own hook
+        (default_model_pending), so an answer also settles its default model for the turns.
         None for the embedded model and the scripted stand-in (no server)."""
         if not self.listed_models:
+            pending = getattr(self.client, "default_model_pending", None)
+            if pending is not None:
+                pending()  # one GET /models; an answer sets the client's listed_models and default_model
             asked = getattr(self.client, "listed_models", None)
             base_url = getattr(self.client, "base_url", None)
             if asked:
@@ -317,6 +370,8 @@ class ChatSession:
             elif getattr(self.client, "backend", None) == "local" or base_url is None or \
                     not hasattr(self.client, "models"):
                 return None
+            elif pending is not None:  # asked just now: once is enough
+                self.listed_models = []
             else:
                 self.listed_models = _listed_models(self.client, str(base_url))
         return self.listed_models

@@ -237,7 +237,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     before = len(history)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           max_tokens=args.max_tokens, stream=not args.no_stream, prefix="",
-                          url_named=_url_named(args), trim_words=ASK_TRIM)
+                          url_named=_url_named(args), trim_words=ASK_TRIM, notes_on_stderr=True)
     note = model_note(client, args.model)
     if note:  # on stderr: the answer alone goes to stdout
         session.warn(f"({note})")

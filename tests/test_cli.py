@@ -1772,3 +1772,92 @@ def test_stdin_stdout_or_stderr_closed_at_the_start_is_read_as_dev_null_not_a_tr
     assert (answer.returncode, answer.stderr) == (0, "")  # the answer went where > /dev/null sends it
     assert (chat.returncode, chat.stderr) == (0, "") and chat.stdout.endswith("quit or Ctrl-D to leave)\n")
     assert (question.returncode, question.stderr) == (2, f"nora: error: {cli.NOTHING_TO_ASK}\n")
+
+
+# --------------------------------------------------------------------------- #
+# a server that was not up yet when nora started
+
+NOT_KNOWN = ("model not known yet: the server did not answer when asked for its models (the next call asks again "
+             "and sends its model if it lists one, else gpt-4o-mini)")
+
+
+def test_nora_chat_started_before_the_server_sends_its_model_once_it_answers():
+    # `nora chat` typed before `nora serve` (vLLM, llama.cpp's server) was up: every turn asked for
+    # gpt-4o-mini for the whole session, and a server that serves only its own model refused each one
+    port = helpers.free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", *FAST],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=helpers.nora_env(f"http://127.0.0.1:{port}/v1", KEY))
+    seen = bytearray()
+    reader = threading.Thread(target=lambda: [seen.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
+                              daemon=True)
+    reader.start()
+
+    def wait_for(text: bytes) -> None:
+        deadline = time.monotonic() + 15
+        while text not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, f"never saw {text!r} in {bytes(seen)!r}"
+            time.sleep(0.01)
+
+    def type_line(line: str) -> None:
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+
+    stub = StubServer(port=port, model="SmolLM2-135M-Instruct", strict=True)  # refuses gpt-4o-mini, as vLLM would
+    try:
+        wait_for(b"Ctrl-D to leave)\n")
+        type_line("/model")
+        wait_for(b"asks for one by name)\n")
+        type_line("hi")
+        wait_for(b"your network)\n")
+        stub.start()
+        type_line("hi again")
+        wait_for(b"the one the server lists)\n")
+        type_line("/model")
+        type_line("quit")
+        proc.stdin.close()
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stub.stop()
+    reader.join(5)
+    out = bytes(seen).decode()
+    assert out.splitlines() == [
+        f"Nora chat: OpenAI-compatible server http://127.0.0.1:{port}/v1, {NOT_KNOWN}",
+        "(type /help for commands; quit or Ctrl-D to leave)",
+        "you: /model",
+        "(model: not known yet: the server did not answer when asked for its models; the next call asks again and "
+        "sends its model if it lists one, else gpt-4o-mini; /model NAME asks for one by name)",
+        "you: hi",
+        "(error talking to the model: could not reach the server - check OPENAI_BASE_URL and your network)",
+        "you: hi again",
+        "nora: I got 2 messages; the last one says 'hi again'.",
+        "(model: SmolLM2-135M-Instruct, the one the server lists)",
+        "you: /model",
+        "(model: SmolLM2-135M-Instruct, the default; /model NAME asks for another from the next call on)",
+        "you: quit",
+    ]
+    assert [(r.method, r.path, (r.body or {}).get("model")) for r in stub.requests] == [
+        ("GET", "/v1/models", None), ("POST", "/v1/chat/completions", "SmolLM2-135M-Instruct")]
+    assert_no_key(out)
+
+
+def test_nora_ask_whose_server_answers_only_at_the_turn_keeps_stdout_the_answer_alone():
+    # 503 at the start (llama.cpp's server loading its model), the list at the turn: one model is sent
+    # without a word; several get the line the start would have given, on stderr with the failure
+    with StubServer(api_key=KEY, model="SmolLM2-135M-Instruct", strict=True) as one:
+        one.enqueue_models(error(503, "Loading model", "unavailable_error"))
+        done = nora("ask", *FAST, "Hi", stub=one)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "I got 2 messages; the last one says 'Hi'.\n", "")
+        assert [(r.method, (r.body or {}).get("model")) for r in one.requests] == [
+            ("GET", None), ("GET", None), ("POST", "SmolLM2-135M-Instruct")]
+    with StubServer(api_key=KEY, listed=["llama3.2", "qwen2.5"], strict=True) as several:
+        several.enqueue_models(error(503, "Loading model", "unavailable_error"))
+        done = nora("ask", *FAST, "Hi", stub=several)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr.splitlines() == [
+            "(error talking to the model: the server does not know this model or URL: The model `gpt-4o-mini` "
+            "does not exist. (HTTP 404) - check --model (nora models lists them) and OPENAI_BASE_URL)",
+            "(the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': choose one with --model or NORA_MODEL)",
+        ]
