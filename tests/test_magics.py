@@ -972,3 +972,30 @@ def test_escape_sequences_in_a_reply_are_shown_in_a_terminal_not_obeyed(shell, s
     assert magics.conversation()[-1] == {"role": "assistant", "content": reply}
     failed = run(shell, "%%chat\nagain")
     assert failed.shown == ["(error talking to the model: bad ^[]52;c;aGk=^G clipboard)"]
+
+
+@pytest.mark.timeout(30)
+def test_a_server_started_after_the_first_cell_gets_its_model_asked_again_and_named(shell, monkeypatch):
+    # the first %%chat ran before the server was up: every later cell asked for gpt-4o-mini, and the
+    # settings line named it, though a server serving only its own model refuses that name
+    from tests.helpers import free_port
+    from tests.servers.openai_stub import StubServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    port = free_port()
+    run(shell, f"%chat --backend openai --base-url http://127.0.0.1:{port}/v1 --max-retries 0")
+    ran = run(shell, "%%chat --no-stream\nHi")
+    assert ran.shown == ["(error talking to the model: could not reach the server - check %chat --base-url "
+                         "and your network)"], ran.shown
+    settings = run(shell, "%chat --temperature 0").text
+    assert (f"backend: OpenAI-compatible server http://127.0.0.1:{port}/v1, model not known yet: the server did not "
+            "answer when asked for its models (the next call asks again and sends its model if it lists one, else "
+            "gpt-4o-mini) | temperature: 0") in settings, settings
+    with StubServer(port=port, model="SmolLM2-135M-Instruct", strict=True) as stub:
+        ran = run(shell, "%%chat --no-stream\nHi")
+        assert ran.shown == ["I got 2 messages; the last one says 'Hi'."], ran.shown
+        assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [
+            ("GET", None), ("POST", "SmolLM2-135M-Instruct")]
+        settings = run(shell, "%chat --temperature 0").text
+        assert f"backend: OpenAI-compatible server http://127.0.0.1:{port}/v1, model SmolLM2-135M-Instruct | " \
+               "temperature: 0" in settings, settings

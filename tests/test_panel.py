@@ -1670,3 +1670,31 @@ def test_a_message_in_a_right_to_left_script_is_drawn_right_to_left():
         cells = re.findall(r'<td( dir="auto")? style="[^"]*">([^<]*)</td></tr>', table)  # the content column
         assert cells and all(d for d, _text in cells), cells
         assert 'dir="auto" style="text-align:left;' in table and "width:100%;text-align:start" in table
+
+
+def test_a_server_started_after_the_panel_gets_its_model_asked_again_and_named(tmp_path, monkeypatch):
+    # the panel made while `nora serve` (or vLLM) was still starting: its header said "model gpt-4o-mini",
+    # and every message asked for that name, which a server serving only its own model refuses
+    from tests.helpers import free_port
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    port = free_port()
+    client = make_client("openai", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=5)
+    panel = ChatPanel(client, views=("wire", "inspector"))
+    header = unescape(panel.header.value)
+    assert "model not known yet: the server did not answer when asked for its models (the next call asks again " \
+           "and sends its model if it lists one, else gpt-4o-mini)" in header
+    assert panel_send(panel, "hello").failure.kind == "connection" and len(panel.history) == 1
+    assert "model not known yet" in unescape(panel.header.value)  # still no answer: still not known
+    with StubServer(port=port, model="SmolLM2-135M-Instruct", strict=True) as stub:
+        assert panel_send(panel, "hello") == "I got 2 messages; the last one says 'hello'."
+        assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [
+            ("GET", None), ("POST", "SmolLM2-135M-Instruct")]
+        header = unescape(panel.header.value)
+        assert f"OpenAI-compatible server http://127.0.0.1:{port}/v1, model SmolLM2-135M-Instruct \u00b7" in header
+        assert "not known" not in header
+        assert panel.wire_view.data["body"]["model"] == "SmolLM2-135M-Instruct"
+        panel.save_to(str(tmp_path / "chat.json"))
+        assert load_transcript(tmp_path / "chat.json")[1]["model"] == "SmolLM2-135M-Instruct"
