@@ -256,10 +256,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def _server_models(client: Any) -> list[str]:
     """The names the server's GET /models lists, sorted (make_client may have asked already).
-    A failure (down, a wrong key, no /models) is raised as the client raised it."""
+    A failure (down, a wrong key, no /models) is raised as the client raised it.  A server that gave
+    make_client no answer (e.g. a 503 while it loads its model) is asked through the client's hook,
+    which also settles the default model the last line names, and asked once more by it when it
+    answers only to the retries of the direct question."""
+    pending = getattr(client, "default_model_pending", None)
+    if pending is not None:
+        pending()
     names = list(getattr(client, "listed_models", None) or [])
     if not names:
         names = [m.id for m in client.models.list().data]
+        pending = getattr(client, "default_model_pending", None)
+        if pending is not None:  # up now: what a chat would send is what it lists now
+            pending()
     return sorted(name for name in names if isinstance(name, str) and name)
 
 

@@ -1861,3 +1861,18 @@ def test_nora_ask_whose_server_answers_only_at_the_turn_keeps_stdout_the_answer_
             "does not exist. (HTTP 404) - check --model (nora models lists them) and OPENAI_BASE_URL)",
             "(the server lists 2 models (llama3.2, qwen2.5), not 'gpt-4o-mini': choose one with --model or NORA_MODEL)",
         ]
+
+
+def test_nora_models_while_the_server_starts_names_the_model_a_chat_would_send():
+    # a 503 to make_client's question (llama.cpp's server loading its model): the last line said "nora asks
+    # for 'gpt-4o-mini' ... and this server does not list it", though a chat would send the one model listed
+    from tests.servers.openai_stub import StubServer
+
+    starting = error(503, "Loading model", "unavailable_error")
+    for answers_at, retries in (("the hook", "0"), ("a retry", "1")):
+        with StubServer(model="served-one") as stub:
+            stub.enqueue_models(*[starting] * (1 if answers_at == "the hook" else 3))
+            result = helpers.run_nora("models", "--max-retries", retries, env=helpers.nora_env(stub.base_url))
+            assert (result.returncode, result.stdout) == (0, "served-one\n"), result.stderr
+            assert result.stderr == (f"(1 model at {stub.base_url}; nora uses served-one unless told otherwise; "
+                                     "choose with --model or NORA_MODEL)\n"), answers_at
