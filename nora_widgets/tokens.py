@@ -307,6 +307,8 @@ def context_window(client: Any) -> int | None:
     window = getattr(client, "context_window", None)
     if isinstance(window, int) and not isinstance(window, bool):
         return window
+    if getattr(client, "default_model_pending", None) is not None:  # the server has not said which model yet
+        return None
     name = str(getattr(client, "default_model", "") or "")
     for prefix in sorted(KNOWN_WINDOWS, key=len, reverse=True):
         if name == prefix or name.startswith(prefix + "-"):

@@ -397,3 +397,17 @@ def test_a_default_model_set_by_hand_meanwhile_is_kept(no_settings):
         run_turn(client, [dict(MESSAGES[0])], "Hi")
         assert _asked(stub) == [("GET", None), ("POST", "mine")]
         assert client.default_model == "mine" and client.listed_models == ["mine", "other"]
+
+
+def test_the_context_window_of_a_model_not_known_yet_is_not_known(no_settings):
+    # the panel's gauge showed gpt-4o-mini's 128,000 tokens for a server that had not said which model it serves
+    from nora_widgets.tokens import context_window
+    from tests.helpers import free_port
+    from tests.servers.openai_stub import StubServer
+
+    port = free_port()
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+    assert client.default_model == "gpt-4o-mini" and context_window(client) is None
+    with StubServer(port=port, model="gpt-4o"):
+        run_turn(client, [dict(MESSAGES[0])], "Hi")
+        assert client.default_model == "gpt-4o" and context_window(client) == 128_000
