@@ -244,12 +244,11 @@ def _show(plain: str, html_body: str | None = None) -> None:
     display(data, raw=True)
 
 
-# JupyterLab's own error red (dark theme: a light red; a fixed #b00020 was 2.6:1 on its near-black)
-ERROR_COLOR = "var(--jp-error-color1, #b00020)"
-
-
 def _show_failure(line: str) -> None:
-    _show(line, f'<div class="nora-error" style="color:{ERROR_COLOR};font-family:monospace">{html.escape(line)}</div>')
+    """The failure line in the panel's red (render.ERROR_COLOUR: the theme's, so it stays readable in the dark theme)."""
+    from .render import ERROR_COLOUR
+
+    _show(line, f'<div class="nora-error" style="color:{ERROR_COLOUR};font-family:monospace">{html.escape(line)}</div>')
 
 
 def _show_sent(line: str) -> None:

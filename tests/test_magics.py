@@ -25,7 +25,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from nora_widgets import ScriptedClient, run_turn
-from nora_widgets import magics
+from nora_widgets import magics, render
 from nora_widgets.conversation import SYSTEM_PROMPT
 from nora_widgets.render import markdown_to_html
 from nora_widgets.tokens import count_tokens
@@ -353,7 +353,9 @@ def test_the_error_line_and_the_counts_note_take_their_colours_from_the_theme(sh
     note = run(shell, "%chat history").outputs[0]["text/html"].split("</table>")[-1]
     colours = re.findall(r"color:([^;\"]+)", failed + note)
     assert "nora-error" in failed and "nora-note" in note and len(colours) == 2, (failed, note)
-    assert colours == ["var(--jp-error-color1, #b00020)", "var(--jp-content-font-color2, #555)"]
+    # the same red and grey as the panel's: one constant each in render, not a copy with another fallback
+    assert colours == [render.ERROR_COLOUR, render.MUTED], colours
+    assert all(colour.startswith("var(--jp-") for colour in colours)
 
 
 def test_the_history_table_rules_take_their_colour_from_the_theme(shell):
