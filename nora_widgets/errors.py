@@ -245,8 +245,11 @@ def _shorten(text: str, limit: int) -> str:
     return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut).rstrip(" ,;:") + "…"
 
 
+SERVER_DETAIL_CHARS = 120  # a server's own message, at most: OpenAI's name their fix within it
+
+
 def _server_detail(exc: BaseException) -> str:
-    """The server's own error message, if it sent one (short, key-free)."""
+    """The server's own error message, if it sent one (short, key-free; cut at SERVER_DETAIL_CHARS)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
@@ -256,7 +259,7 @@ def _server_detail(exc: BaseException) -> str:
             detail = inner if isinstance(inner, str) else None
         if isinstance(detail, str) and detail.strip():
             detail = " ".join(detail.split())
-            return redact(_shorten(detail, 200))
+            return _shorten(redact(detail, _sent_key(exc)), SERVER_DETAIL_CHARS)  # masked whole, then cut
     return ""
 
 

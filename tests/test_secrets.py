@@ -195,3 +195,18 @@ def test_an_echoed_key_is_masked_even_from_code_and_without_the_sk_prefix(stub_s
         assert other not in result and other[4:20] not in result
         assert other not in repr(result.failure)
     assert stub_server.requests[0].headers["authorization"] == f"Bearer {other}"
+
+
+def test_a_key_echoed_where_a_long_server_message_is_cut_is_masked_whole(stub_server, monkeypatch):
+    """A server's message is shortened for the line; a key it echoes across the cut was masked only
+    after the cut, so the key's first half, no longer the whole key, got through."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    other = "gsk_" + secrets.token_hex(16)  # 36 characters: a step of 8 puts some cut inside it
+    pads = range(60, 260, 8)
+    for pad in pads:
+        stub_server.enqueue(error(400, f"{'x' * pad}key={other}", "invalid_request_error"))  # no space to cut at
+    client = make_client("openai", api_key=other, base_url=stub_server.base_url, max_retries=0, timeout=5)
+    for pad in pads:
+        result = safe_run_turn(client, new_history(), "hi")
+        assert not result.ok and result.failure.kind == "bad_request"
+        assert other[:12] not in str(result) and other[-12:] not in str(result), (pad, str(result))
