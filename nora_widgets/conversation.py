@@ -429,11 +429,10 @@ def _raise_if_too_long(exc: Exception, sent: list[Message], client: Any = None) 
     limit = _window_in(exc)
     if _earlier_turns(sent) > 0 and not _alone_over(sent, limit, client):
         return
-    window = f" of {limit:,} tokens" if isinstance(limit, int) else ""
+    window = f"the {limit:,}-token context window" if isinstance(limit, int) else "the model's context window"
     persona = sum(len(m["content"]) for m in sent if m["role"] == "system")
     raise MessageTooLongError(
-        f"your message does not fit the model's context window{window} even with no earlier turns sent "
-        f"({len(sent[-1]['content']):,} characters, persona {persona:,})"
+        f"your message and persona ({len(sent[-1]['content']):,} + {persona:,} characters) overflow {window}"
     ) from exc
 
 

@@ -47,8 +47,10 @@ class HistoryError(NoraError):
 class ContextWindowError(NoraError):
     """The messages (plus room for the reply) do not fit the model's context window.
 
-    Carries the same code an OpenAI server uses, so callers can treat both alike.
-    Example: ContextWindowError("2,300 tokens > 2,048", prompt_tokens=2300, limit=2048)
+    Carries the same code an OpenAI server uses, so callers can treat both alike.  Its text is
+    the whole of what a failure line says (describe_failure), so it says what did not fit.
+    Example: ContextWindowError("the prompt (2,300 tokens) + max_tokens=20 is over the context window of 2,048 tokens",
+                                prompt_tokens=2300, limit=2048, max_tokens=20)
     """
 
     code = "context_length_exceeded"
@@ -78,7 +80,7 @@ class MessageTooLongError(NoraError):
     """The new message does not fit the context window even with no earlier turns sent.
 
     Trimming cannot help here: the message itself has to get shorter.
-    Example: MessageTooLongError("your message does not fit ... (1,048,576 characters, persona 120)")
+    Example: MessageTooLongError("your message and persona (1,048,576 + 120 characters) overflow the 2,048-token context window")
     """
 
 
@@ -176,7 +178,7 @@ _BY_CLASS = {
     "ModelUnavailableError": ("no_model", "no model is available", ""),
     "BadResponseError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "StreamCutError": ("stream_cut", "the reply was cut off part-way", "the turn was rolled back; send it again"),
-    "MessageTooLongError": ("too_long", "your message is too long for the model's context window", "shorten it (or the persona), or send it in parts"),
+    "MessageTooLongError": ("too_long", "your message is too long for the model's context window", "shorten them, or send the message in parts"),
     "RefusedError": ("refused", "refused by a check", ""),
     "TimeoutError": ("timeout", "the request timed out", TIMEOUT_HINT),
     "ConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
@@ -316,6 +318,23 @@ def _is_context_overflow(exc: BaseException) -> bool:
     return "context_length_exceeded" in text or "exceed context window" in text or "maximum context length" in text
 
 
+_WINDOW = re.compile(r"maximum context length is ([\d,]+) tokens")  # OpenAI's, vLLM's and llama.cpp's server's
+_ASKED = re.compile(r"(?:resulted in|requested) ([\d,]+) tokens")
+
+
+def _overflow_numbers(detail: str) -> str:
+    """A server's context-overflow message as its numbers ('' when it names no window).
+    Example: "This model's maximum context length is 8192 tokens. However, your messages resulted in
+    9013 tokens. Please reduce the length of the messages." -> '9,013 tokens > 8,192'"""
+    window, asked = _WINDOW.search(detail), _ASKED.search(detail)
+    if window is None:
+        return ""
+    limit = int(window.group(1).replace(",", ""))
+    if asked is None:
+        return f"it holds {limit:,} tokens"
+    return f"{int(asked.group(1).replace(',', '')):,} tokens > {limit:,}"
+
+
 def describe_failure(exc: BaseException) -> Failure:
     """Map any exception to a Failure with a one-line, key-free message.
 
@@ -343,8 +362,8 @@ def describe_failure(exc: BaseException) -> Failure:
         message = "the server is unavailable"
     elif kind == "server" and status == 501:  # a web server that is not the API (python -m http.server)
         message, hint = "the server does not support this request", _BY_CLASS["BadResponseError"][2]
-    own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut", "too_long", "refused")
-                                    and isinstance(exc, NoraError))
+    own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut", "too_long", "refused",
+                                             "context_length") and isinstance(exc, NoraError))
     if own_words and str(exc).strip():
         message = " ".join(str(exc).split())
     if kind == "context_length" and getattr(exc, "reply_too_long", False) is True:
@@ -356,8 +375,8 @@ def describe_failure(exc: BaseException) -> Failure:
         message = f"refused: {message}"
         hint = getattr(exc, "hint", "") or ""
     detail = _server_detail(exc)
-    if not detail and kind == "context_length" and isinstance(exc, NoraError) and str(exc).strip():
-        detail = " ".join(str(exc).split())
+    if detail and kind == "context_length":  # the server's sentences, as numbers (they said little else)
+        detail = _overflow_numbers(detail) or detail
     if detail and kind in ("bad_request", "not_found", "permission", "server", "context_length"):
         message = f"{message}: {detail}"
     if status is not None:

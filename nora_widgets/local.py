@@ -317,10 +317,9 @@ class LocalClient:
         room = self.n_ctx - prompt_len
         need = max_tokens if max_tokens is not None else MIN_REPLY_ROOM
         if room < need:
-            what = f"max_tokens={max_tokens:,}" if max_tokens is not None else f"at least {MIN_REPLY_ROOM} for the reply"
+            what = f"max_tokens={max_tokens:,}" if max_tokens is not None else f"{MIN_REPLY_ROOM} for the reply"
             raise ContextWindowError(
-                f"the prompt is {prompt_len:,} tokens and the reply needs room ({what}): "
-                f"{prompt_len + need:,} > the context window of {self.n_ctx:,} tokens",
+                f"the prompt ({prompt_len:,} tokens) + {what} is over the context window of {self.n_ctx:,} tokens",
                 prompt_tokens=prompt_len, limit=self.n_ctx, max_tokens=max_tokens)
         return max_tokens if max_tokens is not None else min(room, DEFAULT_MAX_REPLY)
 

@@ -96,9 +96,9 @@ def test_core_sends_a_megabyte_exactly_or_says_it_is_too_long(stub_server, strea
     stub_server.enqueue(context_length_exceeded())
     result = safe_run_turn(client, history, MEGABYTE, on_text=on_text)
     assert result.failure.kind == "too_long" and history == new_history()
-    assert str(result) == ("(error talking to the model: your message does not fit the model's context window of "
-                           "2,048 tokens even with no earlier turns sent (1,048,576 characters, persona 108) - shorten it (or the "
-                           "persona), or send it in parts)")
+    assert str(result) == ("(error talking to the model: your message and persona (1,048,576 + 108 characters) overflow "
+                           "the 2,048-token context window - shorten them, or send the message in parts)")
+    assert len(str(result)) <= 170  # it was 209
     result = safe_run_turn(client, history, MEGABYTE, on_text=on_text)  # a server with room takes it whole
     assert result.ok and history[1] == user(MEGABYTE)
     assert stub_server.chat_requests[-1].messages[-1]["content"] == MEGABYTE
@@ -118,7 +118,7 @@ def test_a_paste_over_the_window_after_earlier_turns_says_the_message_is_too_lon
     stub_server.enqueue(context_length_exceeded())
     result = safe_run_turn(client, history, "Le Guin's novels, one by one. " * 400)  # ~2,800 tokens
     assert history == before and result.failure.kind == "too_long"
-    assert "context window of 2,048 tokens even with no earlier turns sent" in str(result)
+    assert "overflow the 2,048-token context window" in str(result)
     stub_server.enqueue(context_length_exceeded())  # alone it fits: trimming the earlier turns would help
     result = safe_run_turn(client, history, "Le Guin's novels, one by one. " * 200)  # ~1,400 tokens
     assert history == before and result.failure.kind == "context_length" and "trim it" in str(result)
@@ -130,8 +130,8 @@ def test_cli_megabyte_paste_over_a_pipe(stub_server, tmp_path):
     result = nora(stub_server, "chat", "--save", str(saved), stdin=f"{MEGABYTE}\nhello\n{MEGABYTE}\n")
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
-        "(error talking to the model: your message does not fit the model's context window of 2,048 tokens even with "
-        "no earlier turns sent (1,048,576 characters, persona 108) - shorten it (or the persona), or send it in parts)"]
+        "(error talking to the model: your message and persona (1,048,576 + 108 characters) overflow the 2,048-token "
+        "context window - shorten them, or send the message in parts)"]
     out = result.stdout.splitlines()
     assert out[2:5] == [f"you: {MEGABYTE}", "you: hello", f"nora: {default_reply([SYSTEM, user('hello')])}"]
     assert stub_server.chat_requests[1].messages == [SYSTEM, user("hello")]  # the refused paste left no trace
@@ -149,7 +149,7 @@ def test_panel_megabyte_paste_is_refused_in_one_line_and_kept_in_the_input(stub_
     stub_server.enqueue(context_length_exceeded())
     result = panel_send(panel, MEGABYTE)
     assert result.failure.kind == "too_long" and len(panel.history) == 1
-    assert "shorten it" in panel.error.value and panel.prompt.value == MEGABYTE  # nothing lost: edit and resend
+    assert "shorten them" in panel.error.value and panel.prompt.value == MEGABYTE  # nothing lost: edit and resend
     assert panel_send(panel, MEGABYTE).ok and panel.history[1] == user(MEGABYTE)
     assert panel_send(panel, "next").ok and len(panel.history) == 5
 
@@ -162,7 +162,7 @@ def test_the_embedded_model_refuses_a_megabyte_with_its_window_size():
     history = new_history()
     result = safe_run_turn(LocalClient(), history, MEGABYTE, max_tokens=8)
     assert result.failure.kind == "too_long" and history == new_history()
-    assert "context window of 2,048 tokens" in result and "shorten it" in result
+    assert "2,048-token context window" in result and "shorten them" in result
 
 
 # --------------------------------------------------------------------------- #

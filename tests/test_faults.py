@@ -98,7 +98,8 @@ MATRIX = {
     "unauthorized_401": Cell(FAULTS["unauthorized_401"], "auth",
                              ("refused the API key", "HTTP 401", "check OPENAI_API_KEY"), False),
     "context_length_400": Cell(FAULTS["context_length_400"], "context_length",
-                               ("longer than the model's context window", "HTTP 400", "/trim N"), False),
+                               ("longer than the model's context window: 3,000 tokens > 2,048", "HTTP 400", "/trim N"),
+                               False),
     "malformed_json": Cell(FAULTS["malformed_json"], "bad_response", ("not JSON", "OPENAI_BASE_URL"), False),
     # a web site or another JSON API at the base URL: the line said "AttributeError: 'str' object has no
     # attribute 'choices'" / "TypeError: 'NoneType' object is not subscriptable"
@@ -137,11 +138,15 @@ def in_words_of(face: str, words: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(own.get(w, w) for w in words)
 
 
+LINE_MAX = 170  # characters: a failure line, advice included, in any face's words
+
+
 def check_line(line: str, words: tuple[str, ...]) -> None:
     assert line.startswith("(error talking to the model: ") and line.endswith(")"), line
     assert "\n" not in line and "Traceback" not in line
     assert all(w in line for w in words), (words, line)
     assert line.count("OpenAI-compatible") <= 1, line  # a hint said once
+    assert len(line) <= LINE_MAX, (len(line), line)  # read at a glance (the overflow's was 227: the server's sentences)
     assert KEY not in line
 
 
@@ -235,7 +240,7 @@ def test_core_overflow_with_nothing_to_trim_says_the_message_is_too_long(stub_se
     stub_server.enqueue(context_length_exceeded())
     result = safe_run_turn(client_for(stub_server), history, "x" * 5000)
     assert history == [SYSTEM] and result.failure.kind == "too_long"
-    check_line(str(result), ("does not fit the model's context window", "5,000 characters", "shorten it"))
+    check_line(str(result), ("overflow the 2,048-token context window", "(5,000 + 108 characters)", "shorten them"))
     assert "/trim" not in str(result)
 
 

@@ -284,11 +284,11 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     with pytest.raises(ContextWindowError) as err:
         small.chat.completions.create(model="m", messages=messages, max_tokens=16)
     assert (err.value.prompt_tokens, err.value.limit, err.value.code) == (n, 128, "context_length_exceeded")
-    assert f"the prompt is {n:,} tokens" in str(err.value) and "context window of 128 tokens" in str(err.value)
+    assert f"the prompt ({n:,} tokens)" in str(err.value) and "context window of 128 tokens" in str(err.value)
     # it fits, but not with the reply asked for: prompt + max_tokens must fit (as OpenAI checks)
     fits = [SYSTEM, QUESTION]
-    with pytest.raises(ContextWindowError, match=r"^the prompt is 34 tokens and the reply needs room "
-                                                 r"\(max_tokens=100\): 134 > the context window of 128 tokens$"):
+    with pytest.raises(ContextWindowError, match=r"^the prompt \(34 tokens\) \+ max_tokens=100 is over the context "
+                                                 r"window of 128 tokens$"):
         small.chat.completions.create(model="m", messages=fits, max_tokens=100)
     # max_tokens=None: the reply gets the room that is left
     reply = small.chat.completions.create(model="m", messages=fits, temperature=0)
@@ -299,13 +299,14 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     assert history == [SYSTEM]
     # alone, the message cannot fit: the core says so, with the window the client reported
     assert not result.ok and result.failure.kind == "too_long"
-    assert "context window of 128 tokens" in str(result)
+    assert "overflow the 128-token context window" in str(result)
     # the message fits, the reply asked for does not: that is what the line says (it said "your
     # message does not fit ... shorten it")
     result = safe_run_turn(small, history, QUESTION["content"], max_tokens=100)
     assert history == [SYSTEM] and result.failure.kind == "context_length"
-    assert str(result) == ("(error talking to the model: the conversation is longer than the model's context window: "
-                           "the prompt is 34 tokens and the reply needs room (max_tokens=100): 134 > the context "
+    # the error's own words, once: it said "the conversation is longer than the model's context window: the
+    # prompt is 34 tokens and the reply needs room (...): 134 > the context window of 128 tokens" (250 long in lesson 06)
+    assert str(result) == ("(error talking to the model: the prompt (34 tokens) + max_tokens=100 is over the context "
                            "window of 128 tokens - ask for a shorter reply (max_tokens of 94 or less fits))")
     # and it does: 34 + 94 = 128
     assert safe_run_turn(small, history, QUESTION["content"], max_tokens=94).ok
@@ -324,7 +325,7 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     # says so at once (it said "trim it", and after a trim the same message failed again)
     result = safe_run_turn(small, history, long_text, max_tokens=16)
     assert history == before and result.failure.kind == "too_long"
-    assert "does not fit the model's context window of 128 tokens even with no earlier turns sent" in str(result)
+    assert "overflow the 128-token context window - shorten them" in str(result)
 
 
 @pytest.mark.model
