@@ -54,7 +54,7 @@ from .transcript import TranscriptError, load_transcript, save_transcript
 __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
            "load_ipython_extension", "unload_ipython_extension", "USER_NAME"]
 
-MAGIC_TRIM = "send fewer turns: %%chat --keep-turns N (this cell) or %chat --keep-turns N (from now on)"
+MAGIC_TRIM = "send fewer turns: %chat --keep-turns N"  # (or on one cell's %%chat line: docs/magics.md)
 MAGIC_TIMEOUT = "try again, or wait longer: %chat --timeout S"
 MAGIC_NOT_FOUND = "check %chat --model and %chat --base-url (or OPENAI_BASE_URL)"
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace

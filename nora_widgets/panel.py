@@ -68,7 +68,7 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on 
     "cost": "show the tokens sent per call and in total",
     "compare": "also send every question to a conversation without memory, side by side",
 }
-PANEL_TRIM = "send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear"  # not nora chat's /trim N
+PANEL_TRIM = "tick 'keep last' N turns, or Amnesia, or Clear"  # not nora chat's /trim N
 PANEL_NOT_FOUND = "check the model box (empty: the client's default) and OPENAI_BASE_URL"  # the panel has no --model
 BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
 AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",

@@ -865,13 +865,14 @@ def test_settings_say_when_the_embedded_model_will_not_use_the_model_name(shell)
 def test_an_overflow_says_what_to_do_in_the_magics_own_words(shell):
     from nora_widgets.errors import ContextWindowError
 
-    overflow = ContextWindowError("316 > the context window of 256 tokens", prompt_tokens=300, limit=256)
+    overflow = ContextWindowError("the prompt (300 tokens) + 16 for the reply is over the context window of 256 tokens",
+                                  prompt_tokens=300, limit=256)
     use(ScriptedClient(["ok", overflow]))
     run(shell, "%%chat --no-stream\nfirst")
     ran = run(shell, "%%chat --no-stream\nsecond")
     line = ran.shown[-1]
-    assert line.endswith("- send fewer turns: %%chat --keep-turns N (this cell) or %chat --keep-turns N "
-                         "(from now on))"), line
+    assert line.endswith("- send fewer turns: %chat --keep-turns N)"), line
+    assert len(line) <= 160, len(line)  # one line read at a glance: the advice alone was 87 characters
     assert "/trim" not in line and len(magics.conversation()) == 3
 
 

@@ -1500,13 +1500,14 @@ def test_an_overflow_says_what_to_do_in_the_panels_own_words():
     # the line said "trim it (/trim N or keep fewer turns)": /trim N is nora chat's command
     from nora_widgets.errors import ContextWindowError
 
-    overflow = ContextWindowError("the prompt is 300 tokens: 316 > the context window of 256 tokens",
+    overflow = ContextWindowError("the prompt (300 tokens) + 16 for the reply is over the context window of 256 tokens",
                                   prompt_tokens=300, limit=256)
     panel = ChatPanel(ScriptedClient(["ok", overflow]))
     panel_send(panel, "first")
     result = panel_send(panel, "second")
     assert result.failure.kind == "context_length"
-    assert panel._error_text.endswith("- send fewer turns: tick 'keep last' N turns below, or Amnesia, or Clear)")
+    assert panel._error_text.endswith("- tick 'keep last' N turns, or Amnesia, or Clear)")
+    assert len(panel._error_text) <= 165, len(panel._error_text)  # it was 186
     assert "/trim" not in panel._error_text and panel.prompt.value == "second"
 
 
