@@ -47,8 +47,8 @@ MAX_TRANSCRIPT_BYTES = 20 * 1024 * 1024  # 20 MB: far beyond any real chat, smal
 MARKDOWN_SUFFIXES = (".md", ".markdown")
 MARKDOWN_TITLE = "# A conversation, saved by Nora"  # the export's first line: how a renamed one is still known
 MARKDOWN_EXPORT = "it is a Markdown export, for reading: load the conversation's .json transcript instead"
-NOT_READ_BACK = ("would be saved as Markdown, which nora ask cannot read back next time: give a .json file "
-                 "(a copy to read: /save notes.md in nora chat --load FILE)")  # after --history: 'notes.md'
+NOT_READ_BACK = ("would be saved as Markdown, which nora ask cannot read back: give a .json file "
+                 "(for Markdown, /save FILE.md in nora chat)")  # after --history: 'notes.md'
 NOTEBOOK_NAME = "is a notebook's name: save the conversation to a .json name (or .md, to read)"  # after the name
 
 
@@ -95,13 +95,13 @@ def overwrite_problem(path: str | os.PathLike) -> str | None:
     A save replaces the file whole (a new file renamed over it), so only what Nora itself would write
     there may be replaced: nothing, an empty file, a transcript, a Markdown export.
     Example: overwrite_problem("notes.md") with someone's notes in it ->
-        'already holds something that is not a conversation saved by Nora, ...'"""
+        'holds something other than a conversation saved by Nora, ...'"""
     path = Path(path)
     if path.exists() and not path.is_file():  # a FIFO, a socket, /dev/null (as root, the rename replaces it)
         return "is not a regular file (save to a file name)"
     if not _saved_over_safely(path):
-        return ("already holds something that is not a conversation saved by Nora, and saving would replace it: "
-                "choose another name (or delete the file first)")
+        return ("holds something other than a conversation saved by Nora, which saving would replace: "
+                "choose another name (or delete it first)")
     return None
 
 

@@ -286,8 +286,8 @@ def test_ask_refuses_a_md_history_file_before_anything_is_sent(keyed_stub, tmp_p
         result = nora("ask", *FAST, "--history", str(path), "Next?", stub=keyed_stub)
         assert (result.returncode, result.stdout) == (2, "")
         assert result.stderr == (f"nora: error: --history: {str(path)!r} would be saved as Markdown, which nora ask "
-                                 "cannot read back next time: give a .json file (a copy to read: /save notes.md in "
-                                 "nora chat --load FILE)\n")
+                                 "cannot read back: give a .json file (for Markdown, /save FILE.md in nora chat)\n")
+        assert len(result.stderr.replace(str(path), "x.md")) <= 160  # read at a glance (it was 177)
         assert (path.read_bytes() if path.exists() else None) == before
     assert keyed_stub.chat_requests == []
 
@@ -1550,12 +1550,12 @@ def test_a_save_file_that_is_not_a_saved_conversation_is_refused_before_anything
     notes.write_text("my notes\n")
     chatted = nora("chat", *FAST, "--save", str(notes), stdin="Hi\n", stub=keyed_stub)
     assert (chatted.returncode, chatted.stdout) == (2, "")
-    assert chatted.stderr == (f"nora: error: --save: {str(notes)!r} already holds something that is not a "
-                              "conversation saved by Nora, and saving would replace it: choose another name "
-                              "(or delete the file first)\n")
+    assert chatted.stderr == (f"nora: error: --save: {str(notes)!r} holds something other than a conversation "
+                              "saved by Nora, which saving would replace: choose another name (or delete it first)\n")
+    assert len(chatted.stderr.replace(str(notes), "notes.md")) <= 160  # read at a glance (it was 173)
     assert keyed_stub.chat_requests == []
     slashed = nora("chat", *FAST, stdin=f"Hi\n/save {notes}\n", stub=keyed_stub)
-    assert slashed.returncode == 0 and "already holds something that is not a conversation saved by Nora" in slashed.stderr
+    assert slashed.returncode == 0 and "holds something other than a conversation saved by Nora" in slashed.stderr
     assert notes.read_text() == "my notes\n"
 
 

@@ -64,8 +64,8 @@ def test_a_file_that_is_not_a_saved_conversation_is_never_saved_over(tmp_path):
     notes.write_text("# My notes\n\nDo not lose these.\n")
     data.write_text('{"scores": [1, 2, 3]}')
     os.mkfifo(pipe)
-    for path, words in ((notes, "already holds something that is not a conversation saved by Nora"),
-                        (data, "already holds something that is not a conversation saved by Nora"),
+    for path, words in ((notes, "holds something other than a conversation saved by Nora"),
+                        (data, "holds something other than a conversation saved by Nora"),
                         (pipe, "is not a regular file")):
         with pytest.raises(TranscriptError, match=f"^not saved: {re.escape(str(path))} {words}"):
             save_transcript(path, _history())
