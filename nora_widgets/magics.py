@@ -58,6 +58,7 @@ MAGIC_TRIM = "send fewer turns: %chat --keep-turns N"  # (or on one cell's %%cha
 MAGIC_TIMEOUT = "try again, or wait longer: %chat --timeout S"
 MAGIC_NOT_FOUND = "check %chat --model and %chat --base-url (or OPENAI_BASE_URL)"
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
+HISTORY_FIX = f"(fix or remove it in {USER_NAME}, or start over with %chat reset)"  # after a bad item, named
 COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "help")
 
 
@@ -148,7 +149,7 @@ def use_client(client: Any) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit the kernel
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: {message} (see %chat help)")  # as nora's: '(see nora chat --help)'
 
 
 def _temperature(raw: str) -> float:
@@ -435,7 +436,7 @@ class ChatMagics(Magics):
             on_text=view.add if stream else None,
         )
         if result.failure is not None and result.failure.kind == "bad_input":
-            raise UsageError(f"%%chat: {result.failure.message}")  # e.g. a hand-edited list that broke
+            raise UsageError(f"%%chat: {result.failure.message} {HISTORY_FIX}")  # a hand-edited list that broke
         view.finish(result, result.ok, _url_named(s))
         show_sent = s.show_sent if opts.show_sent is None else opts.show_sent
         if show_sent and result.ok and result.sent is not None:
@@ -593,8 +594,7 @@ def _check_history(what: str) -> None:
     try:
         validate_history(_SESSION.history)
     except HistoryError as exc:
-        raise UsageError(f"%chat {what}: {exc} (fix or remove it in {USER_NAME}, or start over with "
-                         f"%chat reset)") from None
+        raise UsageError(f"%chat {what}: {exc} {HISTORY_FIX}") from None
 
 
 def _is_message(item: Any) -> bool:

@@ -564,6 +564,14 @@ def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, wo
     assert len(client.calls) == 1
 
 
+@pytest.mark.parametrize("source", ["%chat --bogus", "%chat --api-key sk-x", "%%chat --system x\nhi",
+                                    "%chat --backend nope"])
+def test_an_option_argparse_refuses_says_where_the_options_are_listed(shell, source):
+    # "%chat: unrecognized arguments: --bogus" said what was wrong, not where to look (nora's says "(see nora chat --help)")
+    ran = run(shell, source)
+    assert ran.usage_error and ran.stderr.endswith(" (see %chat help)\n") and ran.stderr.count("\n") == 1, ran.stderr
+
+
 @pytest.mark.parametrize("source, line", [
     ("%chat trim", "%chat trim: takes N, the number of turns to keep (e.g. %chat trim 2)"),
     ("%chat trim 1 2", "%chat trim: takes N, the number of turns to keep (e.g. %chat trim 2)"),
@@ -581,7 +589,7 @@ def test_a_command_with_the_wrong_arguments_says_what_it_takes(shell, source, li
 
 @pytest.mark.parametrize("bad", ["reply object", "no content"])
 @pytest.mark.parametrize("source", ["%chat history", "%chat trim 1", "%chat help", "%chat save x.json",
-                                    "%chat --system 'Be brief.'"])
+                                    "%chat --system 'Be brief.'", "%%chat\nnext"])
 def test_a_hand_edited_list_is_named_in_one_line_by_every_command(shell, tmp_path, monkeypatch, bad, source):
     # history, trim, help and wire indexed the list and ended in a TypeError / KeyError traceback
     monkeypatch.chdir(tmp_path)
@@ -594,11 +602,12 @@ def test_a_hand_edited_list_is_named_in_one_line_by_every_command(shell, tmp_pat
     else:
         history.append({"role": "assistant"})
         words = "message 3: content must be a string (got NoneType)"
-    before = list(history)
+    before, calls = list(history), len(client.calls)
     ran = run(shell, source)
     assert ran.usage_error and ran.stderr.count("\n") == 1, ran.stderr
     assert words in ran.stderr and "%chat reset" in ran.stderr and "Traceback" not in ran.stderr + ran.stdout
     assert history == before and not (tmp_path / "x.json").exists()
+    assert len(client.calls) == calls  # %%chat sent nothing (it said what was wrong, but not what to do)
 
 
 def test_reset_starts_over_from_a_broken_list(shell):
