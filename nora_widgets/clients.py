@@ -327,20 +327,23 @@ def make_client(
             ) from exc
         return LocalClient(responses=local_responses)
     # openai: the official client, OpenAI itself or any compatible server
-    timeout_name = "timeout" if timeout is not None else "NORA_TIMEOUT"  # a bad value names where it came from
-    retries_name = "max retries" if max_retries is not None else "NORA_MAX_RETRIES"
+    # a bad value names where it came from, as it was given there: NORA_TIMEOUT=0 is '0', not 0.0
+    timeout_name, timeout_given = ("timeout", repr(timeout)) if timeout is not None else \
+        ("NORA_TIMEOUT", repr(os.environ.get("NORA_TIMEOUT", "").strip()))
+    retries_name, retries_given = ("max_retries", repr(max_retries)) if max_retries is not None else \
+        ("NORA_MAX_RETRIES", repr(os.environ.get("NORA_MAX_RETRIES", "").strip()))
     timeout = timeout if timeout is not None else _env_float("NORA_TIMEOUT", DEFAULT_TIMEOUT)
     max_retries = max_retries if max_retries is not None else _env_int("NORA_MAX_RETRIES", DEFAULT_MAX_RETRIES)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):  # "5" failed at the comparison
-        raise NoraError(f"{timeout_name} must be a number of seconds (got {timeout!r})")
+        raise NoraError(f"{timeout_name} must be a number of seconds (got {timeout_given})")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int):
-        raise NoraError(f"{retries_name} must be a whole number (got {max_retries!r})")
+        raise NoraError(f"{retries_name} must be a whole number (got {retries_given})")
     if not 0 < timeout:  # written so that nan is refused too
-        raise NoraError(f"{timeout_name} must be more than 0 seconds (got {timeout})")
+        raise NoraError(f"{timeout_name} must be more than 0 seconds (got {timeout_given})")
     if timeout == float("inf"):
-        raise NoraError(f"{timeout_name} must be a finite number of seconds (got {timeout})")
+        raise NoraError(f"{timeout_name} must be a finite number of seconds (got {timeout_given})")
     if max_retries < 0:
-        raise NoraError(f"{retries_name} must be 0 or more (got {max_retries})")
+        raise NoraError(f"{retries_name} must be 0 or more (got {retries_given})")
     from_env = (os.environ.get("OPENAI_BASE_URL") or "").strip()
     base_url = (base_url or "").strip() or from_env or None  # " http://..." pasted with a space still works
     if base_url and not _looks_like_url(base_url):
@@ -443,6 +446,12 @@ class _AskAgain:
         if client.default_model == OPENAI_DEFAULT_MODEL:
             client.default_model = _one_model(names) or OPENAI_DEFAULT_MODEL
         client.default_model_pending = None
+
+
+def base_url_named(message: str, flag: str) -> str:
+    """make_client's refusal of a base_url argument, naming the flag or setting it came from on a face.
+    Example: base_url_named("the base URL must start with http:// ...", "--base-url") -> '--base-url must start ...'"""
+    return message.replace("the base URL must", f"{flag} must", 1).replace("a base URL names", f"{flag} names", 1)
 
 
 def _looks_like_url(url: str) -> bool:

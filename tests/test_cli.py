@@ -756,6 +756,12 @@ def run_main(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int
     (["ask", "--keep-turns", "2", "hi"], "nora ask: error: unrecognized arguments: --keep-turns "
                                          "(see nora ask --help)"),  # the command whose --help lists its flags
     (["--bogus"], "nora: error: unrecognized arguments: --bogus (see nora --help)"),
+    # the flag given is named (it said "the base URL"); from the environment, OPENAI_BASE_URL is
+    (["ask", "--base-url", "localhost:8000", "hi"], "nora: error: --base-url must start with http:// or https:// "
+                                                    "and name a host, e.g. http://127.0.0.1:8000/v1 (got 'localhost:8000')"),
+    (["ask", "--backend", "local", "--base-url", "http://127.0.0.1:9/v1", "hi"],
+     "nora: error: --base-url names a server, and the 'local' backend has none: give one or the other "
+     "(a server is the 'openai' backend)"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(monkeypatch, capsys, argv, message):
     """One line on stderr, exit 2 (argparse's own wording varies by Python version: prefix only)."""

@@ -545,7 +545,8 @@ def test_system_off_removes_the_persona_and_calls_go_without_one(shell, off):
     ("%%chat --system x\nhi", "unrecognized arguments: --system"),
     ("%%chat --temperature -1\nhi", "--temperature must be a number from 0 to 2"),
     ("%%chat\n   \n", "nothing to send"),
-    ("%chat --backend scripted --base-url http://127.0.0.1:9/v1", "a base URL names a server"),
+    ("%chat --backend scripted --base-url http://127.0.0.1:9/v1", "%chat: --base-url names a server"),
+    ("%chat --base-url localhost:8000", "%chat: --base-url must start with http:// or https://"),  # "the base URL"
     # options with a mistyped command: the options were applied before the command was refused
     ("%chat --temperature 0  # the same reply every run", "unknown command '#'"),
     ("%chat --system \"You are a pirate.\" --show-sent trim x", "%chat trim: N is the number of turns"),
