@@ -74,8 +74,8 @@ def _not_known_yet(fallback: str | None) -> str:
 def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND) -> Failure:
     """A failure's advice in this face's words: /trim N (trim: nora ask's, which has no /trim), --timeout,
     `nora models` for a model name the server does not know (not_found: /model's words when that
-    command chose the name), and where the URL came from."""
-    return failure.in_words_of(trim, CLI_TIMEOUT, not_found).with_url_named(url_named)
+    command chose the name), where the URL came from, and --max-tokens for the argument max_tokens."""
+    return failure.in_words_of(trim, CLI_TIMEOUT, not_found).with_url_named(url_named).with_max_tokens_named("--max-tokens")
 
 
 class Stopped(BaseException):

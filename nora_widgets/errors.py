@@ -142,6 +142,13 @@ class Failure:
         return replace(self, message=self.message.replace("OPENAI_BASE_URL", name),
                        hint=self.hint.replace("OPENAI_BASE_URL", name) if self.hint else self.hint)
 
+    def with_max_tokens_named(self, flag: str) -> "Failure":
+        """This failure with the argument max_tokens=N named as a face's flag is typed.
+        Example: f.with_max_tokens_named("--max-tokens").hint -> 'ask for a shorter reply: --max-tokens 94 or less'
+        """
+        return replace(self, message=self.message.replace("max_tokens=", f"{flag} "),
+                       hint=self.hint.replace("max_tokens=", f"{flag} ") if self.hint else self.hint)
+
     def line(self) -> str:
         """The one-line form shown to people: '(error talking to the model: ...)'."""
         text = self.message
@@ -368,7 +375,7 @@ def describe_failure(exc: BaseException) -> Failure:
         message = " ".join(str(exc).split())
     if kind == "context_length" and getattr(exc, "reply_too_long", False) is True:
         room = exc.limit - exc.prompt_tokens  # what a reply may use with these messages
-        hint = f"ask for a shorter reply (max_tokens of {room:,} or less fits)"
+        hint = f"ask for a shorter reply: max_tokens={room} or less"
     if kind == "auth" and _bearer(exc) == NO_KEY:  # no key was set: make_client sent its placeholder
         message, hint = "the server wants an API key and none is set", "export OPENAI_API_KEY=<the key this server expects>"
     if kind == "refused":

@@ -317,7 +317,7 @@ class LocalClient:
         room = self.n_ctx - prompt_len
         need = max_tokens if max_tokens is not None else MIN_REPLY_ROOM
         if room < need:
-            what = f"max_tokens={max_tokens:,}" if max_tokens is not None else f"{MIN_REPLY_ROOM} for the reply"
+            what = f"max_tokens={max_tokens}" if max_tokens is not None else f"{MIN_REPLY_ROOM} for the reply"
             raise ContextWindowError(
                 f"the prompt ({prompt_len:,} tokens) + {what} is over the context window of {self.n_ctx:,} tokens",
                 prompt_tokens=prompt_len, limit=self.n_ctx, max_tokens=max_tokens)

@@ -714,6 +714,21 @@ def test_max_tokens_cuts_the_embedded_models_answer():
     assert answer.strip() and len(tokens) <= 5
 
 
+@pytest.mark.model
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+def test_a_max_tokens_the_window_cannot_hold_is_named_as_the_flag(tmp_path):
+    # the line said "max_tokens=5,000 ... (max_tokens of 2,008 or less fits)": the code's argument, not the flag
+    # typed, and a number with a comma no flag takes
+    history = tmp_path / "chat.json"
+    result = nora("ask", "--backend", "local", "--max-tokens", "5000", "--history", str(history), "hi")
+    prompt = result.stderr.split("the prompt (")[1].split(" tokens)")[0] if "the prompt (" in result.stderr else "?"
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr == (f"(error talking to the model: the prompt ({prompt} tokens) + --max-tokens 5000 is over the "
+                             f"context window of 2,048 tokens - ask for a shorter reply: --max-tokens {2048 - int(prompt)} "
+                             "or less)\n")
+    assert not history.exists()  # nothing kept of the failed turn
+
+
 # --------------------------------------------------------------------------- #
 # the command line itself (in-process: fast)
 

@@ -307,7 +307,7 @@ def test_context_overflow_is_a_clear_error_and_the_history_stays(tmp_path):
     # the error's own words, once: it said "the conversation is longer than the model's context window: the
     # prompt is 34 tokens and the reply needs room (...): 134 > the context window of 128 tokens" (250 long in lesson 06)
     assert str(result) == ("(error talking to the model: the prompt (34 tokens) + max_tokens=100 is over the context "
-                           "window of 128 tokens - ask for a shorter reply (max_tokens of 94 or less fits))")
+                           "window of 128 tokens - ask for a shorter reply: max_tokens=94 or less)")
     # and it does: 34 + 94 = 128
     assert safe_run_turn(small, history, QUESTION["content"], max_tokens=94).ok
     # a long conversation that no longer fits: the context-window failure, nothing lost
