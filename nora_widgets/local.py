@@ -74,7 +74,7 @@ _ROLES = ("system", "user", "assistant", "tool", "developer")
 # create() arguments of openai's API that make no difference in-process (accepted, ignored)
 _IGNORED = {"user", "timeout", "extra_headers", "extra_query", "metadata", "store",
             "service_tier", "parallel_tool_calls"}
-_RESPONSE_FORMATS = "{'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {'schema': ...}}"
+_RESPONSE_TYPES = "'text', 'json_object' or 'json_schema'"  # response_format's "type" (a schema under "json_schema")
 
 
 # --------------------------------------------------------------------------- #
@@ -189,8 +189,10 @@ def _grammar(response_format: Any) -> Any:
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if response_format is None or kind == "text":
         return None
-    if kind not in ("json_object", "json_schema"):
-        raise NoraError(f"response_format must be {_RESPONSE_FORMATS} (got {response_format!r})")
+    if not isinstance(response_format, dict):
+        raise NoraError(f"response_format must be a dict such as {{'type': 'json_object'}} (got {response_format!r})")
+    if kind not in ("json_object", "json_schema"):  # the type alone: a schema given with it may be long
+        raise NoraError(f"response_format's type must be {_RESPONSE_TYPES} (got {kind!r})")
     from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
     spec = response_format.get("json_schema")

@@ -372,8 +372,13 @@ def test_response_format_asks_for_json_and_gets_it(client, stream):
             reply.choices[0].message.content
         assert isinstance(json.loads(text), dict)
     assert isinstance(json.loads(text)["legs"], int)
-    with pytest.raises(NoraError, match=r"^response_format must be \{'type': 'text'\}, "):
-        ask(client, response_format={"type": "yaml"})
+    # it listed the three shapes in full and the whole value given: 176 characters as a failure line
+    with pytest.raises(NoraError, match=r"^response_format's type must be 'text', 'json_object' or 'json_schema' "
+                                        r"\(got 'yaml'\)$"):
+        ask(client, response_format={"type": "yaml", "json_schema": {"schema": {"x": "y" * 500}}})
+    with pytest.raises(NoraError, match=r"^response_format must be a dict such as \{'type': 'json_object'\} "
+                                        r"\(got 'json'\)$"):
+        ask(client, response_format="json")
 
 
 @pytest.mark.model
