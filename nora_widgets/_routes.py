@@ -2,6 +2,10 @@
 
     asked                                     the server (0.3.x) answered                  now
     ---------------------------------------   ------------------------------------------   ------------------------------
+    GET /v1/models (openai's models.list;     the list, once the model was free: the       the list at once
+    Nora's faces ask it as they start,        route waited its turn behind every reply
+    5 s at most)                              queued (the faces' question timed out
+                                              behind one 11 s reply)
     GET /v1/models/SmolLM2-135M-Instruct      404 {"detail": "Not Found"}                  the model, as /v1/models lists it
     (openai's models.retrieve)                                                             (another name: 404 model_not_found)
     POST /chat/completions, GET /models...    404 {"detail": "Not Found"}                  404 saying the API is under /v1
@@ -58,13 +62,19 @@ class OpenAIPaths:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
+    def _model(self) -> dict:
+        """The model as llama-cpp-python's server lists it."""
+        return {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
+
     def _answer(self, scope: dict) -> tuple | None:
         """(status, body) or, for a 405, (status, body, the Allow header); None: the server answers."""
         path, method = scope.get("path", "").rstrip("/"), scope.get("method")
+        if method == "GET" and path == "/v1/models":  # the server's own route waits its turn for the model
+            return 200, {"object": "list", "data": [self._model()]}
         if method == "GET" and path.startswith("/v1/models/"):
             name = path[len("/v1/models/"):]
             if name == self.model:
-                return 200, {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
+                return 200, self._model()
             return 404, error_body(f"The model '{name}' does not exist: this server serves '{self.model}' "
                                    "(GET /v1/models lists it).", "model", "model_not_found")
         if method == "POST" and path == "/v1/embeddings":
