@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["mend_chat_request", "max_tokens_too_large", "switch_missing", "authorized", "error_body"]
+__all__ = ["mend_chat_request", "max_tokens_too_large", "over_reply_cap", "switch_missing", "authorized", "error_body"]
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
@@ -110,6 +110,18 @@ def max_tokens_too_large(name: str, limit: Any, n_ctx: int | None) -> dict | Non
     return _refusal(name, f"Invalid '{name}': {limit} is too large: the context window is {n_ctx} tokens, "
                           f"shared by the prompt and the reply, so {name} must be less than {n_ctx} "
                           "(and leave room for the prompt).")
+
+
+def over_reply_cap(name: str, limit: Any, cap: int | None) -> dict | None:
+    """The 400 body when a whole-number max_tokens is more than the server writes in one reply
+    (nora serve --max-tokens): one learner's long reply would keep a whole class waiting; else None.
+    Example: over_reply_cap("max_tokens", 1000, 512)["error"]["message"]
+        -> "Invalid 'max_tokens': 1000 is more than this server writes in one reply (512 tokens, ..."""
+    if cap is None or not isinstance(limit, int) or isinstance(limit, bool) or limit <= cap:
+        return None
+    return _refusal(name, f"Invalid '{name}': {limit} is more than this server writes in one reply ({cap} tokens, "
+                          f"set by nora serve --max-tokens, so that one reply cannot keep everyone else waiting): "
+                          f"ask for {cap} or fewer.")
 
 
 def _mend_options(request: dict, n_ctx: int | None) -> dict | None:

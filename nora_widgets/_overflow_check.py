@@ -22,6 +22,14 @@ completion)"), and so does Nora's LocalClient; Nora's core reacts to the code by
 trimming the conversation, which makes room.  (A max_tokens no prompt leaves room for,
 ``>= n_ctx``, is refused before counting, naming max_tokens: see _chat_request.py.)
 
+One reply may be at most ``max_reply`` tokens (``nora serve --max-tokens``, 512 by default,
+as many as LocalClient writes when no max_tokens is given).  The server writes one reply at a
+time, and a request without max_tokens ran until the model stopped or the window was full (a
+story asked for ran 489 tokens, 11 s here, while the class waited; with no end-of-text token it
+would run ~2000).  A request that gives none is sent on with ``max_tokens = max_reply`` (the
+server still cuts it to the room left, as it did before), and one asking for more is refused
+with a 400 naming its field (_chat_request.over_reply_cap), never cut short without a word.
+
 Every chat request is counted as the server renders it: the messages its request model
 passes on (tool calls, tool results and all), and the ``tools`` / ``tool_choice`` /
 ``functions`` / ``function_call`` its chat template is given too (SmolLM2's shows none of
@@ -55,7 +63,7 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
-from ._chat_request import authorized, error_body, max_tokens_too_large, mend_chat_request
+from ._chat_request import authorized, error_body, max_tokens_too_large, mend_chat_request, over_reply_cap
 from ._reply_mend import run_with_mended_reply
 
 __all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter", "template_input"]
@@ -164,13 +172,13 @@ def template_input(request: dict) -> dict | None:
     return {name: value for name, value in given.items() if name == "messages" or value is not None}
 
 
-def _to_check(request: dict) -> tuple[dict, int | None] | None:
+def _to_check(request: dict, always: bool = False) -> tuple[dict, int | None] | None:
     """What the template renders for a chat request (template_input), and its max_tokens; None when
-    there is nothing to check (not streamed and no max_tokens: the server's own 400 covers the
-    prompt) or the request's shape is refused (the server then decides, as before)."""
+    there is nothing to check (not streamed and no max_tokens, unless always: the server's own 400
+    covers the prompt) or the request's shape is refused (the server then decides, as before)."""
     max_tokens = request.get("max_tokens")
     max_tokens = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None
-    if request.get("stream") is not True and max_tokens is None:
+    if request.get("stream") is not True and max_tokens is None and not always:
         return None
     given = template_input(request)
     return (given, max_tokens) if given is not None else None
@@ -184,13 +192,17 @@ class OverflowCheck:
     api_key: the server's key, if any: a request without it is passed through untouched
         (unless its body is not JSON), so it gets the server's own 401, never a hint about the window.
     model: the name /v1/models lists, given to a completion request that names none.
-    Example: OverflowCheck(app, vocab_counter(path), n_ctx=2048, model="SmolLM2-135M-Instruct")
+    max_reply: the most tokens one reply may have (nora serve --max-tokens; None: the room left).
+        A request asking for more is refused (a 400 naming its max_tokens); one that gives no
+        max_tokens is sent on with this one (the server still cuts it to the room left): a reply
+        that runs on holds the model while everyone queued behind it waits.
+    Example: OverflowCheck(app, vocab_counter(path), n_ctx=2048, model="SmolLM2-135M-Instruct", max_reply=512)
     """
 
     def __init__(self, app: Any, count_prompt: Callable[..., int], n_ctx: int,
-                 api_key: str | None = None, model: str | None = None) -> None:
+                 api_key: str | None = None, model: str | None = None, max_reply: int | None = None) -> None:
         self.app, self.count_prompt, self.n_ctx, self.api_key = app, count_prompt, n_ctx, api_key
-        self.model = model
+        self.model, self.max_reply = model, max_reply
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST":
@@ -218,15 +230,21 @@ class OverflowCheck:
                 chat = path.endswith("/chat/completions")
                 refusal = bad_messages(request) if chat else max_tokens_too_large(  # the legacy /v1/completions
                     "max_tokens", request.get("max_tokens"), self.n_ctx)
+                asked = "max_completion_tokens" if request.get("max_tokens") is None and chat else "max_tokens"
                 if refusal is None and chat:  # OpenAI's fields the server would ignore or crash on
                     mended, refusal = mend_chat_request(request, self.n_ctx)
                     rewrite = rewrite or mended != request
                     request = mended
+                if refusal is None:  # one learner's long reply would hold up the class
+                    refusal = over_reply_cap(asked, request.get("max_tokens"), self.max_reply)
                 if refusal is None and chat:
                     refusal = await self._too_long(request)
                 if refusal is not None:
                     await self._refuse(send, refusal)
                     return
+                if self.max_reply is not None and request.get("max_tokens") is None and (
+                        chat or "max_tokens" in request):  # the legacy path's default is 16; null: the room left
+                    request, rewrite = {**request, "max_tokens": self.max_reply}, True
                 if request.get("model") is None and self.model:  # else the reply's "model" is the file's path
                     request, rewrite = {**request, "model": self.model}, True
                 chat_request = request if chat else None
@@ -248,7 +266,9 @@ class OverflowCheck:
 
     async def _too_long(self, request: dict) -> dict | None:
         """The 400 body when the prompt does not fit, or the prompt and max_tokens do not, else None."""
-        found = _to_check(request)
+        # with a cap, a request without max_tokens gets one (below): counted first, so that a prompt
+        # too long is refused as the client sent it (the server's own 400 would name the cap as asked for)
+        found = _to_check(request, always=self.max_reply is not None)
         if found is None:
             return None
         given, max_tokens = found

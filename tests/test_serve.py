@@ -38,6 +38,7 @@ def test_options_and_their_defaults():
     assert (args.host, args.port, args.model_path, args.n_ctx) == ("0.0.0.0", 9001, "m.gguf", 512)
     assert "NORA_SERVE_API_KEY" in parser.format_help()
     assert "--api-key" not in parser.format_help()  # a key on the command line would show in `ps`
+    assert parser.parse_args([]).max_tokens == 512  # the longest reply: LocalClient's, when none is asked for
     assert parser.parse_args([]).allow_origin == []
     assert parser.parse_args(["--allow-origin", "https://a.example", "--allow-origin", "*"]).allow_origin == [
         "https://a.example", "*"]
@@ -915,12 +916,13 @@ def test_a_file_that_is_not_a_model_is_the_line_nora_ask_gives_and_exit_1(tmp_pa
     (["--port", "70000"], {}, "nora: error: --port must be from 1 to 65535 (got 70000)"),
     (["--port", "0"], {}, "nora: error: --port must be from 1 to 65535 (got 0)"),
     (["--n-ctx", "10"], {}, "nora: error: --n-ctx must be at least 64 tokens (got 10)"),
+    (["--max-tokens", "0"], {}, "nora: error: --max-tokens must be at least 1 (got 0)"),
     ([], {"NORA_N_THREADS": "lots"}, "nora: error: NORA_N_THREADS must be a whole number of at least 1 (got 'lots')"),
     (["--allow-origin", "http://localhost:5500/app"], {},
      "nora: error: --allow-origin takes an origin such as http://localhost:5500 or https://example.org "
      "(scheme://host[:port], no path), '*' for any page or 'null' for a page opened from a file "
      "(got 'http://localhost:5500/app')"),
-], ids=["port-too-big", "port-0", "n-ctx", "threads", "origin-with-a-path"])
+], ids=["port-too-big", "port-0", "n-ctx", "max-tokens", "threads", "origin-with-a-path"])
 def test_a_bad_command_line_is_one_line_and_exit_2(args, env, line):
     # these were exit 1 with a "nora serve:" prefix; docs/cli.md's exit status 2 is a bad command line
     # or setting, and `nora ask` says it as "nora: error: ..."

@@ -12,10 +12,12 @@ import time
 
 import pytest
 
+from tests.helpers import nora_env, run_nora
 from tests.test_serve import Served
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(90)]
 
+CAP = 120  # the longest reply this server writes (nora serve --max-tokens)
 LONG = {"messages": [{"role": "user", "content": "Write a long story about the sea."}],
         "temperature": 0, "logit_bias": {"0": -100, "2": -100}}  # no end-of-text: it runs to max_tokens
 
@@ -23,7 +25,7 @@ LONG = {"messages": [{"role": "user", "content": "Write a long story about the s
 @pytest.fixture(scope="module")
 def server():
     pytest.importorskip("llama_cpp.server.app", reason="nora serve needs llama-cpp-python[server] ([local] extra)")
-    served = Served("--n-ctx", "512")
+    served = Served("--n-ctx", "512", "--max-tokens", str(CAP))
     yield served
     if served.proc.poll() is None:
         served.proc.kill()
@@ -43,7 +45,7 @@ def test_the_model_list_answers_while_a_reply_is_being_written(server):
     # being written got "model not known yet", and models.list() hung behind the whole queue
     import openai
 
-    stream = busy(server, 300)  # ~8 s of writing here
+    stream = busy(server, CAP)  # ~3 s of writing here
     try:
         asked = time.monotonic()
         models = openai.OpenAI(base_url=server.url, api_key="any", max_retries=0, timeout=5).models.list()
@@ -52,4 +54,22 @@ def test_the_model_list_answers_while_a_reply_is_being_written(server):
     finally:
         stream.close()
     assert [m.id for m in models.data] == ["SmolLM2-135M-Instruct"]
-    assert waited < 1.5 and still_writing, waited
+    assert waited < 1.0 and still_writing, waited
+
+
+def test_a_reply_is_at_most_the_servers_cap_and_asking_for_more_says_so(server, tmp_path):
+    # a request without max_tokens ran until the model stopped or the window was full (~2000 tokens,
+    # a minute here) while the class waited; one asking for more than an instructor allows was taken
+    import openai
+
+    reply = server.client().chat.completions.create(model="m", **LONG)  # no max_tokens: as nora chat sends
+    assert (reply.usage.completion_tokens, reply.choices[0].finish_reason) == (CAP, "length")
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().chat.completions.create(model="m", max_tokens=CAP + 1, stream=True, **LONG)
+    assert err.value.body["param"] == "max_tokens"
+    done = run_nora("ask", "--max-tokens", str(CAP + 1), "--max-retries", "0", "Hi", env=nora_env(server.url, "any"))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("(error talking to the model: the server rejected the request: Invalid 'max_tokens': 121 is "
+                           "more than this server writes in one reply (120 tokens, set by nora serve --max-tokens, so "
+                           "that one reply cannot keep everyone else waiting): ask for 120 or fewer. (HTTP 400) - check "
+                           "the model name and settings)\n")
