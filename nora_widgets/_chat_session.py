@@ -18,6 +18,7 @@ from typing import Any, Callable, TextIO
 from ._sent_line import describe_sent
 from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
 from ._terminal_text import printable as _printable
+from ._waiting import Ticker, waiting_words
 from .clients import _listed_models, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -165,9 +166,11 @@ class ChatSession:
         """
         before = list(self.history)
         started = []  # pieces printed so far (for the "nora: " prefix and a cut-off reply)
+        waiting = self._wait_note()  # on a terminal: the seconds waited until the first words
 
         def on_text(piece: str) -> None:
             if not started:
+                waiting()
                 _write(self.out, self.prefix)
             started.append(piece)
             _write(self.out, piece)
@@ -184,9 +187,12 @@ class ChatSession:
             result = None
         except Stopped:  # SIGTERM: nora chat is leaving; a half reply on screen says it was not kept
             self.history[:] = before
+            waiting()
             if started:
                 _write(self.out, " [reply dropped]\n")
             raise
+        finally:
+            waiting()  # (a second time does nothing)
         if result is not None and result.ok:
             if self.stream:
                 _write(self.out, "\n" if started else f"{self.prefix}\n")
@@ -211,6 +217,39 @@ class ChatSession:
         if unknown and not self._model_unknown():
             self._tell_model_known()
         return False
+
+    def _wait_note(self) -> Callable[[], None]:
+        """Start saying how long the reply has been awaited, on its own line of the terminal, from
+        WAIT_NOTE_AFTER seconds on (a shared server may be writing others' replies first); returns
+        the call that stops it and clears the line.  Not on a pipe or a file: nothing is written there."""
+        stream = self.err if self.notes_on_stderr else self.out  # nora ask's stdout is the answer alone
+        try:
+            shown = stream.isatty()
+        except (AttributeError, ValueError):  # closed, or not a real stream
+            shown = False
+        if not shown:
+            return lambda: None
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns or 80  # 0: a terminal that does not say
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+        width = [0]
+
+        def say(seconds: float) -> None:  # kept within the line: a wrapped note could not be written over
+            note = f"({waiting_words(self.client, seconds, 'Ctrl-C')})"[: max(1, columns - 1)]
+            stream.write("\r" + note + " " * max(0, width[0] - len(note)))  # written over the last one
+            stream.flush()
+            width[0] = max(width[0], len(note))
+
+        ticker = Ticker(say).start()
+
+        def done() -> None:
+            if ticker.stop() and width[0]:
+                stream.write("\r" + " " * width[0] + "\r")  # the line is blank again, the cursor at its start
+                stream.flush()
+                width[0] = 0
+
+        return done
 
     def _model_unknown(self) -> bool:
         """Whether the default model is not known yet (the server had not answered when asked for its

@@ -39,6 +39,7 @@ import ipywidgets as widgets
 from . import views as v
 from ._background import BackgroundTurn
 from ._panel_input import PanelInput
+from ._waiting import Ticker, waiting_words
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -228,6 +229,7 @@ class ChatPanel(widgets.VBox):
         self._lock = threading.RLock()
         self._runner = BackgroundTurn(self._lock, flush_interval)
         self._busy = False
+        self._ticker: Ticker | None = None  # counts the seconds until the first words of a reply
         self._loading = False
 
         # --- the chat column
@@ -468,8 +470,15 @@ class ChatPanel(widgets.VBox):
         self.live.value = v.transcript_html([], pending=text)
         twin = self.twin_history if self.side_by_side.value else None
 
+        # Until the first words come, the status line counts the seconds (a shared server may be
+        # writing others' replies first): "replying…" alone, for half a minute, looked frozen.
+        self._ticker = ticker = Ticker(
+            lambda seconds: self._say(f"replying\u2026 {waiting_words(client, seconds, 'Stop')}")).start()
+
         # What the turn reports, drawn here; each runs on the worker thread.
         def show_reply(so_far: str) -> None:
+            if ticker.stop():  # the first words: the count is over
+                self._say("replying\u2026")
             self.live.value = v.transcript_html([], pending=text, streaming=so_far)
 
         def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
@@ -485,6 +494,7 @@ class ChatPanel(widgets.VBox):
             self.compare.update(self.twin_history, error=self._twin_error)
 
         def committed(sent: list[dict]) -> None:
+            ticker.stop()  # (a reply with no words at all)
             self._record_cost(sent, client, model)
             if twin is not None:  # the kept turn is done: draw it so, while the second call runs
                 self._show_kept()
@@ -513,6 +523,8 @@ class ChatPanel(widgets.VBox):
 
     def _on_finish(self, result: TurnResult | None, late: Failure | None) -> None:
         """The turn is over (or was stopped): draw the end state, free the input."""
+        if self._ticker is not None:
+            self._ticker.stop()  # before the status line is redrawn: no count can come after it
         self._finish(result)
         if late is not None:  # the turn itself is done and kept; say what went wrong after it
             self._show_error(f"(the reply was kept, but a view or the side-by-side call failed: {late.message})")

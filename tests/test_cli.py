@@ -471,6 +471,32 @@ def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(key
                                                               [SYSTEM, user("hello")]]
 
 
+def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_cleared(keyed_stub):
+    # a learner tenth in a shared server's queue saw a blank line for half a minute, as if nora had hung
+    keyed_stub.enqueue(ok("Yes, two.", wait=3.5), stall(4.0))
+    with PtySession(["chat", "--max-retries", "0", "--timeout", "3.5"], nora_env(keyed_stub, TERM="dumb")) as term:
+        term.wait_for(b"you: ")
+        term.type(b"Any Le Guin?\r")
+        note = b"(waiting 2 s: a shared server writes one reply at a time. Ctrl-C gives up)"
+        term.wait_for(b"\r" + note)
+        term.wait_for(b"\r(waiting 3 s: ")  # counted on, on the same line
+        blank = b"\r" + b" " * len(note) + b"\r"
+        term.wait_for(blank + b"nora: Yes, two.\r\nyou: ")  # cleared before the reply
+        term.type(b"Again?\r")  # a timeout: the line is cleared before the failure is said
+        term.wait_for(blank + b"(error talking to the model: the request timed out")
+        term.wait_for(b"you: ")
+        until_waiting(term.proc)
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb")) as term:  # a quick reply: no note
+        term.wait_for(b"you: ")
+        term.type(b"Hi\r")
+        term.wait_for(b"you: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    assert b"waiting" not in term.screen
+
+
 def test_sigterm_at_the_prompt_and_mid_reply_leaves_the_terminal_as_it_was(keyed_stub, tmp_path):
     """SIGTERM (kill, a closing IDE, systemd) at the prompt killed nora inside readline, leaving the
     terminal without echo; now nora leaves as Ctrl-D does: the terminal restored, one line, exit 143.

@@ -26,6 +26,7 @@ from nora_widgets.render import markdown_to_html
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
 from tests.helpers import panel_send, thread_exceptions
+from tests.servers.openai_stub import ok
 from tests.page_input import PageInput
 
 pytestmark = pytest.mark.timeout(30)
@@ -1402,6 +1403,29 @@ def test_real_http_failure_is_one_line_and_rolls_back(stub_server):
     result = panel_send(panel, "hello")
     assert result.failure.kind == "rate_limit" and len(panel.history) == 1
     assert "rate limit" in panel.error.value and panel.prompt.value == "hello"
+
+
+def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
+    # a learner queued behind a class's replies saw "replying…" unchanged for half a minute: frozen?
+    stub_server.enqueue(ok("Yes, two.", wait=3.2), ok("Hi.", wait=3.5))
+    client = make_client("openai", api_key="sk-test-x0123456789", base_url=stub_server.base_url,
+                         max_retries=0, timeout=10)
+    panel = ChatPanel(client, flush_interval=0.0)
+    seen = []
+    panel.status.observe(lambda change: seen.append(unescape(re.sub("<[^>]+>", "", change["new"]))), "value")
+    assert panel_send(panel, "Any Le Guin?").ok
+    assert seen == ["replying\u2026",
+                    "replying\u2026 waiting 2 s: a shared server writes one reply at a time. Stop gives up",
+                    "replying\u2026 waiting 3 s: a shared server writes one reply at a time. Stop gives up",
+                    "replying\u2026", ""]  # the first words came; then the reply was done
+    seen.clear()
+    panel.prompt.value = "Hello?"
+    panel.send.click()
+    time.sleep(2.5)
+    panel.cancel()  # Stop while waiting: the count ends with the turn
+    time.sleep(1.5)
+    assert seen[1].startswith("replying\u2026 waiting 2 s") and "waiting" not in "".join(seen[2:]), seen
+    assert panel.status.value == "" and len(panel.history) == 3
 
 
 def test_the_gauge_knows_the_window_of_a_known_model_and_max_tokens_reaches_the_call():

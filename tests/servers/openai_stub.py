@@ -99,11 +99,14 @@ class Behaviour:
     seconds: float = 0.0  # stall length
     after_pieces: int | None = None  # stream pieces sent before a stall / cut
     delay: float = 0.0  # pause between streamed pieces
+    wait: float = 0.0  # pause before the reply's first piece (a reply queued behind others')
 
 
-def ok(text: str | None = None, delay: float = 0.0) -> Behaviour:
-    """A normal reply; text=None means the default reply.  Example: ok("Yes, two novels.")"""
-    return Behaviour("ok", text=text, delay=delay)
+def ok(text: str | None = None, delay: float = 0.0, wait: float = 0.0) -> Behaviour:
+    """A normal reply; text=None means the default reply.  wait: seconds of silence before it
+    (a stream's headers come first, as from a server that queues requests).
+    Example: ok("Yes, two novels."), ok("Hi", wait=3.0)"""
+    return Behaviour("ok", text=text, delay=delay, wait=min(float(wait), MAX_STALL))
 
 
 def error(status: int, message: str = "error", type: str = "server_error", code: str | None = None,
@@ -451,12 +454,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
         elif stream:
             self._start_stream()
+            stub._stopping.wait(b.wait)  # returns early when the server stops
             for event in _sse_events(text, model, messages, n, include_usage):
                 self._send_chunk(event)
                 if b.delay:
                     time.sleep(b.delay)
             self._send_chunk(b"")  # the zero-length chunk: end of body
         else:
+            stub._stopping.wait(b.wait)
             self._send_json(200, _completion(text, model, messages, n))
 
 
