@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from typing import Any, Sequence
 
 import ipywidgets as widgets
@@ -72,6 +73,7 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on 
 PANEL_TRIM = "tick 'keep last' N turns, or Amnesia, or Clear"  # not nora chat's /trim N
 PANEL_NOT_FOUND = "check the model box (empty: the client's default) and OPENAI_BASE_URL"  # the panel has no --model
 BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
+BUSY_NOTE_STAYS = 2.0  # seconds the busy note stays before the count of seconds waited comes back
 AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",
                 False: "off - press to send only the persona and the latest message"}
 # The columns' least widths, or the whole width when there is less (see ChatPanel.__init__)
@@ -230,6 +232,7 @@ class ChatPanel(widgets.VBox):
         self._runner = BackgroundTurn(self._lock, flush_interval)
         self._busy = False
         self._ticker: Ticker | None = None  # counts the seconds until the first words of a reply
+        self._busy_noted = float("-inf")  # when BUSY_NOTE was last said
         self._loading = False
 
         # --- the chat column
@@ -441,8 +444,14 @@ class ChatPanel(widgets.VBox):
     def _note_busy(self) -> None:
         """Enter or Send while a reply runs: say why nothing happened, on the status line and to a
         screen reader (the key seemed to do nothing)."""
+        self._busy_noted = time.monotonic()  # the count of seconds waits, so that this can be read
         self._say(BUSY_NOTE)
         self._announce(BUSY_NOTE)
+
+    def _count_wait(self, client: Any, seconds: float) -> None:
+        """The status line while no word of the reply has come (unless the busy note was just said)."""
+        if time.monotonic() - self._busy_noted >= BUSY_NOTE_STAYS:
+            self._say(f"replying\u2026 {waiting_words(client, seconds, 'Stop')}")
 
     def _start_turn(self) -> bool:
         text = self.prompt.value
@@ -472,8 +481,7 @@ class ChatPanel(widgets.VBox):
 
         # Until the first words come, the status line counts the seconds (a shared server may be
         # writing others' replies first): "replying…" alone, for half a minute, looked frozen.
-        self._ticker = ticker = Ticker(
-            lambda seconds: self._say(f"replying\u2026 {waiting_words(client, seconds, 'Stop')}")).start()
+        self._ticker = ticker = Ticker(lambda seconds: self._count_wait(client, seconds)).start()
 
         # What the turn reports, drawn here; each runs on the worker thread.
         def show_reply(so_far: str) -> None:

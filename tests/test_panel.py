@@ -1407,7 +1407,7 @@ def test_real_http_failure_is_one_line_and_rolls_back(stub_server):
 
 def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
     # a learner queued behind a class's replies saw "replying…" unchanged for half a minute: frozen?
-    stub_server.enqueue(ok("Yes, two.", wait=3.2), ok("Hi.", wait=3.5))
+    stub_server.enqueue(ok("Yes, two.", wait=3.2), ok("Hi.", wait=8.0))
     client = make_client("openai", api_key="sk-test-x0123456789", base_url=stub_server.base_url,
                          max_retries=0, timeout=10)
     panel = ChatPanel(client, flush_interval=0.0)
@@ -1421,11 +1421,17 @@ def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
     seen.clear()
     panel.prompt.value = "Hello?"
     panel.send.click()
-    time.sleep(2.5)
+    time.sleep(1.5)
+    panel.prompt.value = "And Dune?"
+    panel.send.click()  # while it waits: the note on why nothing was sent is not written over at once
+    time.sleep(1.0)
+    assert seen == ["replying\u2026", panel_module.BUSY_NOTE]
+    time.sleep(1.9)
+    assert seen[-1].startswith("replying\u2026 waiting 4 s")  # 2 s on, the count comes back
     panel.cancel()  # Stop while waiting: the count ends with the turn
     time.sleep(1.5)
-    assert seen[1].startswith("replying\u2026 waiting 2 s") and "waiting" not in "".join(seen[2:]), seen
-    assert panel.status.value == "" and len(panel.history) == 3
+    assert not seen[-1] and "waiting" not in "".join(seen[3:]), seen
+    assert len(panel.history) == 3
 
 
 def test_the_gauge_knows_the_window_of_a_known_model_and_max_tokens_reaches_the_call():
