@@ -28,6 +28,13 @@ an error event (the openai client raises it as ``APIError``) and a proper end.  
 own disconnect lines are said once, in Nora's words, or not at all when the server is
 stopping (``quiet_disconnect_lines``).
 
+Since it sees each request from its arrival to its end, ``StopWhenGone`` also prints one line
+per reply the model wrote, for the instructor watching a class on the server's terminal: the
+access log's one line per request said only that a request came (a streamed one, at once),
+never how long its learner waited or how many were still in line:
+
+    nora serve: 127.0.0.1:51708 got 57 tokens in 14.0 s, the first after 12.3 s; 3 more waiting
+
     app = StopWhenGone(app)         # around the server's app
     stop_when_gone(llama)           # the one model the server loaded
     quiet_disconnect_lines(llama_cpp.server.app)
@@ -39,6 +46,7 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
 from ._chat_request import error_body
@@ -57,6 +65,9 @@ class _Request:
         self.tokens = 0
         self.cut = False
         self.said = False
+        self.asked = time.monotonic()  # when the request came
+        self.first: float | None = None  # when its first token came (it waited its turn until then)
+        self.written = 0  # the reply's tokens (an end-of-text token is not one), as its usage counts them
 
 
 # the request being served in this context; None outside a request
@@ -80,8 +91,9 @@ class StopWhenGone:
     """ASGI middleware: sets this request's "client gone" flag when the client disconnects, and
     ends properly a reply that the server's stop cut short."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, say: Callable[[str], None] | None = None) -> None:
         self.app = app
+        self.say = say or (lambda text: print(text, flush=True))  # stdout, beside the access log
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST":
@@ -142,6 +154,8 @@ class StopWhenGone:
             _current.reset(token)
         if failure is not None:
             raise failure
+        if request.first is not None and not request.cut and not _stopping.is_set():
+            self.say(_served_line(scope, request, len(_in_flight)))
 
 
 async def _send_stopped(send: Any) -> None:
@@ -161,6 +175,19 @@ async def _end_cut_reply(send: Any, state: dict) -> None:
         await send({"type": "http.response.body", "body": b"data: " + _error_body(STOPPED) + b"\n\n",
                     "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _served_line(scope: dict, request: _Request, waiting: int) -> str:
+    """The line the instructor reads for each reply the model wrote: who got it, how long it was, how
+    long its client waited for the first token (its turn in the queue and reading the prompt), and how
+    many requests are still in line.  The access log's line for the request names the same address.
+    Example: 'nora serve: 127.0.0.1:51708 got 57 tokens in 14.0 s, the first after 12.3 s; 3 more waiting'"""
+    client = scope.get("client") or ("?", 0)
+    now = time.monotonic()
+    tokens = f"{request.written} token{'' if request.written == 1 else 's'}"
+    line = (f"nora serve: {client[0]}:{client[1]} got {tokens} in {now - request.asked:.1f} s, "
+            f"the first after {(request.first or now) - request.asked:.1f} s")
+    return line + (f"; {waiting} more waiting" if waiting else "")
 
 
 def _after(request: _Request | None) -> str:
@@ -226,3 +253,29 @@ def stop_when_gone(llama: Any, say: Callable[[str], None] | None = None) -> None
         return create_completion(*args, stopping_criteria=criteria, **kwargs)
 
     llama.create_completion = create_completion_until_gone
+    _note_tokens(llama)
+
+
+def _note_tokens(llama: Any) -> None:
+    """Wrap `llama.generate` to note, for the request being served, when its first token came and how
+    many tokens its reply has (what the line the instructor reads says: _served_line)."""
+    generate = llama.generate
+    import llama_cpp
+
+    vocab = llama._model.vocab
+
+    def generate_noted(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        request = _current.get()  # create_completion calls this in the request's context
+        inner = generate(tokens, *args, **kwargs)
+        return inner if request is None else _noted(inner, request, vocab, llama_cpp.llama_vocab_is_eog)
+
+    llama.generate = generate_noted
+
+
+def _noted(tokens: Any, request: _Request, vocab: Any, is_end: Callable[[Any, int], bool]) -> Any:
+    for token in tokens:  # create_completion only iterates it (never sends a value in)
+        if request.first is None:
+            request.first = time.monotonic()
+        if not is_end(vocab, token):  # an end-of-generation token ends the reply and is not kept
+            request.written += 1
+        yield token

@@ -73,3 +73,31 @@ def test_a_reply_is_at_most_the_servers_cap_and_asking_for_more_says_so(server, 
                            "more than this server writes in one reply (120 tokens, set by nora serve --max-tokens, so "
                            "that one reply cannot keep everyone else waiting): ask for 120 or fewer. (HTTP 400) - check "
                            "the model name and settings)\n")
+
+
+def test_the_instructor_sees_each_reply_its_wait_and_the_queue():
+    # the log said only that each request came (a streamed one at once): not how long a learner
+    # waited for their first word, how long the reply was, or how many were still in line
+    import re
+
+    served = Served("--n-ctx", "512")
+    try:
+        first = threading.Thread(target=lambda: list(served.client().chat.completions.create(
+            model="m", max_tokens=40, stream=True, **LONG)))
+        first.start()
+        time.sleep(0.5)
+        served.client().chat.completions.create(model="m", max_tokens=5, **LONG)  # queued behind it
+        first.join(30)
+        code, out, _err = served.stop()
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    lines = [line for line in out.splitlines() if " got " in line]
+    shape = r"nora serve: 127\.0\.0\.1:(\d+) got (\d+) tokens in ([\d.]+) s, the first after ([\d.]+) s(; 1 more waiting)?"
+    found = [re.fullmatch(shape, line) for line in lines]
+    assert len(found) == 2 and all(found), lines
+    (_, tokens, took, wait, queue), (port, tokens_2, took_2, wait_2, queue_2) = (m.groups() for m in found)
+    assert (tokens, queue, tokens_2, queue_2) == ("40", "; 1 more waiting", "5", None)
+    assert float(wait_2) > 0.3 and float(took_2) >= float(wait_2)  # it waited for the first reply
+    assert f"127.0.0.1:{port} - \"POST /v1/chat/completions HTTP/1.1\" 200" in out  # the access log's address
