@@ -13,7 +13,8 @@ OpenAI client can then talk to it:
     >>> openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="any").models.list()
 
 Each request is printed as one access-log line, so you can watch every call
-arrive with the whole conversation in it.  Set NORA_SERVE_API_KEY to make the
+arrive with the whole conversation in it, and each reply as one more line saying how long its client
+waited and how many are still in line (_client_gone.py).  Set NORA_SERVE_API_KEY to make the
 server require that key (it is read from the environment only: a key on the
 command line would show in `ps`).  A streamed request too long for the window gets the
 same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too (not a
