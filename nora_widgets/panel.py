@@ -607,7 +607,11 @@ class ChatPanel(widgets.VBox):
         not waited for (it was finished when Stop was clicked).
         """
         self._input.wait_for_enter(timeout)  # Enter pressed a moment ago: its send may not have started yet
-        self._runner.wait(timeout)
+        try:
+            self._runner.wait(timeout)
+        except TimeoutError:  # in a cell: say what to call next (a shared server may be busy with a class)
+            raise TimeoutError(f"the reply is still running after {timeout:g} s (a shared server may be writing "
+                               "others' replies first): panel.wait() waits on, panel.cancel() stops it") from None
         return self.last_result
 
     def ask(self, text: str, timeout: float | None = 60.0) -> TurnResult | None:

@@ -1434,6 +1434,19 @@ def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
     assert len(panel.history) == 3
 
 
+def test_a_cell_that_waits_too_long_is_told_what_to_call_next(stub_server):
+    # panel.ask() in a lesson cell behind a class's queue: the message named cancel(), not the panel's
+    # wait(), and not why it could take so long
+    stub_server.enqueue(ok("Yes, two.", wait=2.0))
+    panel = ChatPanel(make_client("openai", api_key="sk-test-x0123456789", base_url=stub_server.base_url,
+                                  max_retries=0, timeout=10), flush_interval=0.0)
+    with pytest.raises(TimeoutError) as err:
+        panel.ask("Any Le Guin?", timeout=0.5)
+    assert str(err.value) == ("the reply is still running after 0.5 s (a shared server may be writing others' "
+                              "replies first): panel.wait() waits on, panel.cancel() stops it")
+    assert panel.wait(10).ok and len(panel.history) == 3  # waiting on gets the reply
+
+
 def test_the_gauge_knows_the_window_of_a_known_model_and_max_tokens_reaches_the_call():
     client = ScriptedClient(["ok"], model="gpt-4o-mini")
     panel = ChatPanel(client, views=("gauge",), max_tokens=64)
