@@ -28,8 +28,8 @@ def waiting_words(client: Any, seconds: float, give_up: str) -> str:
     others; the in-process model reads the conversation first.
     Short enough for one line of an 80-column terminal, in brackets.
     Example: waiting_words(openai_client, 7.2, "Ctrl-C")
-        -> 'waiting 7 s: a shared server writes one reply at a time. Ctrl-C gives up'"""
-    why = ": a shared server writes one reply at a time" if getattr(client, "base_url", None) else ""
+        -> 'waiting 7 s: the server may be busy with others' replies. Ctrl-C gives up'"""
+    why = ": the server may be busy with others' replies" if getattr(client, "base_url", None) else ""
     return f"waiting {seconds:.0f} s{why}. {give_up} gives up"
 
 

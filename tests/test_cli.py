@@ -477,7 +477,7 @@ def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_clear
     with PtySession(["chat", "--max-retries", "0", "--timeout", "3.5"], nora_env(keyed_stub, TERM="dumb")) as term:
         term.wait_for(b"you: ")
         term.type(b"Any Le Guin?\r")
-        note = b"(waiting 2 s: a shared server writes one reply at a time. Ctrl-C gives up)"
+        note = b"(waiting 2 s: the server may be busy with others' replies. Ctrl-C gives up)"
         term.wait_for(b"\r" + note)
         term.wait_for(b"\r(waiting 3 s: ")  # counted on, on the same line
         blank = b"\r" + b" " * len(note) + b"\r"

@@ -1415,8 +1415,8 @@ def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
     panel.status.observe(lambda change: seen.append(unescape(re.sub("<[^>]+>", "", change["new"]))), "value")
     assert panel_send(panel, "Any Le Guin?").ok
     assert seen == ["replying\u2026",
-                    "replying\u2026 waiting 2 s: a shared server writes one reply at a time. Stop gives up",
-                    "replying\u2026 waiting 3 s: a shared server writes one reply at a time. Stop gives up",
+                    "replying\u2026 waiting 2 s: the server may be busy with others' replies. Stop gives up",
+                    "replying\u2026 waiting 3 s: the server may be busy with others' replies. Stop gives up",
                     "replying\u2026", ""]  # the first words came; then the reply was done
     seen.clear()
     panel.prompt.value = "Hello?"
