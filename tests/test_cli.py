@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -331,13 +332,10 @@ def until_waiting(proc: subprocess.Popen, timeout: float = 15) -> None:
         time.sleep(0.01)
 
 
-def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
-    """SIGINT at the prompt keeps the session; SIGINT while a stream stalls drops the half
-    reply, rolls the turn back, and the next turn goes out without it."""
-    keyed_stub.enqueue(stall(20.0, after_pieces=2, text="one two three four"))
-    proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=nora_env(keyed_stub), preexec_fn=sigint_as_in_a_terminal)
+def reading(proc: subprocess.Popen) -> tuple[bytearray, threading.Thread, Callable[[bytes], None]]:
+    """(seen, reader, wait_for) for a running nora: everything it has written so far (a thread reads its
+    stdout as it comes), and wait_for(text), which returns once text is in it (fails after 15 s, or as
+    soon as the process has ended without writing it)."""
     seen = bytearray()
     reader = threading.Thread(target=lambda: [seen.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
                               daemon=True)
@@ -346,9 +344,20 @@ def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
     def wait_for(text: bytes) -> None:
         deadline = time.monotonic() + 15
         while text not in seen:
-            assert time.monotonic() < deadline, f"never saw {text!r} in {bytes(seen)!r}"
+            ended = proc.poll() is not None and not reader.is_alive()
+            assert time.monotonic() < deadline and not ended, f"never saw {text!r} in {bytes(seen)!r}"
             time.sleep(0.01)
+    return seen, reader, wait_for
 
+
+def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
+    """SIGINT at the prompt keeps the session; SIGINT while a stream stalls drops the half
+    reply, rolls the turn back, and the next turn goes out without it."""
+    keyed_stub.enqueue(stall(20.0, after_pieces=2, text="one two three four"))
+    proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=nora_env(keyed_stub), preexec_fn=sigint_as_in_a_terminal)
+    seen, reader, wait_for = reading(proc)
     try:
         wait_for(b"Ctrl-D to leave)\n")
         until_waiting(proc)
@@ -1835,16 +1844,7 @@ def test_nora_chat_started_before_the_server_sends_its_model_once_it_answers():
     proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", *FAST],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=helpers.nora_env(f"http://127.0.0.1:{port}/v1", KEY))
-    seen = bytearray()
-    reader = threading.Thread(target=lambda: [seen.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
-                              daemon=True)
-    reader.start()
-
-    def wait_for(text: bytes) -> None:
-        deadline = time.monotonic() + 15
-        while text not in seen:
-            assert time.monotonic() < deadline and proc.poll() is None, f"never saw {text!r} in {bytes(seen)!r}"
-            time.sleep(0.01)
+    seen, reader, wait_for = reading(proc)
 
     def type_line(line: str) -> None:
         proc.stdin.write(line.encode() + b"\n")
