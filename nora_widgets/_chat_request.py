@@ -116,11 +116,11 @@ def over_reply_cap(name: str, limit: Any, cap: int | None) -> dict | None:
     """The 400 body when a whole-number max_tokens is more than the server writes in one reply
     (nora serve --max-tokens): one learner's long reply would keep a whole class waiting; else None.
     Example: over_reply_cap("max_tokens", 1000, 512)["error"]["message"]
-        -> "Invalid 'max_tokens': 1000 is more than this server writes in one reply (512 tokens, ..."""
+        -> "Invalid 'max_tokens': 1000 is over the 512 tokens this server writes per reply: ask for 512 or fewer."""
     if cap is None or not isinstance(limit, int) or isinstance(limit, bool) or limit <= cap:
         return None
-    return _refusal(name, f"Invalid '{name}': {limit} is more than this server writes in one reply ({cap} tokens, "
-                          f"set by nora serve --max-tokens, so that one reply cannot keep everyone else waiting): "
+    # short enough to reach a face whole (a server's message is cut at 120 characters there), fix included
+    return _refusal(name, f"Invalid '{name}': {limit} is over the {cap} tokens this server writes per reply: "
                           f"ask for {cap} or fewer.")
 
 

@@ -70,9 +70,8 @@ def test_a_reply_is_at_most_the_servers_cap_and_asking_for_more_says_so(server, 
     done = run_nora("ask", "--max-tokens", str(CAP + 1), "--max-retries", "0", "Hi", env=nora_env(server.url, "any"))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == ("(error talking to the model: the server rejected the request: Invalid 'max_tokens': 121 is "
-                           "more than this server writes in one reply (120 tokens, set by nora serve --max-tokens, so "
-                           "that one reply cannot keep everyone else waiting): ask for 120 or fewer. (HTTP 400) - check "
-                           "the model name and settings)\n")
+                           "over the 120 tokens this server writes per reply: ask for 120 or fewer. (HTTP 400) - "
+                           "check the model name and settings)\n")
 
 
 def test_the_instructor_sees_each_reply_its_wait_and_the_queue():
