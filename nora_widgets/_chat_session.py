@@ -19,7 +19,7 @@ from ._sent_line import describe_sent
 from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
 from ._terminal_text import printable as _printable
 from ._waiting import Ticker, waiting_words
-from .clients import _listed_models, model_note, model_used
+from .clients import _listed_models, model_note, model_used, not_known_yet
 from .conversation import (
     DEFAULT_TEMPERATURE,
     means_no_persona,
@@ -63,13 +63,6 @@ commands:
   quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
   //text          send a message that starts with '/'
   \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
-
-
-def _not_known_yet(fallback: str | None) -> str:
-    """/model's words while the server has not answered make_client's question about its models (as
-    clients.describe_client says it)."""
-    return ("not known yet: the server did not answer when asked for its models; the next call asks again "
-            f"and sends its model if it lists one, else {fallback}")
 
 
 def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND) -> Failure:
@@ -360,7 +353,7 @@ class ChatSession:
                 self._server_names()  # the server is asked again: its answer may name the model
                 if self._model_unknown():
                     fallback = getattr(self.client, "default_model", None)
-                    self.say(f"(model: {_not_known_yet(fallback)}; /model NAME asks for one by name)")
+                    self.say(f"(model: {not_known_yet(fallback)}; /model NAME asks for one by name)")
                     return
             default = getattr(self.client, "default_model", None)
             used = model_used(self.client, self.model)
@@ -384,7 +377,7 @@ class ChatSession:
         default = getattr(self.client, "default_model", None)
         sends = count_of(len(messages_to_send(self.history, None, self.keep_turns)), "message")
         now = self.model if self.model is not None else \
-            f"the default ({_not_known_yet(default)})" if self._model_unknown() else f"the default, {default},"
+            f"the default ({not_known_yet(default)})" if self._model_unknown() else f"the default, {default},"
         self.say(f"(from the next call on, calls ask for {now} and send it the same list: {sends} plus your new one)")
         note = model_note(self.client, self.model, choose="/model NAME", listed=listed)
         if note:

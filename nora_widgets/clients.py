@@ -448,6 +448,15 @@ class _AskAgain:
         client.default_model_pending = None
 
 
+def not_known_yet(fallback: str | None, then: str = "; ") -> str:
+    """How every face says that a server has not yet said which model it serves (then: what joins the
+    two halves, "; " or " (" before a closing bracket the caller adds).
+    Example: not_known_yet("gpt-4o-mini") -> 'not known yet: the server did not answer when asked for its
+        models; the next call asks again and sends its model if it lists one, else gpt-4o-mini'"""
+    return (f"not known yet: the server did not answer when asked for its models{then}the next call asks again "
+            f"and sends its model if it lists one, else {fallback}")
+
+
 def base_url_named(message: str, flag: str) -> str:
     """make_client's refusal of a base_url argument, naming the flag or setting it came from on a face.
     Example: base_url_named("the base URL must start with http:// ...", "--base-url") -> '--base-url must start ...'"""
@@ -519,8 +528,7 @@ def describe_client(client: Any, model: str | None = None) -> str:
     base = getattr(client, "base_url", None)
     if not model and getattr(client, "default_model_pending", None) is not None:
         fallback = getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
-        shown = (f"model not known yet: the server did not answer when asked for its models (the next call "
-                 f"asks again and sends its model if it lists one, else {fallback})")
+        shown = f"model {not_known_yet(fallback, ' (')})"
     else:
         shown = f"model {model or getattr(client, 'default_model', None) or OPENAI_DEFAULT_MODEL}"
     if base is not None:
