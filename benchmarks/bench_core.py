@@ -22,6 +22,10 @@ Two estimates of the ratio, from the same run, and the noise of the first:
   A/A       the article's turn against its own twin (the same code, a separate function), read as
             "measured" is: it should be 1.000, and how far it lands from that, and how wide its
             interval is, is what the measured reading can resolve on this machine at this time
+  no guard  run_turn with its check of every message (validate_history) switched off for the call,
+            read as "measured" is: what the rest of run_turn costs in place, so that measured minus
+            this is the guard's share (run_turn itself always checks; this case swaps the module's
+            validate_history for a no-op around each call and puts it back)
 
     python benchmarks/bench_core.py [--quick] [--json out.json]
 """
@@ -39,6 +43,7 @@ from _common import (finish, fmt_seconds, interleaved, make_history, median, med
                      verdict)
 
 from nora_widgets.clients import ScriptedClient, make_completion  # noqa: E402
+from nora_widgets import conversation  # noqa: E402
 from nora_widgets.conversation import run_turn, validate_history  # noqa: E402
 
 TARGET = 1.02
@@ -79,6 +84,19 @@ def article_run_turn(client, history: list[dict], user_text: str, model: str) ->
 article_twin = _twin(article_run_turn)
 
 
+def _no_check(history) -> None:
+    """validate_history switched off (the "no guard" case only)."""
+
+
+def unguarded_run_turn(*args, **kwargs) -> str:
+    """run_turn with validate_history a no-op for this one call: the guard's share of the measured ratio."""
+    conversation.validate_history = _no_check
+    try:
+        return run_turn(*args, **kwargs)
+    finally:
+        conversation.validate_history = validate_history
+
+
 def cases_for(client, history: list[dict], null: "NullClient", repeat_null: int) -> dict:
     """The two ways to run one turn on `history`, each leaving it as it found it, on the
     ScriptedClient and (repeat_null times per call, it is that fast) on the null client."""
@@ -96,6 +114,10 @@ def cases_for(client, history: list[dict], null: "NullClient", repeat_null: int)
         article_twin(client, history, QUESTION, model="m")
         del history[n:]
 
+    def unguarded():
+        unguarded_run_turn(client, history, QUESTION, model="m", temperature=0.7)
+        del history[n:]
+
     def nora_null():
         for _ in range(repeat_null):
             run_turn(null, history, QUESTION, model="m", temperature=0.7)
@@ -106,7 +128,8 @@ def cases_for(client, history: list[dict], null: "NullClient", repeat_null: int)
             article_run_turn(null, history, QUESTION, model="m")
             del history[n:]
 
-    return {"nora": nora, "article": article, "twin": twin, "nora_null": nora_null, "article_null": article_null}
+    return {"nora": nora, "article": article, "twin": twin, "unguarded": unguarded, "nora_null": nora_null,
+            "article_null": article_null}
 
 
 def paired(samples: dict, how, a: str = "nora", b: str = "article") -> list[float]:
@@ -117,7 +140,7 @@ def paired(samples: dict, how, a: str = "nora", b: str = "article") -> list[floa
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     sizes = {10: 20, 100: 6, 1000: 1}  # history length -> calls per side per round (ScriptedClient)
-    rounds = 200  # a multiple of 10: each of the five cases runs in each position equally often
+    rounds = 204  # a multiple of 12: each of the six cases runs in each position equally often
     if args.quick:
         sizes, rounds = {10: 2, 100: 2, 1000: 1}, 3
     rows, results = [], {"target": TARGET, "rounds": rounds, "sizes": {}}
@@ -133,10 +156,12 @@ def main(argv: list[str] | None = None) -> dict:
         own = paired(samples, lambda x, y: (x - y) / repeat_null, "nora_null", "article_null")
         derived = [1 + o / a for o, a in zip(own, samples["article"])]
         twin_ratios = paired(samples, lambda x, y: x / y, "twin", "article")
+        bare = paired(samples, lambda x, y: x / y, "unguarded", "article")
         entry = {"nora_s": median(samples["nora"]), "article_s": median(samples["article"]),
                  "ratio": median(ratios), "ratio_ci95": median_ci(ratios),
                  "own_cost_s": median(own), "derived_ratio": median(derived), "derived_ci95": median_ci(derived),
                  "aa_ratio": median(twin_ratios), "aa_ci95": median_ci(twin_ratios),
+                 "unguarded_ratio": median(bare), "unguarded_ci95": median_ci(bare),
                  "samples": samples}
         # where run_turn's own time goes: checking every message of the list (the bad-input guard)
         check = interleaved({"validate_history": lambda: validate_history(history)}, rounds=min(rounds, 41),
@@ -145,17 +170,21 @@ def main(argv: list[str] | None = None) -> dict:
         lo, hi = entry["ratio_ci95"]
         dlo, dhi = entry["derived_ci95"]
         alo, ahi = entry["aa_ci95"]
+        ulo, uhi = entry["unguarded_ci95"]
         rows.append([size, fmt_seconds(entry["article_s"]), fmt_seconds(entry["nora_s"]),
                      f"{entry['ratio']:.3f} ({lo:.3f}-{hi:.3f})", f"{entry['derived_ratio']:.3f} ({dlo:.3f}-{dhi:.3f})",
                      f"{entry['aa_ratio']:.3f} ({alo:.3f}-{ahi:.3f})",
+                     f"{entry['unguarded_ratio']:.3f} ({ulo:.3f}-{uhi:.3f})",
                      verdict(max(entry["ratio"], entry["derived_ratio"]), TARGET), fmt_seconds(entry["own_cost_s"]),
                      fmt_seconds(entry["validate_history_s"])])
         results["sizes"][size] = entry
     print(f"Core overhead: run_turn vs the article's run_turn on the ScriptedClient, {rounds} interleaved rounds "
           f"(measured: median of per-round ratios; derived: median of per-round 1 + run_turn's own cost on a null "
           f"client / article turn; A/A: the article's turn / its twin, read as measured is, the noise of that reading; "
+          f"no guard: run_turn with validate_history switched off / article turn, read as measured is; "
           f"~95% intervals in brackets; the verdict takes the worse of measured and derived)")
-    print(table(["messages", "article turn", "run_turn", "measured ratio", "derived ratio", "A/A (noise)", "verdict",
+    print(table(["messages", "article turn", "run_turn", "measured ratio", "derived ratio", "A/A (noise)",
+                 "no guard (measured)", "verdict",
                  "run_turn's own cost", "of which validate_history"], rows))
     return finish(args, "core", results)
 

@@ -37,10 +37,29 @@ def test_core_compares_run_turn_with_the_articles_turn(tmp_path):
     assert set(r["sizes"]) == {"10", "100", "1000"}
     for entry in r["sizes"].values():
         assert {len(xs) for xs in entry["samples"].values()} == {3}
-        assert set(entry["samples"]) == {"nora", "article", "twin", "nora_null", "article_null"}
-        for ratio, interval in (("ratio", "ratio_ci95"), ("derived_ratio", "derived_ci95"), ("aa_ratio", "aa_ci95")):
+        assert set(entry["samples"]) == {"nora", "article", "twin", "unguarded", "nora_null", "article_null"}
+        for ratio, interval in (("ratio", "ratio_ci95"), ("derived_ratio", "derived_ci95"), ("aa_ratio", "aa_ci95"),
+                                ("unguarded_ratio", "unguarded_ci95")):
             lo, hi = entry[interval]
             assert 0 < lo <= entry[ratio] <= hi
+
+
+def test_the_no_guard_case_switches_off_only_the_check_and_only_for_its_call():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_core
+    finally:
+        sys.path.remove(str(BENCH))
+    from nora_widgets import conversation
+    from nora_widgets.clients import ScriptedClient
+    from nora_widgets.errors import HistoryError
+
+    bad = [{"role": "bot", "content": "hi"}]
+    bench_core.unguarded_run_turn(ScriptedClient("ok"), bad, "hello", model="m")  # not checked: it goes out
+    assert bad[-1] == {"role": "assistant", "content": "ok"}
+    assert conversation.validate_history is bench_core.validate_history  # put back
+    with pytest.raises(HistoryError):
+        conversation.run_turn(ScriptedClient("ok"), [{"role": "bot", "content": "hi"}], "hello", model="m")
 
 
 @pytest.mark.timeout(120)
