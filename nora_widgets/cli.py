@@ -52,7 +52,7 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     use_readline,
     warn_line,
 )
-from .clients import BACKENDS, base_url_named, describe_client, lists_model, make_client, model_note
+from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
 from .conversation import (DEFAULT_TEMPERATURE, SYSTEM_PROMPT, means_no_persona, new_history, set_persona,
                            temperature_problem)
 from .errors import NoraError, count_of, describe_failure, redact
@@ -124,9 +124,10 @@ def _client(args: argparse.Namespace) -> Any:
     try:
         client = make_client(args.backend, base_url=args.base_url, model=args.model,
                              timeout=args.timeout, max_retries=args.max_retries,
-                             local_responses="plain")  # the embedded model: no openai import (start-up)
-    except NoraError as exc:  # a bad --base-url is named so (make_client says "the base URL")
-        raise UsageError(base_url_named(str(exc), "--base-url") if args.base_url else str(exc)) from None
+                             local_responses="plain",  # the embedded model: no openai import (start-up)
+                             base_url_name="--base-url")
+    except NoraError as exc:
+        raise UsageError(str(exc)) from None
     wrap = getattr(args, "wrap", None)  # e.g. a GuardedClient around every call (see main)
     return wrap(client) if wrap is not None else client
 

@@ -293,6 +293,7 @@ def make_client(
     max_retries: int | None = None,
     replies: list | None = None,
     local_responses: str = "openai",
+    base_url_name: str | None = None,
 ) -> Any:
     """Build the client for these settings (arguments win over the environment).
 
@@ -305,11 +306,13 @@ def make_client(
     default) or "plain" (nora_widgets.shapes: no openai import, a faster start); the
     other backends always return openai's types.
     replies: the canned answers of the 'scripted' backend (refused for the others).
+    base_url_name: what a refusal of base_url calls it, as a face names the setting (e.g. "--base-url");
+    by default "the base URL" ("a base URL" where it says that one is not wanted).
     Example: make_client("scripted").chat.completions.create(model="m", messages=[...])
     """
     chosen = choose_backend(backend, api_key, base_url)
     if base_url and chosen in ("local", "scripted"):  # it would be ignored without a word
-        raise NoraError(f"a base URL names a server, and the {chosen!r} backend has none: "
+        raise NoraError(f"{base_url_name or 'a base URL'} names a server, and the {chosen!r} backend has none: "
                         "give one or the other (a server is the 'openai' backend)")
     if replies is not None and chosen != "scripted":  # so would these: the model answers instead
         raise NoraError(f"replies are the 'scripted' backend's canned answers, and the {chosen!r} backend has a "
@@ -347,7 +350,7 @@ def make_client(
     from_env = (os.environ.get("OPENAI_BASE_URL") or "").strip()
     base_url = (base_url or "").strip() or from_env or None  # " http://..." pasted with a space still works
     if base_url and not _looks_like_url(base_url):
-        given = "OPENAI_BASE_URL" if base_url == from_env else "the base URL"
+        given = "OPENAI_BASE_URL" if base_url == from_env else base_url_name or "the base URL"
         raise NoraError(f"{given} must start with http:// or https:// and name a host, "
                         f"e.g. http://127.0.0.1:8000/v1 (got {redact(base_url)!r})")
     key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -455,12 +458,6 @@ def not_known_yet(fallback: str | None, then: str = "; ") -> str:
         models; the next call asks again and sends its model if it lists one, else gpt-4o-mini'"""
     return (f"not known yet: the server did not answer when asked for its models{then}the next call asks again "
             f"and sends its model if it lists one, else {fallback}")
-
-
-def base_url_named(message: str, flag: str) -> str:
-    """make_client's refusal of a base_url argument, naming the flag or setting it came from on a face.
-    Example: base_url_named("the base URL must start with http:// ...", "--base-url") -> '--base-url must start ...'"""
-    return message.replace("the base URL must", f"{flag} must", 1).replace("a base URL names", f"{flag} names", 1)
 
 
 def _looks_like_url(url: str) -> bool:

@@ -34,7 +34,7 @@ from IPython.display import display
 
 from ._sent_line import describe_sent
 from ._terminal_text import printable
-from .clients import BACKENDS, base_url_named, describe_client, make_client, model_note, model_used
+from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
     dropped_indexes,
@@ -94,7 +94,7 @@ class ChatSession:
         not built in: each turn sends self.model, else the client's own default (NORA_MODEL, the
         one model a server lists...), so `%chat --model ''` goes back to that default."""
         return make_client(self.backend, base_url=self.base_url, timeout=self.timeout,
-                           max_retries=self.max_retries)
+                           max_retries=self.max_retries, base_url_name="--base-url")  # set by %chat --base-url only
 
     def get_client(self) -> Any:
         """The client, built lazily: the embedded model loads only when a turn needs it."""
@@ -490,9 +490,8 @@ class ChatMagics(Magics):
             trial = ChatSession(**{**vars(s), **rebuild})
             try:  # build first: a bad setting leaves the working client in place
                 s.client = trial.build_client()
-            except NoraError as exc:  # a bad --base-url is named so (make_client says "the base URL")
-                message = describe_failure(exc).message
-                raise UsageError(f"%chat: {base_url_named(message, '--base-url') if 'base_url' in rebuild else message}") from None
+            except NoraError as exc:
+                raise UsageError(f"%chat: {describe_failure(exc).message}") from None
         if "system" in given:
             set_persona(s.history, given.pop("system"))  # a new dict: copies saved earlier keep the old persona
         for key, value in given.items():

@@ -114,9 +114,16 @@ def test_make_client_bad_settings_are_one_line(monkeypatch):
         with pytest.raises(NoraError, match=f"^replies are the 'scripted' backend's canned answers, and the "
                                             f"'{chosen}' backend has a model: make_client\\('scripted', replies="):
             make_client(backend, replies=["Hello!"], api_key="sk-test-x" if backend == "openai" else None)
+    # a face names the argument as its user typed it (nora's and %chat's --base-url)
+    with pytest.raises(NoraError, match="^--base-url must start with http:// or https://"):
+        make_client("openai", base_url="localhost:8000", base_url_name="--base-url")
+    with pytest.raises(NoraError, match="^--base-url names a server, and the 'local' backend has none"):
+        make_client("local", base_url="http://127.0.0.1:8000/v1", base_url_name="--base-url")
     monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8000/v1")  # the setting it came from is named
     with pytest.raises(NoraError, match="^OPENAI_BASE_URL must start with http://"):
         make_client("openai")
+    with pytest.raises(NoraError, match="^OPENAI_BASE_URL must start with http://"):  # not the face's flag
+        make_client("openai", base_url_name="--base-url")
     monkeypatch.delenv("OPENAI_BASE_URL")
     for bad, says in (("nan", "more than 0 seconds"), ("inf", "a finite number of seconds"),
                       ("-inf", "more than 0 seconds"), ("-5", "more than 0 seconds"), ("0", "more than 0 seconds")):
