@@ -364,14 +364,28 @@ def test_usage_and_count_tokens_agree_on_openais_other_message_shapes(client, me
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_response_format_asks_for_json_and_gets_it(client, stream):
     # it was accepted and ignored: free text came back where JSON was asked for
-    schema = {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"]}
+    # Which JSON the model writes depends on the CPU's kernels (AVX2 and AVX-512 builds of llama.cpp
+    # part ways where two tokens are nearly tied): a reply cut at max_tokens must still be JSON so far.
+    schema = {"type": "object", "properties": {"legs": {"type": "integer"}}, "required": ["legs"],
+              "additionalProperties": False}
     question = [{"role": "user", "content": "Give me a JSON object with the number of legs of a cat."}]
     for response_format in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}):
         reply = ask(client, question, max_tokens=32, response_format=response_format, stream=stream)
-        text = "".join(c.choices[0].delta.content or "" for c in reply if c.choices) if stream else \
-            reply.choices[0].message.content
-        assert isinstance(json.loads(text), dict)
-    assert isinstance(json.loads(text)["legs"], int)
+        if stream:
+            chunks = [c for c in reply if c.choices]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks)
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason][-1]
+        else:
+            text, finish = reply.choices[0].message.content, reply.choices[0].finish_reason
+        assert text.lstrip().startswith("{"), text
+        if finish == "stop":
+            assert isinstance(json.loads(text), dict)
+        else:  # cut off: valid JSON up to its end, e.g. '{"name": "Tom", "le'
+            assert finish == "length"
+            with pytest.raises(json.JSONDecodeError) as cut:
+                json.loads(text)
+            assert cut.value.pos >= len(text.rstrip()), (cut.value, text)
+    assert finish == "stop" and set(json.loads(text)) == {"legs"} and isinstance(json.loads(text)["legs"], int), text
     # it listed the three shapes in full and the whole value given: 176 characters as a failure line
     with pytest.raises(NoraError, match=r"^response_format's type must be 'text', 'json_object' or 'json_schema' "
                                         r"\(got 'yaml'\)$"):
