@@ -147,14 +147,15 @@ class StopWhenGone:
                 except Exception as exc:  # raised as it came, not wrapped in the task group's ExceptionGroup
                     failure = exc
                 if failure is None and _stopping.is_set() and not state["replaced"]:
-                    await _end_cut_reply(send, state)
+                    state["replaced"] = await _end_cut_reply(send, state)
                 tasks.cancel_scope.cancel()  # the reply is sent (or refused): stop listening
         finally:
             _in_flight.discard(request)
             _current.reset(token)
         if failure is not None:
             raise failure
-        if request.first is not None and not request.cut and not _stopping.is_set():
+        # a reply the stop cut short is not one the model wrote; one that was whole when the stop came is
+        if request.first is not None and not request.cut and not state["replaced"]:
             self.say(_served_line(scope, request, len(_in_flight)))
 
 
@@ -167,14 +168,18 @@ async def _send_stopped(send: Any) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _end_cut_reply(send: Any, state: dict) -> None:
-    """The server stopped while this reply was being written: end it properly, saying why."""
+async def _end_cut_reply(send: Any, state: dict) -> bool:
+    """The server stopped while this reply was being written: end it properly, saying why.
+    True when it did (the reply was not whole), False when the reply had been sent whole."""
     if not state["started"]:
         await _send_stopped(send)
     elif state["stream"] and not state["ended"]:  # the openai client raises an event with "error" as APIError
         await send({"type": "http.response.body", "body": b"data: " + _error_body(STOPPED) + b"\n\n",
                     "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+    else:
+        return False
+    return True
 
 
 def _served_line(scope: dict, request: _Request, waiting: int) -> str:

@@ -81,10 +81,15 @@ def test_the_instructor_sees_each_reply_its_wait_and_the_queue():
 
     served = Served("--n-ctx", "512")
     try:
-        first = threading.Thread(target=lambda: list(served.client().chat.completions.create(
-            model="m", max_tokens=40, stream=True, **LONG)))
+        begun = threading.Event()
+
+        def read_first() -> None:
+            for _chunk in served.client().chat.completions.create(model="m", max_tokens=40, stream=True, **LONG):
+                begun.set()
+
+        first = threading.Thread(target=read_first)
         first.start()
-        time.sleep(0.5)
+        assert begun.wait(30)  # the model is on it (a fixed pause let the second go first on a busy machine)
         served.client().chat.completions.create(model="m", max_tokens=5, **LONG)  # queued behind it
         first.join(30)
         code, out, _err = served.stop()
