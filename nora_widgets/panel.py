@@ -22,9 +22,11 @@ an error, or a dropped connection therefore leave the history exactly as it was,
 and code reading ``panel.history`` meanwhile never sees half a turn.  This
 module only reads the widgets, starts the turn, and draws what its callbacks
 report.  Keyboard: Enter in the one-line input sends (with ``multiline=True``
-the input is a text area: Enter is a new line, click Send).  The input stays
-open while a reply runs, so the next message can be typed meanwhile; it is
-sent after the reply (Enter and Send send nothing while one runs).
+the input is a text area: Enter is a new line, Ctrl/Cmd+Enter or Send sends);
+Escape stops a reply.  The input stays open while a reply runs, so the next
+message can be typed meanwhile; it is sent after the reply (Enter and Send send
+nothing while one runs).  The input is ``_prompt_box.PromptBox``, a box with
+JavaScript of its own: keys typed right after Enter are kept.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import ipywidgets as widgets
 from . import views as v
 from ._background import BackgroundTurn
 from ._panel_input import PanelInput
+from ._prompt_box import PromptBox
 from ._waiting import Ticker, waiting_words
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
@@ -245,36 +248,28 @@ class ChatPanel(widgets.VBox):
         self.announce = widgets.HTML(layout=widgets.Layout(height="0px", min_height="0px", margin="0",
                                                            overflow="hidden"))  # takes no room
         self.announce.add_class("nora-announce")
-        # continuous_update=False: the browser sends the text once, on Enter, on leaving the
-        # box, or just before a click on Send; never a stream of half-typed values.
-        if multiline:
-            self.prompt = widgets.Textarea(placeholder="Type a message, then click Send", rows=3,
-                                           continuous_update=False,
-                                           layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="0"))
-        else:
-            self.prompt = widgets.Text(placeholder="Type a message and press Enter", continuous_update=False,
-                                       layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="0"))
-        # The box's name for a screen reader: a description of no width (a tooltip or a placeholder
-        # does not name it: ipywidgets' empty hidden label comes first, and the box was nameless)
-        self.prompt.description = "your message"
-        self.prompt.style.description_width = "0px"
-        self.prompt.layout.margin = "2px 2px 2px -6px"  # the label's own 8 px margin: the box stays where it was
+        # The input box (_prompt_box.py), named "your message" for a screen reader (aria-label): Enter
+        # (Ctrl/Cmd+Enter in a text area) sends the text with the key, and the page empties it at once
+        self.prompt = PromptBox(multiline=multiline,
+                                placeholder=("Type a message, then press Ctrl+Enter or click Send" if multiline
+                                             else "Type a message and press Enter"),
+                                layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="0", margin="2px"))
         self._focus_move = 0  # this panel's latest move (_moved): only the latest takes the focus back
         _watch_cells()
         self._refocus = False  # the turn came from Send / Enter: give the input its focus back after
-        # Enter, type-ahead and what the box holds around a turn (_panel_input.py)
-        self._input = PanelInput(self.prompt, self._lock, busy=lambda: self._busy, send=self._submit_typed,
-                                 note_busy=self._note_busy)
-        if not multiline:
-            self.prompt.on_msg(self._input.on_msg)
-            self.prompt.observe(self._input.on_value, names="value")
+        self._submit_lock = threading.Lock()  # two sends at once (code on a thread, a click) start one turn
+        self._failed_line = ""  # the error line of the last failed turn, before what it says of the input
+        # Enter, Escape, type-ahead and what the box holds around a turn (_panel_input.py)
+        self._input = PanelInput(self.prompt, busy=lambda: self._busy, send=self._submit_typed,
+                                 stop=lambda: (self._here(), self.cancel()), note_busy=self._note_busy,
+                                 kept=self._kept_aside)
+        self.prompt.on_msg(self._input.on_msg)
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
                                    tooltip="send your message", layout=widgets.Layout(width="90px", flex="0 0 auto"))
         self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,  # orange while a reply runs
                                    tooltip="stop the reply; your message goes back into the input (if it is empty)",
                                    layout=widgets.Layout(width="80px", flex="0 0 auto"))  # the input gives way
-        # CSS classes: stable handles for styling and for the browser test
-        self.prompt.add_class("nora-prompt")
+        # CSS classes: stable handles for styling and for the browser test (the input has "nora-prompt")
         self.send.add_class("nora-send")
         self.stop.add_class("nora-stop")
         self.send.on_click(lambda _b: self._submit_typed())
@@ -423,20 +418,22 @@ class ChatPanel(widgets.VBox):
 
     # Enter, type-ahead and the text put back after a failure: _panel_input.py says how they work.
 
-    def _submit_typed(self) -> None:
-        """Send and Enter: the input keeps (or takes) the focus while the reply runs, and gets it
-        back after it, so the next message can be typed at once."""
+    def _submit_typed(self, text: str | None = None) -> bool:
+        """Send and Enter (text: what the page sent with the Enter): the input keeps (or takes) the
+        focus while the reply runs, and gets it back after it, so the next message can be typed at once."""
         self._focus_move = _moved()  # the person is here now (set first, as _refocus)
         was, self._refocus = self._refocus, True  # set first: a fast reply may end before submit() returns
-        if not self.submit():  # nothing started (empty, or busy: the turn running keeps its own)
+        started = self.submit(text)
+        if not started:  # nothing started (empty, or busy: the turn running keeps its own)
             self._refocus = was
+        return started
 
-    def submit(self) -> bool:
-        """Send what is in the input (what Send and Enter do). Returns False if nothing started;
-        while a reply runs nothing starts, and the text stays in the input."""
-        with self._input.submit_lock:  # Enter's timer thread and a click must not both start a turn
+    def submit(self, text: str | None = None) -> bool:
+        """Send text (None: what is in the input; what Send and Enter do). Returns False if nothing
+        started; while a reply runs nothing starts, and the text stays in the input."""
+        with self._submit_lock:
             busy = self._busy
-            started = False if busy else self._start_turn()
+            started = False if busy else self._start_turn(self.prompt.value if text is None else text)
         if busy:
             self._note_busy()
         return started
@@ -453,8 +450,7 @@ class ChatPanel(widgets.VBox):
         if time.monotonic() - self._busy_noted >= BUSY_NOTE_STAYS:
             self._say(f"replying\u2026 {waiting_words(client, seconds, 'Stop')}")
 
-    def _start_turn(self) -> bool:
-        text = self.prompt.value
+    def _start_turn(self, text: str) -> bool:
         try:
             validate_user_text(text)
         except NoraError as exc:
@@ -467,7 +463,7 @@ class ChatPanel(widgets.VBox):
             return False
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
         # The message leaves the input (it shows in the live area below) and the input stays open:
-        # what is typed from now on is the next message.  Every key typed is sent (_panel_input.py).
+        # what is typed from now on is the next message (_panel_input.py).
         self._input.turn_starts(text)
         self._set_busy(True)
         if self._refocus:  # Send is disabled now, which drops the focus a click gave it: the input takes it
@@ -554,21 +550,25 @@ class ChatPanel(widgets.VBox):
         # The input may hold the next message, typed while the reply ran: it is never written over.
         # A failed or stopped message goes back only into an empty input (Enter sends it again at
         # once); otherwise it is kept aside, and Undo puts it back in front of what was typed.
-        with self._lock:  # read and written in one step: a key arriving meanwhile waits (PanelInput.on_value)
-            typed = self._input.turn_over(failed)
-            self._set_busy(False)  # last: an Enter from now on finds the input as it is meant to be
+        # (A key typed meanwhile that the kernel has not had yet: the page keeps it, and _kept_aside.)
+        typed = self._input.turn_over(failed)
+        self._set_busy(False)  # last: an Enter from now on finds the input as it is meant to be
+        self._failed_line = ""
         if ok:
             self._show_error("")
         elif failed:
-            if result.failure is not None and result.failure.kind == "cancelled":
-                line = "Stopped: the turn was rolled back" + ("." if typed else "; your message is back in the input.")
+            stopped = result.failure is not None and result.failure.kind == "cancelled"
+            if stopped:
+                self._failed_line = "Stopped: the turn was rolled back."
             elif result.failure is not None:
-                line = result.failure.in_words_of(PANEL_TRIM, not_found=PANEL_NOT_FOUND).line()
+                self._failed_line = result.failure.in_words_of(PANEL_TRIM, not_found=PANEL_NOT_FOUND).line()
             else:
-                line = str(result)
+                self._failed_line = str(result)
             if typed:
-                line += f" Your message {_quote(self._input.sending)} is kept aside, so what you typed stays: Undo puts it back."
-            self._show_error(line)
+                self._kept_aside(self._input.sending)
+            else:
+                self._show_error(self._failed_line[:-1] + "; your message is back in the input." if stopped
+                                 else self._failed_line)
         self.refresh()
         # not after panel.ask() from a cell: that would pull the cursor out of it; not if the person has
         # gone on to another panel or run a cell meanwhile (_moved)
@@ -580,6 +580,14 @@ class ChatPanel(widgets.VBox):
             self._announce(f"{self.title} replied:", markdown_to_html(str(result)))
         else:  # the error line is the alert; a note said while the reply ran is over
             self._announce("")
+
+    def _kept_aside(self, message: str) -> None:
+        """A failed, stopped or undone message was not put over what is typed in the input: say so."""
+        kept = f"Your message {_quote(message)} is kept aside, so what you typed stays: Undo puts it back."
+        if self._failed_line:
+            self._show_error(f"{self._failed_line} {kept}")
+        else:
+            self._say(kept)
 
     def _announce(self, words: str, html: str = "") -> None:
         """Say something to a screen reader user, drawn nowhere: role="alert", the one live region
@@ -606,7 +614,6 @@ class ChatPanel(widgets.VBox):
         Raises TimeoutError if it is still running after timeout seconds.  A stopped turn is
         not waited for (it was finished when Stop was clicked).
         """
-        self._input.wait_for_enter(timeout)  # Enter pressed a moment ago: its send may not have started yet
         try:
             self._runner.wait(timeout)
         except TimeoutError:  # in a cell: say what to call next (a shared server may be busy with a class)
@@ -640,6 +647,7 @@ class ChatPanel(widgets.VBox):
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
+        self.prompt.busy = busy  # Enter in the page keeps its text while a reply runs
         for control in (self.send, self.clear, self.undo, self.load):  # not the input: type the next message
             control.disabled = busy
         self._live_stop(busy)
@@ -717,7 +725,7 @@ class ChatPanel(widgets.VBox):
             return
         put_back = not self.prompt.value.strip()
         if put_back:
-            self._input.know(removed[0]["content"])  # Enter on it sends at once
+            self._input.put(removed[0]["content"])
         self._show_error("")
         self._announce("")
         self._note_file("")
@@ -792,6 +800,8 @@ class ChatPanel(widgets.VBox):
     def _show_error(self, text: str) -> None:
         """One red line; the sign says it without the colour, role="alert" says it to a screen reader."""
         self._error_plain = text
+        if not text:
+            self._failed_line = ""  # no failure is named any more: a message kept aside later is said apart
         if text:
             self.status.value = ""  # an old "saved ..." must not stand beside a new error
         self.error.value = (f'<div class="nora-error" role="alert" style="color:{ERROR_COLOUR};font-weight:600;line-height:1.4">'

@@ -19,7 +19,6 @@ import pytest
 
 from nora_widgets.clients import ScriptedClient, make_chunk, make_client
 from nora_widgets.conversation import SYSTEM_PROMPT, new_history
-from nora_widgets import _panel_input as panel_input
 from nora_widgets import panel as panel_module
 from nora_widgets.panel import ChatPanel
 from nora_widgets.render import markdown_to_html
@@ -85,60 +84,6 @@ def test_a_turn_adds_two_messages_clears_the_input_and_shows_the_reply():
     assert panel.stop.button_style == ""  # idle Stop is plain grey: disabled orange looked live in the dark theme
     assert "Hello <strong>Ada</strong>!" in panel.transcript.value  # markdown rendered
     assert panel.error.value == ""
-
-
-def press_enter(panel: ChatPanel, typed: str | None) -> None:
-    """What the browser sends when Enter is pressed in the input: "submit", then the text if it changed."""
-    panel.prompt._handle_custom_msg({"event": "submit"}, [])
-    if typed is not None:
-        panel.prompt.value = typed
-
-
-def test_enter_in_the_input_sends_the_text_that_follows_it():
-    client = ScriptedClient(["Hi", "Hi again"])
-    panel = ChatPanel(client)
-    press_enter(panel, "Hello")
-    assert panel.busy or panel.history[-1]["content"] == "Hi"  # started at once, not after the grace
-    panel.wait(5)
-    assert client.calls[0]["messages"][-1] == {"role": "user", "content": "Hello"}
-    # unchanged text (say, sending again what a failure left in the box): no value change
-    # arrives after Enter, so the panel sends what it has after a short grace period
-    panel.prompt.value = "Hello again"
-    t0 = time.monotonic()
-    press_enter(panel, None)
-    assert panel.wait(5) == "Hi again"
-    assert 0.3 < time.monotonic() - t0 < 3
-    # leaving the box (a value change with no Enter) sends nothing
-    panel.prompt.value = "just typing"
-    assert panel.wait(1) == "Hi again" and len(client.calls) == 2
-
-
-def test_enter_on_a_message_the_panel_put_back_sends_at_once(monkeypatch):
-    """Undo puts the message back, and Stop or a failure leave it: the box shows what the panel
-    knows, so Enter on it sends at once (it waited for the fallback timer: no value change follows
-    an Enter on unchanged text).  The first key typed into it ends that: the input goes on sending every
-    key, and the text that follows the Enter is sent."""
-    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)  # the fallback would take 30 s
-    client = ScriptedClient(["Hi", "Hi again", TimeoutError("read timed out"), "Third", "Fourth"])
-    panel = ChatPanel(client)
-    panel_send(panel, "Hello")
-    assert not panel.prompt.continuous_update  # one value per Enter while typing a new message
-    panel.undo.click()
-    assert panel.prompt.value == "Hello" and panel.prompt.continuous_update  # each key typed now is seen
-    press_enter(panel, None)  # untouched: no value change follows the Enter
-    assert panel.wait(5) == "Hi again" and client.calls[-1]["messages"][-1]["content"] == "Hello"
-    assert not panel.prompt.continuous_update
-    # a failure leaves the text in the box: Enter sends it again at once
-    assert not panel_send(panel, "Will this fail?").ok and panel.prompt.value == "Will this fail?"
-    press_enter(panel, None)
-    assert panel.wait(5) == "Third" and client.calls[-1]["messages"][-1]["content"] == "Will this fail?"
-    # edited after Undo: the first key arrives before the Enter; the rest comes after it
-    panel.undo.click()
-    panel.prompt.value = "Will this fail?!"  # the first key typed, sent as typed
-    assert panel.prompt.continuous_update  # every key goes on reaching the kernel
-    press_enter(panel, "Will this fail?! No.")
-    assert panel.wait(5) == "Fourth" and client.calls[-1]["messages"][-1]["content"] == "Will this fail?! No."
-    assert not panel.prompt.continuous_update  # nothing typed during the reply: one value per Enter again
 
 
 def test_the_list_grows_by_two_each_turn_and_the_inspector_shows_it():
@@ -378,10 +323,10 @@ def test_sys_exit_in_the_client_ends_the_turn_like_any_failure(where):
     assert not panel.busy and panel.stop.disabled and panel.stop.button_style == ""
     assert not any(b.disabled for b in (panel.send, panel.clear, panel.undo, panel.load))
     assert panel.history == new_history(SYSTEM_PROMPT) and panel.live.value == "" and panel.status.value == ""
-    assert panel.prompt.value == "My name is Ada." and panel.prompt.continuous_update  # back: Enter sends it
+    assert panel.prompt.value == "My name is Ada."  # back in the input: Enter sends it again
     assert panel._error_text == ("(error talking to the model: the client called sys.exit() during the call - "
                                  "the turn was rolled back; fix the client, then send again)")
-    press_enter(panel, None)
+    press_enter(panel)
     assert panel.wait(5) == "Hello again." and len(panel.history) == 3
 
 
@@ -397,307 +342,241 @@ def test_sys_exit_in_the_side_by_side_call_keeps_the_turn_and_frees_the_panel():
                                  "the client called sys.exit() during the call)")
 
 
-def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(monkeypatch):
-    """The input stays open during a reply (keys typed went nowhere), emptied of the message being
-    sent; Enter and Send meanwhile send nothing and say why; what was typed survives the reply's end
-    and Enter sends it then, at once (it waited for the 30 s fallback) or, right after a key, with the
-    text that follows."""
-    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)  # Enter must never wait for the fallback here
-    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 0)  # the last key typed has arrived
-    client = HeldReply("The Dispossessed.", "12 euros.", "Yes.")
-    panel = ChatPanel(client, flush_interval=0.0)
-    focused = []
-    monkeypatch.setattr(panel.prompt, "focus", lambda: focused.append("input"))
-    monkeypatch.setattr(panel.stop, "focus", lambda: focused.append("stop"))
-    panel.prompt.value = "Do you have Le Guin?"
-    panel.send.click()
-    assert client.streaming.wait(5) and panel.busy
-    assert not panel.prompt.disabled and panel.prompt.value == ""  # the message left the input...
-    assert "Do you have Le Guin?" in panel.live.value  # ...for the live area
-    assert panel.prompt.continuous_update  # every key typed now reaches the kernel
-    assert focused == ["input"]  # the focus stays in the input (Stop took it, and Space stopped the reply)
-    type_keys(panel, "How much")
-    type_keys(panel, "How much is it?")
-    press_enter(panel, None)  # Enter during the reply
-    assert panel.busy and len(client.calls) == 1 and panel.prompt.value == "How much is it?"
-    assert panel_module.BUSY_NOTE in panel.status.value and panel_module.BUSY_NOTE in panel.announce.value
-    panel.send.click()  # Send (disabled in the page) from code: the same
-    assert len(client.calls) == 1 and panel.prompt.value == "How much is it?"
-    client.release()
-    assert panel.wait(5) == "The Dispossessed." and len(panel.history) == 3
-    assert panel.prompt.value == "How much is it?"  # the reply's end does not clear what was typed
-    assert "Nora replied:" in panel.announce.value and panel.status.value == ""
-    assert focused == ["input", "input"]
-    # the Enter pressed during the reply was not kept for later: a key typed now sends nothing
-    type_keys(panel, "How much is it? ")
-    assert not panel.busy and len(client.calls) == 1
-    # Enter now: the panel has every key, no text follows it, and it sends at once
-    press_enter(panel, None)
-    assert panel.busy and client.calls[-1]["messages"][-1]["content"] == "How much is it? "
-    assert client.streaming.wait(5)
-    type_keys(panel, "And in")  # typed ahead again
-    client.release()
-    assert panel.wait(5) == "12 euros." and panel.prompt.value == "And in"
-    # right after a key, a later key may still be on its way: Enter waits for the text that follows
-    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 30)
-    type_keys(panel, "And in paper")
-    press_enter(panel, "And in paperback?")
-    assert panel.busy and client.calls[-1]["messages"][-1]["content"] == "And in paperback?"
-    client.release()
-    assert panel.wait(5) == "Yes." and panel.prompt.value == ""
-    assert not panel.prompt.continuous_update  # nothing typed ahead: one value per Enter again
-    assert "stop" not in focused
+def press_enter(panel: ChatPanel, text: str | None = None) -> None:
+    """What the page sends on Enter: the box's text (default: what the kernel has) with the key."""
+    text = panel.prompt.value if text is None else text
+    panel.prompt._handle_custom_msg({"event": "submit", "text": text, "emptied": not panel.busy}, [])
 
 
-def test_enter_right_after_a_key_typed_ahead_waits_only_until_every_key_has_arrived(monkeypatch):
-    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
-    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 0.3)
-    client = HeldReply("The Dispossessed.", "12 euros.")
-    panel = ChatPanel(client, flush_interval=0.0)
-    panel.prompt.value = "Do you have Le Guin?"
-    panel.send.click()
-    assert client.streaming.wait(5)
-    type_keys(panel, "How much")
-    client.release()
-    assert panel.wait(5).ok
-    type_keys(panel, "How much is it?")
-    press_enter(panel, None)  # no text follows: sent once no key can be on its way, not after 30 s
-    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "How much is it?"
-    client.release()
-    assert panel.wait(5) == "12 euros."
-
-
-def from_page(panel: ChatPanel, *messages: str) -> None:
-    """Messages from the page to the input, in this order, through ipywidgets' own handler (what the
-    kernel's comm calls): "submit" is Enter, any other string is the input's text (a state update)."""
-    for message in messages:
-        data = ({"method": "custom", "content": {"event": "submit"}} if message == "submit" else
-                {"method": "update", "state": {"value": message}, "buffer_paths": []})
-        panel.prompt._handle_msg({"content": {"data": data}, "buffers": []})
-
-
-def kept_aside_and_put_back(panel: ChatPanel, client: HeldReply) -> None:
-    """A reply breaks off while "Thanks" is typed; Undo puts the kept message back in front of it."""
-    assert held_send(panel, client, "Do you have Le Guin?").ok
-    panel.prompt.value = "How much is the first one?"
-    panel.send.click()
-    assert client.streaming.wait(5)
-    type_keys(panel, "Thanks")
-    client.release()
-    assert not panel.wait(5).ok
-    panel.undo.click()
-    assert panel.prompt.value == "How much is the first one? Thanks" and panel.prompt.continuous_update
-
-
-# The orders in which the kernel can get the keys typed over a message put back and the Enter after
-# them.  The page sends the first key at once; later keys wait until the kernel has answered the one
-# before (ipywidgets sends one update at a time and merges the keys typed meanwhile), while the Enter is
-# never held back: it can arrive before the rest of the text, between two parts of it, or after all of it.
-TYPED_OVER = {
-    "first key, Enter, the rest": ["T", "submit", "Tell me a story"],
-    "first key, more keys, Enter, the rest": ["T", "Tell me a st", "submit", "Tell me a story"],
-    "every key before Enter": ["T", "Tell me a story", "submit"],
-    "every key before Enter, then the same text": ["T", "Tell me a story", "submit", "Tell me a story"],
-}
-
-
-@pytest.mark.parametrize("order", TYPED_OVER.values(), ids=TYPED_OVER.keys())
-def test_typing_over_a_message_put_back_and_enter_at_once_sends_the_whole_text(monkeypatch, order):
-    """Seen once in the browser: Enter right after typing over a message Undo put back started no turn
-    within 10 s.  When every key had reached the kernel before the Enter, no value change followed it,
-    and Enter waited for the fallback timer (30 s in the browser test, ENTER_GRACE here too)."""
-    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
-    client = HeldReply("One moment.", ConnectionResetError("connection reset by peer"), "Once upon a time.")
-    panel = ChatPanel(client, flush_interval=0.0)
-    kept_aside_and_put_back(panel, client)
-    t0 = time.monotonic()
-    from_page(panel, *order)
-    assert client.streaming.wait(5), f"no turn started after {order}"
-    assert time.monotonic() - t0 < 2  # at most KEYS_SETTLED after the last key
-    assert client.calls[-1]["messages"][-1]["content"] == "Tell me a story" and len(client.calls) == 3
-    assert panel.prompt.value == ""  # the message left the input for the live area
-    client.release()
-    assert panel.wait(5) == "Once upon a time." and panel.history[-2]["content"] == "Tell me a story"
-
-
-def test_enter_before_any_key_typed_over_a_message_put_back_sends_that_message_and_keeps_the_keys(monkeypatch):
-    """Enter with no key before it in the kernel: the box shows the message put back, and Enter sends it at
-    once.  (The page sends the first key at once, before the Enter after it, so a browser does not give
-    this order; were it to, the keys that come after the Enter stay in the input as the next message.)"""
-    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
-    client = HeldReply("One moment.", ConnectionResetError("connection reset by peer"), "Twelve euros.")
-    panel = ChatPanel(client, flush_interval=0.0)
-    kept_aside_and_put_back(panel, client)
-    from_page(panel, "submit", "T", "Tell me a story")
-    assert client.streaming.wait(5)
-    assert client.calls[-1]["messages"][-1]["content"] == "How much is the first one? Thanks"
-    assert panel.busy and panel.prompt.value == "Tell me a story"  # typed during the reply: kept
-    client.release()
-    assert panel.wait(5) == "Twelve euros." and panel.prompt.value == "Tell me a story"
-
-
-# Keys typed right after Enter, while the input's emptying (the turn has started) is on its way to the
-# page.  With the input sending every key (text typed during a reply, or over a message put back), the
-# first key goes out at once, with the whole box: the message and the key ("Hello" + "T").  Keys after
-# it wait for the kernel's answer and go out together.  The page shows its own copy again when the
-# kernel's echo of it comes back, so the input showed the sent message again, and Enter sent it twice.
-AFTER_ENTER = {
-    "a key that reaches the kernel before the page hears of the emptying":
-        lambda page: (page.enter(), page.type("T"), page.to_kernel(), page.to_page()),
-    "a key, then keys held back until after the page hears of it":
-        lambda page: (page.enter(), page.to_kernel(), page.type("T"), page.type("ell"), page.to_kernel(),
-                      page.to_page()),
-    "keys typed once the page has heard of it":
-        lambda page: (page.enter(), page.to_kernel(), page.to_page(), page.type("Tell")),
-}
-
-
-def typed_ahead_on_the_page(monkeypatch, how: str) -> tuple[ChatPanel, HeldReply, PageInput]:
-    """The page's input holds "Hello", and Enter on it sends at once: typed while a reply ran and no key
-    for KEYS_SETTLED since, or the message a failed turn put back into the empty input."""
-    monkeypatch.setattr(panel_input, "ENTER_GRACE", 30)
-    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 0)
-    first = "One." if how == "typed ahead" else ConnectionResetError("connection reset by peer")
-    client = HeldReply(first, "Hi!", "Once upon a time.")
-    panel = ChatPanel(client, flush_interval=0.0)
-    page = PageInput(panel.prompt)
-    page.type("Do you have Le Guin?" if how == "typed ahead" else "Hello")
-    page.enter()
-    page.settle()
-    assert client.streaming.wait(5)
-    if how == "typed ahead":
-        page.type("Hello")
-        page.settle()
-    client.release()
-    assert panel.wait(5).ok == (how == "typed ahead")
-    page.settle()
-    assert page.box == panel.prompt.value == "Hello" and panel.prompt.continuous_update
-    return panel, client, page
-
-
-@pytest.mark.parametrize("how", ["typed ahead", "put back"])
-@pytest.mark.parametrize("order", AFTER_ENTER.values(), ids=AFTER_ENTER.keys())
-def test_keys_typed_right_after_enter_stay_in_the_input_without_the_message_sent(monkeypatch, how, order):
-    panel, client, page = typed_ahead_on_the_page(monkeypatch, how)
-    order(page)
-    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "Hello"
-    page.settle()
-    assert page.box == panel.prompt.value == "Tell"[:len(page.box)] and page.box  # what followed the message
-    page.type("Tell"[len(page.box):] + " me a story")
-    page.settle()  # every key in before the Enter (KEYS_SETTLED is 0 here)
-    client.release()
-    assert panel.wait(5) == "Hi!"
-    page.enter()
-    page.settle()
-    assert client.streaming.wait(5)
-    assert [c["messages"][-1]["content"] for c in client.calls][-2:] == ["Hello", "Tell me a story"]
-    assert page.box == panel.prompt.value == ""
-    client.release()
-    assert panel.wait(5) == "Once upon a time." and [m["content"] for m in panel.history[-4::2]] == [
-        "Hello", "Tell me a story"]
-
-
-def test_keys_typed_after_an_enter_that_waited_for_the_rest_of_the_text_stay_in_the_input(monkeypatch):
-    """Enter right after a key: the last key was held back by the page and comes after the Enter; the
-    turn starts with it, and a key typed before the page hears of the emptying stays alone."""
-    panel, client, page = typed_ahead_on_the_page(monkeypatch, "typed ahead")
-    monkeypatch.setattr(panel_input, "KEYS_SETTLED", 30)
-    page.type("!?")  # "!" goes out, "?" is held back until the kernel has answered it
-    page.enter()
-    page.to_kernel()  # "Hello!", then Enter: a key may be on its way, so Enter waits for it
-    assert not panel.busy
-    page.to_page()  # the kernel's answer: the page sends "Hello!?"
-    page.to_kernel()
-    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "Hello!?"
-    page.type("T")  # held back: the page has not had the answer to "Hello!?" yet
-    page.settle()
-    assert page.box == panel.prompt.value == "T"
-    client.release()
-    assert panel.wait(5) == "Hi!" and page.box == "T"
-
-
-@pytest.mark.parametrize("how", ["typed ahead", "put back"])
-def test_a_key_that_reaches_the_kernel_after_a_quick_reply_stays_and_enter_sends_it_at_once(monkeypatch, how):
-    """The reply was over before the key typed right after the Enter reached the kernel: the input went
-    back to one value per Enter, and its text, written by the panel, would send nothing on Enter (no
-    value follows it) until ENTER_GRACE."""
-    panel, client, page = typed_ahead_on_the_page(monkeypatch, how)
-    page.enter()
-    page.type("Thanks")  # "HelloT" goes out, "HelloThanks" is held back
-    page.to_kernel(1)  # Enter: the turn starts
-    assert client.streaming.wait(5)
-    client.release()
-    assert panel.wait(5) == "Hi!"
-    page.settle()  # then "HelloT", "HelloThanks"
-    assert page.box == panel.prompt.value == "Thanks"
-    page.enter()  # the box is what the page last heard from the kernel: no value follows the Enter
-    page.to_kernel()
-    assert client.streaming.wait(5), "Enter on what followed the message sent nothing"
-    assert [c["messages"][-1]["content"] for c in client.calls][-2:] == ["Hello", "Thanks"]
-    client.release()
-    assert panel.wait(5) == "Once upon a time."
-
-
-def test_a_message_typed_again_over_the_emptied_input_is_kept_whole(monkeypatch):
-    """Only a value the page sent before it heard of the emptying loses the message in front: a key
-    typed over the emptied input that starts the same way ("H" sent, then "Hi" typed) is the next message."""
-    panel, client, page = typed_ahead_on_the_page(monkeypatch, "typed ahead")
-    page.type("\b\b\b\b")  # "H": one letter, sent as it is
-    page.settle()
-    page.enter()
-    page.to_kernel()
-    page.to_page()  # the page has heard of the emptying
-    page.type("H")
-    page.to_kernel()
-    page.type("i")
-    page.settle()
-    assert client.calls[-1]["messages"][-1]["content"] == "H" and page.box == panel.prompt.value == "Hi"
-    client.release()
-    assert panel.wait(5) == "Hi!" and panel.prompt.value == "Hi"
-
-
-def test_a_text_pasted_over_the_emptied_input_that_begins_with_the_message_sent_is_kept_whole(monkeypatch):
-    panel, client, page = typed_ahead_on_the_page(monkeypatch, "typed ahead")
-    page.enter()
-    page.settle()  # the page has heard of the emptying
-    assert client.streaming.wait(5) and page.box == ""
-    monkeypatch.setattr(panel_input, "EMPTIED_HEARD", 0)  # as long after it as a person takes to paste
-    page.paste("Hello there, what about Tolkien?")
-    page.settle()
-    assert page.box == panel.prompt.value == "Hello there, what about Tolkien?"
-    client.release()
-    assert panel.wait(5) == "Hi!" and panel.prompt.value == "Hello there, what about Tolkien?"
-
-
-def test_a_new_message_that_begins_with_the_one_just_sent_is_sent_whole_right_after_a_quick_reply(monkeypatch):
-    """A new message (one value per Enter) sends nothing for keys typed before the page hears of the
-    emptying, so no value after it is the message sent and more typed too soon; "Hello again?" typed
-    and sent within EMPTIED_HEARD of sending "Hello" went out as " again?"."""
-    monkeypatch.setattr(panel_input, "EMPTIED_HEARD", 30)  # all of it within the window, however slow this runs
+def test_enter_sends_the_text_it_carries_even_before_the_text_itself_arrives():
+    """The page sends the text with the Enter; its value (held back by ipywidgets while an earlier one
+    is unanswered) may come after it.  The stock Text sent Enter alone, and the panel guessed."""
     client = ScriptedClient(["Hi", "Hi again"])
     panel = ChatPanel(client)
     page = PageInput(panel.prompt)
     page.type("Hello")
     page.enter()
+    assert page.box == ""  # the page empties the box at once
+    page.to_kernel(enter_first=True)  # the kernel has no key of it yet
+    assert panel.wait(5) == "Hi" and client.calls[0]["messages"][-1] == {"role": "user", "content": "Hello"}
     page.settle()
-    assert panel.wait(5) == "Hi" and not panel.prompt.continuous_update
+    assert page.box == panel.prompt.value == ""
+    # a message put back (Undo) and sent as it is: no key typed, Enter sends it at once
+    panel.undo.click()
     page.settle()
-    page.type("Hello again?")
+    assert page.box == panel.prompt.value == "Hello"
     page.enter()
     page.settle()
-    assert panel.wait(5) == "Hi again"
-    assert [c["messages"][-1]["content"] for c in client.calls] == ["Hello", "Hello again?"]
+    assert panel.wait(5) == "Hi again" and client.calls[-1]["messages"][-1]["content"] == "Hello"
+    # keys typed with no Enter send nothing
+    page.type("just typing")
+    page.settle()
+    assert panel.wait(1) == "Hi again" and len(client.calls) == 2 and panel.prompt.value == "just typing"
+
+
+# Keys typed right after Enter, in every order the messages can take: with the stock Text the kernel's
+# emptying of the box redrew the box from the kernel's value, and the keys it did not have were lost.
+AFTER_ENTER = {
+    "typed before the kernel has the Enter":
+        lambda page: (page.enter(), page.type("next"), page.to_kernel(), page.to_page()),
+    "typed before the Enter's text arrives":
+        lambda page: (page.enter(), page.type("next"), page.to_kernel(enter_first=True), page.to_page()),
+    "typed while the kernel's emptying is on its way":
+        lambda page: (page.enter(), page.to_kernel(), page.type("ne"), page.to_page(), page.type("xt")),
+    "typed once the page has the kernel's emptying":
+        lambda page: (page.enter(), page.to_kernel(), page.to_page(), page.type("next")),
+}
+
+
+@pytest.mark.parametrize("order", AFTER_ENTER.values(), ids=AFTER_ENTER.keys())
+def test_keys_typed_right_after_enter_are_the_next_message(order):
+    client = HeldReply("Hi!", "Hi again!")
+    panel = ChatPanel(client, flush_interval=0.0)
+    page = PageInput(panel.prompt)
+    page.type("Hello")
+    order(page)
+    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "Hello"
+    page.settle()
+    assert page.box == panel.prompt.value == "next"
+    client.release()
+    assert panel.wait(5) == "Hi!" and page.box == panel.prompt.value == "next"
+    page.enter()
+    page.settle()
+    assert client.streaming.wait(5)
+    client.release()
+    assert panel.wait(5) == "Hi again!"
+    assert [m["content"] for m in panel.history if m["role"] == "user"] == ["Hello", "next"]
     assert page.box == panel.prompt.value == ""
 
 
-def test_text_set_from_code_right_after_a_turn_is_taken_as_it_is():
-    client = ScriptedClient(["Hi", "Hi again"])
+def test_keys_typed_right_after_a_click_on_send_stay_without_the_message_sent():
+    """Send (not Enter): the kernel empties the box of the message; keys typed after it stay."""
+    client = ScriptedClient(["Hi!"])
     panel = ChatPanel(client)
-    assert panel_send(panel, "Hello") == "Hi"
-    panel.prompt.value = "Hello again"  # not from the page: nothing of it was typed before the Enter
-    assert panel.prompt.value == "Hello again"
+    page = PageInput(panel.prompt)
+    page.type("Hello")
+    page.settle()
     panel.send.click()
-    assert panel.wait(5) == "Hi again" and client.calls[-1]["messages"][-1]["content"] == "Hello again"
+    page.type(" and")  # before the emptying reaches the page
+    page.settle()
+    assert panel.wait(5) == "Hi!" and client.calls[-1]["messages"][-1]["content"] == "Hello"
+    assert page.box == panel.prompt.value == " and"
+
+
+def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(monkeypatch):
+    """The input stays open during a reply, emptied of the message being sent; Enter and Send meanwhile
+    send nothing and say why, and the text stays in the box; what was typed survives the reply's end,
+    and Enter sends it then."""
+    client = HeldReply("The Dispossessed.", "12 euros.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    page = PageInput(panel.prompt)
+    focused = []
+    monkeypatch.setattr(panel.prompt, "focus", lambda: focused.append("input"))
+    monkeypatch.setattr(panel.stop, "focus", lambda: focused.append("stop"))
+    page.type("Do you have Le Guin?")
+    page.settle()
+    panel.send.click()
+    assert client.streaming.wait(5) and panel.busy and panel.prompt.busy
+    page.settle()
+    assert not panel.prompt.disabled and page.box == panel.prompt.value == ""  # the message left the input...
+    assert "Do you have Le Guin?" in panel.live.value  # ...for the live area
+    assert focused == ["input"]  # the focus stays in the input
+    page.type("How much is it?")
+    page.enter()  # Enter during the reply: the page keeps the text
+    page.settle()
+    assert panel.busy and len(client.calls) == 1 and page.box == panel.prompt.value == "How much is it?"
+    assert panel_module.BUSY_NOTE in panel.status.value and panel_module.BUSY_NOTE in panel.announce.value
+    panel.send.click()  # Send (disabled in the page) from code: the same
+    assert len(client.calls) == 1 and panel.prompt.value == "How much is it?"
+    client.release()
+    assert panel.wait(5) == "The Dispossessed." and len(panel.history) == 3 and not panel.prompt.busy
+    assert page.box == panel.prompt.value == "How much is it?"  # the reply's end does not clear what was typed
+    assert "Nora replied:" in panel.announce.value and panel.status.value == ""
+    assert focused == ["input", "input"]
+    page.enter()
+    page.settle()
+    assert client.streaming.wait(5) and client.calls[-1]["messages"][-1]["content"] == "How much is it?"
+    client.release()
+    assert panel.wait(5) == "12 euros." and page.box == ""
+    assert "stop" not in focused
+
+
+def test_enter_the_page_sent_before_it_heard_of_a_reply_running_gives_the_text_back():
+    """The page empties the box on Enter unless it knows a reply runs; if a reply had just started
+    (from Send or code), the kernel gives the text back, in front of anything typed since."""
+    client = HeldReply("The Dispossessed.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    page = PageInput(panel.prompt)
+    page.busy = False  # the page has not heard of the reply yet
+    panel.prompt.value = "Do you have Le Guin?"
+    panel.send.click()
+    assert client.streaming.wait(5)
+    page.to_page()
+    page.type("How much?")
+    page.enter()
+    page.type("In paperback")
+    page.settle()
+    assert page.box == panel.prompt.value == "How much? In paperback" and len(client.calls) == 1
+    assert panel_module.BUSY_NOTE in panel.status.value
+    client.release()
+    assert panel.wait(5).ok and panel.prompt.value == "How much? In paperback"
+
+
+def test_enter_on_a_message_that_cannot_be_sent_gives_it_back(monkeypatch):
+    """No client can be built (the model is not installed, say): one red line, and the text Enter
+    took from the box goes back into it."""
+    def no_model():
+        raise ImportError("No module named 'llama_cpp'")
+
+    monkeypatch.setattr(panel_module, "make_client", no_model)
+    panel = ChatPanel()
+    page = PageInput(panel.prompt)
+    page.type("Hello")
+    page.enter()
+    page.settle()
+    assert page.box == panel.prompt.value == "Hello" and panel._error_text and len(panel.history) == 1
+
+
+def test_escape_stops_a_reply_and_does_nothing_otherwise():
+    client = HeldReply("Once upon a time there was a bookshop.", "Fine.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    page = PageInput(panel.prompt)
+    page.escape()  # no reply: nothing happens
+    page.settle()
+    assert not panel.busy and panel._error_text == "" and panel.status.value == ""
+    before = copy.deepcopy(panel.history)
+    page.type("Tell me a story")
+    page.enter()
+    page.settle()
+    assert client.streaming.wait(5) and panel.busy
+    page.escape()
+    page.settle()
+    assert not panel.busy and panel.history == before and panel.live.value == ""
+    assert panel.last_result.failure.kind == "cancelled"
+    assert page.box == panel.prompt.value == "Tell me a story"  # back into the empty box
+    assert panel._error_text == "Stopped: the turn was rolled back; your message is back in the input."
+    client.release()  # the stopped call's next piece sees the Stop
+    panel._worker.join(5)
+    page.enter()
+    page.settle()
+    assert client.streaming.wait(5)
+    client.release()
+    assert panel.wait(5) == "Fine." and client.calls[-1]["messages"][-1]["content"] == "Tell me a story"
+
+
+def test_a_message_put_back_is_kept_aside_when_the_page_has_keys_the_kernel_had_not():
+    """The turn fails while "Thanks" is on its way to the kernel: the kernel sees an empty box and puts the
+    message back, the page refuses to write over its text and says so; the message is kept aside, the
+    error line says it, and Undo puts it back in front of the text."""
+    client = HeldReply(ConnectionResetError("connection reset by peer"), "Fine.")
+    panel = ChatPanel(client, flush_interval=0.0)
+    page = PageInput(panel.prompt)
+    page.type("How much is it?")
+    page.enter()
+    page.settle()
+    assert client.streaming.wait(5)
+    page.type("Thanks")  # not at the kernel yet
+    client.release()
+    assert not panel.wait(5).ok and panel.prompt.value == "How much is it?"  # the kernel's write
+    page.to_page()
+    page.to_kernel()  # "kept", then the page's text
+    assert page.box == panel.prompt.value == "Thanks" and panel._input.held == "How much is it?"
+    assert panel._error_text.endswith(
+        "Your message \u201cHow much is it?\u201d is kept aside, so what you typed stays: Undo puts it back.")
+    panel.undo.click()
+    page.settle()
+    assert page.box == panel.prompt.value == "How much is it? Thanks" and len(panel.history) == 1
+    assert panel._error_text == "" and "in front of what you typed" in panel.status.value
+
+
+def test_text_set_from_code_never_wipes_keys_the_kernel_has_not_had():
+    client = ScriptedClient(["Hi"])
+    panel = ChatPanel(client)
+    page = PageInput(panel.prompt)
+    panel.prompt.value = "Hello again"  # nothing typed: the page shows it
+    page.settle()
+    assert page.box == "Hello again"
+    page.type("!")
+    panel.prompt.value = "Something else"  # written over "Hello again", but the page has "Hello again!"
+    page.settle()
+    assert page.box == panel.prompt.value == "Hello again!" and panel._input.held is None
+    page.enter()
+    page.settle()
+    assert panel.wait(5) == "Hi" and client.calls[-1]["messages"][-1]["content"] == "Hello again!"
+
+
+def test_ctrl_enter_in_a_text_area_sends_the_lines():
+    """In a text area Enter is a new line (the page's part); Ctrl/Cmd+Enter sends, as Enter does in one line."""
+    client = ScriptedClient(["Two lines."])
+    panel = ChatPanel(client, multiline=True)
+    assert panel.prompt.multiline and "Ctrl+Enter" in panel.prompt.placeholder
+    page = PageInput(panel.prompt)
+    page.type("Line one\nline two")
+    page.enter()
+    page.type("Next")
+    page.settle()
+    assert panel.wait(5) == "Two lines." and client.calls[-1]["messages"][-1]["content"] == "Line one\nline two"
+    assert page.box == panel.prompt.value == "Next"
 
 
 def test_a_failed_or_stopped_message_never_overwrites_what_was_typed_meanwhile():
@@ -723,8 +602,7 @@ def test_a_failed_or_stopped_message_never_overwrites_what_was_typed_meanwhile()
     panel.undo.click()  # the kept message back, in front; no turn is taken back
     assert panel.prompt.value == "Recommend a book. What about Tolkien?" and panel.history == before
     assert panel.error.value == "" and "in front of what you typed" in panel.status.value
-    assert panel.prompt.continuous_update  # known: Enter on it sends at once
-    press_enter(panel, None)
+    press_enter(panel)
     assert client.streaming.wait(5)
     client.release()
     assert panel.wait(5) == "Fine." and client.calls[-1]["messages"][-1]["content"] == "Recommend a book. What about Tolkien?"
@@ -776,17 +654,16 @@ def test_a_text_area_keeps_what_was_typed_during_a_reply_too():
     panel.prompt.value = "Line one\nline two"
     panel.send.click()
     assert client.streaming.wait(5)
-    assert not panel.prompt.disabled and panel.prompt.value == "" and panel.prompt.continuous_update
+    assert not panel.prompt.disabled and panel.prompt.value == ""
     type_keys(panel, "Next\nmessage")
     client.release()
     assert not panel.wait(5).ok and panel.prompt.value == "Next\nmessage"
-    assert not panel.prompt.continuous_update  # one value when Send is clicked, as before
     panel.undo.click()
-    assert panel.prompt.value == "Line one\nline two\nNext\nmessage" and not panel.prompt.continuous_update
+    assert panel.prompt.value == "Line one\nline two\nNext\nmessage"
     panel.prompt.value = ""
     client.outcomes.append(ConnectionResetError("connection reset by peer"))
     assert not held_send(panel, client, "Only this").ok  # nothing typed: the message goes back
-    assert panel.prompt.value == "Only this" and not panel.prompt.continuous_update
+    assert panel.prompt.value == "Only this"
 
 
 def test_ask_while_a_reply_runs_is_refused_and_leaves_the_input_alone():
@@ -814,7 +691,7 @@ def test_amnesia_and_keep_last_can_change_while_a_reply_runs():
     assert "amnesia" in panel.header.value and panel.prompt.value == "What's my name?"
     client.release()
     assert panel.wait(5).ok and len(client.calls[0]["messages"]) == 2
-    press_enter(panel, None)
+    press_enter(panel)
     assert client.streaming.wait(5)
     client.release()
     assert panel.wait(5) == "Who?" and [m["role"] for m in client.calls[1]["messages"]] == ["system", "user"]
@@ -1259,7 +1136,7 @@ def test_states_and_failures_are_told_in_words_not_only_in_colour(tmp_path):
     assert panel.amnesia.tooltip.startswith("on - ")
     panel.amnesia.value = False
     # every input has a name of its own (the turns box was read as "null", the message box as nothing)
-    assert panel.prompt.description and panel.keep_n.tooltip and panel.stop.tooltip and panel.load.tooltip
+    assert panel.prompt.aria_label == "your message" and panel.keep_n.tooltip and panel.stop.tooltip and panel.load.tooltip
     assert panel.announce.value == ""
     panel_send(panel, "My name is Ada.")
     said = panel.announce.value

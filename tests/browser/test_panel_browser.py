@@ -621,7 +621,6 @@ import time
 import nora_widgets
 import nora_widgets._panel_input as panel_input
 from nora_widgets import ChatPanel, ScriptedClient
-panel_input.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
 emptying = panel_input.PanelInput.turn_starts
 
 def slow_emptying(self, text):  # the emptied input reaches the page half a second after the Enter,
@@ -713,3 +712,123 @@ def test_in_a_narrow_area_send_and_stop_stay_on_the_panel(lab, chromium):
         assert found["input"]["width"] >= 60, found  # still a box to type in
     finally:
         context.close()
+
+
+NEXT_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+panel = ChatPanel(ScriptedClient(["Hi!", "Hi again!"]), views=())
+panel"""
+
+
+def test_keys_typed_right_after_enter_are_the_next_message(lab, browser_page):
+    """"Hello", Enter, and "next" typed at once (no wait for the kernel): "Hello" is sent, and after the
+    reply the box holds "next".  With ipywidgets' stock Text the kernel's emptying of the box reached the
+    page after the keys and wiped them."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_panel(page, lab, "next.ipynb", NEXT_CELL)
+    panel = page.locator(".nora-panel")
+    prompt = page.locator(PROMPT)
+    prompt.focus()
+    page.keyboard.type("Hello")
+    page.keyboard.press("Enter")
+    page.keyboard.type("next")  # no delay: before the kernel has heard of the Enter
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: Hi!", timeout=20_000)
+    page.wait_for_timeout(500)  # anything the kernel still sends the box has arrived
+    assert prompt.input_value() == "next"
+    said = [m.inner_text() for m in panel.locator(".nora-transcript .nora-msg-user .nora-content").all()]
+    assert said == ["Hello"], said
+    page.keyboard.press("Enter")  # the kernel had every key of it: "next" is the next message, whole
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: Hi again!", timeout=20_000)
+    said = [m.inner_text() for m in panel.locator(".nora-transcript .nora-msg-user .nora-content").all()]
+    assert said == ["Hello", "next"], said
+    assert prompt.input_value() == "" and errors == [], errors
+
+
+ESCAPE_CELL = """\
+import time
+from nora_widgets import ChatPanel
+from nora_widgets.clients import make_chunk
+
+class Slow:  # one word every 0.2 s: a reply that runs for a while
+    default_model = "slow"
+
+    def __init__(self):
+        self.chat = self
+        self.completions = self
+
+    def create(self, **kwargs):
+        def slowly():
+            for i in range(100):
+                time.sleep(0.2)
+                yield make_chunk("s", 0, "slow", content=f"word{i} ")
+        return slowly()
+
+panel = ChatPanel(Slow(), views=())
+panel"""
+
+
+def test_escape_stops_a_reply(lab, browser_page):
+    """Escape in the input while a reply streams: the turn is rolled back (the history as it was) and the
+    message is back in the input."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_panel(page, lab, "escape.ipynb", ESCAPE_CELL)
+    panel = page.locator(".nora-panel")
+    prompt = page.locator(PROMPT)
+    prompt.focus()
+    page.keyboard.type("Tell me a long story")
+    page.keyboard.press("Enter")
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    expect(panel).to_contain_text("word1", timeout=10_000)  # the reply is streaming
+    page.keyboard.press("Escape")
+    expect(panel.get_by_role("alert")).to_contain_text(
+        "Stopped: the turn was rolled back; your message is back in the input.", timeout=10_000)
+    expect(prompt).to_have_value("Tell me a long story", timeout=10_000)
+    assert not page.evaluate(STOP_LIVE) and page.evaluate(IS_FOCUSED, PROMPT)
+    assert panel.locator(".nora-transcript .nora-msg-user").count() == 0  # the history as it was
+    assert rows_in_next_list(page) == 1 and errors == [], errors
+
+
+MULTILINE_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+panel = ChatPanel(ScriptedClient(["Two lines, thanks."]), multiline=True)
+panel"""
+
+
+def test_in_a_text_area_enter_is_a_new_line_and_ctrl_enter_sends(lab, browser_page):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    nb_cell = MULTILINE_CELL
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(nb_cell)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, str(lab.root / "multiline.ipynb"))
+    page.goto(lab.url("multiline.ipynb") + "&reset")
+    wait_for_idle_kernel(page)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    box = page.locator(".nora-panel .nora-prompt textarea")
+    box.wait_for(state="visible", timeout=45_000)
+    panel = page.locator(".nora-panel")
+    expect(panel.get_by_role("textbox", name="your message", exact=True)).to_have_count(1)
+    box.focus()
+    page.keyboard.type("Line one")
+    page.keyboard.press("Enter")  # a new line, nothing sent
+    page.keyboard.type("line two")
+    page.wait_for_timeout(300)
+    assert box.input_value() == "Line one\nline two" and not page.evaluate(STOP_LIVE)
+    assert panel.locator(".nora-transcript .nora-msg-user").count() == 0
+    page.keyboard.press("Control+Enter")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: Two lines, thanks.", timeout=20_000)
+    said = [m.inner_text() for m in panel.locator(".nora-transcript .nora-msg-user .nora-content").all()]
+    assert said == ["Line one\nline two"], said
+    assert box.input_value() == "" and errors == [], errors

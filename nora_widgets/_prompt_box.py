@@ -1,0 +1,150 @@
+"""The chat panel's input box: an <input> (or a <textarea>) with a few lines of JavaScript of its own.
+
+    box = PromptBox(placeholder="Type a message and press Enter")
+    box.on_msg(lambda _box, content, _buffers: print(content))
+    # Enter in the browser -> {"event": "submit", "text": "Hello", "emptied": True}; Escape -> {"event": "stop"}
+    box.value = "Hello"        # shown in the browser, unless something typed there has not reached the kernel
+
+Why not ipywidgets' Text: it tells the kernel about Enter with a message of its own and sends the text
+apart from it, and it redraws the box from the kernel's copy whenever the kernel writes it, wiping keys
+the kernel has not had yet (typed right after Enter, before the kernel emptied the box).  Here the page
+owns what is typed:
+
+- Every key goes to the kernel as the new ``value`` (so ``box.value`` is what the box shows, a round trip
+  later).  Enter (one line) or Ctrl/Cmd+Enter (``multiline``: plain Enter is a new line) sends one message
+  with the text of that instant, and the page empties the box at once: keys typed next are the next
+  message ("emptied": true).  While ``busy`` (a reply runs) Enter sends the text but keeps it in the box
+  ("emptied": false); the kernel says why.
+- A write from the kernel (``box.value = ...``) goes to the page as {"do": "set", "text", "base"}: base is
+  what the kernel believed the box held.  The page applies it only if the box holds exactly that; if the
+  write empties the box and the box holds base and more (keys typed right after it), the keys stay.
+  Otherwise the page keeps its text, sends it as ``value``, and answers {"event": "kept", "text"}.
+- {"do": "return", "text"}: a message Enter sent that the kernel could not take (a reply had started)
+  goes back into the box, in front of anything typed since.
+- ``focus()`` / ``blur()`` (ipywidgets' {"do": "focus"}) are done here too.
+
+No import from anywhere: the page may be offline (a classroom).  The browser tests drive it in JupyterLab.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anywidget
+import traitlets
+
+__all__ = ["PromptBox"]
+
+_ESM = r"""
+function render({ model, el }) {
+  const multiline = model.get("multiline");
+  const box = document.createElement(multiline ? "textarea" : "input");
+  if (multiline) box.rows = model.get("rows"); else box.type = "text";
+  box.className = "nora-prompt-box";
+  box.value = model.get("value");
+  el.appendChild(box);
+
+  const attrs = () => {
+    box.placeholder = model.get("placeholder");
+    box.disabled = model.get("disabled");
+    box.setAttribute("aria-label", model.get("aria_label"));
+  };
+  attrs();
+  model.on("change:placeholder change:disabled change:aria_label", attrs);
+
+  const say = (value) => { model.set("value", value); model.save_changes(); };  // the kernel's copy
+  box.addEventListener("input", () => say(box.value));
+
+  box.addEventListener("keydown", (e) => {
+    e.stopPropagation();  // a key in the box is text, never a JupyterLab shortcut (as ipywidgets' Text)
+    if (e.key === "Escape") { model.send({ event: "stop" }); return; }
+    if (e.key !== "Enter" || e.isComposing) return;
+    if (multiline && !(e.ctrlKey || e.metaKey)) return;  // a new line
+    e.preventDefault();
+    const text = box.value;
+    if (!text.trim()) return;
+    const emptied = !model.get("busy");  // while a reply runs the text stays (the kernel says why)
+    if (emptied) { box.value = ""; say(""); }  // the next key typed starts the next message
+    model.send({ event: "submit", text, emptied });
+  });
+  box.addEventListener("keypress", (e) => e.stopPropagation());
+
+  const onMessage = (msg) => {
+    if (msg.do === "focus") { box.focus(); return; }
+    if (msg.do === "blur") { box.blur(); return; }
+    if (msg.do === "return") {  // a message Enter sent while a reply had just started
+      box.value = box.value.trim() ? msg.text + (multiline ? "\n" : " ") + box.value : msg.text;
+      say(box.value);
+      return;
+    }
+    if (msg.do !== "set") return;
+    if (box.value === msg.base) { box.value = msg.text; return; }  // nothing typed the kernel has not had
+    if (msg.text === "" && msg.base && box.value.startsWith(msg.base)) {
+      box.value = box.value.slice(msg.base.length);  // the message sent leaves; keys typed after it stay
+    } else if (msg.text) {
+      model.send({ event: "kept", text: msg.text });
+    }
+    say(box.value);  // the kernel's copy is the page's text again
+  };
+  model.on("msg:custom", onMessage);
+  return () => model.off("msg:custom", onMessage);
+}
+export default { render };
+"""
+
+# The look of ipywidgets' text box (its theme variables: light or dark), and the height of one line
+_CSS = """
+.nora-prompt { display: flex; }
+.nora-prompt .nora-prompt-box {
+  flex: 1 1 auto; min-width: 0; box-sizing: border-box; margin: 0; padding: 4px 8px;
+  font-family: var(--jp-ui-font-family); font-size: var(--jp-widgets-font-size);
+  color: var(--jp-widgets-input-color); background: var(--jp-widgets-input-background-color);
+  border: var(--jp-widgets-input-border-width, 1px) solid var(--jp-widgets-input-border-color);
+}
+.nora-prompt input.nora-prompt-box { height: var(--jp-widgets-inline-height, 28px); }
+.nora-prompt textarea.nora-prompt-box { resize: vertical; }
+.nora-prompt .nora-prompt-box::placeholder { color: var(--jp-widgets-input-color); opacity: 0.7; }
+.nora-prompt .nora-prompt-box:focus { border-color: var(--jp-widgets-input-focus-border-color); }
+"""
+
+
+class PromptBox(anywidget.AnyWidget):
+    """The input box: ``value`` is its text (what the page last sent, or what the kernel wrote).
+
+    Custom messages from the page (``on_msg``): {"event": "submit", "text"} (Enter), {"event": "stop"}
+    (Escape), {"event": "kept", "text"} (a write refused: the page kept what was typed there).
+    """
+
+    _esm = _ESM
+    _css = _CSS
+    value = traitlets.Unicode("").tag(sync=True)
+    placeholder = traitlets.Unicode("").tag(sync=True)
+    multiline = traitlets.Bool(False).tag(sync=True)  # a <textarea>: Enter is a new line, Ctrl+Enter sends
+    rows = traitlets.Int(3).tag(sync=True)
+    disabled = traitlets.Bool(False).tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)  # a reply runs: Enter sends the text but keeps it in the box
+    aria_label = traitlets.Unicode("your message").tag(sync=True)  # its name for a screen reader
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._from_page = False
+        super().__init__(**kwargs)
+        self.add_class("nora-prompt")
+
+    def set_state(self, sync_data: dict) -> None:
+        """What the page sends (a key typed): taken as it is, not sent back as a write."""
+        self._from_page = True
+        try:
+            super().set_state(sync_data)
+        finally:
+            self._from_page = False
+
+    @traitlets.observe("value")
+    def _written(self, change: dict) -> None:
+        """The kernel wrote the box: the page applies it only over the text the kernel knew (base)."""
+        if not self._from_page:
+            self.send({"do": "set", "text": change["new"], "base": change["old"]})
+
+    def give_back(self, text: str) -> None:
+        """A message Enter sent that could not be taken goes back into the box, in front of what is
+        typed there (the page had emptied the box; the kernel may not have its new text yet)."""
+        self.send({"do": "return", "text": text})
