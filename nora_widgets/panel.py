@@ -184,7 +184,8 @@ def _new_rows(sent: Sequence[dict], before: Sequence[dict]) -> list[int]:
 
 
 class ChatPanel(widgets.VBox):
-    """A chat panel of stock ipywidgets, with the teaching views beside it.
+    """A chat panel of ipywidgets (its input box has a few lines of JavaScript of its own), with the
+    teaching views beside it.
 
     client: anything with .chat.completions.create (None: make_client() on the first send,
         i.e. the embedded model unless OPENAI_API_KEY / OPENAI_BASE_URL are set).
@@ -267,7 +268,8 @@ class ChatPanel(widgets.VBox):
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
                                    tooltip="send your message", layout=widgets.Layout(width="90px", flex="0 0 auto"))
         self.stop = widgets.Button(description="Stop", icon="stop", disabled=True,  # orange while a reply runs
-                                   tooltip="stop the reply; your message goes back into the input (if it is empty)",
+                                   tooltip="stop the reply (or Escape in the input); your message goes back "
+                                           "into the input (if it is empty)",
                                    layout=widgets.Layout(width="80px", flex="0 0 auto"))  # the input gives way
         # CSS classes: stable handles for styling and for the browser test (the input has "nora-prompt")
         self.send.add_class("nora-send")

@@ -321,9 +321,7 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
 
 KEYBOARD_CELL = """\
 import time
-import nora_widgets._panel_input as panel_input
 from nora_widgets import ChatPanel, ScriptedClient
-panel_input.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
 
 class Slow(ScriptedClient):  # a question with "slowly" in it gets a reply that takes seconds
     def _create(self, **kwargs):
@@ -524,9 +522,7 @@ def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, 
 
 TYPEAHEAD_CELL = """\
 import time
-import nora_widgets._panel_input as panel_input
 from nora_widgets import ChatPanel, ScriptedClient
-panel_input.ENTER_GRACE = 30  # here Enter must never wait for the fallback timer
 
 class Slow(ScriptedClient):  # a word every 0.25 s; the second call breaks off after four
     calls_made = 0
@@ -635,8 +631,8 @@ panel"""
 
 def test_keys_typed_right_after_enter_on_a_message_put_back(lab, browser_page):
     """Undo puts the message back and Enter sends it at once; "Tell" typed right after the Enter, before
-    the page hears that the input was emptied, stays there, without the message in front of it (the
-    page's copy of "HelloTell" came back, and the next Enter would have sent "Hello" twice)."""
+    the page hears that the input was emptied, stays there, without the message in front of it (with
+    ipywidgets' stock Text the page's copy of "HelloTell" came back, and the next Enter sent "Hello" twice)."""
     from playwright.sync_api import expect
 
     page = browser_page
