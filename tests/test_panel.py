@@ -1619,3 +1619,15 @@ def test_a_server_started_after_the_panel_gets_its_model_asked_again_and_named(t
         assert panel.wire_view.data["body"]["model"] == "SmolLM2-135M-Instruct"
         panel.save_to(str(tmp_path / "chat.json"))
         assert load_transcript(tmp_path / "chat.json")[1]["model"] == "SmolLM2-135M-Instruct"
+
+
+def test_the_input_box_needs_nothing_from_the_network():
+    """Its JavaScript and CSS are strings in the package, with no import or URL: a classroom may be
+    offline.  It answers ipywidgets' focus message, and names the box for a screen reader."""
+    from nora_widgets._prompt_box import PromptBox
+
+    box = PromptBox()
+    code = box._esm + box._css
+    assert not re.search(r"\bimport\b|https?:|//cdn|@import|url\(", code), "the input box loads something"
+    assert 'msg.do === "focus"' in box._esm and box.aria_label == "your message"
+    assert "nora-prompt" in box._dom_classes  # what the panel's CSS and the browser tests find it by
