@@ -43,6 +43,7 @@ from . import views as v
 from ._background import BackgroundTurn
 from ._panel_input import PanelInput
 from ._prompt_box import PromptBox
+from ._range_box import RangeBox
 from ._waiting import Ticker, waiting_words
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
@@ -287,12 +288,10 @@ class ChatPanel(widgets.VBox):
         self.keep_n = widgets.BoundedIntText(value=keep_last_n_turns or 3, min=1, max=1000,
                                              tooltip="how many of the last turns to send",  # its name ("null")
                                              layout=widgets.Layout(width="70px"))
-        # continuous_update=False: the views refresh (and recount) once a value is set, not per tick or key
-        self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
-                                               description="temperature", readout_format=".1f",
-                                               continuous_update=False,
-                                               style={"description_width": "initial"},
-                                               layout=widgets.Layout(width="260px"))
+        # A native range input named "temperature" for a screen reader (_range_box.py; FloatSlider's handle
+        # had no name).  Its value is set when the handle is let go: the views recount once per value
+        self.temperature = RangeBox(value=temperature, min=0.0, max=2.0, step=0.1, description="temperature",
+                                    layout=widgets.Layout(width="260px"))
         self.model = widgets.Text(value=model or "", description="model", placeholder="(client default)",
                                   continuous_update=False,
                                   style={"description_width": "45px"}, layout=widgets.Layout(width="230px"))

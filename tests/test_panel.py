@@ -1631,3 +1631,73 @@ def test_the_input_box_needs_nothing_from_the_network():
     assert not re.search(r"\bimport\b|https?:|//cdn|@import|url\(", code), "the input box loads something"
     assert 'msg.do === "focus"' in box._esm and box.aria_label == "your message"
     assert "nora-prompt" in box._dom_classes  # what the panel's CSS and the browser tests find it by
+
+
+def test_the_temperature_round_trips_between_code_the_page_and_the_call(tmp_path):
+    """panel.temperature.value is a float that code sets (the page shows it), the page sets (the person let
+    go of the handle), and the next call and the saved transcript use."""
+    client = ScriptedClient(["one", "two"])
+    panel = ChatPanel(client, temperature=0.3)
+    assert panel.temperature.value == 0.3 and type(panel.temperature.value) is float
+    assert panel.temperature.get_state()["value"] == 0.3  # what the page is told
+    panel.temperature.value = 1  # a whole number is a number
+    assert panel.temperature.get_state()["value"] == 1.0 and type(panel.temperature.value) is float
+    panel.temperature.set_state({"value": 1.5})  # from the page: the handle let go at 1.5
+    panel_send(panel, "hi")
+    assert client.calls[-1]["temperature"] == 1.5
+    panel.save_to(str(tmp_path / "chat.json"))
+    assert load_transcript(tmp_path / "chat.json")[1]["temperature"] == 1.5
+
+
+@pytest.mark.parametrize("given, kept", [(3, 2.0), (-1, 0.0), (2.0000001, 2.0), (0.35, 0.35)])
+def test_a_temperature_outside_0_to_2_is_clamped_as_the_slider_did(given, kept):
+    panel = ChatPanel(ScriptedClient(), temperature=0.7)
+    panel.temperature.value = given
+    assert panel.temperature.value == kept
+    assert ChatPanel(ScriptedClient(), temperature=given).temperature.value == kept
+
+
+@pytest.mark.parametrize("bad", ["warm", "0.5", None, True, float("nan"), [1]])
+def test_a_temperature_that_is_not_a_number_is_refused_with_one_line(bad):
+    import traitlets
+
+    client = ScriptedClient(["ok"])
+    panel = ChatPanel(client, temperature=0.4)
+    with pytest.raises(traitlets.TraitError) as refused:
+        panel.temperature.value = bad
+    assert str(refused.value) == f"temperature must be a number from 0 to 2 (got {bad!r})"
+    assert panel.temperature.value == 0.4  # nothing lost
+    panel_send(panel, "hi")
+    assert client.calls[-1]["temperature"] == 0.4
+    with pytest.raises(traitlets.TraitError, match="temperature must be a number from 0 to 2"):
+        ChatPanel(client, temperature=bad)
+
+
+def test_the_panel_redraws_once_per_temperature_value(monkeypatch):
+    """The page sends a value once, when the handle is let go (not per tick): one redraw (one recount of
+    tokens) per value; the same value again is no change."""
+    panel = ChatPanel(ScriptedClient(), views=("gauge",))
+    redraws, seen = [], []
+    monkeypatch.setattr(panel, "refresh", lambda: redraws.append(panel.temperature.value))
+    panel.temperature.observe(lambda change: seen.append(change["new"]), names="value")
+    panel.temperature.set_state({"value": 0.8})
+    panel.temperature.set_state({"value": 0.8})
+    panel.temperature.value = 0.9
+    assert redraws == [0.8, 0.9] and seen == [0.8, 0.9]
+
+
+def test_the_temperature_control_is_named_and_needs_nothing_from_the_network():
+    """A native range input named "temperature" (FloatSlider's handle had no name), which tells the kernel
+    on "change" (let go, or a key) and not on "input" (every tick); no import or URL (offline classrooms)."""
+    panel = ChatPanel(ScriptedClient())
+    box = panel.temperature
+    code = box._esm + box._css
+    assert not re.search(r"\bimport\b|https?:|//cdn|@import|url\(", code), "the range box loads something"
+    assert 'range.type = "range"' in box._esm and 'setAttribute("aria-label", model.get("description"))' in box._esm
+    assert "aria-valuetext" in box._esm and box.description == "temperature"
+    saving = re.findall(r'addEventListener\("(\w+)".*\n\s*model\.set\("value"', box._esm)
+    assert saving == ["change"] and box._esm.count('model.set("value"') == 1, saving  # the one place it is set
+    assert (box.min, box.max, box.step, box.decimals) == (0.0, 2.0, 0.1, 1)
+    assert "nora-range" in box._dom_classes and box.layout.width == "260px"
+    box.disabled = True  # as any ipywidgets control
+    assert box.get_state()["disabled"] is True

@@ -301,7 +301,7 @@ def test_the_controls_sit_under_the_input_on_a_projector(lab, chromium):
             const amnesia = [...panel.querySelectorAll('button')].find(b => b.innerText.includes('Amnesia'));
             const number = panel.querySelector('.widget-inline-hbox input[type=number]');
             const turns = [...panel.querySelectorAll('.widget-label, label')].find(l => l.innerText.trim() === 'turns');
-            const slider = panel.querySelector('.widget-hslider');
+            const slider = panel.querySelector('.nora-range');
             return {below_input: box(amnesia).top - box(panel.querySelector('.nora-prompt')).bottom,
                     turns_after_box: turns ? box(turns).left - box(number).right : null,
                     // on one row, 'turns' and 'temperature' read as one label unless a gap parts them
@@ -410,7 +410,7 @@ def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page)
         stops.append(stop)
     said = [f"{s['role']} {s['name']}".strip() for s in stops]
     assert said == ["textbox your message", "button Send", "button Amnesia", "checkbox keep last",
-                    "spinbutton how many of the last turns to send", "slider", "text", "textbox model",
+                    "spinbutton how many of the last turns to send", "slider temperature", "textbox model",
                     "textbox persona", "button Clear", "button Undo", "textbox file", "button Save", "button Load",
                     "button Inspector", "button Wire", "button Context", "button Cost", "button Side by side"], said
     # the focus ring is seen: 2 px (JupyterLab's was 1 px of light blue, about 2:1 on white)
@@ -828,3 +828,92 @@ def test_in_a_text_area_enter_is_a_new_line_and_ctrl_enter_sends(lab, browser_pa
     said = [m.inner_text() for m in panel.locator(".nora-transcript .nora-msg-user .nora-content").all()]
     assert said == ["Line one\nline two"], said
     assert box.input_value() == "" and errors == [], errors
+
+
+TEMPERATURE_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+panel = ChatPanel(ScriptedClient(), temperature=0.7, views=("gauge",))
+values = []  # every value the kernel hears, in order
+panel.temperature.observe(lambda change: values.append(change["new"]), names="value")
+panel"""
+
+# Run code in the notebook's kernel and return what it printed (how the test reads the kernel's state)
+KERNEL_JS = """async (code) => {
+    const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    let out = '';
+    const future = kernel.requestExecute({code, store_history: false});
+    future.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') out += msg.content.text; };
+    await future.done;
+    return out.trim();
+}"""
+
+
+def kernel_says(page, code: str, expected: str, timeout: float = 10.0) -> str:
+    """What `code` prints in the kernel, asked again until it is `expected` (a value the page set
+    reaches the kernel a round trip later) or the time is up."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        said = page.evaluate(KERNEL_JS, code)
+        if said == expected or time.monotonic() > deadline:
+            return said
+        page.wait_for_timeout(200)
+
+
+def test_the_temperature_slider_has_a_name_and_keys_set_the_kernels_value(lab, browser_page):
+    """The temperature control is found by its name, as a screen reader finds it (FloatSlider's handle had
+    none); ArrowRight and End set panel.temperature.value in the kernel, one value per key; a drag sends one
+    value when the handle is let go (the views recount once); a value set from code shows in the page."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_panel(page, lab, "temperature.ipynb", TEMPERATURE_CELL)
+    panel = page.locator(".nora-panel")
+    slider = panel.get_by_role("slider", name="temperature", exact=True)
+    expect(slider).to_have_count(1)
+    readout = panel.locator(".nora-range-readout")
+    expect(slider).to_have_attribute("aria-valuetext", "0.7")
+    expect(readout).to_have_text("0.7")
+    expect(panel.locator(".nora-range-label")).to_have_text("temperature")  # the name can be seen too
+
+    # keys: as on any range input; each key is one value in the kernel
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    assert kernel_says(page, "print(panel.temperature.value, values)", "0.8 [0.8]") == "0.8 [0.8]"
+    expect(readout).to_have_text("0.8")
+    expect(slider).to_have_attribute("aria-valuetext", "0.8")
+    ring = page.evaluate(RING_JS)
+    assert ring["width"] >= 2 and ring["style"] != "none", ring  # the panel's focus ring
+    assert focused(page)["role"] == "slider" and focused(page)["name"] == "temperature"
+    page.keyboard.press("End")
+    assert kernel_says(page, "print(panel.temperature.value, values)", "2.0 [0.8, 2.0]") == "2.0 [0.8, 2.0]"
+    expect(readout).to_have_text("2.0")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("Home")
+    assert kernel_says(page, "print(panel.temperature.value, values)",
+                       "0.0 [0.8, 2.0, 1.9, 0.0]") == "0.0 [0.8, 2.0, 1.9, 0.0]"
+    assert page.evaluate(IS_FOCUSED, ".nora-panel .nora-range-input")  # the arrows moved no cell
+
+    # a drag from one end to the middle: the readout follows, the kernel hears one value, on letting go
+    box = slider.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 2, y)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(box["x"] + 2 + step * (box["width"] / 2 - 2) / 10, y)
+    page.wait_for_timeout(300)
+    assert kernel_says(page, "print(len(values))", "4", timeout=0) == "4"  # nothing yet: still held
+    dragged = readout.inner_text()
+    assert 0.5 <= float(dragged) <= 1.5, dragged
+    page.mouse.up()
+    said = kernel_says(page, "print(panel.temperature.value, len(values))", f"{dragged} 5")
+    assert said == f"{dragged} 5", said
+
+    # from code: the page shows it
+    page.evaluate(KERNEL_JS, "panel.temperature.value = 1.3")
+    expect(readout).to_have_text("1.3")
+    expect(slider).to_have_attribute("aria-valuetext", "1.3")
+    assert slider.input_value() == "1.3" and errors == [], errors
