@@ -7,7 +7,7 @@
 Why not ipywidgets' FloatSlider: its handle (a noUiSlider ``<div role="slider">``) has no name of its
 own, and ipywidgets 8 has no setting that gives it one.  Here the page draws
 
-    <label>temperature <input type="range" aria-label="temperature" aria-valuetext="0.7"></label> <output>0.7</output>
+    <label>temperature <input type="range" aria-label="temperature" aria-valuetext="0.7"></label> <span>0.7</span>
 
 so a screen reader says "temperature, slider, 0.7", and the keys are the browser's own: arrows, Page
 Up / Down, Home, End.  The readout follows while the handle moves; the value reaches the kernel once,
@@ -51,8 +51,11 @@ function render({ model, el }) {
   const range = document.createElement("input");
   range.type = "range";
   range.className = "nora-range-input";
-  const readout = document.createElement("output");
+  // a <span>, not an <output>: that is a status a screen reader would read at every change, besides the
+  // slider's own aria-valuetext; hidden from it, as the slider says the same
+  const readout = document.createElement("span");
   readout.className = "nora-range-readout";
+  readout.setAttribute("aria-hidden", "true");
   label.append(words, range);
   el.append(label, readout);
 
