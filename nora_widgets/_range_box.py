@@ -11,8 +11,9 @@ own, and ipywidgets 8 has no setting that gives it one.  Here the page draws
 
 so a screen reader says "temperature, slider, 0.7", and the keys are the browser's own: arrows, Page
 Up / Down, Home, End.  The readout follows while the handle moves; the value reaches the kernel once,
-when the person lets go (the ``change`` event), so the panel's views recount tokens once per value
-(as FloatSlider's ``continuous_update=False`` did).  A value from code is clamped into [min, max], as
+when the person lets go or presses a key (the ``change`` event), so the panel's views recount tokens
+once per value (as FloatSlider's ``continuous_update=False`` did; keys pressed faster than the kernel
+answers reach it merged by ipywidgets into the last value).  A value from code is clamped into [min, max], as
 FloatSlider does; anything that is not a number (text, None, True, nan) is refused with one line.
 
 No import from anywhere: the page may be offline (a classroom).  The browser tests drive it in JupyterLab.
