@@ -2,7 +2,8 @@
 
     turn        Send to the end of the turn's redraw (panel.send.click(), panel.wait()), ScriptedClient
     refresh     one panel.refresh() (what every control change and every turn's end runs)
-    sent        the widget state one turn sends to the browser (every 'update' message, as JSON)
+    sent        what one turn sends to the browser: every widget message (a widget opened, a change,
+                a widget closed), its data as JSON
     HTML        characters of the transcript, each inspector table and the wire view after the turn
 
 All five views are open, side by side too (each turn also asks the memory-less twin and redraws
@@ -45,19 +46,18 @@ def long_history(n: int, rng: random.Random) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    import ipywidgets.widgets.widget as widget_module
+    import comm
 
     from nora_widgets.clients import ScriptedClient
     from nora_widgets.panel import ChatPanel
 
     sent: list[int] = []
-    original_send = widget_module.Widget._send
 
-    def counting_send(self, msg, buffers=None):  # no kernel here: count what would go to the browser
-        sent.append(len(json.dumps(msg)))
-        return original_send(self, msg, buffers)
+    class CountingComm(comm.DummyComm):  # no kernel here: count what would go to the browser
+        def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+            sent.append(len(json.dumps(data)) + sum(len(b) for b in buffers or ()))
 
-    widget_module.Widget._send = counting_send
+    comm.create_comm = CountingComm  # every widget's comm: its opening, its changes, its closing
     sizes = [10, 100] if args.quick else [10, 100, 1_000, 5_000]
     turns = 2 if args.quick else 5
     rng = random.Random(1)

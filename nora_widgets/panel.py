@@ -44,6 +44,7 @@ from ._background import BackgroundTurn
 from ._panel_input import PanelInput
 from ._prompt_box import PromptBox
 from ._range_box import RangeBox
+from ._transcript_box import TranscriptBox
 from ._waiting import Ticker, waiting_words
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
@@ -242,7 +243,9 @@ class ChatPanel(widgets.VBox):
 
         # --- the chat column
         self.header = widgets.HTML()
-        self.transcript = widgets.HTML()
+        # the conversation, in blocks of messages: a turn sends the page only the block it changed
+        # (_transcript_box.py); self.transcript.value is the whole HTML, views.transcript_html(history)
+        self.transcript = TranscriptBox()
         self.live = widgets.HTML()  # the turn in progress: pending user message + streamed reply
         self.error = widgets.HTML()
         self.status = widgets.HTML()
@@ -540,7 +543,7 @@ class ChatPanel(widgets.VBox):
         screen while refresh() recounts tokens."""
         with self._lock:
             history = list(self.history)
-        self.transcript.value = v.transcript_html(history)
+        self.transcript.show(history)
         self.live.value = ""
 
     def _finish(self, result: TurnResult | None) -> None:
@@ -848,7 +851,7 @@ class ChatPanel(widgets.VBox):
         self.header.value = (f'<div style="font-family:sans-serif;line-height:1.4"><b>{escape(self.title)}</b> '
                              f'<span style="color:{MUTED}">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
                              f"{count_of(len(history), 'message')} in the list</span></div>")
-        self.transcript.value = v.transcript_html(history)
+        self.transcript.show(history)
         self.compare.update(self.twin_history, error=self._twin_error)
 
         # what the next call sends, and what trimming leaves out

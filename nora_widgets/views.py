@@ -76,6 +76,33 @@ def _message_html(role: str, content: str) -> str:
 TRANSCRIPT_HEIGHT = "min(420px, 45vh)"
 
 
+EMPTY_TRANSCRIPT = f'<div style="color:{MUTED}">(empty conversation)</div>'
+
+
+def message_html(message: dict) -> str:
+    """One message of the history as the transcript draws it (cached: a long chat redraws them all).
+    Example: message_html({"role": "user", "content": "hi"}).startswith('<div class="nora-msg nora-msg-user"') -> True"""
+    return _message_html(message.get("role", "?"), message.get("content") or "")
+
+
+def transcript_style(max_height: str = TRANSCRIPT_HEIGHT) -> str:
+    """The style of the transcript's scrolling box (the region around the messages)."""
+    style = "line-height:1.4;"  # ipywidgets' HTML widget uses a tall line-height for one-line labels
+    # a word longer than the column (a pasted URL, "zzzz...") breaks anywhere; without this it
+    # widens the whole transcript under the views beside it and hides the end of every line
+    style += "overflow-wrap:anywhere;"
+    if max_height:
+        style += f"display:flex;flex-direction:column-reverse;overflow-y:auto;max-height:{max_height}"
+    return style
+
+
+def transcript_frame(inner: str, max_height: str = TRANSCRIPT_HEIGHT, label: str = "conversation") -> str:
+    """The messages' HTML in the transcript's box: a region named label for screen readers, scrolling.
+    Example: transcript_frame("").startswith('<div class="nora-transcript" role="region"') -> True"""
+    return (f'<div class="nora-transcript" role="region" aria-label="{escape(label)}" '
+            f'style="{transcript_style(max_height)}"><div>{inner}</div></div>')
+
+
 def transcript_html(messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
                     max_height: str = TRANSCRIPT_HEIGHT, label: str = "conversation") -> str:
     """The chat as HTML: one block per message, newest at the bottom.
@@ -84,25 +111,16 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
     streaming: the reply so far (shown with a cursor).
     label: the box's name for screen readers (a named region they can jump to).
     The outer div uses column-reverse, a CSS trick that keeps the scroll at the bottom.
+    The chat panel draws the same HTML in blocks of messages (_transcript_box.py).
     Example: transcript_html([{"role": "user", "content": "hi"}]).count('class="nora-msg ') -> 1
     """
-    parts = [_message_html(m.get("role", "?"), m.get("content") or "") for m in messages]
+    parts = [message_html(m) for m in messages]
     # the message on its way and the reply so far change on every redraw: not worth caching
     if pending is not None:
         parts.append(_message_html.__wrapped__("user", pending))
     if streaming is not None:
         parts.append(_message_html.__wrapped__("assistant", streaming + " \u258d"))
-    if not parts:
-        parts.append(f'<div style="color:{MUTED}">(empty conversation)</div>')
-    inner = "".join(parts)
-    style = "line-height:1.4;"  # ipywidgets' HTML widget uses a tall line-height for one-line labels
-    # a word longer than the column (a pasted URL, "zzzz...") breaks anywhere; without this it
-    # widens the whole transcript under the views beside it and hides the end of every line
-    style += "overflow-wrap:anywhere;"
-    if max_height:
-        style += f"display:flex;flex-direction:column-reverse;overflow-y:auto;max-height:{max_height}"
-    return (f'<div class="nora-transcript" role="region" aria-label="{escape(label)}" style="{style}">'
-            f"<div>{inner}</div></div>")
+    return transcript_frame("".join(parts) or EMPTY_TRANSCRIPT, max_height, label)
 
 
 # --------------------------------------------------------------------------- #

@@ -715,7 +715,8 @@ def test_the_reply_moves_into_the_transcript_before_the_live_area_is_cleared():
     panel = ChatPanel(ScriptedClient(["Hello Ada!"]))
     events = []
     panel.live.observe(lambda change: events.append(("live", change["new"])), names="value")
-    panel.transcript.observe(lambda change: events.append(("transcript", change["new"])), names="value")
+    # the transcript is drawn in blocks (_transcript_box.py): each redraw of it, read whole
+    panel.transcript.observe(lambda _change: events.append(("transcript", panel.transcript.value)), names="redrawn")
     panel_send(panel, "hi")
     cleared = events.index(("live", ""))
     assert any(name == "transcript" and "Hello Ada!" in html for name, html in events[:cleared]), events
@@ -1701,3 +1702,117 @@ def test_the_temperature_control_is_named_and_needs_nothing_from_the_network():
     assert "nora-range" in box._dom_classes and box.layout.width == "260px"
     box.disabled = True  # as any ipywidgets control
     assert box.get_state()["disabled"] is True
+
+
+# --------------------------------------------------------------------------- #
+# the transcript in blocks: a turn sends the page what changed, not the whole chat
+
+
+class PageWire:
+    """Every widget message that would reach the page (no kernel here): ipywidgets' comms, recorded.
+    .messages: (comm id, "comm_open" | "comm_msg" | "comm_close", data) in the order they went out."""
+
+    def __init__(self, monkeypatch):
+        import comm
+        self.messages: list[tuple[str, str, dict]] = []
+        wire = self
+
+        class RecordingComm(comm.DummyComm):
+            def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+                wire.messages.append((self.comm_id, msg_type, copy.deepcopy(data)))
+
+        monkeypatch.setattr(comm, "create_comm", RecordingComm)
+
+    def about(self, panel) -> list[tuple[str, str, dict]]:
+        """The messages about the transcript: its box and its blocks (a block closed is still named)."""
+        ids = {panel.transcript.model_id} | {b.model_id for b in panel.transcript.blocks} | self.closed
+        return [m for m in self.messages if m[0] in ids]
+
+    @property
+    def closed(self) -> set[str]:
+        return {cid for cid, kind, _ in self.messages if kind == "comm_close"}
+
+
+def chat_of(n: int) -> list[dict]:
+    """The persona, then n - 1 alternating questions and markdown replies, all different."""
+    history = [{"role": "system", "content": "You are a helpful assistant."}]
+    while len(history) < n:
+        k = len(history)
+        history.append({"role": "user", "content": f"question {k}?"} if k % 2 else
+                       {"role": "assistant", "content": f"**reply {k}**: see [the docs](https://example.org/{k})"})
+    return history
+
+
+def shows_the_history(panel) -> bool:
+    """What the page draws (the blocks, in order, in the transcript's box) is a fresh render of the history."""
+    from nora_widgets.views import transcript_frame, transcript_html
+    whole = transcript_frame("".join(b.value for b in panel.transcript.blocks))
+    return whole == panel.transcript.value == transcript_html(panel.history)
+
+
+def test_a_turn_at_120_messages_sends_the_page_only_the_last_block(monkeypatch):
+    # the transcript was one HTML widget, sent whole after every turn: 735 kB at 1,000 messages
+    from nora_widgets._transcript_box import BLOCK
+    wire = PageWire(monkeypatch)
+    panel = ChatPanel(ScriptedClient(["**Done.**"] * 3), history=chat_of(120))
+    blocks = list(panel.transcript.blocks)
+    assert BLOCK == 50 and len(blocks) == 3 and shows_the_history(panel)
+    wire.messages.clear()
+    panel_send(panel, "one more?")
+    assert len(panel.history) == 122 and shows_the_history(panel)
+    sent = wire.about(panel)
+    # one message: the last block's new value (messages 100-121); blocks 1 and 2 and the box untouched
+    assert [(cid, kind) for cid, kind, _ in sent] == [(blocks[2].model_id, "comm_msg")], sent
+    assert sent[0][2]["state"] == {"value": blocks[2].value} and "<strong>Done.</strong>" in blocks[2].value
+    assert panel.transcript.blocks == blocks
+    assert len(json.dumps(sent[0][2])) < len(panel.transcript.value) / 2  # the block, not the chat
+
+    # a full last block: the next turn opens a new one, with its two messages, and names it in the box
+    panel.history[:] = chat_of(150)  # (as Load would; refresh() redraws the blocks that changed)
+    panel.refresh()
+    wire.messages.clear()
+    panel_send(panel, "and another?")
+    sent = wire.about(panel)
+    new = panel.transcript.blocks[3]
+    assert [(cid, kind) for cid, kind, _ in sent] == [(new.model_id, "comm_open"),
+                                                     (panel.transcript.model_id, "comm_msg")], sent
+    assert sent[0][2]["state"]["value"] == new.value and new.value.count('class="nora-msg ') == 2
+    assert sent[1][2]["state"] == {"blocks": [f"IPY_MODEL_{b.model_id}" for b in panel.transcript.blocks]}
+    assert shows_the_history(panel)
+
+
+def test_clear_undo_load_persona_and_trimming_redraw_only_the_blocks_that_changed(monkeypatch, tmp_path):
+    wire = PageWire(monkeypatch)
+    panel = ChatPanel(ScriptedClient(["Ahoy."] * 5), history=chat_of(120))
+    first = [b.model_id for b in panel.transcript.blocks]
+
+    def changed() -> list[int]:  # the blocks that got a new value since the last look, by place
+        ids = [b.model_id for b in panel.transcript.blocks]
+        out = sorted({ids.index(cid) for cid, kind, _ in wire.messages if kind == "comm_msg" and cid in ids})
+        wire.messages.clear()
+        return out
+
+    wire.messages.clear()
+    panel.refresh()  # nothing changed: nothing sent
+    assert wire.about(panel) == []
+    panel.persona.value = "You are a pirate."  # the persona is message 0: the first block alone
+    assert changed() == [0] and shows_the_history(panel)
+    panel.trim.value = True  # trimming changes what is sent, not what the transcript shows
+    panel.amnesia.value = True
+    assert changed() == [] and shows_the_history(panel)
+    panel.amnesia.value = panel.trim.value = False
+    panel_send(panel, "hi")
+    assert changed() == [2]
+    panel.undo.click()  # the last turn goes: the last block alone
+    assert changed() == [2] and shows_the_history(panel) and len(panel.history) == 120
+
+    save_transcript(str(tmp_path / "c.json"), chat_of(60))  # the same first 50 messages, but the persona
+    panel.load_from(str(tmp_path / "c.json"))  # 60 messages: the first block (persona), the second; one closed
+    assert wire.closed == {first[2]} and len(panel.transcript.blocks) == 2
+    assert changed() == [0, 1] and shows_the_history(panel)
+
+    panel.clear.click()  # one block of the persona; every other block closed, in the page too
+    assert shows_the_history(panel) and len(panel.transcript.blocks) == 1 and wire.closed == {first[1]}
+    panel.persona.value = ""  # no message at all: the empty-conversation text, as before
+    assert panel.history == [] and shows_the_history(panel) and "(empty conversation)" in panel.transcript.value
+    assert panel.transcript.value.startswith('<div class="nora-transcript" role="region" aria-label="conversation"')
