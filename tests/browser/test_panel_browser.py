@@ -919,3 +919,85 @@ def test_the_temperature_slider_has_a_name_and_keys_set_the_kernels_value(lab, b
     expect(readout).to_have_text("1.3")
     expect(slider).to_have_attribute("aria-valuetext", "1.3")
     assert slider.input_value() == "1.3" and errors == [], errors
+
+
+BLOCKS_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+def chat(n):  # the persona, then questions and markdown replies, all different
+    history = [{"role": "system", "content": "You are a helpful assistant."}]
+    while len(history) < n:
+        k = len(history)
+        history.append({"role": "user", "content": f"question {k}?"} if k % 2 else
+                       {"role": "assistant", "content": f"**reply {k}**"})
+    return history
+panel = ChatPanel(ScriptedClient(), history=chat(120), views=())
+panel"""
+
+# The transcript as the page shows it: its regions, its messages in order, the block <div>s and whether
+# the newest message is in sight in the scrolling box
+PAGE_TRANSCRIPT_JS = """() => {
+    const t = document.querySelector('.nora-panel .nora-transcript');
+    const msgs = [...t.querySelectorAll('.nora-msg')];
+    const box = t.getBoundingClientRect(), last = msgs.length ? msgs[msgs.length - 1].getBoundingClientRect() : box;
+    return {regions: document.querySelectorAll('.nora-panel [role=region]').length,
+            texts: msgs.map((m) => m.querySelector('.nora-content').innerText.trim()),
+            blocks: t.firstElementChild.children.length,
+            first_kept: t.firstElementChild.children[0].dataset.seen === 'yes',
+            newest_in_sight: last.bottom <= box.bottom + 1 && last.top >= box.top - 1};
+}"""
+
+
+def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_page):
+    """120 messages go to the page in 3 blocks (_transcript_box.py) and read as one list in one region
+    named "conversation", scrolled to the newest message; a turn redraws the last block only (the first
+    block's element is the same one); Undo, Clear and a history set from code show the history in order."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_panel(page, lab, "blocks.ipynb", BLOCKS_CELL)
+    panel = page.locator(".nora-panel")
+    expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
+    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 120",
+                           timeout=20_000)
+
+    def shown() -> dict:
+        return page.evaluate(PAGE_TRANSCRIPT_JS)
+
+    def expected(n: int, extra: tuple = ()) -> list[str]:
+        texts = ["You are a helpful assistant."] + [f"question {k}?" if k % 2 else f"reply {k}" for k in range(1, n)]
+        return texts + list(extra)
+
+    first = shown()
+    assert first["texts"] == expected(120) and first["blocks"] == 3 and first["regions"] == 1, first
+    assert first["newest_in_sight"], first
+    page.evaluate("() => { document.querySelector('.nora-panel .nora-transcript').firstElementChild"
+                  ".children[0].dataset.seen = 'yes'; }")  # a mark that a redraw of the block would lose
+
+    page.locator(PROMPT).focus()
+    page.keyboard.type("one more?")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 122",
+                           timeout=20_000)
+    after = shown()
+    assert after["texts"][:120] == expected(120) and after["texts"][120] == "one more?", after["texts"][-3:]
+    assert after["blocks"] == 3 and after["first_kept"] and after["newest_in_sight"], after
+
+    panel.locator("button", has_text="Undo").click()
+    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 120",
+                           timeout=20_000)
+    assert shown()["texts"] == expected(120) and shown()["first_kept"]
+
+    page.evaluate(KERNEL_JS, "panel.history[:] = chat(160); panel.refresh()")  # a fourth block, opened
+    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 160",
+                           timeout=20_000)
+    grown = shown()
+    assert grown["texts"] == expected(160) and grown["blocks"] == 4 and grown["newest_in_sight"], grown
+
+    panel.locator("button", has_text="Clear").click()  # one block: the persona; the others leave the page
+    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 1",
+                           timeout=20_000)
+    cleared = shown()
+    assert cleared["texts"] == expected(1) and cleared["blocks"] == 1 and cleared["regions"] == 1, cleared
+    assert errors == [], errors
