@@ -936,15 +936,18 @@ panel"""
 # The transcript as the page shows it: its regions, its messages in order, the block <div>s and whether
 # the newest message is in sight in the scrolling box
 PAGE_TRANSCRIPT_JS = """() => {
-    const t = document.querySelector('.nora-panel .nora-transcript');
+    const t = document.querySelector('.nora-panel .nora-transcript');  // the first: the side-by-side view has one
     const msgs = [...t.querySelectorAll('.nora-msg')];
     const box = t.getBoundingClientRect(), last = msgs.length ? msgs[msgs.length - 1].getBoundingClientRect() : box;
-    return {regions: document.querySelectorAll('.nora-panel [role=region]').length,
+    return {regions: document.querySelectorAll('.nora-panel [role=region][aria-label=conversation]').length,
             texts: msgs.map((m) => m.querySelector('.nora-content').innerText.trim()),
             blocks: t.firstElementChild.children.length,
             first_kept: t.firstElementChild.children[0].dataset.seen === 'yes',
             newest_in_sight: last.bottom <= box.bottom + 1 && last.top >= box.top - 1};
 }"""
+
+
+MESSAGES_ARE = "(n) => document.querySelector('.nora-panel .nora-transcript').querySelectorAll('.nora-msg').length === n"
 
 
 def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_page):
@@ -959,8 +962,7 @@ def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_p
     open_panel(page, lab, "blocks.ipynb", BLOCKS_CELL)
     panel = page.locator(".nora-panel")
     expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
-    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 120",
-                           timeout=20_000)
+    page.wait_for_function(MESSAGES_ARE, arg=120, timeout=20_000)
 
     def shown() -> dict:
         return page.evaluate(PAGE_TRANSCRIPT_JS)
@@ -978,26 +980,22 @@ def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_p
     page.locator(PROMPT).focus()
     page.keyboard.type("one more?")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 122",
-                           timeout=20_000)
+    page.wait_for_function(MESSAGES_ARE, arg=122, timeout=20_000)
     after = shown()
     assert after["texts"][:120] == expected(120) and after["texts"][120] == "one more?", after["texts"][-3:]
     assert after["blocks"] == 3 and after["first_kept"] and after["newest_in_sight"], after
 
     panel.locator("button", has_text="Undo").click()
-    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 120",
-                           timeout=20_000)
+    page.wait_for_function(MESSAGES_ARE, arg=120, timeout=20_000)
     assert shown()["texts"] == expected(120) and shown()["first_kept"]
 
     page.evaluate(KERNEL_JS, "panel.history[:] = chat(160); panel.refresh()")  # a fourth block, opened
-    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 160",
-                           timeout=20_000)
+    page.wait_for_function(MESSAGES_ARE, arg=160, timeout=20_000)
     grown = shown()
     assert grown["texts"] == expected(160) and grown["blocks"] == 4 and grown["newest_in_sight"], grown
 
     panel.locator("button", has_text="Clear").click()  # one block: the persona; the others leave the page
-    page.wait_for_function("() => document.querySelectorAll('.nora-panel .nora-transcript .nora-msg').length === 1",
-                           timeout=20_000)
+    page.wait_for_function(MESSAGES_ARE, arg=1, timeout=20_000)
     cleared = shown()
     assert cleared["texts"] == expected(1) and cleared["blocks"] == 1 and cleared["regions"] == 1, cleared
     assert errors == [], errors
