@@ -5,6 +5,8 @@
     sent        what one turn sends to the browser: every widget message (a widget opened, a change,
                 a widget closed), its data as JSON
     HTML        characters of the transcript, each inspector table and the wire view after the turn
+                (the transcript's whole HTML: it goes to the page in blocks of 50 messages, and a turn
+                sends the block it changed)
 
 All five views are open, side by side too (each turn also asks the memory-less twin and redraws
 twice).  The history has user questions of ~20 words and markdown replies of ~80, all different.

@@ -146,7 +146,7 @@ class TranscriptBox(anywidget.AnyWidget):
                 changed += 1
             gone = blocks[len(chunks):]
             del blocks[len(chunks):], self._shown[len(chunks):]
-            if len(blocks) != len(self.blocks) or gone:
+            if len(blocks) != len(self.blocks):  # a block opened or closed: the page's list of them
                 self.blocks = blocks
             for block in gone:  # the page forgets them too
                 block.close()
