@@ -364,7 +364,7 @@ PROMPT = ".nora-panel .nora-prompt input"
 STOP_LIVE = "() => !document.querySelector('.nora-panel .nora-stop').disabled"  # a reply is running
 
 
-def open_panel(page, lab, name: str, cell: str) -> None:
+def open_panel(page, lab, name: str, cell: str, wait_for: str = PROMPT) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(cell)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -372,7 +372,24 @@ def open_panel(page, lab, name: str, cell: str) -> None:
     page.goto(lab.url(name) + "&reset")  # a fresh workspace: only this notebook is open
     wait_for_idle_kernel(page)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.locator(PROMPT).wait_for(state="visible", timeout=45_000)
+    page.locator(wait_for).wait_for(state="visible", timeout=45_000)
+
+
+def opened(page, lab, name: str, cell: str, wait_for: str = PROMPT):
+    """open_panel, with the page's errors collected: (the panel's locator, the list of errors)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_panel(page, lab, name, cell, wait_for)
+    return page.locator(".nora-panel"), errors
+
+
+def type_and_send(page, text: str):
+    """Type text into the panel's input, press Enter; returns the input's locator."""
+    prompt = page.locator(PROMPT)
+    prompt.focus()
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+    return prompt
 
 
 def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page):
@@ -553,10 +570,7 @@ def test_typing_the_next_message_while_a_reply_streams(lab, browser_page):
     from playwright.sync_api import expect
 
     page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_panel(page, lab, "typeahead.ipynb", TYPEAHEAD_CELL)
-    panel = page.locator(".nora-panel")
+    panel, errors = opened(page, lab, "typeahead.ipynb", TYPEAHEAD_CELL)
     prompt = page.locator(PROMPT)
     # the light theme (the first test leaves the lab's settings in the dark one)
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
@@ -636,10 +650,7 @@ def test_keys_typed_right_after_enter_on_a_message_put_back(lab, browser_page):
     from playwright.sync_api import expect
 
     page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_panel(page, lab, "after_enter.ipynb", SLOW_EMPTYING_CELL)
-    panel = page.locator(".nora-panel")
+    panel, errors = opened(page, lab, "after_enter.ipynb", SLOW_EMPTYING_CELL)
     prompt = page.locator(PROMPT)
     source = page.locator(".jp-OutputArea-output").filter(has_text="nora_widgets").first.inner_text()
     assert source.strip().startswith(str(CHECKOUT)), source  # the kernel runs this checkout's code
@@ -723,14 +734,8 @@ def test_keys_typed_right_after_enter_are_the_next_message(lab, browser_page):
     from playwright.sync_api import expect
 
     page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_panel(page, lab, "next.ipynb", NEXT_CELL)
-    panel = page.locator(".nora-panel")
-    prompt = page.locator(PROMPT)
-    prompt.focus()
-    page.keyboard.type("Hello")
-    page.keyboard.press("Enter")
+    panel, errors = opened(page, lab, "next.ipynb", NEXT_CELL)
+    prompt = type_and_send(page, "Hello")
     page.keyboard.type("next")  # no delay: before the kernel has heard of the Enter
     expect(panel.get_by_role("alert")).to_contain_text("Nora replied: Hi!", timeout=20_000)
     page.wait_for_timeout(500)  # anything the kernel still sends the box has arrived
@@ -773,14 +778,8 @@ def test_escape_stops_a_reply(lab, browser_page):
     from playwright.sync_api import expect
 
     page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_panel(page, lab, "escape.ipynb", ESCAPE_CELL)
-    panel = page.locator(".nora-panel")
-    prompt = page.locator(PROMPT)
-    prompt.focus()
-    page.keyboard.type("Tell me a long story")
-    page.keyboard.press("Enter")
+    panel, errors = opened(page, lab, "escape.ipynb", ESCAPE_CELL)
+    prompt = type_and_send(page, "Tell me a long story")
     page.wait_for_function(STOP_LIVE, timeout=10_000)
     expect(panel).to_contain_text("word1", timeout=10_000)  # the reply is streaming
     page.keyboard.press("Escape")
@@ -802,19 +801,8 @@ def test_in_a_text_area_enter_is_a_new_line_and_ctrl_enter_sends(lab, browser_pa
     from playwright.sync_api import expect
 
     page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    nb_cell = MULTILINE_CELL
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(nb_cell)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(nb, str(lab.root / "multiline.ipynb"))
-    page.goto(lab.url("multiline.ipynb") + "&reset")
-    wait_for_idle_kernel(page)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    panel, errors = opened(page, lab, "multiline.ipynb", MULTILINE_CELL, wait_for=".nora-panel .nora-prompt textarea")
     box = page.locator(".nora-panel .nora-prompt textarea")
-    box.wait_for(state="visible", timeout=45_000)
-    panel = page.locator(".nora-panel")
     expect(panel.get_by_role("textbox", name="your message", exact=True)).to_have_count(1)
     box.focus()
     page.keyboard.type("Line one")
@@ -868,10 +856,7 @@ def test_the_temperature_slider_has_a_name_and_keys_set_the_kernels_value(lab, b
     from playwright.sync_api import expect
 
     page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_panel(page, lab, "temperature.ipynb", TEMPERATURE_CELL)
-    panel = page.locator(".nora-panel")
+    panel, errors = opened(page, lab, "temperature.ipynb", TEMPERATURE_CELL)
     slider = panel.get_by_role("slider", name="temperature", exact=True)
     expect(slider).to_have_count(1)
     readout = panel.locator(".nora-range-readout")
@@ -957,10 +942,7 @@ def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_p
     from playwright.sync_api import expect
 
     page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_panel(page, lab, "blocks.ipynb", BLOCKS_CELL)
-    panel = page.locator(".nora-panel")
+    panel, errors = opened(page, lab, "blocks.ipynb", BLOCKS_CELL)
     expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
     page.wait_for_function(MESSAGES_ARE, arg=120, timeout=20_000)
 
