@@ -78,6 +78,7 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on 
 PANEL_TRIM = "tick 'keep last' N turns, or Amnesia, or Clear"  # not nora chat's /trim N
 PANEL_NOT_FOUND = "check the model box (empty: the client's default) and OPENAI_BASE_URL"  # the panel has no --model
 BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
+STOPPED = "Stopped: the turn was rolled back"  # then "." or "; your message is back in the input."
 BUSY_NOTE_STAYS = 2.0  # seconds the busy note stays before the count of seconds waited comes back
 AMNESIA_TIPS = {True: "on - each call sends only the persona and the latest message",
                 False: "off - press to send only the persona and the latest message"}
@@ -563,7 +564,7 @@ class ChatPanel(widgets.VBox):
         elif failed:
             stopped = result.failure is not None and result.failure.kind == "cancelled"
             if stopped:
-                self._failed_line = "Stopped: the turn was rolled back."
+                self._failed_line = f"{STOPPED}."
             elif result.failure is not None:
                 self._failed_line = result.failure.in_words_of(PANEL_TRIM, not_found=PANEL_NOT_FOUND).line()
             else:
@@ -571,8 +572,7 @@ class ChatPanel(widgets.VBox):
             if typed:
                 self._kept_aside(self._input.sending)
             else:
-                self._show_error(self._failed_line[:-1] + "; your message is back in the input." if stopped
-                                 else self._failed_line)
+                self._show_error(f"{STOPPED}; your message is back in the input." if stopped else self._failed_line)
         self.refresh()
         # not after panel.ask() from a cell: that would pull the cursor out of it; not if the person has
         # gone on to another panel or run a cell meanwhile (_moved)
