@@ -2,10 +2,10 @@
 
     asked                                     the server (0.3.x) answered                  now
     ---------------------------------------   ------------------------------------------   ------------------------------
-    GET /v1/models (openai's models.list;     the list, once the model was free: the       the list at once
-    Nora's faces ask it as they start,        route waited its turn behind every reply
-    5 s at most)                              queued (the faces' question timed out
-                                              behind one 11 s reply)
+    GET /v1/models (openai's models.list;     the list, once the model was free: the       the list at once, each model
+    Nora's faces ask it as they start,        route waited its turn behind every reply     with its window (--n-ctx) as
+    5 s at most)                              queued (the faces' question timed out        vLLM states it: max_model_len
+                                              behind one 11 s reply); no window
     GET /v1/models/SmolLM2-135M-Instruct      404 {"detail": "Not Found"}                  the model, as /v1/models lists it
     (openai's models.retrieve)                                                             (another name: 404 model_not_found)
     POST /chat/completions, GET /models...    404 {"detail": "Not Found"}                  404 saying the API is under /v1
@@ -18,7 +18,7 @@
     chat.completions.list()), a wrong method  "Error code: 405"                            method to use; Allow: kept
 
     app = OpenAIPaths(app, model="SmolLM2-135M-Instruct", api_key=None,
-                      routes={"/v1/chat/completions": {"POST"}, "/v1/models": {"GET"}, ...})
+                      routes={"/v1/chat/completions": {"POST"}, "/v1/models": {"GET"}, ...}, window=2048)
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class OpenAIPaths:
     """
 
     def __init__(self, app: Any, model: str, api_key: str | None = None,
-                 routes: dict[str, set[str]] | None = None) -> None:
-        self.app, self.model, self.api_key, self.routes = app, model, api_key, routes
+                 routes: dict[str, set[str]] | None = None, window: int | None = None) -> None:
+        self.app, self.model, self.api_key, self.routes, self.window = app, model, api_key, routes, window
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         answer = self._answer(scope) if scope.get("type") == "http" else None
@@ -63,8 +63,13 @@ class OpenAIPaths:
         await send({"type": "http.response.body", "body": payload})
 
     def _model(self) -> dict:
-        """The model as llama-cpp-python's server lists it."""
-        return {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
+        """The model as llama-cpp-python's server lists it, with its context window (window: --n-ctx)
+        as vLLM states it, ``max_model_len``: Nora's faces, and other clients that read vLLM's
+        field, show the window the server really has."""
+        model = {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
+        if self.window is not None:
+            model["max_model_len"] = self.window
+        return model
 
     def _answer(self, scope: dict) -> tuple | None:
         """(status, body) or, for a 405, (status, body, the Allow header); None: the server answers."""

@@ -369,6 +369,7 @@ def make_client(
         http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http]}),
     )
     client.wire = wire
+    client.model_windows = {}  # the windows the server states, filled in when it is asked (_stated_windows)
     listed = _asked_models(client, base_url) if base_url and not model else []
     client.listed_models = listed or []
     client.default_model = model or _one_model(client.listed_models) or OPENAI_DEFAULT_MODEL
@@ -403,8 +404,11 @@ def _asked_models(client: Any, base_url: str) -> list[str] | None:
     import openai
 
     kept = (client.wire.last, client.wire.count)
+    asking = client.with_options(timeout=5.0, max_retries=0)
     try:
-        names = [m.id for m in client.with_options(timeout=5.0, max_retries=0).models.list().data]
+        entries = list(asking.models.list().data)
+        names = [m.id for m in entries]
+        client.model_windows = _stated_windows(asking, base_url, entries)
     except openai.APIConnectionError:  # refused, timed out (APITimeoutError is one), the host unknown
         return None
     except openai.APIStatusError as exc:
@@ -414,6 +418,35 @@ def _asked_models(client: Any, base_url: str) -> list[str] | None:
     finally:
         client.wire.last, client.wire.count = kept
     return [name for name in names if isinstance(name, str) and name]
+
+
+def _stated_windows(client: Any, base_url: str, entries: list) -> dict[str, int]:
+    """The context window of each listed model, where the server states it: vLLM and `nora serve`
+    list ``max_model_len`` with each model; llama.cpp's server (``owned_by: llamacpp``) says the
+    window it serves at GET /props (its list gives only ``meta.n_ctx_train``, the window the model
+    was trained with, often far larger than the one it runs with).  Ollama, LM Studio and OpenAI
+    state none here: {} (the gauge then uses its table of well-known models, or says unknown).
+    Example: `nora serve --n-ctx 1024` -> {'SmolLM2-135M-Instruct': 1024}"""
+    windows = {}
+    for entry in entries:
+        stated = (getattr(entry, "model_extra", None) or {}).get("max_model_len")
+        if _a_count(stated) and isinstance(entry.id, str):
+            windows[entry.id] = stated
+    if windows or len(entries) != 1 or getattr(entries[0], "owned_by", None) != "llamacpp":
+        return windows
+    root = base_url.rstrip("/")
+    root = root[: -len("/v1")] if root.endswith("/v1") else root
+    try:  # one request more, for llama.cpp's server only; a failure leaves the window unknown
+        props = client.get(f"{root}/props", cast_to=object)
+        stated = props.get("n_ctx") or (props.get("default_generation_settings") or {}).get("n_ctx")
+    except Exception:
+        return {}
+    return {entries[0].id: stated} if _a_count(stated) and isinstance(entries[0].id, str) else {}
+
+
+def _a_count(value: Any) -> bool:
+    """A whole number of tokens above 0 (not a bool).  Example: _a_count(2048) -> True, ("2048") -> False"""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _listed_models(client: Any, base_url: str) -> list[str]:
@@ -516,7 +549,9 @@ def describe_client(client: Any, model: str | None = None) -> str:
     A server that did not answer when make_client asked for its models has no known model yet:
     'OpenAI-compatible server http://127.0.0.1:8000/v1, model not known yet: the server did not answer
     when asked for its models (the next call asks again and sends its model if it lists one, else
-    gpt-4o-mini)'; once it has answered, the line names the model."""
+    gpt-4o-mini)'; once it has answered, the line names the model, and its context window when the
+    server states it: 'OpenAI-compatible server http://127.0.0.1:8000/v1, model SmolLM2-135M-Instruct,
+    context window 2,048 tokens'."""
     describe = getattr(client, "describe", None)
     if callable(describe):
         return describe()
@@ -527,7 +562,11 @@ def describe_client(client: Any, model: str | None = None) -> str:
         fallback = getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
         shown = f"model {not_known_yet(fallback, ' (')})"
     else:
-        shown = f"model {model or getattr(client, 'default_model', None) or OPENAI_DEFAULT_MODEL}"
+        name = model or getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
+        shown = f"model {name}"
+        stated = (getattr(client, "model_windows", None) or {}).get(name)
+        if stated:  # the server said it (vLLM, llama.cpp's server, nora serve)
+            shown += f", context window {stated:,} tokens"
     if base is not None:
         return f"OpenAI-compatible server {redact(str(base)).rstrip('/')}, {shown}"
     return f"{type(client).__name__}, {shown}"

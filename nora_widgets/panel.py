@@ -873,7 +873,7 @@ class ChatPanel(widgets.VBox):
                               dropped_idx, note=note, last_total=last_total)
 
         trim_label = ("amnesia" if keep == 0 else f"keep last {count_of(keep, 'turn')}" if keep else "trim off")
-        window = context_window(client) if client is not None else _window_before_client()
+        window = context_window(client, self.model_name) if client is not None else _window_before_client()
         self.gauge.update(next_call.total, window, whole.total,
                           len(dropped_idx), dropped_tokens, whole.exact, trim_label, whole.method, len(history))
 

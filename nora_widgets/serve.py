@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             app = OverflowCheck(app, vocab_counter(path), n_ctx, api_key, model=alias, max_reply=max_reply)
             # models.retrieve(), a base URL without /v1, embeddings, a path or method the server does not
             # have (responses.create, chat.completions.list): answered in OpenAI's shape (_routes.py)
-            app = OpenAIPaths(app, alias, api_key, routes)
+            app = OpenAIPaths(app, alias, api_key, routes, window=n_ctx)
             # a reply whose client has left (a timeout, a closed tab) stops at the next token
             # instead of running to max_tokens while the class waits (see _client_gone.py)
             llama = server_app._llama_proxy()  # the one model the server loaded

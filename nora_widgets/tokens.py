@@ -298,18 +298,28 @@ def token_counter(client: Any = None, model: str | None = None) -> Callable[[dic
     return count
 
 
-def context_window(client: Any) -> int | None:
-    """The context window in tokens, when known: n_ctx for the local model, a table for
-    well-known hosted models, None otherwise.
+def context_window(client: Any, model: str | None = None) -> int | None:
+    """The context window in tokens, when known: n_ctx for the local model; the window a server
+    states for the model (vLLM, llama.cpp's server, `nora serve`: make_client asks it); a table
+    for well-known hosted models; None otherwise.  model: the name the calls send, if not the
+    client's default (the embedded model answers as itself whatever the name).
 
     Example: context_window(LocalClient(n_ctx=2048)) -> 2048; context_window(make_client("scripted")) -> None
     """
     window = getattr(client, "context_window", None)
     if isinstance(window, int) and not isinstance(window, bool):
         return window
-    if getattr(client, "default_model_pending", None) is not None:  # the server has not said which model yet
-        return None
-    name = str(getattr(client, "default_model", "") or "")
+    if not model and getattr(client, "default_model_pending", None) is not None:  # the server has not said
+        return None                                                                # which model it serves
+    name = str(model or getattr(client, "default_model", "") or "")
+    stated = getattr(client, "model_windows", None)
+    if isinstance(stated, dict) and stated:
+        window = stated.get(name) or stated.get(f"{name}:latest")  # Ollama lists tags: "llama3.2:latest"
+        if window:
+            return window
+    listed = getattr(client, "listed_models", None)
+    if isinstance(listed, list) and listed and name not in listed and f"{name}:latest" not in listed:
+        return None  # a server that does not serve this model (Ollama's list without gpt-4o-mini): not its window
     for prefix in sorted(KNOWN_WINDOWS, key=len, reverse=True):
         if name == prefix or name.startswith(prefix + "-"):
             return KNOWN_WINDOWS[prefix]

@@ -237,6 +237,56 @@ def test_a_server_with_one_model_names_the_model_sent_and_shown(monkeypatch):
     assert down.default_model == "gpt-4o-mini"
 
 
+def test_the_window_a_server_states_is_the_one_nora_shows(monkeypatch):
+    # vLLM and nora serve list max_model_len with each model; llama.cpp's server says its window at /props
+    # (its list has only n_ctx_train, the training window: 4 x here, never shown); others state none
+    from nora_widgets.tokens import context_window
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer(model="Qwen/Qwen2.5-0.5B", window=4096, speaks_like="vllm") as vllm:
+        client = make_client(base_url=vllm.base_url)
+        assert context_window(client) == 4096 and client.model_windows == {"Qwen/Qwen2.5-0.5B": 4096}
+        assert describe_client(client) == (f"OpenAI-compatible server {vllm.base_url}, model Qwen/Qwen2.5-0.5B, "
+                                           "context window 4,096 tokens")
+        assert [r.path for r in vllm.requests] == ["/v1/models"]  # nothing more asked
+        assert client.wire.last is None  # the asking is not a turn
+    with StubServer(model="smollm2.gguf", window=3000, speaks_like="llamacpp") as llamacpp:
+        client = make_client(base_url=llamacpp.base_url)
+        assert context_window(client) == 3000 and describe_client(client).endswith(", context window 3,000 tokens")
+        assert [r.path for r in llamacpp.requests] == ["/v1/models", "/props"]
+    with StubServer(model="gpt-4o-mini") as silent:  # a server that states no window: the table of known models
+        client = make_client(base_url=silent.base_url)
+        assert client.model_windows == {} and context_window(client) == 128_000
+        assert describe_client(client).endswith(", model gpt-4o-mini")
+        assert [r.path for r in silent.requests] == ["/v1/models"]  # no /props: not llama.cpp's server
+    with StubServer(listed=["llama3.2:latest", "qwen2.5:7b"], window=8192, speaks_like="vllm") as several:
+        client = make_client(base_url=several.base_url)
+        assert context_window(client, "llama3.2") == 8192 and context_window(client, "qwen2.5:7b") == 8192
+        # the default name is not among the server's: no window (it showed gpt-4o-mini's 128,000)
+        assert client.default_model == "gpt-4o-mini" and context_window(client) is None
+        assert context_window(client, "gpt-4") is None
+    with StubServer(listed=["llama3.2", "qwen2.5"]) as ollama:  # Ollama states none: unknown, not 128,000
+        assert context_window(make_client(base_url=ollama.base_url)) is None
+
+
+def test_a_window_asked_for_after_the_server_came_up_is_known_from_then_on(monkeypatch):
+    from nora_widgets.tokens import context_window
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer() as probe:
+        port = probe.port
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)  # nothing listening yet
+    assert context_window(client) is None and client.default_model_pending is not None
+    with StubServer(port=port, model="SmolLM2-135M-Instruct", window=2048, speaks_like="vllm"):
+        run_turn(client, [dict(MESSAGES[0])], "Hi")
+        assert context_window(client) == 2048
+        assert describe_client(client).endswith("model SmolLM2-135M-Instruct, context window 2,048 tokens")
+
+
 def test_asking_for_the_list_later_keeps_the_wire_logs_last_request(monkeypatch):
     # nora chat's /model NAME asks a server for its names mid-conversation: the wire log still shows the
     # last chat request (it was cleared, as at the start, where there is nothing to keep)

@@ -1417,6 +1417,23 @@ def test_the_header_names_the_models_a_server_lists_when_the_one_asked_for_is_no
         assert "the server lists" not in panel.header.value
 
 
+def test_the_gauge_shows_the_window_the_server_states_for_the_model_in_the_box(monkeypatch):
+    # vLLM (and nora serve) state each model's window: the gauge showed "this model's window is unknown";
+    # with several models and gpt-4o-mini not among them, it showed gpt-4o-mini's 128,000
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer(listed=["small", "large"], window=1024, speaks_like="vllm") as stub:
+        panel = ChatPanel(make_client(base_url=stub.base_url), views=("gauge",))
+        assert panel.gauge.window is None and "window is unknown" in panel.gauge.body.value
+        panel.model.value = "small"
+        assert panel.gauge.window == 1024 and "of 1,024 tokens" in panel.gauge.body.value
+        assert "context window 1,024 tokens" in panel.header.value
+        panel_send(panel, "hello")
+        assert stub.requests[-1].body["model"] == "small" and panel.gauge.window == 1024
+
+
 def test_an_overflow_says_what_to_do_in_the_panels_own_words():
     # the line said "trim it (/trim N or keep fewer turns)": /trim N is nora chat's command
     from nora_widgets.errors import ContextWindowError

@@ -155,8 +155,11 @@ def test_the_serving_line_comes_once_the_port_listens():
 
 
 @pytest.mark.model
-def test_models_list_names_the_model(server):
-    assert [m.id for m in server.client().models.list().data] == ["SmolLM2-135M-Instruct"]
+def test_models_list_names_the_model_and_states_its_window_as_vllm_does(server):
+    models = server.client().models.list().data
+    assert [m.id for m in models] == ["SmolLM2-135M-Instruct"]
+    assert models[0].model_extra["max_model_len"] == 512  # the fixture's --n-ctx, not the 2048 default
+    assert server.client().models.retrieve("SmolLM2-135M-Instruct").model_extra["max_model_len"] == 512
 
 
 @pytest.mark.model
@@ -328,7 +331,8 @@ def test_nora_chat_names_the_model_the_server_serves(server):
     result = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-tokens", "3", "--no-stream"],
                             cwd=ROOT, env=env, input="hi\n/history\n", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"Nora chat: OpenAI-compatible server {server.url}, model SmolLM2-135M-Instruct"
+    assert result.stdout.splitlines()[0] == (f"Nora chat: OpenAI-compatible server {server.url}, "
+                                             "model SmolLM2-135M-Instruct, context window 512 tokens")
 
 
 @pytest.mark.model

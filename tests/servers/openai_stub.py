@@ -14,6 +14,11 @@ Routes:
                                 (a usage chunk at the end with stream_options.include_usage)
     GET  /v1/models             one model, named by ``model=`` (or the names in ``listed=``);
                                 ``enqueue_models(error(...), drop())`` makes the next ones fail
+    GET  /props                 llama.cpp's server's settings, with ``speaks_like="llamacpp"``
+
+``StubServer(window=4096, speaks_like="vllm")`` lists each model with vLLM's ``max_model_len``;
+``speaks_like="llamacpp"`` lists it as llama.cpp's server does (``owned_by: llamacpp``, the training
+window in ``meta.n_ctx_train``, 4 x window) and says the window it serves at ``GET /props``.
 
 ``StubServer(strict=True)`` refuses a chat request for a model it does not list with a 404
 (code "model_not_found"), as vLLM and Ollama do; by default any name is answered, as
@@ -380,9 +385,11 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:  # drop(): as a server that is down at that moment
                 self._abort()
                 return
-            listed = self.server.stub.names
-            self._send_json(200, {"object": "list", "data": [
-                {"id": name, "object": "model", "created": CREATED, "owned_by": "stub"} for name in listed]})
+            self._send_json(200, {"object": "list", "data": [self.server.stub._listing(name)
+                                                             for name in self.server.stub.names]})
+        elif self.path.rstrip("/") == "/props" and self.server.stub.speaks_like == "llamacpp":
+            self._send_json(200, {"default_generation_settings": {"n_ctx": self.server.stub.window},
+                                  "total_slots": 1})
         else:
             self._send_error(404, f"Unknown path {self.path}", code="not_found")
 
@@ -485,12 +492,18 @@ class StubServer:
     listed:  what /v1/models lists instead, e.g. several names (default: [model]).
     port:    the port to listen on (0, the default: a free one the OS picks).
     strict:  refuse chat requests for a model /v1/models does not list (404 model_not_found).
+    window, speaks_like: the context window a server states, and how: "vllm" (max_model_len in
+             /v1/models), "llamacpp" (GET /props), "openai" (not at all, the default).
     Example: with StubServer(api_key="sk-test-123") as stub: print(stub.base_url)
     """
 
     def __init__(self, api_key: str | None = None, model: str = "stub-model", listed: list[str] | None = None,
-                 port: int = 0, strict: bool = False) -> None:
+                 port: int = 0, strict: bool = False, window: int | None = None,
+                 speaks_like: str = "openai") -> None:
+        if speaks_like not in ("openai", "vllm", "llamacpp"):
+            raise ValueError(f"speaks_like must be openai, vllm or llamacpp (got {speaks_like!r})")
         self.api_key = api_key
+        self.window, self.speaks_like = window, speaks_like
         self.model = model
         self.listed = listed
         self.strict = strict
@@ -543,6 +556,15 @@ class StubServer:
     def port(self) -> int:
         assert self._httpd is not None, "start() the server first"
         return self._httpd.server_address[1]
+
+    def _listing(self, name: str) -> dict:
+        """One model as GET /v1/models lists it, in the words of the server the stub speaks like."""
+        entry = {"id": name, "object": "model", "created": CREATED, "owned_by": "stub"}
+        if self.speaks_like == "vllm":
+            entry.update(owned_by="vllm", root=name, max_model_len=self.window)
+        elif self.speaks_like == "llamacpp":
+            entry.update(owned_by="llamacpp", meta={"n_ctx_train": 4 * (self.window or 0), "n_vocab": 49152})
+        return entry
 
     @property
     def names(self) -> list[str]:
