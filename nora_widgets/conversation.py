@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from operator import itemgetter
+from itertools import islice
 from typing import Any, Callable, Iterator
 
 from .errors import (
@@ -208,49 +209,52 @@ def _default_model(client: Any) -> str:
 # trimming: what a long conversation forgets
 
 
-def _turns_from_end(history: list[Message]) -> Iterator[list[Message]]:
-    """The non-system turns of history, newest first, found by walking back from the end.
+def _start_of_last_turns(history: list[Message], n: int) -> tuple[int, bool]:
+    """Where the last n turns of history begin, and whether a system message stands among them:
+    history[start:] holds them, found by walking back from the end, so a trim that keeps the last
+    few never has to look at the start of a 10,000-message list.  A turn starts at a user message
+    and holds the replies after it; messages before the first user message (e.g. a greeting) form
+    a turn of their own.  Example: [s, u1, a1, u2, a2], n=1 -> (3, False); n=0 -> (5, False); n=5 -> (0, True)"""
+    if not n:
+        return len(history), False
+    turns, inside = 0, False
+    for i in range(len(history) - 1, -1, -1):
+        role = history[i]["role"]
+        if role == "user":
+            turns += 1
+            if turns == n:
+                return i, inside
+        elif role == "system":
+            inside = True
+    return 0, inside  # n turns or fewer, a greeting before the first user message counted as one: all of it
 
-    A turn starts at a user message and holds the replies after it; a trim that keeps
-    the last few never has to look at the start of a 10,000-message list.
-    Example: [s, u1, a1, u2, a2] -> [u2, a2], then [u1, a1]
-    """
-    turn: list[Message] = []
-    for message in reversed(history):
-        if message["role"] == "system":
-            continue
-        turn.append(message)
-        if message["role"] == "user":
-            turn.reverse()
-            yield turn
-            turn = []
-    if turn:  # messages before the first user message (e.g. a greeting) form a turn of their own
-        turn.reverse()
-        yield turn
+
+def _with_system(history: list[Message], start: int) -> list[Message]:
+    """history[start:], after the system messages in front of it, each where it stands in the
+    conversation: a persona changed mid-chat, or a note added later, is never moved before the
+    turns it followed.  Example: [s1, u1, a1, s2, u2, a2], start 3 -> [s1, s2, u2, a2]"""
+    return [m for m in islice(history, start) if m["role"] == "system"] + history[start:]
 
 
 def trim_history(history: list[Message], keep_last_n_turns: int = 3) -> list[Message]:
-    """Keep the system message(s) plus the last N user/assistant turns.
+    """Keep the system message(s) plus the last N user/assistant turns, in their order.
 
     Returns a new list; the input is never changed.  A turn is a user message
     and the reply that follows it, so a pair is never split.  Asking for more
-    turns than there are keeps them all.
+    turns than there are keeps them all.  A system message further down the list
+    stays where it was among the turns kept (it is never moved to the front).
     Example: 1 system + 6 turns (13 messages), keep_last_n_turns=3 -> 7 messages.
     """
     if isinstance(keep_last_n_turns, bool) or not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
         raise ValueError(f"keep_last_n_turns must be a whole number >= 0 (got {keep_last_n_turns!r})")
     try:
-        system = [m for m in history if m["role"] == "system"]
-        kept: list[list[Message]] = []
-        if keep_last_n_turns:
-            for turn in _turns_from_end(history):
-                kept.append(turn)
-                if len(kept) == keep_last_n_turns:
-                    break
+        start, inside = _start_of_last_turns(history, keep_last_n_turns)
+        if inside:  # a system message among the turns kept: it stays where it stands
+            return _with_system(history, start)
+        return [m for m in history if m["role"] == "system"] + history[start:]  # all of them are in front
     except (TypeError, KeyError, AttributeError):
         validate_history(history)  # a HistoryError naming the bad item, rather than KeyError: 'role'
         raise
-    return system + [m for turn in reversed(kept) for m in turn]
 
 
 def trim_to_budget(
@@ -258,7 +262,7 @@ def trim_to_budget(
     max_tokens: int,
     count: Callable[[Message], int],
 ) -> list[Message]:
-    """Keep the system message(s) plus as many recent whole turns as fit in max_tokens.
+    """Keep the system message(s) plus as many recent whole turns as fit in max_tokens, in their order.
 
     ``count(message) -> int`` gives one message's token cost (for example
     ``nora_widgets.tokens.token_counter(client)``, whose ``count.many(messages)``
@@ -322,7 +326,7 @@ def _fit_budget(history: list[Message], max_tokens: float, count: Callable[[Mess
             start = 0
     if newest_system < start:  # no system message inside the kept part: one slice does it
         return system + history[start:]
-    return system + [m for m in history[start:] if m["role"] != "system"]
+    return _with_system(history, start)  # each system message where it stands among the turns kept
 
 
 def dropped_by_trim(history: list[Message], kept: list[Message]) -> list[Message]:

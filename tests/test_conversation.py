@@ -256,11 +256,16 @@ def _oracle_turns(history):
     return turns
 
 
+def _oracle_kept(history, turns):
+    """Every system message and the messages of the turns kept, in the history's order."""
+    kept = {id(m) for t in turns for m in t}
+    return [m for m in history if m["role"] == "system" or id(m) in kept]
+
+
 def _oracle_trim(history, n):
     """Keep the last n turns, by the plain definition."""
     turns = _oracle_turns(history)
-    kept = turns[max(0, len(turns) - n):] if n else []
-    return [m for m in history if m["role"] == "system"] + [m for t in kept for m in t]
+    return _oracle_kept(history, turns[max(0, len(turns) - n):] if n else [])
 
 
 def test_asking_for_more_turns_than_there_are_keeps_them_all():
@@ -278,6 +283,23 @@ def test_asking_for_more_turns_than_there_are_keeps_them_all():
 @given(_histories_any_system, st.integers(min_value=0, max_value=12))
 def test_trim_matches_the_plain_definition(history, n):
     assert trim_history(history, n) == _oracle_trim(history, n)
+
+
+def test_a_system_message_further_down_stays_where_it_was_among_the_turns_kept():
+    # it was moved to the front: the model read "answer in French" before replies it had given in English
+    persona, french = {"role": "system", "content": "You are Nora."}, {"role": "system", "content": "Answer in French."}
+    history = [persona]
+    for i in range(4):
+        history += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+        if i == 2:
+            history.append(french)
+    kept = trim_history(history, 2)
+    assert [m["content"] for m in kept] == ["You are Nora.", "q2", "a2", "Answer in French.", "q3", "a3"]
+    assert [m["content"] for m in trim_history(history, 1)] == ["You are Nora.", "Answer in French.", "q3", "a3"]
+    assert trim_history(history, 0) == [persona, french]
+    budget = trim_to_budget(history, 6, lambda m: 1)  # 2 system + 2 turns of 2
+    assert budget == kept and all(any(k is m for m in history) for k in budget)
+    assert trim_history(history, 9) == history
 
 
 @settings(max_examples=300, deadline=None)
@@ -483,7 +505,7 @@ def _oracle_budget(history, max_tokens, count):
             break
         kept.insert(0, turn)
         used += cost
-    return system + [m for t in kept for m in t]
+    return _oracle_kept(history, kept)
 
 
 @settings(max_examples=400, deadline=None)
