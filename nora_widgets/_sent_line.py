@@ -13,7 +13,7 @@ from typing import Any
 
 from .conversation import _earlier_turns
 from .errors import count_of
-from .tokens import count_tokens
+from .tokens import context_window, count_tokens
 
 __all__ = ["describe_sent"]
 
@@ -29,6 +29,7 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
     Example: q = {"role": "user", "content": "Do you have Dune?"}
              describe_sent([persona, q], [persona], None, '/trim {n}', ScriptedClient())
              -> 'this call sent 2 messages: the persona and your message; ~40 tokens'
+             (a model whose window is known adds its share: '...; 148 tokens, 7% of the 2,048-token window')
     """
     system = sum(1 for m in sent if m["role"] == "system")
     opening = _before_first_user(sent)
@@ -40,7 +41,7 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
             ([f"{count_of(unanswered, 'earlier message')} with no reply"] if unanswered else []) + ["your message"]
     what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     count = count_tokens(sent, client, model)
-    tokens = f"{'' if count.exact else '~'}{count.total:,} tokens"
+    tokens = f"{'' if count.exact else '~'}{count.total:,} tokens" + _share_of_window(count.total, client, model)
     left_out = len(before) - (len(sent) - 1)
     trimmed = ""
     if left_out > 0 and keep_turns is not None:
@@ -52,6 +53,18 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
                        f"again with the last {count_of(earlier, 'turn')}: "
                        f"{count_of(left_out, 'older message')} left out")
     return f"this call sent {count_of(len(sent), 'message')}: {what}; {tokens}{trimmed}"
+
+
+def _share_of_window(tokens: int, client: Any, model: str | None) -> str:
+    """', 7% of the 2,048-token window' when the model's window is known (context_window), else ''.
+    Watching it grow turn by turn shows where the conversation is heading.
+    Example: _share_of_window(148, LocalClient(), None) -> ', 7% of the 2,048-token window'"""
+    window = context_window(client, model) if client is not None else None
+    if not window:
+        return ""
+    share = 100 * tokens / window
+    said = "under 1%" if 0 < share < 1 else f"{share:.0f}%"
+    return f", {said} of the {window:,}-token window"
 
 
 def _before_first_user(messages: list[dict]) -> int:

@@ -1417,8 +1417,27 @@ def test_show_sent_counts_exactly_on_the_embedded_model(monkeypatch, capsys):
     assert status == 0, err
     reply = out.splitlines()[-2].removeprefix("nora: ")
     exact = count_tokens([{"role": "system", "content": "Be brief."}, user("Hi")], LocalClient()).total
-    assert out.splitlines()[-1] == f"(this call sent 2 messages: the persona and your message; {exact} tokens)"
+    share = 100 * exact / 2048  # the embedded model's window, which the line now names
+    said = "under 1%" if share < 1 else f"{share:.0f}%"  # 18 tokens: under 1%
+    assert out.splitlines()[-1] == (f"(this call sent 2 messages: the persona and your message; {exact} tokens, "
+                                    f"{said} of the 2,048-token window)")
     assert reply and "~" not in out.splitlines()[-1]  # the model's own tokenizer: no "~"
+
+
+def test_show_sent_gives_the_share_of_the_window_when_the_window_is_known():
+    # a server that states its window (vLLM, nora serve): the share grows every turn; none stated: no share
+    with StubServer(model="served", window=1024, speaks_like="vllm") as stub:
+        result = nora("chat", *FAST, "--show-sent", stdin="Hi\nAnd again\n", stub=stub)
+    said = [line for line in result.stdout.splitlines() if line.startswith("(this call sent")]
+    shares = [int(re.search(r"tokens, (\d+)% of the 1,024-token window\)$", line).group(1)) for line in said]
+    tokens = [int(re.search(r"; ~(\d+) tokens", line).group(1)) for line in said]
+    assert len(shares) == 2 and shares == [round(100 * t / 1024) for t in tokens] and shares[1] > shares[0]
+    with StubServer(model="gpt-4o-mini") as stub:  # no window stated; a well-known name: the table's 128,000
+        line = nora("chat", *FAST, "--show-sent", stdin="Hi\n", stub=stub).stdout.splitlines()[-1]
+    assert line.endswith(" tokens, under 1% of the 128,000-token window)"), line
+    with StubServer(model="unknown-model") as stub:
+        line = nora("chat", *FAST, "--show-sent", stdin="Hi\n", stub=stub).stdout.splitlines()[-1]
+    assert re.search(r"; ~\d+ tokens\)$", line), line  # the window is unknown: no share
 
 
 def test_show_sent_calls_a_loaded_message_with_no_reply_what_it_is(monkeypatch, capsys, tmp_path):

@@ -230,8 +230,9 @@ def _words_aside(lines: list[str]) -> list[str]:
     repeats on one machine, but llama.cpp's AVX2 and AVX-512 kernels can pick a different token where two are
     nearly tied.  What Nora prints (the prompts, which messages each call sent, what a trim left out) stays.
     A reply runs from "nora: " to the next line of Nora's own ("you: ", "(...", "$ ").
-    Example: ["nora: Hi!", "More.", "(this call sent 2 messages: the persona and your message; 44 tokens)"] ->
-        ["nora: <reply>", "(this call sent 2 messages: the persona and your message; N tokens)"]"""
+    Example: ["nora: Hi!", "More.", "(this call sent 2 messages: the persona and your message; 44 tokens, 2% of the
+        2,048-token window)"] -> ["nora: <reply>", "(this call sent 2 messages: the persona and your message; N tokens,
+        P% of the 2,048-token window)"]"""
     kept, in_reply = [], False
     for line in lines:
         if line.startswith("nora: ") and line[len("nora: "):].strip():
@@ -241,7 +242,8 @@ def _words_aside(lines: list[str]) -> list[str]:
             continue
         else:
             in_reply = False
-            kept.append(re.sub(r"\b[\d,]+ tokens\b", "N tokens", line) if line.startswith("(this call sent") else line)
+            kept.append(re.sub(r"(\b[\d,]+ tokens\b)(, (under 1|\d+)% of)?", lambda m: "N tokens" + (", P% of" if m.group(2) else ""),
+                               line) if line.startswith("(this call sent") else line)
     return kept
 
 

@@ -851,7 +851,10 @@ def test_default_backend_is_the_embedded_model_built_on_first_turn(shell):
     assert ran.result.success and isinstance(magics.session().client, LocalClient)
     history = magics.conversation()
     exact = count_tokens(history[:2], magics.session().client)  # the model's own tokenizer: no "~"
-    assert exact.exact and ran.shown[-1] == f"this call sent 2 messages: the persona and your message; {exact.total} tokens"
+    share = 100 * exact.total / 2048
+    said = "under 1%" if share < 1 else f"{share:.0f}%"
+    assert exact.exact and ran.shown[-1] == (f"this call sent 2 messages: the persona and your message; {exact.total} "
+                                             f"tokens, {said} of the 2,048-token window")
     assert [m["role"] for m in history] == ["system", "user", "assistant"]
     assert history[-1]["content"].strip() and ran.stdout == history[-1]["content"] + "\n"
     wire = run(shell, "%chat wire").shown[0]
