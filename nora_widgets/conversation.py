@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 from .errors import (
     BadResponseError,
     EmptyMessageError,
+    ErrorBodyError,
     Failure,
     HistoryError,
     MessageTooLongError,
@@ -471,7 +472,13 @@ def _not_a_completion(response: Any) -> BadResponseError:
     """The error for an answer with no choices[0].message.content: a web page at the base URL,
     another JSON API, an empty choices list.
     Example: "<!DOCTYPE html>..." -> "the server's answer is not a chat completion (a text/HTML page)"
+    A 200 whose body is an error, {"error": {"message": ...}} (nora serve's answer to a request that
+    waited past its keep-alive and then failed), is that error, in the server's words:
+    Example: {"error": {"message": "overloaded"}} -> "the server answered with an error: overloaded"
     """
+    error = response.get("error") if isinstance(response, dict) else getattr(response, "error", None)
+    if isinstance(error, dict) and isinstance(error.get("message"), str):  # openai keeps it as an extra field
+        return ErrorBodyError(error)
     if isinstance(response, (str, bytes)):
         text = response.decode(errors="replace") if isinstance(response, bytes) else response
         what = "a text/HTML page" if text.lstrip().startswith("<") else "plain text"

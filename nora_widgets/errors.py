@@ -26,6 +26,7 @@ __all__ = [
     "HistoryError",
     "ContextWindowError",
     "BadResponseError",
+    "ErrorBodyError",
     "StreamCutError",
     "MessageTooLongError",
     "RefusedError",
@@ -70,6 +71,17 @@ class ContextWindowError(NoraError):
 
 class BadResponseError(NoraError):
     """The server answered, but not with a chat completion (e.g. an empty stream)."""
+
+
+class ErrorBodyError(BadResponseError):
+    """The server answered 200 with an error as the body, {"error": {"message": ...}}: nora serve does so
+    when a request that waited past its keep-alive ends in an error (the status had gone out already).
+    body: that JSON, as an openai error's body is, so the server's message is quoted as for any error.
+    Example: str(ErrorBodyError({"message": "overloaded"})) -> 'the server answered with an error: overloaded'"""
+
+    def __init__(self, error: dict) -> None:
+        super().__init__(f"the server answered with an error: {error.get('message')}")
+        self.body = {"error": error}
 
 
 class StreamCutError(NoraError):
@@ -183,6 +195,7 @@ _BY_CLASS = {
     "SystemExit": ("exit", "the client called sys.exit() during the call", "the turn was rolled back; fix the client, then send again"),
     "ContextWindowError": ("context_length", "the conversation is longer than the model's context window", TRIM_HINT),
     "ModelUnavailableError": ("no_model", "no model is available", ""),
+    "ErrorBodyError": ("server", "the server answered with an error", "try again in a moment"),
     "BadResponseError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "StreamCutError": ("stream_cut", "the reply was cut off part-way", "the turn was rolled back; send it again"),
     "MessageTooLongError": ("too_long", "your message is too long for the model's context window", "shorten them, or send the message in parts"),

@@ -22,7 +22,10 @@ same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too 
 reply is at most --max-tokens long (512 by default: replies are written one at a time, so one
 that runs on keeps the class waiting; see _overflow_check.py).  A reply whose client has left (its timeout passed, its tab
 closed) stops at the next token instead of running on while others wait (_client_gone.py),
-and so does every reply when Ctrl-C stops the server.  Replies are mended where they differ
+and so does every reply when Ctrl-C stops the server.  A request that is not streamed and
+still waits its turn after 10 s (NORA_SERVE_KEEPALIVE) is answered 200 then, and sent a space
+every 10 s until its reply comes, so its client's timeout never runs out in the queue
+(_keep_waiting.py).  Replies are mended where they differ
 from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
 OpenAI's shape (_routes.py).  A web page may call it from a browser when it comes from this
 machine or an origin --allow-origin names; any other page is refused (_browser.py).
@@ -78,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeat for more, '*' for any page (default: pages from this machine only)")
     parser.epilog = (f"Set {API_KEY_ENV} to require that key from clients "
                      "(never pass a key on the command line: it shows in `ps`). "
+                     "A request that is not streamed and waits its turn longer than NORA_SERVE_KEEPALIVE "
+                     "seconds (default 10; 0: off) is sent a space every that many seconds, so its client's "
+                     "timeout does not run out in the queue. "
                      "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting, "
                      "130 Ctrl-C while the model loads.")
 
@@ -150,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from ._browser import BrowserOrigins, remove_inner_cors
     from ._client_gone import StopWhenGone, quiet_disconnect_lines, stop_all_replies, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
+    from ._keep_waiting import KeepWaiting, keepalive_from_env
     from ._overflow_check import OverflowCheck, vocab_counter
     from ._reply_mend import count_usage
     from ._routes import OpenAIPaths
@@ -163,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
     max_reply = getattr(args, "max_tokens", None)
     max_reply = DEFAULT_MAX_REPLY if max_reply is None else max_reply
     problem = _usage_problem(port, n_ctx, origins, max_reply)
+    keepalive, bad_keepalive = keepalive_from_env()  # NORA_SERVE_KEEPALIVE: a bad one is a bad setting
+    problem = problem or bad_keepalive
     if problem is None:
         try:
             threads = _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
@@ -221,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
             quiet_disconnect_lines(server_app)  # its "disconnected" lines: once in Nora's words, or not at all
             count_usage(llama)  # a streamed reply's usage chunk, when asked for (see _reply_mend.py)
             app = StopWhenGone(app)
+            # a request that is not streamed and still waits its turn after `keepalive` seconds gets its
+            # head and a space every `keepalive` seconds, so its client's timeout never runs out in the
+            # queue (_keep_waiting.py); outside StopWhenGone: the stop's 503 then becomes its body
+            app = KeepWaiting(app, keepalive)
             # which web pages may call it from a browser; outermost, so every answer above carries CORS headers
             app = BrowserOrigins(app, origins)
         except Exception as exc:

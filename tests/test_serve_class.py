@@ -7,6 +7,7 @@ it stops at max_tokens) stands for the queue in front of a learner.  Needs the [
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -105,3 +106,98 @@ def test_the_instructor_sees_each_reply_its_wait_and_the_queue():
     assert (tokens, queue, tokens_2, queue_2) == ("40", "; 1 more waiting", "5", None)
     assert float(wait_2) > 0.3 and float(took_2) >= float(wait_2)  # it waited for the first reply
     assert f"127.0.0.1:{port} - \"POST /v1/chat/completions HTTP/1.1\" 200" in out  # the access log's address
+
+
+def _queued_behind_a_long_reply(served, ask):
+    """A streamed reply of 300 tokens (~7 s here) holds the model; `ask()` is called once its first
+    piece has come, queued behind it.  Returns (what ask returned or raised, seconds it waited,
+    seconds the stream went on after ask began)."""
+    begun, ended = threading.Event(), []
+
+    def read_long() -> None:
+        import openai
+
+        try:
+            for _chunk in served.client().chat.completions.create(model="m", max_tokens=300, stream=True, **LONG):
+                begun.set()
+        except openai.APIError:  # the server was stopped mid-reply
+            pass
+        ended.append(time.monotonic())
+
+    holder = threading.Thread(target=read_long)
+    holder.start()
+    assert begun.wait(30)
+    asked = time.monotonic()
+    try:
+        outcome = ask()
+    except Exception as exc:
+        outcome = exc
+    waited = time.monotonic() - asked
+    holder.join(30)
+    return outcome, waited, ended[0] - asked
+
+
+@pytest.mark.parametrize("keepalive", ["1", "0"], ids=["kept-alive", "off"])
+def test_a_request_not_streamed_outlasts_its_timeout_in_the_queue(keepalive):
+    # a request that is not streamed waited in silence: past its client's timeout (read: the longest
+    # gap between two bytes) it was given up, and after the last retry the learner read "timed out".
+    # Now the server sends its head after NORA_SERVE_KEEPALIVE seconds and a space every that many.
+    import openai
+
+    from tests.test_serve import clean_env
+
+    served = Served("--n-ctx", "512", env=clean_env(NORA_SERVE_KEEPALIVE=keepalive))
+    try:
+        impatient = openai.OpenAI(base_url=served.url, api_key="any", timeout=3, max_retries=0)  # no retry masks it
+        reply, waited, held = _queued_behind_a_long_reply(
+            served, lambda: impatient.chat.completions.create(model="m", max_tokens=5, **LONG))
+        code, out, _err = served.stop()
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    assert code == 0 and held > 4.5, held  # the queue in front of it was longer than its timeout
+    posts = [line for line in out.splitlines() if '"POST /v1/chat/completions HTTP/1.1"' in line]
+    replies = [line for line in out.splitlines() if re.fullmatch(r"nora serve: 127\.0\.0\.1:\d+ got .*", line)]
+    if keepalive == "0":  # the test can fail: without the spaces, the same wait is a timeout
+        assert isinstance(reply, openai.APITimeoutError) and 2.9 < waited < 4, waited
+        return
+    assert type(reply).__name__ == "ChatCompletion", reply
+    assert reply.choices[0].message.content.strip() and reply.usage.completion_tokens == 5
+    assert waited > held > 4.5, (waited, held)  # it waited its turn, past its 3 s timeout, and got its reply
+    assert len(posts) == 2 and all(line.endswith(" 200 OK") for line in posts), out  # one line per request
+    assert len(replies) == 2, out  # the instructor's line per reply, for each
+
+
+def test_ctrl_c_while_a_request_not_streamed_is_kept_waiting_says_so_in_the_servers_words():
+    # the head has gone out as 200 when Ctrl-C stops the server: the stop's 503 error is the body, and
+    # Nora says the server's words, not "not a chat completion", nor "the request timed out"
+    from nora_widgets._client_gone import STOPPED
+    from nora_widgets.clients import make_client
+    from nora_widgets.conversation import run_turn
+    from nora_widgets.errors import describe_failure
+    from tests.test_serve import clean_env
+
+    served = Served("--n-ctx", "512", env=clean_env(NORA_SERVE_KEEPALIVE="0.5"))
+    history = [{"role": "system", "content": "Be brief."}]
+    stopped: list[tuple[int, str, str]] = []
+    stopper = threading.Timer(2.0, lambda: stopped.append(served.stop()))  # past its keep-alive by then
+    try:
+        client = make_client("openai", base_url=served.url, api_key="any", timeout=20, max_retries=0)
+
+        def ask():
+            stopper.start()
+            return run_turn(client, history, "Hi", model="m", max_tokens=5)
+
+        failure, waited, _held = _queued_behind_a_long_reply(served, ask)
+        stopper.join(30)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    (code, out, err), = stopped
+    assert (code, err) == (0, "") and out.splitlines()[-1] == "nora serve: stopped" and 1.9 < waited < 10, waited
+    assert "Traceback" not in out and "ERROR" not in out, out
+    assert history == [{"role": "system", "content": "Be brief."}], history  # the turn was rolled back
+    assert describe_failure(failure).line() == (
+        f"(error talking to the model: the server answered with an error: {STOPPED} - try again in a moment)")
