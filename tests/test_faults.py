@@ -109,6 +109,12 @@ MATRIX = {
     "not_a_completion": Cell(FAULTS["not_a_completion"], "bad_response",
                              ("not a chat completion (no choices)", "OpenAI-compatible API"), False,
                              stream_words=("empty stream", "OpenAI-compatible API")),
+    # nora serve's answer to a request kept waiting past its keep-alive that then failed: the 200 had
+    # gone out, the error is the body; it read "not a chat completion (no choices)"
+    "error_after_head": Cell(FAULTS["error_after_head"], "server",
+                             ("the server answered with an error: The server had an error while processing",
+                              "try again in a moment"), False,
+                             stream_kind="bad_response", stream_words=("empty stream", "OpenAI-compatible API")),
     "dropped_connection": Cell(FAULTS["dropped_connection"], "connection",
                                ("the server closed the connection without answering",), True),
     "stall": Cell(stall(1.5), "timeout", ("timed out", "--timeout"), True),

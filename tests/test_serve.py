@@ -924,11 +924,13 @@ def test_a_file_that_is_not_a_model_is_the_line_nora_ask_gives_and_exit_1(tmp_pa
     (["--n-ctx", "10"], {}, "nora: error: --n-ctx must be at least 64 tokens (got 10)"),
     (["--max-tokens", "0"], {}, "nora: error: --max-tokens must be at least 1 (got 0)"),
     ([], {"NORA_N_THREADS": "lots"}, "nora: error: NORA_N_THREADS must be a whole number of at least 1 (got 'lots')"),
+    ([], {"NORA_SERVE_KEEPALIVE": "-5"},
+     "nora: error: NORA_SERVE_KEEPALIVE must be a number of seconds, 0 for off (got '-5')"),
     (["--allow-origin", "http://localhost:5500/app"], {},
      "nora: error: --allow-origin takes an origin such as http://localhost:5500 or https://example.org "
      "(scheme://host[:port], no path), '*' for any page or 'null' for a page opened from a file "
      "(got 'http://localhost:5500/app')"),
-], ids=["port-too-big", "port-0", "n-ctx", "max-tokens", "threads", "origin-with-a-path"])
+], ids=["port-too-big", "port-0", "n-ctx", "max-tokens", "threads", "keepalive", "origin-with-a-path"])
 def test_a_bad_command_line_is_one_line_and_exit_2(args, env, line):
     # these were exit 1 with a "nora serve:" prefix; docs/cli.md's exit status 2 is a bad command line
     # or setting, and `nora ask` says it as "nora: error: ..."

@@ -146,6 +146,7 @@ EXPECTED = {
 RETURNS = {
     "web_page": ("<!DOCTYPE html><html><body><h1>Welcome</h1></body></html>", []),
     "not_a_completion": (None, []),  # a ChatCompletion whose choices is None; a stream of no chunks
+    "error_after_head": (None, []),  # the same, its error an extra field: Nora reads it (conversation.py)
 }
 
 

@@ -40,6 +40,8 @@ Behaviours (module-level functions; ``FAULTS`` maps a short name to each fault):
     malformed_json()            200 whose body is not JSON (a stream: an event that is not JSON)
     web_page()                  200 text/html: a web page, as a wrong base URL answers
     not_a_completion()          200 JSON that is not a chat completion ({"status": "ok"})
+    error_after_head(message)   200 JSON whose body is spaces, then an OpenAI-style error: nora serve's
+                                answer when a request kept waiting past its keep-alive then fails
     drop()                      close the socket without any reply
     stall(seconds, after_pieces=None)   say nothing for a while (a stream may send
                                 some pieces first), then close; bounded to 30 s
@@ -71,6 +73,7 @@ __all__ = [
     "malformed_json",
     "web_page",
     "not_a_completion",
+    "error_after_head",
     "drop",
     "stall",
     "cut_stream",
@@ -90,7 +93,7 @@ CREATED = 1_700_000_000  # fixed timestamp: responses are byte-for-byte repeatab
 class Behaviour:
     """One scripted answer to one chat request.
 
-    kind: "ok" | "error" | "malformed" | "page" | "other_json" | "drop" | "stall" | "cut"
+    kind: "ok" | "error" | "malformed" | "page" | "other_json" | "error_in_200" | "drop" | "stall" | "cut"
     Example: Behaviour("error", status=503, message="overloaded")
     """
 
@@ -170,6 +173,12 @@ def not_a_completion() -> Behaviour:
     return Behaviour("other_json")
 
 
+def error_after_head(message: str = "The server had an error while processing your request.") -> Behaviour:
+    """200 application/json whose body is a few spaces, then {"error": {...}} (streamed or not): what
+    nora serve sends when a request that waited past its keep-alive then fails (its 200 had gone out)."""
+    return Behaviour("error_in_200", message=message, type="server_error")
+
+
 def drop() -> Behaviour:
     """Read the request, then close the connection without a byte of reply."""
     return Behaviour("drop")
@@ -200,6 +209,7 @@ FAULTS = {
     "malformed_json": malformed_json(),
     "web_page": web_page(),
     "not_a_completion": not_a_completion(),
+    "error_after_head": error_after_head(),
     "dropped_connection": drop(),
     "stall": stall(3.0),
     "stream_cut": cut_stream(),
@@ -444,6 +454,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(page)
         elif b.kind == "other_json":
             self._send_json(200, {"status": "ok"})
+        elif b.kind == "error_in_200":
+            body = b"   " + json.dumps({"error": {"message": b.message, "type": b.type, "param": None,
+                                                  "code": None}}).encode()
+            self._json_headers(200, len(body))
+            self.wfile.write(body)
+            self.wfile.flush()
         elif b.kind == "drop":
             self._abort()
         elif b.kind in ("stall", "cut"):
