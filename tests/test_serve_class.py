@@ -205,3 +205,32 @@ def test_ctrl_c_while_a_request_not_streamed_is_kept_waiting_says_so_in_the_serv
     assert history == [{"role": "system", "content": "Be brief."}], history  # the turn was rolled back
     assert describe_failure(failure).line() == (
         f"(error talking to the model: the server answered with an error: {STOPPED} - try again in a moment)")
+
+
+def test_a_client_that_leaves_while_kept_waiting_is_one_line_and_no_traceback():
+    # the spaces go on to a client that has gone: nothing is raised or logged but the usual line
+    import httpx2
+
+    from tests.test_serve import clean_env
+
+    served = Served("--n-ctx", "1024", env=clean_env(NORA_SERVE_KEEPALIVE="0.5"))
+
+    def ask_then_leave() -> bytes:
+        with httpx2.stream("POST", served.url + "/chat/completions", json={"max_tokens": 5, **LONG},
+                           timeout=30) as answer:
+            assert answer.status_code == 200 and "content-length" not in answer.headers
+            return next(answer.iter_bytes())  # the first space(s); then it hangs up
+
+    try:
+        first, waited, _held = _queued_behind_a_long_reply(served, ask_then_leave)
+        after = served.client().chat.completions.create(model="m", max_tokens=3, **LONG)
+        code, out, err = served.stop()
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    assert first.strip() == b"" and first and 0.4 < waited < 5, (first, waited)
+    assert after.choices[0].message.content.strip()  # the server goes on serving
+    assert (code, err) == (0, "") and "Traceback" not in out and "ERROR" not in out, out
+    assert out.count("nora serve: the client left before its turn; its reply was not started") == 1, out
+    assert out.count('"POST /v1/chat/completions HTTP/1.1" 200 OK') == 3, out
