@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import httpx2
 import pytest
 
 from nora_widgets._keep_waiting import KeepWaiting, keepalive_from_env
@@ -84,8 +85,6 @@ class Served:
         return openai.OpenAI(base_url=self.url + "/v1", api_key="any", timeout=timeout, max_retries=0)
 
     def post(self, timeout: float = 10, **asked):
-        import httpx2
-
         return httpx2.post(self.url + "/v1/chat/completions", json={"model": "m", "messages": [], **asked},
                            timeout=timeout)
 
@@ -150,8 +149,6 @@ def test_a_stream_and_another_path_pass_through(served):
     kept = served(KeepWaiting(slow_app, every=0.2))
     streamed = kept.post(delay=0.7, stream=True)
     assert streamed.headers["content-type"] == "text/event-stream" and streamed.content.startswith(b"data: ")
-    import httpx2
-
     other = httpx2.post(kept.url + "/v1/embeddings", json={"delay": 0.7}, timeout=10)
     assert other.content == json.dumps(REPLY).encode() and "content-length" in other.headers
 
@@ -170,11 +167,11 @@ def test_an_error_after_the_head_is_the_body_in_openais_shape(served, status):
 
 def test_nora_says_the_servers_words_for_an_error_after_the_head(served):
     from nora_widgets.conversation import run_turn
-    from nora_widgets.errors import describe_failure
+    from nora_widgets.errors import ErrorBodyError, describe_failure
 
     kept = served(KeepWaiting(slow_app, every=0.2))
     history = [{"role": "system", "content": "Be brief."}]
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(ErrorBodyError) as caught:
         run_turn(kept.openai(timeout=5), history, "Hi", model="m", extra_body={"delay": 0.7, "status": 503})
     assert history == [{"role": "system", "content": "Be brief."}]  # rolled back
     assert describe_failure(caught.value).line() == (
@@ -191,8 +188,6 @@ def test_a_client_that_leaves_while_it_waits_leaves_no_trace(served):
         await asyncio.sleep(0.5)  # the reply the server then throws away, spaces still going out
         await slow_app(scope, _one({"type": "http.request", "body": b'{"delay": 0}'}), send)
 
-    import httpx2
-
     kept = served(KeepWaiting(app, every=0.1))
     with httpx2.stream("POST", kept.url + "/v1/chat/completions", json=ASK, timeout=5) as answer:
         assert answer.status_code == 200  # the head came (after 0.1 s); the client leaves before the reply
@@ -208,7 +203,6 @@ def _one(message: dict):
 
 
 def test_the_head_it_sends_carries_the_cors_headers(served):
-    import httpx2
     from nora_widgets._browser import BrowserOrigins
 
     kept = served(BrowserOrigins(KeepWaiting(slow_app, every=0.2)))
