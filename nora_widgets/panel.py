@@ -90,11 +90,21 @@ NARROW_CHAT, NARROW_VIEWS = "min(320px, 100%)", "min(300px, 100%)"
 # Stop while a reply runs (orange) and Amnesia on (red) in shades their words can be read on, in either
 # theme: ipywidgets' own were white on #f57c00 in JupyterLab Light (2.7:1) and black on #d32f2f in Dark (4.2:1).
 LIVE_COLOURS = {"warning": ("#b45309", "#92400e"), "danger": ("#c62828", "#a51d1d")}  # background, on hover
+# The buttons' icons (`icon=` draws <i class="fa fa-NAME">, its ::before holds a Font Awesome 5 glyph from
+# Unicode's private use area).  Chromium put that glyph into each button's name ("\uf1d8 Send"), a character
+# screen readers skip or spell out.  FOCUS_CSS draws the same glyph again with an empty alternative text
+# after the "/" (CSS generated content): still drawn, no longer named, so the name is the words ("Send").
+# A browser without alternative text ignores the rule and keeps Font Awesome's.  Every icon the panel uses
+# is here (tests/test_panel.py checks).
+ICON_GLYPHS = {"paper-plane": "f1d8", "stop": "f04d", "eraser": "f12d", "trash": "f2ed", "undo": "f0e2",
+               "save": "f0c7", "folder-open": "f07c", "check": "f00c"}  # check: a view toggle that is on
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}"
              + "".join(f".nora-panel .jupyter-widgets.jupyter-button.mod-{style}{{background-color:{back};color:#fff}}"
                        f".nora-panel .jupyter-widgets.jupyter-button.mod-{style}:hover:enabled{{background-color:{hover}}}"
                        for style, (back, hover) in LIVE_COLOURS.items())
+             + "".join(f'.nora-panel .jupyter-button > i.fa-{name}::before{{content:"\\{code}" / ""}}'
+                       for name, code in ICON_GLYPHS.items())
              + "</style>")
 
 

@@ -1160,6 +1160,27 @@ def test_states_and_failures_are_told_in_words_not_only_in_colour(tmp_path):
     assert panel.announce.value == ""  # the reply it announced was taken back
 
 
+def test_every_icon_the_panel_draws_keeps_out_of_its_buttons_name():
+    """Each icon a button shows (the view toggles' check mark too) has its glyph redrawn with an empty
+    alternative text in the panel's stylesheet: a new icon missing there would put its font character
+    back in front of the button's words (the browser test reads the names in Chromium)."""
+    panel = ChatPanel(ScriptedClient(), views=tuple(panel_module.VIEWS))  # every toggle on: check marks
+    buttons = [w for w in _all_widgets(panel) if getattr(w, "icon", "")]
+    icons = {b.icon for b in buttons}
+    assert icons == {"paper-plane", "stop", "eraser", "trash", "undo", "save", "folder-open", "check"}
+    assert icons <= set(panel_module.ICON_GLYPHS), icons - set(panel_module.ICON_GLYPHS)
+    css = panel._focus_style.value
+    for icon in icons:
+        code = panel_module.ICON_GLYPHS[icon]
+        assert f'i.fa-{icon}::before{{content:"\\{code}" / ""}}' in css, icon
+
+
+def _all_widgets(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _all_widgets(child)
+
+
 def test_model_output_is_rendered_inert():
     payload = '<img src=x onerror="alert(1)"> <script>alert(2)</script> [x](javascript:alert(3))'
     panel = ChatPanel(ScriptedClient([payload]), views=("inspector", "wire", "compare"))

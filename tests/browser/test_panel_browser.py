@@ -354,9 +354,8 @@ def focused(page) -> dict | None:
         return None
     said = page.locator("*:focus").aria_snapshot().splitlines()[0]  # e.g. '- checkbox "keep last"'
     match = re.match(r'- (\w+)(?: "(.*?)")?', said)
-    # an icon's glyph (Font Awesome, in Unicode's private use area) is part of a button's name: left out here
-    name = re.sub("[\ue000-\uf8ff]", "", match.group(2) or "").strip()
-    return {"role": match.group(1), "name": name, **ring}
+    # the name as it is: an icon's glyph is kept out of it (ICON_GLYPHS in panel.py)
+    return {"role": match.group(1), "name": match.group(2) or "", **ring}
 
 
 IS_FOCUSED = "(sel) => document.activeElement === document.querySelector(sel)"
@@ -490,6 +489,71 @@ def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page)
     page.keyboard.press("Enter")
     page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
     assert rows_in_next_list(page) == 1
+
+
+# The buttons with an icon, in reading order (Inspector: the check mark of a view that is on), and
+# what a screen reader should hear for each: the words alone.  Chromium's names were "\uf1d8 Send",
+# "\uf04d Stop", ... : Font Awesome's glyph, a private-use character, in front of the words.
+ICON_BUTTONS = ["Send", "Stop", "Amnesia", "Clear", "Undo", "Save", "Load", "Inspector"]
+WITH_ICON = ".nora-panel button:has(> i.fa)"
+# each icon as drawn in the panel, beside Font Awesome's own glyph for the same class outside it
+ICONS_JS = """(sel) => [...document.querySelectorAll(sel)].map(b => {
+    const i = b.querySelector(':scope > i.fa'), drawn = getComputedStyle(i, '::before');
+    const own = document.createElement('i');
+    own.className = i.className;
+    document.body.append(own);
+    const glyph = getComputedStyle(own, '::before').content;
+    own.remove();
+    return {words: b.innerText.trim(), content: drawn.content, glyph, font: drawn.fontFamily,
+            width: i.getBoundingClientRect().width, colour: drawn.color, words_colour: getComputedStyle(b).color};
+})"""
+
+
+def chromium_names(page, selector: str) -> list[str]:
+    """The name Chromium's accessibility tree gives each element that matches selector (over CDP:
+    what a screen reader is handed, not a computation of our own)."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        names = []
+        for node in cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": selector})["nodeIds"]:
+            ax = cdp.send("Accessibility.getPartialAXTree", {"nodeId": node, "fetchRelatives": False})["nodes"]
+            names.append(ax[0].get("name", {}).get("value"))
+        return names
+    finally:
+        cdp.detach()
+
+
+def test_icon_buttons_are_named_by_their_words_and_still_show_their_icons(lab, browser_page):
+    """Send, Stop, Amnesia, Clear, Undo, Save, Load and a view that is on are named by their words
+    alone in Chromium's accessibility tree (the icon's glyph came first), in the light and the dark
+    theme, and each icon is still drawn: Font Awesome's glyph, in its font, in the words' colour."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "icons.ipynb", KEYBOARD_CELL)
+    for theme in ("JupyterLab Light", "JupyterLab Dark"):
+        if theme != "JupyterLab Light":
+            page.evaluate("(t) => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme)
+            page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme, timeout=20_000)
+            page.wait_for_timeout(1000)  # the theme's stylesheet applies
+            panel.get_by_role("button", name="Amnesia", exact=True).click()  # on: red, white words
+            expect(panel.get_by_role("button", name="Amnesia", exact=True)).to_have_accessible_description(
+                re.compile("^on - "))
+        names = chromium_names(page, WITH_ICON)
+        assert names == ICON_BUTTONS, (theme, names)
+        for words in ICON_BUTTONS:  # and as Playwright reads the page
+            expect(panel.get_by_role("button", name=words, exact=True)).to_have_count(1)
+        icons = page.evaluate(ICONS_JS, WITH_ICON)
+        assert [icon["words"] for icon in icons] == ICON_BUTTONS
+        for icon in icons:
+            assert re.fullmatch('"[\ue000-\uf8ff]"', icon["glyph"]), icon  # Font Awesome's, a private-use character
+            assert icon["content"].startswith(icon["glyph"]), (theme, icon)  # the same glyph drawn
+            assert "Font Awesome" in icon["font"] and icon["width"] > 5, (theme, icon)
+            assert icon["colour"] == icon["words_colour"], (theme, icon)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / f"panel-icons-{theme.split()[-1].lower()}.png"))
+    assert errors == [], errors
 
 
 PROJECTOR_CHAT_CELL = """\
