@@ -256,6 +256,9 @@ def test_the_window_a_server_states_is_the_one_nora_shows(monkeypatch):
         client = make_client(base_url=llamacpp.base_url)
         assert context_window(client) == 3000 and describe_client(client).endswith(", context window 3,000 tokens")
         assert [r.path for r in llamacpp.requests] == ["/v1/models", "/props"]
+    with StubServer(speaks_like="llamacpp") as no_count:  # /props without a window: unknown, never n_ctx_train
+        client = make_client(base_url=no_count.base_url)
+        assert client.model_windows == {} and context_window(client) is None
     with StubServer(model="gpt-4o-mini") as silent:  # a server that states no window: the table of known models
         client = make_client(base_url=silent.base_url)
         assert client.model_windows == {} and context_window(client) == 128_000
