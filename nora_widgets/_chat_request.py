@@ -107,9 +107,9 @@ def max_tokens_too_large(name: str, limit: Any, n_ctx: int | None) -> dict | Non
     Example: max_tokens_too_large("max_tokens", 4096, 2048)["error"]["param"] -> 'max_tokens'"""
     if n_ctx is None or not isinstance(limit, int) or isinstance(limit, bool) or limit < n_ctx:
         return None
-    return _refusal(name, f"Invalid '{name}': {limit} is too large: the context window is {n_ctx} tokens, "
-                          f"shared by the prompt and the reply, so {name} must be less than {n_ctx} "
-                          "(and leave room for the prompt).")
+    # short enough to reach a face whole (a server's message is cut at 120 characters there), fix included
+    return _refusal(name, f"Invalid '{name}': {limit} leaves no room for the prompt in the {n_ctx}-token "
+                          "window: ask for fewer.")
 
 
 def over_reply_cap(name: str, limit: Any, cap: int | None) -> dict | None:

@@ -87,8 +87,9 @@ class OpenAIPaths:
                                    "for /v1/chat/completions only.", "model", "model_not_supported")
         if any(path == p or path.startswith(p + "/") for p in _API):
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1") or "HOST:PORT"
-            return 404, error_body(f"Nothing at {path}: this server's API is under /v1 ({method} /v1{path}); "
-                                   f"set OPENAI_BASE_URL=http://{host}/v1, with /v1 at the end.", None, "unknown_url")
+            # the fix first: a face shows 120 characters of a server's message
+            return 404, error_body(f"Nothing at {path}: set OPENAI_BASE_URL=http://{host}/v1 (this server's API is "
+                                   f"under /v1: {method} /v1{path}).", None, "unknown_url")
         if self.routes is None or method == "OPTIONS" or not (path == "/v1" or path.startswith("/v1/")):
             return None  # OPTIONS: a browser's CORS preflight, the server's to answer
         stored = (" (it stores no completions: each request sends the whole conversation)"

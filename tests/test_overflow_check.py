@@ -142,9 +142,13 @@ def test_a_max_tokens_no_prompt_leaves_room_for_is_refused_by_name_uncounted(nam
     status, payload, app, counter = request(chat(1, stream=False, **{name: N_CTX}), path=path)
     error = json.loads(payload)["error"]
     assert (status, error["param"], app.bodies, counter.seen) == (400, name, [], [])
-    assert error["message"] == (f"Invalid '{name}': {N_CTX} is too large: the context window is {N_CTX} tokens, "
-                                f"shared by the prompt and the reply, so {name} must be less than {N_CTX} "
-                                "(and leave room for the prompt).")
+    assert error["message"] == (f"Invalid '{name}': {N_CTX} leaves no room for the prompt in the {N_CTX}-token "
+                                "window: ask for fewer.")
+    from nora_widgets._chat_request import max_tokens_too_large
+    from nora_widgets.errors import SERVER_DETAIL_CHARS
+
+    longest = max_tokens_too_large("max_completion_tokens", 1_000_000, 131_072)["error"]["message"]
+    assert len(longest) <= SERVER_DETAIL_CHARS, longest  # what a face shows of a server's message: the fix too
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

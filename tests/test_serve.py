@@ -180,8 +180,12 @@ def test_paths_a_client_may_get_wrong_are_answered_in_openais_shape(server):
     with pytest.raises(openai.NotFoundError) as err:
         no_v1.chat.completions.create(model="m", messages=PLAIN, max_tokens=2)
     assert err.value.body["message"] == (
-        "Nothing at /chat/completions: this server's API is under /v1 (POST /v1/chat/completions); "
-        f"set OPENAI_BASE_URL={server.url}, with /v1 at the end.")
+        f"Nothing at /chat/completions: set OPENAI_BASE_URL={server.url} (this server's API is under /v1: "
+        "POST /v1/chat/completions).")
+    from nora_widgets.errors import SERVER_DETAIL_CHARS, describe_failure
+
+    shown = describe_failure(err.value).message  # what nora chat, the panel and the magics show: the fix is in it
+    assert f"set OPENAI_BASE_URL={server.url} " in shown and len(err.value.body["message"].split(" (")[0]) <= SERVER_DETAIL_CHARS
 
 
 @pytest.mark.model
@@ -464,8 +468,8 @@ def test_a_max_tokens_the_window_cannot_hold_says_so(server):
     with pytest.raises(openai.BadRequestError) as err:
         list(server.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=4096, stream=True))
     assert err.value.body == {
-        "message": "Invalid 'max_tokens': 4096 is too large: the context window is 512 tokens, shared by the "
-                   "prompt and the reply, so max_tokens must be less than 512 (and leave room for the prompt).",
+        "message": "Invalid 'max_tokens': 4096 leaves no room for the prompt in the 512-token window: "
+                   "ask for fewer.",
         "type": "invalid_request_error", "param": "max_tokens", "code": None}
 
 
