@@ -273,6 +273,12 @@ def _server_models(client: Any) -> list[str]:
     return sorted(name for name in names if isinstance(name, str) and name)
 
 
+def _ends_in_v1(client: object) -> bool:
+    """Whether the server's URL ends in /v1 (http://127.0.0.1:8000/v1), where the API of vLLM, Ollama,
+    llama.cpp's server and nora serve is.  Example: a client for http://127.0.0.1:8000 -> False"""
+    return str(getattr(client, "base_url", "")).rstrip("/").endswith("/v1")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """One model name per line on stdout (what --model / NORA_MODEL can take); what they are on stderr.
     Example: `nora models` against Ollama -> 'llama3.2:latest', 'qwen2.5:latest'"""
@@ -292,7 +298,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         names = _server_models(client)
     except Exception as exc:
         failure = describe_failure(exc).in_words_of(CLI_TRIM, CLI_TIMEOUT).with_url_named(_url_named(args))
-        if failure.kind == "not_found":  # the server is there, with no list (GET /models is optional)
+        if failure.kind == "not_found" and not _ends_in_v1(client):  # vLLM, Ollama, nora serve: all under /v1
+            where = redact(str(client.base_url)).rstrip("/")
+            failure = replace(failure, message=f"nothing at {where}/models (HTTP {failure.status})",
+                              hint=f"check {_url_named(args)}: an OpenAI-compatible API's URL usually ends in /v1")
+        elif failure.kind == "not_found":  # the server is there, with no list (GET /models is optional)
             failure = replace(failure, message=f"it has no list of models (HTTP {failure.status})",
                               hint="ask for one by name with --model or NORA_MODEL")
         hint = f" - {failure.hint}" if failure.hint else ""

@@ -1328,12 +1328,17 @@ def test_a_model_the_server_does_not_know_points_to_nora_models(keyed_stub, tmp_
         port = int(server.stdout.readline().split("port ")[1].split()[0])
         result = helpers.run_nora("models", "--base-url", f"http://127.0.0.1:{port}/v1", "--max-retries", "0",
                                   env=helpers.nora_env())
+        # a URL without /v1 (vLLM, Ollama and nora serve answer 404 there): not 'it has no list'
+        no_v1 = helpers.run_nora("models", "--max-retries", "0", env=helpers.nora_env(f"http://127.0.0.1:{port}"))
     finally:
         server.terminate()
         server.wait()
     assert result.returncode == 1
     assert result.stderr == ("nora: could not list the server's models: it has no list of models (HTTP 404) - "
                              "ask for one by name with --model or NORA_MODEL\n")
+    assert no_v1.returncode == 1
+    assert no_v1.stderr == (f"nora: could not list the server's models: nothing at http://127.0.0.1:{port}/models "
+                            "(HTTP 404) - check OPENAI_BASE_URL: an OpenAI-compatible API's URL usually ends in /v1\n")
 
 
 def test_a_name_set_with_slash_model_that_the_server_does_not_know_points_to_slash_model(keyed_stub):
