@@ -35,7 +35,8 @@ def describe_sent(sent: list[dict], before: list[dict], keep_turns: int | None, 
     opening = _before_first_user(sent)
     earlier = _earlier_turns(sent)  # as trimming counts turns: an unanswered message is one
     unanswered = _unanswered(sent[:-1])
-    parts = (["the persona" if system == 1 else f"{system} system messages"] if system else []) + \
+    one = "the persona" if sent[0]["role"] == "system" else "a system message"  # one further down is no persona
+    parts = ([one if system == 1 else f"{system} system messages"] if system else []) + \
             (["a greeting" if opening == 1 else f"{opening} greetings"] if opening else []) + \
             ([count_of(earlier - unanswered, "earlier turn")] if earlier > unanswered else []) + \
             ([f"{count_of(unanswered, 'earlier message')} with no reply"] if unanswered else []) + ["your message"]

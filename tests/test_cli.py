@@ -1494,6 +1494,10 @@ def test_show_sent_names_a_greeting_before_the_first_message(monkeypatch, capsys
     two = [assistant("Hello."), assistant("Ask me anything."), user("c")]  # no persona, two greetings
     assert describe_sent(two, two[:-1], None, "/trim {n}").startswith(
         "this call sent 3 messages: 2 greetings and your message;")
+    # no persona, and a system message further down (a loaded transcript, --system off): not "the persona"
+    later = [user("Hi"), assistant("Hello."), {"role": "system", "content": "Answer in French."}, user("c")]
+    assert describe_sent(later, later[:-1], None, "/trim {n}").startswith(
+        "this call sent 4 messages: a system message, 1 earlier turn and your message;")
 
 
 def test_retry_of_a_message_with_no_reply_and_clear_with_no_persona_say_what_is_so(monkeypatch, capsys, tmp_path):
