@@ -63,6 +63,7 @@ __all__ = ["main", "build_parser", "ChatSession"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TERMINATED = 0, 1, 2, 130, 128 + signal.SIGTERM
 NOTHING_TO_ASK = "nothing to ask: give a question, or pipe one in (- stands for stdin)"
+EMPTY_STDIN = "- stands for stdin, and stdin was empty: nothing sent (pipe the text in, or leave - out)"
 
 
 class UsageError(NoraError):
@@ -200,6 +201,8 @@ def _question(words: list[str]) -> str:
     question = " ".join(piped if word == "-" else word for word in words).strip()
     if not question:
         raise UsageError(NOTHING_TO_ASK)
+    if "-" in words and not piped:  # `git log -1 | nora ask "Explain:" -` outside a repository: 'Explain:' alone
+        raise UsageError(EMPTY_STDIN)
     return question
 
 

@@ -687,6 +687,15 @@ def test_ask_reads_a_piped_question_when_given_none_and_puts_stdin_where_the_das
                                                                   user("Summarise: a long note (briefly)")]
 
 
+def test_ask_with_a_dash_and_an_empty_stdin_sends_nothing(keyed_stub):
+    # `git log -1 | nora ask "Explain this commit:" -` outside a repository pipes in nothing: the
+    # model was sent "Explain this commit:" alone, and made a commit up
+    result = nora("ask", *FAST, "Explain this commit:", "-", stdin="\n  \n", stub=keyed_stub)
+    assert (result.returncode, result.stdout, keyed_stub.chat_requests) == (2, "", [])
+    assert result.stderr == ("nora: error: - stands for stdin, and stdin was empty: nothing sent (pipe the text in, "
+                             "or leave - out)\n")
+
+
 def test_ask_with_no_question_at_a_keyboard_says_so_instead_of_waiting(tmp_path):
     pty = pytest.importorskip("pty")
     master, slave = pty.openpty()
