@@ -92,10 +92,25 @@ def _unquote(arg: str) -> str:
     return arg
 
 
+class OutputError(OSError):
+    """stdout or stderr could not be written (a full disk under `nora ask ... > answer.txt`), except
+    for a reader that left (BrokenPipeError, which stays itself): cli.main says so in one line."""
+
+    def __init__(self, stream: TextIO, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.stream = stream
+
+
 def _write(stream: TextIO, text: str) -> None:
-    """Text on stdout or stderr as a terminal may show it (_terminal_text.printable), flushed."""
-    stream.write(_printable(text))
-    stream.flush()
+    """Text on stdout or stderr as a terminal may show it (_terminal_text.printable), flushed.
+    Raises OutputError when the stream cannot take it (BrokenPipeError as it is)."""
+    try:
+        stream.write(_printable(text))
+        stream.flush()
+    except (BrokenPipeError, OutputError):
+        raise
+    except OSError as exc:
+        raise OutputError(stream, exc) from exc
 
 
 def warn_line(text: str, stream: TextIO | None = None) -> None:

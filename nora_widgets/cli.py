@@ -45,6 +45,7 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     CLI_TRIM,
     HELP_TEXT,
     ChatSession,
+    OutputError,
     Stopped,
     _printable,
     _write,
@@ -460,6 +461,18 @@ def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None
     except BrokenPipeError:  # e.g. `nora ask ... | head -c 10`: the reader left, nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_OK
+    except OutputError as exc:  # e.g. `nora ask ... > answer.txt` on a full disk: one line, not a traceback
+        name = "stderr" if exc.stream is sys.stderr else "stdout"
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), exc.stream.fileno())  # what it still holds: no second error at exit
+        except (AttributeError, ValueError, OSError):
+            pass
+        if name == "stdout":
+            try:
+                warn_line(f"nora: could not write to stdout: {exc.strerror}")
+            except OSError:
+                pass
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

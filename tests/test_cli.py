@@ -696,6 +696,22 @@ def test_ask_with_a_dash_and_an_empty_stdin_sends_nothing(keyed_stub):
                              "or leave - out)\n")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux): a disk that is always full")
+@pytest.mark.parametrize("args", [["ask", "--backend", "scripted", "Hi"], ["chat", "--backend", "scripted"],
+                                  ["models", "--backend", "scripted"]], ids=["ask", "chat", "models"])
+def test_a_stdout_that_cannot_be_written_is_one_line_not_a_traceback(args, tmp_path):
+    # `nora ask ... > answer.txt` on a full disk ended in a traceback (OSError: No space left on device)
+    history = tmp_path / "h.json"
+    history.write_text('[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]')
+    before = history.read_bytes()
+    extra = ["--history", str(history)] if args[0] == "ask" else []
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "nora_widgets.cli", *args, *extra], input="Hi\n", text=True,
+                                stdout=full, stderr=subprocess.PIPE, env=nora_env(None), cwd=tmp_path, timeout=60)
+    assert (result.returncode, result.stderr) == (1, "nora: could not write to stdout: No space left on device\n")
+    assert history.read_bytes() == before  # the turn was rolled back: the file is as it was
+
+
 def test_ask_with_no_question_at_a_keyboard_says_so_instead_of_waiting(tmp_path):
     pty = pytest.importorskip("pty")
     master, slave = pty.openpty()
