@@ -319,6 +319,8 @@ def context_window(client: Any, model: str | None = None) -> int | None:
             return window
     listed = getattr(client, "listed_models", None)
     if isinstance(listed, list) and listed and name not in listed and f"{name}:latest" not in listed:
+        if len(listed) == 1 and isinstance(stated, dict) and stated.get(listed[0]):
+            return stated[listed[0]]  # one model (nora serve, llama.cpp's server): it answers any name
         return None  # a server that does not serve this model (Ollama's list without gpt-4o-mini): not its window
     for prefix in sorted(KNOWN_WINDOWS, key=len, reverse=True):
         if name == prefix or name.startswith(prefix + "-"):

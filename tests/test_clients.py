@@ -248,6 +248,9 @@ def test_the_window_a_server_states_is_the_one_nora_shows(monkeypatch):
     with StubServer(model="Qwen/Qwen2.5-0.5B", window=4096, speaks_like="vllm") as vllm:
         client = make_client(base_url=vllm.base_url)
         assert context_window(client) == 4096 and client.model_windows == {"Qwen/Qwen2.5-0.5B": 4096}
+        # a server with one model answers another name with it (nora serve, llama.cpp's server; vLLM refuses it):
+        # its window, not gpt-4o's 128,000 from the table
+        assert context_window(client, "gpt-4o") == 4096
         assert describe_client(client) == (f"OpenAI-compatible server {vllm.base_url}, model Qwen/Qwen2.5-0.5B, "
                                            "context window 4,096 tokens")
         assert [r.path for r in vllm.requests] == ["/v1/models"]  # nothing more asked
