@@ -134,6 +134,28 @@ def _client(args: argparse.Namespace) -> Any:
     return wrap(client) if wrap is not None else client
 
 
+def _earlier_conversation(save: str | None, load: str | None) -> str | None:
+    """None when `nora chat --save FILE` replaces nothing of worth: no file, an empty one, or the --load file
+    (it goes on with that one); else what FILE holds, as words after "an earlier conversation" ('' or
+    ' (12 messages)').  Files that are not conversations were refused before (overwrite_problem).
+    Example: yesterday's chat.json, no --load -> ' (12 messages)'"""
+    if not save:
+        return None
+    path = Path(os.path.expanduser(save))
+    try:
+        if path.stat().st_size == 0:
+            return None
+    except OSError:  # no file yet
+        return None
+    if load is not None and os.path.realpath(os.path.expanduser(load)) == os.path.realpath(path):
+        return None
+    try:
+        history, _meta = load_transcript(path)
+    except TranscriptError:  # a Markdown export Nora wrote: still a conversation someone kept
+        return ""
+    return f" ({count_of(len(history), 'message')})" if history else None
+
+
 def _url_named(args: argparse.Namespace) -> str:
     """How failures' advice names the server's URL: the flag when it was given, else the variable."""
     return "--base-url" if args.base_url else "OPENAI_BASE_URL"
@@ -166,6 +188,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session.say("(type /help for commands; quit or Ctrl-D to leave)")
     if loaded is not None:
         session.say(f"(loaded {count_of(loaded, 'message')} from {args.load})")
+    replaced = _earlier_conversation(args.save, args.load)
+    if replaced:  # the first whole turn replaces it: said before anything is typed, while Ctrl-D still keeps it
+        session.say(f"({args.save} holds an earlier conversation{replaced}: your first turn replaces it; "
+                    f"--load {args.save} goes on with it)")
     try:
         before = signal.signal(signal.SIGTERM, _stop)
     except ValueError:  # main() run in a thread of another program: SIGTERM is that program's

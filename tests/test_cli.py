@@ -231,6 +231,23 @@ def test_save_then_load_continues_the_conversation(keyed_stub, tmp_path):
     assert_no_key(first.stdout, second.stdout, saved.read_text())
 
 
+def test_save_over_an_earlier_conversation_says_so_before_the_first_turn(keyed_stub, tmp_path):
+    # it was replaced at the first turn without a word: yesterday's chat lost to `nora chat --save chat.json`
+    saved = tmp_path / "chat.json"
+    assert nora("chat", *FAST, "--save", str(saved), stdin="one\ntwo\n", stub=keyed_stub).returncode == 0
+    kept = saved.read_bytes()
+    heads_up = f"({saved} holds an earlier conversation (5 messages): your first turn replaces it; --load {saved} goes on with it)"
+    quiet = nora("chat", *FAST, "--save", str(saved), stdin="", stub=keyed_stub)  # Ctrl-D at once: nothing lost
+    assert heads_up in quiet.stdout.splitlines() and saved.read_bytes() == kept
+    again = nora("chat", *FAST, "--save", str(saved), stdin="three\n", stub=keyed_stub)
+    assert again.stdout.splitlines()[2] == heads_up and len(json.loads(saved.read_text())["messages"]) == 3
+    resumed = nora("chat", *FAST, "--load", str(saved), "--save", str(saved), stdin="four\n", stub=keyed_stub)
+    assert "earlier conversation" not in resumed.stdout  # going on with it: nothing is replaced
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    assert "earlier conversation" not in nora("chat", *FAST, "--save", str(empty), stdin="", stub=keyed_stub).stdout
+
+
 BROKEN = {
     "not-json.json": b'{"messages": [',
     "wrong-role.json": json.dumps([{"role": "wizard", "content": "hi"}]).encode(),
