@@ -28,7 +28,9 @@ every 10 s until its reply comes, so its client's timeout never runs out in the 
 (_keep_waiting.py).  Replies are mended where they differ
 from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
 OpenAI's shape (_routes.py).  A web page may call it from a browser when it comes from this
-machine or an origin --allow-origin names; any other page is refused (_browser.py).
+machine or an origin --allow-origin names; any other page is refused (_browser.py).  A stdout
+that cannot take the "Serving ..." lines (a full disk) stops it with one line, exit 1; one that fills
+up while it serves is said once on stderr and the log dropped, the requests still answered (_Lines).
 
 This module imports nothing heavy at the top: `nora --help` stays fast.
 """
@@ -133,6 +135,61 @@ def _say(text: str, stream=None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
 
 
+def _drop_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null: what its buffer still holds, and every line after,
+    goes nowhere instead of failing again (a full disk)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
+class _Lines:
+    """Where the running server's lines go: stdout, beside uvicorn's access log.  A stdout that cannot
+    be written while it serves (`nora serve > log.txt` and the disk fills up) is said once on stderr
+    and its lines are dropped from then on: the server goes on answering (the log is not worth a class's
+    requests), nothing raises inside a reply, and no request adds a traceback.
+    Example: _Lines().say("nora serve: stopped") -> the line on stdout, or nothing once stdout is lost"""
+
+    def __init__(self) -> None:
+        self.lost: OSError | None = None
+        self._lock = threading.Lock()  # replies say their line from the model's thread
+
+    def say(self, text: str) -> None:
+        if self.lost is None:
+            try:
+                _say(text)
+            except OSError as exc:
+                self.lose(exc)
+
+    def lose(self, exc: OSError) -> None:
+        with self._lock:
+            if self.lost is not None:
+                return
+            self.lost = exc
+        _drop_stdout()
+        try:
+            _say(f"nora serve: could not write to stdout: {exc.strerror or exc}; its log lines are dropped "
+                 "from now on, and the server goes on (Ctrl-C stops it)", sys.stderr)
+        except OSError:
+            pass
+
+    def take_access_log(self, logger_name: str = "uvicorn.access") -> None:
+        """uvicorn's access-log handler (stdout): a line it cannot write is this stdout being lost,
+        not logging's traceback on stderr for every request."""
+        import logging
+
+        for handler in logging.getLogger(logger_name).handlers:
+            def handle_error(record, handler=handler, fallback=handler.handleError) -> None:
+                exc = sys.exc_info()[1]
+                if isinstance(exc, OSError):
+                    self.lose(exc)
+                else:
+                    fallback(record)
+
+            handler.handleError = handle_error  # type: ignore[method-assign]
+
+
 def _usage_problem(port: int, n_ctx: int, origins: Sequence[str] = (), max_reply: int = 1) -> str | None:
     """None when the command line is usable, else one line saying what is wrong.
     Example: _usage_problem(70000, 2048) -> '--port must be from 1 to 65535 (got 70000)'"""
@@ -208,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
     # loading prints llama.cpp's C-level log lines otherwise; and a Ctrl-C that lands in its log
     # callback would be dropped (the server would start anyway): hold it, raise it after the load
     failure = None
+    lines = _Lines()  # stdout while it serves: a full disk is said once, and the server goes on
     with _ctrl_c_held(), _quiet_native() as caught:
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])
@@ -226,16 +284,16 @@ def run(args: argparse.Namespace) -> int:
             # a reply whose client has left (a timeout, a closed tab) stops at the next token
             # instead of running to max_tokens while the class waits (see _client_gone.py)
             llama = server_app._llama_proxy()  # the one model the server loaded
-            stop_when_gone(llama)
-            quiet_disconnect_lines(server_app)  # its "disconnected" lines: once in Nora's words, or not at all
+            stop_when_gone(llama, lines.say)
+            quiet_disconnect_lines(server_app, lines.say)  # its "disconnected" lines: once in Nora's words, or not at all
             count_usage(llama)  # a streamed reply's usage chunk, when asked for (see _reply_mend.py)
-            app = StopWhenGone(app)
+            app = StopWhenGone(app, lines.say)
             # a request that is not streamed and still waits its turn after `keepalive` seconds gets its
             # head and a space every `keepalive` seconds, so its client's timeout never runs out in the
             # queue (_keep_waiting.py); outside StopWhenGone: the stop's 503 then becomes its body
             app = KeepWaiting(app, keepalive)
             # which web pages may call it from a browser; outermost, so every answer above carries CORS headers
-            app = BrowserOrigins(app, origins)
+            app = BrowserOrigins(app, origins, lines.say)
         except Exception as exc:
             failure = exc
     if failure is not None:  # said here: inside the block, stderr goes to the `caught` buffer
@@ -248,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)  # one line per request: see each call arrive
+    lines.take_access_log()
     keyed = f", key required (from {API_KEY_ENV})" if api_key else ""
     url = base_url(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)
     key_line = (f'export OPENAI_API_KEY="${API_KEY_ENV}"   # the key this server requires' if api_key
@@ -256,10 +315,16 @@ def run(args: argparse.Namespace) -> int:
                f"  export OPENAI_BASE_URL={url}\n  {key_line}")
 
     class Server(uvicorn.Server):
+        banner_lost: OSError | None = None  # the "Serving ..." lines could not be written
+
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
             if self.started:  # said once the socket listens: whoever waits for this line can connect
-                _say(serving)
+                try:
+                    _say(serving)
+                except OSError as exc:  # `nora serve > /dev/full`: nobody would ever see where it serves,
+                    self.banner_lost = exc  # nor a line of its log: it stops, and run() says why
+                    self.should_exit = True
 
         def handle_exit(self, sig, frame) -> None:
             # Ctrl-C: every reply stops at its next token and ends saying so, instead of uvicorn
@@ -298,10 +363,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if server.banner_lost is not None:  # the words and status of `nora ask > /dev/full` (cli.main)
+        _drop_stdout()  # what print() left in its buffer: no second error at exit
+        _say(f"nora: could not write to stdout: {server.banner_lost.strerror or server.banner_lost}", sys.stderr)
+        return 1
     if not server.started:
         _say("nora serve: the server did not start (see the message above)", sys.stderr)
         return 1
-    _say("nora serve: stopped")
+    lines.say("nora serve: stopped")
     return 0
 
 

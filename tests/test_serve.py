@@ -941,3 +941,60 @@ def test_a_bad_command_line_is_one_line_and_exit_2(args, env, line):
     out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", *args], cwd=ROOT,
                          env={**clean_env(), **env}, capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout, out.stderr) == (2, "", line + "\n")
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux): a disk that is always full")
+def test_a_stdout_that_cannot_take_the_banner_stops_it_in_one_line():
+    # `nora serve > /dev/full` ended in a traceback (OSError: No space left on device) from the banner;
+    # now nora ask's line and status, and the port is let go: a server nobody can see is not left running
+    pytest.importorskip("llama_cpp.server.app")
+    port = free_port()
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(port), "--n-ctx", "512"],
+                             cwd=ROOT, env=clean_env(), stdout=full, stderr=subprocess.PIPE, text=True, timeout=90)
+    assert (out.returncode, out.stderr) == (1, "nora: could not write to stdout: No space left on device\n")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))  # free again
+
+
+@pytest.mark.model
+def test_a_stdout_that_fills_up_while_serving_is_one_line_and_the_replies_go_on(tmp_path):
+    # a disk that fills up under `nora serve > log.txt` (here: a file size limit that the banner just fits):
+    # each access-log line was a "--- Logging error ---" traceback on stderr, and a reply's own line raised
+    # inside the request; now one line on stderr, the log lines dropped, every request still answered
+    pytest.importorskip("llama_cpp.server.app")
+    import resource
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    banner = (f"Serving SmolLM2-135M-Instruct (n_ctx=512) at {url} (Ctrl-C stops)\n  export OPENAI_BASE_URL={url}\n"
+              "  export OPENAI_API_KEY=any     # no key is required: any text does\n")
+    limit = len(banner.encode())
+    log = tmp_path / "log.txt"
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(port), "--n-ctx", "512"],
+            cwd=ROOT, env=clean_env(), stdout=stdout, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text() != banner and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert log.read_text() == banner
+        import openai
+
+        client = openai.OpenAI(base_url=url, api_key="any", max_retries=0, timeout=60)
+        for stream in (False, True, False):
+            reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}],
+                                                   max_tokens=3, stream=stream)
+            assert ("".join(c.choices[0].delta.content or "" for c in reply) if stream
+                    else reply.choices[0].message.content)
+        assert [m.id for m in client.models.list().data] == ["SmolLM2-135M-Instruct"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (0, "nora serve: could not write to stdout: File too large; its log lines are "
+                                         "dropped from now on, and the server goes on (Ctrl-C stops it)\n")
+    assert log.read_text() == banner
