@@ -315,6 +315,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     _settings(args)
     client = _client(args)
     if getattr(client, "backend", None) == "local":
+        try:  # a GGUF file cut short passes the start's four-byte check and fails at the first call:
+            client.check()  # named here only when a call could use it (the line and status of nora ask)
+        except NoraError as exc:
+            warn_line(f"nora: {exc}")
+            return EXIT_FAILED
         _write(sys.stdout, f"{client.default_model}\n")
         size = os.path.getsize(client.model_path) / 1e6
         warn_line(f"(the embedded model: {client.model_path}, {size:,.0f} MB, context window {client.n_ctx:,} tokens; "

@@ -1355,6 +1355,22 @@ def test_models_on_the_embedded_and_scripted_backends(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("nora: error: --timeout must be more than 0")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs the embedded model ([local])")
+@pytest.mark.parametrize("cut", ["metadata", "weights"])
+def test_models_refuses_a_gguf_file_cut_short_as_nora_ask_does(tmp_path, cut):
+    # it printed 'cut' (the file's name) and exit 0: the four bytes of GGUF's magic were all it read
+    from nora_widgets.local import find_model_path
+
+    whole = find_model_path().read_bytes()
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(whole[:1_000_000] if cut == "metadata" else whole[:-1_000_000])
+    models = nora("models", NORA_MODEL_PATH=str(path))
+    ask = nora("ask", "Hi", NORA_MODEL_PATH=str(path))
+    why = f"could not load cut.gguf: Failed to load model from file: {path}; is it a chat GGUF file?"
+    assert (ask.returncode, ask.stderr) == (1, f"(error talking to the model: {why})\n")  # what ask says
+    assert (models.returncode, models.stdout, models.stderr) == (1, "", f"nora: {why}\n")
+
+
 def test_a_model_the_server_does_not_know_points_to_nora_models(keyed_stub, tmp_path):
     keyed_stub.enqueue(error(404, "The model 'lama3' does not exist", "invalid_request_error", "model_not_found"))
     result = nora("ask", "--model", "lama3", "Hi", stub=keyed_stub)
