@@ -27,7 +27,6 @@ from .conversation import (
     safe_run_turn,
     set_persona,
     temperature_problem,
-    trim_history,
     undo_turn,
 )
 from .errors import Failure, count_of, redact
@@ -512,9 +511,13 @@ class ChatSession:
             self.say("(the earlier reply is kept)" if replied else "(the conversation is as it was)")
 
     def _clear(self, _arg: str) -> None:
-        dropped = sum(1 for m in self.history if m["role"] != "system")
-        self.history[:] = trim_history(self.history, 0)  # the persona only
-        kept = "the persona is kept" if self.history and self.history[0]["role"] == "system" else "there is no persona"
+        """/clear: the persona (a leading system message) is kept, everything else goes, a system message
+        further down included: kept, it would become the persona (trim_history keeps every system message).
+        Example: [user, assistant, system "Be brief.", user, assistant] -> [] ('there is no persona')"""
+        persona = self.history[:1] if self.history and self.history[0]["role"] == "system" else []
+        dropped = len(self.history) - len(persona)
+        self.history[:] = persona
+        kept = "the persona is kept" if persona else "there is no persona, so nothing is kept"
         self.say(f"(cleared {count_of(dropped, 'message')}; {kept})")
 
 

@@ -1558,6 +1558,30 @@ def test_show_sent_names_a_greeting_before_the_first_message(monkeypatch, capsys
         "this call sent 4 messages: a system message, 1 earlier turn and your message;")
 
 
+@pytest.mark.parametrize("flags, commands, kept, line", [
+    ([], "/clear", [], "(cleared 5 messages; there is no persona, so nothing is kept)"),
+    ([], "/system off\n/clear", [], "(cleared 5 messages; there is no persona, so nothing is kept)"),
+    (["--system", "Be Nora."], "/clear", [{"role": "system", "content": "Be Nora."}],
+     "(cleared 5 messages; the persona is kept)"),
+], ids=["no-persona", "after-system-off", "with-a-persona"])
+def test_clear_keeps_the_persona_only_never_a_system_message_further_down(monkeypatch, capsys, tmp_path, flags,
+                                                                            commands, kept, line):
+    # a transcript whose only system message is further down: /clear said 'the persona is kept' and that
+    # message became the persona (or, with a persona, was kept beside it): trim_history keeps every system message
+    from nora_widgets.transcript import load_transcript, save_transcript
+
+    path, saved = tmp_path / "t.json", tmp_path / "after.json"
+    save_transcript(str(path), [user("Hi"), assistant("Hello."), {"role": "system", "content": "Be brief."},
+                                user("Dune?"), assistant("Yes.")])
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--load", str(path), *flags],
+                                f"{commands}\n/system\n/save {saved}\n")
+    lines = out.splitlines()
+    assert (status, err) == (0, "")
+    assert lines[lines.index("you: /clear") + 1] == line
+    assert lines[lines.index("you: /system") + 1] == ("(system prompt: 'Be Nora.')" if kept else "(no system prompt)")
+    assert load_transcript(str(saved))[0] == kept
+
+
 def test_retry_of_a_message_with_no_reply_and_clear_with_no_persona_say_what_is_so(monkeypatch, capsys, tmp_path):
     from nora_widgets.transcript import save_transcript
 
@@ -1568,7 +1592,7 @@ def test_retry_of_a_message_with_no_reply_and_clear_with_no_persona_say_what_is_
     lines = out.splitlines()
     assert lines[lines.index("you: /retry") + 1] == ("(sending the same 4 messages again: "
                                                      "your last message has no reply yet)")
-    assert lines[lines.index("you: /clear") + 1] == "(cleared 4 messages; there is no persona)"
+    assert lines[lines.index("you: /clear") + 1] == "(cleared 4 messages; there is no persona, so nothing is kept)"
     # the same retry failing: the unanswered message stays, and the line says the conversation is as it was
     out, err = io.StringIO(), io.StringIO()
     history = [SYSTEM, user("Hi"), assistant("Hello."), user("Still there?")]
