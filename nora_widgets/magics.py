@@ -521,7 +521,8 @@ class ChatMagics(Magics):
         history = _SESSION.history
         usable = [m for m in history if _is_message(m)]  # reset is how a broken list is mended
         dropped = len(history) - len(usable)
-        history[:] = trim_history(usable, 0)  # the persona only
+        # the persona only: the leading system message (one further down, kept, would become the persona)
+        history[:] = usable[:1] if usable and usable[0]["role"] == "system" else []
         note = f"; dropped {count_of(dropped, 'item')} that {'was' if dropped == 1 else 'were'} not messages" \
             if dropped else ""
         kept = "kept the persona" if history else "there is no persona"

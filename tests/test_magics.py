@@ -249,6 +249,23 @@ def test_reset_and_trim_with_no_persona_do_not_claim_to_keep_one(shell):
     assert run(shell, "%chat reset").shown == ["conversation reset: there is no persona (0 messages)"]
 
 
+def test_reset_keeps_only_the_leading_persona_never_a_system_message_further_down(shell):
+    # it kept every system message: a later "Answer in French." became the persona after the reset
+    use(ScriptedClient(["a", "b"]))
+    run(shell, "%%chat\nhi")
+    history = magics.conversation()
+    history.append({"role": "system", "content": "Answer in French."})
+    run(shell, "%%chat\nand?")
+    del history[0]  # no persona: the first message is the user's
+    assert run(shell, "%chat reset").shown == ["conversation reset: there is no persona (0 messages)"]
+    assert history == []
+    run(shell, "%chat --system 'Be brief.'")
+    run(shell, "%%chat\nhi")
+    history.append({"role": "system", "content": "Answer in French."})
+    run(shell, "%chat reset")
+    assert history == [{"role": "system", "content": "Be brief."}]
+
+
 def test_undo_takes_back_the_last_turn_and_a_rerun_asks_again(shell):
     client = use(ScriptedClient(["Two novels.", "14.50 euros.", "Fifteen euros."]))
     run(shell, "%chat --system 'Be brief.'")
