@@ -157,9 +157,12 @@ class Failure:
     def with_max_tokens_named(self, flag: str) -> "Failure":
         """This failure with the argument max_tokens=N named as a face's flag is typed.
         Example: f.with_max_tokens_named("--max-tokens").hint -> 'ask for a shorter reply: --max-tokens 94 or less'
+        (a bare "max_tokens=", as in 'check max_tokens=', becomes the flag alone: 'check --max-tokens')
         """
-        return replace(self, message=self.message.replace("max_tokens=", f"{flag} "),
-                       hint=self.hint.replace("max_tokens=", f"{flag} ") if self.hint else self.hint)
+        def named(text: str) -> str:
+            return re.sub(r"max_tokens=(?=\d)", f"{flag} ", text).replace("max_tokens=", flag)
+
+        return replace(self, message=named(self.message), hint=named(self.hint) if self.hint else self.hint)
 
     def line(self) -> str:
         """The one-line form shown to people: '(error talking to the model: ...)'."""
@@ -285,6 +288,15 @@ def _server_detail(exc: BaseException) -> str:
     return ""
 
 
+def _param_named(exc: BaseException) -> str:
+    """The request field a server's 400 names (OpenAI's error.param, e.g. 'max_tokens'), or ''.
+    Only a plain field name is taken: it goes into a hint as it is."""
+    body = getattr(exc, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    param = inner.get("param") if isinstance(inner, dict) else None
+    return param if isinstance(param, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\[\]]{0,40}", param) else ""
+
+
 def _retry_after(exc: BaseException) -> str:
     """The server's Retry-After header, as '20 s', if it sent one."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
@@ -394,6 +406,9 @@ def describe_failure(exc: BaseException) -> Failure:
     if kind == "refused":
         message = f"refused: {message}"
         hint = getattr(exc, "hint", "") or ""
+    if kind == "bad_request" and _param_named(exc):  # the server says which field: not "the model name and settings"
+        hint = "check max_tokens=" if _param_named(exc) in ("max_tokens", "max_completion_tokens") \
+            else f"check {_param_named(exc)}, the field the server names"
     detail = _server_detail(exc)
     if detail and kind == "context_length":  # the server's sentences, as numbers (they said little else)
         detail = _overflow_numbers(detail) or detail

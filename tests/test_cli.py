@@ -499,8 +499,9 @@ def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(key
 
 def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_cleared(keyed_stub):
     # a learner tenth in a shared server's queue saw a blank line for half a minute, as if nora had hung
-    keyed_stub.enqueue(ok("Yes, two.", wait=3.5), stall(4.0))
-    with PtySession(["chat", "--max-retries", "0", "--timeout", "3.5"], nora_env(keyed_stub, TERM="dumb")) as term:
+    # the timeout leaves the 3.5 s wait 1.5 s of room: with none (--timeout 3.5) a busy machine timed it out
+    keyed_stub.enqueue(ok("Yes, two.", wait=3.5), stall(6.0))
+    with PtySession(["chat", "--max-retries", "0", "--timeout", "5"], nora_env(keyed_stub, TERM="dumb")) as term:
         term.wait_for(b"you: ")
         term.type(b"Any Le Guin?\r")
         note = b"(waiting 2 s: the server may be busy with others' replies. Ctrl-C gives up)"

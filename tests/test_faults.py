@@ -193,6 +193,27 @@ RETRY_CELLS = [(name, False) for name in sorted(MATRIX) if name != "stall_mid_st
     (name, True) for name in ("rate_limit_429", "unauthorized_401", "stream_cut", "stall_mid_stream")]
 
 
+def test_a_400_naming_its_field_says_to_check_that_field_in_each_faces_words():
+    # nora serve's "Invalid 'max_tokens': 5000 leaves no room ..." ended "- check the model name and settings"
+    import httpx2
+    import openai
+
+    from nora_widgets.errors import describe_failure
+
+    def bad_request(param):
+        response = httpx2.Response(400, request=httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions"))
+        return openai.BadRequestError("Invalid", response=response,
+                                      body={"error": {"message": f"Invalid {param!r}", "param": param}})
+
+    failure = describe_failure(bad_request("max_tokens"))
+    assert failure.hint == "check max_tokens=" and failure.with_max_tokens_named("--max-tokens").hint == "check --max-tokens"
+    assert describe_failure(bad_request("temperature")).hint == "check temperature, the field the server names"
+    assert describe_failure(bad_request(None)).hint == "check the model name and settings"
+    assert describe_failure(bad_request("x; rm -rf /")).hint == "check the model name and settings"  # not a field name
+    turned = describe_failure(bad_request("max_tokens")).with_max_tokens_named("--max-tokens")
+    assert turned.message.endswith("(HTTP 400)") and "--max-tokens" not in turned.message  # the server's words kept
+
+
 @pytest.mark.parametrize("name, stream", RETRY_CELLS, ids=[f"{n}-{'stream' if s else 'whole'}" for n, s in RETRY_CELLS])
 def test_core_retries_follow_max_retries(stub_server, name, stream):
     """max_retries=2: a retried fault reaches the server 3 times, the others once; still rolled back."""

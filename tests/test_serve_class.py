@@ -72,7 +72,7 @@ def test_a_reply_is_at_most_the_servers_cap_and_asking_for_more_says_so(server, 
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == ("(error talking to the model: the server rejected the request: Invalid 'max_tokens': 121 is "
                            "over the 120 tokens this server writes per reply: ask for 120 or fewer. (HTTP 400) - "
-                           "check the model name and settings)\n")
+                           "check --max-tokens)\n")
 
 
 def test_the_instructor_sees_each_reply_its_wait_and_the_queue():
