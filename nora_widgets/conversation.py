@@ -152,6 +152,9 @@ def validate_history(history: Any) -> None:
     for i, message in enumerate(history):  # something is wrong: find it and name it
         if not isinstance(message, dict):
             raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
+        for key in ("role", "content"):  # a key left out is said as such, not as "got None"
+            if key not in message:
+                raise HistoryError(f"message {i}: has no {key!r} (a message is {{'role': ..., 'content': ...}})")
         role = message.get("role")
         if role not in ROLES:
             raise HistoryError(f"message {i}: role must be one of {', '.join(ROLES)} (got {role!r})")

@@ -92,7 +92,8 @@ def test_empty_input_is_refused_before_anything_is_sent(text):
     "bad, fragment",
     [
         ("not a list", "must be a list"),
-        ([{"role": "system"}], "content must be a string"),
+        ([{"role": "system"}], "message 0: has no 'content'"),  # said "content must be a string (got NoneType)"
+        ([{"content": "hi"}], "message 0: has no 'role'"),
         ([{"role": "robot", "content": "x"}], "role must be one of"),
         (["hello"], "must be a dict"),
         ([{"role": "user", "content": 3}], "content must be a string"),
@@ -617,7 +618,7 @@ def test_a_persona_that_is_not_text_is_one_line(call, says):
 
 @pytest.mark.parametrize("bad, says", [
     ("hello", "the conversation must be a list of messages, not str"),
-    ([{"role": "system", "content": "x"}, {"content": "no role"}], "message 1: role must be one of"),
+    ([{"role": "system", "content": "x"}, {"content": "no role"}], "message 1: has no 'role'"),
     ([{"role": "system", "content": "x"}, "note"], "message 1: must be a dict with 'role' and 'content', not str"),
 ])
 def test_trim_history_names_a_bad_item_in_one_line(bad, says):

@@ -619,7 +619,7 @@ def test_a_hand_edited_list_is_named_in_one_line_by_every_command(shell, tmp_pat
         words = "message 3: must be a dict with 'role' and 'content', not ChatCompletionMessage"
     else:
         history.append({"role": "assistant"})
-        words = "message 3: content must be a string (got NoneType)"
+        words = "message 3: has no 'content' (a message is {'role': ..., 'content': ...})"  # was "(got NoneType)"
     before, calls = list(history), len(client.calls)
     ran = run(shell, source)
     assert ran.usage_error and ran.stderr.count("\n") == 1, ran.stderr
