@@ -152,12 +152,14 @@ def validate_history(history: Any) -> None:
     for i, message in enumerate(history):  # something is wrong: find it and name it
         if not isinstance(message, dict):
             raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
-        for key in ("role", "content"):  # a key left out is said as such, not as "got None"
-            if key not in message:
-                raise HistoryError(f"message {i}: has no {key!r} (a message is {{'role': ..., 'content': ...}})")
+        shape = "(a message is {'role': ..., 'content': ...})"  # a key left out is said so, not as "got None"
+        if "role" not in message:
+            raise HistoryError(f"message {i}: has no 'role' {shape}")
         role = message.get("role")
         if role not in ROLES:
             raise HistoryError(f"message {i}: role must be one of {', '.join(ROLES)} (got {role!r})")
+        if "content" not in message:
+            raise HistoryError(f"message {i}: has no 'content' {shape}")
         if not isinstance(message.get("content"), str):
             got = type(message.get("content")).__name__
             raise HistoryError(f"message {i}: content must be a string (got {got})")
