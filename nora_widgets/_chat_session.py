@@ -24,6 +24,7 @@ from .conversation import (
     DEFAULT_TEMPERATURE,
     means_no_persona,
     messages_to_send,
+    persona_only,
     safe_run_turn,
     set_persona,
     temperature_problem,
@@ -514,7 +515,7 @@ class ChatSession:
         """/clear: the persona (a leading system message) is kept, everything else goes, a system message
         further down included: kept, it would become the persona (trim_history keeps every system message).
         Example: [user, assistant, system "Be brief.", user, assistant] -> [] ('there is no persona')"""
-        persona = self.history[:1] if self.history and self.history[0]["role"] == "system" else []
+        persona = persona_only(self.history)
         dropped = len(self.history) - len(persona)
         self.history[:] = persona
         kept = "the persona is kept" if persona else "there is no persona, so nothing is kept"

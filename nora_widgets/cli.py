@@ -109,8 +109,7 @@ def _settings(args: argparse.Namespace) -> None:
             # file does not stop, so its mode is read too (root passes os.access everywhere).
             # a file that is not a saved conversation would be replaced whole by the first save; --history, and
             # --save naming the --load file, are loaded first, which refuses such a file in its own words
-            loaded = getattr(args, "load", None)
-            same = loaded is not None and os.path.realpath(os.path.expanduser(loaded)) == os.path.realpath(path)
+            same = _same_file(getattr(args, "load", None), path)
             problem = overwrite_problem(path) if flag == "--save" and not same else None
             if problem:
                 raise UsageError(f"{flag}: {path!r} {problem}")
@@ -134,6 +133,11 @@ def _client(args: argparse.Namespace) -> Any:
     return wrap(client) if wrap is not None else client
 
 
+def _same_file(load: str | None, path: str | os.PathLike) -> bool:
+    """Whether the --load file is path (a ~ or a symlink on either side), so --save goes on with it."""
+    return load is not None and os.path.realpath(os.path.expanduser(load)) == os.path.realpath(os.path.expanduser(path))
+
+
 def _earlier_conversation(save: str | None, load: str | None) -> str | None:
     """None when `nora chat --save FILE` replaces nothing of worth: no file, an empty one, or the --load file
     (it goes on with that one); else what FILE holds, as words after "an earlier conversation" ('' or
@@ -147,7 +151,7 @@ def _earlier_conversation(save: str | None, load: str | None) -> str | None:
             return None
     except OSError:  # no file yet
         return None
-    if load is not None and os.path.realpath(os.path.expanduser(load)) == os.path.realpath(path):
+    if _same_file(load, path):
         return None
     try:
         history, _meta = load_transcript(path)

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_TEMPERATURE",
     "ROLES",
     "new_history",
+    "persona_only",
     "undo_turn",
     "validate_history",
     "validate_user_text",
@@ -91,6 +92,13 @@ def _persona_text(text: Any) -> str | None:
     return text if text.strip() else None
 
 
+def persona_only(history: list[Message]) -> list[Message]:
+    """The persona alone, as a new list: [the leading system message], or [] when there is none.  A
+    system message further down is no persona (kept alone, it would become one): what /clear and
+    %chat reset keep.  Example: persona_only([u, a, s, u2]) -> []; persona_only([s, u, a]) -> [s]"""
+    return history[:1] if history and isinstance(history[0], dict) and history[0].get("role") == "system" else []
+
+
 def set_persona(history: list[Message], text: str | None) -> None:
     """Make text the persona, in place: the leading system message is replaced by a new dict
     (copies taken earlier keep the old one), or one is inserted; blank text or None removes it.
@@ -100,7 +108,7 @@ def set_persona(history: list[Message], text: str | None) -> None:
     if not isinstance(history, list):
         raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
     text = _persona_text(text)
-    has_persona = bool(history) and isinstance(history[0], dict) and history[0].get("role") == "system"
+    has_persona = bool(persona_only(history))
     if text is not None:
         persona = {"role": "system", "content": text}
         if has_persona:

@@ -406,9 +406,10 @@ def describe_failure(exc: BaseException) -> Failure:
     if kind == "refused":
         message = f"refused: {message}"
         hint = getattr(exc, "hint", "") or ""
-    if kind == "bad_request" and _param_named(exc):  # the server says which field: not "the model name and settings"
-        hint = "check max_tokens=" if _param_named(exc) in ("max_tokens", "max_completion_tokens") \
-            else f"check {_param_named(exc)}, the field the server names"
+    field = _param_named(exc) if kind == "bad_request" else ""
+    if field:  # the server says which field: not "the model name and settings"
+        hint = ("check max_tokens=" if field in ("max_tokens", "max_completion_tokens")
+                else f"check {field}, the field the server names")
     detail = _server_detail(exc)
     if detail and kind == "context_length":  # the server's sentences, as numbers (they said little else)
         detail = _overflow_numbers(detail) or detail

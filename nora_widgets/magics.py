@@ -41,6 +41,7 @@ from .conversation import (
     means_no_persona,
     messages_to_send,
     new_history,
+    persona_only,
     safe_run_turn,
     set_persona,
     temperature_problem,
@@ -521,8 +522,7 @@ class ChatMagics(Magics):
         history = _SESSION.history
         usable = [m for m in history if _is_message(m)]  # reset is how a broken list is mended
         dropped = len(history) - len(usable)
-        # the persona only: the leading system message (one further down, kept, would become the persona)
-        history[:] = usable[:1] if usable and usable[0]["role"] == "system" else []
+        history[:] = persona_only(usable)  # one further down, kept, would become the persona
         note = f"; dropped {count_of(dropped, 'item')} that {'was' if dropped == 1 else 'were'} not messages" \
             if dropped else ""
         kept = "kept the persona" if history else "there is no persona"

@@ -311,14 +311,16 @@ def context_window(client: Any, model: str | None = None) -> int | None:
         return window
     if not model and getattr(client, "default_model_pending", None) is not None:  # the server has not said
         return None                                                                # which model it serves
+    from .clients import lists_model  # loaded with the package already (it imports this module)
+
     name = str(model or getattr(client, "default_model", "") or "")
     stated = getattr(client, "model_windows", None)
     if isinstance(stated, dict) and stated:
-        window = stated.get(name) or stated.get(f"{name}:latest")  # Ollama lists tags: "llama3.2:latest"
+        window = next((w for key, w in stated.items() if lists_model([key], name)), None)  # Ollama: ":latest"
         if window:
             return window
     listed = getattr(client, "listed_models", None)
-    if isinstance(listed, list) and listed and name not in listed and f"{name}:latest" not in listed:
+    if isinstance(listed, list) and listed and not lists_model(listed, name):
         if len(listed) == 1 and isinstance(stated, dict) and stated.get(listed[0]):
             return stated[listed[0]]  # one model (nora serve, llama.cpp's server): it answers any name
         return None  # a server that does not serve this model (Ollama's list without gpt-4o-mini): not its window
