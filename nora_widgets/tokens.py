@@ -140,6 +140,19 @@ class _EstimateCounter:
 _COUNTERS: dict[Any, Any] = {}   # one counter per way of counting, each with its own cache
 
 
+def _answering_model(client: Any, name: str) -> str:
+    """The model that answers a call naming name: name itself, except on a server that lists
+    one model and states its window (`nora serve`, llama.cpp's server), which answers any name
+    with that model: `/model foo` on `nora serve` is still SmolLM2, and counts as SmolLM2."""
+    listed, stated = getattr(client, "listed_models", None), getattr(client, "model_windows", None)
+    if isinstance(listed, list) and len(listed) == 1 and isinstance(stated, dict) and stated.get(listed[0]):
+        from .clients import lists_model  # loaded with the package already (it imports this module)
+
+        if not lists_model(listed, name):
+            return str(listed[0])
+    return name
+
+
 def _is_local(client: Any) -> bool:
     return getattr(client, "backend", None) == "local" and hasattr(client, "_engine")
 
@@ -182,7 +195,7 @@ def _counter(client: Any = None, model: str | None = None) -> Any:
             except Exception:
                 wanted = "openai"
             name = os.environ.get("NORA_MODEL") or ("local" if wanted == "local" else "gpt-4o-mini")
-        name = name or "gpt-4o-mini"
+        name = _answering_model(client, name or "gpt-4o-mini")
         local = None
         if name == "local" or str(name).lower().startswith("smollm2"):
             local = _local_default(note)
@@ -321,8 +334,9 @@ def context_window(client: Any, model: str | None = None) -> int | None:
             return window
     listed = getattr(client, "listed_models", None)
     if isinstance(listed, list) and listed and not lists_model(listed, name):
-        if len(listed) == 1 and isinstance(stated, dict) and stated.get(listed[0]):
-            return stated[listed[0]]  # one model (nora serve, llama.cpp's server): it answers any name
+        answering = _answering_model(client, name)
+        if answering != name:
+            return stated[answering]  # one model (nora serve, llama.cpp's server): it answers any name
         return None  # a server that does not serve this model (Ollama's list without gpt-4o-mini): not its window
     for prefix in sorted(KNOWN_WINDOWS, key=len, reverse=True):
         if name == prefix or name.startswith(prefix + "-"):

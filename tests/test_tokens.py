@@ -255,3 +255,21 @@ def test_an_unhashable_role_in_an_estimate_is_one_line():
 
     with pytest.raises(HistoryError, match=r"^message 2: role must be a string \(got dict\)$"):
         count_tokens([*GOOD, {"role": {}, "content": "x"}], ScriptedClient())
+
+
+def test_a_name_a_one_model_server_answers_with_its_model_counts_as_that_model(monkeypatch):
+    # `/model foo` on nora serve (or llama.cpp's server) is still SmolLM2 answering: its counts stay exact,
+    # not an estimate for a model named foo; a server listing several models counts foo as foo
+    local_client()  # the counts are exact only where the embedded model can run
+    from nora_widgets.clients import make_client
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer(model="SmolLM2-135M-Instruct", window=2048, speaks_like="vllm") as one:
+        client = make_client(base_url=one.base_url)
+        exact = count_tokens(HISTORY, client)
+        assert not exact.method.startswith("estimate")
+        assert count_tokens(HISTORY, client, model="foo") == exact
+    with StubServer(listed=["SmolLM2-135M-Instruct", "qwen2.5"], window=2048, speaks_like="vllm") as several:
+        assert count_tokens(HISTORY, make_client(base_url=several.base_url), model="foo").method.startswith("estimate")
