@@ -60,7 +60,8 @@ class _Request:
     """One request's state: its "client gone" flag, the tokens generated for it, and whether
     its reply was stopped early (and that said)."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: str = "") -> None:
+        self.client = client  # "127.0.0.1:51708", as the access log and the served line name it
         self.gone = threading.Event()
         self.tokens = 0
         self.cut = False
@@ -101,7 +102,7 @@ class StopWhenGone:
             return
         import anyio
 
-        request, body_read = _Request(), anyio.Event()
+        request, body_read = _Request(_address(scope)), anyio.Event()
         gone = request.gone
         state = {"started": False, "ended": False, "stream": False, "replaced": False}
 
@@ -182,15 +183,25 @@ async def _end_cut_reply(send: Any, state: dict) -> bool:
     return True
 
 
+def _address(scope: dict) -> str:
+    """Who sent a request, as the access log names it.  Example: '127.0.0.1:51708'"""
+    client = scope.get("client") or ("?", 0)
+    return f"{client[0]}:{client[1]}"
+
+
+def _who(request: _Request | None) -> str:
+    """'the client at 127.0.0.1:51708' (the instructor can tell which learner left), or 'the client'."""
+    return f"the client at {request.client}" if request is not None and request.client else "the client"
+
+
 def _served_line(scope: dict, request: _Request, waiting: int) -> str:
     """The line the instructor reads for each reply the model wrote: who got it, how long it was, how
     long its client waited for the first token (its turn in the queue and reading the prompt), and how
     many requests are still in line.  The access log's line for the request names the same address.
     Example: 'nora serve: 127.0.0.1:51708 got 57 tokens in 14.0 s, the first after 12.3 s; 3 more waiting'"""
-    client = scope.get("client") or ("?", 0)
     now = time.monotonic()
     tokens = f"{request.written} token{'' if request.written == 1 else 's'}"
-    line = (f"nora serve: {client[0]}:{client[1]} got {tokens} in {now - request.asked:.1f} s, "
+    line = (f"nora serve: {_address(scope)} got {tokens} in {now - request.asked:.1f} s, "
             f"the first after {(request.first or now) - request.asked:.1f} s")
     return line + (f"; {waiting} more waiting" if waiting else "")
 
@@ -222,9 +233,9 @@ def quiet_disconnect_lines(module: Any, say: Callable[[str], None] | None = None
         if request is not None:
             request.said = True
         if "before llm invoked" in text:
-            say("nora serve: the client left before its turn; its reply was not started")
+            say(f"nora serve: {_who(request)} left before its turn; its reply was not started")
         else:
-            say(f"nora serve: the client left; its reply stopped{_after(request)}")
+            say(f"nora serve: {_who(request)} left; its reply stopped{_after(request)}")
 
     module.print = quiet_print
 
@@ -251,7 +262,7 @@ def stop_when_gone(llama: Any, say: Callable[[str], None] | None = None) -> None
                 request.cut = True
                 if not _stopping.is_set() and not request.said:
                     request.said = True
-                    say(f"nora serve: the client left; its reply stopped{_after(request)}")
+                    say(f"nora serve: {_who(request)} left; its reply stopped{_after(request)}")
             return True
 
         criteria = StoppingCriteriaList([*(stopping_criteria or []), client_gone])

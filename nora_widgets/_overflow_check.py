@@ -75,8 +75,16 @@ def overflow_body(prompt_tokens: int, n_ctx: int, max_tokens: int | None) -> dic
     """The 400 body llama-cpp-python's server gives a non-streamed request that is too long,
     made by the server's own formatter from the error llama.cpp raises, so both read the same.
 
-    Example: overflow_body(3041, 2048, None)["error"]["code"] -> 'context_length_exceeded'
+    A request that gives no max_tokens gets OpenAI's own words for it: the server's formatter said
+    "you requested 3041 tokens (3041 in the messages, None in the completion)".
+
+    Example: overflow_body(3041, 2048, None)["error"]["message"]
+        -> "This model's maximum context length is 2048 tokens. However, your messages resulted in 3041 tokens. ..."
     """
+    if max_tokens is None:
+        return error_body(f"This model's maximum context length is {n_ctx} tokens. However, your messages "
+                          f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+                          "messages", "context_length_exceeded")
     from llama_cpp.server.errors import ErrorResponseFormatters
 
     refusal = f"Requested tokens ({prompt_tokens}) exceed context window of {n_ctx}"  # as llama.cpp says it

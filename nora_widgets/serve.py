@@ -46,7 +46,7 @@ import sys
 import threading
 from typing import Sequence
 
-__all__ = ["add_arguments", "run", "base_url", "is_loopback"]
+__all__ = ["add_arguments", "run", "base_url", "is_loopback", "network_urls"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -105,6 +105,29 @@ def base_url(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}/v1"
+
+
+def network_urls(host: str, port: int) -> list[str]:
+    """The base URLs other machines use to reach a server listening on `host`: this machine's network
+    addresses for 0.0.0.0 or ::, the host itself for any other non-loopback one, none for loopback.
+    Example: network_urls("0.0.0.0", 8000) -> ['http://192.168.1.20:8000/v1']  (this machine's address)"""
+    if is_loopback(host):
+        return []
+    if host not in ("0.0.0.0", "::"):
+        return [base_url(host, port)]
+    found: list[str] = []
+    try:  # the address this machine would send from: connecting a UDP socket sends nothing
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))
+            found.append(probe.getsockname()[0])
+    except OSError:  # no route at all (offline): the name's addresses may still say
+        pass
+    try:
+        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+    except (OSError, UnicodeError):
+        pass
+    addresses = [a for a in dict.fromkeys(found) if a != "0.0.0.0" and not is_loopback(a)]
+    return [base_url(address, port) for address in addresses]
 
 
 def _port_problem(host: str, port: int) -> str | None:
@@ -313,6 +336,10 @@ def run(args: argparse.Namespace) -> int:
                 else "export OPENAI_API_KEY=any     # no key is required: any text does")
     serving = (f"Serving {alias} (n_ctx={n_ctx}) at {base_url(host, port)}{keyed} (Ctrl-C stops)\n"
                f"  export OPENAI_BASE_URL={url}\n  {key_line}")
+    if host in ("0.0.0.0", "::"):  # the URL above is this machine's own: the class needs the network's
+        others = " or ".join(f"OPENAI_BASE_URL={other}" for other in network_urls(host, port)) or (
+            f"OPENAI_BASE_URL=http://THIS-MACHINE'S-ADDRESS:{port}/v1 (no network address found: is it connected?)")
+        serving += f"\n  from other machines: {others}"
 
     class Server(uvicorn.Server):
         banner_lost: OSError | None = None  # the "Serving ..." lines could not be written

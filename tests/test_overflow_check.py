@@ -189,7 +189,10 @@ def test_with_a_cap_a_prompt_too_long_is_refused_as_sent_not_as_capped():
     status, payload, app, _counter = request(chat(N_CTX, stream=False), max_reply=30)
     error = json.loads(payload)["error"]
     assert (status, error["code"], app.bodies) == (400, "context_length_exceeded", [])
-    assert f"you requested {N_CTX} tokens ({N_CTX} in the messages, None in the completion)" in error["message"]
+    # OpenAI's words for a request without max_tokens: it said "(... in the messages, None in the completion)"
+    assert error["message"] == (f"This model's maximum context length is {N_CTX} tokens. However, your messages "
+                                f"resulted in {N_CTX} tokens. Please reduce the length of the messages.")
+    assert error["param"] == "messages"
 
 
 def test_a_request_with_nothing_to_check_goes_to_the_server_uncounted():
