@@ -217,6 +217,26 @@ def test_what_the_server_does_not_have_is_a_clear_404_or_405(server):
 
 
 @pytest.mark.model
+def test_a_tool_probing_health_or_a_browser_opening_the_address_gets_an_answer(server):
+    # each was a 404 {"detail": "Not Found"}: a monitor probing /health (llama.cpp's server and vLLM answer
+    # it) saw the server as down, and the address opened in a browser looked broken; HEAD /v1/models was a 405
+    import httpx
+
+    root = server.url[:-3]
+    health = httpx.get(f"{root}/health", timeout=10)
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    page = httpx.get(f"{root}/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+    assert page.text == (f"nora serve is running: an OpenAI-compatible API. Set OPENAI_BASE_URL={server.url} and "
+                         "OPENAI_API_KEY=any (no key is required). It has POST /v1/chat/completions, POST "
+                         "/v1/completions and GET /v1/models (/docs lists them).\n")
+    for path in ("/", "/health", "/v1/models"):
+        head, get = httpx.head(root + path, timeout=10), httpx.get(root + path, timeout=10)
+        assert (head.status_code, head.content) == (200, b""), path  # the GET's head, no body
+        assert head.headers["content-length"] == get.headers["content-length"], path
+
+
+@pytest.mark.model
 def test_the_openai_client_gets_a_reply(server):
     from openai.types.chat import ChatCompletion
 
@@ -259,6 +279,13 @@ def test_an_overflow_is_a_400_with_openais_code(server):
             model="m", messages=[{"role": "user", "content": "books " * 600}], max_tokens=16)
     from nora_widgets.errors import describe_failure
 
+    assert describe_failure(err.value).kind == "context_length"
+    # no max_tokens: OpenAI's words; it said "(N in the messages, None in the completion)", a Python None
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().chat.completions.create(model="m", messages=[{"role": "user", "content": "books " * 600}])
+    said = re.fullmatch(r"This model's maximum context length is 512 tokens\. However, your messages resulted in "
+                        r"(\d+) tokens\. Please reduce the length of the messages\.", err.value.body["message"])
+    assert said and int(said[1]) > 512 and err.value.body["code"] == "context_length_exceeded", err.value.body
     assert describe_failure(err.value).kind == "context_length"
 
 
@@ -640,9 +667,12 @@ def test_a_reply_whose_client_gave_up_stops_instead_of_running_on():
             served.proc.kill()
             served.proc.wait()
     assert code == 0 and err == ""
-    stopped = [line for line in out.splitlines() if line.startswith("nora serve: the client left")]
+    stopped = [line for line in out.splitlines() if line.startswith("nora serve: the client")]
     assert len(stopped) == 2, out  # the first try and the retry: each stopped, neither ran on
     assert all(0 < int(line.split()[-2]) < 400 for line in stopped), stopped
+    # each names who left, as the other lines do (it said "the client left": which learner, in a class?)
+    assert all(re.fullmatch(r"nora serve: the client at 127\.0\.0\.1:\d+ left; its reply stopped after \d+ tokens?",
+                            line) for line in stopped), stopped
 
 
 @pytest.mark.model
@@ -690,9 +720,10 @@ def test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once(server):
     assert out.splitlines()[-1] == "nora serve: stopped"
     # one access-log line per request, nothing else; llama.cpp's C-level log stays quiet (the stream's
     # client may hang up on the stop's error event before the server is done: then one line says so)
-    others = [line for line in out.splitlines()[:-1] if not re.fullmatch(r'INFO: +127\.0\.0\.1:\d+ - "(GET|POST) '
+    others = [line for line in out.splitlines()[:-1] if not re.fullmatch(r'INFO: +127\.0\.0\.1:\d+ - "(GET|HEAD|POST) '
                                                                          r'/\S* HTTP/1\.1" \d{3} [A-Za-z ]+', line)
-              and not re.fullmatch(r"nora serve: the client left; its reply stopped after \d+ tokens?", line)
+              and not re.fullmatch(r"nora serve: the client at 127\.0\.0\.1:\d+ left; its reply stopped after "
+                                   r"\d+ tokens?", line)
               and not re.fullmatch(r"nora serve: 127\.0\.0\.1:\d+ got \d+ tokens? in [\d.]+ s, the first after "
                                    r"[\d.]+ s(; \d+ more waiting)?", line)]
     assert others == []
@@ -828,8 +859,33 @@ def test_a_key_from_the_environment_is_required_and_never_printed():
             "(from NORA_SERVE_API_KEY) (Ctrl-C stops)\n",
             f"  export OPENAI_BASE_URL=http://127.0.0.1:{served.port}/v1\n",
             '  export OPENAI_API_KEY="$NORA_SERVE_API_KEY"   # the key this server requires\n']
-        with pytest.raises(openai.AuthenticationError):
+        # --host 0.0.0.0: the URL above is this machine's own; the class needs the network's (it was not said)
+        network = served._readline(timeout=5)
+        if "(no network address found: is it connected?)" not in network:  # a machine with no network
+            other = re.fullmatch(r"  from other machines: OPENAI_BASE_URL=(http://([\d.]+):\d+/v1)( or .*)?\n", network)
+            assert other and not serve.is_loopback(other[2]), network
+            reached = openai.OpenAI(base_url=other[1], api_key=KEY, max_retries=0, timeout=60).models.list()
+            assert [m.id for m in reached.data] == ["SmolLM2-135M-Instruct"]
+        # a wrong or missing key says so in OpenAI's shape: it was {"detail": "Invalid API key"}, which the
+        # openai client showed as "Error code: 401" and nothing more
+        with pytest.raises(openai.AuthenticationError) as err:
             served.client("wrong").models.list()
+        assert err.value.body == {"message": "Incorrect API key provided: this server requires the key it was "
+                                             "started with; set it as OPENAI_API_KEY (sent as Authorization: Bearer KEY).",
+                                  "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+        import httpx
+
+        for path in ("/v1/chat/completions", "/v1/nothing", "/extras/tokenize"):
+            keyless = httpx.post(served.url[:-3] + path, json={"messages": PLAIN}, timeout=10)
+            assert keyless.status_code == 401 and keyless.json()["error"]["message"].startswith(
+                "You didn't provide an API key: "), path
+        # what a monitor and a person opening the address ask stays open; the page names no model
+        assert httpx.get(served.url[:-3] + "/health", timeout=10).json() == {"status": "ok"}
+        page = httpx.get(served.url[:-3] + "/", timeout=10).text
+        assert "OPENAI_API_KEY=the key it was started with" in page and "SmolLM2" not in page
+        preflight = httpx.options(served.url + "/chat/completions", timeout=10, headers={
+            "Origin": "http://localhost:5500", "Access-Control-Request-Method": "POST"})  # a browser sends no key
+        assert preflight.status_code == 200
         with pytest.raises(openai.AuthenticationError):  # the key first: no word about the window without it
             list(served.client("wrong").chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "books " * 3000}], stream=True))

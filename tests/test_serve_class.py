@@ -232,5 +232,7 @@ def test_a_client_that_leaves_while_kept_waiting_is_one_line_and_no_traceback():
     assert first.strip() == b"" and first and 0.4 < waited < 5, (first, waited)
     assert after.choices[0].message.content.strip()  # the server goes on serving
     assert (code, err) == (0, "") and "Traceback" not in out and "ERROR" not in out, out
-    assert out.count("nora serve: the client left before its turn; its reply was not started") == 1, out
+    left = re.findall(r"nora serve: the client at (127\.0\.0\.1:\d+) left before its turn; its reply was not started",
+                      out)
+    assert len(left) == 1 and f'INFO:     {left[0]} - "POST' in out, out  # named as the access log names it
     assert out.count('"POST /v1/chat/completions HTTP/1.1" 200 OK') == 3, out
