@@ -29,7 +29,8 @@ every 10 s until its reply comes, so its client's timeout never runs out in the 
 from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
 OpenAI's shape (_routes.py), and so are a missing key (a 401), /health and / (what a
 monitor and a browser ask).  With --host 0.0.0.0 it also says the URL other machines set
-(network_urls).  A web page may call it from a browser when it comes from this machine or an origin --allow-origin names; any other page is refused (_browser.py).  A stdout
+(network_urls).  A web page may call it from a browser when it comes from this machine or
+an origin --allow-origin names; any other page is refused (_browser.py).  A stdout
 that cannot take the "Serving ..." lines (a full disk) stops it with one line, exit 1; one that fills
 up while it serves is said once on stderr and the log dropped, the requests still answered (_Lines).
 
