@@ -121,9 +121,11 @@ def _settings(args: argparse.Namespace) -> None:
                 raise UsageError(f"{flag}: cannot write in folder {target_folder!r} (permission denied)")
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, ask_models: bool = True) -> Any:
+    """The client for the flags.  ask_models=False (nora ask): a server's models are asked for by the
+    one turn, not also here (make_client), so a server that is down costs one wait."""
     try:
-        client = make_client(args.backend, base_url=args.base_url, model=args.model,
+        client = make_client(args.backend, base_url=args.base_url, model=args.model, ask_models=ask_models,
                              timeout=args.timeout, max_retries=args.max_retries,
                              local_responses="plain",  # the embedded model: no openai import (start-up)
                              base_url_name="--base-url")
@@ -268,7 +270,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     except TranscriptError as exc:
         warn_line(f"nora: {exc}")
         return EXIT_FAILED
-    client = _client(args)
+    client = _client(args, ask_models=False)
     before = len(history)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           max_tokens=args.max_tokens, stream=not args.no_stream, prefix="",

@@ -294,6 +294,7 @@ def make_client(
     replies: list | None = None,
     local_responses: str = "openai",
     base_url_name: str | None = None,
+    ask_models: bool = True,
 ) -> Any:
     """Build the client for these settings (arguments win over the environment).
 
@@ -308,6 +309,9 @@ def make_client(
     replies: the canned answers of the 'scripted' backend (refused for the others).
     base_url_name: what a refusal of base_url calls it, as a face names the setting (e.g. "--base-url");
     by default "the base URL" ("a base URL" where it says that one is not wanted).
+    ask_models: False for a face that builds the client for a turn it sends at once (%%chat, the
+    panel's first message, nora ask): the server is not asked for its models here but by that turn
+    (default_model_pending), so a server that is down costs one wait, not two.
     Example: make_client("scripted").chat.completions.create(model="m", messages=[...])
     """
     chosen = choose_backend(backend, api_key, base_url)
@@ -370,11 +374,13 @@ def make_client(
     )
     client.wire = wire
     client.model_windows = {}  # the windows the server states, filled in when it is asked (_stated_windows)
-    listed = _asked_models(client, base_url) if base_url and not model else []
+    ask = bool(base_url) and not model
+    listed = _asked_models(client, base_url) if ask and ask_models else None if ask else []
     client.listed_models = listed or []
     client.default_model = model or _one_model(client.listed_models) or OPENAI_DEFAULT_MODEL
-    # no answer (the server not up yet): the name is not known, and is asked for again before the next turn
-    client.default_model_pending = _AskAgain(client, base_url) if listed is None else None
+    # no answer (the server not up yet), or not asked yet: the name is not known, and is asked for before the
+    # next turn
+    client.default_model_pending = _AskAgain(client, base_url, asked=ask_models) if listed is None else None
     return client
 
 
@@ -467,15 +473,17 @@ class _AskAgain:
         -> 'SmolLM2-135M-Instruct'
     """
 
-    def __init__(self, client: Any, base_url: str) -> None:
+    def __init__(self, client: Any, base_url: str, asked: bool = True) -> None:
         self._client = weakref.ref(client)  # the client holds this hook: no cycle to keep it alive
         self._base_url = base_url
+        self.asked = asked  # False until the first call when make_client(ask_models=False) left the asking to it
 
     def __call__(self) -> None:
         client = self._client()
         if client is None or client.default_model_pending is not self:
             return
         names = _asked_models(client, self._base_url)
+        self.asked = True
         if names is None:  # still no answer
             return
         client.listed_models = names
@@ -558,9 +566,12 @@ def describe_client(client: Any, model: str | None = None) -> str:
     if isinstance(client, ScriptedClient):
         return "scripted stand-in (canned replies, no model)"
     base = getattr(client, "base_url", None)
-    if not model and getattr(client, "default_model_pending", None) is not None:
+    pending = getattr(client, "default_model_pending", None)
+    if not model and pending is not None:
         fallback = getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
-        shown = f"model {not_known_yet(fallback, ' (')})"
+        shown = f"model {not_known_yet(fallback, ' (')})" if getattr(pending, "asked", True) else \
+            f"model not known yet (the first call asks the server for its models and sends its model if it lists " \
+            f"one, else {fallback})"
     else:
         name = model or getattr(client, "default_model", None) or OPENAI_DEFAULT_MODEL
         shown = f"model {name}"

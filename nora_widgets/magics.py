@@ -90,17 +90,19 @@ class ChatSession:
     update_every: float = 0.1        # seconds between refreshes of a streaming reply
     show_sent: bool = False          # after each reply, a line saying what that call sent
 
-    def build_client(self) -> Any:
+    def build_client(self, ask_models: bool = True) -> Any:
         """A fresh client for these settings (raises NoraError with one line).  The model name is
         not built in: each turn sends self.model, else the client's own default (NORA_MODEL, the
-        one model a server lists...), so `%chat --model ''` goes back to that default."""
-        return make_client(self.backend, base_url=self.base_url, timeout=self.timeout,
+        one model a server lists...), so `%chat --model ''` goes back to that default.
+        ask_models: whether a server is asked for its models now (see make_client)."""
+        return make_client(self.backend, base_url=self.base_url, timeout=self.timeout, ask_models=ask_models,
                            max_retries=self.max_retries, base_url_name="--base-url")  # set by %chat --base-url only
 
     def get_client(self) -> Any:
-        """The client, built lazily: the embedded model loads only when a turn needs it."""
+        """The client, built lazily: the embedded model loads only when a turn needs it.  Built for the
+        turn about to be sent, so a server's models are asked for once, by that turn, not here too."""
         if self.client is None:
-            self.client = self.build_client()
+            self.client = self.build_client(ask_models=False)
         return self.client
 
     def describe(self) -> str:

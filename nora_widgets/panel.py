@@ -420,9 +420,10 @@ class ChatPanel(widgets.VBox):
 
     @property
     def client(self) -> Any:
-        """The client; built by make_client() the first time it is needed."""
+        """The client; built by make_client() the first time it is needed (the first message: that
+        turn asks a server for its models, in the background, so a server that is down costs one wait)."""
         if self._client is None:
-            self._client = make_client()
+            self._client = make_client(ask_models=False)
         return self._client
 
     def _system_text(self) -> str:

@@ -1032,3 +1032,25 @@ def test_a_server_started_after_the_first_cell_gets_its_model_asked_again_and_na
         settings = run(shell, "%chat --temperature 0").text
         assert f"backend: OpenAI-compatible server http://127.0.0.1:{port}/v1, model SmolLM2-135M-Instruct | " \
                "temperature: 0" in settings, settings
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("down", ["503", "drop"])  # a proxy whose server is down; a connection closed unanswered
+def test_the_first_cell_against_a_server_that_is_down_asks_for_its_models_once(shell, monkeypatch, down):
+    # the first %%chat built the client (GET /models, no answer) and its turn asked again at once:
+    # a server that was down cost the learner two waits (two 5 s timeouts when nothing answers)
+    from tests.servers.openai_stub import StubServer, drop
+
+    with StubServer() as stub:
+        stub.enqueue_models(*[error(503, "no server behind me", "unavailable_error") if down == "503" else drop()] * 2)
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+        monkeypatch.setenv("NORA_MAX_RETRIES", "0")
+        ran = run(shell, "%%chat --no-stream\nHi")
+        assert ran.shown == ["I got 2 messages; the last one says 'Hi'."], ran.shown
+        assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [
+            ("GET", None), ("POST", "gpt-4o-mini")]
+        settings = run(shell, "%chat --temperature 0").text  # after the turn's question: not "not asked yet"
+        assert "model not known yet: the server did not answer when asked for its models" in settings, settings
+        run(shell, "%%chat --no-stream\nAgain")  # still no answer: the next cell asks again, once
+        assert [(r.method, (r.body or {}).get("model")) for r in stub.requests][2:] == [
+            ("GET", None), ("POST", "gpt-4o-mini")]

@@ -1854,3 +1854,21 @@ def test_clear_undo_load_persona_and_trimming_redraw_only_the_blocks_that_change
     panel.persona.value = ""  # no message at all: the empty-conversation text, as before
     assert panel.history == [] and shows_the_history(panel) and "(empty conversation)" in panel.transcript.value
     assert panel.transcript.value.startswith('<div class="nora-transcript" role="region" aria-label="conversation"')
+
+
+def test_the_first_message_to_a_server_that_is_down_asks_for_its_models_once(monkeypatch):
+    # the panel built its client on the first Send (GET /models, in the page's own thread) and the turn
+    # asked again at once: a server that was down cost two waits, the first one with the page frozen
+    from tests.servers.openai_stub import StubServer, error
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer() as stub:
+        stub.enqueue_models(*[error(503, "no server behind me", "unavailable_error")] * 2)
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+        monkeypatch.setenv("NORA_MAX_RETRIES", "0")
+        panel = ChatPanel()
+        assert panel_send(panel, "hello") == "I got 2 messages; the last one says 'hello'."
+        assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [
+            ("GET", None), ("POST", "gpt-4o-mini")]
+        assert "the server did not answer when asked for its models" in unescape(panel.header.value)
