@@ -45,6 +45,8 @@ CLI_TIMEOUT = "try again, or raise --timeout / NORA_TIMEOUT"
 CLI_NOT_FOUND = "check --model (nora models lists them) and OPENAI_BASE_URL"
 CLI_MODEL_NOT_FOUND = "check /model (nora models lists them) and OPENAI_BASE_URL"  # a name /model NAME chose
 ASK_TRIM = "start a new --history file, or go on in nora chat --load FILE --keep-turns N"  # nora ask has no /trim
+CLI_PERSONA = "shorten the persona: /system TEXT (or --system TEXT at the start)"  # the persona alone overflows
+ASK_PERSONA = "shorten the persona: --system TEXT"
 
 HELP_TEXT = """\
 commands:
@@ -65,11 +67,14 @@ commands:
   \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
 
 
-def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND) -> Failure:
+def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND,
+               persona: str = CLI_PERSONA) -> Failure:
     """A failure's advice in this face's words: /trim N (trim: nora ask's, which has no /trim), --timeout,
     `nora models` for a model name the server does not know (not_found: /model's words when that
-    command chose the name), where the URL came from, and --max-tokens for the argument max_tokens."""
-    return failure.in_words_of(trim, CLI_TIMEOUT, not_found).with_url_named(url_named).with_max_tokens_named("--max-tokens")
+    command chose the name), /system for a persona too long (persona: nora ask's, which has no /system),
+    where the URL came from, and --max-tokens for the argument max_tokens."""
+    return failure.in_words_of(trim, CLI_TIMEOUT, not_found, persona).with_url_named(url_named) \
+        .with_max_tokens_named("--max-tokens")
 
 
 class Stopped(BaseException):
@@ -136,7 +141,7 @@ class ChatSession:
                  max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
                  prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
                  url_named: str = "OPENAI_BASE_URL", show_sent: bool = False, trim_words: str = CLI_TRIM,
-                 notes_on_stderr: bool = False) -> None:
+                 persona_words: str = CLI_PERSONA, notes_on_stderr: bool = False) -> None:
         self.client = client
         self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.model = model
@@ -155,6 +160,7 @@ class ChatSession:
         self.last_sent: list[dict] | None = None  # what the last successful call sent
         self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) got them
         self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
+        self.persona_words = persona_words  # the advice when the persona is: /system TEXT, or nora ask's --system
         self.notes_on_stderr = notes_on_stderr  # nora ask: stdout is the answer alone, a note on the model goes to stderr
 
     def say(self, text: str) -> None:
@@ -220,7 +226,7 @@ class ChatSession:
             self.warn("(cancelled: the turn was rolled back)")
         else:
             not_found = CLI_MODEL_NOT_FOUND if self.model_from_command else CLI_NOT_FOUND
-            self.warn(_cli_words(result.failure, self.url_named, self.trim_words, not_found).line()
+            self.warn(_cli_words(result.failure, self.url_named, self.trim_words, not_found, self.persona_words).line()
                       if result.failure else str(result))
         if unknown and not self._model_unknown():
             self._tell_model_known()

@@ -374,6 +374,7 @@ def make_client(
     )
     client.wire = wire
     client.model_windows = {}  # the windows the server states, filled in when it is asked (_stated_windows)
+    client.key_refused = None  # 401 when GET /models was refused for the key (describe_client says so)
     ask = bool(base_url) and not model
     listed = _asked_models(client, base_url) if ask and ask_models else None if ask else []
     client.listed_models = listed or []
@@ -418,6 +419,8 @@ def _asked_models(client: Any, base_url: str) -> list[str] | None:
     except openai.APIConnectionError:  # refused, timed out (APITimeoutError is one), the host unknown
         return None
     except openai.APIStatusError as exc:
+        if exc.status_code == 401:  # a wrong key (or none): said where the client is described, not only at the turn
+            client.key_refused = 401
         return None if exc.status_code in _NOT_UP_YET else []
     except Exception:  # a reply that is not a list of models: an answer all the same
         return []
@@ -501,6 +504,19 @@ def not_known_yet(fallback: str | None, then: str = "; ") -> str:
             f"and sends its model if it lists one, else {fallback}")
 
 
+def key_refused_words(client: Any) -> str:
+    """'' or how a server refused the key when asked for its models (a short clause after "which"
+    or "the server"); never the key itself.
+    Example: with a wrong OPENAI_API_KEY -> 'refused the key (HTTP 401) - check OPENAI_API_KEY'
+    Example: with none set -> 'wants a key (HTTP 401) - set OPENAI_API_KEY'"""
+    status = getattr(client, "key_refused", None)
+    if not isinstance(status, int):
+        return ""
+    if getattr(client, "api_key", None) == NO_KEY:  # make_client's placeholder: no key was set
+        return f"wants a key (HTTP {status}) - set OPENAI_API_KEY"
+    return f"refused the key (HTTP {status}) - check OPENAI_API_KEY"
+
+
 def _looks_like_url(url: str) -> bool:
     """Example: _looks_like_url("http://127.0.0.1:8000/v1") -> True, ("localhost:8000") -> False"""
     parts = urlsplit(url.strip())
@@ -579,5 +595,9 @@ def describe_client(client: Any, model: str | None = None) -> str:
         if stated:  # the server said it (vLLM, llama.cpp's server, nora serve)
             shown += f", context window {stated:,} tokens"
     if base is not None:
-        return f"OpenAI-compatible server {redact(str(base)).rstrip('/')}, {shown}"
+        server = f"OpenAI-compatible server {redact(str(base)).rstrip('/')}"
+        refused = key_refused_words(client)
+        if refused and not model:  # the model named would only be the fallback, not one the server said
+            return f"{server}, which {refused}"
+        return f"{server}, {shown} (the server {refused})" if refused else f"{server}, {shown}"
     return f"{type(client).__name__}, {shown}"

@@ -30,6 +30,7 @@ from .errors import (
     Failure,
     HistoryError,
     MessageTooLongError,
+    PersonaTooLongError,
     StreamCutError,
     describe_failure,
 )
@@ -439,8 +440,11 @@ def _raise_if_not_a_client(exc: Exception, client: Any) -> None:
 def _raise_if_too_long(exc: Exception, sent: list[Message], client: Any = None) -> None:
     """If exc says the context window overflowed and trimming cannot help (sent held no earlier
     turn, or the persona and the new message alone are over the window), raise MessageTooLongError,
-    which says the message itself is too long.  Otherwise return (also when the messages fit and
-    only the reply's max_tokens does not)."""
+    which says the message itself is too long, or PersonaTooLongError when the persona is the larger
+    of the two (its advice: shorten the persona, not send the message in parts).  Otherwise return
+    (also when the messages fit and only the reply's max_tokens does not).
+    Example: a 40,000-character persona, "Hi" -> PersonaTooLongError("the persona and your message
+        (40,000 + 2 characters) overflow the 2,048-token context window")"""
     if describe_failure(exc).kind != "context_length" \
             or getattr(exc, "reply_too_long", False) is True:  # a smaller max_tokens would fit
         return
@@ -449,9 +453,11 @@ def _raise_if_too_long(exc: Exception, sent: list[Message], client: Any = None) 
         return
     window = f"the {limit:,}-token context window" if isinstance(limit, int) else "the model's context window"
     persona = sum(len(m["content"]) for m in sent if m["role"] == "system")
-    raise MessageTooLongError(
-        f"your message and persona ({len(sent[-1]['content']):,} + {persona:,} characters) overflow {window}"
-    ) from exc
+    message = len(sent[-1]["content"])
+    if persona > message:  # what overflows is mostly the persona: sending the message in parts cannot help
+        raise PersonaTooLongError(
+            f"the persona and your message ({persona:,} + {message:,} characters) overflow {window}") from exc
+    raise MessageTooLongError(f"your message and persona ({message:,} + {persona:,} characters) overflow {window}") from exc
 
 
 _WINDOW_SAID = re.compile(r"maximum context length is ([\d,]+) tokens")  # OpenAI's and vLLM's wording

@@ -29,6 +29,7 @@ __all__ = [
     "ErrorBodyError",
     "StreamCutError",
     "MessageTooLongError",
+    "PersonaTooLongError",
     "RefusedError",
 ]
 
@@ -96,6 +97,13 @@ class MessageTooLongError(NoraError):
     """
 
 
+class PersonaTooLongError(MessageTooLongError):
+    """As MessageTooLongError, when what overflows is mostly the persona (the system message):
+    sending the message in parts cannot help, the persona has to get shorter.
+    Example: PersonaTooLongError("the persona and your message (40,000 + 2 characters) overflow the 2,048-token context window")
+    """
+
+
 class RefusedError(NoraError):
     """A check in your own code refused a message before it was sent, or a reply after it came.
 
@@ -133,12 +141,17 @@ class Failure:
     message: str
     hint: str
 
-    def in_words_of(self, trim: str, timeout: str | None = None, not_found: str | None = None) -> "Failure":
+    def in_words_of(self, trim: str, timeout: str | None = None, not_found: str | None = None,
+                    persona: str | None = None) -> "Failure":
         """This failure with its advice in a face's own words: how to trim (`/trim N` is nora
-        chat's) and, if given, how to wait longer (`--timeout` is a flag of nora's) and what to
-        check for a model name the server does not know (`nora models` lists them).
+        chat's) and, if given, how to wait longer (`--timeout` is a flag of nora's), what to
+        check for a model name the server does not know (`nora models` lists them) and how to
+        shorten the persona (`/system TEXT` in nora chat).
         Example: f.in_words_of("tick 'keep last N turns'").hint -> "tick 'keep last N turns'"
-        (only a hint that is TRIM_HINT, TIMEOUT_HINT or NOT_FOUND_HINT changes; any other comes back as it is)"""
+        (only a hint that is TRIM_HINT, TIMEOUT_HINT, NOT_FOUND_HINT or PERSONA_HINT changes; any other
+        comes back as it is)"""
+        if self.hint == PERSONA_HINT and persona is not None:
+            return replace(self, hint=persona)
         if self.hint == TRIM_HINT:
             return replace(self, hint=trim)
         if self.hint == TIMEOUT_HINT and timeout is not None:
@@ -178,6 +191,7 @@ NO_KEY = "no-key"  # what make_client sends to a server when OPENAI_API_KEY is n
 NOT_FOUND_HINT = "check --model and OPENAI_BASE_URL"
 TRIM_HINT = "trim it (keep_last_n_turns=N, or trim_history)"
 TIMEOUT_HINT = "try again, or wait longer (make_client(timeout=...) or NORA_TIMEOUT)"
+PERSONA_HINT = "shorten the persona (set_persona, or the system message in the list)"
 
 # (class name) -> (kind, message, hint); checked along the exception's MRO so
 # subclasses we do not know about still land in the right row.
@@ -201,6 +215,7 @@ _BY_CLASS = {
     "ErrorBodyError": ("server", "the server answered with an error", "try again in a moment"),
     "BadResponseError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "StreamCutError": ("stream_cut", "the reply was cut off part-way", "the turn was rolled back; send it again"),
+    "PersonaTooLongError": ("too_long", "the persona is too long for the model's context window", PERSONA_HINT),
     "MessageTooLongError": ("too_long", "your message is too long for the model's context window", "shorten them, or send the message in parts"),
     "RefusedError": ("refused", "refused by a check", ""),
     "TimeoutError": ("timeout", "the request timed out", TIMEOUT_HINT),

@@ -58,6 +58,7 @@ __all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
 MAGIC_TRIM = "send fewer turns: %chat --keep-turns N"  # (or on one cell's %%chat line: docs/magics.md)
 MAGIC_TIMEOUT = "try again, or wait longer: %chat --timeout S"
 MAGIC_NOT_FOUND = "check %chat --model and %chat --base-url (or OPENAI_BASE_URL)"
+MAGIC_PERSONA = "shorten the persona: %chat --system TEXT"  # when the persona alone overflows the window
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
 HISTORY_FIX = f"(fix or remove it in {USER_NAME}, or start over with %chat reset)"  # after a bad item, named
 COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "help")
@@ -307,7 +308,7 @@ class _ReplyView:
             _show(str(result), _reply_html(result))
         elif getattr(result, "failure", None) is not None:
             not_found = MAGIC_NOT_FOUND if url_named == "OPENAI_BASE_URL" else "check %chat --model and %chat --base-url"
-            failure = result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT, not_found)
+            failure = result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT, not_found, MAGIC_PERSONA)
             _show_failure(failure.with_url_named(url_named).line())
         else:
             _show_failure(str(result))

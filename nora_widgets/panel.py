@@ -76,6 +76,7 @@ VIEW_TIPS = {  # shown on hover (a toggle without one showed "null"), after "on 
     "compare": "also send every question to a conversation without memory, side by side",
 }
 PANEL_TRIM = "tick 'keep last' N turns, or Amnesia, or Clear"  # not nora chat's /trim N
+PANEL_PERSONA = "shorten the text in the persona box"  # when the persona alone overflows the window
 PANEL_NOT_FOUND = "check the model box (empty: the client's default) and OPENAI_BASE_URL"  # the panel has no --model
 BUSY_NOTE = "still replying: send your message when the reply is done, or Stop it"  # Enter while a reply runs
 STOPPED = "Stopped: the turn was rolled back"  # then "." or "; your message is back in the input."
@@ -577,7 +578,8 @@ class ChatPanel(widgets.VBox):
             if stopped:
                 self._failed_line = f"{STOPPED}."
             elif result.failure is not None:
-                self._failed_line = result.failure.in_words_of(PANEL_TRIM, not_found=PANEL_NOT_FOUND).line()
+                self._failed_line = result.failure.in_words_of(PANEL_TRIM, not_found=PANEL_NOT_FOUND,
+                                                                    persona=PANEL_PERSONA).line()
             else:
                 self._failed_line = str(result)
             if typed:

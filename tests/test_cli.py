@@ -2001,17 +2001,16 @@ def test_nora_chat_started_before_the_server_sends_its_model_once_it_answers():
     assert_no_key(out)
 
 
-def test_nora_ask_whose_server_answers_only_at_the_turn_keeps_stdout_the_answer_alone():
-    # 503 at the start (llama.cpp's server loading its model), the list at the turn: one model is sent
-    # without a word; several get the line the start would have given, on stderr with the failure
+def test_nora_ask_asks_for_the_models_at_its_turn_and_keeps_stdout_the_answer_alone():
+    # nora ask asks GET /models once, just before its one turn (not also when the client is built):
+    # one model is sent without a word; several get the line nora chat's start gives, on stderr
+    # after the failure
     with StubServer(api_key=KEY, model="SmolLM2-135M-Instruct", strict=True) as one:
-        one.enqueue_models(error(503, "Loading model", "unavailable_error"))
         done = nora("ask", *FAST, "Hi", stub=one)
         assert (done.returncode, done.stdout, done.stderr) == (0, "I got 2 messages; the last one says 'Hi'.\n", "")
         assert [(r.method, (r.body or {}).get("model")) for r in one.requests] == [
-            ("GET", None), ("GET", None), ("POST", "SmolLM2-135M-Instruct")]
+            ("GET", None), ("POST", "SmolLM2-135M-Instruct")]
     with StubServer(api_key=KEY, listed=["llama3.2", "qwen2.5"], strict=True) as several:
-        several.enqueue_models(error(503, "Loading model", "unavailable_error"))
         done = nora("ask", *FAST, "Hi", stub=several)
         assert (done.returncode, done.stdout) == (1, "")
         assert done.stderr.splitlines() == [
@@ -2034,3 +2033,53 @@ def test_nora_models_while_the_server_starts_names_the_model_a_chat_would_send()
             assert (result.returncode, result.stdout) == (0, "served-one\n"), result.stderr
             assert result.stderr == (f"(1 model at {stub.base_url}; nora uses served-one unless told otherwise; "
                                      "choose with --model or NORA_MODEL)\n"), answers_at
+
+
+def test_nora_chat_with_a_wrong_key_says_at_the_start_that_the_server_refused_it(keyed_stub):
+    # the opening line said "model gpt-4o-mini" as if all were well: its GET /models had got a 401
+    wrong = "sk-wrong-" + "Zz4" * 8
+    for key, said in ((wrong, "refused the key (HTTP 401) - check OPENAI_API_KEY"),
+                      (None, "wants a key (HTTP 401) - set OPENAI_API_KEY")):
+        env = helpers.nora_env(keyed_stub.base_url, key)
+        result = helpers.run_nora("chat", *FAST, env=env, stdin="quit\n")
+        first = result.stdout.splitlines()[0]
+        assert first == f"Nora chat: OpenAI-compatible server {keyed_stub.base_url}, which {said}", first
+        assert len(first) < 120 and wrong not in result.stdout + result.stderr
+        named = helpers.run_nora("chat", *FAST, "--model", "stub-model", env=env, stdin="quit\n")  # nothing asked
+        assert named.stdout.splitlines()[0] == f"Nora chat: OpenAI-compatible server {keyed_stub.base_url}, " \
+                                               "model stub-model"
+
+
+def test_nora_ask_with_a_wrong_key_says_it_once(keyed_stub):
+    wrong = "sk-wrong-" + "Zz4" * 8
+    before = len(keyed_stub.requests)
+    result = helpers.run_nora("ask", *FAST, "Hi", env=helpers.nora_env(keyed_stub.base_url, wrong))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == ("(error talking to the model: the server refused the API key (HTTP 401) "
+                             "- check OPENAI_API_KEY)\n")
+    assert [(r.method, r.path) for r in keyed_stub.requests[before:]] == [
+        ("GET", "/v1/models"), ("POST", "/v1/chat/completions")]
+
+
+@pytest.mark.parametrize("down", ["503", "drop"])
+def test_nora_ask_against_a_server_that_is_down_asks_for_its_models_once(down):
+    # make_client asked GET /models, and the turn asked again at once: two waits for one question
+    with StubServer(api_key=KEY) as stub:
+        stub.enqueue_models(*[error(503, "no server behind me", "unavailable_error") if down == "503" else drop()] * 2)
+        result = nora("ask", *FAST, "Hi", stub=stub)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "I got 2 messages; the last one says 'Hi'.\n", "")
+        assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [("GET", None), ("POST", "gpt-4o-mini")]
+
+
+def test_a_persona_too_long_for_the_window_is_advised_as_such_in_chat_and_ask(keyed_stub):
+    # the persona overflowed the window and the advice was "shorten them, or send the message in parts"
+    persona = "Be a librarian. " * 2500  # 40,000 characters
+    said = "(error talking to the model: the persona and your message (40,000 + 2 characters) overflow the 2,048-token " \
+           "context window - "
+    keyed_stub.enqueue(context_length_exceeded())
+    chat = nora("chat", *FAST, "--system", persona, stdin="Hi\nquit\n", stub=keyed_stub)
+    assert said + "shorten the persona: /system TEXT (or --system TEXT at the start))" in chat.stderr.splitlines()
+    keyed_stub.enqueue(context_length_exceeded())
+    ask = nora("ask", *FAST, "--system", persona, "Hi", stub=keyed_stub)
+    assert (ask.returncode, ask.stdout) == (1, "")
+    assert ask.stderr == said + "shorten the persona: --system TEXT)\n"

@@ -452,3 +452,19 @@ def test_panel_stop_during_a_stall_answers_at_once(stub_server):
     assert panel_send(panel, "hello") == "Back again."
     assert panel.history == before + [user("hello"), assistant("Back again.")]
     assert stub_server.chat_requests[-1].messages == before + [user("hello")]  # no trace of the stopped turn
+
+
+def test_core_overflow_by_the_persona_says_to_shorten_the_persona(stub_server):
+    """A very long persona (system prompt) and a short message: 'send the message in parts' cannot help."""
+    persona = {"role": "system", "content": "Be a librarian. " * 2500}  # 40,000 characters
+    history = [persona]
+    stub_server.enqueue(context_length_exceeded())
+    result = safe_run_turn(client_for(stub_server), history, "Hi")
+    assert history == [persona] and result.failure.kind == "too_long"
+    assert str(result) == ("(error talking to the model: the persona and your message (40,000 + 2 characters) overflow "
+                           "the 2,048-token context window - shorten the persona (set_persona, or the system message "
+                           "in the list))")
+    assert "in parts" not in str(result)
+    stub_server.enqueue(context_length_exceeded())  # the message the larger part: the advice stays the message's
+    result = safe_run_turn(client_for(stub_server), [SYSTEM], "x" * 5000)
+    check_line(str(result), ("(5,000 + 108 characters)", "send the message in parts"))

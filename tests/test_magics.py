@@ -1054,3 +1054,15 @@ def test_the_first_cell_against_a_server_that_is_down_asks_for_its_models_once(s
         run(shell, "%%chat --no-stream\nAgain")  # still no answer: the next cell asks again, once
         assert [(r.method, (r.body or {}).get("model")) for r in stub.requests][2:] == [
             ("GET", None), ("POST", "gpt-4o-mini")]
+
+
+def test_a_persona_too_long_for_the_window_is_advised_in_the_magics_words(shell, keyed_stub, monkeypatch):
+    from tests.servers.openai_stub import context_length_exceeded
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    run(shell, f"%chat --backend openai --base-url {keyed_stub.base_url} --max-retries 0")
+    run(shell, "%chat --system '" + "Be a librarian. " * 2500 + "'")
+    keyed_stub.enqueue(context_length_exceeded())
+    ran = run(shell, "%%chat --no-stream\nHi")
+    assert ran.shown == ["(error talking to the model: the persona and your message (40,000 + 2 characters) overflow "
+                         "the 2,048-token context window - shorten the persona: %chat --system TEXT)"], ran.shown

@@ -1872,3 +1872,16 @@ def test_the_first_message_to_a_server_that_is_down_asks_for_its_models_once(mon
         assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [
             ("GET", None), ("POST", "gpt-4o-mini")]
         assert "the server did not answer when asked for its models" in unescape(panel.header.value)
+
+
+def test_a_persona_too_long_for_the_window_is_advised_in_the_panels_words(stub_server):
+    from tests.servers.openai_stub import context_length_exceeded
+
+    client = make_client("openai", api_key="sk-test-panel", base_url=stub_server.base_url, max_retries=0, timeout=5)
+    panel = ChatPanel(client)
+    panel.persona.value = "Be a librarian. " * 2500
+    stub_server.enqueue(context_length_exceeded())
+    result = panel_send(panel, "Hi")
+    assert result.failure.kind == "too_long" and len(panel.history) == 1
+    assert panel._error_text == ("(error talking to the model: the persona and your message (40,000 + 2 characters) "
+                                 "overflow the 2,048-token context window - shorten the text in the persona box)")
