@@ -10,8 +10,9 @@ plus small extras Nora's views read if present: ``default_model`` (the
 name to send when the caller gives none), ``wire`` (a WireLog holding the
 last request exactly as it was sent, key masked) and ``default_model_pending``
 (None, or while a server has not yet answered make_client's question about its
-models, a hook that asks again: conversation.py calls it before a turn that would
-send the default name; see make_client).
+models, or was not asked yet, a hook that asks: conversation.py calls it before a
+turn that would send the default name; see make_client) and ``key_refused`` (401
+when that question was refused for the key).
 
     ScriptedClient   canned replies, records every call: lessons and tests
     openai.OpenAI    OpenAI, or any OpenAI-compatible server via base_url
@@ -575,7 +576,9 @@ def describe_client(client: Any, model: str | None = None) -> str:
     when asked for its models (the next call asks again and sends its model if it lists one, else
     gpt-4o-mini)'; once it has answered, the line names the model, and its context window when the
     server states it: 'OpenAI-compatible server http://127.0.0.1:8000/v1, model SmolLM2-135M-Instruct,
-    context window 2,048 tokens'."""
+    context window 2,048 tokens'.  A server that refused the key when asked (HTTP 401) is said so instead of
+    a model it never named: 'OpenAI-compatible server http://127.0.0.1:8000/v1, which refused the key
+    (HTTP 401) - check OPENAI_API_KEY'."""
     describe = getattr(client, "describe", None)
     if callable(describe):
         return describe()
