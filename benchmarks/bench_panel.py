@@ -4,6 +4,8 @@
     refresh     one panel.refresh() (what every control change and every turn's end runs)
     sent        what one turn sends to the browser: every widget message (a widget opened, a change,
                 a widget closed), its data as JSON
+    split       the same, by the view the widget belongs to: transcript / inspector tables / wire view /
+                the rest (header, gauge, cost chart, side by side, status lines)
     HTML        characters of the transcript, each inspector table and the wire view after the turn
                 (the transcript's whole HTML: it goes to the page in blocks of 50 messages, and a turn
                 sends the block it changed)
@@ -32,6 +34,7 @@ from _common import finish, fmt_seconds, median, parser, table  # noqa: E402
 WORDS = ("the a model list message token call server reply context window send every turn again python "
          "code book shop paperback").split()
 VIEWS = ("inspector", "wire", "gauge", "cost", "compare")
+SPLIT = ("transcript", "inspector", "wire", "rest")  # what a turn sends, by the part of the panel it draws
 
 
 def long_history(n: int, rng: random.Random) -> list[dict]:
@@ -53,11 +56,21 @@ def main(argv: list[str] | None = None) -> dict:
     from nora_widgets.clients import ScriptedClient
     from nora_widgets.panel import ChatPanel
 
-    sent: list[int] = []
+    sent: list[tuple[str, int]] = []  # (comm id, bytes)
 
     class CountingComm(comm.DummyComm):  # no kernel here: count what would go to the browser
         def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
-            sent.append(len(json.dumps(data)) + sum(len(b) for b in buffers or ()))
+            sent.append((self.comm_id, len(json.dumps(data)) + sum(len(b) for b in buffers or ())))
+
+    def owned(widget) -> set[str]:
+        """The model ids of a widget and of every widget it shows (children, blocks), as they are now."""
+        ids = {widget.model_id}
+        for part in [*getattr(widget, "children", ()), *getattr(widget, "blocks", ())]:
+            ids |= owned(part)
+        for name in ("last_html", "next_html", "body"):  # the views' drawing widgets
+            if getattr(widget, name, None) is not None:
+                ids |= owned(getattr(widget, name))
+        return ids
 
     comm.create_comm = CountingComm  # every widget's comm: its opening, its changes, its closing
     sizes = [10, 100] if args.quick else [10, 100, 1_000, 5_000]
@@ -69,25 +82,40 @@ def main(argv: list[str] | None = None) -> dict:
         panel = ChatPanel(ScriptedClient(), history=long_history(n, rng), views=VIEWS)
         panel.ask("a first question, to fill the caches")
         turn_s, refresh_s, sent_bytes = [], [], []
+        split: dict[str, list[int]] = {k: [] for k in SPLIT}
+        owner: dict[str, str] = {}  # model id -> the part it belongs to (a block closed keeps its part)
+
+        def look() -> None:
+            for part, widget in (("transcript", panel.transcript), ("inspector", panel.inspector),
+                                 ("wire", panel.wire_view)):
+                owner.update(dict.fromkeys(owned(widget), part))
+
         for i in range(turns):
+            look()
             sent.clear()
             panel.prompt.value = f"question {i}?"
             t = time.perf_counter()
             panel.send.click()
             panel.wait()
             turn_s.append(time.perf_counter() - t)
-            sent_bytes.append(sum(sent))
+            look()
+            sent_bytes.append(sum(size for _, size in sent))
+            for part in SPLIT:
+                split[part].append(sum(size for cid, size in sent if owner.get(cid, "rest") == part))
             t = time.perf_counter()
             panel.refresh()
             refresh_s.append(time.perf_counter() - t)
         html = {"transcript": len(panel.transcript.value), "last_sent_table": len(panel.inspector.last_html.value),
                 "next_send_table": len(panel.inspector.next_html.value), "wire": len(panel.wire_view.body.value)}
         results["sizes"][str(n)] = {"turn_s": median(turn_s), "refresh_s": median(refresh_s),
-                                    "sent_per_turn_bytes": median(sent_bytes), "html_chars": html}
+                                    "sent_per_turn_bytes": median(sent_bytes), "html_chars": html,
+                                    "sent_split_bytes": {k: median(v) for k, v in split.items()}}
         rows.append([f"{n:,}", fmt_seconds(median(turn_s)), fmt_seconds(median(refresh_s)),
                      f"{median(sent_bytes) / 1e6:.2f} MB",
-                     " / ".join(f"{html[k] / 1e3:,.0f}" for k in html)])
-    print(table(["messages", "turn", "refresh()", "sent per turn", "HTML kB: transcript / last / next / wire"], rows))
+                     " / ".join(f"{html[k] / 1e3:,.0f}" for k in html),
+                     " / ".join(f"{median(split[k]) / 1e3:,.1f}" for k in SPLIT)])
+    print(table(["messages", "turn", "refresh()", "sent per turn", "HTML kB: transcript / last / next / wire",
+                 "sent kB: " + " / ".join(SPLIT)], rows))
     return finish(args, "panel", results)
 
 
