@@ -37,6 +37,8 @@ __all__ = [
     "is_safe_link",
     "role_chip_html",
     "messages_table_html",
+    "messages_table_frame",
+    "row_html",
     "wire_sections",
     "ROLE_COLOURS",
     "MUTED",
@@ -237,18 +239,32 @@ def messages_table_html(
     dimmed = set(dimmed)
     if numbers is not None and len(numbers) != len(messages):
         raise ValueError(f"numbers: one per message ({len(messages)}), not {len(numbers)}")
-    rows = []
-    for i, message in enumerate(messages):
-        role = message.get("role", "?") if isinstance(message, dict) else "?"
-        content = message.get("content", "") if isinstance(message, dict) else message
-        content = "" if content is None else str(content)
-        tokens = token_counts[i] if token_counts is not None and i < len(token_counts) else None
-        args = (i if numbers is None else numbers[i], role, content, token_counts is not None, tokens,
-                i in highlight, i in dimmed, max_chars)
-        # a role or count that cannot be a cache key (no validated history has one) is drawn uncached
-        rows.append(_row_html(*args) if isinstance(role, str) and isinstance(args[0], int)
-                    and isinstance(tokens, (int, type(None)))
-                    else _draw_row(*args))
+    rows = [
+        row_html(i if numbers is None else numbers[i], message,
+                 token_counts[i] if token_counts is not None and i < len(token_counts) else None,
+                 token_counts is not None, i in highlight, i in dimmed, max_chars)
+        for i, message in enumerate(messages)
+    ]
+    return messages_table_frame(f"<tbody>{''.join(rows)}</tbody>", caption, token_counts is not None)
+
+
+def row_html(number: object, message: object, tokens: int | None, with_tokens: bool, new: bool = False,
+             dropped: bool = False, max_chars: int | None = None) -> str:
+    """One <tr> of messages_table_html (cached: a long chat draws the same rows on every redraw).
+    Example: row_html(3, {"role": "user", "content": "hi"}, 5, True).startswith('<tr class="nora-row"') -> True"""
+    role = message.get("role", "?") if isinstance(message, dict) else "?"
+    content = message.get("content", "") if isinstance(message, dict) else message
+    content = "" if content is None else str(content)
+    args = (number, role, content, with_tokens, tokens, new, dropped, max_chars)
+    # a role or count that cannot be a cache key (no validated history has one) is drawn uncached
+    if isinstance(role, str) and isinstance(number, int) and isinstance(tokens, (int, type(None))):
+        return _row_html(*args)
+    return _draw_row(*args)
+
+
+def messages_table_frame(body: str, caption: str | None = None, with_tokens: bool = False) -> str:
+    """The table of messages_table_html around body (its <tbody>s): the caption and the header row.
+    Example: messages_table_frame("<tbody></tbody>", "2 messages").startswith('<table class="nora-messages"') -> True"""
     # Each <th> and the <table> carry their own alignment and layout: a notebook's output area
     # (JupyterLab's .jp-RenderedHTMLCommon) right-aligns headers and fixes the layout to equal
     # columns, which squeezed the content into the last quarter, far from its header.
@@ -256,14 +272,14 @@ def messages_table_html(
     head = (
         f'<tr style="color:{MUTED};font-size:0.85em">'
         f'<th style="{th}right">#</th><th style="{th}left">role</th>'
-        + ("" if token_counts is None else f'<th style="{th}right">tokens</th>')
+        + ("" if not with_tokens else f'<th style="{th}right">tokens</th>')
         + f'<th style="{th}left">content</th></tr>'
     )
     cap = f'<caption style="text-align:left;font-weight:600;padding:2px 0">{escape(caption)}</caption>' if caption else ""
     return (
         '<table class="nora-messages" style="border-collapse:collapse;width:100%;table-layout:auto;margin:0;'
         'font-size:0.9em;line-height:1.35">'
-        f"{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        f"{cap}<thead>{head}</thead>{body}</table>"
     )
 
 

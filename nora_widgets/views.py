@@ -20,8 +20,10 @@ from typing import Iterable, Sequence
 
 import ipywidgets as widgets
 
+from ._blocks import PLACE, BlockBox
 from .errors import count_of
-from .render import ERROR_COLOUR, MUTED, ROLE_COLOURS, escape, markdown_to_html, messages_table_html, role_chip_html, wire_sections
+from .render import (ERROR_COLOUR, MUTED, ROLE_COLOURS, escape, markdown_to_html, messages_table_frame, role_chip_html,
+                     row_html, wire_sections)
 
 __all__ = [
     "transcript_html",
@@ -133,30 +135,51 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
 INSPECTOR_ROWS = 200
 
 
-def _table(messages: Sequence[dict], counts: Sequence[int | None] | None, highlight: Iterable[int],
-           dimmed: Iterable[int], caption: str, sent: str) -> str:
-    """messages_table_html of the list, or of its first message and last INSPECTOR_ROWS - 1 when it is longer,
-    numbered by their places in the whole list.  sent: how the caption says the rows not drawn go out
-    ("were sent", "will be sent").
+# Rows per block of an inspector table (_blocks.py): a turn sends the blocks whose rows changed, the
+# last one or two (the new pair, the pair no longer new) and, past INSPECTOR_ROWS, the first block of
+# the last rows, which loses the two rows that scroll out.  Blocks go by the messages' places (rows
+# 0-9, 10-19, ...) so that a block keeps its rows from one turn to the next.  Both tables at 1,000
+# messages, per turn: 5 rows 23 kB, 10: 30 kB, 20: 53 kB, 50: 118 kB (505 kB drawn whole); 10 rows
+# make a table at most 21 blocks.
+TABLE_BLOCK = 10
+
+
+def _table(box: BlockBox, messages: Sequence[dict], counts: Sequence[int | None] | None, highlight: Iterable[int],
+           dimmed: Iterable[int], caption: str, sent: str) -> int:
+    """Draw the list in box as messages_table_html draws it, or its first message and last INSPECTOR_ROWS - 1
+    when it is longer, numbered by their places in the whole list; in blocks of TABLE_BLOCK places.
+    sent: how the caption says the rows not drawn go out ("were sent", "will be sent").  Returns the
+    blocks sent.
     Example: 1,000 messages -> rows 0 and 801-999; the caption ends
         '(messages 1-800 are not drawn here, 9,600 tokens; all of them were sent)'"""
     n = len(messages)
-    if n <= INSPECTOR_ROWS:
-        return messages_table_html(messages, counts, highlight, dimmed, caption=caption, max_chars=600)
-    tail = n - (INSPECTOR_ROWS - 1)
-    places = [0, *range(tail, n)]
-    row_of = {place: row for row, place in enumerate(places)}
-    dimmed = set(dimmed)
-    between = [c for c in (counts or [])[1:tail] if c is not None]
-    tokens = f", {sum(between):,} tokens" if counts else ""
-    left_out = sum(1 for i in dimmed if 0 < i < tail)
-    fate = (f"all of them {sent}" if not left_out else
-            f"{left_out:,} of them are left out by trimming, the other {tail - 1 - left_out:,} {sent}")
-    caption += f" (messages 1-{tail - 1:,} are not drawn here{tokens}; {fate})"
-    return messages_table_html([messages[i] for i in places], [counts[i] for i in places] if counts else None,
-                               [row_of[i] for i in highlight if i in row_of],
-                               [row_of[i] for i in dimmed if i in row_of],
-                               caption=caption, max_chars=600, numbers=places)
+    highlight, dimmed = set(highlight), set(dimmed)
+    places: Sequence[int] = range(n)
+    if n > INSPECTOR_ROWS:
+        tail = n - (INSPECTOR_ROWS - 1)
+        places = [0, *range(tail, n)]
+        between = [c for c in (counts or [])[1:tail] if c is not None]
+        tokens = f", {sum(between):,} tokens" if counts else ""
+        left_out = sum(1 for i in dimmed if 0 < i < tail)
+        fate = (f"all of them {sent}" if not left_out else
+                f"{left_out:,} of them are left out by trimming, the other {tail - 1 - left_out:,} {sent}")
+        caption += f" (messages 1-{tail - 1:,} are not drawn here{tokens}; {fate})"
+    blocks: dict[int, list[str]] = {}  # place // TABLE_BLOCK -> its rows' HTML, in order
+    for p in places:
+        tokens_p = counts[p] if counts is not None and p < len(counts) else None
+        blocks.setdefault(p // TABLE_BLOCK, []).append(
+            row_html(p, messages[p], tokens_p, counts is not None, p in highlight, p in dimmed, 600))
+    keys = ["".join(rows) for rows in blocks.values()]  # a block's HTML is what it shows
+    return box.draw(messages_table_frame(PLACE, caption, counts is not None), keys, keys.__getitem__,
+                    anchors=list(blocks))
+
+
+def _table_box(name: str) -> BlockBox:
+    # each table scrolls in a box of its own: a long conversation pushed every control below it
+    # thousands of pixels down the page
+    box = BlockBox(block_tag="tbody", layout=widgets.Layout(max_height="360px", overflow="auto"))
+    box.add_class(name)
+    return box
 
 
 class InspectorView(widgets.VBox):
@@ -167,12 +190,10 @@ class InspectorView(widgets.VBox):
     """
 
     def __init__(self) -> None:
-        # each table scrolls in a box of its own: a long conversation pushed every control below it
-        # thousands of pixels down the page
-        self.last_html = widgets.HTML(layout=widgets.Layout(max_height="360px", overflow="auto"))
-        self.next_html = widgets.HTML(layout=widgets.Layout(max_height="360px", overflow="auto"))
-        self.last_html.add_class("nora-last-sent")
-        self.next_html.add_class("nora-next-send")
+        # the tables go to the page in blocks of rows (_blocks.py): a turn sends the rows that changed;
+        # .value is a table's whole HTML, as drawn
+        self.last_html = _table_box("nora-last-sent")
+        self.next_html = _table_box("nora-next-send")
         self.last_rows: list[dict] = []
         self.next_rows: list[dict] = []
         super().__init__([_title("Messages inspector"), self.last_html, self.next_html], layout=_box())
@@ -195,23 +216,37 @@ class InspectorView(widgets.VBox):
         last_total: the prompt's token total (the rows plus the template's framing), if known."""
         if last_sent is None:
             self.last_rows = []
-            self.last_html.value = f'<div style="color:{MUTED}">No call yet: send a message.</div>'
+            self.last_html.draw(f'<div style="color:{MUTED}">No call yet: send a message.</div>', [], str)
         else:
             self.last_rows = self._rows(last_sent, last_counts, last_new)
             total = last_total if last_total is not None else (sum(last_counts) if last_counts else None)
             cap = f"Last call sent {count_of(len(last_sent), 'message')}" + (f" ({total:,} tokens)" if total is not None else "")
-            self.last_html.value = _table(last_sent, last_counts, last_new, (), cap, "were sent")
+            _table(self.last_html, last_sent, last_counts, last_new, (), cap, "were sent")
         self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
         count = len(next_list) - len(set(next_dropped))
         cap = (f"Next call will send {'this' if count == 1 else 'these'} {count_of(count, 'message')} + your new one"
                if count else "Next call will send only your new message (the list is empty)")
         if note:
             cap += f" ({note})"
-        self.next_html.value = _table(next_list, next_counts, next_new, next_dropped, cap, "will be sent")
+        _table(self.next_html, next_list, next_counts, next_new, next_dropped, cap, "will be sent")
 
 
 # --------------------------------------------------------------------------- #
 # 2. the wire
+
+
+# Lines per block of the wire view's longest text (_blocks.py).  That text is the JSON body (or the
+# embedded model's prompt): the whole conversation, ~0.4 kB a message, and a new call changes its end
+# only (the messages added, the closing lines), so a call sends the last block or two; 200 lines is
+# ~50 messages of JSON.
+WIRE_LINES = 200
+
+
+def _line_blocks(text: str, n: int = WIRE_LINES) -> list[str]:
+    """text in pieces of n lines, each with its line ends: "".join(them) == text.
+    Example: _line_blocks("a\nb\nc", 2) -> ['a\nb\n', 'c']"""
+    lines = text.splitlines(keepends=True)
+    return ["".join(lines[i:i + n]) for i in range(0, len(lines), n)]
 
 
 class WireView(widgets.VBox):
@@ -219,11 +254,12 @@ class WireView(widgets.VBox):
 
     For an in-process model there is no HTTP: it shows the create() arguments and,
     when the client records it, the prompt text the model really read.
-    ``data`` holds the dict shown (already masked).
+    ``data`` holds the dict shown (already masked); ``body.value`` the whole HTML, as drawn.
     """
 
     def __init__(self) -> None:
-        self.body = widgets.HTML()
+        # the longest text goes to the page in blocks of lines (_blocks.py): a new call sends its end
+        self.body = BlockBox(block_tag="span")
         self.data: dict | None = None
         self._note = ""
         super().__init__([_title("Wire: the last request"), self.body], layout=_box())
@@ -237,18 +273,24 @@ class WireView(widgets.VBox):
             return
         self.data, self._note = last, note
         if not last:
-            self.body.value = f'<div style="color:{MUTED}">No request yet.</div>'
+            self.body.draw(f'<div style="color:{MUTED}">No request yet.</div>', [], str)
             return
         pre = ('<pre style="white-space:pre-wrap;word-break:break-word;font-size:0.85em;'
                'max-height:360px;overflow:auto;background:var(--jp-layout-color2, #f7f7f7);'
                'color:var(--jp-content-font-color1, #111);padding:4px;margin:2px 0">')
         parts = [f'<div style="color:{MUTED}">{escape(note)}</div>'] if note else []
-        for title, text in wire_sections(last):  # the same sections `%chat wire` prints
+        sections = wire_sections(last)  # the same sections `%chat wire` prints
+        longest = max(range(len(sections)), key=lambda i: len(sections[i][1]))
+        blocks: list[str] = []
+        for i, (title, text) in enumerate(sections):
             if title:
                 parts.append(f"<div>{escape(title)}</div>")
-            if text:
+            if text and i == longest:  # in blocks: spans of lines in the one <pre>
+                parts.append(f"{pre}{PLACE}</pre>")
+                blocks = _line_blocks(text)
+            elif text:
                 parts.append(f"{pre}{escape(text)}</pre>")
-        self.body.value = _BODY.format("".join(parts))
+        self.body.draw(_BODY.format("".join(parts)), blocks, lambda i: escape(blocks[i]))
 
 
 # --------------------------------------------------------------------------- #
