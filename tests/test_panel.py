@@ -1885,3 +1885,106 @@ def test_a_persona_too_long_for_the_window_is_advised_in_the_panels_words(stub_s
     assert result.failure.kind == "too_long" and len(panel.history) == 1
     assert panel._error_text == ("(error talking to the model: the persona and your message (40,000 + 2 characters) "
                                  "overflow the 2,048-token context window - shorten the text in the persona box)")
+
+
+# --------------------------------------------------------------------------- #
+# the inspector's tables and the wire view in blocks too (_blocks.py)
+
+
+def sent_about(wire: PageWire, box) -> list[tuple[str, str, dict]]:
+    """The messages about one BlockBox: the box and its blocks (those closed are still named)."""
+    ids = {box.model_id} | {b.model_id for b in box.blocks} | wire.closed
+    return [m for m in wire.messages if m[0] in ids]
+
+
+def as_the_page_draws(box) -> str:
+    """What the page shows: the frame with each block, in its element, where PLACE is."""
+    from nora_widgets._blocks import PLACE
+    tag = box.block_tag
+    return box.frame.replace(PLACE, "".join(f"<{tag}>{b.value}</{tag}>" for b in box.blocks))
+
+
+def test_a_turn_at_300_messages_sends_the_inspector_the_rows_that_changed_not_the_tables(monkeypatch):
+    # both tables were HTML widgets sent whole after every turn: ~250 kB each at 200 rows drawn
+    from nora_widgets.views import INSPECTOR_ROWS, TABLE_BLOCK
+    wire = PageWire(monkeypatch)
+    panel = ChatPanel(ScriptedClient(["**Done.**"] * 3), history=chat_of(300), views=("inspector",))
+    panel_send(panel, "warm?")  # the first call in a panel finds every row new
+    panel_send(panel, "again?")
+    tables = (panel.inspector.last_html, panel.inspector.next_html)
+    before = [{b.model_id: b.value for b in t.blocks} for t in tables]
+    wire.messages.clear()
+    panel_send(panel, "one more?")
+    assert len(panel.history) == 306
+    for table, was in zip(tables, before):
+        sent = sent_about(wire, table)
+        html = table.value
+        assert html == as_the_page_draws(table)  # .value is what is drawn: one table, rows in blocks
+        assert html.count('<tr class="nora-row') == INSPECTOR_ROWS and html.count("<tbody>") == len(table.blocks)
+        assert html.count("<table") == 1 and html.count("<caption") == 1 and html.count("<thead>") == 1
+        # sent: the block of the new rows and the one that lost its highlight; the first block of the last
+        # rows (two rows scrolled out of it); the caption.  The persona's block and the middle: untouched.
+        changed = [b for b in table.blocks if was.get(b.model_id) != b.value]
+        assert 1 <= len(changed) <= 3 and table.blocks[0].model_id in was and table.blocks[0] not in changed
+        assert sum(len(json.dumps(data)) for _, _, data in sent) < len(html) / 4, (len(html), len(sent))
+        numbers = [int(n) for n in re.findall(r'<tr class="nora-row[^"]*"[^>]*><td[^>]*>(\d+)</td>', html)]
+        assert numbers == [0, *range(306 - INSPECTOR_ROWS + 1, 306)] if table is tables[1] else numbers[0] == 0
+        # a block holds the rows of TABLE_BLOCK places (0-9, 10-19, ...): it keeps them from turn to turn
+        for block in table.blocks:
+            places = {int(n) // TABLE_BLOCK for n in re.findall(r'<tr[^>]*><td[^>]*>(\d+)</td>', block.value)}
+            assert len(places) == 1, places
+    assert panel.inspector.next_html.value.count("nora-row-new") == 2
+
+
+def test_a_table_that_shrinks_grows_or_empties_is_drawn_whole_and_the_closed_blocks_leave(monkeypatch):
+    wire = PageWire(monkeypatch)
+    panel = ChatPanel(ScriptedClient(["ok"] * 3), history=chat_of(45), views=("inspector",))
+    table = panel.inspector.next_html
+    assert len(table.blocks) == 5 and table.value == as_the_page_draws(table)
+    panel.clear.click()  # the persona alone: one block; the four others closed, in the page too
+    assert len(table.blocks) == 1 and table.value == as_the_page_draws(table)
+    assert table.value.count('<tr class="nora-row') == 1 and len(wire.closed) >= 4
+    panel.persona.value = ""  # an empty list: the caption says so, no block at all
+    assert table.blocks == [] and "Next call will send only your new message (the list is empty)" in table.value
+    last = panel.inspector.last_html
+    assert "No call yet" in last.value and last.blocks == [] and last.value == as_the_page_draws(last)
+
+
+def test_a_new_call_sends_the_wire_view_the_end_of_its_json_not_all_of_it(monkeypatch):
+    # the wire view's JSON is the whole conversation: 404 kB at 1,000 messages, sent whole each call
+    wire = PageWire(monkeypatch)
+    client = ScriptedClient(["Noted."] * 3)
+    panel = ChatPanel(client, history=chat_of(300), views=("wire",))
+    panel_send(panel, "first?")
+    body = panel.wire_view.body
+    first = [b.model_id for b in body.blocks]
+    wire.messages.clear()
+    panel_send(panel, "second?")
+    sent = sent_about(wire, body)
+    assert body.value == as_the_page_draws(body)
+    text = json.dumps(client.calls[-1], indent=2, ensure_ascii=False)
+    assert unescape(re.sub(r"</?span>", "", body.value)).count(text) == 1  # the JSON, whole, in one <pre>
+    assert [b.model_id for b in body.blocks][:len(first) - 1] == first[:-1]  # the first blocks: the same ones
+    assert 0 < sum(len(json.dumps(data)) for _, _, data in sent) < len(body.value) / 3
+    assert "second?" in body.value and "second?" in "".join(data["state"].get("value", "") for _, _, data in sent)
+
+
+def test_a_block_box_names_its_blocks_by_anchor_so_a_window_that_scrolls_resends_only_its_ends():
+    from nora_widgets._blocks import PLACE, BlockBox
+    box = BlockBox(block_tag="div")
+    drawn: list[int] = []
+
+    def show(first: int, last: int) -> int:  # rows first..last-1, in blocks of 10 by place
+        anchors = sorted({p // 10 for p in range(first, last)})
+        keys = [tuple(p for p in range(first, last) if p // 10 == a) for a in anchors]
+        return box.draw(f"<section>{PLACE}</section>", keys, lambda i: drawn.append(i) or str(keys[i]),
+                        anchors=anchors)
+
+    assert show(5, 45) == 5  # blocks 0 (5-9), 1, 2, 3, 4 (40-44)
+    middle = box.blocks[1:4]
+    drawn.clear()
+    assert show(7, 47) == 2 and drawn == [0, 4]  # the two ends; the middle blocks are the same ones
+    assert box.blocks[1:4] == middle
+    # block 0 closed, block 5 opened, blocks 1 and 4 changed: the same objects, none moved up a place
+    assert show(12, 52) == 3 and box.blocks[:3] == middle and len(box.blocks) == 5
+    assert box.value.startswith("<section><div>(12,") and box.value.endswith("(50, 51)</div></section>")
