@@ -7,8 +7,8 @@
     split       the same, by the view the widget belongs to: transcript / inspector tables / wire view /
                 the rest (header, gauge, cost chart, side by side, status lines)
     HTML        characters of the transcript, each inspector table and the wire view after the turn
-                (the transcript's whole HTML: it goes to the page in blocks of 50 messages, and a turn
-                sends the block it changed)
+                (each one's whole HTML: they go to the page in blocks, _blocks.py, of 50 messages, 10
+                rows and 200 lines, and a turn sends the blocks it changed)
 
 All five views are open, side by side too (each turn also asks the memory-less twin and redraws
 twice).  The history has user questions of ~20 words and markdown replies of ~80, all different.

@@ -14,7 +14,7 @@ shows is not touched.  What is around the blocks (a caption, a heading, a scroll
     page   <table><caption>...</caption><thead>...</thead><tbody>rows 0-19</tbody><tbody>rows 20-39</tbody></table>
 
 A frame without PLACE shows no blocks (a note such as "No call yet").  A new frame is drawn whole and the
-blocks are moved into it, not drawn again.  No import from anywhere: the page may be offline (a classroom).
+blocks are moved into it, not drawn again; the PLACE itself is not in the page.  No import from anywhere: the page may be offline (a classroom).
 Used by _transcript_box.py (the transcript), views.InspectorView (its tables) and views.WireView.
 """
 
@@ -38,26 +38,29 @@ function render({ model, el }) {
   // block model id -> {node, block, paint}; a block's node takes its value whenever it changes
   const drawn = new Map();
   let order = [];     // the ids drawn, in the page's order
-  let place = null;   // the frame's PLACE: the blocks stand just before it (null: no blocks shown)
+  let holder = null;  // where the frame's PLACE was: the blocks go in holder, before `after` (null: no blocks shown)
+  let after = null;
   const forget = (id) => {
     const it = drawn.get(id);
     it.block.off("change:value", it.paint);
     it.node.remove();
     drawn.delete(id);
   };
-  const arrange = () => {  // the blocks in order before the PLACE; a block already in its place stays
-    if (!place) return;
-    let next = place;
+  const arrange = () => {  // the blocks in order where PLACE was; a block already in its place stays
+    if (!holder) return;
+    let next = after;
     for (let i = order.length - 1; i >= 0; i--) {
       const node = drawn.get(order[i]).node;
-      if (node.nextSibling !== next) next.before(node);
+      if (node.parentNode !== holder || node.nextSibling !== next) holder.insertBefore(node, next);
       next = node;
     }
   };
   const frame = () => {
     const t = document.createElement("template");
     t.innerHTML = model.get("frame");
-    place = t.content.querySelector("template[data-nora-blocks]");
+    const place = t.content.querySelector("template[data-nora-blocks]");
+    [holder, after] = place ? [place.parentNode, place.nextSibling] : [null, null];
+    if (place) place.remove();  // the page holds the blocks, not the marker
     arrange();  // the blocks move into the new frame: not drawn again
     el.replaceChildren(t.content);
   };

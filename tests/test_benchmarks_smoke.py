@@ -80,6 +80,9 @@ def test_panel_times_a_turn_and_a_refresh_and_sizes_what_is_sent(tmp_path):
     for entry in r["sizes"].values():
         assert entry["turn_s"] > 0 and entry["refresh_s"] > 0 and entry["sent_per_turn_bytes"] > 0
         assert set(entry["html_chars"]) == {"transcript", "last_sent_table", "next_send_table", "wire"}
+        split = entry["sent_split_bytes"]  # what a turn sends, by part: the parts add up (2 turns: medians are means)
+        assert set(split) == {"transcript", "inspector", "wire", "rest"} and split["inspector"] > 0
+        assert sum(split.values()) == pytest.approx(entry["sent_per_turn_bytes"])
     assert r["sizes"]["100"]["html_chars"]["transcript"] > r["sizes"]["10"]["html_chars"]["transcript"]
 
 

@@ -9,6 +9,7 @@ that runs nothing (a window flag the payload would set stays unset).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -1044,4 +1045,60 @@ def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_p
     page.wait_for_function(MESSAGES_ARE, arg=1, timeout=20_000)
     cleared = shown()
     assert cleared["texts"] == expected(1) and cleared["blocks"] == 1 and cleared["regions"] == 1, cleared
+    assert errors == [], errors
+
+
+INSPECTOR_BLOCKS_CELL = BLOCKS_CELL.replace("history=chat(120), views=()", "history=chat(300), views=('inspector', 'wire')")
+
+# The "next call" table as the page shows it: one table, its caption and header row, its <tbody> blocks,
+# its rows' numbers, and where each column starts and how wide it is, row by row
+PAGE_TABLE_JS = """() => {
+    const box = document.querySelector('.nora-panel .nora-next-send');
+    const tables = box.querySelectorAll('table');
+    const t = tables[0];
+    const rows = [...t.querySelectorAll('tbody tr.nora-row')];
+    const columns = rows.map((r) => [...r.children].map((c) => {
+        const b = c.getBoundingClientRect(); return [Math.round(b.left), Math.round(b.width)]; }));
+    return {tables: tables.length, captions: t.querySelectorAll('caption').length, caption: t.caption.innerText,
+            heads: t.querySelectorAll('thead tr').length, bodies: t.tBodies.length,
+            numbers: rows.map((r) => Number(r.children[0].innerText)),
+            new_rows: t.querySelectorAll('tr.nora-row-new').length,
+            aligned: columns.every((c) => JSON.stringify(c) === JSON.stringify(columns[0])),
+            first_kept: t.tBodies[0].dataset.seen === 'yes', scrolls: box.scrollHeight > box.clientHeight,
+            height: box.getBoundingClientRect().height,
+            wire: document.querySelector('.nora-panel .nora-wire pre:last-of-type').innerText};
+}"""
+
+
+def test_the_inspector_drawn_in_blocks_is_one_table_whose_columns_line_up(lab, browser_page):
+    """300 messages: the "next call" table goes to the page in <tbody> blocks of 10 rows (_blocks.py) and
+    reads as one table, named by its caption, with one header row, its columns lined up from the first row
+    to the last, scrolling in its box; a turn keeps the blocks that did not change (the persona's <tbody>
+    is the same element) and the new pair is highlighted.  The wire view's JSON, in blocks of lines, reads
+    as one text with the new question at its end."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "inspector-blocks.ipynb", INSPECTOR_BLOCKS_CELL)
+    type_and_send(page, "one more?")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('.nora-panel .nora-next-send caption')"
+                           ".innerText.includes('302 messages')", timeout=20_000)
+    first = page.evaluate(PAGE_TABLE_JS)
+    assert (first["tables"], first["captions"], first["heads"]) == (1, 1, 1), first
+    assert first["numbers"] == [0, *range(103, 302)] and first["bodies"] == 22 and first["new_rows"] == 2, first
+    assert first["aligned"] and first["scrolls"] and first["height"] <= 361, first
+    expect(panel.get_by_role("table", name=first["caption"])).to_have_count(1)  # named by its caption
+    page.evaluate("() => { document.querySelector('.nora-panel .nora-next-send tbody').dataset.seen = 'yes'; }")
+
+    type_and_send(page, "and the last?")
+    page.wait_for_function("() => document.querySelector('.nora-panel .nora-next-send caption')"
+                           ".innerText.includes('304 messages')", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('.nora-panel .nora-wire pre:last-of-type')"
+                           ".innerText.includes('and the last?')", timeout=20_000)
+    after = page.evaluate(PAGE_TABLE_JS)
+    assert after["numbers"] == [0, *range(105, 304)] and after["new_rows"] == 2, after
+    assert after["first_kept"] and after["aligned"] and after["tables"] == 1, after
+    wire = json.loads(after["wire"])  # the blocks of lines, read as the one text they are
+    assert wire["messages"][-1] == {"role": "user", "content": "and the last?"} and len(wire["messages"]) == 303
     assert errors == [], errors
