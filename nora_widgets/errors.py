@@ -402,6 +402,8 @@ def describe_failure(exc: BaseException) -> Failure:
         else:
             if status is not None and status >= 500:
                 kind, message, hint = _BY_CLASS["InternalServerError"]
+            elif status == 413:  # a body over the server's limit (nora serve: far over what its window holds)
+                kind, message, hint = "bad_request", "the request is too large for the server", TRIM_HINT
             else:
                 detail = " ".join(str(exc).split()) or type(exc).__name__
                 kind, message, hint = "error", f"{type(exc).__name__}: {detail}", ""

@@ -235,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
     llama.cpp cannot load, the server part missing), 2 for a bad command line or setting (as
     `nora chat` and `nora ask`): a bad --port or --n-ctx, a port in use, a --host that is not
     this machine's, a --model-path that is missing or not a GGUF file."""
+    from ._body_limit import BodyLimit, body_limit, longest_token
     from ._browser import BrowserOrigins, remove_inner_cors
     from ._client_gone import StopWhenGone, quiet_disconnect_lines, stop_all_replies, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
@@ -317,6 +318,9 @@ def run(args: argparse.Namespace) -> int:
             # head and a space every `keepalive` seconds, so its client's timeout never runs out in the
             # queue (_keep_waiting.py); outside StopWhenGone: the stop's 503 then becomes its body
             app = KeepWaiting(app, keepalive)
+            # a body far bigger than the window could hold (30 MB) is a 413 before it is read, not a
+            # gigabyte and half a minute of counting; outside all that read a body whole (_body_limit.py)
+            app = BodyLimit(app, body_limit(n_ctx, longest_token(llama)))
             # which web pages may call it from a browser; outermost, so every answer above carries CORS headers
             app = BrowserOrigins(app, origins, lines.say)
         except Exception as exc:

@@ -290,6 +290,49 @@ def test_an_overflow_is_a_400_with_openais_code(server):
 
 
 @pytest.mark.model
+def test_a_body_far_over_what_the_window_holds_is_a_413_at_once_and_one_that_could_fit_is_counted(server):
+    # a 30 MB request was read whole and its prompt counted (the server went from 244 MB to 1179 MB, the
+    # client waited 18-44 s), and a client that was not streamed then got a 200 holding the 400's error
+    import httpx2
+    import openai
+
+    from nora_widgets._body_limit import body_limit, longest_token
+    from nora_widgets._engine import _Engine
+    from nora_widgets.errors import describe_failure
+    from nora_widgets.local import find_model_path
+
+    limit = body_limit(512, longest_token(_Engine(find_model_path(), 64, 1, vocab_only=True).llama))
+    huge = "hello world " * (30_000_000 // 12)
+    asked = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as err:
+        server.client().chat.completions.create(model="m", messages=[{"role": "user", "content": huge}])
+    waited = time.monotonic() - asked
+    assert err.value.status_code == 413 and waited < 5, waited
+    assert err.value.body == {"message": f"The request body is 30.0 MB, over the {limit / 1e6:.1f} MB this server "
+                                         "takes: send a shorter conversation.",
+                              "type": "invalid_request_error", "param": None, "code": "request_too_large"}
+    assert describe_failure(err.value).line() == (  # what a face says: the server's words, and the fix
+        f"(error talking to the model: the request is too large for the server: {err.value.body['message']} "
+        "(HTTP 413) - trim it (keep_last_n_turns=N, or trim_history))")
+    with httpx2.Client(base_url=server.url, timeout=30) as http:  # chunked: no Content-Length, counted as read
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": huge}]}).encode()
+        chunked = http.post("/chat/completions", content=(body[i:i + 65536] for i in range(0, len(body), 65536)),
+                            headers={"content-type": "application/json"})
+        assert chunked.status_code == 413 and chunked.json()["error"]["message"].startswith("The request body is over")
+        assert http.get("/models").status_code == 200  # the same connection goes on: the rest was read and dropped
+        # the limit is not a byte too low: a body of `limit` bytes is read and counted (too long for the window:
+        # the usual 400); one byte more is refused unread
+        fits = json.dumps({"model": "m", "stream": True,
+                           "messages": [{"role": "user", "content": "hello world " * (limit // 20)}]}).encode()
+        counted = http.post("/chat/completions", content=fits + b" " * (limit - len(fits)),
+                            headers={"content-type": "application/json"})
+        refused = http.post("/chat/completions", content=fits + b" " * (limit + 1 - len(fits)),
+                            headers={"content-type": "application/json"})
+    assert counted.status_code == 400 and counted.json()["error"]["code"] == "context_length_exceeded", counted.text
+    assert refused.status_code == 413, refused.text
+
+
+@pytest.mark.model
 def test_a_streamed_overflow_is_the_same_400_not_an_empty_stream(server):
     # llama-cpp-python's server starts the event stream before it reads the prompt; nora serve
     # checks the prompt first, so a streamed request gets the error a non-streamed one gets
