@@ -161,11 +161,14 @@ class StopWhenGone:
 
 
 async def _send_stopped(send: Any) -> None:
-    """A 503 in OpenAI's shape: the reply was cut short by the server's stop."""
+    """A 503 in OpenAI's shape: the reply was cut short by the server's stop.  ``x-should-retry: false``:
+    the openai client retries a 5xx (twice, 0.5-2 s apart) and a stopped server is not back by then, so
+    its retries met a closed port and the learner read "could not reach the server" instead of this
+    message; the header (openai-python's, and the other Stainless clients') says not to."""
     body = _error_body(STOPPED)
     await send({"type": "http.response.start", "status": 503,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), (b"x-should-retry", b"false")]})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -207,6 +207,42 @@ def test_ctrl_c_while_a_request_not_streamed_is_kept_waiting_says_so_in_the_serv
         f"(error talking to the model: the server answered with an error: {STOPPED} - try again in a moment)")
 
 
+def test_ctrl_c_tells_a_queued_openai_client_not_to_send_it_again():
+    # the stop's 503 was retried by the openai client (a 5xx is, twice by default, 0.5-2 s apart): a stopped
+    # server is not back by then, so it sent the request 3 times and its learner read "could not reach the
+    # server" instead of the server's words.  The 503 now says x-should-retry: false, and it is sent once.
+    import openai
+
+    from nora_widgets._client_gone import STOPPED
+    from nora_widgets.errors import describe_failure
+
+    served = Served("--n-ctx", "1024")
+    sent: list[str] = []
+    http = openai.DefaultHttpxClient(event_hooks={"request": [lambda request: sent.append(request.url.path)]})
+    client = openai.OpenAI(base_url=served.url, api_key="any", timeout=20, http_client=http)  # retries: its default
+    stopped: list[tuple[int, str, str]] = []
+    stopper = threading.Timer(1.0, lambda: stopped.append(served.stop()))  # inside the 10 s keep-alive: a real 503
+
+    def ask():
+        stopper.start()
+        return client.chat.completions.create(model="m", max_tokens=5, **LONG)
+
+    try:
+        failure, waited, _held = _queued_behind_a_long_reply(served, ask)
+        stopper.join(30)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    (code, _out, err), = stopped
+    assert (code, err) == (0, "") and waited < 5, waited
+    assert sent == ["/v1/chat/completions"], sent  # once: not sent again to a stopped server
+    assert isinstance(failure, openai.InternalServerError) and failure.status_code == 503, failure
+    assert failure.response.headers["x-should-retry"] == "false" and failure.body["message"] == STOPPED
+    assert describe_failure(failure).line() == (
+        f"(error talking to the model: the server is unavailable: {STOPPED} (HTTP 503) - try again in a moment)")
+
+
 def test_a_client_that_leaves_while_kept_waiting_is_one_line_and_no_traceback():
     # the spaces go on to a client that has gone: nothing is raised or logged but the usual line
     import httpx2
