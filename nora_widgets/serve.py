@@ -17,12 +17,14 @@ arrive with the whole conversation in it, and each reply as one more line saying
 waited and how many are still in line (_client_gone.py).  Set NORA_SERVE_API_KEY to make the
 server require that key (it is read from the environment only: a key on the
 command line would show in `ps`).  A streamed request too long for the window gets the
-same 400 as a non-streamed one, a body that is not a JSON object gets a 400 too (not a
+same 400 as a non-streamed one, a body far bigger than the window could hold a 413 before it
+is read (_body_limit.py), a body that is not a JSON object gets a 400 too (not a
 500 and a traceback), a request naming no model is answered under the listed name, and a
 reply is at most --max-tokens long (512 by default: replies are written one at a time, so one
 that runs on keeps the class waiting; see _overflow_check.py).  A reply whose client has left (its timeout passed, its tab
 closed) stops at the next token instead of running on while others wait (_client_gone.py),
-and so does every reply when Ctrl-C stops the server.  A request that is not streamed and
+and so does every reply when Ctrl-C stops the server (its 503 says x-should-retry: false: the
+server is not back before the client's retries).  A request that is not streamed and
 still waits its turn after 10 s (NORA_SERVE_KEEPALIVE) is answered 200 then, and sent a space
 every 10 s until its reply comes, so its client's timeout never runs out in the queue
 (_keep_waiting.py).  Replies are mended where they differ
