@@ -137,6 +137,28 @@ def _queued_behind_a_long_reply(served, ask):
     return outcome, waited, ended[0] - asked
 
 
+def _stopped_while_queued(served, ask, after: float):
+    """`ask()` queued behind a long reply (as above), and the server stopped (Ctrl-C) `after` seconds
+    into it.  Returns (what ask returned or raised, seconds it waited, the stop's (exit code, stdout,
+    stderr)); the server is killed if it did not stop."""
+    stopped: list[tuple[int, str, str]] = []
+    stopper = threading.Timer(after, lambda: stopped.append(served.stop()))
+
+    def ask_then_stop():
+        stopper.start()
+        return ask()
+
+    try:
+        outcome, waited, _held = _queued_behind_a_long_reply(served, ask_then_stop)
+        stopper.join(30)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    (stop,) = stopped
+    return outcome, waited, stop
+
+
 @pytest.mark.parametrize("keepalive", ["1", "0"], ids=["kept-alive", "off"])
 def test_a_request_not_streamed_outlasts_its_timeout_in_the_queue(keepalive):
     # a request that is not streamed waited in silence: past its client's timeout (read: the longest
@@ -184,22 +206,9 @@ def test_ctrl_c_while_a_request_not_streamed_is_kept_waiting_says_so_in_the_serv
 
     served = Served("--n-ctx", "1024", env=clean_env(NORA_SERVE_KEEPALIVE="0.5"))
     history = [{"role": "system", "content": "Be brief."}]
-    stopped: list[tuple[int, str, str]] = []
-    stopper = threading.Timer(2.0, lambda: stopped.append(served.stop()))  # past its keep-alive by then
-    try:
-        client = make_client("openai", base_url=served.url, api_key="any", timeout=20, max_retries=0)
-
-        def ask():
-            stopper.start()
-            return run_turn(client, history, "Hi", model="m", max_tokens=5)
-
-        failure, waited, _held = _queued_behind_a_long_reply(served, ask)
-        stopper.join(30)
-    finally:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.wait()
-    (code, out, err), = stopped
+    client = make_client("openai", base_url=served.url, api_key="any", timeout=20, max_retries=0)
+    failure, waited, (code, out, err) = _stopped_while_queued(  # stopped past its keep-alive by then
+        served, lambda: run_turn(client, history, "Hi", model="m", max_tokens=5), after=2.0)
     assert (code, err) == (0, "") and out.splitlines()[-1] == "nora serve: stopped" and 1.9 < waited < 10, waited
     assert "Traceback" not in out and "ERROR" not in out, out
     assert history == [{"role": "system", "content": "Be brief."}], history  # the turn was rolled back
@@ -220,21 +229,8 @@ def test_ctrl_c_tells_a_queued_openai_client_not_to_send_it_again():
     sent: list[str] = []
     http = openai.DefaultHttpxClient(event_hooks={"request": [lambda request: sent.append(request.url.path)]})
     client = openai.OpenAI(base_url=served.url, api_key="any", timeout=20, http_client=http)  # retries: its default
-    stopped: list[tuple[int, str, str]] = []
-    stopper = threading.Timer(1.0, lambda: stopped.append(served.stop()))  # inside the 10 s keep-alive: a real 503
-
-    def ask():
-        stopper.start()
-        return client.chat.completions.create(model="m", max_tokens=5, **LONG)
-
-    try:
-        failure, waited, _held = _queued_behind_a_long_reply(served, ask)
-        stopper.join(30)
-    finally:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.wait()
-    (code, _out, err), = stopped
+    failure, waited, (code, _out, err) = _stopped_while_queued(  # inside the 10 s keep-alive: a real 503
+        served, lambda: client.chat.completions.create(model="m", max_tokens=5, **LONG), after=1.0)
     assert (code, err) == (0, "") and waited < 5, waited
     assert sent == ["/v1/chat/completions"], sent  # once: not sent again to a stopped server
     assert isinstance(failure, openai.InternalServerError) and failure.status_code == 503, failure
