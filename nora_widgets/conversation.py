@@ -34,6 +34,7 @@ from .errors import (
     StreamCutError,
     describe_failure,
 )
+from ._message_hints import bad_content, bad_role, not_a_list, not_a_message
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -45,6 +46,8 @@ __all__ = [
     "undo_turn",
     "validate_history",
     "validate_user_text",
+    "is_client",
+    "not_a_client",
     "temperature_problem",
     "means_no_persona",
     "messages_to_send",
@@ -143,7 +146,7 @@ def validate_history(history: Any) -> None:
         HistoryError("message 0: role must be one of system, user, assistant (got 'bot')")
     """
     if not isinstance(history, list):
-        raise HistoryError(f"the conversation must be a list of messages, not {type(history).__name__}")
+        raise HistoryError(not_a_list(history))
     # Fast path, run on every turn: one plain loop that only answers "all fine?".  The names
     # are made local first (a local is the cheapest name to look up in a loop), and
     # `x.__class__` is read rather than `type(x)` called (~10% less per message; isinstance()
@@ -159,19 +162,18 @@ def validate_history(history: Any) -> None:
     except (KeyError, TypeError):
         pass
     for i, message in enumerate(history):  # something is wrong: find it and name it
-        if not isinstance(message, dict):
-            raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
+        if not isinstance(message, dict):  # said with what to append instead (a reply object, a string...)
+            raise HistoryError(not_a_message(i, message))
         shape = "(a message is {'role': ..., 'content': ...})"  # a key left out is said so, not as "got None"
         if "role" not in message:
             raise HistoryError(f"message {i}: has no 'role' {shape}")
         role = message.get("role")
         if role not in ROLES:
-            raise HistoryError(f"message {i}: role must be one of {', '.join(ROLES)} (got {role!r})")
+            raise HistoryError(bad_role(i, role, ROLES))  # "...; did you mean 'assistant'?"
         if "content" not in message:
             raise HistoryError(f"message {i}: has no 'content' {shape}")
         if not isinstance(message.get("content"), str):
-            got = type(message.get("content")).__name__
-            raise HistoryError(f"message {i}: content must be a string (got {got})")
+            raise HistoryError(bad_content(i, message.get("content")))
 
 
 def means_no_persona(text: str) -> bool:
@@ -428,13 +430,47 @@ def _raise_clearer(exc: Exception, client: Any, sent: list[Message]) -> None:
     _raise_if_too_long(exc, sent, client)
 
 
+# Ctrl-C (Kernel > Interrupt) while the model answers: run_turn and stream_turn raise KeyboardInterrupt(CANCELLED)
+# from the turn itself, "from None": the notebook's traceback then ends at the turn and says what happened to the
+# list, not ten frames deep in llama.cpp's code.  Raised in place (not by a helper) so no helper's frame shows.
+CANCELLED = "cancelled: the turn was rolled back and the history is as it was; run it again to send it"
+
+
+def _raise_if_swapped(name: str, client: Any, history: Any, user_text: Any) -> None:
+    """history was refused: if the arguments came in another order (the client or the text where the
+    list goes, the list where the client or the text goes), say the order, not "not ScriptedClient".
+    Example: run_turn(history, client, "hi") -> 'run_turn takes (client, history, user_text) in that order: ...'"""
+    def is_client(x: Any) -> bool:
+        return hasattr(getattr(x, "chat", None), "completions")
+
+    if is_client(history) or isinstance(client, list) or isinstance(user_text, list):
+        raise HistoryError(f"{name} takes (client, history, user_text) in that order: got a "
+                           f"{type(client).__name__}, a {type(history).__name__} and a {type(user_text).__name__}"
+                           f" - e.g. {name}(client, history, \"Hello!\")") from None
+
+
+def is_client(client: Any) -> bool:
+    """Whether client has .chat.completions.create to call.  Example: is_client(ScriptedClient()) -> True;
+    is_client(ScriptedClient) -> False (the class, not a client)"""
+    return not isinstance(client, type) and callable(
+        getattr(getattr(getattr(client, "chat", None), "completions", None), "create", None))
+
+
+def not_a_client(client: Any) -> str:
+    """The one line for something given as a client that is not one.  Example: not_a_client(ScriptedClient) ->
+    'the client must be ... not type (that is the class ScriptedClient: make one, ScriptedClient())'"""
+    what = (f"that is the class {client.__name__}: make one, {client.__name__}()" if isinstance(client, type)
+            else "make one with make_client()")
+    return (f"the client must be an OpenAI-style client with .chat.completions.create(), not "
+            f"{type(client).__name__} ({what})")
+
+
 def _raise_if_not_a_client(exc: Exception, client: Any) -> None:
-    """An AttributeError because client has no .chat.completions.create (None, a list, the
-    response of an earlier call...) becomes one TypeError line that says what a client is."""
-    if isinstance(exc, AttributeError) and not callable(
-            getattr(getattr(getattr(client, "chat", None), "completions", None), "create", None)):
-        raise TypeError(f"the client must be an OpenAI-style client with .chat.completions.create(), not "
-                        f"{type(client).__name__} (make one with make_client())") from exc
+    """An AttributeError or TypeError because client has no .chat.completions.create to call (None, a list,
+    the response of an earlier call, the class ScriptedClient itself...) becomes one TypeError line that
+    says what a client is."""
+    if isinstance(exc, (AttributeError, TypeError)) and not is_client(client):
+        raise TypeError(not_a_client(client)) from exc
 
 
 def _raise_if_too_long(exc: Exception, sent: list[Message], client: Any = None) -> None:
@@ -531,7 +567,11 @@ def run_turn(
     Example: history of 1 (system) -> after run_turn: 3 messages, client saw 2.
     Example: run_turn(client, history, "hi", keep_last_n_turns=2, on_sent=print) prints what went out.
     """
-    validate_history(history)
+    try:
+        validate_history(history)
+    except HistoryError:
+        _raise_if_swapped("run_turn", client, history, user_text)
+        raise
     if user_text.__class__ is not str or not user_text.strip():  # the usual case costs no call
         validate_user_text(user_text)
     before = len(history)
@@ -556,8 +596,10 @@ def run_turn(
             reply_text = response.choices[0].message.content  # choices is a list: n candidates
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise _not_a_completion(response) from exc
-    except BaseException:
+    except BaseException as exc:
         del history[before:]
+        if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
+            raise KeyboardInterrupt(CANCELLED) from None
         raise
     if reply_text is None:  # e.g. a reply that is only a tool call
         reply_text = ""
@@ -587,7 +629,11 @@ def stream_turn(
     Bad input is refused when stream_turn is called, before any piece is asked for.
     Example: "".join(stream_turn(client, history, "hi")) == history[-1]["content"]
     """
-    validate_history(history)
+    try:
+        validate_history(history)
+    except HistoryError:
+        _raise_if_swapped("stream_turn", client, history, user_text)
+        raise
     validate_user_text(user_text)
     return _stream_turn(client, history, user_text, model, temperature, keep_last_n_turns, on_sent, kwargs)
 
@@ -624,6 +670,10 @@ def _stream_turn(client: Any, history: list[Message], user_text: str, model: str
         if chunks == 0:
             raise BadResponseError("the server sent an empty stream (no chunks)")
         completed = True
+    except KeyboardInterrupt as exc:  # rolled back below, in finally
+        if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
+            raise KeyboardInterrupt(CANCELLED) from None
+        raise
     finally:
         if completed:
             history.append({"role": "assistant", "content": "".join(pieces)})
@@ -690,6 +740,8 @@ def safe_run_turn(
             on_sent(sent)
 
     try:
+        if history.__class__ is not list:  # named as this function, not as the run_turn it calls
+            _raise_if_swapped("safe_run_turn", client, history, user_text)
         if on_text is None:
             reply = run_turn(client, history, user_text, model, temperature, keep_last_n_turns,
                              on_sent=report, **kwargs)

@@ -49,6 +49,7 @@ from typing import Any, Iterator
 from . import shapes
 from ._chat_request import switch_missing
 from ._engine import GET_IT, _Engine, _engine_for
+from ._message_hints import bad_content, bad_role, not_a_message
 from .clients import ModelUnavailableError, WireLog, _Namespace, make_chunk, make_completion
 from .errors import ContextWindowError, HistoryError, NoraError
 
@@ -153,10 +154,10 @@ def _normalize(messages: Any) -> list[dict]:
     clean = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
+            raise HistoryError(not_a_message(i, message))
         role, content = message.get("role"), message.get("content")
         if role not in _ROLES:
-            raise HistoryError(f"message {i}: role must be one of {', '.join(_ROLES)} (got {role!r})")
+            raise HistoryError(bad_role(i, role, _ROLES))
         if isinstance(content, list):
             if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
                 raise HistoryError(f"message {i}: the local model reads text parts only")
@@ -164,7 +165,7 @@ def _normalize(messages: Any) -> list[dict]:
         elif content is None:
             content = ""
         elif not isinstance(content, str):
-            raise HistoryError(f"message {i}: content must be a string (got {type(content).__name__})")
+            raise HistoryError(bad_content(i, content))
         clean.append({"role": "system" if role == "developer" else role, "content": content})
     return clean
 

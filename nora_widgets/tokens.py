@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ._message_hints import not_a_message
 from .errors import HistoryError
 
 __all__ = ["TokenCount", "count_tokens", "message_tokens", "token_counter", "context_window", "rough_tokens"]
@@ -233,7 +234,7 @@ def _per_message(counter: Any, messages: list[dict]) -> list[int]:
     counts = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise HistoryError(f"message {i}: must be a dict with 'role' and 'content', not {type(message).__name__}")
+            raise HistoryError(not_a_message(i, message))
         role, content = message.get("role"), message.get("content")
         try:
             known = by_role.setdefault(role, {})

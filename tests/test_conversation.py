@@ -142,6 +142,60 @@ class _InterruptingStream:
             yield chunk
 
 
+class _InterruptedInside:
+    """A client that is interrupted deep in its own code, as llama.cpp is by Kernel > Interrupt."""
+
+    def __init__(self):
+        self.chat = self
+        self.completions = self
+
+    def create(self, **kwargs):
+        return self._decode(3)
+
+    def _decode(self, depth):
+        if depth == 0:
+            raise KeyboardInterrupt
+        return self._decode(depth - 1)
+
+
+def _frames(exc):
+    tb, names = exc.__traceback__, []
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return names
+
+
+@pytest.mark.parametrize("how", ["run_turn", "stream_turn"])
+def test_ctrl_c_in_the_models_code_says_the_turn_was_rolled_back_from_the_turn(how):
+    # the notebook showed KeyboardInterrupt with ten frames of llama.cpp's code and no word about the list
+    history = new_history() + [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]
+    before = copy.deepcopy(history)
+    client = _InterruptedInside() if how == "run_turn" else _InterruptingStream()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        if how == "run_turn":
+            run_turn(client, history, "Write a long story.")
+        else:
+            list(stream_turn(client, history, "Write a long story."))
+    assert str(caught.value) == ("cancelled: the turn was rolled back and the history is as it was; "
+                                 "run it again to send it")
+    assert "_decode" not in _frames(caught.value) and "create" not in _frames(caught.value)
+    assert caught.value.__suppress_context__
+    assert history == before
+    assert run_turn(ScriptedClient(["Again."]), history, "Write a long story.") == "Again."  # the list still works
+
+
+def test_a_keyboard_interrupt_with_words_of_its_own_is_passed_on_as_it_is():
+    class Stopping(_InterruptedInside):
+        def create(self, **kwargs):
+            raise KeyboardInterrupt("the caller's own words")
+
+    history = new_history()
+    with pytest.raises(KeyboardInterrupt, match="^the caller's own words$"):
+        run_turn(Stopping(), history, "hi")
+    assert history == new_history()
+
+
 def test_ctrl_c_mid_stream_rolls_back_in_safe_run_turn():
     history = new_history()
     seen = []
@@ -616,6 +670,68 @@ def test_a_persona_that_is_not_text_is_one_line(call, says):
         call()
 
 
+def _learners_list(last):
+    """A persona, one question, and `last`: what a learner appended as the reply."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Any Le Guin?"}, last]
+
+
+_REPLY = ScriptedClient(["Yes, two."]).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+_AS_DICT = "append {'role': 'assistant', 'content': response.choices[0].message.content}"
+
+
+@pytest.mark.parametrize("history, says", [
+    (_learners_list(_REPLY),  # was "... not ChatCompletion", which says what is wrong but not what to write
+     f"message 2: must be a dict with 'role' and 'content', not ChatCompletion: that is the whole response; {_AS_DICT}"),
+    (_learners_list(_REPLY.choices[0].message),
+     f"message 2: must be a dict with 'role' and 'content', not ChatCompletionMessage: {_AS_DICT}, the text in a dict"),
+    (_learners_list({"role": "asistant", "content": "Yes, two."}),
+     "message 2: role must be one of system, user, assistant (got 'asistant'; did you mean 'assistant'?)"),
+    (_learners_list({"role": "Assistant", "content": "Yes, two."}),
+     "message 2: role must be one of system, user, assistant (got 'Assistant'; did you mean 'assistant'?)"),
+    (_learners_list({"role": "bot", "content": "Yes, two."}),  # nothing close: no guess
+     "message 2: role must be one of system, user, assistant (got 'bot')"),
+    (_learners_list({"role": "assistant", "content": 12}),
+     "message 2: content must be a string (got int): write it as text, '12' or str(12)"),
+    (_learners_list(("assistant", "Yes, two.")),
+     "message 2: must be a dict with 'role' and 'content', not tuple: write it as a dict, "
+     "{'role': 'assistant', 'content': 'Yes, two.'}"),
+    (_learners_list("Yes, two."),
+     "message 2: must be a dict with 'role' and 'content', not str: write {'role': 'user', 'content': 'Yes, two.'}"),
+    ({"role": "system", "content": SYSTEM_PROMPT},  # the brackets forgotten
+     "the conversation must be a list of messages, not dict: one message is a dict; put it in a list, [{...}]"),
+])
+def test_a_learners_wrong_list_is_one_line_that_says_what_to_write(history, says):
+    before = copy.copy(history)
+    client = ScriptedClient(["never"])
+    for turn in (run_turn, lambda *a: list(stream_turn(*a))):
+        with pytest.raises(HistoryError) as caught:
+            turn(client, history, "How much is it?")
+        assert str(caught.value) == says
+    result = safe_run_turn(client, history, "How much is it?")
+    assert not result.ok and says in result and "\n" not in result
+    assert history == before and client.calls == []  # nothing sent, nothing lost
+
+
+@pytest.mark.parametrize("args, got", [
+    (lambda c, h: (h, c, "hi"), "got a list, a ScriptedClient and a str"),
+    (lambda c, h: (c, "hi", h), "got a ScriptedClient, a str and a list"),
+    (lambda c, h: ("hi", c, h), "got a str, a ScriptedClient and a list"),
+])
+def test_arguments_in_another_order_are_told_the_order(args, got):
+    # was "the conversation must be a list of messages, not ScriptedClient" (or "not str")
+    client, history = ScriptedClient(["never"]), [{"role": "system", "content": SYSTEM_PROMPT}]
+    for name, turn in (("run_turn", run_turn), ("stream_turn", stream_turn)):
+        with pytest.raises(HistoryError) as caught:
+            turn(*args(client, history))
+        assert str(caught.value) == (f"{name} takes (client, history, user_text) in that order: {got}"
+                                     f' - e.g. {name}(client, history, "Hello!")')
+    result = safe_run_turn(*args(client, history))
+    assert not result.ok and result.failure.kind == "bad_input"
+    assert result == (f"(error talking to the model: safe_run_turn takes (client, history, user_text) in that order: "
+                      f'{got} - e.g. safe_run_turn(client, history, "Hello!"))')
+    assert history == [{"role": "system", "content": SYSTEM_PROMPT}] and client.calls == []
+
+
 @pytest.mark.parametrize("bad, says", [
     ("hello", "the conversation must be a list of messages, not str"),
     ([{"role": "system", "content": "x"}, {"content": "no role"}], "message 1: has no 'role'"),
@@ -660,6 +776,17 @@ def test_something_that_is_not_a_client_is_named_in_one_line(not_a_client):
     assert history == new_history()
     result = safe_run_turn(not_a_client, history, "hi", keep_last_n_turns=2)
     assert str(result).startswith("(error talking to the model: the client must be an OpenAI-style client")
+    assert history == new_history()
+
+
+def test_the_class_given_as_the_client_is_told_to_make_one():
+    # run_turn(ScriptedClient, ...) said "not type (make one with make_client())": the () was what was missing
+    history = new_history()
+    for turn in (run_turn, lambda *a: list(stream_turn(*a))):
+        with pytest.raises(TypeError) as caught:
+            turn(ScriptedClient, history, "hi")
+        assert str(caught.value) == ("the client must be an OpenAI-style client with .chat.completions.create(), "
+                                     "not type (that is the class ScriptedClient: make one, ScriptedClient())")
     assert history == new_history()
 
 

@@ -220,7 +220,7 @@ def test_per_message_counts_plus_overhead_always_equal_the_whole_prompt(messages
     (lambda: count_tokens("hi"), "count_tokens needs a list of messages, not str"),
     (lambda: count_tokens(None), "count_tokens needs a list of messages, not NoneType"),
     (lambda: count_tokens([{"role": "user", "content": "hi"}, "hi"]),
-     "message 1: must be a dict with 'role' and 'content', not str"),
+     "message 1: must be a dict with 'role' and 'content', not str: write {'role': 'user', 'content': 'hi'}"),
     (lambda: message_tokens("hi"), "message_tokens needs one message dict, not str"),
 ])
 def test_counting_something_that_is_not_messages_is_one_line(call, says):
@@ -237,7 +237,7 @@ GOOD = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 @pytest.mark.parametrize("bad, says", [
     ({"role": "bot", "content": "x"}, "message 2: role must be one of system, user, assistant, tool, developer "
                                       "(got 'bot')"),  # it said 'message 0', whatever the place
-    ({"role": "user", "content": 5}, "message 2: content must be a string (got int)"),
+    ({"role": "user", "content": 5}, "message 2: content must be a string (got int): write it as text, '5' or str(5)"),
     ({"role": ["user"], "content": "x"}, "message 2: role must be a string (got list)"),  # unhashable type: 'list'
 ], ids=["role", "content", "unhashable-role"])
 def test_a_bad_message_the_local_model_cannot_count_is_named_by_its_place(bad, says):
