@@ -52,7 +52,9 @@ from .conversation import (
     SYSTEM_PROMPT,
     TurnResult,
     dropped_indexes,
+    is_client,
     new_history,
+    not_a_client,
     set_persona,
     trim_history,
     undo_turn,
@@ -224,6 +226,9 @@ class ChatPanel(widgets.VBox):
         flush_interval: float = 0.05,
         title: str = "Nora",
     ) -> None:
+        if client is not None and not is_client(client):  # ChatPanel(ScriptedClient), ChatPanel(history): said now,
+            raise TypeError(f"ChatPanel: {not_a_client(client)}"  # not at the first message
+                            + ("; a list of messages goes in history=[...]" if isinstance(client, list) else ""))
         unknown = set(views) - set(VIEWS)
         if unknown:
             raise ValueError(f"unknown view(s) {sorted(unknown)}: choose from {', '.join(VIEWS)}")
@@ -468,15 +473,21 @@ class ChatPanel(widgets.VBox):
             self._say(f"replying\u2026 {waiting_words(client, seconds, 'Stop')}")
 
     def _start_turn(self, text: str) -> bool:
+        self._refusal = None  # why the turn did not start, for ask(): a Failure
         try:
             validate_user_text(text)
+            # a list edited in code since (panel.history.append(response)...): said here, in one line, before
+            # the worker starts; it drew the list, met a non-dict and stopped with the panel stuck "replying"
+            validate_history(self.history)
         except NoraError as exc:
+            self._refusal = Failure(kind="bad_input", status=None, message=str(exc), hint="")
             self._show_error(str(exc))
             return False
         try:
             client = self.client
         except Exception as exc:  # no model installed, no key...: one line, nothing lost
-            self._show_error(describe_failure(exc).line())
+            self._refusal = describe_failure(exc)
+            self._show_error(self._refusal.line())
             return False
         keep, model, temperature = self.keep_last_n_turns, self.model_name, float(self.temperature.value)
         # The message leaves the input (it shows in the live area below) and the input stays open:
@@ -645,9 +656,16 @@ class ChatPanel(widgets.VBox):
         """
         if self._busy:
             raise RuntimeError("a reply is still running: panel.wait() for it, or panel.cancel() it, first")
+        if text.__class__ is not str:  # the input holds text only: 42 was a TraitError from the widget
+            try:
+                validate_user_text(text)
+            except NoraError as exc:
+                self._show_error(str(exc))
+                return TurnResult(str(exc), Failure(kind="bad_input", status=None, message=str(exc), hint=""))
         self.prompt.value = text
-        if not self.submit():
-            return TurnResult(self._error_text, None) if self._error_text else None
+        if not self.submit():  # refused (empty, a broken list, no client): the line, and .ok False
+            refusal = getattr(self, "_refusal", None)
+            return TurnResult(self._error_text, refusal) if self._error_text else None
         return self.wait(timeout)
 
     def _live_stop(self, live: bool) -> None:

@@ -1988,3 +1988,50 @@ def test_a_block_box_names_its_blocks_by_anchor_so_a_window_that_scrolls_resends
     # block 0 closed, block 5 opened, blocks 1 and 4 changed: the same objects, none moved up a place
     assert show(12, 52) == 3 and box.blocks[:3] == middle and len(box.blocks) == 5
     assert box.value.startswith("<section><div>(12,") and box.value.endswith("(50, 51)</div></section>")
+
+
+def test_ask_with_a_number_or_nothing_is_a_failure_in_one_line():
+    # panel.ask(42) raised the widget's TraitError ("expected a unicode string, not the int 42"), and
+    # panel.ask("   ") gave the right line with .ok True, so `if result.ok:` took it for a reply
+    client = ScriptedClient(["never"])
+    panel = ChatPanel(client)
+    for text, says in [(42, "the message must be text, not int"), ("   ", "nothing to send: the message is empty")]:
+        result = panel.ask(text)
+        assert result == says and not result.ok and result.failure.kind == "bad_input"
+        assert says in panel.error.value
+    assert client.calls == [] and panel.history == new_history() and not panel._busy
+
+
+def test_a_list_edited_in_code_is_refused_before_the_turn_and_the_panel_stays_usable():
+    # the reply object appended by hand: the turn refused it, then drawing the list met the non-dict on the
+    # worker thread (AttributeError: 'ChatCompletionMessage' object has no attribute 'get'), and the panel
+    # stayed "replying", Send disabled, for good
+    client = ScriptedClient(["Yes, two.", "12 euros."])
+    panel = ChatPanel(client)
+    panel.ask("Any Le Guin?")
+    response = ScriptedClient(["x"]).chat.completions.create(model="m", messages=panel.history)
+    panel.history.append(response.choices[0].message)
+    before = list(panel.history)
+    with thread_exceptions() as raised:
+        result = panel.ask("How much is it?")
+    assert raised == []
+    assert not result.ok and result.startswith("message 3: must be a dict with 'role' and 'content', not "
+                                               "ChatCompletionMessage: append {'role': 'assistant'")
+    assert result in unescape(panel.error.value) and "\n" not in result
+    assert panel.history == before and len(client.calls) == 1
+    assert not panel._busy and not panel.send.disabled
+    panel.history.pop()  # mended: the panel goes on
+    assert panel.ask("How much is it?") == "12 euros."
+
+
+@pytest.mark.parametrize("given, says", [
+    (ScriptedClient, "not type (that is the class ScriptedClient: make one, ScriptedClient())"),
+    ([{"role": "system", "content": "Be brief."}], "not list (make one with make_client()); a list of messages goes "
+                                                   "in history=[...]"),
+])
+def test_a_panel_given_something_that_is_not_a_client_says_so_at_once(given, says):
+    # it was taken, and the header read "type, model gpt-4o-mini"; the first message then failed
+    with pytest.raises(TypeError) as caught:
+        ChatPanel(given)
+    assert str(caught.value) == ("ChatPanel: the client must be an OpenAI-style client with .chat.completions.create(), "
+                                 + says)
