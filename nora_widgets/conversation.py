@@ -719,7 +719,8 @@ def safe_run_turn(
     **kwargs: Any,
 ) -> TurnResult:
     """run_turn that never raises: on failure the history is unchanged and the
-    result is '(error talking to the model: ...)'.
+    result is '(error talking to the model: ...)', or '(not sent: ...)' for input refused
+    before any call (an empty message, a broken list).
 
     With on_text, the reply is streamed and on_text(piece) is called per piece.
     Ctrl-C while the reply arrives counts as a failure ("cancelled") and rolls back.

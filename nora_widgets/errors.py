@@ -178,10 +178,13 @@ class Failure:
         return replace(self, message=named(self.message), hint=named(self.hint) if self.hint else self.hint)
 
     def line(self) -> str:
-        """The one-line form shown to people: '(error talking to the model: ...)'."""
+        """The one-line form shown to people: '(error talking to the model: ...)', or, for input refused
+        before anything was sent (kind "bad_input": no model was talked to), '(not sent: ...)'."""
         text = self.message
         if self.hint:
             text = f"{text} - {self.hint}"
+        if self.kind == "bad_input":
+            return f"(not sent: {text})"
         return f"(error talking to the model: {text})"
 
 

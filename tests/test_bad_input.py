@@ -61,8 +61,9 @@ def test_core_refuses_empty_or_non_text_without_a_request(stub_server, text, str
     history = new_history()
     result = safe_run_turn(client_for(stub_server), history, text, on_text=(lambda p: None) if stream else None)
     assert result.failure.kind == "bad_input" and history == new_history()
-    assert str(result) in ("(error talking to the model: nothing to send: the message is empty)",
-                           f"(error talking to the model: the message must be text, not {type(text).__name__})")
+    # no model was talked to: the line says it was not sent, not "error talking to the model"
+    assert str(result) in ("(not sent: nothing to send: the message is empty)",
+                           f"(not sent: the message must be text, not {type(text).__name__})")
     assert stub_server.chat_requests == []  # (make_client asked for the model list: not a turn)
 
 

@@ -727,7 +727,7 @@ def test_arguments_in_another_order_are_told_the_order(args, got):
                                      f' - e.g. {name}(client, history, "Hello!")')
     result = safe_run_turn(*args(client, history))
     assert not result.ok and result.failure.kind == "bad_input"
-    assert result == (f"(error talking to the model: safe_run_turn takes (client, history, user_text) in that order: "
+    assert result == (f"(not sent: safe_run_turn takes (client, history, user_text) in that order: "
                       f'{got} - e.g. safe_run_turn(client, history, "Hello!"))')
     assert history == [{"role": "system", "content": SYSTEM_PROMPT}] and client.calls == []
 
