@@ -263,7 +263,12 @@ def trim_history(history: list[Message], keep_last_n_turns: int = 3) -> list[Mes
     Example: 1 system + 6 turns (13 messages), keep_last_n_turns=3 -> 7 messages.
     """
     if isinstance(keep_last_n_turns, bool) or not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
-        raise ValueError(f"keep_last_n_turns must be a whole number >= 0 (got {keep_last_n_turns!r})")
+        if isinstance(keep_last_n_turns, list) and isinstance(history, int):  # trim_history(2, history)
+            raise ValueError("trim_history takes (history, keep_last_n_turns) in that order: "
+                             f"e.g. trim_history(history, {history})")
+        got = f"a {type(keep_last_n_turns).__name__}" if isinstance(keep_last_n_turns, (list, dict)) \
+            else repr(keep_last_n_turns)  # not a whole conversation printed in one line
+        raise ValueError(f"keep_last_n_turns must be a whole number >= 0 (got {got})")
     try:
         start, inside = _start_of_last_turns(history, keep_last_n_turns)
         if inside:  # a system message among the turns kept: it stays where it stands

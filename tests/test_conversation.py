@@ -246,6 +246,20 @@ def test_trim_13_messages_to_7_and_input_unchanged():
     assert history == snapshot and trimmed is not history
 
 
+def test_trim_history_with_its_arguments_swapped_says_the_order_not_the_whole_list():
+    # trim_history(2, history) printed the whole conversation as "got [...]" in one line
+    history = _long_history(6)
+    with pytest.raises(ValueError) as refused:
+        trim_history(2, history)
+    assert str(refused.value) == ("trim_history takes (history, keep_last_n_turns) in that order: "
+                                  "e.g. trim_history(history, 2)")
+    with pytest.raises(ValueError) as refused:
+        trim_history(history, history)
+    assert str(refused.value) == "keep_last_n_turns must be a whole number >= 0 (got a list)"
+    with pytest.raises(ValueError, match=r"\(got -1\)$"):
+        trim_history(history, -1)
+
+
 def test_keep_turns_sends_a_trimmed_list_but_keeps_the_transcript():
     client = ScriptedClient()
     history = _long_history(4)
