@@ -101,6 +101,17 @@ LIVE_COLOURS = {"warning": ("#b45309", "#92400e"), "danger": ("#c62828", "#a51d1
 # is here (tests/test_panel.py checks).
 ICON_GLYPHS = {"paper-plane": "f1d8", "stop": "f04d", "eraser": "f12d", "trash": "f2ed", "undo": "f0e2",
                "save": "f0c7", "folder-open": "f07c", "check": "f00c"}  # check: a view toggle that is on
+# The transcript and the reply that streams share one box (.nora-chat-box) at most v.TRANSCRIPT_HEIGHT high:
+# the transcript gives way (it scrolls, newest at the bottom) as the reply grows, up to LIVE_HEIGHT, so
+# the input row and Stop stay where they are.  Each in a box of its own at most 45% high, a long chat
+# and a long reply made 90% of the window: on a projector (1280x720 at 150%) the input row went down
+# 121 px at each reply's start, and off the screen while a long reply streamed.
+LIVE_HEIGHT = "min(280px, 30vh)"
+CHAT_BOX_CSS = (f".nora-panel .nora-chat-box{{max-height:{v.TRANSCRIPT_HEIGHT};overflow:hidden}}"
+                ".nora-panel .nora-chat-box>*,.nora-panel .nora-chat-box .widget-html-content"
+                "{display:flex;flex-direction:column;flex:0 1 auto;min-height:0;margin:0}"
+                ".nora-panel .nora-chat-box>.nora-live{flex-shrink:0}"
+                ".nora-panel .nora-chat-box .nora-transcript{min-height:0;flex:0 1 auto}")
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}"
              + "".join(f".nora-panel .jupyter-widgets.jupyter-button.mod-{style}{{background-color:{back};color:#fff}}"
@@ -108,6 +119,7 @@ FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px sol
                        for style, (back, hover) in LIVE_COLOURS.items())
              + "".join(f'.nora-panel .jupyter-button > i.fa-{name}::before{{content:"\\{code}" / ""}}'
                        for name, code in ICON_GLYPHS.items())
+             + CHAT_BOX_CSS
              + "</style>")
 
 
@@ -264,6 +276,9 @@ class ChatPanel(widgets.VBox):
         # (_transcript_box.py); self.transcript.value is the whole HTML, views.transcript_html(history)
         self.transcript = TranscriptBox()
         self.live = widgets.HTML()  # the turn in progress: pending user message + streamed reply
+        self.live.add_class("nora-live")
+        self.chat_box = widgets.VBox([self.transcript, self.live])  # one box for both (CHAT_BOX_CSS)
+        self.chat_box.add_class("nora-chat-box")
         self.error = widgets.HTML()
         self.status = widgets.HTML()
         # what a screen reader says when a reply is complete (drawn nowhere; see _announce)
@@ -372,7 +387,7 @@ class ChatPanel(widgets.VBox):
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
         ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
         chat = widgets.VBox(
-            [self.transcript, self.live, self.error,
+            [self.chat_box, self.error,
              widgets.HBox([self.prompt, self.send, self.stop]), self.status, self.announce, controls],
             # min(..., 100%): in an area narrower than 320 px (a side panel, a zoomed window) the column
             # takes the width there is; a fixed 320 px hid Stop and the ends of lines past the edge
@@ -500,7 +515,7 @@ class ChatPanel(widgets.VBox):
         self._show_error("")
         # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
         # reply cannot push the input row and Stop off the screen while it streams
-        self.live.value = v.transcript_html([], pending=text)
+        self.live.value = v.transcript_html([], pending=text, max_height=LIVE_HEIGHT)
         twin = self.twin_history if self.side_by_side.value else None
 
         # Until the first words come, the status line counts the seconds (a shared server may be
@@ -511,7 +526,7 @@ class ChatPanel(widgets.VBox):
         def show_reply(so_far: str) -> None:
             if ticker.stop():  # the first words: the count is over
                 self._say("replying\u2026")
-            self.live.value = v.transcript_html([], pending=text, streaming=so_far)
+            self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height=LIVE_HEIGHT)
 
         def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
             self._prev_sent, self.last_sent = self.last_sent, sent

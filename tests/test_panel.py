@@ -706,7 +706,12 @@ def test_a_long_streaming_reply_scrolls_in_a_box_and_does_not_push_stop_off_scre
     panel.live.observe(lambda change: seen.append(change["new"]), names="value")
     panel_send(panel, "a long story")
     streamed = [html for html in seen if "w0" in html]
-    assert streamed and all("max-height:min(420px, 45vh)" in html and "overflow-y:auto" in html for html in streamed)
+    assert streamed and all("max-height:min(280px, 30vh)" in html and "overflow-y:auto" in html for html in streamed)
+    # and the reply shares one box with the transcript, at most as high as the transcript alone: two
+    # boxes of 45% each pushed the input row off a projector's screen (tests/browser checks the pixels)
+    assert list(panel.chat_box.children) == [panel.transcript, panel.live]
+    assert "nora-chat-box" in panel.chat_box._dom_classes and "nora-live" in panel.live._dom_classes
+    assert ".nora-panel .nora-chat-box{max-height:min(420px, 45vh);overflow:hidden}" in panel._focus_style.value
 
 
 def test_the_reply_moves_into_the_transcript_before_the_live_area_is_cleared():

@@ -602,6 +602,73 @@ def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, 
         context.close()
 
 
+LONG_CHAT_CELL = """\
+import time
+from nora_widgets import ChatPanel, ScriptedClient
+
+class Slow(ScriptedClient):  # a word every 0.05 s
+    def _create(self, **kwargs):
+        stream = super()._create(**kwargs)
+        def slowly():
+            for piece in stream:
+                time.sleep(0.05)
+                yield piece
+        return slowly()
+
+history = [{"role": "system", "content": "You are Nora."}]
+for i in range(150):
+    history += [{"role": "user", "content": f"Question {i}: tell me about book {i}."},
+                {"role": "assistant", "content": f"Book **{i}** is good. " * 3}]
+reply = "A reply that streams in slowly, word by word, for a while so the class can watch it. " * 8
+panel = ChatPanel(Slow([reply] * 2), history=history, views=("inspector", "cost"))
+panel"""
+
+# where the input row and the messages are, in CSS pixels
+ROW_JS = """() => {
+    const row = document.querySelector('.nora-panel .nora-prompt').parentElement.getBoundingClientRect();
+    const lefts = [...document.querySelectorAll('.nora-panel .nora-chat-box .nora-msg')].slice(-3)
+        .map(m => Math.round(m.getBoundingClientRect().left));
+    return {top: Math.round(row.top), bottom: Math.round(row.bottom), lefts};
+}"""
+
+
+def test_on_a_720p_projector_the_input_row_stays_put_while_a_reply_streams(lab, chromium):
+    """1280x720 at 150% zoom (853x480 CSS pixels), a chat of 300 messages: the transcript filled its
+    box (45% of the window) and the streaming reply had a box of its own, 45% more, so at each reply
+    the input row and Stop went 121 px down (off the screen with a long reply) and came back at its
+    end.  The two share one box now: the transcript gives way as the reply grows.  And the reply being
+    written lines up with the messages above it (it sat 4 px to the right, and jumped at its end)."""
+    context = chromium.new_context(viewport={"width": 853, "height": 480}, device_scale_factor=1.5)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        open_panel(page, lab, "projector-long.ipynb", LONG_CHAT_CELL)
+        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+        page.locator(PROMPT).scroll_into_view_if_needed()
+        before = page.evaluate(ROW_JS)
+        type_and_send(page, "Tell me a long story.")
+        page.wait_for_function(STOP_LIVE, timeout=10_000)
+        during = []
+        for _ in range(6):  # the reply grows past the box it has
+            page.wait_for_timeout(700)
+            during.append(page.evaluate(ROW_JS))
+        page.screenshot(path=str(SCREENSHOTS / "panel-projector-streaming.png"))
+        streaming = page.evaluate("""() => {
+            const box = document.querySelector('.nora-panel .nora-chat-box').getBoundingClientRect();
+            const live = document.querySelector('.nora-panel .nora-live .nora-transcript');
+            return {box: box.height, live: live.getBoundingClientRect().height, scrolls: live.scrollHeight > live.clientHeight};
+        }""")
+        page.wait_for_function("() => document.querySelector('.nora-panel .nora-stop').disabled", timeout=60_000)
+        after = page.evaluate(ROW_JS)
+        assert streaming["scrolls"] and streaming["box"] <= 0.45 * 480 + 1, streaming
+        assert all(abs(d["top"] - before["top"]) <= 2 for d in during), (before, during)
+        assert after["top"] == before["top"] and before["bottom"] <= 480, (before, after)
+        for d in during:  # the message being written starts where the others do
+            assert len(set(d["lefts"])) == 1, d
+    finally:
+        context.close()
+
+
 TYPEAHEAD_CELL = """\
 import time
 from nora_widgets import ChatPanel, ScriptedClient
