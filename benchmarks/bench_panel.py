@@ -5,10 +5,12 @@
     sent        what one turn sends to the browser: every widget message (a widget opened, a change,
                 a widget closed), its data as JSON
     split       the same, by the view the widget belongs to: transcript / inspector tables / wire view /
-                the rest (header, gauge, cost chart, side by side, status lines)
+                side by side / the rest (header, gauge, cost chart, status lines)
     HTML        characters of the transcript, each inspector table and the wire view after the turn
                 (each one's whole HTML: they go to the page in blocks, _blocks.py, of 50 messages, 10
                 rows and 200 lines, and a turn sends the blocks it changed)
+    twin        side by side alone, over 50 turns in a fresh panel (the memory-less twin grows with
+                the turns taken): what the side-by-side view sends per turn, mean and at the last turn
 
 All five views are open, side by side too (each turn also asks the memory-less twin and redraws
 twice).  The history has user questions of ~20 words and markdown replies of ~80, all different.
@@ -34,7 +36,7 @@ from _common import finish, fmt_seconds, median, parser, table  # noqa: E402
 WORDS = ("the a model list message token call server reply context window send every turn again python "
          "code book shop paperback").split()
 VIEWS = ("inspector", "wire", "gauge", "cost", "compare")
-SPLIT = ("transcript", "inspector", "wire", "rest")  # what a turn sends, by the part of the panel it draws
+SPLIT = ("transcript", "inspector", "wire", "compare", "rest")  # what a turn sends, by the part of the panel it draws
 
 
 def long_history(n: int, rng: random.Random) -> list[dict]:
@@ -62,9 +64,22 @@ def main(argv: list[str] | None = None) -> dict:
         def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
             sent.append((self.comm_id, len(json.dumps(data)) + sum(len(b) for b in buffers or ())))
 
+    from nora_widgets._blocks import BlockBox
+
+    shown: dict[str, set[str]] = {}  # a BlockBox's model id -> every block it has drawn (closed ones too)
+    real_draw = BlockBox.draw
+
+    def draw(box, *args, **kwargs):  # a block opened and closed within one turn (a reply on its way) is counted
+        changed = real_draw(box, *args, **kwargs)
+        shown.setdefault(box.model_id, set()).update(b.model_id for b in box.blocks)
+        return changed
+
+    BlockBox.draw = draw
+
     def owned(widget) -> set[str]:
-        """The model ids of a widget and of every widget it shows (children, blocks), as they are now."""
-        ids = {widget.model_id}
+        """The model ids of a widget and of every widget it shows (children, blocks), as they are now,
+        and every block it has shown."""
+        ids = {widget.model_id, *shown.get(widget.model_id, ())}
         for part in [*getattr(widget, "children", ()), *getattr(widget, "blocks", ())]:
             ids |= owned(part)
         for name in ("last_html", "next_html", "body"):  # the views' drawing widgets
@@ -90,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         def look() -> None:
             for part, widget in (("transcript", panel.transcript), ("inspector", panel.inspector),
-                                 ("wire", panel.wire_view)):
+                                 ("wire", panel.wire_view), ("compare", panel.compare)):
                 owner.update(dict.fromkeys(owned(widget), part))
 
         for i in range(turns):
@@ -119,6 +134,22 @@ def main(argv: list[str] | None = None) -> dict:
                      " / ".join(f"{median(split[k]) / 1e3:,.1f}" for k in SPLIT)])
     print(table(["messages", "turn", "refresh()", "sent per turn", "HTML kB: transcript / last / next / wire",
                  "sent kB: " + " / ".join(SPLIT)], rows))
+
+    # side by side alone: the twin starts empty and grows by a turn each turn
+    twin_turns = 5 if args.quick else 50
+    panel = ChatPanel(ScriptedClient(), views=("compare",))
+    panel.side_by_side.value = True
+    per_turn = []
+    for i in range(twin_turns):
+        ids = owned(panel.compare)
+        sent.clear()
+        panel.ask(f"question {i}: " + long_history(2, rng)[1]["content"])
+        ids |= owned(panel.compare)
+        per_turn.append(sum(size for cid, size in sent if cid in ids))
+    results["twin"] = {"turns": twin_turns, "sent_mean_bytes": sum(per_turn) / len(per_turn),
+                       "sent_last_bytes": per_turn[-1], "html_chars": len(panel.compare.body.value)}
+    print(f"side by side, {twin_turns} turns: sent per turn {sum(per_turn) / len(per_turn) / 1e3:,.1f} kB mean, "
+          f"{per_turn[-1] / 1e3:,.1f} kB at the last turn (its transcript {len(panel.compare.body.value) / 1e3:,.0f} kB)")
     return finish(args, "panel", results)
 
 

@@ -4,6 +4,7 @@
     box.show(history)          # draws it; returns how many blocks went to the page
     box.show(history + two)    # a turn later: 1 (the last block), or 1 new block
     box.value                  # the whole HTML: == views.transcript_html(history)
+    box.show(history, "hi", "Hel")   # the turn in progress too, in a block of its own (the side-by-side view)
 
 Why: one HTML widget holding the whole chat sent it whole after every turn, 735 kB at 1,000
 messages and 3.7 MB at 5,000, and the page parsed it all again (benchmarks/bench_panel.py).  Here
@@ -20,7 +21,8 @@ The page draws what ``views.transcript_html`` draws, the same message HTML in th
 one region named "conversation" around all blocks, scrolled to the newest message by the same
 column-reverse box.  A block's <div> has no style of its own: the messages lay out as in one list.
 The blocks and the page's JavaScript are _blocks.BlockBox's (the inspector's tables and the wire view
-go the same way).  The browser tests draw it in JupyterLab.
+go the same way), and so does the side-by-side view's (views.CompareView).  The browser tests draw it
+in JupyterLab.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ._blocks import PLACE, BlockBox
-from .views import EMPTY_TRANSCRIPT, TRANSCRIPT_HEIGHT, message_html, transcript_frame
+from .views import EMPTY_TRANSCRIPT, TRANSCRIPT_HEIGHT, live_html, message_html, transcript_frame
 
 __all__ = ["TranscriptBox", "BLOCK"]
 
@@ -46,24 +48,38 @@ class TranscriptBox(BlockBox):
     """The transcript as blocks; ``show(messages)`` redraws the blocks whose messages changed."""
 
     def __init__(self, block_size: int = BLOCK, max_height: str = TRANSCRIPT_HEIGHT,
-                 label: str = "conversation", **kwargs) -> None:
+                 label: str = "conversation", live: bool = False, **kwargs) -> None:
         super().__init__(block_tag="div", **kwargs)
         if block_size < 1:
             raise ValueError(f"block_size must be a whole number >= 1 (got {block_size!r})")
         self.block_size = block_size
+        # live: the turn in progress is drawn here too, in a last block kept between turns (empty then),
+        # so that a turn does not change the list of blocks twice (a list of 40 blocks is ~1.8 kB)
+        self.live = live
         self.max_height = max_height
         self.label = label  # the region's name for screen readers
         self.show([])
 
-    def show(self, messages: Sequence[dict]) -> int:
+    def show(self, messages: Sequence[dict], pending: str | None = None, streaming: str | None = None) -> int:
         """Draw messages; only blocks whose messages changed are sent.  Returns how many were.
+        pending, streaming: the turn in progress (views.live_html), drawn after the messages in a block
+        of its own, so that each piece of a streamed reply sends that block only (with live=True the
+        block is always there); the panel's own transcript has its live area beside it instead, the
+        side-by-side view draws it here.
         Example: 120 messages drawn, then 122 -> 1 (the third block: messages 100-121)."""
         n = self.block_size
-        chunks = [messages[i:i + n] for i in range(0, len(messages), n)] or [[]]
-        return self.draw(transcript_frame(PLACE, self.max_height, self.label), [_key(c) for c in chunks],
-                         lambda i: "".join(message_html(m) for m in chunks[i]) or EMPTY_TRANSCRIPT)
+        live = live_html(pending, streaming)
+        chunks = [messages[i:i + n] for i in range(0, len(messages), n)] or ([] if live else [[]])
+        keys: list = [_key(c) for c in chunks]
+        anchors: list = list(range(len(chunks)))
+        if live or self.live:  # named apart from the messages' blocks
+            keys.append(live)
+            anchors.append("live")
+        return self.draw(transcript_frame(PLACE, self.max_height, self.label), keys,
+                         lambda i: ("".join(message_html(m) for m in chunks[i]) or EMPTY_TRANSCRIPT)
+                         if i < len(chunks) else live, anchors=anchors)
 
     @property
     def value(self) -> str:
-        """The whole transcript's HTML, as the page shows it: views.transcript_html of the messages."""
+        """The whole transcript's HTML, as the page shows it: views.transcript_html of what was shown."""
         return transcript_frame("".join(b.value for b in self.blocks), self.max_height, self.label)

@@ -117,12 +117,18 @@ def transcript_html(messages: Sequence[dict], pending: str | None = None, stream
     Example: transcript_html([{"role": "user", "content": "hi"}]).count('class="nora-msg ') -> 1
     """
     parts = [message_html(m) for m in messages]
+    return transcript_frame("".join(parts) + live_html(pending, streaming) or EMPTY_TRANSCRIPT, max_height, label)
+
+
+def live_html(pending: str | None = None, streaming: str | None = None) -> str:
+    """The turn in progress as the transcript draws it after the history: the user message on its way,
+    the reply so far with a cursor; "" when neither.
+    Example: live_html("hi", "Hel").count('class="nora-msg ') -> 2"""
     # the message on its way and the reply so far change on every redraw: not worth caching
-    if pending is not None:
-        parts.append(_message_html.__wrapped__("user", pending))
+    parts = [] if pending is None else [_message_html.__wrapped__("user", pending)]
     if streaming is not None:
         parts.append(_message_html.__wrapped__("assistant", streaming + " \u258d"))
-    return transcript_frame("".join(parts) or EMPTY_TRANSCRIPT, max_height, label)
+    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- #
@@ -425,19 +431,32 @@ class CostView(widgets.VBox):
 # 5. side by side: with memory and without
 
 
+# Messages per block of the side-by-side transcript.  The twin grows by a turn per question asked in the
+# panel (a loaded transcript starts it again), so it stays far shorter than the panel's own; smaller blocks
+# resend less of the last one.  Sent per turn, mean over turns 1-50 / 151-200 (bench_panel.py's chat):
+# 5 messages: 3.6 / 4.7 kB, 10: 5.0 / 5.3, 20: 7.6 / 7.7, 50: 15.6 / 15.6 (without the kept live block,
+# whose opening and closing resent the list of blocks twice a turn: 10: 5.7 / 8.5).
+TWIN_BLOCK = 10
+
+
 class CompareView(widgets.VBox):
-    """The second conversation: same questions, sent with keep_last_n_turns=0 (no memory)."""
+    """The second conversation: same questions, sent with keep_last_n_turns=0 (no memory).
+    ``body.value`` is the whole HTML, transcript_html(messages, pending, streaming) in a shorter box."""
 
     def __init__(self) -> None:
-        self.body = widgets.HTML()
+        from ._transcript_box import TranscriptBox  # imported here: it draws with this module's message_html
+
+        # In blocks, as the panel's own transcript (_transcript_box.py): a turn sends the block it changed
+        # and the reply on its way, not the whole conversation (sent whole, 50 turns in: ~100 kB a turn).
+        # Blocks of TWIN_BLOCK messages, with the turn in progress in a block of its own (live).
+        self.body = TranscriptBox(TWIN_BLOCK, max_height="min(300px, 40vh)", label="conversation without memory",
+                                  live=True)
         self.error = widgets.HTML()
         super().__init__([_title("Without memory (same questions, only the latest one sent)"),
                           self.body, self.error], layout=_box())
 
     def update(self, messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
                error: str = "") -> None:
-        self.body.value = transcript_html(messages, pending, streaming, max_height="min(300px, 40vh)",
-                                          label="conversation without memory")
+        self.body.show(messages, pending, streaming)
         # the sign says "something went wrong" without the colour
         self.error.value = f'<div style="color:{ERROR_COLOUR}">\u26a0 {escape(error)}</div>' if error else ""
-

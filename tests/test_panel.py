@@ -1974,6 +1974,39 @@ def test_a_new_call_sends_the_wire_view_the_end_of_its_json_not_all_of_it(monkey
     assert "second?" in body.value and "second?" in "".join(data["state"].get("value", "") for _, _, data in sent)
 
 
+def test_a_side_by_side_turn_sends_the_twins_last_block_and_the_reply_on_its_way_not_its_whole_chat(monkeypatch):
+    # the memory-less twin's transcript was one HTML widget, sent whole at each redraw of a turn (the question
+    # on its way, each piece of the reply, its end): ~56 kB a turn over 50 turns, ~110 kB at the 50th
+    from nora_widgets.views import TWIN_BLOCK, live_html, transcript_html
+    wire = PageWire(monkeypatch)
+    panel = ChatPanel(ScriptedClient(), views=("compare",), flush_interval=0.0)
+    panel.side_by_side.value = True
+    for i in range(30):
+        panel.ask(f"question {i}?")
+    box = panel.compare.body
+    blocks = list(box.blocks)  # 61 messages in blocks of 10, then the (empty) block of the turn in progress
+    assert TWIN_BLOCK == 10 and len(blocks) == 8 and blocks[-1].value == ""
+    seen = []  # each value of the last block while the turn runs
+    blocks[-1].observe(lambda change: seen.append(change["new"]), names="value")
+    wire.messages.clear()
+    panel.ask("one more?")
+    assert len(panel.twin_history) == 63
+    # the page shows what it showed before: the twin's messages in the same named, shorter scrolling box
+    assert box.value == transcript_html(
+        panel.twin_history, max_height="min(300px, 40vh)", label="conversation without memory")
+    # sent: the block of messages 60-62 and the turn in progress (the question, the reply as it came,
+    # then nothing); the other blocks, the list of them and the box itself: untouched
+    sent = sent_about(wire, box)
+    assert {(cid, kind) for cid, kind, _ in sent} == {(blocks[-2].model_id, "comm_msg"),
+                                                      (blocks[-1].model_id, "comm_msg")}, sent
+    assert box.blocks == blocks and blocks[-1].value == "" and "one more?" in blocks[-2].value
+    reply = panel.twin_history[-1]["content"]
+    so_far = [live_html("one more?", reply[:k]) for k in range(len(reply) + 1)]
+    assert len(seen) > 2 and all(value in so_far for value in seen[:-1]) and seen[-2:] == [so_far[-1], ""]
+    assert [kind for cid, kind, _ in sent if cid == blocks[-2].model_id] == ["comm_msg"]  # once, at the end
+    assert all(len(json.dumps(data)) < len(box.value) / 10 for _, _, data in sent)  # a block, never the chat
+
+
 def test_a_block_box_names_its_blocks_by_anchor_so_a_window_that_scrolls_resends_only_its_ends():
     from nora_widgets._blocks import PLACE, BlockBox
     box = BlockBox(block_tag="div")
