@@ -168,6 +168,11 @@ def _url_named(args: argparse.Namespace) -> str:
     return "--base-url" if args.base_url else "OPENAI_BASE_URL"
 
 
+# seconds after the question at the start within which a piped first turn does not ask the server for its
+# models again (a pipe that brings its first line later, as a server may be up by then, asks)
+PIPED_FIRST_ASK = 2.0
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     _settings(args)
     history = new_history(SYSTEM_PROMPT if args.system is None else args.system)
@@ -183,6 +188,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
             set_persona(history, args.system)
     client = _client(args)
     interactive = sys.stdin.isatty()
+    pending = getattr(client, "default_model_pending", None)  # the server gave no answer about its models
+    if pending is not None and not interactive:
+        # piped: the first turn comes at once, and asking again right away only doubled the wait
+        # (two 5 s waits before a server that never answers); typed, each turn asks again as before
+        pending.hold(PIPED_FIRST_ASK)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
                           save_path=args.save, url_named=_url_named(args), show_sent=args.show_sent)

@@ -481,10 +481,22 @@ class _AskAgain:
         self._client = weakref.ref(client)  # the client holds this hook: no cycle to keep it alive
         self._base_url = base_url
         self.asked = asked  # False until the first call when make_client(ask_models=False) left the asking to it
+        self._held_until = 0.0  # time.monotonic() before which the next call asks nothing (hold)
+
+    def hold(self, seconds: float) -> None:
+        """The next call asks nothing if it comes within seconds from now: the server has just given no
+        answer, and asking again at once only doubles the wait (5 s each from a server that never answers).
+        `nora chat` with stdin not a terminal holds it after make_client's question: its first turn comes
+        at once, nothing typed in between.  Later calls ask as always.
+        Example: hold(2.0), then a turn 10 ms later -> no GET /models; its next turn asks"""
+        self._held_until = time.monotonic() + seconds
 
     def __call__(self) -> None:
         client = self._client()
         if client is None or client.default_model_pending is not self:
+            return
+        held, self._held_until = self._held_until, 0.0
+        if time.monotonic() < held:
             return
         names = _asked_models(client, self._base_url)
         self.asked = True

@@ -2071,6 +2071,37 @@ def test_nora_ask_against_a_server_that_is_down_asks_for_its_models_once(down):
         assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [("GET", None), ("POST", "gpt-4o-mini")]
 
 
+def test_piped_nora_chat_before_a_server_that_never_answers_waits_once_before_its_first_turn():
+    # GET /models at the start (5 s without an answer), then the first turn asked again at once (5 s more):
+    # with stdin a pipe nothing can have been typed in between, so the second ask only doubled the wait
+    with StubServer(api_key=KEY) as stub:
+        stub.enqueue_models(stall(8), stall(8))  # no answer within the 5 s nora waits for the list
+        started = time.monotonic()
+        result = nora("chat", *FAST, stdin="hi\nquit\n", stub=stub)
+        took = time.monotonic() - started
+        assert (result.returncode, result.stderr) == (0, "")
+        assert result.stdout.splitlines() == [f"Nora chat: OpenAI-compatible server {stub.base_url}, {NOT_KNOWN}",
+                                              "(type /help for commands; quit or Ctrl-D to leave)",
+                                              "you: hi", "nora: I got 2 messages; the last one says 'hi'.",
+                                              "you: quit"]
+        assert [(r.method, r.path, (r.body or {}).get("model")) for r in stub.requests] == [
+            ("GET", "/v1/models", None), ("POST", "/v1/chat/completions", "gpt-4o-mini")]
+        assert 5 <= took < 10, took  # one wait of 5 s (two before: 10.3 s)
+
+
+def test_a_piped_first_turn_after_the_hold_asks_for_the_models_again(monkeypatch, capsys):
+    # the hold is for a first turn that comes at once: a pipe whose first line comes later (the server
+    # may be up by then) asks as before, and so does every later turn
+    monkeypatch.setattr(cli, "PIPED_FIRST_ASK", 0.0)
+    with StubServer(model="served-one", strict=True) as stub:
+        stub.enqueue_models(drop())  # down at the start, up at the first turn
+        status, out, err = run_main(monkeypatch, capsys, ["chat", *FAST, "--base-url", stub.base_url],
+                                    stdin="hi\nquit\n")
+        assert (status, err) == (0, "") and "(model: served-one, the one the server lists)" in out
+        assert [(r.method, (r.body or {}).get("model")) for r in stub.requests] == [
+            ("GET", None), ("GET", None), ("POST", "served-one")]
+
+
 def test_a_persona_too_long_for_the_window_is_advised_as_such_in_chat_and_ask(keyed_stub):
     # the persona overflowed the window and the advice was "shorten them, or send the message in parts"
     persona = "Be a librarian. " * 2500  # 40,000 characters

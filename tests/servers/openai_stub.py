@@ -13,7 +13,7 @@ Routes:
     POST /v1/chat/completions   JSON, or SSE with "stream": true
                                 (a usage chunk at the end with stream_options.include_usage)
     GET  /v1/models             one model, named by ``model=`` (or the names in ``listed=``);
-                                ``enqueue_models(error(...), drop())`` makes the next ones fail
+                                ``enqueue_models(error(...), drop(), stall(6))`` makes the next ones fail
     GET  /props                 llama.cpp's server's settings, with ``speaks_like="llamacpp"``
 
 ``StubServer(window=4096, speaks_like="vllm")`` lists each model with vLLM's ``max_model_len``;
@@ -392,6 +392,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "error":
                 self._send_error(fault.status, fault.message, fault.type, fault.code, fault.headers)
                 return
+            if fault is not None and fault.kind == "stall":  # a server that never answers
+                self.server.stub._stopping.wait(fault.seconds)
             if fault is not None:  # drop(): as a server that is down at that moment
                 self._abort()
                 return
@@ -602,10 +604,11 @@ class StubServer:
             self._queue.extend(items)
 
     def enqueue_models(self, *behaviours: Behaviour) -> None:
-        """Queue answers for the next GET /models, in order: error(...) or drop(); then the list again."""
+        """Queue answers for the next GET /models, in order: error(...), drop() or stall(seconds); then the
+        list again."""
         for item in behaviours:
-            if not isinstance(item, Behaviour) or item.kind not in ("error", "drop"):
-                raise TypeError("enqueue_models() takes error(...) or drop()")
+            if not isinstance(item, Behaviour) or item.kind not in ("error", "drop", "stall"):
+                raise TypeError("enqueue_models() takes error(...), drop() or stall(seconds)")
         with self._lock:
             self._models_queue.extend(behaviours)
 
