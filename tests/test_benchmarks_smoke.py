@@ -81,9 +81,11 @@ def test_panel_times_a_turn_and_a_refresh_and_sizes_what_is_sent(tmp_path):
         assert entry["turn_s"] > 0 and entry["refresh_s"] > 0 and entry["sent_per_turn_bytes"] > 0
         assert set(entry["html_chars"]) == {"transcript", "last_sent_table", "next_send_table", "wire"}
         split = entry["sent_split_bytes"]  # what a turn sends, by part: the parts add up (2 turns: medians are means)
-        assert set(split) == {"transcript", "inspector", "wire", "rest"} and split["inspector"] > 0
-        assert sum(split.values()) == pytest.approx(entry["sent_per_turn_bytes"])
+        assert set(split) == {"transcript", "inspector", "wire", "compare", "rest"} and split["inspector"] > 0
+        assert split["compare"] > 0 and sum(split.values()) == pytest.approx(entry["sent_per_turn_bytes"])
     assert r["sizes"]["100"]["html_chars"]["transcript"] > r["sizes"]["10"]["html_chars"]["transcript"]
+    twin = r["twin"]  # side by side alone, 5 turns when quick (the numbers that teach need 50)
+    assert twin["turns"] == 5 and twin["sent_mean_bytes"] > 0 and twin["sent_last_bytes"] > 0 and twin["html_chars"] > 0
 
 
 @pytest.mark.timeout(120)
