@@ -433,7 +433,8 @@ class CostView(widgets.VBox):
 
 # Messages per block of the side-by-side transcript.  The twin grows by a turn per question asked in the
 # panel (a loaded transcript starts it again), so it stays far shorter than the panel's own; smaller blocks
-# resend less of the last one.  Sent per turn, mean over turns 1-50 / 151-200 (bench_panel.py's chat):
+# resend less of the last one.  Sent per turn, mean over turns 1-50 / 151-200 (a scripted chat, ~0.5 kB
+# a message):
 # 5 messages: 3.6 / 4.7 kB, 10: 5.0 / 5.3, 20: 7.6 / 7.7, 50: 15.6 / 15.6 (without the kept live block,
 # whose opening and closing resent the list of blocks twice a turn: 10: 5.7 / 8.5).
 TWIN_BLOCK = 10
@@ -447,7 +448,7 @@ class CompareView(widgets.VBox):
         from ._transcript_box import TranscriptBox  # imported here: it draws with this module's message_html
 
         # In blocks, as the panel's own transcript (_transcript_box.py): a turn sends the block it changed
-        # and the reply on its way, not the whole conversation (sent whole, 50 turns in: ~100 kB a turn).
+        # and the reply on its way, not the whole conversation (sent whole: ~110 kB at the 50th turn).
         # Blocks of TWIN_BLOCK messages, with the turn in progress in a block of its own (live).
         self.body = TranscriptBox(TWIN_BLOCK, max_height="min(300px, 40vh)", label="conversation without memory",
                                   live=True)

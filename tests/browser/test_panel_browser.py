@@ -1115,6 +1115,49 @@ def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_p
     assert errors == [], errors
 
 
+COMPARE_BLOCKS_CELL = BLOCKS_CELL.replace("history=chat(120), views=())\npanel", """views=('compare',))
+panel.side_by_side.value = True
+panel.twin_history[:] = chat(25)  # the memory-less twin, 25 turns' worth of messages in
+panel.refresh()
+panel""")
+
+# The side-by-side view's transcript as the page shows it (as PAGE_TRANSCRIPT_JS, for its own region)
+PAGE_TWIN_JS = """() => {
+    const named = '.nora-panel [role=region][aria-label="conversation without memory"]';
+    const t = document.querySelector(named), blocks = t.firstElementChild.children;
+    const msgs = [...t.querySelectorAll('.nora-msg')];
+    const box = t.getBoundingClientRect(), last = msgs[msgs.length - 1].getBoundingClientRect();
+    return {regions: document.querySelectorAll(named).length,
+            texts: msgs.map((m) => m.querySelector('.nora-content').innerText.trim()),
+            blocks: blocks.length, last_empty: blocks[blocks.length - 1].innerHTML === '',
+            first_kept: blocks[0].dataset.seen === 'yes',
+            newest_in_sight: last.bottom <= box.bottom + 1 && last.top >= box.top - 1};
+}"""
+
+
+def test_the_side_by_side_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_page):
+    """The memory-less twin's transcript goes to the page in blocks of 10 messages and a last one for the
+    turn in progress (views.CompareView), and reads as one list in its own region, scrolled to the newest
+    message; a turn keeps the first block's element and leaves the last block empty again."""
+    page = browser_page
+    panel, errors = opened(page, lab, "twin.ipynb", COMPARE_BLOCKS_CELL)
+    twin_has = ("(n) => document.querySelector('.nora-panel [role=region][aria-label=\"conversation without memory\"]')"
+                ".querySelectorAll('.nora-msg').length === n")
+    page.wait_for_function(twin_has, arg=25, timeout=20_000)
+    texts = ["You are a helpful assistant."] + [f"question {k}?" if k % 2 else f"reply {k}" for k in range(1, 25)]
+    first = page.evaluate(PAGE_TWIN_JS)
+    assert first["texts"] == texts and first["blocks"] == 4 and first["last_empty"] and first["regions"] == 1, first
+    page.evaluate("() => { document.querySelector('.nora-panel [role=region][aria-label=\"conversation without "
+                  "memory\"]').firstElementChild.children[0].dataset.seen = 'yes'; }")  # lost if redrawn
+    type_and_send(page, "one more?")
+    page.wait_for_function(twin_has, arg=27, timeout=20_000)
+    page.wait_for_function(f"() => ({PAGE_TWIN_JS})().last_empty", timeout=20_000)  # the reply left it
+    after = page.evaluate(PAGE_TWIN_JS)
+    assert after["texts"][:26] == texts + ["one more?"] and after["texts"][26].startswith("[scripted reply"), after
+    assert after["blocks"] == 4 and after["last_empty"] and after["first_kept"] and after["newest_in_sight"], after
+    assert errors == [], errors
+
+
 INSPECTOR_BLOCKS_CELL = BLOCKS_CELL.replace("history=chat(120), views=()", "history=chat(300), views=('inspector', 'wire')")
 
 # The "next call" table as the page shows it: one table, its caption and header row, its <tbody> blocks,
