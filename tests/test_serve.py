@@ -712,10 +712,11 @@ def test_a_reply_whose_client_gave_up_stops_instead_of_running_on():
     assert code == 0 and err == ""
     stopped = [line for line in out.splitlines() if line.startswith("nora serve: the client")]
     assert len(stopped) == 2, out  # the first try and the retry: each stopped, neither ran on
-    assert all(0 < int(line.split()[-2]) < 400 for line in stopped), stopped
-    # each names who left, as the other lines do (it said "the client left": which learner, in a class?)
-    assert all(re.fullmatch(r"nora serve: the client at 127\.0\.0\.1:\d+ left; its reply stopped after \d+ tokens?",
-                            line) for line in stopped), stopped
+    # each names who left, as the other lines do (it said "the client left": which learner, in a class?); on a
+    # busy machine the 1 s timeout may come before the first token: "left before its turn" is also not running on
+    said = [re.fullmatch(r"nora serve: the client at 127\.0\.0\.1:\d+ left(?:; its reply stopped after (\d+) tokens?"
+                         r"| before its turn; its reply was not started)", line) for line in stopped]
+    assert all(said) and all(int(m.group(1) or 0) < 400 for m in said), stopped
 
 
 @pytest.mark.model
