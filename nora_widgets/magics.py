@@ -213,6 +213,37 @@ def _cell_parser() -> _Parser:
     return parser
 
 
+SETTINGS_ONLY = ("--system", "--backend", "--base-url", "--timeout", "--max-retries", "--display")  # %chat only
+
+
+def _cell_options(line: str) -> argparse.Namespace:
+    """The options on a %%chat line, or one UsageError line saying where what is there belongs.
+    Example: _cell_options('--system "Be brief."') raises UsageError("%%chat: --system is a setting ...")"""
+    words = _split(line, "%%chat")
+    for i, word in enumerate(words):
+        name = word.split("=", 1)[0]
+        if name in SETTINGS_ONLY:  # say the line to run, with the value as typed
+            value = words[i + 1:i + 2] if "=" not in word else []
+            typed = shlex.join([word, *value]) if "=" in word or value and not value[0].startswith("--") \
+                else f"{name} ..."
+            raise UsageError(f"%%chat: {name} is a setting for all following turns: run %chat {typed} "
+                             f"in a cell of its own")
+        if name in ("-h", "--help"):
+            raise UsageError("%%chat: for help run %chat help in a cell of its own")
+    opts, extra = _cell_parser().parse_known_args(words)
+    if extra:  # words that are not options: most often the message, typed on the %%chat line
+        if any(w.startswith("-") for w in extra):
+            raise UsageError(f"%%chat: unrecognized arguments: {' '.join(extra)} (see %chat help)")
+        raise UsageError(f"%%chat: {' '.join(extra)!r} is not an option: write your message in the cell, "
+                         f"on the lines under %%chat (a # comment there is sent too)")
+    keep = getattr(opts, "keep_turns", 0)
+    if opts.amnesia and keep != 0:
+        given = "all" if keep is None else keep
+        raise UsageError(f"%%chat: --amnesia sends no earlier turns and --keep-turns {given} sends "
+                         f"{'all of them' if keep is None else 'the last ' + count_of(keep, 'turn')}: give one of them")
+    return opts
+
+
 def _line_parser() -> _Parser:
     parser = _Parser(prog="%chat", add_help=False, allow_abbrev=False)
     parser.add_argument("command", nargs="?")
@@ -229,11 +260,12 @@ def _line_parser() -> _Parser:
     return parser
 
 
-def _split(line: str) -> list[str]:
+def _split(line: str, prog: str = "%chat") -> list[str]:
     try:
         return shlex.split(line)
     except ValueError as exc:  # e.g. "No closing quotation"
-        raise UsageError(f"%chat: {exc} (quote text with spaces: --system \"Be brief.\")") from None
+        example = '--system "Be brief."' if prog == "%chat" else '--model "my model"'
+        raise UsageError(f"{prog}: {exc} (quote text with spaces: {example})") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -418,7 +450,7 @@ class ChatMagics(Magics):
 
     def _turn(self, line: str, cell: str) -> None:
         s = _SESSION
-        opts = _cell_parser().parse_args(_split(line))
+        opts = _cell_options(line)
         text = cell.strip()
         if not text:
             raise UsageError("%%chat: nothing to send: write your message in the cell under %%chat")
@@ -546,8 +578,13 @@ class ChatMagics(Magics):
         n = int(raw)  # checked by _check_command
         history = _SESSION.history
         before = len(history)
+        turns = sum(1 for m in history if m["role"] == "user")
         history[:] = trim_history(history, n)
         persona = "the persona and " if any(m["role"] == "system" for m in history) else ""
+        if len(history) == before:  # "kept the last 5 turns" of a list with 1 would claim turns that are not there
+            _show(f"nothing to trim: the conversation has {count_of(turns, 'turn')}, not more than {n} "
+                  f"({count_of(before, 'message')})")
+            return
         _show(f"trimmed: kept {persona}the last {count_of(n, 'turn')} ({before} -> {count_of(len(history), 'message')})")
 
     def _cmd_save(self, path: str) -> None:
@@ -579,7 +616,7 @@ def _check_command(command: str, args: list) -> None:
         raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
                          f"commands: {', '.join(COMMANDS)})")
     wants_arg = command in ("trim", "save", "load")
-    if len(args) != (1 if wants_arg else 0):
+    if len(args) != (1 if wants_arg else 0) or wants_arg and not args[0].strip():  # '' would name the folder
         need = ("N, the number of turns to keep (e.g. %chat trim 2)" if command == "trim"
                 else "FILE (quote file names with spaces)" if wants_arg else "nothing")
         raise UsageError(f"%chat {command}: takes {need}")

@@ -303,6 +303,15 @@ def test_trim_command_drops_old_turns_from_the_list(shell):
     assert len(magics.conversation()) == 3 and "9 -> 3 messages" in ran.text
 
 
+def test_trim_to_more_turns_than_there_are_says_nothing_was_trimmed(shell):
+    # was "trimmed: kept the persona and the last 5 turns (3 -> 3 messages)", of a list with one turn
+    use(ScriptedClient())
+    run(shell, "%%chat\nq0")
+    ran = run(shell, "%chat trim 5")
+    assert ran.shown == ["nothing to trim: the conversation has 1 turn, not more than 5 (3 messages)"]
+    assert [m["content"] for m in magics.conversation()][:2] == [SYSTEM_PROMPT, "q0"]
+
+
 # --------------------------------------------------------------------------- #
 # what a notebook shows
 
@@ -559,7 +568,7 @@ def test_system_off_removes_the_persona_and_calls_go_without_one(shell, off):
     ("%chat trim x", "%chat trim: N is the number of turns to keep, a whole number >= 0 (got 'x')"),
     ("%chat save /no/such/folder/t.json", "not saved: folder '/no/such/folder' does not exist"),
     ("%chat history now", "%chat history: takes nothing"),
-    ("%%chat --system x\nhi", "unrecognized arguments: --system"),
+    ("%%chat --system x\nhi", "%%chat: --system is a setting for all following turns: run %chat --system x in a cell"),
     ("%%chat --temperature -1\nhi", "--temperature must be a number from 0 to 2"),
     ("%%chat\n   \n", "nothing to send"),
     ("%chat --backend scripted --base-url http://127.0.0.1:9/v1", "%chat: --base-url names a server"),
@@ -582,7 +591,7 @@ def test_bad_input_is_one_usage_error_line_and_changes_nothing(shell, source, wo
     assert len(client.calls) == 1
 
 
-@pytest.mark.parametrize("source", ["%chat --bogus", "%chat --api-key sk-x", "%%chat --system x\nhi",
+@pytest.mark.parametrize("source", ["%chat --bogus", "%chat --api-key sk-x", "%%chat --bogus x\nhi",
                                     "%chat --backend nope"])
 def test_an_option_argparse_refuses_says_where_the_options_are_listed(shell, source):
     # "%chat: unrecognized arguments: --bogus" said what was wrong, not where to look (nora's says "(see nora chat --help)")
@@ -597,12 +606,52 @@ def test_an_option_argparse_refuses_says_where_the_options_are_listed(shell, sou
     ("%chat reset all", "%chat reset: takes nothing"),
     ("%chat save", "%chat save: takes FILE (quote file names with spaces)"),
     ("%chat load my chat.json", "%chat load: takes FILE (quote file names with spaces)"),
+    # an empty name was read as the folder: "%chat save: not saved: . is a folder"
+    ("%chat save ''", "%chat save: takes FILE (quote file names with spaces)"),
+    ("%chat load ' '", "%chat load: takes FILE (quote file names with spaces)"),
 ])
 def test_a_command_with_the_wrong_arguments_says_what_it_takes(shell, source, line):
     # trim and history said "(quote file names with spaces)" too, though neither takes a file
     use(ScriptedClient(["a"]))
     ran = run(shell, source)
     assert ran.usage_error and ran.stderr == f"UsageError: {line}\n"
+
+
+@pytest.mark.parametrize("source, line", [
+    # each was "%%chat: unrecognized arguments: --system You are a pirate (see %chat help)": what, not where
+    ('%%chat --system "You are a pirate"\nhi',
+     "%%chat: --system is a setting for all following turns: run %chat --system 'You are a pirate' in a cell of its own"),
+    ("%%chat --no-stream --backend=scripted\nhi",
+     "%%chat: --backend is a setting for all following turns: run %chat --backend=scripted in a cell of its own"),
+    ("%%chat --timeout --no-stream\nhi",
+     "%%chat: --timeout is a setting for all following turns: run %chat --timeout ... in a cell of its own"),
+    ("%%chat --help\nhi", "%%chat: for help run %chat help in a cell of its own"),
+    # the message typed on the magic's line
+    ("%%chat Do you have Le Guin?\nhi", "%%chat: 'Do you have Le Guin?' is not an option: write your message in "
+                                        "the cell, on the lines under %%chat (a # comment there is sent too)"),
+    # options that contradict each other: --amnesia won without a word
+    ("%%chat --amnesia --keep-turns 2\nhi",
+     "%%chat: --amnesia sends no earlier turns and --keep-turns 2 sends the last 2 turns: give one of them"),
+    ("%%chat --keep-turns all --amnesia\nhi",
+     "%%chat: --amnesia sends no earlier turns and --keep-turns all sends all of them: give one of them"),
+    # the quote error named the line magic and advised a setting
+    ('%%chat --model "my model\nhi', '%%chat: No closing quotation (quote text with spaces: --model "my model")'),
+])
+def test_a_chat_cell_line_says_where_what_is_on_it_belongs(shell, source, line):
+    client = use(ScriptedClient(["a", "b"]))
+    run(shell, "%%chat\nfirst")
+    before = ([dict(m) for m in magics.conversation()], magics.session().describe())
+    ran = run(shell, source)
+    assert ran.usage_error and ran.stderr == f"UsageError: {line}\n"
+    assert ([dict(m) for m in magics.conversation()], magics.session().describe()) == before
+    assert len(client.calls) == 1
+
+
+def test_amnesia_with_keep_turns_0_says_the_same_and_is_sent(shell):
+    client = use(ScriptedClient(["a", "b"]))
+    run(shell, "%%chat\nfirst")
+    ran = run(shell, "%%chat --amnesia --keep-turns 0\nsecond")
+    assert not ran.usage_error and [m["content"] for m in sent(client)] == [SYSTEM_PROMPT, "second"]
 
 
 @pytest.mark.parametrize("bad", ["reply object", "no content"])
