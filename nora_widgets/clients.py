@@ -211,7 +211,8 @@ class ScriptedClient:
                 last = last[:57] + "..."
             return f"[scripted reply {n}] I was sent {count_of(len(messages), 'message')}; the last one says: {last!r}"
         if not self._replies:
-            raise RuntimeError(f"ScriptedClient has no replies left (it was given {self._given})")
+            raise RuntimeError(f"ScriptedClient has no replies left (it was given {self._given}) - add more with "
+                               f"its .enqueue(...), or make one with no replies to echo what it is sent")
         reply = self._replies.pop(0)
         if isinstance(reply, BaseException):
             raise reply

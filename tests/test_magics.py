@@ -647,6 +647,17 @@ def test_a_chat_cell_line_says_where_what_is_on_it_belongs(shell, source, line):
     assert len(client.calls) == 1
 
 
+def test_a_scripted_client_out_of_replies_says_what_to_do_and_the_list_is_intact(shell):
+    # was "(error talking to the model: ScriptedClient has no replies left (it was given 1))": what, not what next
+    use(ScriptedClient(["a"]))
+    run(shell, "%%chat\nfirst")
+    before = [dict(m) for m in magics.conversation()]
+    ran = run(shell, "%%chat\nsecond")
+    assert ran.shown[-1] == ("(error talking to the model: ScriptedClient has no replies left (it was given 1) - add "
+                             "more with its .enqueue(...), or make one with no replies to echo what it is sent)")
+    assert magics.conversation() == before
+
+
 def test_amnesia_with_keep_turns_0_says_the_same_and_is_sent(shell):
     client = use(ScriptedClient(["a", "b"]))
     run(shell, "%%chat\nfirst")
