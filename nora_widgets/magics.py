@@ -155,6 +155,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit the kernel
         raise UsageError(f"{self.prog}: {message} (see %chat help)")  # as nora's: '(see nora chat --help)'
 
+    def parse_known_args(self, args=None, namespace=None):  # parse_args calls it too
+        try:
+            return super().parse_known_args(args, namespace)
+        except UsageError as exc:  # a value its type refused (--temperature 5): named as the rest, '%chat: ...'
+            if str(exc).startswith(f"{self.prog}:"):
+                raise
+            raise UsageError(f"{self.prog}: {exc}") from None
+
 
 def _temperature(raw: str) -> float:
     problem = temperature_problem(raw, "--temperature")

@@ -544,6 +544,20 @@ def test_system_off_removes_the_persona_and_calls_go_without_one(shell, off):
     assert magics.conversation()[0] == {"role": "system", "content": "Be brief."}
 
 
+@pytest.mark.parametrize("source, line", [
+    ("%chat --temperature 5", "%chat: --temperature must be a number from 0 to 2 (got 5)"),
+    ("%%chat --temperature 9\nhi", "%%chat: --temperature must be a number from 0 to 2 (got 9)"),
+    ("%chat --keep-turns x", "%chat: --keep-turns must be a whole number >= 0, or 'all' (got 'x')"),
+    ("%chat --timeout 0", "%chat: --timeout must be more than 0 seconds (got '0')"),
+    ("%chat --max-retries x", "%chat: --max-retries must be a whole number (got 'x')"),
+])
+def test_a_value_refused_by_its_option_is_named_by_the_magic_as_every_other_line(shell, source, line):
+    # the other refusals start '%chat:' / '%%chat:'; a value refused by its option's type had no prefix
+    use(ScriptedClient(["a"]))
+    ran = run(shell, source)
+    assert ran.usage_error and ran.stderr == f"UsageError: {line}\n", ran.stderr
+
+
 @pytest.mark.parametrize("source, words", [
     ("%chat --temperature hot", "--temperature must be a number from 0 to 2 (got 'hot')"),
     ("%chat --temperature 3", "--temperature must be a number from 0 to 2 (got 3)"),  # nora chat's words
