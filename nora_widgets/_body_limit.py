@@ -39,6 +39,7 @@ __all__ = ["BodyLimit", "body_limit", "longest_token", "ROOM"]
 
 ROOM = 1024 * 1024  # bytes for what the prompt does not count: schemas, logit_bias, indentation
 _ESCAPED = 6  # the most bytes JSON writes for one byte of text: \u0001
+SIZE = 256  # bytes read for a token's text; also the length assumed when the vocabulary cannot be read
 
 
 def body_limit(n_ctx: int, longest: int) -> int:
@@ -49,16 +50,20 @@ def body_limit(n_ctx: int, longest: int) -> int:
 
 def longest_token(llama: Any) -> int:
     """The longest token of a loaded model's vocabulary, in bytes of UTF-8, special tokens included
-    (a prompt may hold their text).  Example: longest_token(smollm2) -> 81 (0.2 s for 49,152 tokens)"""
+    (a prompt may hold their text).  Example: longest_token(smollm2) -> 81 (0.2 s for 49,152 tokens)
+    The vocabulary is read through llama-cpp-python's low-level API; should that not answer (another
+    version), SIZE (256) bytes, more than any token of the models Nora runs, so the limit stays sound."""
     import llama_cpp
 
-    vocab = llama._model.vocab
-    size = 256
-    piece = ctypes.create_string_buffer(size)
-    longest = 1
-    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
-        n = llama_cpp.llama_token_to_piece(vocab, token, piece, size, 0, True)
-        longest = max(longest, abs(n))  # a negative n: the piece did not fit, -n is its length
+    try:
+        vocab = llama._model.vocab
+        piece = ctypes.create_string_buffer(SIZE)
+        longest = 1
+        for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+            n = llama_cpp.llama_token_to_piece(vocab, token, piece, SIZE, 0, True)
+            longest = max(longest, abs(n))  # a negative n: the piece did not fit, -n is its length
+    except (AttributeError, TypeError, ctypes.ArgumentError):
+        return SIZE
     return longest
 
 

@@ -290,6 +290,20 @@ def test_an_overflow_is_a_400_with_openais_code(server):
 
 
 @pytest.mark.model
+def test_the_limit_goes_by_the_longest_token_and_by_a_sound_guess_when_the_vocabulary_cannot_be_read():
+    from nora_widgets._body_limit import SIZE, body_limit, longest_token
+    from nora_widgets._engine import _Engine
+    from nora_widgets.local import find_model_path
+
+    llama = _Engine(find_model_path(), 64, 1, vocab_only=True).llama
+    longest = longest_token(llama)
+    assert longest == 81  # token 46778: a newline and 80 spaces (indentation)
+    assert body_limit(2048, longest) == 2_043_904
+    # another llama-cpp-python, whose internals differ: serving still starts, with a limit above any real token's
+    assert longest_token(object()) == SIZE > longest
+
+
+@pytest.mark.model
 def test_a_body_far_over_what_the_window_holds_is_a_413_at_once_and_one_that_could_fit_is_counted(server):
     # a 30 MB request was read whole and its prompt counted (the server went from 244 MB to 1179 MB, the
     # client waited 18-44 s), and a client that was not streamed then got a 200 holding the 400's error
