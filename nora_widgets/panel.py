@@ -112,6 +112,15 @@ CHAT_BOX_CSS = (f".nora-panel .nora-chat-box{{max-height:{v.TRANSCRIPT_HEIGHT};o
                 "{display:flex;flex-direction:column;flex:0 1 auto;min-height:0;margin:0}"
                 ".nora-panel .nora-chat-box>.nora-live{flex-shrink:0}"
                 ".nora-panel .nora-chat-box .nora-transcript{min-height:0;flex:0 1 auto}")
+# The status line under the input and the note beside Save / Load keep one line's room when empty: they
+# came and went ("replying…" at every turn, "took back…", "saved 11 messages"), and everything below them
+# moved 18 CSS px each time (27 px on a 1280x720 projector at 150%).  A longer text still wraps, on more
+# lines.  The note takes at least 16em of its row: where that is not left beside the buttons (a narrow or
+# zoomed window), it has a row of its own, empty or not, as high as a line of it (a button's height), so
+# Save and Load move nothing either (the views went 32 px down at "saved 11 messages").
+LINE_CSS = (".nora-panel .jupyter-widgets.nora-status{min-height:1.4em}"
+            ".nora-panel .jupyter-widgets.nora-file-note{flex:1 1 16em;min-width:0;"
+            "min-height:var(--jp-widgets-inline-height, 28px)}")
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}"
              + "".join(f".nora-panel .jupyter-widgets.jupyter-button.mod-{style}{{background-color:{back};color:#fff}}"
@@ -119,7 +128,7 @@ FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px sol
                        for style, (back, hover) in LIVE_COLOURS.items())
              + "".join(f'.nora-panel .jupyter-button > i.fa-{name}::before{{content:"\\{code}" / ""}}'
                        for name, code in ICON_GLYPHS.items())
-             + CHAT_BOX_CSS
+             + CHAT_BOX_CSS + LINE_CSS
              + "</style>")
 
 
@@ -280,7 +289,8 @@ class ChatPanel(widgets.VBox):
         self.chat_box = widgets.VBox([self.transcript, self.live])  # one box for both (CHAT_BOX_CSS)
         self.chat_box.add_class("nora-chat-box")
         self.error = widgets.HTML()
-        self.status = widgets.HTML()
+        self.status = widgets.HTML()  # what the panel is doing, or did ("replying…"): one line kept (LINE_CSS)
+        self.status.add_class("nora-status")
         # what a screen reader says when a reply is complete (drawn nowhere; see _announce)
         self.announce = widgets.HTML(layout=widgets.Layout(height="0px", min_height="0px", margin="0",
                                                            overflow="hidden"))  # takes no room
@@ -749,6 +759,7 @@ class ChatPanel(widgets.VBox):
         self._input.held = None  # the error line that named it goes too
         self.cost.reset()
         self._show_error("")
+        self._say("")  # "took back your last message…", "… Undo puts it back": of the conversation gone
         self._note_file("")
         self._announce("")  # the reply it announced is gone
         self.refresh()
@@ -832,6 +843,7 @@ class ChatPanel(widgets.VBox):
         finally:
             self._loading = False
         self._show_error("")  # the old conversation's failure is gone with it
+        self._say("")  # and what the status line said of it
         self._announce("")
         self._note_file(f"loaded {count_of(len(messages), 'message')} from {path}")
         self.refresh()

@@ -1556,6 +1556,47 @@ def test_the_header_names_the_model_the_next_call_sends(monkeypatch):
         assert ", model gpt-4o-mini \u00b7" in unescape(panel.header.value)
 
 
+def test_clear_and_load_clear_the_status_line_that_spoke_of_the_old_conversation(tmp_path):
+    # "took back your last message and its reply" stayed under the input after Clear and after Load,
+    # about a conversation no longer there; and "... is kept aside ...: Undo puts it back" stayed after
+    # Clear had forgotten the message, so Undo then took back nothing of the kind.  Other controls keep
+    # it: it is still true after Amnesia, a persona or a Save.
+    client = ScriptedClient(["Two novels.", "Yes.", "Hello."])
+    panel = ChatPanel(client, views=())
+    panel_send(panel, "Do you have Le Guin?")
+    panel.save_to(str(tmp_path / "chat.json"))
+    panel_send(panel, "In paperback?")
+    panel.undo.click()
+    took_back = "took back your last message and its reply"
+    assert took_back in panel.status.value
+    panel.amnesia.value = True
+    panel.amnesia.value = False
+    panel.persona.value = "Answer like a pirate."
+    panel.save.click()
+    assert took_back in panel.status.value and "saved 3 messages" in panel._file_text
+    panel.clear.click()
+    assert panel.status.value == "" and panel.history == new_history("Answer like a pirate.")
+
+    panel_send(panel, "Hi")
+    panel.prompt.value = ""
+    panel.undo.click()
+    assert took_back in panel.status.value
+    panel.path.value = str(tmp_path / "chat.json")
+    panel.load.click()
+    assert panel.status.value == "" and len(panel.history) == 3 and "loaded 3 messages" in panel._file_text
+
+    # a message Undo could not put back (the page had keys the kernel had not had) is kept aside
+    panel.prompt.value = ""
+    page = PageInput(panel.prompt)
+    page.type("Thanks")  # not at the kernel yet
+    panel.undo.click()
+    page.to_page()
+    page.to_kernel()  # "kept": the message is kept aside, and the status line says Undo puts it back
+    assert panel._input.held == "Do you have Le Guin?" and "Undo puts it back" in unescape(panel.status.value)
+    panel.clear.click()
+    assert panel._input.held is None and panel.status.value == ""
+
+
 def test_undo_right_after_stop_says_which_message_it_took_back():
     # Stop puts its message back in the input; Undo then takes back the turn before it, and that
     # message cannot go back into the input: the status line said only "took back your last message

@@ -669,6 +669,83 @@ def test_on_a_720p_projector_the_input_row_stays_put_while_a_reply_streams(lab, 
         context.close()
 
 
+# where the controls under the input are, from the input row's top (CSS pixels), and the status line
+CONTROLS_JS = """() => {
+    const panel = document.querySelector('.nora-panel');
+    const row = panel.querySelector('.nora-prompt').getBoundingClientRect().top;
+    const at = (words) => [...panel.querySelectorAll('button')].find(b => b.innerText.trim() === words)
+        .getBoundingClientRect().top - row;
+    const status = panel.querySelector('.nora-status').getBoundingClientRect();
+    return {amnesia: at('Amnesia'), clear: at('Clear'), views: at('Inspector'), status_height: status.height,
+            status_right: status.right, panel_right: panel.getBoundingClientRect().right,
+            line: parseFloat(getComputedStyle(panel.querySelector('.nora-status')).fontSize) * 1.4};
+}"""
+
+
+def test_on_a_projector_the_controls_stay_put_as_status_lines_come_and_go(lab, chromium):
+    """1280x720 at 150% zoom (853x480 CSS pixels), light and dark theme: the status line under the
+    input ("replying…" at each turn, "took back your last message…") and the note beside Save came and
+    went, and the controls and views below them jumped 18 px (27 screen pixels) each time; the views
+    32 px at "saved N messages".  Both keep their room now; a long status line still wraps.  And Clear
+    takes away a status line about the conversation it cleared."""
+    from playwright.sync_api import expect
+
+    context = chromium.new_context(viewport={"width": 853, "height": 480}, device_scale_factor=1.5)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        open_panel(page, lab, "projector-status.ipynb", KEYBOARD_CELL)
+        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+        panel = page.locator(".nora-panel")
+        status, note = panel.locator(".nora-status"), panel.locator(".nora-file-note")
+        for theme in ("JupyterLab Light", "JupyterLab Dark"):
+            page.evaluate("(t) => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme)
+            page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme, timeout=20_000)
+            page.wait_for_timeout(1000)  # the theme's stylesheet applies
+            idle = page.evaluate(CONTROLS_JS)
+            seen = {}
+            type_and_send(page, "Tell it slowly")
+            expect(status).to_contain_text("replying", timeout=10_000)
+            seen["replying"] = page.evaluate(CONTROLS_JS)
+            page.wait_for_function("() => document.querySelector('.nora-panel .nora-stop').disabled", timeout=30_000)
+            expect(status).to_have_text("")
+            seen["replied"] = page.evaluate(CONTROLS_JS)
+            panel.get_by_role("button", name="Undo", exact=True).focus()
+            page.keyboard.press("Enter")
+            expect(status).to_contain_text("took back your last message and its reply")
+            seen["undone"] = page.evaluate(CONTROLS_JS)
+            panel.get_by_role("button", name="Save", exact=True).focus()
+            page.keyboard.press("Enter")
+            expect(note).to_contain_text("saved 1 message")
+            seen["saved"] = page.evaluate(CONTROLS_JS)
+            page.screenshot(path=str(SCREENSHOTS / f"panel-projector-status-{theme.split()[-1].lower()}.png"))
+            for when, found in seen.items():
+                for control in ("amnesia", "clear", "views"):
+                    assert abs(found[control] - idle[control]) < 0.5, (theme, when, control, idle, found)
+            assert abs(idle["status_height"] - idle["line"]) < 1, idle  # one line's room, not more
+
+            # a long line wraps inside the panel; Clear takes it away with the conversation it spoke of
+            page.locator(PROMPT).focus()
+            page.keyboard.press("Control+a")
+            page.keyboard.type("and something else I typed")
+            panel.get_by_role("button", name="Clear", exact=True).focus()
+            page.keyboard.press("Enter")
+            type_and_send(page, "My name is Ada, and I would like a book about the sea, please.")
+            expect(panel.get_by_role("alert")).to_contain_text("Nora replied:", timeout=10_000)
+            page.keyboard.type("Thanks")
+            panel.get_by_role("button", name="Undo", exact=True).focus()
+            page.keyboard.press("Enter")
+            expect(status).to_contain_text("(the input keeps what you typed)")
+            long = page.evaluate(CONTROLS_JS)
+            assert long["status_height"] > 1.5 * long["line"] and long["status_right"] <= long["panel_right"], long
+            panel.get_by_role("button", name="Clear", exact=True).focus()
+            page.keyboard.press("Enter")
+            expect(status).to_have_text("")
+            page.locator(PROMPT).fill("")
+    finally:
+        context.close()
+
+
 TYPEAHEAD_CELL = """\
 import time
 from nora_widgets import ChatPanel, ScriptedClient
