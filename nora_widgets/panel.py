@@ -358,7 +358,7 @@ class ChatPanel(widgets.VBox):
                                    layout=widgets.Layout(width="80px"))
         self.file_note = widgets.HTML()  # what Save / Load did, beside them (the chat's status is far up)
         self.file_note.add_class("nora-file-note")
-        self.clear.on_click(lambda _b: self._clicked(self.clear_history))
+        self.clear.on_click(lambda _b: self._clicked(self.clear_history, always=True))
         self.undo.on_click(lambda _b: self._clicked(self.undo_last))
         self.save.on_click(lambda _b: (self._here(), self.save_to()))
         self.load.on_click(lambda _b: (self._here(), self.load_from()))
@@ -720,13 +720,16 @@ class ChatPanel(widgets.VBox):
         """A button of this panel was used: the person is here (see _moved)."""
         self._focus_move = _moved()
 
-    def _clicked(self, action) -> None:
+    def _clicked(self, action, always: bool = False) -> None:
         """Clear and Undo from their buttons: the next thing to do is to type, so the input gets the
-        focus (from code, panel.clear_history() leaves the cursor where it is)."""
+        focus (from code, panel.clear_history() leaves the cursor where it is).  Undo that changed
+        nothing ("nothing to undo") leaves it on the button; Clear moves it always: a Clear with nothing
+        to clear left it on the button, and the letters typed next went to JupyterLab's shortcuts
+        ("b" added a cell, "d d" deleted the panel's), not to the input."""
         self._here()
         before = (list(self.history), self.prompt.value)
         action()
-        if not self._busy and (list(self.history), self.prompt.value) != before:
+        if not self._busy and (always or (list(self.history), self.prompt.value) != before):
             self.prompt.focus()
 
     # ------------------------------------------------------------------ #

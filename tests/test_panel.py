@@ -1597,6 +1597,25 @@ def test_clear_and_load_clear_the_status_line_that_spoke_of_the_old_conversation
     assert panel._input.held is None and panel.status.value == ""
 
 
+def test_clear_from_its_button_gives_the_input_the_focus_even_with_nothing_to_clear(monkeypatch):
+    # Clear on a conversation with nothing in it left the focus on the button: the letters typed next
+    # went to JupyterLab's command shortcuts (in a browser, "b" added a cell below), not to the input
+    panel = ChatPanel(ScriptedClient(["Two novels."]), views=())
+    focused = []
+    monkeypatch.setattr(panel.prompt, "focus", lambda: focused.append("input"))
+    panel.clear.click()
+    assert focused == ["input"] and panel.history == new_history()
+    panel_send(panel, "Do you have Le Guin?")
+    focused.clear()
+    panel.clear.click()
+    assert focused == ["input"] and panel.history == new_history()
+    focused.clear()
+    panel.undo.click()  # nothing to undo: the focus stays on Undo, whose status line says so
+    assert focused == [] and "nothing to undo" in panel.status.value
+    panel.clear_history()  # from code: the cursor stays where it is (in the cell)
+    assert focused == []
+
+
 def test_undo_right_after_stop_says_which_message_it_took_back():
     # Stop puts its message back in the input; Undo then takes back the turn before it, and that
     # message cannot go back into the input: the status line said only "took back your last message
