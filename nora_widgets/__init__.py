@@ -7,12 +7,33 @@ messages and resends all of it on every call.  Nora makes that list visible.
     history = [{"role": "system", "content": SYSTEM_PROMPT}]
     run_turn(ScriptedClient(["Hi!"]), history, "Hello")   # history now has 3 messages
 
-Heavy parts (the widget panel, the embedded model) load on first use.
+Heavy parts (the widget panel, the embedded model) load on first use.  Every refusal of bad
+input is a NoraError (a ValueError) whose text is one line saying what to do; its kinds
+(HistoryError, ContextWindowError, TranscriptError, ...) import from here too:
+
+    from nora_widgets import NoraError, HistoryError
+    try:
+        run_turn(client, history, text)
+    except HistoryError as exc:   # the list is not messages: exc says which item, and what to write
+        print(exc)
+
+The package ships its type annotations (py.typed), for mypy and pyright.
 """
 
-from .clients import ScriptedClient, make_client
-from .conversation import SYSTEM_PROMPT, run_turn, safe_run_turn, stream_turn, trim_history
-from .transcript import load_transcript, save_transcript
+from .clients import ModelUnavailableError, ScriptedClient, make_client
+from .conversation import SYSTEM_PROMPT, run_turn, safe_run_turn, stream_turn, trim_history, trim_to_budget
+from .errors import (ContextWindowError, EmptyMessageError, HistoryError, MessageTooLongError, NoraError,
+                     RefusedError)
+from .transcript import TranscriptError, load_transcript, save_transcript
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # mypy and pyright see the names that load on first use (_LAZY) with their real types
+    from .guard import GuardedClient
+    from .local import LocalClient
+    from .magics import load_ipython_extension, unload_ipython_extension
+    from .panel import ChatPanel
+    from .tokens import count_tokens
 
 __version__ = "0.1.0"
 
@@ -22,6 +43,7 @@ __all__ = [
     "stream_turn",
     "safe_run_turn",
     "trim_history",
+    "trim_to_budget",
     "ScriptedClient",
     "make_client",
     "LocalClient",
@@ -32,6 +54,15 @@ __all__ = [
     "load_transcript",
     "load_ipython_extension",
     "unload_ipython_extension",
+    # what a caller catches: every refusal is a NoraError (a ValueError), whatever face raised it
+    "NoraError",
+    "EmptyMessageError",
+    "HistoryError",
+    "ContextWindowError",
+    "MessageTooLongError",
+    "TranscriptError",
+    "ModelUnavailableError",
+    "RefusedError",
 ]
 
 # name -> module that defines it, imported on first access (keeps `import nora_widgets` fast)
@@ -45,7 +76,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
+    """The names of __all__ that load on first use (LocalClient, ChatPanel, GuardedClient, count_tokens, ...)."""
     if name in _LAZY:
         import importlib
 
@@ -55,5 +87,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'nora_widgets' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
+    """What is here, the names that load on first use included."""
     return sorted(set(globals()) | set(__all__))

@@ -49,7 +49,11 @@ OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
 
 
 class ModelUnavailableError(NoraError):
-    """No model can answer with the current settings (says how to get one)."""
+    """No model can answer with the current settings (says how to get one).
+
+    Raised by make_client and LocalClient: the embedded model not installed, a NORA_MODEL_PATH that is
+    missing or not a GGUF file, backend "openai" with neither OPENAI_API_KEY nor OPENAI_BASE_URL set.
+    Example: make_client("openai") with no key or base URL -> ModelUnavailableError('OPENAI_API_KEY is not set: ...')"""
 
 
 # --------------------------------------------------------------------------- #

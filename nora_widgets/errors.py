@@ -35,20 +35,36 @@ __all__ = [
 
 
 class NoraError(ValueError):
-    """Base class for Nora's own refusals (bad input, bad files)."""
+    """Base class for Nora's own refusals (bad input, bad files, a model that cannot answer).
+
+    Every exception below is one, so ``except NoraError`` catches them all (and, being a
+    ValueError, so does ``except ValueError``); its text is one line that says what to do.
+    Raised as itself for a bad setting, e.g. LocalClient(seed="x") or make_client("nope").
+    Errors from the server (openai's, timeouts) are not NoraErrors: describe_failure says those.
+    Example: LocalClient(seed="x") -> NoraError('seed must be a whole number, or None for a random one (got 'x')')"""
 
 
 class EmptyMessageError(NoraError):
-    """The user text was empty or only whitespace: nothing is sent."""
+    """The user text was empty or only whitespace: nothing is sent.
+
+    Raised by run_turn and stream_turn before any call (safe_run_turn returns '(not sent: ...)').
+    Example: run_turn(client, history, "   ") -> EmptyMessageError, history unchanged"""
 
 
 class HistoryError(NoraError):
-    """The conversation is not a list of {"role", "content"} dicts."""
+    """The conversation is not a list of {"role", "content"} dicts.
+
+    Raised, naming the item and what to write instead, by run_turn, stream_turn, trim_history,
+    trim_to_budget, new_history / set_persona (a persona that is not text), count_tokens /
+    message_tokens and LocalClient's create(), before anything is sent.
+    Example: run_turn(client, [{"role": "sytem", "content": "Hi"}], "x") -> HistoryError("message 0: role ...")"""
 
 
 class ContextWindowError(NoraError):
     """The messages (plus room for the reply) do not fit the model's context window.
 
+    Raised by LocalClient's create() (so by run_turn and stream_turn with the embedded model)
+    before the model reads anything; an OpenAI-compatible server says the same with a 400 instead.
     Carries the same code an OpenAI server uses, so callers can treat both alike.  Its text is
     the whole of what a failure line says (describe_failure), so it says what did not fit.
     Example: ContextWindowError("the prompt (2,300 tokens) + max_tokens=20 is over the context window of 2,048 tokens",
@@ -71,7 +87,9 @@ class ContextWindowError(NoraError):
 
 
 class BadResponseError(NoraError):
-    """The server answered, but not with a chat completion (e.g. an empty stream)."""
+    """The server answered, but not with a chat completion (e.g. an empty stream).
+
+    Raised by run_turn and stream_turn, after the history is rolled back."""
 
 
 class ErrorBodyError(BadResponseError):
@@ -86,13 +104,17 @@ class ErrorBodyError(BadResponseError):
 
 
 class StreamCutError(NoraError):
-    """A streamed reply stopped part-way: what arrived is not kept."""
+    """A streamed reply stopped part-way: what arrived is not kept.
+
+    Raised by stream_turn (and safe_run_turn with on_text reports it), after the history is rolled back."""
 
 
 class MessageTooLongError(NoraError):
     """The new message does not fit the context window even with no earlier turns sent.
 
-    Trimming cannot help here: the message itself has to get shorter.
+    Trimming cannot help here: the message itself has to get shorter.  Raised by run_turn and
+    stream_turn in place of the client's context-window error when the turn sent no earlier
+    turns to drop, or the persona and the message alone are over the window.
     Example: MessageTooLongError("your message and persona (1,048,576 + 120 characters) overflow the 2,048-token context window")
     """
 

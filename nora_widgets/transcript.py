@@ -53,7 +53,11 @@ NOTEBOOK_NAME = "is a notebook's name: save the conversation to a .json name (or
 
 
 class TranscriptError(NoraError):
-    """A transcript file could not be read or written."""
+    """A transcript file could not be read or written.
+
+    Raised by load_transcript (a missing, huge, non-UTF-8, non-JSON or wrongly shaped file) and
+    save_transcript (a folder, a notebook, a file holding something else), the file left as it was.
+    Example: load_transcript("missing.json") -> TranscriptError('cannot load missing.json: no such file')"""
 
 
 def _unusable(path: Path) -> str | None:

@@ -263,3 +263,50 @@ def test_every_setting_nora_reads_is_in_the_readmes_table():
     assert {"NORA_MODEL", "OPENAI_API_KEY", "NORA_SERVE_API_KEY"} <= read
     missing = [name for name in sorted(read) if f"| `{name}` |" not in readme]
     assert not missing, f"settings nora_widgets reads with no row in the README's table: {missing}"
+
+
+IMPORT_LINE = re.compile(r"^\s*from (nora_widgets(?:\.\w+)*) import (\([^)]*\)|[\w, ]+)", re.MULTILINE)
+DOTTED = re.compile(r"(?<![\w.])(nora_widgets(?:\.\w+)+)")
+
+
+def _documented_imports(text: str) -> list[tuple[str, str]]:
+    """(module, name) for every `from nora_widgets... import a, b` in a page.
+    Example: 'from nora_widgets.magics import use_client, conversation' -> [('nora_widgets.magics', 'use_client'), ...]"""
+    return [(found.group(1), name) for found in IMPORT_LINE.finditer(text)
+            for name in re.findall(r"\w+", found.group(2).split("#")[0])]
+
+
+def _is_module(dotted: str) -> bool:
+    try:
+        importlib.import_module(dotted)
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_name_the_docs_import_imports_from_where_they_say(page):
+    """A developer copies `from nora_widgets.x import y` out of the docs: y must be there, and public (in x's __all__);
+    `nora_widgets.x.y` written in the prose must exist too."""
+    text = page.read_text(encoding="utf-8")
+    wrong = []
+    for module_name, name in _documented_imports(text):
+        module = importlib.import_module(module_name)
+        if name not in getattr(module, "__all__", ()) or not hasattr(module, name):
+            wrong.append(f"from {module_name} import {name}")
+    for dotted in set(DOTTED.findall(text)):
+        parts = dotted.split(".")
+        at = next(i for i in range(len(parts), 0, -1) if _is_module(".".join(parts[:i])))
+        value = importlib.import_module(".".join(parts[:at]))
+        for attribute in parts[at:]:
+            if not hasattr(value, attribute):
+                wrong.append(dotted)
+                break
+            value = getattr(value, attribute)
+    assert not wrong, f"{page.name} names what does not import: {wrong}"
+
+
+def test_the_import_check_knows_a_name_that_is_not_there():
+    assert _documented_imports("from nora_widgets.guard import (EMAIL,\n    GuardedClient)  # x\nfrom nora_widgets import nope") \
+        == [("nora_widgets.guard", "EMAIL"), ("nora_widgets.guard", "GuardedClient"), ("nora_widgets", "nope")]
+    assert not hasattr(importlib.import_module("nora_widgets"), "nope")

@@ -1,0 +1,184 @@
+"""Nora as a library in someone else's script: the public surface, the exceptions a caller catches, and the wheel.
+
+The wheel is built from a copy of the files it is made of (so no build/ or egg-info lands in the checkout),
+installed without its dependencies next to them, and then used from a folder that holds no source: the import,
+the `nora` command, and mypy reading the annotations through the py.typed marker.
+"""
+
+import ast
+import importlib
+import pkgutil
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import nora_widgets
+from nora_widgets.errors import NoraError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# what a caller catches, from the top level
+CAUGHT = ["NoraError", "EmptyMessageError", "HistoryError", "ContextWindowError", "MessageTooLongError",
+          "TranscriptError", "ModelUnavailableError", "RefusedError"]
+
+
+@pytest.mark.parametrize("name", [info.name for info in pkgutil.iter_modules(nora_widgets.__path__)])
+def test_every_module_exports_only_names_it_has_and_none_private(name):
+    module = importlib.import_module(f"nora_widgets.{name}")
+    exported = getattr(module, "__all__", None)
+    if exported is None:
+        assert name.startswith("_"), f"nora_widgets.{name} is public and has no __all__"
+        return
+    assert len(set(exported)) == len(exported), f"nora_widgets.{name}.__all__ names one twice"
+    assert [n for n in exported if not hasattr(module, n)] == []
+    assert [n for n in exported if n.startswith("_")] == []
+
+
+def test_every_top_level_name_imports_and_is_its_modules_own():
+    for name in nora_widgets.__all__:
+        value = getattr(nora_widgets, name)
+        if isinstance(value, type) or callable(value):  # the module that defines it exports it too
+            home = importlib.import_module(value.__module__)
+            assert name in home.__all__ and getattr(home, name) is value, f"{name} from {value.__module__}"
+    assert set(dir(nora_widgets)) >= set(nora_widgets.__all__)
+
+
+@pytest.mark.parametrize("name", CAUGHT)
+def test_the_exceptions_a_caller_catches_import_from_the_top_level_and_say_when_they_are_raised(name):
+    assert name in nora_widgets.__all__
+    exc = getattr(nora_widgets, name)
+    assert issubclass(exc, NoraError) and issubclass(exc, ValueError)
+    doc = exc.__doc__ or ""
+    assert "Raised" in doc, f"{name}'s docstring does not say when it is raised"
+    assert "Example:" in doc
+
+
+def test_a_top_level_catch_catches_what_run_turn_refuses():
+    from nora_widgets import EmptyMessageError, HistoryError, ScriptedClient, run_turn
+
+    history = [{"role": "sytem", "content": "Be brief."}]
+    with pytest.raises(HistoryError, match="did you mean 'system'"):
+        run_turn(ScriptedClient(["Hi"]), history, "Hello")
+    with pytest.raises(EmptyMessageError):
+        run_turn(ScriptedClient(["Hi"]), [], "   ")
+    assert history == [{"role": "sytem", "content": "Be brief."}]
+
+
+def test_the_names_that_load_on_first_use_are_typed_for_type_checkers():
+    """mypy and pyright do not run __getattr__: each lazy name needs its import under TYPE_CHECKING,
+    or a checker types LocalClient, ChatPanel and count_tokens as Any."""
+    tree = ast.parse((ROOT / "nora_widgets" / "__init__.py").read_text(encoding="utf-8"))
+    typed = {alias.asname or alias.name
+             for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+             for stmt in node.body if isinstance(stmt, ast.ImportFrom) for alias in stmt.names}
+    assert typed == set(nora_widgets._LAZY)
+
+
+def test_the_module_docstrings_example_runs():
+    from nora_widgets import SYSTEM_PROMPT, ScriptedClient, run_turn
+
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    run_turn(ScriptedClient(["Hi!"]), history, "Hello")
+    assert len(history) == 3  # as nora_widgets' docstring says
+
+
+# --------------------------------------------------------------------------- #
+# the wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel pip builds from pyproject.toml, README.md, LICENSE and nora_widgets/ (without bytecode)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "nora_widgets", src / "nora_widgets",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (src / "nora_widgets" / "__pycache__").mkdir()  # as a checkout that ran has: it must stay out of the wheel
+    (src / "nora_widgets" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"")
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (found,) = out.glob("nora_widgets-*.whl")
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_the_wheel_holds_the_package_its_type_marker_and_its_javascript_and_nothing_else(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    package = sorted(n for n in names if not n.startswith("nora_widgets-"))
+    modules_here = sorted(f"nora_widgets/{p.name}" for p in (ROOT / "nora_widgets").glob("*.py"))
+    assert package == sorted([*modules_here, "nora_widgets/py.typed"])
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
+    # the input box's front end is the _ESM string of its module, shipped with it
+    prompt_box = zipfile.ZipFile(wheel).read("nora_widgets/_prompt_box.py").decode()
+    assert "export default" in prompt_box
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "nora = nora_widgets.cli:main" in entry_points
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A fresh venv (no pip, no dependencies) with the wheel alone in its site-packages."""
+    env = tmp_path_factory.mktemp("env")
+    venv.EnvBuilder(with_pip=False).create(env)
+    site = next(env.glob("lib/python*/site-packages"))
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                           str(wheel)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return env
+
+
+@pytest.mark.timeout(300)
+def test_the_installed_wheel_imports_and_its_nora_command_runs(installed, tmp_path):
+    site = next(installed.glob("lib/python*/site-packages"))
+    # this interpreter supplies the dependencies; the package comes from the wheel, not the checkout
+    run_env = {"PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"}
+    code = "import nora_widgets, sys; print(nora_widgets.__file__); from nora_widgets import *; print(len(dir()))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=run_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == str(site / "nora_widgets" / "__init__.py")
+    nora = site / "bin" / "nora"
+    done = subprocess.run([sys.executable, str(nora), "--help"], cwd=tmp_path, env=run_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: nora ") and "chat" in done.stdout
+
+
+USER_SCRIPT = '''\
+from nora_widgets import (SYSTEM_PROMPT, ContextWindowError, HistoryError, LocalClient, NoraError, ScriptedClient,
+                          count_tokens, run_turn, safe_run_turn, trim_to_budget)
+from nora_widgets.tokens import token_counter
+
+history: list[dict] = [{"role": "system", "content": SYSTEM_PROMPT}]
+reply: str = run_turn(ScriptedClient(["Hi!"]), history, "Hello")
+ok: bool = safe_run_turn(ScriptedClient(["Hi!"]), history, "Again").ok
+total: int = count_tokens(history).total
+shorter: list[dict] = trim_to_budget(history, 1500, token_counter(None))
+try:
+    LocalClient(n_ctx=1024, seed=1)
+except (ContextWindowError, HistoryError, NoraError) as exc:
+    print(exc)
+LocalClient(n_ctx="big")  # wrong on purpose: mypy must see LocalClient's annotations to say so
+'''
+
+
+@pytest.mark.timeout(300)
+def test_mypy_reads_the_installed_packages_annotations(installed, tmp_path):
+    """Without py.typed, mypy skips the package ('missing library stubs or py.typed marker') and checks nothing;
+    without the TYPE_CHECKING imports, LocalClient is Any and the wrong n_ctx passes."""
+    pytest.importorskip("mypy", reason="mypy is in the test extra")
+    (tmp_path / "user.py").write_text(USER_SCRIPT, encoding="utf-8")
+    python = installed / "bin" / "python"
+    done = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--python-executable", str(python),
+                           "user.py"], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    assert errors == [f'user.py:14: error: Argument "n_ctx" to "LocalClient" has incompatible type "str"; '
+                      f'expected "int"  [arg-type]'], done.stdout
