@@ -1556,11 +1556,12 @@ def test_the_header_names_the_model_the_next_call_sends(monkeypatch):
         assert ", model gpt-4o-mini \u00b7" in unescape(panel.header.value)
 
 
-def test_clear_and_load_clear_the_status_line_that_spoke_of_the_old_conversation(tmp_path):
+def test_clear_and_load_clear_the_status_line_that_spoke_of_the_old_conversation(tmp_path, monkeypatch):
     # "took back your last message and its reply" stayed under the input after Clear and after Load,
     # about a conversation no longer there; and "... is kept aside ...: Undo puts it back" stayed after
     # Clear had forgotten the message, so Undo then took back nothing of the kind.  Other controls keep
     # it: it is still true after Amnesia, a persona or a Save.
+    monkeypatch.chdir(tmp_path)  # Save below writes the file box's nora-transcript.json: here, not in the checkout
     client = ScriptedClient(["Two novels.", "Yes.", "Hello."])
     panel = ChatPanel(client, views=())
     panel_send(panel, "Do you have Le Guin?")
