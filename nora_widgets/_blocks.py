@@ -14,7 +14,9 @@ shows is not touched.  What is around the blocks (a caption, a heading, a scroll
     page   <table><caption>...</caption><thead>...</thead><tbody>rows 0-19</tbody><tbody>rows 20-39</tbody></table>
 
 A frame without PLACE shows no blocks (a note such as "No call yet").  A new frame is drawn whole and the
-blocks are moved into it, not drawn again; the PLACE itself is not in the page.  No import from anywhere: the page may be offline (a classroom).
+blocks are moved into it, not drawn again; the PLACE itself is not in the page.  A box that scrolls
+is a named region (``label``, or role="region" in its frame), and the keys that scroll it (arrows, Page
+Up / Down, Home, End, Space) stay with it instead of moving JupyterLab's cell selection.  No import from anywhere: the page may be offline (a classroom).
 Used by _transcript_box.py (the transcript), views.InspectorView (its tables) and views.WireView.
 """
 
@@ -89,8 +91,23 @@ function render({ model, el }) {
     order = ids;
     arrange();
   };
+  // A scrolling box a key can reach is a named region (label: its name), and the keys that scroll it
+  // stay with it: JupyterLab took ArrowDown on it (the focus went to the notebook's footer, nothing
+  // scrolled).  Only the plain scrolling keys: Ctrl+Enter, Escape and the rest still reach JupyterLab.
+  const name = () => {
+    const label = model.get("label");
+    if (label) { el.setAttribute("role", "region"); el.setAttribute("aria-label", label); }
+    else { el.removeAttribute("role"); el.removeAttribute("aria-label"); }
+  };
+  const SCROLL_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown", "Home", "End", " "];
+  el.addEventListener("keydown", (e) => {
+    if (SCROLL_KEYS.includes(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey
+        && e.target instanceof Element && e.target.matches("[role=region]")) e.stopPropagation();
+  });
+  name();
   frame();
   draw();
+  model.on("change:label", name);
   model.on("change:frame", frame);
   model.on("change:blocks", draw);
   return () => { for (const id of [...drawn.keys()]) forget(id); };
@@ -111,6 +128,9 @@ class BlockBox(anywidget.AnyWidget):
     _esm = _ESM
     frame = traitlets.Unicode("").tag(sync=True)  # the HTML around the blocks, with PLACE where they go
     block_tag = traitlets.Unicode("div").tag(sync=True)  # the element each block is drawn in
+    # the box's name when it scrolls itself (a layout with overflow): role="region", aria-label=label,
+    # so that the stop Tab makes on it is announced ("last call sent, region"); "" for none
+    label = traitlets.Unicode("").tag(sync=True)
     blocks = traitlets.List(traitlets.Instance(_Block)).tag(sync=True, **widgets.widget_serialization)
     redrawn = traitlets.Int(0)  # not synced: +1 each time the page's HTML changes (tests watch it)
 

@@ -118,7 +118,11 @@ CHAT_BOX_CSS = (f".nora-panel .nora-chat-box{{max-height:{v.TRANSCRIPT_HEIGHT};o
 # lines.  The note takes at least 16em of its row: where that is not left beside the buttons (a narrow or
 # zoomed window), it has a row of its own, empty or not, as high as a line of it (a button's height), so
 # Save and Load move nothing either (the views went 32 px down at "saved 11 messages").
+# The error line sits under the input, in the status line's room: above the input it pushed the input
+# row 18 CSS px down when it came (Stop, a failure, a refused message; 27 px on that projector).  An error
+# empties the status line (_show_error), which then gives its room up, so nothing below moves either.
 LINE_CSS = (".nora-panel .jupyter-widgets.nora-status{min-height:1.4em}"
+            ".nora-panel .nora-error-line:has(.nora-error)+.nora-status{min-height:0}"
             ".nora-panel .jupyter-widgets.nora-file-note{flex:1 1 16em;min-width:0;"
             "min-height:var(--jp-widgets-inline-height, 28px)}")
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
@@ -288,7 +292,8 @@ class ChatPanel(widgets.VBox):
         self.live.add_class("nora-live")
         self.chat_box = widgets.VBox([self.transcript, self.live])  # one box for both (CHAT_BOX_CSS)
         self.chat_box.add_class("nora-chat-box")
-        self.error = widgets.HTML()
+        self.error = widgets.HTML()  # under the input, in the status line's room (LINE_CSS)
+        self.error.add_class("nora-error-line")
         self.status = widgets.HTML()  # what the panel is doing, or did ("replying…"): one line kept (LINE_CSS)
         self.status.add_class("nora-status")
         # what a screen reader says when a reply is complete (drawn nowhere; see _announce)
@@ -397,8 +402,8 @@ class ChatPanel(widgets.VBox):
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
         ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
         chat = widgets.VBox(
-            [self.chat_box, self.error,
-             widgets.HBox([self.prompt, self.send, self.stop]), self.status, self.announce, controls],
+            [self.chat_box,
+             widgets.HBox([self.prompt, self.send, self.stop]), self.error, self.status, self.announce, controls],
             # min(..., 100%): in an area narrower than 320 px (a side panel, a zoomed window) the column
             # takes the width there is; a fixed 320 px hid Stop and the ends of lines past the edge
             layout=widgets.Layout(flex="1 1 55%", min_width=NARROW_CHAT, padding="0 8px 0 0"),

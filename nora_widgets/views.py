@@ -180,10 +180,11 @@ def _table(box: BlockBox, messages: Sequence[dict], counts: Sequence[int | None]
                     anchors=list(blocks))
 
 
-def _table_box(name: str) -> BlockBox:
+def _table_box(name: str, label: str) -> BlockBox:
     # each table scrolls in a box of its own: a long conversation pushed every control below it
-    # thousands of pixels down the page
-    box = BlockBox(block_tag="tbody", layout=widgets.Layout(max_height="360px", overflow="auto"))
+    # thousands of pixels down the page.  Chromium's Tab stops on a box that scrolls: label names it
+    # (a region) so a screen reader says which table it is, and the arrows scroll it (_blocks.py)
+    box = BlockBox(block_tag="tbody", label=label, layout=widgets.Layout(max_height="360px", overflow="auto"))
     box.add_class(name)
     return box
 
@@ -198,8 +199,8 @@ class InspectorView(widgets.VBox):
     def __init__(self) -> None:
         # the tables go to the page in blocks of rows (_blocks.py): a turn sends the rows that changed;
         # .value is a table's whole HTML, as drawn
-        self.last_html = _table_box("nora-last-sent")
-        self.next_html = _table_box("nora-next-send")
+        self.last_html = _table_box("nora-last-sent", "last call sent")
+        self.next_html = _table_box("nora-next-send", "next call will send")
         self.last_rows: list[dict] = []
         self.next_rows: list[dict] = []
         super().__init__([_title("Messages inspector"), self.last_html, self.next_html], layout=_box())
@@ -255,6 +256,17 @@ def _line_blocks(text: str, n: int = WIRE_LINES) -> list[str]:
     return ["".join(lines[i:i + n]) for i in range(0, len(lines), n)]
 
 
+def _wire_label(title: str, i: int) -> str:
+    """The name of the wire view's i-th text box for a screen reader: the body (no title) is "the last
+    request", the request line's headers are its headers, the others go by their titles.
+    Example: _wire_label("the prompt the model reads (41 tokens):", 2) -> 'the prompt the model reads (41 tokens)'"""
+    if not title:
+        return "the last request"
+    if i == 0:
+        return "the last request's headers"
+    return title.rstrip(":") or "the last request"
+
+
 class WireView(widgets.VBox):
     """The last request exactly as it left: method, URL, headers (key masked), JSON body.
 
@@ -281,7 +293,8 @@ class WireView(widgets.VBox):
         if not last:
             self.body.draw(f'<div style="color:{MUTED}">No request yet.</div>', [], str)
             return
-        pre = ('<pre style="white-space:pre-wrap;word-break:break-word;font-size:0.85em;'
+        # each text scrolls in a <pre> that Tab stops on (Chromium): a region named for what it holds
+        pre = ('<pre role="region" aria-label="{}" style="white-space:pre-wrap;word-break:break-word;font-size:0.85em;'
                'max-height:360px;overflow:auto;background:var(--jp-layout-color2, #f7f7f7);'
                'color:var(--jp-content-font-color1, #111);padding:4px;margin:2px 0">')
         parts = [f'<div style="color:{MUTED}">{escape(note)}</div>'] if note else []
@@ -291,11 +304,12 @@ class WireView(widgets.VBox):
         for i, (title, text) in enumerate(sections):
             if title:
                 parts.append(f"<div>{escape(title)}</div>")
+            named = pre.format(escape(_wire_label(title, i)))
             if text and i == longest:  # in blocks: spans of lines in the one <pre>
-                parts.append(f"{pre}{PLACE}</pre>")
+                parts.append(f"{named}{PLACE}</pre>")
                 blocks = _line_blocks(text)
             elif text:
-                parts.append(f"{pre}{escape(text)}</pre>")
+                parts.append(f"{named}{escape(text)}</pre>")
         self.body.draw(_BODY.format("".join(parts)), blocks, lambda i: escape(blocks[i]))
 
 

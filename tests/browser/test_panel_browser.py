@@ -1289,3 +1289,100 @@ def test_the_inspector_drawn_in_blocks_is_one_table_whose_columns_line_up(lab, b
     wire = json.loads(after["wire"])  # the blocks of lines, read as the one text they are
     assert wire["messages"][-1] == {"role": "user", "content": "and the last?"} and len(wire["messages"]) == 303
     assert errors == [], errors
+
+
+SCROLLERS_CELL = BLOCKS_CELL.replace("history=chat(120), views=()", "history=chat(300), views=('inspector', 'wire')")
+# the focused element: its role and name as the page gives them, whether it scrolls and how far
+SCROLL_JS = """() => {
+    const el = document.activeElement;
+    return {role: el.getAttribute('role'), name: el.getAttribute('aria-label'), top: el.scrollTop,
+            scrolls: el.scrollHeight > el.clientHeight, in_panel: !!el.closest('.nora-panel')};
+}"""
+
+
+def test_the_scrolling_boxes_tab_stops_on_are_named_regions_the_arrows_scroll(lab, browser_page):
+    """A chat of 300 messages: Chromium's Tab stops on the inspector's two tables and the wire view's
+    JSON, boxes that scroll; a screen reader heard no name there (the focused div has no role), and
+    ArrowDown scrolled nothing: JupyterLab took it and the focus went to the notebook's footer.  Each is
+    a named region now, and the arrows, Page Down and End scroll it, the focus staying on it."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "scrollers.ipynb", SCROLLERS_CELL)
+    type_and_send(page, "one more?")  # the wire view shows a request
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied:", timeout=20_000)
+    for name in ("last call sent", "next call will send", "the last request"):
+        expect(panel.get_by_role("region", name=name, exact=True)).to_have_count(1)
+    page.locator(PROMPT).focus()
+    stops = []
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        found = page.evaluate(SCROLL_JS)
+        if not found["in_panel"]:
+            break
+        if found["scrolls"]:
+            stops.append(found)
+    assert [(s["role"], s["name"]) for s in stops] == [
+        ("region", "last call sent"), ("region", "next call will send"), ("region", "the last request")], stops
+    for name in ("last call sent", "next call will send", "the last request"):
+        region = panel.get_by_role("region", name=name, exact=True)
+        region.focus()
+        assert region.aria_snapshot().splitlines()[0].startswith(f'- region "{name}"')
+        for key in ("ArrowDown", "PageDown", "End"):
+            before = page.evaluate(SCROLL_JS)
+            page.keyboard.press(key)
+            page.wait_for_function("(top) => document.activeElement.scrollTop > top", arg=before["top"],
+                                   timeout=5_000)
+            after = page.evaluate(SCROLL_JS)
+            assert after["name"] == name and after["top"] > before["top"], (key, before, after)
+        page.keyboard.press("Home")
+        page.wait_for_function("() => document.activeElement.scrollTop === 0", timeout=5_000)
+    assert errors == [], errors
+
+
+# the input row and what is around it, in CSS pixels from the chat box's bottom (the page may scroll)
+SHIFT_JS = """() => {
+    const panel = document.querySelector('.nora-panel');
+    const base = panel.querySelector('.nora-chat-box').getBoundingClientRect().bottom;
+    const at = (sel) => panel.querySelector(sel).getBoundingClientRect().top - base;
+    const clear = [...panel.querySelectorAll('button')].find(b => b.innerText.trim() === 'Clear');
+    return {prompt: at('.nora-prompt'), stop: at('.nora-stop'), clear: clear.getBoundingClientRect().top - base};
+}"""
+
+
+def test_on_a_projector_the_error_line_moves_nothing(lab, chromium):
+    """1280x720 at 150% zoom (853x480 CSS pixels): the red error line sat above the input, so when it
+    came (Stop, a failure, a refused message) the input row and Stop went 18 px down (27 screen pixels).
+    It sits under the input now, in the status line's room: nothing moves, as it comes or goes, and it is
+    still an alert."""
+    from playwright.sync_api import expect
+
+    context = chromium.new_context(viewport={"width": 853, "height": 480}, device_scale_factor=1.5)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        open_panel(page, lab, "projector-error.ipynb", KEYBOARD_CELL)
+        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+        panel = page.locator(".nora-panel")
+        idle = page.evaluate(SHIFT_JS)
+        type_and_send(page, "Tell it slowly")
+        page.wait_for_function(STOP_LIVE, timeout=10_000)
+        page.keyboard.press("Escape")
+        expect(panel.get_by_role("alert")).to_contain_text("\u26a0 Stopped: the turn was rolled back", timeout=10_000)
+        stopped = page.evaluate(SHIFT_JS)
+        page.screenshot(path=str(SCREENSHOTS / "panel-projector-error.png"))
+        under = page.evaluate("""() => {
+            const panel = document.querySelector('.nora-panel');
+            return panel.querySelector('.nora-error').getBoundingClientRect().top
+                   >= panel.querySelector('.nora-prompt').getBoundingClientRect().bottom;
+        }""")
+        page.keyboard.press("Enter")  # sent again: "replying…", then the error line goes
+        page.wait_for_function(STOP_LIVE, timeout=10_000)
+        replying = page.evaluate(SHIFT_JS)
+        expect(panel.locator(".nora-error")).to_have_count(0, timeout=20_000)
+        for when, found in (("stopped", stopped), ("replying", replying), ("replied", page.evaluate(SHIFT_JS))):
+            for part in ("prompt", "stop", "clear"):
+                assert abs(found[part] - idle[part]) < 0.5, (when, part, idle, found)
+        assert under
+    finally:
+        context.close()
