@@ -2134,3 +2134,36 @@ def test_a_panel_given_something_that_is_not_a_client_says_so_at_once(given, say
         ChatPanel(given)
     assert str(caught.value) == ("ChatPanel: the client must be an OpenAI-style client with .chat.completions.create(), "
                                  + says)
+
+
+def test_the_scrolling_boxes_are_regions_named_for_what_they_hold():
+    # Chromium's Tab stops on a box that scrolls: each must say what it is (tests/browser checks the keys)
+    from nora_widgets.views import WireView
+
+    panel = ChatPanel(ScriptedClient(["Two novels."]), views=("inspector", "wire"))
+    panel_send(panel, "Do you have Le Guin?")
+    assert (panel.inspector.last_html.label, panel.inspector.next_html.label) == ("last call sent", "next call will send")
+    labels = re.findall(r'<pre role="region" aria-label="([^"]*)"', panel.wire_view.body.value)
+    assert labels == ["the last request"], labels  # in-process: the body only
+    wire = WireView()
+    wire.update({"transport": "http", "method": "POST", "url": "http://127.0.0.1:8080/v1/chat/completions",
+                 "headers": {"authorization": "Bearer sk-...abcd"}, "body": {"model": "m", "messages": []}})
+    assert [unescape(x) for x in re.findall(r'<pre role="region" aria-label="([^"]*)"', wire.body.value)] == [
+        "the last request's headers", "the last request"]
+    wire.update({"transport": "in-process", "body": {"model": "m"}, "prompt": "<|im_start|>system", "prompt_tokens": 3})
+    assert [unescape(x) for x in re.findall(r'<pre role="region" aria-label="([^"]*)"', wire.body.value)] == [
+        "the last request", "the prompt the model reads (3 tokens)"]
+
+
+def test_the_error_line_sits_under_the_input_in_the_status_lines_room():
+    # above the input it pushed the input row 18 px down when it came; the status line gives up its
+    # kept room to it (LINE_CSS), which works because an error empties the status line
+    panel = ChatPanel(ScriptedClient([]))
+    column = next(child for child in panel.children[1].children if panel.chat_box in child.children).children
+    row = next(child for child in column if panel.prompt in getattr(child, "children", ()))
+    assert column.index(panel.error) == column.index(row) + 1 and column.index(panel.status) == column.index(row) + 2
+    assert "nora-error-line" in panel.error._dom_classes
+    assert ".nora-error-line:has(.nora-error)+.nora-status{min-height:0}" in panel_module.FOCUS_CSS
+    panel._say("replying\u2026")
+    panel._show_error("Stopped: the turn was rolled back")
+    assert panel.status.value == "" and 'class="nora-error" role="alert"' in panel.error.value
