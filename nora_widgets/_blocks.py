@@ -15,7 +15,7 @@ shows is not touched.  What is around the blocks (a caption, a heading, a scroll
 
 A frame without PLACE shows no blocks (a note such as "No call yet").  A new frame is drawn whole and the
 blocks are moved into it, not drawn again; the PLACE itself is not in the page.  A box that scrolls
-is a named region (``label``, or role="region" in its frame), and the keys that scroll it (arrows, Page
+is a named region (``region_label``, or role="region" in its frame), and the keys that scroll it (arrows, Page
 Up / Down, Home, End, Space) stay with it instead of moving JupyterLab's cell selection.  No import from anywhere: the page may be offline (a classroom).
 Used by _transcript_box.py (the transcript), views.InspectorView (its tables) and views.WireView.
 """
@@ -91,11 +91,11 @@ function render({ model, el }) {
     order = ids;
     arrange();
   };
-  // A scrolling box a key can reach is a named region (label: its name), and the keys that scroll it
+  // A scrolling box a key can reach is a named region (region_label: its name), and the keys that scroll it
   // stay with it: JupyterLab took ArrowDown on it (the focus went to the notebook's footer, nothing
   // scrolled).  Only the plain scrolling keys: Ctrl+Enter, Escape and the rest still reach JupyterLab.
   const name = () => {
-    const label = model.get("label");
+    const label = model.get("region_label");
     if (label) { el.setAttribute("role", "region"); el.setAttribute("aria-label", label); }
     else { el.removeAttribute("role"); el.removeAttribute("aria-label"); }
   };
@@ -107,7 +107,7 @@ function render({ model, el }) {
   name();
   frame();
   draw();
-  model.on("change:label", name);
+  model.on("change:region_label", name);
   model.on("change:frame", frame);
   model.on("change:blocks", draw);
   return () => { for (const id of [...drawn.keys()]) forget(id); };
@@ -128,9 +128,9 @@ class BlockBox(anywidget.AnyWidget):
     _esm = _ESM
     frame = traitlets.Unicode("").tag(sync=True)  # the HTML around the blocks, with PLACE where they go
     block_tag = traitlets.Unicode("div").tag(sync=True)  # the element each block is drawn in
-    # the box's name when it scrolls itself (a layout with overflow): role="region", aria-label=label,
+    # the box's name when it scrolls itself (a layout with overflow): role="region", aria-label=region_label,
     # so that the stop Tab makes on it is announced ("last call sent, region"); "" for none
-    label = traitlets.Unicode("").tag(sync=True)
+    region_label = traitlets.Unicode("").tag(sync=True)
     blocks = traitlets.List(traitlets.Instance(_Block)).tag(sync=True, **widgets.widget_serialization)
     redrawn = traitlets.Int(0)  # not synced: +1 each time the page's HTML changes (tests watch it)
 

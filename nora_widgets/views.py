@@ -184,7 +184,7 @@ def _table_box(name: str, label: str) -> BlockBox:
     # each table scrolls in a box of its own: a long conversation pushed every control below it
     # thousands of pixels down the page.  Chromium's Tab stops on a box that scrolls: label names it
     # (a region) so a screen reader says which table it is, and the arrows scroll it (_blocks.py)
-    box = BlockBox(block_tag="tbody", label=label, layout=widgets.Layout(max_height="360px", overflow="auto"))
+    box = BlockBox(block_tag="tbody", region_label=label, layout=widgets.Layout(max_height="360px", overflow="auto"))
     box.add_class(name)
     return box
 

@@ -2142,7 +2142,7 @@ def test_the_scrolling_boxes_are_regions_named_for_what_they_hold():
 
     panel = ChatPanel(ScriptedClient(["Two novels."]), views=("inspector", "wire"))
     panel_send(panel, "Do you have Le Guin?")
-    assert (panel.inspector.last_html.label, panel.inspector.next_html.label) == ("last call sent", "next call will send")
+    assert (panel.inspector.last_html.region_label, panel.inspector.next_html.region_label) == ("last call sent", "next call will send")
     labels = re.findall(r'<pre role="region" aria-label="([^"]*)"', panel.wire_view.body.value)
     assert labels == ["the last request"], labels  # in-process: the body only
     wire = WireView()
