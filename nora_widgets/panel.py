@@ -111,7 +111,10 @@ CHAT_BOX_CSS = (f".nora-panel .nora-chat-box{{max-height:{v.TRANSCRIPT_HEIGHT};o
                 ".nora-panel .nora-chat-box>*,.nora-panel .nora-chat-box .widget-html-content"
                 "{display:flex;flex-direction:column;flex:0 1 auto;min-height:0;margin:0}"
                 ".nora-panel .nora-chat-box>.nora-live{flex-shrink:0}"
-                ".nora-panel .nora-chat-box .nora-transcript{min-height:0;flex:0 1 auto}")
+                ".nora-panel .nora-chat-box .nora-transcript{min-height:0;flex:0 1 auto}"
+                # the transcript is a Tab stop: its focus ring inside its edge, where the box's
+                # overflow:hidden does not cut it off
+                ".nora-panel .jupyter-widgets .nora-transcript:focus-visible{outline-offset:-2px}")
 # The status line under the input and the note beside Save / Load keep one line's room when empty: they
 # came and went ("replying…" at every turn, "took back…", "saved 11 messages"), and everything below them
 # moved 18 CSS px each time (27 px on a 1280x720 projector at 150%).  A longer text still wraps, on more
@@ -529,8 +532,9 @@ class ChatPanel(widgets.VBox):
         self._twin_error = ""
         self._show_error("")
         # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
-        # reply cannot push the input row and Stop off the screen while it streams
-        self.live.value = v.transcript_html([], pending=text, max_height=LIVE_HEIGHT)
+        # reply cannot push the input row and Stop off the screen while it streams.  label=None: it is
+        # no region and no Tab stop of its own; the transcript above it is the box's one ("conversation")
+        self.live.value = v.transcript_html([], pending=text, max_height=LIVE_HEIGHT, label=None)
         twin = self.twin_history if self.side_by_side.value else None
 
         # Until the first words come, the status line counts the seconds (a shared server may be
@@ -541,7 +545,8 @@ class ChatPanel(widgets.VBox):
         def show_reply(so_far: str) -> None:
             if ticker.stop():  # the first words: the count is over
                 self._say("replying\u2026")
-            self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height=LIVE_HEIGHT)
+            self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height=LIVE_HEIGHT,
+                                                label=None)
 
         def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
             self._prev_sent, self.last_sent = self.last_sent, sent

@@ -98,20 +98,27 @@ def transcript_style(max_height: str = TRANSCRIPT_HEIGHT) -> str:
     return style
 
 
-def transcript_frame(inner: str, max_height: str = TRANSCRIPT_HEIGHT, label: str = "conversation") -> str:
+def transcript_frame(inner: str, max_height: str = TRANSCRIPT_HEIGHT, label: str | None = "conversation") -> str:
     """The messages' HTML in the transcript's box: a region named label for screen readers, scrolling.
+    The region is one Tab stop (tabindex 0): there the arrows, Page Up / Down, Home and End scroll it
+    (_blocks.py keeps them from JupyterLab); Chromium passed it by, and the chat could not be read back
+    from the keyboard.  label None: no region and no Tab stop (tabindex -1, or Chromium's Tab stops on
+    the box once it scrolls) -- the panel's turn in progress, drawn under the "conversation" region in
+    the same box, would be a second stop and a second region of that name.
     Example: transcript_frame("").startswith('<div class="nora-transcript" role="region"') -> True"""
-    return (f'<div class="nora-transcript" role="region" aria-label="{escape(label)}" '
+    named = 'tabindex="-1"' if label is None else f'role="region" aria-label="{escape(label)}" tabindex="0"'
+    return (f'<div class="nora-transcript" {named} '
             f'style="{transcript_style(max_height)}"><div>{inner}</div></div>')
 
 
 def transcript_html(messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
-                    max_height: str = TRANSCRIPT_HEIGHT, label: str = "conversation") -> str:
+                    max_height: str = TRANSCRIPT_HEIGHT, label: str | None = "conversation") -> str:
     """The chat as HTML: one block per message, newest at the bottom.
 
     pending: a user message on its way (shown, not yet in the history);
     streaming: the reply so far (shown with a cursor).
-    label: the box's name for screen readers (a named region they can jump to).
+    label: the box's name for screen readers (a named region they can jump to, and a Tab stop);
+    None for a box that is part of another's region (transcript_frame).
     The outer div uses column-reverse, a CSS trick that keeps the scroll at the bottom.
     The chat panel draws the same HTML in blocks of messages (_transcript_box.py).
     Example: transcript_html([{"role": "user", "content": "hi"}]).count('class="nora-msg ') -> 1

@@ -1386,3 +1386,102 @@ def test_on_a_projector_the_error_line_moves_nothing(lab, chromium):
         assert under
     finally:
         context.close()
+
+
+TRANSCRIPT_FOCUS_CELL = """\
+import time
+from nora_widgets import ChatPanel, ScriptedClient
+
+class Slow(ScriptedClient):  # each piece of the reply a little later: it streams for seconds
+    def _create(self, **kwargs):
+        stream = super()._create(**kwargs)
+        def slowly():
+            for piece in stream:
+                time.sleep(0.04)
+                yield piece
+        return slowly()
+
+history = [{"role": "system", "content": "You are Nora."}]
+for i in range(100):
+    history += [{"role": "user", "content": f"Question {i}: tell me about book {i}."},
+                {"role": "assistant", "content": f"Book **{i}** is good. " * 3}]
+panel = ChatPanel(Slow(["A reply that streams in slowly, word by word, so the class can watch it. " * 12]),
+                  history=history, views=())
+panel"""
+
+# the focused element (its role and name, whether it is in the chat box) and the transcript's scroll
+TRANSCRIPT_JS = """() => {
+    const el = document.activeElement, t = document.querySelector('.nora-panel .nora-transcript[role=region]');
+    return {role: el.getAttribute('role'), name: el.getAttribute('aria-label'),
+            in_chat_box: !!el.closest('.nora-chat-box'), is_transcript: el === t,
+            top: t.scrollTop, bottom: t.scrollHeight - t.clientHeight,
+            stops: [...document.querySelectorAll('.nora-panel .nora-chat-box *')].filter(e => e.tabIndex >= 0).length};
+}"""
+
+
+def test_tab_reaches_the_transcript_whose_keys_scroll_it(lab, browser_page):
+    """A chat of 200 messages scrolls in a box of at most 45% of the window, and it was no Tab stop: a
+    keyboard user could not read it back.  Shift+Tab from the input reaches it now, one stop named
+    "conversation" (the reply streaming in the same box is no stop and no second region), ArrowUp,
+    PageUp and Home scroll it back with the focus staying there, and while a reply streams the input
+    keeps the focus."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "transcript-focus.ipynb", TRANSCRIPT_FOCUS_CELL)
+    expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
+    page.locator(PROMPT).focus()
+    page.keyboard.press("Shift+Tab")
+    at = page.evaluate(TRANSCRIPT_JS)
+    assert at["is_transcript"] and (at["role"], at["name"]) == ("region", "conversation"), at
+    assert focused(page)["role"] == "region" and focused(page)["width"] >= 2  # named, and its ring is seen
+    assert at["stops"] == 1 and at["top"] == 0 and at["bottom"] > 1000, at  # newest at the bottom (column-reverse)
+    # column-reverse: scrollTop is 0 at the newest message and goes negative towards the oldest
+    for key in ("ArrowUp", "PageUp", "Home"):
+        before = page.evaluate(TRANSCRIPT_JS)["top"]
+        page.keyboard.press(key)
+        page.wait_for_function("(top) => document.activeElement.scrollTop < top", arg=before, timeout=5_000)
+        now = page.evaluate(TRANSCRIPT_JS)
+        assert now["is_transcript"] and now["top"] < before, (key, before, now)
+    # Home: the first message (the browser scrolls smoothly: wait for the end)
+    page.wait_for_function("() => { const e = document.activeElement; "
+                           "return -e.scrollTop >= e.scrollHeight - e.clientHeight - 1; }", timeout=5_000)
+    assert page.evaluate(TRANSCRIPT_JS)["is_transcript"]
+    page.keyboard.press("End")
+    page.wait_for_function("() => document.activeElement.scrollTop === 0", timeout=5_000)
+    page.keyboard.press("Tab")
+    assert page.evaluate(IS_FOCUSED, PROMPT)
+
+    # a reply streams: the input keeps the focus; the live part is no Tab stop and no second region,
+    # even once it is long enough to scroll
+    type_and_send(page, "Tell me a long story")
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    live = ".nora-panel .nora-live .nora-transcript"
+    page.wait_for_function(f"() => {{ const l = document.querySelector('{live}'); "
+                           "return l && l.scrollHeight > l.clientHeight + 20; }", timeout=30_000)
+    assert page.evaluate(IS_FOCUSED, PROMPT)
+    while_streaming = page.evaluate(TRANSCRIPT_JS)
+    assert while_streaming["stops"] == 1, while_streaming
+    expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate(TRANSCRIPT_JS)["is_transcript"]  # not the live part under it
+    page.keyboard.press("Shift+Tab")
+    assert not page.evaluate(TRANSCRIPT_JS)["in_chat_box"]  # one stop for the box
+    page.locator(PROMPT).focus()
+    page.keyboard.type("next")
+    for _ in range(5):  # the reply's pieces arrive; the focus and the typed text stay
+        page.wait_for_timeout(300)
+        assert page.evaluate(IS_FOCUSED, PROMPT)
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied:", timeout=30_000)
+    assert page.evaluate(IS_FOCUSED, PROMPT) and page.locator(PROMPT).input_value() == "next"
+    expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
+
+    # the side-by-side view's transcript: a Tab stop of its own name
+    panel.get_by_role("button", name="Side by side").click()
+    twin = panel.get_by_role("region", name="conversation without memory", exact=True)
+    expect(twin).to_have_count(1)
+    assert twin.evaluate("(el) => el.tabIndex") == 0
+    twin.focus()
+    page.keyboard.press("ArrowUp")
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "conversation without memory"
+    assert errors == [], errors
