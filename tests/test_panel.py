@@ -222,6 +222,10 @@ def test_the_reply_runs_on_a_worker_thread_and_stop_rolls_back():
     assert panel.stop.button_style == "warning"
     assert panel.history == before
     assert "one" in panel.live.value and "Tell me a long story" in panel.live.value
+    # the chat box's one Tab stop and one region is the transcript: the live part under it is neither
+    # (it was a second region named "conversation" while a reply streamed)
+    assert 'role="region"' not in panel.live.value and 'tabindex="-1"' in panel.live.value
+    assert 'aria-label="conversation" tabindex="0"' in panel.transcript.value
     panel.send.click()  # a second click while busy is ignored
     panel.stop.click()
     result = panel.wait(5)
