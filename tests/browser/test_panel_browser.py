@@ -9,6 +9,7 @@ that runs nothing (a window flag the payload would set stays unset).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -375,6 +376,22 @@ def open_panel(page, lab, name: str, cell: str, wait_for: str = PROMPT) -> None:
     page.locator(wait_for).wait_for(state="visible", timeout=45_000)
 
 
+@contextlib.contextmanager
+def projector_page(chromium, lab, name: str, cell: str, height: int = 480):
+    """A page the size of a 1280x720 projector at 150% zoom (853x480 CSS pixels; height=533 for
+    1280x800), the panel of `cell` open in notebook `name`, the file browser closed as docs/panel.md's
+    demo says; the page's context is closed after."""
+    context = chromium.new_context(viewport={"width": 853, "height": height}, device_scale_factor=1.5)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        open_panel(page, lab, name, cell)
+        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+        yield page
+    finally:
+        context.close()
+
+
 def opened(page, lab, name: str, cell: str, wait_for: str = PROMPT):
     """open_panel, with the page's errors collected: (the panel's locator, the list of errors)."""
     errors: list[str] = []
@@ -568,12 +585,7 @@ def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, 
     """1280x800 at 150% zoom (853x533 CSS pixels): the chat box was 420 px high, taller with the
     input row than the notebook's visible area, so the instructor scrolled between the start of
     the last reply and the input.  The box is at most 45% of the window's height now."""
-    context = chromium.new_context(viewport={"width": 853, "height": 533}, device_scale_factor=1.5)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
-        open_panel(page, lab, "projector-chat.ipynb", PROJECTOR_CHAT_CELL)
-        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+    with projector_page(chromium, lab, "projector-chat.ipynb", PROJECTOR_CHAT_CELL, height=533) as page:
         prompt = page.locator(PROMPT)
         for n, text in enumerate(("My name is Ada.", "Recommend a book.", "Why that one?"), start=1):
             prompt.focus()
@@ -598,8 +610,6 @@ def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, 
         assert found["input_bottom"] <= found["area_bottom"] + 1, found
         assert found["last_reply_top"] >= found["area_top"] and found["box_top"] >= found["area_top"], found
         assert found["box_height"] > 200, found  # the replies filled the box: it did not just stay small
-    finally:
-        context.close()
 
 
 LONG_CHAT_CELL = """\
@@ -638,12 +648,7 @@ def test_on_a_720p_projector_the_input_row_stays_put_while_a_reply_streams(lab, 
     the input row and Stop went 121 px down (off the screen with a long reply) and came back at its
     end.  The two share one box now: the transcript gives way as the reply grows.  And the reply being
     written lines up with the messages above it (it sat 4 px to the right, and jumped at its end)."""
-    context = chromium.new_context(viewport={"width": 853, "height": 480}, device_scale_factor=1.5)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
-        open_panel(page, lab, "projector-long.ipynb", LONG_CHAT_CELL)
-        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+    with projector_page(chromium, lab, "projector-long.ipynb", LONG_CHAT_CELL) as page:
         page.locator(PROMPT).scroll_into_view_if_needed()
         before = page.evaluate(ROW_JS)
         type_and_send(page, "Tell me a long story.")
@@ -665,8 +670,6 @@ def test_on_a_720p_projector_the_input_row_stays_put_while_a_reply_streams(lab, 
         assert after["top"] == before["top"] and before["bottom"] <= 480, (before, after)
         for d in during:  # the message being written starts where the others do
             assert len(set(d["lefts"])) == 1, d
-    finally:
-        context.close()
 
 
 # where the controls under the input are, from the input row's top (CSS pixels), and the status line
@@ -690,12 +693,7 @@ def test_on_a_projector_the_controls_stay_put_as_status_lines_come_and_go(lab, c
     takes away a status line about the conversation it cleared."""
     from playwright.sync_api import expect
 
-    context = chromium.new_context(viewport={"width": 853, "height": 480}, device_scale_factor=1.5)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
-        open_panel(page, lab, "projector-status.ipynb", KEYBOARD_CELL)
-        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+    with projector_page(chromium, lab, "projector-status.ipynb", KEYBOARD_CELL) as page:
         panel = page.locator(".nora-panel")
         status, note = panel.locator(".nora-status"), panel.locator(".nora-file-note")
         for theme in ("JupyterLab Light", "JupyterLab Dark"):
@@ -742,8 +740,6 @@ def test_on_a_projector_the_controls_stay_put_as_status_lines_come_and_go(lab, c
             page.keyboard.press("Enter")
             expect(status).to_have_text("")
             page.locator(PROMPT).fill("")
-    finally:
-        context.close()
 
 
 TYPEAHEAD_CELL = """\
@@ -1357,12 +1353,7 @@ def test_on_a_projector_the_error_line_moves_nothing(lab, chromium):
     still an alert."""
     from playwright.sync_api import expect
 
-    context = chromium.new_context(viewport={"width": 853, "height": 480}, device_scale_factor=1.5)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
-        open_panel(page, lab, "projector-error.ipynb", KEYBOARD_CELL)
-        page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+    with projector_page(chromium, lab, "projector-error.ipynb", KEYBOARD_CELL) as page:
         panel = page.locator(".nora-panel")
         idle = page.evaluate(SHIFT_JS)
         type_and_send(page, "Tell it slowly")
@@ -1384,8 +1375,6 @@ def test_on_a_projector_the_error_line_moves_nothing(lab, chromium):
             for part in ("prompt", "stop", "clear"):
                 assert abs(found[part] - idle[part]) < 0.5, (when, part, idle, found)
         assert under
-    finally:
-        context.close()
 
 
 TRANSCRIPT_FOCUS_CELL = """\
