@@ -612,26 +612,33 @@ def test_on_a_projector_the_input_and_the_whole_chat_box_fit_on_the_screen(lab, 
         assert found["box_height"] > 200, found  # the replies filled the box: it did not just stay small
 
 
-LONG_CHAT_CELL = """\
+def slow_chat_cell(turns: int, delay: float, reply: str, views: str) -> str:
+    """A panel over a chat of `turns` turns (each reply short markdown) whose client streams `reply`
+    a piece every `delay` seconds, so that it streams for seconds; views: the ChatPanel argument."""
+    return f"""\
 import time
 from nora_widgets import ChatPanel, ScriptedClient
 
-class Slow(ScriptedClient):  # a word every 0.05 s
+class Slow(ScriptedClient):  # a piece of the reply every {delay} s: it streams for seconds
     def _create(self, **kwargs):
         stream = super()._create(**kwargs)
         def slowly():
             for piece in stream:
-                time.sleep(0.05)
+                time.sleep({delay})
                 yield piece
         return slowly()
 
-history = [{"role": "system", "content": "You are Nora."}]
-for i in range(150):
-    history += [{"role": "user", "content": f"Question {i}: tell me about book {i}."},
-                {"role": "assistant", "content": f"Book **{i}** is good. " * 3}]
-reply = "A reply that streams in slowly, word by word, for a while so the class can watch it. " * 8
-panel = ChatPanel(Slow([reply] * 2), history=history, views=("inspector", "cost"))
+history = [{{"role": "system", "content": "You are Nora."}}]
+for i in range({turns}):
+    history += [{{"role": "user", "content": f"Question {{i}}: tell me about book {{i}}."}},
+                {{"role": "assistant", "content": f"Book **{{i}}** is good. " * 3}}]
+panel = ChatPanel(Slow([{reply}] * 2), history=history, views={views})
 panel"""
+
+
+LONG_CHAT_CELL = slow_chat_cell(
+    150, 0.05, '"A reply that streams in slowly, word by word, for a while so the class can watch it. " * 8',
+    '("inspector", "cost")')
 
 # where the input row and the messages are, in CSS pixels
 ROW_JS = """() => {
@@ -1377,26 +1384,8 @@ def test_on_a_projector_the_error_line_moves_nothing(lab, chromium):
         assert under
 
 
-TRANSCRIPT_FOCUS_CELL = """\
-import time
-from nora_widgets import ChatPanel, ScriptedClient
-
-class Slow(ScriptedClient):  # each piece of the reply a little later: it streams for seconds
-    def _create(self, **kwargs):
-        stream = super()._create(**kwargs)
-        def slowly():
-            for piece in stream:
-                time.sleep(0.04)
-                yield piece
-        return slowly()
-
-history = [{"role": "system", "content": "You are Nora."}]
-for i in range(100):
-    history += [{"role": "user", "content": f"Question {i}: tell me about book {i}."},
-                {"role": "assistant", "content": f"Book **{i}** is good. " * 3}]
-panel = ChatPanel(Slow(["A reply that streams in slowly, word by word, so the class can watch it. " * 12]),
-                  history=history, views=())
-panel"""
+TRANSCRIPT_FOCUS_CELL = slow_chat_cell(
+    100, 0.04, '"A reply that streams in slowly, word by word, so the class can watch it. " * 12', "()")
 
 # the focused element (its role and name, whether it is in the chat box) and the transcript's scroll
 TRANSCRIPT_JS = """() => {
