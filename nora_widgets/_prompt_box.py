@@ -21,7 +21,8 @@ owns what is typed:
   Otherwise the page keeps its text, sends it as ``value``, and answers {"event": "kept", "text"}.
 - {"do": "return", "text"}: a message Enter sent that the kernel could not take (a reply had started)
   goes back into the box, in front of anything typed since.
-- ``focus()`` / ``blur()`` (ipywidgets' {"do": "focus"}) are done here too.
+- ``focus()`` / ``blur()`` (ipywidgets' {"do": "focus"}) are done here too; a focus request leaves the
+  focus where it is when it is in one of the panel's scrolling regions (someone reading back).
 
 No import from anywhere: the page may be offline (a classroom).  The browser tests drive it in JupyterLab.
 """
@@ -70,7 +71,14 @@ function render({ model, el }) {
   box.addEventListener("keypress", (e) => e.stopPropagation());
 
   const onMessage = (msg) => {
-    if (msg.do === "focus") { box.focus(); return; }
+    if (msg.do === "focus") {
+      // someone reading back in one of this panel's scrolling regions (the conversation, the inspector's
+      // tables, the wire view) stays there: a reply that ends does not pull the focus out from under them
+      const at = document.activeElement, panel = box.closest(".nora-panel");
+      if (panel && at && at !== box && panel.contains(at) && at.closest('[role="region"]')) return;
+      box.focus();
+      return;
+    }
     if (msg.do === "blur") { box.blur(); return; }
     if (msg.do === "return") {  // a message Enter sent while a reply had just started
       box.value = box.value.trim() ? msg.text + (multiline ? "\n" : " ") + box.value : msg.text;

@@ -1457,6 +1457,20 @@ def test_tab_reaches_the_transcript_whose_keys_scroll_it(lab, browser_page):
     assert page.evaluate(IS_FOCUSED, PROMPT) and page.locator(PROMPT).input_value() == "next"
     expect(panel.get_by_role("region", name="conversation", exact=True)).to_have_count(1)
 
+    # someone who went back to read while a reply streamed stays there when it ends: the input took the
+    # focus back after every reply, and the reader was pulled out of the conversation
+    page.locator(PROMPT).fill("")
+    type_and_send(page, "And another one")
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("PageUp")
+    assert page.evaluate(TRANSCRIPT_JS)["is_transcript"]
+    page.wait_for_function(f"() => !({STOP_LIVE})()", timeout=30_000)  # the reply has ended
+    page.wait_for_timeout(500)  # the kernel's focus request, had there been one, is drawn
+    assert page.evaluate(TRANSCRIPT_JS)["is_transcript"]
+    page.keyboard.press("Tab")
+    assert page.evaluate(IS_FOCUSED, PROMPT)  # one Tab back to the input
+
     # the side-by-side view's transcript: a Tab stop of its own name
     panel.get_by_role("button", name="Side by side").click()
     twin = panel.get_by_role("region", name="conversation without memory", exact=True)
