@@ -74,8 +74,10 @@ function render({ model, el }) {
     if (msg.do === "focus") {
       // someone reading back in one of this panel's scrolling regions (the conversation, the inspector's
       // tables, the wire view) stays there: a reply that ends does not pull the focus out from under them
+      // (a region of the panel's own: JupyterLab's notebook around it is a region too)
       const at = document.activeElement, panel = box.closest(".nora-panel");
-      if (panel && at && at !== box && panel.contains(at) && at.closest('[role="region"]')) return;
+      const region = at && at !== box ? at.closest('[role="region"]') : null;
+      if (panel && region && panel.contains(region)) return;
       box.focus();
       return;
     }
