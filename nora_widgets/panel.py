@@ -526,11 +526,14 @@ class ChatPanel(widgets.VBox):
         # The message leaves the input (it shows in the live area below) and the input stays open:
         # what is typed from now on is the next message (_panel_input.py).
         self._input.turn_starts(text)
+        # the last error goes before "replying…" comes: the page draws the changes in this order, and for a
+        # moment it held both lines and the controls below them went 18 px down and back (the error line
+        # gives the status line's room back only while it shows)
+        self._twin_error = ""
+        self._show_error("")
         self._set_busy(True)
         if self._refocus:  # Send is disabled now, which drops the focus a click gave it: the input takes it
             self.prompt.focus()  # (Enter left it there), and Stop is one Tab away (see docs/panel.md)
-        self._twin_error = ""
-        self._show_error("")
         # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
         # reply cannot push the input row and Stop off the screen while it streams.  label=None: it is
         # no region and no Tab stop of its own; the transcript above it is the box's one ("conversation")
