@@ -445,9 +445,6 @@ def _raise_if_swapped(name: str, client: Any, history: Any, user_text: Any) -> N
     """history was refused: if the arguments came in another order (the client or the text where the
     list goes, the list where the client or the text goes), say the order, not "not ScriptedClient".
     Example: run_turn(history, client, "hi") -> 'run_turn takes (client, history, user_text) in that order: ...'"""
-    def is_client(x: Any) -> bool:
-        return hasattr(getattr(x, "chat", None), "completions")
-
     if is_client(history) or isinstance(client, list) or isinstance(user_text, list):
         raise HistoryError(f"{name} takes (client, history, user_text) in that order: got a "
                            f"{type(client).__name__}, a {type(history).__name__} and a {type(user_text).__name__}"
