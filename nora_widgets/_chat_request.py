@@ -24,6 +24,14 @@ and some crashed the request with a 500 and a traceback:
     "top_logprobs" without "logprobs": true       ignored: logprobs null          400 naming top_logprobs
     a value out of range ("presence_penalty": 3)  500 (validation error)          400 naming the field
     "temperature": 5                              sampled at 5: gibberish          400 naming temperature
+    "stream": "yes" (or 1, "false")               read as true (or false)          400: OpenAI's "Invalid type for
+                                                                                   'stream': expected a boolean..."
+    "top_p": "0.5" (a number as text)             read as 0.5                      400 (invalid_type), as OpenAI
+    "stop": five strings or more                  all five honoured                400 (array_above_max_length)
+    "top_logprobs": 21 (OpenAI lists 20 at most)  21 listed                        400 (integer_above_max_value)
+
+The types and ranges are OpenAI's (field_problem): code written here and run later against
+OpenAI meets the same 400, with OpenAI's words and code, instead of working here only.
 
 A tool is called only when tool_choice names it ({"type": "function", "function":
 {"name": ...}}): the server then makes the model fill that function's arguments.
@@ -37,7 +45,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["mend_chat_request", "max_tokens_too_large", "over_reply_cap", "switch_missing", "authorized", "error_body"]
+__all__ = ["mend_chat_request", "max_tokens_too_large", "over_reply_cap", "switch_missing", "field_problem",
+           "authorized", "error_body"]
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
@@ -61,6 +70,74 @@ def error_body(message: str, param: str | None = None, code: str | None = None,
 def _refusal(param: str, message: str) -> dict:
     """A 400 body naming the field.  Example: _refusal("n", "...")["error"]["param"] -> 'n'"""
     return error_body(message, param)
+
+
+# OpenAI's types and ranges for the fields beside messages; llama-cpp-python's server (pydantic, lax)
+# took "yes" and 1 for true, "0.5" for 0.5, and ignored the fields it does not know (store,
+# parallel_tool_calls).  (kind, lowest, highest); None: no bound.  n above 1 is refused further on.
+_BOOLEANS = ("stream", "logprobs", "store", "parallel_tool_calls")
+_NUMBERS = {"temperature": ("decimal", 0, 2), "top_p": ("decimal", 0, 1),
+            "presence_penalty": ("decimal", -2, 2), "frequency_penalty": ("decimal", -2, 2),
+            "n": ("integer", 1, None), "max_tokens": ("integer", 1, None),
+            "max_completion_tokens": ("integer", 1, None), "top_logprobs": ("integer", 0, 20),
+            "seed": ("integer", None, None)}
+MAX_STOP = 4  # OpenAI's most stop sequences
+
+
+def _json_kind(value: Any) -> str:
+    """How OpenAI names a JSON value's type.  Example: _json_kind("yes") -> 'a string'; _json_kind(1.5) -> 'a decimal number'"""
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a decimal number"), (str, "a string"),
+                       (list, "an array"), (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _wrong_type(param: str, expected: str, value: Any) -> dict:
+    return error_body(f"Invalid type for '{param}': expected {expected}, but got {_json_kind(value)} instead.",
+                      param, "invalid_type")
+
+
+def _number_problem(name: str, value: Any) -> dict | None:
+    """The 400 body for a number of the wrong type or out of OpenAI's range, in OpenAI's words."""
+    kind, lowest, highest = _NUMBERS[name]
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if not (integer or (kind == "decimal" and isinstance(value, float))):
+        return _wrong_type(name, "an integer" if kind == "integer" else "a decimal", value)
+    for bound, over, side, sign in ((lowest, lowest is not None and value < lowest, "below minimum", ">="),
+                                    (highest, highest is not None and value > highest, "above maximum", "<=")):
+        if over:
+            code = f"{kind}_{side.replace('imum', '').replace(' ', '_')}_value"  # integer_below_min_value
+            return error_body(f"Invalid '{name}': {kind} {side} value. Expected a value {sign} {bound}, "
+                              f"but got {value!r} instead.", name, code)
+    return None
+
+
+def field_problem(request: dict) -> dict | None:
+    """The 400 body OpenAI gives for a field beside messages of the wrong type, out of range, or with
+    too many items (the first such field), in OpenAI's words and code; None when all are fine.  null
+    is taken for any of them, as OpenAI takes it.
+    Example: field_problem({"stream": "yes"})["error"]["message"]
+        -> "Invalid type for 'stream': expected a boolean, but got a string instead."
+    Example: field_problem({"stop": ["a", "b", "c", "d", "e"]})["error"]["code"] -> 'array_above_max_length'"""
+    for name in _BOOLEANS:
+        if request.get(name) is not None and not isinstance(request[name], bool):
+            return _wrong_type(name, "a boolean", request[name])
+    options = request.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return _wrong_type("stream_options", "an object", options)
+    usage = (options or {}).get("include_usage")
+    if usage is not None and not isinstance(usage, bool):
+        return _wrong_type("stream_options.include_usage", "a boolean", usage)
+    for name in _NUMBERS:
+        problem = None if request.get(name) is None else _number_problem(name, request[name])
+        if problem:
+            return problem
+    stop = request.get("stop")
+    if isinstance(stop, list) and len(stop) > MAX_STOP:
+        return error_body(f"Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP}, "
+                          f"but got an array with length {len(stop)} instead.", "stop", "array_above_max_length")
+    return None
 
 
 # fields that only mean something when another is on, and that other: OpenAI refuses the first alone
@@ -126,19 +203,16 @@ def over_reply_cap(name: str, limit: Any, cap: int | None) -> dict | None:
 
 def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
     """The fields beside messages, mended in place; the 400 body for one that cannot be honoured."""
+    wrong = field_problem(request)  # OpenAI's types and ranges: temperature 5 would be sampled, and babble
+    if wrong:
+        return wrong
     if request.get("n") not in (None, 1):
         return _refusal("n", f"Invalid 'n': {request['n']!r}; this server gives one choice per request "
                              "(n=1): send the request again for another.")
-    temperature = request.get("temperature")  # OpenAI's range; llama.cpp would sample at 5 and babble
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                    or not 0 <= temperature <= 2):
-        return _refusal("temperature", f"Invalid 'temperature': {temperature!r}; expected a number from 0 to 2.")
     given = request.pop("max_completion_tokens", None)
     name = "max_tokens" if request.get("max_tokens") is not None else "max_completion_tokens"
     limit = request["max_tokens"] if name == "max_tokens" else given
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            return _refusal(name, f"Invalid '{name}': {limit!r}; expected a whole number of at least 1.")
+    if limit is not None:  # a whole number of at least 1 (field_problem)
         too_large = max_tokens_too_large(name, limit, n_ctx)
         if too_large:
             return too_large

@@ -14,8 +14,9 @@
                                               client's two retries did it again            completions, not embeddings
     POST /v1/responses, /v1/images/...,       404 {"detail": "Not Found"}: the openai      404 in OpenAI's shape naming what
     any /v1 path the server does not have     client said only "Error code: 404"           this server has (code unknown_url)
-    GET /v1/chat/completions (openai's        405 {"detail": "Method Not Allowed"}:        405 in OpenAI's shape naming the
-    chat.completions.list()), a wrong method  "Error code: 405"                            method to use; Allow: kept
+    GET /v1/chat/completions (openai's        405 {"detail": "Method Not Allowed"}:        405 in OpenAI's shape and words
+    chat.completions.list()), a wrong method  "Error code: 405"                            (code null), naming the method
+                                                                                           to use; Allow: kept
     any API path without the key the server   401 {"detail": "Invalid API key"}: the       401 in OpenAI's shape saying
     was started with (NORA_SERVE_API_KEY)     openai client said only "Error code: 401"    whether a key came, and where
                                                                                            it goes (code invalid_api_key)
@@ -24,6 +25,10 @@
     GET / (the address opened in a browser)   404 {"detail": "Not Found"}: looked broken   200, one line of text: what it
                                                                                            is and the OPENAI_BASE_URL to set
     HEAD of those and of GET /v1/models       404, or 405 for /v1/models                   200, the GET's head
+    GET /favicon.ico, /v2/x, any other path   404 {"detail": "Not Found"}                  404 in OpenAI's shape and words
+    the server does not have                                                               (code unknown_url)
+    POST /health, POST /docs, OPTIONS         405 {"detail": "Method Not Allowed"} (or     405 in OpenAI's shape, as for
+    without an Origin (no CORS preflight)     a 400 about the body for /health)            a /v1 path; Allow: kept
 
     app = OpenAIPaths(app, model="SmolLM2-135M-Instruct", api_key=None,
                       routes={"/v1/chat/completions": {"POST"}, "/v1/models": {"GET"}, ...}, window=2048)
@@ -40,6 +45,8 @@ __all__ = ["OpenAIPaths", "key_refusal"]
 
 _API = ("/chat/completions", "/completions", "/models", "/embeddings")  # what a client adds to its base URL
 _SERVED = "POST /v1/chat/completions, POST /v1/completions and GET /v1/models"  # what a client can use here
+_OWN = {"": {"GET", "HEAD"}, "/health": {"GET", "HEAD"}}  # the paths answered here that the server lacks
+_DOCS = "https://platform.openai.com/docs/api-reference/"  # where OpenAI's 404 for an unknown URL points
 
 
 def key_refusal(scope: dict) -> dict:
@@ -66,8 +73,9 @@ class OpenAIPaths:
     {"detail": "Invalid API key"}, and the paths answered here gave a 404 (a wrong key looked like a
     wrong URL).  A browser's CORS preflight (OPTIONS) carries no key: it is never refused for one.
 
-    routes: the server's own paths and their methods ({"/v1/models": {"GET"}, ...}); a /v1 path not
-    among them, or a method a path does not take, is answered here (None: left to the server).
+    routes: the server's own paths and their methods ({"/v1/models": {"GET"}, ...}); a path not
+    among them (nor answered here), or a method a path does not take, is answered here in OpenAI's
+    shape (None: left to the server).
     """
 
     def __init__(self, app: Any, model: str, api_key: str | None = None,
@@ -127,15 +135,22 @@ class OpenAIPaths:
             # the fix first: a face shows 120 characters of a server's message
             return 404, error_body(f"Nothing at {path}: set OPENAI_BASE_URL=http://{host}/v1 (this server's API is "
                                    f"under /v1: {method} /v1{path}).", None, "unknown_url")
-        if self.routes is None or method == "OPTIONS" or not (path == "/v1" or path.startswith("/v1/")):
-            return None  # OPTIONS: a browser's CORS preflight, the server's to answer
+        if self.routes is None:
+            return None
+        # any method, OPTIONS too: a browser's CORS preflight was answered outside (BrowserOrigins)
         stored = (" (it stores no completions: each request sends the whole conversation)"
                   if path.startswith("/v1/chat/completions") and method != "POST" else "")
-        methods = self.routes.get(path)
-        if methods is None:
+        methods = {**self.routes, **_OWN}.get(path)
+        if methods is None and (path == "/v1" or path.startswith("/v1/")):
             return 404, error_body(f"Unknown request URL: {method} {path}. This server has {_SERVED}, "
                                    f"nothing else of OpenAI's API{stored}.", None, "unknown_url")
+        if methods is None:  # /favicon.ico, /v2/x: OpenAI's own words
+            return 404, error_body(f"Unknown request URL: {method} {scope.get('path', '')}. Please check the URL "
+                                   f"for typos, or see the docs at {_DOCS}.", None, "unknown_url")
+        if method == "HEAD" and "GET" in methods:  # /docs' head: the server's to answer
+            return None
         if method not in methods:
-            return 405, error_body(f"Invalid method for URL ({method} {path}): use {' or '.join(sorted(methods))}"
-                                   f"{stored}.", None, "method_not_allowed"), ", ".join(sorted(methods))
+            # OpenAI's words, then the fix; its code is null (405 {"message": "Invalid method for URL (GET /x)", ...})
+            return 405, error_body(f"Invalid method for URL ({method} {path or '/'}): use "
+                                   f"{' or '.join(sorted(methods))}{stored}.", None, None), ", ".join(sorted(methods))
         return None
