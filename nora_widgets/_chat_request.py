@@ -29,6 +29,7 @@ and some crashed the request with a 500 and a traceback:
     "top_p": "0.5" (a number as text)             read as 0.5                      400 (invalid_type), as OpenAI
     "stop": five strings or more                  all five honoured                400 (array_above_max_length)
     "top_logprobs": 21 (OpenAI lists 20 at most)  21 listed                        400 (integer_above_max_value)
+    "stream": null (OpenAI: the default)          400 (should be a valid boolean)  read as not given
 
 The types and ranges are OpenAI's (field_problem): code written here and run later against
 OpenAI meets the same 400, with OpenAI's words and code, instead of working here only.
@@ -206,6 +207,9 @@ def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
     wrong = field_problem(request)  # OpenAI's types and ranges: temperature 5 would be sampled, and babble
     if wrong:
         return wrong
+    for name in _BOOLEANS:  # null: the default, as OpenAI reads it; the server refused "stream": null
+        if name in request and request[name] is None:
+            del request[name]
     if request.get("n") not in (None, 1):
         return _refusal("n", f"Invalid 'n': {request['n']!r}; this server gives one choice per request "
                              "(n=1): send the request again for another.")

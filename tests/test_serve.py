@@ -217,6 +217,37 @@ def test_what_the_server_does_not_have_is_a_clear_404_or_405(server):
 
 
 @pytest.mark.model
+def test_a_path_outside_the_api_is_openais_404_and_a_wrong_method_its_405(server):
+    # each was the framework's {"detail": "Not Found"} (or "Method Not Allowed"); POST /health was a 400 about
+    # an empty JSON body.  OpenAI answers an unknown URL with these words and code unknown_url
+    import httpx
+    import openai
+
+    root = server.url[:-3]
+    at_root = openai.OpenAI(base_url=root, api_key="any", max_retries=0, timeout=60)
+    for path in ("/favicon.ico", "/v2/x", "/extras/x"):
+        with pytest.raises(openai.NotFoundError) as err:
+            at_root.get(path, cast_to=object)
+        assert err.value.body == {"message": f"Unknown request URL: GET {path}. Please check the URL for typos, or "
+                                             "see the docs at https://platform.openai.com/docs/api-reference/.",
+                                  "type": "invalid_request_error", "param": None, "code": "unknown_url"}
+    # an OPTIONS that is no browser's preflight (no Origin): as any other method
+    options = httpx.options(root + "/favicon.ico", timeout=10)
+    assert (options.status_code, options.json()["error"]["code"]) == (404, "unknown_url")
+    options = httpx.options(server.url + "/chat/completions", timeout=10)
+    assert (options.status_code, options.headers["allow"]) == (405, "POST")
+    assert options.json() == {"error": {
+        "message": "Invalid method for URL (OPTIONS /v1/chat/completions): use POST (it stores no completions: each "
+                   "request sends the whole conversation).", "type": "invalid_request_error", "param": None,
+        "code": None}}  # OpenAI's 405 has code null
+    for path, allow in (("/health", "GET, HEAD"), ("/", "GET, HEAD"), ("/docs", "GET, HEAD")):
+        wrong = httpx.post(root + path, timeout=10)
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, allow), path
+        assert wrong.json()["error"]["message"] == f"Invalid method for URL (POST {path}): use {allow.replace(', ', ' or ')}."
+    assert httpx.get(root + "/openapi.json", timeout=10).status_code == 200  # the server's own paths still answer
+
+
+@pytest.mark.model
 def test_a_tool_probing_health_or_a_browser_opening_the_address_gets_an_answer(server):
     # each was a 404 {"detail": "Not Found"}: a monitor probing /health (llama.cpp's server and vLLM answer
     # it) saw the server as down, and the address opened in a browser looked broken; HEAD /v1/models was a 405
@@ -541,6 +572,62 @@ def test_a_field_without_the_one_that_turns_it_on_is_openais_400(server, fields,
         server.client().chat.completions.create(model="m", messages=PLAIN, max_tokens=3, **fields)
     assert err.value.body == {"message": f"The '{param}' parameter is only allowed when '{switch}' is enabled.",
                               "type": "invalid_request_error", "param": param, "code": None}
+
+
+def _type(field: str, expected: str, got: str) -> tuple[str, str, str]:
+    return field, "invalid_type", f"Invalid type for '{field}': expected {expected}, but got {got} instead."
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("fields, body", [
+    # each was answered 200: the server's request model read "yes", 1 and "false" as booleans, "0.5" as a
+    # number, and ignored store; code that worked in class then got these 400s from OpenAI
+    ({"stream": "yes"}, _type("stream", "a boolean", "a string")),              # was streamed
+    ({"stream": 1}, _type("stream", "a boolean", "an integer")),
+    ({"stream": "false"}, _type("stream", "a boolean", "a string")),            # was a whole reply
+    ({"logprobs": "yes"}, _type("logprobs", "a boolean", "a string")),
+    ({"store": "yes"}, _type("store", "a boolean", "a string")),                # was ignored
+    ({"stream": True, "stream_options": {"include_usage": "yes"}},
+     _type("stream_options.include_usage", "a boolean", "a string")),
+    ({"top_p": "0.5"}, _type("top_p", "a decimal", "a string")),
+    ({"seed": "7"}, _type("seed", "an integer", "a string")),
+    ({"max_tokens": 2.5}, _type("max_tokens", "an integer", "a decimal number")),
+    ({"stop": ["a", "b", "c", "d", "e"]},                                       # all five were honoured
+     ("stop", "array_above_max_length", "Invalid 'stop': array too long. Expected an array with maximum length 4, "
+                                        "but got an array with length 5 instead.")),
+    ({"logprobs": True, "top_logprobs": 21},                                    # 21 were listed
+     ("top_logprobs", "integer_above_max_value", "Invalid 'top_logprobs': integer above maximum value. Expected "
+                                                 "a value <= 20, but got 21 instead.")),
+    # these were refused already, in the server's words and without a code; now OpenAI's
+    ({"max_tokens": -1}, ("max_tokens", "integer_below_min_value", "Invalid 'max_tokens': integer below minimum "
+                                                                   "value. Expected a value >= 1, but got -1 instead.")),
+    ({"n": 0}, ("n", "integer_below_min_value", "Invalid 'n': integer below minimum value. Expected a value >= 1, "
+                                                "but got 0 instead.")),
+    ({"temperature": 2.1}, ("temperature", "decimal_above_max_value", "Invalid 'temperature': decimal above "
+                                                                      "maximum value. Expected a value <= 2, but got "
+                                                                      "2.1 instead.")),
+    ({"top_p": -0.1}, ("top_p", "decimal_below_min_value", "Invalid 'top_p': decimal below minimum value. Expected "
+                                                           "a value >= 0, but got -0.1 instead.")),
+], ids=["stream-yes", "stream-1", "stream-false-string", "logprobs-yes", "store-yes", "include_usage-yes",
+        "top_p-string", "seed-string", "max_tokens-decimal", "stop-5-strings", "top_logprobs-21", "max_tokens-negative",
+        "n-0", "temperature-2.1", "top_p-negative"])
+def test_a_field_openai_refuses_is_refused_in_openais_words(server, fields, body):
+    import openai
+
+    param, code, message = body
+    with pytest.raises(openai.BadRequestError) as err:
+        server.client().chat.completions.create(model="m", messages=PLAIN, **{"max_tokens": 3, **fields})
+    assert err.value.body == {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+
+
+@pytest.mark.model
+def test_openais_edges_are_still_answered(server):
+    # what OpenAI takes at the ends of its ranges, and null for any field, is not refused by the checks above
+    c = server.client()
+    for fields in ({"stop": ["a", "b", "c", "d"]}, {"logprobs": True, "top_logprobs": 20}, {"temperature": 2},
+                   {"temperature": 0, "top_p": 1}, {"top_p": 0}, {"stream": None, "logprobs": None, "seed": None},
+                   {"store": False, "parallel_tool_calls": True}):
+        assert c.chat.completions.create(model="m", messages=PLAIN, max_tokens=2, **fields).choices, fields
 
 
 @pytest.mark.model
