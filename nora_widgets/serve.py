@@ -27,8 +27,9 @@ and so does every reply when Ctrl-C stops the server (its 503 says x-should-retr
 server is not back before the client's retries).  A request that is not streamed and
 still waits its turn after 10 s (NORA_SERVE_KEEPALIVE) is answered 200 then, and sent a space
 every 10 s until its reply comes, so its client's timeout never runs out in the queue
-(_keep_waiting.py).  Replies are mended where they differ
-from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
+(_keep_waiting.py).  A request OpenAI would refuse ("stream": "yes", five stop strings) is
+refused with OpenAI's 400 here, in class, not later on OpenAI (_chat_request.py); replies are
+mended where they differ from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
 OpenAI's shape (_routes.py), and so are a missing key (a 401), /health and / (what a
 monitor and a browser ask).  With --host 0.0.0.0 it also says the URL other machines set
 (network_urls).  A web page may call it from a browser when it comes from this machine or
