@@ -865,7 +865,7 @@ def test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once(server):
     assert out.splitlines()[-1] == "nora serve: stopped"
     # one access-log line per request, nothing else; llama.cpp's C-level log stays quiet (the stream's
     # client may hang up on the stop's error event before the server is done: then one line says so)
-    others = [line for line in out.splitlines()[:-1] if not re.fullmatch(r'INFO: +127\.0\.0\.1:\d+ - "(GET|HEAD|POST) '
+    others = [line for line in out.splitlines()[:-1] if not re.fullmatch(r'INFO: +127\.0\.0\.1:\d+ - "(GET|HEAD|POST|OPTIONS) '
                                                                          r'/\S* HTTP/1\.1" \d{3} [A-Za-z ]+', line)
               and not re.fullmatch(r"nora serve: the client at 127\.0\.0\.1:\d+ left; its reply stopped after "
                                    r"\d+ tokens?", line)
