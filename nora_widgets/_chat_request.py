@@ -105,8 +105,9 @@ def _number_problem(name: str, value: Any) -> dict | None:
     integer = isinstance(value, int) and not isinstance(value, bool)
     if not (integer or (kind == "decimal" and isinstance(value, float))):
         return _wrong_type(name, "an integer" if kind == "integer" else "a decimal", value)
-    for bound, over, side, sign in ((lowest, lowest is not None and value < lowest, "below minimum", ">="),
-                                    (highest, highest is not None and value > highest, "above maximum", "<=")):
+    # written as "not >=" so that NaN (which Python's json reads and writes) is refused, not sampled at
+    for bound, over, side, sign in ((lowest, lowest is not None and not value >= lowest, "below minimum", ">="),
+                                    (highest, highest is not None and not value <= highest, "above maximum", "<=")):
         if over:
             code = f"{kind}_{side.replace('imum', '').replace(' ', '_')}_value"  # integer_below_min_value
             return error_body(f"Invalid '{name}': {kind} {side} value. Expected a value {sign} {bound}, "

@@ -621,6 +621,21 @@ def test_a_field_openai_refuses_is_refused_in_openais_words(server, fields, body
 
 
 @pytest.mark.model
+def test_a_nan_temperature_is_refused_not_sampled_at(server):
+    # Python's json reads NaN (the openai client will not send it; a hand-made request can), and every
+    # comparison with NaN is false: a range check written as "value < 0 or value > 2" let it through
+    import httpx
+
+    body = '{"model": "m", "max_tokens": 2, "temperature": NaN, "messages": [{"role": "user", "content": "Hi."}]}'
+    reply = httpx.post(f"{server.url}/chat/completions", content=body,
+                       headers={"Content-Type": "application/json"}, timeout=60)
+    assert reply.status_code == 400
+    assert reply.json()["error"] == {"message": "Invalid 'temperature': decimal below minimum value. Expected a value "
+                                                ">= 0, but got nan instead.", "type": "invalid_request_error",
+                                     "param": "temperature", "code": "decimal_below_min_value"}
+
+
+@pytest.mark.model
 def test_openais_edges_are_still_answered(server):
     # what OpenAI takes at the ends of its ranges, and null for any field, is not refused by the checks above
     c = server.client()
