@@ -39,7 +39,7 @@ def bad_role(i: int, role: Any, roles: Iterable[str]) -> str:
         (got 'asistant'; did you mean 'assistant'?)"
     """
     roles = tuple(roles)
-    meant = _closest(role, roles)
+    meant = closest(role, roles)
     tail = f"; did you mean {meant!r}?" if meant else ""
     return f"message {i}: role must be one of {', '.join(roles)} (got {role!r}{tail})"
 
@@ -63,16 +63,17 @@ def not_a_list(history: Any) -> str:
     return head
 
 
-def _closest(role: Any, roles: tuple[str, ...]) -> str | None:
-    """The allowed role a typo most likely meant ('User', ' user', 'asistant'), or None."""
-    if not isinstance(role, str):
+def closest(word: Any, choices: tuple[str, ...]) -> str | None:
+    """The choice a typo most likely meant, or None: a role ('User', ' user', 'asistant'), a %chat command.
+    Example: closest("Hisotry", ("history", "wire")) -> 'history'; closest("hello", ("history", "wire")) -> None"""
+    if not isinstance(word, str):
         return None
-    plain = role.strip().lower()
-    if plain in roles:
+    plain = word.strip().lower()
+    if plain in choices:
         return plain
     import difflib  # only on this path: a refusal, never a good turn
 
-    found = difflib.get_close_matches(plain, roles, n=1, cutoff=0.75)
+    found = difflib.get_close_matches(plain, choices, n=1, cutoff=0.75)
     return found[0] if found else None
 
 

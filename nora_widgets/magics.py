@@ -32,6 +32,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
 
+from ._message_hints import closest
 from ._sent_line import describe_sent
 from ._terminal_text import printable
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
@@ -269,8 +270,15 @@ def _line_parser() -> _Parser:
 
 
 def _split(line: str, prog: str = "%chat") -> list[str]:
+    r"""The words of a magic's line: quotes group words, and a backslash is a character, kept as typed
+    (shlex.split's POSIX rules read it as an escape: C:\Users\x\chat.json became C:Usersxchat.json).
+    Example: _split(r'save "C:\my chats\a.json"') -> ['save', 'C:\\my chats\\a.json']"""
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True  # words end at spaces only, as shlex.split's do
+    lexer.commenters = ""  # a '#' is a word: '%chat # note' is refused as a command, not read as nothing
+    lexer.escape = ""  # no escape character at all, in quotes or out
     try:
-        return shlex.split(line)
+        return list(lexer)
     except ValueError as exc:  # e.g. "No closing quotation"
         example = '--system "Be brief."' if prog == "%chat" else '--model "my model"'
         raise UsageError(f"{prog}: {exc} (quote text with spaces: {example})") from None
@@ -500,7 +508,7 @@ class ChatMagics(Magics):
         if opts.amnesia:
             raise UsageError("%chat: --amnesia is for one turn: put it on the %%chat line of that cell")
         if opts.command is not None:  # a mistyped command changes no setting given with it on the line
-            _check_command(opts.command, opts.args)
+            opts.command = _check_command(opts.command, opts.args)
         changed = self._apply_settings(opts)
         command = opts.command or ("help" if opts.help or not changed else None)
         if command is None:
@@ -616,13 +624,23 @@ class ChatMagics(Magics):
         _show(f"loaded {count_of(len(messages), 'message')} ({count_of(turns, 'turn')}) from {path}")
 
 
-def _check_command(command: str, args: list) -> None:
-    """One UsageError line for an unknown command, the wrong number of arguments or a trim N that is not
-    a whole number, raised before any option on the same line is applied: "Nothing changes".
-    Example: _check_command("#", ["a", "comment"]) raises UsageError("%chat: unknown command '#' ...")"""
-    if command not in COMMANDS:
-        raise UsageError(f"%chat: unknown command {command!r} (use %%chat, two %, to send a message; "
-                         f"commands: {', '.join(COMMANDS)})")
+def _command(typed: str) -> str:
+    """The command meant, in any case; one UsageError line for a word that is none, naming the near miss.
+    Example: _command("HISTORY") -> 'history'; _command("Hisotry") raises UsageError("... did you mean 'history'? ...")"""
+    if typed.lower() in COMMANDS:
+        return typed.lower()
+    meant = closest(typed, COMMANDS)
+    hint = f"did you mean {meant!r}? " if meant else ""
+    raise UsageError(f"%chat: unknown command {typed!r} ({hint}use %%chat, two %, to send a message; "
+                     f"commands: {', '.join(COMMANDS)})")
+
+
+def _check_command(typed: str, args: list) -> str:
+    """The command as COMMANDS names it, or one UsageError line for an unknown command, the wrong number of
+    arguments or a trim N that is not a whole number, raised before any option on the same line is
+    applied: "Nothing changes".
+    Example: _check_command("Trim", ["2"]) -> 'trim'; _check_command("#", ["a"]) raises UsageError("%chat: unknown command '#' ...")"""
+    command = _command(typed)
     wants_arg = command in ("trim", "save", "load")
     if len(args) != (1 if wants_arg else 0) or wants_arg and not args[0].strip():  # '' would name the folder
         need = ("N, the number of turns to keep (e.g. %chat trim 2)" if command == "trim"
@@ -630,6 +648,7 @@ def _check_command(command: str, args: list) -> None:
         raise UsageError(f"%chat {command}: takes {need}")
     if command == "trim" and not _is_whole(args[0]):
         raise UsageError(f"%chat trim: N is the number of turns to keep, a whole number >= 0 (got {args[0]!r})")
+    return command
 
 
 def _url_named(s: ChatSession) -> str:

@@ -631,6 +631,109 @@ def test_a_command_with_the_wrong_arguments_says_what_it_takes(shell, source, li
     assert ran.usage_error and ran.stderr == f"UsageError: {line}\n"
 
 
+@pytest.mark.parametrize("source, args", [
+    ("%chat history x", None), ("%chat wire x", None), ("%chat reset now", None), ("%chat undo 2", None),
+    ("%chat help me", None), ("%chat trim", None), ("%chat trim 1 2", None), ("%chat save", None),
+    ("%chat save a.json b.json", "a.json"), ("%chat load", None), ("%chat load a.json b.json", "a.json"),
+    ("%chat UNDO now", None), ("%chat Save a.json b.json", "a.json"),
+    ("%chat --temperature 0 --keep-turns 1 trim", None),  # options given with it are not applied either
+])
+def test_every_command_with_the_wrong_number_of_arguments_is_one_line_and_changes_nothing(
+        shell, tmp_path, monkeypatch, source, args):
+    monkeypatch.chdir(tmp_path)
+    use(ScriptedClient(["a1", "a2"]))
+    run(shell, "%%chat\nu1")
+    run(shell, "%%chat\nu2")
+    (tmp_path / "a.json").write_text("kept as it was")
+    history = magics.conversation()
+    before = ([dict(m) for m in history], magics.session().describe())
+    ran = run(shell, source)
+    command = source.split()[-1 if source.startswith("%chat --") else 1].lower()
+    assert ran.usage_error and ran.stderr.startswith(f"UsageError: %chat {command}: takes "), ran.stderr
+    assert ran.stderr.count("\n") == 1 and ran.shown == [] and ran.stdout == ""
+    assert magics.conversation() is history and ([dict(m) for m in history], magics.session().describe()) == before
+    assert (tmp_path / "a.json").read_text() == "kept as it was" and sorted(tmp_path.iterdir()) == [tmp_path / "a.json"]
+
+
+# --------------------------------------------------------------------------- #
+# how a line is read: backslashes as typed, commands in any case
+
+
+@pytest.mark.parametrize("name", [r"C:\Users\x\chat.json", r"C:\my chats\a.json", r"\\server\share\chat.json"])
+def test_a_windows_path_keeps_its_backslashes_on_save_and_load(shell, tmp_path, monkeypatch, name):
+    # the line was split with POSIX shell rules, where '\' escapes: C:\Users\x\chat.json was saved as C:Usersxchat.json
+    monkeypatch.chdir(tmp_path)  # on Windows the name is a path; here it is one file name with backslashes in it
+    use(ScriptedClient(["a1"]))
+    run(shell, "%%chat\nu1")
+    before = [dict(m) for m in magics.conversation()]
+    typed = f'"{name}"' if " " in name else name
+    ran = run(shell, f"%chat save {typed}")
+    assert ran.shown == [f"saved 3 messages to {name}"], ran.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    run(shell, "%chat reset")
+    ran = run(shell, f"%chat load {typed}")
+    assert ran.shown == [f"loaded 3 messages (1 turn) from {name}"], ran.stderr
+    assert magics.conversation() == before
+
+
+@pytest.mark.parametrize("source, persona", [
+    (r"""%chat --system 'Match digits with re.findall(r"\d+", text)'""", r'Match digits with re.findall(r"\d+", text)'),
+    (r'%chat --system "Write paths as C:\Users\, never C:/Users/"', r"Write paths as C:\Users\, never C:/Users/"),
+])
+def test_a_backslash_in_a_setting_is_kept_as_typed(shell, source, persona):
+    use(ScriptedClient(["a"]))
+    ran = run(shell, source)
+    assert ran.result.success, ran.stderr
+    assert magics.conversation()[0] == {"role": "system", "content": persona}
+
+
+def test_a_backslash_before_a_space_does_not_join_words(shell):
+    # quotes group words; a backslash is never an escape, before a space either (one rule, no exceptions)
+    use(ScriptedClient(["a"]))
+    ran = run(shell, r"%chat --system Use\ one\ word")
+    assert ran.usage_error and r"unknown command 'one\\'" in ran.stderr, ran.stderr
+    assert magics.conversation()[0] == {"role": "system", "content": SYSTEM_PROMPT}
+
+
+@pytest.mark.parametrize("source", ["%chat HISTORY", "%chat History", "%chat --keep-turns all hIsToRy"])
+def test_a_command_in_another_case_is_that_command(shell, source):
+    use(ScriptedClient(["a1"]))
+    run(shell, "%%chat\nu1")
+    expected = run(shell, "%chat history")
+    ran = run(shell, source)
+    assert ran.result.success, ran.stderr
+    assert ran.outputs == expected.outputs
+
+
+def test_trim_save_and_load_in_another_case_work_as_in_lower_case(shell, tmp_path):
+    use(ScriptedClient(["a1", "a2"]))
+    run(shell, "%%chat\nu1")
+    run(shell, "%%chat\nu2")
+    path = tmp_path / "t.json"
+    assert run(shell, f"%chat SAVE {path}").shown == [f"saved 5 messages to {path}"]
+    assert run(shell, "%chat Trim 1").shown == ["trimmed: kept the persona and the last 1 turn (5 -> 3 messages)"]
+    assert run(shell, f"%chat Load {path}").shown == [f"loaded 5 messages (2 turns) from {path}"]
+    assert len(magics.conversation()) == 5
+
+
+@pytest.mark.parametrize("source, meant", [
+    ("%chat Hisotry", "history"), ("%chat hsitory", "history"), ("%chat wier", "wire"), ("%chat RESTE", "reset"),
+    ("%chat sav chat.json", "save"), ("%chat lod chat.json", "load"), ("%chat tirm 2", "trim"),
+    ("%chat hello there", None), ("%chat #", None), ("%chat Le Guin", None),
+])
+def test_an_unknown_command_names_the_near_miss(shell, source, meant):
+    use(ScriptedClient(["a"]))
+    run(shell, "%%chat\nhi")
+    before = [dict(m) for m in magics.conversation()]
+    ran = run(shell, source)
+    typed = source.split()[1]
+    hint = f"did you mean {meant!r}? " if meant else ""
+    assert ran.usage_error and ran.stderr == (
+        f"UsageError: %chat: unknown command {typed!r} ({hint}use %%chat, two %, to send a message; "
+        "commands: history, wire, reset, undo, trim, save, load, help)\n"), ran.stderr
+    assert magics.conversation() == before
+
+
 @pytest.mark.parametrize("source, line", [
     # each was "%%chat: unrecognized arguments: --system You are a pirate (see %chat help)": what, not where
     ('%%chat --system "You are a pirate"\nhi',
