@@ -28,7 +28,7 @@ import time
 import uuid
 import weakref
 from typing import Any, Iterator
-from urllib.parse import urlsplit  # no cost: the package's other imports load it anyway
+from urllib.parse import parse_qsl, urlsplit, urlunsplit  # no cost: the package's other imports load it anyway
 
 from .errors import NO_KEY, NoraError, count_of, redact
 from .tokens import rough_tokens
@@ -370,10 +370,14 @@ def make_client(
         key = NO_KEY  # local servers (Ollama, llama.cpp, vLLM) accept any key
     import openai
 
+    # openai's client appends the path to base_url as text, after any ?query in it (.../v1/?api-version=X
+    # chat/completions, a 404): the query goes to every request as the client's default_query instead
+    base_url, query = _split_query(base_url)
     wire = WireLog()
     client = openai.OpenAI(
         api_key=key,
         base_url=base_url,
+        default_query=query,
         timeout=timeout,
         max_retries=max_retries,
         http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http]}),
@@ -389,6 +393,17 @@ def make_client(
     # next turn
     client.default_model_pending = _AskAgain(client, base_url, asked=ask_models) if listed is None else None
     return client
+
+
+def _split_query(base_url: str | None) -> tuple[str | None, dict | None]:
+    """A base URL without its query, and the query's parameters (None: there is none), for an
+    Azure-style gateway that wants ?api-version=... on every request.
+    Example: _split_query("http://host:8000/v1?api-version=2024-02-01") -> ("http://host:8000/v1", {"api-version": "2024-02-01"})"""
+    if not base_url or "?" not in base_url:
+        return base_url, None
+    parts = urlsplit(base_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True)) or None
+    return urlunsplit(parts._replace(query="", fragment="")), query
 
 
 def _one_model(names: list[str]) -> str | None:

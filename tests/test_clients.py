@@ -277,6 +277,41 @@ def test_the_window_a_server_states_is_the_one_nora_shows(monkeypatch):
         assert context_window(make_client(base_url=ollama.base_url)) is None
 
 
+QUERY = "api-version=2024-02-01"  # as Azure-style gateways want on every request
+
+
+def test_openais_client_puts_the_path_after_a_query_in_its_base_url():
+    # why make_client moves the query (below): openai's own client joins the path to base_url as text, so a
+    # base_url with ?api-version=... sends the path inside the query, a 404 on any server.  If this starts to
+    # fail, openai joins correctly now and make_client's _split_query could go.
+    from tests.servers.openai_stub import StubServer
+
+    with StubServer() as stub:
+        client = openai.OpenAI(base_url=f"{stub.base_url}?{QUERY}", api_key="sk-test-x", max_retries=0)
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert [r.path for r in stub.requests] == [f"/v1/?{QUERY}chat/completions"]
+
+
+def test_a_base_url_with_a_query_sends_it_on_every_request_and_the_wire_log_has_the_url_sent(monkeypatch):
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with StubServer(model="smollm2.gguf", window=3000, speaks_like="llamacpp") as stub:
+        client = make_client(base_url=f" {stub.base_url}?{QUERY} ", max_retries=0)
+        assert client.default_model == "smollm2.gguf" and client.model_windows == {"smollm2.gguf": 3000}
+        assert run_turn(client, [dict(MESSAGES[0])], "Hi").startswith("I got 2 messages")
+        assert [r.path for r in stub.requests] == [f"/v1/models?{QUERY}", f"/props?{QUERY}",
+                                                  f"/v1/chat/completions?{QUERY}"]
+        assert client.wire.last["url"] == f"{stub.base_url}/chat/completions?{QUERY}"  # the request's own URL
+        assert describe_client(client).startswith(f"OpenAI-compatible server {stub.base_url}, model smollm2.gguf")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:9/v1?{QUERY}&deployment=a%20b")  # from the variable too
+    client = make_client(ask_models=False)
+    assert str(client.base_url) == "http://127.0.0.1:9/v1/"
+    assert client.default_query == {"api-version": "2024-02-01", "deployment": "a b"}
+
+
 def test_a_window_asked_for_after_the_server_came_up_is_known_from_then_on(monkeypatch):
     from nora_widgets.tokens import context_window
     from tests.servers.openai_stub import StubServer

@@ -890,6 +890,20 @@ def test_openai_backend_sends_the_whole_transcript_and_wire_masks_the_key(shell,
     assert KEY not in everything and KEY[8:] not in everything
 
 
+@pytest.mark.timeout(30)
+def test_a_base_url_with_a_query_keeps_it_on_every_request_and_wire_shows_the_url_sent(shell, stub_server):
+    # openai's client put the path after the query, so every call went to /v1/?api-version=...chat/completions
+    # (a 404) and %chat wire showed that URL, as it was really sent
+    query = "api-version=2024-02-01"
+    stub_server.enqueue("Yes.")
+    ran = run(shell, f"%chat --backend openai --base-url {stub_server.base_url}?{query} --max-retries 0")
+    assert ran.result.success, ran.stderr
+    assert run(shell, "%%chat\nhi").stdout == "Yes.\n"
+    assert [r.path for r in stub_server.requests] == [f"/v1/models?{query}", f"/v1/chat/completions?{query}"]
+    head = run(shell, "%chat wire").shown[0].split("\n\n", 1)[0]
+    assert head.splitlines()[0] == f"POST {stub_server.base_url}/chat/completions?{query}"
+
+
 def test_an_empty_model_goes_back_to_the_servers_own(shell, stub_server, monkeypatch):
     # the name was built into the client, so `%chat --model ''` kept sending gpt-4o
     monkeypatch.setenv("OPENAI_API_KEY", KEY)

@@ -1301,6 +1301,19 @@ def test_wire_view_with_the_real_openai_client_over_http(stub_server):
     assert secret[3:12] not in panel.header.value
 
 
+def test_wire_view_shows_the_url_sent_for_a_base_url_with_a_query(stub_server):
+    # an Azure-style ?api-version=... in the base URL: openai's client put the path after it (a 404), and the
+    # view showed that URL as sent; make_client now sends the query with every request, after the path
+    query = "api-version=2024-02-01"
+    client = make_client("openai", api_key="sk-test-x0123456789", base_url=f"{stub_server.base_url}?{query}",
+                         max_retries=0, timeout=5)
+    panel = ChatPanel(client, views=("wire",))
+    assert panel_send(panel, "hi").startswith("I got 2 messages")
+    assert stub_server.requests[-1].path == f"/v1/chat/completions?{query}"
+    assert panel.wire_view.data["url"] == f"{stub_server.base_url}/chat/completions?{query}"
+    assert f"POST {stub_server.base_url}/chat/completions?{query}" in unescape(panel.wire_view.body.value)
+
+
 def test_real_http_failure_is_one_line_and_rolls_back(stub_server):
     from tests.servers.openai_stub import rate_limit
 

@@ -234,7 +234,8 @@ def default_reply(messages: list) -> str:
 
 @dataclass
 class Recorded:
-    """One request as received.  headers: lower-case names; body: parsed JSON (None if not JSON)."""
+    """One request as received.  path: as sent, any ?query included; headers: lower-case names; body: parsed
+    JSON (None if not JSON)."""
 
     method: str
     path: str
@@ -383,11 +384,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ---------------------------------------------------------------
 
+    @property
+    def _route(self) -> str:
+        """The path a request is routed by: a query (?api-version=...) does not change the route, as on a real
+        server.  Example: '/v1/chat/completions?api-version=2024-02-01' -> '/v1/chat/completions'"""
+        return self.path.split("?", 1)[0].rstrip("/")
+
     def do_GET(self) -> None:
         self.server.stub._record(self, b"")
         if not self._authorized():
             return
-        if self.path.rstrip("/") in ("/v1/models", "/models"):
+        if self._route in ("/v1/models", "/models"):
             fault = self.server.stub._next_models_fault()
             if fault is not None and fault.kind == "error":
                 self._send_error(fault.status, fault.message, fault.type, fault.code, fault.headers)
@@ -399,7 +406,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_json(200, {"object": "list", "data": [self.server.stub._listing(name)
                                                              for name in self.server.stub.names]})
-        elif self.path.rstrip("/") == "/props" and self.server.stub.speaks_like == "llamacpp":
+        elif self._route == "/props" and self.server.stub.speaks_like == "llamacpp":
             self._send_json(200, {"default_generation_settings": {"n_ctx": self.server.stub.window},
                                   "total_slots": 1})
         else:
@@ -410,7 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.stub._record(self, raw)
         if not self._authorized():
             return
-        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+        if self._route not in ("/v1/chat/completions", "/chat/completions"):
             self._send_error(404, f"Unknown path {self.path}", code="not_found")
             return
         try:
@@ -621,7 +628,8 @@ class StubServer:
     @property
     def chat_requests(self) -> list[Recorded]:
         """Only the POSTs to /chat/completions, in arrival order."""
-        return [r for r in list(self.requests) if r.method == "POST" and r.path.rstrip("/").endswith("/chat/completions")]
+        return [r for r in list(self.requests) if r.method == "POST" and
+                r.path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")]
 
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> bool:
         """Wait until at least `count` requests have arrived; True if they did."""
