@@ -29,11 +29,16 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
-__all__ = ["BlockBox", "PLACE"]
+__all__ = ["BlockBox", "PLACE", "KEEP"]
 
 # Where the blocks go in a frame.  A <template> is allowed anywhere, in a <table> or a <pre> too,
 # where any other element would be moved out of the table by the browser's parser.
 PLACE = "<template data-nora-blocks></template>"
+
+# A key for draw(): the block at that anchor keeps what it shows (a new one is drawn by html(i)).  The
+# chat panel's turn in progress streams into a block of its own (redraw); a redraw of the messages
+# meanwhile leaves it as it is.
+KEEP = object()
 
 _ESM = r"""
 function render({ model, el }) {
@@ -100,10 +105,22 @@ function render({ model, el }) {
     else { el.removeAttribute("role"); el.removeAttribute("aria-label"); }
   };
   const SCROLL_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown", "Home", "End", " "];
+  // End scrolls smoothly, and in a box that grew meanwhile (a reply streaming in the conversation) it stopped
+  // short of the end (102 px above the newest line) and stayed there; at its very end a box that scrolls
+  // from the bottom (column-reverse) follows what is added.  So when the scroll End began is over, the box
+  // goes the rest of the way, unless another key, the wheel or a click came first.  (Set at the key, the
+  // end was lost: a smooth scroll still running from the key before carried the box back.)
+  let ending = null;  // the region End was pressed in, until its scroll is over
   el.addEventListener("keydown", (e) => {
-    if (SCROLL_KEYS.includes(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey
-        && e.target instanceof Element && e.target.matches("[role=region]")) e.stopPropagation();
+    if (!SCROLL_KEYS.includes(e.key) || e.ctrlKey || e.metaKey || e.altKey
+        || !(e.target instanceof Element) || !e.target.matches("[role=region]")) return;
+    e.stopPropagation();
+    ending = e.key === "End" ? e.target : null;
   });
+  el.addEventListener("scrollend", (e) => {  // scrollend does not bubble: heard on the way down (capture)
+    if (ending && e.target === ending) { ending.scrollTop = ending.scrollHeight; ending = null; }
+  }, true);
+  for (const type of ["wheel", "pointerdown"]) el.addEventListener(type, () => { ending = null; }, { passive: true });
   name();
   frame();
   draw();
@@ -151,6 +168,8 @@ class BlockBox(anywidget.AnyWidget):
             old, shown, blocks, changed = self._shown, {}, [], 0
             for i, (anchor, key) in enumerate(zip(anchors, keys)):
                 block, was = old.pop(anchor, (None, None))
+                if key is KEEP and block is not None:
+                    key = was
                 if block is None:
                     block = _Block(value=html(i))
                     changed += 1
@@ -170,6 +189,19 @@ class BlockBox(anywidget.AnyWidget):
             if changed or old or framed:
                 self.redrawn += 1
         return changed
+
+    def redraw(self, anchor: Hashable, key: Hashable, html: str) -> bool:
+        """Only the block at anchor (drawn by the last draw()) now shows key, drawn as html; nothing is
+        sent when it shows key already.  Returns whether it was sent.
+        Example: box.redraw("live", "<p>Hel</p>", "<p>Hel</p>") -> True; the same again -> False"""
+        with self._lock:
+            block, was = self._shown[anchor]
+            if was == key:
+                return False
+            self._shown[anchor] = (block, key)
+            block.value = html
+            self.redrawn += 1
+        return True
 
     @property
     def value(self) -> str:

@@ -6,6 +6,10 @@
     box.value                  # the whole HTML: == views.transcript_html(history)
     box.show(history, "hi", "Hel")   # the turn in progress too, in a block of its own (the side-by-side view)
 
+    box = TranscriptBox(live=True)   # the chat panel's: the turn in progress streams into its last block
+    box.show_live("hi", "Hel")       # sends that block only
+    box.show(history, keep_live=True)   # the messages redrawn, the turn in progress left as it is
+
 Why: one HTML widget holding the whole chat sent it whole after every turn, 735 kB at 1,000
 messages and 3.7 MB at 5,000, and the page parsed it all again (benchmarks/bench_panel.py).  Here
 the messages go in blocks of BLOCK; each block is a model of its own (``_Block``, a value and no
@@ -20,6 +24,10 @@ The page draws what ``views.transcript_html`` draws, the same message HTML in th
 
 one region named "conversation" around all blocks, scrolled to the newest message by the same
 column-reverse box.  A block's <div> has no style of its own: the messages lay out as in one list.
+With live=True the last block is the turn in progress (the message on its way, the reply so far):
+inside the region, so the keys that scroll the conversation reach the reply being written too (in a
+scrolling box of its own under the region, the start of a long reply could not be reached from the
+keyboard), and it is no second region or Tab stop.
 The blocks and the page's JavaScript are _blocks.BlockBox's (the inspector's tables and the wire view
 go the same way), and so does the side-by-side view's (views.CompareView).  The browser tests draw it
 in JupyterLab.
@@ -27,9 +35,9 @@ in JupyterLab.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
-from ._blocks import PLACE, BlockBox
+from ._blocks import KEEP, PLACE, BlockBox
 from .views import EMPTY_TRANSCRIPT, TRANSCRIPT_HEIGHT, live_html, message_html, transcript_frame
 
 __all__ = ["TranscriptBox", "BLOCK"]
@@ -60,12 +68,13 @@ class TranscriptBox(BlockBox):
         self.label = label  # the region's name for screen readers
         self.show([])
 
-    def show(self, messages: Sequence[dict], pending: str | None = None, streaming: str | None = None) -> int:
+    def show(self, messages: Sequence[dict], pending: str | None = None, streaming: str | None = None,
+             keep_live: bool = False) -> int:
         """Draw messages; only blocks whose messages changed are sent.  Returns how many were.
         pending, streaming: the turn in progress (views.live_html), drawn after the messages in a block
         of its own, so that each piece of a streamed reply sends that block only (with live=True the
-        block is always there); the panel's own transcript has its live area beside it instead, the
-        side-by-side view draws it here.
+        block is always there).  keep_live: that block keeps what it shows (the panel streams into it
+        with show_live, and redraws the messages meanwhile).
         Example: 120 messages drawn, then 122 -> 1 (the third block: messages 100-121)."""
         n = self.block_size
         live = live_html(pending, streaming)
@@ -73,11 +82,23 @@ class TranscriptBox(BlockBox):
         keys: list = [_key(c) for c in chunks]
         anchors: list = list(range(len(chunks)))
         if live or self.live:  # named apart from the messages' blocks
-            keys.append(live)
+            keys.append(KEEP if keep_live else live)
             anchors.append("live")
         return self.draw(transcript_frame(PLACE, self.max_height, self.label), keys,
                          lambda i: ("".join(message_html(m) for m in chunks[i]) or EMPTY_TRANSCRIPT)
                          if i < len(chunks) else live, anchors=anchors)
+
+    def show_live(self, pending: str | None = None, streaming: str | None = None) -> bool:
+        """The turn in progress only (live=True): the message on its way and the reply so far, in the last
+        block; the messages' blocks are not looked at.  show_live() empties it.  Returns whether it was sent.
+        Example: box.show_live("hi", "Hel"); box.live_block.value.count('class="nora-msg ') -> 2"""
+        html = live_html(pending, streaming)
+        return self.redraw("live", html, html)
+
+    @property
+    def live_block(self) -> Any:
+        """The block the turn in progress is drawn in (live=True): its ``value`` is that HTML, "" between turns."""
+        return self._shown["live"][0]
 
     @property
     def value(self) -> str:

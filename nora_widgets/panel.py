@@ -101,16 +101,16 @@ LIVE_COLOURS = {"warning": ("#b45309", "#92400e"), "danger": ("#c62828", "#a51d1
 # is here (tests/test_panel.py checks).
 ICON_GLYPHS = {"paper-plane": "f1d8", "stop": "f04d", "eraser": "f12d", "trash": "f2ed", "undo": "f0e2",
                "save": "f0c7", "folder-open": "f07c", "check": "f00c"}  # check: a view toggle that is on
-# The transcript and the reply that streams share one box (.nora-chat-box) at most v.TRANSCRIPT_HEIGHT high:
-# the transcript gives way (it scrolls, newest at the bottom) as the reply grows, up to LIVE_HEIGHT, so
-# the input row and Stop stay where they are.  Each in a box of its own at most 45% high, a long chat
-# and a long reply made 90% of the window: on a projector (1280x720 at 150%) the input row went down
-# 121 px at each reply's start, and off the screen while a long reply streamed.
-LIVE_HEIGHT = "min(280px, 30vh)"
+# The transcript and the reply that streams share one scrolling box, the region "conversation" (at most
+# v.TRANSCRIPT_HEIGHT high): the reply is drawn in its last block (TranscriptBox(live=True)), so the earlier
+# messages give way (they scroll, newest at the bottom) as the reply grows, and the input row and Stop stay
+# where they are.  Each in a box of its own at most 45% high, a long chat and a long reply made 90% of the
+# window: on a projector (1280x720 at 150%) the input row went down 121 px at each reply's start.  Then the
+# reply had a scrolling part of its own under the region (at most min(280px, 30vh)): its start scrolled
+# out of that part, and the keys that scroll the conversation could not reach it.
 CHAT_BOX_CSS = (f".nora-panel .nora-chat-box{{max-height:{v.TRANSCRIPT_HEIGHT};overflow:hidden}}"
-                ".nora-panel .nora-chat-box>*,.nora-panel .nora-chat-box .widget-html-content"
+                ".nora-panel .nora-chat-box>*"
                 "{display:flex;flex-direction:column;flex:0 1 auto;min-height:0;margin:0}"
-                ".nora-panel .nora-chat-box>.nora-live{flex-shrink:0}"
                 ".nora-panel .nora-chat-box .nora-transcript{min-height:0;flex:0 1 auto}"
                 # the transcript is a Tab stop: its focus ring inside its edge, where the box's
                 # overflow:hidden does not cut it off
@@ -290,10 +290,11 @@ class ChatPanel(widgets.VBox):
         self.header = widgets.HTML()
         # the conversation, in blocks of messages: a turn sends the page only the block it changed
         # (_transcript_box.py); self.transcript.value is the whole HTML, views.transcript_html(history)
-        self.transcript = TranscriptBox()
-        self.live = widgets.HTML()  # the turn in progress: pending user message + streamed reply
-        self.live.add_class("nora-live")
-        self.chat_box = widgets.VBox([self.transcript, self.live])  # one box for both (CHAT_BOX_CSS)
+        # live=True: the turn in progress (the message on its way, the reply so far) is its last block, in the
+        # same region, so the keys that scroll the conversation reach the reply being written too
+        self.transcript = TranscriptBox(live=True)
+        self.live = self.transcript.live_block  # that block: .value is the turn in progress's HTML ("" between)
+        self.chat_box = widgets.VBox([self.transcript])  # (CHAT_BOX_CSS)
         self.chat_box.add_class("nora-chat-box")
         self.error = widgets.HTML()  # under the input, in the status line's room (LINE_CSS)
         self.error.add_class("nora-error-line")
@@ -534,10 +535,9 @@ class ChatPanel(widgets.VBox):
         self._set_busy(True)
         if self._refocus:  # Send is disabled now, which drops the focus a click gave it: the input takes it
             self.prompt.focus()  # (Enter left it there), and Stop is one Tab away (see docs/panel.md)
-        # the turn in progress scrolls in a box of its own (newest line at the bottom), so a long
-        # reply cannot push the input row and Stop off the screen while it streams.  label=None: it is
-        # no region and no Tab stop of its own; the transcript above it is the box's one ("conversation")
-        self.live.value = v.transcript_html([], pending=text, max_height=LIVE_HEIGHT, label=None)
+        # the turn in progress is the transcript's last block: it scrolls with the conversation, in the
+        # same region (no second region or Tab stop), and the earlier messages give way as it grows
+        self.transcript.show_live(text)
         twin = self.twin_history if self.side_by_side.value else None
 
         # Until the first words come, the status line counts the seconds (a shared server may be
@@ -548,8 +548,7 @@ class ChatPanel(widgets.VBox):
         def show_reply(so_far: str) -> None:
             if ticker.stop():  # the first words: the count is over
                 self._say("replying\u2026")
-            self.live.value = v.transcript_html([], pending=text, streaming=so_far, max_height=LIVE_HEIGHT,
-                                                label=None)
+            self.transcript.show_live(text, so_far)
 
         def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
             self._prev_sent, self.last_sent = self.last_sent, sent
@@ -605,8 +604,8 @@ class ChatPanel(widgets.VBox):
         screen while refresh() recounts tokens."""
         with self._lock:
             history = list(self.history)
-        self.transcript.show(history)
-        self.live.value = ""
+        self.transcript.show(history, keep_live=True)
+        self.transcript.show_live()
 
     def _finish(self, result: TurnResult | None) -> None:
         self.last_result = result
@@ -925,7 +924,7 @@ class ChatPanel(widgets.VBox):
         self.header.value = (f'<div style="font-family:sans-serif;line-height:1.4"><b>{escape(self.title)}</b> '
                              f'<span style="color:{MUTED}">\u00b7 {escape(who)} \u00b7 {escape(memory)} \u00b7 '
                              f"{count_of(len(history), 'message')} in the list</span></div>")
-        self.transcript.show(history)
+        self.transcript.show(history, keep_live=True)  # a reply streaming meanwhile stays (show_live)
         self.compare.update(self.twin_history, error=self._twin_error)
 
         # what the next call sends, and what trimming leaves out

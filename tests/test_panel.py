@@ -222,10 +222,12 @@ def test_the_reply_runs_on_a_worker_thread_and_stop_rolls_back():
     assert panel.stop.button_style == "warning"
     assert panel.history == before
     assert "one" in panel.live.value and "Tell me a long story" in panel.live.value
-    # the chat box's one Tab stop and one region is the transcript: the live part under it is neither
-    # (it was a second region named "conversation" while a reply streamed)
-    assert 'role="region"' not in panel.live.value and 'tabindex="-1"' in panel.live.value
-    assert 'aria-label="conversation" tabindex="0"' in panel.transcript.value
+    # the reply being written is inside the transcript's one region and Tab stop, whose keys scroll it: the
+    # live part was a second region named "conversation", then a scrolling box of its own under the region
+    whole = panel.transcript.value
+    assert panel.live is panel.transcript.blocks[-1] and panel.live.value in whole
+    assert whole.count('role="region"') == 1 and whole.count("tabindex") == 1
+    assert 'aria-label="conversation" tabindex="0"' in whole
     panel.send.click()  # a second click while busy is ignored
     panel.stop.click()
     result = panel.wait(5)
@@ -710,11 +712,13 @@ def test_a_long_streaming_reply_scrolls_in_a_box_and_does_not_push_stop_off_scre
     panel.live.observe(lambda change: seen.append(change["new"]), names="value")
     panel_send(panel, "a long story")
     streamed = [html for html in seen if "w0" in html]
-    assert streamed and all("max-height:min(280px, 30vh)" in html and "overflow-y:auto" in html for html in streamed)
-    # and the reply shares one box with the transcript, at most as high as the transcript alone: two
-    # boxes of 45% each pushed the input row off a projector's screen (tests/browser checks the pixels)
-    assert list(panel.chat_box.children) == [panel.transcript, panel.live]
-    assert "nora-chat-box" in panel.chat_box._dom_classes and "nora-live" in panel.live._dom_classes
+    # the reply streams into the transcript's last block, inside its scrolling box: the messages give way
+    # as it grows, in a box at most as high as the transcript alone (two boxes of 45% each pushed the input
+    # row off a projector's screen; tests/browser checks the pixels)
+    assert streamed and all("max-height" not in html for html in streamed)
+    assert list(panel.chat_box.children) == [panel.transcript] and panel.live is panel.transcript.blocks[-1]
+    assert "max-height:min(420px, 45vh)" in panel.transcript.frame and "overflow-y:auto" in panel.transcript.frame
+    assert "nora-chat-box" in panel.chat_box._dom_classes
     assert ".nora-panel .nora-chat-box{max-height:min(420px, 45vh);overflow:hidden}" in panel._focus_style.value
 
 
@@ -1871,21 +1875,31 @@ def shows_the_history(panel) -> bool:
     return whole == panel.transcript.value == transcript_html(panel.history)
 
 
+def message_blocks(panel) -> list:
+    """The transcript's blocks of messages: all but the last, the turn in progress (panel.live)."""
+    assert panel.transcript.blocks[-1] is panel.live
+    return list(panel.transcript.blocks)[:-1]
+
+
 def test_a_turn_at_120_messages_sends_the_page_only_the_last_block(monkeypatch):
     # the transcript was one HTML widget, sent whole after every turn: 735 kB at 1,000 messages
     from nora_widgets._transcript_box import BLOCK
+    from nora_widgets.views import live_html
     wire = PageWire(monkeypatch)
     panel = ChatPanel(ScriptedClient(["**Done.**"] * 3), history=chat_of(120))
-    blocks = list(panel.transcript.blocks)
+    blocks = message_blocks(panel)
     assert BLOCK == 50 and len(blocks) == 3 and shows_the_history(panel)
     wire.messages.clear()
     panel_send(panel, "one more?")
     assert len(panel.history) == 122 and shows_the_history(panel)
-    sent = wire.about(panel)
+    # the turn in progress went in its own block (the message on its way, the reply as it came, then nothing)
+    live = [data["state"]["value"] for cid, kind, data in wire.about(panel) if cid == panel.live.model_id]
+    assert live[0] == live_html("one more?") and live[-1] == "" and len(live) >= 2
+    sent = [m for m in wire.about(panel) if m[0] != panel.live.model_id]
     # one message: the last block's new value (messages 100-121); blocks 1 and 2 and the box untouched
     assert [(cid, kind) for cid, kind, _ in sent] == [(blocks[2].model_id, "comm_msg")], sent
     assert sent[0][2]["state"] == {"value": blocks[2].value} and "<strong>Done.</strong>" in blocks[2].value
-    assert panel.transcript.blocks == blocks
+    assert message_blocks(panel) == blocks
     assert len(json.dumps(sent[0][2])) < len(panel.transcript.value) / 2  # the block, not the chat
 
     # a full last block: the next turn opens a new one, with its two messages, and names it in the box
@@ -1893,7 +1907,7 @@ def test_a_turn_at_120_messages_sends_the_page_only_the_last_block(monkeypatch):
     panel.refresh()
     wire.messages.clear()
     panel_send(panel, "and another?")
-    sent = wire.about(panel)
+    sent = [m for m in wire.about(panel) if m[0] != panel.live.model_id]
     new = panel.transcript.blocks[3]
     assert [(cid, kind) for cid, kind, _ in sent] == [(new.model_id, "comm_open"),
                                                      (panel.transcript.model_id, "comm_msg")], sent
@@ -1907,8 +1921,8 @@ def test_clear_undo_load_persona_and_trimming_redraw_only_the_blocks_that_change
     panel = ChatPanel(ScriptedClient(["Ahoy."] * 5), history=chat_of(120))
     first = [b.model_id for b in panel.transcript.blocks]
 
-    def changed() -> list[int]:  # the blocks that got a new value since the last look, by place
-        ids = [b.model_id for b in panel.transcript.blocks]
+    def changed() -> list[int]:  # the blocks of messages that got a new value since the last look, by place
+        ids = [b.model_id for b in message_blocks(panel)]
         out = sorted({ids.index(cid) for cid, kind, _ in wire.messages if kind == "comm_msg" and cid in ids})
         wire.messages.clear()
         return out
@@ -1929,11 +1943,11 @@ def test_clear_undo_load_persona_and_trimming_redraw_only_the_blocks_that_change
 
     save_transcript(str(tmp_path / "c.json"), chat_of(60))  # the same first 50 messages, but the persona
     panel.load_from(str(tmp_path / "c.json"))  # 60 messages: the first block (persona), the second; one closed
-    assert wire.closed & set(first) == {first[2]} and len(panel.transcript.blocks) == 2
+    assert wire.closed & set(first) == {first[2]} and len(message_blocks(panel)) == 2
     assert changed() == [0, 1] and shows_the_history(panel)
 
     panel.clear.click()  # one block of the persona; every other block closed, in the page too
-    assert shows_the_history(panel) and len(panel.transcript.blocks) == 1 and wire.closed & set(first) == {first[1]}
+    assert shows_the_history(panel) and len(message_blocks(panel)) == 1 and wire.closed & set(first) == {first[1]}
     panel.persona.value = ""  # no message at all: the empty-conversation text, as before
     assert panel.history == [] and shows_the_history(panel) and "(empty conversation)" in panel.transcript.value
     assert panel.transcript.value.startswith('<div class="nora-transcript" role="region" aria-label="conversation"')

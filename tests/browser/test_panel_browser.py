@@ -667,12 +667,14 @@ def test_on_a_720p_projector_the_input_row_stays_put_while_a_reply_streams(lab, 
         page.screenshot(path=str(SCREENSHOTS / "panel-projector-streaming.png"))
         streaming = page.evaluate("""() => {
             const box = document.querySelector('.nora-panel .nora-chat-box').getBoundingClientRect();
-            const live = document.querySelector('.nora-panel .nora-live .nora-transcript');
-            return {box: box.height, live: live.getBoundingClientRect().height, scrolls: live.scrollHeight > live.clientHeight};
+            const region = document.querySelector('.nora-panel .nora-chat-box .nora-transcript');
+            const reply = [...region.querySelectorAll('.nora-msg-assistant')].pop();
+            return {box: box.height, writing: reply.textContent.includes('\u258d'),
+                    scrolls: region.scrollHeight > region.clientHeight};
         }""")
         page.wait_for_function("() => document.querySelector('.nora-panel .nora-stop').disabled", timeout=60_000)
         after = page.evaluate(ROW_JS)
-        assert streaming["scrolls"] and streaming["box"] <= 0.45 * 480 + 1, streaming
+        assert streaming["scrolls"] and streaming["writing"] and streaming["box"] <= 0.45 * 480 + 1, streaming
         assert all(abs(d["top"] - before["top"]) <= 2 for d in during), (before, during)
         assert after["top"] == before["top"] and before["bottom"] <= 480, (before, after)
         for d in during:  # the message being written starts where the others do
@@ -1138,7 +1140,9 @@ PAGE_TRANSCRIPT_JS = """() => {
     const box = t.getBoundingClientRect(), last = msgs.length ? msgs[msgs.length - 1].getBoundingClientRect() : box;
     return {regions: document.querySelectorAll('.nora-panel [role=region][aria-label=conversation]').length,
             texts: msgs.map((m) => m.querySelector('.nora-content').innerText.trim()),
-            blocks: t.firstElementChild.children.length,
+            // the blocks of messages: the last block is the turn in progress's, empty between turns
+            blocks: t.firstElementChild.children.length - 1,
+            live_empty: t.firstElementChild.lastElementChild.innerHTML === '',
             first_kept: t.firstElementChild.children[0].dataset.seen === 'yes',
             newest_in_sight: last.bottom <= box.bottom + 1 && last.top >= box.top - 1};
 }"""
@@ -1167,6 +1171,7 @@ def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_p
 
     first = shown()
     assert first["texts"] == expected(120) and first["blocks"] == 3 and first["regions"] == 1, first
+    assert first["live_empty"], first
     assert first["newest_in_sight"], first
     page.evaluate("() => { document.querySelector('.nora-panel .nora-transcript').firstElementChild"
                   ".children[0].dataset.seen = 'yes'; }")  # a mark that a redraw of the block would lose
@@ -1174,10 +1179,12 @@ def test_the_transcript_drawn_in_blocks_reads_as_one_conversation(lab, browser_p
     page.locator(PROMPT).focus()
     page.keyboard.type("one more?")
     page.keyboard.press("Enter")
-    page.wait_for_function(MESSAGES_ARE, arg=122, timeout=20_000)
+    # 122 messages, the reply moved out of the turn in progress's block (which counts while it streams)
+    page.wait_for_function(f"(n) => ({MESSAGES_ARE})(n) && ({PAGE_TRANSCRIPT_JS})().live_empty", arg=122,
+                           timeout=20_000)
     after = shown()
     assert after["texts"][:120] == expected(120) and after["texts"][120] == "one more?", after["texts"][-3:]
-    assert after["blocks"] == 3 and after["first_kept"] and after["newest_in_sight"], after
+    assert after["blocks"] == 3 and after["first_kept"] and after["newest_in_sight"] and after["live_empty"], after
 
     panel.locator("button", has_text="Undo").click()
     page.wait_for_function(MESSAGES_ARE, arg=120, timeout=20_000)
@@ -1433,13 +1440,13 @@ def test_tab_reaches_the_transcript_whose_keys_scroll_it(lab, browser_page):
     page.keyboard.press("Tab")
     assert page.evaluate(IS_FOCUSED, PROMPT)
 
-    # a reply streams: the input keeps the focus; the live part is no Tab stop and no second region,
-    # even once it is long enough to scroll
+    # a reply streams: the input keeps the focus; the reply being written is no Tab stop and no second
+    # region, even once it is taller than the box
     type_and_send(page, "Tell me a long story")
     page.wait_for_function(STOP_LIVE, timeout=10_000)
-    live = ".nora-panel .nora-live .nora-transcript"
-    page.wait_for_function(f"() => {{ const l = document.querySelector('{live}'); "
-                           "return l && l.scrollHeight > l.clientHeight + 20; }", timeout=30_000)
+    page.wait_for_function("() => { const r = [...document.querySelectorAll('.nora-panel .nora-chat-box "
+                           ".nora-msg-assistant')].pop(); return r && r.textContent.includes('\u258d') "
+                           "&& r.getBoundingClientRect().height > 150; }", timeout=30_000)
     assert page.evaluate(IS_FOCUSED, PROMPT)
     while_streaming = page.evaluate(TRANSCRIPT_JS)
     # at this moment, not after a wait: the live part was a second region named "conversation"
@@ -1479,4 +1486,62 @@ def test_tab_reaches_the_transcript_whose_keys_scroll_it(lab, browser_page):
     twin.focus()
     page.keyboard.press("ArrowUp")
     assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "conversation without memory"
+    assert errors == [], errors
+
+
+READING_CELL = slow_chat_cell(
+    100, 0.05, '"A long reply that streams in slowly, word by word, for the class to read as it comes. " * 30', "()")
+
+# the reply being written (the last reply in the chat box): can its first line and its last line be seen
+# (the element at that point of the screen is in it: not cut off by a scrolling box), and where the focus is
+READING_JS = """() => {
+    const box = document.querySelector('.nora-panel .nora-chat-box');
+    const reply = [...box.querySelectorAll('.nora-msg-assistant')].pop();
+    const r = reply.getBoundingClientRect();
+    const seen = (y) => { const hit = document.elementFromPoint(r.left + 30, y); return !!hit && reply.contains(hit); };
+    const el = document.activeElement;
+    return {writing: reply.textContent.includes('\\u258d'), height: Math.round(r.height),
+            first: seen(r.top + 8), last: seen(r.bottom - 8),
+            in_conversation: el.getAttribute('role') === 'region' && el.getAttribute('aria-label') === 'conversation'};
+}"""
+
+
+def test_the_conversations_keys_reach_the_reply_being_written(lab, browser_page):
+    """A long reply streams under a chat of 200 messages.  Someone reading it as it comes goes to the
+    conversation (Shift+Tab from the input): its keys scrolled the messages above the reply only, and the
+    reply scrolled in a box of its own (at most min(280px, 30vh)), kept at its newest line: its start,
+    cut off at the top of that box, could not be reached from the keyboard.  The reply is in the
+    conversation's scrolling region now: Page Up reaches its first line, End its newest, while it is still
+    being written; the region is still the chat box's one region and Tab stop, and the input row does not move."""
+    page = browser_page
+    panel, errors = opened(page, lab, "reading.ipynb", READING_CELL)
+    page.locator(".nora-panel .nora-chat-box").scroll_into_view_if_needed()
+    row = page.evaluate(ROW_JS)
+    type_and_send(page, "Tell me a long story")
+    page.wait_for_function(STOP_LIVE, timeout=10_000)
+    page.wait_for_function(f"() => ({READING_JS})().height > 500", timeout=30_000)  # taller than the box
+    page.keyboard.press("Shift+Tab")
+    at = page.evaluate(READING_JS)
+    assert at["in_conversation"] and at["writing"] and at["last"] and not at["first"], at
+    reached = []
+    for _ in range(8):  # back up the conversation, a page at a time, to the reply's first line
+        page.keyboard.press("PageUp")
+        page.wait_for_timeout(400)  # the browser scrolls smoothly
+        reached.append(page.evaluate(READING_JS))
+        if reached[-1]["first"]:
+            break
+    assert reached[-1]["first"] and reached[-1]["writing"] and reached[-1]["in_conversation"], reached
+    page.wait_for_timeout(1_000)  # more of the reply comes: what is being read stays in view
+    assert page.evaluate(READING_JS)["first"]
+    page.keyboard.press("End")  # the newest line of the reply, still being written, and it follows the reply
+    page.wait_for_function(f"() => {{ const r = ({READING_JS})(); return r.last && r.writing; }}", timeout=5_000)
+    grown = page.evaluate(READING_JS)["height"]
+    page.wait_for_function(f"(h) => ({READING_JS})().height > h + 30", arg=grown, timeout=10_000)
+    now = page.evaluate(READING_JS)
+    assert now["last"] and now["in_conversation"], now  # End scrolled smoothly: it stopped 102 px short
+    streaming = page.evaluate(TRANSCRIPT_JS)
+    assert streaming["stops"] == 1 and streaming["regions"] == 1, streaming  # one region, one Tab stop
+    assert page.evaluate(ROW_JS)["top"] == row["top"]  # the input row did not move
+    page.wait_for_function(f"() => !({STOP_LIVE})()", timeout=60_000)  # the reply has ended
+    assert page.evaluate(ROW_JS)["top"] == row["top"]
     assert errors == [], errors
