@@ -374,8 +374,12 @@ class GaugeView(widgets.VBox):
 # 4. the cost of statelessness
 
 
-def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, height: int = 110) -> str:
-    """A tiny bar chart as inline SVG (no plotting library, nothing to load)."""
+def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, height: int = 110,
+              undone: Iterable[int] = ()) -> str:
+    """A tiny bar chart as inline SVG (no plotting library, nothing to load).  undone: the bars (by index)
+    of calls whose turn was taken back, drawn paler with a dashed edge and named "undone".
+    Example: _bars_svg([120, 180], "#1f5fae", "tokens sent per call", undone={1}) has '180 (undone)'"""
+    undone = set(undone)
     top = max(values) if values else 1
     n = max(len(values), 1)
     gap = 2
@@ -384,14 +388,17 @@ def _bars_svg(values: Sequence[int], colour: str, title: str, width: int = 260, 
     for i, v in enumerate(values):
         h = (height - 28) * v / top if top else 0
         x = gap + i * (bar_w + gap)
-        bars.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}">'
-                    f"<title>call {i + 1}: {v:,}</title></rect>")
+        pale = (' fill-opacity="0.35" stroke="currentColor" stroke-dasharray="3 2" stroke-width="1"'
+                if i in undone else "")
+        bars.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}"{pale}>'
+                    f"<title>call {i + 1}: {v:,}{' (undone)' if i in undone else ''}</title></rect>")
         if n <= 10:  # few bars: print each value above its bar
             bars.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - h - 2:.1f}" font-size="10" '
                         f'text-anchor="middle" font-family="sans-serif" fill="currentColor">{v:,}</text>')
     # the theme's colours (JupyterLab's variables; light fallbacks elsewhere): a fixed light grey
     # box stayed light in the dark theme
-    shown = ", ".join(f"{v:,}" for v in values)  # what a screen reader says for the picture
+    # what a screen reader says for the picture
+    shown = ", ".join(f"{v:,}" + (" (undone)" if i in undone else "") for i, v in enumerate(values))
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}: {shown}" '
             f'style="background:var(--jp-layout-color2, #fafafa);color:var(--jp-ui-font-color1, #222)">'
             f'<text x="4" y="12" font-size="11" font-family="sans-serif" fill="currentColor">{escape(title)} '
@@ -402,13 +409,15 @@ class CostView(widgets.VBox):
     """Tokens sent per call and in total, next to what a server with memory would need.
 
     ``per_call``: tokens sent by each call; ``new_per_call``: tokens that were new in it
-    (the user's message); ``cumulative``: running total of per_call.
+    (the user's message); ``cumulative``: running total of per_call; ``undone``: the calls (by index)
+    whose turn Undo took back.  Their bars stay, marked "undone": those tokens were sent all the same.
     """
 
     def __init__(self) -> None:
         self.body = widgets.HTML()
         self.per_call: list[int] = []
         self.new_per_call: list[int] = []
+        self.undone: set[int] = set()
         super().__init__([_title("Cost of statelessness"), self.body], layout=_box())
         self.update()
 
@@ -425,8 +434,15 @@ class CostView(widgets.VBox):
         self.new_per_call.append(int(new_tokens))
         self.update()
 
+    def mark_undone(self, call: int) -> None:
+        """The turn of call (an index into per_call) was taken back: its bar stays, marked undone.
+        Example: view.mark_undone(3) -> the caption says 'Call 4 was undone: ...'"""
+        if 0 <= call < len(self.per_call) and call not in self.undone:
+            self.undone.add(call)
+            self.update()
+
     def reset(self) -> None:
-        self.per_call, self.new_per_call = [], []
+        self.per_call, self.new_per_call, self.undone = [], [], set()
         self.update()
 
     def update(self) -> None:
@@ -434,7 +450,7 @@ class CostView(widgets.VBox):
             self.body.value = f'<div style="color:{MUTED}">No call yet.</div>'
             return
         total, new_total = sum(self.per_call), sum(self.new_per_call)
-        charts = (_bars_svg(self.per_call, "#1f5fae", "tokens sent per call") + " "
+        charts = (_bars_svg(self.per_call, "#1f5fae", "tokens sent per call", undone=self.undone) + " "
                   + _bars_svg(self.cumulative, "#c0392b", "total tokens sent"))
         self.body.value = _BODY.format(
             f"<div>{charts}</div>"
@@ -445,7 +461,21 @@ class CostView(widgets.VBox):
                if len(self.per_call) == 1 else
                f"<div style='color:{MUTED}'>Only {new_total:,} of those were new text (your messages): the rest is "
                "the same conversation sent again, because the model remembers nothing.</div>")
+            + self._undone_line()
         )
+
+    def _undone_line(self) -> str:
+        """The caption for calls whose turn was taken back.
+        Example: undone {2, 3} -> 'Calls 3 and 4 were undone (the pale bars): ...'"""
+        if not self.undone:
+            return ""
+        calls = [f"{i + 1}" for i in sorted(self.undone)]
+        named = calls[0] if len(calls) == 1 else ", ".join(calls[:-1]) + " and " + calls[-1]
+        tokens = sum(self.per_call[i] for i in self.undone)
+        return (f"<div style='color:{MUTED}'>{'Call' if len(calls) == 1 else 'Calls'} {named} "
+                f"{'was' if len(calls) == 1 else 'were'} undone (the pale "
+                f"{'bar' if len(calls) == 1 else 'bars'}): {'its' if len(calls) == 1 else 'their'} "
+                f"{tokens:,} tokens were sent and still count; the next call does not send that turn.</div>")
 
 
 # --------------------------------------------------------------------------- #

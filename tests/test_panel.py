@@ -896,6 +896,41 @@ def test_the_cost_view_counts_tokens_sent_per_call_and_in_total():
     assert f"sent <b>{sum(expected):,}</b> in all" in panel.cost.body.value
 
 
+def test_undo_keeps_the_undone_calls_bar_in_the_cost_view_and_says_so():
+    # after Undo the Cost view still drew the undone call's bar with nothing said: the tokens were spent, so
+    # the bar stays, and now it is marked (paler, "undone" in its title and to a screen reader) with a line
+    client = ScriptedClient()
+    panel = ChatPanel(client, views=("cost",))
+    for q in ["a question", "another question", "a third question"]:
+        panel_send(panel, q)
+    spent = list(panel.cost.per_call)
+    assert "undone" not in panel.cost.body.value and panel.cost.undone == set()
+    panel.undo.click()  # the third turn: its message goes back into the input
+    html = panel.cost.body.value
+    assert panel.cost.per_call == spent and panel.cost.undone == {2}
+    assert f"<title>call 3: {spent[2]:,} (undone)</title>" in html and html.count('fill-opacity="0.35"') == 1
+    assert f"tokens sent per call: {spent[0]:,}, {spent[1]:,}, {spent[2]:,} (undone)" in html  # the chart's name
+    assert (f"Call 3 was undone (the pale bar): its {spent[2]:,} tokens were sent and still count; "
+            "the next call does not send that turn.") in html
+    assert f"sent <b>{sum(spent):,}</b> in all" in html  # the total keeps them
+    panel.undo.click()  # the input holds the message put back: the second turn goes, the input keeps it
+    assert panel.cost.undone == {1, 2} and panel.prompt.value == "a third question"
+    assert f"Calls 2 and 3 were undone (the pale bars): their {spent[1] + spent[2]:,} tokens" in panel.cost.body.value
+    panel_send(panel, "a new second question")  # a new call: a bar of its own, not undone
+    assert len(panel.cost.per_call) == 4 and panel.cost.undone == {1, 2}
+    panel.clear.click()
+    assert panel.cost.per_call == [] and panel.cost.undone == set() and "undone" not in panel.cost.body.value
+
+    # a turn given in history= (or loaded from a file) has no bar: Undo marks none for it
+    earlier = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "Hello."}]
+    panel = ChatPanel(ScriptedClient(), history=earlier, views=("cost",))
+    panel_send(panel, "again")
+    panel.undo.click()
+    panel.undo.click()  # the input holds "again": the turn given in history= goes
+    assert len(panel.history) == 1 and panel.cost.undone == {0} and len(panel.cost.per_call) == 1
+
+
 def test_the_cost_line_after_one_call_says_call_not_calls():
     panel = ChatPanel(ScriptedClient(), views=("cost",))
     panel_send(panel, "a question")
