@@ -946,8 +946,10 @@ class ChatPanel(widgets.VBox):
         whole = _count(history, client, model)  # the whole list, as if nothing were trimmed
         next_call = _count(kept, client, model) if keep is not None else whole
         dropped_tokens = sum(whole.per_message[i] for i in dropped_idx)
-        # the last turn added the last two messages (if the history ends with a reply we just got)
-        next_new = [len(history) - 2, len(history) - 1] if last_sent is not None and len(history) >= 2 else []
+        # the last turn added the last two messages, while the list still ends with that turn: its question
+        # (the last message sent) and a reply.  After Undo the list ends with an older turn: nothing is new
+        next_new = ([len(history) - 2, len(history) - 1] if last_sent and len(history) >= 2
+                    and history[-2] == last_sent[-1] and history[-1].get("role") == "assistant" else [])
         note = ("amnesia on" if keep == 0 else f"keep last {count_of(keep, 'turn')}" if keep else "nothing trimmed")
         if last_sent is not None:
             last = _count(last_sent, client, model)

@@ -1139,6 +1139,9 @@ def test_undo_takes_back_the_last_turn_and_puts_the_message_back_in_the_input():
     assert panel.twin_history == new_history()  # the twin was asked the same: it takes it back too
     assert "took back your last message and its reply: the next call will not send it" in panel.status.value
     assert [r["content"] for r in panel.inspector.next_rows] == [m["content"] for m in after_one]
+    # the rows left are the first turn's, not "added by the last turn" (that turn is gone): none highlighted
+    assert [r["new"] for r in panel.inspector.next_rows] == [False] * 3
+    assert "nora-row-new" not in panel.inspector.next_html.value
     panel.side_by_side.value = False
     panel.send.click()  # the message is still there: Send asks again, with the same list as before
     panel.wait(15)
