@@ -17,11 +17,13 @@ input is a NoraError (a ValueError) whose text is one line saying what to do; it
     except HistoryError as exc:   # the list is not messages: exc says which item, and what to write
         print(exc)
 
-The package ships its type annotations (py.typed), for mypy and pyright.
+The package ships its type annotations (py.typed), for mypy and pyright.  ChatClient is the type of
+a client (anything with .chat.completions.create): make_client() returns one, run_turn takes one.
 """
 
 from .clients import ModelUnavailableError, ScriptedClient, make_client
-from .conversation import SYSTEM_PROMPT, run_turn, safe_run_turn, stream_turn, trim_history, trim_to_budget
+from .conversation import (SYSTEM_PROMPT, ChatClient, run_turn, safe_run_turn, stream_turn, trim_history,
+                           trim_to_budget)
 from .errors import (ContextWindowError, EmptyMessageError, HistoryError, MessageTooLongError, NoraError,
                      RefusedError)
 from .transcript import TranscriptError, load_transcript, save_transcript
@@ -44,6 +46,7 @@ __all__ = [
     "safe_run_turn",
     "trim_history",
     "trim_to_budget",
+    "ChatClient",
     "ScriptedClient",
     "make_client",
     "LocalClient",

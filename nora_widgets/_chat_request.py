@@ -44,7 +44,7 @@ A tool is called only when tool_choice names it ({"type": "function", "function"
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 __all__ = ["mend_chat_request", "max_tokens_too_large", "over_reply_cap", "switch_missing", "field_problem",
            "authorized", "error_body"]
@@ -260,7 +260,7 @@ def _unknown_tool(request: dict) -> dict | None:
                                    f"(they name {listed}).")
 
 
-def _own_error(errors: list[dict], request: dict) -> dict:
+def _own_error(errors: Sequence[Mapping[str, Any]], request: dict) -> Mapping[str, Any]:
     """The error to report.  pydantic tries a message against every role's shape and reports
     each failure ("Input should be 'system'" first); the one for the message's own role says
     what is really wrong (e.g. a tool message's missing tool_call_id)."""

@@ -22,6 +22,7 @@ from ._waiting import Ticker, waiting_words
 from .clients import _listed_models, model_note, model_used, not_known_yet
 from .conversation import (
     DEFAULT_TEMPERATURE,
+    ChatClient,
     means_no_persona,
     messages_to_send,
     persona_only,
@@ -136,7 +137,7 @@ class ChatSession:
         s.command("/history")  # prints the list the next call sends
     """
 
-    def __init__(self, client: Any, history: list[dict], *, model: str | None = None,
+    def __init__(self, client: ChatClient, history: list[dict], *, model: str | None = None,
                  temperature: float = DEFAULT_TEMPERATURE, keep_turns: int | None = None,
                  max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
                  prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
@@ -179,7 +180,7 @@ class ChatSession:
         The history grows by a (user, assistant) pair, or stays exactly as it was.
         """
         before = list(self.history)
-        started = []  # pieces printed so far (for the "nora: " prefix and a cut-off reply)
+        started: list[str] = []  # pieces printed so far (for the "nora: " prefix and a cut-off reply)
         waiting = self._wait_note()  # on a terminal: the seconds waited until the first words
 
         def on_text(piece: str) -> None:
@@ -341,7 +342,7 @@ class ChatSession:
     def _history(self, _arg: str) -> None:
         sent = messages_to_send(self.history, None, self.keep_turns)
         self.say(json.dumps(sent, indent=2, ensure_ascii=False))
-        if len(sent) < len(self.history):
+        if self.keep_turns is not None and len(sent) < len(self.history):  # trimmed (None sends all)
             self.say(f"(next call sends {len(sent)} of {len(self.history)} messages plus your new one: "
                      f"/trim {self.keep_turns} keeps the last {count_of(self.keep_turns, 'turn')})")
         elif not sent:

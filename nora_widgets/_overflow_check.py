@@ -89,6 +89,7 @@ def overflow_body(prompt_tokens: int, n_ctx: int, max_tokens: int | None) -> dic
 
     refusal = f"Requested tokens ({prompt_tokens}) exceed context window of {n_ctx}"  # as llama.cpp says it
     match = re.search(r"Requested tokens \((\d+)\) exceed context window of (\d+)", refusal)
+    assert match is not None  # refusal is written above to match
     request = type("Request", (), {"messages": [], "max_tokens": max_tokens})()
     _status, error = ErrorResponseFormatters.context_length_exceeded(request, match)
     return {"error": dict(error)}
@@ -230,6 +231,7 @@ class OverflowCheck:
         if received[-1]["type"] == "http.request":  # the client did not leave half-way
             request, refusal = json_object(body)
             if request is None:  # the server would answer a plain-text 500 and log a page of traceback
+                assert refusal is not None  # json_object gives the one or the other
                 await self._refuse(send, refusal)
                 return
             path = scope.get("path", "").rstrip("/")

@@ -89,6 +89,7 @@ class PanelInput:
         """The message kept aside goes back into the box, in front of what is typed there (nothing
         typed is lost; in a text area, on the line above).  Returns whether there was typed text."""
         held, self.held = self.held, None
+        assert held is not None, "put_back() with no message kept aside"  # the panel asks only when held
         typed = self.prompt.value
         joint = "\n" if self.prompt.multiline else " "
         self.put(held + joint + typed if typed.strip() else held, held)

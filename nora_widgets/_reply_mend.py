@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import json
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator, TypeGuard
 
 __all__ = ["count_usage", "run_with_mended_reply", "trim_top_logprobs"]
 
@@ -75,7 +75,7 @@ def trim_top_logprobs(reply: dict, top: int) -> dict:
     return reply
 
 
-def _whole(value: Any) -> bool:
+def _whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -85,7 +85,7 @@ async def run_with_mended_reply(app: Any, scope: dict, receive: Callable[[], Awa
     top = request.get("top_logprobs") if request.get("logprobs") is True else None
     top = top if _whole(top) and top >= 0 else None
     options = request.get("stream_options")
-    usage = {} if (request.get("stream") is True and isinstance(options, dict)
+    usage: dict | None = {} if (request.get("stream") is True and isinstance(options, dict)
                    and options.get("include_usage") is True) else None
     if top is None and usage is None:
         await app(scope, receive, send)
@@ -128,6 +128,7 @@ class _MendedSend:
         if message.get("more_body", False):
             return
         body, self.held = self.held, b""
+        assert self.top is not None  # a JSON reply is held only to trim its top_logprobs
         try:
             body = json.dumps(trim_top_logprobs(json.loads(body), self.top)).encode()
         except (ValueError, AttributeError):  # not the reply expected: sent on as it came

@@ -104,7 +104,7 @@ class OpenAIPaths:
         """The model as llama-cpp-python's server lists it, with its context window (window: --n-ctx)
         as vLLM states it, ``max_model_len``: Nora's faces, and other clients that read vLLM's
         field, show the window the server really has."""
-        model = {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
+        model: dict[str, Any] = {"id": self.model, "object": "model", "owned_by": "me", "permissions": []}
         if self.window is not None:
             model["max_model_len"] = self.window
         return model

@@ -27,11 +27,14 @@ import os
 import time
 import uuid
 import weakref
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeGuard
 from urllib.parse import parse_qsl, urlsplit, urlunsplit  # no cost: the package's other imports load it anyway
 
 from .errors import NO_KEY, NoraError, count_of, redact
 from .tokens import rough_tokens
+
+if TYPE_CHECKING:  # a type only: the core is imported by whoever sends a turn, not for this
+    from .conversation import ChatClient
 
 __all__ = [
     "ScriptedClient",
@@ -161,9 +164,18 @@ def make_chunk(cid: str, created: int, model: str, content: str | None = None, f
 # the scripted stand-in
 
 
-class _Namespace:
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+class _Completions:
+    """client.chat.completions of Nora's own clients: .create is the client's own method."""
+
+    def __init__(self, create: Callable[..., Any]) -> None:
+        self.create = create
+
+
+class _Chat:
+    """client.chat of Nora's own clients: .completions.create(**kwargs), the path openai.OpenAI has."""
+
+    def __init__(self, create: Callable[..., Any]) -> None:
+        self.completions = _Completions(create)
 
 
 class ScriptedClient:
@@ -194,7 +206,7 @@ class ScriptedClient:
         self.calls: list[dict] = []
         self.chunk_size = max(1, chunk_size)  # words per streamed chunk
         self.wire = WireLog()
-        self.chat = _Namespace(completions=_Namespace(create=self._create))
+        self.chat = _Chat(self._create)
 
     def enqueue(self, *replies: Any) -> None:
         """Add more replies (strings or exceptions) to the end of the queue.  An echoing client
@@ -301,7 +313,7 @@ def make_client(
     local_responses: str = "openai",
     base_url_name: str | None = None,
     ask_models: bool = True,
-) -> Any:
+) -> ChatClient:
     """Build the client for these settings (arguments win over the environment).
 
     backend: 'auto' (default: OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL
@@ -374,7 +386,8 @@ def make_client(
     # chat/completions, a 404): the query goes to every request as the client's default_query instead
     base_url, query = _split_query(base_url)
     wire = WireLog()
-    client = openai.OpenAI(
+    # Any: openai's class declares none of the extras set on it below (wire, default_model, ...)
+    client: Any = openai.OpenAI(
         api_key=key,
         base_url=base_url,
         default_query=query,
@@ -385,13 +398,15 @@ def make_client(
     client.wire = wire
     client.model_windows = {}  # the windows the server states, filled in when it is asked (_stated_windows)
     client.key_refused = None  # 401 when GET /models was refused for the key (describe_client says so)
-    ask = bool(base_url) and not model
-    listed = _asked_models(client, base_url) if ask and ask_models else None if ask else []
+    listed: list[str] | None = []  # a model given, or no server named: nothing to ask
+    pending = None
+    if base_url and not model:  # None: no answer (the server not up yet), or not asked yet
+        listed = _asked_models(client, base_url) if ask_models else None
+        if listed is None:  # the name is not known, and is asked for before the next turn
+            pending = _AskAgain(client, base_url, asked=ask_models)
     client.listed_models = listed or []
     client.default_model = model or _one_model(client.listed_models) or OPENAI_DEFAULT_MODEL
-    # no answer (the server not up yet), or not asked yet: the name is not known, and is asked for before the
-    # next turn
-    client.default_model_pending = _AskAgain(client, base_url, asked=ask_models) if listed is None else None
+    client.default_model_pending = pending
     return client
 
 
@@ -457,7 +472,7 @@ def _stated_windows(client: Any, base_url: str, entries: list) -> dict[str, int]
     was trained with, often far larger than the one it runs with).  Ollama, LM Studio and OpenAI
     state none here: {} (the gauge then uses its table of well-known models, or says unknown).
     Example: `nora serve --n-ctx 1024` -> {'SmolLM2-135M-Instruct': 1024}"""
-    windows = {}
+    windows: dict[str, int] = {}
     for entry in entries:
         stated = (getattr(entry, "model_extra", None) or {}).get("max_model_len")
         if _a_count(stated) and isinstance(entry.id, str):
@@ -474,7 +489,7 @@ def _stated_windows(client: Any, base_url: str, entries: list) -> dict[str, int]
     return {entries[0].id: stated} if _a_count(stated) and isinstance(entries[0].id, str) else {}
 
 
-def _a_count(value: Any) -> bool:
+def _a_count(value: Any) -> TypeGuard[int]:
     """A whole number of tokens above 0 (not a bool).  Example: _a_count(2048) -> True, ("2048") -> False"""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 

@@ -13,7 +13,8 @@ calls; *this* list is the memory, and every call resends all of it:
 Everything here is pure: no widgets, no terminal, no network code of its own.
 A *client* is any object with ``.chat.completions.create(**kwargs)`` that
 returns an object shaped like ``openai.types.chat.ChatCompletion`` (or, with
-``stream=True``, an iterator of ``ChatCompletionChunk``).
+``stream=True``, an iterator of ``ChatCompletionChunk``); ``ChatClient`` says
+so for a type checker.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 from operator import itemgetter
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Protocol
 
 from .errors import (
     BadResponseError,
@@ -38,6 +39,7 @@ from ._message_hints import bad_content, bad_role, not_a_list, not_a_message
 
 __all__ = [
     "SYSTEM_PROMPT",
+    "ChatClient",
     "DEFAULT_MODEL",
     "DEFAULT_TEMPERATURE",
     "ROLES",
@@ -73,6 +75,31 @@ _ROLE_SET = frozenset(ROLES)
 _role_of = itemgetter("role")
 
 Message = dict  # {"role": str, "content": str}
+
+
+class _CompletionsLike(Protocol):
+    def create(self, *args: Any, **kwargs: Any) -> Any:
+        """create(model=..., messages=[...], temperature=..., stream=False) -> a ChatCompletion, or chunks."""
+        ...
+
+
+class _ChatLike(Protocol):
+    @property
+    def completions(self) -> _CompletionsLike: ...
+
+
+class ChatClient(Protocol):
+    """What a turn needs of a client, for a type checker: ``.chat.completions.create(**kwargs)``.
+
+    openai.OpenAI, ScriptedClient, LocalClient, GuardedClient and make_client()'s result are ChatClients;
+    so is any object of your own with that attribute path (duck typing: no base class to inherit).
+    ``default_model`` (the name sent when a turn gives none) is read when a client has it, and is not
+    required, so it is not part of this type: read it with getattr(client, "default_model", None).
+    Example: client: ChatClient = make_client(); run_turn(client, history, "Hi")
+    """
+
+    @property
+    def chat(self) -> _ChatLike: ...
 
 
 # --------------------------------------------------------------------------- #
@@ -547,7 +574,7 @@ def _not_a_completion(response: Any) -> BadResponseError:
 
 
 def run_turn(
-    client: Any,
+    client: ChatClient,
     history: list[Message],
     user_text: str,
     model: str | None = None,
@@ -612,7 +639,7 @@ def run_turn(
 
 
 def stream_turn(
-    client: Any,
+    client: ChatClient,
     history: list[Message],
     user_text: str,
     model: str | None = None,
@@ -621,7 +648,7 @@ def stream_turn(
     *,
     on_sent: Callable[[list[Message]], None] | None = None,
     **kwargs: Any,
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """Like run_turn, but yield the reply's text pieces as they arrive.
 
     The full reply is appended to history only when the stream has ended.  If the
@@ -640,9 +667,9 @@ def stream_turn(
     return _stream_turn(client, history, user_text, model, temperature, keep_last_n_turns, on_sent, kwargs)
 
 
-def _stream_turn(client: Any, history: list[Message], user_text: str, model: str | None, temperature: float,
+def _stream_turn(client: ChatClient, history: list[Message], user_text: str, model: str | None, temperature: float,
                  keep_last_n_turns: int | None, on_sent: Callable[[list[Message]], None] | None,
-                 kwargs: dict) -> Iterator[str]:
+                 kwargs: dict) -> Generator[str, None, None]:
     """stream_turn's generator, once its input has been checked."""
     before = len(history)
     history.append({"role": "user", "content": user_text})
@@ -711,7 +738,7 @@ class TurnResult(str):
 
 
 def safe_run_turn(
-    client: Any,
+    client: ChatClient,
     history: list[Message],
     user_text: str,
     model: str | None = None,

@@ -83,7 +83,8 @@ class ContextWindowError(NoraError):
     @property
     def reply_too_long(self) -> bool:
         """The messages fit; the max_tokens asked for is what does not (a smaller one would)."""
-        return None not in (self.max_tokens, self.prompt_tokens, self.limit) and self.prompt_tokens < self.limit
+        return (self.max_tokens is not None and self.prompt_tokens is not None and self.limit is not None
+                and self.prompt_tokens < self.limit)
 
 
 class BadResponseError(NoraError):
@@ -440,7 +441,8 @@ def describe_failure(exc: BaseException) -> Failure:
                                              "context_length") and isinstance(exc, NoraError))
     if own_words and str(exc).strip():
         message = " ".join(str(exc).split())
-    if kind == "context_length" and getattr(exc, "reply_too_long", False) is True:
+    if kind == "context_length" and isinstance(exc, ContextWindowError) and exc.reply_too_long:
+        assert exc.limit is not None and exc.prompt_tokens is not None  # as reply_too_long has checked
         room = exc.limit - exc.prompt_tokens  # what a reply may use with these messages
         hint = f"ask for a shorter reply: max_tokens={room} or less"
     if kind == "auth" and _bearer(exc) == NO_KEY:  # no key was set: make_client sent its placeholder

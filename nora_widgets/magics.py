@@ -38,6 +38,7 @@ from ._terminal_text import printable
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
+    ChatClient,
     dropped_indexes,
     means_no_persona,
     messages_to_send,
@@ -136,7 +137,7 @@ def conversation() -> list:
     return _SESSION.history
 
 
-def use_client(client: Any) -> None:
+def use_client(client: ChatClient) -> None:
     """Make every following %%chat use this client (e.g. a ScriptedClient for a lesson).
 
     Returns None, so a cell ending in use_client(...) shows nothing (a repr with a
@@ -329,7 +330,7 @@ class _ReplyView:
     def __init__(self, rich: bool, update_every: float) -> None:
         self.rich, self.update_every = rich, update_every
         self.pieces: list[str] = []
-        self.handle = None
+        self.handle: Any = None  # IPython's DisplayHandle, once the first piece is shown
         self.last_update = 0.0
 
     def add(self, piece: str) -> None:
@@ -352,11 +353,12 @@ class _ReplyView:
             print("" if ok else " [reply dropped]")  # end the streamed line; a failed one says it was not kept
             if ok:
                 return
+        failed = getattr(result, "failure", None)  # a TurnResult's Failure; a plain str has none
         if ok:
             _show(str(result), _reply_html(result))
-        elif getattr(result, "failure", None) is not None:
+        elif failed is not None:
             not_found = MAGIC_NOT_FOUND if url_named == "OPENAI_BASE_URL" else "check %chat --model and %chat --base-url"
-            failure = result.failure.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT, not_found, MAGIC_PERSONA)
+            failure = failed.in_words_of(MAGIC_TRIM, MAGIC_TIMEOUT, not_found, MAGIC_PERSONA)
             _show_failure(failure.with_url_named(url_named).line())
         else:
             _show_failure(str(result))
@@ -537,7 +539,7 @@ class ChatMagics(Magics):
             given["model"] = None  # back to the client's own default
         if given.get("backend") in ("local", "scripted") and "base_url" not in given:
             given["base_url"] = None  # an earlier --base-url was for a server: not for this backend
-        rebuild = {k: given[k] for k in ("backend", "base_url", "timeout", "max_retries") if k in given}
+        rebuild: dict[str, Any] = {k: given[k] for k in ("backend", "base_url", "timeout", "max_retries") if k in given}
         if rebuild:
             trial = ChatSession(**{**vars(s), **rebuild})
             try:  # build first: a bad setting leaves the working client in place

@@ -35,7 +35,7 @@ import itertools
 import os
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
 
@@ -49,6 +49,7 @@ from ._waiting import Ticker, waiting_words
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
+    ChatClient,
     SYSTEM_PROMPT,
     TurnResult,
     dropped_indexes,
@@ -241,7 +242,7 @@ class ChatPanel(widgets.VBox):
 
     def __init__(
         self,
-        client: Any = None,
+        client: ChatClient | None = None,
         system_prompt: str | None = SYSTEM_PROMPT,
         model: str | None = None,
         temperature: float = DEFAULT_TEMPERATURE,
@@ -317,7 +318,7 @@ class ChatPanel(widgets.VBox):
         self._failed_line = ""  # the error line of the last failed turn, before what it says of the input
         # Enter, Escape, type-ahead and what the box holds around a turn (_panel_input.py)
         self._input = PanelInput(self.prompt, busy=lambda: self._busy, send=self._submit_typed,
-                                 stop=lambda: (self._here(), self.cancel()), note_busy=self._note_busy,
+                                 stop=lambda: self._here_then(self.cancel), note_busy=self._note_busy,
                                  kept=self._kept_aside)
         self.prompt.on_msg(self._input.on_msg)
         self.send = widgets.Button(description="Send", button_style="primary", icon="paper-plane",
@@ -330,7 +331,7 @@ class ChatPanel(widgets.VBox):
         self.send.add_class("nora-send")
         self.stop.add_class("nora-stop")
         self.send.on_click(lambda _b: self._submit_typed())
-        self.stop.on_click(lambda _b: (self._here(), self.cancel()))
+        self.stop.on_click(lambda _b: self._here_then(self.cancel))
 
         # --- controls
         self.amnesia = widgets.ToggleButton(value=keep_last_n_turns == 0, description="Amnesia",
@@ -369,8 +370,8 @@ class ChatPanel(widgets.VBox):
         self.file_note.add_class("nora-file-note")
         self.clear.on_click(lambda _b: self._clicked(self.clear_history, always=True))
         self.undo.on_click(lambda _b: self._clicked(self.undo_last))
-        self.save.on_click(lambda _b: (self._here(), self.save_to()))
-        self.load.on_click(lambda _b: (self._here(), self.load_from()))
+        self.save.on_click(lambda _b: self._here_then(self.save_to))
+        self.load.on_click(lambda _b: self._here_then(self.load_from))
         for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
             control.observe(lambda _change: self.refresh(), names="value")
         self.persona.observe(self._on_persona, names="value")
@@ -384,8 +385,8 @@ class ChatPanel(widgets.VBox):
         self.cost = v.CostView()
         self._cost_replies: list[dict | None] = []  # the reply of each call in the Cost view (_mark_undone)
         self.compare = v.CompareView()
-        self.views = {"inspector": self.inspector, "wire": self.wire_view, "gauge": self.gauge,
-                      "cost": self.cost, "compare": self.compare}
+        self.views: dict[str, widgets.VBox] = {"inspector": self.inspector, "wire": self.wire_view, "gauge": self.gauge,
+                                               "cost": self.cost, "compare": self.compare}
         self.toggles: dict[str, widgets.ToggleButton] = {}
         for name, label in VIEWS.items():
             toggle = widgets.ToggleButton(value=name in views, description=label,
@@ -622,7 +623,7 @@ class ChatPanel(widgets.VBox):
         self._failed_line = ""
         if ok:
             self._show_error("")
-        elif failed:
+        elif result is not None:  # failed
             stopped = result.failure is not None and result.failure.kind == "cancelled"
             if stopped:
                 self._failed_line = f"{STOPPED}."
@@ -732,6 +733,11 @@ class ChatPanel(widgets.VBox):
     def _here(self) -> None:
         """A button of this panel was used: the person is here (see _moved)."""
         self._focus_move = _moved()
+
+    def _here_then(self, action: Callable[[], object]) -> None:
+        """A control of this panel was used (Stop, Escape, Save, Load): _here, then action()."""
+        self._here()
+        action()
 
     def _clicked(self, action, always: bool = False) -> None:
         """Clear and Undo from their buttons: the next thing to do is to type, so the input gets the

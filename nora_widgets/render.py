@@ -25,9 +25,10 @@ import html
 import json
 import re
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, cast
 
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
 
 from .errors import redact
 
@@ -91,7 +92,7 @@ def is_safe_link(url: str) -> bool:
     Example: is_safe_link("javascript:alert(1)") -> False; is_safe_link("https://x.org") -> True
     """
     match = _SCHEME.match(url.strip())
-    return bool(match) and match.group(1).lower() in SAFE_SCHEMES
+    return match is not None and match.group(1).lower() in SAFE_SCHEMES
 
 
 CODE_STYLE = "background:var(--jp-layout-color2, #eeeeee);border-radius:3px;padding:0 3px"
@@ -103,12 +104,16 @@ PRE_STYLE = ("background:var(--jp-layout-color2, #eeeeee);border-radius:4px;padd
              "white-space:pre;overflow-wrap:normal;word-break:normal;box-sizing:border-box;width:0;min-width:100%")
 
 
+class _SafeLinks(MarkdownIt):
+    def validateLink(self, url: str) -> bool:  # refused links stay as plain text
+        return is_safe_link(url)
+
+
 def _build_markdown() -> MarkdownIt:
     # "commonmark" with html=False: <tags> in the text are rendered as text, not HTML.
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True})
+    md = _SafeLinks("commonmark", {"html": False, "linkify": False, "typographer": False, "breaks": True})
     md.enable(["table", "strikethrough"])
     md.disable("image")  # ![x](http://tracker/?q=secret) would fetch a URL on display
-    md.validateLink = is_safe_link  # refused links stay as plain text
 
     def link_open(renderer, tokens, idx, options, env):
         # links open in a new tab and tell the target nothing about the notebook
@@ -122,8 +127,9 @@ def _build_markdown() -> MarkdownIt:
 
     # Code stands out on its own background (JupyterLab's, so dark themes work), and a long
     # line in a code block scrolls sideways instead of widening the transcript.
-    inline_default = md.renderer.rules["code_inline"]
-    block_defaults = {name: md.renderer.rules[name] for name in ("fence", "code_block")}
+    rules = cast(RendererHTML, md.renderer).rules  # MarkdownIt's default renderer, which has rules
+    inline_default = rules["code_inline"]
+    block_defaults = {name: rules[name] for name in ("fence", "code_block")}
 
     def code_inline(renderer, tokens, idx, options, env):
         tokens[idx].attrSet("style", CODE_STYLE)

