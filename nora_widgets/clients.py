@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit  # no cost: the package
 from .errors import NO_KEY, NoraError, count_of, redact
 from .tokens import rough_tokens
 
-if TYPE_CHECKING:  # a type only: the core is imported by whoever sends a turn, not for this
+if TYPE_CHECKING:  # only make_client's return type: this module needs nothing else of the core
     from .conversation import ChatClient
 
 __all__ = [

@@ -54,7 +54,7 @@ from .conversation import (
 from .errors import HistoryError, NoraError, count_of, describe_failure
 from .transcript import TranscriptError, load_transcript, save_transcript
 
-__all__ = ["ChatSession", "ChatMagics", "conversation", "session", "use_client",
+__all__ = ["NotebookSession", "ChatMagics", "conversation", "session", "use_client",
            "load_ipython_extension", "unload_ipython_extension", "USER_NAME"]
 
 MAGIC_TRIM = "send fewer turns: %chat --keep-turns N"  # (or on one cell's %%chat line: docs/magics.md)
@@ -71,12 +71,12 @@ COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "help")
 
 
 @dataclass
-class ChatSession:
+class NotebookSession:
     """The notebook's conversation plus the settings the next turn uses.
 
     history is edited in place (reset/load use ``history[:] = ...``) so any
     reference a learner holds stays the live list.
-    Example: ChatSession().history -> [{'role': 'system', 'content': SYSTEM_PROMPT}]
+    Example: NotebookSession().history -> [{'role': 'system', 'content': SYSTEM_PROMPT}]
     """
 
     history: list = field(default_factory=new_history)  # [{"role", "content"}, ...], system first
@@ -121,11 +121,11 @@ class ChatSession:
                 f"stream: {'on' if self.stream else 'off'} | show-sent: {'on' if self.show_sent else 'off'}")
 
 
-_SESSION = ChatSession()
+_SESSION = NotebookSession()
 
 
-def session() -> ChatSession:
-    """The notebook's ChatSession (settings + conversation)."""
+def session() -> NotebookSession:
+    """The notebook's NotebookSession: the conversation and the settings the next turn uses."""
     return _SESSION
 
 
@@ -379,7 +379,7 @@ def _clip(text: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
 
 
-def history_view(s: ChatSession) -> tuple[str, str]:
+def history_view(s: NotebookSession) -> tuple[str, str]:
     """(text/plain, text/html) of the history, marking what the next call will not send.
 
     Example first line: '3 messages, 3 sent on the next call (keep-turns: all), 61 tokens before your next message'
@@ -454,7 +454,7 @@ From code: nora_widgets.magics.conversation() is the list; use_client(client) pi
 
 @magics_class
 class ChatMagics(Magics):
-    """%chat (settings and views) and %%chat (one turn); state lives in ChatSession."""
+    """%chat (settings and views) and %%chat (one turn); state lives in NotebookSession."""
 
     @no_var_expand  # the text is sent as typed: "$5" and "{x}" stay literal
     @line_cell_magic
@@ -541,7 +541,7 @@ class ChatMagics(Magics):
             given["base_url"] = None  # an earlier --base-url was for a server: not for this backend
         rebuild: dict[str, Any] = {k: given[k] for k in ("backend", "base_url", "timeout", "max_retries") if k in given}
         if rebuild:
-            trial = ChatSession(**{**vars(s), **rebuild})
+            trial = NotebookSession(**{**vars(s), **rebuild})
             try:  # build first: a bad setting leaves the working client in place
                 s.client = trial.build_client()
             except NoraError as exc:
@@ -653,7 +653,7 @@ def _check_command(typed: str, args: list) -> str:
     return command
 
 
-def _url_named(s: ChatSession) -> str:
+def _url_named(s: NotebookSession) -> str:
     """How a failure's advice names the server's URL: the setting when %chat --base-url gave it, else the
     variable.  Example: a refused connection ends '- check %chat --base-url and your network'."""
     return "%chat --base-url" if s.base_url else "OPENAI_BASE_URL"

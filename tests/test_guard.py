@@ -321,7 +321,7 @@ def test_the_panel_and_the_magics_show_the_refusal_and_keep_the_history(stub_ser
     assert panel.prompt.value == "code?"  # the text stays, ready to be changed
 
     saved = magics._SESSION
-    magics._SESSION = magics.ChatSession()
+    magics._SESSION = magics.NotebookSession()
     ip = InteractiveShell.instance()
     try:
         ip.run_line_magic("load_ext", "nora_widgets")

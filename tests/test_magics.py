@@ -1,6 +1,6 @@
 """%load_ext nora_widgets: the chat magics, run in a real IPython shell.
 
-Each test gets a fresh ChatSession and loads the extension the way a notebook
+Each test gets a fresh NotebookSession and loads the extension the way a notebook
 does (%load_ext), then runs cells with shell.run_cell and reads what a
 notebook would show: display outputs (text/plain, text/html), stdout, stderr.
 The scripted client covers the logic; the real openai client talks HTTP to the
@@ -64,7 +64,7 @@ def shell(monkeypatch):
     """A real IPython shell with the extension loaded and a fresh conversation."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "NORA_MODEL", "NORA_TIMEOUT", "NORA_MAX_RETRIES"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(magics, "_SESSION", magics.ChatSession())
+    monkeypatch.setattr(magics, "_SESSION", magics.NotebookSession())
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "nora_widgets")
     yield ip

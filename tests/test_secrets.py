@@ -118,7 +118,7 @@ def run_magics_session(stub: StubServer, key: str, tmp_path: Path) -> dict[str, 
     from nora_widgets import magics
 
     stub.enqueue(ok("Yes, two novels."), echo_400(key))
-    saved, magics._SESSION = magics._SESSION, magics.ChatSession()
+    saved, magics._SESSION = magics._SESSION, magics.NotebookSession()
     ip = InteractiveShell.instance()
     shown = []
     try:
