@@ -79,15 +79,17 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The names of __all__ that load on first use (LocalClient, ChatPanel, GuardedClient, count_tokens, ...)."""
-    if name in _LAZY:
-        import importlib
+if not TYPE_CHECKING:  # at run time only: to mypy a module __getattr__ makes every name resolve (as Any),
+    # so `from nora_widgets import run_trun` would pass unchecked; the lazy names are imported above for it
+    def __getattr__(name: str) -> Any:
+        """The names of __all__ that load on first use (LocalClient, ChatPanel, GuardedClient, count_tokens, ...)."""
+        if name in _LAZY:
+            import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'nora_widgets' has no attribute {name!r}")
+            value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'nora_widgets' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -228,6 +228,7 @@ client: ChatClient = Chatty()
 run_turn(Chatty(), history, "Hello")
 run_turn(history, ScriptedClient(), "Hello")
 make_client().chat.completion.create(model="m", messages=history)
+from nora_widgets import run_trun  # a misspelled name
 '''
 
 
@@ -259,10 +260,11 @@ def test_every_client_nora_makes_and_openais_own_is_a_chat_client_for_mypy(mypy_
 @pytest.mark.timeout(300)
 def test_mypy_rejects_an_object_that_is_not_a_chat_client(mypy_on_scripts):
     """Each line of WRONG_SCRIPT after the history is wrong, and mypy says so: a ChatClient that were Any (or
-    a run_turn that took Any) would let all four through."""
+    a run_turn that took Any) would let all four through; a module __getattr__ that mypy sees would let
+    the misspelled import through as Any."""
     lines = [(int(line.split(":")[1]), line.split("[")[-1].rstrip("]")) for line in mypy_on_scripts["wrong.py"]]
     assert lines == [(12, "assignment"), (13, "arg-type"), (14, "arg-type"), (14, "arg-type"),
-                     (15, "attr-defined")], "\n".join(mypy_on_scripts["wrong.py"])
+                     (15, "attr-defined"), (16, "attr-defined")], "\n".join(mypy_on_scripts["wrong.py"])
     assert '"Chatty"' in mypy_on_scripts["wrong.py"][0] and '"ChatClient"' in mypy_on_scripts["wrong.py"][0]
 
 
