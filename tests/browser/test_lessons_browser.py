@@ -121,8 +121,12 @@ def test_a_lesson_run_all_in_jupyterlab_shows_no_error_and_draws_everything(lab,
                                    ".querySelectorAll('.nora-panel .nora-prompt input').length === n",
                                    arg=LESSONS[stem]["panels"], timeout=30_000)
         found = page.evaluate(LOOK_JS)
+        # the lesson's first panel or chart, to look at (a taller window: 09's panel is taller than 720 px)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"lesson-{stem[:2]}.png"))
+        page.set_viewport_size({"width": 1280, "height": 1600})
+        shown = page.locator(".jp-OutputArea-output > .nora-panel, .jp-OutputArea-output img").first
+        shown.scroll_into_view_if_needed()
+        shown.screenshot(path=str(SCREENSHOTS / f"lesson-{stem[:2]}.png"))
 
         assert found["errors"] == [] and found["broken"] == [], found
         assert found["unsized"] == [] and found["clipped"] == [], found
