@@ -39,6 +39,7 @@ __all__ = ["ChatSession", "Stopped", "chat_loop", "HELP_TEXT", "completions", "u
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
             "/undo", "/retry", "/help", "/quit", "/exit")  # what Tab completes after '/', in /help's order
+TAKE_NOTHING = ("/history", "/clear", "/undo", "/retry", "/quit", "/exit")  # '/undo 2' must not undo one turn
 FILE_COMMANDS = ("/save", "/load")  # Tab after these completes file names
 MODEL_COMMAND = "/model"  # Tab after it completes the model names the server lists, and default
 CLI_TRIM = "trim it (/trim N or keep fewer turns)"  # the failures' advice in this face's words
@@ -313,11 +314,14 @@ class ChatSession:
     # -- slash commands -------------------------------------------------------
 
     def command(self, line: str) -> None:
-        """Run one slash command, e.g. '/trim 2'.  Unknown commands get one line."""
+        """Run one slash command, e.g. '/trim 2'.  Unknown commands get one line, and so do words after a
+        command that takes none ('/undo 2'), which then does nothing."""
         name, _, arg = line.strip().partition(" ")
         arg = arg.strip()
         handler = self._handlers().get(name.lower())
-        if handler is None:
+        if arg and name.lower() in TAKE_NOTHING:  # '/clear please' cleared, '/undo 2' took back one turn
+            self.warn(f"({name} takes nothing after it, not {arg!r}: type {name} alone; nothing was done)")
+        elif handler is None:
             self.warn(f"(unknown command {name}: type /help for the list)")
         else:
             handler(arg)

@@ -953,6 +953,32 @@ def test_undo_and_retry_whole_session(monkeypatch, capsys, tmp_path):
     assert json.loads(saved.read_text())["messages"] == [SYSTEM]  # the --save file follows /undo too
 
 
+def test_a_command_that_takes_nothing_refuses_words_after_it_and_changes_nothing(monkeypatch, capsys, tmp_path):
+    # `/clear please` cleared, `/undo 2` took back one turn, `/retry now` sent a call, and `/quit now`
+    # said "unknown command /quit": each word after them was dropped without a word
+    saved = tmp_path / "s.json"
+    script = ["Hello", "/clear please", "/undo 2", "/retry now", "/history all", "/quit now", "/EXIT 1", "/history"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save", str(saved)],
+                                "\n".join(script) + "\n")
+    r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'Hello'"
+    kept = [SYSTEM, user("Hello"), assistant(r1)]
+    assert status == 0
+    assert out.splitlines()[2:] == [
+        "you: Hello", f"nora: {r1}",
+        "you: /clear please", "you: /undo 2", "you: /retry now", "you: /history all", "you: /quit now", "you: /EXIT 1",
+        "you: /history", *json.dumps(kept, indent=2).splitlines(), "(next call sends these 3 messages plus your new one)",
+    ]
+    assert err.splitlines() == [
+        "(/clear takes nothing after it, not 'please': type /clear alone; nothing was done)",
+        "(/undo takes nothing after it, not '2': type /undo alone; nothing was done)",
+        "(/retry takes nothing after it, not 'now': type /retry alone; nothing was done)",
+        "(/history takes nothing after it, not 'all': type /history alone; nothing was done)",
+        "(/quit takes nothing after it, not 'now': type /quit alone; nothing was done)",
+        "(/EXIT takes nothing after it, not '1': type /EXIT alone; nothing was done)",
+    ]
+    assert json.loads(saved.read_text())["messages"] == kept  # the --save file was not touched either
+
+
 def test_undo_of_a_message_with_no_reply_says_so(monkeypatch, capsys, tmp_path):
     """A transcript that ends on your message: /undo said 'your last message and the 0 messages after it'."""
     path = tmp_path / "asked.json"
