@@ -628,6 +628,7 @@ def use_readline(complete_with: Callable[[str, str], list[str]] = completions) -
             matches[:] = complete_with(text, readline.get_line_buffer()[: readline.get_endidx()])
         return matches[state] if state < len(matches) else None
 
+    _utf8_line_editing()
     readline.set_completer(complete)
     readline.set_completer_delims(" \t\n")  # a word is up to a space: '/hi' and '~/notes/ch' whole
     if "libedit" in (readline.__doc__ or ""):  # macOS's Python: libedit's own way of binding Tab
@@ -635,6 +636,39 @@ def use_readline(complete_with: Callable[[str, str], list[str]] = completions) -
     else:
         readline.parse_and_bind("tab: complete")
     return True
+
+
+UTF8_LOCALES = ("C.UTF-8", "C.utf8", "en_US.UTF-8", "UTF-8")  # the first this machine has serves readline
+
+
+def _utf8_line_editing() -> None:
+    """Make readline edit by characters when Python reads the terminal as UTF-8 but the locale is not.
+
+    Under LC_ALL=C Python still decodes what is typed as UTF-8 (its UTF-8 mode), while readline, which
+    takes the locale's LC_CTYPE each time it reads a line, moved and erased by bytes: one Backspace over
+    'é' left half of it, which reached the model as U+FFFD though the screen showed 'Café'.  Then
+    LC_CTYPE is set to a UTF-8 locale (LC_ALL, which overrides it, moves to LANG); nothing else in
+    nora reads the locale.  Example: LC_ALL=C -> LC_CTYPE=C.UTF-8, LANG=C
+    """
+    import locale
+
+    def utf8(name: str | None) -> bool:
+        return (name or "").replace("-", "").replace("_", "").lower() == "utf8"
+
+    if not utf8(getattr(sys.stdin, "encoding", None)) or utf8(locale.nl_langinfo(locale.CODESET)):
+        return
+    before = locale.setlocale(locale.LC_CTYPE)
+    for name in UTF8_LOCALES:
+        try:
+            locale.setlocale(locale.LC_CTYPE, name)
+        except locale.Error:  # not on this machine
+            continue
+        locale.setlocale(locale.LC_CTYPE, before)
+        lc_all = os.environ.pop("LC_ALL", None)
+        if lc_all:
+            os.environ["LANG"] = lc_all
+        os.environ["LC_CTYPE"] = name
+        return
 
 
 def _next_line(interactive: bool, pending: list[str], prompt: str = "you: ") -> str | None:

@@ -659,6 +659,22 @@ def test_tab_on_a_real_terminal_completes_commands_and_file_names(tmp_path):
     assert json.loads((tmp_path / "notes" / "chat.json").read_text())["messages"] == [SYSTEM]
 
 
+@pytest.mark.parametrize("locale_env", [{"LC_ALL": "C"}, {"LANG": "C"}, {"LANG": "C.UTF-8"}])
+def test_backspace_over_an_accented_letter_erases_it_whole_in_any_locale(locale_env):
+    # under LC_ALL=C Python reads the terminal as UTF-8 but readline erased one byte: the screen showed
+    # 'Café' and the model was sent 'Café\ufffd' (half an é, made a replacement character)
+    pytest.importorskip("readline")
+    env = {k: v for k, v in nora_env(TERM="dumb", INPUTRC="/dev/null").items() if not k.startswith(("LC_", "LANG"))}
+    with PtySession(["chat", "--backend", "scripted"], {**env, **locale_env}) as term:
+        term.wait_for(b"you: ")
+        term.type("Café ☕é".encode())
+        term.wait_for("☕é".encode())
+        term.type(b"\x7f\r")  # Backspace: the last letter, all of it
+        term.wait_for("the last one says: 'Café ☕'\r\nyou: ".encode())
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+
+
 def test_tab_after_model_on_a_real_terminal_completes_a_name_the_server_lists(tmp_path):
     """nora chat hands readline the session's Tab: after '/model ' it offers the server's names."""
     pytest.importorskip("readline")
