@@ -540,21 +540,78 @@ class ChatSession:
 def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
     """The next line of input, or None at end of input (Ctrl-D)."""
     if interactive:
+        terminal = _prompt_terminal()
         try:
-            return input(prompt)
+            line = input(prompt) if terminal is None else _typed_beside(terminal, prompt)
         except EOFError:
-            print()
+            _end_line(terminal)
             return None
         except Stopped:
-            print()  # the line after the prompt: the shell's prompt does not start beside 'you: '
+            _end_line(terminal)  # the line after the prompt: the shell's prompt does not start beside 'you: '
             raise
+        if terminal is not None:
+            _echo(line, prompt)  # stdout is a file or a pipe: it gets the line, as a piped session's does
+        return line
     line = sys.stdin.readline()
     if not line:
         return None
     line = line.rstrip("\r\n")
-    if line.strip() or prompt != "you: ":  # a blank line is ignored at the prompt, part of a """ block
-        _write(sys.stdout, f"{prompt}{line}\n")  # echo: stdout reads like the screen would
+    _echo(line, prompt)
     return line
+
+
+def _echo(line: str, prompt: str) -> None:
+    """What was read, on stdout as the screen shows it, so a piped session (or `nora chat > log.txt`)
+    reads like the screen would.  A blank line is ignored at the prompt, part of a \"\"\" block."""
+    if line.strip() or prompt != "you: ":
+        _write(sys.stdout, f"{prompt}{line}\n")
+
+
+_TTY: list[int] = []  # /dev/tty, opened once, when stdout and stderr both go elsewhere
+
+
+def _prompt_terminal() -> int | None:
+    """The terminal to show the prompt and the line being edited on, when stdin is a terminal and stdout
+    is not (`nora chat > log.txt`, `nora chat | tee log.txt`): stderr's, else /dev/tty.  None when
+    stdout is the terminal (input() does it all), or there is no terminal to write to."""
+    try:
+        if sys.stdout.fileno() != 1 or sys.stdin.fileno() != 0 or os.isatty(1):
+            return None
+    except (AttributeError, ValueError, OSError):  # not a real stream (a test's), or closed
+        return None
+    if os.isatty(2):
+        return 2
+    if not _TTY:
+        try:
+            _TTY.append(os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY))
+        except OSError:
+            return None
+    return _TTY[0]
+
+
+def _typed_beside(terminal: int, prompt: str) -> str:
+    """input(prompt) with readline's editing and history on the terminal, while stdout is a file or a pipe.
+
+    input() uses readline only when stdout is a terminal too: with `nora chat > log.txt` it wrote the
+    prompt into the file, showed none, and read the keys raw, so Up sent '\\x1b[A' to the model as a
+    message.  So stdout is the terminal for as long as the line is typed, and put back after.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(terminal, 1)
+        return input(prompt)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _end_line(terminal: int | None) -> None:
+    """A newline after the prompt left by Ctrl-D or SIGTERM, on the terminal that shows it."""
+    if terminal is None:
+        print()
+    else:
+        os.write(terminal, b"\n")
 
 
 BLOCK = '"""'  # a line of its own starts and ends a message of several lines

@@ -414,7 +414,8 @@ class PtySession:
     Example: with PtySession(["chat", "--backend", "scripted"], nora_env()) as term: term.wait_for(b"you: ")
     """
 
-    def __init__(self, args: list[str], env: dict) -> None:
+    def __init__(self, args: list[str], env: dict, stdout=None) -> None:
+        """stdout: a file for nora's stdout (`nora chat > log.txt`); by default the terminal."""
         pty = pytest.importorskip("pty")
         import fcntl
         import termios
@@ -426,7 +427,7 @@ class PtySession:
         self.settings_before = termios.tcgetattr(self.slave)
         self.proc = subprocess.Popen(  # the pty becomes the child's controlling terminal, so ^C is a real SIGINT
             [sys.executable, "-m", "nora_widgets.cli", *args],
-            stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, close_fds=True,
+            stdin=self.slave, stdout=self.slave if stdout is None else stdout, stderr=self.slave, env=env, close_fds=True,
             preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0), sigint_as_in_a_terminal()),
         )
         self.screen = b""  # everything nora has written so far
@@ -495,6 +496,33 @@ def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(key
         assert term.terminal_settings() == term.settings_before  # the terminal is left as nora found it
     assert [r.messages for r in keyed_stub.chat_requests] == [[SYSTEM, user("Tell me a story")],
                                                               [SYSTEM, user("hello")]]
+
+
+def test_chat_with_stdout_in_a_file_keeps_line_editing_on_the_terminal_and_a_transcript_in_the_file(tmp_path):
+    # `nora chat > log.txt`: input() gives up readline when stdout is not a terminal, so the prompt went
+    # into the file, the screen showed none, Up sent the escape sequence '\x1b[A' to the model as a
+    # message, and the file read 'you: nora: ...' without what was typed
+    pytest.importorskip("readline")
+    log = tmp_path / "log.txt"
+    with open(log, "w") as file, PtySession(["chat", "--backend", "scripted"],
+                                             nora_env(TERM="dumb", INPUTRC="/dev/null"), stdout=file) as term:
+        term.wait_for(b"you: ")  # the prompt is on the terminal, where the typing is
+        term.type(b"Helo\x1b[Dl\r")  # Left, then a letter: line editing
+        term.wait_for(b"you: ")
+        term.type(b"\x1b[A\r")  # Up: the line before, again
+        term.wait_for(b"you: ")
+        term.type(b"/nope\r")
+        term.wait_for(b"(unknown command /nope: type /help for the list)\r\nyou: ")  # stderr: the terminal
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    assert b"nora:" not in term.screen  # the replies went to the file, as asked
+    assert log.read_text().splitlines() == [
+        "Nora chat: scripted stand-in (canned replies, no model)",
+        "(type /help for commands; quit or Ctrl-D to leave)",
+        "you: Hello", "nora: [scripted reply 1] I was sent 2 messages; the last one says: 'Hello'",
+        "you: Hello", "nora: [scripted reply 2] I was sent 4 messages; the last one says: 'Hello'",
+        "you: /nope",
+    ]
 
 
 def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_cleared(keyed_stub):
