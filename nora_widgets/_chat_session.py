@@ -245,23 +245,29 @@ class ChatSession:
             shown = False
         if not shown:
             return lambda: None
-        try:
-            columns = os.get_terminal_size(stream.fileno()).columns or 80  # 0: a terminal that does not say
-        except (AttributeError, ValueError, OSError):
-            columns = 80
+
+        def room() -> int:  # asked each time: the window may be resized while the reply is awaited
+            try:
+                columns = os.get_terminal_size(stream.fileno()).columns or 80  # 0: a terminal that does not say
+            except (AttributeError, ValueError, OSError):
+                columns = 80
+            return max(1, columns - 1)
+
         width = [0]
 
         def say(seconds: float) -> None:  # kept within the line: a wrapped note could not be written over
-            note = f"({waiting_words(self.client, seconds, 'Ctrl-C')})"[: max(1, columns - 1)]
-            stream.write("\r" + note + " " * max(0, width[0] - len(note)))  # written over the last one
+            fits = room()
+            note = f"({waiting_words(self.client, seconds, 'Ctrl-C')})"[:fits]
+            stream.write("\r" + note + " " * max(0, min(width[0], fits) - len(note)))  # over the last one
             stream.flush()
-            width[0] = max(width[0], len(note))
+            width[0] = max(min(width[0], fits), len(note))
 
         ticker = Ticker(say).start()
 
         def done() -> None:
             if ticker.stop() and width[0]:
-                stream.write("\r" + " " * width[0] + "\r")  # the line is blank again, the cursor at its start
+                blank = " " * min(width[0], room())
+                stream.write("\r" + blank + "\r")  # the line is blank again, the cursor at its start
                 stream.flush()
                 width[0] = 0
 

@@ -446,6 +446,14 @@ class PtySession:
     def type(self, keys: bytes) -> None:
         os.write(self.master, keys)
 
+    def resize(self, rows: int, columns: int) -> None:
+        """The window resized, as a terminal does it: the new size, and SIGWINCH to nora."""
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
     def terminal_settings(self) -> list:
         import termios
 
@@ -550,6 +558,25 @@ def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_clear
         term.type(b"\x04")
         assert term.proc.wait(15) == 0
     assert b"waiting" not in term.screen
+
+
+def test_a_window_made_narrow_while_waiting_keeps_the_waiting_note_on_one_line(keyed_stub):
+    # the width was read once per turn: narrowed to 30 columns mid-wait, each second's 75-character note
+    # wrapped over 3 rows, so '\\r' went back to the start of the last one and the screen filled with notes
+    keyed_stub.enqueue(ok("Yes, two.", wait=4.5))
+    with PtySession(["chat", "--max-retries", "0", "--timeout", "8"], nora_env(keyed_stub, TERM="dumb")) as term:
+        term.resize(24, 80)
+        term.wait_for(b"you: ")
+        term.type(b"Any Le Guin?\r")
+        term.wait_for(b"\r(waiting 2 s: the server may be busy with others' replies. Ctrl-C gives up)")
+        term.resize(24, 30)
+        narrowed = len(term.screen)
+        term.wait_for(b"nora: Yes, two.\r\nyou: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    written = term.screen[narrowed:term.screen.index(b"nora: Yes, two.")]
+    assert b"(waiting 3 s" in written or b"(waiting 4 s" in written
+    assert all(len(piece) < 30 for piece in written.split(b"\r")), written  # each rewrite fits the new width
 
 
 def test_sigterm_at_the_prompt_and_mid_reply_leaves_the_terminal_as_it_was(keyed_stub, tmp_path):
