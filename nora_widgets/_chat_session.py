@@ -224,6 +224,8 @@ class ChatSession:
         if started:  # part of a reply is on screen but not in the history: say so
             _write(self.out, " [reply dropped]\n")
         self.last_failure = result.failure.kind if result is not None and result.failure else "cancelled"
+        if self.last_failure == "cancelled" and not started:
+            self._line_start()  # over the ^C the terminal echoed: '^C(error talking ...' read as one word
         if result is None:
             self.warn("(cancelled: the turn was rolled back)")
         else:
@@ -272,6 +274,14 @@ class ChatSession:
                 width[0] = 0
 
         return done
+
+    def _line_start(self) -> None:
+        """On a terminal, the cursor back to the start of its line (stderr's, where failures go)."""
+        try:
+            if self.err.isatty():
+                self.err.write("\r")  # not through _write: that shows a \r as ^M
+        except (AttributeError, ValueError, OSError):  # closed, or not a real stream
+            pass
 
     def _model_unknown(self) -> bool:
         """Whether the default model is not known yet (the server had not answered when asked for its

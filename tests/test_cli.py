@@ -533,6 +533,27 @@ def test_chat_with_stdout_in_a_file_keeps_line_editing_on_the_terminal_and_a_tra
     ]
 
 
+@pytest.mark.parametrize("command", [["chat"], ["ask", "Any Le Guin?"]])
+def test_ctrl_c_before_the_first_word_says_so_on_a_line_of_its_own(keyed_stub, command):
+    # the terminal echoes ^C where the cursor is, and the line went on after it:
+    # '^C(error talking to the model: cancelled - ...)'
+    keyed_stub.enqueue(stall(20.0))
+    with PtySession([*command, "--max-retries", "0"], nora_env(keyed_stub, TERM="dumb")) as term:
+        if command == ["chat"]:
+            term.wait_for(b"you: ")
+            term.type(b"Any Le Guin?\r")
+        keyed_stub.wait_for_requests(1)
+        until_waiting(term.proc)
+        term.type(b"\x03")  # within the first 2 s: no waiting note yet
+        term.wait_for(b"(error talking to the model: cancelled - the turn was rolled back")
+        if command == ["chat"]:
+            term.wait_for(b"you: ")
+            term.type(b"\x04")
+        assert term.proc.wait(15) == (0 if command == ["chat"] else 130)
+    line = term.screen.split(b"(error talking to the model: cancelled")[0].rsplit(b"\n", 1)[-1]
+    assert line.rsplit(b"\r", 1)[-1] == b""  # back at the start of the line: the ^C is written over
+
+
 def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_cleared(keyed_stub):
     # a learner tenth in a shared server's queue saw a blank line for half a minute, as if nora had hung
     # the timeout leaves the 3.5 s wait 1.5 s of room: with none (--timeout 3.5) a busy machine timed it out
