@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from typing import Any, Callable, TextIO
 
+from ._ctrl_c_seen import watch_ctrl_c
 from ._sent_line import describe_sent
 from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
 from ._terminal_text import printable as _printable
@@ -67,6 +69,12 @@ commands:
   quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
   //text          send a message that starts with '/'
   \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
+
+
+# said when Ctrl-C has not stopped the call 0.3 s later: the embedded model reads a prompt in C calls of 512
+# tokens (seconds each on a slow machine) that Python cannot leave half-way; a server's C calls (a name looked up)
+STOPPING = {True: "(Ctrl-C: stopping once the call in progress lets go)",
+            False: "(Ctrl-C: stopping once the model has read the part of the prompt it is on)"}
 
 
 def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND,
@@ -256,18 +264,33 @@ class ChatSession:
             return max(1, columns - 1)
 
         width = [0]
+        pressed: list[bool] = []  # Ctrl-C was pressed and the call has not ended yet
+        stopping = STOPPING[bool(getattr(self.client, "base_url", None))]
+        lock = threading.Lock()  # the ticker's thread and the Ctrl-C watcher's both write the note
 
-        def say(seconds: float) -> None:  # kept within the line: a wrapped note could not be written over
-            fits = room()
-            note = f"({waiting_words(self.client, seconds, 'Ctrl-C')})"[:fits]
-            stream.write("\r" + note + " " * max(0, min(width[0], fits) - len(note)))  # over the last one
-            stream.flush()
-            width[0] = max(min(width[0], fits), len(note))
+        def show(note: str) -> None:  # kept within the line: a wrapped note could not be written over
+            with lock:
+                fits = room()
+                note = note[:fits]
+                stream.write("\r" + note + " " * max(0, min(width[0], fits) - len(note)))  # over the last one
+                stream.flush()
+                width[0] = max(min(width[0], fits), len(note))
+
+        def say(seconds: float) -> None:
+            show(stopping if pressed else f"({waiting_words(self.client, seconds, 'Ctrl-C')})")
+
+        def heard_ctrl_c() -> None:  # the call goes on inside C code for now (the embedded model reading)
+            pressed.append(True)
+            with lock:
+                width[0] += 2  # the ^C the terminal echoed after the note, written over too
+            show(stopping)
 
         ticker = Ticker(say).start()
+        unwatch = watch_ctrl_c(heard_ctrl_c)
 
         def done() -> None:
-            if ticker.stop() and width[0]:
+            unwatch()
+            if ticker.stop() | bool(pressed) and width[0]:
                 blank = " " * min(width[0], room())
                 stream.write("\r" + blank + "\r")  # the line is blank again, the cursor at its start
                 stream.flush()

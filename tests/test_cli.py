@@ -414,8 +414,9 @@ class PtySession:
     Example: with PtySession(["chat", "--backend", "scripted"], nora_env()) as term: term.wait_for(b"you: ")
     """
 
-    def __init__(self, args: list[str], env: dict, stdout=None) -> None:
-        """stdout: a file for nora's stdout (`nora chat > log.txt`); by default the terminal."""
+    def __init__(self, args: list[str], env: dict, stdout=None, program: list[str] | None = None) -> None:
+        """stdout: a file for nora's stdout (`nora chat > log.txt`); by default the terminal.
+        program: what runs instead of `python -m nora_widgets.cli` (args follow it)."""
         pty = pytest.importorskip("pty")
         import fcntl
         import termios
@@ -426,7 +427,7 @@ class PtySession:
             pytest.skip(f"no pseudo-terminal here: {exc}")
         self.settings_before = termios.tcgetattr(self.slave)
         self.proc = subprocess.Popen(  # the pty becomes the child's controlling terminal, so ^C is a real SIGINT
-            [sys.executable, "-m", "nora_widgets.cli", *args],
+            [*(program or [sys.executable, "-m", "nora_widgets.cli"]), *args],
             stdin=self.slave, stdout=self.slave if stdout is None else stdout, stderr=self.slave, env=env, close_fds=True,
             preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0), sigint_as_in_a_terminal()),
         )
@@ -552,6 +553,54 @@ def test_ctrl_c_before_the_first_word_says_so_on_a_line_of_its_own(keyed_stub, c
         assert term.proc.wait(15) == (0 if command == ["chat"] else 130)
     line = term.screen.split(b"(error talking to the model: cancelled")[0].rsplit(b"\n", 1)[-1]
     assert line.rsplit(b"\r", 1)[-1] == b""  # back at the start of the line: the ^C is written over
+
+
+READS_SLOWLY = '''
+import hashlib, sys
+from nora_widgets.cli import main
+
+
+class ReadsSlowly:
+    """The scripted stand-in behind one long C call that Ctrl-C cannot cut short, as llama.cpp
+    reading 512 tokens of a long prompt on a slow machine."""
+
+    def __init__(self, client):
+        self.inner, self.chat, self.completions = client, self, self
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def create(self, **kwargs):
+        hashlib.pbkdf2_hmac("sha256", b"key", b"salt", 10_000_000)  # seconds in C, the GIL let go
+        return self.inner.chat.completions.create(**kwargs)
+
+
+sys.exit(main(wrap=ReadsSlowly))
+'''
+
+
+def test_ctrl_c_during_a_long_c_call_is_answered_at_once_and_stops_the_turn_when_it_returns(tmp_path):
+    # the embedded model reading a long prompt: Python acts on Ctrl-C only when llama.cpp's call returns,
+    # seconds later on a slow machine (8.7 s measured for 1,800 tokens on 2 busy cores), and meanwhile
+    # nothing showed that the key was heard; the note went on saying 'Ctrl-C gives up'
+    script = tmp_path / "reads_slowly.py"
+    script.write_text(READS_SLOWLY)
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb"),
+                    program=[sys.executable, str(script)]) as term:
+        term.wait_for(b"you: ")
+        term.type(b"A long text to read\r")
+        term.wait_for(b"A long text to read\r\n")
+        time.sleep(0.3)
+        term.type(b"\x03")
+        term.wait_for(b"(Ctrl-C: stopping once the model has read the part of the prompt it is on)")
+        assert b"cancelled" not in term.screen  # said while the C call still runs
+        term.wait_for(b"\r(error talking to the model: cancelled - the turn was rolled back; send it again when ready)"
+                      b"\r\nyou: ")
+        term.type(b"/history\r")
+        term.wait_for(b"(next call sends this 1 message plus your new one)\r\nyou: ")  # rolled back
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    assert b"scripted reply" not in term.screen
 
 
 def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_cleared(keyed_stub):
