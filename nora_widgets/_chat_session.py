@@ -75,6 +75,7 @@ commands:
 # tokens (seconds each on a slow machine) that Python cannot leave half-way; a server's C calls (a name looked up)
 STOPPING = {True: "(Ctrl-C: stopping once the call in progress lets go)",
             False: "(Ctrl-C: stopping once the model has read the part of the prompt it is on)"}
+STOPPING_SHORT = "(Ctrl-C: stopping...)"  # a narrow window: what fits of the note, as for the waiting note
 
 
 def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found: str = CLI_NOT_FOUND,
@@ -268,22 +269,25 @@ class ChatSession:
         stopping = STOPPING[bool(getattr(self.client, "base_url", None))]
         lock = threading.Lock()  # the ticker's thread and the Ctrl-C watcher's both write the note
 
-        def show(note: str) -> None:  # kept within the line: a wrapped note could not be written over
+        def show(note: str, short: str) -> None:  # kept within the line: a wrapped note could not be written over
             with lock:
                 fits = room()
-                note = note[:fits]
+                note = (note if len(note) <= fits else short)[:fits]  # short: how to give up, not why
                 stream.write("\r" + note + " " * max(0, min(width[0], fits) - len(note)))  # over the last one
                 stream.flush()
                 width[0] = max(min(width[0], fits), len(note))
 
         def say(seconds: float) -> None:
-            show(stopping if pressed else f"({waiting_words(self.client, seconds, 'Ctrl-C')})")
+            if pressed:
+                show(stopping, STOPPING_SHORT)
+            else:  # waiting_words(None, ...): without the reason, e.g. '(waiting 7 s. Ctrl-C gives up)'
+                show(f"({waiting_words(self.client, seconds, 'Ctrl-C')})", f"({waiting_words(None, seconds, 'Ctrl-C')})")
 
         def heard_ctrl_c() -> None:  # the call goes on inside C code for now (the embedded model reading)
             pressed.append(True)
             with lock:
                 width[0] += 2  # the ^C the terminal echoed after the note, written over too
-            show(stopping)
+            show(stopping, STOPPING_SHORT)
 
         ticker = Ticker(say).start()
         unwatch = watch_ctrl_c(heard_ctrl_c)

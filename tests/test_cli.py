@@ -649,6 +649,19 @@ def test_a_window_made_narrow_while_waiting_keeps_the_waiting_note_on_one_line(k
     assert all(len(piece) < 30 for piece in written.split(b"\r")), written  # each rewrite fits the new width
 
 
+def test_at_40_columns_the_waiting_note_drops_its_reason_and_keeps_how_to_give_up(keyed_stub):
+    # cut to the width, the note lost its end: '(waiting 2 s: the server may be busy wi', no 'Ctrl-C gives up'
+    keyed_stub.enqueue(ok("Yes, two.", wait=3.5))
+    with PtySession(["chat", "--max-retries", "0", "--timeout", "8"], nora_env(keyed_stub, TERM="dumb")) as term:
+        term.resize(24, 40)
+        term.wait_for(b"you: ")
+        term.type(b"Any Le Guin?\r")
+        term.wait_for(b"\r(waiting 2 s. Ctrl-C gives up)")
+        term.wait_for(b"nora: Yes, two.\r\nyou: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+
+
 def test_sigterm_at_the_prompt_and_mid_reply_leaves_the_terminal_as_it_was(keyed_stub, tmp_path):
     """SIGTERM (kill, a closing IDE, systemd) at the prompt killed nora inside readline, leaving the
     terminal without echo; now nora leaves as Ctrl-D does: the terminal restored, one line, exit 143.
