@@ -289,8 +289,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     note = model_note(client, args.model)
     if note:  # on stderr: the answer alone goes to stdout
         session.warn(f"({note})")
-    if not session.send(question):
-        return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
+    try:
+        if not session.send(question):
+            return EXIT_CANCELLED if session.last_failure == "cancelled" else EXIT_FAILED
+    except BrokenPipeError:  # `... | head -1`: main() leaves quietly, but a --history file misses this turn
+        if args.history:
+            session.warn(f"(not saved to {args.history}: stdout's reader left before the whole answer was "
+                         "written; this turn is not in it)")
+        raise
     if args.show_sent and session.last_sent is not None:  # stderr too: stdout is the answer alone
         session.warn(session.sent_line(session.last_sent, before))
     if args.history and _file_state(args.history) != read:  # saving would drop the other process's turn

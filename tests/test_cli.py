@@ -329,6 +329,21 @@ def test_a_reader_that_leaves_is_not_a_server_error(tmp_path):
     assert done.stderr == "0\n"  # nora's own exit status
 
 
+def test_ask_with_a_history_file_whose_reader_leaves_says_the_turn_is_not_saved(keyed_stub, tmp_path):
+    # `nora ask --history h.json ... | head -1`: the reader left mid-answer, the turn was rolled back and
+    # the file not written, and nothing said so (exit 0): the next ask went on without that turn
+    history = tmp_path / "h.json"
+    keyed_stub.enqueue(ok("\n".join(f"line {i} of the answer" for i in range(300)), delay=0.002))
+    script = (f"{shlex.quote(sys.executable)} -m nora_widgets.cli ask --max-retries 0 --history "
+              f"{shlex.quote(str(history))} 'Tell me everything' | head -1; echo \"status ${{PIPESTATUS[0]}}\" >&2")
+    done = subprocess.run(["bash", "-c", script], env=nora_env(keyed_stub), capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == "line 0 of the answer\n"
+    assert done.stderr == (f"(not saved to {history}: stdout's reader left before the whole answer was written; "
+                           "this turn is not in it)\nstatus 0\n")
+    assert not history.exists()
+
+
 def until_waiting(proc: subprocess.Popen, timeout: float = 15) -> None:
     """Return once the child is asleep in a system call (waiting for a key or for the server).
 
