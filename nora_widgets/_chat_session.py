@@ -38,6 +38,7 @@ from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "Stopped", "chat_loop", "HELP_TEXT", "completions", "use_readline"]
 
+BLOCK = '"""'  # a line of its own starts and ends a message of several lines
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
             "/undo", "/retry", "/help", "/quit", "/exit")  # what Tab completes after '/', in /help's order
@@ -52,23 +53,49 @@ ASK_TRIM = "start a new --history file, or go on in nora chat --load FILE --keep
 CLI_PERSONA = "shorten the persona: /system TEXT (or --system TEXT at the start)"  # the persona alone overflows
 ASK_PERSONA = "shorten the persona: --system TEXT"
 
-HELP_TEXT = """\
-commands:
-  /history        show the messages exactly as the next call sends them (trimmed per /trim)
-  /system TEXT    set the persona (system prompt); /system alone shows it, /system off removes it
-  /model NAME     send the same list to another model from now on; /model alone shows it; /model default
-  /temperature T  0 to 2 from now on (0 = repeatable, higher = more varied); /temperature alone shows it
-  /trim N         send only the last N turns (the transcript keeps everything); /trim off
-  /save [FILE]    save the whole conversation as JSON (default: the --save file); FILE.md: as Markdown, to read
-  /load FILE      replace the conversation with a saved one
-  /clear          forget the conversation, keep the persona
-  /sent [on|off]  after each reply, one line saying what that call sent (messages, turns, tokens)
-  /undo           take back your last message and its reply (the next call will not send them)
-  /retry          ask for your last message's reply again (the same list goes out again)
-  /help           this list
-  quit, exit, Ctrl-D   leave (/quit and /exit too); Ctrl-C cancels a reply in progress
-  //text          send a message that starts with '/'
-  \"\"\"             on a line of its own: the lines up to the next \"\"\" line are one message"""
+HELP = [  # (what to type, what it does): /help's list, wrapped to the terminal by help_text()
+    ("/history", "show the messages exactly as the next call sends them (trimmed per /trim)"),
+    ("/system TEXT", "set the persona (system prompt); /system alone shows it, /system off removes it"),
+    ("/model NAME", "send the same list to another model from now on; /model alone shows it; /model default"),
+    ("/temperature T", "0 to 2 from now on (0 = repeatable, higher = more varied); /temperature alone shows it"),
+    ("/trim N", "send only the last N turns (the transcript keeps everything); /trim off"),
+    ("/save [FILE]", "save the whole conversation as JSON (default: the --save file); FILE.md: as Markdown, to read"),
+    ("/load FILE", "replace the conversation with a saved one"),
+    ("/clear", "forget the conversation, keep the persona"),
+    ("/sent [on|off]", "after each reply, one line saying what that call sent (messages, turns, tokens)"),
+    ("/undo", "take back your last message and its reply (the next call will not send them)"),
+    ("/retry", "ask for your last message's reply again (the same list goes out again)"),
+    ("/help", "this list"),
+    ("quit, Ctrl-D", "leave (exit, /quit and /exit too); Ctrl-C cancels a reply in progress"),
+    ("//text", "send a message that starts with '/'"),
+    (BLOCK, "on a line of its own: the lines up to the next \"\"\" line are one message"),
+]
+
+
+def help_text(width: int = 79) -> str:
+    """/help's list within `width` columns, each description wrapped under its own column (at 80
+    columns 12 of its lines wrapped mid-word, back to the first column, when they were written whole).
+    Example: help_text(40).splitlines()[1:3] -> ['  /history        show the messages', '                  exactly as the next']
+    """
+    import textwrap
+
+    width = max(width, 36)  # narrower still: the terminal wraps what is left
+    lines = ["commands:"]
+    for name, words in HELP:
+        lines += textwrap.wrap(words, width, initial_indent=f"  {name:<15} ", subsequent_indent=" " * 18)
+    return "\n".join(lines)
+
+
+HELP_TEXT = help_text()  # through a pipe, and `nora chat --help`
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal stream writes to, asked each time (a window may be resized); 80 when
+    it is not a terminal or does not say."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80  # 0: a terminal that does not say
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 # said when Ctrl-C has not stopped the call 0.3 s later: the embedded model reads a prompt in C calls of 512
@@ -258,11 +285,7 @@ class ChatSession:
             return lambda: None
 
         def room() -> int:  # asked each time: the window may be resized while the reply is awaited
-            try:
-                columns = os.get_terminal_size(stream.fileno()).columns or 80  # 0: a terminal that does not say
-            except (AttributeError, ValueError, OSError):
-                columns = 80
-            return max(1, columns - 1)
+            return max(1, _columns(stream) - 1)
 
         width = [0]
         pressed: list[bool] = []  # Ctrl-C was pressed and the call has not ended yet
@@ -383,7 +406,7 @@ class ChatSession:
             "/sent": self._sent,
             "/undo": self._undo,
             "/retry": self._retry,
-            "/help": lambda _arg: self.say(HELP_TEXT),
+            "/help": lambda _arg: self.say(help_text(min(79, _columns(self.out) - 1))),
         }
 
     def _history(self, _arg: str) -> None:
@@ -656,8 +679,6 @@ def _end_line(terminal: int | None) -> None:
     else:
         os.write(terminal, b"\n")
 
-
-BLOCK = '"""'  # a line of its own starts and ends a message of several lines
 
 
 def completions(text: str, line: str, model_names: list[str] | None = None) -> list[str]:

@@ -677,6 +677,23 @@ def test_at_40_columns_the_waiting_note_drops_its_reason_and_keeps_how_to_give_u
         assert term.proc.wait(15) == 0
 
 
+@pytest.mark.parametrize("columns", [80, 40])
+def test_help_fits_the_terminal_each_description_under_its_column(columns):
+    # /help's lines ran to 111 characters: at 80 columns 12 of 15 wrapped mid-word back to the first column
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb")) as term:
+        term.resize(24, columns)
+        term.wait_for(b"you: ")
+        term.type(b"/help\r")
+        term.wait_for(b"/help\r\n")
+        term.wait_for(b"message\r\nyou: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    shown = term.screen.split(b"/help\r\n", 1)[1].rsplit(b"\r\nyou: ", 1)[0].decode().split("\r\n")
+    assert shown[0] == "commands:" and all(len(line) < columns for line in shown)
+    assert all(line.startswith(("  /", "  quit", '  """', " " * 18)) for line in shown[1:])
+    assert " ".join(" ".join(shown).split()) == " ".join(cli.HELP_TEXT.split())  # the same words as through a pipe
+
+
 def test_sigterm_at_the_prompt_and_mid_reply_leaves_the_terminal_as_it_was(keyed_stub, tmp_path):
     """SIGTERM (kill, a closing IDE, systemd) at the prompt killed nora inside readline, leaving the
     terminal without echo; now nora leaves as Ctrl-D does: the terminal restored, one line, exit 143.
