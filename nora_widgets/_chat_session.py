@@ -672,6 +672,13 @@ def _typed_beside(terminal: int, prompt: str) -> str:
         os.close(saved)
 
 
+def _after_ctrl_c(interactive: bool) -> None:
+    """Ctrl-C at a prompt: the next line starts below it, on the terminal that shows the prompt (not in
+    a file that stderr may be: `nora chat 2> err.txt` showed 'you: you: ')."""
+    if interactive:
+        _end_line(_prompt_terminal())
+
+
 def _end_line(terminal: int | None) -> None:
     """A newline after the prompt left by Ctrl-D or SIGTERM, on the terminal that shows it."""
     if terminal is None:
@@ -841,7 +848,8 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
                     block = _read_block(interactive, pending)
                 except KeyboardInterrupt:
                     pending.clear()
-                    session.warn(("\n" if interactive else "") + "(Ctrl-C: the message of several lines was not sent)")
+                    _after_ctrl_c(interactive)
+                    session.warn("(Ctrl-C: the message of several lines was not sent)")
                     continue
                 if block is None:
                     session.warn(f"(input ended inside a {BLOCK} block: that message was not sent)")
@@ -860,5 +868,6 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
             else:
                 session.send(line[line.index("/") + 1:] if text.startswith("//") else line)
         except KeyboardInterrupt:  # Ctrl-C at the prompt: not a way out, say what is
-            session.warn(("\n" if interactive else "") + "(Ctrl-C: type quit or press Ctrl-D to leave)")
+            _after_ctrl_c(interactive)
+            session.warn("(Ctrl-C: type quit or press Ctrl-D to leave)")
 

@@ -429,8 +429,9 @@ class PtySession:
     Example: with PtySession(["chat", "--backend", "scripted"], nora_env()) as term: term.wait_for(b"you: ")
     """
 
-    def __init__(self, args: list[str], env: dict, stdout=None, program: list[str] | None = None) -> None:
-        """stdout: a file for nora's stdout (`nora chat > log.txt`); by default the terminal.
+    def __init__(self, args: list[str], env: dict, stdout=None, program: list[str] | None = None,
+                 stderr=None) -> None:
+        """stdout, stderr: a file for nora's stdout (`nora chat > log.txt`) or stderr; by default the terminal.
         program: what runs instead of `python -m nora_widgets.cli` (args follow it)."""
         pty = pytest.importorskip("pty")
         import fcntl
@@ -443,7 +444,8 @@ class PtySession:
         self.settings_before = termios.tcgetattr(self.slave)
         self.proc = subprocess.Popen(  # the pty becomes the child's controlling terminal, so ^C is a real SIGINT
             [*(program or [sys.executable, "-m", "nora_widgets.cli"]), *args],
-            stdin=self.slave, stdout=self.slave if stdout is None else stdout, stderr=self.slave, env=env, close_fds=True,
+            stdin=self.slave, stdout=self.slave if stdout is None else stdout,
+            stderr=self.slave if stderr is None else stderr, env=env, close_fds=True,
             preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0), sigint_as_in_a_terminal()),
         )
         self.screen = b""  # everything nora has written so far
@@ -616,6 +618,22 @@ def test_ctrl_c_during_a_long_c_call_is_answered_at_once_and_stops_the_turn_when
         term.type(b"\x04")
         assert term.proc.wait(15) == 0
     assert b"scripted reply" not in term.screen
+
+
+def test_ctrl_c_at_the_prompt_with_stderr_in_a_file_starts_the_next_prompt_on_a_new_line(tmp_path):
+    # `nora chat 2> err.txt`: the newline after the interrupted prompt went into the file with the line,
+    # so the terminal showed 'you: you: ' and the file began with a blank line
+    err = tmp_path / "err.txt"
+    with open(err, "w") as file, PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb"),
+                                             stderr=file) as term:
+        term.wait_for(b"you: ")
+        until_waiting(term.proc)
+        term.type(b"\x03")
+        term.wait_for(b"\r\nyou: ")  # right after the first prompt: nothing else on the terminal
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    assert term.screen.endswith(b"leave)\r\nyou: \r\nyou: ")
+    assert err.read_text() == "(Ctrl-C: type quit or press Ctrl-D to leave)\n"
 
 
 def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_cleared(keyed_stub):
