@@ -68,7 +68,7 @@ HELP = [  # (what to type, what it does): /help's list, wrapped to the terminal 
     ("/help", "this list"),
     ("quit, Ctrl-D", "leave (exit, /quit and /exit too); Ctrl-C cancels a reply in progress"),
     ("//text", "send a message that starts with '/'"),
-    (BLOCK, "on a line of its own: the lines up to the next \"\"\" line are one message"),
+    (BLOCK, "on a line of its own: the lines up to the next \"\"\" line (or Ctrl-D) are one message"),
 ]
 
 
@@ -806,7 +806,7 @@ def _next_line(interactive: bool, pending: list[str], prompt: str = "you: ") -> 
 
 def _read_block(interactive: bool, pending: list[str]) -> str | None:
     """The lines after a line of three double quotes, up to the next line that is three double quotes
-    from its first column, as one message (None: the input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
+    from its first column, or to Ctrl-D on a terminal, as one message (None: piped input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
 
     A paste on a terminal comes as one piece with its newlines in it (bracketed paste): its lines
     are looked at one by one, so a pasted closing line ends the block too; what the paste held
@@ -815,8 +815,8 @@ def _read_block(interactive: bool, pending: list[str]) -> str | None:
     lines: list[str] = []
     while True:
         piece = _next_line(interactive, pending, prompt="...: ")
-        if piece is None:
-            return None
+        if piece is None:  # Ctrl-D on a terminal ends the block, as it ends `nora ask -`'s question
+            return "\n".join(lines) if interactive else None
         parts = piece.split("\n")
         if len(parts) > 1 and not parts[-1]:  # a paste that ends with a newline: that ends its last line
             parts.pop()

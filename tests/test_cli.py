@@ -1903,6 +1903,27 @@ def test_a_block_on_a_real_terminal_and_ctrl_c_inside_it():
         assert term.proc.wait(15) == 0
 
 
+def test_ctrl_d_inside_a_block_on_a_terminal_sends_it_as_nora_ask_dash_does():
+    # Ctrl-D on a line of its own ends `nora ask -`'s question, as its own hint says; inside a block of
+    # nora chat the same key dropped the lines typed and left the session
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="dumb")) as term:
+        term.wait_for(b"you: ")
+        term.type(b'"""\r')
+        term.wait_for(b"...: ")
+        term.type(b"two\r")
+        term.wait_for(b"...: ")
+        term.type(b"lines\r")
+        term.wait_for(b"...: ")
+        term.type(b"\x04")
+        term.wait_for(b"I was sent 2 messages; the last one says: 'two\\nlines'\r\nyou: ")
+        term.type(b'"""\r')
+        term.wait_for(b"...: ")
+        term.type(b"\x04")  # nothing typed: nothing sent, and the session goes on
+        term.wait_for(b'(nothing between the """ lines: nothing sent)\r\nyou: ')
+        term.type(b"\x04")  # at the prompt: leave
+        assert term.proc.wait(15) == 0
+
+
 def test_a_pasted_block_is_one_message_without_its_quote_lines():
     """A paste reaches readline as one piece with its newlines in it (bracketed paste): a pasted
     opening line starts the block, a pasted closing line ends it, and the quote lines are not sent."""
