@@ -18,10 +18,11 @@ input is a NoraError (a ValueError) whose text is one line saying what to do; it
         print(exc)
 
 The package ships its type annotations (py.typed), for mypy and pyright.  ChatClient is the type of
-a client (anything with .chat.completions.create): make_client() returns one, run_turn takes one.
+a client (anything with .chat.completions.create): run_turn takes one.  make_client() returns a
+NoraClient, a ChatClient with .default_model and .wire (the last request, as sent).
 """
 
-from .clients import ModelUnavailableError, ScriptedClient, make_client
+from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_client
 from .conversation import (SYSTEM_PROMPT, ChatClient, run_turn, safe_run_turn, stream_turn, trim_history,
                            trim_to_budget)
 from .errors import (ContextWindowError, EmptyMessageError, HistoryError, MessageTooLongError, NoraError,
@@ -47,6 +48,7 @@ __all__ = [
     "trim_history",
     "trim_to_budget",
     "ChatClient",
+    "NoraClient",
     "ScriptedClient",
     "make_client",
     "LocalClient",

@@ -7,12 +7,14 @@ Every client has the same surface, the part of ``openai.OpenAI`` that Nora uses:
         -> iterator of ChatCompletionChunk             (stream=True)
 
 plus small extras Nora's views read if present: ``default_model`` (the
-name to send when the caller gives none), ``wire`` (a WireLog holding the
-last request exactly as it was sent, key masked) and ``default_model_pending``
-(None, or while a server has not yet answered make_client's question about its
-models, or was not asked yet, a hook that asks: conversation.py calls it before a
-turn that would send the default name; see make_client) and ``key_refused`` (401
-when that question was refused for the key).
+name to send when the caller gives none) and ``wire`` (a WireLog holding the
+last request exactly as it was sent, key masked), which every client
+make_client builds has (its return type, NoraClient, says so);
+``default_model_pending`` (None, or while a server has not yet answered
+make_client's question about its models, or was not asked yet, a hook that
+asks: conversation.py calls it before a turn that would send the default name;
+see make_client) and ``key_refused`` (401 when that question was refused for
+the key).
 
     ScriptedClient   canned replies, records every call: lessons and tests
     openai.OpenAI    OpenAI, or any OpenAI-compatible server via base_url
@@ -27,16 +29,15 @@ import os
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeGuard
+from typing import Any, Callable, Iterator, Protocol, TypeGuard
 from urllib.parse import parse_qsl, urlsplit, urlunsplit  # no cost: the package's other imports load it anyway
 
+from .conversation import ChatClient  # only for NoraClient, the type make_client returns
 from .errors import NO_KEY, NoraError, count_of, redact
 from .tokens import rough_tokens
 
-if TYPE_CHECKING:  # only make_client's return type: this module needs nothing else of the core
-    from .conversation import ChatClient
-
 __all__ = [
+    "NoraClient",
     "ScriptedClient",
     "WireLog",
     "make_client",
@@ -103,6 +104,18 @@ class WireLog:
         """For in-process clients: the keyword arguments of the create() call."""
         self.last = {"transport": "in-process", "body": copy.deepcopy(kwargs), **extra}
         self.count += 1
+
+
+class NoraClient(ChatClient, Protocol):
+    """What make_client() returns, for a type checker: a ChatClient that also has the extras every
+    client Nora builds carries (ScriptedClient, LocalClient, and openai.OpenAI with them set on it):
+    ``default_model``, the name sent when a turn gives none, and ``wire``, the last request as sent.
+    openai.OpenAI built by hand is a ChatClient, not a NoraClient (it has neither).
+    Example: client: NoraClient = make_client("scripted"); client.default_model -> 'scripted'
+    """
+
+    default_model: str
+    wire: WireLog
 
 
 # --------------------------------------------------------------------------- #
@@ -313,7 +326,7 @@ def make_client(
     local_responses: str = "openai",
     base_url_name: str | None = None,
     ask_models: bool = True,
-) -> ChatClient:
+) -> NoraClient:
     """Build the client for these settings (arguments win over the environment).
 
     backend: 'auto' (default: OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL

@@ -95,6 +95,7 @@ class ChatClient(Protocol):
     so is any object of your own with that attribute path (duck typing: no base class to inherit).
     ``default_model`` (the name sent when a turn gives none) is read when a client has it, and is not
     required, so it is not part of this type: read it with getattr(client, "default_model", None).
+    make_client() returns a NoraClient (nora_widgets.clients), this type with ``default_model`` and ``wire``.
     Example: client: ChatClient = make_client(); run_turn(client, history, "Hi")
     """
 

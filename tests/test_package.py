@@ -190,8 +190,9 @@ def test_mypy_reads_the_installed_packages_annotations(installed, tmp_path):
 
 CLIENTS_SCRIPT = '''\
 import openai
-from nora_widgets import (ChatClient, GuardedClient, LocalClient, ScriptedClient, make_client, run_turn,
-                          safe_run_turn, stream_turn)
+from nora_widgets import (ChatClient, GuardedClient, LocalClient, NoraClient, ScriptedClient, make_client,
+                          run_turn, safe_run_turn, stream_turn)
+from nora_widgets.clients import WireLog
 
 history: list[dict] = []
 clients: list[ChatClient] = [
@@ -210,10 +211,18 @@ run_turn(GuardedClient(LocalClient()), history, "Hello")
 run_turn(openai.OpenAI(), history, "Hello")
 pieces: list[str] = list(stream_turn(make_client(), history, "Hello"))
 ok: bool = safe_run_turn(make_client(), history, "Hello").ok
+# what the lessons read of make_client()'s result: the name it sends, the last request as sent
+last: dict | None = make_client().wire.last
+name: str = make_client().default_model
+wire: WireLog = make_client("scripted").wire
+made: list[NoraClient] = [ScriptedClient(["Hi!"]), LocalClient(), make_client()]
+for nora in made:
+    run_turn(nora, history, "Hello")
+    sent: int = nora.wire.count
 '''
 
 WRONG_SCRIPT = '''\
-from nora_widgets import ChatClient, ScriptedClient, make_client, run_turn
+from nora_widgets import ChatClient, NoraClient, ScriptedClient, make_client, run_turn
 
 
 class Chatty:
@@ -229,6 +238,11 @@ run_turn(Chatty(), history, "Hello")
 run_turn(history, ScriptedClient(), "Hello")
 make_client().chat.completion.create(model="m", messages=history)
 from nora_widgets import run_trun  # a misspelled name
+make_client().wire.lats
+make_client().default_models
+count: str = make_client().wire.count
+import openai
+nora: NoraClient = openai.OpenAI()  # a ChatClient, without Nora's extras
 '''
 
 
@@ -261,11 +275,16 @@ def test_every_client_nora_makes_and_openais_own_is_a_chat_client_for_mypy(mypy_
 def test_mypy_rejects_an_object_that_is_not_a_chat_client(mypy_on_scripts):
     """Each line of WRONG_SCRIPT after the history is wrong, and mypy says so: a ChatClient that were Any (or
     a run_turn that took Any) would let all four through; a module __getattr__ that mypy sees would let
-    the misspelled import through as Any."""
+    the misspelled import through as Any; a make_client() typed Any would let a misspelled .wire.lats or
+    .default_models through, and an openai.OpenAI() without the extras would pass for a NoraClient."""
     lines = [(int(line.split(":")[1]), line.split("[")[-1].rstrip("]")) for line in mypy_on_scripts["wrong.py"]]
     assert lines == [(12, "assignment"), (13, "arg-type"), (14, "arg-type"), (14, "arg-type"),
-                     (15, "attr-defined"), (16, "attr-defined")], "\n".join(mypy_on_scripts["wrong.py"])
+                     (15, "attr-defined"), (16, "attr-defined"), (17, "attr-defined"), (18, "attr-defined"),
+                     (19, "assignment"), (21, "assignment")], "\n".join(mypy_on_scripts["wrong.py"])
     assert '"Chatty"' in mypy_on_scripts["wrong.py"][0] and '"ChatClient"' in mypy_on_scripts["wrong.py"][0]
+    assert '"WireLog" has no attribute "lats"' in mypy_on_scripts["wrong.py"][6]
+    assert '"NoraClient" has no attribute "default_models"' in mypy_on_scripts["wrong.py"][7]
+    assert '"OpenAI"' in mypy_on_scripts["wrong.py"][9] and '"NoraClient"' in mypy_on_scripts["wrong.py"][9]
 
 
 @pytest.mark.timeout(300)
