@@ -30,7 +30,7 @@ import time
 import uuid
 import weakref
 from typing import Any, Callable, Iterator, Protocol, TypeGuard
-from urllib.parse import parse_qsl, urlsplit, urlunsplit  # no cost: the package's other imports load it anyway
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit  # no cost: the package's other imports load it anyway
 
 from .conversation import ChatClient  # only for NoraClient, the type make_client returns
 from .errors import NO_KEY, NoraError, count_of, redact
@@ -434,6 +434,17 @@ def _split_query(base_url: str | None) -> tuple[str | None, dict | None]:
     return urlunsplit(parts._replace(query="", fragment="")), query
 
 
+def _shown_url(base_url: Any, query: Any) -> str:
+    """The base URL as it was given: with the query make_client moved to default_query put back, and any
+    key in it (or in the URL) masked.
+    Example: _shown_url("http://h:8000/v1/", {"api-version": "2024-02-01", "api-key": "abc"})
+        -> 'http://h:8000/v1?api-version=2024-02-01&api-key=***'"""
+    shown = str(base_url).rstrip("/")
+    if isinstance(query, dict) and query:
+        shown += "?" + urlencode({str(k): str(v) for k, v in query.items()}, quote_via=quote)
+    return redact(shown)
+
+
 def _one_model(names: list[str]) -> str | None:
     """The name a server's list gives the default: its one model, else None (none, or several to choose from)."""
     return names[0] if len(names) == 1 else None
@@ -658,7 +669,7 @@ def describe_client(client: Any, model: str | None = None) -> str:
         if stated:  # the server said it (vLLM, llama.cpp's server, nora serve)
             shown += f", context window {stated:,} tokens"
     if base is not None:
-        server = f"OpenAI-compatible server {redact(str(base)).rstrip('/')}"
+        server = f"OpenAI-compatible server {_shown_url(base, getattr(client, 'default_query', None))}"
         refused = key_refused_words(client)
         if refused and not model:  # the model named would only be the fallback, not one the server said
             return f"{server}, which {refused}"

@@ -250,6 +250,9 @@ _BY_CLASS = {
 
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")  # http://user:PASSWORD@host/ (basic auth in a URL)
+# ?api-key=VALUE, &token=VALUE, ?sig=VALUE...: a query parameter whose name looks like a secret (a gateway's key)
+_QUERY_SECRET = re.compile(r"([?&](?:[\w.~-]*(?:key|token|secret|passw|auth|credential)[\w.~-]*|sig|signature|code)=)"
+                           r"[^&#\s'\"<>]+", re.IGNORECASE)
 
 
 def count_of(n: int, word: str) -> str:
@@ -259,14 +262,17 @@ def count_of(n: int, word: str) -> str:
 
 def redact(text: str, *secrets: str) -> str:
     """Remove anything that looks like an API key from text: OPENAI_API_KEY's value,
-    any other secrets given, anything shaped like 'sk-...', and the password in a URL.
+    any other secrets given, anything shaped like 'sk-...', the password in a URL, and the value of a
+    URL's query parameter named like a key (api-key, key, token, access_token, sig, code...).
 
     Example: redact("bad key sk-abc123456789") -> 'bad key sk-***'; redact("http://u:pw@h/v1") -> 'http://u:***@h/v1'
+    Example: redact("http://h/v1?api-version=1&api-key=abc") -> 'http://h/v1?api-version=1&api-key=***'
     """
     for key in (os.environ.get("OPENAI_API_KEY", ""), *secrets):
         if key and len(key) >= 8:  # short placeholders ("test", "no-key") are not secrets
             text = text.replace(key, "***")
     text = _URL_PASSWORD.sub(r"\1***@", text)
+    text = _QUERY_SECRET.sub(r"\1***", text)
     return _KEY_PATTERN.sub("sk-***", text)
 
 

@@ -305,11 +305,54 @@ def test_a_base_url_with_a_query_sends_it_on_every_request_and_the_wire_log_has_
         assert [r.path for r in stub.requests] == [f"/v1/models?{QUERY}", f"/props?{QUERY}",
                                                   f"/v1/chat/completions?{QUERY}"]
         assert client.wire.last["url"] == f"{stub.base_url}/chat/completions?{QUERY}"  # the request's own URL
-        assert describe_client(client).startswith(f"OpenAI-compatible server {stub.base_url}, model smollm2.gguf")
+        assert describe_client(client) == (f"OpenAI-compatible server {stub.base_url}?{QUERY}, model smollm2.gguf, "
+                                           "context window 3,000 tokens")  # the server as given, query and all
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:9/v1?{QUERY}&deployment=a%20b")  # from the variable too
     client = make_client(ask_models=False)
     assert str(client.base_url) == "http://127.0.0.1:9/v1/"
     assert client.default_query == {"api-version": "2024-02-01", "deployment": "a b"}
+
+
+def test_a_key_in_the_base_urls_query_is_sent_and_never_shown(monkeypatch, tmp_path):
+    # a gateway that takes its key in the query (?api-key=...): the settings line names the server as
+    # given, the key masked; so does the wire log's URL and the refusal of a URL that is not one
+    from tests import helpers
+    from tests.servers.openai_stub import StubServer
+
+    for name in ("NORA_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    secret = "gw-0123456789abcdef"  # no sk- shape, not OPENAI_API_KEY: only its parameter's name says it is a key
+    query = f"{QUERY}&api-key={secret}&deployment=a%20b"
+    with StubServer(model="smollm2.gguf") as stub:
+        client = make_client(base_url=f"{stub.base_url}?{query}", max_retries=0)
+        assert describe_client(client) == (f"OpenAI-compatible server {stub.base_url}?{QUERY}&api-key=***"
+                                           "&deployment=a%20b, model smollm2.gguf")
+        assert run_turn(client, [dict(MESSAGES[0])], "Hi").startswith("I got 2 messages")
+        sent = f"/chat/completions?{QUERY}&api-key={secret}&deployment=a+b"  # httpx2 writes the space as +
+        assert stub.requests[-1].path == f"/v1{sent}"  # the server gets the key
+        assert client.wire.last["url"] == f"{stub.base_url}{sent}".replace(secret, "***")
+        chat = helpers.run_nora("chat", "--base-url", f"{stub.base_url}?{query}", env=helpers.nora_env(),
+                                stdin="hi\n", cwd=tmp_path)
+    assert chat.returncode == 0, chat.stderr
+    assert f"{stub.base_url}?{QUERY}&api-key=***&deployment=a%20b, model smollm2.gguf" in chat.stdout.splitlines()[0]
+    assert secret not in chat.stdout + chat.stderr
+    for url in (f"ftp://host/v1?token={secret}", f"http://127.0.0.1:9/v1?key={secret}&sig={secret}"):
+        try:
+            shown = describe_client(make_client(base_url=url, model="m"))
+        except NoraError as exc:
+            shown = str(exc)
+        assert secret not in shown and ("=***" in shown), shown
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("http://h/v1?api-version=1&api-key=abc", "http://h/v1?api-version=1&api-key=***"),
+    ("http://h/v1?key=a&token=b&access_token=c&apikey=d&Ocp-Apim-Subscription-Key=e&sig=f&code=g",
+     "http://h/v1?key=***&token=***&access_token=***&apikey=***&Ocp-Apim-Subscription-Key=***&sig=***&code=***"),
+    ("http://h/v1?api-version=2024-02-01&deployment=gpt&keep=1", "http://h/v1?api-version=2024-02-01&deployment=gpt&keep=1"),
+    ("a key=abc in a sentence", "a key=abc in a sentence"),  # only a URL's query: after ? or &
+])
+def test_redact_masks_the_value_of_a_query_parameter_named_like_a_key(text, shown):
+    assert redact(text) == shown
 
 
 def test_a_window_asked_for_after_the_server_came_up_is_known_from_then_on(monkeypatch):
