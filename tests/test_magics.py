@@ -898,6 +898,7 @@ def test_a_base_url_with_a_query_keeps_it_on_every_request_and_wire_shows_the_ur
     stub_server.enqueue("Yes.")
     ran = run(shell, f"%chat --backend openai --base-url {stub_server.base_url}?{query} --max-retries 0")
     assert ran.result.success, ran.stderr
+    assert f"OpenAI-compatible server {stub_server.base_url}?{query}," in ran.text, ran.text  # the URL as given
     assert run(shell, "%%chat\nhi").stdout == "Yes.\n"
     assert [r.path for r in stub_server.requests] == [f"/v1/models?{query}", f"/v1/chat/completions?{query}"]
     head = run(shell, "%chat wire").shown[0].split("\n\n", 1)[0]

@@ -1350,6 +1350,7 @@ def test_wire_view_shows_the_url_sent_for_a_base_url_with_a_query(stub_server):
     client = make_client("openai", api_key="sk-test-x0123456789", base_url=f"{stub_server.base_url}?{query}",
                          max_retries=0, timeout=5)
     panel = ChatPanel(client, views=("wire",))
+    assert f"OpenAI-compatible server {stub_server.base_url}?{query}," in panel.header.value  # the URL as given
     assert panel_send(panel, "hi").startswith("I got 2 messages")
     assert stub_server.requests[-1].path == f"/v1/chat/completions?{query}"
     assert panel.wire_view.data["url"] == f"{stub_server.base_url}/chat/completions?{query}"
