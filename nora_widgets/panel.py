@@ -129,6 +129,16 @@ LINE_CSS = (".nora-panel .jupyter-widgets.nora-status{min-height:1.4em}"
             ".nora-panel .nora-error-line:has(.nora-error)+.nora-status{min-height:0}"
             ".nora-panel .jupyter-widgets.nora-file-note{flex:1 1 16em;min-width:0;"
             "min-height:var(--jp-widgets-inline-height, 28px)}")
+# The persona box is as tall as its text, 3 to 8 lines (the padding and border on top), then it scrolls:
+# 2 rows high, the default persona (3 lines at 1280x720, 4 on a 1280x720 projector at 150%) showed its
+# third line cut in half and scrolled inside the box, so a learner read a clipped persona.  3 lines: the
+# default persona fits at common widths and a short one keeps the same box, so the rows under it stay
+# put; it grows only as the persona does (typed, loaded), never during a turn.  A browser without
+# field-sizing keeps the 3 rows the Textarea asks for (rows=3) and scrolls past them.
+PERSONA_LINES = (3, 8)
+_EDGES = "2 * var(--jp-widgets-input-padding, 4px) + 2 * var(--jp-widgets-input-border-width, 1px)"
+PERSONA_CSS = (".nora-panel .nora-persona textarea{field-sizing:content;resize:vertical;"
+               f"min-height:calc({PERSONA_LINES[0]}lh + {_EDGES});max-height:calc({PERSONA_LINES[1]}lh + {_EDGES})}}")
 FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px solid var(--jp-brand-color1, #1976d2)"
              " !important;outline-offset:1px}"
              + "".join(f".nora-panel .jupyter-widgets.jupyter-button.mod-{style}{{background-color:{back};color:#fff}}"
@@ -136,7 +146,7 @@ FOCUS_CSS = ("<style>.nora-panel .jupyter-widgets :focus-visible{outline:2px sol
                        for style, (back, hover) in LIVE_COLOURS.items())
              + "".join(f'.nora-panel .jupyter-button > i.fa-{name}::before{{content:"\\{code}" / ""}}'
                        for name, code in ICON_GLYPHS.items())
-             + CHAT_BOX_CSS + LINE_CSS
+             + CHAT_BOX_CSS + LINE_CSS + PERSONA_CSS
              + "</style>")
 
 
@@ -350,7 +360,7 @@ class ChatPanel(widgets.VBox):
         self.model = widgets.Text(value=model or "", description="model", placeholder="(client default)",
                                   continuous_update=False,
                                   style={"description_width": "45px"}, layout=widgets.Layout(width="230px"))
-        self.persona = widgets.Textarea(value=self._system_text(), description="persona", rows=2,
+        self.persona = widgets.Textarea(value=self._system_text(), description="persona", rows=PERSONA_LINES[0],
                                         continuous_update=False, style={"description_width": "60px"},
                                         layout=widgets.Layout(width="98%"))
         self.clear = widgets.Button(description="Clear", icon="trash", tooltip="start a new conversation",
@@ -374,6 +384,7 @@ class ChatPanel(widgets.VBox):
         self.load.on_click(lambda _b: self._here_then(self.load_from))
         for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
             control.observe(lambda _change: self.refresh(), names="value")
+        self.persona.add_class("nora-persona")  # PERSONA_CSS: as tall as its text, 3 to 8 lines
         self.persona.observe(self._on_persona, names="value")
         self.amnesia.observe(lambda change: self._mark_amnesia(change["new"]), names="value")
         self._mark_amnesia(self.amnesia.value)
