@@ -1391,6 +1391,61 @@ def test_on_a_projector_the_error_line_moves_nothing(lab, chromium):
         assert under
 
 
+# the persona box: its height, how much of its text it shows, the gap to the Clear row under it (CSS pixels)
+PERSONA_JS = """() => {
+    const box = document.querySelector('.nora-panel .nora-persona textarea');
+    return {value: box.value, client: box.clientHeight, scroll: box.scrollHeight,
+            height: box.getBoundingClientRect().height,
+            below: [...document.querySelectorAll('.nora-panel button')].find(b => b.innerText.trim() === 'Clear')
+                       .getBoundingClientRect().top - box.getBoundingClientRect().bottom};
+}"""
+
+
+def test_the_persona_box_shows_the_whole_persona(lab, chromium):
+    """Two rows high, the persona box showed the default persona's third line cut in half at 1280x720
+    (and 1920x1080 with the file browser open), the rest scrolled inside the box.  It is as tall as its
+    text now, 3 lines at least and 8 at most: the whole default persona shows at common widths and on a
+    1280x720 projector at 150% (853x480 CSS pixels, 4 lines there) in both themes; a short persona keeps
+    the 3-line box; a long one stops growing at 8 lines and scrolls, and the Clear row stays under it."""
+    from nora_widgets import SYSTEM_PROMPT
+
+    context = chromium.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:  # JupyterLab as it opens: the file browser at the left
+        open_panel(page, lab, "persona.ipynb", PROJECTOR_CELL)
+        for width, height in ((1280, 720), (1920, 1080), (1366, 768)):
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(300)
+            found = page.evaluate(PERSONA_JS)
+            assert found["value"] == SYSTEM_PROMPT and found["scroll"] <= found["client"], (width, found)
+    finally:
+        context.close()
+    with projector_page(chromium, lab, "projector-persona.ipynb", PROJECTOR_CELL) as page:
+        box = page.locator(".nora-panel .nora-persona textarea")
+        box.scroll_into_view_if_needed()
+        for theme in ("JupyterLab Light", "JupyterLab Dark"):
+            page.evaluate("(t) => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme)
+            page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme, timeout=20_000)
+            page.wait_for_timeout(1000)  # the theme's stylesheet applies
+            default = page.evaluate(PERSONA_JS)
+            assert default["value"] == SYSTEM_PROMPT and default["scroll"] <= default["client"], (theme, default)
+        page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel-persona-projector-dark.png"))
+        sizes = {}
+        for name, text in (("short", "You are a pirate."), ("long", SYSTEM_PROMPT + " Mention one book." * 30)):
+            box.fill(text)
+            page.keyboard.press("Tab")  # the new persona goes to the kernel: the inspector's row 0 shows it
+            page.locator(".nora-panel .nora-next-send tr.nora-row", has_text=text[-40:]).wait_for(timeout=10_000)
+            sizes[name] = page.evaluate(PERSONA_JS)
+        short, long = sizes["short"], sizes["long"]
+        assert short["scroll"] <= short["client"], short
+        # padding 4 px above and below: 3 lines for the short one, 8 for the long one, which scrolls
+        line = (short["client"] - 8) / 3
+        assert 12 <= line <= 24 and abs(long["client"] - 8 - 8 * line) <= 1 and long["scroll"] > long["client"], sizes
+        assert all(0 <= found["below"] < 10 for found in (default, short, long)), (default, sizes)  # not over Clear
+        page.locator(".nora-panel").screenshot(path=str(SCREENSHOTS / "panel-persona-long.png"))
+
+
 TRANSCRIPT_FOCUS_CELL = slow_chat_cell(
     100, 0.04, '"A reply that streams in slowly, word by word, so the class can watch it. " * 12', "()")
 
