@@ -761,6 +761,15 @@ def test_a_new_persona_applies_from_the_next_call():
     assert panel.history[0]["role"] == "user"
 
 
+def test_the_persona_box_is_three_to_eight_lines_tall():
+    # 2 rows cut the default persona's third line in half; the browser test measures the real box
+    panel = ChatPanel(ScriptedClient())
+    assert panel.persona.rows == 3  # what a browser without field-sizing shows (then it scrolls)
+    assert "nora-persona" in panel.persona._dom_classes
+    css = panel_module.FOCUS_CSS
+    assert ".nora-persona textarea{field-sizing:content;" in css
+    assert "min-height:calc(3lh + " in css and "max-height:calc(8lh + " in css
+
 def test_temperature_and_model_reach_the_call():
     client = ScriptedClient(["ok"])
     panel = ChatPanel(client, temperature=0.3, model="tiny")
