@@ -20,6 +20,7 @@ from ._ctrl_c_seen import watch_ctrl_c
 from ._sent_line import describe_sent
 from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
 from ._terminal_text import printable as _printable
+from ._type_ahead import held_keys, prefill
 from ._waiting import Ticker, waiting_words
 from .clients import _listed_models, model_note, model_used, not_known_yet
 from .conversation import (
@@ -607,6 +608,7 @@ def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
     """The next line of input, or None at end of input (Ctrl-D)."""
     if interactive:
         terminal = _prompt_terminal()
+        prefill()  # what was typed while the last reply streamed, after the prompt (_type_ahead.py)
         try:
             line = input(prompt) if terminal is None else _typed_beside(terminal, prompt)
         except EOFError:
@@ -829,9 +831,19 @@ def _read_block(interactive: bool, pending: list[str]) -> str | None:
             lines.append(line)
 
 
+def _type_ahead_on() -> bool:
+    """Whether keys typed during a turn can wait for the next prompt: stdin and stdout are the
+    terminal (not `nora chat > log.txt`) and readline, which shows them there, is in use."""
+    try:
+        return sys.stdin.fileno() == 0 and os.isatty(0) and os.isatty(sys.stdout.fileno()) and "readline" in sys.modules
+    except (AttributeError, ValueError, OSError):  # not a real stream (a test's), or closed
+        return False
+
+
 def chat_loop(session: ChatSession, interactive: bool) -> int:
     """Read, send, print until quit / exit / end of input.  Returns the exit status (0)."""
     pending: list[str] = []  # what a paste held after a block it closed: read before the keyboard
+    hold = interactive and _type_ahead_on()  # keys typed during a turn wait for the next prompt
     while True:
         try:
             line = _next_line(interactive, pending)
@@ -855,7 +867,8 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
                     session.warn(f"(input ended inside a {BLOCK} block: that message was not sent)")
                     return 0
                 if block.strip():
-                    session.send(block)
+                    with held_keys(hold):
+                        session.send(block)
                 else:
                     session.warn(f"(nothing between the {BLOCK} lines: nothing sent)")
                 continue
@@ -863,10 +876,11 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
                 continue
             if text.lower() in QUIT_WORDS:
                 return 0
-            if text.startswith("/") and not text.startswith("//"):
-                session.command(text)
-            else:
-                session.send(line[line.index("/") + 1:] if text.startswith("//") else line)
+            with held_keys(hold):
+                if text.startswith("/") and not text.startswith("//"):
+                    session.command(text)
+                else:
+                    session.send(line[line.index("/") + 1:] if text.startswith("//") else line)
         except KeyboardInterrupt:  # Ctrl-C at the prompt: not a way out, say what is
             _after_ctrl_c(interactive)
             session.warn("(Ctrl-C: type quit or press Ctrl-D to leave)")

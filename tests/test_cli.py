@@ -524,6 +524,43 @@ def test_real_terminal_ctrl_c_mid_reply_rolls_back_and_restores_the_terminal(key
                                                               [SYSTEM, user("hello")]]
 
 
+def test_keys_typed_while_a_reply_streams_wait_for_the_next_prompt(keyed_stub):
+    """Type-ahead: the terminal echoed keys typed mid-reply into the reply ('nora: one twoWhat about three'),
+    and an Enter typed then sent a turn nobody saw.  Now the reply shows alone, and what was typed is the
+    start of the next line, ready to edit; an Enter typed early is a space in it; only a new Enter sends."""
+    pytest.importorskip("readline")
+    keyed_stub.enqueue(ok("one two three four five six", delay=0.4), ok("Fine."))
+    with PtySession(["chat", "--max-retries", "0"], nora_env(keyed_stub, TERM="dumb", INPUTRC="/dev/null")) as term:
+        term.wait_for(b"you: ")
+        term.type(b"Count to six\r")
+        term.wait_for(b"nora: one two")
+        term.type(b"What about\rseven?")  # mid-reply, with an Enter in it
+        term.wait_for(b" six\r\nyou: ")
+        reply = term.screen[term.screen.index(b"nora: one"):term.at]
+        assert reply == b"nora: one two three four five six\r\nyou: "  # nothing typed inside the reply
+        term.wait_for(b"What about seven?")  # at the prompt, to edit
+        time.sleep(0.5)
+        assert len(keyed_stub.chat_requests) == 1  # the Enter typed mid-reply sent nothing
+        term.type(b"\x7f!\r")  # Backspace and a letter: the line is an ordinary one
+        term.wait_for(b"nora: Fine.\r\nyou: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+        assert term.terminal_settings() == term.settings_before  # echo on again, as nora found it
+    assert [r.messages[-1] for r in keyed_stub.chat_requests] == [user("Count to six"), user("What about seven!")]
+
+
+@pytest.mark.parametrize("typed, line", [
+    ("What abt\x7f\x7fbout\rseven?\x1b[A", "What about seven?"),  # Backspace, Enter, Up
+    ("first line\nsecond line\n", "first line second line "),  # a paste: one line, sent by the next Enter
+    ("oops\x15again", "again"),  # Ctrl-U
+    ("\x1bOA\x04\x1b[1;5Ccafé", "café"),  # keys that are not text go
+    ("\r\r", ""),
+])
+def test_type_ahead_reads_keys_as_a_line(typed, line):
+    from nora_widgets._type_ahead import as_line
+
+    assert as_line(typed) == line
+
 def test_chat_with_stdout_in_a_file_keeps_line_editing_on_the_terminal_and_a_transcript_in_the_file(tmp_path):
     # `nora chat > log.txt`: input() gives up readline when stdout is not a terminal, so the prompt went
     # into the file, the screen showed none, Up sent the escape sequence '\x1b[A' to the model as a
