@@ -54,6 +54,7 @@ from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     use_readline,
     warn_line,
 )
+from ._input_history import HistoryError, history_path, load_history, save_history
 from .clients import BACKENDS, describe_client, lists_model, make_client, model_note
 from .conversation import (DEFAULT_TEMPERATURE, SYSTEM_PROMPT, means_no_persona, new_history, set_persona,
                            temperature_problem)
@@ -196,8 +197,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           keep_turns=args.keep_turns, max_tokens=args.max_tokens, stream=not args.no_stream,
                           save_path=args.save, url_named=_url_named(args), show_sent=args.show_sent)
-    if interactive:
-        use_readline(session.tab)  # line editing, input history, Tab completion (when Python has readline)
+    kept = None  # (the history file, how many lines readline held after reading it): Up recalls earlier sessions'
+    if interactive and use_readline(session.tab):  # line editing, input history, Tab completion
+        kept = _earlier_input(session)
     session.say(f"Nora chat: {describe_client(client)}")
     note = model_note(client, args.model)
     if note:
@@ -221,8 +223,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
         session.warn(f"(nora chat stopped by SIGTERM{saved})")
         return EXIT_TERMINATED
     finally:
+        if kept is not None:
+            try:
+                save_history(*kept)
+            except HistoryError as exc:
+                session.warn(f"({exc})")
         if before is not None:
             signal.signal(signal.SIGTERM, before)
+
+
+def _earlier_input(session: ChatSession) -> tuple[Path, int] | None:
+    """Readline's history from the history file (_input_history.py), and what save_history needs at the
+    end; None when there is none to keep (NORA_HISTORY_FILE=) or the file cannot be read (said in a line)."""
+    path = history_path()
+    if path is None:
+        return None
+    try:
+        return path, load_history(path)
+    except HistoryError as exc:
+        session.warn(f"({exc}; this session's lines are not kept)")
+        return None
 
 
 def _stop(_signum: int, _frame: Any) -> None:

@@ -18,10 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository root
 
 
 def nora_env(base_url: str | None = None, key: str | None = None, **extra: str) -> dict:
-    """The machine's environment with no OPENAI_ / NORA_ setting leaking in, the checkout on
-    PYTHONPATH, then the server and key given (if any) and any extra variables."""
+    """The machine's environment with no OPENAI_ / NORA_ setting leaking in (and no input history
+    kept: NORA_HISTORY_FILE=), the checkout on PYTHONPATH, then the server and key given (if any) and any extra variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["NORA_HISTORY_FILE"] = ""  # nora chat on a terminal keeps no input history in the real home
     if base_url is not None:
         env["OPENAI_BASE_URL"] = base_url
     if key is not None:

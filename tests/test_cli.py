@@ -561,6 +561,78 @@ def test_type_ahead_reads_keys_as_a_line(typed, line):
 
     assert as_line(typed) == line
 
+def history_env(tmp_path: Path) -> dict:
+    """nora_env with the input history kept where a person's would be, in tmp_path."""
+    env = nora_env(TERM="dumb", INPUTRC="/dev/null", HOME=str(tmp_path / "home"), XDG_STATE_HOME=str(tmp_path / "state"))
+    del env["NORA_HISTORY_FILE"]
+    return env
+
+
+def test_a_line_typed_in_one_session_is_recalled_with_up_in_the_next(tmp_path):
+    # Up recalled only the lines of the session in progress: each nora chat started with an empty history
+    pytest.importorskip("readline")
+    kept = tmp_path / "state" / "nora" / "history"
+    for typed in [b"Do you have Dune?\r", b"my key is sk-proj-" + b"A" * 24 + b"\r"]:  # two sessions of one line
+        with PtySession(["chat", "--backend", "scripted"], history_env(tmp_path)) as term:
+            term.wait_for(b"you: ")
+            term.type(typed)
+            term.wait_for(b"nora: ")
+            term.wait_for(b"you: ")
+            term.type(b"\x04")
+            assert term.proc.wait(15) == 0
+    assert kept.read_text() == "Do you have Dune?\n"  # the line like a key is not kept
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.parent.stat().st_mode & 0o777 == 0o700
+    with PtySession(["chat", "--backend", "scripted"], history_env(tmp_path)) as term:
+        term.wait_for(b"you: ")
+        term.type(b"\x1b[A")  # Up: the line of the first session (the key's line is this process's no more)
+        term.wait_for(b"Do you have Dune?")
+        term.type(b" Or Emma?\r")
+        term.wait_for(b"the last one says: 'Do you have Dune? Or Emma?'\r\nyou: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    assert kept.read_text().splitlines() == ["Do you have Dune?", "Do you have Dune? Or Emma?"]
+    assert not (tmp_path / "home").exists()  # XDG_STATE_HOME chose the place
+
+
+def test_a_piped_session_keeps_no_input_history(tmp_path):
+    done = helpers.run_nora("chat", "--backend", "scripted", env=history_env(tmp_path), stdin="Do you have Dune?\n")
+    assert done.returncode == 0 and "Do you have Dune?" in done.stdout
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_input_history_file_keeps_its_last_lines(tmp_path):
+    readline = pytest.importorskip("readline")
+    from nora_widgets._input_history import HISTORY_LINES, load_history, save_history
+
+    path = tmp_path / "history"
+    path.write_text("".join(f"old {i}\n" for i in range(HISTORY_LINES)))
+    readline.clear_history()
+    try:
+        start = load_history(path)
+        assert start == HISTORY_LINES and readline.get_history_item(start) == f"old {HISTORY_LINES - 1}"
+        for line in ["new 1", "sk-" + "k" * 40, "two\nlines", "new 2"]:
+            readline.add_history(line)
+        save_history(path, start)
+    finally:
+        readline.clear_history()
+    lines = path.read_text().splitlines()
+    assert len(lines) == HISTORY_LINES and lines[:1] == ["old 2"] and lines[-3:] == [f"old {HISTORY_LINES - 1}", "new 1", "new 2"]
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("env, where", [
+    ({"HOME": "/home/ann"}, "/home/ann/.local/state/nora/history"),
+    ({"HOME": "/home/ann", "XDG_STATE_HOME": "/var/ann"}, "/var/ann/nora/history"),
+    ({"HOME": "/home/ann", "XDG_STATE_HOME": "relative"}, "/home/ann/.local/state/nora/history"),  # ignored, as the spec says
+    ({"HOME": "/home/ann", "NORA_HISTORY_FILE": "~/nora.txt"}, "/home/ann/nora.txt"),
+    ({"HOME": "/home/ann", "NORA_HISTORY_FILE": ""}, None),  # none kept
+])
+def test_where_the_input_history_is_kept(env, where, monkeypatch):
+    from nora_widgets._input_history import history_path
+
+    monkeypatch.setenv("HOME", env["HOME"])  # for the ~ of NORA_HISTORY_FILE
+    assert history_path(env) == (None if where is None else Path(where))
+
 def test_chat_with_stdout_in_a_file_keeps_line_editing_on_the_terminal_and_a_transcript_in_the_file(tmp_path):
     # `nora chat > log.txt`: input() gives up readline when stdout is not a terminal, so the prompt went
     # into the file, the screen showed none, Up sent the escape sequence '\x1b[A' to the model as a

@@ -1,0 +1,86 @@
+"""`nora chat`'s input history kept between sessions, as Python's own prompt keeps it.
+
+Up at the prompt recalls the lines typed before, this session's and the earlier sessions'.  The
+file holds one typed line per line, the last HISTORY_LINES of them: read when nora chat starts on
+a terminal, appended to when it leaves (so two sessions open at once both keep their lines).
+Where: NORA_HISTORY_FILE; else $XDG_STATE_HOME/nora/history; else ~/.local/state/nora/history.
+NORA_HISTORY_FILE= (empty) keeps none.  A line that looks like an API key (errors.redact would
+hide part of it) is not written, nor a message of several lines (a paste); the file is made
+readable by its owner only (0600).  Nothing here is used by a piped session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from .errors import redact
+
+__all__ = ["HISTORY_LINES", "history_path", "load_history", "save_history"]
+
+HISTORY_LINES = 1000  # the file keeps the last this many lines
+
+
+def history_path(env: Mapping[str, str] = os.environ) -> Path | None:
+    """Where the input history is kept; None: keep none (NORA_HISTORY_FILE set to nothing).
+    Example: history_path({"HOME": "/home/ann"}) -> Path('/home/ann/.local/state/nora/history')
+             history_path({"NORA_HISTORY_FILE": ""}) -> None
+    """
+    if "NORA_HISTORY_FILE" in env:
+        chosen = env["NORA_HISTORY_FILE"].strip()
+        return Path(chosen).expanduser() if chosen else None
+    state = env.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # unset, empty or relative: the spec says to ignore it
+        home = env.get("HOME") or os.path.expanduser("~")
+        state = os.path.join(home, ".local", "state")
+    return Path(state) / "nora" / "history"
+
+
+def load_history(path: Path | None) -> int:
+    """Put the file's lines into readline's history (Up recalls them); returns how many the history
+    held after that, which save_history counts from.  A missing file is an empty history."""
+    import readline
+
+    if path is not None:
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as exc:
+            raise HistoryError(f"could not read the input history {path}: {exc.strerror or exc}") from exc
+        for line in lines[-HISTORY_LINES:]:
+            if line.strip():
+                readline.add_history(line)
+    return readline.get_current_history_length()
+
+
+def save_history(path: Path | None, start: int) -> None:
+    """Append the lines typed since load_history (readline's history after its first `start` items)
+    to the file, made 0600 in a folder made 0700 when they are new, then keep its last HISTORY_LINES."""
+    import readline
+
+    if path is None:
+        return
+    typed = [readline.get_history_item(i) for i in range(start + 1, readline.get_current_history_length() + 1)]
+    kept = [line for line in typed if line and "\n" not in line and redact(line) == line]
+    if not kept:
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(fd, "a", encoding="utf-8") as file:
+            file.write("".join(line + "\n" for line in kept))
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if len(lines) > HISTORY_LINES:  # the last ones, written whole to a new file, then put in its place
+            fresh = path.with_name(path.name + ".new")
+            fd = os.open(fresh, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+            with open(fd, "w", encoding="utf-8") as file:
+                file.write("".join(line + "\n" for line in lines[-HISTORY_LINES:]))
+            os.replace(fresh, path)
+    except OSError as exc:
+        raise HistoryError(f"could not keep the input history in {path}: {exc.strerror or exc}") from exc
+
+
+class HistoryError(OSError):
+    """The history file could not be read or written: said in one line, the chat goes on."""
