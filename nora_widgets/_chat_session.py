@@ -833,9 +833,11 @@ def _read_block(interactive: bool, pending: list[str]) -> str | None:
 
 def _type_ahead_on() -> bool:
     """Whether keys typed during a turn can wait for the next prompt: stdin and stdout are the
-    terminal (not `nora chat > log.txt`) and readline, which shows them there, is in use."""
+    terminal (not `nora chat > log.txt`) and readline, which shows them there, is in use and can be
+    given text before the first key (a readline built without that hook: keys echo as before, not lost)."""
     try:
-        return sys.stdin.fileno() == 0 and os.isatty(0) and os.isatty(sys.stdout.fileno()) and "readline" in sys.modules
+        return (sys.stdin.fileno() == 0 and os.isatty(0) and os.isatty(sys.stdout.fileno())
+                and hasattr(sys.modules.get("readline"), "set_pre_input_hook"))
     except (AttributeError, ValueError, OSError):  # not a real stream (a test's), or closed
         return False
 
