@@ -18,6 +18,8 @@ The rule that keeps the conversation whole (``history``: [{"role", "content"}, .
 - Stop frees the caller at once, even while the server is silent: ``cancel()``
   reports the turn as finished right away; the worker notices the flag at the
   next streamed piece (or when the client times out) and drops whatever it gets.
+  A piece being drawn at that moment is drawn before the end is reported, never
+  after it (the check and the draw are one step under ``lock``).
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ class BackgroundTurn:
         memory (keep 0), asked the same question once the turn is kept (side by side).
         The callbacks run on the worker thread (on_finish also from cancel()):
 
-            on_text(so_far)          the reply so far, at most every flush_interval seconds
+            on_text(so_far)          the reply so far, at most every flush_interval seconds; runs with
+                                     `lock` held, never after a Stop (cancel) has reported the end
             on_commit(sent)          the turn was kept; runs with `lock` held, in the same step as
                                      the history grew: record here what must change with it
             after_commit(sent)       right after, lock released: slower work (counting, drawing)
@@ -204,8 +207,15 @@ class BackgroundTurn:
             before = len(work)
 
             def show(so_far: str) -> None:
-                if cb["on_text"] is not None and not turn.abandoned:
-                    cb["on_text"](so_far)
+                # Under the lock: cancel() marks the turn abandoned under it before on_finish draws the
+                # end, so a piece is drawn before that end or not at all.  Checked outside it, a Stop
+                # between the check and the draw cleared the reply area first, and the piece landed
+                # after, a stale piece of a reply that is not in the history.
+                if cb["on_text"] is None:
+                    return
+                with self.lock:
+                    if not turn.abandoned:
+                        cb["on_text"](so_far)
 
             result = safe_run_turn(client, work, text, model=model, temperature=temperature,
                                    keep_last_n_turns=keep, on_text=self._streamer(turn, show), **extra)

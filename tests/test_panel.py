@@ -735,6 +735,85 @@ def test_the_reply_moves_into_the_transcript_before_the_live_area_is_cleared():
     assert any(name == "transcript" and "Hello Ada!" in html for name, html in events[:cleared]), events
 
 
+class PausesAfterOnce(ScriptedClient):
+    """A ScriptedClient whose reply "Once upon a time" waits after its first piece until .go_on is
+    set (the piece's draw can then be held with the reply still running); every other reply streams
+    at once."""
+
+    def __init__(self, replies):
+        super().__init__(replies)
+        self.go_on = threading.Event()
+
+    def _create(self, **kwargs):
+        response = super()._create(**kwargs)
+        if not kwargs.get("stream") or kwargs["messages"][-1]["content"] != "Tell me a story":
+            return response
+
+        def paused():
+            for chunk in response:
+                yield chunk
+                if chunk.choices and chunk.choices[0].delta.content == "Once":  # it has been drawn
+                    self.go_on.wait(10)
+        return paused()
+
+
+@pytest.mark.parametrize("then", ["nothing", "clear", "undo", "load", "send"])
+def test_a_piece_drawn_at_the_moment_of_stop_never_lands_after_the_reply_area_is_cleared(then, tmp_path):
+    # The worker checked that the turn was not stopped, then drew its piece: a Stop that came in between
+    # cleared the reply area first, and the piece landed after it, a piece of a reply that is not in the
+    # history (under Clear, Undo, Load or the next turn's message too).  Here the worker's draw of the
+    # first piece waits until Stop (and what follows it) is done, or 1 s: the piece must be drawn before
+    # Stop clears the area, or not at all.
+    client = PausesAfterOnce(["Earlier reply.", "Once upon a time", "Hi again"])
+    panel = ChatPanel(client, flush_interval=0.0, views=())
+    panel_send(panel, "Earlier question")  # a turn for Undo to take back
+    saved = save_transcript(str(tmp_path / "t.json"), panel.history)
+    drawing, pressed, done = threading.Event(), threading.Event(), threading.Event()
+    real_show_live = panel.transcript.show_live
+
+    def show_live(pending=None, streaming=None):
+        if streaming == "Once" and not drawing.is_set():  # the first piece, on the worker thread
+            drawing.set()
+            pressed.wait(5)
+            done.wait(1.0)  # a Stop that waits for this draw to end is waited for 1 s, then the draw goes on
+        return real_show_live(pending, streaming)
+
+    panel.transcript.show_live = show_live
+    panel.prompt.value = "Tell me a story"
+    panel.send.click()
+    worker = panel._worker
+    assert drawing.wait(5)
+
+    def press():
+        pressed.set()
+        panel.stop.click()
+        if then == "clear":
+            panel.clear.click()
+        elif then == "undo":
+            panel.undo.click()
+        elif then == "load":
+            panel.load_from(saved)
+        elif then == "send":
+            panel.prompt.value = "Next question"
+            panel.send.click()
+            panel.wait(5)
+        done.set()
+        client.go_on.set()  # the stopped reply's next piece: the worker sees the Stop and closes the stream
+
+    presser = threading.Thread(target=press)
+    presser.start()
+    presser.join(10)
+    worker.join(10)
+    assert not presser.is_alive() and not worker.is_alive() and not panel.busy
+    assert panel.live.value == "", re.sub("<[^>]+>", "", panel.live.value)  # no stale piece of the stopped reply
+    assert "Once" not in panel.transcript.value and all("Once" not in m["content"] for m in panel.history)
+    assert "replying" not in panel.status.value
+    if then == "send":
+        assert panel.history[-1] == {"role": "assistant", "content": "Hi again"}
+    else:
+        assert panel.last_result.failure.kind == "cancelled"
+
+
 def test_streamed_text_is_batched_into_few_widget_updates():
     client = SlowClient(" ".join(f"w{i}" for i in range(30)), delay=0.01)  # ~0.3 s of pieces
     panel = ChatPanel(client, flush_interval=0.05)
