@@ -111,11 +111,15 @@ class NoraClient(ChatClient, Protocol):
     client Nora builds carries (ScriptedClient, LocalClient, and openai.OpenAI with them set on it):
     ``default_model``, the name sent when a turn gives none, and ``wire``, the last request as sent.
     openai.OpenAI built by hand is a ChatClient, not a NoraClient (it has neither).
+    So is a GuardedClient wrapping one.  Both are read here, never set: read-only for a type checker.
     Example: client: NoraClient = make_client("scripted"); client.default_model -> 'scripted'
     """
 
-    default_model: str
-    wire: WireLog
+    @property
+    def default_model(self) -> str: ...
+
+    @property
+    def wire(self) -> WireLog: ...
 
 
 # --------------------------------------------------------------------------- #

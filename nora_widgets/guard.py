@@ -38,10 +38,10 @@ import copy
 import getpass
 import os
 import re
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar, overload
 
 from . import shapes
-from .clients import _Chat, describe_client, make_chunk
+from .clients import NoraClient, WireLog, _Chat, describe_client, make_chunk
 from .conversation import ChatClient, _not_a_completion, validate_history
 from .errors import HistoryError, RefusedError
 
@@ -76,16 +76,44 @@ def _name(check: Any) -> str:
     return getattr(check, "__name__", type(check).__name__)
 
 
-class GuardedClient:
+Wrapped = TypeVar("Wrapped", bound=ChatClient, covariant=True)  # the client a GuardedClient wraps
+T = TypeVar("T")
+
+
+class _PassedOn(Generic[T]):
+    """An attribute of the wrapped client, read through (None if it has none).  For a type checker
+    it is a T when the wrapped client is a NoraClient (it has one), else T | None: so a GuardedClient
+    is a NoraClient exactly when the client it wraps is one (openai.OpenAI built by hand is not).
+    Example: GuardedClient(ScriptedClient()).default_model -> 'scripted'"""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, guarded: None, owner: type) -> "_PassedOn[T]": ...
+    @overload
+    def __get__(self, guarded: "GuardedClient[NoraClient]", owner: type) -> T: ...
+    @overload
+    def __get__(self, guarded: "GuardedClient[ChatClient]", owner: type) -> T | None: ...
+
+    def __get__(self, guarded: Any, owner: type) -> Any:
+        return self if guarded is None else getattr(guarded.client, self.name, None)
+
+
+class GuardedClient(Generic[Wrapped]):
     """Any client, with your checks run before and after every call.
 
     Same surface as the client it wraps: ``.chat.completions.create(**kwargs)``,
-    plus ``default_model`` and ``wire`` (and any other attribute) passed through.
+    plus ``default_model`` and ``wire`` (and any other attribute) passed through:
+    wrapping a NoraClient (make_client()'s, ScriptedClient, LocalClient), it is one.
     ``.refusals`` lists every RefusedError raised so far (stage, check, reason).
     Example: GuardedClient(ScriptedClient(["The code is LEGUIN-42."]), after=never_reveal("LEGUIN-42"))
     """
 
-    def __init__(self, client: ChatClient, before: Before | Iterable[Before] | None = None,
+    default_model: _PassedOn[str] = _PassedOn()  # the name sent when a turn gives none
+    wire: _PassedOn[WireLog] = _PassedOn()  # the last request, as sent (the wrapped client's record)
+
+    def __init__(self, client: Wrapped, before: Before | Iterable[Before] | None = None,
                  after: After | Iterable[After] | None = None) -> None:
         if not hasattr(getattr(client, "chat", None), "completions"):
             raise TypeError("GuardedClient needs a client with .chat.completions.create(...), like openai.OpenAI")
@@ -96,14 +124,6 @@ class GuardedClient:
         self.chat = _Chat(self._create)
 
     # -- passing the wrapped client through ----------------------------------
-
-    @property
-    def default_model(self) -> str | None:
-        return getattr(self.client, "default_model", None)
-
-    @property
-    def wire(self) -> Any:
-        return getattr(self.client, "wire", None)
 
     def __getattr__(self, name: str) -> Any:  # context_window, backend, prompt_text, ...: the inner client's
         if name == "client":  # not set yet (during __init__ or unpickling): no recursion

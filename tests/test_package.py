@@ -219,10 +219,14 @@ made: list[NoraClient] = [ScriptedClient(["Hi!"]), LocalClient(), make_client()]
 for nora in made:
     run_turn(nora, history, "Hello")
     sent: int = nora.wire.count
+# a GuardedClient is a NoraClient when the client it wraps is one: its default_model and wire are that client's
+guarded: NoraClient = GuardedClient(make_client(), after=[lambda reply, messages: None])
+guarded_name: str = GuardedClient(ScriptedClient(["Hi!"])).default_model
+guarded_sent: int = GuardedClient(LocalClient()).wire.count
 '''
 
 WRONG_SCRIPT = '''\
-from nora_widgets import ChatClient, NoraClient, ScriptedClient, make_client, run_turn
+from nora_widgets import ChatClient, GuardedClient, NoraClient, ScriptedClient, make_client, run_turn
 
 
 class Chatty:
@@ -243,6 +247,7 @@ make_client().default_models
 count: str = make_client().wire.count
 import openai
 nora: NoraClient = openai.OpenAI()  # a ChatClient, without Nora's extras
+guarded: NoraClient = GuardedClient(openai.OpenAI())  # it wraps a client without them: it has none either
 '''
 
 
@@ -276,15 +281,17 @@ def test_mypy_rejects_an_object_that_is_not_a_chat_client(mypy_on_scripts):
     """Each line of WRONG_SCRIPT after the history is wrong, and mypy says so: a ChatClient that were Any (or
     a run_turn that took Any) would let all four through; a module __getattr__ that mypy sees would let
     the misspelled import through as Any; a make_client() typed Any would let a misspelled .wire.lats or
-    .default_models through, and an openai.OpenAI() without the extras would pass for a NoraClient."""
+    .default_models through, and an openai.OpenAI() without the extras would pass for a NoraClient, and so
+    would a GuardedClient around one (its default_model and wire typed as they were, whatever it wraps)."""
     lines = [(int(line.split(":")[1]), line.split("[")[-1].rstrip("]")) for line in mypy_on_scripts["wrong.py"]]
     assert lines == [(12, "assignment"), (13, "arg-type"), (14, "arg-type"), (14, "arg-type"),
                      (15, "attr-defined"), (16, "attr-defined"), (17, "attr-defined"), (18, "attr-defined"),
-                     (19, "assignment"), (21, "assignment")], "\n".join(mypy_on_scripts["wrong.py"])
+                     (19, "assignment"), (21, "assignment"), (22, "assignment")], "\n".join(mypy_on_scripts["wrong.py"])
     assert '"Chatty"' in mypy_on_scripts["wrong.py"][0] and '"ChatClient"' in mypy_on_scripts["wrong.py"][0]
     assert '"WireLog" has no attribute "lats"' in mypy_on_scripts["wrong.py"][6]
     assert '"NoraClient" has no attribute "default_models"' in mypy_on_scripts["wrong.py"][7]
     assert '"OpenAI"' in mypy_on_scripts["wrong.py"][9] and '"NoraClient"' in mypy_on_scripts["wrong.py"][9]
+    assert '"GuardedClient[OpenAI]"' in mypy_on_scripts["wrong.py"][10], mypy_on_scripts["wrong.py"][10]
 
 
 @pytest.mark.timeout(300)
