@@ -191,6 +191,37 @@ def test_cancel_mid_stream_rolls_back_and_frees_at_once_while_the_client_is_stal
     assert history == before and seen.named("on_commit") == [] and len(seen.named("on_finish")) == 1
 
 
+def test_a_piece_reported_at_the_moment_of_cancel_is_reported_before_the_end_never_after():
+    # The worker checked that the turn was not stopped, then reported its piece: a cancel() in between
+    # reported the end first (the panel emptied its reply area), and the piece came after it.  Here the
+    # report of the first piece waits until cancel() has returned, or 1 s.
+    client = GatedClient("one two three four", stall_at=2)
+    runner, seen = BackgroundTurn(flush_interval=0.0), Recorder()
+    reporting, cancelled = threading.Event(), threading.Event()
+    callbacks = seen.callbacks()
+    record_text = callbacks["on_text"]
+
+    def on_text(so_far):
+        if not reporting.is_set():
+            reporting.set()
+            cancelled.wait(1.0)  # a cancel() that waits for this report is waited for 1 s only
+        record_text(so_far)
+
+    callbacks["on_text"] = on_text
+    try:
+        runner.start(client, new_history(), "Tell me everything", **callbacks)
+        assert reporting.wait(10)
+        stopper = threading.Thread(target=lambda: (runner.cancel(), cancelled.set()))
+        stopper.start()
+        stopper.join(10)
+    finally:
+        client.gate.set()
+    runner.worker.join(10)
+    assert not runner.worker.is_alive() and client.closed_early
+    names = [name for name, _ in seen.events]
+    assert names[-1] == "on_finish" and names.count("on_finish") == 1, names  # no piece after the end
+
+
 def test_a_late_reply_after_cancel_is_dropped_even_after_the_next_turn():
     stalled = GatedClient("the old answer", stall_at=3)  # stalls after the whole reply, before the end
     history = WatchedList(new_history())
