@@ -1,7 +1,7 @@
 """The documentation against the code: links that lead somewhere, and options that exist.
 
 README.md, docs/*.md and the lessons' sources are read with markdown-it-py (what the panel renders with), so a link or a
-`--flag` inside a code span is told apart from prose.  Four checks:
+`--flag` inside a code span is told apart from prose.  The checks:
 
 - every relative link and image reaches a file, and every #anchor a heading of that file (GitHub's
   anchors: the heading's text, lower case, punctuation dropped, spaces as hyphens);
@@ -12,12 +12,15 @@ README.md, docs/*.md and the lessons' sources are read with markdown-it-py (what
   of `nora chat` is in docs/cli.md's table, so none goes undocumented;
 - every shown session (a code block of `$ nora ...` lines, each followed by what it prints) whose output is
   repeatable, that is run with `--backend scripted` or `--temperature 0` (on the embedded model), prints
-  what the page shows: its `you: ` lines are the input.
+  what the page shows: its `you: ` lines are the input;
+- every function of docs/local-model.md's Public API block is written with its real parameters and defaults.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -310,3 +313,61 @@ def test_the_import_check_knows_a_name_that_is_not_there():
     assert _documented_imports("from nora_widgets.guard import (EMAIL,\n    GuardedClient)  # x\nfrom nora_widgets import nope") \
         == [("nora_widgets.guard", "EMAIL"), ("nora_widgets.guard", "GuardedClient"), ("nora_widgets", "nope")]
     assert not hasattr(importlib.import_module("nora_widgets"), "nope")
+
+
+def api_signatures(text: str) -> list[tuple[str, str, list[tuple[str, str | None]]]]:
+    """(module, function, [(parameter, default as written or None)]) for each call written at the start of a line of
+    the code block under "## Public API" (a '# nora_widgets.x' line names the module of the lines after it; a
+    call may go on over several lines; indented lines are methods, not read).
+    Example: '# nora_widgets.tokens\\ncontext_window(client, model=None) -> int | None'
+        -> [('nora_widgets.tokens', 'context_window', [('client', None), ('model', 'None')])]"""
+    heading = text.index("## Public API")
+    block = next(t.content for t in MD.parse(text[heading:]) if t.type == "fence")
+    found, module, pending = [], None, ""
+    for line in block.splitlines():
+        if line.startswith("# nora_widgets."):
+            module = line[2:].split()[0]
+            continue
+        line = line.split("  #")[0].rstrip()
+        if not pending and (not line or line[0].isspace()):
+            continue
+        pending += " " + line.strip() if pending else line
+        if pending.count("(") > pending.count(")"):
+            continue
+        for entry in re.split(r"\s{2,}", pending):
+            call = re.match(r"(\w+)\(([^()]*)\)", entry)
+            if call:
+                params = [p.strip().partition("=") for p in call.group(2).split(",") if p.strip() not in ("", "*")]
+                found.append((module, call.group(1), [(name, default if eq else None) for name, eq, default in params]))
+        pending = ""
+    return found
+
+
+def signature_mismatches(text: str) -> list[str]:
+    """Each call of the Public API block whose parameters (names, order, defaults) are not the function's."""
+    required, wrong = inspect.Parameter.empty, []
+    for module, name, written in api_signatures(text):
+        real = inspect.signature(getattr(importlib.import_module(module), name)).parameters.values()
+        real = [(p.name, p.default) for p in real]
+        if [(p, required if d is None else ast.literal_eval(d)) for p, d in written] != real:
+            wrong.append(f"{module}.{name}({', '.join(p + ('' if d is None else '=' + d) for p, d in written)}): "
+                         f"the function takes ({', '.join(p if d is required else f'{p}={d!r}' for p, d in real)})")
+    return wrong
+
+
+def test_the_public_api_block_gives_each_function_its_real_parameters():
+    """docs/local-model.md said context_window(client) (the function also takes model=None, as the same page's
+    prose says) and find_model_path(model_path=None) (it also takes given_as, which nora serve passes)."""
+    text = (ROOT / "docs" / "local-model.md").read_text(encoding="utf-8")
+    assert len(api_signatures(text)) >= 12
+    assert not signature_mismatches(text)
+
+
+def test_the_signature_check_knows_a_missing_parameter_and_a_wrong_default():
+    page = ("## Public API\n\n```python\n# nora_widgets.tokens\ncontext_window(client) -> int | None\n"
+            "# nora_widgets.local\nLocalClient(model_path=None, n_ctx=4096, n_threads=None, seed=None,\n"
+            "            timeout=300.0, reuse_prefix=None, responses=\"openai\")   # a comment\n"
+            "    .describe() -> str\nmodel_name_for(path) -> str    prompt_text(messages, client=None) -> str\n```\n")
+    assert [f for _m, f, _p in api_signatures(page)] == ["context_window", "LocalClient", "model_name_for", "prompt_text"]
+    assert [w.split("(")[0] for w in signature_mismatches(page)] == ["nora_widgets.tokens.context_window",
+                                                                    "nora_widgets.local.LocalClient"]
