@@ -52,6 +52,8 @@ CLI_NOT_FOUND = "check --model (nora models lists them) and OPENAI_BASE_URL"
 CLI_MODEL_NOT_FOUND = "check /model (nora models lists them) and OPENAI_BASE_URL"  # a name /model NAME chose
 ASK_TRIM = "start a new --history file, or go on in nora chat --load FILE --keep-turns N"  # nora ask has no /trim
 CLI_PERSONA = "shorten the persona: /system TEXT (or --system TEXT at the start)"  # the persona alone overflows
+CLI_AGAIN = "/retry asks again"  # after an empty reply: how this face asks for another
+ASK_AGAIN = "run the command again"
 ASK_PERSONA = "shorten the persona: --system TEXT"
 
 HELP = [  # (what to type, what it does): /help's list, wrapped to the terminal by help_text()
@@ -180,7 +182,7 @@ class ChatSession:
                  max_tokens: int | None = None, stream: bool = True, save_path: str | None = None,
                  prefix: str = "nora: ", out: TextIO | None = None, err: TextIO | None = None,
                  url_named: str = "OPENAI_BASE_URL", show_sent: bool = False, trim_words: str = CLI_TRIM,
-                 persona_words: str = CLI_PERSONA, notes_on_stderr: bool = False) -> None:
+                 persona_words: str = CLI_PERSONA, notes_on_stderr: bool = False, again_words: str = CLI_AGAIN) -> None:
         self.client = client
         self.history = history  # [{"role": "system", ...}, {"role": "user", ...}, {"role": "assistant", ...}, ...]
         self.model = model
@@ -201,6 +203,7 @@ class ChatSession:
         self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
         self.persona_words = persona_words  # the advice when the persona is: /system TEXT, or nora ask's --system
         self.notes_on_stderr = notes_on_stderr  # nora ask: stdout is the answer alone, a note on the model goes to stderr
+        self.again_words = again_words  # after an empty reply: /retry, or nora ask's "run the command again"
 
     def say(self, text: str) -> None:
         """A line on stdout."""
@@ -251,6 +254,9 @@ class ChatSession:
                 _write(self.out, "\n" if started else f"{self.prefix}\n")
             else:
                 self.say(f"{self.prefix}{result}")
+            if not result.strip():  # a bare 'nora: ' line read as a fault of nora's (a server can send no text)
+                self.warn(f"(the reply was empty: the model sent no text; it is in the history as it came; "
+                          f"{self.again_words})")
             self._autosave()
             self.last_sent = result.sent
             if self.show_sent and result.sent is not None:

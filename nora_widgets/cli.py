@@ -40,6 +40,7 @@ from typing import Any, Callable
 from . import __version__
 from ._chat_session import (  # noqa: F401  (tests import these from cli too)
     _SHOW_AS_CODE,
+    ASK_AGAIN,
     ASK_PERSONA,
     ASK_TRIM,
     CLI_TIMEOUT,
@@ -305,7 +306,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     before = len(history)
     session = ChatSession(client, history, model=args.model, temperature=args.temperature,
                           max_tokens=args.max_tokens, stream=not args.no_stream, prefix="",
-                          url_named=_url_named(args), trim_words=ASK_TRIM, persona_words=ASK_PERSONA, notes_on_stderr=True)
+                          url_named=_url_named(args), trim_words=ASK_TRIM, persona_words=ASK_PERSONA, notes_on_stderr=True,
+                          again_words=ASK_AGAIN)
     note = model_note(client, args.model)
     if note:  # on stderr: the answer alone goes to stdout
         session.warn(f"({note})")

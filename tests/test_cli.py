@@ -2474,3 +2474,25 @@ def test_a_persona_too_long_for_the_window_is_advised_as_such_in_chat_and_ask(ke
     ask = nora("ask", *FAST, "--system", persona, "Hi", stub=keyed_stub)
     assert (ask.returncode, ask.stdout) == (1, "")
     assert ask.stderr == said + "shorten the persona: --system TEXT)\n"
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_an_empty_reply_is_said_so_not_a_bare_prefix(stream):
+    # a server can send a reply with no text (seen once through llama-cpp-python's server): nora chat
+    # printed a bare 'nora: ' line, which read as a fault of nora's
+    out, err = io.StringIO(), io.StringIO()
+    session = cli.ChatSession(ScriptedClient(["", "Hi!"]), [SYSTEM], out=out, err=err, stream=stream)
+    assert session.send("hello")
+    assert out.getvalue() == "nora: \n"
+    assert err.getvalue() == ("(the reply was empty: the model sent no text; it is in the history as it came; "
+                              "/retry asks again)\n")
+    assert session.history[-1] == {"role": "assistant", "content": ""}
+    assert session.send("again") and err.getvalue().count("empty") == 1  # a reply with text: no note
+
+
+def test_nora_ask_says_an_empty_reply_on_stderr(keyed_stub):
+    keyed_stub.enqueue("")
+    result = nora("ask", *FAST, "Any Le Guin?", stub=keyed_stub)
+    assert (result.returncode, result.stdout) == (0, "\n")  # stdout: the answer alone, as it came
+    assert result.stderr == ("(the reply was empty: the model sent no text; it is in the history as it came; "
+                             "run the command again)\n")
