@@ -3,7 +3,9 @@
 ``ChatSession`` holds one conversation (a client, the plain list ``history``, the settings) and
 runs each turn through ``conversation.safe_run_turn``; ``chat_loop`` reads lines (typed, piped or
 pasted, with three-double-quote blocks) and hands each one to the session.  ``nora ask`` uses a
-ChatSession for its one turn too.  The command line (flags, the ``cmd_*`` functions) is ``cli.py``.
+ChatSession for its one turn too.  The command line (flags, the ``cmd_*`` functions) is ``cli.py``;
+how a line is read from the keyboard or a pipe (the prompt, echo, blocks, Ctrl-C/Ctrl-D at the
+prompt) is ``_line_input.py``.
 
 Like cli.py, nothing here imports ``openai`` or ``llama_cpp`` (``nora --help`` stays instant).
 """
@@ -17,10 +19,12 @@ import threading
 from typing import Any, Callable, TextIO
 
 from ._ctrl_c_seen import watch_ctrl_c
+from ._line_input import BLOCK, Stopped, _after_ctrl_c, _next_line, _read_block, _type_ahead_on
 from ._sent_line import describe_sent
 from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
+from ._terminal_text import OutputError, _write  # noqa: F401  (cli imports both from here)
 from ._terminal_text import printable as _printable
-from ._type_ahead import held_keys, prefill
+from ._type_ahead import held_keys
 from ._waiting import Ticker, waiting_words
 from .clients import _listed_models, model_note, model_used, not_known_yet
 from .conversation import (
@@ -39,7 +43,6 @@ from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "Stopped", "chat_loop", "HELP_TEXT", "completions", "use_readline"]
 
-BLOCK = '"""'  # a line of its own starts and ends a message of several lines
 QUIT_WORDS = ("quit", "exit", "/quit", "/exit")
 COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
             "/undo", "/retry", "/help", "/quit", "/exit")  # what Tab completes after '/', in /help's order
@@ -118,12 +121,6 @@ def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found
         .with_max_tokens_named("--max-tokens")
 
 
-class Stopped(BaseException):
-    """SIGTERM while nora chat runs (cli.cmd_chat raises it from the signal): not a failed call (so not
-    an Exception) and not Ctrl-C, which keeps the session.  Raised inside input(), it lets readline put
-    the terminal back as it found it; the default action of SIGTERM would leave it without echo."""
-
-
 # --------------------------------------------------------------------------- #
 # output helpers
 
@@ -136,27 +133,6 @@ def _unquote(arg: str) -> str:
     if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
         return arg[1:-1].strip()
     return arg
-
-
-class OutputError(OSError):
-    """stdout or stderr could not be written (a full disk under `nora ask ... > answer.txt`), except
-    for a reader that left (BrokenPipeError, which stays itself): cli.main says so in one line."""
-
-    def __init__(self, stream: TextIO, error: OSError) -> None:
-        super().__init__(error.errno, error.strerror or str(error))
-        self.stream = stream
-
-
-def _write(stream: TextIO, text: str) -> None:
-    """Text on stdout or stderr as a terminal may show it (_terminal_text.printable), flushed.
-    Raises OutputError when the stream cannot take it (BrokenPipeError as it is)."""
-    try:
-        stream.write(_printable(text))
-        stream.flush()
-    except (BrokenPipeError, OutputError):
-        raise
-    except OSError as exc:
-        raise OutputError(stream, exc) from exc
 
 
 def warn_line(text: str, stream: TextIO | None = None) -> None:
@@ -607,93 +583,7 @@ class ChatSession:
 
 
 # --------------------------------------------------------------------------- #
-# the loop
-
-
-def _read_line(interactive: bool, prompt: str = "you: ") -> str | None:
-    """The next line of input, or None at end of input (Ctrl-D)."""
-    if interactive:
-        terminal = _prompt_terminal()
-        prefill()  # what was typed while the last reply streamed, after the prompt (_type_ahead.py)
-        try:
-            line = input(prompt) if terminal is None else _typed_beside(terminal, prompt)
-        except EOFError:
-            _end_line(terminal)
-            return None
-        except Stopped:
-            _end_line(terminal)  # the line after the prompt: the shell's prompt does not start beside 'you: '
-            raise
-        if terminal is not None:
-            _echo(line, prompt)  # stdout is a file or a pipe: it gets the line, as a piped session's does
-        return line
-    line = sys.stdin.readline()
-    if not line:
-        return None
-    line = line.rstrip("\r\n")
-    _echo(line, prompt)
-    return line
-
-
-def _echo(line: str, prompt: str) -> None:
-    """What was read, on stdout as the screen shows it, so a piped session (or `nora chat > log.txt`)
-    reads like the screen would.  A blank line is ignored at the prompt, part of a \"\"\" block."""
-    if line.strip() or prompt != "you: ":
-        _write(sys.stdout, f"{prompt}{line}\n")
-
-
-_TTY: list[int] = []  # /dev/tty, opened once, when stdout and stderr both go elsewhere
-
-
-def _prompt_terminal() -> int | None:
-    """The terminal to show the prompt and the line being edited on, when stdin is a terminal and stdout
-    is not (`nora chat > log.txt`, `nora chat | tee log.txt`): stderr's, else /dev/tty.  None when
-    stdout is the terminal (input() does it all), or there is no terminal to write to."""
-    try:
-        if sys.stdout.fileno() != 1 or sys.stdin.fileno() != 0 or os.isatty(1):
-            return None
-    except (AttributeError, ValueError, OSError):  # not a real stream (a test's), or closed
-        return None
-    if os.isatty(2):
-        return 2
-    if not _TTY:
-        try:
-            _TTY.append(os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY))
-        except OSError:
-            return None
-    return _TTY[0]
-
-
-def _typed_beside(terminal: int, prompt: str) -> str:
-    """input(prompt) with readline's editing and history on the terminal, while stdout is a file or a pipe.
-
-    input() uses readline only when stdout is a terminal too: with `nora chat > log.txt` it wrote the
-    prompt into the file, showed none, and read the keys raw, so Up sent '\\x1b[A' to the model as a
-    message.  So stdout is the terminal for as long as the line is typed, and put back after.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(terminal, 1)
-        return input(prompt)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _after_ctrl_c(interactive: bool) -> None:
-    """Ctrl-C at a prompt: the next line starts below it, on the terminal that shows the prompt (not in
-    a file that stderr may be: `nora chat 2> err.txt` showed 'you: you: ')."""
-    if interactive:
-        _end_line(_prompt_terminal())
-
-
-def _end_line(terminal: int | None) -> None:
-    """A newline after the prompt left by Ctrl-D or SIGTERM, on the terminal that shows it."""
-    if terminal is None:
-        print()
-    else:
-        os.write(terminal, b"\n")
-
+# Tab, readline, and the loop (a line itself is read by _line_input.py)
 
 
 def completions(text: str, line: str, model_names: list[str] | None = None) -> list[str]:
@@ -805,47 +695,6 @@ def _utf8_line_editing() -> None:
             os.environ["LANG"] = lc_all
         os.environ["LC_CTYPE"] = name
         return
-
-
-def _next_line(interactive: bool, pending: list[str], prompt: str = "you: ") -> str | None:
-    """What was left over from a paste first, else the next line of input (None: the input ended)."""
-    return pending.pop(0) if pending else _read_line(interactive, prompt)
-
-
-def _read_block(interactive: bool, pending: list[str]) -> str | None:
-    """The lines after a line of three double quotes, up to the next line that is three double quotes
-    from its first column, or to Ctrl-D on a terminal, as one message (None: piped input ended first).  Example: lines 'Fix this:', '  x = 1 +', BLOCK -> 'Fix this:\n  x = 1 +'
-
-    A paste on a terminal comes as one piece with its newlines in it (bracketed paste): its lines
-    are looked at one by one, so a pasted closing line ends the block too; what the paste held
-    after it is put back in pending, for the loop to read as the next input.
-    """
-    lines: list[str] = []
-    while True:
-        piece = _next_line(interactive, pending, prompt="...: ")
-        if piece is None:  # Ctrl-D on a terminal ends the block, as it ends `nora ask -`'s question
-            return "\n".join(lines) if interactive else None
-        parts = piece.split("\n")
-        if len(parts) > 1 and not parts[-1]:  # a paste that ends with a newline: that ends its last line
-            parts.pop()
-        for i, line in enumerate(parts):
-            if line.rstrip() == BLOCK:  # at the start of the line: an indented one (a docstring) is text
-                rest = "\n".join(parts[i + 1:])
-                if rest.strip():
-                    pending.insert(0, rest)
-                return "\n".join(lines)
-            lines.append(line)
-
-
-def _type_ahead_on() -> bool:
-    """Whether keys typed during a turn can wait for the next prompt: stdin and stdout are the
-    terminal (not `nora chat > log.txt`) and readline, which shows them there, is in use and can be
-    given text before the first key (a readline built without that hook: keys echo as before, not lost)."""
-    try:
-        return (sys.stdin.fileno() == 0 and os.isatty(0) and os.isatty(sys.stdout.fileno())
-                and hasattr(sys.modules.get("readline"), "set_pre_input_hook"))
-    except (AttributeError, ValueError, OSError):  # not a real stream (a test's), or closed
-        return False
 
 
 def chat_loop(session: ChatSession, interactive: bool) -> int:

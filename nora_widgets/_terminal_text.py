@@ -8,13 +8,17 @@ but newline and tab is shown instead of obeyed, as ``cat -v`` shows it (``^[``),
 characters that reorder what is shown (bidi overrides: "Trojan Source") as ``<U+202E>``.
 Letters of every script, emoji (with their joiners and variation selectors) and right-to-left
 text pass as they are.  What is stored (the history, transcripts) keeps the exact text.
+``_write`` is the terminal client's way to put such text on stdout or stderr (``OutputError``
+when the stream cannot take it: a full disk under ``nora ask ... > answer.txt``).
 
 No imports beyond the standard library: ``nora --help`` stays instant.
 """
 
 from __future__ import annotations
 
-__all__ = ["printable", "SHOW_AS_CODE"]
+from typing import TextIO
+
+__all__ = ["printable", "SHOW_AS_CODE", "OutputError"]
 
 # Characters that are not terminal commands but still mislead: bidi overrides and isolates reorder
 # what is shown ("Trojan Source"), and lone surrogates cannot be written as UTF-8 at all.
@@ -42,3 +46,24 @@ def printable(text: str) -> str:
         else:
             out.append(f"\\x{code:02x}")  # DEL and the C1 controls (0x9b is a one-byte ESC [)
     return "".join(out)
+
+
+class OutputError(OSError):
+    """stdout or stderr could not be written (a full disk under `nora ask ... > answer.txt`), except
+    for a reader that left (BrokenPipeError, which stays itself): cli.main says so in one line."""
+
+    def __init__(self, stream: TextIO, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.stream = stream
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Text on stdout or stderr as a terminal may show it (printable, above), flushed.
+    Raises OutputError when the stream cannot take it (BrokenPipeError as it is)."""
+    try:
+        stream.write(printable(text))
+        stream.flush()
+    except (BrokenPipeError, OutputError):
+        raise
+    except OSError as exc:
+        raise OutputError(stream, exc) from exc
