@@ -9,6 +9,7 @@ flags and slash commands call main() in-process with the scripted backend.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.util
 import io
@@ -772,20 +773,29 @@ def test_a_reply_slow_to_start_is_counted_on_the_terminal_then_the_line_is_clear
     assert b"waiting" not in term.screen
 
 
-def test_a_window_made_narrow_while_waiting_keeps_the_waiting_note_on_one_line(keyed_stub):
-    # the width was read once per turn: narrowed to 30 columns mid-wait, each second's 75-character note
-    # wrapped over 3 rows, so '\\r' went back to the start of the last one and the screen filled with notes
-    keyed_stub.enqueue(ok("Yes, two.", wait=4.5))
-    with PtySession(["chat", "--max-retries", "0", "--timeout", "8"], nora_env(keyed_stub, TERM="dumb")) as term:
-        term.resize(24, 80)
+@contextlib.contextmanager
+def asked_with_a_slow_reply(stub, columns: int, wait: float):
+    """`nora chat` on a pty `columns` wide, that has just asked 'Any Le Guin?' of a stub answering
+    'Yes, two.' after `wait` seconds; on leaving the block: the reply is awaited, and Ctrl-D ends
+    the session with status 0.  term.screen holds everything shown."""
+    stub.enqueue(ok("Yes, two.", wait=wait))
+    with PtySession(["chat", "--max-retries", "0", "--timeout", "8"], nora_env(stub, TERM="dumb")) as term:
+        term.resize(24, columns)
         term.wait_for(b"you: ")
         term.type(b"Any Le Guin?\r")
-        term.wait_for(b"\r(waiting 2 s: the server may be busy with others' replies. Ctrl-C gives up)")
-        term.resize(24, 30)
-        narrowed = len(term.screen)
+        yield term
         term.wait_for(b"nora: Yes, two.\r\nyou: ")
         term.type(b"\x04")
         assert term.proc.wait(15) == 0
+
+
+def test_a_window_made_narrow_while_waiting_keeps_the_waiting_note_on_one_line(keyed_stub):
+    # the width was read once per turn: narrowed to 30 columns mid-wait, each second's 75-character note
+    # wrapped over 3 rows, so '\\r' went back to the start of the last one and the screen filled with notes
+    with asked_with_a_slow_reply(keyed_stub, columns=80, wait=4.5) as term:
+        term.wait_for(b"\r(waiting 2 s: the server may be busy with others' replies. Ctrl-C gives up)")
+        term.resize(24, 30)
+        narrowed = len(term.screen)
     written = term.screen[narrowed:term.screen.index(b"nora: Yes, two.")]
     assert b"(waiting 3 s" in written or b"(waiting 4 s" in written
     assert all(len(piece) < 30 for piece in written.split(b"\r")), written  # each rewrite fits the new width
@@ -793,15 +803,8 @@ def test_a_window_made_narrow_while_waiting_keeps_the_waiting_note_on_one_line(k
 
 def test_at_40_columns_the_waiting_note_drops_its_reason_and_keeps_how_to_give_up(keyed_stub):
     # cut to the width, the note lost its end: '(waiting 2 s: the server may be busy wi', no 'Ctrl-C gives up'
-    keyed_stub.enqueue(ok("Yes, two.", wait=3.5))
-    with PtySession(["chat", "--max-retries", "0", "--timeout", "8"], nora_env(keyed_stub, TERM="dumb")) as term:
-        term.resize(24, 40)
-        term.wait_for(b"you: ")
-        term.type(b"Any Le Guin?\r")
+    with asked_with_a_slow_reply(keyed_stub, columns=40, wait=3.5) as term:
         term.wait_for(b"\r(waiting 2 s. Ctrl-C gives up)")
-        term.wait_for(b"nora: Yes, two.\r\nyou: ")
-        term.type(b"\x04")
-        assert term.proc.wait(15) == 0
 
 
 @pytest.mark.parametrize("columns", [80, 40])
