@@ -81,6 +81,7 @@ class OpenAIPaths:
     def __init__(self, app: Any, model: str, api_key: str | None = None,
                  routes: dict[str, set[str]] | None = None, window: int | None = None) -> None:
         self.app, self.model, self.api_key, self.routes, self.window = app, model, api_key, routes, window
+        self._paths = None if routes is None else {**routes, **_OWN}  # every path answered, and its methods
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any) -> None:
         answer = self._answer(scope) if scope.get("type") == "http" else None
@@ -135,12 +136,12 @@ class OpenAIPaths:
             # the fix first: a face shows 120 characters of a server's message
             return 404, error_body(f"Nothing at {path}: set OPENAI_BASE_URL=http://{host}/v1 (this server's API is "
                                    f"under /v1: {method} /v1{path}).", None, "unknown_url")
-        if self.routes is None:
+        if self._paths is None:
             return None
         # any method, OPTIONS too: a browser's CORS preflight was answered outside (BrowserOrigins)
         stored = (" (it stores no completions: each request sends the whole conversation)"
                   if path.startswith("/v1/chat/completions") and method != "POST" else "")
-        methods = {**self.routes, **_OWN}.get(path)
+        methods = self._paths.get(path)
         if methods is None and (path == "/v1" or path.startswith("/v1/")):
             return 404, error_body(f"Unknown request URL: {method} {path}. This server has {_SERVED}, "
                                    f"nothing else of OpenAI's API{stored}.", None, "unknown_url")

@@ -394,7 +394,6 @@ class ChatPanel(widgets.VBox):
         self.wire_view = v.WireView()
         self.gauge = v.GaugeView()
         self.cost = v.CostView()
-        self._cost_replies: list[dict | None] = []  # the reply of each call in the Cost view (_mark_undone)
         self.compare = v.CompareView()
         self.views: dict[str, widgets.VBox] = {"inspector": self.inspector, "wire": self.wire_view, "gauge": self.gauge,
                                                "cost": self.cost, "compare": self.compare}
@@ -791,7 +790,6 @@ class ChatPanel(widgets.VBox):
             self._forget_calls()
         self._input.held = None  # the error line that named it goes too
         self.cost.reset()
-        self._cost_replies = []
         self._show_error("")
         self._say("")  # "took back your last message…", "… Undo puts it back": of the conversation gone
         self._note_file("")
@@ -818,7 +816,7 @@ class ChatPanel(widgets.VBox):
         if not removed:
             self._say("nothing to undo")
             return
-        self._mark_undone(removed)
+        self.cost.undo_made(removed)  # its bar stays (the tokens were sent), marked undone
         put_back = not self.prompt.value.strip()
         if put_back:
             self._input.put(removed[0]["content"])
@@ -926,15 +924,8 @@ class ChatPanel(widgets.VBox):
         counted = _count(sent, client, model)
         with self._lock:
             reply = self.history[-1] if self.history else None  # the call's reply, just committed
-        self._cost_replies.append(reply)  # for Undo: which bar is the turn it takes back
-        self.cost.add_call(counted.total, counted.per_message[-1] if counted.per_message else 0)
-
-    def _mark_undone(self, removed: Sequence[dict]) -> None:
-        """The Cost view's bar of the call whose turn Undo took back stays (the tokens were sent) and
-        says it was undone.  A turn loaded from a file has no bar."""
-        for call, reply in enumerate(self._cost_replies):
-            if reply is not None and any(m is reply for m in removed):
-                self.cost.mark_undone(call)
+        # made=reply: Undo finds the bar of the turn it takes back (undo_made)
+        self.cost.add_call(counted.total, counted.per_message[-1] if counted.per_message else 0, made=reply)
 
     def refresh(self) -> None:
         """Redraw the transcript, the header and every view from the history."""

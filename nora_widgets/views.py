@@ -418,6 +418,7 @@ class CostView(widgets.VBox):
         self.per_call: list[int] = []
         self.new_per_call: list[int] = []
         self.undone: set[int] = set()
+        self.made: list[object | None] = []  # what each call added (the panel's reply message): undo_made finds it
         super().__init__([_title("Cost of statelessness"), self.body], layout=_box())
         self.update()
 
@@ -429,10 +430,20 @@ class CostView(widgets.VBox):
             out.append(running)
         return out
 
-    def add_call(self, sent_tokens: int, new_tokens: int) -> None:
+    def add_call(self, sent_tokens: int, new_tokens: int, made: object | None = None) -> None:
+        """One more call's bar.  made: what the call added to the conversation (its reply message),
+        so that undo_made can find the bar when Undo takes that turn back."""
         self.per_call.append(int(sent_tokens))
         self.new_per_call.append(int(new_tokens))
+        self.made.append(made)
         self.update()
+
+    def undo_made(self, removed: Sequence[object]) -> None:
+        """Undo took these messages back: the bar of each call that made one of them is marked undone
+        (a turn loaded from a file made no bar here).  Example: view.undo_made([question, reply])"""
+        for call, made in enumerate(self.made):
+            if made is not None and any(m is made for m in removed):
+                self.mark_undone(call)
 
     def mark_undone(self, call: int) -> None:
         """The turn of call (an index into per_call) was taken back: its bar stays, marked undone.
@@ -442,7 +453,7 @@ class CostView(widgets.VBox):
             self.update()
 
     def reset(self) -> None:
-        self.per_call, self.new_per_call, self.undone = [], [], set()
+        self.per_call, self.new_per_call, self.undone, self.made = [], [], set(), []
         self.update()
 
     def update(self) -> None:
