@@ -251,7 +251,8 @@ _BY_CLASS = {
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
 _URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")  # http://user:PASSWORD@host/ (basic auth in a URL)
 # ?api-key=VALUE, &token=VALUE, ?sig=VALUE...: a query parameter whose name looks like a secret (a gateway's key)
-_QUERY_SECRET = re.compile(r"([?&](?:[\w.~-]*(?:key|token|secret|passw|auth|credential)[\w.~-]*|sig|signature|code)=)"
+# (a name written percent-encoded, api%2Dkey, is read with its % escapes as part of the name)
+_QUERY_SECRET = re.compile(r"([?&](?:[\w.~%-]*(?:key|token|secret|passw|auth|credential)[\w.~%-]*|sig|signature|code)=)"
                            r"[^&#\s'\"<>]+", re.IGNORECASE)
 
 

@@ -350,6 +350,7 @@ def test_a_key_in_the_base_urls_query_is_sent_and_never_shown(monkeypatch, tmp_p
      "http://h/v1?key=***&token=***&access_token=***&apikey=***&Ocp-Apim-Subscription-Key=***&sig=***&code=***"),
     ("http://h/v1?api-version=2024-02-01&deployment=gpt&keep=1", "http://h/v1?api-version=2024-02-01&deployment=gpt&keep=1"),
     ("a key=abc in a sentence", "a key=abc in a sentence"),  # only a URL's query: after ? or &
+    ("http://h/v1?api%2Dkey=abc&x%5Ftoken=d&v=%2D1", "http://h/v1?api%2Dkey=***&x%5Ftoken=***&v=%2D1"),  # names escaped
 ])
 def test_redact_masks_the_value_of_a_query_parameter_named_like_a_key(text, shown):
     assert redact(text) == shown
