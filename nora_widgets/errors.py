@@ -385,6 +385,42 @@ def _closed_by_server(exc: BaseException) -> str | None:
     return None
 
 
+def _where(exc: BaseException) -> tuple[str, str]:
+    """(host, host:port) the failed request was going to; ('', '') when the error carries no request.
+    Example: a refused POST to http://[::1]:9/v1/chat/completions -> ('::1', '[::1]:9')"""
+    try:
+        url = getattr(exc, "request").url  # openai's and httpx's errors carry the request
+        host, port = url.host, url.port
+    except Exception:  # no request, or httpx2's errors made without one (they raise)
+        return "", ""
+    if not isinstance(host, str) or not host:
+        return "", ""
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+    return host, f"{shown}:{port}" if isinstance(port, int) else shown
+
+
+def _unreachable(exc: BaseException) -> str:
+    """Why a connection was never made, and where to, read from the chain of causes ('' when
+    neither is known).  By class name, as _BY_CLASS is: this module imports neither ssl nor socket.
+    Example: refused at 127.0.0.1:9 -> 'nothing is listening at 127.0.0.1:9'"""
+    host, where = _where(exc)
+    if not where:
+        return ""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if "ConnectionRefusedError" in names:
+            return f"nothing is listening at {where}"
+        if "gaierror" in names:  # the name lookup failed: a typo in the host, or no network
+            return f"no host named {host} was found"
+        if "SSLError" in names:  # https:// to a server that speaks http:// (or a certificate refused)
+            return f"the https:// connection to {where} failed (if the server speaks plain http://, use that)"
+        current = current.__cause__ or current.__context__
+    return f"at {where}"
+
+
 def _is_context_overflow(exc: BaseException) -> bool:
     body = getattr(exc, "body", None)
     code = getattr(exc, "code", None)
@@ -440,6 +476,10 @@ def describe_failure(exc: BaseException) -> Failure:
             else:
                 detail = " ".join(str(exc).split()) or type(exc).__name__
                 kind, message, hint = "error", f"{type(exc).__name__}: {detail}", ""
+    if kind == "connection" and not closed:  # where it was going, and why it never got there
+        why = _unreachable(exc)
+        if why:
+            message = f"{message} {why}" if why.startswith("at ") else f"{message}: {why}"
     if kind == "server" and status == 503:  # not a bug on the server: it is busy or starting up
         message = "the server is unavailable"
     elif kind == "server" and status == 501:  # a web server that is not the API (python -m http.server)

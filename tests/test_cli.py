@@ -181,7 +181,9 @@ def test_the_advice_names_where_the_url_came_from(tmp_path):
     flag = helpers.run_nora(*args[:-1], "--base-url", url, "hi", env=nora_env(), cwd=tmp_path)
     variable = helpers.run_nora(*args, env=nora_env(OPENAI_BASE_URL=url), cwd=tmp_path)
     assert (flag.returncode, variable.returncode) == (1, 1)
-    assert flag.stderr == "(error talking to the model: could not reach the server - check --base-url and your network)\n"
+    where = url.split("//")[1].split("/")[0]  # 127.0.0.1:PORT: the line says where it could not get to
+    assert flag.stderr == (f"(error talking to the model: could not reach the server: nothing is listening at {where}"
+                           " - check --base-url and your network)\n")
     assert variable.stderr == flag.stderr.replace("--base-url", "OPENAI_BASE_URL")
 
 
@@ -1683,8 +1685,8 @@ def test_models_failure_is_one_line_exit_1_and_never_shows_the_key(keyed_stub):
         url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
     result = helpers.run_nora("models", "--base-url", url, "--max-retries", "0", env=helpers.nora_env())
     assert result.returncode == 1
-    assert result.stderr == ("nora: could not list the server's models: could not reach the server"
-                             " - check --base-url and your network\n")
+    assert result.stderr == ("nora: could not list the server's models: could not reach the server: nothing is "
+                             f"listening at {url[7:-3]} - check --base-url and your network\n")
 
 
 def test_models_on_the_embedded_and_scripted_backends(tmp_path):
@@ -2351,7 +2353,8 @@ def test_nora_chat_started_before_the_server_sends_its_model_once_it_answers():
         "(model: not known yet: the server did not answer when asked for its models; the next call asks again and "
         "sends its model if it lists one, else gpt-4o-mini; /model NAME asks for one by name)",
         "you: hi",
-        "(error talking to the model: could not reach the server - check OPENAI_BASE_URL and your network)",
+        f"(error talking to the model: could not reach the server: nothing is listening at 127.0.0.1:{port} - check "
+        "OPENAI_BASE_URL and your network)",
         "you: hi again",
         "nora: I got 2 messages; the last one says 'hi again'.",
         "(model: SmolLM2-135M-Instruct, the one the server lists)",

@@ -468,3 +468,49 @@ def test_core_overflow_by_the_persona_says_to_shorten_the_persona(stub_server):
     stub_server.enqueue(context_length_exceeded())  # the message the larger part: the advice stays the message's
     result = safe_run_turn(client_for(stub_server), [SYSTEM], "x" * 5000)
     check_line(str(result), ("(5,000 + 108 characters)", "send the message in parts"))
+
+
+def _refused(client_url: str) -> str:
+    """The one line a turn to client_url shows when no connection is made (the history checked unchanged)."""
+    client = make_client(base_url=client_url, model="m", max_retries=0, timeout=5)
+    history = [{"role": "system", "content": SYSTEM_PROMPT}]
+    result = safe_run_turn(client, history, "Hi")
+    assert history == [{"role": "system", "content": SYSTEM_PROMPT}] and result.sent is None
+    return str(result)
+
+
+def test_a_server_that_cannot_be_reached_is_named_with_the_reason(tmp_path):
+    # "could not reach the server" alone left a learner to guess which address, and why: a server not
+    # started, a typo in the host, https:// to a server that speaks http://
+    import http.server
+    import socket
+    import threading
+
+    from tests.helpers import free_port
+
+    port = free_port()  # nothing listens there
+    assert _refused(f"http://127.0.0.1:{port}/v1") == (
+        f"(error talking to the model: could not reach the server: nothing is listening at 127.0.0.1:{port}"
+        " - check OPENAI_BASE_URL and your network)")
+    try:
+        socket.getaddrinfo("nora-no-such-host.invalid", 80)
+    except socket.gaierror:  # .invalid never resolves (RFC 2606); checked, not assumed
+        assert _refused("http://nora-no-such-host.invalid/v1").startswith(
+            "(error talking to the model: could not reach the server: no host named nora-no-such-host.invalid was found")
+    plain = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # speaks http:// only
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    try:
+        where = f"127.0.0.1:{plain.server_address[1]}"
+        assert _refused(f"https://{where}/v1") == (
+            f"(error talking to the model: could not reach the server: the https:// connection to {where} failed (if "
+            "the server speaks plain http://, use that) - check OPENAI_BASE_URL and your network)")
+    finally:
+        plain.shutdown()
+        plain.server_close()
+
+
+def test_a_connection_error_with_no_request_keeps_the_plain_line():
+    from nora_widgets.errors import describe_failure
+
+    assert describe_failure(ConnectionError("no route")).line() == (
+        "(error talking to the model: could not reach the server - check OPENAI_BASE_URL and your network)")

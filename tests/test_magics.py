@@ -939,8 +939,8 @@ def test_a_server_that_is_down_points_to_where_the_url_was_set(shell, monkeypatc
         port = s.getsockname()[1]
     run(shell, f"%chat --backend openai --base-url http://127.0.0.1:{port}/v1 --max-retries 0 --model m")
     ran = run(shell, "%%chat --no-stream\nHi")
-    assert ran.shown == ["(error talking to the model: could not reach the server - check %chat --base-url "
-                         "and your network)"], ran.shown
+    assert ran.shown == [f"(error talking to the model: could not reach the server: nothing is listening at "
+                         f"127.0.0.1:{port} - check %chat --base-url and your network)"], ran.shown
     assert magics.conversation() == [{"role": "system", "content": SYSTEM_PROMPT}]
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
     run(shell, "%chat --backend openai --base-url ''")
@@ -1210,8 +1210,8 @@ def test_a_server_started_after_the_first_cell_gets_its_model_asked_again_and_na
     port = free_port()
     run(shell, f"%chat --backend openai --base-url http://127.0.0.1:{port}/v1 --max-retries 0")
     ran = run(shell, "%%chat --no-stream\nHi")
-    assert ran.shown == ["(error talking to the model: could not reach the server - check %chat --base-url "
-                         "and your network)"], ran.shown
+    assert ran.shown == [f"(error talking to the model: could not reach the server: nothing is listening at "
+                         f"127.0.0.1:{port} - check %chat --base-url and your network)"], ran.shown
     settings = run(shell, "%chat --temperature 0").text
     assert (f"backend: OpenAI-compatible server http://127.0.0.1:{port}/v1, model not known yet: the server did not "
             "answer when asked for its models (the next call asks again and sends its model if it lists one, else "
