@@ -51,6 +51,9 @@ RERUN_DIFFERS = {
             "lists every call made, so a call cell run twice shows up as a third call, identical to the second",
     },
     "09-the-chat-panel": {
+        'client.enqueue("How much is what, sorry?':
+            "the panel is one live conversation: asked again, Amnesia keeps two more messages (the prose says so)",
+        "request = httpx2.Request(": "prints how many messages the panel keeps, two more after the cell above ran twice",
         "%load_ext nora_widgets": "IPython says the extension is already loaded",
         "%%chat": "a %%chat cell sends its text as the next message every time it runs (the echo says how many)",
         "print(len(nora_history)": "counts the messages the %%chat cells sent",
@@ -148,3 +151,35 @@ def test_every_cell_allowed_to_differ_still_exists():
         sources = [c.source for c in lesson.cells if c.kind == "code"]
         for key in cells:
             assert any(s.startswith(key) for s in sources), f"{stem}: no code cell starts with {key!r}"
+
+
+def test_need_passes_when_the_names_exist_and_names_the_cell_to_run_when_not():
+    from nora_widgets.lessons import NotRunYet, need
+
+    need("len", "pytest")  # a builtin and a module-level name of this file
+    with pytest.raises(NotRunYet) as caught:
+        need("pytest", "my_history", "texts", run="the exercise cell above")
+    said = str(caught.value)
+    assert said.startswith("my_history, texts are not defined yet: run the exercise cell above first")
+    assert "Run All Above Selected Cell" in said and "\n" not in said
+    assert isinstance(caught.value, NameError)  # still a NameError for code that catches those
+    assert caught.value._render_traceback_() == [f"\x1b[0;31mNotRunYet\x1b[0m: {said}"]
+
+
+@pytest.mark.timeout(120)
+def test_a_check_run_first_after_a_restart_says_which_cell_to_run_in_one_line():
+    """The kernel restarted, the learner runs the check: one line naming the cells to run, not a bare NameError."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(lesson.find("check").source) for lesson in LESSONS]
+    client = NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    with client.setup_kernel(env=build.clean_env()):
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+    for lesson, cell in zip(LESSONS, nb.cells):
+        [error] = [o for o in cell.outputs if o.output_type == "error"]
+        assert error.ename == "NotRunYet", f"{lesson.stem}: the check stopped with {error.ename}: {error.evalue}"
+        assert len(error.traceback) == 1, f"{lesson.stem}: a traceback, not one line: {error.traceback}"
+        assert "not defined yet: run the " in error.evalue, error.evalue
