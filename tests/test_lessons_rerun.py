@@ -14,8 +14,8 @@ Outputs are compared as nbval compares them (notebooks/nbval-sanitize.cfg applie
 NBVAL_IGNORE_OUTPUT left out).  A few cells differ when run again for a true reason; RERUN_DIFFERS names them,
 with the reason, and their outputs are only checked for errors.
 
-Wall time: about 45 s for the twelve lessons on two cores (lessons 00, 06 and 07 load the embedded model and
-are marked `model`).
+Wall time, measured on two cores shared with other work: 81 s for the twelve lessons, of which 00, 06 and 07
+(marked `model`: they load the embedded model) take 33 s; `-m "not model"` runs the other nine in about 48 s.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ RERUN_DIFFERS = {
     "09-the-chat-panel": {
         'client.enqueue("How much is what, sorry?':
             "the panel is one live conversation: asked again, Amnesia keeps two more messages (the prose says so)",
-        "request = httpx2.Request(": "prints how many messages the panel keeps, two more after the cell above ran twice",
+        "request = httpx2.Request(":
+            "prints how many messages the panel keeps: two more after the Amnesia cell ran twice",
         "%load_ext nora_widgets": "IPython says the extension is already loaded",
         "%%chat": "a %%chat cell sends its text as the next message every time it runs (the echo says how many)",
         "print(len(nora_history)": "counts the messages the %%chat cells sent",
