@@ -429,9 +429,41 @@ def _send(client: Any, history: list[Message], keep_last_n_turns: int | None, mo
     except Exception as exc:
         if describe_failure(exc).kind != "context_length":
             raise
-        fewer = min(keep_last_n_turns, _earlier_turns(sent)) // 2
-        sent = trim_history(history[:-1], fewer) + [history[-1]]
+        sent = trim_history(history[:-1], _fewer_turns(keep_last_n_turns, sent)) + [history[-1]]
         return _call(client, sent, model, temperature, kwargs), sent
+
+
+def _fewer_turns(keep_last_n_turns: int, sent: list[Message]) -> int:
+    """How many earlier turns the one retry after a context overflow keeps: half of those the failed call
+    sent (or of keep_last_n_turns, if fewer).  Example: keep 4, sent held 4 earlier turns -> 2"""
+    return min(keep_last_n_turns, _earlier_turns(sent)) // 2
+
+
+def _cut_off(exc: Exception, pieces: list[str]) -> StreamCutError:
+    """Part of the reply arrived, then the stream broke: say so, rather than "could not connect".
+    Example: 12 characters, then the connection closed -> StreamCutError("the reply was cut off after 12
+        characters (the server closed the connection)")"""
+    received = sum(len(p) for p in pieces)
+    why = describe_failure(exc)
+    reason = "the server closed the connection" if why.kind == "stream_cut" else why.message
+    return StreamCutError(f"the reply was cut off after {received} characters ({reason})")
+
+
+def _raise_if_async(name: str, client: Any, response: Any) -> None:
+    """A sync turn whose client is async got a coroutine (or an async stream) instead of a reply: nothing
+    was sent.  Close it (no "coroutine was never awaited" warning) and say in one line what to call instead.
+    Only ever called on the error path, once reading the reply has failed.
+    Example: run_turn(openai.AsyncOpenAI(), history, "hi") -> TypeError('run_turn got an async client
+        (AsyncOpenAI): await arun_turn(client, history, text) instead')"""
+    if not (hasattr(response, "__await__") or hasattr(response, "__aiter__")):
+        return
+    close = getattr(response, "close", None)  # a coroutine's close(); an async stream has nothing to free yet
+    if close is not None and hasattr(response, "cr_frame"):
+        close()
+    instead = "astream_turn" if name == "stream_turn" else "arun_turn"
+    raise TypeError(f"{name} got an async client ({type(client).__name__}): "
+                    f"{'async for piece in' if instead == 'astream_turn' else 'await'} "
+                    f"{instead}(client, history, text) instead") from None
 
 
 def _report_sent(on_sent: Callable[[list[Message]], None], sent: list[Message],
@@ -625,6 +657,7 @@ def run_turn(
         try:
             reply_text = response.choices[0].message.content  # choices is a list: n candidates
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            _raise_if_async("run_turn", client, response)
             raise _not_a_completion(response) from exc
     except BaseException as exc:
         del history[before:]
@@ -691,12 +724,10 @@ def _stream_turn(client: ChatClient, history: list[Message], user_text: str, mod
                     yield piece
         except Exception as exc:
             if not pieces:
+                if not chunks:
+                    _raise_if_async("stream_turn", client, stream)
                 raise
-            # Part of the reply arrived, then the stream broke: say so, rather than "could not connect".
-            received = sum(len(p) for p in pieces)
-            why = describe_failure(exc)
-            reason = "the server closed the connection" if why.kind == "stream_cut" else why.message
-            raise StreamCutError(f"the reply was cut off after {received} characters ({reason})") from exc
+            raise _cut_off(exc, pieces) from exc
         if chunks == 0:
             raise BadResponseError("the server sent an empty stream (no chunks)")
         completed = True
