@@ -20,9 +20,15 @@ input is a NoraError (a ValueError) whose text is one line saying what to do; it
 The package ships its type annotations (py.typed), for mypy and pyright.  ChatClient is the type of
 a client (anything with .chat.completions.create): run_turn takes one.  make_client() returns a
 NoraClient, a ChatClient with .default_model and .wire (the last request, as sent).
+
+Code that awaits (a web app, top-level await in Jupyter) has the same turn awaited: arun_turn and
+astream_turn take openai.AsyncOpenAI (make_async_client() builds one from the same settings) or any
+client above, and leave the list as it was if the task is cancelled:
+
+    reply = await arun_turn(make_async_client(), history, "Hello")
 """
 
-from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_client
+from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_async_client, make_client
 from .conversation import (SYSTEM_PROMPT, ChatClient, run_turn, safe_run_turn, stream_turn, trim_history,
                            trim_to_budget)
 from .errors import (ContextWindowError, EmptyMessageError, HistoryError, MessageTooLongError, NoraError,
@@ -32,6 +38,7 @@ from .transcript import TranscriptError, load_transcript, save_transcript
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # mypy and pyright see the names that load on first use (_LAZY) with their real types
+    from .aio import AsyncChatClient, arun_turn, astream_turn
     from .guard import GuardedClient
     from .local import LocalClient
     from .magics import load_ipython_extension, unload_ipython_extension
@@ -45,12 +52,16 @@ __all__ = [
     "run_turn",
     "stream_turn",
     "safe_run_turn",
+    "arun_turn",
+    "astream_turn",
     "trim_history",
     "trim_to_budget",
     "ChatClient",
+    "AsyncChatClient",
     "NoraClient",
     "ScriptedClient",
     "make_client",
+    "make_async_client",
     "LocalClient",
     "ChatPanel",
     "GuardedClient",
@@ -72,6 +83,9 @@ __all__ = [
 
 # name -> module that defines it, imported on first access (keeps `import nora_widgets` fast)
 _LAZY = {
+    "arun_turn": "aio",  # aio imports asyncio (30-70 ms): only code that awaits pays for it
+    "astream_turn": "aio",
+    "AsyncChatClient": "aio",
     "LocalClient": "local",
     "ChatPanel": "panel",
     "GuardedClient": "guard",

@@ -29,18 +29,22 @@ import os
 import time
 import uuid
 import weakref
-from typing import Any, Callable, Iterator, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TypeGuard
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit  # no cost: the package's other imports load it anyway
 
 from .conversation import ChatClient  # only for NoraClient, the type make_client returns
 from .errors import NO_KEY, NoraError, count_of, redact
 from .tokens import rough_tokens
 
+if TYPE_CHECKING:
+    from .aio import AsyncChatClient  # not at run time: aio imports asyncio
+
 __all__ = [
     "NoraClient",
     "ScriptedClient",
     "WireLog",
     "make_client",
+    "make_async_client",
     "describe_client",
     "ModelUnavailableError",
     "BACKENDS",
@@ -425,6 +429,78 @@ def make_client(
     client.default_model = model or _one_model(client.listed_models) or OPENAI_DEFAULT_MODEL
     client.default_model_pending = pending
     return client
+
+
+def make_async_client(backend: str = "auto", **settings: Any) -> "AsyncChatClient | NoraClient":
+    """make_client, for arun_turn and astream_turn: the same settings (arguments, then the environment), and
+    for a server an openai.AsyncOpenAI configured as make_client's openai.OpenAI is (base URL and its query,
+    key, timeout, retries), with the same extras: default_model, listed_models, model_windows, and wire, the
+    last request as sent.  The embedded model and the scripted stand-in are in-process and sync: they come
+    back as make_client gives them, and arun_turn calls them in a worker thread.
+    Like make_client it may ask the server for its models (one GET, 5 s at most): build the client once, at
+    start-up, not per request.  A server that did not answer is asked again before a turn that needs its
+    model's name, in a worker thread (the event loop does not wait on it).
+    Example: client = make_async_client(); await arun_turn(client, history, "Hi")
+    """
+    sync: Any = make_client(backend, **settings)
+    import openai
+
+    # tested apart: inline, mypy would narrow sync to openai.OpenAI, which declares none of the extras read below
+    server = isinstance(sync, openai.OpenAI)
+    if not server:  # local or scripted: in-process
+        return sync
+    wire = WireLog()
+
+    async def record(request: Any) -> None:  # httpx calls an async client's hooks with await
+        wire.record_http(request)
+
+    client: Any = openai.AsyncOpenAI(
+        api_key=sync.api_key,
+        base_url=sync.base_url,
+        default_query=sync.default_query or None,
+        timeout=sync.timeout,
+        max_retries=sync.max_retries,
+        http_client=openai.DefaultAsyncHttpx2Client(event_hooks={"request": [record]}),
+    )
+    client.wire = wire
+    client.default_model = sync.default_model
+    _learnt_from(sync, client)
+    twin_pending = sync.default_model_pending
+    client.default_model_pending = None if twin_pending is None else _AskTwin(client, sync)
+    return client
+
+
+def _learnt_from(sync: Any, client: Any) -> None:
+    """What make_client learnt of the server, on the async client: its models, their windows, a refused key."""
+    client.listed_models = list(sync.listed_models)
+    client.model_windows = dict(sync.model_windows)
+    client.key_refused = sync.key_refused
+
+
+class _AskTwin:
+    """An async client's ``default_model_pending``: its sync twin (make_client's, kept for this) asks the
+    server as _AskAgain does, and what it learns is copied over; arun_turn calls it in a worker thread.
+    A default_model set by hand meanwhile is kept.  Example: see make_async_client."""
+
+    def __init__(self, client: Any, sync: Any) -> None:
+        self._client = weakref.ref(client)  # the client holds this hook: no cycle to keep it alive
+        self._sync = sync
+
+    @property
+    def asked(self) -> bool:
+        return getattr(self._sync.default_model_pending, "asked", True)
+
+    def __call__(self) -> None:
+        client, sync = self._client(), self._sync
+        if client is None or client.default_model_pending is not self:
+            return
+        if sync.default_model_pending is not None:
+            sync.default_model_pending()
+        if sync.default_model_pending is None:  # the server answered: settled for good
+            _learnt_from(sync, client)
+            if client.default_model == OPENAI_DEFAULT_MODEL:
+                client.default_model = sync.default_model
+            client.default_model_pending = None
 
 
 def _split_query(base_url: str | None) -> tuple[str | None, dict | None]:
