@@ -302,6 +302,10 @@ def test_a_sync_stream_left_early_is_closed_on_its_own_thread_after_the_chunk_be
     events = []
 
     class Held(ScriptedClient):
+        def _create(self, **kwargs):  # the stream kept here too: closed by the turn, not by its last reference
+            self.kept = super()._create(**kwargs)
+            return self.kept
+
         def _stream(self, *args):
             try:
                 for chunk in super()._stream(*args):
@@ -488,3 +492,38 @@ def test_a_sync_turn_given_the_async_stand_in_says_so_too():
     with pytest.raises(TypeError, match=r"run_turn got an async client \(AsyncScripted\)"):
         run_turn(AsyncScripted(["x"]), history, "hi")
     assert history == history_of()
+
+
+# --------------------------------------------------------------------------- #
+# the embedded model (in-process, sync): its lock after a cancel
+
+
+def test_a_cancelled_stream_of_the_embedded_model_frees_it_at_the_next_token():
+    from nora_widgets import LocalClient
+
+    client = LocalClient(seed=1).load()
+    lock = client._engine.lock  # what every turn of this model takes, and a cancel must give back
+    history = []
+    seen = []
+
+    async def main():
+        async def consume():
+            async for piece in astream_turn(client, history, "Tell me a long story about a dragon.", max_tokens=200):
+                seen.append(piece)
+
+        task = asyncio.create_task(consume())
+        while len(seen) < 3:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancelled = time.monotonic()
+        while lock.locked() and time.monotonic() - cancelled < 5:
+            await asyncio.sleep(0.005)
+        freed_after = time.monotonic() - cancelled
+        assert history == []
+        return freed_after, await arun_turn(client, history, "Hi", temperature=0, max_tokens=4)
+
+    freed_after, reply = asyncio.run(main())
+    assert freed_after < 1.0  # a token takes ~10-30 ms here; the rest of the 200 would take seconds
+    assert reply and len(history) == 2
