@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 from typing import Any, AsyncGenerator, Awaitable, Callable, Protocol
 
@@ -233,9 +234,9 @@ async def _call(client: Any, sent: list[Message], model: str, temperature: float
         create = client.chat.completions.create
         if _is_async(create):
             return await create(messages=sent, model=model, temperature=temperature, **kwargs)
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(worker, lambda: create(messages=sent, model=model,
-                                                                    temperature=temperature, **kwargs))
+        loop, context = asyncio.get_running_loop(), contextvars.copy_context()  # as asyncio.to_thread does
+        response = await loop.run_in_executor(worker, lambda: context.run(create, messages=sent, model=model,
+                                                                          temperature=temperature, **kwargs))
         if inspect.isawaitable(response):  # a create that hides its being async (a plain def returning one)
             response = await response
         return response
@@ -247,7 +248,11 @@ async def _call(client: Any, sent: list[Message], model: str, temperature: float
 def _is_async(create: Any) -> bool:
     """Whether create is an async def, under any decorators (openai's are functools.wraps).
     Example: openai.AsyncOpenAI().chat.completions.create -> True; ScriptedClient()'s -> False"""
-    return inspect.iscoroutinefunction(inspect.unwrap(create)) or inspect.iscoroutinefunction(create)
+    try:
+        create = inspect.unwrap(create)
+    except ValueError:  # a __wrapped__ that never ends: take create as it is
+        pass
+    return inspect.iscoroutinefunction(create)
 
 
 _END = object()

@@ -413,6 +413,24 @@ def test_real_async_openai_cut_stream_and_context_overflow_retry(stub):
     assert sum(m["role"] == "user" for m in first) == 5 and sum(m["role"] == "user" for m in second) == 3
 
 
+def test_the_sync_openai_client_over_http_in_a_worker_thread(stub):
+    stub.enqueue(stub_kit.ok("Yes."), stub_kit.ok("Twelve euros."), stub_kit.server_error())
+    history = history_of()
+    client = openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0)
+
+    async def main():
+        first = await arun_turn(client, history, "Le Guin?", model="stub-model")
+        pieces = [p async for p in astream_turn(client, history, "How much?", model="stub-model")]
+        before = snapshot(history)
+        with pytest.raises(openai.InternalServerError):
+            await drain(astream_turn(client, history, "And the other?", model="stub-model"))
+        return first, "".join(pieces), unchanged(history, before)
+
+    with client:
+        assert asyncio.run(main()) == ("Yes.", "Twelve euros.", True)
+    assert [m["content"] for m in history[1:]] == ["Le Guin?", "Yes.", "How much?", "Twelve euros."]
+
+
 def test_make_async_client_configures_async_openai_as_make_client_does(stub):
     stub.enqueue(stub_kit.ok("Hello."))
 
