@@ -32,7 +32,9 @@ and some crashed the request with a 500 and a traceback:
     "stream": null (OpenAI: the default)          400 (should be a valid boolean)  read as not given
 
 The types and ranges are OpenAI's (field_problem): code written here and run later against
-OpenAI meets the same 400, with OpenAI's words and code, instead of working here only.
+OpenAI meets the same 400, with OpenAI's words and code, instead of working here only.  The
+legacy /v1/completions gets the same checks of its fields and of n (mend_legacy_request), and
+LocalClient runs field_problem too, after its own checks: one rule for all three.
 
 A tool is called only when tool_choice names it ({"type": "function", "function":
 {"name": ...}}): the server then makes the model fill that function's arguments.
@@ -47,7 +49,7 @@ import copy
 from typing import Any, Mapping, Sequence
 
 __all__ = ["mend_chat_request", "max_tokens_too_large", "over_reply_cap", "switch_missing", "field_problem",
-           "authorized", "error_body"]
+           "one_choice", "mend_legacy_request", "authorized", "error_body"]
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
@@ -142,6 +144,31 @@ def field_problem(request: dict) -> dict | None:
     return None
 
 
+def one_choice(request: dict) -> dict | None:
+    """The 400 body when n asks for more than one choice (the server ignored n: one came back), else None.
+    Example: one_choice({"n": 2})["error"]["message"]
+        -> "Invalid 'n': 2; this server gives one choice per request (n=1): send the request again for another."
+    """
+    if request.get("n") not in (None, 1):
+        return _refusal("n", f"Invalid 'n': {request['n']!r}; this server gives one choice per request "
+                             "(n=1): send the request again for another.")
+    return None
+
+
+def mend_legacy_request(request: dict) -> tuple[dict, dict | None]:
+    """(request as the server should get it, None), or (request, a 400 body), for the legacy
+    /v1/completions (a prompt, not messages), by the chat request's rules for the same fields:
+    OpenAI's types and ranges (field_problem) and one choice (one_choice); a switch sent as null is
+    left out, as OpenAI reads it ("stream": null was a 500 there).  logprobs is not checked as a
+    switch: there it is a count of tokens (0 to 5).  The given request is not changed.
+    Example: mend_legacy_request({"prompt": "Hi", "temperature": 5})[1]["error"]["param"] -> 'temperature'
+             mend_legacy_request({"prompt": "Hi", "stream": None}) -> ({"prompt": "Hi"}, None)"""
+    refusal = field_problem({k: v for k, v in request.items() if k != "logprobs"}) or one_choice(request)
+    if refusal:
+        return request, refusal
+    return {k: v for k, v in request.items() if not (k in _BOOLEANS and v is None)}, None
+
+
 # fields that only mean something when another is on, and that other: OpenAI refuses the first alone
 _SWITCHED_BY = (("stream_options", "stream"), ("top_logprobs", "logprobs"))
 
@@ -211,9 +238,9 @@ def _mend_options(request: dict, n_ctx: int | None) -> dict | None:
     for name in _BOOLEANS:  # null: the default, as OpenAI reads it; the server refused "stream": null
         if name in request and request[name] is None:
             del request[name]
-    if request.get("n") not in (None, 1):
-        return _refusal("n", f"Invalid 'n': {request['n']!r}; this server gives one choice per request "
-                             "(n=1): send the request again for another.")
+    several = one_choice(request)
+    if several:
+        return several
     given = request.pop("max_completion_tokens", None)
     name = "max_tokens" if request.get("max_tokens") is not None else "max_completion_tokens"
     limit = request["max_tokens"] if name == "max_tokens" else given

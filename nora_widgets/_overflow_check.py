@@ -49,7 +49,8 @@ Since it reads every POST body anyway, it mends two more rough edges of that ser
   it is passed on with that header;
 - OpenAI's fields that server ignores or crashes on (``developer`` messages, content
   parts, ``n``, ``max_completion_tokens``, ...) are mended or refused with a 400 (see
-  _chat_request.py), and the reply is mended where it differs from OpenAI's
+  _chat_request.py; the legacy ``/v1/completions`` gets the same type, range and ``n`` checks), and
+  the reply is mended where it differs from OpenAI's
   (``top_logprobs``, a streamed reply's usage: see _reply_mend.py).
 
     app = OverflowCheck(create_app(...), vocab_counter(path), n_ctx=2048, api_key=None,
@@ -63,7 +64,8 @@ import json
 import re
 from typing import Any, Awaitable, Callable
 
-from ._chat_request import authorized, error_body, max_tokens_too_large, mend_chat_request, over_reply_cap
+from ._chat_request import (authorized, error_body, max_tokens_too_large, mend_chat_request, mend_legacy_request,
+                            over_reply_cap)
 from ._reply_mend import run_with_mended_reply
 
 __all__ = ["OverflowCheck", "overflow_body", "json_object", "bad_messages", "vocab_counter", "template_input"]
@@ -238,8 +240,12 @@ class OverflowCheck:
             rewrite = not _says_json(scope)  # curl -d sends form-encoded: the server then answered a 500
             if path.endswith("/completions") and authorized(scope, self.api_key):
                 chat = path.endswith("/chat/completions")
-                refusal = bad_messages(request) if chat else max_tokens_too_large(  # the legacy /v1/completions
-                    "max_tokens", request.get("max_tokens"), self.n_ctx)
+                if chat:
+                    refusal = bad_messages(request)
+                else:  # the legacy /v1/completions: the chat path's checks of the same fields, null switches left out
+                    mended, refusal = mend_legacy_request(request)
+                    refusal = refusal or max_tokens_too_large("max_tokens", mended.get("max_tokens"), self.n_ctx)
+                    rewrite, request = rewrite or mended != request, mended
                 asked = "max_completion_tokens" if request.get("max_tokens") is None and chat else "max_tokens"
                 if refusal is None and chat:  # OpenAI's fields the server would ignore or crash on
                     mended, refusal = mend_chat_request(request, self.n_ctx)

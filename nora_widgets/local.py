@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import shapes
-from ._chat_request import switch_missing
+from ._chat_request import field_problem, switch_missing
 from ._engine import GET_IT, _Engine, _engine_for
 from ._message_hints import bad_content, bad_role, not_a_message
 from .clients import ModelUnavailableError, WireLog, _Chat, make_chunk, make_completion
@@ -401,6 +401,9 @@ class LocalClient:
             stops = list(stop)
         else:  # a number, a dict (its keys were taken as the stops), a fifth string...
             raise NoraError(f"stop must be a string or a list of up to 4 strings (got {stop!r})")
+        wrong = field_problem({**other, **kwargs})  # nora serve's rule for the rest: "stream": "yes" was streamed
+        if wrong:
+            raise NoraError(wrong["error"]["message"])
 
         engine = self._engine
         shown, prompt_tokens, template_stops = engine.prompt(clean)

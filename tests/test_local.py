@@ -199,6 +199,31 @@ def test_temperature_zero_repeats_and_instances_share_one_model(client):
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("arguments, message", [
+    ({"stream": "yes"}, "Invalid type for 'stream': expected a boolean, but got a string instead."),  # was streamed
+    ({"stream": 1}, "Invalid type for 'stream': expected a boolean, but got an integer instead."),
+    ({"stream": 0}, "Invalid type for 'stream': expected a boolean, but got an integer instead."),  # a whole reply
+    ({"stream": True, "stream_options": {"include_usage": "yes"}},  # usage was sent
+     "Invalid type for 'stream_options.include_usage': expected a boolean, but got a string instead."),
+    ({"store": "yes"}, "Invalid type for 'store': expected a boolean, but got a string instead."),  # was ignored
+    ({"parallel_tool_calls": 1},
+     "Invalid type for 'parallel_tool_calls': expected a boolean, but got an integer instead."),
+], ids=["stream-text", "stream-one", "stream-zero", "include-usage-text", "store-text", "parallel-tool-calls-one"])
+def test_a_switch_that_is_not_a_boolean_is_refused_in_nora_serves_words(client, arguments, message):
+    # one rule for both: the 400 nora serve (and OpenAI) gives the same request (_chat_request.field_problem)
+    from nora_widgets._chat_request import field_problem
+
+    assert field_problem(arguments)["error"]["message"] == message
+    calls = client.wire.count
+    with pytest.raises(NoraError, match=f"^{re.escape(message)}$"):
+        ask(client, **arguments)
+    history = [SYSTEM]
+    assert str(safe_run_turn(client, history, "hi", **arguments)) == f"(error talking to the model: {message})"
+    assert history == [SYSTEM] and client.wire.count == calls  # refused before the model read anything
+    assert ask(client, max_tokens=2, stream=None, store=False, parallel_tool_calls=True).choices[0].message.content
+
+
+@pytest.mark.model
 def test_a_seed_makes_sampling_repeat_too(client):
     a = ask(client, temperature=1.0, seed=7).choices[0].message.content
     b = ask(client, temperature=1.0, seed=7).choices[0].message.content

@@ -621,6 +621,41 @@ def test_a_field_openai_refuses_is_refused_in_openais_words(server, fields, body
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("fields, body", [
+    # each was answered 200 on the legacy path, which ran none of the chat path's checks
+    ({"stream": "yes"}, _type("stream", "a boolean", "a string")),              # was streamed
+    ({"temperature": 5}, ("temperature", "decimal_above_max_value", "Invalid 'temperature': decimal above maximum "
+                                                                    "value. Expected a value <= 2, but got 5 instead.")),
+    ({"seed": "7"}, _type("seed", "an integer", "a string")),
+    ({"stop": ["a", "b", "c", "d", "e"]},                                       # all five were honoured
+     ("stop", "array_above_max_length", "Invalid 'stop': array too long. Expected an array with maximum length 4, "
+                                        "but got an array with length 5 instead.")),
+    ({"n": 2}, ("n", None, "Invalid 'n': 2; this server gives one choice per request (n=1): send the request "
+                           "again for another.")),                               # one choice came back
+], ids=["stream-yes", "temperature-5", "seed-string", "stop-5-strings", "n-2"])
+def test_the_legacy_completions_are_refused_as_chat_completions_are(server, fields, body):
+    import openai
+
+    param, code, message = body
+    c = server.client()
+    with pytest.raises(openai.BadRequestError) as err:
+        c.completions.create(model="m", prompt="Once upon", **{"max_tokens": 3, **fields})
+    assert err.value.body == {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    with pytest.raises(openai.BadRequestError) as chat:  # the same request as a chat: the same 400
+        c.chat.completions.create(model="m", messages=PLAIN, **{"max_tokens": 3, **fields})
+    assert chat.value.body == err.value.body
+
+
+@pytest.mark.model
+def test_the_legacy_completions_still_take_what_openai_takes_there(server):
+    # logprobs is a count of tokens on this path (OpenAI: 0 to 5), not the chat path's switch
+    c = server.client()
+    for fields in ({"logprobs": 2}, {"n": 1, "temperature": 2, "top_p": 0}, {"stop": ["a", "b", "c", "d"]},
+                   {"stream": None, "seed": None}):
+        assert c.completions.create(model="m", prompt="Once upon", max_tokens=2, **fields).choices, fields
+
+
+@pytest.mark.model
 def test_a_nan_temperature_is_refused_not_sampled_at(server):
     # Python's json reads NaN (the openai client will not send it; a hand-made request can), and every
     # comparison with NaN is false: a range check written as "value < 0 or value > 2" let it through
