@@ -2,7 +2,8 @@
 
 Up at the prompt recalls the lines typed before, this session's and the earlier sessions'.  The
 file holds one typed line per line, the last HISTORY_LINES of them: read when nora chat starts on
-a terminal, appended to when it leaves (so two sessions open at once both keep their lines).
+a terminal, added to when it leaves, under a lock (so two sessions leaving at once both keep their
+lines: keep_lines).
 Where: NORA_HISTORY_FILE; else $XDG_STATE_HOME/nora/history; else ~/.local/state/nora/history.
 NORA_HISTORY_FILE= (empty) keeps none.  A line that looks like an API key (errors.redact would
 hide part of it) is not written, nor a message of several lines (a paste); the file is made
@@ -12,12 +13,13 @@ readable by its owner only (0600).  Nothing here is used by a piped session.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
 from .errors import redact
 
-__all__ = ["HISTORY_LINES", "history_path", "load_history", "save_history"]
+__all__ = ["HISTORY_LINES", "history_path", "load_history", "save_history", "keep_lines"]
 
 HISTORY_LINES = 1000  # the file keeps the last this many lines
 
@@ -56,30 +58,72 @@ def load_history(path: Path | None) -> int:
 
 
 def save_history(path: Path | None, start: int) -> None:
-    """Append the lines typed since load_history (readline's history after its first `start` items)
-    to the file, made 0600 in a folder made 0700 when they are new, then keep its last HISTORY_LINES."""
+    """Add the lines typed since load_history (readline's history after its first `start` items)
+    to the file (keep_lines), leaving out a line that looks like an API key and a paste of several."""
     import readline
 
     if path is None:
         return
     typed = [readline.get_history_item(i) for i in range(start + 1, readline.get_current_history_length() + 1)]
-    kept = [line for line in typed if line and "\n" not in line and redact(line) == line]
-    if not kept:
+    keep_lines(path, [line for line in typed if line and "\n" not in line and redact(line) == line])
+
+
+def keep_lines(path: Path, new: list[str]) -> None:
+    """Add new lines at the end of the history file and keep its last HISTORY_LINES, made 0600 in a
+    folder made 0700 when they are new.  Two sessions leaving at the same moment both keep their lines:
+    under an exclusive lock (HISTORY.lock beside it) the file is read as it is now, this session's
+    lines go after it, and the last HISTORY_LINES are written to a temporary file put in its place
+    whole.  Without fcntl (Windows) the lines are appended and the file trimmed, unlocked.
+    Example: a file of 1,000 lines, two sessions adding 5 each at once -> lines 11 to 1,000 and both fives"""
+    if not new:
         return
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with open(fd, "a", encoding="utf-8") as file:
-            file.write("".join(line + "\n" for line in kept))
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        if len(lines) > HISTORY_LINES:  # the last ones, written whole to a new file, then put in its place
-            fresh = path.with_name(path.name + ".new")
-            fd = os.open(fresh, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
-            with open(fd, "w", encoding="utf-8") as file:
-                file.write("".join(line + "\n" for line in lines[-HISTORY_LINES:]))
-            os.replace(fresh, path)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock
+            _append_unlocked(path, new)
+            return
+        lock = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the lock file is closed
+            try:
+                lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            except FileNotFoundError:
+                lines = []
+            _write_whole(path, (lines + new)[-HISTORY_LINES:])
+        finally:
+            os.close(lock)
     except OSError as exc:
         raise HistoryError(f"could not keep the input history in {path}: {exc.strerror or exc}") from exc
+
+
+def _write_whole(path: Path, lines: list[str]) -> None:
+    """lines to a new 0600 file beside path (a link's target: the link stays), then put in its place."""
+    target = Path(os.path.realpath(path))
+    fd, fresh = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".new")  # made 0600
+    try:
+        with open(fd, "w", encoding="utf-8") as file:
+            file.write("".join(line + "\n" for line in lines))
+        os.replace(fresh, target)
+    except BaseException:
+        os.unlink(fresh)
+        raise
+
+
+def _append_unlocked(path: Path, new: list[str]) -> None:
+    """Where there is no fcntl: append, then keep the last HISTORY_LINES (two sessions trimming at the
+    same moment can lose one's lines)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as file:
+        file.write("".join(line + "\n" for line in new))
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if len(lines) > HISTORY_LINES:  # the last ones, written whole to a new file, then put in its place
+        fresh = path.with_name(path.name + ".new")
+        fd = os.open(fresh, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+        with open(fd, "w", encoding="utf-8") as file:
+            file.write("".join(line + "\n" for line in lines[-HISTORY_LINES:]))
+        os.replace(fresh, path)
 
 
 class HistoryError(OSError):
