@@ -141,6 +141,10 @@ def field_problem(request: dict) -> dict | None:
     if isinstance(stop, list) and len(stop) > MAX_STOP:
         return error_body(f"Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP}, "
                           f"but got an array with length {len(stop)} instead.", "stop", "array_above_max_length")
+    if request.get("max_tokens") is not None and request.get("max_completion_tokens") is not None:
+        # OpenAI refuses the pair whatever the values (one was dropped silently here)
+        return error_body("Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported.",
+                          "max_tokens", "invalid_parameter_combination")
     return None
 
 

@@ -208,7 +208,10 @@ def test_temperature_zero_repeats_and_instances_share_one_model(client):
     ({"store": "yes"}, "Invalid type for 'store': expected a boolean, but got a string instead."),  # was ignored
     ({"parallel_tool_calls": 1},
      "Invalid type for 'parallel_tool_calls': expected a boolean, but got an integer instead."),
-], ids=["stream-text", "stream-one", "stream-zero", "include-usage-text", "store-text", "parallel-tool-calls-one"])
+    ({"max_tokens": 4, "max_completion_tokens": 4},  # max_completion_tokens was dropped
+     "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported."),
+], ids=["stream-text", "stream-one", "stream-zero", "include-usage-text", "store-text", "parallel-tool-calls-one",
+        "both-token-limits"])
 def test_a_switch_that_is_not_a_boolean_is_refused_in_nora_serves_words(client, arguments, message):
     # one rule for both: the 400 nora serve (and OpenAI) gives the same request (_chat_request.field_problem)
     from nora_widgets._chat_request import field_problem

@@ -608,9 +608,12 @@ def _type(field: str, expected: str, got: str) -> tuple[str, str, str]:
                                                                       "2.1 instead.")),
     ({"top_p": -0.1}, ("top_p", "decimal_below_min_value", "Invalid 'top_p': decimal below minimum value. Expected "
                                                            "a value >= 0, but got -0.1 instead.")),
+    ({"max_completion_tokens": 3},                                              # max_completion_tokens was dropped
+     ("max_tokens", "invalid_parameter_combination", "Setting 'max_tokens' and 'max_completion_tokens' at the same "
+                                                     "time is not supported.")),
 ], ids=["stream-yes", "stream-1", "stream-false-string", "logprobs-yes", "store-yes", "include_usage-yes",
         "top_p-string", "seed-string", "max_tokens-decimal", "stop-5-strings", "top_logprobs-21", "max_tokens-negative",
-        "n-0", "temperature-2.1", "top_p-negative"])
+        "n-0", "temperature-2.1", "top_p-negative", "max_tokens-and-max_completion_tokens"])
 def test_a_field_openai_refuses_is_refused_in_openais_words(server, fields, body):
     import openai
 
