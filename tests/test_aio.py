@@ -1,8 +1,9 @@
 """Async turns (nora_widgets.aio): arun_turn and astream_turn with a small async stand-in, with the real
 openai.AsyncOpenAI over HTTP against the stub server, and with sync clients run in a worker thread; and the
-sync turns given an async client.  Each test drives its own event loop with asyncio.run."""
+sync turns given an async client.  Each test drives its own event loop with asyncio.run, on a thread of its own (run_async)."""
 
 import asyncio
+import concurrent.futures
 import copy
 import gc
 import threading
@@ -54,6 +55,13 @@ class AsyncScripted:
         return self.scripted.calls
 
 
+def run_async(coroutine):
+    """asyncio.run(coroutine) on a thread of its own: a test session that has driven a browser (Playwright's
+    sync API keeps an event loop running on the main thread) would refuse asyncio.run there."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def history_of(turns=0):
     """The persona and n earlier (question, answer) turns."""
     history = [{"role": "system", "content": SYSTEM_PROMPT}]
@@ -86,8 +94,8 @@ def overflow():
 def test_arun_turn_appends_both_messages_and_sends_the_whole_list():
     client = AsyncScripted(["Yes, two novels.", "14.50 euros."])
     history = history_of()
-    assert asyncio.run(arun_turn(client, history, "Do you have Le Guin?")) == "Yes, two novels."
-    assert asyncio.run(arun_turn(client, history, "How much?", temperature=0.2, max_tokens=9)) == "14.50 euros."
+    assert run_async(arun_turn(client, history, "Do you have Le Guin?")) == "Yes, two novels."
+    assert run_async(arun_turn(client, history, "How much?", temperature=0.2, max_tokens=9)) == "14.50 euros."
     assert [m["role"] for m in history] == ["system", "user", "assistant", "user", "assistant"]
     assert [len(c["messages"]) for c in client.calls] == [2, 4]
     assert client.calls[1]["messages"] == history[:4]
@@ -104,7 +112,7 @@ def test_astream_turn_yields_the_pieces_and_appends_the_reply_at_the_end():
         async for piece in astream_turn(client, history, "Le Guin?", model="m"):
             seen.append((piece, len(history)))  # nothing appended while the reply arrives
 
-    asyncio.run(main())
+    run_async(main())
     assert "".join(p for p, _ in seen) == history[-1]["content"] == "Yes, The Left Hand of Darkness."
     assert {n for _, n in seen} == {1} and len(history) == 3
     assert client.calls[0]["stream"] is True and client.calls[0]["model"] == "m"
@@ -116,7 +124,7 @@ def test_a_failing_call_leaves_the_history_as_it_was(stream):
     history = history_of(2)
     before = snapshot(history)
     with pytest.raises(ConnectionError):
-        asyncio.run(drain(astream_turn(client, history, "hi")) if stream else arun_turn(client, history, "hi"))
+        run_async(drain(astream_turn(client, history, "hi")) if stream else arun_turn(client, history, "hi"))
     assert unchanged(history, before)
 
 
@@ -133,7 +141,7 @@ def test_a_timeout_of_wait_for_cancels_the_turn_and_leaves_the_history_as_it_was
         return unchanged(history, before)  # at once, in the same task: nothing left to clean up later
 
     started = time.monotonic()
-    assert asyncio.run(main())
+    assert run_async(main())
     assert time.monotonic() - started < 2 and unchanged(history, before)
 
 
@@ -156,7 +164,7 @@ def test_a_task_cancelled_mid_stream_leaves_the_history_as_it_was_and_closes_the
             await task
         return unchanged(history, before)
 
-    assert asyncio.run(main())
+    assert run_async(main())
     assert 2 <= len(seen) < 5 and client.stream_closed == 1
 
 
@@ -175,7 +183,7 @@ def test_aclose_and_break_leave_the_history_as_it_was_at_once():
         broke = unchanged(history, before)  # no await since the break: asyncio's clean-up has not run yet
         return closed, broke
 
-    assert asyncio.run(main()) == (True, True)
+    assert run_async(main()) == (True, True)
     assert client.stream_closed >= 1
 
 
@@ -183,13 +191,13 @@ def test_on_sent_is_called_once_with_what_was_sent_and_never_on_failure():
     client = AsyncScripted(["ok", "streamed ok", RuntimeError("down")])
     history = history_of(3)
     told = []
-    asyncio.run(arun_turn(client, history, "one", keep_last_n_turns=1, on_sent=told.append))
+    run_async(arun_turn(client, history, "one", keep_last_n_turns=1, on_sent=told.append))
     assert told == [client.calls[0]["messages"]] and len(told[0]) == 4  # persona, 1 earlier turn, the new one
     assert told[0][-1] is history[-2]  # the very user message now in the history
-    asyncio.run(drain(astream_turn(client, history, "two", on_sent=told.append)))
+    run_async(drain(astream_turn(client, history, "two", on_sent=told.append)))
     assert len(told) == 2 and told[1] == client.calls[1]["messages"] == history[:-1]
     with pytest.raises(RuntimeError):
-        asyncio.run(arun_turn(client, history, "three", on_sent=told.append))
+        run_async(arun_turn(client, history, "three", on_sent=told.append))
     assert len(told) == 2
 
 
@@ -200,7 +208,7 @@ def test_trimming_and_the_overflow_retry_at_half_as_many_turns(stream):
     told = []
     turn = drain(astream_turn(client, history, "latest", keep_last_n_turns=4, on_sent=told.append)) if stream \
         else arun_turn(client, history, "latest", keep_last_n_turns=4, on_sent=told.append)
-    asyncio.run(turn)
+    run_async(turn)
     first, second = (c["messages"] for c in client.calls)
     assert sum(m["role"] == "user" for m in first) == 5  # 4 earlier turns + the new one
     assert [m["content"] for m in second] == [SYSTEM_PROMPT, "q4", "a4", "q5", "a5", "latest"]
@@ -211,7 +219,7 @@ def test_overflow_without_trimming_says_the_message_is_too_long_when_nothing_can
     history = history_of()
     before = snapshot(history)
     with pytest.raises(ValueError, match="overflow the 2,048-token context window"):
-        asyncio.run(arun_turn(AsyncScripted([overflow()]), history, "x" * 9000))
+        run_async(arun_turn(AsyncScripted([overflow()]), history, "x" * 9000))
     assert unchanged(history, before)
 
 
@@ -227,7 +235,7 @@ def test_a_stream_cut_after_some_pieces_says_so_and_an_empty_stream_is_refused()
 
     history = history_of()
     with pytest.raises(StreamCutError, match=r"cut off after 7 characters"):
-        asyncio.run(drain(astream_turn(Cut(["one two three"]), history, "count")))
+        run_async(drain(astream_turn(Cut(["one two three"]), history, "count")))
 
     class Empty(AsyncScripted):
         async def create(self, **kwargs):
@@ -237,7 +245,7 @@ def test_a_stream_cut_after_some_pieces_says_so_and_an_empty_stream_is_refused()
             return nothing()
 
     with pytest.raises(BadResponseError, match="empty stream"):
-        asyncio.run(drain(astream_turn(Empty(), history, "count")))
+        run_async(drain(astream_turn(Empty(), history, "count")))
     assert history == history_of()
 
 
@@ -248,18 +256,18 @@ def test_bad_input_is_refused_when_called_before_anything_is_awaited():
     with pytest.raises(HistoryError, match="takes \\(client, history, user_text\\) in that order"):
         astream_turn(history_of(), client, "hi")
     with pytest.raises(HistoryError, match="arun_turn takes"):
-        asyncio.run(arun_turn(history_of(), client, "hi"))
+        run_async(arun_turn(history_of(), client, "hi"))
     with pytest.raises(HistoryError, match="message 0: role"):
-        asyncio.run(arun_turn(client, [{"role": "bot", "content": "x"}], "hi"))
+        run_async(arun_turn(client, [{"role": "bot", "content": "x"}], "hi"))
     with pytest.raises(TypeError, match="the client must be an OpenAI-style client"):
-        asyncio.run(arun_turn(None, history_of(), "hi"))
+        run_async(arun_turn(None, history_of(), "hi"))
     assert client.calls == []
 
 
 def test_a_bare_ctrl_c_in_the_call_says_the_turn_was_rolled_back():
     history = history_of()
     with pytest.raises(KeyboardInterrupt, match="rolled back"):
-        asyncio.run(arun_turn(AsyncScripted([KeyboardInterrupt()]), history, "hi"))
+        run_async(arun_turn(AsyncScripted([KeyboardInterrupt()]), history, "hi"))
     assert history == history_of()
 
 
@@ -291,7 +299,7 @@ def test_a_sync_client_is_called_in_a_worker_thread_and_the_loop_keeps_running()
         ticker.cancel()
         return reply, ticks
 
-    reply, ticks = asyncio.run(main())
+    reply, ticks = run_async(main())
     assert reply == "hello there" and len(history) == 3
     assert client.thread is not threading.main_thread() and ticks >= 5  # the loop ran while the call blocked
 
@@ -322,7 +330,7 @@ def test_a_sync_stream_left_early_is_closed_on_its_own_thread_after_the_chunk_be
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(drain(astream_turn(Held(["a b c d e f g h i j"]), history, "hi")), 0.2)
 
-    asyncio.run(main())
+    run_async(main())
     deadline = time.monotonic() + 2
     while ("closed", events[0][1]) not in events and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -334,10 +342,10 @@ def test_a_sync_stream_left_early_is_closed_on_its_own_thread_after_the_chunk_be
 def test_a_sync_client_streams_and_its_errors_roll_back():
     client = ScriptedClient(["one two", TimeoutError("timed out")])
     history = history_of()
-    assert asyncio.run(drain(astream_turn(client, history, "hi"))) == ["one", " two"]
+    assert run_async(drain(astream_turn(client, history, "hi"))) == ["one", " two"]
     before = snapshot(history)
     with pytest.raises(TimeoutError):
-        asyncio.run(arun_turn(client, history, "again"))
+        run_async(arun_turn(client, history, "again"))
     assert unchanged(history, before) and len(history) == 3
 
 
@@ -366,7 +374,7 @@ def test_real_async_openai_whole_and_streamed_turns(stub):
             pieces = [p async for p in astream_turn(client, history, "How much?", model="stub-model")]
         return first, pieces
 
-    first, pieces = asyncio.run(main())
+    first, pieces = run_async(main())
     assert first == "Yes, two novels." and "".join(pieces) == "14.50 euros." and len(pieces) > 1
     assert [m["content"] for m in history[1:]] == ["Le Guin?", "Yes, two novels.", "How much?", "14.50 euros."]
     chats = [r for r in stub.requests if r.path.endswith("/chat/completions")]
@@ -391,7 +399,7 @@ def test_real_async_openai_server_error_and_timeout_roll_back(stub, stream):
                 await asyncio.wait_for(turn(client), 0.5)
             return first, unchanged(history, before)
 
-    assert asyncio.run(main()) == (True, True)
+    assert run_async(main()) == (True, True)
 
 
 def test_real_async_openai_cut_stream_and_context_overflow_retry(stub):
@@ -408,7 +416,7 @@ def test_real_async_openai_cut_stream_and_context_overflow_retry(stub):
             reply = await arun_turn(client, history, "latest", keep_last_n_turns=4)
             return cut, reply
 
-    assert asyncio.run(main()) == (True, "fits now")
+    assert run_async(main()) == (True, "fits now")
     first, second = [r.messages for r in stub.requests if r.path.endswith("/chat/completions")][-2:]
     assert sum(m["role"] == "user" for m in first) == 5 and sum(m["role"] == "user" for m in second) == 3
 
@@ -427,7 +435,7 @@ def test_the_sync_openai_client_over_http_in_a_worker_thread(stub):
         return first, "".join(pieces), unchanged(history, before)
 
     with client:
-        assert asyncio.run(main()) == ("Yes.", "Twelve euros.", True)
+        assert run_async(main()) == ("Yes.", "Twelve euros.", True)
     assert [m["content"] for m in history[1:]] == ["Le Guin?", "Yes.", "How much?", "Twelve euros."]
 
 
@@ -442,7 +450,7 @@ def test_make_async_client_configures_async_openai_as_make_client_does(stub):
         finally:
             await client.close()
 
-    client, reply = asyncio.run(main())
+    client, reply = run_async(main())
     assert reply == "Hello." and client.default_model == "stub-model"  # the server's one model, as make_client
     chat = stub.requests[-1]
     assert chat.path == "/v1/chat/completions?api-version=2024-02-01" and chat.body["model"] == "stub-model"
@@ -463,7 +471,7 @@ def test_make_async_client_asks_a_server_that_was_not_up_yet_before_the_turn():
             finally:
                 await client.close()
 
-        assert asyncio.run(main()) == "up now"
+        assert run_async(main()) == "up now"
         assert late.requests[-1].body["model"] == "late-model"
     assert client.default_model == "late-model" and client.default_model_pending is None
 
@@ -471,7 +479,7 @@ def test_make_async_client_asks_a_server_that_was_not_up_yet_before_the_turn():
 def test_make_async_client_gives_the_in_process_clients_as_they_are():
     client = make_async_client("scripted", replies=["canned"])
     assert isinstance(client, ScriptedClient)
-    assert asyncio.run(arun_turn(client, history_of(), "hi")) == "canned"
+    assert run_async(arun_turn(client, history_of(), "hi")) == "canned"
 
 
 # --------------------------------------------------------------------------- #
@@ -542,6 +550,6 @@ def test_a_cancelled_stream_of_the_embedded_model_frees_it_at_the_next_token():
         assert history == []
         return freed_after, await arun_turn(client, history, "Hi", temperature=0, max_tokens=4)
 
-    freed_after, reply = asyncio.run(main())
+    freed_after, reply = run_async(main())
     assert freed_after < 1.0  # a token takes ~10-30 ms here; the rest of the 200 would take seconds
     assert reply and len(history) == 2
