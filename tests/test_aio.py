@@ -1,6 +1,7 @@
 """Async turns (nora_widgets.aio): arun_turn and astream_turn with a small async stand-in, with the real
 openai.AsyncOpenAI over HTTP against the stub server, and with sync clients run in a worker thread; and the
-sync turns given an async client.  Each test drives its own event loop with asyncio.run, on a thread of its own (run_async)."""
+sync turns given an async client.  Each test drives its own event loop with asyncio.run, on a thread of its
+own (run_async)."""
 
 import asyncio
 import concurrent.futures
