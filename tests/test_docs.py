@@ -23,6 +23,7 @@ import importlib.util
 import inspect
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -371,3 +372,122 @@ def test_the_signature_check_knows_a_missing_parameter_and_a_wrong_default():
     assert [f for _m, f, _p in api_signatures(page)] == ["context_window", "LocalClient", "model_name_for", "prompt_text"]
     assert [w.split("(")[0] for w in signature_mismatches(page)] == ["nora_widgets.tokens.context_window",
                                                                     "nora_widgets.local.LocalClient"]
+
+
+# `%chat WORD` at the start of a code line: a command run as the docs show it (an error message quoted mid-sentence,
+# `... check %chat --base-url and your network`, is not read; nor `%chat trim: takes N ...`, a message too)
+CHAT_COMMAND_LINE = re.compile(r"^\s*%chat\b([^#`\n]*)", re.MULTILINE)
+NOT_A_COMMAND = {"..."}  # README.md's `%chat ...`: any command
+
+
+def unknown_chat_commands(text: str) -> list[str]:
+    """The `%chat` lines of a code text whose command (the first word that is not an option or its value) is none.
+    Example: '%chat --keep-turns 1 history' -> []; '%chat histroy' -> ['%chat histroy']"""
+    takes_value = {s for action in magics._line_parser()._actions for s in action.option_strings if action.nargs != 0}
+    unknown = []
+    for rest in CHAT_COMMAND_LINE.findall(text):
+        try:
+            words = iter(shlex.split(rest))
+        except ValueError:  # an unclosed quote: the words as they stand
+            words = iter(rest.split())
+        for word in words:
+            if word.startswith("--"):
+                if word in takes_value:
+                    next(words, None)
+                continue
+            if not word.endswith(":") and word.lower() not in magics.COMMANDS and word not in NOT_A_COMMAND:
+                unknown.append(f"%chat{rest}".strip())
+            break
+    return unknown
+
+
+@pytest.mark.parametrize("page", PAGES + LESSONS, ids=lambda p: p.name)
+def test_every_chat_command_the_docs_run_exists(page):
+    unknown = [line for text in code_texts(page) for line in unknown_chat_commands(text)]
+    assert not unknown, f"{page.name} runs %chat commands the magics do not have: {unknown}"
+
+
+def test_the_chat_command_check_knows_a_command_that_is_not_there():
+    assert unknown_chat_commands("%chat --keep-turns 1 history\n%chat HISTORY\n%chat save 'my chat.json'") == []
+    assert unknown_chat_commands("%chat --system 'a pirate' histroy\n%chat trim: takes N\n%chat clear") \
+        == ["%chat --system 'a pirate' histroy", "%chat clear"]
+    assert unknown_chat_commands("check %chat --base-url and your network") == []  # a message, mid-sentence
+
+
+def panel_labels() -> set[str]:
+    """The words on the panel's controls: every description of a widget in a ChatPanel (buttons, view toggles,
+    the checkbox, the text boxes, the slider)."""
+    from nora_widgets import ChatPanel, ScriptedClient
+
+    labels, todo = set(), [ChatPanel(ScriptedClient())]
+    while todo:
+        widget = todo.pop()
+        todo += list(getattr(widget, "children", ()))
+        if getattr(widget, "description", ""):
+            labels.add(widget.description)
+    return labels
+
+
+def controls_named(text: str) -> list[str]:
+    """The controls docs/panel.md tells the reader to find or press: the bold names in the first column of its tables,
+    at the head of each item of "The views" list, after press / turn on / tick / untick / click / look at, and the
+    quoted names in "Icon buttons are named by their words".
+    Example: 'Press **Amnesia** (it turns red)' -> ['Amnesia']"""
+    named = [bold for line in text.splitlines() if line.startswith("| **")
+             for bold in re.findall(r"\*\*([^*]+)\*\*", line.split("|")[1])]
+    views = re.search(r"^## The views.*?(?=^## )", text, re.MULTILINE | re.DOTALL)
+    named += re.findall(r"^\d+\. \*\*([^*]+?)\.?\*\*", views.group(0) if views else "", re.MULTILINE)
+    named += re.findall(r"(?i)\b(?:press|turn on|tick|untick|click|look at)\s+\*\*([^*\n]+)\*\*", text)
+    icons = re.search(r"named by their words:\*\*(.*?)ipywidgets draws", text, re.DOTALL)
+    named += re.findall(r'"([^"]+)"', icons.group(1)) if icons else []
+    return named
+
+
+def test_every_control_the_panel_page_names_is_on_the_panel():
+    """A control renamed in panel.py (or a label mistyped in the page) leaves the reader pressing a button that is not
+    there. "keep last N turns" is the checkbox "keep last", then the number box and "turns"."""
+    labels = panel_labels()
+    named = controls_named((ROOT / "docs" / "panel.md").read_text(encoding="utf-8"))
+    assert len(named) >= 30
+    missing = sorted({n for n in named if not any(n == label or n.startswith(label + " ") for label in labels)})
+    assert not missing, f"docs/panel.md names controls the panel does not have: {missing} (it has {sorted(labels)})"
+
+
+def test_the_control_check_knows_a_label_that_is_not_there():
+    page = ("| **Reset** | x |\n## The views\n\n1. **Inspector.** x\n2. **Memory.** y\n\n## Next\n\n"
+            "Press **Forget** and turn on **Wire**. **Icon buttons are named by their words:** \"Send\", \"Erase\". "
+            "ipywidgets draws")
+    assert controls_named(page) == ["Reset", "Inspector", "Memory", "Forget", "Wire", "Send", "Erase"]
+    labels = panel_labels()
+    assert [n for n in controls_named(page) if n not in labels] == ["Reset", "Memory", "Forget", "Erase"]
+
+
+TEST_NAME = re.compile(r"(?<![\w/.:])(test_\w+)")  # a bare name; after "::" it is read with its file
+TEST_PATH = re.compile(r"\b(tests/[\w/]+\.py)(?:::(test_\w+))?")
+
+
+def missing_tests(text: str) -> list[str]:
+    """The tests a page names (`tests/x.py`, `tests/x.py::test_y`, a bare `test_y`) that are not there.
+    Example: 'test_docs.py::test_nope' -> ['test_nope']"""
+    defined = {name for path in ROOT.glob("tests/**/*.py")
+               for name in re.findall(r"^\s*(?:async )?def (test_\w+)", path.read_text(encoding="utf-8"), re.MULTILINE)}
+    missing = [name for name in TEST_NAME.findall(text) if name not in defined]
+    for path, name in TEST_PATH.findall(text):
+        if not (ROOT / path).is_file():
+            missing.append(path)
+        elif name and not re.search(rf"def {name}\b", (ROOT / path).read_text(encoding="utf-8")):
+            missing.append(f"{path}::{name}")
+    return sorted(set(missing))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_test_the_docs_name_exists(page):
+    """The docs prove their claims by naming tests: a test renamed or moved must take its name in the docs along."""
+    assert not missing_tests(page.read_text(encoding="utf-8")), f"{page.name} names tests that are not there"
+
+
+def test_the_test_name_check_knows_a_test_that_is_not_there():
+    assert missing_tests("`tests/test_docs.py::test_every_test_the_docs_name_exists`, `test_docs_nope`") \
+        == ["test_docs_nope"]
+    assert missing_tests("tests/test_nope.py and tests/test_docs.py::test_the_import_check_knows_a_name_that_is_not") \
+        == ["tests/test_docs.py::test_the_import_check_knows_a_name_that_is_not", "tests/test_nope.py"]
