@@ -483,7 +483,8 @@ def missing_tests(text: str) -> list[str]:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_test_the_docs_name_exists(page):
     """The docs prove their claims by naming tests: a test renamed or moved must take its name in the docs along."""
-    assert not missing_tests(page.read_text(encoding="utf-8")), f"{page.name} names tests that are not there"
+    missing = missing_tests(page.read_text(encoding="utf-8"))
+    assert not missing, f"{page.name} names tests that are not there: {missing}"
 
 
 def test_the_test_name_check_knows_a_test_that_is_not_there():
