@@ -46,6 +46,7 @@ from ._prompt_box import PromptBox
 from ._range_box import RangeBox
 from ._transcript_box import TranscriptBox
 from ._waiting import Ticker, waiting_words
+from .aio import _is_async
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -268,6 +269,9 @@ class ChatPanel(widgets.VBox):
         if client is not None and not is_client(client):  # ChatPanel(ScriptedClient), ChatPanel(history): said now,
             raise TypeError(f"ChatPanel: {not_a_client(client)}"  # not at the first message
                             + ("; a list of messages goes in history=[...]" if isinstance(client, list) else ""))
+        if client is not None and _is_async(client.chat.completions.create):  # every message failed with a line
+            raise TypeError(f"ChatPanel needs a sync client, not {type(client).__name__}: "  # for code, not here
+                            "make_client(), or openai.OpenAI(...) (an async client is for arun_turn and astream_turn)")
         unknown = set(views) - set(VIEWS)
         if unknown:
             raise ValueError(f"unknown view(s) {sorted(unknown)}: choose from {', '.join(VIEWS)}")

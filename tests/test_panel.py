@@ -2294,6 +2294,19 @@ def test_a_panel_given_something_that_is_not_a_client_says_so_at_once(given, say
                                  + says)
 
 
+
+def test_an_async_client_is_refused_at_once_in_the_panels_words():
+    # it was taken, and every message then failed with stream_turn's line for code:
+    # "stream_turn got an async client (AsyncOpenAI): async for piece in astream_turn(client, history, text) instead"
+    import openai
+
+    client = openai.AsyncOpenAI(api_key="sk-test-0123456789", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(TypeError) as caught:
+        ChatPanel(client)
+    assert str(caught.value) == ("ChatPanel needs a sync client, not AsyncOpenAI: make_client(), or openai.OpenAI(...) "
+                                 "(an async client is for arun_turn and astream_turn)")
+    assert "\n" not in str(caught.value)
+
 def test_the_scrolling_boxes_are_regions_named_for_what_they_hold():
     # Chromium's Tab stops on a box that scrolls: each must say what it is (tests/browser checks the keys)
     from nora_widgets.views import WireView
