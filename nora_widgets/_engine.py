@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ._cancel import CallCancelled
 from .clients import ModelUnavailableError
 from .errors import NoraError
 
@@ -300,7 +301,8 @@ class _Engine:
         return llama_cpp.llama_n_threads(self.llama._ctx.ctx)
 
     def generate(self, prompt_tokens: list[int], max_tokens: int, params: dict, stop: list[str],
-                 seed: int, result: dict, reuse: bool = False, n_threads: int | None = None) -> Iterator[str]:
+                 seed: int, result: dict, reuse: bool = False, n_threads: int | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield the reply's text pieces; fill result['finish_reason'], result['completion_tokens']
         and result['cached_tokens'] (prompt tokens taken from the KV cache instead of read).
 
@@ -309,7 +311,8 @@ class _Engine:
         in the cache and read only the rest.  n_threads: the CPU threads to read and generate
         with (None: as the last call left them); the model is shared, so its threads are set per
         call.  Stops at an end-of-generation token, at a stop string (never shown), or after
-        max_tokens tokens (finish_reason 'length').
+        max_tokens tokens (finish_reason 'length').  cancel: an Event looked at before the prompt is read
+        and before each token; once it is set, CallCancelled is raised there (the caller's lock then freed).
         """
         import llama_cpp
 
@@ -329,6 +332,8 @@ class _Engine:
         result.update(finish_reason="length", completion_tokens=0, cached_tokens=cached)
         if max_tokens <= 0:
             return
+        if cancel is not None and cancel.is_set():  # cancelled while it waited for the lock: read nothing
+            raise CallCancelled("the caller stopped waiting before the model started")
         # reset=False: the cache was prepared above; llama only reads the tail and samples
         tokens = llama.generate(prompt_tokens[cached:], reset=False, temp=params["temperature"],
                                 top_p=params["top_p"], top_k=params["top_k"], min_p=params["min_p"],
@@ -338,6 +343,8 @@ class _Engine:
                                 grammar=params.get("grammar"))
         try:
             for token in tokens:
+                if cancel is not None and cancel.is_set():  # one token's work at most after the cancel
+                    raise CallCancelled("the caller stopped waiting for this reply")
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     result["finish_reason"] = "stop"
                     break

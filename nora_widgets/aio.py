@@ -15,7 +15,8 @@ between.  Whatever stops it - an exception, a cancelled task, asyncio.wait_for's
 `async for` (whose clean-up asyncio runs only later), aclose() - the list is as it was, at once.
 
 A sync client (ScriptedClient, LocalClient, openai.OpenAI, make_client()'s) is accepted too: its call runs
-in a worker thread, so the event loop never stalls on it (see arun_turn).
+in a worker thread, so the event loop never stalls on it, and a cancel stops the embedded model at its next
+token (see arun_turn).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import threading
 from typing import Any, AsyncGenerator, Awaitable, Callable, Protocol
 
+from ._cancel import CANCEL
 from .conversation import (
     CANCELLED,
     DEFAULT_TEMPERATURE,
@@ -89,10 +92,10 @@ async def arun_turn(
     keep_last_n_turns and on_sent as in run_turn (the overflow retry with half as many turns included).
     A sync client is called in a worker thread rather than refused: make_client() gives one (the embedded
     model, the scripted stand-in), and a web app should not need two code paths.  A cancelled await
-    returns at once and the list stays as it was, but a call already running in the thread cannot be
-    stopped from outside: it runs to its end (the embedded model: its reply, at most max_tokens, 512 by
-    default; a server: its timeout) and its reply is dropped.  astream_turn stops the embedded model at
-    the next token instead.
+    returns at once and the list stays as it was; the call in the thread is told so (_cancel.py), and the
+    embedded model stops at its next token (once it has read the prompt) and is free for the next turn.
+    A sync client over the network (openai.OpenAI) cannot be stopped from outside: its request runs to
+    its end or its timeout, and the reply is dropped (openai.AsyncOpenAI's is closed at once).
     Example: await arun_turn(openai.AsyncOpenAI(), history, "hi") -> 'Hello!'; len(history) grew by 2
     """
     user = _checked("arun_turn", client, history, user_text)
@@ -229,14 +232,24 @@ async def _send(client: Any, history: list[Message], user: Message, keep_last_n_
 async def _call(client: Any, sent: list[Message], model: str, temperature: float, kwargs: dict,
                 worker: concurrent.futures.Executor | None) -> Any:
     """client.chat.completions.create, awaited; a sync client's create runs in a worker thread (worker, or
-    asyncio's own).  Clearer errors as conversation._call gives them."""
+    asyncio's own), with a cancel Event (_cancel.py) that an in-process client looks at per token and that is
+    set if this await is left early.  Clearer errors as conversation._call gives them."""
     try:
         create = client.chat.completions.create
         if _is_async(create):
             return await create(messages=sent, model=model, temperature=temperature, **kwargs)
+        cancel = threading.Event()  # set if this await is left early: the embedded model stops at its next token
+
+        def call() -> Any:
+            CANCEL.set(cancel)  # in this call's own copy of the context (below): no other call sees it
+            return create(messages=sent, model=model, temperature=temperature, **kwargs)
+
         loop, context = asyncio.get_running_loop(), contextvars.copy_context()  # as asyncio.to_thread does
-        response = await loop.run_in_executor(worker, lambda: context.run(create, messages=sent, model=model,
-                                                                          temperature=temperature, **kwargs))
+        try:
+            response = await loop.run_in_executor(worker, context.run, call)
+        except BaseException:  # cancelled, timed out (or the call failed, and the Event is moot)
+            cancel.set()
+            raise
         if inspect.isawaitable(response):  # a create that hides its being async (a plain def returning one)
             response = await response
         return response

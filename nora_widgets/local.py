@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import shapes
+from ._cancel import CANCEL
 from ._chat_request import field_problem, switch_missing
 from ._engine import GET_IT, _Engine, _engine_for
 from ._message_hints import bad_content, bad_role, not_a_message
@@ -418,11 +419,12 @@ class LocalClient:
             include_usage = bool((stream_options or {}).get("include_usage"))
             return self._stream(prompt_tokens, room, params, all_stops, seeds[0], include_usage, reuse)
         texts, finishes, completion, cached = [], [], 0, None
+        cancel = CANCEL.get()  # set by arun_turn when its task is cancelled: the model stops at the next token
         with engine.hold(self.timeout):
             for s in seeds:
                 result: dict = {}
                 texts.append("".join(engine.generate(prompt_tokens, room, params, all_stops, s, result, reuse,
-                                                     self.n_threads)))
+                                                     self.n_threads, cancel)))
                 finishes.append(result["finish_reason"])
                 completion += result["completion_tokens"]
                 cached = result["cached_tokens"] if cached is None else cached  # the prompt counts once

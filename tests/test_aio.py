@@ -14,9 +14,11 @@ import warnings
 import openai
 import pytest
 
-from nora_widgets import (SYSTEM_PROMPT, EmptyMessageError, HistoryError, ScriptedClient, arun_turn, astream_turn,
-                          make_async_client, run_turn, safe_run_turn, stream_turn)
+from nora_widgets import (SYSTEM_PROMPT, EmptyMessageError, GuardedClient, HistoryError, ScriptedClient, arun_turn,
+                          astream_turn, make_async_client, run_turn, safe_run_turn, stream_turn)
+from nora_widgets._cancel import CANCEL
 from nora_widgets.errors import BadResponseError, ContextWindowError, StreamCutError
+from nora_widgets.guard import never_reveal
 from tests.helpers import free_port
 from tests.servers import openai_stub as stub_kit
 from tests.servers.openai_stub import StubServer
@@ -438,6 +440,8 @@ def test_the_sync_openai_client_over_http_in_a_worker_thread(stub):
     with client:
         assert run_async(main()) == ("Yes.", "Twelve euros.", True)
     assert [m["content"] for m in history[1:]] == ["Le Guin?", "Yes.", "How much?", "Twelve euros."]
+    whole, streamed = [r.body for r in stub.requests if r.path.endswith("/chat/completions")][:2]
+    assert "stream" not in whole and streamed["stream"] is True  # arun_turn sends the server what run_turn does
 
 
 def test_make_async_client_configures_async_openai_as_make_client_does(stub):
@@ -554,3 +558,80 @@ def test_a_cancelled_stream_of_the_embedded_model_frees_it_at_the_next_token():
     freed_after, reply = run_async(main())
     assert freed_after < 1.0  # a token takes ~10-30 ms here; the rest of the 200 would take seconds
     assert reply and len(history) == 2
+
+
+def test_a_cancelled_arun_turn_of_the_embedded_model_frees_it_at_the_next_token():
+    from nora_widgets import LocalClient
+
+    client = LocalClient(seed=1).load()
+    engine = client._engine
+    ask = "Tell me a long story about a dragon."
+    prompt_len = len(client.prompt_tokens([{"role": "user", "content": ask}]))
+    history = []
+
+    async def main():
+        task = asyncio.create_task(arun_turn(client, history, ask, max_tokens=300))
+        started = time.monotonic()
+        await asyncio.sleep(0.3)
+        # and the prompt read (one llama.cpp call: a cancel during it counts from the first token), 3 tokens out
+        while engine.llama.n_tokens < prompt_len + 3 and time.monotonic() - started < 20:
+            await asyncio.sleep(0.002)
+        assert engine.lock.locked() and not task.done()  # the other ~297 tokens would take 5-15 s here
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancelled = time.monotonic()
+        while engine.lock.locked() and time.monotonic() - cancelled < 20:
+            await asyncio.sleep(0.002)
+        freed_after = time.monotonic() - cancelled
+        assert history == []
+        return freed_after, await arun_turn(client, history, "Hi", temperature=0, max_tokens=4)
+
+    freed_after, reply = asyncio.run(main())  # and asyncio.run's exit did not wait for the reply in its thread
+    assert freed_after < 0.5  # a token: 53-132 ms measured on a busy 2-core machine (10-11 s before)
+    assert reply and len(history) == 2 and history[0]["content"] == "Hi"
+
+
+class Patient(ScriptedClient):
+    """A sync in-process client that answers after `seconds`, looking at the cancel Event (_cancel.py)
+    every 10 ms as the embedded model does per token; .saw: what it found (None, or 'cancelled' and when)."""
+
+    def __init__(self, replies, seconds=3.0):
+        super().__init__(replies)
+        self.seconds, self.saw = seconds, []
+
+    def _create(self, **kwargs):
+        cancel = CANCEL.get()
+        if cancel is None:
+            self.saw.append(None)
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                self.saw.append(("cancelled", time.monotonic()))
+                raise RuntimeError("stopped")
+            time.sleep(0.01)
+        return super()._create(**kwargs)
+
+
+def test_a_cancel_reaches_a_sync_in_process_call_through_a_guard_and_only_the_call_it_was_made_for():
+    patient = Patient(["kept", "late"], seconds=0.2)
+    guarded = GuardedClient(patient, after=never_reveal("LEGUIN-42"))
+    history = history_of()
+    run_turn(guarded, history, "a sync turn")  # no Event: nobody can cancel it
+    assert patient.saw == [None] and len(history) == 3
+    patient.seconds = 5.0
+    before = snapshot(history)
+
+    async def main():
+        other = asyncio.create_task(asyncio.sleep(0.05))  # a task of its own, in the same loop: untouched
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(arun_turn(guarded, history, "hi"), 0.1)
+        timed_out = time.monotonic()
+        await other
+        while not patient.saw[1:] and time.monotonic() - timed_out < 3:
+            await asyncio.sleep(0.005)
+        return timed_out
+
+    timed_out = asyncio.run(main())
+    assert unchanged(history, before)
+    assert patient.saw[1][0] == "cancelled" and patient.saw[1][1] - timed_out < 0.5
