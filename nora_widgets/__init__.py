@@ -21,9 +21,9 @@ The package ships its type annotations (py.typed), for mypy and pyright.  ChatCl
 a client (anything with .chat.completions.create): run_turn takes one.  make_client() returns a
 NoraClient, a ChatClient with .default_model and .wire (the last request, as sent).
 
-Code that awaits (a web app, top-level await in Jupyter) has the same turn awaited: arun_turn and
-astream_turn take openai.AsyncOpenAI (make_async_client() builds one from the same settings) or any
-client above, and leave the list as it was if the task is cancelled:
+Code that awaits (a web app, top-level await in Jupyter) has the same turns awaited: arun_turn,
+astream_turn and asafe_run_turn take openai.AsyncOpenAI (make_async_client() builds one from the
+same settings) or any client above, and leave the list as it was if the task is cancelled:
 
     reply = await arun_turn(make_async_client(), history, "Hello")
 """
@@ -38,7 +38,7 @@ from .transcript import TranscriptError, load_transcript, save_transcript
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # mypy and pyright see the names that load on first use (_LAZY) with their real types
-    from .aio import AsyncChatClient, arun_turn, astream_turn
+    from .aio import AsyncChatClient, arun_turn, asafe_run_turn, astream_turn
     from .guard import GuardedClient
     from .local import LocalClient
     from .magics import load_ipython_extension, unload_ipython_extension
@@ -54,6 +54,7 @@ __all__ = [
     "safe_run_turn",
     "arun_turn",
     "astream_turn",
+    "asafe_run_turn",
     "trim_history",
     "trim_to_budget",
     "ChatClient",
@@ -85,6 +86,7 @@ __all__ = [
 _LAZY = {
     "arun_turn": "aio",  # aio imports asyncio (30-70 ms): only code that awaits pays for it
     "astream_turn": "aio",
+    "asafe_run_turn": "aio",
     "AsyncChatClient": "aio",
     "LocalClient": "local",
     "ChatPanel": "panel",

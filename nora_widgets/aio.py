@@ -1,4 +1,5 @@
-"""Async turns: arun_turn and astream_turn, for code that awaits (FastAPI, aiohttp, top-level await in Jupyter).
+"""Async turns: arun_turn, astream_turn and asafe_run_turn, for code that awaits (FastAPI, aiohttp, top-level
+await in Jupyter).
 
 The same turn as run_turn and stream_turn (conversation.py), with the same checks, trimming, overflow retry and
 errors; only the waiting is different:
@@ -16,7 +17,7 @@ between.  Whatever stops it - an exception, a cancelled task, asyncio.wait_for's
 
 A sync client (ScriptedClient, LocalClient, openai.OpenAI, make_client()'s) is accepted too: its call runs
 in a worker thread, so the event loop never stalls on it, and a cancel stops the embedded model at its next
-token (see arun_turn).
+token (see arun_turn).  asafe_run_turn is safe_run_turn awaited: a failed turn is its one line, not an error.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from .conversation import (
     DEFAULT_TEMPERATURE,
     ChatClient,
     Message,
+    TurnResult,
     _cut_off,
     _default_model,
+    _failed_turn,
     _fewer_turns,
     _not_a_completion,
     _raise_clearer,
@@ -46,7 +49,7 @@ from .conversation import (
 )
 from .errors import BadResponseError, HistoryError, describe_failure
 
-__all__ = ["AsyncChatClient", "arun_turn", "astream_turn"]
+__all__ = ["AsyncChatClient", "arun_turn", "astream_turn", "asafe_run_turn"]
 
 
 class _AsyncCompletionsLike(Protocol):
@@ -187,6 +190,70 @@ async def _astream_turn(client: _AnyClient, history: list[Message], user: Messag
     history.extend((user, {"role": "assistant", "content": "".join(pieces)}))  # the whole turn in one step
     if on_sent is not None:
         on_sent(sent)
+
+
+async def asafe_run_turn(
+    client: _AnyClient,
+    history: list[Message],
+    user_text: str,
+    model: str | None = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+    keep_last_n_turns: int | None = None,
+    on_text: Callable[[str], Awaitable[Any] | None] | None = None,
+    **kwargs: Any,
+) -> TurnResult:
+    """safe_run_turn, awaited: never raises for a failed turn; the list as it was and the same one line
+    ('(error talking to the model: ...)', or '(not sent: ...)' for refused input) as a TurnResult.
+
+    With on_text, the reply is streamed (astream_turn) and on_text(piece) is called per piece; it may be an
+    async function too (e.g. a WebSocket's send_text), and is awaited.  What on_text itself raises is the
+    caller's: the stream is closed and it propagates.  A cancelled task (asyncio.wait_for's timeout, a server
+    shutting down) is not a failed turn: CancelledError goes on, as asyncio needs, with the list as it was.
+    Example: await asafe_run_turn(client, history, "hi") -> 'Hello!' (.ok True); a server down ->
+        '(error talking to the model: could not connect ...)' (.ok False), history unchanged
+    """
+    went_out: list[list[Message]] = []  # what the successful call sent
+    on_sent = kwargs.pop("on_sent", None)  # a caller's own on_sent is told too
+    callers: BaseException | None = None  # what on_text raised, if it did
+    told: list[bool] = []  # the turn is in the list and the caller's on_sent raised: take it out again
+
+    def report(sent: list[Message]) -> None:
+        went_out.append(sent)
+        if on_sent is not None:
+            told.append(True)
+            on_sent(sent)
+            told.pop()
+
+    try:
+        if history.__class__ is not list:  # named as this function, not as the arun_turn it calls
+            _raise_if_swapped("asafe_run_turn", client, history, user_text)
+        if on_text is None:
+            reply = await arun_turn(client, history, user_text, model, temperature, keep_last_n_turns,
+                                    on_sent=report, **kwargs)
+        else:
+            pieces = astream_turn(client, history, user_text, model, temperature, keep_last_n_turns,
+                                  on_sent=report, **kwargs)
+            parts: list[str] = []
+            try:
+                async for piece in pieces:
+                    parts.append(piece)
+                    try:
+                        shown = on_text(piece)
+                        if inspect.isawaitable(shown):
+                            await shown
+                    except Exception as exc:
+                        callers = exc
+                        raise
+            finally:
+                await pieces.aclose()
+            reply = "".join(parts)
+    except (Exception, KeyboardInterrupt) as exc:
+        if told:  # appended, then on_sent raised, with no await in between: the last two are this turn's
+            del history[-2:]
+        if exc is callers:
+            raise
+        return _failed_turn(exc)
+    return TurnResult(reply, sent=went_out[-1] if went_out else None)
 
 
 # --------------------------------------------------------------------------- #

@@ -825,9 +825,15 @@ def safe_run_turn(
             history[:] = before
         if exc is callers:
             raise
-        if isinstance(exc, (EmptyMessageError, HistoryError)):
-            failure = Failure(kind="bad_input", status=None, message=str(exc), hint="")
-        else:
-            failure = describe_failure(exc)
-        return TurnResult(failure.line(), failure)
+        return _failed_turn(exc)
     return TurnResult(reply, sent=went_out[-1] if went_out else None)
+
+
+def _failed_turn(exc: BaseException) -> TurnResult:
+    """What safe_run_turn (and asafe_run_turn) return for a turn that failed: its one line, and the Failure.
+    Example: _failed_turn(EmptyMessageError("...")) -> '(not sent: ...)'; TimeoutError() -> '(error talking ...)'"""
+    if isinstance(exc, (EmptyMessageError, HistoryError)):  # refused before any call
+        failure = Failure(kind="bad_input", status=None, message=str(exc), hint="")
+    else:
+        failure = describe_failure(exc)
+    return TurnResult(failure.line(), failure)

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from nora_widgets import (SYSTEM_PROMPT, EmptyMessageError, GuardedClient, HistoryError, ScriptedClient, arun_turn,
-                          astream_turn, make_async_client, run_turn, safe_run_turn, stream_turn)
+                          asafe_run_turn, astream_turn, make_async_client, run_turn, safe_run_turn, stream_turn)
 from nora_widgets._cancel import CANCEL
 from nora_widgets.errors import BadResponseError, ContextWindowError, StreamCutError
 from nora_widgets.guard import never_reveal
@@ -635,3 +635,89 @@ def test_a_cancel_reaches_a_sync_in_process_call_through_a_guard_and_only_the_ca
     timed_out = asyncio.run(main())
     assert unchanged(history, before)
     assert patient.saw[1][0] == "cancelled" and patient.saw[1][1] - timed_out < 0.5
+
+
+# --------------------------------------------------------------------------- #
+# asafe_run_turn: safe_run_turn awaited
+
+
+def test_asafe_run_turn_returns_the_reply_or_the_same_line_as_safe_run_turn():
+    client = AsyncScripted(["Yes, two novels.", TimeoutError("timed out"), ConnectionError("refused")])
+    history = history_of()
+    result = asyncio.run(asafe_run_turn(client, history, "Le Guin?", keep_last_n_turns=2))
+    assert result == "Yes, two novels." and result.ok and result.sent == history[:2] and len(history) == 3
+    before = snapshot(history)
+    failed = asyncio.run(asafe_run_turn(client, history, "How much?"))
+    sync = safe_run_turn(ScriptedClient([TimeoutError("timed out")]), history_of(), "How much?")
+    assert not failed.ok and failed == sync and failed.startswith("(error talking to the model: the request timed out")
+    assert failed.failure.kind == "timeout" and failed.sent is None and unchanged(history, before)
+    streamed = asyncio.run(asafe_run_turn(client, history, "again", on_text=lambda piece: None))
+    assert not streamed.ok and streamed.failure.kind == sync_kind(ConnectionError("refused")) and "\n" not in streamed
+    assert unchanged(history, before)
+
+
+def sync_kind(exc):
+    return safe_run_turn(ScriptedClient([exc]), history_of(), "x").failure.kind
+
+
+def test_asafe_run_turn_refuses_bad_input_in_one_line_and_names_itself():
+    client = AsyncScripted(["never"])
+    empty = asyncio.run(asafe_run_turn(client, history_of(), "  "))
+    assert not empty.ok and empty.startswith("(not sent: ") and empty.failure.kind == "bad_input"
+    assert empty == safe_run_turn(ScriptedClient(["never"]), history_of(), "  ")
+    swapped = asyncio.run(asafe_run_turn(history_of(), client, "hi"))
+    assert "asafe_run_turn takes (client, history, user_text) in that order" in swapped
+    bare = asyncio.run(asafe_run_turn(AsyncScripted([KeyboardInterrupt()]), history_of(), "hi"))
+    assert bare.failure.kind == "cancelled"
+    assert client.calls == []
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+def test_asafe_run_turn_streams_to_on_text_plain_or_awaited(kind):
+    client = AsyncScripted(["one two three"], piece_delay=0.01)
+    history = history_of()
+    shown, told = [], []
+
+    async def send_text(piece):  # e.g. a WebSocket's send_text
+        await asyncio.sleep(0)
+        shown.append((piece, len(history)))
+
+    def on_text(piece):
+        shown.append((piece, len(history)))
+
+    result = asyncio.run(asafe_run_turn(client, history, "count", on_text=send_text if kind == "async" else on_text,
+                                        on_sent=told.append))
+    assert result == "one two three" == "".join(p for p, _ in shown) == history[-1]["content"] and result.ok
+    assert {n for _, n in shown} == {1}  # nothing appended while it streamed
+    assert told == [result.sent] == [history[:2]] and client.calls[0]["stream"] is True
+
+
+def test_asafe_run_turn_lets_on_texts_own_error_and_a_cancel_through_with_the_list_as_it_was():
+    client = AsyncScripted(["one two three", "four five six"], piece_delay=0.01)
+    history = history_of(1)
+    before = snapshot(history)
+
+    def broken_pipe(piece):
+        raise BrokenPipeError("the reader went away")
+
+    with pytest.raises(BrokenPipeError):
+        asyncio.run(asafe_run_turn(client, history, "count", on_text=broken_pipe))
+    assert unchanged(history, before) and client.stream_closed == 1
+
+    async def main():
+        with pytest.raises(TimeoutError):  # a cancel is not a failed turn: asyncio needs it to go on
+            await asyncio.wait_for(asafe_run_turn(AsyncScripted(["late"], delay=5), history, "hi"), 0.05)
+
+    asyncio.run(main())
+    assert unchanged(history, before)
+
+
+def test_asafe_run_turn_takes_the_turn_out_again_when_the_callers_on_sent_fails():
+    def on_sent(sent):
+        raise RuntimeError("could not log")
+
+    for on_text in (None, lambda piece: None):
+        history = history_of(1)
+        before = snapshot(history)
+        result = asyncio.run(asafe_run_turn(AsyncScripted(["fine"]), history, "hi", on_text=on_text, on_sent=on_sent))
+        assert not result.ok and "could not log" in result and unchanged(history, before)
