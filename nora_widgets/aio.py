@@ -40,6 +40,7 @@ from .conversation import (
     _default_model,
     _failed_turn,
     _fewer_turns,
+    _is_async,
     _not_a_completion,
     _raise_clearer,
     _raise_if_swapped,
@@ -323,16 +324,6 @@ async def _call(client: Any, sent: list[Message], model: str, temperature: float
     except Exception as exc:
         _raise_clearer(exc, client, sent)
         raise
-
-
-def _is_async(create: Any) -> bool:
-    """Whether create is an async def, under any decorators (openai's are functools.wraps).
-    Example: openai.AsyncOpenAI().chat.completions.create -> True; ScriptedClient()'s -> False"""
-    try:
-        create = inspect.unwrap(create)
-    except ValueError:  # a __wrapped__ that never ends: take create as it is
-        pass
-    return inspect.iscoroutinefunction(create)
 
 
 _END = object()

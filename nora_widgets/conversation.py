@@ -19,6 +19,7 @@ so for a type checker.
 
 from __future__ import annotations
 
+import inspect
 import re
 from operator import itemgetter
 from itertools import islice
@@ -464,6 +465,16 @@ def _raise_if_async(name: str, client: Any, response: Any) -> None:
     raise TypeError(f"{name} got an async client ({type(client).__name__}): "
                     f"{'async for piece in' if instead == 'astream_turn' else 'await'} "
                     f"{instead}(client, history, text) instead") from None
+
+
+def _is_async(create: Any) -> bool:
+    """Whether create is an async def, under any decorators (openai's are functools.wraps).
+    Example: openai.AsyncOpenAI().chat.completions.create -> True; ScriptedClient()'s -> False"""
+    try:
+        create = inspect.unwrap(create)
+    except ValueError:  # a __wrapped__ that never ends: take create as it is
+        pass
+    return inspect.iscoroutinefunction(create)
 
 
 def _report_sent(on_sent: Callable[[list[Message]], None], sent: list[Message],

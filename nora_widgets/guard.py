@@ -27,6 +27,9 @@ Streams: ``after`` needs the whole reply, so with after-checks a streamed reply 
 collected first and released only once it has passed (it appears all at once).
 Text already on someone's screen cannot be taken back; a reply held back can.
 
+An async client (openai.AsyncOpenAI) is refused when the guard is made: guard a sync client and await
+arun_turn on it, which calls it in a worker thread (and stops the embedded model if the task is cancelled).
+
 No check here is a proof.  A phrase list misses rephrasings and a secret that was
 never put in the prompt cannot leak: checks are a layer, not a substitute for
 keeping secrets out of what the model is sent.
@@ -42,7 +45,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar, overload
 
 from . import shapes
 from .clients import NoraClient, WireLog, _Chat, describe_client, make_chunk
-from .conversation import ChatClient, _not_a_completion, validate_history
+from .conversation import ChatClient, _is_async, _not_a_completion, validate_history
 from .errors import HistoryError, RefusedError
 
 __all__ = [
@@ -117,6 +120,9 @@ class GuardedClient(Generic[Wrapped]):
                  after: After | Iterable[After] | None = None) -> None:
         if not hasattr(getattr(client, "chat", None), "completions"):
             raise TypeError("GuardedClient needs a client with .chat.completions.create(...), like openai.OpenAI")
+        if _is_async(client.chat.completions.create):  # its checks run on a reply in hand, not on an awaitable
+            raise TypeError(f"GuardedClient wraps a sync client, not {type(client).__name__}: guard openai.OpenAI "
+                            f"(make_client()) and await arun_turn(guarded, history, text), which runs it in a thread")
         self.client = client
         self.before = _as_list(before)
         self.after = _as_list(after)

@@ -219,6 +219,37 @@ def test_default_model_wire_and_other_attributes_pass_through(stub_server):
         GuardedClient(ScriptedClient(), before=["not callable"])
 
 
+def test_an_async_client_is_refused_at_once_with_what_to_do_instead(stub_server):
+    """An async client's create gives an awaitable, which no check can read: refused when the guard is made,
+    rather than "no choices" at the first turn.  The way that works: guard a sync client, await arun_turn."""
+    import asyncio
+
+    import openai
+
+    from nora_widgets.aio import arun_turn
+
+    class AsyncStandIn:  # any async def create, not only openai's
+        def __init__(self):
+            self.chat = self.completions = self
+
+        async def create(self, **kwargs):
+            return None
+
+    for inner in (openai.AsyncOpenAI(base_url=stub_server.base_url, api_key=KEY, max_retries=0), AsyncStandIn()):
+        with pytest.raises(TypeError) as refused:
+            GuardedClient(inner, after=never_reveal(SECRET))
+        said = str(refused.value)
+        assert said == (f"GuardedClient wraps a sync client, not {type(inner).__name__}: guard openai.OpenAI "
+                        "(make_client()) and await arun_turn(guarded, history, text), which runs it in a thread")
+        assert KEY not in said
+    assert [r for r in stub_server.requests if r.path.endswith("/chat/completions")] == []
+    guarded = GuardedClient(ScriptedClient([f"The code is {SECRET}.", "Fine."]), after=never_reveal(SECRET))
+    history = new_history()
+    with pytest.raises(RefusedError):
+        asyncio.run(arun_turn(guarded, history, "code?"))
+    assert history == new_history() and asyncio.run(arun_turn(guarded, history, "ok?")) == "Fine."
+
+
 def test_trimming_retry_still_works_through_the_guard(stub_server):
     """The core retries a context overflow with fewer turns: errors must still come out of create()."""
     client = remote(stub_server, before=injection_detector())
