@@ -120,7 +120,7 @@ class GuardedClient(Generic[Wrapped]):
                  after: After | Iterable[After] | None = None) -> None:
         if not hasattr(getattr(client, "chat", None), "completions"):
             raise TypeError("GuardedClient needs a client with .chat.completions.create(...), like openai.OpenAI")
-        if _is_async(client.chat.completions.create):  # its checks run on a reply in hand, not on an awaitable
+        if _is_async(getattr(client.chat.completions, "create", None)):  # its checks run on a reply in hand, not on an awaitable
             raise TypeError(f"GuardedClient wraps a sync client, not {type(client).__name__}: guard openai.OpenAI "
                             f"(make_client()) and await arun_turn(guarded, history, text), which runs it in a thread")
         self.client = client
