@@ -46,7 +46,7 @@ from ._prompt_box import PromptBox
 from ._range_box import RangeBox
 from ._transcript_box import TranscriptBox
 from ._waiting import Ticker, waiting_words
-from .aio import _is_async
+from .conversation import _is_async
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,

@@ -82,3 +82,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_async(coroutine):
+    """asyncio.run(coroutine) on a thread of its own, its result or its exception handed back: a test session
+    that has driven a browser (Playwright's sync API keeps an event loop running on the main thread) would
+    have asyncio.run refuse there."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -4,7 +4,6 @@ sync turns given an async client.  Each test drives its own event loop with asyn
 own (run_async)."""
 
 import asyncio
-import concurrent.futures
 import copy
 import gc
 import threading
@@ -19,7 +18,7 @@ from nora_widgets import (SYSTEM_PROMPT, EmptyMessageError, GuardedClient, Histo
 from nora_widgets._cancel import CANCEL
 from nora_widgets.errors import BadResponseError, ContextWindowError, StreamCutError
 from nora_widgets.guard import never_reveal
-from tests.helpers import free_port
+from tests.helpers import free_port, run_async
 from tests.servers import openai_stub as stub_kit
 from tests.servers.openai_stub import StubServer
 
@@ -56,13 +55,6 @@ class AsyncScripted:
     @property
     def calls(self):
         return self.scripted.calls
-
-
-def run_async(coroutine):
-    """asyncio.run(coroutine) on a thread of its own: a test session that has driven a browser (Playwright's
-    sync API keeps an event loop running on the main thread) would refuse asyncio.run there."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 def history_of(turns=0):
@@ -587,7 +579,7 @@ def test_a_cancelled_arun_turn_of_the_embedded_model_frees_it_at_the_next_token(
         assert history == []
         return freed_after, await arun_turn(client, history, "Hi", temperature=0, max_tokens=4)
 
-    freed_after, reply = asyncio.run(main())  # and asyncio.run's exit did not wait for the reply in its thread
+    freed_after, reply = run_async(main())  # and asyncio.run's exit did not wait for the reply in its thread
     assert freed_after < 0.5  # a token: 53-132 ms measured on a busy 2-core machine (10-11 s before)
     assert reply and len(history) == 2 and history[0]["content"] == "Hi"
 
@@ -632,7 +624,7 @@ def test_a_cancel_reaches_a_sync_in_process_call_through_a_guard_and_only_the_ca
             await asyncio.sleep(0.005)
         return timed_out
 
-    timed_out = asyncio.run(main())
+    timed_out = run_async(main())
     assert unchanged(history, before)
     assert patient.saw[1][0] == "cancelled" and patient.saw[1][1] - timed_out < 0.5
 
@@ -644,14 +636,14 @@ def test_a_cancel_reaches_a_sync_in_process_call_through_a_guard_and_only_the_ca
 def test_asafe_run_turn_returns_the_reply_or_the_same_line_as_safe_run_turn():
     client = AsyncScripted(["Yes, two novels.", TimeoutError("timed out"), ConnectionError("refused")])
     history = history_of()
-    result = asyncio.run(asafe_run_turn(client, history, "Le Guin?", keep_last_n_turns=2))
+    result = run_async(asafe_run_turn(client, history, "Le Guin?", keep_last_n_turns=2))
     assert result == "Yes, two novels." and result.ok and result.sent == history[:2] and len(history) == 3
     before = snapshot(history)
-    failed = asyncio.run(asafe_run_turn(client, history, "How much?"))
+    failed = run_async(asafe_run_turn(client, history, "How much?"))
     sync = safe_run_turn(ScriptedClient([TimeoutError("timed out")]), history_of(), "How much?")
     assert not failed.ok and failed == sync and failed.startswith("(error talking to the model: the request timed out")
     assert failed.failure.kind == "timeout" and failed.sent is None and unchanged(history, before)
-    streamed = asyncio.run(asafe_run_turn(client, history, "again", on_text=lambda piece: None))
+    streamed = run_async(asafe_run_turn(client, history, "again", on_text=lambda piece: None))
     assert not streamed.ok and streamed.failure.kind == sync_kind(ConnectionError("refused")) and "\n" not in streamed
     assert unchanged(history, before)
 
@@ -662,12 +654,12 @@ def sync_kind(exc):
 
 def test_asafe_run_turn_refuses_bad_input_in_one_line_and_names_itself():
     client = AsyncScripted(["never"])
-    empty = asyncio.run(asafe_run_turn(client, history_of(), "  "))
+    empty = run_async(asafe_run_turn(client, history_of(), "  "))
     assert not empty.ok and empty.startswith("(not sent: ") and empty.failure.kind == "bad_input"
     assert empty == safe_run_turn(ScriptedClient(["never"]), history_of(), "  ")
-    swapped = asyncio.run(asafe_run_turn(history_of(), client, "hi"))
+    swapped = run_async(asafe_run_turn(history_of(), client, "hi"))
     assert "asafe_run_turn takes (client, history, user_text) in that order" in swapped
-    bare = asyncio.run(asafe_run_turn(AsyncScripted([KeyboardInterrupt()]), history_of(), "hi"))
+    bare = run_async(asafe_run_turn(AsyncScripted([KeyboardInterrupt()]), history_of(), "hi"))
     assert bare.failure.kind == "cancelled"
     assert client.calls == []
 
@@ -685,7 +677,7 @@ def test_asafe_run_turn_streams_to_on_text_plain_or_awaited(kind):
     def on_text(piece):
         shown.append((piece, len(history)))
 
-    result = asyncio.run(asafe_run_turn(client, history, "count", on_text=send_text if kind == "async" else on_text,
+    result = run_async(asafe_run_turn(client, history, "count", on_text=send_text if kind == "async" else on_text,
                                         on_sent=told.append))
     assert result == "one two three" == "".join(p for p, _ in shown) == history[-1]["content"] and result.ok
     assert {n for _, n in shown} == {1}  # nothing appended while it streamed
@@ -701,14 +693,14 @@ def test_asafe_run_turn_lets_on_texts_own_error_and_a_cancel_through_with_the_li
         raise BrokenPipeError("the reader went away")
 
     with pytest.raises(BrokenPipeError):
-        asyncio.run(asafe_run_turn(client, history, "count", on_text=broken_pipe))
+        run_async(asafe_run_turn(client, history, "count", on_text=broken_pipe))
     assert unchanged(history, before) and client.stream_closed == 1
 
     async def main():
         with pytest.raises(TimeoutError):  # a cancel is not a failed turn: asyncio needs it to go on
             await asyncio.wait_for(asafe_run_turn(AsyncScripted(["late"], delay=5), history, "hi"), 0.05)
 
-    asyncio.run(main())
+    run_async(main())
     assert unchanged(history, before)
 
 
@@ -719,5 +711,5 @@ def test_asafe_run_turn_takes_the_turn_out_again_when_the_callers_on_sent_fails(
     for on_text in (None, lambda piece: None):
         history = history_of(1)
         before = snapshot(history)
-        result = asyncio.run(asafe_run_turn(AsyncScripted(["fine"]), history, "hi", on_text=on_text, on_sent=on_sent))
+        result = run_async(asafe_run_turn(AsyncScripted(["fine"]), history, "hi", on_text=on_text, on_sent=on_sent))
         assert not result.ok and "could not log" in result and unchanged(history, before)

@@ -222,11 +222,10 @@ def test_default_model_wire_and_other_attributes_pass_through(stub_server):
 def test_an_async_client_is_refused_at_once_with_what_to_do_instead(stub_server):
     """An async client's create gives an awaitable, which no check can read: refused when the guard is made,
     rather than "no choices" at the first turn.  The way that works: guard a sync client, await arun_turn."""
-    import asyncio
-
     import openai
 
     from nora_widgets.aio import arun_turn
+    from tests.helpers import run_async
 
     class AsyncStandIn:  # any async def create, not only openai's
         def __init__(self):
@@ -246,8 +245,8 @@ def test_an_async_client_is_refused_at_once_with_what_to_do_instead(stub_server)
     guarded = GuardedClient(ScriptedClient([f"The code is {SECRET}.", "Fine."]), after=never_reveal(SECRET))
     history = new_history()
     with pytest.raises(RefusedError):
-        asyncio.run(arun_turn(guarded, history, "code?"))
-    assert history == new_history() and asyncio.run(arun_turn(guarded, history, "ok?")) == "Fine."
+        run_async(arun_turn(guarded, history, "code?"))
+    assert history == new_history() and run_async(arun_turn(guarded, history, "ok?")) == "Fine."
 
 
 def test_trimming_retry_still_works_through_the_guard(stub_server):

@@ -5,33 +5,17 @@ that names no model."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import pytest
 
 from nora_widgets._overflow_check import OverflowCheck
+from tests.helpers import run_async
 
 N_CTX = 100
 
 
-def run(coroutine) -> None:
-    """asyncio.run in a thread of its own: an earlier test in the same process may have left an
-    event loop running in the main thread (Playwright's sync API does), and asyncio.run refuses that."""
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(coroutine)
-        except BaseException as exc:  # pragma: no cover - handed back to the test
-            failure.append(exc)
-
-    worker = threading.Thread(target=target)
-    worker.start()
-    worker.join(30)
-    if failure:
-        raise failure[0]
+run = run_async  # asyncio.run on a thread of its own (tests/helpers.py says why)
 
 
 class RecordingApp:
