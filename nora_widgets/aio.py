@@ -48,7 +48,7 @@ from .conversation import (
     validate_history,
     validate_user_text,
 )
-from .errors import BadResponseError, HistoryError, describe_failure
+from .errors import BadResponseError, HistoryError, describe_failure, mask_keys
 
 __all__ = ["AsyncChatClient", "arun_turn", "astream_turn", "asafe_run_turn"]
 
@@ -112,6 +112,9 @@ async def arun_turn(
     except KeyboardInterrupt as exc:
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
             raise KeyboardInterrupt(CANCELLED) from None
+        raise
+    except Exception as exc:
+        mask_keys(exc)  # a server's echo of the key must not reach the traceback
         raise
     if reply_text is None:  # e.g. a reply that is only a tool call
         reply_text = ""
@@ -183,6 +186,9 @@ async def _astream_turn(client: _AnyClient, history: list[Message], user: Messag
     except KeyboardInterrupt as exc:
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
             raise KeyboardInterrupt(CANCELLED) from None
+        raise
+    except Exception as exc:
+        mask_keys(exc)  # a server's echo of the key must not reach the traceback
         raise
     finally:
         if not completed and stream is not None:

@@ -35,6 +35,7 @@ from .errors import (
     PersonaTooLongError,
     StreamCutError,
     describe_failure,
+    mask_keys,
 )
 from ._message_hints import bad_content, bad_role, not_a_list, not_a_message
 
@@ -674,6 +675,7 @@ def run_turn(
         del history[before:]
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
             raise KeyboardInterrupt(CANCELLED) from None
+        mask_keys(exc)  # a server's echo of the key must not reach the traceback
         raise
     if reply_text is None:  # e.g. a reply that is only a tool call
         reply_text = ""
@@ -745,6 +747,9 @@ def _stream_turn(client: ChatClient, history: list[Message], user_text: str, mod
     except KeyboardInterrupt as exc:  # rolled back below, in finally
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
             raise KeyboardInterrupt(CANCELLED) from None
+        raise
+    except Exception as exc:
+        mask_keys(exc)  # a server's echo of the key must not reach the traceback
         raise
     finally:
         if completed:

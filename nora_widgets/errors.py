@@ -20,6 +20,7 @@ __all__ = [
     "Failure",
     "describe_failure",
     "redact",
+    "mask_keys",
     "count_of",
     "NoraError",
     "EmptyMessageError",
@@ -299,6 +300,49 @@ def _sent_key(exc: BaseException) -> str:
     masked even when it came from code rather than the environment, or has no 'sk-' prefix."""
     key = _bearer(exc)
     return key if len(key) >= 8 else ""  # short placeholders ("no-key", "test") are not secrets: leave text alone
+
+
+def mask_keys(exc: BaseException) -> BaseException:
+    """Mask, in place, any API key in an exception's own words and in those of its causes: the text
+    str() and a traceback show (args, openai's .message) and the server's error body (.body), as
+    redact masks them (OPENAI_API_KEY, the key the request carried, sk-..., a URL's password or key=).
+    A server that echoes the key in its 401 made the traceback of a failed run_turn show it whole in
+    the notebook; the turns call this before they re-raise, so the exception keeps its class.
+    Example: openai.AuthenticationError('Error code: 401 - Incorrect API key provided: sk-abc123456789')
+        -> the same exception, str() 'Error code: 401 - Incorrect API key provided: sk-***'"""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    secrets = [key for key in {_sent_key(link) for link in chain} if key]
+    for link in chain:
+        try:
+            args = tuple(redact(a, *secrets) if isinstance(a, str) else a for a in link.args)
+            if args != link.args:
+                link.args = args
+            message = getattr(link, "message", None)
+            if isinstance(message, str) and redact(message, *secrets) != message:
+                link.message = redact(message, *secrets)  # type: ignore[attr-defined]
+            body = getattr(link, "body", None)
+            if body is not None:
+                masked = _masked(body, secrets)
+                if masked != body:
+                    link.body = masked  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):  # an exception whose attributes cannot be set: left as it is
+            continue
+    return exc
+
+
+def _masked(value: object, secrets: list[str]) -> object:
+    """A JSON value with every string in it redacted.  Example: {"message": "bad sk-abc123456789"} -> {"message": "bad sk-***"}"""
+    if isinstance(value, str):
+        return redact(value, *secrets)
+    if isinstance(value, dict):
+        return {k: _masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, secrets) for v in value]
+    return value
 
 
 def _status(exc: BaseException) -> int | None:

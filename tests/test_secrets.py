@@ -12,6 +12,7 @@ in the repository.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -210,3 +211,71 @@ def test_a_key_echoed_where_a_long_server_message_is_cut_is_masked_whole(stub_se
         result = safe_run_turn(client, new_history(), "hi")
         assert not result.ok and result.failure.kind == "bad_request"
         assert other[:12] not in str(result) and other[-12:] not in str(result), (pad, str(result))
+
+
+# --------------------------------------------------------------------------- #
+# the exception a turn raises: what a notebook's traceback and a web app's log show
+
+CANARIES = {  # keys of the shapes people have: OpenAI's project keys, a 40-hex gateway key, a base64-ish one
+    "sk-proj": lambda: "sk-proj-" + secrets.token_hex(24),
+    "hex40": lambda: secrets.token_hex(20),
+    "base64": lambda: "Zq9" + secrets.token_urlsafe(16)[:21],
+}
+
+
+def _sync_turn(client, stream):
+    from nora_widgets.conversation import run_turn, stream_turn
+
+    return (lambda: list(stream_turn(client, new_history(), "hi"))) if stream else (
+        lambda: run_turn(client, new_history(), "hi"))
+
+
+def _async_turn(client, stream, loop):
+    from nora_widgets.aio import arun_turn, astream_turn
+
+    async def streamed():
+        return [piece async for piece in astream_turn(client, new_history(), "hi")]
+
+    # one loop for all the calls: an AsyncOpenAI's connections belong to the loop that opened them
+    return (lambda: loop.run_until_complete(streamed())) if stream else (
+        lambda: loop.run_until_complete(arun_turn(client, new_history(), "hi")))
+
+
+@pytest.mark.parametrize("shape", sorted(CANARIES))
+@pytest.mark.parametrize("face", ["run_turn", "stream_turn", "arun_turn", "astream_turn"])
+def test_a_turns_exception_holds_no_echoed_key_in_its_text_body_or_traceback(stub_server, monkeypatch, shape, face):
+    """run_turn and its kin re-raise the client's exception; a server echoing the key in its 401 put the key,
+    whole, in str(exc), repr(exc), exc.body and the traceback a notebook keeps in its output."""
+    import traceback
+
+    import openai
+
+    from nora_widgets.clients import make_async_client
+
+    other = CANARIES[shape]()
+    from_env = shape != "hex40"  # from the environment, or given in code (masked by what the request carried)
+    if from_env:
+        monkeypatch.setenv("OPENAI_API_KEY", other)
+    else:
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    build = make_async_client if face.startswith("a") else make_client
+    client = build("openai", api_key=None if from_env else other, base_url=stub_server.base_url, model="m",
+                   max_retries=0, timeout=5)
+    loop = asyncio.new_event_loop()
+    turn = (_async_turn(client, face == "astream_turn", loop) if face.startswith("a")
+            else _sync_turn(client, face == "stream_turn"))
+    stub_server.enqueue(echo_401(other), error(500, f"upstream rejected key={other}"),
+                        error(400, f"{'x' * 100}{other}", "invalid_request_error"))
+    try:
+        for expected in (openai.AuthenticationError, openai.InternalServerError, openai.BadRequestError):
+            with pytest.raises(expected) as caught:  # the class is kept: code that catches it still does
+                turn()
+            exc = caught.value
+            shown = "\n".join([str(exc), repr(exc), json.dumps(exc.body), exc.message,
+                               "".join(traceback.format_exception(exc))])
+            assert "***" in str(exc)
+            for piece in (other, other[:8] if shape != "sk-proj" else other[8:16], other[-12:]):
+                assert piece not in shown, (face, shape, expected.__name__)
+    finally:
+        loop.close()
+    assert all(r.headers["authorization"] == f"Bearer {other}" for r in stub_server.requests)  # it did go out
