@@ -178,16 +178,25 @@ class _Lines:
     be written while it serves (`nora serve > log.txt` and the disk fills up) is said once on stderr
     and its lines are dropped from then on: the server goes on answering (the log is not worth a class's
     requests), nothing raises inside a reply, and no request adds a traceback.
+    No line holds a key: the one the server requires (secret), OPENAI_API_KEY's, or one a client put in
+    the URL (?api-key=..., a path) is masked as errors.redact masks it, in Nora's lines and the access log's.
     Example: _Lines().say("nora serve: stopped") -> the line on stdout, or nothing once stdout is lost"""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str | None = None) -> None:
         self.lost: OSError | None = None
         self._lock = threading.Lock()  # replies say their line from the model's thread
+        self._secrets = (secret,) if secret else ()
+
+    def masked(self, text: str) -> str:
+        """text with any key in it masked.  Example: 'GET /v1/models?api-key=abc' -> 'GET /v1/models?api-key=***'"""
+        from .errors import redact
+
+        return redact(text, *self._secrets)
 
     def say(self, text: str) -> None:
         if self.lost is None:
             try:
-                _say(text)
+                _say(self.masked(text))
             except OSError as exc:
                 self.lose(exc)
 
@@ -205,9 +214,16 @@ class _Lines:
 
     def take_access_log(self, logger_name: str = "uvicorn.access") -> None:
         """uvicorn's access-log handler (stdout): a line it cannot write is this stdout being lost,
-        not logging's traceback on stderr for every request."""
+        not logging's traceback on stderr for every request.  Its lines name the path with its query:
+        a key a client sent there (?api-key=..., a gateway's way) is masked, as in Nora's own lines."""
         import logging
 
+        def mask(record: logging.LogRecord) -> bool:  # uvicorn's args: (client, method, path+query, http, status)
+            if isinstance(record.args, tuple):
+                record.args = tuple(self.masked(a) if isinstance(a, str) else a for a in record.args)
+            return True
+
+        logging.getLogger(logger_name).addFilter(mask)
         for handler in logging.getLogger(logger_name).handlers:
             def handle_error(record, handler=handler, fallback=handler.handleError) -> None:
                 exc = sys.exc_info()[1]
@@ -295,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
     # loading prints llama.cpp's C-level log lines otherwise; and a Ctrl-C that lands in its log
     # callback would be dropped (the server would start anyway): hold it, raise it after the load
     failure = None
-    lines = _Lines()  # stdout while it serves: a full disk is said once, and the server goes on
+    lines = _Lines(api_key)  # stdout while it serves: a full disk is said once, and the server goes on
     with _ctrl_c_held(), _quiet_native() as caught:
         try:
             app = create_app(server_settings=server_settings, model_settings=[model_settings])

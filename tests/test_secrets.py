@@ -279,3 +279,26 @@ def test_a_turns_exception_holds_no_echoed_key_in_its_text_body_or_traceback(stu
     finally:
         loop.close()
     assert all(r.headers["authorization"] == f"Bearer {other}" for r in stub_server.requests)  # it did go out
+
+
+def test_nora_serves_lines_and_access_log_mask_a_key_in_the_url(capsys, monkeypatch):
+    """uvicorn's access log names the path with its query: a client sending its key as ?api-key=... (a
+    gateway's way), or the server's own key anywhere in the path, put it in the terminal and in a log file."""
+    from nora_widgets.serve import _Lines
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    required, other = secrets.token_hex(20), "Zq9" + secrets.token_urlsafe(16)[:21]
+    logger = logging.getLogger("nora-test.access")
+    monkeypatch.setattr(logger, "handlers", [logging.StreamHandler()])  # stderr, as captured here
+    monkeypatch.setattr(logger, "filters", [])
+    monkeypatch.setattr(logger, "propagate", False)
+    lines = _Lines(required)
+    lines.take_access_log("nora-test.access")
+    for path in (f"/v1/models?api-key={other}", f"/v1/chat/completions?api-version=1&token={other}",
+                 f"/v1/{required}", f"/v1/chat/completions?key={required}"):
+        logger.warning('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", 200)
+    lines.say(f"nora serve: refused a call from the web page at http://{required}.example")
+    out, err = capsys.readouterr()
+    assert err.count("127.0.0.1:5000") == 4 and "?api-key=*** HTTP/1.1" in err and "/v1/*** HTTP" in err
+    for piece in (required, required[:8], other, other[:8]):
+        assert piece not in out + err

@@ -1098,12 +1098,17 @@ def test_a_key_from_the_environment_is_required_and_never_printed():
             assert "SmolLM2" not in str(err.value.body)  # no word about the model without the key
         assert served.client(KEY).models.retrieve("SmolLM2-135M-Instruct").id == "SmolLM2-135M-Instruct"
         assert [m.id for m in served.client(KEY).models.list().data] == ["SmolLM2-135M-Instruct"]
+        # a gateway's way: the key in the query too; the access log names the path with its query
+        in_query = openai.OpenAI(base_url=served.url, api_key=KEY, default_query={"api-key": KEY}, max_retries=0,
+                                 timeout=60)
+        assert [m.id for m in in_query.models.list().data] == ["SmolLM2-135M-Instruct"]
     finally:
         code, out, err = served.stop()
     assert code == 0
     assert err == ("warning: listening on 0.0.0.0: anyone who can reach this machine and has the key can use "
                    "the model; the key and the chats travel as plain HTTP\n")
     assert KEY not in "".join(served.banner) + out + err
+    assert '"GET /v1/models?api-key=*** HTTP/1.1" 200 OK' in out  # the line is there, the key masked
 
 
 def test_a_busy_port_is_one_line_and_exit_2():
