@@ -5,21 +5,23 @@ file holds one typed line per line, the last HISTORY_LINES of them: read when no
 a terminal, added to when it leaves, under a lock (so two sessions leaving at once both keep their
 lines: keep_lines).
 Where: NORA_HISTORY_FILE; else $XDG_STATE_HOME/nora/history; else ~/.local/state/nora/history.
-NORA_HISTORY_FILE= (empty) keeps none.  A line that looks like an API key (errors.redact would
-hide part of it) is not written, nor a message of several lines (a paste); the file is made
-readable by its owner only (0600).  Nothing here is used by a piped session.
+NORA_HISTORY_FILE= (empty) keeps none.  A line that may hold an API key is not written (holds_a_key:
+one errors.redact would mask, a piece of OPENAI_API_KEY, a long run of letters and digits as keys
+are, not a model's name), nor a message of several lines (a paste); the file is made readable by its owner only (0600).
+Nothing here is used by a piped session.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Mapping
 
 from .errors import redact
 
-__all__ = ["HISTORY_LINES", "history_path", "load_history", "save_history", "keep_lines"]
+__all__ = ["HISTORY_LINES", "history_path", "load_history", "save_history", "keep_lines", "holds_a_key"]
 
 HISTORY_LINES = 1000  # the file keeps the last this many lines
 
@@ -65,7 +67,32 @@ def save_history(path: Path | None, start: int) -> None:
     if path is None:
         return
     typed = [readline.get_history_item(i) for i in range(start + 1, readline.get_current_history_length() + 1)]
-    keep_lines(path, [line for line in typed if line and "\n" not in line and redact(line) == line])
+    keep_lines(path, [line for line in typed if line and "\n" not in line and not holds_a_key(line)])
+
+
+_WORD = re.compile(r"[^\s\"'`,;:=()<>\[\]{}]+")  # a word, as a key pasted into a sentence or after = is one
+_KEY_LIKE = re.compile(r"[A-Za-z0-9_\-]{20,}")  # 20+ letters, digits, _ and -: OpenAI's, a hex or base64 key
+KEY_PIECE = 8  # this many characters of OPENAI_API_KEY, or more, are a piece of it
+
+
+def holds_a_key(line: str, env: Mapping[str, str] = os.environ) -> bool:
+    """Whether a typed line may hold an API key, and so is not kept in the history file: one errors.redact
+    would mask (OPENAI_API_KEY's value, sk-..., a URL's password or ?key=), a word that is a piece of
+    OPENAI_API_KEY (8 characters or more: a key of any shape, pasted in part), or a run of 20 or more
+    letters, digits, - and _, with both letters and digits and 12 or more of them between two - or _, as
+    keys are (a 40-character hex key other than the one set, a base64 one) and model names are not
+    (SmolLM2-135M-Instruct, llama-3.1-8b-instruct-q4_k_m).  Losing a line from Up is cheap; a key in a file is not.
+    Example: holds_a_key("/model SmolLM2-135M-Instruct") -> False; holds_a_key("key 3f2a9c0e1b7d4f6a8c2e") -> True"""
+    if redact(line) != line:
+        return True
+    key = env.get("OPENAI_API_KEY", "").strip()
+    for word in _WORD.findall(line):
+        if len(key) >= KEY_PIECE and len(word) >= KEY_PIECE and word in key:
+            return True
+        for run in _KEY_LIKE.findall(word):
+            if re.search(r"\d", run) and re.search(r"[A-Za-z]", run) and max(map(len, re.split(r"[-_]", run))) >= 12:
+                return True
+    return False
 
 
 def keep_lines(path: Path, new: list[str]) -> None:

@@ -302,3 +302,33 @@ def test_nora_serves_lines_and_access_log_mask_a_key_in_the_url(capsys, monkeypa
     assert err.count("127.0.0.1:5000") == 4 and "?api-key=*** HTTP/1.1" in err and "/v1/*** HTTP" in err
     for piece in (required, required[:8], other, other[:8]):
         assert piece not in out + err
+
+
+@pytest.mark.parametrize("shape", sorted(CANARIES))
+def test_the_input_history_file_keeps_no_line_with_a_key_of_any_shape(shape, tmp_path, monkeypatch):
+    """nora chat's history file skipped a line errors.redact would mask, which is all of an sk- key but only
+    the whole of OPENAI_API_KEY: part of a 40-hex or base64 key, and any such key not the one set, were kept."""
+    readline = pytest.importorskip("readline")
+    from nora_widgets._input_history import load_history, save_history
+
+    key = CANARIES[shape]()
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    other_hex, other_b64 = secrets.token_hex(20), "Zq9" + secrets.token_urlsafe(16)[:21].replace("-", "x").replace("_", "y")
+    with_key = [f"/model {key}", f"my key is {key}, is that right?", key, key[:20], key[-14:], f"export OPENAI_API_KEY={key}",
+                f"here is the other one {other_hex}", f"Bearer {other_b64}", f"OPENAI_API_KEY='{other_hex}'"]
+    ordinary = ["Do you have Le Guin?", "/model SmolLM2-135M-Instruct", "/model Meta-Llama-3.1-8B-Instruct-Q4_K_M",
+                "/model gpt-4o-mini-2024-07-18", "/save my_chat_2024_05_01.json", "what is 12345678901234567890?",
+                "/trim 2", "http://127.0.0.1:8000/v1"]
+    path = tmp_path / "history"
+    readline.clear_history()
+    try:
+        start = load_history(path)
+        for line in with_key + ordinary:
+            readline.add_history(line)
+        save_history(path, start)
+    finally:
+        readline.clear_history()
+    kept = path.read_text(encoding="utf-8")
+    assert kept.splitlines() == ordinary
+    for piece in (key, key[:8] if shape != "sk-proj" else key[8:16], key[-12:], other_hex[:12], other_b64[:12]):
+        assert piece not in kept
