@@ -441,7 +441,11 @@ class ChatSession:
             return
         name = None if arg.lower() == "default" else _unquote(arg)  # /model "default": a model of that name
         if name and any(ch.isspace() for ch in name):  # /model "" is the default, as /system "" is no persona
-            self.warn(f"(/model takes one model name, or default; not {arg!r})")
+            self.warn(f"(/model takes one model name, or default; not {redact(arg)!r})")
+            return
+        if name and redact(name) != name:  # the key pasted where the name goes: not echoed, not sent as a name
+            self.warn("(that looks like an API key, not a model name: the model is unchanged; "
+                      "a key goes in OPENAI_API_KEY, never in a command)")
             return
         self.model = name or None
         self.model_from_command = self.model is not None

@@ -332,3 +332,21 @@ def test_the_input_history_file_keeps_no_line_with_a_key_of_any_shape(shape, tmp
     assert kept.splitlines() == ordinary
     for piece in (key, key[:8] if shape != "sk-proj" else key[8:16], key[-12:], other_hex[:12], other_b64[:12]):
         assert piece not in kept
+
+
+@pytest.mark.parametrize("shape", ["sk-proj", "hex40"])
+def test_a_key_given_to_slash_model_is_refused_not_echoed_nor_sent_as_the_models_name(shape, tmp_path):
+    """`/model KEY` (the key pasted where the name goes) was taken as the model's name: said back twice
+    ("calls ask for KEY", "model: KEY"), shown by /wire and sent to the server in every request's body."""
+    key = CANARIES[shape]()
+    with StubServer(api_key=key) as stub:
+        lines = [f"/model {key}", "/model", "Do you have Le Guin?", "/wire"]
+        chat = run_nora("chat", "--max-retries", "0", "--timeout", "5", stdin="\n".join(lines) + "\n",
+                        env=nora_env(stub.base_url, key), cwd=tmp_path)
+        assert chat.returncode == 0, chat.stderr
+        assert stub.chat_requests[-1].body["model"] == "stub-model"  # the default, unchanged
+    assert "(that looks like an API key, not a model name: the model is unchanged; " in chat.stderr
+    # every line but the echo of a piped line, which is the person's own words
+    shown = [line for line in (chat.stdout + chat.stderr).splitlines() if not line.startswith("you: ")]
+    for piece in (key, key[8:20], key[-12:]):
+        assert piece not in "\n".join(shown)
