@@ -386,6 +386,8 @@ class ChatPanel(widgets.VBox):
         self.undo.on_click(lambda _b: self._clicked(self.undo_last))
         self.save.on_click(lambda _b: self._here_then(self.save_to))
         self.load.on_click(lambda _b: self._here_then(self.load_from))
+        self.model.observe(self._on_model, names="value")  # first: a key pasted there is gone before anything shows it
+        self._on_model({"new": self.model.value})  # ChatPanel(model=...) too
         for control in (self.amnesia, self.trim, self.keep_n, self.temperature, self.model):
             control.observe(lambda _change: self.refresh(), names="value")
         self.persona.add_class("nora-persona")  # PERSONA_CSS: as tall as its text, 3 to 8 lines
@@ -767,6 +769,16 @@ class ChatPanel(widgets.VBox):
 
     # ------------------------------------------------------------------ #
     # persona, clear, save, load
+
+    def _on_model(self, change: dict) -> None:
+        """The model box holding what looks like an API key (the key pasted in the wrong box): emptied at once,
+        so it is neither sent as the model's name, shown in the header, nor kept in the widget's state (which a
+        notebook saves), and said in one line.  Example: model box <- 'sk-proj-...' -> box '', the client's default"""
+        value = change["new"]
+        if isinstance(value, str) and redact(value.strip()) != value.strip():
+            self.model.value = ""
+            self._show_error("the model box held what looks like an API key, not a model name: it was emptied "
+                             "(a key goes in OPENAI_API_KEY, never in the panel)")
 
     def _on_persona(self, change: dict) -> None:
         """A new persona applies from the next call: it replaces the system message."""

@@ -350,3 +350,26 @@ def test_a_key_given_to_slash_model_is_refused_not_echoed_nor_sent_as_the_models
     shown = [line for line in (chat.stdout + chat.stderr).splitlines() if not line.startswith("you: ")]
     for piece in (key, key[8:20], key[-12:]):
         assert piece not in "\n".join(shown)
+
+
+def test_a_key_pasted_in_the_panels_model_box_is_emptied_not_sent_shown_or_kept(stub_server, monkeypatch):
+    """The panel's model box holding the key (pasted in the wrong box): it went out as the model's name, the
+    header and the token count's note showed it, and the box's state (saved with a notebook) kept it."""
+    from nora_widgets.panel import VIEWS, ChatPanel
+
+    key = CANARIES["hex40"]()
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("OPENAI_BASE_URL", stub_server.base_url)
+    monkeypatch.setenv("NORA_MAX_RETRIES", "0")
+    for given in (None, key):  # typed in the box, or passed as ChatPanel(model=...)
+        panel = ChatPanel(model=given, views=tuple(v for v in VIEWS if v != "compare"), flush_interval=0.0)
+        if given is None:
+            panel.model.value = f" {key} "
+        assert panel.model.value == "" and "looks like an API key, not a model name" in panel.error.value
+        assert panel.ask("Do you have Le Guin?", timeout=20).ok
+        assert stub_server.chat_requests[-1].body["model"] == "stub-model"  # the client's default
+        state = json.dumps(widget_tree_states(panel), default=repr)
+        for piece in (key, key[:8], key[-12:]):
+            assert piece not in state
+    panel.model.value = "gpt-4o-mini"  # a name stays
+    assert panel.model.value == "gpt-4o-mini"
