@@ -373,3 +373,32 @@ def test_a_key_pasted_in_the_panels_model_box_is_emptied_not_sent_shown_or_kept(
             assert piece not in state
     panel.model.value = "gpt-4o-mini"  # a name stays
     assert panel.model.value == "gpt-4o-mini"
+
+
+def test_a_key_given_to_the_magics_model_option_is_refused_and_nothing_changes(stub_server, monkeypatch):
+    """`%chat --model KEY`: the key went out as the model's name and `%chat` showed it back."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from nora_widgets import magics
+
+    key = CANARIES["hex40"]()
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("OPENAI_BASE_URL", stub_server.base_url)
+    saved, magics._SESSION = magics._SESSION, magics.NotebookSession()
+    ip = InteractiveShell.instance()
+    shown = []
+    try:
+        ip.run_line_magic("load_ext", "nora_widgets")
+        for cell in ["%chat --backend openai --max-retries 0 --model gpt-4o-mini", f"%chat --model {key}",
+                     "%%chat\nDo you have Le Guin?", "%chat"]:
+            with capture_output() as cap:
+                ip.run_cell(cell, store_history=False)
+            shown.append(cap.stdout + cap.stderr + json.dumps([o.data for o in cap.outputs], default=repr))
+    finally:
+        ip.run_line_magic("unload_ext", "nora_widgets")
+        magics._SESSION = saved
+    assert "--model got what looks like an API key, not a model name: nothing was changed" in shown[1]
+    assert stub_server.chat_requests[-1].body["model"] == "gpt-4o-mini"  # as before the refused line
+    for piece in (key, key[:8], key[-12:]):
+        assert piece not in "\n".join(shown)
