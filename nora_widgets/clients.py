@@ -360,7 +360,11 @@ def make_client(
     if replies is not None and chosen != "scripted":  # so would these: the model answers instead
         raise NoraError(f"replies are the 'scripted' backend's canned answers, and the {chosen!r} backend has a "
                         "model: make_client('scripted', replies=[...])")
+    given_model = model
     model = model or os.environ.get("NORA_MODEL") or None
+    if model and redact(model.strip()) != model.strip():  # the key pasted where the name goes: never sent, nor shown
+        where = "NORA_MODEL" if not given_model else "the model name"
+        raise NoraError(f"{where} looks like an API key, not a model name: a key goes in OPENAI_API_KEY only")
     if chosen == "scripted":
         return ScriptedClient(replies, model=model or "scripted")
     if chosen == "local":

@@ -402,3 +402,19 @@ def test_a_key_given_to_the_magics_model_option_is_refused_and_nothing_changes(s
     assert stub_server.chat_requests[-1].body["model"] == "gpt-4o-mini"  # as before the refused line
     for piece in (key, key[:8], key[-12:]):
         assert piece not in "\n".join(shown)
+
+
+@pytest.mark.parametrize("how", ["--model", "NORA_MODEL"])
+def test_a_key_given_as_the_model_on_the_command_line_or_in_nora_model_is_refused(how, tmp_path):
+    """nora chat --model KEY (or NORA_MODEL=KEY) opened with "..., model KEY" and sent the key as every
+    request's model name."""
+    key = CANARIES["hex40"]()
+    with StubServer(api_key=key) as stub:
+        env = nora_env(stub.base_url, key, **({"NORA_MODEL": key} if how == "NORA_MODEL" else {}))
+        flags = ("--model", key) if how == "--model" else ()
+        for command in (["chat", *flags], ["ask", *flags, "hi"]):
+            done = run_nora(*command, stdin="hello\n" if command[0] == "chat" else None, env=env, cwd=tmp_path)
+            where = "NORA_MODEL" if how == "NORA_MODEL" else "the model name"
+            assert (done.returncode, done.stdout, done.stderr) == (
+                2, "", f"nora: error: {where} looks like an API key, not a model name: a key goes in OPENAI_API_KEY only\n")
+        assert stub.chat_requests == []
