@@ -335,7 +335,8 @@ def mask_keys(exc: BaseException) -> BaseException:
 
 
 def _masked(value: object, secrets: list[str]) -> object:
-    """A JSON value with every string in it redacted.  Example: {"message": "bad sk-abc123456789"} -> {"message": "bad sk-***"}"""
+    """A JSON value with every string in it redacted.
+    Example: {"message": "bad sk-abc123456789"} -> {"message": "bad sk-***"}"""
     if isinstance(value, str):
         return redact(value, *secrets)
     if isinstance(value, dict):
