@@ -19,7 +19,10 @@ whole vocabulary, pretty-printed JSON):
 A body over the limit gets a 413 in OpenAI's shape before it is read: at once when its Content-Length
 says so, and as soon as the bytes read pass the limit when it comes chunked (no Content-Length);
 nothing of it is kept.  uvicorn then reads and drops the rest of the body, so the client, which sends
-its whole body before it reads the answer, gets the 413 (not a broken connection).
+its whole body before it reads the answer, gets the 413 (not a broken connection).  A client that
+leaves before its body is whole (a closed tab, a timed-out script, a connection closed by
+_read_timeout.py) is not answered and the server never sees its request: it raised ClientDisconnect,
+and each such client added some 100 lines of traceback to the server's stderr.
 
 Its place: just inside BrowserOrigins (the 413 gets the CORS headers) and outside everything that
 reads a body whole (KeepWaiting, OverflowCheck).
@@ -94,23 +97,21 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         length = next((v for k, v in scope.get("headers", []) if k.lower() == b"content-length"), None)
-        if length is not None:  # uvicorn has checked it is a number and will not pass more bytes than it says
-            if int(length) > self.limit:
-                await self._refuse(send, int(length))
-                return
+        chunked = any(k.lower() == b"transfer-encoding" for k, _ in scope.get("headers", []))
+        if length is None and not chunked:  # no body at all (a GET)
             await self.app(scope, receive, send)
             return
-        chunked = any(k.lower() == b"transfer-encoding" for k, _ in scope.get("headers", []))
-        if not chunked:  # no body at all (a GET)
-            await self.app(scope, receive, send)
+        # uvicorn has checked a Content-Length is a number and will not pass more bytes than it says
+        if length is not None and int(length) > self.limit:
+            await self._refuse(send, int(length))
             return
         received: list[dict] = []  # the body so far, counted as it comes; replayed to the app below
         size = 0
         while True:
             message = await receive()
             received.append(message)
-            if message["type"] != "http.request":  # the client left before its request was whole
-                break
+            if message["type"] != "http.request":  # the client left before its request was whole:
+                return  # nobody to answer (the server raised ClientDisconnect: 100 lines of traceback)
             size += len(message.get("body", b""))
             if size > self.limit:
                 await self._refuse(send, None)

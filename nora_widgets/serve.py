@@ -27,7 +27,8 @@ and so does every reply when Ctrl-C stops the server (its 503 says x-should-retr
 server is not back before the client's retries).  A request that is not streamed and
 still waits its turn after 10 s (NORA_SERVE_KEEPALIVE) is answered 200 then, and sent a space
 every 10 s until its reply comes, so its client's timeout never runs out in the queue
-(_keep_waiting.py).  A request OpenAI would refuse ("stream": "yes", five stop strings) is
+(_keep_waiting.py); a connection whose request stops coming half-way (or never starts) is closed
+after 60 s of silence (NORA_SERVE_READ_TIMEOUT), not held all day (_read_timeout.py).  A request OpenAI would refuse ("stream": "yes", five stop strings) is
 refused with OpenAI's 400 here, in class, not later on OpenAI (_chat_request.py); replies are
 mended where they differ from OpenAI's (_reply_mend.py), and a few paths a client may ask for are answered in
 OpenAI's shape (_routes.py), and so are a missing key (a 401), /health and / (what a
@@ -91,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "A request that is not streamed and waits its turn longer than NORA_SERVE_KEEPALIVE "
                      "seconds (default 10; 0: off) is sent a space every that many seconds, so its client's "
                      "timeout does not run out in the queue. "
+                     "A connection that stops sending before its request is whole is closed after "
+                     "NORA_SERVE_READ_TIMEOUT seconds of silence (default 60; 0: off). "
                      "Exit status: 0 stopped, 1 could not start, 2 a bad option or setting, "
                      "130 Ctrl-C while the model loads.")
 
@@ -260,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
     from ._client_gone import StopWhenGone, quiet_disconnect_lines, stop_all_replies, stop_when_gone
     from ._engine import _ctrl_c_held, _quiet_native, native_detail
     from ._keep_waiting import KeepWaiting, keepalive_from_env
+    from ._read_timeout import read_timeout_from_env, read_timeout_protocol
     from ._overflow_check import OverflowCheck, vocab_counter
     from ._reply_mend import count_usage
     from ._routes import OpenAIPaths
@@ -274,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
     max_reply = DEFAULT_MAX_REPLY if max_reply is None else max_reply
     problem = _usage_problem(port, n_ctx, origins, max_reply)
     keepalive, bad_keepalive = keepalive_from_env()  # NORA_SERVE_KEEPALIVE: a bad one is a bad setting
-    problem = problem or bad_keepalive
+    read_timeout, bad_read_timeout = read_timeout_from_env()  # NORA_SERVE_READ_TIMEOUT, the same way
+    problem = problem or bad_keepalive or bad_read_timeout
     if problem is None:
         try:
             threads = _default_threads()  # a bad NORA_N_THREADS is a bad setting, as for `nora ask`
@@ -353,7 +358,9 @@ def run(args: argparse.Namespace) -> int:
         _say(f"nora serve: {why}", sys.stderr)
         return 1
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    # a connection whose request stops coming half-way (or never starts) is closed after `read_timeout`
+    # seconds of silence, not held all day with its socket (_read_timeout.py)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=read_timeout_protocol(read_timeout))
     import logging
 
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)  # one line per request: see each call arrive

@@ -1189,11 +1189,14 @@ def test_a_file_that_is_not_a_model_is_the_line_nora_ask_gives_and_exit_1(tmp_pa
     ([], {"NORA_N_THREADS": "lots"}, "nora: error: NORA_N_THREADS must be a whole number of at least 1 (got 'lots')"),
     ([], {"NORA_SERVE_KEEPALIVE": "-5"},
      "nora: error: NORA_SERVE_KEEPALIVE must be a number of seconds, 0 for off (got '-5')"),
+    ([], {"NORA_SERVE_READ_TIMEOUT": "soon"},
+     "nora: error: NORA_SERVE_READ_TIMEOUT must be a number of seconds, 0 for off (got 'soon')"),
     (["--allow-origin", "http://localhost:5500/app"], {},
      "nora: error: --allow-origin takes an origin such as http://localhost:5500 or https://example.org "
      "(scheme://host[:port], no path), '*' for any page or 'null' for a page opened from a file "
      "(got 'http://localhost:5500/app')"),
-], ids=["port-too-big", "port-0", "n-ctx", "max-tokens", "threads", "keepalive", "origin-with-a-path"])
+], ids=["port-too-big", "port-0", "n-ctx", "max-tokens", "threads", "keepalive", "read-timeout",
+        "origin-with-a-path"])
 def test_a_bad_command_line_is_one_line_and_exit_2(args, env, line):
     # these were exit 1 with a "nora serve:" prefix; docs/cli.md's exit status 2 is a bad command line
     # or setting, and `nora ask` says it as "nora: error: ..."
