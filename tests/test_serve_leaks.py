@@ -158,13 +158,17 @@ def held(pid: int) -> tuple[int, int]:
 
 
 def settles(pid: int, baseline: tuple[int, int], within: float) -> tuple[int, int]:
-    """What the process holds once it is back at `baseline` (or after `within` seconds)."""
+    """What the process holds once it is back at `baseline` or below (or after `within` seconds)."""
     deadline = time.monotonic() + within
     now = held(pid)
     while (now[0] > baseline[0] or now[1] > baseline[1]) and time.monotonic() < deadline:
         time.sleep(0.2)
         now = held(pid)
     return now
+
+
+def at_most(now: tuple[int, int], baseline: tuple[int, int]) -> bool:
+    return now[0] <= baseline[0] and now[1] <= baseline[1]
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +181,10 @@ def served():
         served.proc.wait()
 
 
-def dropped_stream(served: Served) -> None:
-    """A learner who closes the tab once the reply has begun."""
-    with served.client().chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi!"}],
-                                                 max_tokens=8, stream=True) as chunks:
+def dropped_stream(served: Served, _: object = None) -> None:
+    """A learner who closes the tab once the reply has begun (and whose client is closed: no connection kept)."""
+    with served.client() as client, client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Hi!"}], max_tokens=8, stream=True) as chunks:
         next(iter(chunks))
 
 
@@ -190,14 +194,14 @@ def test_clients_that_stop_sending_leave_nothing_held(served):
     # (60 more descriptors, for good); now each is closed after NORA_SERVE_READ_TIMEOUT (1 s here)
     pid = served.proc.pid
     dropped_stream(served)  # the first request opens what every later one shares
-    baseline = settles(pid, (0, 0), 0)
+    baseline = held(pid)
     clients = [socket.create_connection(("127.0.0.1", served.port), timeout=5) for _ in range(60)]
     for i, client in enumerate(clients):
         client.sendall(list(STOPS.values())[i % 3])
     time.sleep(0.3)
     assert held(pid)[0] >= baseline[0] + 50  # they are really held while they are silent
     assert [client.recv(100) for client in clients] == [b""] * 60  # each closed by the server, not by us
-    assert settles(pid, baseline, 5) == baseline
+    assert at_most(settles(pid, baseline, 5), baseline)
     for client in clients:
         client.close()
 
@@ -207,8 +211,9 @@ def test_200_clients_that_disconnect_leave_descriptors_and_threads_at_baseline(s
     # a class's worth of leaving: 40 streams closed after their first chunk, and 160 connections closed
     # before their request was whole (nothing sent, half a head, half a body), from 4 threads at once
     pid = served.proc.pid
-    dropped_stream(served)
-    baseline = settles(pid, held(pid), 0)
+    with ThreadPoolExecutor(4) as pool:  # the server's worker threads for 4 clients at once: started once, kept
+        list(pool.map(lambda _: dropped_stream(served), range(8)))
+    baseline = held(pid)
 
     def leave(i: int) -> None:
         if i % 5 == 0:
@@ -220,8 +225,8 @@ def test_200_clients_that_disconnect_leave_descriptors_and_threads_at_baseline(s
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(leave, range(200)))
-    # anyio's idle worker threads end after 10 s: the threads may take that long to come back
-    assert settles(pid, baseline, 15) == baseline
+    now = settles(pid, baseline, 5)
+    assert at_most(now, baseline), (now, baseline)
     assert served.client().models.list().data  # still answering
     code, out, err = served.stop()
     assert (code, err) == (0, "")  # no traceback: a client leaving mid-body raised ClientDisconnect (~100 lines each)
