@@ -53,6 +53,7 @@ def read_timeout_protocol(seconds: float | None) -> Any:
     no timer) when seconds is 0 or None, or when uvicorn's h11 protocol cannot be imported."""
     if not seconds:
         return "auto"
+    after = float(seconds)
     try:
         import h11
         from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -82,7 +83,7 @@ def read_timeout_protocol(seconds: float | None) -> Any:
         def _arm(self) -> None:
             self._disarm()
             if self._waiting_for_request() and not self.transport.is_closing():
-                self.read_timer = self.loop.call_later(seconds, self._timed_out)
+                self.read_timer = self.loop.call_later(after, self._timed_out)
 
         def _disarm(self) -> None:
             if self.read_timer is not None:
