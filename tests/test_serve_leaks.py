@@ -74,7 +74,7 @@ def test_a_client_that_leaves_mid_body_is_not_passed_on():
 
 class Uvicorn:
     """uvicorn in a thread with read_timeout_protocol(timeout), serving a small app: /slow answers
-    after 1.5 s (a request waiting its turn), anything else at once, after reading the whole body."""
+    after 2.5 s (a request waiting its turn), anything else at once, after reading the whole body."""
 
     def __init__(self, timeout: float) -> None:
         import uvicorn
@@ -85,7 +85,7 @@ class Uvicorn:
             while (await receive()).get("more_body"):
                 pass
             if scope["path"] == "/slow":
-                await asyncio.sleep(1.5)
+                await asyncio.sleep(2.5)
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
             await send({"type": "http.response.body", "body": b"ok"})
 
@@ -111,7 +111,7 @@ class Uvicorn:
 
 @pytest.fixture
 def small_server():
-    served = Uvicorn(timeout=0.5)
+    served = Uvicorn(timeout=1.0)
     yield served
     served.stop()
 
@@ -122,7 +122,7 @@ def test_a_connection_that_stops_sending_is_closed_after_the_read_timeout(small_
     client = small_server.connect(STOPS[stop])
     started = time.monotonic()
     assert client.recv(100) == b""  # closed by the server (a held one: socket.timeout after 5 s)
-    assert 0.4 < time.monotonic() - started < 2.0
+    assert 0.9 < time.monotonic() - started < 3.0
     client.close()
     deadline = time.monotonic() + 2
     while small_server.server.server_state.connections and time.monotonic() < deadline:
@@ -131,17 +131,17 @@ def test_a_connection_that_stops_sending_is_closed_after_the_read_timeout(small_
 
 
 def test_a_slow_client_a_request_waiting_its_turn_and_a_kept_connection_are_not_cut(small_server):
-    # a byte every 0.3 s (under the 0.5 s timeout) for 1.5 s: a slow network, not a silent one
+    # a few bytes every 0.3 s (under the 1 s timeout) for 1.5 s: a slow network, not a silent one
     slow = small_server.connect()
     for byte in (b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"[i:i + 6] for i in range(0, 30, 6)):
         slow.sendall(byte)
         time.sleep(0.3)
     assert slow.recv(1000).startswith(b"HTTP/1.1 200")
-    # a whole request whose answer takes 1.5 s (its turn in the queue): the timer stops once it is whole
+    # a whole request whose answer takes 2.5 s (its turn in the queue): the timer stops once it is whole
     waiting = small_server.connect(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     assert waiting.recv(1000).startswith(b"HTTP/1.1 200")
     # and the same connection takes the next request (uvicorn's own keep-alive, 5 s, applies after a reply)
-    time.sleep(0.8)
+    time.sleep(1.5)
     waiting.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
     assert waiting.recv(1000).startswith(b"HTTP/1.1 200")
     slow.close()
