@@ -16,11 +16,15 @@ for what a browser or a broken script does).  Requests cycle through every kind 
                closed mid-request): kept open by the client to the end of the run
 
 After the warm-up, every `--every` requests the clients wait until nothing is in flight and the
-server's /proc/PID is read: VmRSS, open file descriptors (fd/), threads (task/).  Printed: the
+server's /proc/PID is read: VmRSS, open file descriptors (fd/), threads (task/).  The server closes a
+connection whose request stops coming after NORA_SERVE_READ_TIMEOUT seconds (60 by default); the run
+sets it to --read-timeout (2 s), so the clients that hold theirs open settle within a run of minutes,
+as they do within a day at 60 s.  Printed: the
 samples, and the growth per 1,000 requests after warm-up (a least-squares slope over the samples,
 so one noisy reading does not make a trend), as numbers; nothing fails because a number is big.
 
-    python benchmarks/bench_serve_soak.py [--requests 3000] [--threads 6] [--every 250] [--quick] [--json out.json]
+    python benchmarks/bench_serve_soak.py [--requests 3000] [--threads 6] [--every 250] [--read-timeout 2]
+                                          [--quick] [--json out.json]
 """
 
 from __future__ import annotations
@@ -71,9 +75,11 @@ class Server:
     """`python -m nora_widgets.cli serve` in a subprocess; its output is read (and counted) as it comes,
     so a full pipe never holds the server up."""
 
-    def __init__(self, max_tokens: int = 8) -> None:
+    def __init__(self, max_tokens: int = 8, read_timeout: float | None = None) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "NORA_"))}
+        if read_timeout is not None:
+            env["NORA_SERVE_READ_TIMEOUT"] = str(read_timeout)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(self.port), "--n-ctx", str(N_CTX),
@@ -213,8 +219,21 @@ class Class:
             c.close()
 
 
-def soak(requests: int, threads: int, every: int, warm_up: int, settle: float) -> dict:
-    server = Server()
+def closed_by_server(sockets: list[socket.socket]) -> int:
+    """How many of these client sockets the server has closed (the client reads its end of the stream)."""
+    closed = 0
+    for raw in sockets:
+        try:
+            closed += raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:  # still open: nothing to read yet
+            pass
+        except OSError:  # reset: closed too
+            closed += 1
+    return closed
+
+
+def soak(requests: int, threads: int, every: int, warm_up: int, settle: float, read_timeout: float | None) -> dict:
+    server = Server(read_timeout=read_timeout)
     learners = Class(server, threads)
     samples: list[dict] = []
     started = time.perf_counter()
@@ -233,6 +252,7 @@ def soak(requests: int, threads: int, every: int, warm_up: int, settle: float) -
             print(f"  {done:6d} requests  {sample['seconds']:7.1f} s  RSS {sample['rss_kb'] / 1024:7.1f} MB  "
                   f"fds {sample['fds']:4d}  threads {sample['threads']:3d}  "
                   f"(clients holding a half-sent request open: {sample['held_open']})", flush=True)
+        held_closed = closed_by_server(learners.holding)  # before the clients close their ends below
         learners.close()
         time.sleep(settle)
         after_close = server.numbers()  # every client gone: what the server still holds
@@ -243,6 +263,7 @@ def soak(requests: int, threads: int, every: int, warm_up: int, settle: float) -
     growth = {key: round(slope_per_1000([(s["requests"], s[key]) for s in steady]), 2)
               for key in ("rss_kb", "fds", "threads")}
     return {"requests": requests, "threads": threads, "every": every, "warm_up": warm_up, "samples": samples,
+            "read_timeout_s": read_timeout, "held": len(learners.holding), "held_closed_by_server": held_closed,
             "after_clients_closed": after_close, "growth_per_1000_after_warm_up": growth,
             "counts": learners.counts, "failures": len(learners.failures), "failure_examples": learners.failures[:5],
             "server_lines": server.lines, "exit_code": code, "wall_s": round(time.perf_counter() - started, 1)}
@@ -254,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=6, help="clients at once (default 6)")
     p.add_argument("--every", type=int, default=250, help="requests between samples (default 250)")
     p.add_argument("--warm-up", type=int, default=500, help="requests before the growth is counted (default 500)")
+    p.add_argument("--read-timeout", type=float, default=2.0, metavar="SECONDS",
+                   help="the server's NORA_SERVE_READ_TIMEOUT (default 2: a run of minutes reaches the steady state "
+                        "that a day reaches with the server's own 60 s; -1: the server's own)")
     args = p.parse_args(argv)
     if args.quick:
         args.requests, args.threads, args.every, args.warm_up = 44, 4, 22, 22
@@ -265,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"nora serve soak: {args.requests} requests from {args.threads} threads, "
           f"a sample every {args.every} after {args.warm_up} to warm up", flush=True)
-    r = soak(args.requests, args.threads, args.every, args.warm_up, settle=0.5 if args.quick else 1.0)
+    read_timeout = None if args.read_timeout < 0 else args.read_timeout
+    r = soak(args.requests, args.threads, args.every, args.warm_up, settle=0.5 if args.quick else 1.0,
+             read_timeout=read_timeout)
     first, last = r["samples"][0], r["samples"][-1]
     warm = next(s for s in r["samples"] if s["requests"] >= args.warm_up)
     rows = [[name, f"{first[key] / scale:.1f}", f"{warm[key] / scale:.1f}", f"{last[key] / scale:.1f}",
@@ -274,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, key, scale in (("RSS (MB)", "rss_kb", 1024), ("open fds", "fds", 1), ("threads", "threads", 1))]
     print(table(["", "start", f"after {warm['requests']}", f"after {last['requests']}", "clients closed",
                  "growth per 1,000 after warm-up"], rows))
+    said = "the server's default" if read_timeout is None else f"{read_timeout:g} s"
+    print(f"clients that held a half-sent request open: {r['held']}, closed by the server (read timeout {said}): "
+          f"{r['held_closed_by_server']}")
     print(f"{r['requests']} requests in {fmt_seconds(r['wall_s'])}; by kind {r['counts']}; "
           f"{r['failures']} failed; server printed {r['server_lines']}; exit {r['exit_code']}")
     for line in r["failure_examples"]:
