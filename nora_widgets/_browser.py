@@ -34,6 +34,7 @@ __all__ = ["BrowserOrigins", "LOOPBACK_ORIGIN", "origin_problem", "remove_inner_
 
 # a page served from this machine: its origin names a loopback host
 LOOPBACK_ORIGIN = r"https?://(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?"
+NAMED_ORIGINS = 100  # refused origins named on the terminal, one line each; after that, one line for the rest
 
 
 def origin_problem(origin: str) -> str | None:
@@ -69,7 +70,8 @@ class BrowserOrigins:
                                    allow_methods=["GET", "POST"], allow_headers=["*"],
                                    allow_private_network=True)  # Chrome asks before a page reaches 127.0.0.1
         self.say = say or (lambda text: print(text, flush=True))
-        self.refused: set[str] = set()
+        self.refused: set[str] = set()  # the origins named so far (at most NAMED_ORIGINS)
+        self.past_naming = False
 
     def allows(self, origin: str) -> bool:
         """Example: allows("http://localhost:5500") -> True; allows("https://example.org") -> False (unless given)"""
@@ -86,10 +88,14 @@ class BrowserOrigins:
     async def _refuse(self, send: Any, origin: str) -> None:
         flag = f"--allow-origin {origin}" if origin_problem(origin) is None else "--allow-origin"
         who = "pages from this machine" + (" and " + ", ".join(sorted(self.allowed)) if self.allowed else "")
-        if origin not in self.refused:
+        if origin not in self.refused and len(self.refused) < NAMED_ORIGINS:
             self.refused.add(origin)
             self.say(f"nora serve: refused a call from the web page at {origin}: only {who} may call it "
                      f"(start it with {flag} to allow that page)")
+        elif origin not in self.refused and not self.past_naming:  # a page sends any Origin it likes: the
+            self.past_naming = True  # set and the instructor's terminal stay bounded, all day
+            self.say(f"nora serve: refused calls from more web pages than the {NAMED_ORIGINS} named above; "
+                     "no more are named (they are still refused)")
         payload = json.dumps(error_body(
             f"A web page at {origin} may not call this server: it answers {who} "
             "(nora serve --allow-origin ORIGIN adds one).", None, "origin_not_allowed")).encode()

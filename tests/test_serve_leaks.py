@@ -20,6 +20,7 @@ import pytest
 
 from nora_widgets._body_limit import BodyLimit
 from nora_widgets._read_timeout import read_timeout_from_env, read_timeout_protocol
+from tests.helpers import run_async
 from tests.test_serve import Served, clean_env
 
 pytestmark = pytest.mark.timeout(90)
@@ -64,11 +65,11 @@ def test_a_client_that_leaves_mid_body_is_not_passed_on():
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [(b"content-length", b"100")]}
-    asyncio.run(BodyLimit(app, 1000)(scope, receive, send))
+    run_async(BodyLimit(app, 1000)(scope, receive, send))
     assert (called, sent) == ([], [])
     # a whole body still reaches the app, as it came
     messages[:] = [{"type": "http.request", "body": b"{}", "more_body": False}]
-    asyncio.run(BodyLimit(app, 1000)(scope, receive, send))
+    run_async(BodyLimit(app, 1000)(scope, receive, send))
     assert called == [{"type": "http.request", "body": b"{}", "more_body": False}]
 
 
@@ -131,11 +132,13 @@ def test_a_connection_that_stops_sending_is_closed_after_the_read_timeout(small_
 
 
 def test_a_slow_client_a_request_waiting_its_turn_and_a_kept_connection_are_not_cut(small_server):
-    # a few bytes every 0.3 s (under the 1 s timeout) for 1.5 s: a slow network, not a silent one
+    # a few bytes every 0.1 s (a tenth of the 1 s timeout, so a busy machine's scheduling does not decide
+    # it) for 1.5 s: a slow network, not a silent one
     slow = small_server.connect()
-    for byte in (b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"[i:i + 6] for i in range(0, 30, 6)):
-        slow.sendall(byte)
-        time.sleep(0.3)
+    request = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+    for piece in (request[i:i + 2] for i in range(0, len(request), 2)):
+        slow.sendall(piece)
+        time.sleep(0.1)
     assert slow.recv(1000).startswith(b"HTTP/1.1 200")
     # a whole request whose answer takes 2.5 s (its turn in the queue): the timer stops once it is whole
     waiting = small_server.connect(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -230,3 +233,30 @@ def test_200_clients_that_disconnect_leave_descriptors_and_threads_at_baseline(s
     assert served.client().models.list().data  # still answering
     code, out, err = served.stop()
     assert (code, err) == (0, "")  # no traceback: a client leaving mid-body raised ClientDisconnect (~100 lines each)
+
+
+def test_refused_web_pages_are_named_up_to_a_bound_and_no_further():
+    # a page chooses its Origin header: one remembered (and one terminal line) per origin grew without end
+    from nora_widgets._browser import NAMED_ORIGINS, BrowserOrigins
+
+    said, sent = [], []
+
+    async def app(scope, receive, send):  # never reached: every call below is refused
+        raise AssertionError("a refused origin reached the app")
+
+    async def send(message):
+        sent.append(message)
+
+    origins = BrowserOrigins(app, say=said.append)
+    for i in range(NAMED_ORIGINS + 50):
+        for _ in range(2):  # each origin twice: named once
+            scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                     "headers": [(b"origin", f"https://page{i}.example".encode())]}
+            run_async(origins(scope, None, send))
+    assert len(origins.refused) == NAMED_ORIGINS
+    assert len(said) == NAMED_ORIGINS + 1 and said[0].startswith("nora serve: refused a call from the web page at "
+                                                                 "https://page0.example: only pages from this machine")
+    assert said[-1] == (f"nora serve: refused calls from more web pages than the {NAMED_ORIGINS} named above; no more "
+                        "are named (they are still refused)")
+    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert statuses == [403] * (2 * (NAMED_ORIGINS + 50))
