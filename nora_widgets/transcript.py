@@ -214,6 +214,9 @@ def save_transcript(path: str | os.PathLike, history: list[dict], **metadata: An
     try:
         validate_history(history)
     except HistoryError as exc:
+        if isinstance(path, list) and isinstance(history, (str, os.PathLike)):  # the list first, as run_turn takes it
+            raise TranscriptError("not saved: save_transcript takes (path, history) in that order - e.g. "
+                                  "save_transcript(\"chat.json\", history)") from None
         raise TranscriptError(f"not saved: {exc}") from None
     given = path = Path(path).expanduser()
     bad = _unusable(path)

@@ -115,6 +115,19 @@ def test_save_into_a_missing_folder_is_one_clear_error(tmp_path):
         save_transcript(tmp_path / "nope" / "chat.json", _history())
 
 
+@pytest.mark.parametrize("path", ["chat.json", Path("chat.json")], ids=["str", "Path"])
+def test_the_arguments_in_the_other_order_are_said_so_and_nothing_is_written(tmp_path, monkeypatch, path):
+    # it said "the conversation must be a list of messages, not str", about the file name
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TranscriptError) as refused:
+        save_transcript(_history(), path)
+    assert str(refused.value) == ('not saved: save_transcript takes (path, history) in that order - e.g. '
+                                  'save_transcript("chat.json", history)')
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TranscriptError, match="must be a list of messages, not str"):  # a bad list is still said so
+        save_transcript("chat.json", "hello")
+
+
 @pytest.mark.parametrize(
     "content, fragment",
     [
