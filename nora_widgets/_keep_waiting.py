@@ -36,26 +36,34 @@ from typing import Any, Awaitable, Callable
 
 from ._chat_request import error_body
 
-__all__ = ["KeepWaiting", "KEEPALIVE", "KEEPALIVE_ENV", "keepalive_from_env"]
+__all__ = ["KeepWaiting", "KEEPALIVE", "KEEPALIVE_ENV", "keepalive_from_env", "seconds_from_env"]
 
 KEEPALIVE = 10.0  # seconds a request waits in silence before the head and the first space go out
 KEEPALIVE_ENV = "NORA_SERVE_KEEPALIVE"
 _PATHS = ("/v1/chat/completions", "/v1/completions")  # the requests that wait for the model
 
 
-def keepalive_from_env(environ: dict | None = None) -> tuple[float, str | None]:
-    """(seconds, None) from NORA_SERVE_KEEPALIVE (KEEPALIVE when unset; 0: off), or (KEEPALIVE, the
-    line saying what is wrong).  Example: keepalive_from_env({"NORA_SERVE_KEEPALIVE": "1.5"}) -> (1.5, None)"""
-    text = (os.environ if environ is None else environ).get(KEEPALIVE_ENV, "").strip()
+def seconds_from_env(name: str, default: float, environ: dict | None = None) -> tuple[float, str | None]:
+    """(seconds, None) from the environment variable `name` (default when unset; 0: off), or (default, the
+    line saying what is wrong).  One reading for nora serve's settings in seconds.
+    Example: seconds_from_env("NORA_SERVE_KEEPALIVE", 3.0, {"NORA_SERVE_KEEPALIVE": "soon"})
+        -> (3.0, "NORA_SERVE_KEEPALIVE must be a number of seconds, 0 for off (got 'soon')")"""
+    text = (os.environ if environ is None else environ).get(name, "").strip()
     if not text:
-        return KEEPALIVE, None
+        return default, None
     try:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        return KEEPALIVE, f"{KEEPALIVE_ENV} must be a number of seconds, 0 for off (got {text!r})"
+        return default, f"{name} must be a number of seconds, 0 for off (got {text!r})"
     return seconds, None
+
+
+def keepalive_from_env(environ: dict | None = None) -> tuple[float, str | None]:
+    """(seconds, None) from NORA_SERVE_KEEPALIVE (KEEPALIVE when unset; 0: off), or (KEEPALIVE, the
+    line saying what is wrong).  Example: keepalive_from_env({"NORA_SERVE_KEEPALIVE": "1.5"}) -> (1.5, None)"""
+    return seconds_from_env(KEEPALIVE_ENV, KEEPALIVE, environ)
 
 
 class KeepWaiting:

@@ -23,8 +23,9 @@ NORA_SERVE_READ_TIMEOUT sets it in seconds (0: off); a bad value is a bad settin
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from ._keep_waiting import seconds_from_env
 
 __all__ = ["READ_TIMEOUT", "READ_TIMEOUT_ENV", "read_timeout_from_env", "read_timeout_protocol"]
 
@@ -36,16 +37,7 @@ def read_timeout_from_env(environ: dict | None = None) -> tuple[float, str | Non
     """(seconds, None) from NORA_SERVE_READ_TIMEOUT (READ_TIMEOUT when unset; 0: off), or
     (READ_TIMEOUT, the line saying what is wrong).
     Example: read_timeout_from_env({"NORA_SERVE_READ_TIMEOUT": "2"}) -> (2.0, None)"""
-    text = (os.environ if environ is None else environ).get(READ_TIMEOUT_ENV, "").strip()
-    if not text:
-        return READ_TIMEOUT, None
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        return READ_TIMEOUT, f"{READ_TIMEOUT_ENV} must be a number of seconds, 0 for off (got {text!r})"
-    return seconds, None
+    return seconds_from_env(READ_TIMEOUT_ENV, READ_TIMEOUT, environ)
 
 
 def read_timeout_protocol(seconds: float | None) -> Any:

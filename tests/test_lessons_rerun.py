@@ -21,24 +21,13 @@ Wall time, measured on two cores shared with other work: 81 s for the twelve les
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
+from tests.test_lessons import HAVE_MODEL, LESSONS, NOTEBOOKS, build  # the lessons as their builder reads them
 
-_spec = importlib.util.spec_from_file_location("nora_lesson_build_rerun", NOTEBOOKS / "_build" / "build.py")
-build = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = build  # dataclasses look their module up while the file runs
-_spec.loader.exec_module(build)
-
-LESSONS = build.load_lessons()
-HAVE_MODEL = importlib.util.find_spec("llama_cpp") is not None
 RERUN_NOTE = re.compile(r"^already .*: run the cell above", re.MULTILINE)
 OUT_OF_STEP = "has no replies left"  # ScriptedClient's words when a cell asked more often than the story planned
 
