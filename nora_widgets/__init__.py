@@ -9,13 +9,18 @@ messages and resends all of it on every call.  Nora makes that list visible.
 
 Heavy parts (the widget panel, the embedded model) load on first use.  Every refusal of bad
 input is a NoraError (a ValueError) whose text is one line saying what to do; its kinds
-(HistoryError, ContextWindowError, TranscriptError, ...) import from here too:
+(HistoryError, ContextWindowError, TranscriptError, BadResponseError, StreamCutError, ...) import
+from here too.  A failed call is the server's own exception (openai's, or json's JSONDecodeError for
+a body that is not JSON); describe_failure(exc).line() says any of them in the one line safe_run_turn
+returns, advice included:
 
-    from nora_widgets import NoraError, HistoryError
+    from nora_widgets import NoraError, HistoryError, describe_failure
     try:
         run_turn(client, history, text)
     except HistoryError as exc:   # the list is not messages: exc says which item, and what to write
         print(exc)
+    except Exception as exc:      # the server failed (or refused): history is as it was
+        print(describe_failure(exc).line())   # '(error talking to the model: ... - try again in a moment)'
 
 The package ships its type annotations (py.typed), for mypy and pyright.  ChatClient is the type of
 a client (anything with .chat.completions.create): run_turn takes one.  make_client() returns a
@@ -29,10 +34,10 @@ same settings) or any client above, and leave the list as it was if the task is 
 """
 
 from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_async_client, make_client
-from .conversation import (SYSTEM_PROMPT, ChatClient, run_turn, safe_run_turn, stream_turn, trim_history,
-                           trim_to_budget)
-from .errors import (ContextWindowError, EmptyMessageError, HistoryError, MessageTooLongError, NoraError,
-                     RefusedError)
+from .conversation import (SYSTEM_PROMPT, ChatClient, TurnResult, run_turn, safe_run_turn, stream_turn,
+                           trim_history, trim_to_budget)
+from .errors import (BadResponseError, ContextWindowError, EmptyMessageError, HistoryError, MessageTooLongError,
+                     NoraError, RefusedError, StreamCutError, describe_failure)
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 from typing import TYPE_CHECKING, Any
@@ -43,7 +48,7 @@ if TYPE_CHECKING:  # mypy and pyright see the names that load on first use (_LAZ
     from .local import LocalClient
     from .magics import load_ipython_extension, unload_ipython_extension
     from .panel import ChatPanel
-    from .tokens import count_tokens
+    from .tokens import count_tokens, token_counter
 
 __version__ = "0.1.0"
 
@@ -52,6 +57,7 @@ __all__ = [
     "run_turn",
     "stream_turn",
     "safe_run_turn",
+    "TurnResult",
     "arun_turn",
     "astream_turn",
     "asafe_run_turn",
@@ -67,6 +73,7 @@ __all__ = [
     "ChatPanel",
     "GuardedClient",
     "count_tokens",
+    "token_counter",
     "save_transcript",
     "load_transcript",
     "load_ipython_extension",
@@ -80,6 +87,9 @@ __all__ = [
     "TranscriptError",
     "ModelUnavailableError",
     "RefusedError",
+    "BadResponseError",
+    "StreamCutError",
+    "describe_failure",  # any exception a turn raises -> its one line (.line()), kind, status and advice
 ]
 
 # name -> module that defines it, imported on first access (keeps `import nora_widgets` fast)
@@ -92,6 +102,7 @@ _LAZY = {
     "ChatPanel": "panel",
     "GuardedClient": "guard",
     "count_tokens": "tokens",
+    "token_counter": "tokens",
     "load_ipython_extension": "magics",
     "unload_ipython_extension": "magics",
 }

@@ -317,11 +317,12 @@ def trim_to_budget(
     """Keep the system message(s) plus as many recent whole turns as fit in max_tokens, in their order.
 
     ``count(message) -> int`` gives one message's token cost (for example
-    ``nora_widgets.tokens.token_counter(client)``, whose ``count.many(messages)``
+    ``token_counter(client)``, from nora_widgets, whose ``count.many(messages)``
     counts a block of messages in one call; any callable works).  Returns a new list.
     The newest turn is always kept, even if it alone is over budget (the caller
     decides whether that is an error).
     Example: budget 100, system 20, turns costing [50, 40, 30] -> system + last two turns.
+    Example: history = trim_to_budget(history, 1500, token_counter(client))   # then run_turn(client, history, ...)
     """
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, float)):
         raise ValueError(f"max_tokens must be a number of tokens (got {max_tokens!r})")

@@ -41,7 +41,8 @@ class NoraError(ValueError):
     Every exception below is one, so ``except NoraError`` catches them all (and, being a
     ValueError, so does ``except ValueError``); its text is one line that says what to do.
     Raised as itself for a bad setting, e.g. LocalClient(seed="x") or make_client("nope").
-    Errors from the server (openai's, timeouts) are not NoraErrors: describe_failure says those.
+    Errors from the server (openai's, timeouts, and json.JSONDecodeError for a 200 whose body is not
+    JSON) are not NoraErrors: describe_failure(exc).line() says those, and any NoraError, in one line.
     Example: LocalClient(seed="x") -> NoraError('seed must be a whole number, or None for a random one (got 'x')')"""
 
 
@@ -91,7 +92,10 @@ class ContextWindowError(NoraError):
 class BadResponseError(NoraError):
     """The server answered, but not with a chat completion (e.g. an empty stream).
 
-    Raised by run_turn and stream_turn, after the history is rolled back."""
+    Raised by run_turn and stream_turn (and the async turns), after the history is rolled back.  Its text
+    says what came back; describe_failure(exc).line() adds what to do (check the base URL).
+    Example: run_turn(client, history, "hi") against a web page ->
+        BadResponseError("the server's answer is not a chat completion (a text/HTML page)"), history unchanged"""
 
 
 class ErrorBodyError(BadResponseError):
@@ -108,7 +112,10 @@ class ErrorBodyError(BadResponseError):
 class StreamCutError(NoraError):
     """A streamed reply stopped part-way: what arrived is not kept.
 
-    Raised by stream_turn (and safe_run_turn with on_text reports it), after the history is rolled back."""
+    Raised by stream_turn and astream_turn (safe_run_turn with on_text reports it), after the history is
+    rolled back; the pieces already yielded are the caller's to clear from the screen.
+    Example: for piece in stream_turn(client, history, "hi"): ... -> after 2 pieces,
+        StreamCutError('the reply was cut off after 5 characters (the server closed the connection)')"""
 
 
 class MessageTooLongError(NoraError):

@@ -271,6 +271,7 @@ def count_tokens(messages: list[dict], client: Any = None, model: str | None = N
     client: a LocalClient -> exact.  Any other client (or model= a name) -> an estimate for
     that model, unless the name is the local model's (SmolLM2...), which is counted exactly.
     Neither -> the model make_client() would pick: the local one when no key or base URL is set.
+    One message's cost, as trim_to_budget takes it, is token_counter(client) (the same counts, cached).
     Example: count_tokens([{"role": "user", "content": "Hello"}], LocalClient()).total -> 31 (the template adds its default system message)
     """
     if not isinstance(messages, (list, tuple)):

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # what a caller catches, from the top level
 CAUGHT = ["NoraError", "EmptyMessageError", "HistoryError", "ContextWindowError", "MessageTooLongError",
-          "TranscriptError", "ModelUnavailableError", "RefusedError"]
+          "TranscriptError", "ModelUnavailableError", "RefusedError", "BadResponseError", "StreamCutError"]
 
 
 @pytest.mark.parametrize("name", [info.name for info in pkgutil.iter_modules(nora_widgets.__path__)])
@@ -68,6 +68,39 @@ def test_a_top_level_catch_catches_what_run_turn_refuses():
     with pytest.raises(EmptyMessageError):
         run_turn(ScriptedClient(["Hi"]), [], "   ")
     assert history == [{"role": "sytem", "content": "Be brief."}]
+
+
+@pytest.mark.parametrize("fault", ["malformed_json", "web_page", "not_a_completion", "error_after_head",
+                                   "dropped_connection", "server_error_500", "stream_cut"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_what_a_turn_raises_for_a_failing_server_is_said_by_describe_failure_as_safe_run_turn_says_it(
+        fault, streamed):
+    """The documented catch, from the top level only: a NoraError kind, or the server's own exception (openai's,
+    json's JSONDecodeError for a body that is not JSON), each said by describe_failure(exc).line() exactly as
+    safe_run_turn returns it; the history as it was."""
+    from nora_widgets import (SYSTEM_PROMPT, BadResponseError, StreamCutError, describe_failure, make_client,
+                              run_turn, safe_run_turn, stream_turn)
+    from tests.servers.openai_stub import FAULTS, StubServer
+
+    with StubServer() as stub:
+        client = make_client("openai", base_url=stub.base_url, max_retries=0, timeout=5)
+        history = [{"role": "system", "content": SYSTEM_PROMPT}]
+        stub.enqueue(FAULTS[fault])
+        with pytest.raises(Exception) as raised:
+            if streamed:
+                list(stream_turn(client, history, "Hello"))
+            else:
+                run_turn(client, history, "Hello")
+        assert history == [{"role": "system", "content": SYSTEM_PROMPT}]
+        stub.enqueue(FAULTS[fault])
+        pieces: list[str] = []
+        result = safe_run_turn(client, history, "Hello", on_text=pieces.append if streamed else None)
+        assert not result.ok and history == [{"role": "system", "content": SYSTEM_PROMPT}]
+        assert describe_failure(raised.value).line() == result
+    if fault in ("web_page", "not_a_completion") or (streamed and fault == "error_after_head"):
+        assert isinstance(raised.value, BadResponseError)
+    if streamed and fault == "stream_cut":
+        assert isinstance(raised.value, StreamCutError)
 
 
 def test_the_names_that_load_on_first_use_are_typed_for_type_checkers():
