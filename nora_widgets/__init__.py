@@ -28,7 +28,8 @@ NoraClient, a ChatClient with .default_model and .wire (the last request, as sen
 
 Code that awaits (a web app, top-level await in Jupyter) has the same turns awaited: arun_turn,
 astream_turn and asafe_run_turn take openai.AsyncOpenAI (make_async_client() builds one from the
-same settings) or any client above, and leave the list as it was if the task is cancelled:
+same settings, typed AsyncNoraClient | NoraClient: .default_model and .wire as above) or any client
+above, and leave the list as it was if the task is cancelled:
 
     reply = await arun_turn(make_async_client(), history, "Hello")
 """
@@ -43,7 +44,7 @@ from .transcript import TranscriptError, load_transcript, save_transcript
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # mypy and pyright see the names that load on first use (_LAZY) with their real types
-    from .aio import AsyncChatClient, arun_turn, asafe_run_turn, astream_turn
+    from .aio import AsyncChatClient, AsyncNoraClient, arun_turn, asafe_run_turn, astream_turn
     from .guard import GuardedClient
     from .local import LocalClient
     from .magics import load_ipython_extension, unload_ipython_extension
@@ -66,6 +67,7 @@ __all__ = [
     "ChatClient",
     "AsyncChatClient",
     "NoraClient",
+    "AsyncNoraClient",
     "ScriptedClient",
     "make_client",
     "make_async_client",
@@ -98,6 +100,7 @@ _LAZY = {
     "astream_turn": "aio",
     "asafe_run_turn": "aio",
     "AsyncChatClient": "aio",
+    "AsyncNoraClient": "aio",
     "LocalClient": "local",
     "ChatPanel": "panel",
     "GuardedClient": "guard",

@@ -27,7 +27,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import threading
-from typing import Any, AsyncGenerator, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Callable, Protocol
 
 from ._cancel import CANCEL
 from .conversation import (
@@ -50,7 +50,10 @@ from .conversation import (
 )
 from .errors import BadResponseError, HistoryError, describe_failure, mask_keys
 
-__all__ = ["AsyncChatClient", "arun_turn", "astream_turn", "asafe_run_turn"]
+if TYPE_CHECKING:
+    from .clients import WireLog  # only for AsyncNoraClient's annotations
+
+__all__ = ["AsyncChatClient", "AsyncNoraClient", "arun_turn", "astream_turn", "asafe_run_turn"]
 
 
 class _AsyncCompletionsLike(Protocol):
@@ -73,6 +76,21 @@ class AsyncChatClient(Protocol):
 
     @property
     def chat(self) -> _AsyncChatLike: ...
+
+
+class AsyncNoraClient(AsyncChatClient, Protocol):
+    """What make_async_client() returns for a server, for a type checker: an AsyncChatClient with the extras
+    of NoraClient, ``default_model`` (the name sent when a turn gives none) and ``wire`` (the last request as
+    sent).  make_async_client() is typed AsyncNoraClient | NoraClient (the embedded model and the scripted
+    stand-in come back sync), so both extras type-check on whatever it gives.
+    Example: client = make_async_client(); client.default_model -> 'SmolLM2-135M-Instruct'; client.wire.last
+    """
+
+    @property
+    def default_model(self) -> str: ...
+
+    @property
+    def wire(self) -> WireLog: ...
 
 
 _AnyClient = AsyncChatClient | ChatClient  # a sync one is called in a worker thread

@@ -37,7 +37,7 @@ from .errors import NO_KEY, NoraError, count_of, redact
 from .tokens import rough_tokens
 
 if TYPE_CHECKING:
-    from .aio import AsyncChatClient  # not at run time: aio imports asyncio
+    from .aio import AsyncNoraClient  # not at run time: aio imports asyncio
 
 __all__ = [
     "NoraClient",
@@ -435,7 +435,7 @@ def make_client(
     return client
 
 
-def make_async_client(backend: str = "auto", **settings: Any) -> "AsyncChatClient | NoraClient":
+def make_async_client(backend: str = "auto", **settings: Any) -> "AsyncNoraClient | NoraClient":
     """make_client, for arun_turn and astream_turn: the same settings (arguments, then the environment), and
     for a server an openai.AsyncOpenAI configured as make_client's openai.OpenAI is (base URL and its query,
     key, timeout, retries), with the same extras: default_model, listed_models, model_windows, and wire, the
@@ -444,6 +444,7 @@ def make_async_client(backend: str = "auto", **settings: Any) -> "AsyncChatClien
     Like make_client it may ask the server for its models (one GET, 5 s at most): build the client once, at
     start-up, not per request.  A server that did not answer is asked again before a turn that needs its
     model's name, in a worker thread (the event loop does not wait on it).
+    Typed AsyncNoraClient | NoraClient: client.default_model and client.wire type-check on either.
     Example: client = make_async_client(); await arun_turn(client, history, "Hi")
     """
     sync: Any = make_client(backend, **settings)

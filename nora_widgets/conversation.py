@@ -320,7 +320,9 @@ def trim_to_budget(
     ``token_counter(client)``, from nora_widgets, whose ``count.many(messages)``
     counts a block of messages in one call; any callable works).  Returns a new list.
     The newest turn is always kept, even if it alone is over budget (the caller
-    decides whether that is an error).
+    decides whether that is an error).  The budget is the sum of count(message): the
+    prompt as sent costs a few tokens more (the reply primer, count_tokens(kept).overhead:
+    4 for the embedded model), so leave room for those and for the reply.
     Example: budget 100, system 20, turns costing [50, 40, 30] -> system + last two turns.
     Example: history = trim_to_budget(history, 1500, token_counter(client))   # then run_turn(client, history, ...)
     """

@@ -256,6 +256,11 @@ for nora in made:
 guarded: NoraClient = GuardedClient(make_client(), after=[lambda reply, messages: None])
 guarded_name: str = GuardedClient(ScriptedClient(["Hi!"])).default_model
 guarded_sent: int = GuardedClient(LocalClient()).wire.count
+# make_async_client(): the same extras, whether it gives openai.AsyncOpenAI or an in-process client
+from nora_widgets import AsyncChatClient, AsyncNoraClient, make_async_client
+async_name: str = make_async_client().default_model
+async_last: dict | None = make_async_client("scripted").wire.last
+typed_async: AsyncChatClient = make_async_client()
 '''
 
 WRONG_SCRIPT = '''\
