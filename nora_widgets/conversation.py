@@ -32,6 +32,7 @@ from .errors import (
     Failure,
     HistoryError,
     MessageTooLongError,
+    NoraError,
     PersonaTooLongError,
     StreamCutError,
     describe_failure,
@@ -294,11 +295,11 @@ def trim_history(history: list[Message], keep_last_n_turns: int = 3) -> list[Mes
     """
     if isinstance(keep_last_n_turns, bool) or not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
         if isinstance(keep_last_n_turns, list) and isinstance(history, int):  # trim_history(2, history)
-            raise ValueError("trim_history takes (history, keep_last_n_turns) in that order: "
+            raise NoraError("trim_history takes (history, keep_last_n_turns) in that order: "
                              f"e.g. trim_history(history, {history})")
         got = f"a {type(keep_last_n_turns).__name__}" if isinstance(keep_last_n_turns, (list, dict)) \
             else repr(keep_last_n_turns)  # not a whole conversation printed in one line
-        raise ValueError(f"keep_last_n_turns must be a whole number >= 0 (got {got})")
+        raise NoraError(f"keep_last_n_turns must be a whole number >= 0 (got {got})")
     try:
         start, inside = _start_of_last_turns(history, keep_last_n_turns)
         if inside:  # a system message among the turns kept: it stays where it stands
@@ -327,7 +328,7 @@ def trim_to_budget(
     Example: history = trim_to_budget(history, 1500, token_counter(client))   # then run_turn(client, history, ...)
     """
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, float)):
-        raise ValueError(f"max_tokens must be a number of tokens (got {max_tokens!r})")
+        raise NoraError(f"max_tokens must be a number of tokens (got {max_tokens!r})")
     try:
         return _fit_budget(history, max_tokens, count)
     except (TypeError, KeyError, AttributeError):

@@ -18,7 +18,7 @@ from nora_widgets.conversation import (
     undo_turn,
     validate_history,
 )
-from nora_widgets.errors import ContextWindowError, EmptyMessageError, HistoryError, StreamCutError
+from nora_widgets.errors import ContextWindowError, EmptyMessageError, HistoryError, NoraError, StreamCutError
 
 TURNS = ["Do you have any Ursula K. Le Guin novels?", "How much is it?", "Can you hold a copy for me?"]
 
@@ -249,14 +249,14 @@ def test_trim_13_messages_to_7_and_input_unchanged():
 def test_trim_history_with_its_arguments_swapped_says_the_order_not_the_whole_list():
     # trim_history(2, history) printed the whole conversation as "got [...]" in one line
     history = _long_history(6)
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(NoraError) as refused:  # a NoraError, as every refusal is (it was a plain ValueError)
         trim_history(2, history)
     assert str(refused.value) == ("trim_history takes (history, keep_last_n_turns) in that order: "
                                   "e.g. trim_history(history, 2)")
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(NoraError) as refused:
         trim_history(history, history)
     assert str(refused.value) == "keep_last_n_turns must be a whole number >= 0 (got a list)"
-    with pytest.raises(ValueError, match=r"\(got -1\)$"):
+    with pytest.raises(NoraError, match=r"\(got -1\)$"):
         trim_history(history, -1)
 
 
@@ -762,7 +762,7 @@ def test_trim_history_names_a_bad_item_in_one_line(bad, says):
 @pytest.mark.parametrize("budget", ["100", None, True])
 def test_a_budget_that_is_not_a_number_is_one_line(budget):
     # '100' raised TypeError: '>' not supported between instances of 'int' and 'str' (or passed unnoticed)
-    with pytest.raises(ValueError, match=f"^max_tokens must be a number of tokens \\(got {budget!r}\\)$"):
+    with pytest.raises(NoraError, match=f"^max_tokens must be a number of tokens \\(got {budget!r}\\)$"):
         trim_to_budget(_long_history(3), budget, lambda message: 1)
 
 
