@@ -13,6 +13,7 @@ in the repository.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import re
@@ -236,9 +237,14 @@ def _async_turn(client, stream, loop):
     async def streamed():
         return [piece async for piece in astream_turn(client, new_history(), "hi")]
 
-    # one loop for all the calls: an AsyncOpenAI's connections belong to the loop that opened them
-    return (lambda: loop.run_until_complete(streamed())) if stream else (
-        lambda: loop.run_until_complete(arun_turn(client, new_history(), "hi")))
+    # one loop for all the calls (an AsyncOpenAI's connections belong to the loop that opened them), run on a
+    # thread of its own: after the browser tests Playwright keeps a loop running on the main thread
+    def on_its_thread(coroutine):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(loop.run_until_complete, coroutine).result()
+
+    return (lambda: on_its_thread(streamed())) if stream else (
+        lambda: on_its_thread(arun_turn(client, new_history(), "hi")))
 
 
 @pytest.mark.parametrize("shape", sorted(CANARIES))
