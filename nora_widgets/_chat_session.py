@@ -39,7 +39,7 @@ from .conversation import (
     temperature_problem,
     undo_turn,
 )
-from .errors import Failure, count_of, redact
+from .errors import Failure, count_of, looks_like_a_key, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "Stopped", "chat_loop", "HELP_TEXT", "completions", "use_readline"]
@@ -443,7 +443,7 @@ class ChatSession:
         if name and any(ch.isspace() for ch in name):  # /model "" is the default, as /system "" is no persona
             self.warn(f"(/model takes one model name, or default; not {redact(arg)!r})")
             return
-        if name and redact(name) != name:  # the key pasted where the name goes: not echoed, not sent as a name
+        if name and looks_like_a_key(name):  # the key pasted where the name goes: not echoed, not sent as a name
             self.warn("(that looks like an API key, not a model name: the model is unchanged; "
                       "a key goes in OPENAI_API_KEY, never in a command)")
             return

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from .errors import redact
+from .errors import looks_like_a_key
 
 __all__ = ["HISTORY_LINES", "history_path", "load_history", "save_history", "keep_lines", "holds_a_key"]
 
@@ -83,7 +83,7 @@ def holds_a_key(line: str, env: Mapping[str, str] = os.environ) -> bool:
     keys are (a 40-character hex key other than the one set, a base64 one) and model names are not
     (SmolLM2-135M-Instruct, llama-3.1-8b-instruct-q4_k_m).  Losing a line from Up is cheap; a key in a file is not.
     Example: holds_a_key("/model SmolLM2-135M-Instruct") -> False; holds_a_key("key 3f2a9c0e1b7d4f6a8c2e") -> True"""
-    if redact(line) != line:
+    if looks_like_a_key(line):
         return True
     key = env.get("OPENAI_API_KEY", "").strip()
     for word in _WORD.findall(line):

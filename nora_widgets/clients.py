@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TypeGuard
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit  # no cost: the package's other imports load it anyway
 
 from .conversation import ChatClient  # only for NoraClient, the type make_client returns
-from .errors import NO_KEY, NoraError, count_of, redact
+from .errors import NO_KEY, NoraError, count_of, looks_like_a_key, redact
 from .tokens import rough_tokens
 
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ def make_client(
                         "model: make_client('scripted', replies=[...])")
     given_model = model
     model = model or os.environ.get("NORA_MODEL") or None
-    if model and redact(model.strip()) != model.strip():  # the key pasted where the name goes: never sent, nor shown
+    if model and looks_like_a_key(model.strip()):  # the key pasted where the name goes: never sent, nor shown
         where = "NORA_MODEL" if not given_model else "the model name"
         raise NoraError(f"{where} looks like an API key, not a model name: a key goes in OPENAI_API_KEY only")
     if chosen == "scripted":

@@ -285,6 +285,12 @@ def redact(text: str, *secrets: str) -> str:
     return _KEY_PATTERN.sub("sk-***", text)
 
 
+def looks_like_a_key(text: str) -> bool:
+    """Whether text holds what redact would mask: the key pasted where a model's name or a typed line goes.
+    Example: looks_like_a_key("sk-proj-abc123456789") -> True; looks_like_a_key("SmolLM2-135M-Instruct") -> False"""
+    return redact(text) != text
+
+
 def _bearer(exc: BaseException) -> str:
     """The key the failed request carried in its Authorization header ('' when none)."""
     request = None
@@ -329,8 +335,9 @@ def mask_keys(exc: BaseException) -> BaseException:
             if args != link.args:
                 link.args = args
             message = getattr(link, "message", None)
-            if isinstance(message, str) and redact(message, *secrets) != message:
-                link.message = redact(message, *secrets)  # type: ignore[attr-defined]
+            masked_message = redact(message, *secrets) if isinstance(message, str) else message
+            if masked_message != message:
+                link.message = masked_message  # type: ignore[attr-defined]
             body = getattr(link, "body", None)
             if body is not None:
                 masked = _masked(body, secrets)

@@ -51,7 +51,7 @@ from .conversation import (
     undo_turn,
     validate_history,
 )
-from .errors import HistoryError, NoraError, count_of, describe_failure, redact
+from .errors import HistoryError, NoraError, count_of, describe_failure, looks_like_a_key, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["NotebookSession", "ChatMagics", "conversation", "session", "use_client",
@@ -537,7 +537,7 @@ class ChatMagics(Magics):
             _check_history("--system")
         if "model" in given and not given["model"].strip():
             given["model"] = None  # back to the client's own default
-        elif "model" in given and redact(given["model"].strip()) != given["model"].strip():  # the key, pasted there
+        elif "model" in given and looks_like_a_key(given["model"].strip()):  # the key, pasted there
             raise UsageError("%chat: --model got what looks like an API key, not a model name: nothing was changed "
                              "(delete it from the cell; a key goes in OPENAI_API_KEY)")
         if given.get("backend") in ("local", "scripted") and "base_url" not in given:

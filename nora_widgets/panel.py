@@ -63,7 +63,7 @@ from .conversation import (
     validate_history,
     validate_user_text,
 )
-from .errors import Failure, NoraError, count_of, describe_failure, redact
+from .errors import Failure, NoraError, count_of, describe_failure, looks_like_a_key, redact
 from .render import DONE_COLOUR, ERROR_COLOUR, MUTED, SR_ONLY, escape, markdown_to_html
 from .tokens import TokenCount, context_window, count_tokens
 from .transcript import load_transcript, save_transcript
@@ -775,7 +775,7 @@ class ChatPanel(widgets.VBox):
         so it is neither sent as the model's name, shown in the header, nor kept in the widget's state (which a
         notebook saves), and said in one line.  Example: model box <- 'sk-proj-...' -> box '', the client's default"""
         value = change["new"]
-        if isinstance(value, str) and redact(value.strip()) != value.strip():
+        if isinstance(value, str) and looks_like_a_key(value.strip()):
             self.model.value = ""
             self._show_error("the model box held what looks like an API key, not a model name: it was emptied "
                              "(a key goes in OPENAI_API_KEY, never in the panel)")
