@@ -228,8 +228,11 @@ def test_200_clients_that_disconnect_leave_descriptors_and_threads_at_baseline(s
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(leave, range(200)))
-    now = settles(pid, baseline, 5)
-    assert at_most(now, baseline), (now, baseline)
+    # descriptors back to the baseline exactly; threads within 2 of it: anyio keeps an idle worker thread per
+    # request that ran at once (a stream still ending as the next 4 arrive makes 5-6) and drops one only when it
+    # has been idle 10 s and another request comes, so the count follows peak concurrency, not the 200 requests
+    now = settles(pid, (baseline[0], baseline[1] + 2), 5)
+    assert at_most(now, (baseline[0], baseline[1] + 2)), (now, baseline)
     assert served.client().models.list().data  # still answering
     code, out, err = served.stop()
     assert (code, err) == (0, "")  # no traceback: a client leaving mid-body raised ClientDisconnect (~100 lines each)
