@@ -9,10 +9,10 @@ messages and resends all of it on every call.  Nora makes that list visible.
 
 Heavy parts (the widget panel, the embedded model) load on first use.  Every refusal of bad
 input is a NoraError (a ValueError) whose text is one line saying what to do; its kinds
-(HistoryError, ContextWindowError, TranscriptError, BadResponseError, StreamCutError, ...) import
-from here too.  A failed call is the server's own exception (openai's, or json's JSONDecodeError for
-a body that is not JSON); describe_failure(exc).line() says any of them in the one line safe_run_turn
-returns, advice included:
+(HistoryError, ArgumentError, ContextWindowError, TranscriptError, BadResponseError, StreamCutError, ...)
+import from here too.  A failed call is the server's own exception (openai's), or BadResponseError for an
+answer Nora cannot read (a web page, a body that is not JSON); describe_failure(exc).line() says any of
+them in the one line safe_run_turn returns, advice included:
 
     from nora_widgets import NoraError, HistoryError, describe_failure
     try:
@@ -37,8 +37,8 @@ above, and leave the list as it was if the task is cancelled:
 from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_async_client, make_client
 from .conversation import (SYSTEM_PROMPT, ChatClient, TurnResult, run_turn, safe_run_turn, stream_turn,
                            trim_history, trim_to_budget)
-from .errors import (BadResponseError, ContextWindowError, EmptyMessageError, HistoryError, MessageTooLongError,
-                     NoraError, RefusedError, StreamCutError, describe_failure)
+from .errors import (ArgumentError, BadResponseError, ContextWindowError, EmptyMessageError, HistoryError,
+                     MessageTooLongError, NoraError, RefusedError, StreamCutError, describe_failure)
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 from typing import TYPE_CHECKING, Any
@@ -84,6 +84,7 @@ __all__ = [
     "NoraError",
     "EmptyMessageError",
     "HistoryError",
+    "ArgumentError",
     "ContextWindowError",
     "MessageTooLongError",
     "TranscriptError",

@@ -38,11 +38,13 @@ from .conversation import (
     TurnResult,
     _cut_off,
     _default_model,
+    _empty_stream,
     _failed_turn,
     _fewer_turns,
     _is_async,
     _not_a_completion,
     _raise_clearer,
+    _raise_if_not_json,
     _raise_if_swapped,
     trim_history,
     validate_history,
@@ -196,10 +198,11 @@ async def _astream_turn(client: _AnyClient, history: list[Message], user: Messag
                     yield piece
         except Exception as exc:
             if not pieces:
+                _raise_if_not_json(exc)
                 raise
             raise _cut_off(exc, pieces) from exc
         if chunks == 0:
-            raise BadResponseError("the server sent an empty stream (no chunks)")
+            raise _empty_stream(stream)
         completed = True
     except KeyboardInterrupt as exc:
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here

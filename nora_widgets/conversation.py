@@ -20,19 +20,21 @@ so for a type checker.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from operator import itemgetter
 from itertools import islice
 from typing import Any, Callable, Generator, Protocol
 
 from .errors import (
+    NOT_JSON,
+    ArgumentError,
     BadResponseError,
     EmptyMessageError,
     ErrorBodyError,
     Failure,
     HistoryError,
     MessageTooLongError,
-    NoraError,
     PersonaTooLongError,
     StreamCutError,
     describe_failure,
@@ -295,11 +297,11 @@ def trim_history(history: list[Message], keep_last_n_turns: int = 3) -> list[Mes
     """
     if isinstance(keep_last_n_turns, bool) or not isinstance(keep_last_n_turns, int) or keep_last_n_turns < 0:
         if isinstance(keep_last_n_turns, list) and isinstance(history, int):  # trim_history(2, history)
-            raise NoraError("trim_history takes (history, keep_last_n_turns) in that order: "
+            raise ArgumentError("trim_history takes (history, keep_last_n_turns) in that order: "
                              f"e.g. trim_history(history, {history})")
         got = f"a {type(keep_last_n_turns).__name__}" if isinstance(keep_last_n_turns, (list, dict)) \
             else repr(keep_last_n_turns)  # not a whole conversation printed in one line
-        raise NoraError(f"keep_last_n_turns must be a whole number >= 0 (got {got})")
+        raise ArgumentError(f"keep_last_n_turns must be a whole number >= 0 (got {got})")
     try:
         start, inside = _start_of_last_turns(history, keep_last_n_turns)
         if inside:  # a system message among the turns kept: it stays where it stands
@@ -328,7 +330,7 @@ def trim_to_budget(
     Example: history = trim_to_budget(history, 1500, token_counter(client))   # then run_turn(client, history, ...)
     """
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, float)):
-        raise NoraError(f"max_tokens must be a number of tokens (got {max_tokens!r})")
+        raise ArgumentError(f"max_tokens must be a number of tokens (got {max_tokens!r})")
     try:
         return _fit_budget(history, max_tokens, count)
     except (TypeError, KeyError, AttributeError):
@@ -508,6 +510,7 @@ def _raise_clearer(exc: Exception, client: Any, sent: list[Message]) -> None:
     """The cold path of a failed create(): raise a clearer error when there is one to say
     (not a client, the message alone too long); otherwise return, and the caller re-raises."""
     _raise_if_not_a_client(exc, client)
+    _raise_if_not_json(exc)
     _raise_if_too_long(exc, sent, client)
 
 
@@ -614,12 +617,40 @@ def _not_a_completion(response: Any) -> BadResponseError:
         return ErrorBodyError(error)
     if isinstance(response, (str, bytes)):
         text = response.decode(errors="replace") if isinstance(response, bytes) else response
-        what = "a text/HTML page" if text.lstrip().startswith("<") else "plain text"
+        what = _PAGE if text.lstrip().startswith("<") else _TEXT
     elif not getattr(response, "choices", None):
         what = "no choices"
     else:
         what = "no message in choices[0]"
     return BadResponseError(f"the server's answer is not a chat completion ({what})")
+
+
+_PAGE, _TEXT = "a text/HTML page", "plain text"  # what came back instead: one wording, streamed or not
+
+
+def _empty_stream(stream: Any) -> BadResponseError:
+    """The error for a stream that ended before its first chunk.  A web page at the base URL (a web UI on
+    that port, a URL missing /v1) answers a streamed request with its page: said as the answer not streamed
+    is, from the Content-Type of the response the stream was read from (openai's Stream keeps it).
+    Example: a 200 text/html -> "the server's answer is not a stream of chat chunks (a text/HTML page)";
+        a stream with no chunks and no such header -> 'the server sent an empty stream (no chunks)'"""
+    try:
+        kind = str(stream.response.headers.get("content-type") or "").lower()
+    except Exception:  # not openai's stream (a generator, the embedded model's): no headers to read
+        kind = ""
+    what = _PAGE if kind.startswith("text/html") else _TEXT if kind.startswith("text/plain") else ""
+    if what:
+        return BadResponseError(f"the server's answer is not a stream of chat chunks ({what})")
+    return BadResponseError("the server sent an empty stream (no chunks)")
+
+
+def _raise_if_not_json(exc: Exception) -> None:
+    """A 200 whose body is not JSON: openai raises json's JSONDecodeError ("Expecting property name enclosed in
+    double quotes: line 1 column 2 (char 1)"), which does not say that the server sent it.  Raise the
+    BadResponseError that does, from it.  Only ever called on the error path.
+    Example: '{'this is': not JSON' -> BadResponseError("the server's answer is not JSON")"""
+    if isinstance(exc, json.JSONDecodeError):
+        raise BadResponseError(NOT_JSON) from exc
 
 
 def run_turn(
@@ -743,10 +774,11 @@ def _stream_turn(client: ChatClient, history: list[Message], user_text: str, mod
             if not pieces:
                 if not chunks:
                     _raise_if_async("stream_turn", client, stream)
+                _raise_if_not_json(exc)
                 raise
             raise _cut_off(exc, pieces) from exc
         if chunks == 0:
-            raise BadResponseError("the server sent an empty stream (no chunks)")
+            raise _empty_stream(stream)
         completed = True
     except KeyboardInterrupt as exc:  # rolled back below, in finally
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
@@ -801,7 +833,7 @@ def safe_run_turn(
 ) -> TurnResult:
     """run_turn that never raises: on failure the history is unchanged and the
     result is '(error talking to the model: ...)', or '(not sent: ...)' for input refused
-    before any call (an empty message, a broken list).
+    before any call (an empty message, a broken list, a keep_last_n_turns that is not a whole number >= 0).
 
     With on_text, the reply is streamed and on_text(piece) is called per piece.
     Ctrl-C while the reply arrives counts as a failure ("cancelled") and rolls back.
@@ -852,7 +884,7 @@ def safe_run_turn(
 def _failed_turn(exc: BaseException) -> TurnResult:
     """What safe_run_turn (and asafe_run_turn) return for a turn that failed: its one line, and the Failure.
     Example: _failed_turn(EmptyMessageError("...")) -> '(not sent: ...)'; TimeoutError() -> '(error talking ...)'"""
-    if isinstance(exc, (EmptyMessageError, HistoryError)):  # refused before any call
+    if isinstance(exc, (EmptyMessageError, HistoryError, ArgumentError)):  # refused before any call
         failure = Failure(kind="bad_input", status=None, message=str(exc), hint="")
     else:
         failure = describe_failure(exc)

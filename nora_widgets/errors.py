@@ -25,6 +25,7 @@ __all__ = [
     "NoraError",
     "EmptyMessageError",
     "HistoryError",
+    "ArgumentError",
     "ContextWindowError",
     "BadResponseError",
     "ErrorBodyError",
@@ -41,8 +42,9 @@ class NoraError(ValueError):
     Every exception below is one, so ``except NoraError`` catches them all (and, being a
     ValueError, so does ``except ValueError``); its text is one line that says what to do.
     Raised as itself for a bad setting, e.g. LocalClient(seed="x") or make_client("nope").
-    Errors from the server (openai's, timeouts, and json.JSONDecodeError for a 200 whose body is not
-    JSON) are not NoraErrors: describe_failure(exc).line() says those, and any NoraError, in one line.
+    Errors from the server (openai's, timeouts) are not NoraErrors, but what Nora reads in its answer is: a 200
+    whose body is not JSON comes out of the turns as BadResponseError, not json's JSONDecodeError.
+    describe_failure(exc).line() says any of them, and any NoraError, in one line.
     Example: LocalClient(seed="x") -> NoraError('seed must be a whole number, or None for a random one (got 'x')')"""
 
 
@@ -60,6 +62,15 @@ class HistoryError(NoraError):
     trim_to_budget, new_history / set_persona (a persona that is not text), count_tokens /
     message_tokens and LocalClient's create(), before anything is sent.
     Example: run_turn(client, [{"role": "sytem", "content": "Hi"}], "x") -> HistoryError("message 0: role ...")"""
+
+
+class ArgumentError(NoraError):
+    """An argument of a turn (other than the list and the text) is not one Nora can use: nothing is sent.
+
+    Raised by trim_history and trim_to_budget, so by run_turn and stream_turn (and the async turns) given such a
+    keep_last_n_turns, after the history is rolled back; safe_run_turn says it as '(not sent: ...)'.
+    Example: safe_run_turn(client, history, "hi", keep_last_n_turns="3") ->
+        "(not sent: keep_last_n_turns must be a whole number >= 0 (got '3'))", nothing sent, history unchanged"""
 
 
 class ContextWindowError(NoraError):
@@ -90,12 +101,15 @@ class ContextWindowError(NoraError):
 
 
 class BadResponseError(NoraError):
-    """The server answered, but not with a chat completion (e.g. an empty stream).
+    """The server answered, but not with a chat completion (a web page, a body that is not JSON, an empty stream).
 
     Raised by run_turn and stream_turn (and the async turns), after the history is rolled back.  Its text
-    says what came back; describe_failure(exc).line() adds what to do (check the base URL).
+    says what came back; describe_failure(exc).line() adds what to do (check the base URL).  A body that is not
+    JSON raises it from json's JSONDecodeError (its __cause__ says where the parse stopped).
     Example: run_turn(client, history, "hi") against a web page ->
-        BadResponseError("the server's answer is not a chat completion (a text/HTML page)"), history unchanged"""
+        BadResponseError("the server's answer is not a chat completion (a text/HTML page)"), history unchanged
+    Example: stream_turn(...) against that page -> "the server's answer is not a stream of chat chunks (a text/HTML page)"
+    Example: run_turn(...) against a 200 whose body is "{'this is': not JSON" -> BadResponseError("the server's answer is not JSON")"""
 
 
 class ErrorBodyError(BadResponseError):
@@ -226,6 +240,7 @@ NOT_FOUND_HINT = "check --model and OPENAI_BASE_URL"
 TRIM_HINT = "trim it (keep_last_n_turns=N, or trim_history)"
 TIMEOUT_HINT = "try again, or wait longer (make_client(timeout=...) or NORA_TIMEOUT)"
 PERSONA_HINT = "shorten the persona (set_persona, or the system message in the list)"
+NOT_JSON = "the server's answer is not JSON"  # a 200 whose body does not parse: BadResponseError says the same
 
 # (class name) -> (kind, message, hint); checked along the exception's MRO so
 # subclasses we do not know about still land in the right row.
@@ -240,7 +255,7 @@ _BY_CLASS = {
     "APITimeoutError": ("timeout", "the request timed out", TIMEOUT_HINT),
     "APIConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
     "APIResponseValidationError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
-    "JSONDecodeError": ("bad_response", "the server sent a reply that is not JSON", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
+    "JSONDecodeError": ("bad_response", NOT_JSON, "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "KeyboardInterrupt": ("cancelled", "cancelled", "the turn was rolled back; send it again when ready"),
     # sys.exit() inside a client's create() or its stream: only the panel's worker thread sees it and goes on
     "SystemExit": ("exit", "the client called sys.exit() during the call", "the turn was rolled back; fix the client, then send again"),
@@ -252,6 +267,7 @@ _BY_CLASS = {
     "PersonaTooLongError": ("too_long", "the persona is too long for the model's context window", PERSONA_HINT),
     "MessageTooLongError": ("too_long", "your message is too long for the model's context window", "shorten them, or send the message in parts"),
     "RefusedError": ("refused", "refused by a check", ""),
+    "ArgumentError": ("bad_input", "an argument Nora cannot use", ""),  # said in its own words: nothing was sent
     "TimeoutError": ("timeout", "the request timed out", TIMEOUT_HINT),
     "ConnectionError": ("connection", "could not reach the server", "check OPENAI_BASE_URL and your network"),
 }
@@ -544,7 +560,7 @@ def describe_failure(exc: BaseException) -> Failure:
     elif kind == "server" and status == 501:  # a web server that is not the API (python -m http.server)
         message, hint = "the server does not support this request", _BY_CLASS["BadResponseError"][2]
     own_words = kind == "error" or (kind in ("no_model", "bad_response", "stream_cut", "too_long", "refused",
-                                             "context_length") and isinstance(exc, NoraError))
+                                             "context_length", "bad_input") and isinstance(exc, NoraError))
     if own_words and str(exc).strip():
         message = " ".join(str(exc).split())
     if kind == "context_length" and isinstance(exc, ContextWindowError) and exc.reply_too_long:

@@ -75,9 +75,9 @@ def test_a_top_level_catch_catches_what_run_turn_refuses():
 @pytest.mark.parametrize("streamed", [False, True])
 def test_what_a_turn_raises_for_a_failing_server_is_said_by_describe_failure_as_safe_run_turn_says_it(
         fault, streamed):
-    """The documented catch, from the top level only: a NoraError kind, or the server's own exception (openai's,
-    json's JSONDecodeError for a body that is not JSON), each said by describe_failure(exc).line() exactly as
-    safe_run_turn returns it; the history as it was."""
+    """The documented catch, from the top level only: a NoraError kind (BadResponseError for an answer Nora
+    cannot read: a web page, a body that is not JSON), or the server's own exception (openai's), each said by
+    describe_failure(exc).line() exactly as safe_run_turn returns it; the history as it was."""
     from nora_widgets import (SYSTEM_PROMPT, BadResponseError, StreamCutError, describe_failure, make_client,
                               run_turn, safe_run_turn, stream_turn)
     from tests.servers.openai_stub import FAULTS, StubServer
@@ -97,7 +97,7 @@ def test_what_a_turn_raises_for_a_failing_server_is_said_by_describe_failure_as_
         result = safe_run_turn(client, history, "Hello", on_text=pieces.append if streamed else None)
         assert not result.ok and history == [{"role": "system", "content": SYSTEM_PROMPT}]
         assert describe_failure(raised.value).line() == result
-    if fault in ("web_page", "not_a_completion") or (streamed and fault == "error_after_head"):
+    if fault in ("malformed_json", "web_page", "not_a_completion") or (streamed and fault == "error_after_head"):
         assert isinstance(raised.value, BadResponseError)
     if streamed and fault == "stream_cut":
         assert isinstance(raised.value, StreamCutError)
