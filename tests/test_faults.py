@@ -17,6 +17,7 @@ maps each cell to its test.
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 import pytest
 
 from nora_widgets.clients import make_client
-from nora_widgets.conversation import SYSTEM_PROMPT, safe_run_turn
+from nora_widgets.conversation import SYSTEM_PROMPT, run_turn, safe_run_turn, stream_turn
+from nora_widgets.errors import ArgumentError, BadResponseError, describe_failure
 from tests.helpers import nora_env, panel_for, panel_send, run_nora
 from tests.servers.openai_stub import (
     FAULTS,
@@ -100,12 +102,15 @@ MATRIX = {
     "context_length_400": Cell(FAULTS["context_length_400"], "context_length",
                                ("longer than the model's context window: 3,000 tokens > 2,048", "HTTP 400", "/trim N"),
                                False),
-    "malformed_json": Cell(FAULTS["malformed_json"], "bad_response", ("not JSON", "OPENAI_BASE_URL"), False),
+    # it said "the server sent a reply that is not JSON", and run_turn raised json's bare JSONDecodeError
+    "malformed_json": Cell(FAULTS["malformed_json"], "bad_response", ("the server's answer is not JSON", "OPENAI_BASE_URL"),
+                           False),
     # a web site or another JSON API at the base URL: the line said "AttributeError: 'str' object has no
     # attribute 'choices'" / "TypeError: 'NoneType' object is not subscriptable"
+    # streamed, it said "the server sent an empty stream (no chunks)"
     "web_page": Cell(FAULTS["web_page"], "bad_response",
                      ("not a chat completion (a text/HTML page)", "OpenAI-compatible API"), False,
-                     stream_words=("empty stream", "OpenAI-compatible API")),
+                     stream_words=("not a stream of chat chunks (a text/HTML page)", "OpenAI-compatible API")),
     "not_a_completion": Cell(FAULTS["not_a_completion"], "bad_response",
                              ("not a chat completion (no choices)", "OpenAI-compatible API"), False,
                              stream_words=("empty stream", "OpenAI-compatible API")),
@@ -269,6 +274,63 @@ def test_core_overflow_with_nothing_to_trim_says_the_message_is_too_long(stub_se
     assert history == [SYSTEM] and result.failure.kind == "too_long"
     check_line(str(result), ("overflow the 2,048-token context window", "(5,000 + 108 characters)", "shorten them"))
     assert "/trim" not in str(result)
+
+
+ADVICE = "check that OPENAI_BASE_URL is an OpenAI-compatible API"  # the advice for any answer Nora cannot read
+
+
+@STREAMS
+def test_core_a_body_that_is_not_json_is_a_bad_response_from_the_json_error(stub_server, stream):
+    """A 200 whose body is not JSON raised json's bare JSONDecodeError ('Expecting property name enclosed in
+    double quotes: line 1 column 2 (char 1)'): nothing in it said that the server sent it."""
+    history = earlier()
+    before = copy.deepcopy(history)
+    stub_server.enqueue(FAULTS["malformed_json"])
+    client = client_for(stub_server)
+    with pytest.raises(BadResponseError) as raised:
+        if stream:
+            list(stream_turn(client, history, "the failing turn"))
+        else:
+            run_turn(client, history, "the failing turn")
+    assert str(raised.value) == "the server's answer is not JSON" and history == before
+    assert isinstance(raised.value.__cause__, json.JSONDecodeError)  # where the parse stopped, for who wants it
+    assert describe_failure(raised.value).line() == f"(error talking to the model: the server's answer is not JSON - {ADVICE})"
+    assert run_turn(client, history, "next") == default_reply(before + [user("next")])
+
+
+def test_core_a_web_page_answering_a_stream_is_said_as_a_page_with_the_advice_of_the_whole_answer(stub_server):
+    """A wrong base URL (a web UI on that port, a URL missing /v1) answers a streamed request with its page:
+    it said 'the server sent an empty stream (no chunks)', which sent people to look at the model."""
+    history = earlier()
+    before = copy.deepcopy(history)
+    client = client_for(stub_server)
+    stub_server.enqueue(FAULTS["web_page"], FAULTS["web_page"], FAULTS["web_page"])
+    with pytest.raises(BadResponseError, match=r"^the server's answer is not a stream of chat chunks \(a text/HTML page\)$"):
+        list(stream_turn(client, history, "the failing turn"))
+    whole = safe_run_turn(client, history, "the failing turn")
+    streamed = safe_run_turn(client, history, "the failing turn", on_text=lambda piece: None)
+    assert whole == f"(error talking to the model: the server's answer is not a chat completion (a text/HTML page) - {ADVICE})"
+    assert streamed == (f"(error talking to the model: the server's answer is not a stream of chat chunks "
+                        f"(a text/HTML page) - {ADVICE})")
+    assert history == before and len(stub_server.chat_requests) == 3
+
+
+@STREAMS
+def test_core_a_keep_last_n_turns_nora_cannot_use_is_not_sent_as_other_bad_input(stub_server, stream):
+    """It said '(error talking to the model: keep_last_n_turns must be ...)' though no model was talked to."""
+    history = earlier()
+    before = copy.deepcopy(history)
+    client = client_for(stub_server)
+    on_text = (lambda piece: None) if stream else None
+    for keep, got in (("3", "'3'"), (-1, "-1"), (2.5, "2.5")):
+        result = safe_run_turn(client, history, "hi", keep_last_n_turns=keep, on_text=on_text)
+        assert result == f"(not sent: keep_last_n_turns must be a whole number >= 0 (got {got}))"
+        assert result.failure.kind == "bad_input" and result.failure == describe_failure(ArgumentError(str(result.failure.message)))
+    # said as an empty message and a broken list are: the same prefix, the same kind
+    assert safe_run_turn(client, history, "  ", on_text=on_text).failure.kind == "bad_input"
+    with pytest.raises(ArgumentError):  # a NoraError (a ValueError), as every refusal is
+        run_turn(client, history, "hi", keep_last_n_turns="3")
+    assert history == before and stub_server.chat_requests == []  # nothing went out
 
 
 def test_core_ctrl_c_mid_stream_over_http_rolls_back(stub_server):
