@@ -713,3 +713,31 @@ def test_asafe_run_turn_takes_the_turn_out_again_when_the_callers_on_sent_fails(
         before = snapshot(history)
         result = run_async(asafe_run_turn(AsyncScripted(["fine"]), history, "hi", on_text=on_text, on_sent=on_sent))
         assert not result.ok and "could not log" in result and unchanged(history, before)
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["AsyncOpenAI", "OpenAI-in-a-thread"])
+def test_real_openai_an_answer_that_is_not_json_or_is_a_page_is_a_bad_response(stub, sync):
+    # a body that is not JSON raised json's bare JSONDecodeError; a web page answering a stream said "empty stream"
+    stub.enqueue(stub_kit.malformed_json(), stub_kit.malformed_json(), stub_kit.web_page())
+    history = history_of(1)
+    before = snapshot(history)
+
+    async def main(client):
+        said = []
+        for turn in (lambda: arun_turn(client, history, "hi"), lambda: drain(astream_turn(client, history, "hi")),
+                     lambda: drain(astream_turn(client, history, "hi"))):
+            with pytest.raises(BadResponseError) as raised:
+                await turn()
+            said.append((str(raised.value), type(raised.value.__cause__).__name__))
+        refused = await asafe_run_turn(client, history, "hi", keep_last_n_turns="3")
+        closed = client.close()
+        if sync is False:
+            await closed
+        return said, refused, unchanged(history, before)
+
+    client = openai.OpenAI(base_url=stub.base_url, api_key="sk-test", max_retries=0) if sync else async_openai(stub)
+    said, refused, same = run_async(main(client))
+    assert said == [("the server's answer is not JSON", "JSONDecodeError")] * 2 + [
+        ("the server's answer is not a stream of chat chunks (a text/HTML page)", "NoneType")]
+    assert refused == "(not sent: keep_last_n_turns must be a whole number >= 0 (got '3'))" and same
+    assert refused.failure.kind == "bad_input" and len(stub.chat_requests) == 3  # the refused turn sent nothing

@@ -48,6 +48,7 @@ from tests.servers.openai_stub import (
     stall,
     unauthorized,
     unavailable,
+    web_page,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,7 +125,8 @@ FAULTS = [  # (behaviour, words the one stderr line must contain)
     (server_error(), ["HTTP 500", "try again"]),
     (unavailable(), ["HTTP 503"]),
     (context_length_exceeded(), ["context window", "/trim N"]),
-    (malformed_json(), ["not JSON"]),
+    (malformed_json(), ["the server's answer is not JSON"]),
+    (web_page(), ["(a text/HTML page) - check that OPENAI_BASE_URL is an OpenAI-compatible API"]),
     (drop(), ["the server closed the connection without answering"]),
     (stall(3.0), ["timed out", "--timeout"]),
     (cut_stream("one two three four", after_pieces=2), ["cut off", "the server closed the connection"]),
@@ -185,6 +187,20 @@ def test_the_advice_names_where_the_url_came_from(tmp_path):
     assert flag.stderr == (f"(error talking to the model: could not reach the server: nothing is listening at {where}"
                            " - check --base-url and your network)\n")
     assert variable.stderr == flag.stderr.replace("--base-url", "OPENAI_BASE_URL")
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_ask_says_an_answer_that_is_not_json_or_is_a_web_page_in_one_line(keyed_stub, stream):
+    # a body that is not JSON: json's "Expecting property name enclosed in double quotes ..." came out of the
+    # turn; a web page answering a stream said "the server sent an empty stream (no chunks)"
+    advice = " - check that OPENAI_BASE_URL is an OpenAI-compatible API)\n"
+    page = "not a stream of chat chunks" if stream else "not a chat completion"
+    for behaviour, says in ((malformed_json(), "the server's answer is not JSON"),
+                            (web_page(), f"the server's answer is {page} (a text/HTML page)")):
+        keyed_stub.enqueue(behaviour)
+        result = nora("ask", *FAST, *([] if stream else ["--no-stream"]), "Any Le Guin?", stub=keyed_stub)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == f"(error talking to the model: {says}{advice}", result.stderr
 
 
 def test_retries_follow_the_setting(keyed_stub):

@@ -30,7 +30,7 @@ from nora_widgets.conversation import SYSTEM_PROMPT
 from nora_widgets.render import markdown_to_html
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
-from tests.servers.openai_stub import cut_stream, error, server_error
+from tests.servers.openai_stub import cut_stream, error, malformed_json, server_error, web_page
 
 KEY = "sk-test-magics-0123456789"
 
@@ -903,6 +903,21 @@ def test_a_base_url_with_a_query_keeps_it_on_every_request_and_wire_shows_the_ur
     assert [r.path for r in stub_server.requests] == [f"/v1/models?{query}", f"/v1/chat/completions?{query}"]
     head = run(shell, "%chat wire").shown[0].split("\n\n", 1)[0]
     assert head.splitlines()[0] == f"POST {stub_server.base_url}/chat/completions?{query}"
+
+
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_an_answer_that_is_not_json_or_is_a_web_page_is_one_line_and_changes_nothing(shell, stub_server, stream):
+    # a body that is not JSON was said as json's own error; a web page answering a stream as "an empty stream"
+    run(shell, f"%chat --backend openai --base-url {stub_server.base_url} --max-retries 0")
+    before = [dict(m) for m in magics.conversation()]
+    page = "not a stream of chat chunks" if stream == "--stream" else "not a chat completion"
+    for behaviour, says in ((malformed_json(), "the server's answer is not JSON"),
+                            (web_page(), f"the server's answer is {page} (a text/HTML page)")):
+        stub_server.enqueue(behaviour)
+        ran = run(shell, f"%%chat {stream}\nHi")
+        assert f"(error talking to the model: {says} - check that %chat --base-url is an OpenAI-compatible API)" \
+            in ran.text, ran.text
+        assert "Traceback" not in ran.text + ran.stderr and magics.conversation() == before
 
 
 def test_an_empty_model_goes_back_to_the_servers_own(shell, stub_server, monkeypatch):
