@@ -290,6 +290,10 @@ class ChatPanel(widgets.VBox):
         self.last_sent: list[dict] | None = None  # exactly what the last successful call sent
         self._prev_sent: list[dict] | None = None
         self._last_wire: dict | None = None  # the request of the call last_sent came from
+        # refresh()'s work kept until what it came from changes (ids; the objects are kept too, so an id
+        # is not reused meanwhile): the rows last_sent added, and the request shown for a client with no WireLog
+        self._new_of: tuple = (None, None, [])
+        self._made_wire: tuple = (None, None)
         self._twin_error = ""  # why the last side-by-side call failed ("" if it did not)
         self._client = client
         # The turn runner commits under this lock, and refresh() reads under it: a redraw
@@ -978,7 +982,10 @@ class ChatPanel(widgets.VBox):
         if last_sent is not None:
             last = _count(last_sent, client, model)
             last_counts, last_total = last.per_message, last.total
-            last_new = _new_rows(last_sent, prev_sent or [])
+            # the same two lists until the next call (each is a snapshot): compared once, not each redraw
+            if self._new_of[:2] != (id(last_sent), id(prev_sent)):
+                self._new_of = (id(last_sent), id(prev_sent), _new_rows(last_sent, prev_sent or []), last_sent, prev_sent)
+            last_new = self._new_of[2]
         else:
             last_counts, last_total, last_new = None, None, []
         self.inspector.update(last_sent, last_counts, last_new, history, whole.per_message, next_new,
@@ -991,9 +998,11 @@ class ChatPanel(widgets.VBox):
 
         wire = last_wire or getattr(getattr(client, "wire", None), "last", None)
         if wire is None and last_sent is not None:
-            wire = {"transport": "in-process", "body": {"model": model, "messages": last_sent,
-                                                        "temperature": float(self.temperature.value),
-                                                        "stream": True}}
-            self.wire_view.update(wire, note="this client does not record requests: the arguments Nora passed")
+            made = (id(last_sent), model, float(self.temperature.value))
+            if self._made_wire[0] != made:  # the same record while these stay: the view draws it once
+                self._made_wire = (made, {"transport": "in-process", "body": {
+                    "model": model, "messages": last_sent, "temperature": made[2], "stream": True}}, last_sent)
+            self.wire_view.update(self._made_wire[1],
+                                  note="this client does not record requests: the arguments Nora passed")
         else:
             self.wire_view.update(wire)

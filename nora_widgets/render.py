@@ -21,8 +21,10 @@ Pure functions, no widget import: the panel and the magics both use them.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import os
 import re
 from functools import lru_cache
 from typing import Iterable, Sequence, cast
@@ -41,6 +43,7 @@ __all__ = [
     "messages_table_frame",
     "row_html",
     "wire_sections",
+    "body_json",
     "ROLE_COLOURS",
     "MUTED",
     "ERROR_COLOUR",
@@ -301,6 +304,61 @@ def _json(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
+# The body's JSON is the whole conversation, and a new call adds two messages to its end: drawn whole,
+# json.dumps and redact took ~140 ms a call at 5,000 messages (benchmarks/bench_panel.py).  So it is
+# put together a message at a time: each message's lines (masked) are kept, and only new ones are made.
+# In the body a message sits two levels deep, "messages" in the body's {}: every line of it starts 4
+# spaces further in than json.dumps(message, indent=2) has it, and a string holds no line end ("\n").
+_ITEM = "\n    "  # before each message in the list; _ITEM + a message's lines with _ITEM for each "\n"
+_MARK = "nora-messages-go-here-7f3a9c"  # stands for the list while the rest of the body is drawn
+
+
+def _message_key(message: object) -> tuple | None:
+    """What a message's JSON depends on, hashable, or None (drawn uncached): its items, when its keys
+    are str and its values str or None (1 and True would be one key but two JSON texts).
+    Example: _message_key({"role": "user", "content": "hi"}) -> (('role', 'user'), ('content', 'hi'))"""
+    if type(message) is not dict:
+        return None
+    items = tuple(message.items())
+    for k, v in items:
+        if type(k) is not str or (type(v) is not str and v is not None):
+            return None
+    return items
+
+
+def _lines(message: object) -> str:
+    """One message's masked lines as they stand in the body's list."""
+    return redact(_json(message).replace("\n", _ITEM))
+
+
+@lru_cache(maxsize=16384)
+def _message_lines(key: tuple, secret: str) -> str:
+    """_lines, cached (secret: a digest of the key redact reads from the environment, so that a new key
+    draws them again)."""
+    return _lines(dict(key))
+
+
+def body_json(body: object) -> str:
+    """redact(the body's JSON, indent 2), the same text, made a message at a time: the messages' lines are
+    cached, so a body that differs from the last by its newest messages costs those messages.
+    Example: body_json({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).splitlines()[2] -> '    {'"""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    secret = os.environ.get("OPENAI_API_KEY", "")
+    # every match redact makes lies inside a run of characters with no white space in it, and the
+    # pieces are cut at white space: masked apart, they read as the whole masked at once
+    if not isinstance(messages, list) or not messages or any(c.isspace() for c in secret):
+        return redact(_json(body))
+    outline = _json({**cast(dict, body), "messages": _MARK})  # the list's place kept among the body's keys
+    mark = json.dumps(_MARK)
+    if outline.count(mark) != 1:
+        return redact(_json(body))
+    head, _, tail = outline.partition(mark)
+    digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+    lines = [_message_lines(key, digest) if key is not None else _lines(m)
+             for m, key in zip(messages, map(_message_key, messages))]
+    return f"{redact(head)}[{_ITEM}{(',' + _ITEM).join(lines)}\n  ]{redact(tail)}"
+
+
 def _extra(key: str, value: object) -> tuple[str, str]:
     """An extra an in-process client records, as (title, text)."""
     if isinstance(value, str):
@@ -330,11 +388,11 @@ def wire_sections(last: dict, headers: Sequence[str] = WIRE_HEADERS) -> list[tup
         sections = [(f"{last.get('method', '')} {last.get('url', '')}", lines)]
     else:
         sections = [("in-process call: client.chat.completions.create(**body) (no HTTP)", "")]
-    sections.append(("", _json(last.get("body"))))
+    sections.append(("", body_json(last.get("body"))))  # masked already: a message at a time
     extras = {k: v for k, v in last.items() if k not in _RECORD_KEYS}
     if isinstance(extras.get("prompt"), str):  # the embedded model: what it really reads, template applied
         tokens = extras.pop("prompt_tokens", "?")
         sections.append((f"the prompt the model reads ({tokens} tokens):", extras.pop("prompt")))
     sections += [_extra(key, value) for key, value in extras.items()]
-    # headers are masked when recorded; this is belt and braces for everything else
-    return [(redact(title), redact(text)) for title, text in sections]
+    # headers are masked when recorded; this is belt and braces for everything else (the body: masked)
+    return [(redact(title), text if i == 1 else redact(text)) for i, (title, text) in enumerate(sections)]

@@ -15,8 +15,9 @@ safe markdown): ``ipywidgets.HTML`` does not sanitize.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import ipywidgets as widgets
 
@@ -46,6 +47,19 @@ _BODY = '<div style="line-height:1.4">{}</div>'  # ipywidgets' HTML widget line-
 def _title(text: str) -> widgets.HTML:
     # a heading for screen readers too: they jump from view to view by heading
     return widgets.HTML(f'<div role="heading" aria-level="3" style="{_TITLE}">{escape(text)}</div>')
+
+
+def _draw_when_shown(view: widgets.VBox, draw: Callable[[], None]) -> threading.Lock:
+    """A view whose drawing is long (the inspector's tables, the wire view's JSON: the whole conversation)
+    draws nothing while hidden (layout.display "none", its toggle off): its update() keeps the data, and
+    draw() draws the latest when the view is shown again.  Returns the lock draw() holds while it reads
+    and draws: the turn's end (a worker thread) and the toggle may draw at once, and the latest data wins."""
+    def shown(change: dict) -> None:
+        if change["new"] != "none":
+            draw()
+
+    view.layout.observe(shown, names="display")
+    return threading.Lock()
 
 
 # --------------------------------------------------------------------------- #
@@ -200,7 +214,7 @@ class InspectorView(widgets.VBox):
     """Two tables: the list the last call sent and the list the next call will send.
 
     After update(), ``last_rows`` and ``next_rows`` hold one dict per row:
-    {"role", "content", "tokens", "new", "dropped"}.
+    {"role", "content", "tokens", "new", "dropped"} (made when read: one per message, every redraw).
     """
 
     def __init__(self) -> None:
@@ -208,10 +222,27 @@ class InspectorView(widgets.VBox):
         # .value is a table's whole HTML, as drawn
         self.last_html = _table_box("nora-last-sent", "last call sent")
         self.next_html = _table_box("nora-next-send", "next call will send")
-        self.last_rows: list[dict] = []
-        self.next_rows: list[dict] = []
+        self._args: tuple = ()  # update()'s arguments, drawn now or when the view is shown
+        self._rows_of: tuple = (None, [], [])  # (the arguments, last_rows, next_rows) made from them
         super().__init__([_title("Messages inspector"), self.last_html, self.next_html], layout=_box())
+        self._lock = _draw_when_shown(self, self._draw)
         self.update(None, None, (), [], None, ())
+
+    @property
+    def last_rows(self) -> list[dict]:
+        return self._made_rows()[0]
+
+    @property
+    def next_rows(self) -> list[dict]:
+        return self._made_rows()[1]
+
+    def _made_rows(self) -> tuple[list[dict], list[dict]]:
+        args = self._args
+        if self._rows_of[0] is not args:
+            last_sent, last_counts, last_new, next_list, next_counts, next_new, next_dropped = args[:7]
+            last = [] if last_sent is None else self._rows(last_sent, last_counts, last_new)
+            self._rows_of = (args, last, self._rows(next_list, next_counts, next_new, next_dropped))
+        return self._rows_of[1], self._rows_of[2]
 
     @staticmethod
     def _rows(messages, counts, new, dropped=()) -> list[dict]:
@@ -227,16 +258,24 @@ class InspectorView(widgets.VBox):
                next_list: Sequence[dict], next_counts: Sequence[int] | None, next_new,
                next_dropped=(), note: str = "", last_total: int | None = None) -> None:
         """last_new / next_new: row indexes to highlight; next_dropped: rows trimming leaves out;
-        last_total: the prompt's token total (the rows plus the template's framing), if known."""
+        last_total: the prompt's token total (the rows plus the template's framing), if known.
+        Hidden (layout.display "none"), the view keeps them and draws them when it is shown again."""
+        self._args = (last_sent, last_counts, last_new, next_list, next_counts, next_new, next_dropped, note, last_total)
+        if self.layout.display != "none":
+            self._draw()
+
+    def _draw(self) -> None:
+        with self._lock:
+            self._draw_tables(*self._args)
+
+    def _draw_tables(self, last_sent, last_counts, last_new, next_list, next_counts, next_new, next_dropped,
+                     note, last_total) -> None:
         if last_sent is None:
-            self.last_rows = []
             self.last_html.draw(f'<div style="color:{MUTED}">No call yet: send a message.</div>', [], str)
         else:
-            self.last_rows = self._rows(last_sent, last_counts, last_new)
             total = last_total if last_total is not None else (sum(last_counts) if last_counts else None)
             cap = f"Last call sent {count_of(len(last_sent), 'message')}" + (f" ({total:,} tokens)" if total is not None else "")
             _table(self.last_html, last_sent, last_counts, last_new, (), cap, "were sent")
-        self.next_rows = self._rows(next_list, next_counts, next_new, next_dropped)
         count = len(next_list) - len(set(next_dropped))
         cap = (f"Next call will send {'this' if count == 1 else 'these'} {count_of(count, 'message')} + your new one"
                if count else "Next call will send only your new message (the list is empty)")
@@ -287,16 +326,30 @@ class WireView(widgets.VBox):
         self.body = BlockBox(block_tag="span")
         self.data: dict | None = None
         self._note = ""
+        self._drawn: tuple | None = None  # (record, note) last drawn; None: nothing yet
         super().__init__([_title("Wire: the last request"), self.body], layout=_box())
+        self._lock = _draw_when_shown(self, self._draw)
         self.update(None)
 
     def update(self, last: dict | None, note: str = "") -> None:
+        """Show last (a WireLog record) with an optional note above it.  Hidden (layout.display "none",
+        the Wire toggle off), the view keeps the record and draws it when it is shown again."""
+        self.data, self._note = last, note
+        if self.layout.display != "none":
+            self._draw()
+
+    def _draw(self) -> None:
+        with self._lock:
+            self._draw_record()
+
+    def _draw_record(self) -> None:
         # Every redraw (each turn's end, twice side by side; every control change) passes the same
         # record until the next call: a record is a snapshot, never changed after it is made, and its
-        # JSON is the whole conversation (at 5,000 messages ~120 ms to draw again).
-        if last is not None and last is self.data and note == self._note:
+        # JSON is the whole conversation (at 5,000 messages ~120 ms to draw again, whole).
+        last, note = self.data, self._note
+        if last is not None and self._drawn is not None and last is self._drawn[0] and note == self._drawn[1]:
             return
-        self.data, self._note = last, note
+        self._drawn = (last, note)
         if not last:
             self.body.draw(f'<div style="color:{MUTED}">No request yet.</div>', [], str)
             return

@@ -1412,6 +1412,48 @@ def _all_widget_state() -> str:
     return json.dumps([w.get_state() for w in list(_instances.values())], default=str)
 
 
+def test_hidden_views_draw_nothing_and_show_the_latest_call_when_opened(monkeypatch):
+    """The wire view's JSON and the inspector's tables hold the whole conversation: hidden (their toggles
+    off), a turn does not draw them at all; opened, they show exactly what they would have shown open."""
+    from nora_widgets import views
+
+    drawn = []
+    real = views.wire_sections
+    monkeypatch.setattr(views, "wire_sections", lambda last: drawn.append(last) or real(last))
+    shown = ChatPanel(ScriptedClient(), history=chat_of(40), views=("inspector", "wire"))
+    hidden = ChatPanel(ScriptedClient(), history=chat_of(40), views=())
+    tables = hidden.inspector.last_html.redrawn, hidden.inspector.next_html.redrawn
+    for q in ("My name is Ada.", "What is my name?", "And my age?"):
+        for panel in (shown, hidden):
+            panel_send(panel, q)
+    hidden.temperature.value = 0.3  # a control changed: refresh() with the views still hidden
+    shown.temperature.value = 0.3
+    assert len(drawn) == 3  # the panel with the views open: once a call; the hidden one never
+    assert (hidden.inspector.last_html.redrawn, hidden.inspector.next_html.redrawn) == tables
+    assert "No request yet" in hidden.wire_view.body.value and "No call yet" in hidden.inspector.last_html.value
+    assert hidden.wire_view.data is hidden.client.wire.last  # the record is kept, to draw when shown
+    assert [r["content"] for r in hidden.inspector.last_rows] == [m["content"] for m in hidden.last_sent]
+
+    hidden.toggles["wire"].value = True
+    hidden.toggles["inspector"].value = True
+    assert len(drawn) == 4 and drawn[-1] is hidden.client.wire.last  # opened: the latest call, drawn once
+    assert hidden.wire_view.body.value == shown.wire_view.body.value  # exactly what the open view shows
+    assert "And my age?" in hidden.wire_view.body.value
+    assert hidden.inspector.last_html.value == shown.inspector.last_html.value
+    assert hidden.inspector.next_html.value == shown.inspector.next_html.value
+    assert hidden.inspector.last_rows == shown.inspector.last_rows and hidden.inspector.next_rows == shown.inspector.next_rows
+    hidden.refresh()  # open, the same call: not drawn again
+    assert len(drawn) == 4
+
+    hidden.toggles["wire"].value = False  # closed again, a turn, opened: that turn's call
+    panel_send(hidden, "One more?")
+    panel_send(shown, "One more?")
+    assert len(drawn) == 5  # the open panel's new call only
+    hidden.toggles["wire"].value = True
+    assert len(drawn) == 6 and hidden.wire_view.body.value == shown.wire_view.body.value
+    assert '"One more?"' in unescape(re.sub(r"</?span>", "", hidden.wire_view.body.value))
+
+
 def test_wire_view_with_the_real_openai_client_over_http(stub_server):
     secret = "sk-test-panel-0123456789abcdef"
     stub_server.enqueue("Yes, two novels.")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from nora_widgets.clients import WireLog
 from nora_widgets.render import (
+    body_json,
     escape,
     is_safe_link,
     markdown_to_html,
@@ -317,6 +318,57 @@ def test_magics_and_the_wire_view_show_the_same_sections():
     assert places == sorted(places)  # every section, escaped, in order
     assert "accept: application/json" in html_text and "accept" not in text  # the view shows more headers
     assert KEY not in text + html_text
+
+
+# pieces redact masks, and the characters around them: a run with no white space is where a match can be
+SECRETISH = ["sk-abcdef123456", "sk-", "http://u:pw@h/v1", "?api-key=zz&token=y", "&sig=1", "://", "\n", "\t",
+             " ", '"', "\\", "{", "}", "[", "]", ",", ":", "\u00e9", "\u2028", "x"]
+
+
+@settings(max_examples=300)
+@given(messages=st.lists(st.dictionaries(st.sampled_from(["role", "content", "name"]),
+                                         st.one_of(st.lists(st.sampled_from(SECRETISH), max_size=6).map("".join),
+                                                   st.none(), st.integers(), st.booleans(), st.floats())),
+                         max_size=6),
+       key=st.sampled_from(["", "sk-abcdef123456", "abcdefgh", "short", "has a space 123"]))
+def test_the_body_json_made_a_message_at_a_time_is_the_whole_one_masked(messages, key):
+    # the wire view's JSON is made from each message's cached lines: it must be, character for character,
+    # what masking the body's whole JSON gives
+    import os
+
+    from nora_widgets.errors import redact
+    from nora_widgets.render import _json
+
+    before = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = key
+    try:
+        for body in ({"model": "m" + key, "messages": messages, "temperature": 0.7, "stream": True},
+                     {"messages": messages}, {"messages": messages, "extra": {"url": "http://a:b@c/?token=1"}}):
+            assert body_json(body) == redact(_json(body))
+            assert body_json(body) == body_json(body)  # from the cache, the same
+    finally:
+        if before is None:
+            del os.environ["OPENAI_API_KEY"]
+        else:
+            os.environ["OPENAI_API_KEY"] = before
+
+
+def test_a_body_two_messages_longer_costs_two_messages(monkeypatch):
+    from nora_widgets import render
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    made = []
+    real = render._lines
+    monkeypatch.setattr(render, "_lines", lambda message: made.append(message) or real(message))
+    history = [{"role": "user" if i % 2 else "assistant", "content": f"body test {i} sk-{i:08d}"} for i in range(300)]
+    body_json({"model": "m", "messages": history})
+    made.clear()
+    text = body_json({"model": "m", "messages": history + [{"role": "user", "content": "new"}], "stream": True})
+    assert made == [{"role": "user", "content": "new"}]  # only the new message's lines were made
+    assert "sk-00000007" not in text and "sk-***" in text
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-00000005")  # a new key: every message masked again
+    text = body_json({"model": "m", "messages": history})
+    assert len(made) == 1 + 300 and '"content": "body test 5 ***"' in text  # the key itself, not "sk-***"
 
 
 def test_a_long_transcript_is_redrawn_from_the_cache():
