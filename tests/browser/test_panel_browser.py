@@ -1002,6 +1002,10 @@ def test_escape_stops_a_reply(lab, browser_page):
     expect(prompt).to_have_value("Tell me a long story", timeout=10_000)
     assert not page.evaluate(STOP_LIVE) and page.evaluate(IS_FOCUSED, PROMPT)
     assert panel.locator(".nora-transcript .nora-msg-user").count() == 0  # the history as it was
+    # the inspector is hidden here (views=()), and a hidden view draws nothing: opened, it shows the list
+    # the next call sends, the persona alone
+    panel.get_by_role("button", name="Inspector").click()
+    expect(page.locator(".nora-panel .nora-next-send tr.nora-row")).to_have_count(1, timeout=10_000)
     assert rows_in_next_list(page) == 1 and errors == [], errors
 
 
