@@ -35,7 +35,7 @@ from nora_widgets import cli, magics
 from nora_widgets._chat_session import COMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
 # the lessons' sources: their links are read from notebooks/, where the notebooks made of them live
 LESSONS = sorted((ROOT / "notebooks" / "_build" / "lessons").glob("*.md"))
 MD = MarkdownIt("commonmark").enable("table")
