@@ -35,8 +35,8 @@ above, and leave the list as it was if the task is cancelled:
 """
 
 from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_async_client, make_client
-from .conversation import (SYSTEM_PROMPT, ChatClient, TurnResult, run_turn, safe_run_turn, stream_turn,
-                           trim_history, trim_to_budget)
+from .conversation import (SYSTEM_PROMPT, ChatClient, TurnResult, edit_message, run_turn, safe_run_turn,
+                           stream_turn, trim_history, trim_to_budget)
 from .errors import (ArgumentError, BadResponseError, ContextWindowError, EmptyMessageError, HistoryError,
                      MessageTooLongError, NoraError, RefusedError, StreamCutError, describe_failure)
 from .transcript import TranscriptError, load_transcript, save_transcript
@@ -64,6 +64,7 @@ __all__ = [
     "asafe_run_turn",
     "trim_history",
     "trim_to_budget",
+    "edit_message",
     "ChatClient",
     "AsyncChatClient",
     "NoraClient",

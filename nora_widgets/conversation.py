@@ -37,6 +37,7 @@ from .errors import (
     MessageTooLongError,
     PersonaTooLongError,
     StreamCutError,
+    count_of,
     describe_failure,
     mask_keys,
 )
@@ -51,6 +52,8 @@ __all__ = [
     "new_history",
     "persona_only",
     "undo_turn",
+    "message_at",
+    "edit_message",
     "validate_history",
     "validate_user_text",
     "is_client",
@@ -169,6 +172,54 @@ def undo_turn(history: list[Message]) -> list[Message]:
             del history[i:]
             return removed
     return []
+
+
+def message_at(history: list[Message], index: int | str) -> Message:
+    """history[index], counted from 0 (the persona, when there is one, is message 0), with a one-line
+    NoraError for a number that names no message.  index may be the number as typed ("4"); a negative
+    one is refused, not read from the end: a face shows the numbers 0, 1, 2... and nothing else.
+    Example: message_at([s, u1, a1], "2") -> a1; message_at([s, u1, a1], 3) raises
+        NoraError('there is no message 3: the conversation has 3 messages, numbered 0 to 2')
+    """
+    return history[_message_number(history, index)]
+
+
+def _message_number(history: list[Message], index: int | str) -> int:
+    """The position message_at checks, as an int."""
+    validate_history(history)
+    count = len(history)
+    if not count:
+        raise NoraError("there are no messages: the conversation is empty")
+    number = index.strip() if isinstance(index, str) else index
+    if isinstance(number, str) and number.isascii() and number.isdigit():  # isdigit() alone lets '²' through
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise NoraError(f"the message number must be a whole number from 0 to {count - 1} (got {index!r})")
+    if number >= count:
+        raise NoraError(f"there is no message {number}: the conversation has {count_of(count, 'message')}, "
+                        f"numbered 0 to {count - 1}")
+    return number
+
+
+def edit_message(history: list[Message], index: int | str, text: str) -> Message:
+    """Rewrite the past, in place: message `index` (counted from 0, as history[index]) gets `text` as its
+    content and keeps its role; returns the message it replaced.  The model cannot tell: it has no
+    memory, so the next call sends the list as it is now and the reply follows it.  The message is a new
+    dict (copies taken earlier keep the old one, as with set_persona); message 0, the persona when there
+    is one, is edited like any other.  Bad input (a number that names no message, empty text) is one
+    NoraError line, and the list is unchanged.
+    Example: h = [s, u1, {"role": "assistant", "content": "Two novels."}]
+             edit_message(h, 2, "Three novels.") -> returns the old reply; h[2] == {"role": "assistant",
+             "content": "Three novels."}, and the next run_turn sends that
+    """
+    number = _message_number(history, index)
+    old = history[number]
+    if not isinstance(text, str):
+        raise NoraError(f"the new text must be a string (got {type(text).__name__})")
+    if not text.strip():
+        raise NoraError(f"the new text for message {number} is empty: a message needs some text")
+    history[number] = {**old, "content": text}  # any other key of the message (e.g. "name") is kept
+    return old
 
 
 def validate_history(history: Any) -> None:

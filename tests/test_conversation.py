@@ -10,6 +10,8 @@ import nora_widgets
 from nora_widgets import SYSTEM_PROMPT, ScriptedClient, run_turn, safe_run_turn, stream_turn, trim_history
 from nora_widgets.conversation import (
     dropped_by_trim,
+    edit_message,
+    message_at,
     dropped_indexes,
     messages_to_send,
     new_history,
@@ -820,3 +822,61 @@ def test_undo_turn_takes_back_the_last_turn_exactly():
     assert undo_turn(greeting) == [] and len(greeting) == 2  # nothing of the user's to take back
     with pytest.raises(HistoryError, match="^message 1: must be a dict"):
         undo_turn([{"role": "user", "content": "a"}, "b"])
+
+
+def test_edit_message_rewrites_one_message_keeps_its_role_and_the_next_call_sends_it():
+    client = ScriptedClient(["Yes, two novels.", "The second one.", "Fourteen euros."])
+    history = new_history()
+    run_turn(client, history, "Do you have Le Guin?")
+    run_turn(client, history, "Which one is cheaper?")
+    earlier = list(history)  # a copy taken before the edit (as ChatSession.send takes one)
+    old = edit_message(history, 2, "No, we have nothing by Le Guin.")
+    assert old == {"role": "assistant", "content": "Yes, two novels."}
+    assert history[2] == {"role": "assistant", "content": "No, we have nothing by Le Guin."}
+    assert earlier[2] is old and history[2] is not old  # a new dict: the copy keeps the old message
+    assert history[:2] == earlier[:2] and history[3:] == earlier[3:]  # nothing else moved
+    # the model "believes" the edited list: the next call carries it, word for word
+    run_turn(client, history, "How much is it?")
+    assert client.calls[2]["messages"][:5] == earlier[:2] + [history[2]] + earlier[3:]
+    assert client.calls[2]["messages"][2]["content"] == "No, we have nothing by Le Guin."
+    # the number as a face reads it, the persona (message 0) and a user message: roles kept
+    edit_message(history, " 0 ", "Be brief.")
+    edit_message(history, "1", "Do you have Tolkien?")
+    assert history[:2] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Do you have Tolkien?"}]
+    named = [{"role": "user", "content": "hi", "name": "ada"}]
+    edit_message(named, 0, "hello")
+    assert named == [{"role": "user", "content": "hello", "name": "ada"}]
+
+
+def test_message_at_counts_from_zero_like_the_list():
+    history = new_history("p") + [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert [message_at(history, i) for i in range(3)] == history
+    assert message_at(history, "2") is history[2]
+
+
+_THREE = [{"role": "system", "content": "p"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+
+
+@pytest.mark.parametrize("history, index, text, says", [
+    (_THREE, 3, "x", "there is no message 3: the conversation has 3 messages, numbered 0 to 2"),
+    (_THREE, "12", "x", "there is no message 12: the conversation has 3 messages, numbered 0 to 2"),
+    (_THREE, -1, "x", "the message number must be a whole number from 0 to 2 (got -1)"),  # not 'the last one'
+    (_THREE, "-1", "x", "the message number must be a whole number from 0 to 2 (got '-1')"),
+    (_THREE, "two", "x", "the message number must be a whole number from 0 to 2 (got 'two')"),
+    (_THREE, "", "x", "the message number must be a whole number from 0 to 2 (got '')"),
+    (_THREE, "\u00b2", "x", "the message number must be a whole number from 0 to 2 (got '\u00b2')"),
+    (_THREE, 1.0, "x", "the message number must be a whole number from 0 to 2 (got 1.0)"),
+    (_THREE, True, "x", "the message number must be a whole number from 0 to 2 (got True)"),
+    (_THREE, 2, "", "the new text for message 2 is empty: a message needs some text"),
+    (_THREE, "2", "  \n ", "the new text for message 2 is empty: a message needs some text"),
+    (_THREE, 2, None, "the new text must be a string (got NoneType)"),
+    ([], 0, "x", "there are no messages: the conversation is empty"),
+    ([{"role": "user", "content": "a"}, "b"], 0, "x", "message 1: must be a dict"),
+])
+def test_edit_message_refuses_bad_input_in_one_line_and_changes_nothing(history, index, text, says):
+    history = copy.deepcopy(history)
+    before = copy.deepcopy(history)
+    with pytest.raises(NoraError) as caught:
+        edit_message(history, index, text)
+    assert str(caught.value).startswith(says) and "\n" not in str(caught.value)
+    assert history == before
