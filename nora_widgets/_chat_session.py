@@ -24,6 +24,7 @@ from ._line_input import BLOCK, Stopped, _after_ctrl_c, _next_line, _read_block,
 from ._sent_line import describe_sent
 from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
 from ._terminal_text import OutputError, _write  # noqa: F401  (cli imports both from here)
+from ._terminal_text import clip
 from ._terminal_text import printable as _printable
 from ._type_ahead import held_keys
 from ._waiting import Ticker, waiting_words
@@ -31,7 +32,10 @@ from .clients import _listed_models, model_note, model_used, not_known_yet
 from .conversation import (
     DEFAULT_TEMPERATURE,
     ChatClient,
+    dropped_indexes,
+    edit_message,
     means_no_persona,
+    message_at,
     messages_to_send,
     persona_only,
     safe_run_turn,
@@ -39,7 +43,7 @@ from .conversation import (
     temperature_problem,
     undo_turn,
 )
-from .errors import Failure, count_of, looks_like_a_key, redact
+from .errors import Failure, NoraError, count_of, looks_like_a_key, redact
 from .transcript import TranscriptError, load_transcript, save_transcript
 
 __all__ = ["ChatSession", "Stopped", "chat_loop", "HELP_TEXT", "completions", "use_readline"]
@@ -68,6 +72,8 @@ HELP = [  # (what to type, what it does): /help's list, wrapped to the terminal 
     ("/sent [on|off]", "after each reply, one line saying what that call sent (messages, turns, tokens)"),
     ("/undo", "take back your last message and its reply (the next call will not send them)"),
     ("/retry", "ask for your last message's reply again (the same list goes out again)"),
+    ("/edit N TEXT", "rewrite message N (numbered from 0 as /history lists them; 0 is the persona): the next call "
+                     "sends the edited list; /edit N shows the message whole"),
     ("/help", "this list"),
     ("quit, Ctrl-D", "leave (exit, /quit and /exit too); Ctrl-C cancels a reply in progress"),
     ("//text", "send a message that starts with '/'"),
@@ -386,6 +392,7 @@ class ChatSession:
             "/sent": self._sent,
             "/undo": self._undo,
             "/retry": self._retry,
+            "/edit": self._edit,
             "/help": lambda _arg: self.say(help_text(min(79, _columns(self.out) - 1))),
         }
 
@@ -395,6 +402,9 @@ class ChatSession:
         if self.keep_turns is not None and len(sent) < len(self.history):  # trimmed (None sends all)
             self.say(f"(next call sends {len(sent)} of {len(self.history)} messages plus your new one: "
                      f"/trim {self.keep_turns} keeps the last {count_of(self.keep_turns, 'turn')})")
+            left_out = set(dropped_indexes(self.history, sent))
+            shown = [i for i in range(len(self.history)) if i not in left_out]
+            self.say(f"(/edit N counts all {len(self.history)} messages from 0: these are {_numbers(shown) or 'none of them'})")
         elif not sent:
             self.say("(next call sends only your new message)")
         else:
@@ -572,6 +582,34 @@ class ChatSession:
             self.history.extend(removed)  # the retry was rolled back: the earlier reply stays
             self.say("(the earlier reply is kept)" if replied else "(the conversation is as it was)")
 
+    def _edit(self, arg: str) -> None:
+        """/edit N TEXT: message N (counted from 0, as /history's list) gets TEXT, its role kept
+        (conversation.edit_message); /edit N alone prints it whole, to copy.  Nothing is sent now: the
+        next call sends the list as edited, and the model, which remembers nothing, cannot tell.
+        Example: after one turn, '/edit 2 We have none.' -> '(message 2 (assistant) now: "We have none.")'"""
+        number, _, text = arg.partition(" ")
+        if not number:
+            self.warn("(/edit N TEXT gives message N the text TEXT (counted from 0, as /history lists them); "
+                      "/edit N shows it; nothing was changed)")
+            return
+        try:
+            if not text.strip():
+                message = message_at(self.history, number)
+                number = str(int(number))  # '/edit 03' shows message 3
+                self.say(f"(message {number}, {message['role']}: /edit {number} TEXT replaces it)")
+                self.say(message["content"])
+                return
+            old = edit_message(self.history, number, _unquote(text.strip()))  # /edit 2 "Yes." as /system's quotes
+        except NoraError as exc:
+            self.warn(f"(/edit: {exc}; nothing was changed)")
+            return
+        index = int(number)  # edit_message took it: a whole number in range
+        self._autosave()  # as after a turn: the --save file holds the conversation the next call sends
+        sent = messages_to_send(self.history, None, self.keep_turns)
+        left_out = index in dropped_indexes(self.history, sent)
+        note = f"; /trim {self.keep_turns} leaves it out of the next call" if left_out else ""
+        self.say(f'(message {index} ({old["role"]}) now: "{clip(self.history[index]["content"], 50)}"{note})')
+
     def _clear(self, _arg: str) -> None:
         """/clear: the persona (a leading system message) is kept, everything else goes, a system message
         further down included: kept, it would become the persona (trim_history keeps every system message).
@@ -581,6 +619,17 @@ class ChatSession:
         self.history[:] = persona
         kept = "the persona is kept" if persona else "there is no persona, so nothing is kept"
         self.say(f"(cleared {count_of(dropped, 'message')}; {kept})")
+
+
+def _numbers(indexes: list[int]) -> str:
+    """Positions in the list as runs.  Example: _numbers([0, 5, 6, 7]) -> '0 and 5-7'; _numbers([0, 3]) -> '0 and 3'"""
+    runs: list[str] = []
+    for i in indexes:
+        if runs and runs[-1].split("-")[-1] == str(i - 1):
+            runs[-1] = f"{runs[-1].split('-')[0]}-{i}"
+        else:
+            runs.append(str(i))
+    return ", ".join(runs[:-1]) + f" and {runs[-1]}" if len(runs) > 1 else "".join(runs)
 
 
 # --------------------------------------------------------------------------- #

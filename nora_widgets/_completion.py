@@ -19,7 +19,7 @@ from typing import Callable
 __all__ = ["COMMANDS", "completions", "use_readline"]
 
 COMMANDS = ("/history", "/system", "/model", "/temperature", "/trim", "/save", "/load", "/clear", "/sent",
-            "/undo", "/retry", "/help", "/quit", "/exit")  # what Tab completes after '/', in /help's order
+            "/undo", "/retry", "/edit", "/help", "/quit", "/exit")  # what Tab completes after '/', in /help's order
 FILE_COMMANDS = ("/save", "/load")  # Tab after these completes file names
 MODEL_COMMAND = "/model"  # Tab after it completes the model names the server lists, and default
 

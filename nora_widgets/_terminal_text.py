@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-__all__ = ["printable", "SHOW_AS_CODE", "OutputError"]
+__all__ = ["printable", "clip", "SHOW_AS_CODE", "OutputError"]
 
 # Characters that are not terminal commands but still mislead: bidi overrides and isolates reorder
 # what is shown ("Trojan Source"), and lone surrogates cannot be written as UTF-8 at all.
@@ -46,6 +46,13 @@ def printable(text: str) -> str:
         else:
             out.append(f"\\x{code:02x}")  # DEL and the C1 controls (0x9b is a one-byte ESC [)
     return "".join(out)
+
+
+def clip(text: str, width: int = 60) -> str:
+    """A message on one line of at most width characters: its whitespace runs made one space, cut with an
+    ellipsis.  Example: clip("Yes,\n two novels by Le Guin.", 12) -> 'Yes, two no\u2026'"""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
 
 
 class OutputError(OSError):

@@ -34,7 +34,7 @@ from IPython.display import display
 
 from ._message_hints import closest
 from ._sent_line import describe_sent
-from ._terminal_text import printable
+from ._terminal_text import clip, printable
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -374,11 +374,6 @@ def _token_counts(messages: list, client: Any, model: str | None):
         return None
 
 
-def _clip(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
-
-
 def history_view(s: NotebookSession) -> tuple[str, str]:
     """(text/plain, text/html) of the history, marking what the next call will not send.
 
@@ -402,7 +397,7 @@ def history_view(s: NotebookSession) -> tuple[str, str]:
     for i, m in enumerate(history):
         n = "" if per is None or i >= len(per) or per[i] is None else f"{per[i]:,}"
         mark = "  (not sent)" if i in dropped else ""
-        lines.append(f"{i:>3}  {m['role']:<9}  {n:>6}  {_clip(m['content'])}{mark}")
+        lines.append(f"{i:>3}  {m['role']:<9}  {n:>6}  {clip(m['content'])}{mark}")
     from .render import MUTED, messages_table_html
 
     table = messages_table_html(history, token_counts=per, dimmed=dropped, caption=head, max_chars=2000)
@@ -592,7 +587,7 @@ class ChatMagics(Magics):
             return
         more = len(removed) - 1  # what came after your message: none (no reply yet), the reply, or more
         after = "" if not more else " and its reply" if more == 1 else f" and {count_of(more, 'message')} after it"
-        _show(f"took back your last message ({_clip(removed[0]['content'], 40)!r}){after}: "
+        _show(f"took back your last message ({clip(removed[0]['content'], 40)!r}){after}: "
               f"{count_of(len(history), 'message')} left; the model never kept it")
 
     def _cmd_trim(self, raw: str) -> None:

@@ -1239,6 +1239,7 @@ def test_slash_commands_whole_session(monkeypatch, capsys, tmp_path):
         "you: Again?", f"nora: {r2}",
         "you: /history", *json.dumps([terse], indent=2).splitlines(),
         "(next call sends 1 of 5 messages plus your new one: /trim 0 keeps the last 0 turns)",
+        "(/edit N counts all 5 messages from 0: these are 0)",
         "you: /trim off", "(trimming off: every call sends the whole conversation)",
         "you: /trim many",
         f"you: /save {saved}", f"(saved 5 messages to {saved})",
@@ -1285,6 +1286,103 @@ def test_undo_and_retry_whole_session(monkeypatch, capsys, tmp_path):
         "you: /undo", "(nothing to undo: no message of yours in the conversation)",
     ]
     assert json.loads(saved.read_text())["messages"] == [SYSTEM]  # the --save file follows /undo too
+
+
+def test_edit_rewrites_the_past_and_undo_retry_and_save_follow_the_edited_list(monkeypatch, capsys, tmp_path):
+    saved = tmp_path / "s.json"
+    script = ["Hello", "How much?", "/edit 2 We have nothing by Le Guin,   sorry.", "/edit 2", "/history",
+              "/edit 3 Do you have Tolkien?", "/retry", "/undo", "/edit 01 Hi,\tagain", "/edit 2 \"\"Quoted\" twice\""]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save", str(saved)],
+                                "\n".join(script) + "\n")
+    r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'Hello'"
+    r2 = "[scripted reply 2] I was sent 4 messages; the last one says: 'How much?'"
+    r3 = "[scripted reply 3] I was sent 4 messages; the last one says: 'Do you have Tolkien?'"  # the edited one
+    edited = [SYSTEM, user("Hello"), assistant("We have nothing by Le Guin,   sorry."), user("How much?"), assistant(r2)]
+    assert (status, err) == (0, "")
+    assert out.splitlines()[2:] == [
+        "you: Hello", f"nora: {r1}",
+        "you: How much?", f"nora: {r2}",
+        "you: /edit 2 We have nothing by Le Guin,   sorry.",
+        '(message 2 (assistant) now: "We have nothing by Le Guin, sorry.")',  # on one line, spaces as one
+        "you: /edit 2", "(message 2, assistant: /edit 2 TEXT replaces it)", "We have nothing by Le Guin,   sorry.",
+        "you: /history", *json.dumps(edited, indent=2).splitlines(), "(next call sends these 5 messages plus your new one)",
+        "you: /edit 3 Do you have Tolkien?", '(message 3 (user) now: "Do you have Tolkien?")',
+        # /retry resends the list as it stands: your last message as edited
+        "you: /retry", "(sending the same 4 messages again: the model has no memory of its last answer)", f"nora: {r3}",
+        "you: /undo", "(took back your last message and its reply: the next call sends 3 messages plus your new one)",
+        "you: /edit 01 Hi,\tagain", '(message 1 (user) now: "Hi, again")',
+        'you: /edit 2 ""Quoted" twice"', '(message 2 (assistant) now: ""Quoted" twice")',  # the outer quotes go
+    ]
+    # the --save file follows an edit as it follows a turn: the last thing done was an edit
+    assert json.loads(saved.read_text())["messages"] == [
+        SYSTEM, user("Hi,\tagain"), assistant('"Quoted" twice')]
+
+
+def test_edit_refuses_bad_input_in_one_line_and_changes_nothing(monkeypatch, capsys, tmp_path):
+    saved = tmp_path / "s.json"
+    script = ["/edit 1 hi", "Hello", "/edit", "/edit two hi", "/edit 3 hi", "/edit -1 hi", '/edit 2 ""', "/edit 2    ",
+              "/edit 9", "/history"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save", str(saved)],
+                                "\n".join(script) + "\n")
+    r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'Hello'"
+    kept = [SYSTEM, user("Hello"), assistant(r1)]
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[lines.index("you: /edit 2    ") + 1] == "(message 2, assistant: /edit 2 TEXT replaces it)"  # shown
+    assert lines[lines.index("you: /history") + 1:] == [*json.dumps(kept, indent=2).splitlines(),
+                                                        "(next call sends these 3 messages plus your new one)"]
+    assert err.splitlines() == [
+        "(/edit: there is no message 1: the conversation has 1 message, numbered 0 to 0; nothing was changed)",
+        "(/edit N TEXT gives message N the text TEXT (counted from 0, as /history lists them); /edit N shows it; "
+        "nothing was changed)",
+        "(/edit: the message number must be a whole number from 0 to 2 (got 'two'); nothing was changed)",
+        "(/edit: there is no message 3: the conversation has 3 messages, numbered 0 to 2; nothing was changed)",
+        "(/edit: the message number must be a whole number from 0 to 2 (got '-1'); nothing was changed)",
+        "(/edit: the new text for message 2 is empty: a message needs some text; nothing was changed)",
+        "(/edit: there is no message 9: the conversation has 3 messages, numbered 0 to 2; nothing was changed)",
+    ]
+    assert json.loads(saved.read_text())["messages"] == kept  # saved by the turn, untouched by the refusals
+
+
+def test_edit_reaches_a_message_trim_leaves_out_and_the_persona_as_message_0(monkeypatch, capsys):
+    script = ["a", "b", "/trim 1", "/history", "/edit 2 Edited early reply.", "/edit 0 Be brief.", "/system", "/trim off",
+              "/history"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"], "\n".join(script) + "\n")
+    r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'a'"
+    r2 = "[scripted reply 2] I was sent 4 messages; the last one says: 'b'"
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    start = lines.index("you: /history")
+    assert lines[start:start + 1] + lines[lines.index("]", start) + 1:lines.index("you: /trim off")] == [
+        "you: /history",
+        "(next call sends 3 of 5 messages plus your new one: /trim 1 keeps the last 1 turn)",
+        "(/edit N counts all 5 messages from 0: these are 0 and 3-4)",  # how /edit numbers what is not shown
+        "you: /edit 2 Edited early reply.", '(message 2 (assistant) now: "Edited early reply."; '
+                                            '/trim 1 leaves it out of the next call)',
+        "you: /edit 0 Be brief.", '(message 0 (system) now: "Be brief.")',
+        "you: /system", "(system prompt: 'Be brief.')",  # the same as /system Be brief.
+    ]
+    tail = out.split("you: /trim off\n", 1)[1]
+    shown = json.loads(tail[tail.index("["): tail.rindex("]") + 1])
+    assert shown == [{"role": "system", "content": "Be brief."}, user("a"), assistant("Edited early reply."),
+                     user("b"), assistant(r2)]
+    assert r1 not in out.split("you: /edit 2", 1)[1]
+
+
+def test_the_call_after_an_edit_carries_the_edited_text_over_http(keyed_stub):
+    # the real openai client, real HTTP: the server gets the list as edited, and nothing says it was
+    keyed_stub.enqueue("Yes, two novels.")
+    script = "Do you have Le Guin?\n/edit 2 No, we have nothing by Le Guin.\nWhy not?\nquit\n"
+    result = nora("chat", *FAST, stdin=script, stub=keyed_stub)
+    edited = [SYSTEM, user("Do you have Le Guin?"), assistant("No, we have nothing by Le Guin."), user("Why not?")]
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [*header(keyed_stub),
+        "you: Do you have Le Guin?", "nora: Yes, two novels.",
+        "you: /edit 2 No, we have nothing by Le Guin.", '(message 2 (assistant) now: "No, we have nothing by Le Guin.")',
+        "you: Why not?", f"nora: {default_reply(edited)}",
+        "you: quit",
+    ]
+    assert [r.messages for r in keyed_stub.chat_requests] == [edited[:2], edited]
 
 
 def test_a_command_that_takes_nothing_refuses_words_after_it_and_changes_nothing(monkeypatch, capsys, tmp_path):
