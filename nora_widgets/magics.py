@@ -14,6 +14,7 @@ shows things; it holds no turn logic of its own.
     %chat --temperature 0 --keep-turns 2     settings for the following turns
     %chat --show-sent                        after each reply, a line on what that call sent
     %chat history | wire | reset | undo | trim N | save FILE | load FILE | help
+    %chat edit N TEXT                        rewrite message N (numbered as %chat history shows)
 
 Failures (the server, the network, Ctrl-C) show one line and roll the turn
 back; a mistyped option is one ``UsageError`` line.  No tracebacks.
@@ -40,7 +41,9 @@ from .conversation import (
     DEFAULT_TEMPERATURE,
     ChatClient,
     dropped_indexes,
+    edit_message,
     means_no_persona,
+    message_at,
     messages_to_send,
     new_history,
     persona_only,
@@ -63,7 +66,7 @@ MAGIC_NOT_FOUND = "check %chat --model and %chat --base-url (or OPENAI_BASE_URL)
 MAGIC_PERSONA = "shorten the persona: %chat --system TEXT"  # when the persona alone overflows the window
 USER_NAME = "nora_history"  # the name the extension puts in the notebook's namespace
 HISTORY_FIX = f"(fix or remove it in {USER_NAME}, or start over with %chat reset)"  # after a bad item, named
-COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "help")
+COMMANDS = ("history", "wire", "reset", "undo", "trim", "save", "load", "edit", "help")
 
 
 # --------------------------------------------------------------------------- #
@@ -442,6 +445,8 @@ USAGE = """\
 %chat wire         the last request exactly as sent (key masked)
 %chat reset        forget the turns, keep the persona      %chat trim N   keep the last N turns
 %chat undo         take back the last turn (then run a %%chat cell again to ask it again)
+%chat edit N TEXT  rewrite message N (the # of %chat history; 0 is the persona), its role kept:
+    the next turn sends the edited list; %chat edit N shows the message whole
 %chat save FILE    %chat load FILE   (the same JSON as `nora chat --save` and the panel)
 %chat save FILE.md  the conversation as Markdown, to read and hand out (it does not load back)
 From code: nora_widgets.magics.conversation() is the list; use_client(client) picks the client."""
@@ -501,6 +506,10 @@ class ChatMagics(Magics):
 
     def _line(self, line: str) -> None:
         s = _SESSION
+        first, _, rest = line.strip().partition(" ")
+        if first.lower() == "edit":  # the text as typed: quotes and apostrophes are part of it, not shell words
+            self._cmd_edit(rest.strip())
+            return
         opts = _line_parser().parse_args(_split(line))
         if opts.amnesia:
             raise UsageError("%chat: --amnesia is for one turn: put it on the %%chat line of that cell")
@@ -559,6 +568,37 @@ class ChatMagics(Magics):
 
     def _cmd_history(self) -> None:
         _show(*history_view(_SESSION))
+
+    def _cmd_edit(self, rest: str) -> None:
+        """%chat edit N TEXT: message N (the # of %chat history) gets TEXT, its role kept
+        (conversation.edit_message); %chat edit N alone shows it whole.  Nothing is sent now: the next
+        %%chat sends the list as edited, and the model, which remembers nothing, cannot tell."""
+        number, _, text = rest.partition(" ")
+        if not number:
+            raise UsageError("%chat edit: takes N TEXT, the number of a message (the # of %chat history) and its "
+                             "new text, e.g. %chat edit 2 We have none.; %chat edit N shows message N")
+        _check_history("edit")
+        history = _SESSION.history
+        given = text.strip()
+        if len(given) >= 2 and given[0] == given[-1] and given[0] in "'\"":  # one pair of surrounding quotes,
+            text = given[1:-1].strip()                                        # as nora chat's /edit
+        else:
+            text = given
+        try:
+            if not given:
+                message = message_at(history, number)
+                index = int(number)
+                _show(f"message {index} ({message['role']}): %chat edit {index} TEXT replaces it\n{message['content']}")
+                return
+            old = edit_message(history, number, text)
+        except NoraError as exc:
+            raise UsageError(f"%chat edit: {exc}; nothing was changed") from None
+        index = int(number)
+        s = _SESSION
+        sent = messages_to_send(history, None, s.keep_turns)
+        note = f"; --keep-turns {s.keep_turns} leaves it out of the next call" \
+            if index in dropped_indexes(history, sent) else ""
+        _show(f'message {index} ({old["role"]}) now: "{clip(history[index]["content"], 50)}"{note}')
 
     def _cmd_wire(self) -> None:
         s = _SESSION
@@ -641,6 +681,8 @@ def _check_command(typed: str, args: list) -> str:
     applied: "Nothing changes".
     Example: _check_command("Trim", ["2"]) -> 'trim'; _check_command("#", ["a"]) raises UsageError("%chat: unknown command '#' ...")"""
     command = _command(typed)
+    if command == "edit":  # after an option: '%chat --temperature 0 edit 2 x' (the text would be split as words)
+        raise UsageError("%chat edit: goes at the start of a line of its own: %chat edit N TEXT")
     wants_arg = command in ("trim", "save", "load")
     if len(args) != (1 if wants_arg else 0) or wants_arg and not args[0].strip():  # '' would name the folder
         need = ("N, the number of turns to keep (e.g. %chat trim 2)" if command == "trim"

@@ -283,6 +283,70 @@ def test_undo_takes_back_the_last_turn_and_a_rerun_asks_again(shell):
     assert magics.conversation() == [{"role": "system", "content": "Be brief."}]
 
 
+def test_edit_rewrites_a_message_numbered_as_history_and_the_next_turn_sends_it(shell):
+    client = use(ScriptedClient(["Two novels.", "14.50 euros.", "Because we sold out."]))
+    run(shell, "%chat --system 'Be brief.'")
+    run(shell, "%%chat\nDo you have Le Guin?")
+    run(shell, "%%chat\nHow much is it?")
+    earlier = [m["content"] for m in magics.conversation()]
+    # the text as typed: an apostrophe and a $ are no shell quote or variable; one pair of outer quotes goes
+    ran = run(shell, "%chat edit 2 We don't have any: $0.")
+    assert ran.shown == ['message 2 (assistant) now: "We don\'t have any: $0."']
+    # a line ending in ? is IPython's request for help (nothing reaches the magic): quoted, it is text
+    assert run(shell, '%chat EDIT 3 "How much would it be?"').shown == [
+        'message 3 (user) now: "How much would it be?"']
+    history = magics.conversation()
+    assert history[2] == {"role": "assistant", "content": "We don't have any: $0."}
+    assert [m["content"] for m in history] == earlier[:2] + ["We don't have any: $0.", "How much would it be?"] + earlier[4:]
+    # the numbers are %chat history's '#' column
+    table = rows(run(shell, "%chat history").shown[0])
+    assert [row.split()[:2] for row in table] == [["0", "system"], ["1", "user"], ["2", "assistant"],
+                                                 ["3", "user"], ["4", "assistant"]]
+    assert "We don't have any: $0." in table[2]
+    # shown whole, to copy; the model "believes" the edited list: the next call carries it
+    assert run(shell, "%chat edit 2").shown == ["message 2 (assistant): %chat edit 2 TEXT replaces it\n"
+                                                "We don't have any: $0."]
+    run(shell, "%%chat\nWhy not?")
+    assert client.calls[2]["messages"][:5] == history[:5] and client.calls[2]["messages"][2]["content"] == \
+        "We don't have any: $0."
+    # message 0 is the persona (as %chat --system TEXT); a message --keep-turns leaves out can be edited too
+    run(shell, "%chat --keep-turns 1")
+    assert run(shell, "%chat edit 1 Any Tolkien, please").shown == [
+        'message 1 (user) now: "Any Tolkien, please"; --keep-turns 1 leaves it out of the next call']
+    run(shell, "%chat edit 0 Be very brief.")
+    assert history[0] == {"role": "system", "content": "Be very brief."} and history[1]["content"] == "Any Tolkien, please"
+
+
+@pytest.mark.parametrize("line, says", [
+    ("%chat edit", "%chat edit: takes N TEXT, the number of a message (the # of %chat history) and its new text, "
+                   "e.g. %chat edit 2 We have none.; %chat edit N shows message N"),
+    ("%chat edit two hi", "%chat edit: the message number must be a whole number from 0 to 2 (got 'two'); "
+                          "nothing was changed"),
+    ("%chat edit 3 hi", "%chat edit: there is no message 3: the conversation has 3 messages, numbered 0 to 2; "
+                        "nothing was changed"),
+    ("%chat edit -1 hi", "%chat edit: the message number must be a whole number from 0 to 2 (got '-1'); "
+                         "nothing was changed"),
+    ('%chat edit 2 ""', "%chat edit: the new text for message 2 is empty: a message needs some text; nothing was changed"),
+    ("%chat --temperature 0 edit 2 hi", "%chat edit: goes at the start of a line of its own: %chat edit N TEXT"),
+    ("%chat edti 2 hi", "did you mean 'edit'?"),
+])
+def test_edit_refuses_bad_input_in_one_line_and_changes_nothing(shell, line, says):
+    use(ScriptedClient(["Two novels."]))
+    run(shell, "%%chat\nDo you have Le Guin?")
+    before = [dict(m) for m in magics.conversation()]
+    temperature = magics.session().temperature
+    ran = run(shell, line)
+    assert ran.usage_error and says in str(ran.result.error_in_exec) and "\n" not in str(ran.result.error_in_exec)
+    assert magics.conversation() == before and magics.session().temperature == temperature
+
+
+def test_edit_names_a_hand_broken_list_as_the_other_commands_do(shell):
+    magics.conversation().append("not a message")
+    ran = run(shell, "%chat edit 0 hi")
+    assert ran.usage_error and str(ran.result.error_in_exec).startswith("%chat edit: message 1: must be a dict")
+    assert magics.HISTORY_FIX in str(ran.result.error_in_exec)
+
+
 def test_undo_of_a_message_with_no_reply_says_so(shell):
     # it said "took back your last message ('hello?') and 0 messages after it"
     magics.conversation().append({"role": "user", "content": "hello?"})
