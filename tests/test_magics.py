@@ -794,7 +794,7 @@ def test_an_unknown_command_names_the_near_miss(shell, source, meant):
     hint = f"did you mean {meant!r}? " if meant else ""
     assert ran.usage_error and ran.stderr == (
         f"UsageError: %chat: unknown command {typed!r} ({hint}use %%chat, two %, to send a message; "
-        "commands: history, wire, reset, undo, trim, save, load, help)\n"), ran.stderr
+        "commands: history, wire, reset, undo, trim, save, load, edit, help)\n"), ran.stderr
     assert magics.conversation() == before
 
 
