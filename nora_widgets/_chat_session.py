@@ -587,7 +587,7 @@ class ChatSession:
         (conversation.edit_message); /edit N alone prints it whole, to copy.  Nothing is sent now: the
         next call sends the list as edited, and the model, which remembers nothing, cannot tell.
         Example: after one turn, '/edit 2 We have none.' -> '(message 2 (assistant) now: "We have none.")'"""
-        number, _, text = arg.partition(" ")
+        number, text = (arg.split(None, 1) + ["", ""])[:2]  # a tab after N separates as a space does
         if not number:
             self.warn("(/edit N TEXT gives message N the text TEXT (counted from 0, as /history lists them); "
                       "/edit N shows it; nothing was changed)")

@@ -506,7 +506,7 @@ class ChatMagics(Magics):
 
     def _line(self, line: str) -> None:
         s = _SESSION
-        first, _, rest = line.strip().partition(" ")
+        first, rest = (line.split(None, 1) + ["", ""])[:2]
         if first.lower() == "edit":  # the text as typed: quotes and apostrophes are part of it, not shell words
             self._cmd_edit(rest.strip())
             return
@@ -573,7 +573,7 @@ class ChatMagics(Magics):
         """%chat edit N TEXT: message N (the # of %chat history) gets TEXT, its role kept
         (conversation.edit_message); %chat edit N alone shows it whole.  Nothing is sent now: the next
         %%chat sends the list as edited, and the model, which remembers nothing, cannot tell."""
-        number, _, text = rest.partition(" ")
+        number, text = (rest.split(None, 1) + ["", ""])[:2]
         if not number:
             raise UsageError("%chat edit: takes N TEXT, the number of a message (the # of %chat history) and its "
                              "new text, e.g. %chat edit 2 We have none.; %chat edit N shows message N")

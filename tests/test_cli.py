@@ -1291,7 +1291,7 @@ def test_undo_and_retry_whole_session(monkeypatch, capsys, tmp_path):
 def test_edit_rewrites_the_past_and_undo_retry_and_save_follow_the_edited_list(monkeypatch, capsys, tmp_path):
     saved = tmp_path / "s.json"
     script = ["Hello", "How much?", "/edit 2 We have nothing by Le Guin,   sorry.", "/edit 2", "/history",
-              "/edit 3 Do you have Tolkien?", "/retry", "/undo", "/edit 01 Hi,\tagain", "/edit 2 \"\"Quoted\" twice\""]
+              "/edit 3\tDo you have Tolkien?", "/retry", "/undo", "/edit 01 Hi,\tagain", "/edit 2 \"\"Quoted\" twice\""]
     status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save", str(saved)],
                                 "\n".join(script) + "\n")
     r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'Hello'"
@@ -1306,7 +1306,7 @@ def test_edit_rewrites_the_past_and_undo_retry_and_save_follow_the_edited_list(m
         '(message 2 (assistant) now: "We have nothing by Le Guin, sorry.")',  # on one line, spaces as one
         "you: /edit 2", "(message 2, assistant: /edit 2 TEXT replaces it)", "We have nothing by Le Guin,   sorry.",
         "you: /history", *json.dumps(edited, indent=2).splitlines(), "(next call sends these 5 messages plus your new one)",
-        "you: /edit 3 Do you have Tolkien?", '(message 3 (user) now: "Do you have Tolkien?")',
+        "you: /edit 3\tDo you have Tolkien?", '(message 3 (user) now: "Do you have Tolkien?")',
         # /retry resends the list as it stands: your last message as edited
         "you: /retry", "(sending the same 4 messages again: the model has no memory of its last answer)", f"nora: {r3}",
         "you: /undo", "(took back your last message and its reply: the next call sends 3 messages plus your new one)",
