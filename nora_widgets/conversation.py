@@ -176,10 +176,10 @@ def undo_turn(history: list[Message]) -> list[Message]:
 
 def message_at(history: list[Message], index: int | str) -> Message:
     """history[index], counted from 0 (the persona, when there is one, is message 0), with a one-line
-    NoraError for a number that names no message.  index may be the number as typed ("4"); a negative
-    one is refused, not read from the end: a face shows the numbers 0, 1, 2... and nothing else.
+    ArgumentError (a NoraError) for a number that names no message.  index may be the number as typed
+    ("4"); a negative one is refused, not read from the end: a face shows the numbers 0, 1, 2... and nothing else.
     Example: message_at([s, u1, a1], "2") -> a1; message_at([s, u1, a1], 3) raises
-        NoraError('there is no message 3: the conversation has 3 messages, numbered 0 to 2')
+        ArgumentError('there is no message 3: the conversation has 3 messages, numbered 0 to 2')
     """
     return history[_message_number(history, index)]
 
@@ -189,14 +189,14 @@ def _message_number(history: list[Message], index: int | str) -> int:
     validate_history(history)
     count = len(history)
     if not count:
-        raise NoraError("there are no messages: the conversation is empty")
+        raise ArgumentError("there are no messages: the conversation is empty")
     number = index.strip() if isinstance(index, str) else index
     if isinstance(number, str) and number.isascii() and number.isdigit():  # isdigit() alone lets '²' through
         number = int(number)
     if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-        raise NoraError(f"the message number must be a whole number from 0 to {count - 1} (got {index!r})")
+        raise ArgumentError(f"the message number must be a whole number from 0 to {count - 1} (got {index!r})")
     if number >= count:
-        raise NoraError(f"there is no message {number}: the conversation has {count_of(count, 'message')}, "
+        raise ArgumentError(f"there is no message {number}: the conversation has {count_of(count, 'message')}, "
                         f"numbered 0 to {count - 1}")
     return number
 
@@ -207,7 +207,7 @@ def edit_message(history: list[Message], index: int | str, text: str) -> Message
     memory, so the next call sends the list as it is now and the reply follows it.  The message is a new
     dict (copies taken earlier keep the old one, as with set_persona); message 0, the persona when there
     is one, is edited like any other.  Bad input (a number that names no message, empty text) is one
-    NoraError line, and the list is unchanged.
+    ArgumentError line, and the list is unchanged.
     Example: h = [s, u1, {"role": "assistant", "content": "Two novels."}]
              edit_message(h, 2, "Three novels.") -> returns the old reply; h[2] == {"role": "assistant",
              "content": "Three novels."}, and the next run_turn sends that
@@ -215,9 +215,9 @@ def edit_message(history: list[Message], index: int | str, text: str) -> Message
     number = _message_number(history, index)
     old = history[number]
     if not isinstance(text, str):
-        raise NoraError(f"the new text must be a string (got {type(text).__name__})")
+        raise ArgumentError(f"the new text must be a string (got {type(text).__name__})")
     if not text.strip():
-        raise NoraError(f"the new text for message {number} is empty: a message needs some text")
+        raise ArgumentError(f"the new text for message {number} is empty: a message needs some text")
     history[number] = {**old, "content": text}  # any other key of the message (e.g. "name") is kept
     return old
 

@@ -67,7 +67,8 @@ class HistoryError(NoraError):
 class ArgumentError(NoraError):
     """An argument of a turn (other than the list and the text) is not one Nora can use: nothing is sent.
 
-    Raised by trim_history and trim_to_budget, so by run_turn and stream_turn (and the async turns) given such a
+    Raised by edit_message and message_at for a number that names no message or an empty text, and by
+    trim_history and trim_to_budget, so by run_turn and stream_turn (and the async turns) given such a
     keep_last_n_turns, after the history is rolled back; safe_run_turn says it as '(not sent: ...)'.
     Example: safe_run_turn(client, history, "hi", keep_last_n_turns="3") ->
         "(not sent: keep_last_n_turns must be a whole number >= 0 (got '3'))", nothing sent, history unchanged"""

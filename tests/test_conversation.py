@@ -20,7 +20,7 @@ from nora_widgets.conversation import (
     undo_turn,
     validate_history,
 )
-from nora_widgets.errors import ContextWindowError, EmptyMessageError, HistoryError, NoraError, StreamCutError
+from nora_widgets.errors import ArgumentError, ContextWindowError, EmptyMessageError, HistoryError, NoraError, StreamCutError
 
 TURNS = ["Do you have any Ursula K. Le Guin novels?", "How much is it?", "Can you hold a copy for me?"]
 
@@ -879,4 +879,6 @@ def test_edit_message_refuses_bad_input_in_one_line_and_changes_nothing(history,
     with pytest.raises(NoraError) as caught:
         edit_message(history, index, text)
     assert str(caught.value).startswith(says) and "\n" not in str(caught.value)
+    # the caller's argument, said as such (safe_run_turn's '(not sent: ...)' family); a broken list: HistoryError
+    assert isinstance(caught.value, HistoryError if says.startswith("message 1") else ArgumentError)
     assert history == before
