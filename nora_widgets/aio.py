@@ -38,7 +38,6 @@ from .conversation import (
     TurnResult,
     _cut_off,
     _default_model,
-    _empty_stream,
     _failed_turn,
     _fewer_turns,
     _is_async,
@@ -46,6 +45,7 @@ from .conversation import (
     _raise_clearer,
     _raise_if_not_json,
     _raise_if_swapped,
+    _reply_not_streamed,
     trim_history,
     validate_history,
     validate_user_text,
@@ -201,8 +201,11 @@ async def _astream_turn(client: _AnyClient, history: list[Message], user: Messag
                 _raise_if_not_json(exc)
                 raise
             raise _cut_off(exc, pieces) from exc
-        if chunks == 0:
-            raise _empty_stream(stream)
+        if chunks == 0:  # not a stream: a whole reply is used, anything else raises why not
+            piece = _reply_not_streamed(stream)
+            if piece:
+                pieces.append(piece)
+                yield piece
         completed = True
     except KeyboardInterrupt as exc:
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here

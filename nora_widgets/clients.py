@@ -68,6 +68,31 @@ class ModelUnavailableError(NoraError):
 # the wire: what actually went out
 
 
+def _json_answer(response: Any) -> bool:
+    """Whether a response's body is JSON (Content-Type application/json): one header looked up."""
+    return str(response.headers.get("content-type") or "")[:16].lower() == "application/json"
+
+
+def _keep_json(response: Any) -> None:
+    """httpx2 response event hook: read a JSON answer whole as it arrives, so it stays readable.
+
+    Some servers and proxies ignore "stream": true and answer a streamed request with JSON: the whole
+    completion, or an error as the body.  openai's stream reads the body as server-sent events, finds
+    none, and keeps nothing of it (httpx2 says StreamConsumed when asked again).  Read here, the body is
+    kept on the response, where stream_turn reads the reply (or the error) from it.  An answer that is
+    not streamed is read whole by httpx2 right after this hook anyway: reading it here costs nothing more.
+    A stream (text/event-stream) is left alone.
+    Example: a streamed request answered {"choices": [...]} -> stream.response.content holds it"""
+    if _json_answer(response):
+        response.read()
+
+
+async def _akeep_json(response: Any) -> None:
+    """_keep_json, for an async client (httpx2 awaits an async client's hooks)."""
+    if _json_answer(response):
+        await response.aread()
+
+
 class WireLog:
     """Keeps the last request a client sent, with any secret masked.
 
@@ -418,7 +443,8 @@ def make_client(
         default_query=query,
         timeout=timeout,
         max_retries=max_retries,
-        http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http]}),
+        http_client=openai.DefaultHttpx2Client(event_hooks={"request": [wire.record_http],
+                                                            "response": [_keep_json]}),
     )
     client.wire = wire
     client.model_windows = {}  # the windows the server states, filled in when it is asked (_stated_windows)
@@ -465,7 +491,7 @@ def make_async_client(backend: str = "auto", **settings: Any) -> "AsyncNoraClien
         default_query=sync.default_query or None,
         timeout=sync.timeout,
         max_retries=sync.max_retries,
-        http_client=openai.DefaultAsyncHttpx2Client(event_hooks={"request": [record]}),
+        http_client=openai.DefaultAsyncHttpx2Client(event_hooks={"request": [record], "response": [_akeep_json]}),
     )
     client.wire = wire
     client.default_model = sync.default_model

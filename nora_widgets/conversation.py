@@ -682,17 +682,63 @@ _PAGE, _TEXT = "a text/HTML page", "plain text"  # what came back instead: one w
 def _empty_stream(stream: Any) -> BadResponseError:
     """The error for a stream that ended before its first chunk.  A web page at the base URL (a web UI on
     that port, a URL missing /v1) answers a streamed request with its page: said as the answer not streamed
-    is, from the Content-Type of the response the stream was read from (openai's Stream keeps it).
+    is, from the Content-Type of the response the stream was read from (openai's Stream keeps it).  A server
+    that ignores "stream": true answers with JSON: an error as the body is said in the server's own words
+    (as not streamed), any other JSON is named; a whole completion is no error (_reply_not_streamed).
     Example: a 200 text/html -> "the server's answer is not a stream of chat chunks (a text/HTML page)";
+        a 200 {"error": {"message": "overloaded"}} -> 'the server answered with an error: overloaded';
+        a 200 {"status": "ok"} -> "the server's answer is not a stream of chat chunks (JSON)";
         a stream with no chunks and no such header -> 'the server sent an empty stream (no chunks)'"""
-    try:
-        kind = str(stream.response.headers.get("content-type") or "").lower()
-    except Exception:  # not openai's stream (a generator, the embedded model's): no headers to read
-        kind = ""
+    kind = _content_type(stream)
     what = _PAGE if kind.startswith("text/html") else _TEXT if kind.startswith("text/plain") else ""
+    if kind.startswith("application/json"):
+        body = _json_kept(stream)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return ErrorBodyError(error)
+        what = "JSON"
     if what:
         return BadResponseError(f"the server's answer is not a stream of chat chunks ({what})")
     return BadResponseError("the server sent an empty stream (no chunks)")
+
+
+def _reply_not_streamed(stream: Any) -> str:
+    """The reply's text when a streamed request was answered with a whole chat completion (JSON) instead:
+    some servers and proxies ignore "stream": true.  The reply is then one piece, and the turn succeeds.
+    Anything else that ended before its first chunk raises its error (_empty_stream).  Only ever called
+    on the error path: a stream that ended with no chunks.
+    openai's stream reads the body as events and keeps nothing of it; make_client's clients keep a JSON
+    body readable (clients._keep_json), so the reply can be read from stream.response.  Another client's
+    whole reply is said as '... not a stream of chat chunks (JSON)'.
+    Example: {"choices": [{"message": {"role": "assistant", "content": "Hi"}}], ...} -> 'Hi'"""
+    body: Any = _json_kept(stream) if _content_type(stream).startswith("application/json") else None
+    try:
+        text = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise _empty_stream(stream) from None
+    if text is None:  # e.g. a reply that is only a tool call, as run_turn takes it
+        return ""
+    if not isinstance(text, str):
+        raise _empty_stream(stream)
+    return text
+
+
+def _content_type(stream: Any) -> str:
+    """The Content-Type of the response a stream was read from, lower case; '' when there is none.
+    Example: openai's Stream over a web page -> 'text/html; charset=utf-8'; a generator -> ''"""
+    try:
+        return str(stream.response.headers.get("content-type") or "").lower()
+    except Exception:  # not openai's stream (a generator, the embedded model's): no headers to read
+        return ""
+
+
+def _json_kept(stream: Any) -> Any:
+    """The JSON body of the response a stream was read from, parsed, if it was kept (clients._keep_json);
+    None when it was not kept (openai's stream reading it leaves nothing) or is not JSON."""
+    try:
+        return json.loads(stream.response.content)
+    except Exception:  # httpx's ResponseNotRead, a body that is not JSON, no response at all
+        return None
 
 
 def _raise_if_not_json(exc: Exception) -> None:
@@ -828,8 +874,11 @@ def _stream_turn(client: ChatClient, history: list[Message], user_text: str, mod
                 _raise_if_not_json(exc)
                 raise
             raise _cut_off(exc, pieces) from exc
-        if chunks == 0:
-            raise _empty_stream(stream)
+        if chunks == 0:  # not a stream: a whole reply is used, anything else raises why not
+            piece = _reply_not_streamed(stream)
+            if piece:
+                pieces.append(piece)
+                yield piece
         completed = True
     except KeyboardInterrupt as exc:  # rolled back below, in finally
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here

@@ -14,7 +14,8 @@ import openai
 import pytest
 
 from nora_widgets import (SYSTEM_PROMPT, EmptyMessageError, GuardedClient, HistoryError, ScriptedClient, arun_turn,
-                          asafe_run_turn, astream_turn, make_async_client, run_turn, safe_run_turn, stream_turn)
+                          asafe_run_turn, astream_turn, make_async_client, make_client, run_turn, safe_run_turn,
+                          stream_turn)
 from nora_widgets._cancel import CANCEL
 from nora_widgets.errors import BadResponseError, ContextWindowError, StreamCutError
 from nora_widgets.guard import never_reveal
@@ -741,3 +742,34 @@ def test_real_openai_an_answer_that_is_not_json_or_is_a_page_is_a_bad_response(s
         ("the server's answer is not a stream of chat chunks (a text/HTML page)", "NoneType")]
     assert refused == "(not sent: keep_last_n_turns must be a whole number >= 0 (got '3'))" and same
     assert refused.failure.kind == "bad_input" and len(stub.chat_requests) == 3  # the refused turn sent nothing
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["AsyncOpenAI", "OpenAI-in-a-thread"])
+def test_real_openai_json_answering_a_stream_is_the_reply_or_the_servers_error(stub, sync):
+    # a server that ignores "stream": true answers with JSON: a whole reply, an error as the body, other JSON.
+    # Each said "the server sent an empty stream (no chunks)", the reply the server gave dropped.
+    stub.enqueue(stub_kit.whole_reply("Yes, two novels."), stub_kit.error_after_head("overloaded"),
+                 stub_kit.not_a_completion())
+    history = history_of(1)
+    before = snapshot(history)
+    settings = dict(backend="openai", base_url=stub.base_url, api_key="sk-test-x", max_retries=0, model="m")
+
+    async def main(client):
+        pieces = await drain(astream_turn(client, history, "Any Le Guin?"))
+        grown = list(history)
+        said = []
+        for _ in range(2):
+            result = await asafe_run_turn(client, history, "hi", on_text=lambda piece: None)
+            said.append(str(result))
+        return pieces, grown, said
+
+    client = make_client(**settings) if sync else make_async_client(**settings)
+    assert isinstance(client, openai.OpenAI if sync else openai.AsyncOpenAI)
+    pieces, grown, said = run_async(main(client))
+    assert pieces == ["Yes, two novels."]
+    assert grown == before[1] + [{"role": "user", "content": "Any Le Guin?"},
+                                 {"role": "assistant", "content": "Yes, two novels."}]
+    assert said == ["(error talking to the model: the server answered with an error: overloaded - try again in a moment)",
+                    "(error talking to the model: the server's answer is not a stream of chat chunks (JSON)"
+                    " - check that OPENAI_BASE_URL is an OpenAI-compatible API)"]
+    assert history == grown and len(stub.chat_requests) == 3

@@ -41,7 +41,9 @@ from tests.servers.openai_stub import (
     default_reply,
     drop,
     error,
+    error_after_head,
     malformed_json,
+    not_a_completion,
     ok,
     rate_limit,
     server_error,
@@ -49,6 +51,7 @@ from tests.servers.openai_stub import (
     unauthorized,
     unavailable,
     web_page,
+    whole_reply,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -201,6 +204,25 @@ def test_ask_says_an_answer_that_is_not_json_or_is_a_web_page_in_one_line(keyed_
         result = nora("ask", *FAST, *([] if stream else ["--no-stream"]), "Any Le Guin?", stub=keyed_stub)
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == f"(error talking to the model: {says}{advice}", result.stderr
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_ask_takes_a_whole_reply_answering_a_stream_and_says_other_json_in_one_line(keyed_stub, stream):
+    # a server that ignores "stream": true answers with JSON: the reply it gave, an error as the body and
+    # other JSON each said "the server sent an empty stream (no chunks)"
+    keyed_stub.enqueue(whole_reply("Yes, two novels."))
+    result = nora("ask", *FAST, *([] if stream else ["--no-stream"]), "Any Le Guin?", stub=keyed_stub)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "Yes, two novels.\n", "")
+    other = "not a stream of chat chunks (JSON)" if stream else "not a chat completion (no choices)"
+    for behaviour, says in ((error_after_head("overloaded"),
+                             "the server answered with an error: overloaded - try again in a moment)\n"),
+                            (not_a_completion(), f"the server's answer is {other} - check that OPENAI_BASE_URL is "
+                                                 "an OpenAI-compatible API)\n")):
+        keyed_stub.enqueue(behaviour)
+        result = nora("ask", *FAST, *([] if stream else ["--no-stream"]), "Any Le Guin?", stub=keyed_stub)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == f"(error talking to the model: {says}", result.stderr
+    assert [r.body.get("stream", False) for r in keyed_stub.chat_requests] == [stream] * 3
 
 
 def test_retries_follow_the_setting(keyed_stub):

@@ -39,6 +39,7 @@ from tests.servers.openai_stub import (
     rate_limit,
     stall,
     unavailable,
+    whole_reply,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -111,15 +112,15 @@ MATRIX = {
     "web_page": Cell(FAULTS["web_page"], "bad_response",
                      ("not a chat completion (a text/HTML page)", "OpenAI-compatible API"), False,
                      stream_words=("not a stream of chat chunks (a text/HTML page)", "OpenAI-compatible API")),
+    # streamed, it said "the server sent an empty stream (no chunks)"
     "not_a_completion": Cell(FAULTS["not_a_completion"], "bad_response",
                              ("not a chat completion (no choices)", "OpenAI-compatible API"), False,
-                             stream_words=("empty stream", "OpenAI-compatible API")),
+                             stream_words=("not a stream of chat chunks (JSON)", "OpenAI-compatible API")),
     # nora serve's answer to a request kept waiting past its keep-alive that then failed: the 200 had
-    # gone out, the error is the body; it read "not a chat completion (no choices)"
+    # gone out, the error is the body; it read "not a chat completion (no choices)", streamed "empty stream"
     "error_after_head": Cell(FAULTS["error_after_head"], "server",
                              ("the server answered with an error: The server had an error while processing",
-                              "try again in a moment"), False,
-                             stream_kind="bad_response", stream_words=("empty stream", "OpenAI-compatible API")),
+                              "try again in a moment"), False),
     "dropped_connection": Cell(FAULTS["dropped_connection"], "connection",
                                ("the server closed the connection without answering",), True),
     "stall": Cell(stall(1.5), "timeout", ("timed out", "--timeout"), True),
@@ -315,6 +316,57 @@ def test_core_a_web_page_answering_a_stream_is_said_as_a_page_with_the_advice_of
     assert history == before and len(stub_server.chat_requests) == 3
 
 
+def test_core_a_whole_reply_answering_a_stream_is_the_reply_in_one_piece(stub_server):
+    """A server (or a proxy) that ignores "stream": true answers with the whole completion as JSON: it said
+    'the server sent an empty stream (no chunks)' and dropped a reply the server had given."""
+    history = earlier()
+    before = copy.deepcopy(history)
+    client = client_for(stub_server)
+    stub_server.enqueue(whole_reply("Yes, two novels."), whole_reply("14.50 euros."))
+    went_out = []
+    assert list(stream_turn(client, history, "Any Le Guin?", on_sent=went_out.append)) == ["Yes, two novels."]
+    assert history == before + [user("Any Le Guin?"), assistant("Yes, two novels.")]
+    assert went_out == [before + [user("Any Le Guin?")]]
+    shown: list[str] = []
+    result = safe_run_turn(client, history, "How much?", on_text=shown.append)
+    assert result == "14.50 euros." and result.ok and shown == ["14.50 euros."]
+    assert history[-2:] == [user("How much?"), assistant("14.50 euros.")] and len(history) == len(before) + 4
+    assert [r.body["stream"] for r in stub_server.chat_requests] == [True, True]  # asked once each, streamed
+
+
+def test_core_json_answering_a_stream_of_a_plain_openai_client_is_named_as_json(stub_server):
+    """openai's stream reads the body as events and keeps none of it: only make_client's clients keep a JSON
+    body readable.  A plain openai.OpenAI's stream cannot tell a whole reply from an error: both are JSON,
+    said so (it said 'the server sent an empty stream (no chunks)'), the history unchanged."""
+    import openai
+
+    history = earlier()
+    before = copy.deepcopy(history)
+    client = openai.OpenAI(base_url=stub_server.base_url, api_key=KEY, max_retries=0)
+    stub_server.enqueue(whole_reply("lost"), FAULTS["error_after_head"], FAULTS["not_a_completion"])
+    for _ in range(3):
+        with pytest.raises(BadResponseError, match=r"^the server's answer is not a stream of chat chunks \(JSON\)$"):
+            list(stream_turn(client, history, "the failing turn"))
+        assert history == before
+
+
+def test_core_json_answering_a_stream_is_said_as_the_answer_not_streamed_is(stub_server):
+    """An error as the body of a 200 is the server's own message, as not streamed; other JSON is named."""
+    history = earlier()
+    before = copy.deepcopy(history)
+    client = client_for(stub_server)
+    stub_server.enqueue(*[FAULTS["error_after_head"]] * 3, FAULTS["not_a_completion"])
+    with pytest.raises(BadResponseError, match=r"^the server answered with an error: The server had an error "):
+        list(stream_turn(client, history, "the failing turn"))
+    whole = safe_run_turn(client, history, "the failing turn")
+    streamed = safe_run_turn(client, history, "the failing turn", on_text=lambda piece: None)
+    assert streamed == whole == ("(error talking to the model: the server answered with an error: The server had an "
+                                 "error while processing your request. - try again in a moment)")
+    other = safe_run_turn(client, history, "the failing turn", on_text=lambda piece: None)
+    assert other == f"(error talking to the model: the server's answer is not a stream of chat chunks (JSON) - {ADVICE})"
+    assert history == before and len(stub_server.chat_requests) == 4
+
+
 @STREAMS
 def test_core_a_keep_last_n_turns_nora_cannot_use_is_not_sent_as_other_bad_input(stub_server, stream):
     """It said '(error talking to the model: keep_last_n_turns must be ...)' though no model was talked to."""
@@ -427,6 +479,17 @@ def test_panel_fault_rolls_back_shows_one_line_and_the_next_turn_works(stub_serv
     assert panel_send(panel, "next") == reply
     assert panel.history == before + [user("next"), assistant(reply)] and panel.error.value == ""
     assert stub_server.chat_requests[-1].messages == before + [user("next")]
+
+
+def test_panel_a_whole_reply_answering_its_stream_is_shown_and_kept(stub_server):
+    # the panel always streams: a server that ignores "stream": true showed "empty stream" and lost the reply
+    panel = panel_for(client_for(stub_server), history=earlier())
+    before = copy.deepcopy(panel.history)
+    stub_server.enqueue(whole_reply("Yes, **two** novels."))
+    assert panel_send(panel, "Any Le Guin?") == "Yes, **two** novels."
+    assert panel.history == before + [user("Any Le Guin?"), assistant("Yes, **two** novels.")]
+    assert panel.error.value == "" and "<strong>two</strong>" in panel.transcript.value
+    assert stub_server.chat_requests[-1].body["stream"] is True
 
 
 def test_panel_a_model_the_server_does_not_know_points_to_the_model_box(stub_server):

@@ -25,6 +25,7 @@ from tests.servers.openai_stub import (
     rate_limit,
     stall,
     unavailable,
+    whole_reply,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -162,6 +163,19 @@ def test_faults_openai_returns_without_raising(stub_server, name):
     got = client.chat.completions.create(model="m", messages=MESSAGES)
     assert (got if isinstance(got, str) else got.choices) == whole
     assert list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True)) == chunks
+
+
+def test_whole_reply_answers_a_stream_with_the_whole_completion_as_json(stub_server):
+    """A server that ignores "stream": true: the same JSON streamed or not; openai's stream finds no events in it."""
+    client = client_for(stub_server)
+    stub_server.enqueue(whole_reply("Yes."), whole_reply("Yes."))
+    assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content == "Yes."
+    with client.chat.completions.with_streaming_response.create(model="m", messages=MESSAGES, stream=True) as raw:
+        assert raw.headers["content-type"] == "application/json"
+        assert json.loads(raw.read())["choices"][0]["message"] == {"role": "assistant", "content": "Yes."}
+    stub_server.enqueue(whole_reply())
+    assert list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True)) == []
+    assert [r.body.get("stream", False) for r in stub_server.chat_requests] == [False, True, True]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])

@@ -40,6 +40,8 @@ Behaviours (module-level functions; ``FAULTS`` maps a short name to each fault):
     malformed_json()            200 whose body is not JSON (a stream: an event that is not JSON)
     web_page()                  200 text/html: a web page, as a wrong base URL answers
     not_a_completion()          200 JSON that is not a chat completion ({"status": "ok"})
+    whole_reply(text)           200 JSON: the whole chat completion even when the request asked for a
+                                stream (a server or proxy that ignores "stream": true); not a fault
     error_after_head(message)   200 JSON whose body is spaces, then an OpenAI-style error: nora serve's
                                 answer when a request kept waiting past its keep-alive then fails
     drop()                      close the socket without any reply
@@ -74,6 +76,7 @@ __all__ = [
     "web_page",
     "not_a_completion",
     "error_after_head",
+    "whole_reply",
     "drop",
     "stall",
     "cut_stream",
@@ -93,7 +96,7 @@ CREATED = 1_700_000_000  # fixed timestamp: responses are byte-for-byte repeatab
 class Behaviour:
     """One scripted answer to one chat request.
 
-    kind: "ok" | "error" | "malformed" | "page" | "other_json" | "error_in_200" | "drop" | "stall" | "cut"
+    kind: "ok" | "error" | "malformed" | "page" | "other_json" | "error_in_200" | "whole" | "drop" | "stall" | "cut"
     Example: Behaviour("error", status=503, message="overloaded")
     """
 
@@ -177,6 +180,13 @@ def error_after_head(message: str = "The server had an error while processing yo
     """200 application/json whose body is a few spaces, then {"error": {...}} (streamed or not): what
     nora serve sends when a request that waited past its keep-alive then fails (its 200 had gone out)."""
     return Behaviour("error_in_200", message=message, type="server_error")
+
+
+def whole_reply(text: str | None = None) -> Behaviour:
+    """200 application/json with the whole chat completion, streamed or not: a server (or a proxy in front of
+    one) that ignores "stream": true.  text=None means the default reply.
+    Example: whole_reply("Yes, two novels.") answers stream=True with {"object": "chat.completion", ...}"""
+    return Behaviour("whole", text=text)
 
 
 def drop() -> Behaviour:
@@ -469,6 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json_headers(200, len(body))
             self.wfile.write(body)
             self.wfile.flush()
+        elif b.kind == "whole":  # "stream": true or not, the whole completion
+            self._send_json(200, _completion(text, model, messages, n))
         elif b.kind == "drop":
             self._abort()
         elif b.kind in ("stall", "cut"):
