@@ -834,7 +834,8 @@ def stream_turn(
     stream fails, or the caller stops early (Ctrl-C, break, .close()), the history
     is rolled back to what it was: no half reply is ever kept.  on_sent as in
     run_turn: called after the last piece, once the reply is in history.
-    Bad input is refused when stream_turn is called, before any piece is asked for.
+    Bad input is refused when stream_turn is called, before any piece is asked for.  A server that
+    ignores "stream": true and sends the whole completion as JSON: its text is the one piece.
     Example: "".join(stream_turn(client, history, "hi")) == history[-1]["content"]
     """
     try:

@@ -115,7 +115,8 @@ class BadResponseError(NoraError):
 
 class ErrorBodyError(BadResponseError):
     """The server answered 200 with an error as the body, {"error": {"message": ...}}: nora serve does so
-    when a request that waited past its keep-alive ends in an error (the status had gone out already).
+    when a request that waited past its keep-alive ends in an error (the status had gone out already), and
+    so does a server that ignores "stream": true and fails (read from make_client's clients).
     body: that JSON, as an openai error's body is, so the server's message is quoted as for any error.
     Example: str(ErrorBodyError({"message": "overloaded"})) -> 'the server answered with an error: overloaded'"""
 
