@@ -73,7 +73,8 @@ HELP = [  # (what to type, what it does): /help's list, wrapped to the terminal 
     ("/undo", "take back your last message and its reply (the next call will not send them)"),
     ("/retry", "ask for your last message's reply again (the same list goes out again)"),
     ("/edit N TEXT", "rewrite message N (numbered from 0 as /history lists them; 0 is the persona): the next call "
-                     "sends the edited list; /edit N shows the message whole"),
+                     f"sends the edited list; /edit N shows the message whole; /edit N {BLOCK} on a line of its own: "
+                     f"the lines up to the next {BLOCK} line are its new text"),
     ("/help", "this list"),
     ("quit, Ctrl-D", "leave (exit, /quit and /exit too); Ctrl-C cancels a reply in progress"),
     ("//text", "send a message that starts with '/'"),
@@ -584,22 +585,46 @@ class ChatSession:
 
     def _edit(self, arg: str) -> None:
         """/edit N TEXT: message N (counted from 0, as /history's list) gets TEXT, its role kept
-        (conversation.edit_message); /edit N alone prints it whole, to copy.  Nothing is sent now: the
+        (conversation.edit_message); /edit N alone prints it whole, to copy (/edit N \"\"\", for text of
+        several lines, is read by chat_loop and ends in edit()).  Nothing is sent now: the
         next call sends the list as edited, and the model, which remembers nothing, cannot tell.
         Example: after one turn, '/edit 2 We have none.' -> '(message 2 (assistant) now: "We have none.")'"""
         number, text = (arg.split(None, 1) + ["", ""])[:2]  # a tab after N separates as a space does
         if not number:
             self.warn("(/edit N TEXT gives message N the text TEXT (counted from 0, as /history lists them); "
-                      "/edit N shows it; nothing was changed)")
+                      f"/edit N {BLOCK} takes several lines; /edit N shows it; nothing was changed)")
             return
-        try:
-            if not text.strip():
+        if not text.strip():
+            try:
                 message = message_at(self.history, number)
-                number = str(int(number))  # '/edit 03' shows message 3
-                self.say(f"(message {number}, {message['role']}: /edit {number} TEXT replaces it)")
-                self.say(message["content"])
+            except NoraError as exc:
+                self.warn(f"(/edit: {exc}; nothing was changed)")
                 return
-            old = edit_message(self.history, number, _unquote(text.strip()))  # /edit 2 "Yes." as /system's quotes
+            number = str(int(number))  # '/edit 03' shows message 3
+            lines = message["content"].count("\n") + 1  # several: pasted after /edit N TEXT, each line is a message
+            how = f": /edit {number} TEXT replaces it" if lines == 1 else \
+                f", {lines} lines: /edit {number} {BLOCK} replaces it with the lines up to a {BLOCK} line"
+            self.say(f"(message {number}, {message['role']}{how})")
+            self.say(message["content"])
+            return
+        self.edit(number, _unquote(text.strip()))  # /edit 2 "Yes." as /system's quotes
+
+    def edit_refused(self, number: str) -> bool:
+        """Whether /edit N would be refused for its number (said in one line), checked before the
+        \"\"\" block of /edit N \"\"\" is read.  Example: with 3 messages, edit_refused("9") -> True"""
+        try:
+            message_at(self.history, number)
+        except NoraError as exc:
+            self.warn(f"(/edit: {exc}; nothing was changed)")
+            return True
+        return False
+
+    def edit(self, number: str, text: str) -> None:
+        """Message `number` gets `text`, its role kept; one line says what changed (or why nothing did).
+        /edit N TEXT and /edit N \"\"\" (the lines of a block, chat_loop) both end here.
+        Example: after one turn, edit("2", "We have none.") -> '(message 2 (assistant) now: "We have none.")'"""
+        try:
+            old = edit_message(self.history, number, text)
         except NoraError as exc:
             self.warn(f"(/edit: {exc}; nothing was changed)")
             return
@@ -647,26 +672,29 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
                 return 0
             text = line.strip()
             first, newline, rest = line.partition("\n")
-            if newline and first.strip() == BLOCK:  # a pasted block: '"""', its lines, maybe the closing line
+            edit = _block_edit(first)  # '/edit 2 """': the block's lines are message 2's new text
+            if newline and (first.strip() == BLOCK or edit):  # a pasted block: its opening line, lines, closing line?
                 if rest:
                     pending.insert(0, rest)
-                text = BLOCK
+                text = first.strip()
+            if edit:
+                refused = session.edit_refused(edit)
+                if refused and interactive and not pending:
+                    continue  # said before a line of the block is typed
+                # refused, piped or pasted: the block's lines are there, so they are read (and not sent)
+                said = ("nothing was changed",) * 2 if refused else \
+                    (f"message {int(edit)} was not changed", f"message {int(edit)} is unchanged")
+                block = _block(session, interactive, pending, *said)
+                if block and not refused:
+                    with held_keys(hold):
+                        session.edit(edit, block)
+                continue
             if text == BLOCK:
-                try:
-                    block = _read_block(interactive, pending)
-                except KeyboardInterrupt:
-                    pending.clear()
-                    _after_ctrl_c(interactive)
-                    session.warn("(Ctrl-C: the message of several lines was not sent)")
-                    continue
-                if block is None:
-                    session.warn(f"(input ended inside a {BLOCK} block: that message was not sent)")
-                    return 0
-                if block.strip():
+                block = _block(session, interactive, pending, "the message of several lines was not sent",
+                               "nothing sent", ended="that message was not sent")
+                if block:
                     with held_keys(hold):
                         session.send(block)
-                else:
-                    session.warn(f"(nothing between the {BLOCK} lines: nothing sent)")
                 continue
             if not text:
                 continue
@@ -680,4 +708,35 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
         except KeyboardInterrupt:  # Ctrl-C at the prompt: not a way out, say what is
             _after_ctrl_c(interactive)
             session.warn("(Ctrl-C: type quit or press Ctrl-D to leave)")
+        except EOFError:  # piped input ended inside a block (said by _block)
+            return 0
+
+
+def _block_edit(line: str) -> str | None:
+    """The message number of a line that opens a block for /edit, else None.
+    Example: _block_edit('/edit 2 \"\"\"') -> '2'; _block_edit('/edit 2 Yes.') -> None"""
+    words = line.split()
+    return words[1] if len(words) == 3 and words[0].lower() == "/edit" and words[2] == BLOCK else None
+
+
+def _block(session: ChatSession, interactive: bool, pending: list[str], dropped: str, empty: str,
+           ended: str | None = None) -> str | None:
+    """The lines of a block, after its opening line, as one text; None when there is nothing to use, said
+    in one line: Ctrl-C inside it (dropped), only blank lines (empty).  Piped input that ends inside it
+    raises EOFError, said first (ended, else dropped): the session is over.
+    Example: piped 'a', 'b', '\"\"\"' -> 'a\nb'; piped '  ', '\"\"\"' -> None (said: nothing between the lines)"""
+    try:
+        block = _read_block(interactive, pending)
+    except KeyboardInterrupt:
+        pending.clear()
+        _after_ctrl_c(interactive)
+        session.warn(f"(Ctrl-C: {dropped})")
+        return None
+    if block is None:
+        session.warn(f"(input ended inside a {BLOCK} block: {ended or dropped})")
+        raise EOFError
+    if not block.strip():
+        session.warn(f"(nothing between the {BLOCK} lines: {empty})")
+        return None
+    return block
 

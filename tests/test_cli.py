@@ -1355,8 +1355,8 @@ def test_edit_refuses_bad_input_in_one_line_and_changes_nothing(monkeypatch, cap
                                                         "(next call sends these 3 messages plus your new one)"]
     assert err.splitlines() == [
         "(/edit: there is no message 1: the conversation has 1 message, numbered 0 to 0; nothing was changed)",
-        "(/edit N TEXT gives message N the text TEXT (counted from 0, as /history lists them); /edit N shows it; "
-        "nothing was changed)",
+        "(/edit N TEXT gives message N the text TEXT (counted from 0, as /history lists them); /edit N \"\"\" takes "
+        "several lines; /edit N shows it; nothing was changed)",
         "(/edit: the message number must be a whole number from 0 to 2 (got 'two'); nothing was changed)",
         "(/edit: there is no message 3: the conversation has 3 messages, numbered 0 to 2; nothing was changed)",
         "(/edit: the message number must be a whole number from 0 to 2 (got '-1'); nothing was changed)",
@@ -1405,6 +1405,53 @@ def test_the_call_after_an_edit_carries_the_edited_text_over_http(keyed_stub):
         "you: quit",
     ]
     assert [r.messages for r in keyed_stub.chat_requests] == [edited[:2], edited]
+
+
+def test_edit_with_a_block_takes_several_lines_and_the_next_call_carries_them_over_http(keyed_stub):
+    # /edit N TEXT takes one line: the lines of a message /edit N showed, pasted after it, went as messages
+    keyed_stub.enqueue("Yes, two novels.")
+    text = ["We have none by Le Guin.", "", "    Try the library:", '    """ is not the end when indented']
+    script = ["Do you have Le Guin?", "/edit 2", '/EDIT\t02 """', *text, '"""', "/edit 2", "Why not?", "quit"]
+    result = nora("chat", *FAST, stdin="\n".join(script) + "\n", stub=keyed_stub)
+    edited = [SYSTEM, user("Do you have Le Guin?"), assistant("\n".join(text)), user("Why not?")]
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [*header(keyed_stub),
+        "you: Do you have Le Guin?", "nora: Yes, two novels.",
+        "you: /edit 2", "(message 2, assistant: /edit 2 TEXT replaces it)", "Yes, two novels.",
+        'you: /EDIT\t02 """', *[f"...: {line}" for line in text], '...: """',
+        '(message 2 (assistant) now: "We have none by Le Guin. Try the library: \"\"\" is …")',
+        # several lines: the hint names the form that takes them back
+        "you: /edit 2", '(message 2, assistant, 4 lines: /edit 2 """ replaces it with the lines up to a """ line)',
+        *text,
+        "you: Why not?", f"nora: {default_reply(edited)}",
+        "you: quit",
+    ]
+    assert [r.messages for r in keyed_stub.chat_requests] == [edited[:2], edited]  # the lines as typed, indents kept
+
+
+def test_edit_with_an_empty_or_refused_or_unfinished_block_changes_nothing_and_sends_nothing(
+        monkeypatch, capsys, tmp_path):
+    saved = tmp_path / "s.json"
+    script = ["Hello", '/edit 2 """', "  ", '"""', '/edit 9 """', "Not sent", '"""', '/edit 1 """ extra',
+              "/history", '/edit 1 """', "unfinished"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--save", str(saved)],
+                                "\n".join(script) + "\n")
+    r1 = "[scripted reply 1] I was sent 2 messages; the last one says: 'Hello'"
+    kept = [SYSTEM, user("Hello"), assistant(r1)]
+    assert status == 0
+    lines = out.splitlines()
+    # a refused number: the block's lines are read (piped, they are there) and not sent as messages
+    assert lines[lines.index('you: /edit 9 """'):lines.index("you: /history")] == [
+        'you: /edit 9 """', "...: Not sent", '...: """',
+        'you: /edit 1 """ extra', '(message 1 (user) now: "\"\"\" extra")']  # not a block: text on one line, as before
+    assert lines[-2:] == ['you: /edit 1 """', "...: unfinished"]
+    assert err.splitlines() == [
+        '(nothing between the """ lines: message 2 is unchanged)',
+        "(/edit: there is no message 9: the conversation has 3 messages, numbered 0 to 2; nothing was changed)",
+        '(input ended inside a """ block: message 1 was not changed)',
+    ]
+    kept[1] = user('""" extra')
+    assert json.loads(saved.read_text())["messages"] == kept  # only the one-line edit reached the --save file
 
 
 def test_a_command_that_takes_nothing_refuses_words_after_it_and_changes_nothing(monkeypatch, capsys, tmp_path):
@@ -2194,6 +2241,35 @@ def test_a_pasted_block_is_one_message_without_its_quote_lines():
         term.type(b"\r")
         term.wait_for(b"I was sent 6 messages; the last one says: 'one'\r\n")
         assert term.proc.wait(15) == 0
+
+
+def test_edit_with_a_block_on_a_real_terminal_ctrl_c_a_refusal_and_a_paste():
+    """Ctrl-C inside /edit N's block changes nothing; a number that names no message is refused before
+    a line is typed (no '...: '); a pasted block, closing line and all, becomes the message's text."""
+    paste = b"\x1b[200~%s\x1b[201~"
+    with PtySession(["chat", "--backend", "scripted"], nora_env(TERM="xterm")) as term:
+        term.wait_for(b"you: ")
+        term.type(b"Hello\r")
+        term.wait_for(b"the last one says: 'Hello'\r\nyou: ")
+        term.type(b'/edit 2 """\r')
+        term.wait_for(b"...: ")
+        term.type(b"half typed\r")
+        term.wait_for(b"...: ")
+        until_waiting(term.proc)
+        term.type(b"\x03")  # Ctrl-C inside the block
+        term.wait_for(b"(Ctrl-C: message 2 was not changed)\r\nyou: ")
+        term.type(b'/edit 9 """\r')
+        term.wait_for(b"(/edit: there is no message 9: the conversation has 3 messages, numbered 0 to 2; "
+                      b"nothing was changed)\r\nyou: ")
+        term.type(paste % b'/edit 2 """\rfirst line\r  second line\r"""\r')
+        term.type(b"\r")
+        term.wait_for(b'(message 2 (assistant) now: "first line second line")\r\nyou: ')
+        term.type(b"/history\r")
+        term.wait_for(b'"content": "first line\\n  second line"')
+        term.wait_for(b"you: ")
+        term.type(b"\x04")
+        assert term.proc.wait(15) == 0
+    assert b"half typed" not in term.screen.split(b"/history")[1]  # the dropped line is in no message
 
 
 def test_a_read_only_history_or_save_file_is_refused_before_anything_is_sent(keyed_stub, tmp_path):
