@@ -15,6 +15,7 @@ shows things; it holds no turn logic of its own.
     %chat --show-sent                        after each reply, a line on what that call sent
     %chat history | wire | reset | undo | trim N | save FILE | load FILE | help
     %chat edit N TEXT                        rewrite message N (numbered as %chat history shows)
+    %%chat edit N                            the same, with the cell's lines as the text
 
 Failures (the server, the network, Ctrl-C) show one line and roll the turn
 back; a mistyped option is one ``UsageError`` line.  No tracebacks.
@@ -447,6 +448,7 @@ USAGE = """\
 %chat undo         take back the last turn (then run a %%chat cell again to ask it again)
 %chat edit N TEXT  rewrite message N (the # of %chat history; 0 is the persona), its role kept:
     the next turn sends the edited list; %chat edit N shows the message whole
+%%chat edit N      the cell under the line (several lines) is message N's new text
 %chat save FILE    %chat load FILE   (the same JSON as `nora chat --save` and the panel)
 %chat save FILE.md  the conversation as Markdown, to read and hand out (it does not load back)
 From code: nora_widgets.magics.conversation() is the list; use_client(client) picks the client."""
@@ -461,6 +463,8 @@ class ChatMagics(Magics):
     def chat(self, line: str, cell: str | None = None) -> None:
         if cell is None:
             self._line(line)
+        elif [w.lower() for w in line.split()[:1]] == ["edit"]:  # %%chat edit N: the cell is message N's new text
+            self._cell_edit(line.split()[1:], cell)
         else:
             self._turn(line, cell)
 
@@ -584,15 +588,35 @@ class ChatMagics(Magics):
             text = given[1:-1].strip()                                        # as nora chat's /edit
         else:
             text = given
-        try:
-            if not given:
+        if not given:
+            try:
                 message = message_at(history, number)
-                index = int(number)
-                _show(f"message {index} ({message['role']}): %chat edit {index} TEXT replaces it\n{message['content']}")
-                return
+            except NoraError as exc:
+                raise UsageError(f"%chat edit: {exc}; nothing was changed") from None
+            index = int(number)
+            how = f"%chat edit {index} TEXT" if "\n" not in message["content"] else \
+                f"a cell of %%chat edit {index} (the lines under it)"
+            _show(f"message {index} ({message['role']}): {how} replaces it\n{message['content']}")
+            return
+        self._edit(number, text, "%chat edit")
+
+    def _cell_edit(self, words: list[str], cell: str) -> None:
+        """%%chat edit N: the cell under the line is message N's new text, its lines as they are (the
+        text of several lines that %chat edit N TEXT cannot take), trimmed as a %%chat cell is.
+        Example: a cell '%%chat edit 2' over 'We have none.\nTry the library.' -> message 2 has both lines"""
+        if len(words) != 1:
+            raise UsageError("%%chat edit: takes N alone on its line, the number of a message (the # of "
+                             "%chat history); the lines under it are its new text")
+        _check_history("edit")
+        self._edit(words[0], cell.strip(), "%%chat edit")
+
+    def _edit(self, number: str, text: str, name: str) -> None:
+        """Message `number` gets `text` (conversation.edit_message), said in one line; a refusal is one UsageError."""
+        history = _SESSION.history
+        try:
             old = edit_message(history, number, text)
         except NoraError as exc:
-            raise UsageError(f"%chat edit: {exc}; nothing was changed") from None
+            raise UsageError(f"{name}: {exc}; nothing was changed") from None
         index = int(number)
         s = _SESSION
         sent = messages_to_send(history, None, s.keep_turns)

@@ -317,6 +317,29 @@ def test_edit_rewrites_a_message_numbered_as_history_and_the_next_turn_sends_it(
     assert history[0] == {"role": "system", "content": "Be very brief."} and history[1]["content"] == "Any Tolkien, please"
 
 
+def test_a_chat_edit_cell_gives_a_message_several_lines_and_the_next_turn_sends_them(shell):
+    # %chat edit N TEXT takes the rest of one line: %%chat edit N takes the cell's lines, as %%chat does
+    client = use(ScriptedClient(["Two novels.", "Because we sold out."]))
+    run(shell, "%%chat\nDo you have Le Guin?")
+    lines = "We have none.\n\n    Try the library: $5 a year."
+    ran = run(shell, f"%%chat EDIT 2\n{lines}\n")
+    assert ran.shown == ['message 2 (assistant) now: "We have none. Try the library: $5 a year."']
+    assert magics.conversation()[2] == {"role": "assistant", "content": lines}
+    # shown whole, it names the cell form: a paste of its lines after %chat edit 2 would keep only the first
+    assert run(shell, "%chat edit 2").shown == [f"message 2 (assistant): a cell of %%chat edit 2 (the lines under it) "
+                                                f"replaces it\n{lines}"]
+    run(shell, "%%chat\nWhy not?")
+    assert client.calls[1]["messages"][2] == {"role": "assistant", "content": lines}
+    before = [dict(m) for m in magics.conversation()]
+    for cell, says in [("%%chat edit 2\n  \n", "%%chat edit: the new text for message 2 is empty"),
+                       ("%%chat edit\nhi", "%%chat edit: takes N alone on its line"),
+                       ("%%chat edit 2 hi\nhi", "%%chat edit: takes N alone on its line"),
+                       ("%%chat edit 9\nhi", "%%chat edit: there is no message 9: the conversation has 5 messages")]:
+        ran = run(shell, cell)
+        assert ran.usage_error and str(ran.result.error_in_exec).startswith(says), cell
+        assert magics.conversation() == before
+
+
 @pytest.mark.parametrize("line, says", [
     ("%chat edit", "%chat edit: takes N TEXT, the number of a message (the # of %chat history) and its new text, "
                    "e.g. %chat edit 2 We have none.; %chat edit N shows message N"),
