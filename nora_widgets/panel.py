@@ -41,6 +41,7 @@ import ipywidgets as widgets
 
 from . import views as v
 from ._background import BackgroundTurn
+from ._message_editor import MessageEditor
 from ._panel_input import PanelInput
 from ._prompt_box import PromptBox
 from ._range_box import RangeBox
@@ -54,6 +55,8 @@ from .conversation import (
     SYSTEM_PROMPT,
     TurnResult,
     dropped_indexes,
+    edit_message,
+    message_at,
     is_client,
     new_history,
     not_a_client,
@@ -102,7 +105,7 @@ LIVE_COLOURS = {"warning": ("#b45309", "#92400e"), "danger": ("#c62828", "#a51d1
 # A browser without alternative text ignores the rule and keeps Font Awesome's.  Every icon the panel uses
 # is here (tests/test_panel.py checks).
 ICON_GLYPHS = {"paper-plane": "f1d8", "stop": "f04d", "eraser": "f12d", "trash": "f2ed", "undo": "f0e2",
-               "save": "f0c7", "folder-open": "f07c", "check": "f00c"}  # check: a view toggle that is on
+               "pencil": "f303", "save": "f0c7", "folder-open": "f07c", "check": "f00c"}  # check: a view toggle that is on
 # The transcript and the reply that streams share one scrolling box, the region "conversation" (at most
 # v.TRANSCRIPT_HEIGHT high): the reply is drawn in its last block (TranscriptBox(live=True)), so the earlier
 # messages give way (they scroll, newest at the bottom) as the reply grows, and the input row and Stop stay
@@ -295,6 +298,8 @@ class ChatPanel(widgets.VBox):
         self._new_of: tuple = (None, None, [])
         self._made_wire: tuple = (None, None)
         self._twin_error = ""  # why the last side-by-side call failed ("" if it did not)
+        # messages Edit rewrote since the last call: place -> the message as it was (the inspector marks them)
+        self._edited: dict[int, dict] = {}
         self._client = client
         # The turn runner commits under this lock, and refresh() reads under it: a redraw
         # sees the history and last_sent change together, never one without the other.
@@ -384,6 +389,11 @@ class ChatPanel(widgets.VBox):
         self.load = widgets.Button(description="Load", icon="folder-open",
                                    tooltip="replace the conversation with the one in the file",
                                    layout=widgets.Layout(width="80px"))
+        # Edit: message [N] [Edit], then a box with its text, Save edit and Cancel (_message_editor.py)
+        self.editor = MessageEditor()
+        self.editor.open.on_click(lambda _b: self._here_then(self._edit_clicked))
+        self.editor.save.on_click(lambda _b: self._here_then(self._save_edit_clicked))
+        self.editor.cancel.on_click(lambda _b: self._here_then(self._cancel_edit_clicked))
         self.file_note = widgets.HTML()  # what Save / Load did, beside them (the chat's status is far up)
         self.file_note.add_class("nora-file-note")
         self.clear.on_click(lambda _b: self._clicked(self.clear_history, always=True))
@@ -424,8 +434,10 @@ class ChatPanel(widgets.VBox):
                           self.temperature, self.model],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.persona,
-            widgets.HBox([self.clear, self.undo, self.path, self.save, self.load, self.file_note],
+            widgets.HBox([self.clear, self.undo, self.editor.number, self.editor.open,
+                          self.path, self.save, self.load, self.file_note],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            self.editor.box,  # shown while a message is being edited
         ], layout=widgets.Layout(border_top="1px solid #ddd", padding="4px 0 0 0"))
         chat = widgets.VBox(
             [self.chat_box,
@@ -574,6 +586,7 @@ class ChatPanel(widgets.VBox):
 
         def remember_sent(sent: list[dict]) -> None:  # under the lock, in the commit's own step
             self._prev_sent, self.last_sent = self.last_sent, sent
+            self._edited = {}  # this call sent the edits: they are no longer news
             # this call's request, kept before the side-by-side call replaces the client's record
             self._last_wire = getattr(getattr(client, "wire", None), "last", None)
 
@@ -742,7 +755,8 @@ class ChatPanel(widgets.VBox):
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
         self.prompt.busy = busy  # Enter in the page keeps its text while a reply runs
-        for control in (self.send, self.clear, self.undo, self.load):  # not the input: type the next message
+        for control in (self.send, self.clear, self.undo, self.load, self.editor.open, self.editor.save):
+            # (not the input: type the next message)
             control.disabled = busy
         self._live_stop(busy)
         self._say("replying\u2026" if busy else "")
@@ -799,6 +813,8 @@ class ChatPanel(widgets.VBox):
         Called with the lock held."""
         self.last_sent = self._prev_sent = self._last_wire = None
         self._twin_error = ""
+        self._edited = {}
+        self.editor.hide()  # the number it holds named a message of the conversation gone
 
     def clear_history(self) -> None:
         """Start a new conversation with the current persona (what Clear does)."""
@@ -833,6 +849,9 @@ class ChatPanel(widgets.VBox):
             twin_users = [m for m in self.twin_history if m["role"] == "user"]
             if removed and twin_users and twin_users[-1]["content"] == removed[0]["content"]:
                 undo_turn(self.twin_history)  # the side-by-side twin was asked the same: keep them in step
+            self._edited = {i: m for i, m in self._edited.items() if i < len(self.history)}
+        if self.editor.index is not None and self.editor.index >= len(self.history):
+            self.editor.hide()  # its message was taken back
         if not removed:
             self._say("nothing to undo")
             return
@@ -856,6 +875,84 @@ class ChatPanel(widgets.VBox):
         typed = self._input.put_back()
         self._show_error("")
         self._say("put your message back in the input" + (", in front of what you typed" if typed else ""))
+
+    # ------------------------------------------------------------------ #
+    # edit: rewrite the past (as nora chat's /edit and %chat edit)
+
+    def _edit_clicked(self) -> None:
+        """Edit: the message numbered in the box goes into the editing box, which takes the focus."""
+        self.start_edit(self.editor.number.value)
+
+    def _save_edit_clicked(self) -> None:
+        """Save edit: on success the input gets the focus (the next thing to do is to send a message)."""
+        if self.editor.index is not None and self.edit_message(self.editor.index, self.editor.text.value):
+            self.prompt.focus()
+
+    def _cancel_edit_clicked(self) -> None:
+        """Cancel: nothing changes; the focus goes back to Edit, where it came from."""
+        self.editor.hide()
+        self.editor.open.focus()
+
+    def _refuse_edit(self, why: object) -> None:
+        self._show_error(f"edit: {why}; nothing was changed")
+
+    def start_edit(self, number: int | str) -> bool:
+        """What Edit does: open the editing box on message `number` (counted from 0, as the inspector's #
+        column; 0 is the persona).  A number that names no message, or a reply running, is one red line,
+        and the box stays as it was.  Example: panel.start_edit(2) -> True; panel.editor.text.value is reply 1"""
+        if self._busy:
+            self._refuse_edit("a reply is running: edit once it is done, or Stop it")
+            return False
+        try:
+            with self._lock:
+                message = message_at(self.history, number)
+        except NoraError as exc:
+            self._refuse_edit(exc)
+            return False
+        index = int(str(number).strip())  # message_at took it: a whole number in range
+        self._show_error("")
+        self.editor.number.value = str(index)
+        self.editor.show(index, message)
+        return True
+
+    def edit_message(self, index: int | str, text: str) -> bool:
+        """Rewrite message `index` (its role kept), what Save edit does: conversation.edit_message on the
+        list, and on the side-by-side twin's copy of the same message (its persona, or your question asked
+        of both: never its replies, which are its own).  Nothing is sent now; the next call sends the list
+        as edited.  A refusal (a number that names no message, empty text, a reply running) is one red line
+        and changes nothing.  Returns whether the message was rewritten.
+        Example: after one turn, panel.edit_message(2, "We have none.") -> True; the status line says
+            message 2 (assistant) now: “We have none.”"""
+        if self._busy:
+            self._refuse_edit("a reply is running: edit once it is done, or Stop it")
+            return False
+        try:
+            with self._lock:
+                old = edit_message(self.history, index, text)
+                number = int(str(index).strip())  # edit_message took it: a whole number in range
+                self._edited.setdefault(number, old)  # as the last call had it (the first edit's old text)
+                twin = self.twin_history
+                if number < len(twin) and twin[number] == old and old["role"] != "assistant":
+                    edit_message(twin, number, text)
+        except NoraError as exc:
+            self._refuse_edit(exc)
+            return False
+        if number == 0 and old["role"] == "system":  # the persona: its box shows the new one
+            self._loading = True
+            try:
+                self.persona.value = text
+            finally:
+                self._loading = False
+        self.editor.hide()
+        self._show_error("")
+        self._note_file("")  # "saved 5 messages" no longer describes the conversation
+        self.refresh()
+        keep = self.keep_last_n_turns
+        left_out = keep is not None and number in dropped_indexes(self.history, trim_history(self.history, keep))
+        why = ("amnesia" if keep == 0 else f"keep last {count_of(keep or 0, 'turn')}")
+        self._say(f"message {number} ({old['role']}) now: {_quote(text, 50)}"
+                  + (f"; {why} leaves it out of the next call" if left_out else "; the next call sends it"))
+        return True
 
     def save_to(self, path: str | None = None) -> None:
         """Save the conversation as a transcript (the CLI's JSON format)."""
@@ -952,6 +1049,7 @@ class ChatPanel(widgets.VBox):
         with self._lock:
             history = list(self.history)
             last_sent, prev_sent, last_wire = self.last_sent, self._prev_sent, self._last_wire
+            edited = dict(self._edited)
         client = self._client
         model = self.model_name or getattr(client, "default_model", None)
         keep = self.keep_last_n_turns
@@ -976,8 +1074,11 @@ class ChatPanel(widgets.VBox):
         dropped_tokens = sum(whole.per_message[i] for i in dropped_idx)
         # the last turn added the last two messages, while the list still ends with that turn: its question
         # (the last message sent) and a reply.  After Undo the list ends with an older turn: nothing is new
+        # (an edited question is compared as it was when sent).  Messages Edit rewrote since are new too
         next_new = ([len(history) - 2, len(history) - 1] if last_sent and len(history) >= 2
-                    and history[-2] == last_sent[-1] and history[-1].get("role") == "assistant" else [])
+                    and edited.get(len(history) - 2, history[-2]) == last_sent[-1]
+                    and history[-1].get("role") == "assistant" else [])
+        next_new = sorted({*next_new, *(i for i in edited if i < len(history))})
         note = ("amnesia on" if keep == 0 else f"keep last {count_of(keep, 'turn')}" if keep else "nothing trimmed")
         if last_sent is not None:
             last = _count(last_sent, client, model)
