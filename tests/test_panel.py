@@ -1306,7 +1306,7 @@ def test_every_icon_the_panel_draws_keeps_out_of_its_buttons_name():
     panel = ChatPanel(ScriptedClient(), views=tuple(panel_module.VIEWS))  # every toggle on: check marks
     buttons = [w for w in _all_widgets(panel) if getattr(w, "icon", "")]
     icons = {b.icon for b in buttons}
-    assert icons == {"paper-plane", "stop", "eraser", "trash", "undo", "save", "folder-open", "check"}
+    assert icons == {"paper-plane", "stop", "eraser", "trash", "undo", "pencil", "save", "folder-open", "check"}
     assert icons <= set(panel_module.ICON_GLYPHS), icons - set(panel_module.ICON_GLYPHS)
     css = panel._focus_style.value
     for icon in icons:
@@ -2380,3 +2380,122 @@ def test_the_error_line_sits_under_the_input_in_the_status_lines_room():
     panel._say("replying\u2026")
     panel._show_error("Stopped: the turn was rolled back")
     assert panel.status.value == "" and 'class="nora-error" role="alert"' in panel.error.value
+
+
+def test_edit_rewrites_a_message_and_the_next_call_sends_the_edited_list():
+    """Edit (the number as the inspector's # column), Save edit: the list holds the new text, role kept;
+    nothing is sent until the next message, which sends the edited list; the inspector marks the row."""
+    client = ScriptedClient(["Dune is a fantasy novel.", "12 euros.", "Ahoy."])
+    panel = ChatPanel(client, views=("inspector",))
+    panel_send(panel, "Do you have Dune?")
+    panel.editor.number.value = "2"
+    panel.editor.open.click()
+    assert panel.editor.box.layout.display == "" and panel.editor.text.value == "Dune is a fantasy novel."
+    assert panel.editor.text.description == "message 2"
+    panel.editor.text.value = "Yes: three copies of Dune, at 12 euros each."
+    panel.editor.save.click()
+    assert panel.history[2] == {"role": "assistant", "content": "Yes: three copies of Dune, at 12 euros each."}
+    assert len(client.calls) == 1  # nothing sent at the edit
+    assert panel.editor.box.layout.display == "none" and panel.error.value == ""
+    assert ("message 2 (assistant) now: \u201cYes: three copies of Dune, at 12 euros each.\u201d; the next call "
+            "sends it") in unescape(panel.status.value)
+    # the transcript shows the new text; the "last call" table still shows what that call sent
+    assert "three copies of Dune" in panel.transcript.value and "fantasy" not in panel.transcript.value
+    assert [r["content"] for r in panel.inspector.last_rows][1:] == ["Do you have Dune?"]
+    assert panel.inspector.next_rows[2]["content"].startswith("Yes: three copies")
+    panel.editor.number.value = "1"  # an earlier message: new since the last call, marked so
+    panel.editor.open.click()
+    panel.editor.text.value = "Do you have Dune, by Frank Herbert?"
+    panel.editor.save.click()
+    assert [r["new"] for r in panel.inspector.next_rows] == [False, True, True]
+    panel_send(panel, "How much is one copy?")
+    assert [m["content"] for m in client.calls[-1]["messages"]] == [
+        SYSTEM_PROMPT, "Do you have Dune, by Frank Herbert?", "Yes: three copies of Dune, at 12 euros each.",
+        "How much is one copy?"]
+    # after the call, only what that turn added is new: the edits were sent
+    assert [r["new"] for r in panel.inspector.next_rows] == [False, False, False, True, True]
+    # message 0, the persona: its box follows; trimming that leaves a message out says so
+    panel.start_edit(0)
+    panel.editor.text.value = "Answer like a pirate."
+    panel.editor.save.click()
+    assert panel.persona.value == "Answer like a pirate." and panel.history[0]["role"] == "system"
+    panel.trim.value, panel.keep_n.value = True, 1
+    assert panel.edit_message(1, "Do you have Dune?")
+    assert "keep last 1 turn leaves it out of the next call" in unescape(panel.status.value)
+    panel_send(panel, "Thanks.")
+    assert client.calls[-1]["messages"][0] == {"role": "system", "content": "Answer like a pirate."}
+
+
+@pytest.mark.parametrize("number, text, error", [
+    ("9", "x", "edit: there is no message 9: the conversation has 3 messages, numbered 0 to 2; nothing was changed"),
+    ("two", "x", "edit: the message number must be a whole number from 0 to 2 (got 'two'); nothing was changed"),
+    ("", "x", "edit: the message number must be a whole number from 0 to 2 (got ''); nothing was changed"),
+    ("2", "  \n", "edit: the new text for message 2 is empty: a message needs some text; nothing was changed"),
+])
+def test_an_edit_refused_is_one_red_line_and_changes_nothing(number, text, error):
+    client = ScriptedClient(["Two novels.", "Next."])
+    panel = ChatPanel(client, views=("inspector",))
+    panel_send(panel, "Do you have Le Guin?")
+    before, rows = copy.deepcopy(panel.history), panel.inspector.next_html.value
+    panel.editor.number.value = number
+    panel.editor.open.click()
+    if panel.editor.index is not None:  # the number was good: the refusal comes at Save edit
+        panel.editor.text.value = text
+        panel.editor.save.click()
+        assert panel.editor.box.layout.display == "" and panel.editor.text.value == text  # what was typed stays
+    else:
+        assert panel.editor.box.layout.display == "none"
+    assert unescape(re.sub("<[^>]+>", "", panel.error.value)) == f"\u26a0 {error}"
+    assert panel.history == before and panel.inspector.next_html.value == rows
+    panel_send(panel, "And Dune?")
+    assert client.calls[-1]["messages"][:3] == before
+
+
+def test_an_edit_while_a_reply_runs_is_refused_and_cancel_changes_nothing():
+    client = SlowClient(delay=0.2)
+    panel = ChatPanel(client)
+    panel.start_edit(0)
+    panel.editor.text.value = "Be brief."
+    panel.prompt.value = "Tell me a story."
+    panel.send.click()
+    assert client.first_piece.wait(10)
+    assert panel.editor.save.disabled and panel.editor.open.disabled
+    assert not panel.edit_message(0, "Be brief.")  # from code too
+    assert "edit: a reply is running: edit once it is done, or Stop it; nothing was changed" in unescape(panel.error.value)
+    assert panel.history[0]["content"] == SYSTEM_PROMPT
+    panel.cancel()
+    assert not panel.editor.save.disabled
+    panel.editor.cancel.click()  # the box closes; the persona is as it was
+    assert panel.editor.box.layout.display == "none" and panel.editor.index is None
+    assert panel.history == new_history() and panel.persona.value == SYSTEM_PROMPT
+
+
+def test_side_by_side_an_edit_of_the_persona_or_a_question_edits_the_twins_copy_too():
+    client = ScriptedClient(["Hi Ada.", "What name?", "Hello."])
+    panel = ChatPanel(client)
+    panel.side_by_side.value = True
+    panel_send(panel, "My name is Ada.")
+    assert panel.edit_message(1, "My name is Bea.") and panel.edit_message(0, "Be brief.")
+    assert panel.edit_message(2, "Hi Bea.")
+    assert panel.twin_history == [{"role": "system", "content": "Be brief."},
+                                  {"role": "user", "content": "My name is Bea."},
+                                  {"role": "assistant", "content": "What name?"}]  # its own reply stays
+    panel_send(panel, "Who am I?")
+    assert [m["content"] for m in client.calls[-2]["messages"]] == ["Be brief.", "My name is Bea.", "Hi Bea.",
+                                                                    "Who am I?"]
+    assert [m["content"] for m in client.calls[-1]["messages"]] == ["Be brief.", "Who am I?"]  # no memory
+
+
+def test_undo_and_clear_close_the_editing_box_of_a_message_they_take_away():
+    panel = ChatPanel(ScriptedClient(["One.", "Two."]))
+    panel_send(panel, "a")
+    panel_send(panel, "b")
+    panel.start_edit(4)
+    panel.undo.click()
+    assert panel.editor.box.layout.display == "none"
+    panel.prompt.value = ""
+    panel.start_edit(0)
+    panel.undo.click()  # the persona stays: so does the box on it
+    assert panel.editor.index == 0 and panel.history == new_history()
+    panel.clear.click()
+    assert panel.editor.box.layout.display == "none" and panel.editor.index is None
