@@ -34,7 +34,10 @@ class MessageEditor:
     """
 
     def __init__(self) -> None:
-        self.number = widgets.Text(description="message", placeholder="#",
+        # continuous_update=False: the value goes to the kernel as the box is left (Tab, or the click on Edit
+        # or Save edit), ahead of the click.  Sent key by key, the last keys' update could be held back (one
+        # update in flight at a time) while the click went ahead: Save edit saved the text cut short
+        self.number = widgets.Text(description="message", placeholder="#", continuous_update=False,
                                    tooltip="the number of the message to edit (the inspector's # column; 0 is the persona)",
                                    style={"description_width": "56px"}, layout=widgets.Layout(width="110px"))
         self.open = widgets.Button(description="Edit", icon="pencil", layout=widgets.Layout(width="80px"),
@@ -42,7 +45,7 @@ class MessageEditor:
                                            "as edited, and the model cannot tell")
         self.label = widgets.HTML()
         # the box is named by its description, "message 2": a screen reader hears which message it holds
-        self.text = widgets.Textarea(rows=3, style={"description_width": "80px"}, layout=widgets.Layout(width="98%"))
+        self.text = widgets.Textarea(rows=3, continuous_update=False, style={"description_width": "80px"}, layout=widgets.Layout(width="98%"))
         self.save = widgets.Button(description="Save edit", button_style="primary", layout=widgets.Layout(width="100px"),
                                    tooltip="put this text in the list in place of the message (its role is kept)")
         self.cancel = widgets.Button(description="Cancel", layout=widgets.Layout(width="80px"),

@@ -184,14 +184,14 @@ def test_panel_in_jupyterlab(lab, browser_page):
     # was 3.5:1 on the dark page, the line that most needs reading
     page.locator(".nora-panel button.nora-send").click()
     page.locator(".nora-panel .nora-error").wait_for(timeout=10_000)
-    file_box = page.locator(".nora-panel input[type=text]").nth(2)  # the input, model, file
+    file_box = page.locator(".nora-panel input[type=text]").nth(3)  # the input, model, message number, file
     assert file_box.input_value() == "nora-transcript.json"
     file_box.fill("")
-    page.locator(".nora-panel button", has_text="Save").click()
+    page.locator(".nora-panel").get_by_role("button", name="Save", exact=True).click()  # not "Save edit"
     page.locator(".nora-panel .nora-file-note", has_text="not saved").wait_for(timeout=10_000)
     refused = page.evaluate(CONTRAST_JS, {"refused save": ".nora-panel .nora-file-note span"})
     file_box.fill("dark.json")
-    page.locator(".nora-panel button", has_text="Save").click()
+    page.locator(".nora-panel").get_by_role("button", name="Save", exact=True).click()  # not "Save edit"
     page.locator(".nora-panel .nora-file-note", has_text="saved 7 messages").wait_for(timeout=10_000)
     contrast = refused | page.evaluate(CONTRAST_JS, {
         "error line": ".nora-panel .nora-error",
@@ -445,7 +445,7 @@ def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page)
     said = [f"{s['role']} {s['name']}".strip() for s in stops]
     assert said == ["textbox your message", "button Send", "button Amnesia", "checkbox keep last",
                     "spinbutton how many of the last turns to send", "slider temperature", "textbox model",
-                    "textbox persona", "button Clear", "button Undo", "textbox file", "button Save", "button Load",
+                    "textbox persona", "button Clear", "button Undo", "textbox message", "button Edit", "textbox file", "button Save", "button Load",
                     "button Inspector", "button Wire", "button Context", "button Cost", "button Side by side"], said
     # the focus ring is seen: 2 px (JupyterLab's was 1 px of light blue, about 2:1 on white)
     thin = [s for s in stops if s["width"] < 2 or s["style"] == "none"]
@@ -500,7 +500,7 @@ def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page)
     assert rows_in_next_list(page) == 5
 
     # 6. Save says what it did beside the button (in words and a sign); Clear gives the input the focus
-    panel.get_by_role("button", name="Save").focus()
+    panel.get_by_role("button", name="Save", exact=True).focus()
     page.keyboard.press("Enter")
     expect(page.locator(".nora-panel .nora-file-note").get_by_role("status")).to_contain_text("\u2713 saved 5 messages")
     panel.get_by_role("button", name="Clear").focus()
@@ -512,7 +512,7 @@ def test_the_panel_with_the_keyboard_only_and_a_screen_reader(lab, browser_page)
 # The buttons with an icon, in reading order (Inspector: the check mark of a view that is on), and
 # what a screen reader should hear for each: the words alone.  Chromium's names were "\uf1d8 Send",
 # "\uf04d Stop", ... : Font Awesome's glyph, a private-use character, in front of the words.
-ICON_BUTTONS = ["Send", "Stop", "Amnesia", "Clear", "Undo", "Save", "Load", "Inspector"]
+ICON_BUTTONS = ["Send", "Stop", "Amnesia", "Clear", "Undo", "Edit", "Save", "Load", "Inspector"]
 WITH_ICON = ".nora-panel button:has(> i.fa)"
 # each icon as drawn in the panel, beside Font Awesome's own glyph for the same class outside it
 ICONS_JS = """(sel) => [...document.querySelectorAll(sel)].map(b => {
@@ -1603,4 +1603,64 @@ def test_the_conversations_keys_reach_the_reply_being_written(lab, browser_page)
     assert page.evaluate(ROW_JS)["top"] == row["top"]  # the input row did not move
     page.wait_for_function(f"() => !({STOP_LIVE})()", timeout=60_000)  # the reply has ended
     assert page.evaluate(ROW_JS)["top"] == row["top"]
+    assert errors == [], errors
+
+
+EDIT_CELL = """\
+from nora_widgets import ChatPanel, ScriptedClient
+client = ScriptedClient()
+panel = ChatPanel(client, views=("inspector",))
+panel"""
+EDITED = "Yes: we have three copies of Dune, at 12 euros each."
+
+
+def test_edit_a_reply_with_the_keyboard_and_the_next_request_carries_it(lab, browser_page):
+    """Rewrite the past from the keyboard: the number, Tab to Edit, Enter: the reply is in a box that has
+    the focus; new text, Tab to Save edit, Enter: the transcript and the inspector's next-call table show it
+    (marked new), the status line says so, the input has the focus; the next message's request, as the
+    stand-in recorded it, carries the edited reply.  A number that names no message is one red line."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "edit.ipynb", EDIT_CELL)
+    type_and_send(page, "Do you have Dune?")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 1]", timeout=20_000)
+    number = panel.get_by_role("textbox", name="message", exact=True)
+    number.focus()
+    page.keyboard.type("9")
+    page.keyboard.press("Tab")
+    assert focused(page)["name"] == "Edit"
+    page.keyboard.press("Enter")
+    expect(panel.locator(".nora-error")).to_have_text(
+        "\u26a0 edit: there is no message 9: the conversation has 3 messages, numbered 0 to 2; nothing was changed",
+        timeout=10_000)
+    number.focus()
+    page.keyboard.press("Backspace")
+    page.keyboard.type("2")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    box = ".nora-panel .nora-edit-text textarea"
+    page.wait_for_function(IS_FOCUSED, arg=box, timeout=10_000)
+    expect(page.locator(box)).to_have_value(re.compile(r"^\[scripted reply 1\]"))
+    expect(panel.get_by_role("textbox", name="message 2", exact=True)).to_have_count(1)  # its name says which
+    expect(panel.locator(".nora-error")).to_have_count(0)  # the refusal's line is gone
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type(EDITED)
+    page.keyboard.press("Tab")
+    assert focused(page)["name"] == "Save edit"
+    page.keyboard.press("Enter")
+    expect(panel.get_by_role("status").first).to_contain_text(
+        "message 2 (assistant) now: \u201cYes: we have three copies of Dune, at 12 euros ea\u2026\u201d; the next call "
+        "sends it", timeout=10_000)  # all of it reached the kernel: typed fast, its end had been left behind
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)  # the next thing to do: send a message
+    page.locator(box).wait_for(state="hidden")
+    expect(panel.locator(".nora-transcript .nora-msg-assistant")).to_have_text(re.compile("three copies of Dune"))
+    row = panel.locator(".nora-next-send tr.nora-row").nth(2)
+    expect(row).to_contain_text(EDITED)
+    expect(row).to_have_class(re.compile("nora-row-new"))
+    expect(panel.locator(".nora-last-sent tr.nora-row")).to_have_count(2)  # the last call sent the old list
+    type_and_send(page, "How much is one copy?")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 2]", timeout=20_000)
+    sent = kernel_says(page, "print(client.calls[-1]['messages'][2]['content'])", EDITED)
+    assert sent == EDITED, sent
     assert errors == [], errors
