@@ -37,15 +37,16 @@ class MessageEditor:
         # continuous_update=False: the value goes to the kernel as the box is left (Tab, or the click on Edit
         # or Save edit), ahead of the click.  Sent key by key, the last keys' update could be held back (one
         # update in flight at a time) while the click went ahead: Save edit saved the text cut short
-        self.number = widgets.Text(description="message", placeholder="#", continuous_update=False,
+        self.number = widgets.Text(description="message", placeholder="#", continuous_update=False,  # word whole
                                    tooltip="the number of the message to edit (the inspector's # column; 0 is the persona)",
-                                   style={"description_width": "56px"}, layout=widgets.Layout(width="110px"))
+                                   style={"description_width": "70px"}, layout=widgets.Layout(width="126px"))
         self.open = widgets.Button(description="Edit", icon="pencil", layout=widgets.Layout(width="80px"),
                                    tooltip="put that message in a box to rewrite it: the next call sends the list "
                                            "as edited, and the model cannot tell")
         self.label = widgets.HTML()
         # the box is named by its description, "message 2": a screen reader hears which message it holds
-        self.text = widgets.Textarea(rows=3, continuous_update=False, style={"description_width": "80px"}, layout=widgets.Layout(width="98%"))
+        self.text = widgets.Textarea(rows=3, continuous_update=False, style={"description_width": "80px"},
+                                     layout=widgets.Layout(width="98%"))
         self.save = widgets.Button(description="Save edit", button_style="primary", layout=widgets.Layout(width="100px"),
                                    tooltip="put this text in the list in place of the message (its role is kept)")
         self.cancel = widgets.Button(description="Cancel", layout=widgets.Layout(width="80px"),
