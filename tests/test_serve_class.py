@@ -16,7 +16,9 @@ import pytest
 from tests.helpers import nora_env, run_nora
 from tests.test_serve import Served
 
-pytestmark = [pytest.mark.model, pytest.mark.timeout(90)]
+# A hang guard, not a bound on speed: a test here waits behind a long reply of the model (480 tokens, ~7 s on a quiet
+# machine), and with both cores busy that reply alone took over 90 s (the helpers below wait up to 180 s for it)
+pytestmark = [pytest.mark.model, pytest.mark.timeout(240)]
 
 CAP = 120  # the longest reply this server writes (nora serve --max-tokens)
 LONG = {"messages": [{"role": "user", "content": "Write a long story about the sea."}],

@@ -40,7 +40,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served():
-    """(process, base_url, key, lines): `nora serve` started the way a person starts it."""
+    """(process, base_url, key, lines, reader): `nora serve` started the way a person starts it; reader, the
+    thread that appends its output to lines, ends once the process has closed its output."""
     pytest.importorskip("llama_cpp.server.app", reason="nora serve needs llama-cpp-python[server] ([local] extra)")
     key = "sk-test-serve-" + secrets.token_hex(12)
     port = free_port()
@@ -57,11 +58,12 @@ def served():
             if line.startswith("Serving"):
                 started.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     if not started.wait(60):
         proc.kill()
         pytest.fail(f"nora serve did not start: {''.join(lines)}")
-    yield proc, f"http://127.0.0.1:{port}/v1", key, lines
+    yield proc, f"http://127.0.0.1:{port}/v1", key, lines, reader
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -89,7 +91,7 @@ def ask(c, i: int, stream: bool) -> tuple[str, str]:
 
 
 def test_concurrent_clients_are_all_answered_or_clearly_refused(served):
-    proc, url, key, lines = served
+    proc, url, key, lines, reader = served
     results: dict[tuple[int, int], tuple[str, str]] = {}
     misbehaving: dict[str, str] = {}
 
@@ -142,7 +144,8 @@ def test_concurrent_clients_are_all_answered_or_clearly_refused(served):
 
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(30) == 0
-    time.sleep(0.2)  # the reader thread drains the last lines
+    reader.join(10)  # the last lines read (a fixed 0.2 s pause could end before them with both cores busy)
+    assert not reader.is_alive()
     log = "".join(lines)
     assert "Traceback" not in log and key not in log and key[14:] not in log
     requests = [ln for ln in lines if '"POST /v1/chat/completions' in ln]

@@ -245,13 +245,15 @@ def default_reply(messages: list) -> str:
 @dataclass
 class Recorded:
     """One request as received.  path: as sent, any ?query included; headers: lower-case names; body: parsed
-    JSON (None if not JSON)."""
+    JSON (None if not JSON); at: time.monotonic() when it was whole (the gap between two requests, as the
+    server saw it, leaves out how long a client process took to start on a busy machine)."""
 
     method: str
     path: str
     headers: dict
     body: Any
     raw: bytes = b""
+    at: float = field(default=0.0, compare=False)
 
     @property
     def messages(self) -> list | None:
@@ -670,7 +672,7 @@ class StubServer:
             body = None
         headers = {name.lower(): value for name, value in handler.headers.items()}
         with self._lock:
-            self.requests.append(Recorded(handler.command, handler.path, headers, body, raw))
+            self.requests.append(Recorded(handler.command, handler.path, headers, body, raw, time.monotonic()))
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
