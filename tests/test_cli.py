@@ -2345,7 +2345,10 @@ def test_two_asks_on_one_history_file_at_once_the_later_save_says_it_is_not_save
     """Each process sent the file as it read it; writing the slower one's turn would drop the faster
     one's without a word (it did: both exited 0).  The file keeps what really happened, the slower one says so."""
     path = tmp_path / "shared.json"
-    keyed_stub.enqueue(ok("one two three four five six seven eight", delay=0.4), ok("Quick answer."))
+    # the slow one's reply is held until the quick one is done: a fixed 2.8 s of pieces was less than a second
+    # nora process took to start and finish with both cores busy, and the "quick" one came second
+    quick_done = threading.Event()
+    keyed_stub.enqueue(ok("one two three four five six seven eight", until=quick_done), ok("Quick answer."))
     slow = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "ask", *FAST, "--timeout", "30",
                              "--history", str(path), "Slow question"], env=nora_env(keyed_stub),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -2354,6 +2357,7 @@ def test_two_asks_on_one_history_file_at_once_the_later_save_says_it_is_not_save
         assert time.monotonic() < deadline and slow.poll() is None
         time.sleep(0.05)
     quick = nora("ask", *FAST, "--history", str(path), "Quick question", stub=keyed_stub)
+    quick_done.set()
     assert (quick.returncode, quick.stdout, quick.stderr) == (0, "Quick answer.\n", "")
     out, err = slow.communicate(timeout=30)
     assert slow.returncode == 1 and out == "one two three four five six seven eight\n"

@@ -32,6 +32,7 @@ the default reply, which names how many messages it got:
 
 Behaviours (module-level functions; ``FAULTS`` maps a short name to each fault):
     ok(text)                    a normal reply (streamed word by word when asked)
+    ok(text, until=event)       the same, held back until the test sets a threading.Event
     error(status, ...)          any status with an OpenAI-style JSON error body
     rate_limit(retry_after=1)   429 with a Retry-After header
     server_error() / unavailable()                500 / 503
@@ -111,13 +112,17 @@ class Behaviour:
     after_pieces: int | None = None  # stream pieces sent before a stall / cut
     delay: float = 0.0  # pause between streamed pieces
     wait: float = 0.0  # pause before the reply's first piece (a reply queued behind others')
+    until: threading.Event | None = field(default=None, compare=False)  # and after it, until this is set
 
 
-def ok(text: str | None = None, delay: float = 0.0, wait: float = 0.0) -> Behaviour:
+def ok(text: str | None = None, delay: float = 0.0, wait: float = 0.0,
+       until: threading.Event | None = None) -> Behaviour:
     """A normal reply; text=None means the default reply.  wait: seconds of silence before it
-    (a stream's headers come first, as from a server that queues requests).
-    Example: ok("Yes, two novels."), ok("Hi", wait=3.0)"""
-    return Behaviour("ok", text=text, delay=delay, wait=min(float(wait), MAX_STALL))
+    (a stream's headers come first, as from a server that queues requests); until: an Event the
+    reply waits for after that (at most MAX_STALL), when an order of events matters, not how long
+    a busy machine takes to get there.
+    Example: ok("Yes, two novels."), ok("Hi", wait=3.0), ok("Later", until=released)"""
+    return Behaviour("ok", text=text, delay=delay, wait=min(float(wait), MAX_STALL), until=until)
 
 
 def error(status: int, message: str = "error", type: str = "server_error", code: str | None = None,
@@ -500,15 +505,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
         elif stream:
             self._start_stream()
-            stub._stopping.wait(b.wait)  # returns early when the server stops
+            self._hold(b)
             for event in _sse_events(text, model, messages, n, include_usage):
                 self._send_chunk(event)
                 if b.delay:
                     time.sleep(b.delay)
             self._send_chunk(b"")  # the zero-length chunk: end of body
         else:
-            stub._stopping.wait(b.wait)
+            self._hold(b)
             self._send_json(200, _completion(text, model, messages, n))
+
+    def _hold(self, b: Behaviour) -> None:
+        """The pause before an "ok" reply: b.wait seconds, then until b.until is set (if given); either
+        ends early when the server stops."""
+        stopping = self.server.stub._stopping
+        stopping.wait(b.wait)
+        deadline = time.monotonic() + MAX_STALL
+        while b.until is not None and not b.until.is_set() and not stopping.is_set() and time.monotonic() < deadline:
+            b.until.wait(0.05)
 
 
 class _HTTPServer(ThreadingHTTPServer):
