@@ -895,9 +895,13 @@ def test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once(server):
         except openai.APIError as exc:
             outcome["stream"] = exc
 
+    asking = threading.Event()  # the queued request is being sent (its thread started, its client made)
+
     def ask_whole() -> None:
+        http = openai.DefaultHttpxClient(event_hooks={"request": [lambda request: asking.set()]})
+        client = openai.OpenAI(base_url=server.url, api_key="any", max_retries=0, timeout=60, http_client=http)
         try:
-            outcome["whole"] = server.client().chat.completions.create(**endless)
+            outcome["whole"] = client.chat.completions.create(**endless)
         except openai.APIError as exc:
             outcome["whole"] = exc
 
@@ -908,6 +912,9 @@ def test_ctrl_c_mid_reply_stops_it_cleanly_and_at_once(server):
         time.sleep(0.01)
     queued = threading.Thread(target=ask_whole)  # waits for the stream's reply to finish
     queued.start()
+    # then a moment for its bytes to reach the server: a fixed 0.3 s from the thread's start also had to cover
+    # making the client, which can take longer than that with both cores busy (then no 503: not yet sent)
+    assert asking.wait(30)
     time.sleep(0.3)
     t0 = time.monotonic()
     code, out, err = server.stop()
