@@ -2,6 +2,7 @@
 
     run_nora("ask", "hi", env=nora_env(stub.base_url, KEY)) -> CompletedProcess (stdout, stderr as text)
     free_port() -> a port nothing listens on yet (a server can be started on it later)
+    Popen([...], preexec_fn=sigint_as_in_a_terminal) -> a child that Ctrl-C (SIGINT) reaches
     panel_send(panel_for(client), "hi") -> the TurnResult, once the reply is in
 """
 
@@ -72,6 +73,15 @@ def thread_exceptions():
         yield ended
     finally:
         threading.excepthook = before
+
+
+def sigint_as_in_a_terminal() -> None:
+    """Run in the child before it starts: SIGINT's default action, so Python turns it into
+    KeyboardInterrupt.  A shell's `&` starts background jobs with SIGINT ignored, and an
+    ignored signal stays ignored in children: these tests could not press Ctrl-C at all."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

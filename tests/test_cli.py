@@ -351,13 +351,6 @@ def test_ask_refuses_a_md_history_file_before_anything_is_sent(keyed_stub, tmp_p
     assert keyed_stub.chat_requests == []
 
 
-def sigint_as_in_a_terminal() -> None:
-    """Run in the child before it starts: SIGINT's default action, so Python turns it into
-    KeyboardInterrupt.  A shell's `&` starts background jobs with SIGINT ignored, and an
-    ignored signal stays ignored in children: these tests could not press Ctrl-C at all."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_a_reader_that_leaves_is_not_a_server_error(tmp_path):
     # `... | nora chat | head -3`: the closed pipe was reported as "could not reach the server"
     err = tmp_path / "err.txt"
@@ -429,7 +422,7 @@ def test_ctrl_c_at_the_prompt_and_mid_stream(keyed_stub):
     keyed_stub.enqueue(stall(20.0, after_pieces=2, text="one two three four"))
     proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "chat", "--max-retries", "0"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=nora_env(keyed_stub), preexec_fn=sigint_as_in_a_terminal)
+                            env=nora_env(keyed_stub), preexec_fn=helpers.sigint_as_in_a_terminal)
     seen, reader, wait_for = reading(proc)
     try:
         wait_for(b"Ctrl-D to leave)\n")
@@ -487,7 +480,7 @@ class PtySession:
             [*(program or [sys.executable, "-m", "nora_widgets.cli"]), *args],
             stdin=self.slave, stdout=self.slave if stdout is None else stdout,
             stderr=self.slave if stderr is None else stderr, env=env, close_fds=True,
-            preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0), sigint_as_in_a_terminal()),
+            preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0), helpers.sigint_as_in_a_terminal()),
         )
         self.screen = b""  # everything nora has written so far
         self.at = 0  # where the next wait_for starts looking

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from nora_widgets import serve
+from tests.helpers import sigint_as_in_a_terminal
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
@@ -984,7 +985,8 @@ def test_ctrl_c_while_the_model_loads_cancels_instead_of_starting(after):
     pytest.importorskip("llama_cpp.server.app")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nora_widgets.cli", "serve", "--port", str(port)], cwd=ROOT,
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)  # both failed in a run started with `&` without it
     try:
         deadline = time.monotonic() + 60
         while ".gguf" not in Path(f"/proc/{proc.pid}/maps").read_text():  # the load has begun
