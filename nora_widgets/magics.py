@@ -461,12 +461,18 @@ class ChatMagics(Magics):
     @no_var_expand  # the text is sent as typed: "$5" and "{x}" stay literal
     @line_cell_magic
     def chat(self, line: str, cell: str | None = None) -> None:
-        if cell is None:
-            self._line(line)
-        elif [w.lower() for w in line.split()[:1]] == ["edit"]:  # %%chat edit N: the cell is message N's new text
-            self._cell_edit(line.split()[1:], cell)
-        else:
-            self._turn(line, cell)
+        try:
+            if cell is None:
+                self._line(line)
+            elif [w.lower() for w in line.split()[:1]] == ["edit"]:  # %%chat edit N: the cell is message N's new text
+                self._cell_edit(line.split()[1:], cell)
+            else:
+                self._turn(line, cell)
+        except UsageError as exc:  # a refusal quotes the word it got: a key pasted there ('%chat edit sk-...')
+            said = str(exc)        # would stay in the cell's output, which the notebook saves
+            if redact(said) != said:
+                raise UsageError(redact(said)) from None
+            raise
 
     # -- %%chat: one turn ------------------------------------------------- #
 

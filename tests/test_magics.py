@@ -1360,3 +1360,23 @@ def test_a_persona_too_long_for_the_window_is_advised_in_the_magics_words(shell,
     ran = run(shell, "%%chat --no-stream\nHi")
     assert ran.shown == ["(error talking to the model: the persona and your message (40,000 + 2 characters) overflow "
                          "the 2,048-token context window - shorten the persona: %chat --system TEXT)"], ran.shown
+
+
+@pytest.mark.parametrize("line", [
+    "%chat edit sk-proj-CANARY1234567890abcdef We have none.",
+    "%%chat edit sk-proj-CANARY1234567890abcdef\nWe have none.",
+    "%chat edit CANARY1234567890abcdefXY hi",   # OPENAI_API_KEY's value, whatever its shape
+    "%chat trim sk-proj-CANARY1234567890abcdef",
+    "%chat --keep-turns sk-proj-CANARY1234567890abcdef",
+])
+def test_a_key_pasted_where_a_number_goes_is_masked_in_the_one_line_refusal(shell, monkeypatch, line):
+    # the refusal quoted the word it got, the key whole, into the cell's output (kept in the saved notebook)
+    monkeypatch.setenv("OPENAI_API_KEY", "CANARY1234567890abcdefXY")
+    use(ScriptedClient(["Two novels."]))
+    run(shell, "%%chat\nDo you have Le Guin?")
+    before = [dict(m) for m in magics.conversation()]
+    ran = run(shell, line)
+    said = str(ran.result.error_in_exec)
+    assert ran.usage_error and "\n" not in said and "***" in said, said
+    assert "CANARY" not in said and "CANARY" not in ran.stdout + ran.stderr
+    assert magics.conversation() == before
