@@ -880,8 +880,13 @@ class ChatPanel(widgets.VBox):
     # edit: rewrite the past (as nora chat's /edit and %chat edit)
 
     def _edit_clicked(self) -> None:
-        """Edit: the message numbered in the box goes into the editing box, which takes the focus."""
-        self.start_edit(self.editor.number.value)
+        """Edit: the message numbered in the box goes into the editing box, which takes the focus.  A key
+        pasted in the number box is emptied from it (as from the model box): the widget state a notebook saves
+        would keep it."""
+        number = self.editor.number.value
+        if looks_like_a_key(number.strip()):
+            self.editor.number.value = ""
+        self.start_edit(number)
 
     def _save_edit_clicked(self) -> None:
         """Save edit: on success the input gets the focus (the next thing to do is to send a message)."""
@@ -894,7 +899,7 @@ class ChatPanel(widgets.VBox):
         self.editor.open.focus()
 
     def _refuse_edit(self, why: object) -> None:
-        self._show_error(f"edit: {why}; nothing was changed")
+        self._show_error(redact(f"edit: {why}; nothing was changed"))  # it quotes a bad number: a key pasted there
 
     def start_edit(self, number: int | str) -> bool:
         """What Edit does: open the editing box on message `number` (counted from 0, as the inspector's #

@@ -2455,6 +2455,34 @@ def test_an_edit_refused_is_one_red_line_and_changes_nothing(number, text, error
     assert client.calls[-1]["messages"][:3] == before
 
 
+def test_a_key_pasted_in_the_edit_number_box_is_emptied_and_not_quoted_in_the_red_line(monkeypatch):
+    # the refusal said "(got 'sk-proj-...')" on the page, and the box kept the key in the widget state
+    # a notebook saves, as the model box would have before it emptied what looks like a key
+    monkeypatch.setenv("OPENAI_API_KEY", "CANARY1234567890abcdefXY")
+    panel = ChatPanel(ScriptedClient(["Two novels."]))
+    panel_send(panel, "Do you have Le Guin?")
+    before = copy.deepcopy(panel.history)
+    for pasted in ("sk-proj-CANARY1234567890abcdef", "CANARY1234567890abcdefXY"):
+        panel.editor.number.value = pasted
+        panel.editor.open.click()
+        said = unescape(re.sub("<[^>]+>", "", panel.error.value))
+        assert said.startswith("\u26a0 edit: ") and said.endswith("nothing was changed") and "\n" not in said
+        assert "CANARY" not in said and "CANARY" not in panel.editor.number.value
+        assert not any("CANARY" in str(w.get_state()) for w in _all_widgets(panel))
+        assert panel.editor.box.layout.display == "none" and panel.history == before
+    panel.editor.number.value = "2"  # the box still works
+    assert panel.editor.open.click() is None and panel.editor.text.value == "Two novels."
+
+
+def _all_widgets(root):
+    seen, todo = [], [root]
+    while todo:
+        w = todo.pop()
+        seen.append(w)
+        todo.extend(c for c in getattr(w, "children", ()) if hasattr(c, "get_state"))
+    return seen
+
+
 def test_an_edit_while_a_reply_runs_is_refused_and_cancel_changes_nothing():
     client = SlowClient(delay=0.2)
     panel = ChatPanel(client)
