@@ -179,6 +179,7 @@ class ChatSession:
         self.url_named = url_named  # where the server's URL came from, as failures' advice names it
         self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
         self.last_sent: list[dict] | None = None  # what the last successful call sent
+        self.edited: set[int] = set()  # the numbers of the messages /edit rewrote since the last call
         self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) got them
         self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
         self.persona_words = persona_words  # the advice when the persona is: /system TEXT, or nora ask's --system
@@ -239,6 +240,7 @@ class ChatSession:
                           f"{self.again_words})")
             self._autosave()
             self.last_sent = result.sent
+            self.edited.clear()
             if self.show_sent and result.sent is not None:
                 self.say(self.sent_line(result.sent, len(before)))
             if unknown and not self._model_unknown():
@@ -549,6 +551,7 @@ class ChatSession:
             self.warn(f"({exc}; the conversation is unchanged)")
             return
         self.history[:] = messages
+        self.edited.clear()  # numbers of the conversation gone
         self.say(f"(loaded {count_of(len(messages), 'message')} from {path})")
 
     def _sent(self, arg: str) -> None:
@@ -575,10 +578,14 @@ class ChatSession:
         if not removed:
             self.say("(nothing to retry: send a message first)")
             return
-        again = len(messages_to_send(self.history, None, self.keep_turns)) + 1
+        again = messages_to_send(self.history, removed[0]["content"], self.keep_turns)
         replied = len(removed) > 1  # a loaded transcript may end on a message with no reply yet
         why = "the model has no memory of its last answer" if replied else "your last message has no reply yet"
-        self.say(f"(sending the same {count_of(again, 'message')} again: {why})")
+        # /edit since the last call of a message this call sends again (the retried one included; not the
+        # reply it drops): the list is not the same as when that message was sent
+        edited = any(i <= len(self.history) for i in self.edited)
+        self.say(f"(sending the {count_of(len(again), 'message')} again, as edited since the last call: {why})"
+                 if edited else f"(sending the same {count_of(len(again), 'message')} again: {why})")
         if not self.send(removed[0]["content"]):
             self.history.extend(removed)  # the retry was rolled back: the earlier reply stays
             self.say("(the earlier reply is kept)" if replied else "(the conversation is as it was)")
@@ -629,6 +636,7 @@ class ChatSession:
             self.warn(f"(/edit: {exc}; nothing was changed)")
             return
         index = int(number)  # edit_message took it: a whole number in range
+        self.edited.add(index)
         self._autosave()  # as after a turn: the --save file holds the conversation the next call sends
         sent = messages_to_send(self.history, None, self.keep_turns)
         left_out = index in dropped_indexes(self.history, sent)
@@ -642,6 +650,7 @@ class ChatSession:
         persona = persona_only(self.history)
         dropped = len(self.history) - len(persona)
         self.history[:] = persona
+        self.edited.clear()
         kept = "the persona is kept" if persona else "there is no persona, so nothing is kept"
         self.say(f"(cleared {count_of(dropped, 'message')}; {kept})")
 

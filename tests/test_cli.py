@@ -1323,7 +1323,9 @@ def test_edit_rewrites_the_past_and_undo_retry_and_save_follow_the_edited_list(m
         "you: /history", *json.dumps(edited, indent=2).splitlines(), "(next call sends these 5 messages plus your new one)",
         "you: /edit 3\tDo you have Tolkien?", '(message 3 (user) now: "Do you have Tolkien?")',
         # /retry resends the list as it stands: your last message as edited
-        "you: /retry", "(sending the same 4 messages again: the model has no memory of its last answer)", f"nora: {r3}",
+        # ... and says it is not the same list as the last call's (it said "sending the same 4 messages again")
+        "you: /retry", "(sending the 4 messages again, as edited since the last call: the model has no memory of "
+                       "its last answer)", f"nora: {r3}",
         "you: /undo", "(took back your last message and its reply: the next call sends 3 messages plus your new one)",
         "you: /edit 01 Hi,\tagain", '(message 1 (user) now: "Hi, again")',
         'you: /edit 2 ""Quoted" twice"', '(message 2 (assistant) now: ""Quoted" twice")',  # the outer quotes go
@@ -2712,3 +2714,16 @@ def test_nora_ask_says_an_empty_reply_on_stderr(keyed_stub):
     assert (result.returncode, result.stdout) == (0, "\n")  # stdout: the answer alone, as it came
     assert result.stderr == ("(the reply was empty: the model sent no text; it is in the history as it came; "
                              "run the command again)\n")
+
+
+def test_retry_after_an_edit_of_the_reply_it_retries_sends_the_same_list_and_says_so(monkeypatch, capsys):
+    # the edited reply is the one /retry drops: what goes out is what the last call sent
+    script = ["Hello", "/edit 2 We have none.", "/retry", "/edit 1 Hi", "/retry"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"], "\n".join(script) + "\n")
+    lines = out.splitlines()
+    assert (status, err) == (0, "")
+    retries = [lines[i + 1] for i, line in enumerate(lines) if line == "you: /retry"]
+    assert retries == ["(sending the same 2 messages again: the model has no memory of its last answer)",
+                       "(sending the 2 messages again, as edited since the last call: the model has no memory of "
+                       "its last answer)"]
+    assert lines[-1] == "nora: [scripted reply 3] I was sent 2 messages; the last one says: 'Hi'"
