@@ -16,12 +16,15 @@ with ``conversation.edit_message`` and says what changed.  In reading (and Tab) 
     [Save edit] [Cancel]
 
 Save edit is not "Save" (that button saves the file): a screen reader tells the two apart by name.
+Keys (the panel hears them with ``on_key``): Enter in the number box is Edit; in the box, Ctrl+Enter
+(Cmd+Enter on a Mac) is Save edit and Escape is Cancel; each carries the box's text of that instant.
 """
 
 from __future__ import annotations
 
 import ipywidgets as widgets
 
+from ._key_box import KeyBox
 from .render import MUTED, escape
 
 __all__ = ["MessageEditor"]
@@ -34,23 +37,26 @@ class MessageEditor:
     """
 
     def __init__(self) -> None:
-        # continuous_update=False: the value goes to the kernel as the box is left (Tab, or the click on Edit
-        # or Save edit), ahead of the click.  Sent key by key, the last keys' update could be held back (one
-        # update in flight at a time) while the click went ahead: Save edit saved the text cut short
-        self.number = widgets.Text(description="message", placeholder="#", continuous_update=False,  # word whole
-                                   tooltip="the number of the message to edit (the inspector's # column; 0 is the persona)",
-                                   style={"description_width": "70px"}, layout=widgets.Layout(width="126px"))
+        # KeyBox (_key_box.py): Enter in the number box, and Ctrl/Cmd+Enter or Escape in the text, reach
+        # the kernel with the text of that instant.  Otherwise the text goes to the kernel as the box is left
+        # (Tab, or the click on Edit or Save edit), ahead of the click.  Sent key by key, the last keys' update
+        # could be held back (one update in flight at a time) while the click went ahead: Save edit saved
+        # the text cut short
+        self.number = KeyBox(description="message", placeholder="#", description_width="70px",
+                             tooltip="the number of the message to edit (the inspector's # column; 0 is the "
+                                     "persona); Enter opens it",
+                             layout=widgets.Layout(width="126px"))
         self.open = widgets.Button(description="Edit", icon="pencil", layout=widgets.Layout(width="80px"),
                                    tooltip="put that message in a box to rewrite it: the next call sends the list "
                                            "as edited, and the model cannot tell")
         self.label = widgets.HTML()
         # the box is named by its description, "message 2": a screen reader hears which message it holds
-        self.text = widgets.Textarea(rows=3, continuous_update=False, style={"description_width": "80px"},
-                                     layout=widgets.Layout(width="98%"))
+        self.text = KeyBox(multiline=True, rows=3, description_width="80px", layout=widgets.Layout(width="98%"))
         self.save = widgets.Button(description="Save edit", button_style="primary", layout=widgets.Layout(width="100px"),
-                                   tooltip="put this text in the list in place of the message (its role is kept)")
+                                   tooltip="put this text in the list in place of the message (its role is kept); "
+                                           "Ctrl+Enter in the box does it too")
         self.cancel = widgets.Button(description="Cancel", layout=widgets.Layout(width="80px"),
-                                     tooltip="close the box: the message stays as it was")
+                                     tooltip="close the box: the message stays as it was (Escape in the box does it too)")
         self.box = widgets.VBox([self.label, self.text, widgets.HBox([self.save, self.cancel])],
                                 layout=widgets.Layout(display="none", padding="2px 0"))
         self.number.add_class("nora-edit-number")
@@ -59,12 +65,14 @@ class MessageEditor:
         self.save.add_class("nora-edit-save")
         self.cancel.add_class("nora-edit-cancel")
         self.index: int | None = None
+        self._shown = ""  # the text the box opened with: unsaved() compares with it
 
     def show(self, index: int, message: dict) -> None:
         """Open the box on message index, holding its text as it is now; the box takes the focus."""
         self.index = index
         self.text.description = f"message {index}"
-        self.text.value = message["content"]
+        self._shown = message["content"]
+        self.text.put(self._shown)
         self.label.value = (f'<div style="color:{MUTED};line-height:1.4">message {index} ({escape(message["role"])}): '
                             "Save edit puts this text in the list; the next call sends it, and the model cannot tell "
                             "it was not said so</div>")
@@ -75,4 +83,9 @@ class MessageEditor:
         """Close the box (after Save edit, Cancel, or a new conversation); its text is dropped."""
         self.index = None
         self.box.layout.display = "none"
-        self.text.value = ""
+        self.text.put("")
+
+    def unsaved(self) -> bool:
+        """Whether the box is open on text changed since it opened (as far as the kernel has it: the text
+        comes as the box is left, so by the time Edit is pressed).  Example: show(2, m); text.value = "x" -> True"""
+        return self.index is not None and self.text.value != self._shown

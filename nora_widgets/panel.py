@@ -394,6 +394,11 @@ class ChatPanel(widgets.VBox):
         self.editor.open.on_click(lambda _b: self._here_then(self._edit_clicked))
         self.editor.save.on_click(lambda _b: self._here_then(self._save_edit_clicked))
         self.editor.cancel.on_click(lambda _b: self._here_then(self._cancel_edit_clicked))
+        # the keys: Enter in the number box is Edit; Ctrl/Cmd+Enter in the box is Save edit, Escape Cancel.
+        # Each acts on the text the key carries (the box's own value comes when it is left)
+        self.editor.number.on_key("enter", lambda text: self._here_then(lambda: self.start_edit(text)))
+        self.editor.text.on_key("enter", lambda text: self._here_then(lambda: self._save_edit(text)))
+        self.editor.text.on_key("escape", lambda _text: self._here_then(self._cancel_edit_clicked))
         self.file_note = widgets.HTML()  # what Save / Load did, beside them (the chat's status is far up)
         self.file_note.add_class("nora-file-note")
         self.clear.on_click(lambda _b: self._clicked(self.clear_history, always=True))
@@ -889,12 +894,19 @@ class ChatPanel(widgets.VBox):
         self.start_edit(number)
 
     def _save_edit_clicked(self) -> None:
-        """Save edit: on success the input gets the focus (the next thing to do is to send a message)."""
-        if self.editor.index is not None and self.edit_message(self.editor.index, self.editor.text.value):
+        """Save edit: the text the box held when it was left (for the click)."""
+        self._save_edit(self.editor.text.value)
+
+    def _save_edit(self, text: str) -> None:
+        """Save edit or Ctrl+Enter: on success the input gets the focus (the next thing to do is to send
+        a message); refused, the box keeps the text and the focus."""
+        if self.editor.index is not None and self.edit_message(self.editor.index, text):
             self.prompt.focus()
 
     def _cancel_edit_clicked(self) -> None:
-        """Cancel: nothing changes; the focus goes back to Edit, where it came from."""
+        """Cancel or Escape: nothing changes; the focus goes back to Edit, where it came from."""
+        if self.editor.index is None:  # Escape in a box that Clear, Load or Undo closed meanwhile
+            return
         self.editor.hide()
         self.editor.open.focus()
 
@@ -904,7 +916,10 @@ class ChatPanel(widgets.VBox):
     def start_edit(self, number: int | str) -> bool:
         """What Edit does: open the editing box on message `number` (counted from 0, as the inspector's #
         column; 0 is the persona).  A number that names no message, or a reply running, is one red line,
-        and the box stays as it was.  Example: panel.start_edit(2) -> True; panel.editor.text.value is reply 1"""
+        and the box stays as it was.  So is another number while the box holds changes not saved: they
+        are never dropped unsaid (Save edit or Cancel first); the number of the message in the box puts
+        the focus back in it, its text as typed.
+        Example: panel.start_edit(2) -> True; panel.editor.text.value is reply 1"""
         if self._busy:
             self._refuse_edit("a reply is running: edit once it is done, or Stop it")
             return False
@@ -915,8 +930,17 @@ class ChatPanel(widgets.VBox):
             self._refuse_edit(exc)
             return False
         index = int(str(number).strip())  # message_at took it: a whole number in range
+        if self.editor.unsaved():
+            if index != self.editor.index:
+                self._refuse_edit(f"the box holds changes to message {self.editor.index} not saved: "
+                                  "Save edit or Cancel them first")
+                return False
+            self._show_error("")
+            self.editor.number.put(str(index))
+            self.editor.text.focus()  # the message being edited: its text stays as typed
+            return True
         self._show_error("")
-        self.editor.number.value = str(index)
+        self.editor.number.put(str(index))
         self.editor.show(index, message)
         return True
 

@@ -27,6 +27,7 @@ from nora_widgets.transcript import load_transcript, save_transcript
 from tests.helpers import panel_send, thread_exceptions
 from tests.servers.openai_stub import ok
 from tests.page_input import PageInput
+from tests.page_key_box import PageKeyBox
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -2531,3 +2532,121 @@ def test_undo_and_clear_close_the_editing_box_of_a_message_they_take_away():
     assert panel.editor.index == 0 and panel.history == new_history()
     panel.clear.click()
     assert panel.editor.box.layout.display == "none" and panel.editor.index is None
+
+
+EDITED = "Yes: we have three copies of Dune, at 12 euros each."
+
+
+def test_ctrl_enter_in_the_edit_box_saves_the_whole_text_it_carries_even_ahead_of_the_text_itself(monkeypatch):
+    """Enter in the number box opens the message; Ctrl+Enter in the box saves it.  The box's value goes to
+    the kernel as it is left, and ipywidgets may hold it back behind an earlier one: the key carries the
+    text, so what is saved is all that was typed, not the text as the kernel last had it."""
+    client = ScriptedClient(["Dune is a fantasy novel.", "12 euros."])
+    panel = ChatPanel(client, views=("inspector",))
+    panel_send(panel, "Do you have Dune?")
+    focused = []
+    monkeypatch.setattr(panel.prompt, "focus", lambda: focused.append("input"))
+    number, text = PageKeyBox(panel.editor.number), PageKeyBox(panel.editor.text)
+    number.replace("2")
+    number.enter()
+    number.to_kernel(key_first=True)  # the number the key carried: the kernel's copy was still ""
+    text.to_page()
+    assert panel.editor.index == 2 and text.box == "Dune is a fantasy novel." and text.focused
+    text.replace(EDITED)
+    text.enter()
+    text.to_kernel(key_first=True)  # the value arrives after the key (and after the box closed)
+    assert panel.history[2] == {"role": "assistant", "content": EDITED}
+    assert panel.editor.box.layout.display == "none" and panel.error.value == "" and focused == ["input"]
+    assert f"message 2 (assistant) now: \u201c{EDITED[:49]}\u2026\u201d" in unescape(panel.status.value)
+    assert len(client.calls) == 1  # nothing sent at the edit
+    text.to_page()
+    assert text.box == ""
+    # the late value left the kernel's copy at EDITED: opening message 2 again still shows it in the page
+    number.replace("2")
+    number.enter()
+    number.to_kernel()
+    text.to_page()
+    assert text.box == EDITED and not panel.editor.unsaved()
+    panel_send(panel, "How much is one copy?")
+    assert client.calls[-1]["messages"][2]["content"] == EDITED
+
+
+def test_escape_in_the_edit_box_cancels_and_the_focus_goes_back_to_edit(monkeypatch):
+    client = ScriptedClient(["Two novels."])
+    panel = ChatPanel(client)
+    panel_send(panel, "Do you have Le Guin?")
+    before = copy.deepcopy(panel.history)
+    focused = []
+    monkeypatch.setattr(panel.editor.open, "focus", lambda: focused.append("Edit"))
+    text = PageKeyBox(panel.editor.text)
+    panel.start_edit(1)
+    text.to_page()
+    text.replace("Do you have Dune?")
+    text.escape()
+    text.to_kernel()
+    assert panel.editor.index is None and panel.editor.box.layout.display == "none" and focused == ["Edit"]
+    assert panel.history == before and panel.error.value == ""
+    text.to_page()
+    assert text.box == ""
+    panel.start_edit(1)  # the message as it was, not what was typed before Escape
+    text.to_page()
+    assert text.box == "Do you have Le Guin?"
+    panel.clear.click()  # closes the box; an Escape on its way then does nothing
+    focused.clear()
+    text.escape()
+    text.to_kernel()
+    assert focused == [] and panel.editor.index is None
+
+
+def test_enter_in_the_number_box_is_edit_refusals_and_all():
+    panel = ChatPanel(SlowClient(delay=0.2))
+    number = PageKeyBox(panel.editor.number)
+    number.replace("9")
+    number.enter()
+    number.to_kernel()
+    assert unescape(re.sub("<[^>]+>", "", panel.error.value)) == (
+        "\u26a0 edit: there is no message 9: the conversation has 1 message, numbered 0 to 0; nothing was changed")
+    assert panel.editor.index is None
+    panel.prompt.value = "Tell me a story."
+    panel.send.click()
+    assert panel.busy
+    number.replace("0")
+    number.enter()  # Edit is disabled while a reply runs; Enter says why
+    number.to_kernel()
+    assert "edit: a reply is running" in unescape(panel.error.value) and panel.editor.index is None
+    panel.cancel()
+    number.enter()
+    number.to_kernel()
+    assert panel.editor.index == 0 and panel.editor.text.value == SYSTEM_PROMPT and panel.error.value == ""
+
+
+def test_edit_on_another_message_refuses_while_the_box_holds_changes_not_saved(monkeypatch):
+    """Edit never drops typed text unsaid: with changes in the box, another number is one red line (Save
+    edit or Cancel first) and the box keeps them; the same number puts the focus back in the box.  With
+    no changes, Edit simply opens the other message."""
+    client = ScriptedClient(["Dune is a fantasy novel."])
+    panel = ChatPanel(client)
+    panel_send(panel, "Do you have Dune?")
+    before = copy.deepcopy(panel.history)
+    text = PageKeyBox(panel.editor.text)
+    panel.start_edit(2)
+    assert panel.start_edit(1) and panel.editor.index == 1  # nothing typed: it just moves on
+    panel.start_edit(2)
+    text.to_page()
+    text.replace(EDITED)
+    text.leave()  # Tab to the number box: the text reaches the kernel
+    text.to_kernel()
+    panel.editor.number.value = "1"
+    panel.editor.open.click()
+    assert unescape(re.sub("<[^>]+>", "", panel.error.value)) == (
+        "\u26a0 edit: the box holds changes to message 2 not saved: Save edit or Cancel them first; "
+        "nothing was changed")
+    text.to_page()
+    assert panel.editor.index == 2 and panel.editor.text.value == EDITED and text.box == EDITED
+    assert panel.history == before
+    assert not panel.start_edit(0)  # from code too
+    assert panel.start_edit(2) and panel.error.value == ""  # the message in the box: back into it, as typed
+    text.to_page()
+    assert text.focused and text.box == EDITED and panel.editor.unsaved()
+    panel.editor.cancel.click()
+    assert panel.start_edit(1) and panel.editor.text.value == "Do you have Dune?" and panel.history == before
