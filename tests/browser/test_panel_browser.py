@@ -1669,3 +1669,60 @@ def test_edit_a_reply_with_the_keyboard_and_the_next_request_carries_it(lab, bro
     sent = kernel_says(page, "print(client.calls[-1]['messages'][2]['content'])", EDITED)
     assert sent == EDITED, sent
     assert errors == [], errors
+
+
+def test_the_edit_keys_enter_opens_escape_cancels_ctrl_enter_saves_all_that_was_typed(lab, browser_page):
+    """Enter in the number box is Edit; in the box, Escape is Cancel (nothing changes, the focus back on
+    Edit) and Ctrl+Enter (Cmd+Enter on a Mac) is Save edit, with all of the text typed at full speed just
+    before it: the key carries the text (the box's own value goes to the kernel only as the box is left).
+    Edit on another number while the box holds changes not saved is one red line, and they stay."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "edit-keys.ipynb", EDIT_CELL)
+    type_and_send(page, "Do you have Dune?")
+    expect(panel.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 1]", timeout=20_000)
+    number = panel.get_by_role("textbox", name="message", exact=True)
+    box = ".nora-panel .nora-edit-text textarea"
+    number.focus()
+    page.keyboard.type("2")
+    page.keyboard.press("Enter")
+    page.wait_for_function(IS_FOCUSED, arg=box, timeout=10_000)
+    expect(page.locator(box)).to_have_value(re.compile(r"^\[scripted reply 1\]"))
+    page.keyboard.type(" Not this.")
+    page.keyboard.press("Escape")
+    page.locator(box).wait_for(state="hidden", timeout=10_000)
+    page.wait_for_function(IS_FOCUSED, arg=".nora-panel button.nora-edit", timeout=10_000)
+    assert focused(page)["name"] == "Edit"
+    number.focus()
+    page.keyboard.press("Enter")  # the message as it is: what was typed before Escape is gone
+    page.wait_for_function(IS_FOCUSED, arg=box, timeout=10_000)
+    value = page.locator(box).input_value()  # written before the focus request came
+    assert value.startswith("[scripted reply 1]") and "Not this." not in value, value
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type(EDITED)  # no pause, then the key: the text has not left the page yet
+    page.keyboard.press("ControlOrMeta+Enter")
+    expect(panel.get_by_role("status").first).to_contain_text(
+        "message 2 (assistant) now: \u201cYes: we have three copies of Dune, at 12 euros ea\u2026\u201d",
+        timeout=10_000)
+    assert kernel_says(page, "print(panel.history[2]['content'])", EDITED) == EDITED  # whole
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    page.locator(box).wait_for(state="hidden")
+    expect(page.locator(".jp-Cell .jp-InputPrompt").first).to_have_text("[1]:")  # Ctrl+Enter did not run the cell
+    # changes not saved stay: another number is refused, the same one goes back into the box
+    number.focus()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("1")
+    page.keyboard.press("Enter")
+    page.wait_for_function(IS_FOCUSED, arg=box, timeout=10_000)
+    page.keyboard.type(" By Frank Herbert?")
+    number.focus()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("2")
+    page.keyboard.press("Enter")
+    expect(panel.locator(".nora-error")).to_have_text(
+        "\u26a0 edit: the box holds changes to message 1 not saved: Save edit or Cancel them first; "
+        "nothing was changed", timeout=10_000)
+    expect(page.locator(box)).to_have_value("Do you have Dune? By Frank Herbert?")
+    assert kernel_says(page, "print(panel.history[2]['content'])", EDITED) == EDITED
+    assert errors == [], errors
