@@ -26,7 +26,9 @@ the input is a text area: Enter is a new line, Ctrl/Cmd+Enter or Send sends);
 Escape stops a reply.  The input stays open while a reply runs, so the next
 message can be typed meanwhile; it is sent after the reply (Enter and Send send
 nothing while one runs).  The input is ``_prompt_box.PromptBox``, a box with
-JavaScript of its own: keys typed right after Enter are kept.
+JavaScript of its own: keys typed right after Enter are kept.  Edit's boxes
+(``_key_box.KeyBox``): Enter in the number box is Edit; in the message's box,
+Ctrl/Cmd+Enter is Save edit and Escape is Cancel.
 """
 
 from __future__ import annotations
