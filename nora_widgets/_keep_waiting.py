@@ -19,7 +19,7 @@ Once the head has gone out as 200 the status cannot change.  When the server the
 request with an error (a 503 when Ctrl-C stops the reply, any 4xx or 5xx), its error body is the
 body: ``{"error": {...}}`` in OpenAI's shape, as the server wrote it (a body that is not such
 JSON is put in that shape).  Nora's own client reads a 200 body holding an error as that error,
-in the server's words (conversation._not_a_completion).
+in the server's words (_answers.not_a_completion).
 
 Its place: inside BrowserOrigins (the head it sends gets the CORS headers too) and outside
 StopWhenGone (it sees the 503 that StopWhenGone writes for a reply the stop cut short).

@@ -41,15 +41,13 @@ from .conversation import (
     _failed_turn,
     _fewer_turns,
     _is_async,
-    _not_a_completion,
     _raise_clearer,
-    _raise_if_not_json,
     _raise_if_swapped,
-    _reply_not_streamed,
     trim_history,
     validate_history,
     validate_user_text,
 )
+from ._answers import not_a_completion, raise_if_not_json, reply_not_streamed
 from .errors import BadResponseError, HistoryError, describe_failure, mask_keys
 
 if TYPE_CHECKING:
@@ -128,7 +126,7 @@ async def arun_turn(
         try:
             reply_text = response.choices[0].message.content  # choices is a list: n candidates
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
-            raise _not_a_completion(response) from exc
+            raise not_a_completion(response) from exc
     except KeyboardInterrupt as exc:
         if exc.__class__ is KeyboardInterrupt and not exc.args:  # a bare Ctrl-C: say so from here
             raise KeyboardInterrupt(CANCELLED) from None
@@ -198,11 +196,11 @@ async def _astream_turn(client: _AnyClient, history: list[Message], user: Messag
                     yield piece
         except Exception as exc:
             if not pieces:
-                _raise_if_not_json(exc)
+                raise_if_not_json(exc)
                 raise
             raise _cut_off(exc, pieces) from exc
         if chunks == 0:  # not a stream: a whole reply is used, anything else raises why not
-            piece = _reply_not_streamed(stream)
+            piece = reply_not_streamed(stream)
             if piece:
                 pieces.append(piece)
                 yield piece

@@ -45,7 +45,8 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar, overload
 
 from . import shapes
 from .clients import NoraClient, WireLog, _Chat, describe_client, make_chunk
-from .conversation import ChatClient, _is_async, _not_a_completion, validate_history
+from ._answers import not_a_completion
+from .conversation import ChatClient, _is_async, validate_history
 from .errors import HistoryError, RefusedError
 
 __all__ = [
@@ -190,7 +191,7 @@ class GuardedClient(Generic[Wrapped]):
         try:
             reply = response.choices[0].message.content or ""
         except (AttributeError, IndexError, KeyError, TypeError) as exc:  # a web page, another JSON API
-            raise _not_a_completion(response) from exc  # no reply to check: the core's own words
+            raise not_a_completion(response) from exc  # no reply to check: the core's own words
         checked = self._check_after(reply, sent)
         if checked == reply:
             return response
