@@ -23,6 +23,9 @@ owns what is typed:
   goes back into the box, in front of anything typed since.
 - ``focus()`` / ``blur()`` (ipywidgets' {"do": "focus"}) are done here too; a focus request leaves the
   focus where it is when it is in one of the panel's scrolling regions (someone reading back).
+- ``focus_if_lost()`` ({"do": "focus", "if_lost": true}): the box takes the focus only if nothing has it
+  (the page's body) or what has it is disabled (Send, once a turn starts).  A turn's start asks this way:
+  the request reaches the page after Stop is live, and a Tab pressed meanwhile had moved on to Stop.
 
 No import from anywhere: the page may be offline (a classroom).  The browser tests drive it in JupyterLab.
 """
@@ -76,6 +79,9 @@ function render({ model, el }) {
       // tables, the wire view) stays there: a reply that ends does not pull the focus out from under them
       // (a region of the panel's own: JupyterLab's notebook around it is a region too)
       const at = document.activeElement, panel = box.closest(".nora-panel");
+      // a turn's start: only when the focus was lost (a click on Send, now disabled), never pulled back
+      // from where a key has taken it since (one Tab from the input reaches Stop)
+      if (msg.if_lost && at && at !== document.body && !at.disabled) return;
       const region = at && at !== box ? at.closest('[role="region"]') : null;
       if (panel && region && panel.contains(region)) return;
       box.focus();
@@ -153,6 +159,10 @@ class PromptBox(anywidget.AnyWidget):
         """The kernel wrote the box: the page applies it only over the text the kernel knew (base)."""
         if not self._from_page:
             self.send({"do": "set", "text": change["new"], "base": change["old"]})
+
+    def focus_if_lost(self) -> None:
+        """Focus the box unless something else in the page holds the focus and is not disabled."""
+        self.send({"do": "focus", "if_lost": True})
 
     def give_back(self, text: str) -> None:
         """A message Enter sent that could not be taken goes back into the box, in front of what is

@@ -575,7 +575,7 @@ class ChatPanel(widgets.VBox):
         self._show_error("")
         self._set_busy(True)
         if self._refocus:  # Send is disabled now, which drops the focus a click gave it: the input takes it
-            self.prompt.focus()  # (Enter left it there), and Stop is one Tab away (see docs/panel.md)
+            self.prompt.focus_if_lost()  # (Enter left it there), and Stop is one Tab away (see docs/panel.md)
         # the turn in progress is the transcript's last block: it scrolls with the conversation, in the
         # same region (no second region or Tab stop), and the earlier messages give way as it grows
         self.transcript.show_live(text)

@@ -439,6 +439,7 @@ def test_the_next_message_can_be_typed_while_a_reply_runs_and_is_sent_after_it(m
     page = PageInput(panel.prompt)
     focused = []
     monkeypatch.setattr(panel.prompt, "focus", lambda: focused.append("input"))
+    monkeypatch.setattr(panel.prompt, "focus_if_lost", lambda: focused.append("input"))  # a turn's start
     monkeypatch.setattr(panel.stop, "focus", lambda: focused.append("stop"))
     page.type("Do you have Le Guin?")
     page.settle()
@@ -1844,6 +1845,7 @@ def test_a_reply_that_ends_leaves_the_focus_where_the_person_went_meanwhile(monk
     focused = []
     for name, panel in (("first", first), ("second", second)):
         monkeypatch.setattr(panel.prompt, "focus", lambda name=name: focused.append(name))
+        monkeypatch.setattr(panel.prompt, "focus_if_lost", lambda name=name: focused.append(name))
     first.prompt.value = "Do you have Le Guin?"
     first.send.click()
     assert first_client.streaming.wait(5)
