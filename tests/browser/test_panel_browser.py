@@ -1070,6 +1070,27 @@ def kernel_says(page, code: str, expected: str, timeout: float = 10.0) -> str:
         page.wait_for_timeout(200)
 
 
+def test_a_turns_focus_request_leaves_the_focus_where_a_key_has_taken_it(lab, browser_page):
+    """At a turn's start the kernel asks the page to focus the input only if the focus was lost (a click on
+    Send, which is then disabled). Under load the request came after Stop was live and a Tab had reached
+    it, and pulled the focus back to the input ('your message' == 'Stop' in the keyboard test, once)."""
+    page = browser_page
+    panel, errors = opened(page, lab, "focus.ipynb", KEYBOARD_CELL)
+    clear = panel.get_by_role("button", name="Clear")
+    clear.focus()
+    assert kernel_says(page, "panel.prompt.focus_if_lost(); print('asked')", "asked") == "asked"
+    assert kernel_says(page, "print('round trip')", "round trip") == "round trip"  # the request has arrived
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => document.activeElement.textContent.trim()") == "Clear"  # left where it was
+    page.evaluate("() => document.activeElement.blur()")  # lost: the body has it
+    assert kernel_says(page, "panel.prompt.focus_if_lost(); print('asked')", "asked") == "asked"
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    clear.focus()
+    assert kernel_says(page, "panel.prompt.focus(); print('asked')", "asked") == "asked"  # a reply's end: moves it
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)
+    assert errors == [], errors
+
+
 def test_the_temperature_slider_has_a_name_and_keys_set_the_kernels_value(lab, browser_page):
     """The temperature control is found by its name, as a screen reader finds it (FloatSlider's handle had
     none); ArrowRight and End set panel.temperature.value in the kernel, one value per key; a drag sends one
