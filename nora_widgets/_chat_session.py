@@ -24,7 +24,7 @@ from ._line_input import BLOCK, Stopped, _after_ctrl_c, _next_line, _read_block,
 from ._sent_line import describe_sent
 from ._terminal_text import SHOW_AS_CODE as _SHOW_AS_CODE
 from ._terminal_text import OutputError, _write  # noqa: F401  (cli imports both from here)
-from ._terminal_text import clip
+from ._terminal_text import clip, unquote
 from ._terminal_text import printable as _printable
 from ._type_ahead import held_keys
 from ._waiting import Ticker, waiting_words
@@ -127,16 +127,6 @@ def _cli_words(failure: Failure, url_named: str, trim: str = CLI_TRIM, not_found
 
 # --------------------------------------------------------------------------- #
 # output helpers
-
-
-def _unquote(arg: str) -> str:
-    """A file name as a shell would read it: one pair of surrounding quotes is not part of it.
-
-    Example: _unquote('"my chat.json"') -> 'my chat.json'; _unquote('notes.json') -> 'notes.json'
-    """
-    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
-        return arg[1:-1].strip()
-    return arg
 
 
 def warn_line(text: str, stream: TextIO | None = None) -> None:
@@ -415,11 +405,11 @@ class ChatSession:
                      "plus your new one)")
 
     def _system(self, text: str) -> None:
-        if text and (means_no_persona(text) or not _unquote(text)):  # /system off, /system ""
+        if text and (means_no_persona(text) or not unquote(text)):  # /system off, /system ""
             set_persona(self.history, "")
             self.say("(system prompt removed: calls go without one)")
             return
-        text = _unquote(text)
+        text = unquote(text)
         if not text:
             first = self.history[0] if self.history else None
             self.say(f"(system prompt: {first['content']!r})" if first and first["role"] == "system"
@@ -452,7 +442,7 @@ class ChatSession:
             if note:
                 self.say(f"({note})")
             return
-        name = None if arg.lower() == "default" else _unquote(arg)  # /model "default": a model of that name
+        name = None if arg.lower() == "default" else unquote(arg)  # /model "default": a model of that name
         if name and any(ch.isspace() for ch in name):  # /model "" is the default, as /system "" is no persona
             self.warn(f"(/model takes one model name, or default; not {redact(arg)!r})")
             return
@@ -534,14 +524,14 @@ class ChatSession:
             self.warn(f"(/trim needs a whole number of turns or 'off', not {arg!r})")
 
     def _save(self, path: str) -> None:
-        path = _unquote(path) or self.save_path or ""
+        path = unquote(path) or self.save_path or ""
         if not path:
             self.warn("(/save needs a file name, e.g. /save chat.json)")
         else:
             self.save(path)
 
     def _load(self, path: str) -> None:
-        path = _unquote(path)
+        path = unquote(path)
         if not path:
             self.warn("(/load needs a file name, e.g. /load chat.json)")
             return
@@ -614,7 +604,7 @@ class ChatSession:
             self.say(f"(message {number}, {message['role']}{how})")
             self.say(message["content"])
             return
-        self.edit(number, _unquote(text.strip()))  # /edit 2 "Yes." as /system's quotes
+        self.edit(number, unquote(text.strip()))  # /edit 2 "Yes." as /system's quotes
 
     def edit_refused(self, number: str) -> bool:
         """Whether /edit N would be refused for its number (said in one line), checked before the

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-__all__ = ["printable", "clip", "SHOW_AS_CODE", "OutputError"]
+__all__ = ["printable", "clip", "unquote", "SHOW_AS_CODE", "OutputError"]
 
 # Characters that are not terminal commands but still mislead: bidi overrides and isolates reorder
 # what is shown ("Trojan Source"), and lone surrogates cannot be written as UTF-8 at all.
@@ -62,6 +62,17 @@ class OutputError(OSError):
     def __init__(self, stream: TextIO, error: OSError) -> None:
         super().__init__(error.errno, error.strerror or str(error))
         self.stream = stream
+
+
+def unquote(arg: str) -> str:
+    """A word as a shell would read it: one pair of surrounding quotes is not part of it (nora chat's
+    /system, /model, /save, /load and /edit, and %chat edit, all read it so).
+
+    Example: unquote('"my chat.json"') -> 'my chat.json'; unquote('notes.json') -> 'notes.json'
+    """
+    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
+        return arg[1:-1].strip()
+    return arg
 
 
 def _write(stream: TextIO, text: str) -> None:

