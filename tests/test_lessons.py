@@ -100,6 +100,19 @@ def test_each_lesson_has_one_idea_in_prose_and_code_and_ends_with_exercise_and_c
     assert "..." in code[-2].source, "the exercise leaves a ... for the learner to replace"
 
 
+@pytest.mark.parametrize("lesson", LESSONS[1:], ids=lambda l: l.stem)
+def test_each_lesson_says_how_to_resume_after_a_restart_before_its_first_code_cell(lesson):
+    """A learner back after a kernel restart reads the top of the lesson, not lesson 00: the way out of the
+    NameError a cell in the middle then stops with is said there, before any code runs."""
+    nb = committed(lesson.stem)
+    first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    before = " ".join(c.source for c in nb.cells[:first_code] if c.cell_type == "markdown")
+    before = " ".join(before.replace(">", " ").split())  # the note is a blockquote wrapped over two lines
+    assert "NameError" in before and "Run All Above Selected Cell" in before, (
+        f"{lesson.stem}: say above the first code cell how to resume after a restart (see 01-the-mental-model.md)"
+    )
+
+
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.stem)
 def test_the_lesson_check_waits_and_the_solution_check_passes(lesson):
     def check_text(nb):
