@@ -35,7 +35,7 @@ from .conversation import (
     dropped_indexes,
     edit_message,
     means_no_persona,
-    message_at,
+    message_number,
     messages_to_send,
     persona_only,
     safe_run_turn,
@@ -170,6 +170,7 @@ class ChatSession:
         self.show_sent = show_sent  # after each reply, a line saying what the call sent (/sent)
         self.last_sent: list[dict] | None = None  # what the last successful call sent
         self.edited: set[int] = set()  # the numbers of the messages /edit rewrote since the last call
+        self.sent_persona: list[dict] | None = None  # the persona the last call sent ([]: none); None: no call yet
         self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) got them
         self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
         self.persona_words = persona_words  # the advice when the persona is: /system TEXT, or nora ask's --system
@@ -231,6 +232,7 @@ class ChatSession:
             self._autosave()
             self.last_sent = result.sent
             self.edited.clear()
+            self.sent_persona = persona_only(self.history)  # /system since then: /retry says so
             if self.show_sent and result.sent is not None:
                 self.say(self.sent_line(result.sent, len(before)))
             if unknown and not self._model_unknown():
@@ -406,7 +408,7 @@ class ChatSession:
 
     def _system(self, text: str) -> None:
         if text and (means_no_persona(text) or not unquote(text)):  # /system off, /system ""
-            set_persona(self.history, "")
+            self._set_persona("")
             self.say("(system prompt removed: calls go without one)")
             return
         text = unquote(text)
@@ -415,8 +417,16 @@ class ChatSession:
             self.say(f"(system prompt: {first['content']!r})" if first and first["role"] == "system"
                      else "(no system prompt)")
             return
-        set_persona(self.history, text)  # the leading one only: system messages further down stay
+        self._set_persona(text)  # the leading one only: system messages further down stay
         self.say("(system prompt set: it goes first in every call from now on)")
+
+    def _set_persona(self, text: str) -> None:
+        """set_persona, and the numbers of the messages /edit rewrote follow their messages: a persona
+        added or removed moves every other message one place.  Example: edited {1}, a persona added -> {2}"""
+        count = len(self.history)
+        set_persona(self.history, text)
+        moved = len(self.history) - count  # +1, -1 or 0
+        self.edited = {i + moved for i in self.edited if i + moved >= 0}  # a persona removed: its edit goes too
 
     def _model(self, arg: str) -> None:
         """/model: which model the next call asks for.  The conversation is the list, so another
@@ -542,6 +552,7 @@ class ChatSession:
             return
         self.history[:] = messages
         self.edited.clear()  # numbers of the conversation gone
+        self.sent_persona = None  # and the calls it was sent with
         self.say(f"(loaded {count_of(len(messages), 'message')} from {path})")
 
     def _sent(self, arg: str) -> None:
@@ -572,10 +583,13 @@ class ChatSession:
         replied = len(removed) > 1  # a loaded transcript may end on a message with no reply yet
         why = "the model has no memory of its last answer" if replied else "your last message has no reply yet"
         # /edit since the last call of a message this call sends again (the retried one included; not the
-        # reply it drops): the list is not the same as when that message was sent
-        edited = any(i <= len(self.history) for i in self.edited)
-        self.say(f"(sending the {count_of(len(again), 'message')} again, as edited since the last call: {why})"
-                 if edited else f"(sending the same {count_of(len(again), 'message')} again: {why})")
+        # reply it drops), or /system: the list is not the same as when that message was sent.  (/model and
+        # /temperature change how it is asked, not the messages: those are the same.)
+        changes = ["as edited"] if any(i <= len(self.history) for i in self.edited) else []
+        if self.sent_persona is not None and persona_only(self.history) != self.sent_persona and 0 not in self.edited:
+            changes.append("with the system prompt changed")
+        self.say(f"(sending the {count_of(len(again), 'message')} again, {' and '.join(changes)} since the last "
+                 f"call: {why})" if changes else f"(sending the same {count_of(len(again), 'message')} again: {why})")
         if not self.send(removed[0]["content"]):
             self.history.extend(removed)  # the retry was rolled back: the earlier reply stays
             self.say("(the earlier reply is kept)" if replied else "(the conversation is as it was)")
@@ -593,11 +607,11 @@ class ChatSession:
             return
         if not text.strip():
             try:
-                message = message_at(self.history, number)
+                index = message_number(self.history, number)  # '/edit 03' shows message 3
             except NoraError as exc:
                 self.warn(f"(/edit: {exc}; nothing was changed)")
                 return
-            number = str(int(number))  # '/edit 03' shows message 3
+            message, number = self.history[index], str(index)
             lines = message["content"].count("\n") + 1  # several: pasted after /edit N TEXT, each line is a message
             how = f": /edit {number} TEXT replaces it" if lines == 1 else \
                 f", {lines} lines: /edit {number} {BLOCK} replaces it with the lines up to a {BLOCK} line"
@@ -610,7 +624,7 @@ class ChatSession:
         """Whether /edit N would be refused for its number (said in one line), checked before the
         \"\"\" block of /edit N \"\"\" is read.  Example: with 3 messages, edit_refused("9") -> True"""
         try:
-            message_at(self.history, number)
+            message_number(self.history, number)
         except NoraError as exc:
             self.warn(f"(/edit: {exc}; nothing was changed)")
             return True
@@ -621,11 +635,11 @@ class ChatSession:
         /edit N TEXT and /edit N \"\"\" (the lines of a block, chat_loop) both end here.
         Example: after one turn, edit("2", "We have none.") -> '(message 2 (assistant) now: "We have none.")'"""
         try:
-            old = edit_message(self.history, number, text)
+            index = message_number(self.history, number)
+            old = edit_message(self.history, index, text)
         except NoraError as exc:
             self.warn(f"(/edit: {exc}; nothing was changed)")
             return
-        index = int(number)  # edit_message took it: a whole number in range
         self.edited.add(index)
         self._autosave()  # as after a turn: the --save file holds the conversation the next call sends
         sent = messages_to_send(self.history, None, self.keep_turns)
@@ -681,8 +695,9 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
                 if refused and interactive and not pending:
                     continue  # said before a line of the block is typed
                 # refused, piped or pasted: the block's lines are there, so they are read (and not sent)
-                said = ("nothing was changed",) * 2 if refused else \
-                    (f"message {int(edit)} was not changed", f"message {int(edit)} is unchanged")
+                number = None if refused else message_number(session.history, edit)  # '02': message 2
+                said = ("nothing was changed",) * 2 if number is None else \
+                    (f"message {number} was not changed", f"message {number} is unchanged")
                 block = _block(session, interactive, pending, *said)
                 if block and not refused:
                     with held_keys(hold):

@@ -16,8 +16,10 @@ with ``conversation.edit_message`` and says what changed.  In reading (and Tab) 
     [Save edit] [Cancel]
 
 Save edit is not "Save" (that button saves the file): a screen reader tells the two apart by name.
-Keys (the panel hears them with ``on_key``): Enter in the number box is Edit; in the box, Ctrl+Enter
-(Cmd+Enter on a Mac) is Save edit and Escape is Cancel; each carries the box's text of that instant.
+Keys (the panel hears them with ``on_key``): Enter in the number box is Edit, Escape empties it (and
+closes the box when it holds no changes); in the box, Ctrl+Enter (Cmd+Enter on a Mac) is Save edit and
+Escape is Cancel; each carries the box's text of that instant.  Save edit's text is trimmed at both
+ends by ``edit_message``, as /edit and %chat edit take theirs.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class MessageEditor:
         # the text cut short
         self.number = KeyBox(description="message", placeholder="#", description_width="70px",
                              tooltip="the number of the message to edit (the inspector's # column; 0 is the "
-                                     "persona); Enter opens it",
+                                     "persona); Enter opens it, Escape empties the box",
                              layout=widgets.Layout(width="126px"))
         self.open = widgets.Button(description="Edit", icon="pencil", layout=widgets.Layout(width="80px"),
                                    tooltip="put that message in a box to rewrite it: the next call sends the list "

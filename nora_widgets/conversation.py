@@ -50,6 +50,7 @@ __all__ = [
     "persona_only",
     "undo_turn",
     "message_at",
+    "message_number",
     "edit_message",
     "validate_history",
     "validate_user_text",
@@ -173,16 +174,22 @@ def undo_turn(history: list[Message]) -> list[Message]:
 
 def message_at(history: list[Message], index: int | str) -> Message:
     """history[index], counted from 0 (the persona, when there is one, is message 0), with a one-line
-    ArgumentError (a NoraError) for a number that names no message.  index may be the number as typed
-    ("4"); a negative one is refused, not read from the end: a face shows the numbers 0, 1, 2... and nothing else.
+    ArgumentError (a NoraError) for a number that names no message (message_number reads index).
     Example: message_at([s, u1, a1], "2") -> a1; message_at([s, u1, a1], 3) raises
         ArgumentError('there is no message 3: the conversation has 3 messages, numbered 0 to 2')
     """
-    return history[_message_number(history, index)]
+    return history[message_number(history, index)]
 
 
-def _message_number(history: list[Message], index: int | str) -> int:
-    """The position message_at checks, as an int."""
+def message_number(history: list[Message], index: int | str) -> int:
+    """The number of a message of history, as an int: what every face reads from the number typed
+    (/edit N, %chat edit N, the panel's message box), so each shows and stores the same number.
+    index may be an int or the number as typed, white space around it and leading zeros allowed; a
+    negative one is refused, not read from the end: a face shows the numbers 0, 1, 2... and nothing else.
+    A number that names no message is one ArgumentError line (a NoraError), as message_at says it.
+    Example: message_number([s, u1, a1], " 02 ") -> 2; message_number([s, u1, a1], "two") raises
+        ArgumentError("the message number must be a whole number from 0 to 2 (got 'two')")
+    """
     validate_history(history)
     count = len(history)
     if not count:
@@ -199,23 +206,26 @@ def _message_number(history: list[Message], index: int | str) -> int:
 
 
 def edit_message(history: list[Message], index: int | str, text: str) -> Message:
-    """Rewrite the past, in place: message `index` (counted from 0, as history[index]) gets `text` as its
-    content and keeps its role; returns the message it replaced.  The model cannot tell: it has no
-    memory, so the next call sends the list as it is now and the reply follows it.  The message is a new
-    dict (copies taken earlier keep the old one, as with set_persona); message 0, the persona when there
-    is one, is edited like any other.  Bad input (a number that names no message, empty text) is one
-    ArgumentError line, and the list is unchanged.
+    """Rewrite the past, in place: message `index` (counted from 0, as history[index]; message_number
+    reads it) gets `text` as its content, the white space around it trimmed (as every face takes it:
+    /edit N TEXT, %chat edit, the panel's Save edit; the white space inside is kept), and keeps its
+    role; returns the message it replaced.  The model cannot tell: it has no memory, so the next call
+    sends the list as it is now and the reply follows it.  The message is a new dict (copies taken
+    earlier keep the old one, as with set_persona); message 0, the persona when there is one, is edited
+    like any other.  Bad input (a number that names no message, empty text) is one ArgumentError line,
+    and the list is unchanged.
     Example: h = [s, u1, {"role": "assistant", "content": "Two novels."}]
-             edit_message(h, 2, "Three novels.") -> returns the old reply; h[2] == {"role": "assistant",
+             edit_message(h, 2, "Three novels. ") -> returns the old reply; h[2] == {"role": "assistant",
              "content": "Three novels."}, and the next run_turn sends that
     """
-    number = _message_number(history, index)
+    number = message_number(history, index)
     old = history[number]
     if not isinstance(text, str):
         raise ArgumentError(f"the new text must be a string (got {type(text).__name__})")
-    if not text.strip():
+    content = text.strip()  # the one rule for an edit's text: ' Yes. ' and 'Yes.' are the same edit
+    if not content:
         raise ArgumentError(f"the new text for message {number} is empty: a message needs some text")
-    history[number] = {**old, "content": text}  # any other key of the message (e.g. "name") is kept
+    history[number] = {**old, "content": content}  # any other key of the message (e.g. "name") is kept
     return old
 
 

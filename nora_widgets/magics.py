@@ -44,7 +44,7 @@ from .conversation import (
     dropped_indexes,
     edit_message,
     means_no_persona,
-    message_at,
+    message_number,
     messages_to_send,
     new_history,
     persona_only,
@@ -593,10 +593,10 @@ class ChatMagics(Magics):
         text = unquote(given)  # one pair of surrounding quotes, as nora chat's /edit
         if not given:
             try:
-                message = message_at(history, number)
+                index = message_number(history, number)  # '%chat edit 02' shows message 2
             except NoraError as exc:
                 raise UsageError(f"%chat edit: {exc}; nothing was changed") from None
-            index = int(number)
+            message = history[index]
             how = f"%chat edit {index} TEXT" if "\n" not in message["content"] else \
                 f"a cell of %%chat edit {index} (the lines under it)"
             _show(f"message {index} ({message['role']}): {how} replaces it\n{message['content']}")
@@ -611,16 +611,16 @@ class ChatMagics(Magics):
             raise UsageError("%%chat edit: takes N alone on its line, the number of a message (the # of "
                              "%chat history); the lines under it are its new text")
         _check_history("edit")
-        self._edit(words[0], cell.strip(), "%%chat edit")
+        self._edit(words[0], cell, "%%chat edit")  # trimmed at both ends by edit_message, as every edit is
 
     def _edit(self, number: str, text: str, name: str) -> None:
         """Message `number` gets `text` (conversation.edit_message), said in one line; a refusal is one UsageError."""
         history = _SESSION.history
         try:
-            old = edit_message(history, number, text)
+            index = message_number(history, number)
+            old = edit_message(history, index, text)
         except NoraError as exc:
             raise UsageError(f"{name}: {exc}; nothing was changed") from None
-        index = int(number)
         s = _SESSION
         sent = messages_to_send(history, None, s.keep_turns)
         note = f"; --keep-turns {s.keep_turns} leaves it out of the next call" \

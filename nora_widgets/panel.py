@@ -59,7 +59,7 @@ from .conversation import (
     dropped_indexes,
     edit_message,
     is_client,
-    message_at,
+    message_number,
     new_history,
     not_a_client,
     set_persona,
@@ -396,9 +396,10 @@ class ChatPanel(widgets.VBox):
         self.editor.open.on_click(lambda _b: self._here_then(self._edit_clicked))
         self.editor.save.on_click(lambda _b: self._here_then(self._save_edit_clicked))
         self.editor.cancel.on_click(lambda _b: self._here_then(self._cancel_edit_clicked))
-        # the keys: Enter in the number box is Edit; Ctrl/Cmd+Enter in the box is Save edit, Escape Cancel.
-        # Each acts on the text the key carries (the box's own value comes when it is left)
+        # the keys: Enter in the number box is Edit, Escape empties it; Ctrl/Cmd+Enter in the box is Save
+        # edit, Escape Cancel.  Each acts on the text the key carries (the box's own value comes when it is left)
         self.editor.number.on_key("enter", lambda text: self._here_then(lambda: self.start_edit(text)))
+        self.editor.number.on_key("escape", lambda _text: self._here_then(self._escape_number))
         self.editor.text.on_key("enter", lambda text: self._here_then(lambda: self._save_edit(text)))
         self.editor.text.on_key("escape", lambda _text: self._here_then(self._cancel_edit_clicked))
         self.file_note = widgets.HTML()  # what Save / Load did, beside them (the chat's status is far up)
@@ -912,6 +913,16 @@ class ChatPanel(widgets.VBox):
         self.editor.hide()
         self.editor.open.focus()
 
+    def _escape_number(self) -> None:
+        """Escape in the number box: the number goes (in the page too), and so does a red line about an
+        edit; the editing box, open with no changes, closes as with Cancel.  Changes typed in it stay (never
+        dropped unsaid: Cancel, or Escape in the box, drops them).  The focus stays in the number box."""
+        self.editor.number.put("")
+        if self._error_text.startswith("edit: "):
+            self._show_error("")
+        if self.editor.index is not None and not self.editor.unsaved():
+            self.editor.hide()
+
     def _refuse_edit(self, why: object) -> None:
         self._show_error(redact(f"edit: {why}; nothing was changed"))  # it quotes a bad number: a key pasted there
 
@@ -927,11 +938,11 @@ class ChatPanel(widgets.VBox):
             return False
         try:
             with self._lock:
-                message = message_at(self.history, number)
+                index = message_number(self.history, number)  # ' 02 ' is message 2
+                message = self.history[index]
         except NoraError as exc:
             self._refuse_edit(exc)
             return False
-        index = int(str(number).strip())  # message_at took it: a whole number in range
         if self.editor.unsaved():
             if index != self.editor.index:
                 self._refuse_edit(f"the box holds changes to message {self.editor.index} not saved: "
@@ -959,8 +970,9 @@ class ChatPanel(widgets.VBox):
             return False
         try:
             with self._lock:
-                old = edit_message(self.history, index, text)
-                number = int(str(index).strip())  # edit_message took it: a whole number in range
+                number = message_number(self.history, index)
+                old = edit_message(self.history, number, text)  # the text trimmed at both ends, as every face
+                text = self.history[number]["content"]
                 self._edited.setdefault(number, old)  # as the last call had it (the first edit's old text)
                 twin = self.twin_history
                 if number < len(twin) and twin[number] == old and old["role"] != "assistant":

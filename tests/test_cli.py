@@ -2716,6 +2716,26 @@ def test_nora_ask_says_an_empty_reply_on_stderr(keyed_stub):
                              "run the command again)\n")
 
 
+def test_retry_after_system_says_the_persona_changed_and_after_model_or_temperature_the_same_list(monkeypatch, capsys):
+    # /system changes message 0 of every call: /retry must not call the list "the same"; /model and
+    # /temperature change how it is asked, not the messages; /system back to what the last call sent is the same
+    script = ["Hello", "/system Be very brief.", "/retry", "/model other", "/retry", "/temperature 0", "/retry",
+              "/system off", "/retry", "/edit 1 Hi", "/system Pirate.", "/retry", "/system Pirate.", "/retry"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted"], "\n".join(script) + "\n")
+    lines = out.splitlines()
+    assert (status, err) == (0, "")
+    why = "the model has no memory of its last answer"
+    retries = [lines[i + 1] for i, line in enumerate(lines) if line == "you: /retry"]
+    assert retries == [f"(sending the 2 messages again, with the system prompt changed since the last call: {why})",
+                       f"(sending the same 2 messages again: {why})",
+                       f"(sending the same 2 messages again: {why})",
+                       f"(sending the 1 message again, with the system prompt changed since the last call: {why})",
+                       # /edit 1 rewrote the reply /retry drops (message 2 once the persona is back): not an edit it sends
+                       f"(sending the 2 messages again, with the system prompt changed since the last call: {why})",
+                       f"(sending the same 2 messages again: {why})"]
+    assert lines[-1] == "nora: [scripted reply 7] I was sent 2 messages; the last one says: 'Hello'"
+
+
 def test_retry_after_an_edit_of_the_reply_it_retries_sends_the_same_list_and_says_so(monkeypatch, capsys):
     # the edited reply is the one /retry drops: what goes out is what the last call sent
     script = ["Hello", "/edit 2 We have none.", "/retry", "/edit 1 Hi", "/retry"]

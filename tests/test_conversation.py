@@ -12,6 +12,7 @@ from nora_widgets.conversation import (
     dropped_by_trim,
     edit_message,
     message_at,
+    message_number,
     dropped_indexes,
     messages_to_send,
     new_history,
@@ -855,6 +856,36 @@ def test_message_at_counts_from_zero_like_the_list():
 
 
 _THREE = [{"role": "system", "content": "p"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+
+
+@pytest.mark.parametrize("index, number", [(2, 2), ("2", 2), (" 2 ", 2), ("\t02\n", 2), (0, 0), ("0", 0)])
+def test_message_number_reads_the_number_as_every_face_types_it(index, number):
+    # one reading for /edit N, %chat edit N and the panel's box: each shows and stores this int
+    assert message_number(copy.deepcopy(_THREE), index) == number
+    assert type(message_number(_THREE, index)) is int
+
+
+@pytest.mark.parametrize("index", [3, "12", -1, "-1", "two", "", "\u00b2", 1.0, True, "1 2"])
+def test_message_number_refuses_as_message_at_and_edit_message_do(index):
+    with pytest.raises(ArgumentError) as number:
+        message_number(_THREE, index)
+    with pytest.raises(ArgumentError) as at:
+        message_at(_THREE, index)
+    with pytest.raises(ArgumentError) as edit:
+        edit_message(copy.deepcopy(_THREE), index, "x")
+    assert str(number.value) == str(at.value) == str(edit.value) and "\n" not in str(number.value)
+
+
+@pytest.mark.parametrize("text, content", [
+    ("  Three novels.  ", "Three novels."),
+    ("\n\nThree novels.\n", "Three novels."),
+    ("Line one.\n\n  indented\n", "Line one.\n\n  indented"),  # the white space inside is kept
+    ("\t Line one.\n  two", "Line one.\n  two"),
+])
+def test_edit_message_trims_the_white_space_around_the_text_as_every_face_does(text, content):
+    history = copy.deepcopy(_THREE)
+    edit_message(history, 2, text)
+    assert history[2] == {"role": "assistant", "content": content}
 
 
 @pytest.mark.parametrize("history, index, text, says", [

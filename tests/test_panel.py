@@ -2601,6 +2601,78 @@ def test_escape_in_the_edit_box_cancels_and_the_focus_goes_back_to_edit(monkeypa
     assert focused == [] and panel.editor.index is None
 
 
+def test_save_edit_trims_the_text_as_edit_and_chat_edit_do_and_blank_text_is_still_refused():
+    """One rule for an edit's text in every face (conversation.edit_message): the white space around it goes,
+    the white space inside stays; the status line, the persona box and the next call all show the trimmed text."""
+    client = ScriptedClient(["Two novels.", "Next."])
+    panel = ChatPanel(client)
+    panel_send(panel, "Do you have Le Guin?")
+    text = PageKeyBox(panel.editor.text)
+    panel.start_edit(2)
+    text.to_page()
+    text.replace("\n  We have none.\n\n  Try the library.  \n")
+    text.enter()
+    text.to_kernel()
+    assert panel.history[2] == {"role": "assistant", "content": "We have none.\n\n  Try the library."}
+    assert "now: \u201cWe have none. Try the library.\u201d" in unescape(panel.status.value)
+    assert panel.edit_message(" 0 ", "  Answer like a pirate.\n")
+    assert panel.history[0]["content"] == panel.persona.value == "Answer like a pirate."
+    before = copy.deepcopy(panel.history)
+    assert not panel.edit_message(1, " \n\t ")
+    assert unescape(re.sub("<[^>]+>", "", panel.error.value)) == (
+        "\u26a0 edit: the new text for message 1 is empty: a message needs some text; nothing was changed")
+    assert panel.history == before
+    panel_send(panel, "Why not?")
+    assert client.calls[-1]["messages"][:3] == before
+
+
+def test_escape_in_the_number_box_empties_it_and_closes_an_unchanged_box_but_keeps_changes(monkeypatch):
+    """Escape in the number box: the number goes, in the page too, and so does a red line about it; an
+    editing box open without changes closes, as Cancel; one holding changes stays open with them."""
+    client = ScriptedClient(["Two novels."])
+    panel = ChatPanel(client)
+    panel_send(panel, "Do you have Le Guin?")
+    before = copy.deepcopy(panel.history)
+    focused = []
+    monkeypatch.setattr(panel.editor.open, "focus", lambda: focused.append("Edit"))
+    number, text = PageKeyBox(panel.editor.number), PageKeyBox(panel.editor.text)
+    number.replace("9")
+    number.enter()
+    number.to_kernel()
+    assert "edit: there is no message 9" in unescape(panel.error.value)
+    number.escape()
+    number.to_kernel()
+    number.to_page()
+    assert number.box == "" and panel.editor.number.value == "" and panel.error.value == ""
+    number.replace("2")  # typed, not left: the kernel's copy is still empty, the page's box is emptied
+    number.enter()
+    number.to_kernel()
+    text.to_page()
+    assert panel.editor.index == 2 and text.box == "Two novels."
+    number.escape()
+    number.to_kernel()
+    number.to_page()
+    assert number.box == "" and panel.editor.index is None and panel.editor.box.layout.display == "none"
+    assert focused == []  # the focus stays in the number box (Cancel would move it to Edit)
+    number.replace("1")
+    number.enter()
+    number.to_kernel()
+    text.to_page()
+    text.replace("Do you have Dune?")
+    text.leave()  # to the number box: the text reaches the kernel
+    text.to_kernel()
+    number.escape()
+    number.to_kernel()
+    number.to_page()
+    text.to_page()
+    assert number.box == "" and panel.editor.index == 1 and text.box == "Do you have Dune?"  # never dropped unsaid
+    assert panel.history == before
+    panel._show_error("a failure that is not the editor's")
+    number.escape()
+    number.to_kernel()
+    assert panel.error.value != ""  # Escape there clears only an edit's own red line
+
+
 def test_enter_in_the_number_box_is_edit_refusals_and_all():
     panel = ChatPanel(SlowClient(delay=0.2))
     number = PageKeyBox(panel.editor.number)

@@ -1693,7 +1693,7 @@ def test_edit_a_reply_with_the_keyboard_and_the_next_request_carries_it(lab, bro
 
 
 def test_the_edit_keys_enter_opens_escape_cancels_ctrl_enter_saves_all_that_was_typed(lab, browser_page):
-    """Enter in the number box is Edit; in the box, Escape is Cancel (nothing changes, the focus back on
+    """Enter in the number box is Edit, Escape empties it (and closes an unchanged box); in the box, Escape is Cancel (nothing changes, the focus back on
     Edit) and Ctrl+Enter (Cmd+Enter on a Mac) is Save edit, with all of the text typed at full speed just
     before it: the key carries the text (the box's own value goes to the kernel only as the box is left).
     Edit on another number while the box holds changes not saved is one red line, and they stay."""
@@ -1706,10 +1706,25 @@ def test_the_edit_keys_enter_opens_escape_cancels_ctrl_enter_saves_all_that_was_
     number = panel.get_by_role("textbox", name="message", exact=True)
     box = ".nora-panel .nora-edit-text textarea"
     number.focus()
+    page.keyboard.type("9")
+    page.keyboard.press("Enter")
+    expect(panel.locator(".nora-error")).to_contain_text("edit: there is no message 9", timeout=10_000)
+    page.keyboard.press("Escape")  # empties the number box and its red line; JupyterLab does not hear it
+    expect(number).to_have_value("", timeout=10_000)
+    expect(panel.locator(".nora-error")).to_have_count(0, timeout=10_000)
+    assert page.evaluate(IS_FOCUSED, ".nora-panel .nora-edit-number input")  # not the notebook's command mode
     page.keyboard.type("2")
     page.keyboard.press("Enter")
     page.wait_for_function(IS_FOCUSED, arg=box, timeout=10_000)
     expect(page.locator(box)).to_have_value(re.compile(r"^\[scripted reply 1\]"))
+    number.focus()  # Escape there closes the box, unchanged
+    page.keyboard.press("Escape")
+    page.locator(box).wait_for(state="hidden", timeout=10_000)
+    expect(number).to_have_value("")
+    assert page.evaluate(IS_FOCUSED, ".nora-panel .nora-edit-number input")
+    page.keyboard.type("2")
+    page.keyboard.press("Enter")
+    page.wait_for_function(IS_FOCUSED, arg=box, timeout=10_000)
     page.keyboard.type(" Not this.")
     page.keyboard.press("Escape")
     page.locator(box).wait_for(state="hidden", timeout=10_000)
