@@ -1503,12 +1503,19 @@ def test_real_http_failure_is_one_line_and_rolls_back(stub_server):
 
 def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
     # a learner queued behind a class's replies saw "replying…" unchanged for half a minute: frozen?
-    stub_server.enqueue(ok("Yes, two.", wait=3.2), ok("Hi.", wait=8.0))
+    counted = threading.Event()  # the reply's first words are held back until the count has said 2 s and 3 s
+    stub_server.enqueue(ok("Yes, two.", until=counted), ok("Hi.", wait=8.0))
     client = make_client("openai", api_key="sk-test-x0123456789", base_url=stub_server.base_url,
                          max_retries=0, timeout=10)
     panel = ChatPanel(client, flush_interval=0.0)
     seen = []
-    panel.status.observe(lambda change: seen.append(unescape(re.sub("<[^>]+>", "", change["new"]))), "value")
+
+    def note(change) -> None:
+        seen.append(unescape(re.sub("<[^>]+>", "", change["new"])))
+        if sum("waiting" in line for line in seen) == 2:
+            counted.set()
+
+    panel.status.observe(note, "value")
     assert panel_send(panel, "Any Le Guin?").ok
     assert seen == ["replying\u2026",
                     "replying\u2026 waiting 2 s: the server may be busy with others' replies. Stop gives up",
