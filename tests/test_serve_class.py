@@ -200,7 +200,9 @@ def test_a_request_not_streamed_outlasts_its_timeout_in_the_queue(keepalive):
     posts = [line for line in out.splitlines() if '"POST /v1/chat/completions HTTP/1.1"' in line]
     replies = [line for line in out.splitlines() if re.fullmatch(r"nora serve: 127\.0\.0\.1:\d+ got .*", line)]
     if keepalive == "0":  # the test can fail: without the spaces, the same wait is a timeout
-        assert isinstance(reply, openai.APITimeoutError) and 2.9 < waited < 4, waited
+        # 3 s is the client's timeout; the upper bound leaves room for a loaded machine and stays under
+        # what the queue held the request (held > 5 above)
+        assert isinstance(reply, openai.APITimeoutError) and 2.9 < waited < 5, waited
         return
     assert type(reply).__name__ == "ChatCompletion", reply
     assert reply.choices[0].message.content.strip() and reply.usage.completion_tokens == 5

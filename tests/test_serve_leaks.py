@@ -136,7 +136,7 @@ def test_a_connection_that_stops_sending_is_closed_after_the_read_timeout(small_
     client = small_server.connect(STOPS[stop])
     started = time.monotonic()
     assert client.recv(100) == b""  # closed by the server (a held one: socket.timeout after 5 s)
-    assert 0.9 < time.monotonic() - started < 3.0
+    assert 0.9 < time.monotonic() - started < 4.5  # the read timeout is 1 s; room for a loaded machine
     client.close()
     deadline = time.monotonic() + 2
     while small_server.server.server_state.connections and time.monotonic() < deadline:
