@@ -618,21 +618,27 @@ def _raise_if_too_long(exc: Exception, sent: list[Message], client: Any = None) 
     which says the message itself is too long, or PersonaTooLongError when the persona is the larger
     of the two (its advice: shorten the persona, not send the message in parts).  Otherwise return
     (also when the messages fit and only the reply's max_tokens does not).
+    A 413 (a body over the server's limit, as nora serve's) with no earlier turn sent is the same case.
     Example: a 40,000-character persona, "Hi" -> PersonaTooLongError("the persona and your message
         (40,000 + 2 characters) overflow the 2,048-token context window")"""
-    if describe_failure(exc).kind != "context_length" \
+    failure = describe_failure(exc)
+    if failure.status == 413 and _earlier_turns(sent) <= 0:  # a body over the server's limit, nothing to trim
+        over = "are more than the server takes (HTTP 413)"  # its own words stay in exc, the __cause__
+    elif failure.kind != "context_length" \
             or getattr(exc, "reply_too_long", False) is True:  # a smaller max_tokens would fit
         return
-    limit = _window_in(exc)
-    if _earlier_turns(sent) > 0 and not _alone_over(sent, limit, client):
-        return
-    window = f"the {limit:,}-token context window" if isinstance(limit, int) else "the model's context window"
+    else:
+        limit = _window_in(exc)
+        if _earlier_turns(sent) > 0 and not _alone_over(sent, limit, client):
+            return
+        over = f"overflow the {limit:,}-token context window" if isinstance(limit, int) \
+            else "overflow the model's context window"
     persona = sum(len(m["content"]) for m in sent if m["role"] == "system")
     message = len(sent[-1]["content"])
     if persona > message:  # what overflows is mostly the persona: sending the message in parts cannot help
         raise PersonaTooLongError(
-            f"the persona and your message ({persona:,} + {message:,} characters) overflow {window}") from exc
-    raise MessageTooLongError(f"your message and persona ({message:,} + {persona:,} characters) overflow {window}") from exc
+            f"the persona and your message ({persona:,} + {message:,} characters) {over}") from exc
+    raise MessageTooLongError(f"your message and persona ({message:,} + {persona:,} characters) {over}") from exc
 
 
 _WINDOW_SAID = re.compile(r"maximum context length is ([\d,]+) tokens")  # OpenAI's and vLLM's wording

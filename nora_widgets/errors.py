@@ -139,7 +139,8 @@ class MessageTooLongError(NoraError):
 
     Trimming cannot help here: the message itself has to get shorter.  Raised by run_turn and
     stream_turn in place of the client's context-window error when the turn sent no earlier
-    turns to drop, or the persona and the message alone are over the window.
+    turns to drop, or the persona and the message alone are over the window (or, with no earlier turn
+    sent, the request is over the server's size limit: a 413).
     Example: MessageTooLongError("your message and persona (1,048,576 + 120 characters) overflow the 2,048-token context window")
     """
 

@@ -277,6 +277,39 @@ def test_core_overflow_with_nothing_to_trim_says_the_message_is_too_long(stub_se
     assert "/trim" not in str(result)
 
 
+def body_too_large() -> Behaviour:
+    """413 as nora serve answers a body over its limit (nora_widgets/_body_limit.py)."""
+    return error(413, "The request body is 3.0 MB, over the 2.0 MB this server takes: send a shorter conversation.",
+                 "invalid_request_error", "request_too_large")
+
+
+@STREAMS
+def test_core_a_413_with_nothing_to_trim_says_the_message_is_too_long(stub_server, stream):
+    """A body over the server's limit on the first message: trimming cannot help, so the line says to shorten
+    the message, as for a 400 context_length_exceeded; it said 'trim it (keep_last_n_turns=N ...)', which
+    nora ask turned into 'start a new --history file' for a question asked with no --history at all."""
+    history = [SYSTEM]
+    stub_server.enqueue(body_too_large())
+    pieces: list[str] = []
+    result = safe_run_turn(client_for(stub_server), history, "x" * 5000, on_text=pieces.append if stream else None)
+    assert history == [SYSTEM] and pieces == [] and result.failure.kind == "too_long"
+    check_line(str(result), ("your message and persona (5,000 + 108 characters)", "are more than the server takes (HTTP 413)",
+                             "shorten them, or send the message in parts"))
+    assert "trim" not in str(result)
+
+
+def test_core_a_413_after_earlier_turns_still_says_to_trim(stub_server):
+    """With earlier turns sent, fewer of them may fit the server's limit: the advice stays 'trim it'."""
+    history = earlier()
+    before = copy.deepcopy(history)
+    stub_server.enqueue(body_too_large())
+    result = safe_run_turn(client_for(stub_server), history, "the failing turn")
+    assert history == before and result.failure.kind == "bad_request"  # the server's words are long: not check_line
+    assert str(result) == ("(error talking to the model: the request is too large for the server: The request body is 3.0 MB, "
+                           "over the 2.0 MB this server takes: send a shorter conversation. (HTTP 413) - trim it "
+                           "(keep_last_n_turns=N, or trim_history))")
+
+
 ADVICE = "check that OPENAI_BASE_URL is an OpenAI-compatible API"  # the advice for any answer Nora cannot read
 
 
