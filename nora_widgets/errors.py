@@ -539,6 +539,8 @@ def describe_failure(exc: BaseException) -> Failure:
     closed = _closed_by_server(exc) if not isinstance(exc, NoraError) else None
     if _is_context_overflow(exc) and not isinstance(exc, MessageTooLongError):
         kind, message, hint = _BY_CLASS["ContextWindowError"]
+    elif isinstance(exc, (EmptyMessageError, HistoryError)):  # refused before any call: '(not sent: ...)',
+        kind, message, hint = "bad_input", "", ""  # its own words, as safe_run_turn says it
     elif closed:
         kind, message, hint = _CLOSED[closed]
     else:

@@ -70,6 +70,22 @@ def test_a_top_level_catch_catches_what_run_turn_refuses():
     assert history == [{"role": "sytem", "content": "Be brief."}]
 
 
+@pytest.mark.parametrize("text, history", [("   ", []), ("Hello", [{"role": "sytem", "content": "Be brief."}]),
+                                           ("Hello", ["not a message"])], ids=["empty", "role", "item"])
+def test_what_a_turn_refuses_before_any_call_is_said_by_describe_failure_as_safe_run_turn_says_it(text, history):
+    """docs/reliability.md: describe_failure(exc).line() says any NoraError in the one line safe_run_turn returns.
+    For an empty message or a broken list it said '(error talking to the model: ...)', where safe_run_turn says
+    '(not sent: ...)': no model was talked to."""
+    from nora_widgets import NoraError, ScriptedClient, describe_failure, run_turn, safe_run_turn
+
+    client = ScriptedClient(["Hi"])
+    with pytest.raises(NoraError) as raised:
+        run_turn(client, history, text)
+    said = describe_failure(raised.value)
+    assert said.kind == "bad_input" and said.line().startswith("(not sent: ")
+    assert said.line() == str(safe_run_turn(client, history, text)) and client.calls == []
+
+
 @pytest.mark.parametrize("fault", ["malformed_json", "web_page", "not_a_completion", "error_after_head",
                                    "dropped_connection", "server_error_500", "stream_cut"])
 @pytest.mark.parametrize("streamed", [False, True])
