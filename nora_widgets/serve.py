@@ -63,7 +63,8 @@ DESCRIPTION = (
     "Serve the embedded model (SmolLM2-135M-Instruct, or --model-path) as an OpenAI-compatible API, "
     f"by default at http://{DEFAULT_HOST}:{DEFAULT_PORT}/v1. Point any OpenAI client or tool at it with "
     f"OPENAI_BASE_URL=http://{DEFAULT_HOST}:{DEFAULT_PORT}/v1 and any OPENAI_API_KEY (e.g. 'any'). "
-    "Requests are answered one at a time; each prints one log line. Ctrl-C stops it.")
+    "Requests are answered one at a time; each request prints one log line, and each reply one more (who got it, "
+    "how many tokens, the wait). Ctrl-C stops it.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1168,6 +1168,8 @@ def test_serve_help_says_what_it_does_and_what_to_set():
     text = " ".join(out.stdout.split())
     assert out.returncode == 0 and text.startswith("usage: nora serve [-h] [--host HOST] [--port PORT]")
     assert "OPENAI_BASE_URL=http://127.0.0.1:8000/v1 and any OPENAI_API_KEY" in text and "Ctrl-C stops it" in text
+    # what it prints, as docs/cli.md says: a line per request, one more per reply (it said "each prints one log line")
+    assert "each request prints one log line, and each reply one more (who got it, how many tokens, the wait)" in text
     assert ("Exit status: 0 stopped, 1 could not start, 2 a bad option or setting, 130 Ctrl-C while the model "
             "loads." in text)
 
