@@ -380,7 +380,9 @@ def _reader(stream: Any, worker: concurrent.futures.Executor) -> Callable[[], Aw
 async def _close(stream: Any, worker: concurrent.futures.Executor) -> None:
     """Close a stream left unfinished.  An async one is closed here (its connection freed); a sync one on its
     worker thread, after any next() still running there (no wait here: a stalled server must not hold up a
-    cancel), so the embedded model stops at its next token and releases its lock."""
+    cancel), so the embedded model stops at its next token and releases its lock, and openai.OpenAI's stream
+    closes its connection.  Not left to the last reference: a kept task's traceback can hold the stream, and
+    openai's refers to itself, so only a garbage collection, some time later, would free it."""
     if hasattr(stream, "__aiter__"):
         closer = getattr(stream, "aclose", None) or getattr(stream, "close", None)
         if closer is not None:

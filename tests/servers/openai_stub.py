@@ -659,6 +659,13 @@ class StubServer:
         return [r for r in list(self.requests) if r.method == "POST" and
                 r.path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")]
 
+    @property
+    def open_connections(self) -> int:
+        """How many client connections the server holds open right now (a stream being sent, an idle
+        keep-alive); one the client closed is gone once the server's next write to it fails."""
+        with self._lock:
+            return len(self._connections)
+
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> bool:
         """Wait until at least `count` requests have arrived; True if they did."""
         deadline = time.monotonic() + timeout
