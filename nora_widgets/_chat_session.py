@@ -31,6 +31,7 @@ from ._waiting import Ticker, waiting_words
 from .clients import _listed_models, model_note, model_used, not_known_yet
 from .conversation import (
     DEFAULT_TEMPERATURE,
+    _earlier_turns,
     ChatClient,
     dropped_indexes,
     edit_message,
@@ -71,7 +72,7 @@ HELP = [  # (what to type, what it does): /help's list, wrapped to the terminal 
     ("/clear", "forget the conversation, keep the persona"),
     ("/sent [on|off]", "after each reply, one line saying what that call sent (messages, turns, tokens)"),
     ("/undo", "take back your last message and its reply (the next call will not send them)"),
-    ("/retry", "ask for your last message's reply again (the same list goes out again)"),
+    ("/retry", "ask for your last message's reply again (the list as it now stands goes out)"),
     ("/edit N TEXT", "rewrite message N (numbered from 0 as /history lists them; 0 is the persona): the next call "
                      f"sends the edited list; /edit N shows the message whole; /edit N {BLOCK} on a line of its own: "
                      f"the lines up to the next {BLOCK} line are its new text"),
@@ -171,6 +172,7 @@ class ChatSession:
         self.last_sent: list[dict] | None = None  # what the last successful call sent
         self.edited: set[int] = set()  # the numbers of the messages /edit rewrote since the last call
         self.sent_persona: list[dict] | None = None  # the persona the last call sent ([]: none); None: no call yet
+        self.sent_keep_turns: int | None = keep_turns  # the /trim the last call was sent with (None: off)
         self.listed_models: list[str] | None = None  # the server's names, once /model (or Tab after it) got them
         self.trim_words = trim_words  # the advice when the conversation is too long: /trim N, or nora ask's
         self.persona_words = persona_words  # the advice when the persona is: /system TEXT, or nora ask's --system
@@ -233,6 +235,7 @@ class ChatSession:
             self.last_sent = result.sent
             self.edited.clear()
             self.sent_persona = persona_only(self.history)  # /system since then: /retry says so
+            self.sent_keep_turns = self.keep_turns  # and /trim
             if self.show_sent and result.sent is not None:
                 self.say(self.sent_line(result.sent, len(before)))
             if unknown and not self._model_unknown():
@@ -585,11 +588,22 @@ class ChatSession:
         # /edit since the last call of a message this call sends again (the retried one included; not the
         # reply it drops), or /system: the list is not the same as when that message was sent.  (/model and
         # /temperature change how it is asked, not the messages: those are the same.)
+        # /trim since then: the turns it sends now against the turns the last call's /trim sends of this list
         changes = ["as edited"] if any(i <= len(self.history) for i in self.edited) else []
         if self.sent_persona is not None and persona_only(self.history) != self.sent_persona and 0 not in self.edited:
             changes.append("with the system prompt changed")
-        self.say(f"(sending the {count_of(len(again), 'message')} again, {' and '.join(changes)} since the last "
-                 f"call: {why})" if changes else f"(sending the same {count_of(len(again), 'message')} again: {why})")
+        turns = _earlier_turns(again)
+        turns_then = turns if self.sent_persona is None else \
+            _earlier_turns(messages_to_send(self.history, removed[0]["content"], self.sent_keep_turns))
+        if turns != turns_then:
+            now = "trimming off" if self.keep_turns is None else f"/trim {self.keep_turns}"
+            changes.append("with /trim changed")
+            self.say(f"(sending {count_of(len(again), 'message')}, {' and '.join(changes)} since the last call "
+                     f"({now} sends {count_of(turns, 'earlier turn') if turns else 'no earlier turn'}, "
+                     f"not {turns_then}): {why})")
+        else:
+            self.say(f"(sending the {count_of(len(again), 'message')} again, {' and '.join(changes)} since the last "
+                     f"call: {why})" if changes else f"(sending the same {count_of(len(again), 'message')} again: {why})")
         if not self.send(removed[0]["content"]):
             self.history.extend(removed)  # the retry was rolled back: the earlier reply stays
             self.say("(the earlier reply is kept)" if replied else "(the conversation is as it was)")

@@ -2747,3 +2747,28 @@ def test_retry_after_an_edit_of_the_reply_it_retries_sends_the_same_list_and_say
                        "(sending the 2 messages again, as edited since the last call: the model has no memory of "
                        "its last answer)"]
     assert lines[-1] == "nora: [scripted reply 3] I was sent 2 messages; the last one says: 'Hi'"
+
+
+def test_retry_after_trim_changed_says_what_is_sent_now_not_the_same(monkeypatch, capsys):
+    # /trim between the call and /retry changes what goes out: 'the same 4 messages' was said when the last
+    # call had sent 6.  A /trim that leaves the list as it was (more turns than there are) is still the same.
+    script = ["One", "Two", "Three", "/trim 1", "/retry", "/retry", "/trim off", "/retry", "/trim 9", "/retry",
+              "/trim 0", "/edit 5 Three?", "/retry"]
+    status, out, err = run_main(monkeypatch, capsys, ["chat", "--backend", "scripted", "--show-sent"],
+                                "\n".join(script) + "\n")
+    lines = out.splitlines()
+    assert (status, err) == (0, "")
+    why = "the model has no memory of its last answer"
+    retries = [lines[i + 1] for i, line in enumerate(lines) if line == "you: /retry"]
+    assert retries == [f"(sending 4 messages, with /trim changed since the last call (/trim 1 sends 1 earlier "
+                       f"turn, not 2): {why})",
+                       f"(sending the same 4 messages again: {why})",
+                       f"(sending 6 messages, with /trim changed since the last call (trimming off sends 2 "
+                       f"earlier turns, not 1): {why})",
+                       f"(sending the same 6 messages again: {why})",
+                       f"(sending 2 messages, as edited and with /trim changed since the last call (/trim 0 sends "
+                       f"no earlier turn, not 2): {why})"]
+    sent = [line for line in lines if line.startswith("(this call sent")]
+    assert sent[3].startswith("(this call sent 4 messages: the persona, 1 earlier turn and your message; ")
+    assert sent[3].endswith("; /trim 1 left out 2 older messages)")  # --show-sent: what this retry sent
+    assert lines[-2] == "nora: [scripted reply 8] I was sent 2 messages; the last one says: 'Three?'"
