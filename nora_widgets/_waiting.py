@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["WAIT_NOTE_AFTER", "Ticker", "waiting_words"]
+__all__ = ["WAIT_NOTE_AFTER", "Clock", "Ticker", "waiting_words"]
 
 WAIT_NOTE_AFTER = 2.0  # seconds without a word of the reply before a face says it is waiting
 
@@ -33,27 +33,42 @@ def waiting_words(client: Any, seconds: float, give_up: str) -> str:
     return f"waiting {seconds:.0f} s{why}. {give_up} gives up"
 
 
+class Clock:
+    """The time a Ticker counts in: now() and a wait that a stop() cuts short.  The one seam for
+    a test that moves time on itself (a subclass), so a note held for 2 s is not raced on a busy machine.
+    Example: Clock().wait(stopped, 1.0) -> True if stopped was set within the second, else False"""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, stopped: threading.Event, seconds: float) -> bool:
+        return stopped.wait(seconds)
+
+
 class Ticker:
     """Calls say(seconds waited) once a second on a thread of its own, from `after` seconds on,
     until stop().  stop() waits for a call in progress, so nothing is said once it returns."""
 
-    def __init__(self, say: Callable[[float], None], after: float = WAIT_NOTE_AFTER, every: float = 1.0) -> None:
+    def __init__(self, say: Callable[[float], None], after: float = WAIT_NOTE_AFTER, every: float = 1.0,
+                 clock: Clock | None = None) -> None:
         self.say, self.after, self.every = say, after, every
+        self.clock = clock or Clock()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.said = False  # a note was given and stop() has not said so yet
 
     def start(self) -> "Ticker":
-        started = time.monotonic()
+        clock = self.clock
+        started = clock.now()
 
         def run() -> None:
             wait = self.after
-            while not self._stopped.wait(wait):
+            while not clock.wait(self._stopped, wait):
                 with self._lock:
                     if self._stopped.is_set():
                         return
-                    self.say(time.monotonic() - started)
+                    self.say(clock.now() - started)
                     self.said = True
                 wait = self.every
 

@@ -48,7 +48,7 @@ from ._panel_input import PanelInput
 from ._prompt_box import PromptBox
 from ._range_box import RangeBox
 from ._transcript_box import TranscriptBox
-from ._waiting import Ticker, waiting_words
+from ._waiting import Clock, Ticker, waiting_words
 from .conversation import _is_async
 from .clients import choose_backend, describe_client, make_client, model_note, model_used
 from .conversation import (
@@ -253,6 +253,7 @@ class ChatPanel(widgets.VBox):
     keep_last_n_turns: None sends the whole history; N trims to the last N turns.
     max_tokens: cap on each reply's length (None: the client's default).
     views: which views start open, from VIEWS ("inspector", "wire", "gauge", "cost", "compare").
+    clock: the time the count of seconds waited reads (a _waiting.Clock; a test passes one it moves on itself).
     Example: ChatPanel(ScriptedClient(["Hi Ada!"]), views=("inspector", "cost"))
     """
 
@@ -270,6 +271,7 @@ class ChatPanel(widgets.VBox):
         views: Sequence[str] = ("inspector",),
         flush_interval: float = 0.05,
         title: str = "Nora",
+        clock: Clock | None = None,
     ) -> None:
         if client is not None and not is_client(client):  # ChatPanel(ScriptedClient), ChatPanel(history): said now,
             raise TypeError(f"ChatPanel: {not_a_client(client)}"  # not at the first message
@@ -310,6 +312,7 @@ class ChatPanel(widgets.VBox):
         self._busy = False
         self._ticker: Ticker | None = None  # counts the seconds until the first words of a reply
         self._busy_noted = float("-inf")  # when BUSY_NOTE was last said
+        self.clock = clock or Clock()  # the time the count of seconds waited and the busy note's stay are read in
         self._loading = False
 
         # --- the chat column
@@ -539,13 +542,13 @@ class ChatPanel(widgets.VBox):
     def _note_busy(self) -> None:
         """Enter or Send while a reply runs: say why nothing happened, on the status line and to a
         screen reader (the key seemed to do nothing)."""
-        self._busy_noted = time.monotonic()  # the count of seconds waits, so that this can be read
+        self._busy_noted = self.clock.now()  # the count of seconds waits, so that this can be read
         self._say(BUSY_NOTE)
         self._announce(BUSY_NOTE)
 
     def _count_wait(self, client: Any, seconds: float) -> None:
         """The status line while no word of the reply has come (unless the busy note was just said)."""
-        if time.monotonic() - self._busy_noted >= BUSY_NOTE_STAYS:
+        if self.clock.now() - self._busy_noted >= BUSY_NOTE_STAYS:
             self._say(f"replying\u2026 {waiting_words(client, seconds, 'Stop')}")
 
     def _start_turn(self, text: str) -> bool:
@@ -584,7 +587,7 @@ class ChatPanel(widgets.VBox):
 
         # Until the first words come, the status line counts the seconds (a shared server may be
         # writing others' replies first): "replying…" alone, for half a minute, looked frozen.
-        self._ticker = ticker = Ticker(lambda seconds: self._count_wait(client, seconds)).start()
+        self._ticker = ticker = Ticker(lambda seconds: self._count_wait(client, seconds), clock=self.clock).start()
 
         # What the turn reports, drawn here; each runs on the worker thread.
         def show_reply(so_far: str) -> None:

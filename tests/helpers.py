@@ -4,6 +4,7 @@
     free_port() -> a port nothing listens on yet (a server can be started on it later)
     Popen([...], preexec_fn=sigint_as_in_a_terminal) -> a child that Ctrl-C (SIGINT) reaches
     panel_send(panel_for(client), "hi") -> the TurnResult, once the reply is in
+    ManualClock() -> a clock a waiting count reads, moved on by the test (advance), not by the machine
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from nora_widgets._waiting import Clock
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root
 
@@ -50,6 +53,53 @@ def panel_for(client, **kw):
     from nora_widgets.panel import ChatPanel  # here, not at the top: the CLI tests need no widgets
 
     return ChatPanel(client, flush_interval=0.0, **kw)
+
+
+class ManualClock(Clock):
+    """A Clock (nora_widgets._waiting) whose time moves only when the test says so.  advance() wakes
+    each wait whose time has come and returns once the thread it woke is waiting again (its tick said,
+    or kept back) or has left: what a tick does is seen at once, however busy the machine.
+    Example: panel = ChatPanel(client, clock=clock); click Send; clock.until_waited_on(); clock.advance(2.0)
+        -> the status line says 'replying… waiting 2 s: ...'"""
+
+    GUARD = 30.0  # real seconds at most for a thread to come to or back to its wait (a hang, not a pace)
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._cond = threading.Condition()
+        self._ends: dict[int, float] = {}  # thread -> when its wait ends, for the threads waiting
+        self._woken: set[int] = set()  # threads advance() woke that have not come back to wait
+
+    def now(self) -> float:
+        with self._cond:
+            return self._now
+
+    def wait(self, stopped: threading.Event, seconds: float) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            self._woken.discard(me)
+            self._ends[me] = self._now + seconds
+            self._cond.notify_all()
+            while not stopped.is_set() and self._now < self._ends[me]:
+                self._cond.wait(0.02)  # stop() sets an Event, which tells no Condition: looked at often
+            del self._ends[me]
+            if not stopped.is_set():
+                self._woken.add(me)  # it goes to its tick, and comes back
+            self._cond.notify_all()
+            return stopped.is_set()
+
+    def until_waited_on(self) -> None:
+        """Until a thread waits on this clock (a Ticker's thread has started)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: self._ends, self.GUARD), "no thread waits on the clock"
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._now += seconds
+            self._cond.notify_all()
+            done = self._cond.wait_for(
+                lambda: not self._woken and all(end > self._now for end in self._ends.values()), self.GUARD)
+            assert done, f"a tick did not come back to its wait within {self.GUARD:g} s"
 
 
 def panel_send(panel, text: str, timeout: float = 15):

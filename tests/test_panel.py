@@ -24,7 +24,7 @@ from nora_widgets.panel import ChatPanel
 from nora_widgets.render import markdown_to_html
 from nora_widgets.tokens import count_tokens
 from nora_widgets.transcript import load_transcript, save_transcript
-from tests.helpers import panel_send, thread_exceptions
+from tests.helpers import ManualClock, panel_send, thread_exceptions
 from tests.servers.openai_stub import ok
 from tests.page_input import PageInput
 from tests.page_key_box import PageKeyBox
@@ -1504,7 +1504,8 @@ def test_real_http_failure_is_one_line_and_rolls_back(stub_server):
 def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
     # a learner queued behind a class's replies saw "replying…" unchanged for half a minute: frozen?
     counted = threading.Event()  # the reply's first words are held back until the count has said 2 s and 3 s
-    stub_server.enqueue(ok("Yes, two.", until=counted), ok("Hi.", wait=8.0))
+    held = threading.Event()  # the second reply's first words: never, before the end (Stop comes first)
+    stub_server.enqueue(ok("Yes, two.", until=counted), ok("Hi.", until=held))
     client = make_client("openai", api_key="sk-test-x0123456789", base_url=stub_server.base_url,
                          max_retries=0, timeout=10)
     panel = ChatPanel(client, flush_interval=0.0)
@@ -1521,24 +1522,31 @@ def test_while_no_word_has_come_the_status_line_counts_the_seconds(stub_server):
                     "replying\u2026 waiting 2 s: the server may be busy with others' replies. Stop gives up",
                     "replying\u2026 waiting 3 s: the server may be busy with others' replies. Stop gives up",
                     "replying\u2026", ""]  # the first words came; then the reply was done
+    # Send while it waits: the note on why nothing was sent stays BUSY_NOTE_STAYS (2 s), then the count comes
+    # back.  The panel's clock is moved on by the test, tick by tick (was: sleep(1.5) and sleep(1.0) against
+    # ticks 1 s apart and a 2 s stay, 0.5 s margins on a machine that may be busy)
+    clock = panel.clock = ManualClock()
+    waiting = "replying\u2026 waiting {} s: the server may be busy with others' replies. Stop gives up"
     seen.clear()
-    panel.prompt.value = "Hello?"
-    panel.send.click()
-    time.sleep(1.5)
-    panel.prompt.value = "And Dune?"
-    panel.send.click()  # while it waits: the note on why nothing was sent is not written over at once
-    time.sleep(1.0)
-    assert seen == ["replying\u2026", panel_module.BUSY_NOTE]
-    # 2 s on, the count comes back: the tick at ~4 s, the first 2 s after the note.  Waited for, not slept for
-    # (a fixed 1.9 s left the tick 0.4 s to come, on a busy machine too); a count that never comes still fails
-    deadline = time.monotonic() + 10
-    while len(seen) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert seen[2:] == ["replying\u2026 waiting 4 s: the server may be busy with others' replies. Stop gives up"], seen
-    panel.cancel()  # Stop while waiting: the count ends with the turn
-    time.sleep(1.5)
-    assert not seen[-1] and "waiting" not in "".join(seen[3:]), seen
-    assert len(panel.history) == 3
+    try:
+        panel.prompt.value = "Hello?"
+        panel.send.click()
+        clock.until_waited_on()
+        clock.advance(2.0)
+        clock.advance(1.0)
+        assert seen == ["replying\u2026", waiting.format(2), waiting.format(3)]
+        panel.prompt.value = "And Dune?"
+        panel.send.click()  # at 3 s
+        clock.advance(1.0)  # the tick at 4 s, 1 s after the note: the note is not written over
+        assert seen[3:] == [panel_module.BUSY_NOTE]
+        clock.advance(1.0)  # at 5 s the note has stayed 2 s: the count comes back
+        assert seen[3:] == [panel_module.BUSY_NOTE, waiting.format(5)]
+        panel.cancel()  # Stop while waiting: the count ends with the turn
+        clock.advance(3.0)  # a count still running would say 6, 7 and 8 s
+        assert not seen[-1] and "waiting" not in "".join(seen[5:]), seen
+        assert len(panel.history) == 3
+    finally:
+        held.set()
 
 
 def test_a_cell_that_waits_too_long_is_told_what_to_call_next(stub_server):
