@@ -7,7 +7,7 @@ messages and resends all of it on every call.  Nora makes that list visible.
     history = [{"role": "system", "content": SYSTEM_PROMPT}]
     run_turn(ScriptedClient(["Hi!"]), history, "Hello")   # history now has 3 messages
 
-Heavy parts (the widget panel, the embedded model) load on first use.  Every refusal of bad
+Every name loads on first use (`import nora_widgets` itself imports nothing).  Every refusal of bad
 input is a NoraError (a ValueError) whose text is one line saying what to do; its kinds
 (HistoryError, ArgumentError, ContextWindowError, TranscriptError, BadResponseError, StreamCutError, ...)
 import from here too.  A failed call is the server's own exception (openai's), or BadResponseError for an
@@ -34,22 +34,23 @@ above, and leave the list as it was if the task is cancelled:
     reply = await arun_turn(make_async_client(), history, "Hello")
 """
 
-from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_async_client, make_client
-from .conversation import (SYSTEM_PROMPT, ChatClient, TurnResult, edit_message, run_turn, safe_run_turn,
-                           stream_turn, trim_history, trim_to_budget)
-from .errors import (ArgumentError, BadResponseError, ContextWindowError, EmptyMessageError, HistoryError,
-                     MessageTooLongError, NoraError, RefusedError, StreamCutError, describe_failure)
-from .transcript import TranscriptError, load_transcript, save_transcript
+from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing's own flag, without importing typing: mypy and pyright take it as True
 
-if TYPE_CHECKING:  # mypy and pyright see the names that load on first use (_LAZY) with their real types
+if TYPE_CHECKING:  # mypy and pyright see every name with its real type; at run time each loads on first use (_LAZY)
     from .aio import AsyncChatClient, AsyncNoraClient, arun_turn, asafe_run_turn, astream_turn
+    from .clients import ModelUnavailableError, NoraClient, ScriptedClient, make_async_client, make_client
+    from .conversation import (SYSTEM_PROMPT, ChatClient, TurnResult, edit_message, run_turn, safe_run_turn,
+                               stream_turn, trim_history, trim_to_budget)
+    from .errors import (ArgumentError, BadResponseError, ContextWindowError, EmptyMessageError, HistoryError,
+                         MessageTooLongError, NoraError, RefusedError, StreamCutError, describe_failure)
     from .guard import GuardedClient
     from .local import LocalClient
     from .magics import load_ipython_extension, unload_ipython_extension
     from .panel import ChatPanel
     from .tokens import count_tokens, token_counter
+    from .transcript import TranscriptError, load_transcript, save_transcript
 
 __version__ = "0.1.0"
 
@@ -96,13 +97,20 @@ __all__ = [
     "describe_failure",  # any exception a turn raises -> its one line (.line()), kind, status and advice
 ]
 
-# name -> module that defines it, imported on first access (keeps `import nora_widgets` fast)
+# name -> module that defines it, imported on first access.  `import nora_widgets` imports nothing: it is
+# the first step of every `nora` command too, and the console script's Ctrl-C guard (_start.py) is only in
+# place once it is done; the rest (clients, conversation, ... about 0.3 s with cli.py) loads inside that guard
 _LAZY = {
-    "arun_turn": "aio",  # aio imports asyncio (30-70 ms): only code that awaits pays for it
-    "astream_turn": "aio",
-    "asafe_run_turn": "aio",
-    "AsyncChatClient": "aio",
-    "AsyncNoraClient": "aio",
+    **dict.fromkeys(["SYSTEM_PROMPT", "ChatClient", "TurnResult", "edit_message", "run_turn", "safe_run_turn",
+                     "stream_turn", "trim_history", "trim_to_budget"], "conversation"),
+    **dict.fromkeys(["ModelUnavailableError", "NoraClient", "ScriptedClient", "make_async_client", "make_client"],
+                    "clients"),
+    **dict.fromkeys(["ArgumentError", "BadResponseError", "ContextWindowError", "EmptyMessageError", "HistoryError",
+                     "MessageTooLongError", "NoraError", "RefusedError", "StreamCutError", "describe_failure"],
+                    "errors"),
+    **dict.fromkeys(["TranscriptError", "load_transcript", "save_transcript"], "transcript"),
+    # aio imports asyncio (30-70 ms): only code that awaits pays for it
+    **dict.fromkeys(["arun_turn", "astream_turn", "asafe_run_turn", "AsyncChatClient", "AsyncNoraClient"], "aio"),
     "LocalClient": "local",
     "ChatPanel": "panel",
     "GuardedClient": "guard",
@@ -115,7 +123,7 @@ _LAZY = {
 
 if not TYPE_CHECKING:  # at run time only: to mypy a module __getattr__ makes every name resolve (as Any),
     # so `from nora_widgets import run_trun` would pass unchecked; the lazy names are imported above for it
-    def __getattr__(name: str) -> Any:
+    def __getattr__(name: str) -> object:
         """The names of __all__ that load on first use (LocalClient, ChatPanel, GuardedClient, count_tokens, ...)."""
         if name in _LAZY:
             import importlib

@@ -17,7 +17,7 @@ pipe, each line read is echoed as ``you: ...``, so a piped session's stdout read
 like the screen would.  Status lines are in (parentheses); failures go to stderr.
 
 Exit status: 0 ok, 1 a call or a file failed, 2 bad command line or settings,
-130 cancelled with Ctrl-C (``nora ask``; ``nora serve`` while the model loads), 143 ``nora chat`` stopped by SIGTERM.
+130 cancelled with Ctrl-C (``nora ask``; ``nora serve`` while the model loads; any command while it starts), 143 ``nora chat`` stopped by SIGTERM.
 
 Import cost matters (``nora --help`` must be instant): nothing here imports
 ``openai`` or ``llama_cpp``; ``make_client`` does, when a client is built.  On the
@@ -492,7 +492,8 @@ def build_parser(with_serve: bool = False) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, wrap: Callable[[Any], Any] | None = None) -> int:
-    """Entry point of the `nora` console script.  Example: main(["ask", "Hi"]) -> 0
+    """The `nora` command line (the console script runs it through _start.main, which imports this
+    module behind a Ctrl-C guard).  Example: main(["ask", "Hi"]) -> 0
 
     wrap: a function applied to the client nora builds, for your own checks around every
     call, e.g. a script holding

@@ -153,3 +153,51 @@ def run_async(coroutine):
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+# a sitecustomize.py that holds the import of one module: Ctrl-C can then be pressed at a known point of the start
+_HOLD_IMPORT = '''\
+import os, sys, time
+
+
+class _Hold:
+    """Stops at the import of $NORA_TEST_HOLD (a module name) until a signal comes, once it has made $NORA_TEST_HELD."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ.get("NORA_TEST_HOLD"):
+            open(os.environ["NORA_TEST_HELD"], "w").close()
+            time.sleep(60)  # Ctrl-C raises KeyboardInterrupt here, inside the import statement
+        return None
+
+
+sys.meta_path.insert(0, _Hold())
+'''
+
+
+def holding_import(folder: Path, module: str, env: dict) -> tuple[dict, Path]:
+    """env for a child Python that stops when it first imports `module` (a sitecustomize.py in folder,
+    put first on PYTHONPATH), and the file it makes once it is there.  With press_ctrl_c_when_held:
+    Ctrl-C lands during that import, however busy the machine is.
+    Example: env, held = holding_import(tmp_path, "nora_widgets.clients", nora_env())"""
+    (folder / "sitecustomize.py").write_text(_HOLD_IMPORT)
+    held = folder / "held"
+    env = dict(env, NORA_TEST_HOLD=module, NORA_TEST_HELD=str(held))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH")) if p)
+    return env, held
+
+
+def press_ctrl_c_when_held(proc: subprocess.Popen, held: Path, timeout: float = 60) -> tuple[str, str]:
+    """SIGINT to proc once it has made `held` (see holding_import), then its (stdout, stderr) when it ends.
+    A child that ends first, or never gets there, fails the test with what it said."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not held.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"never reached the held import (exit {proc.returncode}): {out!r} {err!r}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=timeout)

@@ -20,6 +20,7 @@ import pytest
 
 import nora_widgets
 from nora_widgets.errors import NoraError
+from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +171,7 @@ def test_the_wheel_holds_the_package_its_type_marker_and_its_javascript_and_noth
     prompt_box = zipfile.ZipFile(wheel).read("nora_widgets/_prompt_box.py").decode()
     assert "export default" in prompt_box
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "nora = nora_widgets.cli:main" in entry_points
+    assert "nora = nora_widgets._start:main" in entry_points
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +201,20 @@ def test_the_installed_wheel_imports_and_its_nora_command_runs(installed, tmp_pa
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: nora ") and "chat" in done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_while_the_installed_nora_starts_is_one_line_and_exit_130(installed, tmp_path):
+    # pip's own console script: Ctrl-C while it imports the package was a traceback (tests/test_startup.py
+    # holds each import in turn; this is the script as installed)
+    site = next(installed.glob("lib/python*/site-packages"))
+    run_env = {"PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"}
+    env, held = helpers.holding_import(tmp_path, "nora_widgets.clients", run_env)
+    proc = subprocess.Popen([sys.executable, str(site / "bin" / "nora"), "ask", "hi"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=helpers.sigint_as_in_a_terminal)
+    out, err = helpers.press_ctrl_c_when_held(proc, held)
+    assert (proc.returncode, out, err) == (130, "", "\n(cancelled)\n")
 
 
 USER_SCRIPT = '''\
