@@ -335,17 +335,31 @@ def _server_models(client: Any) -> list[str]:
     A failure (down, a wrong key, no /models) is raised as the client raised it.  A server that gave
     make_client no answer (e.g. a 503 while it loads its model) is asked through the client's hook,
     which also settles the default model the last line names, and asked once more by it when it
-    answers only to the retries of the direct question."""
+    answers only to the retries of the direct question.  What the server answered make_client (its
+    list, or an error such as the 404 of a URL without /v1) is used as it is: one GET /models, not
+    two; only an error the client's retries would have asked again about is asked again."""
     pending = getattr(client, "default_model_pending", None)
     if pending is not None:
         pending()
     names = list(getattr(client, "listed_models", None) or [])
-    if not names:
+    answer = getattr(client, "models_answer", None)
+    if isinstance(answer, Exception) and not _retried(client, answer):
+        raise answer
+    if not names and not isinstance(answer, list):  # not asked yet (a name given), or no answer yet
         names = [m.id for m in client.models.list().data]
         pending = getattr(client, "default_model_pending", None)
         if pending is not None:  # up now: what a chat would send is what it lists now
             pending()
     return sorted(name for name in names if isinstance(name, str) and name)
+
+
+def _retried(client: Any, exc: Exception) -> bool:
+    """Whether the client would ask again after this error (make_client asked once, with no retries):
+    openai's client retries a 408, 409, 429 and any 5xx, max_retries times.
+    Example: a 404 -> False; a 500 with max_retries=2 -> True, with max_retries=0 -> False"""
+    status = getattr(exc, "status_code", None)
+    retried = isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
+    return retried and (getattr(client, "max_retries", 0) or 0) > 0
 
 
 def _ends_in_v1(client: object) -> bool:

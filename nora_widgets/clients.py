@@ -449,6 +449,7 @@ def make_client(
     client.wire = wire
     client.model_windows = {}  # the windows the server states, filled in when it is asked (_stated_windows)
     client.key_refused = None  # 401 when GET /models was refused for the key (describe_client says so)
+    client.models_answer = None  # what GET /models answered when asked (_asked_models): `nora models` asks no more
     listed: list[str] | None = []  # a model given, or no server named: nothing to ask
     pending = None
     if base_url and not model:  # None: no answer (the server not up yet), or not asked yet
@@ -575,6 +576,8 @@ def _asked_models(client: Any, base_url: str) -> list[str] | None:
     default_model_pending).  [] when it answered without a list (no /models, a wrong key...: the first
     real call says what is wrong), and for api.openai.com (dozens: nothing to learn).
     One GET /models; the wire log forgets it (it keeps the last chat request, if any, as it was).
+    An answer is kept as client.models_answer too: the names, or the error the server answered with
+    (e.g. the 404 of a URL without /v1), which `nora models` reports without asking a second time.
     Example: with `nora serve` at base_url -> ['SmolLM2-135M-Instruct']; nothing listening -> None
     """
     if urlsplit(base_url).hostname == "api.openai.com":
@@ -592,12 +595,17 @@ def _asked_models(client: Any, base_url: str) -> list[str] | None:
     except openai.APIStatusError as exc:
         if exc.status_code == 401:  # a wrong key (or none): said where the client is described, not only at the turn
             client.key_refused = 401
-        return None if exc.status_code in _NOT_UP_YET else []
-    except Exception:  # a reply that is not a list of models: an answer all the same
+        if exc.status_code in _NOT_UP_YET:
+            return None
+        client.models_answer = exc.with_traceback(None)  # its frames hold this client: no cycle kept
+        return []
+    except Exception as exc:  # a reply that is not a list of models: an answer all the same
+        client.models_answer = exc.with_traceback(None)
         return []
     finally:
         client.wire.last, client.wire.count = kept
-    return [name for name in names if isinstance(name, str) and name]
+    client.models_answer = [name for name in names if isinstance(name, str) and name]
+    return list(client.models_answer)
 
 
 def _stated_windows(client: Any, base_url: str, entries: list) -> dict[str, int]:

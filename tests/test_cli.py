@@ -1867,6 +1867,35 @@ def test_models_failure_is_one_line_exit_1_and_never_shows_the_key(keyed_stub):
                              f"listening at {url[7:-3]} - check --base-url and your network\n")
 
 
+def test_models_asks_the_server_once_whatever_it_answers(keyed_stub):
+    # make_client asks GET /models (no --model given); an error answer was asked for again by nora models to
+    # get the exception it reports: two requests for one line.  The line is the same with one.
+    from tests.servers.openai_stub import StubServer
+
+    with StubServer() as stub:  # nora serve at a URL without /v1: 404 at /models
+        stub.enqueue_models(*[error(404, "Not Found", "invalid_request_error", "not_found")] * 2)
+        root = stub.base_url.removesuffix("/v1")
+        result = helpers.run_nora("models", env=helpers.nora_env(root))
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == (f"nora: could not list the server's models: nothing at {root}/models (HTTP 404) "
+                                 "- check OPENAI_BASE_URL: an OpenAI-compatible API's URL usually ends in /v1\n")
+        assert [(r.method, r.path) for r in stub.requests] == [("GET", "/models")]
+    with StubServer(listed=[]) as stub:  # a list with nothing in it is an answer too
+        result = helpers.run_nora("models", env=helpers.nora_env(stub.base_url))
+        assert (result.returncode, result.stdout) == (0, "")
+        assert result.stderr.startswith(f"(the server at {stub.base_url} lists no models")
+        assert [r.path for r in stub.requests] == ["/v1/models"]
+    wrong = "sk-wrong-" + "Zz7" * 8
+    result = helpers.run_nora("models", env=helpers.nora_env(keyed_stub.base_url, wrong))  # retries left: a 401 has none
+    assert result.returncode == 1 and "(HTTP 401)" in result.stderr and wrong not in result.stderr
+    assert [r.path for r in keyed_stub.requests] == ["/v1/models"]
+    with StubServer(model="served-one") as stub:  # an error the client retries is asked again, as before
+        stub.enqueue_models(error(500, "try later", "server_error"))
+        result = helpers.run_nora("models", "--max-retries", "1", env=helpers.nora_env(stub.base_url))
+        assert (result.returncode, result.stdout) == (0, "served-one\n"), result.stderr
+        assert [r.path for r in stub.requests] == ["/v1/models", "/v1/models"]
+
+
 def test_models_on_the_embedded_and_scripted_backends(tmp_path):
     pytest.importorskip("llama_cpp")
     result = helpers.run_nora("models", env=helpers.nora_env())
