@@ -27,9 +27,11 @@ from typing import Any, Callable
 import anywidget
 import traitlets
 
+from ._one_view import ONE_VIEW_JS
+
 __all__ = ["KeyBox"]
 
-_ESM = r"""
+_ESM = ONE_VIEW_JS + r"""
 let made = 0;  // each box's id, for its <label for=...>
 function render({ model, el }) {
   const multiline = model.get("multiline");
@@ -70,12 +72,13 @@ function render({ model, el }) {
   });
   box.addEventListener("keypress", (e) => e.stopPropagation());
 
-  const onMessage = (msg) => {
-    if (msg.do === "focus") box.focus();
+  const used = lastUsed(box, el);
+  const onMessage = (msg) => {  // the panel shown twice: the view where the person is takes the focus (_one_view.py)
+    if (msg.do === "focus") oneView(msg, { box, home: () => homeOf(box, el), at: used.at, take: () => box.focus() });
     else if (msg.do === "blur") box.blur();
   };
   model.on("msg:custom", onMessage);
-  return () => model.off("msg:custom", onMessage);
+  return () => { model.off("msg:custom", onMessage); used.stop(); };
 }
 export default { render };
 """

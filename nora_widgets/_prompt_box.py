@@ -26,6 +26,9 @@ owns what is typed:
 - ``focus_if_lost()`` ({"do": "focus", "if_lost": true}): the box takes the focus only if nothing has it
   (the page's body) or what has it is disabled (Send, once a turn starts).  A turn's start asks this way:
   the request reaches the page after Stop is live, and a Tab pressed meanwhile had moved on to Stop.
+- The panel shown twice (``panel`` in two cells): what is typed in one view shows in the other, and each
+  message from the kernel is acted on by one view, the one where the person is (_one_view.py); the
+  others take its text.  Each view took the focus (the last one kept it) and applied every write.
 
 No import from anywhere: the page may be offline (a classroom).  The browser tests drive it in JupyterLab.
 """
@@ -37,9 +40,11 @@ from typing import Any
 import anywidget
 import traitlets
 
+from ._one_view import ONE_VIEW_JS
+
 __all__ = ["PromptBox"]
 
-_ESM = r"""
+_ESM = ONE_VIEW_JS + r"""
 function render({ model, el }) {
   const multiline = model.get("multiline");
   const box = document.createElement(multiline ? "textarea" : "input");
@@ -56,8 +61,14 @@ function render({ model, el }) {
   attrs();
   model.on("change:placeholder change:disabled change:aria_label", attrs);
 
-  const say = (value) => { model.set("value", value); model.save_changes(); };  // the kernel's copy
+  // the kernel's copy; and the box's other views (the panel shown twice) show what is typed in this one
+  const say = (value) => { model.set("value", value, { nora_view: box }); model.save_changes(); };
   box.addEventListener("input", () => say(box.value));
+  const mirror = (_model, value, options) => {
+    if (options && options.nora_view && options.nora_view !== box && box.value !== value) box.value = value;
+  };
+  model.on("change:value", mirror);
+  const used = lastUsed(box, el);
 
   box.addEventListener("keydown", (e) => {
     e.stopPropagation();  // a key in the box is text, never a JupyterLab shortcut (as ipywidgets' Text)
@@ -73,21 +84,14 @@ function render({ model, el }) {
   });
   box.addEventListener("keypress", (e) => e.stopPropagation());
 
+  // the panel shown twice: one view acts on a message from the kernel, the view where the person is (_one_view.py)
   const onMessage = (msg) => {
-    if (msg.do === "focus") {
-      // someone reading back in one of this panel's scrolling regions (the conversation, the inspector's
-      // tables, the wire view) stays there: a reply that ends does not pull the focus out from under them
-      // (a region of the panel's own: JupyterLab's notebook around it is a region too)
-      const at = document.activeElement, panel = box.closest(".nora-panel");
-      // a turn's start: only when the focus was lost (a click on Send, now disabled), never pulled back
-      // from where a key has taken it since (one Tab from the input reaches Stop)
-      if (msg.if_lost && at && at !== document.body && !at.disabled) return;
-      const region = at && at !== box ? at.closest('[role="region"]') : null;
-      if (panel && region && panel.contains(region)) return;
-      box.focus();
-      return;
-    }
     if (msg.do === "blur") { box.blur(); return; }
+    const view = { box, home: () => homeOf(box, el), at: used.at };
+    if (msg.do === "focus") oneView(msg, { ...view, take: () => focus(msg) });
+    else oneView(msg, { ...view, take: () => write(msg), copy: (text) => { box.value = text; } });
+  };
+  const write = (msg) => {
     if (msg.do === "return") {  // a message Enter sent while a reply had just started
       box.value = box.value.trim() ? msg.text + (multiline ? "\n" : " ") + box.value : msg.text;
       say(box.value);
@@ -102,8 +106,20 @@ function render({ model, el }) {
     }
     say(box.value);  // the kernel's copy is the page's text again
   };
+  const focus = (msg) => {
+    // someone reading back in one of this panel's scrolling regions (the conversation, the inspector's
+    // tables, the wire view) stays there: a reply that ends does not pull the focus out from under them
+    // (a region of the panel's own: JupyterLab's notebook around it is a region too)
+    const at = document.activeElement, panel = box.closest(".nora-panel");
+    // a turn's start: only when the focus was lost (a click on Send, now disabled), never pulled back
+    // from where a key has taken it since (one Tab from the input reaches Stop)
+    if (msg.if_lost && at && at !== document.body && !at.disabled) return;
+    const region = at && at !== box ? at.closest('[role="region"]') : null;
+    if (panel && region && panel.contains(region)) return;
+    box.focus();
+  };
   model.on("msg:custom", onMessage);
-  return () => model.off("msg:custom", onMessage);
+  return () => { model.off("msg:custom", onMessage); model.off("change:value", mirror); used.stop(); };
 }
 export default { render };
 """

@@ -365,9 +365,10 @@ PROMPT = ".nora-panel .nora-prompt input"
 STOP_LIVE = "() => !document.querySelector('.nora-panel .nora-stop').disabled"  # a reply is running
 
 
-def open_panel(page, lab, name: str, cell: str, wait_for: str = PROMPT) -> None:
+def open_panel(page, lab, name: str, cell: str, wait_for: str = PROMPT, cells: list[str] = ()) -> None:
+    """Open notebook `name` of `cell` (and `cells` after it), run it, wait for `wait_for`."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(cell)]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in [cell, *cells]]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(nb, str(lab.root / name))
     page.goto(lab.url(name) + "&reset")  # a fresh workspace: only this notebook is open
@@ -392,11 +393,11 @@ def projector_page(chromium, lab, name: str, cell: str, height: int = 480):
         context.close()
 
 
-def opened(page, lab, name: str, cell: str, wait_for: str = PROMPT):
+def opened(page, lab, name: str, cell: str, wait_for: str = PROMPT, cells: list[str] = ()):
     """open_panel, with the page's errors collected: (the panel's locator, the list of errors)."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_panel(page, lab, name, cell, wait_for)
+    open_panel(page, lab, name, cell, wait_for, cells)
     return page.locator(".nora-panel"), errors
 
 
@@ -1761,4 +1762,66 @@ def test_the_edit_keys_enter_opens_escape_cancels_ctrl_enter_saves_all_that_was_
         "nothing was changed", timeout=10_000)
     expect(page.locator(box)).to_have_value("Do you have Dune? By Frank Herbert?")
     assert kernel_says(page, "print(panel.history[2]['content'])", EDITED) == EDITED
+    assert errors == [], errors
+
+
+# each view's input box: its text, and whether it has the focus
+INPUTS_JS = ("() => [...document.querySelectorAll('.nora-panel .nora-prompt input')]"
+             ".map(b => ({text: b.value, focused: b === document.activeElement}))")
+BOTH_ROWS = "(n) => [...document.querySelectorAll('.nora-panel')].every(p => p.querySelectorAll('.nora-next-send tr.nora-row').length === n)"
+
+
+def test_the_panel_shown_twice_is_one_conversation(lab, browser_page):
+    """`panel` in a second cell draws a second view of the same widgets (so does a cell run again, or
+    "Create New View for Cell Output").  A message sent from either view is sent once and shows in both;
+    the input's text is the same in both; the focus stays in the view the person is using: after a reply
+    it went to the last view drawn (each view took the kernel's focus request), so the next keys typed
+    went into the other cell's panel; and typing in one view left the other's box with old text, which its
+    Send would not send.  Once the second view's output is cleared, the first goes on alone."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "twice.ipynb", KEYBOARD_CELL, f"{PROMPT} >> nth=1", ["panel"])
+    prompts = page.locator(PROMPT)
+    expect(prompts).to_have_count(2, timeout=30_000)
+    first, second = panel.nth(0), panel.nth(1)
+
+    # 1. Enter in the first view: one turn, drawn in both views; the focus stays in the first
+    prompts.nth(0).focus()
+    page.keyboard.type("My name is Ada.")
+    page.keyboard.press("Enter")
+    page.wait_for_function(BOTH_ROWS, arg=3, timeout=20_000)
+    for view in (first, second):
+        expect(view.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 1]", timeout=20_000)
+        expect(view.locator(".nora-transcript .nora-msg-user")).to_have_count(1)
+    assert page.evaluate(INPUTS_JS) == [{"text": "", "focused": True}, {"text": "", "focused": False}]
+
+    # 2. typed in the second view: the first shows it too, and its Send sends it, whole
+    prompts.nth(1).focus()
+    page.keyboard.type("Recommend a book.")
+    page.wait_for_function("() => document.querySelector('.nora-panel .nora-prompt input').value === 'Recommend a book.'",
+                           timeout=10_000)
+    first.get_by_role("button", name="Send", exact=True).click()
+    page.wait_for_function(BOTH_ROWS, arg=5, timeout=20_000)
+    expect(first.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 2]", timeout=20_000)
+    page.wait_for_function(IS_FOCUSED, arg=PROMPT, timeout=10_000)  # the first view's input: where Send was
+    assert page.evaluate(INPUTS_JS) == [{"text": "", "focused": True}, {"text": "", "focused": False}]
+
+    # 3. Enter in the second view: the focus stays there
+    prompts.nth(1).focus()
+    page.keyboard.type("Why that one?")
+    page.keyboard.press("Enter")
+    page.wait_for_function(BOTH_ROWS, arg=7, timeout=20_000)
+    expect(second.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 3]", timeout=20_000)
+    assert page.evaluate(INPUTS_JS) == [{"text": "", "focused": False}, {"text": "", "focused": True}]
+
+    # 4. the second cell's output cleared: the first view goes on, and takes the focus back after a reply
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-cell-output')")
+    expect(prompts).to_have_count(1, timeout=10_000)
+    type_and_send(page, "Thanks!")
+    page.wait_for_function(BOTH_ROWS, arg=9, timeout=20_000)
+    expect(first.get_by_role("alert")).to_contain_text("Nora replied: [scripted reply 4]", timeout=20_000)
+    assert page.evaluate(INPUTS_JS) == [{"text": "", "focused": True}]
+    sent = kernel_says(page, "print([m['content'] for m in panel.history if m['role'] == 'user'])", "")
+    assert sent == "['My name is Ada.', 'Recommend a book.', 'Why that one?', 'Thanks!']", sent  # each once, whole
     assert errors == [], errors
