@@ -2589,13 +2589,18 @@ def test_ctrl_enter_in_the_edit_box_saves_the_whole_text_it_carries_even_ahead_o
     assert client.calls[-1]["messages"][2]["content"] == EDITED
 
 
-def test_escape_in_the_edit_box_cancels_and_the_focus_goes_back_to_edit(monkeypatch):
+def _one_turn_with_edit_focus_seen(monkeypatch):
+    """A panel after one turn, the list as it stood then, and a list that records each focus() on Edit."""
     client = ScriptedClient(["Two novels."])
     panel = ChatPanel(client)
     panel_send(panel, "Do you have Le Guin?")
-    before = copy.deepcopy(panel.history)
-    focused = []
+    focused: list[str] = []
     monkeypatch.setattr(panel.editor.open, "focus", lambda: focused.append("Edit"))
+    return client, panel, copy.deepcopy(panel.history), focused
+
+
+def test_escape_in_the_edit_box_cancels_and_the_focus_goes_back_to_edit(monkeypatch):
+    client, panel, before, focused = _one_turn_with_edit_focus_seen(monkeypatch)
     text = PageKeyBox(panel.editor.text)
     panel.start_edit(1)
     text.to_page()
@@ -2644,12 +2649,7 @@ def test_save_edit_trims_the_text_as_edit_and_chat_edit_do_and_blank_text_is_sti
 def test_escape_in_the_number_box_empties_it_and_closes_an_unchanged_box_but_keeps_changes(monkeypatch):
     """Escape in the number box: the number goes, in the page too, and so does a red line about it; an
     editing box open without changes closes, as Cancel; one holding changes stays open with them."""
-    client = ScriptedClient(["Two novels."])
-    panel = ChatPanel(client)
-    panel_send(panel, "Do you have Le Guin?")
-    before = copy.deepcopy(panel.history)
-    focused = []
-    monkeypatch.setattr(panel.editor.open, "focus", lambda: focused.append("Edit"))
+    client, panel, before, focused = _one_turn_with_edit_focus_seen(monkeypatch)
     number, text = PageKeyBox(panel.editor.number), PageKeyBox(panel.editor.text)
     number.replace("9")
     number.enter()
