@@ -2,11 +2,11 @@
 
     box = PanelInput(prompt, busy=lambda: False, send=lambda text: True, stop=print,
                      note_busy=print, kept=print)
-    prompt.on_msg(box.on_msg)     # {"event": "submit", "text": ...} (Enter), "stop" (Escape), "kept"
+    prompt.on_msg(box.on_msg)     # {"event": "submit", "text": ...} (Enter, Send), "stop" (Escape), "kept"
 
-``prompt`` is the panel's PromptBox (_prompt_box.py): the page empties it on Enter and sends the text
-with the Enter, so keys typed after Enter are the next message, and a write from the kernel never wipes
-text typed there that the kernel has not had yet (the page keeps it and answers "kept").
+``prompt`` is the panel's PromptBox (_prompt_box.py): the page empties it on Enter (or a click on Send)
+and sends the text with it, so keys typed after it are the next message, and a write from the kernel
+never wipes text typed there that the kernel has not had yet (the page keeps it and answers "kept").
 
 The panel owns one (``ChatPanel._input``) and asks it at the turn's edges: ``turn_starts(text)``
 empties the box of the message sent; ``turn_over(failed)`` puts a failed or stopped message back

@@ -4,6 +4,7 @@
     box.on_msg(lambda _box, content, _buffers: print(content))
     # Enter in the browser -> {"event": "submit", "text": "Hello", "emptied": True}; Escape -> {"event": "stop"}
     box.value = "Hello"        # shown in the browser, unless something typed there has not reached the kernel
+    box.send_button = "nora-send"   # a click on that button beside the box is Enter ("submit")
 
 Why not ipywidgets' Text: it tells the kernel about Enter with a message of its own and sends the text
 apart from it, and it redraws the box from the kernel's copy whenever the kernel writes it, wiping keys
@@ -15,6 +16,10 @@ owns what is typed:
   with the text of that instant, and the page empties the box at once: keys typed next are the next
   message ("emptied": true).  While ``busy`` (a reply runs) Enter sends the text but keeps it in the box
   ("emptied": false); the kernel says why.
+- A click on the button of class ``send_button`` beside the box (the panel's Send) is the same "submit",
+  with the text of the click (blank too: the kernel says why), and the button's own click message never
+  goes.  It went out at once, while the page holds a box's next update back until the kernel has taken
+  the one before (ipywidgets sends one at a time): the kernel sent "Hello from o", and "ne" stayed.
 - A write from the kernel (``box.value = ...``) goes to the page as {"do": "set", "text", "base"}: base is
   what the kernel believed the box held.  The page applies it only if the box holds exactly that; if the
   write empties the box and the box holds base and more (keys typed right after it), the keys stay.
@@ -76,13 +81,27 @@ function render({ model, el }) {
     if (e.key !== "Enter" || e.isComposing) return;
     if (multiline && !(e.ctrlKey || e.metaKey)) return;  // a new line
     e.preventDefault();
-    const text = box.value;
-    if (!text.trim()) return;
-    const emptied = !model.get("busy");  // while a reply runs the text stays (the kernel says why)
-    if (emptied) { box.value = ""; say(""); }  // the next key typed starts the next message
-    model.send({ event: "submit", text, emptied });
+    if (box.value.trim()) submit();
   });
   box.addEventListener("keypress", (e) => e.stopPropagation());
+  const submit = () => {  // the text of this instant goes with the message (a blank one: the kernel says why)
+    const text = box.value;
+    const emptied = !model.get("busy") && !!text.trim();  // while a reply runs the text stays (the kernel says why)
+    if (emptied) { box.value = ""; say(""); }  // the next key typed starts the next message
+    model.send({ event: "submit", text, emptied });
+  };
+
+  // Send (the button beside the box, of class send_button): its click is this box's, as Enter.  The
+  // button's own click message would go out at once, while the page holds the box's last keys back
+  // until the kernel has taken the update before them: the kernel sent the text of a few keys earlier.
+  const clicked = (e) => {
+    const name = model.get("send_button"), row = el.parentElement;
+    const button = name && row && e.target instanceof Element ? e.target.closest("." + name) : null;
+    if (!button || button.disabled || !row.contains(button)) return;  // another view's, or no Send
+    e.stopPropagation();  // the button's own message never goes: the kernel hears the click once
+    submit();
+  };
+  document.addEventListener("click", clicked, true);  // before the button's own listener
 
   // the panel shown twice: one view acts on a message from the kernel, the view where the person is (_one_view.py)
   const onMessage = (msg) => {
@@ -119,7 +138,10 @@ function render({ model, el }) {
     box.focus();
   };
   model.on("msg:custom", onMessage);
-  return () => { model.off("msg:custom", onMessage); model.off("change:value", mirror); used.stop(); };
+  return () => {
+    model.off("msg:custom", onMessage); model.off("change:value", mirror); used.stop();
+    document.removeEventListener("click", clicked, true);
+  };
 }
 export default { render };
 """
@@ -143,7 +165,7 @@ _CSS = """
 class PromptBox(anywidget.AnyWidget):
     """The input box: ``value`` is its text (what the page last sent, or what the kernel wrote).
 
-    Custom messages from the page (``on_msg``): {"event": "submit", "text"} (Enter), {"event": "stop"}
+    Custom messages from the page (``on_msg``): {"event": "submit", "text"} (Enter, Send), {"event": "stop"}
     (Escape), {"event": "kept", "text"} (a write refused: the page kept what was typed there).
     """
 
@@ -155,6 +177,8 @@ class PromptBox(anywidget.AnyWidget):
     rows = traitlets.Int(3).tag(sync=True)
     disabled = traitlets.Bool(False).tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)  # a reply runs: Enter sends the text but keeps it in the box
+    # the class of a button beside the box (in the same row): its click sends the text as Enter does
+    send_button = traitlets.Unicode("").tag(sync=True)
     aria_label = traitlets.Unicode("your message").tag(sync=True)  # its name for a screen reader
 
     def __init__(self, **kwargs: Any) -> None:

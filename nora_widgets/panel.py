@@ -334,8 +334,9 @@ class ChatPanel(widgets.VBox):
                                                            overflow="hidden"))  # takes no room
         self.announce.add_class("nora-announce")
         # The input box (_prompt_box.py), named "your message" for a screen reader (aria-label): Enter
-        # (Ctrl/Cmd+Enter in a text area) sends the text with the key, and the page empties it at once
-        self.prompt = PromptBox(multiline=multiline,
+        # (Ctrl/Cmd+Enter in a text area) sends the text with the key, and the page empties it at once;
+        # a click on Send (send_button: its class) does the same in the page, with the text of the click
+        self.prompt = PromptBox(multiline=multiline, send_button="nora-send",
                                 placeholder=("Type a message, then press Ctrl+Enter or click Send" if multiline
                                              else "Type a message and press Enter"),
                                 layout=widgets.Layout(flex="1 1 auto", width="auto", min_width="0", margin="2px"))
@@ -358,7 +359,7 @@ class ChatPanel(widgets.VBox):
         # CSS classes: stable handles for styling and for the browser test (the input has "nora-prompt")
         self.send.add_class("nora-send")
         self.stop.add_class("nora-stop")
-        self.send.on_click(lambda _b: self._submit_typed())
+        self.send.on_click(lambda _b: self._submit_typed())  # send.click() in code (the page's is the box's)
         self.stop.on_click(lambda _b: self._here_then(self.cancel))
 
         # --- controls

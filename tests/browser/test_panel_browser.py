@@ -1825,3 +1825,48 @@ def test_the_panel_shown_twice_is_one_conversation(lab, browser_page):
     sent = kernel_says(page, "print([m['content'] for m in panel.history if m['role'] == 'user'])", "")
     assert sent == "['My name is Ada.', 'Recommend a book.', 'Why that one?', 'Thanks!']", sent  # each once, whole
     assert errors == [], errors
+
+
+SEND_RACE_CELL = """\
+import time
+import nora_widgets
+import nora_widgets._prompt_box as prompt_box
+from nora_widgets import ChatPanel, ScriptedClient
+taking = prompt_box.PromptBox.set_state
+
+def slow_taking(self, sync_data):  # each update of the input's text takes the kernel 0.3 s, as a busy
+    time.sleep(0.3)                # kernel's: the keys typed meanwhile wait in the page, behind it
+    taking(self, sync_data)
+
+prompt_box.PromptBox.set_state = slow_taking
+panel = ChatPanel(ScriptedClient([f"Reply {i}." for i in range(1, 4)]), views=())
+print(nora_widgets.__file__)
+panel"""
+
+
+def test_send_clicked_right_after_typing_sends_every_key(lab, browser_page):
+    """Keys typed with no delay and Send clicked at once, with the kernel slow to take each update of the
+    input's text: the message sent is the whole text the box held at the click, three times over.  The
+    page sends one update of a widget's state at a time and holds the next until the kernel has taken it,
+    while the button's click went out at once, so the kernel sent the text as it was a few keys before
+    ("H", with "ello from one" left in the box).  Enter never had this: it carries its text."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    panel, errors = opened(page, lab, "send_race.ipynb", SEND_RACE_CELL)
+    source = page.locator(".jp-OutputArea-output").filter(has_text="nora_widgets").first.inner_text()
+    assert source.strip().startswith(str(CHECKOUT)), source  # the kernel runs this checkout's code
+    prompt, send = page.locator(PROMPT), panel.get_by_role("button", name="Send", exact=True)
+    messages = ["Hello from one", "Hello from two, a longer one", "Three"]
+    for i, message in enumerate(messages, 1):
+        prompt.focus()
+        page.keyboard.type(message)  # no delay: every key but the first waits in the page for the kernel
+        send.click()
+        expect(panel.get_by_role("alert")).to_contain_text(f"Nora replied: Reply {i}.", timeout=20_000)
+        expect(prompt).to_have_value("", timeout=10_000)  # nothing of it left behind
+    said = [m.inner_text() for m in panel.locator(".nora-transcript .nora-msg-user .nora-content").all()]
+    assert said == messages, said
+    sent = kernel_says(page, "print([m['content'] for m in panel.history if m['role'] == 'user'])", str(messages))
+    assert sent == str(messages), sent
+    assert kernel_says(page, "print(repr(panel.prompt.value))", "''") == "''"  # the kernel's copy: empty too
+    assert errors == [], errors
