@@ -18,6 +18,8 @@ The rule that keeps the conversation whole (``history``: [{"role", "content"}, .
 - Stop frees the caller at once, even while the server is silent: ``cancel()``
   reports the turn as finished right away; the worker notices the flag at the
   next streamed piece (or when the client times out) and drops whatever it gets.
+  The flag is also the call's cancel (_cancel.py): the embedded model stops on it
+  even while it reads a long prompt, and frees itself for the next turn.
   A piece being drawn at that moment is drawn before the end is reported, never
   after it (the check and the draw are one step under ``lock``).
 """
@@ -28,6 +30,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ._cancel import CANCEL, Cancel
 from .conversation import DEFAULT_TEMPERATURE, TurnResult, safe_run_turn
 from .errors import Failure, describe_failure
 
@@ -48,7 +51,7 @@ class _Turn:
     __slots__ = ("cancel", "committed", "abandoned", "finished", "callbacks")
 
     def __init__(self, callbacks: dict[str, Callback | None]) -> None:
-        self.cancel = threading.Event()  # set by cancel(); the worker checks it on every piece
+        self.cancel = Cancel()  # set by cancel(); the worker checks it on every piece, the embedded model in C too
         self.committed = False  # the user message and the reply are in the history
         self.abandoned = False  # stopped before the commit: the caller was freed at once
         self.finished = False  # the end is reported (on_finish: exactly once per turn)
@@ -202,6 +205,7 @@ class BackgroundTurn:
         result: TurnResult | None = None
         late: Failure | None = None
         escaped: BaseException | None = None
+        CANCEL.set(turn.cancel)  # this thread's context only: the turn's calls (and its twin's) see Stop at once
         try:
             work = list(history)  # the copy the reply streams into (see the module docstring)
             before = len(work)

@@ -5,13 +5,17 @@ client's create() in a worker thread with a threading.Event set here (a ContextV
 through any wrapper, e.g. a GuardedClient, and no other call sees it); when the awaiting task is cancelled
 it sets the Event, and the embedded model, which looks at it before each token, stops and frees itself:
 
-    cancel = threading.Event()
+    cancel = Cancel()                   # a threading.Event (below)
     token = CANCEL.set(cancel)          # in the worker thread, around the call
     ...                                 # the engine: if cancel.is_set(): raise CallCancelled
     cancel.set()                        # on the event loop, when the awaited turn is cancelled
 
-A call made with no Event (every sync turn, a stream) is never cancelled this way: a stream is stopped by
-closing it instead.  A client over the network cannot look at the flag; its call runs to its timeout.
+The Event is a Cancel: set() also writes a byte that C code can read, so the embedded model stops even in
+the middle of reading a long prompt (one llama.cpp call per 512 tokens, seconds each; _abort.py).  Other
+faces set one too: the panel's Stop, `nora chat`'s Ctrl-C, astream_turn left early (a stream is closed as
+well, but a generator cannot be closed while another thread runs it).  A call made with no Event (a plain
+sync turn) is never cancelled this way.  A client over the network cannot look at the flag; its call runs
+to its timeout.
 """
 
 from __future__ import annotations
@@ -19,7 +23,28 @@ from __future__ import annotations
 import threading
 from contextvars import ContextVar
 
-__all__ = ["CANCEL", "CallCancelled"]
+__all__ = ["CANCEL", "Cancel", "CallCancelled"]
+
+
+class Cancel(threading.Event):
+    """A threading.Event that C code can read too: set() also writes a 1 into .flag, a 2-byte buffer
+    that llama.cpp's abort callback looks at while it computes (_abort.py).
+    Example: cancel = Cancel(); cancel.set(); cancel.flag.raw -> the bytes 1, 0 (before set(): 0, 0)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import ctypes  # here: importing this module stays free for `nora --help`
+
+        self.flag = ctypes.create_string_buffer(2)
+
+    def set(self) -> None:
+        self.flag[0] = b"\x01"  # first: whoever wakes on the Event finds the C side set too
+        super().set()
+
+    def clear(self) -> None:
+        self.flag[0] = b"\x00"
+        super().clear()
+
 
 # the Event of the call running in this context, or None (nobody is going to cancel it)
 CANCEL: ContextVar[threading.Event | None] = ContextVar("nora_call_cancel", default=None)

@@ -19,6 +19,7 @@ import threading
 from typing import Any, Callable, TextIO
 
 from ._completion import COMMANDS, _after_model, completions, use_readline  # noqa: F401  (cli, tests import them here)
+from ._cancel import CANCEL, Cancel
 from ._ctrl_c_seen import watch_ctrl_c
 from ._line_input import BLOCK, Stopped, _after_ctrl_c, _next_line, _read_block, _type_ahead_on
 from ._sent_line import describe_sent
@@ -109,10 +110,11 @@ def _columns(stream: TextIO) -> int:
         return 80
 
 
-# said when Ctrl-C has not stopped the call 0.3 s later: the embedded model reads a prompt in C calls of 512
-# tokens (seconds each on a slow machine) that Python cannot leave half-way; a server's C calls (a name looked up)
+# said when Ctrl-C has not stopped the call 0.3 s later: Python acts on Ctrl-C only between two bytecodes, and
+# the embedded model reads a prompt in C calls of 512 tokens (seconds each on a slow machine): the key also sets
+# the turn's cancel, which llama.cpp looks at inside the call (_abort.py); a server's C calls (a name looked up)
 STOPPING = {True: "(Ctrl-C: stopping once the call in progress lets go)",
-            False: "(Ctrl-C: stopping once the model has read the part of the prompt it is on)"}
+            False: "(Ctrl-C: stopping the model)"}
 STOPPING_SHORT = "(Ctrl-C: stopping...)"  # a narrow window: what fits of the note, as for the waiting note
 
 
@@ -196,7 +198,8 @@ class ChatSession:
         """
         before = list(self.history)
         started: list[str] = []  # pieces printed so far (for the "nora: " prefix and a cut-off reply)
-        waiting = self._wait_note()  # on a terminal: the seconds waited until the first words
+        cancel = Cancel()  # set by Ctrl-C (from a watching thread): the embedded model stops inside a prompt read too
+        waiting = self._wait_note(cancel)  # on a terminal: the seconds waited until the first words
 
         def on_text(piece: str) -> None:
             if not started:
@@ -207,6 +210,7 @@ class ChatSession:
 
         extra = {} if self.max_tokens is None else {"max_tokens": self.max_tokens}  # passed on to create()
         unknown = self._model_unknown()  # the turn asks the server for its models again (conversation.py)
+        called = CANCEL.set(cancel)
         try:
             result = safe_run_turn(
                 self.client, self.history, user_text, model=self.model, temperature=self.temperature,
@@ -222,6 +226,7 @@ class ChatSession:
                 _write(self.out, " [reply dropped]\n")
             raise
         finally:
+            CANCEL.reset(called)
             waiting()  # (a second time does nothing)
         if result is not None and result.ok:
             if self.stream:
@@ -256,24 +261,26 @@ class ChatSession:
             self._tell_model_known()
         return False
 
-    def _wait_note(self) -> Callable[[], None]:
+    def _wait_note(self, cancel: Cancel) -> Callable[[], None]:
         """Start saying how long the reply has been awaited, on its own line of the terminal, from
         WAIT_NOTE_AFTER seconds on (a shared server may be writing others' replies first); returns
-        the call that stops it and clears the line.  Not on a pipe or a file: nothing is written there."""
+        the call that stops it and clears the line.  Not on a pipe or a file: nothing is written there.
+        Ctrl-C sets cancel (an in-process model then stops even inside a C call), on a pipe too."""
         stream = self.err if self.notes_on_stderr else self.out  # nora ask's stdout is the answer alone
         try:
             shown = stream.isatty()
         except (AttributeError, ValueError):  # closed, or not a real stream
             shown = False
+        in_process = not getattr(self.client, "base_url", None)
         if not shown:
-            return lambda: None
+            return watch_ctrl_c(cancel.set, after=0.0) if in_process else (lambda: None)
 
         def room() -> int:  # asked each time: the window may be resized while the reply is awaited
             return max(1, _columns(stream) - 1)
 
         width = [0]
         pressed: list[bool] = []  # Ctrl-C was pressed and the call has not ended yet
-        stopping = STOPPING[bool(getattr(self.client, "base_url", None))]
+        stopping = STOPPING[not in_process]
         lock = threading.Lock()  # the ticker's thread and the Ctrl-C watcher's both write the note
 
         def show(note: str, short: str) -> None:  # kept within the line: a wrapped note could not be written over
@@ -291,6 +298,7 @@ class ChatSession:
                 show(f"({waiting_words(self.client, seconds, 'Ctrl-C')})", f"({waiting_words(None, seconds, 'Ctrl-C')})")
 
         def heard_ctrl_c() -> None:  # the call goes on inside C code for now (the embedded model reading)
+            cancel.set()  # which llama.cpp looks at between two steps of its computation (_abort.py)
             pressed.append(True)
             with lock:
                 width[0] += 2  # the ^C the terminal echoed after the note, written over too

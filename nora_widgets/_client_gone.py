@@ -15,7 +15,10 @@ Two small parts fix that:
   variable, which reaches the worker thread where the model runs);
 - ``stop_when_gone(llama)``: the model's ``create_completion`` (which chat requests go
   through too) gets one more stopping criterion, "has the flag been set?", checked after
-  every token.  The reply then ends early and is thrown away by the server.
+  every token.  The reply then ends early and is thrown away by the server.  The flag is a
+  Cancel (_cancel.py) that llama.cpp also looks at inside the prompt read (_abort.py): a
+  client that leaves while its long prompt is read (1,900 tokens: ~10 s on one thread) frees
+  the model at once for the next in line, instead of after the whole prompt.
 
 The same flag stops every reply when the server stops (Ctrl-C, SIGTERM): ``stop_all_replies()``,
 called as uvicorn begins its shutdown, sets each request's flag.  uvicorn waited for a reply
@@ -49,6 +52,8 @@ import threading
 import time
 from typing import Any, Awaitable, Callable
 
+from ._abort import abort_on, aborted
+from ._cancel import Cancel
 from ._chat_request import error_body
 
 __all__ = ["StopWhenGone", "stop_when_gone", "stop_all_replies", "quiet_disconnect_lines"]
@@ -62,7 +67,7 @@ class _Request:
 
     def __init__(self, client: str = "") -> None:
         self.client = client  # "127.0.0.1:51708", as the access log and the served line name it
-        self.gone = threading.Event()
+        self.gone = Cancel()  # a threading.Event that llama.cpp reads too, inside a prompt read
         self.tokens = 0
         self.cut = False
         self.said = False
@@ -272,10 +277,10 @@ def stop_when_gone(llama: Any, say: Callable[[str], None] | None = None) -> None
         return create_completion(*args, stopping_criteria=criteria, **kwargs)
 
     llama.create_completion = create_completion_until_gone
-    _note_tokens(llama)
+    _note_tokens(llama, say)
 
 
-def _note_tokens(llama: Any) -> None:
+def _note_tokens(llama: Any, say: Callable[[str], None]) -> None:
     """Wrap `llama.generate` to note, for the request being served, when its first token came and how
     many tokens its reply has (what the line the instructor reads says: _served_line)."""
     generate = llama.generate
@@ -286,15 +291,29 @@ def _note_tokens(llama: Any) -> None:
     def generate_noted(tokens: Any, *args: Any, **kwargs: Any) -> Any:
         request = _current.get()  # create_completion calls this in the request's context
         inner = generate(tokens, *args, **kwargs)
-        return inner if request is None else _noted(inner, request, vocab, llama_cpp.llama_vocab_is_eog)
+        return inner if request is None else _noted(inner, request, vocab, llama_cpp.llama_vocab_is_eog, llama, say)
 
     llama.generate = generate_noted
 
 
-def _noted(tokens: Any, request: _Request, vocab: Any, is_end: Callable[[Any, int], bool]) -> Any:
-    for token in tokens:  # create_completion only iterates it (never sends a value in)
-        if request.first is None:
-            request.first = time.monotonic()
-        if not is_end(vocab, token):  # an end-of-generation token ends the reply and is not kept
-            request.written += 1
-        yield token
+def _noted(tokens: Any, request: _Request, vocab: Any, is_end: Callable[[Any, int], bool], llama: Any,
+           say: Callable[[str], None]) -> Any:
+    """The tokens, noted; llama.cpp gives up the prompt read (or a token) once the request's flag is set:
+    the reply then ends with what it has (nothing, in the prompt read), thrown away as a stopped one is."""
+    with abort_on(llama, request.gone):
+        try:
+            for token in tokens:  # create_completion only iterates it (never sends a value in)
+                if request.first is None:
+                    request.first = time.monotonic()
+                if not is_end(vocab, token):  # an end-of-generation token ends the reply and is not kept
+                    request.written += 1
+                yield token
+        except RuntimeError as exc:
+            if not aborted(exc, request.gone):
+                raise
+            if not request.cut:  # said once, as client_gone says it
+                request.cut = True
+                if not _stopping.is_set() and not request.said:
+                    request.said = True
+                    where = _after(request) if request.first is not None else " while its prompt was read"
+                    say(f"nora serve: {_who(request)} left; its reply stopped{where}")

@@ -20,8 +20,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
+from ._abort import abort_on, aborted
 from ._cancel import CallCancelled
 from .clients import ModelUnavailableError
 from .errors import NoraError
@@ -313,6 +314,9 @@ class _Engine:
         call.  Stops at an end-of-generation token, at a stop string (never shown), or after
         max_tokens tokens (finish_reason 'length').  cancel: an Event looked at before the prompt is read
         and before each token; once it is set, CallCancelled is raised there (the caller's lock then freed).
+        A Cancel (_cancel.py) is also seen inside the prompt read: llama.cpp gives up the batch it is on
+        (_abort.py), the batches read before stay in the KV cache (llama.n_tokens says how many tokens),
+        and CallCancelled is raised at once instead of after the whole prompt.
         """
         import llama_cpp
 
@@ -341,8 +345,9 @@ class _Engine:
                                 presence_penalty=params.get("presence_penalty", 0.0),
                                 frequency_penalty=params.get("frequency_penalty", 0.0),
                                 grammar=params.get("grammar"))
+        steps = _abortable(tokens, llama, cancel)
         try:
-            for token in tokens:
+            for token in steps:
                 if cancel is not None and cancel.is_set():  # one token's work at most after the cancel
                     raise CallCancelled("the caller stopped waiting for this reply")
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -361,16 +366,31 @@ class _Engine:
                     held = held[len(held) - keep:]
                 if result["completion_tokens"] >= max_tokens:
                     break
-        except GeneratorExit:
-            raise                # closed early: llama's cache still matches llama.input_ids[:n_tokens]
+        except (GeneratorExit, CallCancelled):
+            raise                # closed or cancelled: llama's cache still matches llama.input_ids[:n_tokens]
         except BaseException:
             llama.reset()        # failed half-way (e.g. Ctrl-C): the next call starts from an empty cache
             raise
         finally:
-            tokens.close()       # finish llama's generator now, while the caller still holds the lock
+            steps.close()        # finish llama's generator now, while the caller still holds the lock,
+            tokens.close()       # and take the abort callback off (steps: started or not, tokens too)
         held += decoder.decode(b"", final=True)
         if held:
             yield held
+
+
+def _abortable(tokens: Iterator[int], llama: Any, cancel: threading.Event | None) -> Generator[int, None, None]:
+    """llama's token generator, with llama.cpp told to give up a computation (the prompt read above all,
+    one C call per 512 tokens) once cancel is set: CallCancelled then, the KV cache holding the batches
+    read before (llama.n_tokens of them; llama.cpp drops the batch it gave up).  The abort callback is
+    C code with no Python in it (_abort.py): generation runs at full speed and Ctrl-C is never lost."""
+    with abort_on(llama, cancel):
+        try:
+            yield from tokens
+        except RuntimeError as exc:
+            if aborted(exc, cancel):
+                raise CallCancelled("the caller stopped waiting while the model read the prompt") from None
+            raise
 
 
 _PROBE_SYSTEM = {"role": "system", "content": "."}

@@ -26,10 +26,9 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
-import threading
 from typing import TYPE_CHECKING, Any, AsyncGenerator, Awaitable, Callable, Protocol
 
-from ._cancel import CANCEL
+from ._cancel import CANCEL, Cancel
 from .conversation import (
     CANCELLED,
     DEFAULT_TEMPERATURE,
@@ -176,9 +175,10 @@ async def _astream_turn(client: _AnyClient, history: list[Message], user: Messag
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nora-stream")
     stream: Any = None
     completed = False
-    try:
+    cancel = Cancel()  # set when the caller stops early: the embedded model stops even inside the prompt read,
+    try:               # where the stream's next() runs in the worker and cannot be closed yet (_cancel.py)
         stream, sent = await _send(client, history, user, keep_last_n_turns, model, temperature,
-                                   {"stream": True, **kwargs}, worker)
+                                   {"stream": True, **kwargs}, worker, cancel)
         next_chunk = _reader(stream, worker)
         chunks = 0
         try:
@@ -213,6 +213,8 @@ async def _astream_turn(client: _AnyClient, history: list[Message], user: Messag
         mask_keys(exc)  # a server's echo of the key must not reach the traceback
         raise
     finally:
+        if not completed:
+            cancel.set()
         if not completed and stream is not None:
             await _close(stream, worker)
         worker.shutdown(wait=False)  # its thread ends once what was given to it (a close) is done
@@ -309,7 +311,7 @@ def _to_send(history: list[Message], user: Message, keep_last_n_turns: int | Non
 
 async def _send(client: Any, history: list[Message], user: Message, keep_last_n_turns: int | None,
                 model: str | None, temperature: float, kwargs: dict,
-                worker: concurrent.futures.Executor | None) -> tuple[Any, list[Message]]:
+                worker: concurrent.futures.Executor | None, cancel: Cancel | None = None) -> tuple[Any, list[Message]]:
     """conversation._send, awaited: (response, the list that call sent), with the same one retry at half as
     many turns when a trimmed call overflows the context window."""
     sent = _to_send(history, user, keep_last_n_turns)
@@ -317,24 +319,26 @@ async def _send(client: Any, history: list[Message], user: Message, keep_last_n_
         pending = getattr(client, "default_model_pending", None)
         model = await asyncio.to_thread(_default_model, client) if pending is not None else _default_model(client)
     try:
-        return await _call(client, sent, model, temperature, kwargs, worker), sent
+        return await _call(client, sent, model, temperature, kwargs, worker, cancel), sent
     except Exception as exc:
         if keep_last_n_turns is None or describe_failure(exc).kind != "context_length":
             raise
         sent = _to_send(history, user, _fewer_turns(keep_last_n_turns, sent))
-        return await _call(client, sent, model, temperature, kwargs, worker), sent
+        return await _call(client, sent, model, temperature, kwargs, worker, cancel), sent
 
 
 async def _call(client: Any, sent: list[Message], model: str, temperature: float, kwargs: dict,
-                worker: concurrent.futures.Executor | None) -> Any:
+                worker: concurrent.futures.Executor | None, cancel: Cancel | None = None) -> Any:
     """client.chat.completions.create, awaited; a sync client's create runs in a worker thread (worker, or
-    asyncio's own), with a cancel Event (_cancel.py) that an in-process client looks at per token and that is
-    set if this await is left early.  Clearer errors as conversation._call gives them."""
+    asyncio's own), with a cancel Event (_cancel.py) that an in-process client looks at per token and while
+    it reads the prompt, and that is set if this await is left early (or by the caller who gave it: a
+    stream's reader).  Clearer errors as conversation._call gives them."""
     try:
         create = client.chat.completions.create
         if _is_async(create):
             return await create(messages=sent, model=model, temperature=temperature, **kwargs)
-        cancel = threading.Event()  # set if this await is left early: the embedded model stops at its next token
+        if cancel is None:  # set if this await is left early: the embedded model stops at once
+            cancel = Cancel()
 
         def call() -> Any:
             CANCEL.set(cancel)  # in this call's own copy of the context (below): no other call sees it

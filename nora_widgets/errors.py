@@ -260,6 +260,8 @@ _BY_CLASS = {
     "APIResponseValidationError": ("bad_response", "the server sent a reply Nora could not read", "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "JSONDecodeError": ("bad_response", NOT_JSON, "check that OPENAI_BASE_URL is an OpenAI-compatible API"),
     "KeyboardInterrupt": ("cancelled", "cancelled", "the turn was rolled back; send it again when ready"),
+    # the embedded model stopped because its caller stopped waiting (the panel's Stop while it read the prompt)
+    "CallCancelled": ("cancelled", "cancelled", "the turn was rolled back; send it again when ready"),
     # sys.exit() inside a client's create() or its stream: only the panel's worker thread sees it and goes on
     "SystemExit": ("exit", "the client called sys.exit() during the call", "the turn was rolled back; fix the client, then send again"),
     "ContextWindowError": ("context_length", "the conversation is longer than the model's context window", TRIM_HINT),

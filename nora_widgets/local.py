@@ -415,11 +415,13 @@ class LocalClient:
         # repeatable output wanted (temperature 0, or a seed) -> read the whole prompt from an empty cache
         reuse = self.reuse_prefix if self.reuse_prefix is not None else (params["temperature"] > 0 and seed is None)
         all_stops = stops + [s for s in template_stops if s]
+        # set when the caller stops waiting (arun_turn's task cancelled, the panel's Stop, Ctrl-C in nora chat):
+        # the model stops at the next token, or inside the prompt read (_cancel.py)
+        cancel = CANCEL.get()
         if stream:
             include_usage = bool((stream_options or {}).get("include_usage"))
-            return self._stream(prompt_tokens, room, params, all_stops, seeds[0], include_usage, reuse)
+            return self._stream(prompt_tokens, room, params, all_stops, seeds[0], include_usage, reuse, cancel)
         texts, finishes, completion, cached = [], [], 0, None
-        cancel = CANCEL.get()  # set by arun_turn when its task is cancelled: the model stops at the next token
         with engine.hold(self.timeout):
             for s in seeds:
                 result: dict = {}
@@ -437,11 +439,12 @@ class LocalClient:
         return response
 
     def _stream(self, prompt_tokens: list[int], room: int, params: dict, stops: list[str], seed: int,
-                include_usage: bool, reuse: bool) -> Iterator:
+                include_usage: bool, reuse: bool, cancel: Any = None) -> Iterator:
         """Chunks as openai sends them: role, text pieces, finish, then (optionally) usage.
 
         The model is held from the first chunk to the last; stopping early (break,
-        .close(), Ctrl-C) releases it.
+        .close(), Ctrl-C) releases it.  cancel: the Event of the call (_cancel.py), which a
+        thread other than the reader's can set: a stream cannot be closed while it runs.
         """
         cid, created, name = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time()), self.default_model
         make_chunk = self._make_chunk
@@ -449,7 +452,7 @@ class LocalClient:
             yield make_chunk(cid, created, name, content="", role="assistant")
             result: dict = {}
             for piece in self._engine.generate(prompt_tokens, room, params, stops, seed, result, reuse,
-                                               self.n_threads):
+                                               self.n_threads, cancel):
                 yield make_chunk(cid, created, name, content=piece)
         yield make_chunk(cid, created, name, finish_reason=result["finish_reason"])
         if include_usage:

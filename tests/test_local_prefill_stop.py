@@ -1,0 +1,197 @@
+"""Stopping the embedded model while it reads a long prompt (_abort.py), in every face that can know of the stop.
+
+The prompt is read in llama.cpp calls of 512 tokens (n_batch), each one C call that Python cannot leave;
+~1,800 tokens take seconds on one thread.  Each test starts a turn on such a prompt, stops it once
+llama.n_tokens shows the first batch read, and checks that the model stopped inside the prompt read
+(n_tokens < the prompt's length: without the abort it reads all of it before it looks at the stop) and
+that it is left consistent: the batches it kept are the prompt's, and the next call answers as a model
+that read everything afresh.  No wall-clock assertion: counts and events, with generous hang guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nora_widgets.clients import ModelUnavailableError
+from nora_widgets.local import find_model_path
+from tests.helpers import ROOT, nora_env, run_async, sigint_as_in_a_terminal
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.model]
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
+try:
+    find_model_path()
+except ModelUnavailableError as exc:  # pragma: no cover - depends on the install
+    pytest.skip(f"no model file: {exc}", allow_module_level=True)
+
+from nora_widgets import LocalClient, arun_turn, astream_turn  # noqa: E402
+from nora_widgets._background import BackgroundTurn  # noqa: E402
+
+SYSTEM = {"role": "system", "content": "You are Nora. Answer in one short line."}
+LONG = "Here is my reading list, summarise it. " + " ".join(f"book{i} by author{i}," for i in range(190))
+HANG_GUARD = 300.0  # seconds: only a hang reaches it (a whole prompt read is ~10-30 s here)
+
+
+@pytest.fixture(scope="module")
+def client() -> LocalClient:
+    return LocalClient(n_threads=1, reuse_prefix=False).load()
+
+
+@pytest.fixture(scope="module")
+def prompt(client) -> list[int]:
+    tokens = client.prompt_tokens([SYSTEM, {"role": "user", "content": LONG}])
+    assert 1500 < len(tokens) < client.n_ctx - 8, len(tokens)  # several batches of 512, room for the reply
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def fresh_reply(client) -> str:
+    """The reply of a model that read the whole prompt from an empty cache (temperature 0)."""
+    return ask(client).choices[0].message.content
+
+
+def ask(client, **kw):
+    return client.chat.completions.create(model="x", messages=[SYSTEM, {"role": "user", "content": LONG}],
+                                          temperature=0, max_tokens=4, **kw)
+
+
+def wait_for_first_batch(engine, prompt_len: int) -> None:
+    """Until the model holds its lock and has read at least one batch, not yet all of the prompt."""
+    since = time.monotonic()
+    while not (engine.lock.locked() and 512 <= engine.llama.n_tokens < prompt_len):
+        assert time.monotonic() - since < HANG_GUARD, "the prompt read never showed its first batch"
+        time.sleep(0.002)
+
+
+def wait_until_free(engine) -> None:
+    assert engine.lock.acquire(timeout=HANG_GUARD), f"the model was still held after {HANG_GUARD} s"
+    engine.lock.release()
+
+
+def assert_stopped_inside_the_read_and_consistent(client, prompt, fresh_reply) -> int:
+    llama = client._engine.llama
+    kept = llama.n_tokens
+    assert 0 < kept < len(prompt), kept  # stopped inside the read (without the abort: all of it, and a token)
+    assert kept % 512 == 0  # whole batches only: llama.cpp dropped the one it gave up
+    assert llama.input_ids[:kept].tolist() == prompt[:kept]
+    # the kept batches are taken from the cache and the rest read: the same reply as a model that read it all
+    again = ask(LocalClient(n_threads=1, reuse_prefix=True))
+    assert again.usage.prompt_tokens_details.cached_tokens == kept
+    assert again.choices[0].message.content == fresh_reply
+    return kept
+
+
+def test_a_cancelled_arun_turn_stops_inside_the_prompt_read(client, prompt, fresh_reply):
+    engine = client._engine
+    history = [SYSTEM]
+
+    async def main():
+        task = asyncio.create_task(arun_turn(client, history, LONG, temperature=0, max_tokens=4))
+        await asyncio.to_thread(wait_for_first_batch, engine, len(prompt))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(wait_until_free, engine)
+
+    run_async(main())
+    assert history == [SYSTEM]
+    assert_stopped_inside_the_read_and_consistent(client, prompt, fresh_reply)
+
+
+def test_an_astream_turn_left_early_stops_inside_the_prompt_read(client, prompt, fresh_reply):
+    engine = client._engine
+    history = [SYSTEM]
+
+    async def main():
+        async def consume():
+            async for _piece in astream_turn(client, history, LONG, temperature=0, max_tokens=4):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.to_thread(wait_for_first_batch, engine, len(prompt))
+        task.cancel()
+        await asyncio.wait([task])  # its stream's next() runs on in the worker: only the cancel stops it
+        await asyncio.to_thread(wait_until_free, engine)
+        return task.cancelled()
+
+    assert run_async(main())
+    assert history == [SYSTEM]
+    assert_stopped_inside_the_read_and_consistent(client, prompt, fresh_reply)
+
+
+def test_the_panels_stop_stops_inside_the_prompt_read(client, prompt, fresh_reply):
+    engine = client._engine
+    history = [SYSTEM]
+    runner = BackgroundTurn(flush_interval=0.0)
+    ended = []
+    runner.start(client, history, LONG, temperature=0, extra={"max_tokens": 4},
+                 on_text=lambda so_far: None, on_finish=lambda result, late: ended.append(result))
+    wait_for_first_batch(engine, len(prompt))
+    assert runner.cancel() == "stopped"  # what the Stop button does (it streams, as the panel does)
+    runner.worker.join(HANG_GUARD)
+    assert not runner.worker.is_alive()
+    assert history == [SYSTEM] and len(ended) == 1 and ended[0].failure.kind == "cancelled"
+    assert_stopped_inside_the_read_and_consistent(client, prompt, fresh_reply)
+
+
+CHAT_WATCHED = '''
+import sys, threading, time
+from pathlib import Path
+from nora_widgets.cli import main
+
+marks = Path(sys.argv[1])
+
+
+def watched(client):
+    """The client nora chat built, and a thread that says when the model has read its first batch and,
+    once nora chat is over, how many tokens the model holds."""
+    engine = client._engine
+
+    def watch():
+        while not (engine.lock.locked() and engine._llama is not None and engine._llama.n_tokens >= 512):
+            time.sleep(0.002)
+        marks.write_text("first batch\\n")
+
+    threading.Thread(target=watch, daemon=True).start()
+    return client
+
+
+code = main(["chat", "--backend", "local", "--temperature", "0", "--max-tokens", "4"], wrap=watched)
+from nora_widgets import local
+marks.write_text(f"kept {local.default_client()._engine.llama.n_tokens}\\n")
+sys.exit(code)
+'''
+
+
+def test_ctrl_c_in_nora_chat_stops_inside_the_prompt_read_and_is_not_lost(tmp_path, prompt):
+    # SIGINT while the main thread is inside llama_decode: the C callback has no Python in it, so the Ctrl-C
+    # is raised as KeyboardInterrupt when the call returns (never 'Exception ignored' in a callback)
+    script, marks = tmp_path / "chat_watched.py", tmp_path / "marks.txt"
+    script.write_text(CHAT_WATCHED)
+    proc = subprocess.Popen([sys.executable, str(script), str(marks)], cwd=ROOT, env=nora_env(NORA_N_THREADS="1"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
+    try:
+        proc.stdin.write(LONG + "\n")
+        proc.stdin.flush()
+        since = time.monotonic()
+        while not marks.exists():
+            assert proc.poll() is None and time.monotonic() - since < HANG_GUARD, "no first batch"
+            time.sleep(0.01)
+        proc.send_signal(subprocess.signal.SIGINT)
+        out, err = proc.communicate("/history\n", timeout=HANG_GUARD)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "(error talking to the model: cancelled - the turn was rolled back" in err
+    assert "Exception ignored" not in err and "Traceback" not in err
+    assert "nora:" not in out  # no reply: the turn was stopped, and rolled back
+    kept = int(marks.read_text().split()[1])
+    assert kept < len(prompt)  # stopped inside the prompt read; without the abort it reads all and a token
