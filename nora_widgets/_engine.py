@@ -82,8 +82,8 @@ def _ctrl_c_held() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if pressed:
-        raise KeyboardInterrupt
+        if pressed:  # even if the call failed (a read that llama.cpp gave up): the Ctrl-C is what happened
+            raise KeyboardInterrupt
 
 
 def native_detail(caught: io.StringIO) -> str:
@@ -383,14 +383,23 @@ def _abortable(tokens: Iterator[int], llama: Any, cancel: threading.Event | None
     """llama's token generator, with llama.cpp told to give up a computation (the prompt read above all,
     one C call per 512 tokens) once cancel is set: CallCancelled then, the KV cache holding the batches
     read before (llama.n_tokens of them; llama.cpp drops the batch it gave up).  The abort callback is
-    C code with no Python in it (_abort.py): generation runs at full speed and Ctrl-C is never lost."""
+    C code with no Python in it (_abort.py): generation runs at full speed.
+
+    Ctrl-C is held while llama computes (_ctrl_c_held) and raised when each step returns: llama.cpp logs
+    the batch it gave up through llama-cpp-python's Python log callback, and a KeyboardInterrupt raised
+    inside that callback would be printed as "Exception ignored" and lost (the turn would go on)."""
     with abort_on(llama, cancel):
-        try:
-            yield from tokens
-        except RuntimeError as exc:
-            if aborted(exc, cancel):
-                raise CallCancelled("the caller stopped waiting while the model read the prompt") from None
-            raise
+        while True:
+            try:
+                with _ctrl_c_held():
+                    token = next(tokens)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                if aborted(exc, cancel):
+                    raise CallCancelled("the caller stopped waiting while the model read the prompt") from None
+                raise
+            yield token
 
 
 _PROBE_SYSTEM = {"role": "system", "content": "."}
