@@ -28,6 +28,10 @@ the next node, a few microseconds later.
 
     with abort_on(llama, cancel):      # cancel: a Cancel (or None: nothing to watch)
         llama.eval(tokens)             # RuntimeError within a node or two of cancel.set()
+
+llama.cpp says that it gave up on stderr, in two lines, even with verbose=False ("decode: removing
+memory module entries for seq_id = 0, pos = [512, +inf)", "llama_decode: failed to decode, ret = 2"):
+a stop the user asked for is no error to show them.  _quiet_aborts() drops that pair, and only it.
 """
 
 from __future__ import annotations
@@ -36,9 +40,13 @@ import contextlib
 import ctypes
 import functools
 import os
+import threading
 from typing import Any, Iterator
 
 __all__ = ["abort_on", "aborted"]
+
+_REMOVING = b"decode: removing memory module entries"  # logged by a decode that failed, whatever the cause
+_ABORTED = b"llama_decode: failed to decode, ret = 2"  # next: 2 is "aborted" (other failures give other codes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,7 +60,37 @@ def _strlen_callback() -> Any:
         address = ctypes.cast(libc.strlen, ctypes.c_void_p).value
     except (OSError, AttributeError):
         return None
-    return llama_cpp.ggml_abort_callback(address) if address else None
+    if not address:
+        return None
+    _quiet_aborts()
+    return llama_cpp.ggml_abort_callback(address)
+
+
+def _quiet_aborts() -> None:
+    """Put a filter in front of llama-cpp-python's log callback: an aborted decode's two lines are dropped,
+    every other line goes on to it as before.  The "removing" line is held until the next one, which a
+    failed decode always logs at once: ret = 2 drops both, anything else lets both through."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    forward = _logger.llama_log_callback
+    held = threading.local()  # per thread: two models may decode at once
+
+    @llama_cpp.llama_log_callback
+    def filtered(level: int, text: bytes, user_data: Any) -> None:
+        waiting = getattr(held, "line", None)
+        if waiting is not None:
+            held.line = None
+            if (text or b"").startswith(_ABORTED):
+                return
+            forward(*waiting)
+        if (text or b"").startswith(_REMOVING):
+            held.line = (level, text, user_data)
+            return
+        forward(level, text, user_data)
+
+    _quiet_aborts.callback = filtered  # type: ignore[attr-defined]  # kept alive: C holds only its address
+    llama_cpp.llama_log_set(filtered, ctypes.c_void_p(0))
 
 
 @contextlib.contextmanager

@@ -71,6 +71,7 @@ class _Request:
         self.tokens = 0
         self.cut = False
         self.said = False
+        self.aborted = False  # llama.cpp gave up its prompt read (or a token) once gone was set
         self.asked = time.monotonic()  # when the request came
         self.first: float | None = None  # when its first token came (it waited its turn until then)
         self.written = 0  # the reply's tokens (an end-of-text token is not one), as its usage counts them
@@ -274,10 +275,34 @@ def stop_when_gone(llama: Any, say: Callable[[str], None] | None = None) -> None
             return True
 
         criteria = StoppingCriteriaList([*(stopping_criteria or []), client_gone])
-        return create_completion(*args, stopping_criteria=criteria, **kwargs)
+        try:
+            made = create_completion(*args, stopping_criteria=criteria, **kwargs)
+        except IndexError:  # a reply that is not streamed: see _quietly
+            if not request.aborted:
+                raise
+            return _nothing(kwargs.get("model"))
+        return _quietly(made, request) if kwargs.get("stream") else made
 
     llama.create_completion = create_completion_until_gone
     _note_tokens(llama, say)
+
+
+def _quietly(chunks: Any, request: _Request) -> Any:
+    """A stream's chunks, ended quietly if llama.cpp gave up its prompt read: llama-cpp-python then asks
+    the stopping criteria once more with the last token's scores, and there are none when not one batch of
+    the prompt was read (IndexError).  The reply goes to nobody (its client left, or the server stops)."""
+    try:
+        yield from chunks
+    except IndexError:
+        if not request.aborted:
+            raise
+
+
+def _nothing(model: Any) -> dict:
+    """An empty completion, as create_completion returns one: the reply of a prompt read given up (_quietly)."""
+    return {"id": "cmpl-stopped", "object": "text_completion", "created": int(time.time()), "model": model or "",
+            "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
 
 def _note_tokens(llama: Any, say: Callable[[str], None]) -> None:
@@ -311,6 +336,7 @@ def _noted(tokens: Any, request: _Request, vocab: Any, is_end: Callable[[Any, in
         except RuntimeError as exc:
             if not aborted(exc, request.gone):
                 raise
+            request.aborted = True
             if not request.cut:  # said once, as client_gone says it
                 request.cut = True
                 if not _stopping.is_set() and not request.said:

@@ -11,6 +11,10 @@ that read everything afresh.  No wall-clock assertion: counts and events, with g
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -199,6 +203,87 @@ def test_ctrl_c_in_nora_chat_stops_inside_the_prompt_read_and_is_not_lost(tmp_pa
     assert proc.returncode == 0, err
     assert "(error talking to the model: cancelled - the turn was rolled back" in err
     assert "Exception ignored" not in err and "Traceback" not in err
+    # llama.cpp's own lines about the read it gave up ("decode: removing memory module entries ...",
+    # "llama_decode: failed to decode, ret = 2") are no error to show: the user asked for the stop
+    assert "decode" not in err, err
     assert "nora:" not in out  # no reply: the turn was stopped, and rolled back
     peak = int(marks.read_text().split()[1])
     assert 512 <= peak < len(prompt)  # stopped inside the prompt read; without the abort it reads all of it
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far (Linux: /proc/PID/stat's utime + stime)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the server at work")
+def test_a_nora_serve_client_that_leaves_during_the_prompt_read_frees_the_model_at_once():
+    # a client that left (a timeout, a closed tab) while its long prompt was read kept the model busy
+    # reading all of it, then stopped at the first token; the class waited behind it.  Now llama.cpp gives
+    # the read up: the server says so ("while its prompt was read": without the abort it said "after 0
+    # tokens", once the whole prompt was read), and the next request is answered by a consistent model.
+    pytest.importorskip("llama_cpp.server.app", reason="nora serve needs llama-cpp-python[server] ([local] extra)")
+    from tests.test_serve import Served, clean_env
+
+    served = Served(env=clean_env(NORA_N_THREADS="1"))
+    try:
+        body = json.dumps({"model": "m", "messages": [SYSTEM, {"role": "user", "content": LONG}],
+                           "max_tokens": 4, "temperature": 0}).encode()
+        idle = cpu_seconds(served.proc.pid)
+        leaving = socket.create_connection(("127.0.0.1", served.port), timeout=HANG_GUARD)
+        leaving.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        # the server at work on it: a second of CPU is ~150 of the ~1,700 tokens on one thread (the whole read
+        # takes ten times that); counted in CPU time, not wall-clock time, which a busy machine stretches
+        since = time.monotonic()
+        while cpu_seconds(served.proc.pid) - idle < 1.5:
+            assert served.proc.poll() is None and time.monotonic() - since < HANG_GUARD, "the server never read it"
+            time.sleep(0.02)
+        leaving.close()
+        said = served._readline(timeout=HANG_GUARD)
+        while said.startswith("INFO:"):  # the access log's line for the request that left, if any
+            said = served._readline(timeout=HANG_GUARD)
+        assert re.fullmatch(r"nora serve: the client at 127\.0\.0\.1:\d+ left; its reply stopped while its prompt "
+                            r"was read\n", said), said
+        # the next request is answered, and as a model that read it all afresh answers it (temperature 0)
+        # the first takes the batches kept from the cache; a short question between makes the second read
+        # the long one again from its first words (the server's cache keeps the longest common start)
+        client = served.client()
+        again = []
+        for content in (LONG, "Do you sell maps?", LONG):
+            again.append(client.chat.completions.create(model="m", messages=[SYSTEM, {"role": "user", "content": content}],
+                                                        max_tokens=4, temperature=0).choices[0].message.content)
+        assert again[0].strip() and again[0] == again[2], again
+        code, out, err = served.stop()
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+    assert code == 0 and err == "", err  # no "decode: removing ..." from llama.cpp, no traceback
+    assert "Traceback" not in out and "decode" not in out
+
+
+def test_only_the_lines_of_an_aborted_decode_are_dropped_from_llamas_log(capsys):
+    # the filter before llama-cpp-python's log callback (_abort.py): an aborted decode's pair goes, a decode
+    # that failed otherwise is still said (both its lines), and so is any other line
+    from llama_cpp import _logger
+
+    from nora_widgets._abort import _quiet_aborts, _strlen_callback
+
+    assert _strlen_callback() is not None  # installs the filter (once)
+    say = _quiet_aborts.callback
+    previous = _logger.logger.level
+    _logger.set_verbose(False)  # as Nora loads the model: errors only
+    try:
+        say(3, b"decode: removing memory module entries for seq_id = 0, pos = [512, +inf)\n", None)
+        say(3, b"llama_decode: failed to decode, ret = 2\n", None)
+        assert capsys.readouterr().err == ""
+        say(3, b"decode: removing memory module entries for seq_id = 0, pos = [0, +inf)\n", None)
+        say(3, b"llama_decode: failed to decode, ret = -3\n", None)
+        say(3, b"some other error\n", None)
+        say(1, b"an info line, below the level shown\n", None)
+        assert capsys.readouterr().err == ("decode: removing memory module entries for seq_id = 0, pos = [0, +inf)\n"
+                                           "llama_decode: failed to decode, ret = -3\nsome other error\n")
+    finally:
+        _logger.logger.setLevel(previous)
