@@ -17,7 +17,7 @@ between.  Whatever stops it - an exception, a cancelled task, asyncio.wait_for's
 
 A sync client (ScriptedClient, LocalClient, openai.OpenAI, make_client()'s) is accepted too: its call runs
 in a worker thread, so the event loop never stalls on it, and a cancel stops the embedded model at its next
-token (see arun_turn).  asafe_run_turn is safe_run_turn awaited: a failed turn is its one line, not an error.
+token, or inside its prompt read (see arun_turn; _abort.py).  asafe_run_turn is safe_run_turn awaited: a failed turn is its one line, not an error.
 """
 
 from __future__ import annotations
