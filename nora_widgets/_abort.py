@@ -46,6 +46,7 @@ from typing import Any, Iterator
 __all__ = ["abort_on", "aborted"]
 
 _REMOVING = b"decode: removing memory module entries"  # logged by a decode that failed, whatever the cause
+_installing = threading.Lock()
 _ABORTED = b"llama_decode: failed to decode, ret = 2"  # next: 2 is "aborted" (other failures give other codes)
 
 
@@ -73,7 +74,17 @@ def _quiet_aborts() -> None:
     import llama_cpp
     from llama_cpp import _logger
 
-    forward = _logger.llama_log_callback
+    with _installing:  # once, even if two threads start their first calls together
+        if getattr(_quiet_aborts, "callback", None) is None:
+            _quiet_aborts.callback = _filter(_logger.llama_log_callback)  # type: ignore[attr-defined]
+            llama_cpp.llama_log_set(_quiet_aborts.callback, ctypes.c_void_p(0))  # type: ignore[attr-defined]
+
+
+def _filter(forward: Any) -> Any:
+    """The filtering callback of _quiet_aborts, passing on to forward (kept alive by the caller: C holds
+    only its address)."""
+    import llama_cpp
+
     held = threading.local()  # per thread: two models may decode at once
 
     @llama_cpp.llama_log_callback
@@ -89,8 +100,7 @@ def _quiet_aborts() -> None:
             return
         forward(level, text, user_data)
 
-    _quiet_aborts.callback = filtered  # type: ignore[attr-defined]  # kept alive: C holds only its address
-    llama_cpp.llama_log_set(filtered, ctypes.c_void_p(0))
+    return filtered
 
 
 @contextlib.contextmanager
