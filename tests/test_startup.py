@@ -62,3 +62,17 @@ def test_the_script_runs_the_command_line_and_imports_nothing_before_it(tmp_path
     run = subprocess.run([sys.executable, console_script(tmp_path), "models", "--backend", "scripted"],
                          capture_output=True, text=True, env=helpers.nora_env(), cwd=tmp_path, timeout=60)
     assert (run.returncode, run.stdout) == (0, "scripted\n"), run.stderr
+
+
+def test_python_m_nora_widgets_is_the_nora_command_with_its_ctrl_c_guard(tmp_path):
+    # `python -m nora_widgets` said "is a package and cannot be directly executed"
+    done = subprocess.run([sys.executable, "-m", "nora_widgets", "--version"], capture_output=True, text=True,
+                          env=helpers.nora_env(), cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "nora 0.1.0", "")
+    env, held = helpers.holding_import(tmp_path, "nora_widgets.cli", helpers.nora_env("http://127.0.0.1:9/v1",
+                                                                                      "sk-test-x"))
+    proc = subprocess.Popen([sys.executable, "-m", "nora_widgets", "ask", "hi"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=helpers.sigint_as_in_a_terminal)
+    out, err = helpers.press_ctrl_c_when_held(proc, held)
+    assert (proc.returncode, out, err) == (130, "", "\n(cancelled)\n")
