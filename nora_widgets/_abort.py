@@ -43,7 +43,7 @@ import os
 import threading
 from typing import Any, Iterator
 
-__all__ = ["abort_on", "aborted"]
+__all__ = ["abort_on", "aborted", "gave_up"]
 
 _REMOVING = b"decode: removing memory module entries"  # logged by a decode that failed, whatever the cause
 _installing = threading.Lock()
@@ -124,8 +124,14 @@ def abort_on(llama: Any, cancel: Any) -> Iterator[None]:
         llama_cpp.llama_set_abort_callback(ctx, llama_cpp.ggml_abort_callback(), None)  # NULL: none
 
 
+def gave_up(exc: BaseException) -> bool:
+    """Is exc llama-cpp-python's word that llama.cpp gave up a decode through its abort callback?  The
+    batch is then dropped whole (n_tokens still says what the cache holds); other failures say other codes.
+    Example: gave_up(RuntimeError("llama_decode returned 2")) -> True; gave_up(RuntimeError("...returned 1")) -> False"""
+    return isinstance(exc, RuntimeError) and str(exc) == "llama_decode returned 2"
+
+
 def aborted(exc: BaseException, cancel: Any) -> bool:
     """Is exc llama-cpp-python's word that llama.cpp gave up because cancel was set?
     Example: aborted(RuntimeError("llama_decode returned 2"), cancel) -> True once cancel.set()"""
-    return (isinstance(exc, RuntimeError) and str(exc) == "llama_decode returned 2"
-            and cancel is not None and cancel.is_set())
+    return gave_up(exc) and cancel is not None and cancel.is_set()

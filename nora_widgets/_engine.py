@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Generator, Iterator
 
-from ._abort import abort_on, aborted
+from ._abort import abort_on, aborted, gave_up
 from ._cancel import CallCancelled
 from .clients import ModelUnavailableError
 from .errors import NoraError
@@ -316,18 +316,21 @@ class _Engine:
         and before each token; once it is set, CallCancelled is raised there (the caller's lock then freed).
         A Cancel (_cancel.py) is also seen inside the prompt read: llama.cpp gives up the batch it is on
         (_abort.py), the batches read before stay in the KV cache (llama.n_tokens says how many tokens),
-        and CallCancelled is raised at once instead of after the whole prompt.
+        and CallCancelled is raised at once instead of after the whole prompt.  Ctrl-C in the main thread is
+        raised between two of llama's steps (_abortable), and the cache is kept then too; any other exception
+        half-way through empties it (llama.n_tokens might count a batch the cache does not hold).
         """
         import llama_cpp
 
         llama = self.llama
         if n_threads is not None and n_threads != self.threads():
             llama._ctx.set_n_threads(n_threads, n_threads)  # generation and prompt reading alike
-        cached = _reusable_prefix(llama, prompt_tokens) if reuse else 0
-        if cached:
-            llama.n_tokens = cached      # the cache now holds exactly prompt_tokens[:cached]
-        else:
-            llama.reset()                # an empty cache: the whole prompt is read
+        with _ctrl_c_held():             # not between dropping the cache's tail and saying so in n_tokens
+            cached = _reusable_prefix(llama, prompt_tokens) if reuse else 0
+            if cached:
+                llama.n_tokens = cached  # the cache now holds exactly prompt_tokens[:cached]
+            else:
+                llama.reset()            # an empty cache: the whole prompt is read
         self.prompt_tokens_read += len(prompt_tokens) - cached
         llama.set_seed(seed)
         vocab = llama._model.vocab
@@ -345,7 +348,8 @@ class _Engine:
                                 presence_penalty=params.get("presence_penalty", 0.0),
                                 frequency_penalty=params.get("frequency_penalty", 0.0),
                                 grammar=params.get("grammar"))
-        steps = _abortable(tokens, llama, cancel)
+        step = _Step()               # is llama's own Python code in the middle of a step? (_abortable says)
+        steps = _abortable(tokens, llama, cancel, step)
         try:
             for token in steps:
                 if cancel is not None and cancel.is_set():  # one token's work at most after the cancel
@@ -368,8 +372,12 @@ class _Engine:
                     break
         except (GeneratorExit, CallCancelled):
             raise                # closed or cancelled: llama's cache still matches llama.input_ids[:n_tokens]
+        except KeyboardInterrupt:
+            if step.running:     # it may have landed between a decode and llama's n_tokens update
+                llama.reset()
+            raise                # else between two steps (nora chat's Ctrl-C): the cache is kept, as for a close
         except BaseException:
-            llama.reset()        # failed half-way (e.g. Ctrl-C): the next call starts from an empty cache
+            llama.reset()        # failed half-way: the next call starts from an empty cache
             raise
         finally:
             steps.close()        # finish llama's generator now, while the caller still holds the lock,
@@ -379,7 +387,20 @@ class _Engine:
             yield held
 
 
-def _abortable(tokens: Iterator[int], llama: Any, cancel: threading.Event | None) -> Generator[int, None, None]:
+class _Step:
+    """Is llama-cpp-python's own Python code in the middle of a step (a decode, then its n_tokens and
+    input_ids update, then a sample)?  An exception that lands there may leave n_tokens counting a batch the
+    KV cache does not hold, so the cache is emptied.  Between two steps llama's generator waits at its
+    yield: n_tokens counts what the cache holds (the prompt and the reply tokens read; the token just
+    sampled is not read yet), and a Ctrl-C there can leave the cache as it is.
+    Example: step.running -> True from just before llama's generator goes on until that step is over"""
+
+    def __init__(self) -> None:
+        self.running = False
+
+
+def _abortable(tokens: Iterator[int], llama: Any, cancel: threading.Event | None,
+               step: _Step | None = None) -> Generator[int, None, None]:
     """llama's token generator, with llama.cpp told to give up a computation (the prompt read above all,
     one C call per 512 tokens) once cancel is set: CallCancelled then, the KV cache holding the batches
     read before (llama.n_tokens of them; llama.cpp drops the batch it gave up).  The abort callback is
@@ -387,12 +408,23 @@ def _abortable(tokens: Iterator[int], llama: Any, cancel: threading.Event | None
 
     Ctrl-C is held while llama computes (_ctrl_c_held) and raised when each step returns: llama.cpp logs
     the batch it gave up through llama-cpp-python's Python log callback, and a KeyboardInterrupt raised
-    inside that callback would be printed as "Exception ignored" and lost (the turn would go on)."""
+    inside that callback would be printed as "Exception ignored" and lost (the turn would go on).
+    step.running is True while a step may be half done: from just before llama's generator goes on until
+    it has yielded a token or ended, or llama.cpp gave up a batch whole.  A held Ctrl-C is raised after
+    that, so the caller sees step.running False and may keep the cache; one that landed inside llama's
+    Python code (no held handler: another thread, or a handler of someone else's) finds it True."""
+    step = step if step is not None else _Step()
     with abort_on(llama, cancel):
         while True:
             try:
-                with _ctrl_c_held():
-                    token = next(tokens)
+                with _ctrl_c_held():  # a Ctrl-C meanwhile is raised here, once the step is over
+                    step.running = True
+                    try:
+                        token = next(tokens)
+                    except (StopIteration, RuntimeError) as exc:
+                        step.running = not (isinstance(exc, StopIteration) or gave_up(exc))
+                        raise
+                    step.running = False
             except StopIteration:
                 return
             except RuntimeError as exc:

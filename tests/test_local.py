@@ -671,13 +671,22 @@ def test_an_overflow_a_closed_stream_or_an_interrupt_leaves_the_cache_correct(cl
     assert usage.prompt_tokens == n and usage.prompt_tokens_details.cached_tokens == n - 1
     assert spy.take()[0] == 1
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
-    # an exception half-way through a reply (Ctrl-C arrives inside llama.cpp): the cache is emptied
+    # Ctrl-C between two steps (here while the caller has a piece): what was read stays cached, as for a close
     engine, result = client._engine, {}
     with engine.hold(10):
         pieces = engine.generate(client.prompt_tokens(longer), 16, dict(SAMPLING_DEFAULTS), [], 1, result, True)
         next(pieces)
         with pytest.raises(KeyboardInterrupt):
             pieces.throw(KeyboardInterrupt)
+    assert engine.llama.n_tokens >= n  # the prompt, and any reply token read
+    spy.take()
+    assert cached(ask(client, longer, temperature=0.7, max_tokens=4)) == n - 1 and spy.take()[0] == 1
+    # any other exception half-way through a reply: the cache is emptied
+    with engine.hold(10):
+        pieces = engine.generate(client.prompt_tokens(longer), 16, dict(SAMPLING_DEFAULTS), [], 1, result, True)
+        next(pieces)
+        with pytest.raises(SystemExit):
+            pieces.throw(SystemExit)
     assert engine.llama.n_tokens == 0
     spy.take()
     reply = ask(client, longer, temperature=0.7, max_tokens=4)

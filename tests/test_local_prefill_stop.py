@@ -161,7 +161,7 @@ def watched(client):
             time.sleep(0.002)
         marks.write_text("first batch\\n")
         peak = 0
-        while engine.lock.locked() and engine._llama is not None:  # the most tokens it held (a Ctrl-C empties its cache afterwards)
+        while engine.lock.locked() and engine._llama is not None:  # the most tokens it held (what it kept may be read on)
             peak = max(peak, getattr(engine._llama, "n_tokens", 0))
             time.sleep(0.002)
         peaks.append(peak)
