@@ -201,3 +201,18 @@ def press_ctrl_c_when_held(proc: subprocess.Popen, held: Path, timeout: float = 
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     return proc.communicate(timeout=timeout)
+
+
+def model_file_or_skip() -> Path:
+    """The embedded model's file, or the calling test module skipped (no llama-cpp-python, or no model file:
+    the [local] extra not installed).  Called at a model test module's top, before it imports LocalClient."""
+    import pytest
+
+    pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
+    from nora_widgets.clients import ModelUnavailableError
+    from nora_widgets.local import find_model_path
+
+    try:
+        return find_model_path()
+    except ModelUnavailableError as exc:  # pragma: no cover - depends on the install
+        pytest.skip(f"no model file: {exc}", allow_module_level=True)

@@ -22,11 +22,8 @@ from tests import helpers
 
 pytestmark = pytest.mark.timeout(120)
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
-try:
-    MODEL_FILE = find_model_path()
-except ModelUnavailableError as exc:  # pragma: no cover - depends on the install
-    pytest.skip(f"no model file: {exc}", allow_module_level=True)
+MODEL_FILE = helpers.model_file_or_skip()
+import llama_cpp  # noqa: E402  (there: the line above skips the module without it)
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 

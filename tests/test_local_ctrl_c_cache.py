@@ -18,16 +18,11 @@ from typing import Callable
 
 import pytest
 
-from nora_widgets.clients import ModelUnavailableError
-from nora_widgets.local import find_model_path
+from tests import helpers
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.model]
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
-try:
-    find_model_path()
-except ModelUnavailableError as exc:  # pragma: no cover - depends on the install
-    pytest.skip(f"no model file: {exc}", allow_module_level=True)
+helpers.model_file_or_skip()
 
 from nora_widgets import LocalClient  # noqa: E402
 from nora_widgets._abort import gave_up  # noqa: E402

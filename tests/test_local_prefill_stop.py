@@ -21,17 +21,12 @@ import time
 
 import pytest
 
-from nora_widgets.clients import ModelUnavailableError
-from nora_widgets.local import find_model_path
+from tests import helpers
 from tests.helpers import ROOT, nora_env, run_async, sigint_as_in_a_terminal
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.model]
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="the embedded model needs llama-cpp-python ([local] extra)")
-try:
-    find_model_path()
-except ModelUnavailableError as exc:  # pragma: no cover - depends on the install
-    pytest.skip(f"no model file: {exc}", allow_module_level=True)
+helpers.model_file_or_skip()
 
 from nora_widgets import LocalClient, arun_turn, astream_turn  # noqa: E402
 from nora_widgets._background import BackgroundTurn  # noqa: E402
